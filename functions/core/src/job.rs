@@ -1,0 +1,247 @@
+//! The job record and its events, as the domain sees them.
+
+use crate::ids::{JobId, UserId};
+use crate::lifecycle::JobStatus;
+use crate::request::{AspectRatio, ImageSource, ProviderName, Resolution, WorkflowType};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+/// Timestamps are kept to the millisecond and written as fixed-width RFC 3339
+/// (`2026-11-22T10:00:00.123Z`), so that their text sorts like their time.
+pub mod timestamp {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    use time::OffsetDateTime;
+
+    pub fn format(at: OffsetDateTime) -> String {
+        let utc = at.to_offset(time::UtcOffset::UTC);
+        let fmt = format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        utc.format(&fmt).unwrap_or_else(|_| utc.unix_timestamp().to_string())
+    }
+
+    pub fn parse(text: &str) -> Option<OffsetDateTime> {
+        OffsetDateTime::parse(text, &Rfc3339).ok()
+    }
+
+    /// Now, cut to whole milliseconds so that a stored time reads back equal.
+    pub fn now() -> OffsetDateTime {
+        let now = OffsetDateTime::now_utc();
+        now.replace_millisecond(now.millisecond()).unwrap_or(now)
+    }
+
+    pub fn serialize<S: Serializer>(at: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*at))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time"))
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use time::OffsetDateTime;
+
+        pub fn serialize<S: Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => s.serialize_some(&super::format(*at)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+            match Option::<String>::deserialize(d)? {
+                Some(text) => super::parse(&text)
+                    .map(Some)
+                    .ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time")),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+/// What the provider is asked to make.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "workflow_type", rename_all = "snake_case")]
+pub enum JobParams {
+    TextToVideo {
+        duration_seconds: u32,
+        aspect_ratio: AspectRatio,
+        resolution: Resolution,
+    },
+    ImageToVideo {
+        image: ImageSource,
+        length_seconds: u32,
+        frame_rate: u32,
+        zoom_speed: f64,
+    },
+}
+
+impl JobParams {
+    pub fn workflow_type(&self) -> WorkflowType {
+        match self {
+            JobParams::TextToVideo { .. } => WorkflowType::TextToVideo,
+            JobParams::ImageToVideo { .. } => WorkflowType::ImageToVideo,
+        }
+    }
+
+    /// Length of the video asked for.
+    pub fn video_seconds(&self) -> u32 {
+        match self {
+            JobParams::TextToVideo { duration_seconds, .. } => *duration_seconds,
+            JobParams::ImageToVideo { length_seconds, .. } => *length_seconds,
+        }
+    }
+
+    /// A rough wait a client can show: provider queueing plus render time.
+    pub fn estimated_time_seconds(&self) -> u32 {
+        30 + 6 * self.video_seconds()
+    }
+}
+
+/// Why a job ended badly, in words the user can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_step: Option<String>,
+}
+
+/// A reviewer's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub decision: String,
+    pub reason: Option<String>,
+    pub reviewer_id: UserId,
+    #[serde(with = "timestamp")]
+    pub reviewed_at: OffsetDateTime,
+}
+
+/// The stored video: where it is in S3 and what it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub video_key: String,
+    pub thumbnail_key: Option<String>,
+    pub mime_type: String,
+    pub size_bytes: u64,
+    pub duration_seconds: f64,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Where a job is now: the record a status request reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub status: JobStatus,
+    pub params: JobParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    /// Hex SHA-256 of the prompt; the prompt itself is kept apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_hash: Option<String>,
+    pub provider: ProviderName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_request_id: Option<String>,
+    pub progress: u8,
+    pub cost_credits: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    #[serde(with = "timestamp")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "timestamp")]
+    pub updated_at: OffsetDateTime,
+    #[serde(default, with = "timestamp::option", skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Artifact>,
+    /// When an unapproved output is deleted and the result answers `410`.
+    #[serde(default, with = "timestamp::option", skip_serializing_if = "Option::is_none")]
+    pub output_expires_at: Option<OffsetDateTime>,
+}
+
+impl Job {
+    pub fn workflow_type(&self) -> WorkflowType {
+        self.params.workflow_type()
+    }
+
+    pub fn is_owned_by(&self, user: &UserId) -> bool {
+        &self.user_id == user
+    }
+}
+
+/// Who or what caused an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventSource {
+    Api,
+    Worker,
+    Webhook,
+    StateMachine,
+    Reviewer,
+}
+
+/// One line of a job's history. A change of status writes one in the same
+/// transaction as the change; an event that changed nothing is kept too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub job_id: JobId,
+    #[serde(with = "timestamp")]
+    pub at: OffsetDateTime,
+    pub source: EventSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<JobStatus>,
+    pub status: JobStatus,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// The user or reviewer behind it, when a person acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<UserId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_fixed_width_and_sort_as_text() {
+        let early = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let late = early + time::Duration::milliseconds(1_500);
+        assert_eq!(timestamp::format(early), "2023-11-14T22:13:20.000Z");
+        assert_eq!(timestamp::format(late), "2023-11-14T22:13:21.500Z");
+        assert!(timestamp::format(early) < timestamp::format(late));
+        assert_eq!(timestamp::parse(&timestamp::format(late)), Some(late));
+    }
+
+    #[test]
+    fn now_reads_back_equal_after_formatting() {
+        let now = timestamp::now();
+        assert_eq!(timestamp::parse(&timestamp::format(now)), Some(now));
+    }
+
+    #[test]
+    fn params_say_their_workflow_and_length() {
+        let text = JobParams::TextToVideo {
+            duration_seconds: 8,
+            aspect_ratio: AspectRatio::Square,
+            resolution: Resolution::Hd,
+        };
+        assert_eq!(text.workflow_type(), WorkflowType::TextToVideo);
+        assert_eq!(text.video_seconds(), 8);
+        assert_eq!(text.estimated_time_seconds(), 78);
+        let json = serde_json::to_value(&text).unwrap();
+        assert_eq!(json["workflow_type"], "text_to_video");
+        assert_eq!(serde_json::from_value::<JobParams>(json).unwrap(), text);
+    }
+}

@@ -1,0 +1,16 @@
+//! The videojobs domain: a job's lifecycle, the requests that create jobs, the
+//! ids and keys, and the ports through which the functions reach storage and
+//! the workflow engine. Nothing here knows about AWS.
+
+pub mod error;
+pub mod ids;
+pub mod job;
+pub mod lifecycle;
+pub mod ports;
+pub mod request;
+pub mod service;
+pub mod settings;
+pub mod views;
+
+pub use error::{AppError, StoreError};
+pub use lifecycle::{transition, JobStatus, Transition};

@@ -1,0 +1,299 @@
+//! The life of a job, top to bottom.
+//!
+//! ```text
+//! queued → submitted → processing → completed → approved
+//!                                             → rejected
+//! queued | submitted | retrying | processing → failed | canceled | expired
+//! submitted → retrying → submitted      (a retried provider submission)
+//! completed → expired                    (not reviewed within the retention window)
+//! ```
+//!
+//! [`transition`] is the only place that decides whether a job may move from one
+//! status to another, and what that move costs: whether the user gets their
+//! credits back and whether the job frees one of the user's in-flight slots.
+//! Storage applies the answer with a write conditioned on the status the job
+//! leaves, so two writers racing for the same move cannot both win.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Where a job is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Submitted,
+    Retrying,
+    Processing,
+    Completed,
+    Approved,
+    Rejected,
+    Failed,
+    Canceled,
+    Expired,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 10] = [
+        JobStatus::Queued,
+        JobStatus::Submitted,
+        JobStatus::Retrying,
+        JobStatus::Processing,
+        JobStatus::Completed,
+        JobStatus::Approved,
+        JobStatus::Rejected,
+        JobStatus::Failed,
+        JobStatus::Canceled,
+        JobStatus::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Submitted => "submitted",
+            JobStatus::Retrying => "retrying",
+            JobStatus::Processing => "processing",
+            JobStatus::Completed => "completed",
+            JobStatus::Approved => "approved",
+            JobStatus::Rejected => "rejected",
+            JobStatus::Failed => "failed",
+            JobStatus::Canceled => "canceled",
+            JobStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|status| status.as_str() == value)
+    }
+
+    /// The copy a person sees.
+    pub fn label(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "Waiting to start",
+            JobStatus::Submitted | JobStatus::Retrying | JobStatus::Processing => {
+                "Generating video"
+            }
+            JobStatus::Completed => "Ready for review",
+            JobStatus::Approved => "Ready to use",
+            JobStatus::Rejected => "Needs changes",
+            JobStatus::Failed => "Generation failed",
+            JobStatus::Canceled => "Canceled",
+            JobStatus::Expired => "Expired",
+        }
+    }
+
+    /// A terminal job never changes status again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Approved
+                | JobStatus::Rejected
+                | JobStatus::Failed
+                | JobStatus::Canceled
+                | JobStatus::Expired
+        )
+    }
+
+    /// Still being generated: counts against the user's cap on active jobs, is
+    /// listed by `GET /videos/jobs/active`, and can be canceled.
+    pub fn is_in_flight(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Queued | JobStatus::Submitted | JobStatus::Retrying | JobStatus::Processing
+        )
+    }
+
+    /// Progress shown for a status when the provider has said nothing finer.
+    pub fn progress_floor(self) -> u8 {
+        match self {
+            JobStatus::Queued => 0,
+            JobStatus::Submitted | JobStatus::Retrying => 5,
+            JobStatus::Processing => 10,
+            _ => 100,
+        }
+    }
+
+    fn successors(self) -> &'static [JobStatus] {
+        use JobStatus::*;
+        match self {
+            Queued => &[Submitted, Failed, Canceled, Expired],
+            Submitted => &[Processing, Retrying, Failed, Canceled, Expired],
+            Retrying => &[Submitted, Failed, Canceled, Expired],
+            Processing => &[Completed, Failed, Canceled, Expired],
+            Completed => &[Approved, Rejected, Expired],
+            Approved | Rejected | Failed | Canceled | Expired => &[],
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An allowed move, with what it implies for the user's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: JobStatus,
+    pub to: JobStatus,
+    /// Give the job's cost back: the user never got a video.
+    pub refunds_credits: bool,
+    /// The job stops counting against the user's cap on in-flight jobs.
+    pub frees_slot: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {from} job cannot become {to}")]
+pub struct TransitionRefused {
+    pub from: JobStatus,
+    pub to: JobStatus,
+}
+
+/// Decides whether a job may move from `from` to `to`.
+pub fn transition(from: JobStatus, to: JobStatus) -> Result<Transition, TransitionRefused> {
+    if !from.successors().contains(&to) {
+        return Err(TransitionRefused { from, to });
+    }
+    let gave_up = matches!(to, JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired);
+    Ok(Transition {
+        from,
+        to,
+        refunds_credits: gave_up && from.is_in_flight(),
+        frees_slot: from.is_in_flight() && !to.is_in_flight(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobStatus::*;
+    use super::*;
+
+    const ALLOWED: &[(JobStatus, JobStatus)] = &[
+        (Queued, Submitted),
+        (Submitted, Processing),
+        (Processing, Completed),
+        (Completed, Approved),
+        (Completed, Rejected),
+        (Completed, Expired),
+        (Submitted, Retrying),
+        (Retrying, Submitted),
+        (Queued, Failed),
+        (Queued, Canceled),
+        (Queued, Expired),
+        (Submitted, Failed),
+        (Submitted, Canceled),
+        (Submitted, Expired),
+        (Retrying, Failed),
+        (Retrying, Canceled),
+        (Retrying, Expired),
+        (Processing, Failed),
+        (Processing, Canceled),
+        (Processing, Expired),
+    ];
+
+    #[test]
+    fn every_pair_of_statuses_is_allowed_exactly_when_the_design_lists_it() {
+        for from in JobStatus::ALL {
+            for to in JobStatus::ALL {
+                let listed = ALLOWED.contains(&(from, to));
+                assert_eq!(transition(from, to).is_ok(), listed, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_move_names_both_statuses() {
+        let refused = transition(Approved, Queued).unwrap_err();
+        assert_eq!(refused.to_string(), "a approved job cannot become queued");
+    }
+
+    #[test]
+    fn terminal_statuses_have_no_way_out() {
+        for from in JobStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in JobStatus::ALL {
+                assert!(transition(from, to).is_err(), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_status_moves_to_itself() {
+        for status in JobStatus::ALL {
+            assert!(transition(status, status).is_err(), "{status}");
+        }
+    }
+
+    #[test]
+    fn giving_up_on_an_in_flight_job_refunds_and_frees_its_slot() {
+        for from in [Queued, Submitted, Retrying, Processing] {
+            for to in [Failed, Canceled, Expired] {
+                let t = transition(from, to).unwrap();
+                assert!(t.refunds_credits, "{from} -> {to}");
+                assert!(t.frees_slot, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn completing_frees_the_slot_but_keeps_the_credits() {
+        let t = transition(Processing, Completed).unwrap();
+        assert!(t.frees_slot);
+        assert!(!t.refunds_credits);
+    }
+
+    #[test]
+    fn expiring_an_unreviewed_video_refunds_nothing() {
+        let t = transition(Completed, Expired).unwrap();
+        assert!(!t.refunds_credits);
+        assert!(!t.frees_slot);
+    }
+
+    #[test]
+    fn moves_between_in_flight_statuses_keep_credits_and_slot() {
+        for (from, to) in [(Queued, Submitted), (Submitted, Retrying), (Retrying, Submitted), (Submitted, Processing)] {
+            let t = transition(from, to).unwrap();
+            assert!(!t.refunds_credits && !t.frees_slot, "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn reviews_cost_nothing_and_free_nothing() {
+        for to in [Approved, Rejected] {
+            let t = transition(Completed, to).unwrap();
+            assert!(!t.refunds_credits && !t.frees_slot);
+        }
+    }
+
+    #[test]
+    fn labels_follow_the_design_copy() {
+        assert_eq!(Queued.label(), "Waiting to start");
+        for s in [Submitted, Retrying, Processing] {
+            assert_eq!(s.label(), "Generating video");
+        }
+        assert_eq!(Completed.label(), "Ready for review");
+        assert_eq!(Approved.label(), "Ready to use");
+        assert_eq!(Rejected.label(), "Needs changes");
+        assert_eq!(Failed.label(), "Generation failed");
+        assert_eq!(Canceled.label(), "Canceled");
+        assert_eq!(Expired.label(), "Expired");
+    }
+
+    #[test]
+    fn exactly_five_statuses_are_terminal_and_four_in_flight() {
+        assert_eq!(JobStatus::ALL.iter().filter(|s| s.is_terminal()).count(), 5);
+        assert_eq!(JobStatus::ALL.iter().filter(|s| s.is_in_flight()).count(), 4);
+        assert!(!Completed.is_terminal() && !Completed.is_in_flight());
+    }
+
+    #[test]
+    fn status_names_round_trip_through_text_and_json() {
+        for status in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(status.as_str()), Some(status));
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
+        assert_eq!(JobStatus::parse("Queued"), None);
+        assert_eq!(JobStatus::parse(""), None);
+    }
+}

@@ -1,0 +1,193 @@
+//! What the domain needs from the outside world, one narrow trait per
+//! capability, in domain types. `videojobs-aws` implements them on DynamoDB, S3
+//! and Step Functions; unit tests may fake them.
+
+use crate::error::StoreError;
+use crate::ids::{ApiKeyHash, IdempotencyKey, JobId, Role, UploadId, UserId};
+use crate::job::{Job, JobEvent};
+use crate::lifecycle::{JobStatus, Transition};
+use crate::request::ImageType;
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub role: Role,
+}
+
+/// A user's balance and how many of their jobs are in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user_id: UserId,
+    pub credits: i64,
+    pub active_jobs: u32,
+}
+
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    async fn principal_for(&self, key: &ApiKeyHash) -> Result<Option<Principal>, StoreError>;
+    /// Stores a key's hash for a principal; the key itself is never stored.
+    async fn save_key(&self, key: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    async fn account(&self, user: &UserId) -> Result<Option<Account>, StoreError>;
+    /// Opens an account with `credits` unless it exists; returns whether it was opened.
+    async fn open_account(&self, user: &UserId, credits: i64) -> Result<bool, StoreError>;
+    async fn grant_credits(&self, user: &UserId, credits: i64) -> Result<Account, StoreError>;
+}
+
+/// The answer a create request got, kept under its `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub user_id: UserId,
+    pub key: IdempotencyKey,
+    /// Identifies the request (route and canonical body).
+    pub fingerprint: String,
+    pub job_id: JobId,
+    pub response_status: u16,
+    pub response_body: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// Everything a create request writes, together or not at all.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job: Job,
+    pub prompt: Option<String>,
+    pub first_event: JobEvent,
+    pub idempotency: Option<IdempotencyRecord>,
+    /// The user's cap on in-flight jobs.
+    pub max_active_jobs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// The idempotency key is taken: the caller compares fingerprints.
+    IdempotencyKeyTaken,
+    InsufficientCredits { balance: i64 },
+    TooManyActiveJobs,
+    NoAccount,
+}
+
+/// A change of status with its event, applied only if the job is still in
+/// `transition.from`.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub transition: Transition,
+    /// Credits to give back when the transition refunds.
+    pub cost_credits: u32,
+    pub event: JobEvent,
+    pub error: Option<crate::job::JobError>,
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    Applied,
+    /// The job was not in the expected status; this is where it is.
+    StatusWas(JobStatus),
+    NotFound,
+}
+
+/// A page of a listing and the opaque cursor to the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+/// Why a listing could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    #[error("the cursor is not one this API gave out")]
+    BadCursor,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    async fn create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError>;
+    async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError>;
+    /// The job's events, oldest first.
+    async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError>;
+    /// The user's jobs, newest first.
+    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError>;
+    /// The user's in-flight jobs, newest first.
+    async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError>;
+    async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError>;
+    async fn idempotency_record(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+}
+
+/// A source image a user asked to upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub upload_id: UploadId,
+    pub user_id: UserId,
+    pub content_type: ImageType,
+    pub size_bytes: u64,
+    pub object_key: String,
+    pub created_at: OffsetDateTime,
+}
+
+impl Upload {
+    pub fn object_key_for(user: &UserId, id: &UploadId) -> String {
+        format!("uploads/{user}/{id}")
+    }
+}
+
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    async fn save_upload(&self, upload: &Upload) -> Result<(), StoreError>;
+    async fn upload(&self, id: &UploadId) -> Result<Option<Upload>, StoreError>;
+}
+
+/// A URL that allows one request for a short time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedUrl {
+    pub url: String,
+    pub method: &'static str,
+    /// Headers the request must carry exactly.
+    pub headers: Vec<(String, String)>,
+    pub expires_at: OffsetDateTime,
+}
+
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    async fn presign_put(&self, key: &str, size_bytes: u64, ttl_seconds: u64) -> Result<PresignedUrl, StoreError>;
+    async fn presign_get(&self, key: &str, ttl_seconds: u64) -> Result<PresignedUrl, StoreError>;
+    /// The object's size, or `None` when there is no such object.
+    async fn object_size(&self, key: &str) -> Result<Option<u64>, StoreError>;
+}
+
+/// The input a job's execution starts with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkflowInput {
+    pub job_id: JobId,
+    pub workflow_type: String,
+}
+
+#[async_trait]
+pub trait Workflows: Send + Sync {
+    /// Starts the job's execution, named by its id. Starting it again is not an error.
+    async fn start(&self, input: &WorkflowInput) -> Result<(), StoreError>;
+    /// Stops the job's execution; one that already ended is not an error.
+    async fn stop(&self, job: &JobId, cause: &str) -> Result<(), StoreError>;
+}

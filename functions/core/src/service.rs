@@ -1,0 +1,467 @@
+//! What the API does, written against the ports: authenticate, create, read,
+//! list and cancel jobs. HTTP handlers parse, call one of these, and render.
+
+use crate::error::{AppError, StoreError};
+use crate::ids::{ApiKey, IdempotencyKey, JobId, UploadId, UserId};
+use crate::job::{timestamp, EventSource, Job, JobError, JobEvent, JobParams};
+use crate::lifecycle::{transition, JobStatus};
+use crate::ports::*;
+use crate::request::{
+    prompt_hash, AnimateRequest, CommonOptions, GenerateRequest, ImageSource, InvalidRequest, ProviderName,
+    UploadRequest,
+};
+use crate::settings::Settings;
+use crate::views::*;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// The ports a handler works with, built once per Lambda instance.
+#[derive(Clone)]
+pub struct Services {
+    pub jobs: Arc<dyn JobStore>,
+    pub keys: Arc<dyn ApiKeyStore>,
+    pub accounts: Arc<dyn AccountStore>,
+    pub uploads: Arc<dyn UploadStore>,
+    pub media: Arc<dyn MediaStore>,
+    pub workflows: Arc<dyn Workflows>,
+    pub settings: Settings,
+}
+
+/// A job to create, from either POST.
+#[derive(Debug, Clone)]
+pub enum JobSpec {
+    Generate(GenerateRequest),
+    Animate(AnimateRequest),
+}
+
+/// The client's `Idempotency-Key` and what identifies its request.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: IdempotencyKey,
+    pub fingerprint: String,
+}
+
+/// The answer to a create request: the first answer again on a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub status: u16,
+    pub body: String,
+    pub job_id: JobId,
+    pub replayed: bool,
+}
+
+impl Services {
+    /// Finds who is calling from the key they presented.
+    pub async fn authenticate(&self, presented: Option<&str>) -> Result<Principal, AppError> {
+        let key: ApiKey = presented
+            .and_then(|text| text.trim().parse().ok())
+            .ok_or(AppError::Unauthenticated)?;
+        self.keys.principal_for(&key.hash()).await?.ok_or(AppError::Unauthenticated)
+    }
+
+    pub async fn create_job(
+        &self,
+        who: &Principal,
+        spec: JobSpec,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Accepted, AppError> {
+        if let Some(idem) = &idempotency {
+            if let Some(previous) = self.jobs.idempotency_record(&who.user_id, &idem.key).await? {
+                return self.replay(previous, idem).await;
+            }
+        }
+        let (params, prompt, common, cost) = self.job_parts(who, spec).await?;
+        let provider = self.provider_for(&common)?;
+        let now = timestamp::now();
+        let job = Job {
+            job_id: JobId::generate(),
+            user_id: who.user_id.clone(),
+            status: JobStatus::Queued,
+            params,
+            metadata: common.metadata,
+            prompt_hash: prompt.as_deref().map(prompt_hash),
+            provider,
+            provider_request_id: None,
+            progress: 0,
+            cost_credits: cost,
+            webhook_url: common.webhook_url.map(String::from),
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            error: None,
+            review: None,
+            output: None,
+            output_expires_at: None,
+        };
+        let body = json(&AcceptedBody::for_job(&job))?;
+        let new = NewJob {
+            first_event: JobEvent {
+                job_id: job.job_id.clone(),
+                at: now,
+                source: EventSource::Api,
+                previous_status: None,
+                status: JobStatus::Queued,
+                message: format!("Job accepted: {} credits debited", job.cost_credits),
+                error_code: None,
+                actor: Some(who.user_id.clone()),
+            },
+            idempotency: idempotency.as_ref().map(|idem| IdempotencyRecord {
+                user_id: who.user_id.clone(),
+                key: idem.key.clone(),
+                fingerprint: idem.fingerprint.clone(),
+                job_id: job.job_id.clone(),
+                response_status: 202,
+                response_body: body.clone(),
+                created_at: now,
+            }),
+            prompt,
+            max_active_jobs: self.settings.max_active_jobs,
+            job,
+        };
+        match self.jobs.create(&new).await? {
+            CreateOutcome::Created => {}
+            CreateOutcome::IdempotencyKeyTaken => {
+                // Another request with this key won the race; answer as it did.
+                let idem = idempotency.as_ref().ok_or_else(|| {
+                    AppError::Internal("idempotency conflict without a key".into())
+                })?;
+                let previous = self.wait_for_idempotency_record(&who.user_id, &idem.key).await?;
+                return self.replay(previous, idem).await;
+            }
+            CreateOutcome::InsufficientCredits { balance } => {
+                return Err(AppError::InsufficientCredits { needed: new.job.cost_credits, balance })
+            }
+            CreateOutcome::NoAccount => {
+                return Err(AppError::InsufficientCredits { needed: new.job.cost_credits, balance: 0 })
+            }
+            CreateOutcome::TooManyActiveJobs => {
+                return Err(AppError::TooManyActiveJobs { limit: self.settings.max_active_jobs })
+            }
+        }
+        if let Err(err) = self.workflows.start(&workflow_input(&new.job)).await {
+            self.give_up_unstarted(&new.job, &err).await;
+            return Err(err.into());
+        }
+        Ok(Accepted { status: 202, body, job_id: new.job.job_id, replayed: false })
+    }
+
+    /// The first answer again, after making sure its job's execution exists
+    /// (the first request may have died between its write and the start).
+    async fn replay(&self, previous: IdempotencyRecord, idem: &Idempotency) -> Result<Accepted, AppError> {
+        if previous.fingerprint != idem.fingerprint {
+            return Err(AppError::IdempotencyConflict);
+        }
+        if let Some(job) = self.jobs.job(&previous.job_id).await? {
+            if job.status == JobStatus::Queued {
+                self.workflows.start(&workflow_input(&job)).await?;
+            }
+        }
+        Ok(Accepted {
+            status: previous.response_status,
+            body: previous.response_body,
+            job_id: previous.job_id,
+            replayed: true,
+        })
+    }
+
+    async fn wait_for_idempotency_record(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+    ) -> Result<IdempotencyRecord, AppError> {
+        // The winner's transaction may still be committing when ours is cancelled.
+        for attempt in 0..20u64 {
+            if let Some(record) = self.jobs.idempotency_record(user, key).await? {
+                return Ok(record);
+            }
+            tokio::time::sleep(Duration::from_millis(25 * (attempt + 1))).await;
+        }
+        Err(AppError::Unavailable("idempotency record did not appear".into()))
+    }
+
+    /// The execution could not start: fail the job and give its credits back,
+    /// so that nothing waits on a job no one will run.
+    async fn give_up_unstarted(&self, job: &Job, cause: &StoreError) {
+        tracing::error!(job_id = %job.job_id, error = %cause, "could not start the job's execution");
+        let change = failure_change(
+            job,
+            JobStatus::Queued,
+            EventSource::Api,
+            JobError {
+                code: "start_failed".into(),
+                message: "The job could not be started.".into(),
+                next_step: Some("Try again in a moment.".into()),
+            },
+        );
+        if let Some(change) = change {
+            if let Err(err) = self.jobs.change_status(&change).await {
+                tracing::error!(job_id = %job.job_id, error = %err, "could not fail the unstarted job");
+            }
+        }
+    }
+
+    async fn job_parts(
+        &self,
+        who: &Principal,
+        spec: JobSpec,
+    ) -> Result<(JobParams, Option<String>, CommonOptions, u32), AppError> {
+        Ok(match spec {
+            JobSpec::Generate(request) => {
+                let cost = request.cost_credits();
+                let params = JobParams::TextToVideo {
+                    duration_seconds: request.duration_seconds,
+                    aspect_ratio: request.aspect_ratio,
+                    resolution: request.resolution,
+                };
+                (params, Some(request.prompt), request.common, cost)
+            }
+            JobSpec::Animate(request) => {
+                let cost = request.cost_credits();
+                if let ImageSource::Upload(id) = &request.image {
+                    self.check_upload(who, id).await?;
+                }
+                let params = JobParams::ImageToVideo {
+                    image: request.image,
+                    length_seconds: request.length_seconds,
+                    frame_rate: request.frame_rate,
+                    zoom_speed: request.zoom_speed,
+                };
+                (params, request.prompt, request.common, cost)
+            }
+        })
+    }
+
+    /// An upload may be animated by the user who made it, once its bytes are in.
+    async fn check_upload(&self, who: &Principal, id: &UploadId) -> Result<(), AppError> {
+        let missing = || InvalidRequest::new("upload_id", "no such upload, or the image has not been uploaded yet");
+        let upload = match self.uploads.upload(id).await? {
+            Some(upload) if upload.user_id == who.user_id => upload,
+            _ => return Err(missing().into()),
+        };
+        match self.media.object_size(&upload.object_key).await? {
+            Some(size) if size > 0 && size <= self.settings.limits.upload_max_bytes => Ok(()),
+            Some(0) | None => Err(missing().into()),
+            Some(size) => Err(AppError::UploadTooLarge {
+                message: format!("the uploaded image is {size} bytes, over the limit"),
+            }),
+        }
+    }
+
+    fn provider_for(&self, common: &CommonOptions) -> Result<ProviderName, AppError> {
+        let chosen = common.provider.clone().unwrap_or_else(|| self.settings.default_provider.clone());
+        if self.settings.enabled_providers.contains(&chosen) {
+            return Ok(chosen);
+        }
+        let enabled: Vec<&str> = self.settings.enabled_providers.iter().map(|p| p.as_str()).collect();
+        Err(InvalidRequest::new(
+            "provider",
+            format!("'{chosen}' is not available here; choose one of: {}", enabled.join(", ")),
+        )
+        .into())
+    }
+
+    /// A presigned PUT for a source image; its id is what `animate` accepts.
+    pub async fn create_upload(&self, who: &Principal, request: UploadRequest) -> Result<UploadBody, AppError> {
+        let upload_id = UploadId::generate();
+        let upload = Upload {
+            object_key: Upload::object_key_for(&who.user_id, &upload_id),
+            upload_id,
+            user_id: who.user_id.clone(),
+            content_type: request.content_type,
+            size_bytes: request.size_bytes,
+            created_at: timestamp::now(),
+        };
+        let presigned = self
+            .media
+            .presign_put(&upload.object_key, request.size_bytes, self.settings.presign_ttl_seconds)
+            .await?;
+        self.uploads.save_upload(&upload).await?;
+        Ok(UploadBody {
+            upload_id: upload.upload_id.to_string(),
+            url: presigned.url,
+            method: presigned.method,
+            headers: presigned.headers.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            expires_at: timestamp::format(presigned.expires_at),
+            max_bytes: self.settings.limits.upload_max_bytes,
+        })
+    }
+
+    /// The job, if the caller may see it. Someone else's job is "not found",
+    /// so that its existence is not disclosed.
+    pub async fn visible_job(&self, who: &Principal, id: &str) -> Result<Job, AppError> {
+        let id: JobId = id.parse().map_err(|_| AppError::JobNotFound)?;
+        match self.jobs.job(&id).await? {
+            Some(job) if job.is_owned_by(&who.user_id) || who.role.sees_every_job() => Ok(job),
+            _ => Err(AppError::JobNotFound),
+        }
+    }
+
+    pub async fn status(&self, who: &Principal, id: &str) -> Result<StatusBody, AppError> {
+        let job = self.visible_job(who, id).await?;
+        self.status_body(&job).await
+    }
+
+    async fn status_body(&self, job: &Job) -> Result<StatusBody, AppError> {
+        let links = self.output_links(job, timestamp::now()).await?;
+        Ok(StatusBody::new(job, &links))
+    }
+
+    async fn output_links(&self, job: &Job, now: OffsetDateTime) -> Result<OutputLinks, AppError> {
+        let Some(artifact) = &job.output else { return Ok(OutputLinks::default()) };
+        if output_has_expired(job, now) {
+            return Ok(OutputLinks::default());
+        }
+        let ttl = self.settings.presign_ttl_seconds;
+        let video = self.media.presign_get(&artifact.video_key, ttl).await?;
+        let thumbnail = match &artifact.thumbnail_key {
+            Some(key) => Some(self.media.presign_get(key, ttl).await?.url),
+            None => None,
+        };
+        Ok(OutputLinks { video_url: Some(video.url), thumbnail_url: thumbnail, expires_at: Some(video.expires_at) })
+    }
+
+    pub async fn result(&self, who: &Principal, id: &str) -> Result<ResultBody, AppError> {
+        let job = self.visible_job(who, id).await?;
+        let now = timestamp::now();
+        if job.status == JobStatus::Expired || (job.output.is_some() && output_has_expired(&job, now)) {
+            return Err(AppError::Expired);
+        }
+        let Some(artifact) = &job.output else {
+            let message = match job.status {
+                status if status.is_in_flight() => "the video is not ready yet",
+                JobStatus::Failed => "the job failed and has no video",
+                JobStatus::Canceled => "the job was canceled and has no video",
+                _ => "the job has no video",
+            };
+            return Err(AppError::WrongState { status: job.status, message: message.into() });
+        };
+        let links = self.output_links(&job, now).await?;
+        Ok(ResultBody {
+            job_id: job.job_id.clone(),
+            status: job.status,
+            video: VideoView {
+                url: links.video_url.unwrap_or_default(),
+                thumbnail_url: links.thumbnail_url,
+                duration_seconds: artifact.duration_seconds,
+                width: artifact.width,
+                height: artifact.height,
+                mime_type: artifact.mime_type.clone(),
+                size_bytes: artifact.size_bytes,
+                expires_at: links.expires_at.map(timestamp::format).unwrap_or_default(),
+            },
+        })
+    }
+
+    pub async fn events(&self, who: &Principal, id: &str) -> Result<EventsBody, AppError> {
+        let job = self.visible_job(who, id).await?;
+        let events = self.jobs.events(&job.job_id).await?;
+        Ok(EventsBody { job_id: job.job_id, events: events.iter().map(EventView::from).collect() })
+    }
+
+    pub async fn list(&self, who: &Principal, page: PageRequest) -> Result<ListBody, AppError> {
+        let page = self.jobs.jobs_of(&who.user_id, &page).await.map_err(|err| match err {
+            ListError::BadCursor => InvalidRequest::new("cursor", "is not a cursor this API gave out").into(),
+            ListError::Store(err) => AppError::from(err),
+        })?;
+        let mut jobs = Vec::with_capacity(page.items.len());
+        for job in &page.items {
+            jobs.push(self.status_body(job).await?);
+        }
+        Ok(ListBody { jobs, next_cursor: page.next_cursor })
+    }
+
+    pub async fn active(&self, who: &Principal) -> Result<ListBody, AppError> {
+        let jobs = self.jobs.active_jobs_of(&who.user_id).await?;
+        let jobs = jobs.iter().map(|job| StatusBody::new(job, &OutputLinks::default())).collect();
+        Ok(ListBody { jobs, next_cursor: None })
+    }
+
+    /// Cancels an in-flight job: its credits come back once, its execution stops.
+    pub async fn cancel(&self, who: &Principal, id: &str) -> Result<StatusBody, AppError> {
+        let mut job = self.visible_job(who, id).await?;
+        if !job.is_owned_by(&who.user_id) && who.role != crate::ids::Role::Admin {
+            return Err(AppError::Forbidden("only the job's owner or an admin can cancel it"));
+        }
+        // The job may move (queued → submitted) between our read and our write:
+        // then try again from where it is now.
+        for _ in 0..5 {
+            let refused = || AppError::WrongState {
+                status: job.status,
+                message: format!("a {} job cannot be canceled", job.status),
+            };
+            let t = transition(job.status, JobStatus::Canceled).map_err(|_| refused())?;
+            let now = timestamp::now();
+            let change = StatusChange {
+                job_id: job.job_id.clone(),
+                user_id: job.user_id.clone(),
+                transition: t,
+                cost_credits: job.cost_credits,
+                event: JobEvent {
+                    job_id: job.job_id.clone(),
+                    at: now,
+                    source: EventSource::Api,
+                    previous_status: Some(job.status),
+                    status: JobStatus::Canceled,
+                    message: format!("Canceled by the user; {} credits refunded", job.cost_credits),
+                    error_code: None,
+                    actor: Some(who.user_id.clone()),
+                },
+                error: None,
+                at: now,
+            };
+            match self.jobs.change_status(&change).await? {
+                ChangeOutcome::Applied => {
+                    if let Err(err) = self.workflows.stop(&job.job_id, "canceled by the user").await {
+                        // The execution then ends at its own deadline; the job is already canceled.
+                        tracing::warn!(job_id = %job.job_id, error = %err, "could not stop the execution");
+                    }
+                    job.status = JobStatus::Canceled;
+                    job.updated_at = now;
+                    return self.status_body(&job).await;
+                }
+                ChangeOutcome::NotFound => return Err(AppError::JobNotFound),
+                ChangeOutcome::StatusWas(current) => job.status = current,
+            }
+        }
+        Err(AppError::Unavailable("the job kept changing while being canceled".into()))
+    }
+}
+
+/// A change to `failed` from `from`, refunding as the lifecycle says; `None`
+/// when the lifecycle refuses it.
+pub fn failure_change(job: &Job, from: JobStatus, source: EventSource, error: JobError) -> Option<StatusChange> {
+    let t = transition(from, JobStatus::Failed).ok()?;
+    let now = timestamp::now();
+    Some(StatusChange {
+        job_id: job.job_id.clone(),
+        user_id: job.user_id.clone(),
+        transition: t,
+        cost_credits: job.cost_credits,
+        event: JobEvent {
+            job_id: job.job_id.clone(),
+            at: now,
+            source,
+            previous_status: Some(from),
+            status: JobStatus::Failed,
+            message: error.message.clone(),
+            error_code: Some(error.code.clone()),
+            actor: None,
+        },
+        error: Some(error),
+        at: now,
+    })
+}
+
+fn workflow_input(job: &Job) -> WorkflowInput {
+    WorkflowInput { job_id: job.job_id.clone(), workflow_type: job.workflow_type().as_str().to_owned() }
+}
+
+/// An output that was not approved is gone after the retention window.
+fn output_has_expired(job: &Job, now: OffsetDateTime) -> bool {
+    job.status != JobStatus::Approved && job.output_expires_at.is_some_and(|at| at <= now)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, AppError> {
+    serde_json::to_string(value).map_err(|e| AppError::Internal(format!("serialising a response: {e}")))
+}

@@ -1,0 +1,118 @@
+//! A deployment's knobs, read once at start-up from the environment.
+
+use crate::request::{ProviderName, RequestLimits};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long an output that was not approved is kept.
+    pub retention_seconds: u64,
+    /// How many in-flight jobs one user may have.
+    pub max_active_jobs: u32,
+    pub default_provider: ProviderName,
+    pub enabled_providers: Vec<ProviderName>,
+    /// Lifetime of presigned upload and download URLs.
+    pub presign_ttl_seconds: u64,
+    pub limits: RequestLimits,
+    /// Largest JSON body the API reads.
+    pub body_max_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {name} {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+impl Settings {
+    /// Reads settings through `get` (the environment, in a function).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        fn number<T: std::str::FromStr>(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &'static str,
+            default: T,
+        ) -> Result<T, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(text) => text.trim().parse().map_err(|_| ConfigError {
+                    name,
+                    problem: format!("is {text:?}, not a number"),
+                }),
+            }
+        }
+        let provider = |name: &'static str, text: &str| {
+            text.trim().parse::<ProviderName>().map_err(|e| ConfigError { name, problem: e.0.to_owned() })
+        };
+        let default_provider = provider("DEFAULT_PROVIDER", &get("DEFAULT_PROVIDER").unwrap_or_else(|| "local".into()))?;
+        let mut enabled_providers = match get("ENABLED_PROVIDERS") {
+            Some(list) => list
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| provider("ENABLED_PROVIDERS", p))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        if !enabled_providers.contains(&default_provider) {
+            enabled_providers.push(default_provider.clone());
+        }
+        let retention_seconds = number(&get, "RETENTION_SECONDS", 86_400)?;
+        if retention_seconds == 0 {
+            return Err(ConfigError { name: "RETENTION_SECONDS", problem: "must be at least 1".into() });
+        }
+        Ok(Self {
+            retention_seconds,
+            max_active_jobs: number(&get, "MAX_ACTIVE_JOBS", 5)?,
+            default_provider,
+            enabled_providers,
+            presign_ttl_seconds: number(&get, "PRESIGN_TTL_SECONDS", 900)?,
+            limits: RequestLimits {
+                allow_http_webhooks: get("ALLOW_HTTP_WEBHOOKS").is_some_and(|v| v == "true" || v == "1"),
+                upload_max_bytes: number(&get, "UPLOAD_MAX_BYTES", 10 * 1024 * 1024)?,
+            },
+            body_max_bytes: number(&get, "BODY_MAX_BYTES", 64 * 1024)?,
+        })
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn an_empty_environment_gives_the_documented_defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.retention_seconds, 86_400);
+        assert_eq!(s.max_active_jobs, 5);
+        assert_eq!(s.default_provider.as_str(), "local");
+        assert_eq!(s.enabled_providers.len(), 1);
+        assert_eq!(s.presign_ttl_seconds, 900);
+        assert_eq!(s.limits.upload_max_bytes, 10 * 1024 * 1024);
+        assert!(!s.limits.allow_http_webhooks);
+        assert_eq!(s.body_max_bytes, 65_536);
+    }
+
+    #[test]
+    fn the_default_provider_is_always_enabled() {
+        let s = settings(&[("DEFAULT_PROVIDER", "fal"), ("ENABLED_PROVIDERS", "local,replicate")]).unwrap();
+        let names: Vec<&str> = s.enabled_providers.iter().map(|p| p.as_str()).collect();
+        assert_eq!(names, ["local", "replicate", "fal"]);
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_number_names_its_variable() {
+        let err = settings(&[("MAX_ACTIVE_JOBS", "many")]).unwrap_err();
+        assert_eq!(err.name, "MAX_ACTIVE_JOBS");
+        assert!(settings(&[("RETENTION_SECONDS", "0")]).is_err());
+        assert!(settings(&[("DEFAULT_PROVIDER", "Not OK")]).is_err());
+    }
+}
