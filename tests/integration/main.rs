@@ -1,1 +1,11 @@
+//! Integration tests: the real handlers, the real AWS SDK, moto behind it.
+//! Run them with `./scripts/test`, which starts what they need.
 
+mod helpers;
+
+mod cancel;
+mod concurrency;
+mod create;
+mod reads;
+mod sample_events;
+mod state_machine;

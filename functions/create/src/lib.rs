@@ -1,1 +1,104 @@
+//! `create`: `POST /videos/generate`, `POST /videos/animate` and
+//! `POST /videos/uploads`. Answers at once; the video is made elsewhere.
 
+use lambda_http::http::{HeaderValue, Method, StatusCode};
+use lambda_http::{Body, Error, Request, Response};
+use tracing::Instrument;
+use videojobs_api::{error_response, header_text, json_body, path_segments, presented_key, raw_json_response, respond};
+use videojobs_core::request::{request_fingerprint, AnimateRequest, GenerateRequest, InvalidUpload, UploadRequest};
+use videojobs_core::service::{Idempotency, JobSpec, Services};
+use videojobs_core::AppError;
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+pub const REPLAY_HEADER: &str = "idempotent-replayed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Generate,
+    Animate,
+    Upload,
+}
+
+fn route(request: &Request) -> Option<Route> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    match path_segments(request).as_slice() {
+        ["videos", "generate"] => Some(Route::Generate),
+        ["videos", "animate"] => Some(Route::Animate),
+        ["videos", "uploads"] => Some(Route::Upload),
+        _ => None,
+    }
+}
+
+/// Whether this function serves the request (the local API dispatches on it).
+pub fn serves(request: &Request) -> bool {
+    route(request).is_some()
+}
+
+pub async fn handler(services: &Services, request: Request) -> Result<Response<Body>, Error> {
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        job_id = tracing::field::Empty,
+    );
+    Ok(handle(services, &request).instrument(span).await)
+}
+
+async fn handle(services: &Services, request: &Request) -> Response<Body> {
+    let Some(route) = route(request) else { return error_response(&AppError::RouteNotFound) };
+    match route {
+        Route::Upload => respond(StatusCode::CREATED, create_upload(services, request).await),
+        Route::Generate | Route::Animate => match create_job(services, request, route).await {
+            Ok(accepted) => {
+                tracing::Span::current().record("job_id", accepted.job_id.as_str());
+                tracing::info!(replayed = accepted.replayed, "job accepted");
+                let status = StatusCode::from_u16(accepted.status).unwrap_or(StatusCode::ACCEPTED);
+                let mut response = raw_json_response(status, accepted.body);
+                if accepted.replayed {
+                    response.headers_mut().insert(REPLAY_HEADER, HeaderValue::from_static("true"));
+                }
+                response
+            }
+            Err(err) => error_response(&err),
+        },
+    }
+}
+
+async fn create_job(
+    services: &Services,
+    request: &Request,
+    route: Route,
+) -> Result<videojobs_core::service::Accepted, AppError> {
+    let who = services.authenticate(presented_key(request)).await?;
+    let body = json_body(request, services.settings.body_max_bytes)?;
+    let limits = &services.settings.limits;
+    let (spec, name) = match route {
+        Route::Animate => (JobSpec::Animate(AnimateRequest::parse(body, limits)?), "animate"),
+        _ => (JobSpec::Generate(GenerateRequest::parse(body, limits)?), "generate"),
+    };
+    let idempotency = header_text(request, IDEMPOTENCY_HEADER)
+        .map(|text| {
+            text.parse()
+                .map(|key| Idempotency { key, fingerprint: request_fingerprint(name, body) })
+                .map_err(|e: videojobs_core::ids::InvalidId| {
+                    AppError::from(videojobs_core::request::InvalidRequest::new("Idempotency-Key", e.0))
+                })
+        })
+        .transpose()?;
+    services.create_job(&who, spec, idempotency).await
+}
+
+async fn create_upload(
+    services: &Services,
+    request: &Request,
+) -> Result<videojobs_core::views::UploadBody, AppError> {
+    let who = services.authenticate(presented_key(request)).await?;
+    let body = json_body(request, services.settings.body_max_bytes)?;
+    let upload = UploadRequest::parse(body, &services.settings.limits).map_err(|err| match err {
+        InvalidUpload::Invalid(invalid) => AppError::InvalidRequest(invalid),
+        too_large @ InvalidUpload::TooLarge { .. } => AppError::UploadTooLarge { message: too_large.to_string() },
+    })?;
+    services.create_upload(&who, upload).await
+}

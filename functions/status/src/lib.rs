@@ -1,1 +1,93 @@
+//! `status`: every read of a job and every user decision on one
+//! (`GET …/status`, `…/result`, `…/events`, the listings, `DELETE` to cancel).
 
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Error, Request, Response};
+use tracing::Instrument;
+use videojobs_api::{error_response, path_segments, presented_key, query_param, respond};
+use videojobs_core::ports::PageRequest;
+use videojobs_core::request::InvalidRequest;
+use videojobs_core::service::Services;
+use videojobs_core::AppError;
+
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route<'a> {
+    Status(&'a str),
+    Result(&'a str),
+    Events(&'a str),
+    Cancel(&'a str),
+    Active,
+    List,
+}
+
+fn route(request: &Request) -> Option<Route<'_>> {
+    let method = request.method();
+    match (method, path_segments(request).as_slice()) {
+        (&Method::GET, ["videos", "jobs"]) => Some(Route::List),
+        (&Method::GET, ["videos", "jobs", "active"]) => Some(Route::Active),
+        (&Method::GET, ["videos", "jobs", id, "status"]) => Some(Route::Status(id)),
+        (&Method::GET, ["videos", "jobs", id, "result"]) => Some(Route::Result(id)),
+        (&Method::GET, ["videos", "jobs", id, "events"]) => Some(Route::Events(id)),
+        (&Method::DELETE, ["videos", "jobs", id]) => Some(Route::Cancel(id)),
+        _ => None,
+    }
+}
+
+/// Whether this function serves the request (the local API dispatches on it).
+pub fn serves(request: &Request) -> bool {
+    route(request).is_some()
+}
+
+pub async fn handler(services: &Services, request: Request) -> Result<Response<Body>, Error> {
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        job_id = tracing::field::Empty,
+    );
+    Ok(handle(services, &request).instrument(span).await)
+}
+
+async fn handle(services: &Services, request: &Request) -> Response<Body> {
+    let Some(route) = route(request) else { return error_response(&AppError::RouteNotFound) };
+    if let Route::Status(id) | Route::Result(id) | Route::Events(id) | Route::Cancel(id) = &route {
+        tracing::Span::current().record("job_id", *id);
+    }
+    let who = match services.authenticate(presented_key(request)).await {
+        Ok(who) => who,
+        Err(err) => return error_response(&err),
+    };
+    let ok = StatusCode::OK;
+    match route {
+        Route::Status(id) => respond(ok, services.status(&who, id).await),
+        Route::Result(id) => respond(ok, services.result(&who, id).await),
+        Route::Events(id) => respond(ok, services.events(&who, id).await),
+        Route::Cancel(id) => {
+            let outcome = services.cancel(&who, id).await;
+            if outcome.is_ok() {
+                tracing::info!("job canceled");
+            }
+            respond(ok, outcome)
+        }
+        Route::Active => respond(ok, services.active(&who).await),
+        Route::List => match page_request(request) {
+            Ok(page) => respond(ok, services.list(&who, page).await),
+            Err(err) => error_response(&err),
+        },
+    }
+}
+
+fn page_request(request: &Request) -> Result<PageRequest, AppError> {
+    let limit = match query_param(request, "limit") {
+        None => DEFAULT_PAGE_SIZE,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+            .ok_or_else(|| InvalidRequest::new("limit", format!("must be a whole number from 1 to {MAX_PAGE_SIZE}")))?,
+    };
+    Ok(PageRequest { limit, cursor: query_param(request, "cursor").filter(|c| !c.is_empty()) })
+}

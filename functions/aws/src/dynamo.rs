@@ -1,0 +1,656 @@
+//! The DynamoDB model and its invariants, top to bottom.
+//!
+//! Two tables. **Jobs** holds every item but prompts, told apart by their keys:
+//!
+//! | item              | pk                      | sk                   | notes |
+//! |-------------------|-------------------------|----------------------|-------|
+//! | job               | `JOB#{job_id}`          | `JOB`                | `user_id` + `created_key` put it in index `by_user`; `active_user_id` (only while in flight) in `active_by_user`; `provider_request` (once submitted) in `by_provider_request` |
+//! | event             | `JOB#{job_id}`          | `EVENT#{at}#{ulid}`  | sorted by time under its job |
+//! | idempotency       | `IDEM#{user}#{key}`     | `IDEM`               | the first answer; TTL a day |
+//! | account           | `USER#{user}`           | `ACCOUNT`            | `credits`, `active_jobs` |
+//! | API key           | `APIKEY#{sha256 hex}`   | `APIKEY`             | `user_id`, `role`; the key itself is never stored |
+//! | upload            | `UPLOAD#{upload_id}`    | `UPLOAD`             | TTL a day |
+//!
+//! **Prompts** holds the raw prompt by `job_id`, apart so that only the
+//! functions that need it (create, worker) are granted it.
+//!
+//! Invariants, each carried by a condition on a write:
+//! - a job is created once: `attribute_not_exists(pk)` on the job put;
+//! - creating a job writes job, first event, prompt, idempotency record and the
+//!   account's debit in ONE transaction; the debit is conditioned on
+//!   `credits >= cost AND active_jobs < cap`, the idempotency record on
+//!   `attribute_not_exists(pk)`; so two requests with one key debit once;
+//! - a status change is conditioned on the status it leaves, and writes its
+//!   event, and any refund and slot release, in the same transaction;
+//! - a refund also sets `refunded_at` under `attribute_not_exists(refunded_at)`,
+//!   so a job's credits come back at most once even if a transition were wrong.
+
+use crate::errors::{store_error, transaction_cancellation};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::collections::HashMap;
+use videojobs_core::ids::{ApiKeyHash, IdempotencyKey, JobId, Role, UploadId, UserId};
+use videojobs_core::job::{timestamp, Job, JobEvent};
+use videojobs_core::ports::*;
+use videojobs_core::request::ImageType;
+use videojobs_core::StoreError;
+
+type Item = HashMap<String, AttributeValue>;
+
+pub const INDEX_BY_USER: &str = "by_user";
+pub const INDEX_ACTIVE_BY_USER: &str = "active_by_user";
+pub const INDEX_BY_PROVIDER_REQUEST: &str = "by_provider_request";
+
+const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
+const UPLOAD_TTL_SECONDS: i64 = 24 * 3600;
+/// How often a transaction that lost a race to another is tried again.
+const CONFLICT_RETRIES: usize = 8;
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    jobs_table: String,
+    prompts_table: String,
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+fn job_pk(id: &JobId) -> String {
+    format!("JOB#{id}")
+}
+
+fn account_key(user: &UserId) -> Item {
+    key(format!("USER#{user}"), "ACCOUNT")
+}
+
+fn idempotency_key(user: &UserId, idem: &IdempotencyKey) -> Item {
+    key(format!("IDEM#{user}#{}", idem.as_str()), "IDEM")
+}
+
+fn created_key(job: &Job) -> String {
+    format!("{}#{}", timestamp::format(job.created_at), job.job_id)
+}
+
+fn to_item<T: serde::Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Internal(format!("encoding an item: {e}")))
+}
+
+fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("decoding an item: {e}")))
+}
+
+fn text(item: &Item, name: &str) -> Result<String, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(value)) => Ok(value.clone()),
+        _ => Err(StoreError::Internal(format!("item has no text attribute {name}"))),
+    }
+}
+
+fn number(item: &Item, name: &str) -> Result<i64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(value)) => {
+            value.parse().map_err(|_| StoreError::Internal(format!("attribute {name} is not an integer")))
+        }
+        _ => Err(StoreError::Internal(format!("item has no number attribute {name}"))),
+    }
+}
+
+fn parsed<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
+    text(item, name)?.parse().map_err(|_| StoreError::Internal(format!("attribute {name} does not parse")))
+}
+
+/// The full job item: the domain record plus the keys and index attributes.
+pub fn job_item(job: &Job) -> Result<Item, StoreError> {
+    let mut item = to_item(job)?;
+    item.extend(key(job_pk(&job.job_id), "JOB"));
+    item.insert("kind".into(), s("job"));
+    item.insert("created_key".into(), s(created_key(job)));
+    if job.status.is_in_flight() {
+        item.insert("active_user_id".into(), s(job.user_id.as_str()));
+    }
+    if let Some(request_id) = &job.provider_request_id {
+        item.insert("provider_request".into(), s(format!("{}#{request_id}", job.provider)));
+    }
+    Ok(item)
+}
+
+pub fn event_item(event: &JobEvent) -> Result<Item, StoreError> {
+    let mut item = to_item(event)?;
+    let sk = format!("EVENT#{}#{}", timestamp::format(event.at), ulid::Ulid::new());
+    item.extend(key(job_pk(&event.job_id), &sk));
+    item.insert("kind".into(), s("event"));
+    Ok(item)
+}
+
+fn put(table: &str, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .set_condition_expression(condition.map(str::to_owned))
+        .build()
+        .map_err(|e| StoreError::Internal(format!("building a put: {e}")))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+fn epoch_after(seconds: i64) -> AttributeValue {
+    n(time::OffsetDateTime::now_utc().unix_timestamp() + seconds)
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, jobs_table: impl Into<String>, prompts_table: impl Into<String>) -> Self {
+        Self { client, jobs_table: jobs_table.into(), prompts_table: prompts_table.into() }
+    }
+
+    async fn get(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    fn create_items(&self, new: &NewJob) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let job = &new.job;
+        let debit = Update::builder()
+            .table_name(&self.jobs_table)
+            .set_key(Some(account_key(&job.user_id)))
+            .update_expression("SET credits = credits - :cost, active_jobs = active_jobs + :one")
+            .condition_expression("attribute_exists(pk) AND credits >= :cost AND active_jobs < :cap")
+            .expression_attribute_values(":cost", n(job.cost_credits))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":cap", n(new.max_active_jobs))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("building the debit: {e}")))?;
+        let mut items = vec![
+            put(&self.jobs_table, job_item(job)?, Some("attribute_not_exists(pk)"))?,
+            put(&self.jobs_table, event_item(&new.first_event)?, Some("attribute_not_exists(pk)"))?,
+            TransactWriteItem::builder().update(debit).build(),
+        ];
+        if let Some(prompt) = &new.prompt {
+            let item = HashMap::from([
+                ("job_id".to_owned(), s(job.job_id.as_str())),
+                ("prompt".to_owned(), s(prompt.as_str())),
+                ("created_at".to_owned(), s(timestamp::format(job.created_at))),
+            ]);
+            items.push(put(&self.prompts_table, item, Some("attribute_not_exists(job_id)"))?);
+        }
+        if let Some(record) = &new.idempotency {
+            let mut item = idempotency_key(&record.user_id, &record.key);
+            item.insert("kind".into(), s("idempotency"));
+            item.insert("fingerprint".into(), s(record.fingerprint.as_str()));
+            item.insert("job_id".into(), s(record.job_id.as_str()));
+            item.insert("response_status".into(), n(record.response_status));
+            item.insert("response_body".into(), s(record.response_body.as_str()));
+            item.insert("created_at".into(), s(timestamp::format(record.created_at)));
+            item.insert("ttl_epoch".into(), epoch_after(IDEMPOTENCY_TTL_SECONDS));
+            items.push(put(&self.jobs_table, item, Some("attribute_not_exists(pk)"))?);
+        }
+        Ok(items)
+    }
+
+    /// Why the debit was refused, read back after the transaction failed on it.
+    async fn debit_refusal(&self, user: &UserId, cost: u32) -> Result<CreateOutcome, StoreError> {
+        let Some(account) = self.account(user).await? else { return Ok(CreateOutcome::NoAccount) };
+        if account.credits < i64::from(cost) {
+            Ok(CreateOutcome::InsufficientCredits { balance: account.credits })
+        } else {
+            Ok(CreateOutcome::TooManyActiveJobs)
+        }
+    }
+
+    fn change_items(&self, change: &StatusChange) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let t = &change.transition;
+        let mut set = vec!["#status = :to", "updated_at = :now"];
+        let mut condition = String::from("#status = :from");
+        let mut values = HashMap::from([
+            (":to".to_owned(), s(t.to.as_str())),
+            (":from".to_owned(), s(t.from.as_str())),
+            (":now".to_owned(), s(timestamp::format(change.at))),
+        ]);
+        if let Some(error) = &change.error {
+            set.push("#error = :error");
+            values.insert(":error".into(), AttributeValue::M(to_item(error)?));
+        }
+        if t.refunds_credits {
+            set.push("refunded_at = :now");
+            condition.push_str(" AND attribute_not_exists(refunded_at)");
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if t.frees_slot {
+            expression.push_str(" REMOVE active_user_id");
+        }
+        let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
+        if change.error.is_some() {
+            names.insert("#error".into(), "error".into());
+        }
+        let job_update = Update::builder()
+            .table_name(&self.jobs_table)
+            .set_key(Some(key(job_pk(&change.job_id), "JOB")))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("building a status change: {e}")))?;
+        let mut items = vec![
+            TransactWriteItem::builder().update(job_update).build(),
+            put(&self.jobs_table, event_item(&change.event)?, Some("attribute_not_exists(pk)"))?,
+        ];
+        if t.refunds_credits || t.frees_slot {
+            let credits = if t.refunds_credits { i64::from(change.cost_credits) } else { 0 };
+            let slots = if t.frees_slot { -1 } else { 0 };
+            let account = Update::builder()
+                .table_name(&self.jobs_table)
+                .set_key(Some(account_key(&change.user_id)))
+                .update_expression("ADD credits :credits, active_jobs :slots")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":credits", n(credits))
+                .expression_attribute_values(":slots", n(slots))
+                .build()
+                .map_err(|e| StoreError::Internal(format!("building a refund: {e}")))?;
+            items.push(TransactWriteItem::builder().update(account).build());
+        }
+        Ok(items)
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactFailure> {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(match transaction_cancellation(&err) {
+                Some(reasons) => TransactFailure::Cancelled(reasons),
+                None => TransactFailure::Store(store_error("TransactWriteItems", err)),
+            }),
+        }
+    }
+
+    async fn query_jobs(
+        &self,
+        index: &str,
+        attribute: &str,
+        user: &UserId,
+        limit: Option<u32>,
+        start: Option<Item>,
+    ) -> Result<(Vec<Job>, Option<Item>), StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.jobs_table)
+            .index_name(index)
+            .key_condition_expression("#owner = :user")
+            .expression_attribute_names("#owner", attribute)
+            .expression_attribute_values(":user", s(user.as_str()))
+            .scan_index_forward(false)
+            .set_limit(limit.map(|l| l as i32))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| store_error("Query", e))?;
+        let jobs = out.items.unwrap_or_default().into_iter().map(from_item).collect::<Result<_, _>>()?;
+        Ok((jobs, out.last_evaluated_key))
+    }
+
+    /// Saves a key's hash (used by the local stack's seeding and by admins).
+    pub async fn save_api_key(&self, hash: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError> {
+        let mut item = key(format!("APIKEY#{}", hash.as_str()), "APIKEY");
+        item.insert("kind".into(), s("api_key"));
+        item.insert("user_id".into(), s(principal.user_id.as_str()));
+        item.insert("role".into(), s(principal.role.as_str()));
+        item.insert("label".into(), s(label));
+        item.insert("created_at".into(), s(timestamp::format(timestamp::now())));
+        self.client
+            .put_item()
+            .table_name(&self.jobs_table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| store_error("PutItem", e))?;
+        Ok(())
+    }
+
+    /// The raw prompt of a job, for the functions granted the prompts table.
+    pub async fn prompt(&self, job: &JobId) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.prompts_table)
+            .key("job_id", s(job.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        out.item.map(|item| text(&item, "prompt")).transpose()
+    }
+}
+
+enum TransactFailure {
+    /// The transaction was cancelled; one reason code per item, in order.
+    Cancelled(Vec<Option<String>>),
+    Store(StoreError),
+}
+
+fn reason_is(reasons: &[Option<String>], index: usize, code: &str) -> bool {
+    reasons.get(index).and_then(|r| r.as_deref()) == Some(code)
+}
+
+fn any_conflict(reasons: &[Option<String>]) -> bool {
+    reasons.iter().any(|r| r.as_deref() == Some("TransactionConflict"))
+}
+
+async fn backoff(attempt: usize) {
+    let jitter = rand_millis(10 + 10 * attempt as u64);
+    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+}
+
+fn rand_millis(max: u64) -> u64 {
+    // Spreads retries of racing writers; no cryptographic quality needed.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    1 + nanos % max.max(1)
+}
+
+#[async_trait]
+impl JobStore for DynamoStore {
+    async fn create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+        const DEBIT: usize = 2;
+        let idempotency_index = new.idempotency.as_ref().map(|_| if new.prompt.is_some() { 4 } else { 3 });
+        for attempt in 0..CONFLICT_RETRIES {
+            match self.transact(self.create_items(new)?).await {
+                Ok(()) => return Ok(CreateOutcome::Created),
+                Err(TransactFailure::Store(err)) => return Err(err),
+                Err(TransactFailure::Cancelled(reasons)) => {
+                    if idempotency_index.is_some_and(|i| reason_is(&reasons, i, "ConditionalCheckFailed")) {
+                        return Ok(CreateOutcome::IdempotencyKeyTaken);
+                    }
+                    if reason_is(&reasons, DEBIT, "ConditionalCheckFailed") {
+                        return self.debit_refusal(&new.job.user_id, new.job.cost_credits).await;
+                    }
+                    if !any_conflict(&reasons) {
+                        return Err(StoreError::Internal(format!("create cancelled: {reasons:?}")));
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Err(StoreError::Unavailable("create kept conflicting with other writes".into()))
+    }
+
+    async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        self.get(key(job_pk(id), "JOB")).await?.map(from_item).transpose()
+    }
+
+    async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
+        let mut events = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.jobs_table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(job_pk(id)))
+                .expression_attribute_values(":prefix", s("EVENT#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| store_error("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                events.push(from_item(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(events);
+            }
+        }
+    }
+
+    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
+        let start = page.cursor.as_deref().map(|c| decode_cursor(c, user)).transpose()?;
+        let (items, last) = self.query_jobs(INDEX_BY_USER, "user_id", user, Some(page.limit), start).await?;
+        let next_cursor = last.map(|k| encode_cursor(&k)).transpose()?;
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
+        // The cap keeps this list short: one page is all of it.
+        let (jobs, _) = self.query_jobs(INDEX_ACTIVE_BY_USER, "active_user_id", user, None, None).await?;
+        Ok(jobs)
+    }
+
+    async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError> {
+        for attempt in 0..CONFLICT_RETRIES {
+            match self.transact(self.change_items(change)?).await {
+                Ok(()) => return Ok(ChangeOutcome::Applied),
+                Err(TransactFailure::Store(err)) => return Err(err),
+                Err(TransactFailure::Cancelled(reasons)) => {
+                    if reason_is(&reasons, 0, "ConditionalCheckFailed") {
+                        return Ok(match self.job(&change.job_id).await? {
+                            Some(job) => ChangeOutcome::StatusWas(job.status),
+                            None => ChangeOutcome::NotFound,
+                        });
+                    }
+                    if !any_conflict(&reasons) {
+                        return Err(StoreError::Internal(format!("status change cancelled: {reasons:?}")));
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Err(StoreError::Unavailable("status change kept conflicting with other writes".into()))
+    }
+
+    async fn idempotency_record(
+        &self,
+        user: &UserId,
+        idem: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let Some(item) = self.get(idempotency_key(user, idem)).await? else { return Ok(None) };
+        Ok(Some(IdempotencyRecord {
+            user_id: user.clone(),
+            key: idem.clone(),
+            fingerprint: text(&item, "fingerprint")?,
+            job_id: parsed(&item, "job_id")?,
+            response_status: u16::try_from(number(&item, "response_status")?)
+                .map_err(|_| StoreError::Internal("response_status out of range".into()))?,
+            response_body: text(&item, "response_body")?,
+            created_at: timestamp::parse(&text(&item, "created_at")?)
+                .ok_or_else(|| StoreError::Internal("created_at does not parse".into()))?,
+        }))
+    }
+}
+
+/// The cursor is the index position the next page starts after, made opaque.
+fn encode_cursor(last: &Item) -> Result<String, ListError> {
+    let mut fields = serde_json::Map::new();
+    for name in ["pk", "sk", "user_id", "created_key"] {
+        let value = text(last, name)?;
+        fields.insert(name.to_owned(), value.into());
+    }
+    Ok(URL_SAFE_NO_PAD.encode(serde_json::Value::Object(fields).to_string()))
+}
+
+fn decode_cursor(cursor: &str, user: &UserId) -> Result<Item, ListError> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| ListError::BadCursor)?;
+    let fields: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| ListError::BadCursor)?;
+    // A cursor is good only for the listing it came from.
+    if fields.get("user_id").map(String::as_str) != Some(user.as_str())
+        || !fields.get("pk").is_some_and(|pk| pk.starts_with("JOB#"))
+        || fields.len() != 4
+    {
+        return Err(ListError::BadCursor);
+    }
+    let names = ["pk", "sk", "user_id", "created_key"];
+    names
+        .iter()
+        .map(|name| fields.get(*name).map(|v| (name.to_string(), s(v.as_str()))).ok_or(ListError::BadCursor))
+        .collect()
+}
+
+#[async_trait]
+impl ApiKeyStore for DynamoStore {
+    async fn principal_for(&self, hash: &ApiKeyHash) -> Result<Option<Principal>, StoreError> {
+        let Some(item) = self.get(key(format!("APIKEY#{}", hash.as_str()), "APIKEY")).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Principal { user_id: parsed(&item, "user_id")?, role: parsed::<Role>(&item, "role")? }))
+    }
+
+    async fn save_key(&self, hash: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError> {
+        self.save_api_key(hash, principal, label).await
+    }
+}
+
+#[async_trait]
+impl AccountStore for DynamoStore {
+    async fn account(&self, user: &UserId) -> Result<Option<Account>, StoreError> {
+        let Some(item) = self.get(account_key(user)).await? else { return Ok(None) };
+        Ok(Some(Account {
+            user_id: user.clone(),
+            credits: number(&item, "credits")?,
+            active_jobs: u32::try_from(number(&item, "active_jobs")?.max(0)).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn open_account(&self, user: &UserId, credits: i64) -> Result<bool, StoreError> {
+        let mut item = account_key(user);
+        item.insert("kind".into(), s("account"));
+        item.insert("credits".into(), n(credits));
+        item.insert("active_jobs".into(), n(0));
+        item.insert("created_at".into(), s(timestamp::format(timestamp::now())));
+        match self
+            .client
+            .put_item()
+            .table_name(&self.jobs_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(false)
+            }
+            Err(err) => Err(store_error("PutItem", err)),
+        }
+    }
+
+    async fn grant_credits(&self, user: &UserId, credits: i64) -> Result<Account, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(account_key(user)))
+            .update_expression("ADD credits :credits")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":credits", n(credits))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| store_error("UpdateItem", e))?;
+        let item = out.attributes.unwrap_or_default();
+        Ok(Account {
+            user_id: user.clone(),
+            credits: number(&item, "credits")?,
+            active_jobs: u32::try_from(number(&item, "active_jobs")?.max(0)).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+#[async_trait]
+impl UploadStore for DynamoStore {
+    async fn save_upload(&self, upload: &Upload) -> Result<(), StoreError> {
+        let mut item = key(format!("UPLOAD#{}", upload.upload_id), "UPLOAD");
+        item.insert("kind".into(), s("upload"));
+        item.insert("upload_id".into(), s(upload.upload_id.as_str()));
+        item.insert("owner_id".into(), s(upload.user_id.as_str()));
+        item.insert("content_type".into(), s(upload.content_type.mime()));
+        item.insert("size_bytes".into(), n(upload.size_bytes));
+        item.insert("object_key".into(), s(upload.object_key.as_str()));
+        item.insert("created_at".into(), s(timestamp::format(upload.created_at)));
+        item.insert("ttl_epoch".into(), epoch_after(UPLOAD_TTL_SECONDS));
+        self.client
+            .put_item()
+            .table_name(&self.jobs_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| store_error("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: &UploadId) -> Result<Option<Upload>, StoreError> {
+        let Some(item) = self.get(key(format!("UPLOAD#{id}"), "UPLOAD")).await? else { return Ok(None) };
+        let content_type = match text(&item, "content_type")?.as_str() {
+            "image/jpeg" => ImageType::Jpeg,
+            "image/png" => ImageType::Png,
+            "image/webp" => ImageType::Webp,
+            other => return Err(StoreError::Internal(format!("upload has content type {other}"))),
+        };
+        Ok(Some(Upload {
+            upload_id: id.clone(),
+            user_id: parsed(&item, "owner_id")?,
+            content_type,
+            size_bytes: u64::try_from(number(&item, "size_bytes")?).unwrap_or(0),
+            object_key: text(&item, "object_key")?,
+            created_at: timestamp::parse(&text(&item, "created_at")?)
+                .ok_or_else(|| StoreError::Internal("created_at does not parse".into()))?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> UserId {
+        name.parse().unwrap()
+    }
+
+    fn sample_last_key(user_id: &str) -> Item {
+        HashMap::from([
+            ("pk".to_owned(), s("JOB#job_x")),
+            ("sk".to_owned(), s("JOB")),
+            ("user_id".to_owned(), s(user_id)),
+            ("created_key".to_owned(), s("2026-01-01T00:00:00.000Z#job_x")),
+        ])
+    }
+
+    #[test]
+    fn a_cursor_decodes_back_to_the_key_it_came_from() {
+        let last = sample_last_key("alice");
+        let cursor = encode_cursor(&last).unwrap();
+        assert_eq!(decode_cursor(&cursor, &user("alice")).unwrap(), last);
+    }
+
+    #[test]
+    fn a_cursor_is_refused_for_another_user_or_when_tampered_with() {
+        let cursor = encode_cursor(&sample_last_key("alice")).unwrap();
+        assert_eq!(decode_cursor(&cursor, &user("bob")), Err(ListError::BadCursor));
+        assert_eq!(decode_cursor("not-base64!", &user("alice")), Err(ListError::BadCursor));
+        let forged = URL_SAFE_NO_PAD.encode(r#"{"pk":"USER#alice","sk":"ACCOUNT","user_id":"alice","created_key":"x"}"#);
+        assert_eq!(decode_cursor(&forged, &user("alice")), Err(ListError::BadCursor));
+        let extra = URL_SAFE_NO_PAD.encode(r#"{"pk":"JOB#a","sk":"JOB","user_id":"alice","created_key":"x","z":"1"}"#);
+        assert_eq!(decode_cursor(&extra, &user("alice")), Err(ListError::BadCursor));
+    }
+}

@@ -1,0 +1,62 @@
+//! The SQS event source mapping, locally: long-polls the work queue, hands
+//! each batch to the worker's handler, and deletes only the messages the
+//! handler did not report as failed (so the others come back, as on AWS).
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_sqs::Client;
+use lambda_runtime::{Context, LambdaEvent};
+use std::collections::HashSet;
+use std::time::Duration;
+
+pub async fn poll_forever(sqs: Client, queue_url: String, worker: worker::Worker) {
+    loop {
+        if let Err(err) = poll_once(&sqs, &queue_url, &worker, 5).await {
+            tracing::warn!(error = %err, "polling the work queue failed");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// One receive and one batch: returns how many messages it handled.
+pub async fn poll_once(
+    sqs: &Client,
+    queue_url: &str,
+    worker: &worker::Worker,
+    wait_seconds: i32,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let received = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait_seconds)
+        .send()
+        .await?;
+    let messages = received.messages.unwrap_or_default();
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let records = messages
+        .iter()
+        .map(|m| {
+            let mut record = SqsMessage::default();
+            record.message_id = m.message_id.clone();
+            record.receipt_handle = m.receipt_handle.clone();
+            record.body = m.body.clone();
+            record.event_source = Some("aws:sqs".into());
+            record
+        })
+        .collect();
+    let mut event = SqsEvent::default();
+    event.records = records;
+    let response = worker::handler(worker, LambdaEvent::new(event, Context::default())).await?;
+    let failed: HashSet<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+    for message in &messages {
+        if message.message_id.as_ref().is_some_and(|id| failed.contains(id)) {
+            continue;
+        }
+        if let Some(handle) = &message.receipt_handle {
+            sqs.delete_message().queue_url(queue_url).receipt_handle(handle).send().await?;
+        }
+    }
+    Ok(messages.len())
+}

@@ -1,0 +1,62 @@
+//! Canceling: credits come back, the execution stops, and only in-flight jobs can be canceled.
+
+use crate::helpers::TestApp;
+use lambda_http::http::{Method, StatusCode};
+use videojobs_core::ids::Role;
+use videojobs_core::JobStatus;
+
+#[tokio::test]
+async fn cancel_marks_the_job_canceled_refunds_and_stops_the_execution() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(5).await;
+    assert_eq!(app.credits().await, 95);
+
+    let reply = app.delete(&format!("/videos/jobs/{id}")).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["status"], "canceled");
+    assert_eq!(reply.body["status_label"], "Canceled");
+    assert_eq!(app.job(&id).await.status, JobStatus::Canceled);
+    assert_eq!(app.credits().await, 100);
+    assert_eq!(app.active_jobs().await, 0);
+    assert_eq!(app.execution_status(&id).await.as_deref(), Some("ABORTED"));
+}
+
+#[tokio::test]
+async fn canceling_a_terminal_job_is_409_and_refunds_nothing_more() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(5).await;
+    app.delete(&format!("/videos/jobs/{id}")).await;
+
+    let again = app.delete(&format!("/videos/jobs/{id}")).await;
+
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.error_code(), "wrong_state");
+    assert_eq!(app.credits().await, 100);
+}
+
+#[tokio::test]
+async fn a_completed_job_cannot_be_canceled() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(2).await;
+    let mut job = app.job(&id).await;
+    job.status = JobStatus::Completed;
+    app.put_job(&job).await;
+
+    let reply = app.delete(&format!("/videos/jobs/{id}")).await;
+
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(app.job(&id).await.status, JobStatus::Completed);
+}
+
+#[tokio::test]
+async fn an_admin_may_cancel_someone_elses_job() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(4).await;
+    let (_, admin) = app.another_user(0, Role::Admin).await;
+
+    let reply = app.call(Method::DELETE, &format!("/videos/jobs/{id}"), Some(&admin), None).await;
+
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(app.credits().await, 100);
+}

@@ -1,0 +1,298 @@
+//! Creating jobs and uploads: what is written, and that bad requests write nothing.
+
+use crate::helpers::TestApp;
+use lambda_http::http::{Method, StatusCode};
+use videojobs_core::ids::JobId;
+use videojobs_core::JobStatus;
+
+const GENERATE: &str = "/videos/generate";
+
+#[tokio::test]
+async fn generate_answers_202_with_the_job_and_writes_job_event_prompt_and_debit() {
+    let app = TestApp::new(100).await;
+
+    let reply = app
+        .post(GENERATE, r#"{"prompt":"A lighthouse at dawn","duration_seconds":6,"resolution":"1080p"}"#)
+        .await;
+
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(reply.body["status"], "queued");
+    assert_eq!(reply.body["status_label"], "Waiting to start");
+    assert_eq!(reply.body["estimated_time_seconds"], 66);
+    assert_eq!(reply.body["links"]["status"], format!("/videos/jobs/{id}/status"));
+    assert_eq!(reply.body["links"]["result"], format!("/videos/jobs/{id}/result"));
+    let job = app.job(&id).await;
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.cost_credits, 12);
+    assert_eq!(app.credits().await, 88);
+    assert_eq!(app.active_jobs().await, 1);
+    assert_eq!(app.stored_prompt(&id).await.as_deref(), Some("A lighthouse at dawn"));
+    assert_eq!(job.prompt_hash.as_deref(), Some(videojobs_core::request::prompt_hash("A lighthouse at dawn").as_str()));
+    let events = app.get(&format!("/videos/jobs/{id}/events")).await;
+    assert_eq!(events.body["events"].as_array().unwrap().len(), 1);
+    assert_eq!(events.body["events"][0]["status"], "queued");
+}
+
+#[tokio::test]
+async fn the_job_record_never_holds_the_raw_prompt() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(2).await;
+
+    let item = app
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&app.resources.jobs_table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("JOB#{id}")))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("JOB".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+
+    let text = format!("{item:?}");
+    assert!(!text.contains("a test clip"), "{text}");
+    assert!(item.contains_key("prompt_hash"));
+}
+
+#[tokio::test]
+async fn generate_starts_an_execution_named_by_the_job_id() {
+    let app = TestApp::new(100).await;
+
+    let id = app.generate(3).await;
+
+    let status = app.execution_status(&id).await;
+    assert!(matches!(status.as_deref(), Some("RUNNING")), "{status:?}");
+}
+
+#[tokio::test]
+async fn animate_from_an_image_url_is_accepted_and_costs_its_length() {
+    let app = TestApp::new(100).await;
+
+    let reply = app
+        .post("/videos/animate", r#"{"image_url":"https://example.com/cat.png","length":7,"frame_rate":30,"zoom_speed":0.2}"#)
+        .await;
+
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
+    let status = app.get(&format!("/videos/jobs/{id}/status")).await;
+    assert_eq!(status.body["workflow_type"], "image_to_video");
+    assert_eq!(app.credits().await, 93);
+    assert_eq!(app.stored_prompt(&id).await, None);
+}
+
+#[tokio::test]
+async fn an_upload_gives_a_presigned_put_that_animate_accepts_once_the_image_is_in() {
+    let app = TestApp::new(100).await;
+    let image = b"\x89PNG\r\n\x1a\n-not-really-a-png-but-bytes";
+
+    let upload = app.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
+    assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.body);
+    let upload_id = upload.body["upload_id"].as_str().unwrap().to_owned();
+    let animate_body = format!(r#"{{"upload_id":"{upload_id}"}}"#);
+    let before = app.post("/videos/animate", &animate_body).await;
+    put_presigned(&upload.body, image).await;
+    let after = app.post("/videos/animate", &animate_body).await;
+
+    assert_eq!(before.status, StatusCode::BAD_REQUEST, "{}", before.body);
+    assert_eq!(before.body["error"]["field"], "upload_id");
+    assert_eq!(after.status, StatusCode::ACCEPTED, "{}", after.body);
+    assert_eq!(upload.body["method"], "PUT");
+    assert!(upload.body["expires_at"].is_string());
+}
+
+#[tokio::test]
+async fn another_users_upload_cannot_be_animated() {
+    let app = TestApp::new(100).await;
+    let upload = app.post("/videos/uploads", r#"{"content_type":"image/jpeg","size_bytes":4}"#).await;
+    put_presigned(&upload.body, b"\xff\xd8\xff\xe0").await;
+    let (_, other_key) = app.another_user(100, videojobs_core::ids::Role::User).await;
+
+    let body = format!(r#"{{"upload_id":"{}"}}"#, upload.body["upload_id"].as_str().unwrap());
+    let reply = app.call(Method::POST, "/videos/animate", Some(&other_key), Some(&body)).await;
+
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.body["error"]["field"], "upload_id");
+}
+
+#[tokio::test]
+async fn uploads_refuse_other_types_and_files_over_the_cap() {
+    let app = TestApp::new(100).await;
+
+    let gif = app.post("/videos/uploads", r#"{"content_type":"image/gif","size_bytes":10}"#).await;
+    let huge = app.post("/videos/uploads", r#"{"content_type":"image/png","size_bytes":104857600}"#).await;
+
+    assert_eq!(gif.status, StatusCode::BAD_REQUEST);
+    assert_eq!(gif.body["error"]["field"], "content_type");
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(huge.error_code(), "upload_too_large");
+}
+
+/// PUTs `bytes` to a presigned URL from an upload response, with its headers.
+async fn put_presigned(upload: &serde_json::Value, bytes: &[u8]) {
+    let url = upload["url"].as_str().unwrap();
+    let mut headers: Vec<(String, String)> = upload["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+        headers.push(("content-length".into(), bytes.len().to_string()));
+    }
+    let status = crate::helpers::http_put(url, &headers, bytes).await;
+    assert_eq!(status, 200, "the presigned PUT was refused");
+}
+
+#[tokio::test]
+async fn without_enough_credits_the_answer_is_402_and_nothing_is_written() {
+    let app = TestApp::new(3).await;
+
+    let reply = app.post(GENERATE, r#"{"prompt":"too long for my balance","duration_seconds":4}"#).await;
+
+    assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED, "{}", reply.body);
+    assert_eq!(reply.error_code(), "insufficient_credits");
+    assert_eq!(app.credits().await, 3);
+    assert_eq!(app.job_count().await, 0);
+    assert_eq!(app.active_jobs().await, 0);
+}
+
+#[tokio::test]
+async fn over_the_active_job_cap_the_answer_is_429_and_nothing_is_written() {
+    let mut settings = crate::helpers::settings();
+    settings.max_active_jobs = 2;
+    let app = TestApp::with_settings(100, settings).await;
+    app.generate(1).await;
+    app.generate(1).await;
+
+    let reply = app.post(GENERATE, r#"{"prompt":"one too many","duration_seconds":1}"#).await;
+
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.body);
+    assert_eq!(reply.error_code(), "too_many_active_jobs");
+    assert_eq!(app.credits().await, 98);
+    assert_eq!(app.job_count().await, 2);
+}
+
+#[tokio::test]
+async fn a_canceled_job_frees_its_slot_under_the_cap() {
+    let mut settings = crate::helpers::settings();
+    settings.max_active_jobs = 1;
+    let app = TestApp::with_settings(100, settings).await;
+    let first = app.generate(1).await;
+    app.delete(&format!("/videos/jobs/{first}")).await;
+
+    let reply = app.post(GENERATE, r#"{"prompt":"room again","duration_seconds":1}"#).await;
+
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_status_and_write_nothing() {
+    let app = TestApp::new(100).await;
+    let big_prompt = "x".repeat(70 * 1024);
+    let big_body = format!(r#"{{"prompt":"{big_prompt}"}}"#);
+    let cases: Vec<(Option<&str>, Option<&str>, &[(&str, &str)], u16, &str)> = vec![
+        (None, Some(r#"{"prompt":"p"}"#), &[], 401, "unauthenticated"),
+        (Some("vj_000000000000000000000000000000000000000a"), Some(r#"{"prompt":"p"}"#), &[], 401, "unauthenticated"),
+        (Some("not-a-key"), Some(r#"{"prompt":"p"}"#), &[], 401, "unauthenticated"),
+        (Some(&app.key), Some(r#"{"prompt":"p""#), &[], 400, "invalid_request"),
+        (Some(&app.key), Some(r#"{"prompt":"p","style":"noir"}"#), &[], 400, "invalid_request"),
+        (Some(&app.key), Some(r#"{"prompt":"p","duration_seconds":"long"}"#), &[], 400, "invalid_request"),
+        (Some(&app.key), Some(r#"{"prompt":"p","duration_seconds":99}"#), &[], 400, "invalid_request"),
+        (Some(&app.key), Some(r#"{"prompt":"p","provider":"nonesuch"}"#), &[], 400, "invalid_request"),
+        (Some(&app.key), Some(&big_body), &[], 413, "body_too_large"),
+        (Some(&app.key), Some(r#"{"prompt":"p"}"#), &[("idempotency-key", "has spaces in it")], 400, "invalid_request"),
+    ];
+
+    for (key, body, headers, status, code) in cases {
+        let reply = app.call_with(Method::POST, GENERATE, key, body, headers).await;
+        assert_eq!(reply.status.as_u16(), status, "{key:?} {:?}: {}", body.map(|b| &b[..b.len().min(60)]), reply.body);
+        assert_eq!(reply.error_code(), code);
+        assert!(reply.body["error"]["message"].is_string());
+    }
+    assert_eq!(app.credits().await, 100);
+    assert_eq!(app.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_refused_with_415() {
+    let app = TestApp::new(100).await;
+    let request = lambda_http::http::Request::builder()
+        .method(Method::POST)
+        .uri("https://api.test/videos/generate")
+        .header("authorization", format!("Bearer {}", app.key))
+        .header("content-type", "text/plain")
+        .body(lambda_http::Body::Text(r#"{"prompt":"p"}"#.into()))
+        .unwrap();
+
+    let reply = app.send(request).await;
+
+    assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(app.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_refused_field_is_named_in_the_error() {
+    let app = TestApp::new(100).await;
+
+    let reply = app.post(GENERATE, r#"{"prompt":"p","aspect_ratio":"2:1"}"#).await;
+
+    assert_eq!(reply.body["error"]["field"], "aspect_ratio");
+    assert!(reply.body["error"]["message"].as_str().unwrap().contains("aspect_ratio"));
+    assert!(reply.body["error"]["next_step"].is_string());
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_and_body_replay_the_first_answer() {
+    let app = TestApp::new(100).await;
+    let body = r#"{"prompt":"once only","duration_seconds":2}"#;
+    let headers = [("idempotency-key", "order-42")];
+
+    let first = app.call_with(Method::POST, GENERATE, Some(&app.key), Some(body), &headers).await;
+    let again = app
+        .call_with(Method::POST, GENERATE, Some(&app.key), Some(r#"{ "duration_seconds": 2, "prompt": "once only" }"#), &headers)
+        .await;
+
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    assert_eq!(app.job_count().await, 1);
+    assert_eq!(app.credits().await, 98);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_with_another_body_is_refused_with_422() {
+    let app = TestApp::new(100).await;
+    let headers = [("idempotency-key", "order-43")];
+    app.call_with(Method::POST, GENERATE, Some(&app.key), Some(r#"{"prompt":"first"}"#), &headers).await;
+
+    let reply = app.call_with(Method::POST, GENERATE, Some(&app.key), Some(r#"{"prompt":"second"}"#), &headers).await;
+    let other_route = app
+        .call_with(Method::POST, "/videos/animate", Some(&app.key), Some(r#"{"image_url":"https://e.com/a.png"}"#), &headers)
+        .await;
+
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.error_code(), "idempotency_conflict");
+    assert_eq!(other_route.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.job_count().await, 1);
+    assert_eq!(app.credits().await, 95);
+}
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_one_user() {
+    let app = TestApp::new(100).await;
+    let (other, other_key) = app.another_user(100, videojobs_core::ids::Role::User).await;
+    let headers = [("idempotency-key", "shared-key")];
+    let body = r#"{"prompt":"mine"}"#;
+
+    let mine = app.call_with(Method::POST, GENERATE, Some(&app.key), Some(body), &headers).await;
+    let theirs = app.call_with(Method::POST, GENERATE, Some(&other_key), Some(body), &headers).await;
+
+    assert_eq!(theirs.status, StatusCode::ACCEPTED);
+    assert_ne!(mine.body["job_id"], theirs.body["job_id"]);
+    assert_eq!(app.credits_of(&other).await, 95);
+}

@@ -1,0 +1,266 @@
+//! What the integration tests start and share: one local stack per test run
+//! (fresh tables, queues, bucket and state machine in the moto the test command
+//! started), a fresh user with credits and a key per test, and a client that
+//! calls the real handlers with the real SDK behind them.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use lambda_http::http::{HeaderMap, Method, StatusCode};
+use lambda_http::Body;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use videojobs_aws::{AwsClients, DynamoStore, Resources};
+use videojobs_core::ids::{ApiKey, JobId, Role, UserId};
+use videojobs_core::job::Job;
+use videojobs_core::ports::{AccountStore, JobStore, Principal};
+use videojobs_core::service::Services;
+use videojobs_core::settings::Settings;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The stack's resource names. Created once per test run; clients are not
+/// shared because each test has its own async runtime.
+pub fn resources() -> &'static Resources {
+    static RESOURCES: OnceLock<Resources> = OnceLock::new();
+    RESOURCES.get_or_init(|| {
+        assert!(
+            std::env::var("AWS_ENDPOINT_URL").is_ok(),
+            "the integration tests need the local AWS stack: run ./scripts/test (it starts moto)"
+        );
+        let root = repo_root();
+        let stack = format!("it-{}-{}", std::process::id(), time::OffsetDateTime::now_utc().unix_timestamp());
+        let env_file = std::env::temp_dir().join(format!("{stack}.env"));
+        let python = root.join(".venv/bin/python");
+        let status = Command::new(&python)
+            .arg(root.join("infra/local/bootstrap.py"))
+            .args(["--stack-name", &stack, "--env-out"])
+            .arg(&env_file)
+            .current_dir(&root)
+            .status()
+            .unwrap_or_else(|e| panic!("running {} failed: {e}", python.display()));
+        assert!(status.success(), "bootstrapping the local stack failed");
+        let exports = read_exports(&env_file);
+        Resources::from_lookup(|name| exports.get(name).cloned()).expect("bootstrap exported every resource")
+    })
+}
+
+/// `export NAME=value` lines, as the bootstrap writes them.
+fn read_exports(path: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(path).expect("bootstrap wrote its env file");
+    text.lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches(|c| c == '\'' || c == '"').to_owned()))
+        .collect()
+}
+
+/// Settings as a deployment would have them, with a retention short enough to test.
+pub fn settings() -> Settings {
+    let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
+    settings.limits.allow_http_webhooks = true;
+    settings
+}
+
+pub struct TestApp {
+    pub services: Services,
+    pub clients: AwsClients,
+    pub store: DynamoStore,
+    pub resources: Resources,
+    pub user: UserId,
+    pub key: String,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApp {
+    /// A fresh user with `credits` and a user key.
+    pub async fn new(credits: i64) -> Self {
+        Self::with_settings(credits, settings()).await
+    }
+
+    pub async fn with_settings(credits: i64, settings: Settings) -> Self {
+        let resources = resources().clone();
+        let clients = AwsClients::from_env().await;
+        let store = DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table);
+        let services = videojobs_aws::services(&clients, &resources, settings);
+        let (user, key) = new_user(&services, credits, Role::User).await;
+        Self { services, clients, store, resources, user, key }
+    }
+
+    /// Another user of the same stack, with their own key.
+    pub async fn another_user(&self, credits: i64, role: Role) -> (UserId, String) {
+        new_user(&self.services, credits, role).await
+    }
+
+    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<&str>) -> Reply {
+        self.call_with(method, path, key, body, &[]).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut builder = lambda_http::http::Request::builder().method(method).uri(format!("https://api.test{path}"));
+        if let Some(key) = key {
+            builder = builder.header("authorization", format!("Bearer {key}"));
+        }
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let body = body.map(|b| Body::Text(b.to_owned())).unwrap_or(Body::Empty);
+        let request = builder.body(body).expect("a valid request");
+        self.send(request).await
+    }
+
+    pub async fn send(&self, request: lambda_http::Request) -> Reply {
+        let response = local_api::dispatch(&self.services, request).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes: &[u8] = response.body().as_ref();
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(bytes).expect("a JSON body") };
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, Some(&self.key), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        self.call(Method::POST, path, Some(&self.key), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(&self.key), None).await
+    }
+
+    /// Creates a text-to-video job and returns its id.
+    pub async fn generate(&self, seconds: u32) -> JobId {
+        let reply = self.post("/videos/generate", &format!(r#"{{"prompt":"a test clip","duration_seconds":{seconds}}}"#)).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+        reply.body["job_id"].as_str().expect("a job id").parse().expect("a valid job id")
+    }
+
+    pub async fn credits(&self) -> i64 {
+        self.credits_of(&self.user).await
+    }
+
+    pub async fn credits_of(&self, user: &UserId) -> i64 {
+        self.store.account(user).await.expect("account read").expect("account exists").credits
+    }
+
+    pub async fn active_jobs(&self) -> u32 {
+        self.store.account(&self.user).await.expect("account read").expect("account exists").active_jobs
+    }
+
+    pub async fn job(&self, id: &JobId) -> Job {
+        self.store.job(id).await.expect("job read").expect("job exists")
+    }
+
+    pub async fn job_count(&self) -> usize {
+        let page = videojobs_core::ports::PageRequest { limit: 100, cursor: None };
+        self.store.jobs_of(&self.user, &page).await.expect("jobs listed").items.len()
+    }
+
+    /// Writes a job record as it is, for states the API cannot reach yet.
+    pub async fn put_job(&self, job: &Job) {
+        let item = videojobs_aws::dynamo::job_item(job).expect("job encodes");
+        self.clients
+            .dynamodb
+            .put_item()
+            .table_name(&self.resources.jobs_table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("job written");
+    }
+
+    pub async fn stored_prompt(&self, id: &JobId) -> Option<String> {
+        let out = self
+            .clients
+            .dynamodb
+            .get_item()
+            .table_name(&self.resources.prompts_table)
+            .key("job_id", AttributeValue::S(id.to_string()))
+            .send()
+            .await
+            .expect("prompt read");
+        out.item.and_then(|item| item.get("prompt").and_then(|v| v.as_s().ok()).cloned())
+    }
+
+    pub fn execution_arn(&self, id: &JobId) -> String {
+        videojobs_aws::StepFunctions::new(self.clients.sfn.clone(), &self.resources.state_machine_arn).execution_arn(id)
+    }
+
+    /// The execution's status (`RUNNING`, `ABORTED`, …), or `None` if there is none.
+    pub async fn execution_status(&self, id: &JobId) -> Option<String> {
+        let out = self.clients.sfn.describe_execution().execution_arn(self.execution_arn(id)).send().await.ok()?;
+        Some(out.status().as_str().to_owned())
+    }
+}
+
+async fn new_user(services: &Services, credits: i64, role: Role) -> (UserId, String) {
+    let user: UserId = format!("user-{}", ulid::Ulid::new().to_string().to_lowercase()).parse().expect("valid user id");
+    let key = ApiKey::generate();
+    services
+        .keys
+        .save_key(&key.hash(), &Principal { user_id: user.clone(), role }, "test")
+        .await
+        .expect("key saved");
+    services.accounts.open_account(&user, credits).await.expect("account opened");
+    (user, key.expose().to_owned())
+}
+
+/// Runs `count` copies of a future-producing closure at once.
+pub async fn all_at_once<F, Fut, T>(count: usize, make: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    futures::future::join_all((0..count).map(make)).await
+}
+
+/// A plain HTTP/1.1 PUT (the local stack speaks http), returning the status.
+pub async fn http_put(url: &str, headers: &[(String, String)], body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = url::Url::parse(url).expect("a URL");
+    let host = url.host_str().expect("a host");
+    let port = url.port_or_known_default().expect("a port");
+    let mut target = url.path().to_owned();
+    if let Some(query) = url.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let mut head = format!("PUT {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await.expect("connected");
+    stream.write_all(head.as_bytes()).await.expect("head sent");
+    stream.write_all(body).await.expect("body sent");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("response read");
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line")
+}

@@ -1,0 +1,253 @@
+//! Reading jobs: status, result, events and the listings; someone else's job
+//! is never shown.
+
+use crate::helpers::TestApp;
+use lambda_http::http::{Method, StatusCode};
+use videojobs_core::ids::{JobId, Role};
+use videojobs_core::job::{timestamp, Artifact};
+use videojobs_core::JobStatus;
+
+#[tokio::test]
+async fn status_shows_a_new_job_as_queued_with_its_cost() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(4).await;
+
+    let reply = app.get(&format!("/videos/jobs/{id}/status")).await;
+
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = &reply.body;
+    assert_eq!(body["job_id"], id.as_str());
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["status_label"], "Waiting to start");
+    assert_eq!(body["progress"], 0);
+    assert_eq!(body["workflow_type"], "text_to_video");
+    assert_eq!(body["cost"]["credits"], 4);
+    assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(body["completed_at"].is_null());
+    assert!(body["error"].is_null());
+    assert!(body["review"].is_null());
+    assert!(body["output"].is_null());
+}
+
+#[tokio::test]
+async fn an_unknown_or_malformed_job_id_is_404() {
+    let app = TestApp::new(100).await;
+
+    let unknown = app.get(&format!("/videos/jobs/{}/status", JobId::generate())).await;
+    let malformed = app.get("/videos/jobs/../../etc/status").await;
+    let garbage = app.get("/videos/jobs/job_nope/status").await;
+
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.error_code(), "job_not_found");
+    assert_eq!(malformed.status, StatusCode::NOT_FOUND);
+    assert_eq!(garbage.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn another_users_job_is_404_for_every_read_and_for_cancel() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(2).await;
+    let (_, stranger) = app.another_user(100, Role::User).await;
+
+    for (method, path) in [
+        (Method::GET, format!("/videos/jobs/{id}/status")),
+        (Method::GET, format!("/videos/jobs/{id}/result")),
+        (Method::GET, format!("/videos/jobs/{id}/events")),
+        (Method::DELETE, format!("/videos/jobs/{id}")),
+    ] {
+        let reply = app.call(method.clone(), &path, Some(&stranger), None).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert!(!reply.body.to_string().contains(id.as_str()), "{method} {path} leaked the job");
+    }
+    assert_eq!(app.job(&id).await.status, JobStatus::Queued);
+}
+
+#[tokio::test]
+async fn reads_without_a_valid_key_are_401() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(1).await;
+
+    let none = app.call(Method::GET, &format!("/videos/jobs/{id}/status"), None, None).await;
+    let bad = app.call(Method::GET, "/videos/jobs", Some("vj_0000000000000000000000000000000000000000"), None).await;
+
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(none.headers.get("www-authenticate").unwrap(), "Bearer");
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_result_of_an_unfinished_job_is_409() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(1).await;
+
+    let reply = app.get(&format!("/videos/jobs/{id}/result")).await;
+
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.error_code(), "wrong_state");
+}
+
+#[tokio::test]
+async fn a_completed_job_has_a_presigned_result_and_an_output_in_its_status() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(3).await;
+    let mut job = app.job(&id).await;
+    job.status = JobStatus::Completed;
+    job.output = Some(artifact(&id));
+    job.output_expires_at = Some(timestamp::now() + time::Duration::hours(1));
+    app.put_job(&job).await;
+
+    let result = app.get(&format!("/videos/jobs/{id}/result")).await;
+    let status = app.get(&format!("/videos/jobs/{id}/status")).await;
+
+    assert_eq!(result.status, StatusCode::OK, "{}", result.body);
+    let video = &result.body["video"];
+    assert!(video["url"].as_str().unwrap().contains("X-Amz-Signature"));
+    assert!(video["thumbnail_url"].as_str().unwrap().contains("X-Amz-Signature"));
+    assert_eq!(video["mime_type"], "video/mp4");
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(1280), Some(720)));
+    assert_eq!(video["size_bytes"], 123_456);
+    assert_eq!(video["duration_seconds"], 3.0);
+    assert!(video["expires_at"].is_string());
+    assert_eq!(status.body["status_label"], "Ready for review");
+    assert_eq!(status.body["progress"], 100);
+    assert!(status.body["output"]["video_url"].is_string());
+}
+
+#[tokio::test]
+async fn an_output_past_its_retention_window_is_410_unless_approved() {
+    let app = TestApp::new(100).await;
+    let expired_id = app.generate(1).await;
+    let approved_id = app.generate(1).await;
+    for (id, status) in [(&expired_id, JobStatus::Completed), (&approved_id, JobStatus::Approved)] {
+        let mut job = app.job(id).await;
+        job.status = status;
+        job.output = Some(artifact(id));
+        job.output_expires_at = Some(timestamp::now() - time::Duration::seconds(1));
+        app.put_job(&job).await;
+    }
+
+    let expired = app.get(&format!("/videos/jobs/{expired_id}/result")).await;
+    let approved = app.get(&format!("/videos/jobs/{approved_id}/result")).await;
+
+    assert_eq!(expired.status, StatusCode::GONE);
+    assert_eq!(expired.error_code(), "expired");
+    assert_eq!(approved.status, StatusCode::OK);
+}
+
+fn artifact(id: &JobId) -> Artifact {
+    Artifact {
+        video_key: format!("outputs/{id}/video.mp4"),
+        thumbnail_key: Some(format!("outputs/{id}/thumbnail.jpg")),
+        mime_type: "video/mp4".into(),
+        size_bytes: 123_456,
+        duration_seconds: 3.0,
+        width: 1280,
+        height: 720,
+    }
+}
+
+#[tokio::test]
+async fn the_list_is_newest_first_and_pages_with_an_opaque_cursor() {
+    let app = TestApp::new(100).await;
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        created.push(app.generate(1).await);
+    }
+    for id in &created[..3] {
+        app.delete(&format!("/videos/jobs/{id}")).await;
+    }
+
+    let first = app.get("/videos/jobs?limit=2").await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let second = app.get(&format!("/videos/jobs?limit=2&cursor={cursor}")).await;
+    let third_cursor = second.body["next_cursor"].as_str().unwrap().to_owned();
+    let third = app.get(&format!("/videos/jobs?limit=2&cursor={third_cursor}")).await;
+
+    let ids = |reply: &crate::helpers::Reply| -> Vec<String> {
+        reply.body["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().to_owned()).collect()
+    };
+    let mut seen = ids(&first);
+    seen.extend(ids(&second));
+    seen.extend(ids(&third));
+    let newest_first: Vec<String> = created.iter().rev().map(|id| id.to_string()).collect();
+    assert_eq!(seen, newest_first);
+    assert!(third.body["next_cursor"].is_null());
+}
+
+#[tokio::test]
+async fn a_bad_cursor_or_limit_is_400_and_another_users_cursor_is_refused() {
+    let app = TestApp::new(100).await;
+    for _ in 0..2 {
+        app.generate(1).await;
+    }
+    let mine = app.get("/videos/jobs?limit=1").await;
+    let cursor = mine.body["next_cursor"].as_str().unwrap().to_owned();
+    let (_, stranger) = app.another_user(10, Role::User).await;
+
+    let forged = app.get("/videos/jobs?cursor=bm90LWEtY3Vyc29y").await;
+    let zero = app.get("/videos/jobs?limit=0").await;
+    let huge = app.get("/videos/jobs?limit=1000").await;
+    let borrowed = app.call(Method::GET, &format!("/videos/jobs?cursor={cursor}"), Some(&stranger), None).await;
+
+    for reply in [&forged, &zero, &huge, &borrowed] {
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    }
+    assert_eq!(forged.body["error"]["field"], "cursor");
+    assert_eq!(zero.body["error"]["field"], "limit");
+}
+
+#[tokio::test]
+async fn active_lists_only_in_flight_jobs_of_the_caller() {
+    let app = TestApp::new(100).await;
+    let running = app.generate(1).await;
+    let canceled = app.generate(1).await;
+    app.delete(&format!("/videos/jobs/{canceled}")).await;
+    let (_, stranger) = app.another_user(100, Role::User).await;
+    app.call(Method::POST, "/videos/generate", Some(&stranger), Some(r#"{"prompt":"theirs"}"#)).await;
+
+    let reply = app.get("/videos/jobs/active").await;
+
+    let jobs = reply.body["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{}", reply.body);
+    assert_eq!(jobs[0]["job_id"], running.as_str());
+}
+
+#[tokio::test]
+async fn events_tell_how_the_job_got_where_it_is() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(2).await;
+    app.delete(&format!("/videos/jobs/{id}")).await;
+
+    let reply = app.get(&format!("/videos/jobs/{id}/events")).await;
+
+    let events = reply.body["events"].as_array().unwrap();
+    let statuses: Vec<&str> = events.iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["queued", "canceled"]);
+    assert_eq!(events[1]["previous_status"], "queued");
+    assert_eq!(events[1]["source"], "api");
+    assert_eq!(events[1]["actor"], app.user.as_str());
+}
+
+#[tokio::test]
+async fn a_reviewer_may_read_any_job_but_not_cancel_it() {
+    let app = TestApp::new(100).await;
+    let id = app.generate(1).await;
+    let (_, reviewer) = app.another_user(0, Role::Reviewer).await;
+
+    let status = app.call(Method::GET, &format!("/videos/jobs/{id}/status"), Some(&reviewer), None).await;
+    let cancel = app.call(Method::DELETE, &format!("/videos/jobs/{id}"), Some(&reviewer), None).await;
+
+    assert_eq!(status.status, StatusCode::OK);
+    assert_eq!(cancel.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.job(&id).await.status, JobStatus::Queued);
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_404() {
+    let app = TestApp::new(100).await;
+
+    let reply = app.get("/videos/nothing-here").await;
+
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.error_code(), "route_not_found");
+}

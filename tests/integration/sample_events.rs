@@ -1,0 +1,107 @@
+//! Every file in `events/` (the ones `sam local invoke -e` and `cargo lambda
+//! invoke` use) runs through its function's handler here.
+
+use crate::helpers::{repo_root, TestApp};
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{Context, LambdaEvent};
+use videojobs_core::ids::{ApiKey, JobId, Role, UserId};
+use videojobs_core::job::{timestamp, Job, JobParams};
+use videojobs_core::ports::Principal;
+use videojobs_core::request::{AspectRatio, Resolution};
+use videojobs_core::JobStatus;
+
+/// The key and job the sample events name.
+const SAMPLE_KEY: &str = "vj_sampleUserKey000000000000000000000000000";
+const SAMPLE_JOB: &str = "job_01kaz000000000000000000000";
+
+enum Function {
+    Create,
+    Status,
+    Webhook,
+    Worker,
+}
+
+/// Each sample, the function that takes it, and the status it should get.
+const SAMPLES: &[(&str, Function, u16)] = &[
+    ("animate.json", Function::Create, 202),
+    ("generate.json", Function::Create, 202),
+    ("job-cancel.json", Function::Status, 200),
+    ("job-events.json", Function::Status, 200),
+    ("job-result.json", Function::Status, 409),
+    ("job-status.json", Function::Status, 200),
+    ("jobs-active.json", Function::Status, 200),
+    ("jobs-list.json", Function::Status, 200),
+    ("uploads.json", Function::Create, 201),
+    ("webhook-local.json", Function::Webhook, 404),
+    ("worker-sqs.json", Function::Worker, 0),
+];
+
+async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
+    let user: UserId = "sample-user".parse().unwrap();
+    let key: ApiKey = SAMPLE_KEY.parse().unwrap();
+    app.services.keys.save_key(&key.hash(), &Principal { user_id: user.clone(), role: Role::User }, "samples").await.unwrap();
+    app.services.accounts.open_account(&user, 1_000).await.unwrap();
+    let now = timestamp::now();
+    let job = Job {
+        job_id: SAMPLE_JOB.parse::<JobId>().unwrap(),
+        user_id: user.clone(),
+        status: JobStatus::Queued,
+        params: JobParams::TextToVideo { duration_seconds: 2, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Hd },
+        metadata: None,
+        prompt_hash: None,
+        provider: "local".parse().unwrap(),
+        provider_request_id: None,
+        progress: 0,
+        cost_credits: 2,
+        webhook_url: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+        error: None,
+        review: None,
+        output: None,
+        output_expires_at: None,
+    };
+    app.put_job(&job).await;
+    user
+}
+
+#[tokio::test]
+async fn every_sample_event_runs_through_its_handler() {
+    let app = TestApp::new(0).await;
+    let dir = repo_root().join("events");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    files.sort();
+    let listed: Vec<&str> = SAMPLES.iter().map(|(name, _, _)| *name).collect();
+    assert_eq!(files, listed, "every file in events/ needs a line in SAMPLES");
+
+    for (name, function, expected) in SAMPLES {
+        seed_sample_user_and_job(&app).await;
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let status = match function {
+            Function::Create | Function::Status | Function::Webhook => {
+                let request = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let response = match function {
+                    Function::Create => create::handler(&app.services, request).await,
+                    Function::Status => status::handler(&app.services, request).await,
+                    _ => webhook::handler(request).await,
+                }
+                .unwrap();
+                response.status().as_u16()
+            }
+            Function::Worker => {
+                let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let worker = worker::Worker { jobs: app.services.jobs.clone() };
+                let response = worker::handler(&worker, LambdaEvent::new(event, Context::default())).await.unwrap();
+                assert!(response.batch_item_failures.is_empty(), "{name}");
+                assert_eq!(app.job(&SAMPLE_JOB.parse().unwrap()).await.status, JobStatus::Expired, "{name}");
+                0
+            }
+        };
+        assert_eq!(status, *expected, "{name}");
+    }
+}
