@@ -40,6 +40,7 @@ pub fn resources() -> &'static Resources {
             .args(["--stack-name", &stack, "--env-out"])
             .arg(&env_file)
             .current_dir(&root)
+            .stdout(std::process::Stdio::null())
             .status()
             .unwrap_or_else(|e| panic!("running {} failed: {e}", python.display()));
         assert!(status.success(), "bootstrapping the local stack failed");
@@ -217,6 +218,19 @@ impl TestApp {
         let out = self.clients.sfn.describe_execution().execution_arn(self.execution_arn(id)).send().await.ok()?;
         Some(out.status().as_str().to_owned())
     }
+
+    /// The execution's status once it has left `RUNNING` (the interpreter
+    /// stops a waiting execution asynchronously), or after 10 s.
+    pub async fn settled_execution_status(&self, id: &JobId) -> Option<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let status = self.execution_status(id).await;
+            if status.as_deref() != Some("RUNNING") || std::time::Instant::now() > deadline {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 async fn new_user(services: &Services, credits: i64, role: Role) -> (UserId, String) {
@@ -264,3 +278,40 @@ pub async fn http_put(url: &str, headers: &[(String, String)], body: &[u8]) -> u
     let text = String::from_utf8_lossy(&response);
     text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line")
 }
+
+/// Waits for the work queue's message of `kind` for `job`, leaving other
+/// tests' messages for them.
+pub async fn next_message(app: &TestApp, job: &JobId, kind: &str) -> (serde_json::Value, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let out = app
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&app.resources.work_queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        for message in out.messages.unwrap_or_default() {
+            let body: serde_json::Value = serde_json::from_str(message.body().unwrap_or("{}")).unwrap_or(serde_json::Value::Null);
+            let handle = message.receipt_handle().unwrap_or_default().to_owned();
+            if body["job_id"] == job.as_str() && body["kind"] == kind {
+                app.clients.sqs.delete_message().queue_url(&app.resources.work_queue_url).receipt_handle(&handle).send().await.expect("delete");
+                return (body, message.message_id().unwrap_or_default().to_owned());
+            }
+            app.clients
+                .sqs
+                .change_message_visibility()
+                .queue_url(&app.resources.work_queue_url)
+                .receipt_handle(&handle)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .expect("release");
+        }
+    }
+    panic!("no {kind} message for {job} within 20 s");
+}
+

@@ -5,45 +5,9 @@ use crate::helpers::TestApp;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use crate::helpers::next_message;
 use videojobs_core::ids::JobId;
 use videojobs_core::JobStatus;
-
-/// Waits for the work queue's message of `kind` for `job`, leaving other
-/// tests' messages for them.
-async fn next_message(app: &TestApp, job: &JobId, kind: &str) -> (Value, String) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let out = app
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(&app.resources.work_queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        for message in out.messages.unwrap_or_default() {
-            let body: Value = serde_json::from_str(message.body().unwrap_or("{}")).unwrap_or(Value::Null);
-            let handle = message.receipt_handle().unwrap_or_default().to_owned();
-            if body["job_id"] == job.as_str() && body["kind"] == kind {
-                app.clients.sqs.delete_message().queue_url(&app.resources.work_queue_url).receipt_handle(&handle).send().await.expect("delete");
-                return (body, message.message_id().unwrap_or_default().to_owned());
-            }
-            app.clients
-                .sqs
-                .change_message_visibility()
-                .queue_url(&app.resources.work_queue_url)
-                .receipt_handle(&handle)
-                .visibility_timeout(0)
-                .send()
-                .await
-                .expect("release");
-        }
-    }
-    panic!("no {kind} message for {job} within 20 s");
-}
 
 fn sqs_event(body: &Value, message_id: &str) -> LambdaEvent<SqsEvent> {
     let mut message = SqsMessage::default();

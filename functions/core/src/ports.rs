@@ -182,6 +182,8 @@ pub trait MediaStore: Send + Sync {
 pub struct WorkflowInput {
     pub job_id: JobId,
     pub workflow_type: String,
+    /// How long the execution waits for the video before giving up.
+    pub deadline_seconds: u64,
 }
 
 #[async_trait]

@@ -139,7 +139,7 @@ impl Services {
                 return Err(AppError::TooManyActiveJobs { limit: self.settings.max_active_jobs })
             }
         }
-        if let Err(err) = self.workflows.start(&workflow_input(&new.job)).await {
+        if let Err(err) = self.workflows.start(&workflow_input(&new.job, &self.settings)).await {
             self.give_up_unstarted(&new.job, &err).await;
             return Err(err.into());
         }
@@ -154,7 +154,7 @@ impl Services {
         }
         if let Some(job) = self.jobs.job(&previous.job_id).await? {
             if job.status == JobStatus::Queued {
-                self.workflows.start(&workflow_input(&job)).await?;
+                self.workflows.start(&workflow_input(&job, &self.settings)).await?;
             }
         }
         Ok(Accepted {
@@ -453,8 +453,12 @@ pub fn failure_change(job: &Job, from: JobStatus, source: EventSource, error: Jo
     })
 }
 
-fn workflow_input(job: &Job) -> WorkflowInput {
-    WorkflowInput { job_id: job.job_id.clone(), workflow_type: job.workflow_type().as_str().to_owned() }
+fn workflow_input(job: &Job, settings: &Settings) -> WorkflowInput {
+    WorkflowInput {
+        job_id: job.job_id.clone(),
+        workflow_type: job.workflow_type().as_str().to_owned(),
+        deadline_seconds: settings.generation_timeout_seconds,
+    }
 }
 
 /// An output that was not approved is gone after the retention window.

@@ -15,6 +15,8 @@ pub struct Settings {
     pub limits: RequestLimits,
     /// Largest JSON body the API reads.
     pub body_max_bytes: usize,
+    /// How long the state machine waits for a video before giving up.
+    pub generation_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +72,7 @@ impl Settings {
                 upload_max_bytes: number(&get, "UPLOAD_MAX_BYTES", 10 * 1024 * 1024)?,
             },
             body_max_bytes: number(&get, "BODY_MAX_BYTES", 64 * 1024)?,
+            generation_timeout_seconds: number(&get, "GENERATION_TIMEOUT_SECONDS", 900)?,
         })
     }
 
@@ -99,6 +102,7 @@ mod tests {
         assert_eq!(s.limits.upload_max_bytes, 10 * 1024 * 1024);
         assert!(!s.limits.allow_http_webhooks);
         assert_eq!(s.body_max_bytes, 65_536);
+        assert_eq!(s.generation_timeout_seconds, 900);
     }
 
     #[test]

@@ -1,0 +1,78 @@
+# Shared by scripts/up and scripts/test: each step installs or starts what it
+# needs only when it is missing, so a second run is quick.
+
+LOCAL_DIR=".local"
+VENV=".venv"
+export MOTO_PORT="${MOTO_PORT:-5000}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# A project-local Python with moto, cfn-lint, SAM CLI and cargo-lambda, pinned in
+# infra/local/requirements.txt; reinstalled only when that file changes.
+ensure_venv() {
+  local stamp="$VENV/.requirements.sha256"
+  local want
+  want=$(sha256sum infra/local/requirements.txt | cut -d' ' -f1)
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    return
+  fi
+  log "installing the local stack's Python tools into $VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -r infra/local/requirements.txt
+  echo "$want" > "$stamp"
+}
+
+# ffmpeg renders the local provider's videos (Debian's package).
+ensure_ffmpeg() {
+  command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && return
+  log "installing ffmpeg"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg >/dev/null
+}
+
+moto_answers() {
+  curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$MOTO_PORT/moto-api/data.json" 2>/dev/null
+}
+
+# moto in server mode on $MOTO_PORT, reused when one already answers there.
+ensure_moto() {
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT"
+  export AWS_REGION="${AWS_REGION:-us-east-1}"
+  export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-$AWS_REGION}"
+  export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}"
+  export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-testing}"
+  if moto_answers; then
+    return
+  fi
+  log "starting moto on port $MOTO_PORT (log: $LOCAL_DIR/moto.log)"
+  mkdir -p "$LOCAL_DIR"
+  nohup "$VENV/bin/python" infra/local/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" \
+    >"$LOCAL_DIR/moto.log" 2>&1 &
+  echo $! > "$LOCAL_DIR/moto.pid"
+  for _ in $(seq 1 60); do
+    moto_answers && return
+    sleep 0.5
+  done
+  log "moto did not start; see $LOCAL_DIR/moto.log"
+  return 1
+}
+
+# Creates the template's resources in moto (again: it reuses what exists) and
+# exports their names for the functions.
+bootstrap_stack() {
+  local name="${1:-videojobs-local}"
+  local env_file="$LOCAL_DIR/$name.env"
+  "$VENV/bin/python" infra/local/bootstrap.py --stack-name "$name" --env-out "$env_file" >/dev/null
+  # shellcheck disable=SC1090
+  source "$env_file"
+}
+
+# cfn-lint and SAM's own validation; both work offline with any credentials.
+lint_template() {
+  log "linting template.yaml"
+  "$VENV/bin/cfn-lint" template.yaml
+  "$VENV/bin/sam" validate --lint --template-file template.yaml --region "$AWS_REGION" >/dev/null
+}
