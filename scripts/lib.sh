@@ -34,7 +34,7 @@ ensure_ffmpeg() {
 }
 
 moto_answers() {
-  curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$MOTO_PORT/moto-api/data.json" 2>/dev/null
+  curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$MOTO_PORT/moto-api/config" 2>/dev/null
 }
 
 # moto in server mode on $MOTO_PORT, reused when one already answers there.
@@ -49,15 +49,25 @@ ensure_moto() {
   fi
   log "starting moto on port $MOTO_PORT (log: $LOCAL_DIR/moto.log)"
   mkdir -p "$LOCAL_DIR"
-  nohup "$VENV/bin/python" infra/local/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" \
-    >"$LOCAL_DIR/moto.log" 2>&1 &
+  # Its own session, so that Ctrl-C on scripts/up leaves it (and its data) running.
+  setsid "$VENV/bin/python" infra/local/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" \
+    >"$LOCAL_DIR/moto.log" 2>&1 < /dev/null &
   echo $! > "$LOCAL_DIR/moto.pid"
+  MOTO_STARTED_HERE=1
   for _ in $(seq 1 60); do
     moto_answers && return
     sleep 0.5
   done
   log "moto did not start; see $LOCAL_DIR/moto.log"
   return 1
+}
+
+# Stops the moto that ensure_moto started in this shell, if it did.
+stop_moto_if_started_here() {
+  if [ "${MOTO_STARTED_HERE:-}" = 1 ] && [ -f "$LOCAL_DIR/moto.pid" ]; then
+    kill "$(cat "$LOCAL_DIR/moto.pid")" 2>/dev/null || true
+    rm -f "$LOCAL_DIR/moto.pid"
+  fi
 }
 
 # Creates the template's resources in moto (again: it reuses what exists) and

@@ -64,3 +64,19 @@ async fn an_admin_may_cancel_someone_elses_job() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(app.credits().await, 100);
 }
+
+#[tokio::test]
+async fn the_account_shows_the_balance_before_and_after_a_cancel() {
+    let app = TestApp::new(50).await;
+    let id = app.generate(5).await;
+    let during = app.get("/videos/account").await;
+
+    app.delete(&format!("/videos/jobs/{id}")).await;
+    let after = app.get("/videos/account").await;
+
+    assert_eq!(during.status, StatusCode::OK);
+    assert_eq!((during.body["credits"].as_i64(), during.body["active_jobs"].as_u64()), (Some(45), Some(1)));
+    assert_eq!((after.body["credits"].as_i64(), after.body["active_jobs"].as_u64()), (Some(50), Some(0)));
+    assert_eq!(after.body["user_id"], app.user.as_str());
+    assert_eq!(after.body["role"], "user");
+}

@@ -23,6 +23,7 @@ enum Function {
 
 /// Each sample, the function that takes it, and the status it should get.
 const SAMPLES: &[(&str, Function, u16)] = &[
+    ("account.json", Function::Status, 200),
     ("animate.json", Function::Create, 202),
     ("generate.json", Function::Create, 202),
     ("job-cancel.json", Function::Status, 200),

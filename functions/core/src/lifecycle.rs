@@ -109,7 +109,8 @@ impl JobStatus {
             JobStatus::Queued => 0,
             JobStatus::Submitted | JobStatus::Retrying => 5,
             JobStatus::Processing => 10,
-            _ => 100,
+            JobStatus::Completed | JobStatus::Approved | JobStatus::Rejected => 100,
+            JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired => 0,
         }
     }
 
@@ -263,6 +264,17 @@ mod tests {
             let t = transition(Completed, to).unwrap();
             assert!(!t.refunds_credits && !t.frees_slot);
         }
+    }
+
+    #[test]
+    fn only_a_job_with_a_video_shows_full_progress() {
+        for status in [Completed, Approved, Rejected] {
+            assert_eq!(status.progress_floor(), 100);
+        }
+        for status in [Queued, Failed, Canceled, Expired] {
+            assert_eq!(status.progress_floor(), 0);
+        }
+        assert!(Processing.progress_floor() > Submitted.progress_floor());
     }
 
     #[test]

@@ -377,6 +377,19 @@ impl Services {
         Ok(ListBody { jobs, next_cursor: None })
     }
 
+    /// The caller's balance and in-flight count.
+    pub async fn account(&self, who: &Principal) -> Result<AccountBody, AppError> {
+        let account = self.accounts.account(&who.user_id).await?;
+        let (credits, active_jobs) = account.map(|a| (a.credits, a.active_jobs)).unwrap_or((0, 0));
+        Ok(AccountBody {
+            user_id: who.user_id.to_string(),
+            role: who.role.as_str(),
+            credits,
+            active_jobs,
+            max_active_jobs: self.settings.max_active_jobs,
+        })
+    }
+
     /// Cancels an in-flight job: its credits come back once, its execution stops.
     pub async fn cancel(&self, who: &Principal, id: &str) -> Result<StatusBody, AppError> {
         let mut job = self.visible_job(who, id).await?;

@@ -211,3 +211,13 @@ pub struct UploadBody {
     pub expires_at: String,
     pub max_bytes: u64,
 }
+
+/// `GET /videos/account`: who the key belongs to and what they have left.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountBody {
+    pub user_id: String,
+    pub role: &'static str,
+    pub credits: i64,
+    pub active_jobs: u32,
+    pub max_active_jobs: u32,
+}

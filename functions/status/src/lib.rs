@@ -1,5 +1,6 @@
 //! `status`: every read of a job and every user decision on one
-//! (`GET …/status`, `…/result`, `…/events`, the listings, `DELETE` to cancel).
+//! (`GET …/status`, `…/result`, `…/events`, the listings, `DELETE` to cancel),
+//! and the caller's own account (`GET /videos/account`).
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
@@ -21,12 +22,14 @@ enum Route<'a> {
     Cancel(&'a str),
     Active,
     List,
+    Account,
 }
 
 fn route(request: &Request) -> Option<Route<'_>> {
     let method = request.method();
     match (method, path_segments(request).as_slice()) {
         (&Method::GET, ["videos", "jobs"]) => Some(Route::List),
+        (&Method::GET, ["videos", "account"]) => Some(Route::Account),
         (&Method::GET, ["videos", "jobs", "active"]) => Some(Route::Active),
         (&Method::GET, ["videos", "jobs", id, "status"]) => Some(Route::Status(id)),
         (&Method::GET, ["videos", "jobs", id, "result"]) => Some(Route::Result(id)),
@@ -73,6 +76,7 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
             respond(ok, outcome)
         }
         Route::Active => respond(ok, services.active(&who).await),
+        Route::Account => respond(ok, services.account(&who).await),
         Route::List => match page_request(request) {
             Ok(page) => respond(ok, services.list(&who, page).await),
             Err(err) => error_response(&err),
