@@ -6,10 +6,12 @@ pub mod error;
 pub mod ids;
 pub mod job;
 pub mod lifecycle;
+pub mod mp4;
 pub mod ports;
 pub mod request;
 pub mod service;
 pub mod settings;
+pub mod signing;
 pub mod views;
 
 pub use error::{AppError, StoreError};

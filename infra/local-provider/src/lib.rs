@@ -1,0 +1,392 @@
+//! The local provider: a small HTTP service with a video provider's contract,
+//! modelled on Replicate's predictions API.
+//!
+//! | request | does |
+//! |---|---|
+//! | `POST /v1/predictions` (`Idempotency-Key`) | accepts a job, answers its id; the same key answers the same id |
+//! | `GET /v1/predictions/{id}` | its status, progress, output or error |
+//! | `POST /v1/predictions/{id}/cancel` | cancels it |
+//! | `GET /files/{id}/video.mp4`, `/files/{id}/thumbnail.jpg` | the output, streamed |
+//! | `POST /v1/faults` | faults for every later job (a job's own `faults` win) |
+//! | `GET /v1/stats` | how many submissions each idempotency key made |
+//!
+//! Videos are real MP4s rendered by ffmpeg: a title card with the prompt for
+//! text to video, a zoom over the image for image to video (honouring length,
+//! frame rate and zoom speed). Callbacks are signed the Standard Webhooks way.
+
+use futures_util::StreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use videojobs_core::signing::WebhookSecret;
+
+pub mod render;
+
+/// Faults the provider can be told to produce, per job or for every job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Deliver each callback this many times (0 or 1: once).
+    pub duplicate_callbacks: u32,
+    /// Deliver the callbacks in a random order, after the video is made.
+    pub shuffle_callbacks: bool,
+    /// Deliver the completion before the progress callbacks.
+    pub completion_first: bool,
+    /// Send no callbacks at all (the state machine must poll).
+    pub drop_callbacks: bool,
+    /// Fail the generation with this error code.
+    pub fail_with: Option<String>,
+    /// Answer the first submissions of a key with these statuses (429, 503…).
+    pub submit_errors: Vec<u16>,
+    /// Take this long before rendering.
+    pub delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// `text` or `image`.
+    pub mode: String,
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub width: Option<u32>,
+    #[serde(default)]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub duration_seconds: Option<f64>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub frame_rate: Option<u32>,
+    #[serde(default)]
+    pub zoom_speed: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    input: Input,
+    #[serde(default)]
+    webhook: Option<String>,
+    #[serde(default)]
+    faults: Option<Faults>,
+}
+
+#[derive(Debug, Clone)]
+struct Prediction {
+    id: String,
+    status: &'static str,
+    progress: u8,
+    error: Option<(String, String)>,
+}
+
+pub struct Config {
+    /// Where videos are written.
+    pub dir: PathBuf,
+    pub secret: WebhookSecret,
+}
+
+struct State {
+    config: Config,
+    base_url: String,
+    predictions: Mutex<HashMap<String, Prediction>>,
+    by_key: Mutex<HashMap<String, String>>,
+    submissions: Mutex<HashMap<String, u32>>,
+    global_faults: Mutex<Faults>,
+    http: reqwest::Client,
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn full(status: StatusCode, value: Value) -> Response<Body> {
+    let body = Full::new(Bytes::from(value.to_string())).map_err(|never| match never {}).boxed();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("a valid response")
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    full(status, json!({"error": {"code": code, "message": message}}))
+}
+
+/// A running local provider.
+pub struct Handle {
+    pub base_url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves the provider on `listener` in a background task.
+pub fn spawn(listener: TcpListener, config: Config) -> std::io::Result<Handle> {
+    let addr = listener.local_addr()?;
+    let base_url = format!("http://{addr}");
+    std::fs::create_dir_all(&config.dir)?;
+    let state = Arc::new(State {
+        config,
+        base_url: base_url.clone(),
+        predictions: Mutex::default(),
+        by_key: Mutex::default(),
+        submissions: Mutex::default(),
+        global_faults: Mutex::default(),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(std::io::Error::other)?,
+    });
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| route(state.clone(), request));
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    Ok(Handle { base_url, task })
+}
+
+async fn route(state: Arc<State>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path: Vec<String> = request.uri().path().trim_matches('/').split('/').map(str::to_owned).collect();
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    let response = match (request.method().clone(), segments.as_slice()) {
+        (Method::POST, ["v1", "predictions"]) => create(&state, request).await,
+        (Method::GET, ["v1", "predictions", id]) => get(&state, id),
+        (Method::POST, ["v1", "predictions", id, "cancel"]) => cancel(&state, id),
+        (Method::GET, ["files", id, name]) => file(&state, id, name).await,
+        (Method::POST, ["v1", "faults"]) => set_faults(&state, request).await,
+        (Method::GET, ["v1", "stats"]) => {
+            let submissions = state.submissions.lock().map(|s| s.clone()).unwrap_or_default();
+            full(StatusCode::OK, json!({ "submissions": submissions }))
+        }
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+    };
+    Ok(response)
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(request: Request<Incoming>) -> Result<T, Response<Body>> {
+    let bytes = request
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "bad_request", "unreadable body"))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", &e.to_string()))
+}
+
+async fn set_faults(state: &State, request: Request<Incoming>) -> Response<Body> {
+    match read_json::<Faults>(request).await {
+        Ok(faults) => {
+            if let Ok(mut global) = state.global_faults.lock() {
+                *global = faults;
+            }
+            full(StatusCode::OK, json!({"ok": true}))
+        }
+        Err(response) => response,
+    }
+}
+
+async fn create(state: &Arc<State>, request: Request<Incoming>) -> Response<Body> {
+    let key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: CreateBody = match read_json(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let faults = body.faults.clone().unwrap_or_else(|| state.global_faults.lock().map(|f| f.clone()).unwrap_or_default());
+    let key = key.unwrap_or_else(|| ulid::Ulid::new().to_string());
+    let attempt = {
+        let Ok(mut submissions) = state.submissions.lock() else {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "lock");
+        };
+        let count = submissions.entry(key.clone()).or_insert(0);
+        *count += 1;
+        *count
+    };
+    if let Some(status) = faults.submit_errors.get(attempt as usize - 1) {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return error(status, "injected", "an injected submission fault");
+    }
+    if let Some(existing) = state.by_key.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return full(StatusCode::OK, json!({"id": existing, "status": "starting"}));
+    }
+    if let Err(message) = render::check_input(&body.input) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", &message);
+    }
+    let id = format!("lp_{}", ulid::Ulid::new().to_string().to_lowercase());
+    if let (Ok(mut predictions), Ok(mut by_key)) = (state.predictions.lock(), state.by_key.lock()) {
+        predictions.insert(id.clone(), Prediction { id: id.clone(), status: "starting", progress: 0, error: None });
+        by_key.insert(key, id.clone());
+    }
+    tokio::spawn(generate(state.clone(), id.clone(), body.input, body.webhook, faults));
+    full(StatusCode::CREATED, json!({"id": id, "status": "starting"}))
+}
+
+fn snapshot(state: &State, id: &str) -> Option<Value> {
+    let predictions = state.predictions.lock().ok()?;
+    let p = predictions.get(id)?;
+    Some(prediction_json(&state.base_url, p))
+}
+
+fn prediction_json(base_url: &str, p: &Prediction) -> Value {
+    let output = (p.status == "succeeded").then(|| {
+        json!({"video": format!("{base_url}/files/{}/video.mp4", p.id),
+               "thumbnail": format!("{base_url}/files/{}/thumbnail.jpg", p.id)})
+    });
+    let error = p.error.as_ref().map(|(code, message)| json!({"code": code, "message": message}));
+    json!({"id": p.id, "status": p.status, "progress": p.progress, "output": output, "error": error})
+}
+
+fn get(state: &State, id: &str) -> Response<Body> {
+    match snapshot(state, id) {
+        Some(value) => full(StatusCode::OK, value),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such prediction"),
+    }
+}
+
+fn cancel(state: &State, id: &str) -> Response<Body> {
+    let Ok(mut predictions) = state.predictions.lock() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "lock");
+    };
+    match predictions.get_mut(id) {
+        Some(p) => {
+            if matches!(p.status, "starting" | "processing") {
+                p.status = "canceled";
+            }
+            full(StatusCode::OK, prediction_json(&state.base_url, p))
+        }
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such prediction"),
+    }
+}
+
+async fn file(state: &State, id: &str, name: &str) -> Response<Body> {
+    if !matches!(name, "video.mp4" | "thumbnail.jpg") || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such file");
+    }
+    let path = state.config.dir.join(id).join(name);
+    let Ok(file) = tokio::fs::File::open(&path).await else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such file");
+    };
+    let length = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+    let body = BodyExt::boxed(StreamBody::new(stream.map(|chunk| chunk.map(Frame::data))));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", if name.ends_with(".mp4") { "video/mp4" } else { "image/jpeg" })
+        .header("content-length", length)
+        .body(body)
+        .expect("a valid response")
+}
+
+fn set(state: &State, id: &str, status: &'static str, progress: u8, error: Option<(String, String)>) -> Option<Value> {
+    let mut predictions = state.predictions.lock().ok()?;
+    let p = predictions.get_mut(id)?;
+    if p.status == "canceled" {
+        return None;
+    }
+    p.status = status;
+    p.progress = progress;
+    p.error = error;
+    Some(prediction_json(&state.base_url, p))
+}
+
+fn is_canceled(state: &State, id: &str) -> bool {
+    state.predictions.lock().ok().and_then(|p| p.get(id).map(|p| p.status == "canceled")).unwrap_or(true)
+}
+
+/// Makes the video and tells the webhook, as the job's faults say.
+async fn generate(state: Arc<State>, id: String, input: Input, webhook: Option<String>, faults: Faults) {
+    if faults.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.delay_ms)).await;
+    }
+    let mut callbacks = Vec::new();
+    let hold_back = faults.shuffle_callbacks || faults.completion_first || faults.duplicate_callbacks > 1;
+    let Some(first) = set(&state, &id, "processing", 10, None) else { return };
+    callbacks.push(first);
+    if !hold_back {
+        deliver(&state, webhook.as_deref(), &id, &faults, std::mem::take(&mut callbacks)).await;
+    }
+    let outcome = match &faults.fail_with {
+        Some(code) => Err((code.clone(), "The generation failed (an injected fault).".to_owned())),
+        None => render::render(&state.http, &state.config.dir.join(&id), &input).await.map_err(|e| ("render_failed".to_owned(), e)),
+    };
+    if is_canceled(&state, &id) {
+        return;
+    }
+    if let Some(midway) = set(&state, &id, "processing", 60, None) {
+        callbacks.push(midway);
+    }
+    let last = match outcome {
+        Ok(()) => set(&state, &id, "succeeded", 100, None),
+        Err(error) => set(&state, &id, "failed", 100, Some(error)),
+    };
+    let Some(last) = last else { return };
+    callbacks.push(last);
+    if faults.completion_first {
+        callbacks.reverse();
+    }
+    if faults.shuffle_callbacks {
+        use rand::seq::SliceRandom;
+        callbacks.shuffle(&mut rand::rng());
+    }
+    deliver(&state, webhook.as_deref(), &id, &faults, callbacks).await;
+}
+
+/// Posts each callback (as often as the faults say), signed, each with its own id.
+async fn deliver(state: &State, webhook: Option<&str>, id: &str, faults: &Faults, callbacks: Vec<Value>) {
+    let Some(url) = webhook else { return };
+    if faults.drop_callbacks {
+        return;
+    }
+    let mut deliveries = Vec::new();
+    for body in callbacks {
+        let event_id = format!("evt_{id}_{}_{}", body["status"].as_str().unwrap_or(""), body["progress"]);
+        for _ in 0..faults.duplicate_callbacks.max(1) {
+            deliveries.push((event_id.clone(), body.clone()));
+        }
+    }
+    if faults.shuffle_callbacks {
+        use rand::seq::SliceRandom;
+        deliveries.shuffle(&mut rand::rng());
+    }
+    for (event_id, body) in deliveries {
+        let text = body.to_string();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature = state.config.secret.sign(&event_id, now, text.as_bytes());
+        let sent = state
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &event_id)
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", signature)
+            .body(text)
+            .send()
+            .await;
+        if let Err(err) = sent {
+            tracing::warn!(error = %err, event_id, "callback not delivered");
+        }
+    }
+}
+
+/// The files a prediction wrote.
+pub fn video_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(id).join("video.mp4")
+}

@@ -1,0 +1,15 @@
+//! `local-provider`: the local video provider on `LOCAL_PROVIDER_ADDR`
+//! (default 127.0.0.1:4010), signing callbacks with `LOCAL_PROVIDER_WEBHOOK_SECRET`.
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let addr = std::env::var("LOCAL_PROVIDER_ADDR").unwrap_or_else(|_| "127.0.0.1:4010".into());
+    let secret = std::env::var("LOCAL_PROVIDER_WEBHOOK_SECRET").map_err(|_| "LOCAL_PROVIDER_WEBHOOK_SECRET is not set")?;
+    let dir = std::env::var("LOCAL_PROVIDER_DIR").unwrap_or_else(|_| ".local/provider".into());
+    let config = local_provider::Config { dir: dir.into(), secret: videojobs_core::signing::WebhookSecret::parse(&secret)? };
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let handle = local_provider::spawn(listener, config)?;
+    println!("local provider listening on {}", handle.base_url);
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

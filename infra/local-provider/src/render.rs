@@ -1,0 +1,178 @@
+//! Rendering with ffmpeg: a title card for text to video, a zoom over the
+//! source image for image to video, and a thumbnail of either.
+
+use crate::Input;
+use std::path::{Path, PathBuf};
+use tokio::process::Command;
+
+const FONT_CANDIDATES: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+];
+const MAX_SIDE: u32 = 3840;
+
+/// Refuses input the renderer cannot honour, before the job is accepted.
+pub fn check_input(input: &Input) -> Result<(), String> {
+    let seconds = input.duration_seconds.unwrap_or(5.0);
+    if !(0.1..=60.0).contains(&seconds) {
+        return Err("duration_seconds must be between 0.1 and 60".into());
+    }
+    let fps = input.frame_rate.unwrap_or(24);
+    if !(1..=60).contains(&fps) {
+        return Err("frame_rate must be between 1 and 60".into());
+    }
+    for side in [input.width, input.height].into_iter().flatten() {
+        if !(16..=MAX_SIDE).contains(&side) || side % 2 != 0 {
+            return Err("width and height must be even, from 16 to 3840".into());
+        }
+    }
+    match input.mode.as_str() {
+        "text" if input.prompt.as_deref().is_some_and(|p| !p.trim().is_empty()) => Ok(()),
+        "text" => Err("a prompt is required".into()),
+        "image" if input.image_url.is_some() => Ok(()),
+        "image" => Err("an image_url is required".into()),
+        _ => Err("mode must be text or image".into()),
+    }
+}
+
+fn font() -> Option<&'static str> {
+    FONT_CANDIDATES.iter().copied().find(|p| Path::new(p).exists())
+}
+
+/// Wraps the prompt into lines for the title card.
+fn wrap(text: &str, width: usize) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+        if lines.len() == 8 {
+            break;
+        }
+    }
+    if !line.is_empty() && lines.len() < 8 {
+        lines.push(line);
+    }
+    lines.join("\n")
+}
+
+async fn run(command: &mut Command) -> Result<(), String> {
+    let output = command.kill_on_drop(true).output().await.map_err(|e| format!("ffmpeg could not start: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(format!("ffmpeg failed: {}", stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ")))
+    }
+}
+
+fn ffmpeg() -> Command {
+    let mut command = Command::new("ffmpeg");
+    command.args(["-hide_banner", "-loglevel", "error", "-y"]);
+    command
+}
+
+/// Renders `video.mp4` and `thumbnail.jpg` into `dir`.
+pub async fn render(http: &reqwest::Client, dir: &Path, input: &Input) -> Result<(), String> {
+    tokio::fs::create_dir_all(dir).await.map_err(|e| e.to_string())?;
+    let video = dir.join("video.mp4");
+    let partial = dir.join("partial.mp4");
+    let seconds = input.duration_seconds.unwrap_or(5.0);
+    let fps = input.frame_rate.unwrap_or(24);
+    let (width, height) = (input.width.unwrap_or(1280), input.height.unwrap_or(720));
+    let mut command = ffmpeg();
+    match input.mode.as_str() {
+        "image" => {
+            let image = fetch_image(http, dir, input.image_url.as_deref().unwrap_or_default()).await?;
+            let frames = ((seconds * f64::from(fps)).round() as u64).max(1);
+            // zoompan's zoom grows by zoom_speed each second, centred.
+            let per_frame = input.zoom_speed.unwrap_or(0.1) / f64::from(fps);
+            let filter = format!(
+                "scale={w2}:{h2}:force_original_aspect_ratio=increase,crop={w2}:{h2},\
+                 zoompan=z='min(1+{per_frame}*on,4)':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={frames}:s={width}x{height}:fps={fps}",
+                w2 = width * 2,
+                h2 = height * 2,
+            );
+            command.arg("-i").arg(&image).args(["-vf", &filter, "-frames:v", &frames.to_string()]);
+        }
+        _ => {
+            let text_file = dir.join("prompt.txt");
+            let prompt = input.prompt.as_deref().unwrap_or("");
+            tokio::fs::write(&text_file, wrap(prompt, (width / 28).max(12) as usize)).await.map_err(|e| e.to_string())?;
+            let source = format!("color=c=0x1d3557:s={width}x{height}:d={seconds}:r={fps}");
+            let mut filter = String::from("format=yuv420p");
+            if let Some(font) = font() {
+                filter = format!(
+                    "drawtext=fontfile={font}:textfile={}:fontcolor=white:fontsize={}:line_spacing=12:\
+                     x=(w-text_w)/2:y=(h-text_h)/2,fade=t=in:st=0:d=0.5,format=yuv420p",
+                    text_file.display(),
+                    (height / 16).max(12)
+                );
+            }
+            command.args(["-f", "lavfi", "-i", &source, "-vf", &filter, "-t", &seconds.to_string()]);
+        }
+    }
+    command.args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-movflags", "+faststart"]);
+    command.arg(&partial);
+    run(&mut command).await?;
+    run(ffmpeg()
+        .args(["-ss", "0", "-i"])
+        .arg(&partial)
+        .args(["-frames:v", "1", "-vf", "scale=320:-2"])
+        .arg(dir.join("thumbnail.jpg")))
+    .await?;
+    // Renamed only when whole, so a file that is served is always complete.
+    tokio::fs::rename(&partial, &video).await.map_err(|e| e.to_string())
+}
+
+async fn fetch_image(http: &reqwest::Client, dir: &Path, url: &str) -> Result<PathBuf, String> {
+    let response = http.get(url).send().await.map_err(|e| format!("image not fetched: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("image not fetched: HTTP {}", response.status()));
+    }
+    let bytes = response.bytes().await.map_err(|e| format!("image not fetched: {e}"))?;
+    let path = dir.join("source-image");
+    tokio::fs::write(&path, &bytes).await.map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(prompt: &str) -> Input {
+        Input {
+            mode: "text".into(),
+            prompt: Some(prompt.into()),
+            width: Some(640),
+            height: Some(360),
+            duration_seconds: Some(2.0),
+            image_url: None,
+            frame_rate: Some(24),
+            zoom_speed: None,
+        }
+    }
+
+    #[test]
+    fn input_is_checked_before_a_job_is_accepted() {
+        assert!(check_input(&text("a cat")).is_ok());
+        assert!(check_input(&text("  ")).is_err());
+        assert!(check_input(&Input { width: Some(641), ..text("a") }).is_err());
+        assert!(check_input(&Input { duration_seconds: Some(61.0), ..text("a") }).is_err());
+        assert!(check_input(&Input { mode: "image".into(), ..text("a") }).is_err());
+        assert!(check_input(&Input { mode: "audio".into(), ..text("a") }).is_err());
+    }
+
+    #[test]
+    fn long_prompts_wrap_into_at_most_eight_lines() {
+        let wrapped = wrap(&"word ".repeat(200), 20);
+        assert!(wrapped.lines().count() <= 8);
+        assert!(wrapped.lines().all(|l| l.chars().count() <= 20));
+        assert_eq!(wrap("short one", 20), "short one");
+    }
+}
