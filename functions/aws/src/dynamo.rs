@@ -10,6 +10,7 @@
 //! | account           | `USER#{user}`           | `ACCOUNT`            | `credits`, `active_jobs` |
 //! | API key           | `APIKEY#{sha256 hex}`   | `APIKEY`             | `user_id`, `role`; the key itself is never stored |
 //! | upload            | `UPLOAD#{upload_id}`    | `UPLOAD`             | TTL a day |
+//! | callback receipt  | `RECEIPT#{provider}#{event_id}` | `RECEIPT`    | a provider event applied once; TTL a week |
 //!
 //! **Prompts** holds the raw prompt by `job_id`, apart so that only the
 //! functions that need it (create, worker) are granted it.
@@ -22,6 +23,9 @@
 //!   `attribute_not_exists(pk)`; so two requests with one key debit once;
 //! - a status change is conditioned on the status it leaves, and writes its
 //!   event, and any refund and slot release, in the same transaction;
+//! - a provider callback is applied once: its receipt is put under
+//!   `attribute_not_exists(pk)`, keyed by provider and the provider's event id;
+//! - progress only rises: `progress < :p` on its update;
 //! - a refund also sets `refunded_at` under `attribute_not_exists(refunded_at)`,
 //!   so a job's credits come back at most once even if a transition were wrong.
 
@@ -36,7 +40,7 @@ use videojobs_core::ids::{ApiKeyHash, IdempotencyKey, JobId, Role, UploadId, Use
 use videojobs_core::job::{timestamp, Job, JobEvent};
 use videojobs_core::ports::*;
 use videojobs_core::request::ImageType;
-use videojobs_core::StoreError;
+use videojobs_core::{JobStatus, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -46,6 +50,8 @@ pub const INDEX_BY_PROVIDER_REQUEST: &str = "by_provider_request";
 
 const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
 const UPLOAD_TTL_SECONDS: i64 = 24 * 3600;
+/// Providers retry callbacks for a day at most; a receipt outlives that.
+const RECEIPT_TTL_SECONDS: i64 = 7 * 24 * 3600;
 /// How often a transaction that lost a race to another is tried again.
 const CONFLICT_RETRIES: usize = 8;
 
@@ -218,37 +224,26 @@ impl DynamoStore {
 
     fn change_items(&self, change: &StatusChange) -> Result<Vec<TransactWriteItem>, StoreError> {
         let t = &change.transition;
-        let mut set = vec!["#status = :to", "updated_at = :now"];
+        let mut clauses = UpdateClauses::new(&change.update)?;
+        clauses.set.push("#status = :to".into());
+        clauses.values.insert(":to".into(), s(t.to.as_str()));
         let mut condition = String::from("#status = :from");
-        let mut values = HashMap::from([
-            (":to".to_owned(), s(t.to.as_str())),
-            (":from".to_owned(), s(t.from.as_str())),
-            (":now".to_owned(), s(timestamp::format(change.at))),
-        ]);
+        clauses.values.insert(":from".into(), s(t.from.as_str()));
+        clauses.values.insert(":now".into(), s(timestamp::format(change.at)));
         if let Some(error) = &change.error {
-            set.push("#error = :error");
-            values.insert(":error".into(), AttributeValue::M(to_item(error)?));
+            clauses.set.push("#error = :error".into());
+            clauses.names.insert("#error".into(), "error".into());
+            clauses.values.insert(":error".into(), AttributeValue::M(to_item(error)?));
         }
         if t.refunds_credits {
-            set.push("refunded_at = :now");
+            clauses.set.push("refunded_at = :now".into());
             condition.push_str(" AND attribute_not_exists(refunded_at)");
         }
-        let mut expression = format!("SET {}", set.join(", "));
         if t.frees_slot {
-            expression.push_str(" REMOVE active_user_id");
+            clauses.remove.push("active_user_id");
         }
-        let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
-        if change.error.is_some() {
-            names.insert("#error".into(), "error".into());
-        }
-        let job_update = Update::builder()
-            .table_name(&self.jobs_table)
-            .set_key(Some(key(job_pk(&change.job_id), "JOB")))
-            .update_expression(expression)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .build()
+        let job_update = clauses
+            .into_update(&self.jobs_table, key(job_pk(&change.job_id), "JOB"), condition)
             .map_err(|e| StoreError::Internal(format!("building a status change: {e}")))?;
         let mut items = vec![
             TransactWriteItem::builder().update(job_update).build(),
@@ -325,18 +320,74 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// The raw prompt of a job, for the functions granted the prompts table.
-    pub async fn prompt(&self, job: &JobId) -> Result<Option<String>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.prompts_table)
-            .key("job_id", s(job.as_str()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error("GetItem", e))?;
-        out.item.map(|item| text(&item, "prompt")).transpose()
+}
+
+/// The SET and REMOVE parts of an update, built from a [`JobUpdate`].
+struct UpdateClauses {
+    set: Vec<String>,
+    remove: Vec<&'static str>,
+    names: HashMap<String, String>,
+    values: Item,
+}
+
+impl UpdateClauses {
+    fn new(update: &JobUpdate) -> Result<Self, StoreError> {
+        let mut c = UpdateClauses {
+            set: vec!["updated_at = :now".into()],
+            remove: Vec::new(),
+            names: HashMap::from([("#status".to_owned(), "status".to_owned())]),
+            values: HashMap::new(),
+        };
+        if let Some(progress) = update.progress {
+            c.set.push("progress = :progress".into());
+            c.values.insert(":progress".into(), n(progress));
+        }
+        if let Some((provider, request_id)) = &update.provider_request {
+            c.set.push("provider_request_id = :request_id, provider_request = :provider_request".into());
+            c.values.insert(":request_id".into(), s(request_id.as_str()));
+            c.values.insert(":provider_request".into(), s(format!("{provider}#{request_id}")));
+        }
+        if let Some(token) = &update.task_token {
+            c.set.push("task_token = :task_token".into());
+            c.values.insert(":task_token".into(), s(token.as_str()));
+        }
+        if let Some(output) = &update.output {
+            c.set.push("#output = :output".into());
+            c.names.insert("#output".into(), "output".into());
+            c.values.insert(":output".into(), AttributeValue::M(to_item(output)?));
+        }
+        if let Some(at) = update.output_expires_at {
+            c.set.push("output_expires_at = :output_expires_at".into());
+            c.values.insert(":output_expires_at".into(), s(timestamp::format(at)));
+        }
+        if let Some(at) = update.completed_at {
+            c.set.push("completed_at = :completed_at".into());
+            c.values.insert(":completed_at".into(), s(timestamp::format(at)));
+        }
+        if update.remove_output {
+            c.remove.push("#output");
+            c.names.insert("#output".into(), "output".into());
+        }
+        Ok(c)
+    }
+
+    fn expression(&self) -> String {
+        let mut expression = format!("SET {}", self.set.join(", "));
+        if !self.remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", self.remove.join(", ")));
+        }
+        expression
+    }
+
+    fn into_update(self, table: &str, key: Item, condition: String) -> Result<Update, aws_sdk_dynamodb::error::BuildError> {
+        Update::builder()
+            .table_name(table)
+            .set_key(Some(key))
+            .update_expression(self.expression())
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(self.names))
+            .set_expression_attribute_values(Some(self.values))
+            .build()
     }
 }
 
@@ -476,6 +527,126 @@ impl JobStore for DynamoStore {
             created_at: timestamp::parse(&text(&item, "created_at")?)
                 .ok_or_else(|| StoreError::Internal("created_at does not parse".into()))?,
         }))
+    }
+
+    async fn update_in_status(&self, id: &JobId, status: JobStatus, update: &JobUpdate) -> Result<bool, StoreError> {
+        let mut clauses = UpdateClauses::new(update)?;
+        clauses.values.insert(":now".into(), s(timestamp::format(timestamp::now())));
+        clauses.values.insert(":status".into(), s(status.as_str()));
+        let expression = clauses.expression();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(key(job_pk(id), "JOB")))
+            .update_expression(expression)
+            .condition_expression("#status = :status")
+            .set_expression_attribute_names(Some(clauses.names))
+            .set_expression_attribute_values(Some(clauses.values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) => Err(store_error("UpdateItem", err)),
+        }
+    }
+
+    async fn raise_progress(&self, id: &JobId, percent: u8) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(key(job_pk(id), "JOB")))
+            .update_expression("SET progress = :p, updated_at = :now")
+            .condition_expression("progress < :p AND #status IN (:submitted, :processing)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":p", n(percent.min(99)))
+            .expression_attribute_values(":now", s(timestamp::format(timestamp::now())))
+            .expression_attribute_values(":submitted", s(JobStatus::Submitted.as_str()))
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Already further along, or no longer in flight: progress stays.
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(err) => Err(store_error("UpdateItem", err)),
+        }
+    }
+
+    async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.jobs_table)
+            .set_item(Some(event_item(event)?))
+            .send()
+            .await
+            .map_err(|e| store_error("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<bool, StoreError> {
+        let mut item = key(format!("RECEIPT#{provider}#{event_id}"), "RECEIPT");
+        item.insert("kind".into(), s("receipt"));
+        item.insert("request_id".into(), s(request_id));
+        item.insert("received_at".into(), s(timestamp::format(timestamp::now())));
+        item.insert("ttl_epoch".into(), epoch_after(RECEIPT_TTL_SECONDS));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.jobs_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) => Err(store_error("PutItem", err)),
+        }
+    }
+
+    async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(key(format!("RECEIPT#{provider}#{event_id}"), "RECEIPT")))
+            .send()
+            .await
+            .map_err(|e| store_error("DeleteItem", e))?;
+        Ok(())
+    }
+
+    async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.jobs_table)
+            .index_name(INDEX_BY_PROVIDER_REQUEST)
+            .key_condition_expression("provider_request = :key")
+            .expression_attribute_values(":key", s(format!("{provider}#{request_id}")))
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| store_error("Query", e))?;
+        let Some(item) = out.items.unwrap_or_default().into_iter().next() else { return Ok(None) };
+        let pk = text(&item, "pk")?;
+        let id = pk.strip_prefix("JOB#").ok_or_else(|| StoreError::Internal("index item is not a job".into()))?;
+        id.parse().map(Some).map_err(|_| StoreError::Internal("index item has a bad job id".into()))
+    }
+
+    async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.prompts_table)
+            .key("job_id", s(id.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        out.item.map(|item| text(&item, "prompt")).transpose()
     }
 }
 

@@ -4,8 +4,10 @@
 
 pub mod dynamo;
 pub mod errors;
+pub mod outputs;
 pub mod s3;
 pub mod sfn;
+pub mod sqs;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -14,7 +16,9 @@ use videojobs_core::settings::{ConfigError, Settings};
 
 pub use dynamo::DynamoStore;
 pub use s3::S3Media;
+pub use outputs::S3Outputs;
 pub use sfn::StepFunctions;
+pub use sqs::SqsWorkQueue;
 
 /// The names of the resources the template creates, from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +90,7 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
         uploads: store,
         media: Arc::new(S3Media::new(clients.s3.clone(), &resources.media_bucket)),
         workflows: Arc::new(StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),
+        work: Arc::new(SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url)),
         settings,
     }
 }

@@ -4,7 +4,7 @@ use crate::errors::store_error;
 use async_trait::async_trait;
 use aws_sdk_sfn::Client;
 use videojobs_core::ids::JobId;
-use videojobs_core::ports::{WorkflowInput, Workflows};
+use videojobs_core::ports::{TaskTokens, WorkflowInput, Workflows};
 use videojobs_core::StoreError;
 
 #[derive(Clone)]
@@ -56,6 +56,34 @@ impl Workflows for StepFunctions {
             Ok(_) => Ok(()),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_execution_does_not_exist()) => Ok(()),
             Err(err) => Err(store_error("StopExecution", err)),
+        }
+    }
+}
+
+#[async_trait]
+impl TaskTokens for StepFunctions {
+    async fn succeed(&self, token: &str, output: &serde_json::Value) -> Result<(), StoreError> {
+        let result = self.client.send_task_success().task_token(token).output(output.to_string()).send().await;
+        match result {
+            Ok(_) => Ok(()),
+            // Answered before (a redelivered message) or the execution ended: nothing waits.
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_task_timed_out() || e.is_task_does_not_exist() || e.is_invalid_token()) => {
+                tracing::info!("task already answered or gone");
+                Ok(())
+            }
+            Err(err) => Err(store_error("SendTaskSuccess", err)),
+        }
+    }
+
+    async fn fail(&self, token: &str, error: &str, cause: &str) -> Result<(), StoreError> {
+        let result = self.client.send_task_failure().task_token(token).error(error).cause(cause).send().await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_task_timed_out() || e.is_task_does_not_exist() || e.is_invalid_token()) => {
+                tracing::info!("task already answered or gone");
+                Ok(())
+            }
+            Err(err) => Err(store_error("SendTaskFailure", err)),
         }
     }
 }

@@ -8,11 +8,13 @@ pub mod job;
 pub mod lifecycle;
 pub mod mp4;
 pub mod ports;
+pub mod provider;
 pub mod request;
 pub mod service;
 pub mod settings;
 pub mod signing;
 pub mod views;
+pub mod work;
 
 pub use error::{AppError, StoreError};
 pub use lifecycle::{transition, JobStatus, Transition};

@@ -86,6 +86,22 @@ pub struct StatusChange {
     pub event: JobEvent,
     pub error: Option<crate::job::JobError>,
     pub at: OffsetDateTime,
+    /// Further fields written with the change.
+    pub update: JobUpdate,
+}
+
+/// Fields a status change may set besides the status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobUpdate {
+    pub progress: Option<u8>,
+    /// The provider's id for the job, with the provider's name.
+    pub provider_request: Option<(String, String)>,
+    pub task_token: Option<String>,
+    pub output: Option<crate::job::Artifact>,
+    pub output_expires_at: Option<OffsetDateTime>,
+    pub completed_at: Option<OffsetDateTime>,
+    /// Forget the stored output (its objects were deleted).
+    pub remove_output: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +150,35 @@ pub trait JobStore: Send + Sync {
         user: &UserId,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Sets fields on a job that is still in `status`, without changing it;
+    /// `false` when it has moved on.
+    async fn update_in_status(&self, id: &JobId, status: JobStatus, update: &JobUpdate) -> Result<bool, StoreError>;
+    /// Raises the job's progress (never lowers it) while it is in flight.
+    async fn raise_progress(&self, id: &JobId, percent: u8) -> Result<(), StoreError>;
+    /// Keeps an event that changed nothing (a late or repeated callback).
+    async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError>;
+    /// Records a provider callback once: `false` when it was seen before.
+    async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<bool, StoreError>;
+    /// Forgets a receipt whose event could not be applied, so a retry applies it.
+    async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError>;
+    /// The job a provider request belongs to.
+    async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError>;
+    /// The raw prompt, for the functions allowed to read it.
+    async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError>;
+}
+
+/// Puts work on the queue the worker consumes.
+#[async_trait]
+pub trait WorkQueue: Send + Sync {
+    async fn enqueue(&self, message: &crate::work::WorkMessage) -> Result<(), StoreError>;
+}
+
+/// Answers the task a Step Functions execution is waiting on.
+#[async_trait]
+pub trait TaskTokens: Send + Sync {
+    /// `Ok` also when the task was already answered or the execution ended.
+    async fn succeed(&self, token: &str, output: &serde_json::Value) -> Result<(), StoreError>;
+    async fn fail(&self, token: &str, error: &str, cause: &str) -> Result<(), StoreError>;
 }
 
 /// A source image a user asked to upload.
@@ -184,6 +229,8 @@ pub struct WorkflowInput {
     pub workflow_type: String,
     /// How long the execution waits for the video before giving up.
     pub deadline_seconds: u64,
+    /// How long a video that was not approved is kept.
+    pub retention_seconds: u64,
 }
 
 #[async_trait]
@@ -192,4 +239,34 @@ pub trait Workflows: Send + Sync {
     async fn start(&self, input: &WorkflowInput) -> Result<(), StoreError>;
     /// Stops the job's execution; one that already ended is not an error.
     async fn stop(&self, job: &JobId, cause: &str) -> Result<(), StoreError>;
+}
+
+/// An object copied into our bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopiedObject {
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the bytes, computed as they streamed through.
+    pub sha256: String,
+    /// Duration and frame size, when the object is an MP4 we could read.
+    pub video: Option<crate::mp4::VideoInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CopyError {
+    /// The source could not be read right now (network, 5xx): try again.
+    #[error("source unavailable: {0}")]
+    SourceUnavailable(String),
+    /// The source is gone or not what it claims (404, short body, bad checksum).
+    #[error("source unusable: {0}")]
+    SourceUnusable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where outputs are kept: the only code that moves video bytes into S3.
+#[async_trait]
+pub trait OutputStore: Send + Sync {
+    /// Streams `url` into `key` (multipart, never whole in memory).
+    async fn copy_from_url(&self, url: &str, key: &str, content_type: &str) -> Result<CopiedObject, CopyError>;
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
 }

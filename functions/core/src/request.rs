@@ -97,6 +97,18 @@ impl Resolution {
     }
 }
 
+/// Frame width and height in pixels (even, as encoders want) for an aspect
+/// ratio at a resolution: the resolution names the shorter side.
+pub fn frame_size(aspect: AspectRatio, resolution: Resolution) -> (u32, u32) {
+    let short = resolution.height();
+    let long = (short * 16 / 9 + 1) / 2 * 2;
+    match aspect {
+        AspectRatio::Landscape => (long, short),
+        AspectRatio::Portrait => (short, long),
+        AspectRatio::Square => (short, short),
+    }
+}
+
 /// Which kind of job this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -738,6 +750,14 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
+    }
+
+    #[test]
+    fn frame_sizes_follow_aspect_and_resolution_and_are_even() {
+        assert_eq!(frame_size(AspectRatio::Landscape, Resolution::Hd), (1280, 720));
+        assert_eq!(frame_size(AspectRatio::Portrait, Resolution::FullHd), (1080, 1920));
+        assert_eq!(frame_size(AspectRatio::Square, Resolution::Sd), (480, 480));
+        assert_eq!(frame_size(AspectRatio::Landscape, Resolution::Sd), (854, 480));
     }
 
     #[test]

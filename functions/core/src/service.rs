@@ -25,6 +25,7 @@ pub struct Services {
     pub uploads: Arc<dyn UploadStore>,
     pub media: Arc<dyn MediaStore>,
     pub workflows: Arc<dyn Workflows>,
+    pub work: Arc<dyn WorkQueue>,
     pub settings: Settings,
 }
 
@@ -93,6 +94,7 @@ impl Services {
             review: None,
             output: None,
             output_expires_at: None,
+            task_token: None,
         };
         let body = json(&AcceptedBody::for_job(&job))?;
         let new = NewJob {
@@ -422,12 +424,19 @@ impl Services {
                 },
                 error: None,
                 at: now,
+                update: JobUpdate::default(),
             };
             match self.jobs.change_status(&change).await? {
                 ChangeOutcome::Applied => {
                     if let Err(err) = self.workflows.stop(&job.job_id, "canceled by the user").await {
                         // The execution then ends at its own deadline; the job is already canceled.
                         tracing::warn!(job_id = %job.job_id, error = %err, "could not stop the execution");
+                    }
+                    if job.provider_request_id.is_some() {
+                        let message = crate::work::WorkMessage::CancelAtProvider { job_id: job.job_id.clone() };
+                        if let Err(err) = self.work.enqueue(&message).await {
+                            tracing::warn!(job_id = %job.job_id, error = %err, "could not ask the provider to cancel");
+                        }
                     }
                     job.status = JobStatus::Canceled;
                     job.updated_at = now;
@@ -463,6 +472,7 @@ pub fn failure_change(job: &Job, from: JobStatus, source: EventSource, error: Jo
         },
         error: Some(error),
         at: now,
+        update: JobUpdate::default(),
     })
 }
 
@@ -471,6 +481,7 @@ fn workflow_input(job: &Job, settings: &Settings) -> WorkflowInput {
         job_id: job.job_id.clone(),
         workflow_type: job.workflow_type().as_str().to_owned(),
         deadline_seconds: settings.generation_timeout_seconds,
+        retention_seconds: settings.retention_seconds,
     }
 }
 

@@ -1,11 +1,40 @@
 //! `webhook`: providers' callbacks on the function URL, one path per provider
-//! (`POST /webhooks/{provider}`). No provider adapter is registered yet, so
-//! every callback is answered `404` and nothing is written; the pipeline
-//! issue adds signature checks, receipts and forward-only application.
+//! (`POST /webhooks/{provider}`). It answers within a second or two: it
+//! verifies the signature over the raw body, records a receipt once, applies
+//! the event forward-only, and hands slow work (copying the output) to the
+//! worker through the queue.
+//!
+//! | outcome | answer | writes |
+//! |---|---|---|
+//! | unknown provider | `404` | nothing |
+//! | bad, missing or stale signature | `401` | nothing |
+//! | body not understood (signature good) | `400` | nothing |
+//! | a delivery seen before | `200 {"duplicate": true}` | nothing |
+//! | a request id we do not know | `202 {"matched": false}` | the receipt |
+//! | progress | `200` | receipt; `submitted → processing` or a higher `progress` |
+//! | finished, failed or canceled | `200` | receipt; a `finalize` message for the worker |
+//! | anything for a job already past it | `200` | receipt and an event saying it was ignored |
 
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
-use videojobs_api::{error_response, path_segments};
-use videojobs_core::AppError;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::Instrument;
+use videojobs_api::{json_response, path_segments};
+use videojobs_core::job::{timestamp, EventSource, Job, JobEvent};
+use videojobs_core::lifecycle::{transition, JobStatus};
+use videojobs_core::ports::{ChangeOutcome, JobStore, JobUpdate, StatusChange, WorkQueue};
+use videojobs_core::provider::{Callback, CallbackError, ProviderEvent, ProviderStatus, Providers};
+use videojobs_core::work::WorkMessage;
+use videojobs_core::StoreError;
+
+#[derive(Clone)]
+pub struct Webhook {
+    pub jobs: Arc<dyn JobStore>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub providers: Providers,
+}
 
 /// The provider a callback is addressed to, from `/webhooks/{provider}`.
 pub fn provider_of(request: &Request) -> Option<&str> {
@@ -15,8 +44,141 @@ pub fn provider_of(request: &Request) -> Option<&str> {
     }
 }
 
-pub async fn handler(request: Request) -> Result<Response<Body>, Error> {
-    let provider = provider_of(&request).unwrap_or("");
-    tracing::info!(provider, "callback for a provider with no adapter");
-    Ok(error_response(&AppError::RouteNotFound))
+fn answer(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    json_response(status, &body)
+}
+
+pub async fn handler(webhook: &Webhook, request: Request) -> Result<Response<Body>, Error> {
+    let provider = provider_of(&request).unwrap_or("").to_owned();
+    let span = tracing::info_span!("callback", provider, request_id = tracing::field::Empty, job_id = tracing::field::Empty);
+    Ok(handle(webhook, &provider, &request).instrument(span).await)
+}
+
+async fn handle(webhook: &Webhook, provider_name: &str, request: &Request) -> Response<Body> {
+    let Some(provider) = webhook.providers.get(provider_name) else {
+        return answer(StatusCode::NOT_FOUND, json!({"error": {"code": "unknown_provider", "message": "no such provider"}}));
+    };
+    let headers: HashMap<String, String> = request
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_ascii_lowercase(), v.to_owned())))
+        .collect();
+    let callback = Callback { headers: &headers, body: request.body().as_ref(), now: timestamp::now().unix_timestamp() };
+    let event = match provider.verify_callback(&callback).await {
+        Ok(event) => event,
+        Err(CallbackError::BadSignature(reason)) => {
+            tracing::warn!(reason, "callback refused");
+            return answer(StatusCode::UNAUTHORIZED, json!({"error": {"code": "bad_signature", "message": "the signature did not verify"}}));
+        }
+        Err(CallbackError::Malformed(reason)) => {
+            tracing::warn!(reason, "callback not understood");
+            return answer(StatusCode::BAD_REQUEST, json!({"error": {"code": "malformed", "message": "the callback was not understood"}}));
+        }
+    };
+    tracing::Span::current().record("request_id", event.request_id.as_str());
+    match apply(webhook, provider_name, &event).await {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            // The provider retries a failed delivery; the receipt is only kept once applied.
+            tracing::error!(error = %err, "callback not applied");
+            answer(StatusCode::SERVICE_UNAVAILABLE, json!({"error": {"code": "unavailable", "message": "try again"}}))
+        }
+    }
+}
+
+async fn apply(webhook: &Webhook, provider: &str, event: &ProviderEvent) -> Result<Response<Body>, StoreError> {
+    let Some(job_id) = webhook.jobs.job_for_provider_request(provider, &event.request_id).await? else {
+        webhook.jobs.record_receipt(provider, &event.event_id, &event.request_id).await?;
+        tracing::warn!("callback for a request we do not know");
+        return Ok(answer(StatusCode::ACCEPTED, json!({"received": true, "matched": false})));
+    };
+    tracing::Span::current().record("job_id", job_id.as_str());
+    let Some(job) = webhook.jobs.job(&job_id).await? else {
+        return Ok(answer(StatusCode::ACCEPTED, json!({"received": true, "matched": false})));
+    };
+    if !webhook.jobs.record_receipt(provider, &event.event_id, &event.request_id).await? {
+        tracing::info!(event_id = event.event_id, "duplicate callback");
+        return Ok(answer(StatusCode::OK, json!({"received": true, "duplicate": true})));
+    }
+    if let Err(err) = apply_to_job(webhook, job, &event.status).await {
+        // Let the provider's retry of this delivery apply it.
+        webhook.jobs.forget_receipt(provider, &event.event_id).await?;
+        return Err(err);
+    }
+    Ok(answer(StatusCode::OK, json!({"received": true, "duplicate": false})))
+}
+
+async fn apply_to_job(webhook: &Webhook, job: Job, status: &ProviderStatus) -> Result<(), StoreError> {
+    match status {
+        ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. } => progress(webhook, job, status).await,
+        _ if matches!(job.status, JobStatus::Submitted | JobStatus::Processing) => {
+            webhook.queue.enqueue(&WorkMessage::Finalize { job_id: job.job_id.clone() }).await?;
+            tracing::info!("finalize handed to the worker");
+            Ok(())
+        }
+        finished => ignored(webhook, &job, finished).await,
+    }
+}
+
+async fn progress(webhook: &Webhook, job: Job, status: &ProviderStatus) -> Result<(), StoreError> {
+    let percent = match status {
+        ProviderStatus::Processing { percent } => percent.unwrap_or(10),
+        _ => 5,
+    };
+    match job.status {
+        JobStatus::Submitted if matches!(status, ProviderStatus::Processing { .. }) => {
+            let Ok(t) = transition(JobStatus::Submitted, JobStatus::Processing) else { return Ok(()) };
+            let now = timestamp::now();
+            let change = StatusChange {
+                job_id: job.job_id.clone(),
+                user_id: job.user_id.clone(),
+                transition: t,
+                cost_credits: job.cost_credits,
+                event: JobEvent {
+                    job_id: job.job_id.clone(),
+                    at: now,
+                    source: EventSource::Webhook,
+                    previous_status: Some(JobStatus::Submitted),
+                    status: JobStatus::Processing,
+                    message: "The provider is generating the video".into(),
+                    error_code: None,
+                    actor: None,
+                },
+                error: None,
+                at: now,
+                update: JobUpdate { progress: Some(percent.min(99)), ..JobUpdate::default() },
+            };
+            if let ChangeOutcome::StatusWas(_) = webhook.jobs.change_status(&change).await? {
+                webhook.jobs.raise_progress(&job.job_id, percent).await?;
+            }
+        }
+        JobStatus::Submitted | JobStatus::Processing => webhook.jobs.raise_progress(&job.job_id, percent).await?,
+        _ => ignored(webhook, &job, status).await?,
+    }
+    Ok(())
+}
+
+/// A callback that arrived after the job moved past it: kept, changes nothing.
+async fn ignored(webhook: &Webhook, job: &Job, status: &ProviderStatus) -> Result<(), StoreError> {
+    let said = match status {
+        ProviderStatus::Queued { .. } => "queued",
+        ProviderStatus::Processing { .. } => "processing",
+        ProviderStatus::Succeeded(_) => "succeeded",
+        ProviderStatus::Failed { .. } => "failed",
+        ProviderStatus::Canceled => "canceled",
+    };
+    tracing::info!(said, status = %job.status, "late callback ignored");
+    webhook
+        .jobs
+        .record_event(&JobEvent {
+            job_id: job.job_id.clone(),
+            at: timestamp::now(),
+            source: EventSource::Webhook,
+            previous_status: Some(job.status),
+            status: job.status,
+            message: format!("Late '{said}' callback ignored: the job is already {}", job.status),
+            error_code: None,
+            actor: None,
+        })
+        .await
 }

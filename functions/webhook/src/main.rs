@@ -1,7 +1,14 @@
 use lambda_http::{run, service_fn, Error};
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     videojobs_aws::telemetry::init();
-    run(service_fn(webhook::handler)).await
+    let resources = videojobs_aws::Resources::from_env()?;
+    let providers = videojobs_providers::from_env(videojobs_providers::http_client())?;
+    let clients = videojobs_aws::AwsClients::from_env().await;
+    let store = videojobs_aws::DynamoStore::new(clients.dynamodb, &resources.jobs_table, &resources.prompts_table);
+    let queue = videojobs_aws::SqsWorkQueue::new(clients.sqs, &resources.work_queue_url);
+    let webhook = webhook::Webhook { jobs: Arc::new(store), queue: Arc::new(queue), providers };
+    run(service_fn(|request| webhook::handler(&webhook, request))).await
 }

@@ -1,38 +1,83 @@
 //! `worker`: consumes the work queue, one span per message, and reports the
 //! messages it could not handle so that only those come back (partial batch
-//! failure). Every step is safe to run twice: a status change is conditioned
-//! on the status it leaves.
+//! failure). It is the only code that talks to providers' APIs and the only
+//! code that moves bytes into S3.
 //!
-//! Message kinds (the state machine sends them; see `infra/statemachine`):
-//! - `give_up`: the execution ran out of time or retries. The job becomes
-//!   `expired` (deadline) or `failed` (anything else) and its credits come
-//!   back once.
-//! - `submit`: hand the job to its provider. Providers arrive with the
-//!   pipeline issue; until then a `submit` is reported as failed, so it is
-//!   retried and finally lands in the dead-letter queue rather than vanishing.
+//! Every step is safe when a message arrives twice or the function dies half
+//! way: status changes are conditioned on the status they leave, the provider
+//! gets the job id as its idempotency key (a resubmission finds the same
+//! request), outputs go to fixed keys, and a task token answered twice is
+//! ignored by Step Functions.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
-use serde::Deserialize;
+use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::Instrument;
 use videojobs_core::ids::JobId;
-use videojobs_core::job::{timestamp, EventSource, JobError, JobEvent};
+use videojobs_core::job::{timestamp, Artifact, EventSource, Job, JobError, JobEvent};
 use videojobs_core::lifecycle::{transition, JobStatus};
-use videojobs_core::ports::{ChangeOutcome, JobStore, StatusChange};
+use videojobs_core::ports::*;
+use videojobs_core::provider::{failure_advice, Provider, ProviderError, ProviderOutput, ProviderStatus, Providers, SubmitRequest};
+use videojobs_core::request::ImageSource;
+use videojobs_core::work::WorkMessage;
 use videojobs_core::StoreError;
+
+/// Error names the worker fails tasks with; the state machine matches on them.
+pub mod task_errors {
+    /// A transient provider error: the state machine retries with backoff.
+    pub const PROVIDER_BUSY: &str = "ProviderBusy";
+    /// The provider refused the job; the worker already failed it.
+    pub const PROVIDER_REFUSED: &str = "ProviderRefused";
+    /// The job failed or ended; the worker already recorded why.
+    pub const JOB_ENDED: &str = "JobEnded";
+    /// Asked after the deadline, the provider is still working.
+    pub const STILL_RUNNING: &str = "StillRunning";
+}
 
 /// What the worker needs, built once per Lambda instance.
 #[derive(Clone)]
 pub struct Worker {
     pub jobs: Arc<dyn JobStore>,
+    pub uploads: Arc<dyn UploadStore>,
+    pub media: Arc<dyn MediaStore>,
+    pub outputs: Arc<dyn OutputStore>,
+    pub tasks: Arc<dyn TaskTokens>,
+    pub providers: Providers,
+    /// Where providers call back: `{callback_base_url}/webhooks/{provider}`.
+    pub callback_base_url: String,
+    pub retention_seconds: u64,
+    pub presign_ttl_seconds: u64,
 }
 
-#[derive(Debug, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum WorkMessage {
-    Submit { job_id: JobId, task_token: String },
-    GiveUp { job_id: JobId, error: Option<String> },
+impl Worker {
+    /// The worker wired to AWS and the configured providers.
+    pub fn on_aws(
+        clients: &videojobs_aws::AwsClients,
+        resources: &videojobs_aws::Resources,
+        settings: &videojobs_core::settings::Settings,
+        providers: Providers,
+        http: reqwest::Client,
+        callback_base_url: String,
+    ) -> Self {
+        let store = Arc::new(videojobs_aws::DynamoStore::new(
+            clients.dynamodb.clone(),
+            &resources.jobs_table,
+            &resources.prompts_table,
+        ));
+        Worker {
+            jobs: store.clone(),
+            uploads: store,
+            media: Arc::new(videojobs_aws::S3Media::new(clients.s3.clone(), &resources.media_bucket)),
+            outputs: Arc::new(videojobs_aws::S3Outputs::new(clients.s3.clone(), &resources.media_bucket, http)),
+            tasks: Arc::new(videojobs_aws::StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),
+            providers,
+            callback_base_url,
+            retention_seconds: settings.retention_seconds,
+            presign_ttl_seconds: settings.presign_ttl_seconds,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +88,9 @@ pub enum WorkError {
     /// Storage or a service failed: the message comes back and is tried again.
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    NotYetSupported(&'static str),
+    /// The provider could not be reached or was busy for a step that must happen.
+    #[error("provider unavailable: {0}")]
+    ProviderUnavailable(String),
 }
 
 impl WorkError {
@@ -52,7 +98,7 @@ impl WorkError {
         match self {
             WorkError::Unusable(_) => false,
             WorkError::Store(err) => err.is_retryable(),
-            WorkError::NotYetSupported(_) => true,
+            WorkError::ProviderUnavailable(_) => true,
         }
     }
 }
@@ -61,7 +107,7 @@ pub async fn handler(worker: &Worker, event: LambdaEvent<SqsEvent>) -> Result<Sq
     let mut response = SqsBatchResponse::default();
     for message in event.payload.records {
         let id = message.message_id.clone().unwrap_or_default();
-        let span = tracing::info_span!("message", message_id = %id, job_id = tracing::field::Empty);
+        let span = tracing::info_span!("message", message_id = %id, kind = tracing::field::Empty, job_id = tracing::field::Empty);
         let outcome = handle_message(worker, &message).instrument(span.clone()).await;
         let _entered = span.enter();
         match outcome {
@@ -82,74 +128,462 @@ pub async fn handler(worker: &Worker, event: LambdaEvent<SqsEvent>) -> Result<Sq
 async fn handle_message(worker: &Worker, message: &SqsMessage) -> Result<(), WorkError> {
     let body = message.body.as_deref().ok_or_else(|| WorkError::Unusable("no body".into()))?;
     let parsed: WorkMessage = serde_json::from_str(body).map_err(|e| WorkError::Unusable(e.to_string()))?;
-    match parsed {
-        WorkMessage::GiveUp { job_id, error } => {
-            tracing::Span::current().record("job_id", job_id.as_str());
-            give_up(worker, &job_id, error.as_deref()).await
+    let span = tracing::Span::current();
+    span.record("job_id", parsed.job_id().as_str());
+    span.record("kind", body_kind(&parsed));
+    handle(worker, parsed).await
+}
+
+fn body_kind(message: &WorkMessage) -> &'static str {
+    match message {
+        WorkMessage::Submit { .. } => "submit",
+        WorkMessage::Finalize { .. } => "finalize",
+        WorkMessage::Poll { .. } => "poll",
+        WorkMessage::Expire { .. } => "expire",
+        WorkMessage::GiveUp { .. } => "give_up",
+        WorkMessage::CancelAtProvider { .. } => "cancel_at_provider",
+    }
+}
+
+/// Handles one message (the tests call this directly too).
+pub async fn handle(worker: &Worker, message: WorkMessage) -> Result<(), WorkError> {
+    match message {
+        WorkMessage::Submit { job_id, task_token } => submit(worker, &job_id, &task_token).await,
+        WorkMessage::Finalize { job_id } => finalize(worker, &job_id).await,
+        WorkMessage::Poll { job_id, task_token } => poll(worker, &job_id, &task_token).await,
+        WorkMessage::Expire { job_id } => expire(worker, &job_id).await,
+        WorkMessage::GiveUp { job_id, error } => give_up(worker, &job_id, error.as_deref()).await,
+        WorkMessage::CancelAtProvider { job_id } => cancel_at_provider(worker, &job_id).await,
+    }
+}
+
+async fn load(worker: &Worker, id: &JobId) -> Result<Job, WorkError> {
+    worker.jobs.job(id).await?.ok_or_else(|| WorkError::Unusable(format!("no job {id}")))
+}
+
+fn event(job: &Job, to: JobStatus, message: impl Into<String>, error_code: Option<&str>) -> JobEvent {
+    JobEvent {
+        job_id: job.job_id.clone(),
+        at: timestamp::now(),
+        source: EventSource::Worker,
+        previous_status: Some(job.status),
+        status: to,
+        message: message.into(),
+        error_code: error_code.map(str::to_owned),
+        actor: None,
+    }
+}
+
+/// Moves `job` to `to` with `update`; `Ok(false)` when the lifecycle refuses
+/// or another writer moved the job first (then `job` holds where it is).
+async fn move_job(
+    worker: &Worker,
+    job: &mut Job,
+    to: JobStatus,
+    message: &str,
+    error: Option<JobError>,
+    update: JobUpdate,
+) -> Result<bool, WorkError> {
+    let Ok(t) = transition(job.status, to) else { return Ok(false) };
+    let change = StatusChange {
+        job_id: job.job_id.clone(),
+        user_id: job.user_id.clone(),
+        transition: t,
+        cost_credits: job.cost_credits,
+        event: event(job, to, message, error.as_ref().map(|e| e.code.as_str())),
+        error,
+        at: timestamp::now(),
+        update,
+    };
+    match worker.jobs.change_status(&change).await? {
+        ChangeOutcome::Applied => {
+            job.status = to;
+            Ok(true)
         }
-        WorkMessage::Submit { job_id, .. } => {
-            tracing::Span::current().record("job_id", job_id.as_str());
-            Err(WorkError::NotYetSupported("no provider adapter is available to submit to"))
+        ChangeOutcome::StatusWas(now) => {
+            job.status = now;
+            Ok(false)
+        }
+        ChangeOutcome::NotFound => Err(WorkError::Unusable(format!("no job {}", job.job_id))),
+    }
+}
+
+fn provider_for<'w>(worker: &'w Worker, job: &Job) -> Option<&'w Arc<dyn Provider>> {
+    worker.providers.get(job.provider.as_str())
+}
+
+/// Fails an in-flight job for good (credits back once) and tells the waiting task.
+async fn fail_job(worker: &Worker, job: &mut Job, error: JobError, task_error: &str) -> Result<(), WorkError> {
+    let message = error.message.clone();
+    let code = error.code.clone();
+    // Another writer may move the job between our read and write: try from where it is.
+    for _ in 0..3 {
+        if move_job(worker, job, JobStatus::Failed, &message, Some(error.clone()), JobUpdate::default()).await? {
+            break;
+        }
+        if transition(job.status, JobStatus::Failed).is_err() {
+            break;
+        }
+    }
+    if let Some(token) = &job.task_token {
+        worker.tasks.fail(token, task_error, &code).await?;
+    }
+    Ok(())
+}
+
+async fn submit(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkError> {
+    let mut job = load(worker, id).await?;
+    job.task_token = Some(token.to_owned());
+    let token_only = JobUpdate { task_token: Some(token.to_owned()), ..JobUpdate::default() };
+    match job.status {
+        JobStatus::Queued | JobStatus::Retrying => {
+            let from = job.status;
+            let message = if from == JobStatus::Retrying { "Submitting to the provider again" } else { "Submitted to the provider" };
+            if !move_job(worker, &mut job, JobStatus::Submitted, message, None, token_only.clone()).await? {
+                return Err(StoreError::Unavailable(format!("the job moved from {from} to {}", job.status)).into());
+            }
+        }
+        // Submitted without a request id: an earlier attempt died between the
+        // provider's answer and our write; the idempotency key finds its request.
+        JobStatus::Submitted if job.provider_request_id.is_none() => {
+            worker.jobs.update_in_status(id, JobStatus::Submitted, &token_only).await?;
+        }
+        JobStatus::Submitted | JobStatus::Processing => {
+            worker.jobs.update_in_status(id, job.status, &token_only).await?;
+            return Ok(());
+        }
+        ended => {
+            tracing::info!(status = %ended, "job no longer needs submitting");
+            return Ok(());
+        }
+    }
+    let Some(provider) = provider_for(worker, &job).cloned() else {
+        let error = JobError {
+            code: "provider_unavailable".into(),
+            message: format!("The provider '{}' is not available.", job.provider),
+            next_step: Some("Try again with another provider.".into()),
+        };
+        return fail_job(worker, &mut job, error, task_errors::PROVIDER_REFUSED).await;
+    };
+    let request = submit_request(worker, &job).await?;
+    match provider.submit(&request).await {
+        Ok(request_id) => {
+            let update = JobUpdate {
+                provider_request: Some((job.provider.to_string(), request_id.clone())),
+                task_token: Some(token.to_owned()),
+                ..JobUpdate::default()
+            };
+            if !worker.jobs.update_in_status(id, JobStatus::Submitted, &update).await? {
+                // Canceled (or ended) while we were submitting: stop the provider too.
+                tracing::info!(request_id, "job moved on during submission; canceling at the provider");
+                let _ = provider.cancel(&request_id).await;
+            }
+            tracing::info!(request_id, "submitted");
+            Ok(())
+        }
+        Err(ProviderError::Transient { message, .. }) => {
+            tracing::warn!(error = %message, "provider busy; the state machine retries");
+            let note = "The provider is busy; retrying";
+            move_job(worker, &mut job, JobStatus::Retrying, note, None, JobUpdate::default()).await?;
+            worker.tasks.fail(token, task_errors::PROVIDER_BUSY, &message).await?;
+            Ok(())
+        }
+        Err(ProviderError::Refused { code, message }) => {
+            tracing::info!(code, message, "provider refused the job");
+            let error = JobError {
+                message: "The provider would not generate this video.".into(),
+                next_step: Some(failure_advice(&code).into()),
+                code,
+            };
+            fail_job(worker, &mut job, error, task_errors::PROVIDER_REFUSED).await
+        }
+        Err(ProviderError::NotFound(message)) => Err(WorkError::ProviderUnavailable(message)),
+    }
+}
+
+async fn submit_request(worker: &Worker, job: &Job) -> Result<SubmitRequest, WorkError> {
+    let prompt = worker.jobs.prompt(&job.job_id).await?;
+    let image_url = match &job.params {
+        videojobs_core::job::JobParams::ImageToVideo { image: ImageSource::Url(url), .. } => Some(url.clone()),
+        videojobs_core::job::JobParams::ImageToVideo { image: ImageSource::Upload(upload_id), .. } => {
+            let upload = worker
+                .uploads
+                .upload(upload_id)
+                .await?
+                .ok_or_else(|| WorkError::Unusable(format!("upload {upload_id} is gone")))?;
+            // Long enough for a queued provider to fetch it.
+            let ttl = worker.presign_ttl_seconds.max(3_600);
+            Some(worker.media.presign_get(&upload.object_key, ttl).await?.url)
+        }
+        _ => None,
+    };
+    let faults = if job.provider.as_str() == "local" {
+        job.metadata.as_ref().and_then(|m| m.get("local_faults")).cloned()
+    } else {
+        None
+    };
+    Ok(SubmitRequest {
+        idempotency_key: job.job_id.to_string(),
+        params: job.params.clone(),
+        prompt,
+        image_url,
+        callback_url: format!("{}/webhooks/{}", worker.callback_base_url.trim_end_matches('/'), job.provider),
+        faults,
+    })
+}
+
+/// The provider says it finished (or gave up): fetch the outcome and finish the job.
+async fn finalize(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
+    let mut job = load(worker, id).await?;
+    if !matches!(job.status, JobStatus::Submitted | JobStatus::Processing) {
+        tracing::info!(status = %job.status, "nothing to finalize");
+        return Ok(());
+    }
+    let (provider, request_id) = provider_request(worker, &job)?;
+    match provider.poll(&request_id).await {
+        Ok(status) => settle(worker, &mut job, status).await,
+        Err(ProviderError::Transient { message, .. }) => Err(WorkError::ProviderUnavailable(message)),
+        Err(err) => Err(WorkError::Unusable(err.to_string())),
+    }
+}
+
+fn provider_request(worker: &Worker, job: &Job) -> Result<(Arc<dyn Provider>, String), WorkError> {
+    let provider = provider_for(worker, job).cloned().ok_or_else(|| WorkError::Unusable(format!("no provider {}", job.provider)))?;
+    let request_id = job.provider_request_id.clone().ok_or_else(|| WorkError::Unusable("the job has no provider request".into()))?;
+    Ok((provider, request_id))
+}
+
+/// Applies what the provider says about a job we are waiting for.
+async fn settle(worker: &Worker, job: &mut Job, status: ProviderStatus) -> Result<(), WorkError> {
+    match status {
+        ProviderStatus::Succeeded(output) => complete(worker, job, output).await,
+        ProviderStatus::Failed { code, message } => {
+            tracing::info!(code, message, "the provider failed the job");
+            let error = JobError {
+                message: "The video could not be generated.".into(),
+                next_step: Some(failure_advice(&code).into()),
+                code,
+            };
+            fail_job(worker, job, error, task_errors::JOB_ENDED).await
+        }
+        ProviderStatus::Canceled => {
+            let error = JobError {
+                code: "canceled_by_provider".into(),
+                message: "The provider canceled the job.".into(),
+                next_step: Some("Try again.".into()),
+            };
+            fail_job(worker, job, error, task_errors::JOB_ENDED).await
+        }
+        ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. } => {
+            tracing::info!("the provider is still working");
+            Ok(())
         }
     }
 }
 
+/// Copies the output into our bucket, records it, completes the job and
+/// answers the waiting task.
+async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Result<(), WorkError> {
+    let video_key = format!("outputs/{}/video.mp4", job.job_id);
+    let copied = match worker.outputs.copy_from_url(&output.video_url, &video_key, "video/mp4").await {
+        Ok(copied) => copied,
+        Err(CopyError::SourceUnavailable(message)) => return Err(WorkError::ProviderUnavailable(message)),
+        Err(CopyError::Store(err)) => return Err(err.into()),
+        Err(CopyError::SourceUnusable(message)) => {
+            tracing::warn!(message, "the provider's output is unusable");
+            return fail_job(worker, job, unusable_output(), task_errors::JOB_ENDED).await;
+        }
+    };
+    let Some(video) = copied.video else {
+        let _ = worker.outputs.delete(std::slice::from_ref(&video_key)).await;
+        return fail_job(worker, job, unusable_output(), task_errors::JOB_ENDED).await;
+    };
+    let thumbnail_key = match &output.thumbnail_url {
+        Some(url) => {
+            let key = format!("outputs/{}/thumbnail.jpg", job.job_id);
+            match worker.outputs.copy_from_url(url, &key, "image/jpeg").await {
+                Ok(_) => Some(key),
+                Err(err) => {
+                    tracing::warn!(error = %err, "thumbnail not copied; the video is kept without one");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    tracing::info!(size_bytes = copied.size_bytes, sha256 = copied.sha256, "output stored");
+    let now = timestamp::now();
+    let artifact = Artifact {
+        video_key,
+        thumbnail_key,
+        mime_type: "video/mp4".into(),
+        size_bytes: copied.size_bytes,
+        duration_seconds: (video.duration_seconds * 1000.0).round() / 1000.0,
+        width: video.width,
+        height: video.height,
+    };
+    if job.status == JobStatus::Submitted {
+        move_job(worker, job, JobStatus::Processing, "The provider finished generating", None, JobUpdate::default()).await?;
+    }
+    let update = JobUpdate {
+        progress: Some(100),
+        output: Some(artifact),
+        output_expires_at: Some(now + Duration::from_secs(worker.retention_seconds)),
+        completed_at: Some(now),
+        ..JobUpdate::default()
+    };
+    let done = move_job(worker, job, JobStatus::Completed, "The video is stored and ready for review", None, update).await?;
+    if !done && job.status != JobStatus::Completed {
+        tracing::info!(status = %job.status, "job moved on while its output was copied");
+        return Ok(());
+    }
+    // The token may have been replaced (by a poll) since we read the job.
+    let fresh = load(worker, &job.job_id).await?;
+    if let Some(token) = &fresh.task_token {
+        worker.tasks.succeed(token, &json!({"job_id": job.job_id, "status": "completed"})).await?;
+    }
+    Ok(())
+}
+
+fn unusable_output() -> JobError {
+    JobError {
+        code: "output_unusable".into(),
+        message: "The provider returned a file that is not a playable video.".into(),
+        next_step: Some("Try again.".into()),
+    }
+}
+
+/// No callback came before the deadline: ask the provider directly.
+async fn poll(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkError> {
+    let mut job = load(worker, id).await?;
+    match job.status {
+        JobStatus::Completed | JobStatus::Approved | JobStatus::Rejected => {
+            worker.tasks.succeed(token, &json!({"job_id": id, "status": job.status})).await?;
+            return Ok(());
+        }
+        status if status.is_terminal() => {
+            worker.tasks.fail(token, task_errors::JOB_ENDED, status.as_str()).await?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    worker
+        .jobs
+        .update_in_status(id, job.status, &JobUpdate { task_token: Some(token.to_owned()), ..JobUpdate::default() })
+        .await?;
+    job.task_token = Some(token.to_owned());
+    if job.provider_request_id.is_none() {
+        worker.tasks.fail(token, task_errors::STILL_RUNNING, "never accepted by the provider").await?;
+        return Ok(());
+    }
+    let (provider, request_id) = provider_request(worker, &job)?;
+    match provider.poll(&request_id).await {
+        Ok(ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. }) => {
+            worker.tasks.fail(token, task_errors::STILL_RUNNING, "the provider is still working").await?;
+            Ok(())
+        }
+        Ok(status) => settle(worker, &mut job, status).await,
+        Err(ProviderError::Transient { message, .. }) => {
+            worker.tasks.fail(token, task_errors::STILL_RUNNING, &message).await?;
+            Ok(())
+        }
+        Err(err) => {
+            let error = JobError {
+                code: "lost_at_provider".into(),
+                message: "The provider lost the job.".into(),
+                next_step: Some("Try again.".into()),
+            };
+            tracing::warn!(error = %err, "the provider does not know the job");
+            fail_job(worker, &mut job, error, task_errors::JOB_ENDED).await
+        }
+    }
+}
+
+/// The retention window is over: an output nobody approved is deleted.
+async fn expire(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
+    let mut job = load(worker, id).await?;
+    let keys: Vec<String> = job
+        .output
+        .iter()
+        .flat_map(|a| std::iter::once(a.video_key.clone()).chain(a.thumbnail_key.clone()))
+        .collect();
+    match job.status {
+        JobStatus::Completed => {
+            worker.outputs.delete(&keys).await?;
+            let update = JobUpdate { remove_output: true, ..JobUpdate::default() };
+            let message = "Not reviewed within the retention window; the video was deleted";
+            let error = JobError {
+                code: "retention_expired".into(),
+                message: "The video was not reviewed in time and was deleted.".into(),
+                next_step: Some("Generate it again.".into()),
+            };
+            move_job(worker, &mut job, JobStatus::Expired, message, Some(error), update).await?;
+        }
+        JobStatus::Rejected if !keys.is_empty() => {
+            worker.outputs.delete(&keys).await?;
+            let update = JobUpdate { remove_output: true, ..JobUpdate::default() };
+            worker.jobs.update_in_status(id, JobStatus::Rejected, &update).await?;
+        }
+        other => tracing::info!(status = %other, "nothing to expire"),
+    }
+    Ok(())
+}
+
 /// Ends a job the state machine gave up on, unless it already ended.
-pub async fn give_up(worker: &Worker, job_id: &JobId, cause: Option<&str>) -> Result<(), WorkError> {
-    let timed_out = cause == Some("States.Timeout");
-    let (to, error) = if timed_out {
-        (
+pub async fn give_up(worker: &Worker, id: &JobId, cause: Option<&str>) -> Result<(), WorkError> {
+    let (to, error) = match cause {
+        Some("States.Timeout" | task_errors::STILL_RUNNING) => (
             JobStatus::Expired,
             JobError {
                 code: "deadline_exceeded".into(),
                 message: "The video was not ready in time.".into(),
                 next_step: Some("Try again; a shorter video is usually faster.".into()),
             },
-        )
-    } else {
-        (
+        ),
+        Some(task_errors::PROVIDER_BUSY) => (
+            JobStatus::Failed,
+            JobError {
+                code: "provider_busy".into(),
+                message: "The provider was too busy to take the job.".into(),
+                next_step: Some("Try again in a few minutes.".into()),
+            },
+        ),
+        _ => (
             JobStatus::Failed,
             JobError {
                 code: "generation_failed".into(),
                 message: "The video could not be generated.".into(),
                 next_step: Some("Try again, or change the prompt.".into()),
             },
-        )
+        ),
     };
     for _ in 0..5 {
-        let Some(job) = worker.jobs.job(job_id).await? else {
-            return Err(WorkError::Unusable(format!("no job {job_id}")));
-        };
-        let Ok(t) = transition(job.status, to) else {
+        let mut job = load(worker, id).await?;
+        if transition(job.status, to).is_err() {
             tracing::info!(status = %job.status, "job already past giving up; nothing to do");
             return Ok(());
-        };
-        let now = timestamp::now();
-        let change = StatusChange {
-            job_id: job.job_id.clone(),
-            user_id: job.user_id.clone(),
-            transition: t,
-            cost_credits: job.cost_credits,
-            event: JobEvent {
-                job_id: job.job_id.clone(),
-                at: now,
-                source: EventSource::StateMachine,
-                previous_status: Some(job.status),
-                status: to,
-                message: error.message.clone(),
-                error_code: Some(error.code.clone()),
-                actor: None,
-            },
-            error: Some(error.clone()),
-            at: now,
-        };
-        match worker.jobs.change_status(&change).await? {
-            ChangeOutcome::Applied => return Ok(()),
-            ChangeOutcome::NotFound => return Err(WorkError::Unusable(format!("no job {job_id}"))),
-            ChangeOutcome::StatusWas(_) => continue,
+        }
+        let request = job.provider_request_id.clone();
+        if move_job(worker, &mut job, to, &error.message, Some(error.clone()), JobUpdate::default()).await? {
+            if let (Some(request_id), Some(provider)) = (request, provider_for(worker, &job)) {
+                // Nothing will collect the video now: stop paying for it.
+                let _ = provider.cancel(&request_id).await;
+            }
+            return Ok(());
         }
     }
-    Err(WorkError::Store(StoreError::Unavailable("the job kept changing".into())))
+    Err(StoreError::Unavailable("the job kept changing".into()).into())
+}
+
+async fn cancel_at_provider(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
+    let job = load(worker, id).await?;
+    let (Some(request_id), Some(provider)) = (&job.provider_request_id, provider_for(worker, &job)) else {
+        return Ok(());
+    };
+    match provider.cancel(request_id).await {
+        Ok(()) | Err(ProviderError::NotFound(_) | ProviderError::Refused { .. }) => Ok(()),
+        Err(ProviderError::Transient { message, .. }) => Err(WorkError::ProviderUnavailable(message)),
+    }
 }
 
 #[cfg(test)]
@@ -157,21 +591,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_parse_by_kind() {
-        let id = JobId::generate();
-        let give_up: WorkMessage =
-            serde_json::from_str(&format!(r#"{{"kind":"give_up","job_id":"{id}","error":"States.Timeout"}}"#)).unwrap();
-        assert_eq!(give_up, WorkMessage::GiveUp { job_id: id.clone(), error: Some("States.Timeout".into()) });
-        let submit: WorkMessage =
-            serde_json::from_str(&format!(r#"{{"kind":"submit","job_id":"{id}","task_token":"t"}}"#)).unwrap();
-        assert_eq!(submit, WorkMessage::Submit { job_id: id, task_token: "t".into() });
-        assert!(serde_json::from_str::<WorkMessage>(r#"{"kind":"dance"}"#).is_err());
-    }
-
-    #[test]
-    fn unusable_messages_are_not_retried_and_storage_hiccups_are() {
+    fn unusable_messages_are_not_retried_and_outages_are() {
         assert!(!WorkError::Unusable("x".into()).is_retryable());
         assert!(WorkError::Store(StoreError::Unavailable("x".into())).is_retryable());
         assert!(!WorkError::Store(StoreError::Internal("x".into())).is_retryable());
+        assert!(WorkError::ProviderUnavailable("x".into()).is_retryable());
     }
 }

@@ -22,12 +22,39 @@ pub mod queue;
 /// API Gateway's own cap on a request body.
 const GATEWAY_BODY_LIMIT: usize = 10 * 1024 * 1024;
 
-/// Answers one HTTP request the way API Gateway and the functions would.
-pub async fn dispatch(services: &Services, request: lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
-    let outcome = if create::serves(&request) {
-        create::handler(services, request).await
+/// Everything the functions need, wired once: what each Lambda would build.
+#[derive(Clone)]
+pub struct App {
+    pub services: Services,
+    pub webhook: webhook::Webhook,
+    pub worker: worker::Worker,
+}
+
+impl App {
+    pub fn on_aws(
+        clients: &videojobs_aws::AwsClients,
+        resources: &videojobs_aws::Resources,
+        settings: videojobs_core::settings::Settings,
+        providers: videojobs_core::provider::Providers,
+        http: reqwest::Client,
+        callback_base_url: String,
+    ) -> Self {
+        let worker = worker::Worker::on_aws(clients, resources, &settings, providers.clone(), http, callback_base_url);
+        let services = videojobs_aws::services(clients, resources, settings);
+        let webhook = webhook::Webhook { jobs: services.jobs.clone(), queue: services.work.clone(), providers };
+        Self { services, webhook, worker }
+    }
+}
+
+/// Answers one HTTP request the way API Gateway, the function URL and the
+/// functions would.
+pub async fn dispatch(app: &App, request: lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
+    let outcome = if webhook::provider_of(&request).is_some() {
+        webhook::handler(&app.webhook, request).await
+    } else if create::serves(&request) {
+        create::handler(&app.services, request).await
     } else {
-        status::handler(services, request).await
+        status::handler(&app.services, request).await
     };
     outcome.unwrap_or_else(|err| {
         tracing::error!(error = %err, "handler failed");
@@ -35,7 +62,7 @@ pub async fn dispatch(services: &Services, request: lambda_http::Request) -> lam
     })
 }
 
-async fn serve_one(services: Arc<Services>, request: hyper::Request<Incoming>) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+async fn serve_one(app: Arc<App>, request: hyper::Request<Incoming>) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
     let bytes = match Limited::new(body, GATEWAY_BODY_LIMIT).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -53,13 +80,13 @@ async fn serve_one(services: Arc<Services>, request: hyper::Request<Incoming>) -
             Err(err) => lambda_http::Body::Binary(err.into_bytes()),
         }
     };
-    let response = dispatch(&services, lambda_http::Request::from_parts(parts, body)).await;
+    let response = dispatch(&app, lambda_http::Request::from_parts(parts, body)).await;
     let (parts, body) = response.into_parts();
     Ok(hyper::Response::from_parts(parts, Full::new(Bytes::copy_from_slice(body.as_ref()))))
 }
 
 /// Serves the API on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, services: Arc<Services>) {
+pub async fn serve(listener: TcpListener, app: Arc<App>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -68,9 +95,9 @@ pub async fn serve(listener: TcpListener, services: Arc<Services>) {
                 continue;
             }
         };
-        let services = services.clone();
+        let app = app.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| serve_one(services.clone(), request));
+            let service = service_fn(move |request| serve_one(app.clone(), request));
             if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %err, "connection ended");
             }

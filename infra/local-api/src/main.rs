@@ -1,5 +1,6 @@
-//! `local-api`: the API on http://127.0.0.1:3000 (or `LOCAL_API_ADDR`) and the
-//! worker on the work queue, against the local stack the environment names.
+//! `local-api`: the API and the webhook on http://127.0.0.1:3000 (or
+//! `LOCAL_API_ADDR`), and the worker on the work queue, against the local
+//! stack the environment names.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,16 +8,19 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     videojobs_aws::telemetry::init();
-    let addr = std::env::var("LOCAL_API_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into()).parse()?;
+    let addr: std::net::SocketAddr = std::env::var("LOCAL_API_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into()).parse()?;
     let keys_file = PathBuf::from(std::env::var("DEMO_KEYS_FILE").unwrap_or_else(|_| ".local/demo-keys.json".into()));
     let resources = videojobs_aws::Resources::from_env()?;
+    let settings = videojobs_core::settings::Settings::from_env()?;
+    let http = videojobs_providers::http_client();
+    let providers = videojobs_providers::from_env(http.clone())?;
+    let callback_base = std::env::var("WEBHOOK_BASE_URL").unwrap_or_else(|_| format!("http://{addr}"));
     let clients = videojobs_aws::AwsClients::from_env().await;
-    let services = Arc::new(videojobs_aws::services(&clients, &resources, videojobs_core::settings::Settings::from_env()?));
-    let keys = local_api::seed_demo(&services, &keys_file).await?;
+    let app = Arc::new(local_api::App::on_aws(&clients, &resources, settings, providers, http, callback_base));
+    let keys = local_api::seed_demo(&app.services, &keys_file).await?;
     let listener = local_api::bind(addr).await?;
-    let worker = worker::Worker { jobs: services.jobs.clone() };
-    tokio::spawn(local_api::queue::poll_forever(clients.sqs.clone(), resources.work_queue_url.clone(), worker));
+    tokio::spawn(local_api::queue::poll_forever(clients.sqs.clone(), resources.work_queue_url.clone(), app.worker.clone()));
     println!("{}", local_api::banner(&format!("http://{addr}"), &keys));
-    local_api::serve(listener, services).await;
+    local_api::serve(listener, app).await;
     Ok(())
 }

@@ -1,0 +1,161 @@
+//! Copies a provider's output into the bucket: streamed from HTTP into an S3
+//! multipart upload, part by part, so memory stays at about one part whatever
+//! the video's size. The bytes are hashed and probed as they pass.
+
+use crate::errors::store_error;
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use videojobs_core::mp4::Mp4Probe;
+use videojobs_core::ports::{CopiedObject, CopyError, OutputStore};
+use videojobs_core::StoreError;
+
+/// S3's smallest part (but the last) is 5 MiB; 8 MiB keeps a 1 GiB copy to 128 parts.
+pub const PART_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct S3Outputs {
+    client: Client,
+    bucket: String,
+    http: reqwest::Client,
+    part_bytes: usize,
+}
+
+impl S3Outputs {
+    pub fn new(client: Client, bucket: impl Into<String>, http: reqwest::Client) -> Self {
+        Self { client, bucket: bucket.into(), http, part_bytes: PART_BYTES }
+    }
+
+    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, bytes: Vec<u8>) -> Result<CompletedPart, StoreError> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| store_error("UploadPart", e))?;
+        Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build())
+    }
+
+    async fn stream_parts(&self, response: reqwest::Response, key: &str, upload_id: &str) -> Result<(Vec<CompletedPart>, CopiedObject), CopyError> {
+        let expected = response.content_length();
+        let mut stream = response.bytes_stream();
+        let mut hasher = Sha256::new();
+        let mut probe = Mp4Probe::new();
+        let mut buffer = Vec::with_capacity(self.part_bytes);
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| CopyError::SourceUnavailable(format!("reading the output: {e}")))?;
+            hasher.update(&chunk);
+            probe.feed(&chunk);
+            total += chunk.len() as u64;
+            let mut rest: &[u8] = &chunk;
+            while !rest.is_empty() {
+                let room = self.part_bytes - buffer.len();
+                let n = room.min(rest.len());
+                buffer.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                if buffer.len() == self.part_bytes {
+                    let full = std::mem::replace(&mut buffer, Vec::with_capacity(self.part_bytes));
+                    parts.push(self.upload_part(key, upload_id, parts.len() as i32 + 1, full).await?);
+                }
+            }
+        }
+        if expected.is_some_and(|length| length != total) {
+            return Err(CopyError::SourceUnusable(format!("the output ended after {total} of {expected:?} bytes")));
+        }
+        if total == 0 {
+            return Err(CopyError::SourceUnusable("the output is empty".into()));
+        }
+        if !buffer.is_empty() {
+            parts.push(self.upload_part(key, upload_id, parts.len() as i32 + 1, buffer).await?);
+        }
+        let copied = CopiedObject { size_bytes: total, sha256: hex::encode(hasher.finalize()), video: probe.finish() };
+        Ok((parts, copied))
+    }
+}
+
+#[async_trait]
+impl OutputStore for S3Outputs {
+    async fn copy_from_url(&self, url: &str, key: &str, content_type: &str) -> Result<CopiedObject, CopyError> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| CopyError::SourceUnavailable(format!("fetching the output: {e}")))?;
+        let status = response.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(CopyError::SourceUnavailable(format!("fetching the output: HTTP {status}")));
+        }
+        if !status.is_success() {
+            return Err(CopyError::SourceUnusable(format!("fetching the output: HTTP {status}")));
+        }
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| store_error("CreateMultipartUpload", e))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_owned();
+        match self.stream_parts(response, key, &upload_id).await {
+            Ok((parts, copied)) => {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .send()
+                    .await
+                    .map_err(|e| store_error("CompleteMultipartUpload", e))?;
+                let stored = self
+                    .client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| store_error("HeadObject", e))?;
+                // The stored object must be exactly what streamed through.
+                if stored.content_length() != Some(copied.size_bytes as i64) {
+                    return Err(CopyError::SourceUnusable(format!(
+                        "stored {:?} bytes, streamed {}",
+                        stored.content_length(),
+                        copied.size_bytes
+                    )));
+                }
+                Ok(copied)
+            }
+            Err(err) => {
+                // Parts of an abandoned upload cost storage until aborted.
+                let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(&upload_id).send().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        for key in keys {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| store_error("DeleteObject", e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,54 @@
+//! The messages on the work queue. The state machine sends `submit`, `poll`,
+//! `expire` and `give_up` (see `infra/statemachine/job.asl.json`); the
+//! webhook sends `finalize`; a cancel sends `cancel_at_provider`.
+
+use crate::ids::JobId;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkMessage {
+    /// Hand the job to its provider; answer `task_token` when the video is stored.
+    Submit { job_id: JobId, task_token: String },
+    /// The provider says it is done (or gave up): fetch the outcome and finish.
+    Finalize { job_id: JobId },
+    /// No callback came before the deadline: ask the provider, answer `task_token`.
+    Poll { job_id: JobId, task_token: String },
+    /// The retention window is over: delete an output nobody approved.
+    Expire { job_id: JobId },
+    /// The execution ran out of time or retries.
+    GiveUp { job_id: JobId, error: Option<String> },
+    /// The user canceled: tell the provider to stop.
+    CancelAtProvider { job_id: JobId },
+}
+
+impl WorkMessage {
+    pub fn job_id(&self) -> &JobId {
+        match self {
+            WorkMessage::Submit { job_id, .. }
+            | WorkMessage::Finalize { job_id }
+            | WorkMessage::Poll { job_id, .. }
+            | WorkMessage::Expire { job_id }
+            | WorkMessage::GiveUp { job_id, .. }
+            | WorkMessage::CancelAtProvider { job_id } => job_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_parse_by_kind_and_round_trip() {
+        let id = JobId::generate();
+        let text = format!(r#"{{"kind":"give_up","job_id":"{id}","error":"States.Timeout"}}"#);
+        let parsed: WorkMessage = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, WorkMessage::GiveUp { job_id: id.clone(), error: Some("States.Timeout".into()) });
+        let submit = WorkMessage::Submit { job_id: id.clone(), task_token: "t".into() };
+        let back: WorkMessage = serde_json::from_str(&serde_json::to_string(&submit).unwrap()).unwrap();
+        assert_eq!(back, submit);
+        assert_eq!(back.job_id(), &id);
+        assert!(serde_json::from_str::<WorkMessage>(r#"{"kind":"dance","job_id":"x"}"#).is_err());
+    }
+}
