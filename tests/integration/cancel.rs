@@ -7,7 +7,7 @@ use videojobs_core::JobStatus;
 
 #[tokio::test]
 async fn cancel_marks_the_job_canceled_refunds_and_stops_the_execution() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::isolated(100).await;
     let id = app.generate(5).await;
     assert_eq!(app.credits().await, 95);
     let (submit, _) = next_message(&app, &id, "submit").await;

@@ -16,7 +16,9 @@ use videojobs_core::ids::{ApiKey, JobId, Role, UserId};
 use videojobs_core::job::Job;
 use videojobs_core::ports::{AccountStore, JobStore, Principal};
 use videojobs_core::service::Services;
+use videojobs_core::provider::Providers;
 use videojobs_core::settings::Settings;
+use videojobs_core::JobStatus;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -26,18 +28,27 @@ pub fn repo_root() -> PathBuf {
 /// shared because each test has its own async runtime.
 pub fn resources() -> &'static Resources {
     static RESOURCES: OnceLock<Resources> = OnceLock::new();
-    RESOURCES.get_or_init(|| {
+    RESOURCES.get_or_init(|| bootstrap(&format!("it-{}-{}", std::process::id(), time::OffsetDateTime::now_utc().unix_timestamp())))
+}
+
+/// A stack of its own (tables, queues, bucket, state machine), for tests that
+/// run a worker on its queue.
+pub fn fresh_resources() -> Resources {
+    bootstrap(&format!("e2e-{}", ulid::Ulid::new().to_string().to_lowercase()))
+}
+
+fn bootstrap(stack: &str) -> Resources {
+    {
         assert!(
             std::env::var("AWS_ENDPOINT_URL").is_ok(),
             "the integration tests need the local AWS stack: run ./scripts/test (it starts moto)"
         );
         let root = repo_root();
-        let stack = format!("it-{}-{}", std::process::id(), time::OffsetDateTime::now_utc().unix_timestamp());
         let env_file = std::env::temp_dir().join(format!("{stack}.env"));
         let python = root.join(".venv/bin/python");
         let status = Command::new(&python)
             .arg(root.join("infra/local/bootstrap.py"))
-            .args(["--stack-name", &stack, "--env-out"])
+            .args(["--stack-name", stack, "--env-out"])
             .arg(&env_file)
             .current_dir(&root)
             .stdout(std::process::Stdio::null())
@@ -46,7 +57,7 @@ pub fn resources() -> &'static Resources {
         assert!(status.success(), "bootstrapping the local stack failed");
         let exports = read_exports(&env_file);
         Resources::from_lookup(|name| exports.get(name).cloned()).expect("bootstrap exported every resource")
-    })
+    }
 }
 
 /// `export NAME=value` lines, as the bootstrap writes them.
@@ -67,6 +78,7 @@ pub fn settings() -> Settings {
 }
 
 pub struct TestApp {
+    pub app: local_api::App,
     pub services: Services,
     pub clients: AwsClients,
     pub store: DynamoStore,
@@ -94,12 +106,29 @@ impl TestApp {
     }
 
     pub async fn with_settings(credits: i64, settings: Settings) -> Self {
-        let resources = resources().clone();
+        Self::on(resources().clone(), credits, settings, Providers::default(), "http://127.0.0.1:9".into()).await
+    }
+
+    /// A user on a stack of its own, for tests that read the work queue.
+    pub async fn isolated(credits: i64) -> Self {
+        Self::on(fresh_resources(), credits, settings(), Providers::default(), "http://127.0.0.1:9".into()).await
+    }
+
+    /// A user on the given stack, with the given providers.
+    pub async fn on(
+        resources: Resources,
+        credits: i64,
+        settings: Settings,
+        providers: Providers,
+        callback_base_url: String,
+    ) -> Self {
         let clients = AwsClients::from_env().await;
         let store = DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table);
-        let services = videojobs_aws::services(&clients, &resources, settings);
+        let http = videojobs_providers::http_client();
+        let app = local_api::App::on_aws(&clients, &resources, settings, providers, http, callback_base_url);
+        let services = app.services.clone();
         let (user, key) = new_user(&services, credits, Role::User).await;
-        Self { services, clients, store, resources, user, key }
+        Self { app, services, clients, store, resources, user, key }
     }
 
     /// Another user of the same stack, with their own key.
@@ -135,7 +164,7 @@ impl TestApp {
     }
 
     pub async fn send(&self, request: lambda_http::Request) -> Reply {
-        let response = local_api::dispatch(&self.services, request).await;
+        let response = local_api::dispatch(&self.app, request).await;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes: &[u8] = response.body().as_ref();
@@ -315,3 +344,101 @@ pub async fn next_message(app: &TestApp, job: &JobId, kind: &str) -> (serde_json
     panic!("no {kind} message for {job} within 20 s");
 }
 
+
+/// The whole pipeline for one test: a stack of its own, the local provider,
+/// the API and webhook on a local port, and the worker polling the queue.
+pub struct Pipeline {
+    pub app: TestApp,
+    pub provider_url: String,
+    pub callback_base_url: String,
+    pub secret: String,
+    _provider: local_provider::Handle,
+    _tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for task in &self._tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Pipeline {
+    pub async fn start(settings: Settings) -> Self {
+        let resources = fresh_resources();
+        let secret = videojobs_core::signing::WebhookSecret::generate_text();
+        let provider_dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
+        let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let provider = local_provider::spawn(
+            provider_listener,
+            local_provider::Config {
+                dir: provider_dir,
+                secret: videojobs_core::signing::WebhookSecret::parse(&secret).expect("a secret"),
+            },
+        )
+        .expect("the local provider starts");
+        let http = videojobs_providers::http_client();
+        let lookup = |name: &str| match name {
+            "LOCAL_PROVIDER_URL" => Some(provider.base_url.clone()),
+            "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some(secret.clone()),
+            _ => None,
+        };
+        let providers = videojobs_providers::from_lookup(lookup, http).expect("providers");
+        let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let callback_base = format!("http://{}", api_listener.local_addr().expect("an address"));
+        let app = TestApp::on(resources, 1_000, settings, providers, callback_base.clone()).await;
+        let server = tokio::spawn(local_api::serve(api_listener, std::sync::Arc::new(app.app.clone())));
+        let poller = tokio::spawn(local_api::queue::poll_forever(
+            app.clients.sqs.clone(),
+            app.resources.work_queue_url.clone(),
+            app.app.worker.clone(),
+        ));
+        Self { app, provider_url: provider.base_url.clone(), callback_base_url: callback_base, secret, _provider: provider, _tasks: vec![server, poller] }
+    }
+
+    /// Waits until the job's status satisfies `done`, or panics after `seconds`.
+    pub async fn wait_for(&self, id: &JobId, seconds: u64, done: impl Fn(JobStatus) -> bool) -> Job {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
+            let job = self.app.job(id).await;
+            if done(job.status) {
+                return job;
+            }
+            if std::time::Instant::now() > deadline {
+                let events = self.app.get(&format!("/videos/jobs/{id}/events")).await;
+                panic!("job {id} is still {} after {seconds} s; events: {}", job.status, events.body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn provider_stats(&self) -> serde_json::Value {
+        let response = reqwest::get(format!("{}/v1/stats", self.provider_url)).await.expect("stats");
+        response.json().await.expect("stats JSON")
+    }
+}
+
+/// Downloads a URL into memory (test outputs are small).
+pub async fn download(url: &str) -> Vec<u8> {
+    let response = reqwest::get(url).await.expect("downloaded");
+    assert!(response.status().is_success(), "GET {url}: {}", response.status());
+    response.bytes().await.expect("body").to_vec()
+}
+
+/// ffprobe's view of a file: (duration seconds, width, height).
+pub fn ffprobe(bytes: &[u8]) -> (f64, u32, u32) {
+    let path = std::env::temp_dir().join(format!("probe-{}.mp4", ulid::Ulid::new()));
+    std::fs::write(&path, bytes).expect("written");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height:format=duration", "-of", "json"])
+        .arg(&path)
+        .output()
+        .expect("ffprobe runs");
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "ffprobe refused the file: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let duration = json["format"]["duration"].as_str().and_then(|d| d.parse().ok()).expect("a duration");
+    let stream = &json["streams"][0];
+    (duration, stream["width"].as_u64().unwrap_or(0) as u32, stream["height"].as_u64().unwrap_or(0) as u32)
+}

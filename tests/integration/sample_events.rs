@@ -62,6 +62,7 @@ async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
         review: None,
         output: None,
         output_expires_at: None,
+        task_token: None,
     };
     app.put_job(&job).await;
     user
@@ -89,14 +90,14 @@ async fn every_sample_event_runs_through_its_handler() {
                 let response = match function {
                     Function::Create => create::handler(&app.services, request).await,
                     Function::Status => status::handler(&app.services, request).await,
-                    _ => webhook::handler(request).await,
+                    _ => webhook::handler(&app.app.webhook, request).await,
                 }
                 .unwrap();
                 response.status().as_u16()
             }
             Function::Worker => {
                 let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-                let worker = worker::Worker { jobs: app.services.jobs.clone() };
+                let worker = app.app.worker.clone();
                 let response = worker::handler(&worker, LambdaEvent::new(event, Context::default())).await.unwrap();
                 assert!(response.batch_item_failures.is_empty(), "{name}");
                 assert_eq!(app.job(&SAMPLE_JOB.parse().unwrap()).await.status, JobStatus::Expired, "{name}");

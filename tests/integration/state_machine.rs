@@ -20,7 +20,7 @@ fn sqs_event(body: &Value, message_id: &str) -> LambdaEvent<SqsEvent> {
 
 #[tokio::test]
 async fn a_new_job_sends_the_worker_a_submit_message_with_a_task_token() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::isolated(100).await;
 
     let id = app.generate(2).await;
     let (message, _) = next_message(&app, &id, "submit").await;
@@ -30,8 +30,8 @@ async fn a_new_job_sends_the_worker_a_submit_message_with_a_task_token() {
 
 #[tokio::test]
 async fn when_the_state_machine_gives_up_the_job_fails_once_with_one_refund() {
-    let app = TestApp::new(100).await;
-    let worker = worker::Worker { jobs: app.services.jobs.clone() };
+    let app = TestApp::isolated(100).await;
+    let worker = app.app.worker.clone();
     let id = app.generate(4).await;
     let (submit, _) = next_message(&app, &id, "submit").await;
 
@@ -63,7 +63,7 @@ async fn when_the_state_machine_gives_up_the_job_fails_once_with_one_refund() {
 #[tokio::test]
 async fn a_deadline_makes_the_job_expired_not_failed() {
     let app = TestApp::new(100).await;
-    let worker = worker::Worker { jobs: app.services.jobs.clone() };
+    let worker = app.app.worker.clone();
     let id = app.generate(2).await;
     let give_up = serde_json::json!({"kind": "give_up", "job_id": id.as_str(), "error": "States.Timeout"});
 
@@ -77,7 +77,7 @@ async fn a_deadline_makes_the_job_expired_not_failed() {
 #[tokio::test]
 async fn a_message_for_a_job_that_does_not_exist_is_dropped_not_retried() {
     let app = TestApp::new(100).await;
-    let worker = worker::Worker { jobs: app.services.jobs.clone() };
+    let worker = app.app.worker.clone();
     let give_up = serde_json::json!({"kind": "give_up", "job_id": JobId::generate().as_str()});
     let garbage = serde_json::json!({"kind": "give_up", "job_id": "not-a-job"});
 

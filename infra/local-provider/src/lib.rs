@@ -8,7 +8,7 @@
 //! | `POST /v1/predictions/{id}/cancel` | cancels it |
 //! | `GET /files/{id}/video.mp4`, `/files/{id}/thumbnail.jpg` | the output, streamed |
 //! | `POST /v1/faults` | faults for every later job (a job's own `faults` win) |
-//! | `GET /v1/stats` | how many submissions each idempotency key made |
+//! | `GET /v1/stats` | how many submissions each idempotency key made, and every prediction |
 //!
 //! Videos are real MP4s rendered by ffmpeg: a title card with the prompt for
 //! text to video, a zoom over the image for image to video (honouring length,
@@ -49,6 +49,9 @@ pub struct Faults {
     pub submit_errors: Vec<u16>,
     /// Take this long before rendering.
     pub delay_ms: u64,
+    /// Wait this long between the first delivery and the others (with
+    /// `completion_first`: progress that arrives after the job completed).
+    pub late_callbacks_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -171,7 +174,12 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Result<Response
         (Method::POST, ["v1", "faults"]) => set_faults(&state, request).await,
         (Method::GET, ["v1", "stats"]) => {
             let submissions = state.submissions.lock().map(|s| s.clone()).unwrap_or_default();
-            full(StatusCode::OK, json!({ "submissions": submissions }))
+            let predictions: Vec<Value> = state
+                .predictions
+                .lock()
+                .map(|p| p.values().map(|p| json!({"id": p.id, "status": p.status})).collect())
+                .unwrap_or_default();
+            full(StatusCode::OK, json!({ "submissions": submissions, "predictions": predictions }))
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
     };
@@ -366,7 +374,10 @@ async fn deliver(state: &State, webhook: Option<&str>, id: &str, faults: &Faults
         use rand::seq::SliceRandom;
         deliveries.shuffle(&mut rand::rng());
     }
-    for (event_id, body) in deliveries {
+    for (index, (event_id, body)) in deliveries.into_iter().enumerate() {
+        if index == 1 && faults.late_callbacks_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(faults.late_callbacks_ms)).await;
+        }
         let text = body.to_string();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let signature = state.config.secret.sign(&event_id, now, text.as_bytes());
