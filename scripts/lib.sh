@@ -25,12 +25,14 @@ ensure_venv() {
 
 # ffmpeg renders the local provider's videos (Debian's package).
 ensure_ffmpeg() {
-  command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && return
+  command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null \
+    && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] && return
   log "installing ffmpeg"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg >/dev/null
+  # The DejaVu font draws the prompt on the local provider's title cards.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg fonts-dejavu-core >/dev/null
 }
 
 moto_answers() {
@@ -78,6 +80,33 @@ bootstrap_stack() {
   "$VENV/bin/python" infra/local/bootstrap.py --stack-name "$name" --env-out "$env_file" >/dev/null
   # shellcheck disable=SC1090
   source "$env_file"
+}
+
+# The local video provider on LOCAL_PROVIDER_PORT (4010), with a signing secret
+# kept in .local so that a restarted API still trusts a provider left running.
+ensure_local_provider() {
+  local port="${LOCAL_PROVIDER_PORT:-4010}"
+  mkdir -p "$LOCAL_DIR"
+  if [ ! -s "$LOCAL_DIR/provider-secret" ]; then
+    python3 -c 'import base64, os; print("whsec_" + base64.b64encode(os.urandom(24)).decode())' > "$LOCAL_DIR/provider-secret"
+  fi
+  export LOCAL_PROVIDER_WEBHOOK_SECRET
+  LOCAL_PROVIDER_WEBHOOK_SECRET=$(cat "$LOCAL_DIR/provider-secret")
+  export LOCAL_PROVIDER_WEBHOOK_SECRETS="$LOCAL_PROVIDER_WEBHOOK_SECRET"
+  export LOCAL_PROVIDER_URL="http://127.0.0.1:$port"
+  if curl -fsS -o /dev/null --max-time 2 "$LOCAL_PROVIDER_URL/v1/stats" 2>/dev/null; then
+    return
+  fi
+  log "starting the local provider on port $port (log: $LOCAL_DIR/provider.log)"
+  LOCAL_PROVIDER_ADDR="127.0.0.1:$port" LOCAL_PROVIDER_DIR="$LOCAL_DIR/provider" \
+    setsid target/debug/local-provider >"$LOCAL_DIR/provider.log" 2>&1 < /dev/null &
+  echo $! > "$LOCAL_DIR/provider.pid"
+  for _ in $(seq 1 40); do
+    curl -fsS -o /dev/null --max-time 2 "$LOCAL_PROVIDER_URL/v1/stats" 2>/dev/null && return
+    sleep 0.25
+  done
+  log "the local provider did not start; see $LOCAL_DIR/provider.log"
+  return 1
 }
 
 # cfn-lint and SAM's own validation; both work offline with any credentials.

@@ -161,11 +161,11 @@ async fn load(worker: &Worker, id: &JobId) -> Result<Job, WorkError> {
     worker.jobs.job(id).await?.ok_or_else(|| WorkError::Unusable(format!("no job {id}")))
 }
 
-fn event(job: &Job, to: JobStatus, message: impl Into<String>, error_code: Option<&str>) -> JobEvent {
+fn event(job: &Job, source: EventSource, to: JobStatus, message: impl Into<String>, error_code: Option<&str>) -> JobEvent {
     JobEvent {
         job_id: job.job_id.clone(),
         at: timestamp::now(),
-        source: EventSource::Worker,
+        source,
         previous_status: Some(job.status),
         status: to,
         message: message.into(),
@@ -179,6 +179,7 @@ fn event(job: &Job, to: JobStatus, message: impl Into<String>, error_code: Optio
 async fn move_job(
     worker: &Worker,
     job: &mut Job,
+    source: EventSource,
     to: JobStatus,
     message: &str,
     error: Option<JobError>,
@@ -190,7 +191,7 @@ async fn move_job(
         user_id: job.user_id.clone(),
         transition: t,
         cost_credits: job.cost_credits,
-        event: event(job, to, message, error.as_ref().map(|e| e.code.as_str())),
+        event: event(job, source, to, message, error.as_ref().map(|e| e.code.as_str())),
         error,
         at: timestamp::now(),
         update,
@@ -218,7 +219,7 @@ async fn fail_job(worker: &Worker, job: &mut Job, error: JobError, task_error: &
     let code = error.code.clone();
     // Another writer may move the job between our read and write: try from where it is.
     for _ in 0..3 {
-        if move_job(worker, job, JobStatus::Failed, &message, Some(error.clone()), JobUpdate::default()).await? {
+        if move_job(worker, job, EventSource::Worker, JobStatus::Failed, &message, Some(error.clone()), JobUpdate::default()).await? {
             break;
         }
         if transition(job.status, JobStatus::Failed).is_err() {
@@ -239,7 +240,7 @@ async fn submit(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkErro
         JobStatus::Queued | JobStatus::Retrying => {
             let from = job.status;
             let message = if from == JobStatus::Retrying { "Submitting to the provider again" } else { "Submitted to the provider" };
-            if !move_job(worker, &mut job, JobStatus::Submitted, message, None, token_only.clone()).await? {
+            if !move_job(worker, &mut job, EventSource::Worker, JobStatus::Submitted, message, None, token_only.clone()).await? {
                 return Err(StoreError::Unavailable(format!("the job moved from {from} to {}", job.status)).into());
             }
         }
@@ -284,7 +285,7 @@ async fn submit(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkErro
         Err(ProviderError::Transient { message, .. }) => {
             tracing::warn!(error = %message, "provider busy; the state machine retries");
             let note = "The provider is busy; retrying";
-            move_job(worker, &mut job, JobStatus::Retrying, note, None, JobUpdate::default()).await?;
+            move_job(worker, &mut job, EventSource::Worker, JobStatus::Retrying, note, None, JobUpdate::default()).await?;
             worker.tasks.fail(token, task_errors::PROVIDER_BUSY, &message).await?;
             Ok(())
         }
@@ -423,7 +424,7 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
         height: video.height,
     };
     if job.status == JobStatus::Submitted {
-        move_job(worker, job, JobStatus::Processing, "The provider finished generating", None, JobUpdate::default()).await?;
+        move_job(worker, job, EventSource::Worker, JobStatus::Processing, "The provider finished generating", None, JobUpdate::default()).await?;
     }
     let update = JobUpdate {
         progress: Some(100),
@@ -432,7 +433,7 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
         completed_at: Some(now),
         ..JobUpdate::default()
     };
-    let done = move_job(worker, job, JobStatus::Completed, "The video is stored and ready for review", None, update).await?;
+    let done = move_job(worker, job, EventSource::Worker, JobStatus::Completed, "The video is stored and ready for review", None, update).await?;
     if !done && job.status != JobStatus::Completed {
         tracing::info!(status = %job.status, "job moved on while its output was copied");
         return Ok(());
@@ -517,7 +518,7 @@ async fn expire(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
                 message: "The video was not reviewed in time and was deleted.".into(),
                 next_step: Some("Generate it again.".into()),
             };
-            move_job(worker, &mut job, JobStatus::Expired, message, Some(error), update).await?;
+            move_job(worker, &mut job, EventSource::Worker, JobStatus::Expired, message, Some(error), update).await?;
         }
         JobStatus::Rejected if !keys.is_empty() => {
             worker.outputs.delete(&keys).await?;
@@ -564,7 +565,7 @@ pub async fn give_up(worker: &Worker, id: &JobId, cause: Option<&str>) -> Result
             return Ok(());
         }
         let request = job.provider_request_id.clone();
-        if move_job(worker, &mut job, to, &error.message, Some(error.clone()), JobUpdate::default()).await? {
+        if move_job(worker, &mut job, EventSource::StateMachine, to, &error.message, Some(error.clone()), JobUpdate::default()).await? {
             if let (Some(request_id), Some(provider)) = (request, provider_for(worker, &job)) {
                 // Nothing will collect the video now: stop paying for it.
                 let _ = provider.cancel(&request_id).await;
