@@ -33,7 +33,8 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("jobs-active.json", Function::Status, 200),
     ("jobs-list.json", Function::Status, 200),
     ("uploads.json", Function::Create, 201),
-    ("webhook-local.json", Function::Webhook, 404),
+    // Signed with a made-up signature: the webhook must refuse it and write nothing.
+    ("webhook-local.json", Function::Webhook, 401),
     ("worker-sqs.json", Function::Worker, 0),
 ];
 
@@ -70,7 +71,14 @@ async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
 
 #[tokio::test]
 async fn every_sample_event_runs_through_its_handler() {
-    let app = TestApp::new(0).await;
+    let secret = videojobs_core::signing::WebhookSecret::generate_text();
+    let lookup = |name: &str| match name {
+        "LOCAL_PROVIDER_URL" => Some("http://127.0.0.1:9".to_owned()),
+        "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some(secret.clone()),
+        _ => None,
+    };
+    let providers = videojobs_providers::from_lookup(lookup, videojobs_providers::http_client()).unwrap();
+    let app = TestApp::on(crate::helpers::resources().clone(), 0, crate::helpers::settings(), providers, "http://127.0.0.1:9".into()).await;
     let dir = repo_root().join("events");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()

@@ -4,6 +4,8 @@
 
 pub mod dynamo;
 pub mod errors;
+pub mod http;
+pub mod metering;
 pub mod outputs;
 pub mod s3;
 pub mod sfn;
@@ -62,17 +64,77 @@ impl AwsClients {
     /// Region, credentials and `AWS_ENDPOINT_URL` (the local stack) come from
     /// the environment, as for any AWS SDK.
     pub async fn from_env() -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::build(None).await
+    }
+
+    /// Clients that count every request they send (the cost benchmark).
+    pub async fn metered(meter: &metering::RequestMeter) -> Self {
+        Self::build(Some(meter)).await
+    }
+
+    async fn build(meter: Option<&metering::RequestMeter>) -> Self {
+        let config = sdk_config_from_env();
         // Emulators answer on one host, so buckets go in the path, not the host name.
-        let s3_config = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(config.endpoint_url().is_some())
-            .build();
-        Self {
-            dynamodb: aws_sdk_dynamodb::Client::new(&config),
-            s3: aws_sdk_s3::Client::from_conf(s3_config),
-            sfn: aws_sdk_sfn::Client::new(&config),
-            sqs: aws_sdk_sqs::Client::new(&config),
+        let mut s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some());
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&config);
+        let mut sfn = aws_sdk_sfn::config::Builder::from(&config);
+        let mut sqs = aws_sdk_sqs::config::Builder::from(&config);
+        if let Some(meter) = meter {
+            s3 = s3.interceptor(meter.clone());
+            dynamodb = dynamodb.interceptor(meter.clone());
+            sfn = sfn.interceptor(meter.clone());
+            sqs = sqs.interceptor(meter.clone());
         }
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            sfn: aws_sdk_sfn::Client::from_conf(sfn.build()),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
+        }
+    }
+}
+
+/// The SDK configuration from the environment alone: region, the credentials
+/// Lambda puts there, and `AWS_ENDPOINT_URL` (the local stack). This is all a
+/// function needs, and reading nothing else (no profile files, no trust store
+/// until the first HTTPS connection) keeps cold starts short.
+pub fn sdk_config_from_env() -> aws_types::SdkConfig {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
+    let mut builder = aws_types::SdkConfig::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_types::region::Region::new(region))
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(EnvCredentials))
+        .http_client(http::https_client());
+    if let Some(endpoint) = env("AWS_ENDPOINT_URL") {
+        builder = builder.endpoint_url(endpoint);
+    }
+    builder.build()
+}
+
+/// Credentials read from the environment when a request is signed.
+#[derive(Debug)]
+struct EnvCredentials;
+
+impl aws_credential_types::provider::ProvideCredentials for EnvCredentials {
+    fn provide_credentials<'a>(&'a self) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            (Some(key), Some(secret)) => Ok(aws_credential_types::Credentials::new(
+                key,
+                secret,
+                env("AWS_SESSION_TOKEN"),
+                None,
+                "environment",
+            )),
+            _ => Err(aws_credential_types::provider::error::CredentialsError::not_loaded(
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
+            )),
+        };
+        aws_credential_types::provider::future::ProvideCredentials::ready(credentials)
     }
 }
 

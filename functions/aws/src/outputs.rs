@@ -1,6 +1,8 @@
 //! Copies a provider's output into the bucket: streamed from HTTP into an S3
 //! multipart upload, part by part, so memory stays at about one part whatever
-//! the video's size. The bytes are hashed and probed as they pass.
+//! the video's size. The bytes are hashed and probed as they pass; the length
+//! and (when the provider sends `x-checksum-sha256`) the SHA-256 must match,
+//! and S3 checks each part against the CRC32 the SDK sends with it.
 
 use crate::errors::store_error;
 use async_trait::async_trait;
@@ -20,12 +22,12 @@ pub const PART_BYTES: usize = 8 * 1024 * 1024;
 pub struct S3Outputs {
     client: Client,
     bucket: String,
-    http: reqwest::Client,
+    http: videojobs_providers::HttpClient,
     part_bytes: usize,
 }
 
 impl S3Outputs {
-    pub fn new(client: Client, bucket: impl Into<String>, http: reqwest::Client) -> Self {
+    pub fn new(client: Client, bucket: impl Into<String>, http: videojobs_providers::HttpClient) -> Self {
         Self { client, bucket: bucket.into(), http, part_bytes: PART_BYTES }
     }
 
@@ -44,8 +46,35 @@ impl S3Outputs {
         Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build())
     }
 
-    async fn stream_parts(&self, response: reqwest::Response, key: &str, upload_id: &str) -> Result<(Vec<CompletedPart>, CopiedObject), CopyError> {
+    async fn start_upload(&self, key: &str, content_type: &str) -> Result<String, StoreError> {
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| store_error("CreateMultipartUpload", e))?;
+        Ok(upload.upload_id().unwrap_or_default().to_owned())
+    }
+
+    /// Streams the body into `key`: one PutObject when it fits in a part,
+    /// else a multipart upload started when the first part is full.
+    async fn stream_into(
+        &self,
+        response: reqwest::Response,
+        key: &str,
+        content_type: &str,
+        upload_id: &mut Option<String>,
+    ) -> Result<CopiedObject, CopyError> {
         let expected = response.content_length();
+        // A provider that publishes a checksum gets it checked.
+        let declared = response
+            .headers()
+            .get("x-checksum-sha256")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase());
         let mut stream = response.bytes_stream();
         let mut hasher = Sha256::new();
         let mut probe = Mp4Probe::new();
@@ -59,13 +88,16 @@ impl S3Outputs {
             total += chunk.len() as u64;
             let mut rest: &[u8] = &chunk;
             while !rest.is_empty() {
-                let room = self.part_bytes - buffer.len();
-                let n = room.min(rest.len());
+                let n = (self.part_bytes - buffer.len()).min(rest.len());
                 buffer.extend_from_slice(&rest[..n]);
                 rest = &rest[n..];
                 if buffer.len() == self.part_bytes {
+                    if upload_id.is_none() {
+                        *upload_id = Some(self.start_upload(key, content_type).await?);
+                    }
+                    let id = upload_id.as_deref().unwrap_or_default();
                     let full = std::mem::replace(&mut buffer, Vec::with_capacity(self.part_bytes));
-                    parts.push(self.upload_part(key, upload_id, parts.len() as i32 + 1, full).await?);
+                    parts.push(self.upload_part(key, id, parts.len() as i32 + 1, full).await?);
                 }
             }
         }
@@ -75,47 +107,31 @@ impl S3Outputs {
         if total == 0 {
             return Err(CopyError::SourceUnusable("the output is empty".into()));
         }
-        if !buffer.is_empty() {
-            parts.push(self.upload_part(key, upload_id, parts.len() as i32 + 1, buffer).await?);
+        let sha256 = hex::encode(hasher.finalize());
+        if declared.as_ref().is_some_and(|d| *d != sha256) {
+            return Err(CopyError::SourceUnusable(format!("checksum mismatch: got {sha256}, provider says {declared:?}")));
         }
-        let copied = CopiedObject { size_bytes: total, sha256: hex::encode(hasher.finalize()), video: probe.finish() };
-        Ok((parts, copied))
-    }
-}
-
-#[async_trait]
-impl OutputStore for S3Outputs {
-    async fn copy_from_url(&self, url: &str, key: &str, content_type: &str) -> Result<CopiedObject, CopyError> {
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| CopyError::SourceUnavailable(format!("fetching the output: {e}")))?;
-        let status = response.status();
-        if status.is_server_error() || status.as_u16() == 429 {
-            return Err(CopyError::SourceUnavailable(format!("fetching the output: HTTP {status}")));
-        }
-        if !status.is_success() {
-            return Err(CopyError::SourceUnusable(format!("fetching the output: HTTP {status}")));
-        }
-        let upload = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .send()
-            .await
-            .map_err(|e| store_error("CreateMultipartUpload", e))?;
-        let upload_id = upload.upload_id().unwrap_or_default().to_owned();
-        match self.stream_parts(response, key, &upload_id).await {
-            Ok((parts, copied)) => {
+        match upload_id.as_deref() {
+            None => {
+                self.client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .content_type(content_type)
+                    .body(ByteStream::from(buffer))
+                    .send()
+                    .await
+                    .map_err(|e| store_error("PutObject", e))?;
+            }
+            Some(id) => {
+                if !buffer.is_empty() {
+                    parts.push(self.upload_part(key, id, parts.len() as i32 + 1, buffer).await?);
+                }
                 self.client
                     .complete_multipart_upload()
                     .bucket(&self.bucket)
                     .key(key)
-                    .upload_id(&upload_id)
+                    .upload_id(id)
                     .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
                     .send()
                     .await
@@ -128,22 +144,40 @@ impl OutputStore for S3Outputs {
                     .send()
                     .await
                     .map_err(|e| store_error("HeadObject", e))?;
-                // The stored object must be exactly what streamed through.
-                if stored.content_length() != Some(copied.size_bytes as i64) {
-                    return Err(CopyError::SourceUnusable(format!(
-                        "stored {:?} bytes, streamed {}",
-                        stored.content_length(),
-                        copied.size_bytes
-                    )));
+                // The assembled object must be exactly what streamed through.
+                if stored.content_length() != Some(total as i64) {
+                    return Err(CopyError::SourceUnusable(format!("stored {:?} bytes, streamed {total}", stored.content_length())));
                 }
-                Ok(copied)
-            }
-            Err(err) => {
-                // Parts of an abandoned upload cost storage until aborted.
-                let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(&upload_id).send().await;
-                Err(err)
             }
         }
+        Ok(CopiedObject { size_bytes: total, sha256, video: probe.finish() })
+    }
+}
+
+#[async_trait]
+impl OutputStore for S3Outputs {
+    async fn copy_from_url(&self, url: &str, key: &str, content_type: &str) -> Result<CopiedObject, CopyError> {
+        let response = self
+            .http
+            .get()
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| CopyError::SourceUnavailable(format!("fetching the output: {e}")))?;
+        let status = response.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(CopyError::SourceUnavailable(format!("fetching the output: HTTP {status}")));
+        }
+        if !status.is_success() {
+            return Err(CopyError::SourceUnusable(format!("fetching the output: HTTP {status}")));
+        }
+        let mut upload_id = None;
+        let outcome = self.stream_into(response, key, content_type, &mut upload_id).await;
+        if let (Err(_), Some(id)) = (&outcome, &upload_id) {
+            // Parts of an abandoned upload cost storage until aborted.
+            let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(id).send().await;
+        }
+        outcome
     }
 
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {

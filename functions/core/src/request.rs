@@ -493,7 +493,11 @@ fn out_of_range(field: &str, min: impl std::fmt::Display, max: impl std::fmt::Di
 
 /// A hex SHA-256 of a prompt: the job record keeps this, never the prompt.
 pub fn prompt_hash(prompt: &str) -> String {
-    hex::encode(Sha256::digest(prompt.as_bytes()))
+    sha256_hex(prompt.as_bytes())
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// A fingerprint of a request body, to tell a replay from a different request

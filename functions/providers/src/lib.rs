@@ -9,19 +9,42 @@ use videojobs_core::provider::{ProviderError, Providers};
 use videojobs_core::settings::ConfigError;
 use videojobs_core::signing::WebhookSecret;
 
-/// One HTTP client for every adapter: short timeouts, so a slow provider
-/// turns into a retry rather than a hung worker.
-pub fn http_client() -> reqwest::Client {
+/// One HTTP client for every adapter and for copying outputs: a provider that
+/// stops answering turns into a retry rather than a hung worker, while a large
+/// output that keeps flowing may take as long as it needs.
+///
+/// Building it loads the system's trust store, most of a cold start: it is
+/// built on a thread of its own while the runtime asks for its first event,
+/// and a request that comes sooner waits for it.
+#[derive(Clone, Debug)]
+pub struct HttpClient(Arc<std::sync::OnceLock<reqwest::Client>>);
+
+impl HttpClient {
+    pub fn get(&self) -> &reqwest::Client {
+        self.0.get_or_init(build_client)
+    }
+}
+
+fn build_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
+        .read_timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_default()
 }
 
+pub fn http_client() -> HttpClient {
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let warm = cell.clone();
+    std::thread::spawn(move || {
+        warm.get_or_init(build_client);
+    });
+    HttpClient(cell)
+}
+
 /// The providers this deployment is configured for, from the environment:
 /// `LOCAL_PROVIDER_URL` and `LOCAL_PROVIDER_WEBHOOK_SECRETS` enable the local one.
-pub fn from_lookup(get: impl Fn(&str) -> Option<String>, http: reqwest::Client) -> Result<Providers, ConfigError> {
+pub fn from_lookup(get: impl Fn(&str) -> Option<String>, http: HttpClient) -> Result<Providers, ConfigError> {
     let mut providers = Providers::default();
     if let Some(url) = get("LOCAL_PROVIDER_URL").filter(|u| !u.is_empty()) {
         let secrets = get("LOCAL_PROVIDER_WEBHOOK_SECRETS").unwrap_or_default();
@@ -37,7 +60,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>, http: reqwest::Client) 
     Ok(providers)
 }
 
-pub fn from_env(http: reqwest::Client) -> Result<Providers, ConfigError> {
+pub fn from_env(http: HttpClient) -> Result<Providers, ConfigError> {
     from_lookup(|name| std::env::var(name).ok(), http)
 }
 

@@ -15,11 +15,11 @@ pub struct LocalProvider {
     name: ProviderName,
     base_url: String,
     secrets: Vec<WebhookSecret>,
-    http: reqwest::Client,
+    http: crate::HttpClient,
 }
 
 impl LocalProvider {
-    pub fn new(base_url: impl Into<String>, secrets: Vec<WebhookSecret>, http: reqwest::Client) -> Self {
+    pub fn new(base_url: impl Into<String>, secrets: Vec<WebhookSecret>, http: crate::HttpClient) -> Self {
         Self {
             name: "local".parse().expect("a valid provider name"),
             base_url: base_url.into().trim_end_matches('/').to_owned(),
@@ -124,6 +124,7 @@ impl Provider for LocalProvider {
         }
         let response = self
             .http
+            .get()
             .post(format!("{}/v1/predictions", self.base_url))
             .header("idempotency-key", &request.idempotency_key)
             .json(&body)
@@ -140,6 +141,7 @@ impl Provider for LocalProvider {
     async fn poll(&self, request_id: &str) -> Result<ProviderStatus, ProviderError> {
         let response = self
             .http
+            .get()
             .get(format!("{}/v1/predictions/{request_id}", self.base_url))
             .send()
             .await
@@ -154,6 +156,7 @@ impl Provider for LocalProvider {
     async fn cancel(&self, request_id: &str) -> Result<(), ProviderError> {
         let response = self
             .http
+            .get()
             .post(format!("{}/v1/predictions/{request_id}/cancel", self.base_url))
             .send()
             .await
@@ -188,7 +191,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn provider(secret: &str) -> LocalProvider {
-        LocalProvider::new("http://127.0.0.1:9", vec![WebhookSecret::parse(secret).unwrap()], reqwest::Client::new())
+        LocalProvider::new("http://127.0.0.1:9", vec![WebhookSecret::parse(secret).unwrap()], crate::http_client())
     }
 
     fn signed(secret: &str, id: &str, at: i64, body: &str) -> HashMap<String, String> {

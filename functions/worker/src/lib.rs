@@ -58,7 +58,7 @@ impl Worker {
         resources: &videojobs_aws::Resources,
         settings: &videojobs_core::settings::Settings,
         providers: Providers,
-        http: reqwest::Client,
+        http: videojobs_providers::HttpClient,
         callback_base_url: String,
     ) -> Self {
         let store = Arc::new(videojobs_aws::DynamoStore::new(

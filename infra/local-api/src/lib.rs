@@ -36,7 +36,7 @@ impl App {
         resources: &videojobs_aws::Resources,
         settings: videojobs_core::settings::Settings,
         providers: videojobs_core::provider::Providers,
-        http: reqwest::Client,
+        http: videojobs_providers::HttpClient,
         callback_base_url: String,
     ) -> Self {
         let worker = worker::Worker::on_aws(clients, resources, &settings, providers.clone(), http, callback_base_url);

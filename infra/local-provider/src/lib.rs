@@ -8,7 +8,7 @@
 //! | `POST /v1/predictions/{id}/cancel` | cancels it |
 //! | `GET /files/{id}/video.mp4`, `/files/{id}/thumbnail.jpg` | the output, streamed |
 //! | `POST /v1/faults` | faults for every later job (a job's own `faults` win) |
-//! | `GET /v1/stats` | how many submissions each idempotency key made, and every prediction |
+//! | `GET /v1/stats` | submissions per idempotency key, every prediction, callbacks delivered |
 //!
 //! Videos are real MP4s rendered by ffmpeg: a title card with the prompt for
 //! text to video, a zoom over the image for image to video (honouring length,
@@ -107,6 +107,7 @@ struct State {
     submissions: Mutex<HashMap<String, u32>>,
     global_faults: Mutex<Faults>,
     http: reqwest::Client,
+    deliveries: std::sync::atomic::AtomicU64,
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -148,6 +149,7 @@ pub fn spawn(listener: TcpListener, config: Config) -> std::io::Result<Handle> {
         by_key: Mutex::default(),
         submissions: Mutex::default(),
         global_faults: Mutex::default(),
+        deliveries: Default::default(),
         http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(std::io::Error::other)?,
     });
     let task = tokio::spawn(async move {
@@ -179,7 +181,8 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Result<Response
                 .lock()
                 .map(|p| p.values().map(|p| json!({"id": p.id, "status": p.status})).collect())
                 .unwrap_or_default();
-            full(StatusCode::OK, json!({ "submissions": submissions, "predictions": predictions }))
+            let deliveries = state.deliveries.load(std::sync::atomic::Ordering::Relaxed);
+            full(StatusCode::OK, json!({ "submissions": submissions, "predictions": predictions, "deliveries": deliveries }))
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
     };
@@ -293,14 +296,17 @@ async fn file(state: &State, id: &str, name: &str) -> Response<Body> {
         return error(StatusCode::NOT_FOUND, "not_found", "no such file");
     };
     let length = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let checksum = tokio::fs::read_to_string(path.with_extension("sha256")).await.ok();
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
     let body = BodyExt::boxed(StreamBody::new(stream.map(|chunk| chunk.map(Frame::data))));
-    Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::OK)
         .header("content-type", if name.ends_with(".mp4") { "video/mp4" } else { "image/jpeg" })
-        .header("content-length", length)
-        .body(body)
-        .expect("a valid response")
+        .header("content-length", length);
+    if let Some(checksum) = checksum {
+        response = response.header("x-checksum-sha256", checksum.trim());
+    }
+    response.body(body).expect("a valid response")
 }
 
 fn set(state: &State, id: &str, status: &'static str, progress: u8, error: Option<(String, String)>) -> Option<Value> {
@@ -391,8 +397,11 @@ async fn deliver(state: &State, webhook: Option<&str>, id: &str, faults: &Faults
             .body(text)
             .send()
             .await;
-        if let Err(err) = sent {
-            tracing::warn!(error = %err, event_id, "callback not delivered");
+        match sent {
+            Ok(_) => {
+                state.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(err) => tracing::warn!(error = %err, event_id, "callback not delivered"),
         }
     }
 }

@@ -126,6 +126,12 @@ pub async fn render(http: &reqwest::Client, dir: &Path, input: &Input) -> Result
         .args(["-frames:v", "1", "-vf", "scale=320:-2"])
         .arg(dir.join("thumbnail.jpg")))
     .await?;
+    // Served with each file, so the copier can check what it received.
+    for (file, sum) in [(&partial, dir.join("video.sha256")), (&dir.join("thumbnail.jpg"), dir.join("thumbnail.sha256"))] {
+        let bytes = tokio::fs::read(file).await.map_err(|e| e.to_string())?;
+        let digest = videojobs_core::request::sha256_hex(&bytes);
+        tokio::fs::write(sum, digest).await.map_err(|e| e.to_string())?;
+    }
     // Renamed only when whole, so a file that is served is always complete.
     tokio::fs::rename(&partial, &video).await.map_err(|e| e.to_string())
 }
