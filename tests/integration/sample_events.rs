@@ -63,7 +63,6 @@ async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
         review: None,
         output: None,
         output_expires_at: None,
-        task_token: None,
     };
     app.put_job(&job).await;
     user

@@ -6,6 +6,7 @@
 //! |-------------------|-------------------------|----------------------|-------|
 //! | job               | `JOB#{job_id}`          | `JOB`                | `user_id` + `created_key` put it in index `by_user`; `active_user_id` (only while in flight) in `active_by_user`; `provider_request` (once submitted) in `by_provider_request` |
 //! | event             | `JOB#{job_id}`          | `EVENT#{at}#{ulid}`  | sorted by time under its job |
+//! | task token        | `JOB#{job_id}`          | `TASK_TOKEN`         | what the execution waits on; apart, so the job item stays under 1 KB |
 //! | idempotency       | `IDEM#{user}#{key}`     | `IDEM`               | the first answer; TTL a day |
 //! | account           | `USER#{user}`           | `ACCOUNT`            | `credits`, `active_jobs` |
 //! | API key           | `APIKEY#{sha256 hex}`   | `APIKEY`             | `user_id`, `role`; the key itself is never stored |
@@ -347,10 +348,6 @@ impl UpdateClauses {
             c.values.insert(":request_id".into(), s(request_id.as_str()));
             c.values.insert(":provider_request".into(), s(format!("{provider}#{request_id}")));
         }
-        if let Some(token) = &update.task_token {
-            c.set.push("task_token = :task_token".into());
-            c.values.insert(":task_token".into(), s(token.as_str()));
-        }
         if let Some(output) = &update.output {
             c.set.push("#output = :output".into());
             c.names.insert("#output".into(), "output".into());
@@ -634,6 +631,25 @@ impl JobStore for DynamoStore {
         let pk = text(&item, "pk")?;
         let id = pk.strip_prefix("JOB#").ok_or_else(|| StoreError::Internal("index item is not a job".into()))?;
         id.parse().map(Some).map_err(|_| StoreError::Internal("index item has a bad job id".into()))
+    }
+
+    async fn save_task_token(&self, id: &JobId, token: &str) -> Result<(), StoreError> {
+        let mut item = key(job_pk(id), "TASK_TOKEN");
+        item.insert("kind".into(), s("task_token"));
+        item.insert("token".into(), s(token));
+        item.insert("saved_at".into(), s(timestamp::format(timestamp::now())));
+        self.client
+            .put_item()
+            .table_name(&self.jobs_table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| store_error("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
+        self.get(key(job_pk(id), "TASK_TOKEN")).await?.map(|item| text(&item, "token")).transpose()
     }
 
     async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError> {

@@ -3,7 +3,7 @@
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    BeforeDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -51,10 +51,11 @@ impl Intercept for RequestMeter {
         Ok(())
     }
 
-    // Runs once per attempt sent, so a retried request counts each time, as AWS bills it.
-    fn read_before_transmit(
+    // Runs once per response received: a retried request counts each time, as
+    // AWS bills it, and a presigned URL (never sent) does not count.
+    fn read_before_deserialization(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _context: &BeforeDeserializationInterceptorContextRef<'_>,
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {

@@ -168,10 +168,6 @@ pub struct Job {
     /// When an unapproved output is deleted and the result answers `410`.
     #[serde(default, with = "timestamp::option", skip_serializing_if = "Option::is_none")]
     pub output_expires_at: Option<OffsetDateTime>,
-    /// The Step Functions task token the execution is waiting on, answered
-    /// when the video is stored (or the job fails). Never shown to clients.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_token: Option<String>,
 }
 
 impl Job {

@@ -96,7 +96,6 @@ pub struct JobUpdate {
     pub progress: Option<u8>,
     /// The provider's id for the job, with the provider's name.
     pub provider_request: Option<(String, String)>,
-    pub task_token: Option<String>,
     pub output: Option<crate::job::Artifact>,
     pub output_expires_at: Option<OffsetDateTime>,
     pub completed_at: Option<OffsetDateTime>,
@@ -163,6 +162,11 @@ pub trait JobStore: Send + Sync {
     async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError>;
     /// The job a provider request belongs to.
     async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError>;
+    /// Keeps the Step Functions task token the job's execution waits on (it is
+    /// answered when the video is stored or the job fails). An item of its own,
+    /// so that the job item stays under 1 KB.
+    async fn save_task_token(&self, id: &JobId, token: &str) -> Result<(), StoreError>;
+    async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError>;
     /// The raw prompt, for the functions allowed to read it.
     async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError>;
 }

@@ -94,7 +94,6 @@ impl Services {
             review: None,
             output: None,
             output_expires_at: None,
-            task_token: None,
         };
         let body = json(&AcceptedBody::for_job(&job))?;
         let new = NewJob {

@@ -226,38 +226,35 @@ async fn fail_job(worker: &Worker, job: &mut Job, error: JobError, task_error: &
             break;
         }
     }
-    if let Some(token) = &job.task_token {
-        worker.tasks.fail(token, task_error, &code).await?;
+    if let Some(token) = worker.jobs.task_token(&job.job_id).await? {
+        worker.tasks.fail(&token, task_error, &code).await?;
     }
     Ok(())
 }
 
 async fn submit(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkError> {
     let mut job = load(worker, id).await?;
-    job.task_token = Some(token.to_owned());
-    let token_only = JobUpdate { task_token: Some(token.to_owned()), ..JobUpdate::default() };
     match job.status {
         JobStatus::Queued | JobStatus::Retrying => {
             let from = job.status;
             let message = if from == JobStatus::Retrying { "Submitting to the provider again" } else { "Submitted to the provider" };
-            if !move_job(worker, &mut job, EventSource::Worker, JobStatus::Submitted, message, None, token_only.clone()).await? {
+            if !move_job(worker, &mut job, EventSource::Worker, JobStatus::Submitted, message, None, JobUpdate::default()).await? {
                 return Err(StoreError::Unavailable(format!("the job moved from {from} to {}", job.status)).into());
             }
         }
         // Submitted without a request id: an earlier attempt died between the
         // provider's answer and our write; the idempotency key finds its request.
-        JobStatus::Submitted if job.provider_request_id.is_none() => {
-            worker.jobs.update_in_status(id, JobStatus::Submitted, &token_only).await?;
-        }
-        JobStatus::Submitted | JobStatus::Processing => {
-            worker.jobs.update_in_status(id, job.status, &token_only).await?;
-            return Ok(());
-        }
+        JobStatus::Submitted if job.provider_request_id.is_none() => {}
+        // A redelivered message for a submission already made: its token is
+        // stored, and a later one (from a poll) must not be replaced by it.
+        JobStatus::Submitted | JobStatus::Processing => return Ok(()),
         ended => {
             tracing::info!(status = %ended, "job no longer needs submitting");
             return Ok(());
         }
     }
+    // Kept before the provider is asked: whatever happens next can answer the wait.
+    worker.jobs.save_task_token(id, token).await?;
     let Some(provider) = provider_for(worker, &job).cloned() else {
         let error = JobError {
             code: "provider_unavailable".into(),
@@ -271,7 +268,6 @@ async fn submit(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkErro
         Ok(request_id) => {
             let update = JobUpdate {
                 provider_request: Some((job.provider.to_string(), request_id.clone())),
-                task_token: Some(token.to_owned()),
                 ..JobUpdate::default()
             };
             if !worker.jobs.update_in_status(id, JobStatus::Submitted, &update).await? {
@@ -438,10 +434,9 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
         tracing::info!(status = %job.status, "job moved on while its output was copied");
         return Ok(());
     }
-    // The token may have been replaced (by a poll) since we read the job.
-    let fresh = load(worker, &job.job_id).await?;
-    if let Some(token) = &fresh.task_token {
-        worker.tasks.succeed(token, &json!({"job_id": job.job_id, "status": "completed"})).await?;
+    // Read now: a poll may have replaced the token since the job was read.
+    if let Some(token) = worker.jobs.task_token(&job.job_id).await? {
+        worker.tasks.succeed(&token, &json!({"job_id": job.job_id, "status": "completed"})).await?;
     }
     Ok(())
 }
@@ -468,11 +463,7 @@ async fn poll(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkError>
         }
         _ => {}
     }
-    worker
-        .jobs
-        .update_in_status(id, job.status, &JobUpdate { task_token: Some(token.to_owned()), ..JobUpdate::default() })
-        .await?;
-    job.task_token = Some(token.to_owned());
+    worker.jobs.save_task_token(id, token).await?;
     if job.provider_request_id.is_none() {
         worker.tasks.fail(token, task_errors::STILL_RUNNING, "never accepted by the provider").await?;
         return Ok(());

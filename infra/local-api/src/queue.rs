@@ -17,13 +17,14 @@ pub async fn poll_forever(sqs: Client, queue_url: String, worker: worker::Worker
     }
 }
 
-/// One receive and one batch: returns how many messages it handled.
+/// One receive and one batch: returns how many messages it handled and how
+/// long the worker's handler took (what Lambda would bill).
 pub async fn poll_once(
     sqs: &Client,
     queue_url: &str,
     worker: &worker::Worker,
     wait_seconds: i32,
-) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(usize, std::time::Duration), Box<dyn std::error::Error + Send + Sync>> {
     let received = sqs
         .receive_message()
         .queue_url(queue_url)
@@ -33,7 +34,7 @@ pub async fn poll_once(
         .await?;
     let messages = received.messages.unwrap_or_default();
     if messages.is_empty() {
-        return Ok(0);
+        return Ok((0, std::time::Duration::ZERO));
     }
     let records = messages
         .iter()
@@ -48,7 +49,9 @@ pub async fn poll_once(
         .collect();
     let mut event = SqsEvent::default();
     event.records = records;
+    let started = std::time::Instant::now();
     let response = worker::handler(worker, LambdaEvent::new(event, Context::default())).await?;
+    let handled_in = started.elapsed();
     let failed: HashSet<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
     for message in &messages {
         if message.message_id.as_ref().is_some_and(|id| failed.contains(id)) {
@@ -58,5 +61,5 @@ pub async fn poll_once(
             sqs.delete_message().queue_url(queue_url).receipt_handle(handle).send().await?;
         }
     }
-    Ok(messages.len())
+    Ok((messages.len(), handled_in))
 }
