@@ -34,6 +34,9 @@ fn first_request(binary: &str) -> Result<Duration, String> {
         .env("STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:jobs")
         .env("WORK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/work")
         .env("WEBHOOK_BASE_URL", "https://example.lambda-url.us-east-1.on.aws/")
+        // Lambda's image names one CA bundle; without it a Debian machine has the
+        // TLS stack scan a directory of 146 files instead.
+        .envs(std::env::var("SSL_CERT_FILE").map(|file| ("SSL_CERT_FILE", file)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
