@@ -193,7 +193,9 @@ async fn bad_requests_get_their_status_and_write_nothing() {
     let app = TestApp::new(100).await;
     let big_prompt = "x".repeat(70 * 1024);
     let big_body = format!(r#"{{"prompt":"{big_prompt}"}}"#);
-    let cases: Vec<(Option<&str>, Option<&str>, &[(&str, &str)], u16, &str)> = vec![
+    // (key, body, extra headers, status, error code)
+    type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: Vec<Case> = vec![
         (None, Some(r#"{"prompt":"p"}"#), &[], 401, "unauthenticated"),
         (Some("vj_000000000000000000000000000000000000000a"), Some(r#"{"prompt":"p"}"#), &[], 401, "unauthenticated"),
         (Some("not-a-key"), Some(r#"{"prompt":"p"}"#), &[], 401, "unauthenticated"),

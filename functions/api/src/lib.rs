@@ -115,6 +115,16 @@ pub fn json_body(request: &Request, max_bytes: usize) -> Result<&[u8], AppError>
     Ok(body)
 }
 
+/// The span every API request runs in; `job_id` is recorded once known.
+pub fn request_span(request: &Request) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        job_id = tracing::field::Empty,
+    )
+}
+
 /// A header's value as text, if present and readable.
 pub fn header_text<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())

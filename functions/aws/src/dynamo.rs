@@ -303,14 +303,8 @@ impl DynamoStore {
         Ok((jobs, out.last_evaluated_key))
     }
 
-    /// Saves a key's hash (used by the local stack's seeding and by admins).
-    pub async fn save_api_key(&self, hash: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError> {
-        let mut item = key(format!("APIKEY#{}", hash.as_str()), "APIKEY");
-        item.insert("kind".into(), s("api_key"));
-        item.insert("user_id".into(), s(principal.user_id.as_str()));
-        item.insert("role".into(), s(principal.role.as_str()));
-        item.insert("label".into(), s(label));
-        item.insert("created_at".into(), s(timestamp::format(timestamp::now())));
+    /// An unconditional put of one item into the jobs table.
+    async fn put_item(&self, item: Item) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(&self.jobs_table)
@@ -319,6 +313,17 @@ impl DynamoStore {
             .await
             .map_err(|e| store_error("PutItem", e))?;
         Ok(())
+    }
+
+    /// Saves a key's hash (used by the local stack's seeding and by admins).
+    pub async fn save_api_key(&self, hash: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError> {
+        let mut item = key(format!("APIKEY#{}", hash.as_str()), "APIKEY");
+        item.insert("kind".into(), s("api_key"));
+        item.insert("user_id".into(), s(principal.user_id.as_str()));
+        item.insert("role".into(), s(principal.role.as_str()));
+        item.insert("label".into(), s(label));
+        item.insert("created_at".into(), s(timestamp::format(timestamp::now())));
+        self.put_item(item).await
     }
 
 }
@@ -573,14 +578,7 @@ impl JobStore for DynamoStore {
     }
 
     async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.jobs_table)
-            .set_item(Some(event_item(event)?))
-            .send()
-            .await
-            .map_err(|e| store_error("PutItem", e))?;
-        Ok(())
+        self.put_item(event_item(event)?).await
     }
 
     async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<bool, StoreError> {
@@ -638,14 +636,7 @@ impl JobStore for DynamoStore {
         item.insert("kind".into(), s("task_token"));
         item.insert("token".into(), s(token));
         item.insert("saved_at".into(), s(timestamp::format(timestamp::now())));
-        self.client
-            .put_item()
-            .table_name(&self.jobs_table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| store_error("PutItem", e))?;
-        Ok(())
+        self.put_item(item).await
     }
 
     async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {

@@ -90,6 +90,45 @@ pub struct StatusChange {
     pub update: JobUpdate,
 }
 
+impl StatusChange {
+    /// The change `transition` makes to `job`, with the event that records it.
+    pub fn new(
+        job: &Job,
+        transition: Transition,
+        source: crate::job::EventSource,
+        message: impl Into<String>,
+        error: Option<crate::job::JobError>,
+        update: JobUpdate,
+    ) -> Self {
+        let at = crate::job::timestamp::now();
+        Self {
+            job_id: job.job_id.clone(),
+            user_id: job.user_id.clone(),
+            transition,
+            cost_credits: job.cost_credits,
+            event: JobEvent {
+                job_id: job.job_id.clone(),
+                at,
+                source,
+                previous_status: Some(transition.from),
+                status: transition.to,
+                message: message.into(),
+                error_code: error.as_ref().map(|e| e.code.clone()),
+                actor: None,
+            },
+            error,
+            at,
+            update,
+        }
+    }
+
+    /// The person behind the change, recorded on its event.
+    pub fn by(mut self, actor: &UserId) -> Self {
+        self.event.actor = Some(actor.clone());
+        self
+    }
+}
+
 /// Fields a status change may set besides the status.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobUpdate {

@@ -101,7 +101,7 @@ impl Resolution {
 /// ratio at a resolution: the resolution names the shorter side.
 pub fn frame_size(aspect: AspectRatio, resolution: Resolution) -> (u32, u32) {
     let short = resolution.height();
-    let long = (short * 16 / 9 + 1) / 2 * 2;
+    let long = (short * 16 / 9).div_ceil(2) * 2;
     match aspect {
         AspectRatio::Landscape => (long, short),
         AspectRatio::Portrait => (short, long),

@@ -405,26 +405,9 @@ impl Services {
                 message: format!("a {} job cannot be canceled", job.status),
             };
             let t = transition(job.status, JobStatus::Canceled).map_err(|_| refused())?;
-            let now = timestamp::now();
-            let change = StatusChange {
-                job_id: job.job_id.clone(),
-                user_id: job.user_id.clone(),
-                transition: t,
-                cost_credits: job.cost_credits,
-                event: JobEvent {
-                    job_id: job.job_id.clone(),
-                    at: now,
-                    source: EventSource::Api,
-                    previous_status: Some(job.status),
-                    status: JobStatus::Canceled,
-                    message: format!("Canceled by the user; {} credits refunded", job.cost_credits),
-                    error_code: None,
-                    actor: Some(who.user_id.clone()),
-                },
-                error: None,
-                at: now,
-                update: JobUpdate::default(),
-            };
+            let message = format!("Canceled by the user; {} credits refunded", job.cost_credits);
+            let change = StatusChange::new(&job, t, EventSource::Api, message, None, JobUpdate::default()).by(&who.user_id);
+            let now = change.at;
             match self.jobs.change_status(&change).await? {
                 ChangeOutcome::Applied => {
                     if let Err(err) = self.workflows.stop(&job.job_id, "canceled by the user").await {
@@ -453,26 +436,7 @@ impl Services {
 /// when the lifecycle refuses it.
 pub fn failure_change(job: &Job, from: JobStatus, source: EventSource, error: JobError) -> Option<StatusChange> {
     let t = transition(from, JobStatus::Failed).ok()?;
-    let now = timestamp::now();
-    Some(StatusChange {
-        job_id: job.job_id.clone(),
-        user_id: job.user_id.clone(),
-        transition: t,
-        cost_credits: job.cost_credits,
-        event: JobEvent {
-            job_id: job.job_id.clone(),
-            at: now,
-            source,
-            previous_status: Some(from),
-            status: JobStatus::Failed,
-            message: error.message.clone(),
-            error_code: Some(error.code.clone()),
-            actor: None,
-        },
-        error: Some(error),
-        at: now,
-        update: JobUpdate::default(),
-    })
+    Some(StatusChange::new(job, t, source, error.message.clone(), Some(error), JobUpdate::default()))
 }
 
 fn workflow_input(job: &Job, settings: &Settings) -> WorkflowInput {

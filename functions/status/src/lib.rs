@@ -45,12 +45,7 @@ pub fn serves(request: &Request) -> bool {
 }
 
 pub async fn handler(services: &Services, request: Request) -> Result<Response<Body>, Error> {
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = request.uri().path(),
-        job_id = tracing::field::Empty,
-    );
+    let span = videojobs_api::request_span(&request);
     Ok(handle(services, &request).instrument(span).await)
 }
 

@@ -128,26 +128,9 @@ async fn progress(webhook: &Webhook, job: Job, status: &ProviderStatus) -> Resul
     match job.status {
         JobStatus::Submitted if matches!(status, ProviderStatus::Processing { .. }) => {
             let Ok(t) = transition(JobStatus::Submitted, JobStatus::Processing) else { return Ok(()) };
-            let now = timestamp::now();
-            let change = StatusChange {
-                job_id: job.job_id.clone(),
-                user_id: job.user_id.clone(),
-                transition: t,
-                cost_credits: job.cost_credits,
-                event: JobEvent {
-                    job_id: job.job_id.clone(),
-                    at: now,
-                    source: EventSource::Webhook,
-                    previous_status: Some(JobStatus::Submitted),
-                    status: JobStatus::Processing,
-                    message: "The provider is generating the video".into(),
-                    error_code: None,
-                    actor: None,
-                },
-                error: None,
-                at: now,
-                update: JobUpdate { progress: Some(percent.min(99)), ..JobUpdate::default() },
-            };
+            let update = JobUpdate { progress: Some(percent.min(99)), ..JobUpdate::default() };
+            let message = "The provider is generating the video";
+            let change = StatusChange::new(&job, t, EventSource::Webhook, message, None, update);
             if let ChangeOutcome::StatusWas(_) = webhook.jobs.change_status(&change).await? {
                 webhook.jobs.raise_progress(&job.job_id, percent).await?;
             }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 use videojobs_core::ids::JobId;
-use videojobs_core::job::{timestamp, Artifact, EventSource, Job, JobError, JobEvent};
+use videojobs_core::job::{timestamp, Artifact, EventSource, Job, JobError};
 use videojobs_core::lifecycle::{transition, JobStatus};
 use videojobs_core::ports::*;
 use videojobs_core::provider::{failure_advice, Provider, ProviderError, ProviderOutput, ProviderStatus, Providers, SubmitRequest};
@@ -161,19 +161,6 @@ async fn load(worker: &Worker, id: &JobId) -> Result<Job, WorkError> {
     worker.jobs.job(id).await?.ok_or_else(|| WorkError::Unusable(format!("no job {id}")))
 }
 
-fn event(job: &Job, source: EventSource, to: JobStatus, message: impl Into<String>, error_code: Option<&str>) -> JobEvent {
-    JobEvent {
-        job_id: job.job_id.clone(),
-        at: timestamp::now(),
-        source,
-        previous_status: Some(job.status),
-        status: to,
-        message: message.into(),
-        error_code: error_code.map(str::to_owned),
-        actor: None,
-    }
-}
-
 /// Moves `job` to `to` with `update`; `Ok(false)` when the lifecycle refuses
 /// or another writer moved the job first (then `job` holds where it is).
 async fn move_job(
@@ -186,16 +173,7 @@ async fn move_job(
     update: JobUpdate,
 ) -> Result<bool, WorkError> {
     let Ok(t) = transition(job.status, to) else { return Ok(false) };
-    let change = StatusChange {
-        job_id: job.job_id.clone(),
-        user_id: job.user_id.clone(),
-        transition: t,
-        cost_credits: job.cost_credits,
-        event: event(job, source, to, message, error.as_ref().map(|e| e.code.as_str())),
-        error,
-        at: timestamp::now(),
-        update,
-    };
+    let change = StatusChange::new(job, t, source, message, error, update);
     match worker.jobs.change_status(&change).await? {
         ChangeOutcome::Applied => {
             job.status = to;
