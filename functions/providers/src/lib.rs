@@ -33,6 +33,13 @@ fn build_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// A client built when first used: for functions that rarely need one (the
+/// webhook fetches a provider's signing keys at most), so that no trust store
+/// loads at their start.
+pub fn http_client_on_first_use() -> HttpClient {
+    HttpClient(Arc::new(std::sync::OnceLock::new()))
+}
+
 pub fn http_client() -> HttpClient {
     let cell = Arc::new(std::sync::OnceLock::new());
     let warm = cell.clone();

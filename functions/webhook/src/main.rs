@@ -5,7 +5,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     videojobs_aws::telemetry::init();
     let resources = videojobs_aws::Resources::from_env()?;
-    let providers = videojobs_providers::from_env(videojobs_providers::http_client())?;
+    let providers = videojobs_providers::from_env(videojobs_providers::http_client_on_first_use())?;
     let clients = videojobs_aws::AwsClients::from_env().await;
     let store = videojobs_aws::DynamoStore::new(clients.dynamodb, &resources.jobs_table, &resources.prompts_table);
     let queue = videojobs_aws::SqsWorkQueue::new(clients.sqs, &resources.work_queue_url);
