@@ -315,6 +315,23 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Puts an item unless its key exists: `false` when it did.
+    async fn put_if_absent(&self, item: Item) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.jobs_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) => Err(store_error("PutItem", err)),
+        }
+    }
+
     /// Saves a key's hash (used by the local stack's seeding and by admins).
     pub async fn save_api_key(&self, hash: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError> {
         let mut item = key(format!("APIKEY#{}", hash.as_str()), "APIKEY");
@@ -587,19 +604,7 @@ impl JobStore for DynamoStore {
         item.insert("request_id".into(), s(request_id));
         item.insert("received_at".into(), s(timestamp::format(timestamp::now())));
         item.insert("ttl_epoch".into(), epoch_after(RECEIPT_TTL_SECONDS));
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.jobs_table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(err) => Err(store_error("PutItem", err)),
-        }
+        self.put_if_absent(item).await
     }
 
     async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
@@ -715,21 +720,7 @@ impl AccountStore for DynamoStore {
         item.insert("credits".into(), n(credits));
         item.insert("active_jobs".into(), n(0));
         item.insert("created_at".into(), s(timestamp::format(timestamp::now())));
-        match self
-            .client
-            .put_item()
-            .table_name(&self.jobs_table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(false)
-            }
-            Err(err) => Err(store_error("PutItem", err)),
-        }
+        self.put_if_absent(item).await
     }
 
     async fn grant_credits(&self, user: &UserId, credits: i64) -> Result<Account, StoreError> {
@@ -766,15 +757,11 @@ impl UploadStore for DynamoStore {
         item.insert("object_key".into(), s(upload.object_key.as_str()));
         item.insert("created_at".into(), s(timestamp::format(upload.created_at)));
         item.insert("ttl_epoch".into(), epoch_after(UPLOAD_TTL_SECONDS));
-        self.client
-            .put_item()
-            .table_name(&self.jobs_table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(|e| store_error("PutItem", e))?;
-        Ok(())
+        if self.put_if_absent(item).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Internal(format!("upload id {} already taken", upload.upload_id)))
+        }
     }
 
     async fn upload(&self, id: &UploadId) -> Result<Option<Upload>, StoreError> {
