@@ -1,5 +1,14 @@
 # Shared by scripts/up and scripts/test: each step installs or starts what it
-# needs only when it is missing, so a second run is quick.
+# needs only when it is missing, so a second run is quick. The callers run from
+# the repository root (the paths below are relative to it).
+#
+#   ensure_venv              .venv with the pinned tools of infra/local/requirements.txt
+#   ensure_ffmpeg            ffmpeg (and the title cards' font) from Debian
+#   ensure_moto              moto on 127.0.0.1:$MOTO_PORT, reused if one answers there;
+#                            exports AWS_ENDPOINT_URL, region and test credentials
+#   stop_moto_if_started_here
+#   bootstrap_stack [NAME]   the template's resources in moto; exports their names
+#   lint_template            cfn-lint and sam validate --lint, offline
 
 LOCAL_DIR=".local"
 VENV=".venv"
@@ -17,7 +26,11 @@ ensure_venv() {
     return
   fi
   log "installing the local stack's Python tools into $VENV"
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  # A venv whose interpreter no longer runs (python3 upgraded) is made anew.
+  "$VENV/bin/python" -c '' 2>/dev/null || python3 -m venv --clear "$VENV" || {
+    log "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+    return 1
+  }
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -r infra/local/requirements.txt
   echo "$want" > "$stamp"
@@ -29,14 +42,21 @@ ensure_ffmpeg() {
     && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] && return
   log "installing ffmpeg"
   local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { log "ffmpeg is missing and installing it needs root"; return 1; }
+    sudo="sudo"
+  fi
   $sudo apt-get update -qq
   # The DejaVu font draws the prompt on the local provider's title cards.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg fonts-dejavu-core >/dev/null
 }
 
+# moto's own config endpoint, which names its services: another server on the
+# port does not pass for moto.
 moto_answers() {
-  curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$MOTO_PORT/moto-api/config" 2>/dev/null
+  local config
+  config=$(curl -fsS --max-time 2 "http://127.0.0.1:$MOTO_PORT/moto-api/config" 2>/dev/null) \
+    && [[ $config == *'"lambda"'* ]]
 }
 
 # moto in server mode on $MOTO_PORT, reused when one already answers there.
@@ -49,18 +69,37 @@ ensure_moto() {
   if moto_answers; then
     return
   fi
+  if curl -sS -o /dev/null --max-time 2 "http://127.0.0.1:$MOTO_PORT/" 2>/dev/null; then
+    log "port $MOTO_PORT answers, but not as moto: set MOTO_PORT to a free port"
+    return 1
+  fi
   log "starting moto on port $MOTO_PORT (log: $LOCAL_DIR/moto.log)"
   mkdir -p "$LOCAL_DIR"
-  # Its own session, so that Ctrl-C on scripts/up leaves it (and its data) running.
-  setsid "$VENV/bin/python" infra/local/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" \
+  # Its own session, so that Ctrl-C on scripts/up leaves it (and its data)
+  # running. The shell writes its own pid and becomes moto (exec): $! would be
+  # setsid's when setsid has to fork.
+  # shellcheck disable=SC2016 # $$ is for the inner shell
+  setsid sh -c 'echo $$ > "$1"; shift; exec "$@"' sh "$LOCAL_DIR/moto.pid" \
+    "$VENV/bin/python" infra/local/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" \
     >"$LOCAL_DIR/moto.log" 2>&1 < /dev/null &
-  echo $! > "$LOCAL_DIR/moto.pid"
   MOTO_STARTED_HERE=1
+  local pid=""
   for _ in $(seq 1 60); do
     moto_answers && return
+    [ -n "$pid" ] || pid=$(cat "$LOCAL_DIR/moto.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      # It exited: another moto may have taken the port first (two commands
+      # starting at once); use that one, else give up.
+      if moto_answers; then
+        MOTO_STARTED_HERE=""
+        return
+      fi
+      break
+    fi
     sleep 0.5
   done
-  log "moto did not start; see $LOCAL_DIR/moto.log"
+  log "moto did not start; the end of $LOCAL_DIR/moto.log:"
+  tail -n 20 "$LOCAL_DIR/moto.log" >&2
   return 1
 }
 
@@ -75,7 +114,7 @@ stop_moto_if_started_here() {
 # Creates the template's resources in moto (again: it reuses what exists) and
 # exports their names for the functions.
 bootstrap_stack() {
-  local name="${1:-videojobs-local}"
+  local name="${1:-${STACK_NAME:-videojobs-local}}"
   local env_file="$LOCAL_DIR/$name.env"
   "$VENV/bin/python" infra/local/bootstrap.py --stack-name "$name" --env-out "$env_file" >/dev/null
   # shellcheck disable=SC1090
@@ -109,9 +148,12 @@ ensure_local_provider() {
   return 1
 }
 
-# cfn-lint and SAM's own validation; both work offline with any credentials.
+# cfn-lint (warnings fail too) and SAM's own validation. Both run offline and
+# need no credentials; sam wants a region, and telemetry off keeps it from
+# reaching out.
 lint_template() {
   log "linting template.yaml"
   "$VENV/bin/cfn-lint" template.yaml
-  "$VENV/bin/sam" validate --lint --template-file template.yaml --region "$AWS_REGION" >/dev/null
+  SAM_CLI_TELEMETRY=0 "$VENV/bin/sam" validate --lint --template-file template.yaml \
+    --region "${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}" >/dev/null
 }
