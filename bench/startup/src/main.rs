@@ -3,144 +3,229 @@
 //! fake Runtime API. Binaries are measured in interleaved rounds, so that a
 //! noisy moment on a shared machine hits all of them alike.
 //!
-//! startup-bench [--rounds N] [--check] BINARY...   (the first is the baseline)
+//! startup-bench [--rounds N] [--check] BASELINE BINARY...
+//!
+//! The first binary is the baseline the others are compared with (a bare
+//! `lambda_runtime` function). `--check` exits non-zero when a target is missed.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const START_UP_TARGET: f64 = 1.5;
 const SIZE_TARGET_MB: f64 = 8.0;
+/// A binary that has not asked for an event by then is reported, not waited for.
+const TIMEOUT: Duration = Duration::from_secs(10);
+const NEXT_EVENT: &str = "GET /2018-06-01/runtime/invocation/next";
 
-fn first_request(binary: &str) -> Result<Duration, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    let mut child = Command::new(binary)
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("JOBS_TABLE", "jobs")
-        .env("PROMPTS_TABLE", "prompts")
-        .env("MEDIA_BUCKET", "media")
-        .env("STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:jobs")
-        .env("WORK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/work")
-        .env("WEBHOOK_BASE_URL", "https://example.lambda-url.us-east-1.on.aws/")
-        // Lambda's image names one CA bundle; without it a Debian machine has the
-        // TLS stack scan a directory of 146 files instead.
-        .envs(std::env::var("SSL_CERT_FILE").map(|file| ("SSL_CERT_FILE", file)))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{binary}: {e}"))?;
-    let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
-    let mut buffer = [0u8; 512];
-    let mut seen = Vec::new();
-    // The request line is enough: it names the path the runtime asks for.
-    while !seen.windows(2).any(|w| w == b"\r\n") {
-        let n = stream.read(&mut buffer).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        seen.extend_from_slice(&buffer[..n]);
-    }
-    let elapsed = started.elapsed();
-    let line = String::from_utf8_lossy(&seen);
-    let _ = stream.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n");
-    let _ = child.kill();
-    let _ = child.wait();
-    if !line.contains("/runtime/invocation/next") {
-        return Err(format!("{binary}: unexpected first request {line:?}"));
-    }
-    Ok(elapsed)
+/// What Lambda sets, and the resource names the functions read at init.
+const LAMBDA_ENV: &[(&str, &str)] = &[
+    ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
+    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+    ("AWS_LAMBDA_FUNCTION_VERSION", "1"),
+    ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/01/01/[1]bench"),
+    ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("JOBS_TABLE", "jobs"),
+    ("PROMPTS_TABLE", "prompts"),
+    ("MEDIA_BUCKET", "media"),
+    ("STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:jobs"),
+    ("WORK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/work"),
+    // The worker also needs the URL providers call back.
+    ("WEBHOOK_BASE_URL", "https://example.lambda-url.us-east-1.on.aws/"),
+];
+
+/// Lambda's image (Amazon Linux) has one CA bundle and no directory of hashed
+/// certificate files; a Debian machine has 146 of them, which the TLS stack
+/// reads unless `SSL_CERT_FILE` names the bundle. Passed through when set.
+fn ca_bundle() -> Option<String> {
+    std::env::var("SSL_CERT_FILE").ok().filter(|f| !f.is_empty())
 }
 
-fn stripped_mb(binary: &str) -> f64 {
+/// One cold start: spawn to the first request line on a fresh fake Runtime API.
+fn first_request(binary: &str, scratch: &Path) -> Result<Duration, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let stderr_log = scratch.with_extension("stderr");
+    let stderr = std::fs::File::create(&stderr_log).map_err(|e| e.to_string())?;
+    let mut command = Command::new(binary);
+    command
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .envs(LAMBDA_ENV.iter().copied())
+        .envs(ca_bundle().map(|file| ("SSL_CERT_FILE", file)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+
+    let started = Instant::now();
+    let child = command.spawn().map_err(|e| format!("{binary}: {e}"))?;
+    let child = Arc::new(Mutex::new(child));
+
+    // Wakes the accept below if the binary exits or hangs before it asks for an event.
+    let (done, done_rx) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn({
+        let child = Arc::clone(&child);
+        move || -> Option<String> {
+            loop {
+                match done_rx.recv_timeout(Duration::from_millis(50)) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return None,
+                }
+                let mut child = child.lock().unwrap();
+                let problem = match child.try_wait() {
+                    Ok(Some(status)) => Some(format!("exited ({status}) before asking for an event")),
+                    Ok(None) if started.elapsed() > TIMEOUT => {
+                        let _ = child.kill();
+                        Some(format!("did not ask for an event within {} s", TIMEOUT.as_secs()))
+                    }
+                    Ok(None) => None,
+                    Err(e) => Some(e.to_string()),
+                };
+                if problem.is_some() {
+                    let _ = TcpStream::connect(addr);
+                    return problem;
+                }
+            }
+        }
+    });
+
+    let mut seen = Vec::new();
+    if let Ok((mut stream, _)) = listener.accept() {
+        let _ = stream.set_read_timeout(Some(TIMEOUT));
+        let mut buffer = [0u8; 512];
+        // The request line is enough: it names the path the runtime asks for.
+        while !seen.windows(2).any(|w| w == b"\r\n") {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+        let _ = stream.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n");
+    }
+    let elapsed = started.elapsed();
+    let _ = done.send(());
+    let problem = watchdog.join().unwrap_or(None);
+    {
+        let mut child = child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    let line = String::from_utf8_lossy(&seen);
+    let line = line.lines().next().unwrap_or("");
+    if line.starts_with(NEXT_EVENT) {
+        return Ok(elapsed);
+    }
+    let problem = problem.unwrap_or_else(|| format!("first request was {line:?}, not {NEXT_EVENT:?}"));
+    let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+    Err(format!("{binary}: {problem}\n{}", tail.join("\n")))
+}
+
+/// File size as built; a copy is stripped as well, and the smaller reported.
+fn stripped_bytes(binary: &str, scratch: &Path) -> u64 {
     let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
-    // The release profile strips symbols already; strip a copy to make sure.
-    let copy = std::env::temp_dir().join(format!("startup-bench-{}", std::process::id()));
+    let copy = scratch.with_extension("strip");
     let stripped = std::fs::copy(binary, &copy)
         .ok()
-        .and_then(|_| Command::new("strip").arg(&copy).status().ok())
+        .and_then(|_| Command::new("strip").arg(&copy).stderr(Stdio::null()).status().ok())
         .filter(|s| s.success())
         .and_then(|_| std::fs::metadata(&copy).ok())
         .map(|m| m.len())
         .unwrap_or(size);
     let _ = std::fs::remove_file(&copy);
-    size.min(stripped) as f64 / 1_000_000.0
+    size.min(stripped)
 }
 
+/// Nearest-rank percentile of sorted samples.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
 }
 
+fn usage() -> ! {
+    eprintln!("usage: startup-bench [--rounds N] [--check] BASELINE BINARY...");
+    std::process::exit(2);
+}
+
 fn main() {
-    let mut rounds = 30;
+    let mut rounds = 30usize;
     let mut check = false;
     let mut binaries = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--rounds" => rounds = args.next().and_then(|n| n.parse().ok()).unwrap_or(rounds),
+            "--rounds" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => rounds = n,
+                _ => usage(),
+            },
             "--check" => check = true,
+            flag if flag.starts_with("--") => usage(),
             _ => binaries.push(arg),
         }
     }
     if binaries.len() < 2 {
-        eprintln!("usage: startup-bench [--rounds N] [--check] BASELINE BINARY...");
-        std::process::exit(2);
+        usage();
     }
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); binaries.len()];
+    let scratch: PathBuf = std::env::temp_dir().join(format!("startup-bench-{}", std::process::id()));
+
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); binaries.len()];
     for _ in 0..rounds {
         for (i, binary) in binaries.iter().enumerate() {
-            match first_request(binary) {
+            match first_request(binary, &scratch) {
                 Ok(elapsed) => samples[i].push(elapsed.as_secs_f64() * 1000.0),
                 Err(err) => {
                     eprintln!("{err}");
+                    let _ = std::fs::remove_file(scratch.with_extension("stderr"));
                     std::process::exit(1);
                 }
             }
         }
     }
-    let medians: Vec<f64> = samples
-        .iter_mut()
-        .map(|s| {
-            s.sort_by(f64::total_cmp);
-            percentile(s, 0.5)
-        })
-        .collect();
-    println!("| binary | median ms | p90 ms | min ms | × bare | stripped MB | start-up ≤ {START_UP_TARGET}× | size ≤ {SIZE_TARGET_MB} MB |");
+    let _ = std::fs::remove_file(scratch.with_extension("stderr"));
+    for s in &mut samples {
+        s.sort_by(f64::total_cmp);
+    }
+    let baseline = percentile(&samples[0], 0.5);
+
+    println!("| binary | median ms | p90 ms | min ms | × bare | stripped MB | start-up ≤ {START_UP_TARGET}× bare | size ≤ {SIZE_TARGET_MB} MB |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut missed = false;
     for (i, binary) in binaries.iter().enumerate() {
         let s = &samples[i];
-        let ratio = medians[i] / medians[0];
-        let mb = stripped_mb(binary);
+        let median = percentile(s, 0.5);
+        let ratio = median / baseline;
+        let mb = stripped_bytes(binary, &scratch) as f64 / 1e6;
         let (fast, small) = (ratio <= START_UP_TARGET, mb <= SIZE_TARGET_MB);
         if i > 0 && !(fast && small) {
             missed = true;
         }
-        let name = std::path::Path::new(binary).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mark = |ok: bool| if i == 0 { "baseline" } else if ok { "yes" } else { "NO" };
+        let name = Path::new(binary).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mark = |ok: bool| if i == 0 { "baseline" } else if ok { "pass" } else { "**FAIL**" };
         println!(
-            "| {name} | {:.2} | {:.2} | {:.2} | {ratio:.2} | {mb:.2} | {} | {} |",
-            medians[i],
+            "| {name} | {median:.2} | {:.2} | {:.2} | {ratio:.2} | {mb:.2} | {} | {} |",
             percentile(s, 0.9),
             s[0],
             mark(fast),
             mark(small)
         );
     }
-    println!("\n{rounds} interleaved rounds; start-up is spawn to the first request for an event.");
+    println!();
+    println!(
+        "{rounds} interleaved rounds; start-up is spawn to the first `{NEXT_EVENT}`; \
+         MB = 10^6 bytes; SSL_CERT_FILE {}.",
+        match ca_bundle() {
+            Some(file) => format!("= {file}"),
+            None => "not set".into(),
+        }
+    );
     if check && missed {
         std::process::exit(1);
     }
