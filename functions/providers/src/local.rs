@@ -111,6 +111,16 @@ async fn failure(response: reqwest::Response) -> ProviderError {
     status_error(status, retry_after, if code.is_empty() { "refused".into() } else { code }, message)
 }
 
+/// Sends a call; an error status becomes the provider error it stands for.
+async fn send(call: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
+    let response = call.send().await.map_err(network_error)?;
+    if response.status().is_success() {
+        Ok(response)
+    } else {
+        Err(failure(response).await)
+    }
+}
+
 #[async_trait]
 impl Provider for LocalProvider {
     fn name(&self) -> &ProviderName {
@@ -122,50 +132,25 @@ impl Provider for LocalProvider {
         if let Some(faults) = &request.faults {
             body["faults"] = faults.clone();
         }
-        let response = self
+        let call = self
             .http
             .get()
             .post(format!("{}/v1/predictions", self.base_url))
             .header("idempotency-key", &request.idempotency_key)
-            .json(&body)
-            .send()
-            .await
-            .map_err(network_error)?;
-        if !response.status().is_success() {
-            return Err(failure(response).await);
-        }
-        let prediction: Prediction = response.json().await.map_err(network_error)?;
+            .json(&body);
+        let prediction: Prediction = send(call).await?.json().await.map_err(network_error)?;
         Ok(prediction.id)
     }
 
     async fn poll(&self, request_id: &str) -> Result<ProviderStatus, ProviderError> {
-        let response = self
-            .http
-            .get()
-            .get(format!("{}/v1/predictions/{request_id}", self.base_url))
-            .send()
-            .await
-            .map_err(network_error)?;
-        if !response.status().is_success() {
-            return Err(failure(response).await);
-        }
-        let prediction: Prediction = response.json().await.map_err(network_error)?;
+        let call = self.http.get().get(format!("{}/v1/predictions/{request_id}", self.base_url));
+        let prediction: Prediction = send(call).await?.json().await.map_err(network_error)?;
         normalise(prediction).map_err(|message| ProviderError::Transient { message, retry_after: None })
     }
 
     async fn cancel(&self, request_id: &str) -> Result<(), ProviderError> {
-        let response = self
-            .http
-            .get()
-            .post(format!("{}/v1/predictions/{request_id}/cancel", self.base_url))
-            .send()
-            .await
-            .map_err(network_error)?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(failure(response).await)
-        }
+        send(self.http.get().post(format!("{}/v1/predictions/{request_id}/cancel", self.base_url))).await?;
+        Ok(())
     }
 
     async fn verify_callback(&self, callback: &Callback<'_>) -> Result<ProviderEvent, CallbackError> {
