@@ -45,6 +45,8 @@ use videojobs_core::{JobStatus, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
 
+mod provider_switch;
+
 pub const INDEX_BY_USER: &str = "by_user";
 pub const INDEX_ACTIVE_BY_USER: &str = "active_by_user";
 pub const INDEX_BY_PROVIDER_REQUEST: &str = "by_provider_request";

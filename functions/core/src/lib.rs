@@ -3,6 +3,7 @@
 //! the workflow engine. Nothing here knows about AWS.
 
 pub mod error;
+pub mod failover;
 pub mod ids;
 pub mod job;
 pub mod lifecycle;

@@ -17,6 +17,8 @@ pub struct Settings {
     pub body_max_bytes: usize,
     /// How long the state machine waits for a video before giving up.
     pub generation_timeout_seconds: u64,
+    /// Where a job goes when its provider refuses it or keeps failing to accept it.
+    pub failover: Option<crate::failover::Failover>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,7 +63,18 @@ impl Settings {
         if retention_seconds == 0 {
             return Err(ConfigError { name: "RETENTION_SECONDS", problem: "must be at least 1".into() });
         }
+        let failover = match get("FALLBACK_PROVIDER").filter(|p| !p.trim().is_empty()) {
+            Some(text) => {
+                let after_attempts = number(&get, "FALLBACK_AFTER_ATTEMPTS", 2)?;
+                if after_attempts == 0 {
+                    return Err(ConfigError { name: "FALLBACK_AFTER_ATTEMPTS", problem: "must be at least 1".into() });
+                }
+                Some(crate::failover::Failover { fallback: provider("FALLBACK_PROVIDER", &text)?, after_attempts })
+            }
+            None => None,
+        };
         Ok(Self {
+            failover,
             retention_seconds,
             max_active_jobs: number(&get, "MAX_ACTIVE_JOBS", 5)?,
             default_provider,
@@ -103,6 +116,19 @@ mod tests {
         assert!(!s.limits.allow_http_webhooks);
         assert_eq!(s.body_max_bytes, 65_536);
         assert_eq!(s.generation_timeout_seconds, 900);
+        assert_eq!(s.failover, None);
+    }
+
+    #[test]
+    fn a_fallback_provider_fails_over_after_two_attempts_unless_told_otherwise() {
+        let s = settings(&[("FALLBACK_PROVIDER", "local")]).unwrap();
+        let failover = s.failover.unwrap();
+        assert_eq!((failover.fallback.as_str(), failover.after_attempts), ("local", 2));
+        let s = settings(&[("FALLBACK_PROVIDER", "fal"), ("FALLBACK_AFTER_ATTEMPTS", "4")]).unwrap();
+        assert_eq!(s.failover.unwrap().after_attempts, 4);
+        assert_eq!(settings(&[("FALLBACK_PROVIDER", "fal"), ("FALLBACK_AFTER_ATTEMPTS", "0")]).unwrap_err().name, "FALLBACK_AFTER_ATTEMPTS");
+        assert_eq!(settings(&[("FALLBACK_PROVIDER", "No Way")]).unwrap_err().name, "FALLBACK_PROVIDER");
+        assert_eq!(settings(&[("FALLBACK_PROVIDER", "")]).unwrap().failover, None);
     }
 
     #[test]

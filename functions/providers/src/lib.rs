@@ -1,7 +1,12 @@
 //! Provider adapters. Each turns one provider's wire format into the
 //! normalised types of `videojobs_core::provider`.
 
+pub mod fal;
+mod jwks;
 pub mod local;
+pub mod replicate;
+#[cfg(any(test, feature = "test-server"))]
+pub mod replay;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,9 +55,18 @@ pub fn http_client() -> HttpClient {
 }
 
 /// The providers this deployment is configured for, from the environment:
-/// `LOCAL_PROVIDER_URL` and `LOCAL_PROVIDER_WEBHOOK_SECRETS` enable the local one.
+/// `LOCAL_PROVIDER_URL` and `LOCAL_PROVIDER_WEBHOOK_SECRETS` enable the local one,
+/// `REPLICATE_WEBHOOK_SECRET` Replicate (`replicate::Config::from_lookup`),
+/// `FAL_KEY` or `FAL_JWKS_URL` fal (`fal::Config::from_lookup`). A function that
+/// only verifies callbacks (the webhook) is given no API token.
 pub fn from_lookup(get: impl Fn(&str) -> Option<String>, http: HttpClient) -> Result<Providers, ConfigError> {
     let mut providers = Providers::default();
+    if let Some(config) = replicate::Config::from_lookup(&get)? {
+        providers = providers.with(Arc::new(replicate::ReplicateProvider::new(config, http.clone())));
+    }
+    if let Some(config) = fal::Config::from_lookup(&get)? {
+        providers = providers.with(Arc::new(fal::FalProvider::new(config, http.clone())));
+    }
     if let Some(url) = get("LOCAL_PROVIDER_URL").filter(|u| !u.is_empty()) {
         let secrets = get("LOCAL_PROVIDER_WEBHOOK_SECRETS").unwrap_or_default();
         let secrets = WebhookSecret::parse_list(&secrets).map_err(|e| ConfigError {
@@ -83,4 +97,14 @@ pub(crate) fn status_error(status: u16, retry_after: Option<Duration>, code: Str
 /// A network failure: the request may not have arrived, so it may be retried.
 pub(crate) fn network_error(err: reqwest::Error) -> ProviderError {
     ProviderError::Transient { message: format!("network: {err}"), retry_after: None }
+}
+
+/// Seconds from a `retry-after` header (providers send whole seconds).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers.get("retry-after")?.to_str().ok()?.trim().parse().ok().map(Duration::from_secs)
+}
+
+/// A configured value that must be present, or `None`.
+pub(crate) fn non_empty(get: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
