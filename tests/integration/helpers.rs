@@ -366,6 +366,11 @@ impl Drop for Pipeline {
 
 impl Pipeline {
     pub async fn start(settings: Settings) -> Self {
+        Self::start_with(settings, Vec::new()).await
+    }
+
+    /// The pipeline with further provider settings (`REPLICATE_API_URL`, …).
+    pub async fn start_with(settings: Settings, provider_env: Vec<(&'static str, String)>) -> Self {
         let resources = fresh_resources();
         let secret = videojobs_core::signing::WebhookSecret::generate_text();
         let provider_dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
@@ -382,7 +387,7 @@ impl Pipeline {
         let lookup = |name: &str| match name {
             "LOCAL_PROVIDER_URL" => Some(provider.base_url.clone()),
             "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some(secret.clone()),
-            _ => None,
+            other => provider_env.iter().find(|(name, _)| *name == other).map(|(_, value)| value.clone()),
         };
         let providers = videojobs_providers::from_lookup(lookup, http).expect("providers");
         let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");

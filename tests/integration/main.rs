@@ -6,6 +6,7 @@ mod helpers;
 mod cancel;
 mod concurrency;
 mod create;
+mod failover;
 mod pipeline;
 mod reads;
 mod sample_events;

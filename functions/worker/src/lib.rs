@@ -24,6 +24,8 @@ use videojobs_core::request::ImageSource;
 use videojobs_core::work::WorkMessage;
 use videojobs_core::StoreError;
 
+mod failover;
+
 /// Error names the worker fails tasks with; the state machine matches on them.
 pub mod task_errors {
     /// A transient provider error: the state machine retries with backoff.
@@ -45,6 +47,9 @@ pub struct Worker {
     pub outputs: Arc<dyn OutputStore>,
     pub tasks: Arc<dyn TaskTokens>,
     pub providers: Providers,
+    /// Where a job goes when its provider refuses it or keeps failing to accept it.
+    pub failover: Option<videojobs_core::failover::Failover>,
+    pub switches: Arc<dyn videojobs_core::failover::ProviderSwitch>,
     /// Where providers call back: `{callback_base_url}/webhooks/{provider}`.
     pub callback_base_url: String,
     pub retention_seconds: u64,
@@ -68,11 +73,13 @@ impl Worker {
         ));
         Worker {
             jobs: store.clone(),
+            switches: store.clone(),
             uploads: store,
             media: Arc::new(videojobs_aws::S3Media::new(clients.s3.clone(), &resources.media_bucket)),
             outputs: Arc::new(videojobs_aws::S3Outputs::new(clients.s3.clone(), &resources.media_bucket, http)),
             tasks: Arc::new(videojobs_aws::StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),
             providers,
+            failover: settings.failover.clone(),
             callback_base_url,
             retention_seconds: settings.retention_seconds,
             presign_ttl_seconds: settings.presign_ttl_seconds,
@@ -233,7 +240,7 @@ async fn submit(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkErro
     }
     // Kept before the provider is asked: whatever happens next can answer the wait.
     worker.jobs.save_task_token(id, token).await?;
-    let Some(provider) = provider_for(worker, &job).cloned() else {
+    let Some(mut provider) = provider_for(worker, &job).cloned() else {
         let error = JobError {
             code: "provider_unavailable".into(),
             message: format!("The provider '{}' is not available.", job.provider),
@@ -241,8 +248,14 @@ async fn submit(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkErro
         };
         return fail_job(worker, &mut job, error, task_errors::PROVIDER_REFUSED).await;
     };
-    let request = submit_request(worker, &job).await?;
-    match provider.submit(&request).await {
+    let mut outcome = provider.submit(&submit_request(worker, &job).await?).await;
+    if let Err(error) = &outcome {
+        if let Some(fallback) = failover::fail_over(worker, &mut job, error).await? {
+            provider = fallback;
+            outcome = provider.submit(&submit_request(worker, &job).await?).await;
+        }
+    }
+    match outcome {
         Ok(request_id) => {
             let update = JobUpdate {
                 provider_request: Some((job.provider.to_string(), request_id.clone())),
