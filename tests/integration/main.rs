@@ -9,5 +9,6 @@ mod create;
 mod failover;
 mod pipeline;
 mod reads;
+mod real_providers;
 mod sample_events;
 mod state_machine;

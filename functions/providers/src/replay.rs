@@ -15,12 +15,17 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    pub body: String,
+    pub body: Vec<u8>,
 }
 
 impl Reply {
     pub fn json(status: u16, body: serde_json::Value) -> Self {
-        Self { status, headers: Vec::new(), body: body.to_string() }
+        Self { status, headers: Vec::new(), body: body.to_string().into_bytes() }
+    }
+
+    /// A file, such as the video a provider serves.
+    pub fn bytes(content_type: &str, body: Vec<u8>) -> Self {
+        Self { status: 200, headers: vec![("content-type".into(), content_type.into())], body }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -120,7 +125,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
     }
     head.push_str("\r\n");
     let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(reply.body.as_bytes()).await;
+    let _ = stream.write_all(&reply.body).await;
     let _ = stream.shutdown().await;
 }
 
