@@ -184,3 +184,33 @@ async fn a_job_a_provider_accepted_is_never_switched() {
     let events = app.get(&format!("/videos/jobs/{id}/events")).await.body["events"].as_array().unwrap().clone();
     assert!(moves(&events).is_empty());
 }
+
+#[tokio::test]
+async fn a_redelivered_submit_message_after_failover_neither_moves_nor_submits_the_job_again() {
+    let server = ReplayServer::start().await;
+    server.on("POST", REPLICATE_CREATE, vec![Reply::json(401, json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401}))]);
+    server.on("POST", FAL_SUBMIT, vec![Reply::json(200, json!({"request_id": "fal-req-1", "gateway_request_id": "fal-req-1"}))]);
+    let env = provider_env(&server);
+    let lookup = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+    let providers = videojobs_providers::from_lookup(lookup, videojobs_providers::http_client()).unwrap();
+    let mut s = with_fallback(2);
+    s.failover = Some(Failover { fallback: "fal".parse().unwrap(), after_attempts: 2 });
+    let app = TestApp::on(crate::helpers::fresh_resources(), 100, s, providers, "https://hooks.test".into()).await;
+    let reply = app.post("/videos/generate", &json!({"prompt": "p", "duration_seconds": 1, "provider": "replicate"}).to_string()).await;
+    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
+    let (submit, _) = crate::helpers::next_message(&app, &id, "submit").await;
+    let message: videojobs_core::work::WorkMessage = serde_json::from_value(submit).unwrap();
+
+    worker::handle(&app.app.worker, message.clone()).await.unwrap();
+    worker::handle(&app.app.worker, message).await.unwrap();
+
+    let job = app.job(&id).await;
+    assert_eq!(job.status, JobStatus::Submitted);
+    assert_eq!((job.provider.as_str(), job.provider_request_id.as_deref()), ("fal", Some("fal-req-1")));
+    assert_eq!(server.requests_to("POST", REPLICATE_CREATE).len(), 1);
+    let submitted = server.requests_to("POST", FAL_SUBMIT);
+    assert_eq!(submitted.len(), 1);
+    assert!(submitted[0].target.contains("fal_webhook=https%3A%2F%2Fhooks.test%2Fwebhooks%2Ffal"), "{}", submitted[0].target);
+    let events = app.get(&format!("/videos/jobs/{id}/events")).await.body["events"].as_array().unwrap().clone();
+    assert_eq!(moves(&events).len(), 1, "{events:#?}");
+}
