@@ -8,5 +8,7 @@ mod concurrency;
 mod create;
 mod pipeline;
 mod reads;
+mod review;
+mod review_page;
 mod sample_events;
 mod state_machine;
