@@ -70,14 +70,15 @@ try {
     }));
     // Its events are listed (the job's history ends in "completed").
     await cardOf(id).locator("ol.events li", { hasText: "completed" }).first().waitFor();
+    // A frame from the middle of the video, for the screenshot.
+    await cardOf(id).locator("video").evaluate((video) => new Promise((resolve) => {
+      video.addEventListener("seeked", () => resolve(), { once: true });
+      video.currentTime = Math.min(1, video.duration / 2);
+    }));
   }
   seen.prompt = (await cardOf(approveId).locator('[data-role="prompt"]').textContent()).trim();
   seen.video_width = await cardOf(approveId).locator("video").evaluate((v) => v.videoWidth);
   seen.queue_before = await page.locator("li.card").count();
-
-  await cardOf(approveId).locator('[data-role="approve"]').click();
-  await cardOf(approveId).locator('[data-role="outcome"]').waitFor();
-  seen.approved_badge = (await cardOf(approveId).locator('[data-role="status"]').textContent()).trim();
 
   const rejectCard = cardOf(rejectId);
   // Rejecting without a reason is stopped on the page, before any request.
@@ -85,6 +86,12 @@ try {
   seen.reject_without_reason = (await rejectCard.locator('[data-role="error"]').textContent()).trim();
   await rejectCard.locator('[data-role="reason"]').selectOption("unreadable_text");
   await rejectCard.locator('[data-role="note"]').fill("The label on the bottle is <b>blurred</b>");
+  await page.screenshot({ path: join(artifactDir, "review-queue.png"), fullPage: true });
+
+  await cardOf(approveId).locator('[data-role="approve"]').click();
+  await cardOf(approveId).locator('[data-role="outcome"]').waitFor();
+  seen.approved_badge = (await cardOf(approveId).locator('[data-role="status"]').textContent()).trim();
+
   await rejectCard.locator('[data-role="reject"]').click();
   await rejectCard.locator('[data-role="outcome"]').waitFor();
   seen.rejected_badge = (await rejectCard.locator('[data-role="status"]').textContent()).trim();

@@ -23,7 +23,7 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
     let (reviewer, reviewer_key) = app.another_user(0, Role::Reviewer).await;
     let (_, admin_key) = app.another_user(0, Role::Admin).await;
     let artifacts = repo_root().join("target/test-artifacts");
-    for name in ["review-page.png", "review-stats.png"] {
+    for name in ["review-queue.png", "review-page.png", "review-stats.png"] {
         let _ = std::fs::remove_file(artifacts.join(name));
     }
 
@@ -59,7 +59,7 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
     } else {
         assert!(seen["approved_bar"].as_u64().is_some_and(|n| n >= 1), "{seen}");
     }
-    for name in ["review-page.png", "review-stats.png"] {
+    for name in ["review-queue.png", "review-page.png", "review-stats.png"] {
         let size = std::fs::metadata(artifacts.join(name)).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "{name} was kept as a test artifact ({size} bytes)");
     }

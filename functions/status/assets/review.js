@@ -153,6 +153,8 @@
     const video = el("video", { controls: true, preload: "metadata", muted: true, playsinline: true });
     const url = job.output && job.output.video_url;
     if (url && /^https?:\/\//.test(url)) video.src = url;
+    const poster = job.output && job.output.thumbnail_url;
+    if (poster && /^https?:\/\//.test(poster)) video.poster = poster;
     const status = el("span", { class: "badge", "data-role": "status" }, job.status_label);
     const events = el("ol", { class: "events" }, el("li", {}, "Loading…"));
     loadEvents(job.job_id, events);
@@ -191,6 +193,7 @@
       notice("Job " + job.job_id + ": " + reply.body.status_label + ".");
       loadEvents(job.job_id, events);
     }
+    reason.addEventListener("change", () => { problem.textContent = ""; });
     approve.addEventListener("click", () => send("approve"));
     reject.addEventListener("click", () => send("reject"));
 
@@ -200,7 +203,7 @@
         el("h3", {}, job.job_id), status,
         el("div", { class: "prompt", "data-role": "prompt" }, job.prompt || "(no prompt: animated from an image)"),
         facts(job),
-        el("details", {}, el("summary", {}, "Events"), events),
+        el("details", { open: true }, el("summary", {}, "Events"), events),
         decide, problem));
     return item;
   }
@@ -212,17 +215,18 @@
 
   // Vertical bars, one per [label, value].
   function columns(rows) {
-    const width = 420, height = 190, top = 16, bottom = 40;
+    const width = 420, height = 200, top = 16, bottom = 48, left = 28;
     const max = Math.max(1, ...rows.map(([, v]) => v));
-    const step = width / rows.length;
+    const step = (width - left) / rows.length;
     const chart = svg("svg", { viewBox: "0 0 " + width + " " + height, role: "img" });
     rows.forEach(([label, value, tone], i) => {
       const h = ((height - top - bottom) * value) / max;
-      const x = i * step + step * 0.15;
+      const x = left + i * step + step * 0.15;
       chart.append(svg("rect", { class: "bar " + (tone || ""), x, y: height - bottom - h, width: step * 0.7, height: Math.max(h, 0), "data-value": value }));
       chart.append(svg("text", { x: x + step * 0.35, y: height - bottom - h - 4, "text-anchor": "middle" }, value));
-      chart.append(svg("text", { x: x + step * 0.35, y: height - bottom + 14, "text-anchor": "middle",
-        transform: "rotate(30 " + (x + step * 0.35) + " " + (height - bottom + 14) + ")" }, label));
+      // Labels hang down-left from under their bar, so that long ones fit.
+      const cx = x + step * 0.35, ly = height - bottom + 12;
+      chart.append(svg("text", { x: cx, y: ly, "text-anchor": "end", transform: "rotate(-30 " + cx + " " + ly + ")" }, label));
     });
     return chart;
   }
