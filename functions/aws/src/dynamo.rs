@@ -14,7 +14,7 @@
 //! | callback receipt  | `RECEIPT#{provider}#{event_id}` | `RECEIPT`    | a provider event applied once; TTL a week |
 //!
 //! **Prompts** holds the raw prompt by `job_id`, apart so that only the
-//! functions that need it (create, worker) are granted it.
+//! functions that need it (create, worker, and status for reviewers) are granted it.
 //!
 //! Invariants, each carried by a condition on a write:
 //! - a job is created once: `attribute_not_exists(pk)` on the job put;
