@@ -9,6 +9,8 @@
 #   stop_moto_if_started_here
 #   bootstrap_stack [NAME]   the template's resources in moto; exports their names
 #   lint_template            cfn-lint and sam validate --lint, offline
+#   ensure_chromium          Debian's chromium, for the browser test (scripts/test only)
+#   ensure_browser_deps      node, and tests/browser's playwright-core from its lock file
 
 LOCAL_DIR=".local"
 VENV=".venv"
@@ -156,4 +158,38 @@ lint_template() {
   "$VENV/bin/cfn-lint" template.yaml
   SAM_CLI_TELEMETRY=0 "$VENV/bin/sam" validate --lint --template-file template.yaml \
     --region "${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}" >/dev/null
+}
+
+# Installs Debian packages as root (directly or through sudo).
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { log "installing $* needs root"; return 1; }
+    sudo="sudo"
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# Debian's Chromium: the review page's browser test drives it headless.
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return
+  log "installing chromium (for the browser test)"
+  apt_install chromium
+}
+
+# Node.js and the browser test's own packages (playwright-core, no browser
+# download), installed from tests/browser/package-lock.json; again only when
+# the lock file changes.
+ensure_browser_deps() {
+  command -v node >/dev/null && command -v npm >/dev/null || {
+    log "installing nodejs and npm (for the browser test)"
+    apt_install nodejs npm
+  }
+  local dir="tests/browser" stamp="tests/browser/node_modules/.lock.sha256" want
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  [ -d "$dir/node_modules/playwright-core" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return
+  log "installing the browser test's packages into $dir/node_modules"
+  (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$want" > "$stamp"
 }

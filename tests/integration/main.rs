@@ -10,5 +10,7 @@ mod failover;
 mod pipeline;
 mod reads;
 mod real_providers;
+mod review;
+mod review_page;
 mod sample_events;
 mod state_machine;

@@ -13,6 +13,8 @@ use videojobs_core::JobStatus;
 /// The key and job the sample events name.
 const SAMPLE_KEY: &str = "vj_sampleUserKey000000000000000000000000000";
 const SAMPLE_JOB: &str = "job_01kaz000000000000000000000";
+/// The reviewer's key the review samples carry.
+const SAMPLE_REVIEWER_KEY: &str = "vj_sampleReviewerKey00000000000000000000000";
 
 enum Function {
     Create,
@@ -29,9 +31,13 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("job-cancel.json", Function::Status, 200),
     ("job-events.json", Function::Status, 200),
     ("job-result.json", Function::Status, 409),
+    // The sample job is completed first (see `complete_sample_job`).
+    ("job-review.json", Function::Status, 200),
     ("job-status.json", Function::Status, 200),
     ("jobs-active.json", Function::Status, 200),
     ("jobs-list.json", Function::Status, 200),
+    ("review-page.json", Function::Status, 200),
+    ("review-queue.json", Function::Status, 200),
     ("uploads.json", Function::Create, 201),
     // Signed with a made-up signature: the webhook must refuse it and write nothing.
     ("webhook-local.json", Function::Webhook, 401),
@@ -65,7 +71,30 @@ async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
         output_expires_at: None,
     };
     app.put_job(&job).await;
+    let reviewer: ApiKey = SAMPLE_REVIEWER_KEY.parse().unwrap();
+    let principal = Principal { user_id: "sample-reviewer".parse().unwrap(), role: Role::Reviewer };
+    app.services.keys.save_key(&reviewer.hash(), &principal, "samples").await.unwrap();
     user
+}
+
+/// The sample job as the worker leaves it: completed, with a stored video.
+async fn complete_sample_job(app: &TestApp) {
+    let mut job = app.job(&SAMPLE_JOB.parse().unwrap()).await;
+    let now = timestamp::now();
+    job.status = JobStatus::Completed;
+    job.progress = 100;
+    job.completed_at = Some(now);
+    job.output_expires_at = Some(now + time::Duration::days(1));
+    job.output = Some(videojobs_core::job::Artifact {
+        video_key: format!("outputs/{SAMPLE_JOB}/video.mp4"),
+        thumbnail_key: None,
+        mime_type: "video/mp4".into(),
+        size_bytes: 1_000,
+        duration_seconds: 2.0,
+        width: 1280,
+        height: 720,
+    });
+    app.put_job(&job).await;
 }
 
 #[tokio::test]
@@ -90,6 +119,9 @@ async fn every_sample_event_runs_through_its_handler() {
 
     for (name, function, expected) in SAMPLES {
         seed_sample_user_and_job(&app).await;
+        if *name == "job-review.json" {
+            complete_sample_job(&app).await;
+        }
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
         let status = match function {
             Function::Create | Function::Status | Function::Webhook => {

@@ -4,7 +4,7 @@
 //!
 //! | item              | pk                      | sk                   | notes |
 //! |-------------------|-------------------------|----------------------|-------|
-//! | job               | `JOB#{job_id}`          | `JOB`                | `user_id` + `created_key` put it in index `by_user`; `active_user_id` (only while in flight) in `active_by_user`; `provider_request` (once submitted) in `by_provider_request` |
+//! | job               | `JOB#{job_id}`          | `JOB`                | `user_id` + `created_key` put it in index `by_user`; `active_user_id` (only while in flight) in `active_by_user`; `provider_request` (once submitted) in `by_provider_request`; `review_state = "pending"` + `completed_at` (only while completed) in `review_queue` |
 //! | event             | `JOB#{job_id}`          | `EVENT#{at}#{ulid}`  | sorted by time under its job |
 //! | task token        | `JOB#{job_id}`          | `TASK_TOKEN`         | what the execution waits on; apart, so the job item stays under 1 KB |
 //! | idempotency       | `IDEM#{user}#{key}`     | `IDEM`               | the first answer; TTL a day |
@@ -14,7 +14,7 @@
 //! | callback receipt  | `RECEIPT#{provider}#{event_id}` | `RECEIPT`    | a provider event applied once; TTL a week |
 //!
 //! **Prompts** holds the raw prompt by `job_id`, apart so that only the
-//! functions that need it (create, worker) are granted it.
+//! functions that need it (create, worker, and status for reviewers) are granted it.
 //!
 //! Invariants, each carried by a condition on a write:
 //! - a job is created once: `attribute_not_exists(pk)` on the job put;
@@ -50,6 +50,10 @@ mod provider_switch;
 pub const INDEX_BY_USER: &str = "by_user";
 pub const INDEX_ACTIVE_BY_USER: &str = "active_by_user";
 pub const INDEX_BY_PROVIDER_REQUEST: &str = "by_provider_request";
+/// Jobs waiting for a review, by `completed_at` (see `review_queue.rs`).
+pub const INDEX_REVIEW_QUEUE: &str = "review_queue";
+/// `review_state` of a job in the review queue; the attribute exists only then.
+pub const REVIEW_PENDING: &str = "pending";
 
 const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
 const UPLOAD_TTL_SECONDS: i64 = 24 * 3600;
@@ -132,6 +136,9 @@ pub fn job_item(job: &Job) -> Result<Item, StoreError> {
     }
     if let Some(request_id) = &job.provider_request_id {
         item.insert("provider_request".into(), s(format!("{}#{request_id}", job.provider)));
+    }
+    if job.status == JobStatus::Completed {
+        item.insert("review_state".into(), s(REVIEW_PENDING));
     }
     Ok(item)
 }
@@ -244,6 +251,14 @@ impl DynamoStore {
         }
         if t.frees_slot {
             clauses.remove.push("active_user_id");
+        }
+        // The review queue holds a job exactly while it is completed.
+        if t.to == JobStatus::Completed {
+            clauses.set.push("review_state = :review_pending".into());
+            clauses.values.insert(":review_pending".into(), s(REVIEW_PENDING));
+        }
+        if t.from == JobStatus::Completed {
+            clauses.remove.push("review_state");
         }
         let job_update = clauses
             .into_update(&self.jobs_table, key(job_pk(&change.job_id), "JOB"), condition)
@@ -388,6 +403,11 @@ impl UpdateClauses {
         if update.remove_output {
             c.remove.push("#output");
             c.names.insert("#output".into(), "output".into());
+        }
+        if let Some(review) = &update.review {
+            c.set.push("#review = :review".into());
+            c.names.insert("#review".into(), "review".into());
+            c.values.insert(":review".into(), AttributeValue::M(to_item(review)?));
         }
         Ok(c)
     }

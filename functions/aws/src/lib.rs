@@ -7,6 +7,7 @@ pub mod errors;
 pub mod http;
 pub mod metering;
 pub mod outputs;
+pub mod review_queue;
 pub mod s3;
 pub mod sfn;
 pub mod sqs;
@@ -153,6 +154,7 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
         media: Arc::new(S3Media::new(clients.s3.clone(), &resources.media_bucket)),
         workflows: Arc::new(StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),
         work: Arc::new(SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url)),
+        review_queue: Arc::new(review_queue::DynamoReviewQueue::new(clients.dynamodb.clone(), &resources.jobs_table)),
         settings,
     }
 }

@@ -48,6 +48,8 @@ pub enum AppError {
     WrongState { status: JobStatus, message: String },
     #[error("the video of this job has expired")]
     Expired,
+    #[error("a reviewer rejected this video, and it was deleted")]
+    Rejected,
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyConflict,
     #[error("there are already {limit} jobs in progress")]
@@ -82,6 +84,7 @@ impl AppError {
             AppError::RouteNotFound => "route_not_found",
             AppError::WrongState { .. } => "wrong_state",
             AppError::Expired => "expired",
+            AppError::Rejected => "video_rejected",
             AppError::IdempotencyConflict => "idempotency_conflict",
             AppError::TooManyActiveJobs { .. } => "too_many_active_jobs",
             AppError::Unavailable(_) => "unavailable",
@@ -114,6 +117,7 @@ impl AppError {
             AppError::RouteNotFound => return None,
             AppError::WrongState { .. } => "Check the job's status first.",
             AppError::Expired => "Generate the video again.",
+            AppError::Rejected => "Read the job's error for what to change, then generate the video again.",
             AppError::IdempotencyConflict => "Use a new Idempotency-Key for a different request.",
             AppError::TooManyActiveJobs { .. } => "Wait for a job to finish, or cancel one, then try again.",
             AppError::Unavailable(_) => "Try again in a moment; with the same Idempotency-Key it is safe.",

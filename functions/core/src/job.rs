@@ -117,6 +117,8 @@ pub struct JobError {
 pub struct Review {
     pub decision: String,
     pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub reviewer_id: UserId,
     #[serde(with = "timestamp")]
     pub reviewed_at: OffsetDateTime,

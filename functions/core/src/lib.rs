@@ -11,6 +11,7 @@ pub mod mp4;
 pub mod ports;
 pub mod provider;
 pub mod request;
+pub mod review;
 pub mod service;
 pub mod settings;
 pub mod signing;

@@ -140,6 +140,8 @@ pub struct JobUpdate {
     pub completed_at: Option<OffsetDateTime>,
     /// Forget the stored output (its objects were deleted).
     pub remove_output: bool,
+    /// A reviewer's decision, set with `completed → approved | rejected`.
+    pub review: Option<crate::job::Review>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

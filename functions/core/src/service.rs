@@ -26,6 +26,7 @@ pub struct Services {
     pub media: Arc<dyn MediaStore>,
     pub workflows: Arc<dyn Workflows>,
     pub work: Arc<dyn WorkQueue>,
+    pub review_queue: Arc<dyn crate::review::ReviewQueue>,
     pub settings: Settings,
 }
 
@@ -303,14 +304,15 @@ impl Services {
         self.status_body(&job).await
     }
 
-    async fn status_body(&self, job: &Job) -> Result<StatusBody, AppError> {
+    pub(crate) async fn status_body(&self, job: &Job) -> Result<StatusBody, AppError> {
         let links = self.output_links(job, timestamp::now()).await?;
         Ok(StatusBody::new(job, &links))
     }
 
     async fn output_links(&self, job: &Job, now: OffsetDateTime) -> Result<OutputLinks, AppError> {
         let Some(artifact) = &job.output else { return Ok(OutputLinks::default()) };
-        if output_has_expired(job, now) {
+        // A rejected video is being deleted: it is no longer offered.
+        if output_has_expired(job, now) || job.status == JobStatus::Rejected {
             return Ok(OutputLinks::default());
         }
         let ttl = self.settings.presign_ttl_seconds;
@@ -325,6 +327,9 @@ impl Services {
     pub async fn result(&self, who: &Principal, id: &str) -> Result<ResultBody, AppError> {
         let job = self.visible_job(who, id).await?;
         let now = timestamp::now();
+        if job.status == JobStatus::Rejected {
+            return Err(AppError::Rejected);
+        }
         if job.status == JobStatus::Expired || (job.output.is_some() && output_has_expired(&job, now)) {
             return Err(AppError::Expired);
         }
@@ -449,7 +454,7 @@ fn workflow_input(job: &Job, settings: &Settings) -> WorkflowInput {
 }
 
 /// An output that was not approved is gone after the retention window.
-fn output_has_expired(job: &Job, now: OffsetDateTime) -> bool {
+pub(crate) fn output_has_expired(job: &Job, now: OffsetDateTime) -> bool {
     job.status != JobStatus::Approved && job.output_expires_at.is_some_and(|at| at <= now)
 }
 

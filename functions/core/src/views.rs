@@ -63,6 +63,7 @@ pub struct CostView {
 pub struct ReviewView {
     pub decision: String,
     pub reason: Option<String>,
+    pub note: Option<String>,
     pub reviewer_id: String,
     pub reviewed_at: String,
 }
@@ -131,6 +132,7 @@ impl StatusBody {
             review: job.review.as_ref().map(|r| ReviewView {
                 decision: r.decision.clone(),
                 reason: r.reason.clone(),
+                note: r.note.clone(),
                 reviewer_id: r.reviewer_id.to_string(),
                 reviewed_at: timestamp::format(r.reviewed_at),
             }),

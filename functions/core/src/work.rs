@@ -1,6 +1,7 @@
 //! The messages on the work queue. The state machine sends `submit`, `poll`,
 //! `expire` and `give_up` (see `infra/statemachine/job.asl.json`); the
-//! webhook sends `finalize`; a cancel sends `cancel_at_provider`.
+//! webhook sends `finalize`; a cancel sends `cancel_at_provider`; a rejection
+//! sends `discard_output`.
 
 use crate::ids::JobId;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,9 @@ pub enum WorkMessage {
     GiveUp { job_id: JobId, error: Option<String> },
     /// The user canceled: tell the provider to stop.
     CancelAtProvider { job_id: JobId },
+    /// A reviewer rejected the video: delete it now rather than at the end of
+    /// the retention window.
+    DiscardOutput { job_id: JobId },
 }
 
 impl WorkMessage {
@@ -30,7 +34,8 @@ impl WorkMessage {
             | WorkMessage::Poll { job_id, .. }
             | WorkMessage::Expire { job_id }
             | WorkMessage::GiveUp { job_id, .. }
-            | WorkMessage::CancelAtProvider { job_id } => job_id,
+            | WorkMessage::CancelAtProvider { job_id }
+            | WorkMessage::DiscardOutput { job_id } => job_id,
         }
     }
 }
@@ -50,5 +55,8 @@ mod tests {
         assert_eq!(back, submit);
         assert_eq!(back.job_id(), &id);
         assert!(serde_json::from_str::<WorkMessage>(r#"{"kind":"dance","job_id":"x"}"#).is_err());
+        let discard: WorkMessage = serde_json::from_str(&format!(r#"{{"kind":"discard_output","job_id":"{id}"}}"#)).unwrap();
+        assert_eq!(discard, WorkMessage::DiscardOutput { job_id: id.clone() });
+        assert_eq!(discard.job_id(), &id);
     }
 }

@@ -1,18 +1,23 @@
 //! `status`: every read of a job and every user decision on one
 //! (`GET …/status`, `…/result`, `…/events`, the listings, `DELETE` to cancel),
-//! and the caller's own account (`GET /videos/account`).
+//! and the caller's own account (`GET /videos/account`); reviews
+//! (`POST …/review`, `GET /videos/review/queue`) and the review page
+//! (`GET /review`).
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use tracing::Instrument;
-use videojobs_api::{error_response, path_segments, presented_key, query_param, respond};
+use videojobs_api::{error_response, json_body, path_segments, presented_key, query_param, respond};
 use videojobs_core::ports::PageRequest;
 use videojobs_core::request::InvalidRequest;
+use videojobs_core::review::ReviewRequest;
 use videojobs_core::service::Services;
 use videojobs_core::AppError;
 
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
+
+pub mod page;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route<'a> {
@@ -23,6 +28,9 @@ enum Route<'a> {
     Active,
     List,
     Account,
+    Review(&'a str),
+    ReviewQueue,
+    ReviewPage,
 }
 
 fn route(request: &Request) -> Option<Route<'_>> {
@@ -35,6 +43,9 @@ fn route(request: &Request) -> Option<Route<'_>> {
         (&Method::GET, ["videos", "jobs", id, "result"]) => Some(Route::Result(id)),
         (&Method::GET, ["videos", "jobs", id, "events"]) => Some(Route::Events(id)),
         (&Method::DELETE, ["videos", "jobs", id]) => Some(Route::Cancel(id)),
+        (&Method::POST, ["videos", "jobs", id, "review"]) => Some(Route::Review(id)),
+        (&Method::GET, ["videos", "review", "queue"]) => Some(Route::ReviewQueue),
+        (&Method::GET, ["review"]) => Some(Route::ReviewPage),
         _ => None,
     }
 }
@@ -51,7 +62,11 @@ pub async fn handler(services: &Services, request: Request) -> Result<Response<B
 
 async fn handle(services: &Services, request: &Request) -> Response<Body> {
     let Some(route) = route(request) else { return error_response(&AppError::RouteNotFound) };
-    if let Route::Status(id) | Route::Result(id) | Route::Events(id) | Route::Cancel(id) = &route {
+    // The page holds no data: the reviewer's key is entered in it.
+    if route == Route::ReviewPage {
+        return page::review_page();
+    }
+    if let Route::Status(id) | Route::Result(id) | Route::Events(id) | Route::Cancel(id) | Route::Review(id) = &route {
         tracing::Span::current().record("job_id", *id);
     }
     let who = match services.authenticate(presented_key(request)).await {
@@ -76,7 +91,28 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
             Ok(page) => respond(ok, services.list(&who, page).await),
             Err(err) => error_response(&err),
         },
+        Route::Review(id) => respond(ok, review(services, request, &who, id).await),
+        Route::ReviewQueue => match page_request(request) {
+            Ok(page) => respond(ok, services.review_queue(&who, page).await),
+            Err(err) => error_response(&err),
+        },
+        Route::ReviewPage => page::review_page(),
     }
+}
+
+async fn review(
+    services: &Services,
+    request: &Request,
+    who: &videojobs_core::ports::Principal,
+    id: &str,
+) -> Result<videojobs_core::views::StatusBody, AppError> {
+    // The role is checked before the body, so a user learns only that they may not review.
+    if !who.role.can_review() {
+        return Err(AppError::Forbidden("only a reviewer or an admin can review videos"));
+    }
+    let body = json_body(request, services.settings.body_max_bytes)?;
+    let decision = ReviewRequest::parse(body)?;
+    services.review(who, id, decision).await
 }
 
 fn page_request(request: &Request) -> Result<PageRequest, AppError> {

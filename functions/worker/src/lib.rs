@@ -149,6 +149,7 @@ fn body_kind(message: &WorkMessage) -> &'static str {
         WorkMessage::Expire { .. } => "expire",
         WorkMessage::GiveUp { .. } => "give_up",
         WorkMessage::CancelAtProvider { .. } => "cancel_at_provider",
+        WorkMessage::DiscardOutput { .. } => "discard_output",
     }
 }
 
@@ -161,6 +162,7 @@ pub async fn handle(worker: &Worker, message: WorkMessage) -> Result<(), WorkErr
         WorkMessage::Expire { job_id } => expire(worker, &job_id).await,
         WorkMessage::GiveUp { job_id, error } => give_up(worker, &job_id, error.as_deref()).await,
         WorkMessage::CancelAtProvider { job_id } => cancel_at_provider(worker, &job_id).await,
+        WorkMessage::DiscardOutput { job_id } => discard_output(worker, &job_id).await,
     }
 }
 
@@ -509,6 +511,23 @@ async fn expire(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
         }
         other => tracing::info!(status = %other, "nothing to expire"),
     }
+    Ok(())
+}
+
+/// A reviewer rejected the video: delete its objects and forget them. Only a
+/// rejected job's output is touched, so a stray message cannot delete an
+/// approved video; a repeated one finds nothing left to do.
+async fn discard_output(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
+    let job = load(worker, id).await?;
+    let Some(artifact) = job.output.as_ref().filter(|_| job.status == JobStatus::Rejected) else {
+        tracing::info!(status = %job.status, "no rejected output to discard");
+        return Ok(());
+    };
+    let keys: Vec<String> = std::iter::once(artifact.video_key.clone()).chain(artifact.thumbnail_key.clone()).collect();
+    worker.outputs.delete(&keys).await?;
+    let update = JobUpdate { remove_output: true, ..JobUpdate::default() };
+    worker.jobs.update_in_status(id, JobStatus::Rejected, &update).await?;
+    tracing::info!(objects = keys.len(), "rejected output deleted");
     Ok(())
 }
 

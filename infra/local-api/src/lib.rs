@@ -162,6 +162,7 @@ pub fn banner(base: &str, keys: &DemoKeys) -> String {
          \n  user key     ({}, {DEMO_CREDITS} credits): {}\
          \n  reviewer key ({}): {}\
          \n  admin key    ({}): {}\n\
+         \nReview page: {base}/review (enter the reviewer key; the admin key also shows the stats)\n\
          \nTry:\n  curl -s -X POST {base}/videos/generate \\\n    -H 'Authorization: Bearer {}' \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"prompt\":\"A paper boat drifting down a rainy street\",\"duration_seconds\":4}}'\n",
         keys.user_id, keys.user_key, keys.reviewer_id, keys.reviewer_key, keys.admin_id, keys.admin_key, keys.user_key
     )

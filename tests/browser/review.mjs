@@ -1,0 +1,139 @@
+// Drives Debian's Chromium (headless) through the review page, as a reviewer
+// and then an admin would. Run by tests/integration/review_page.rs:
+//
+//   node tests/browser/review.mjs <api url> <reviewer key> <artifact dir> \
+//        <job to approve> <job to reject> <admin key>
+//
+// Prints one JSON line with what it saw; exits non-zero on any failure,
+// including a script error or a Content-Security-Policy violation on the page.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const [api, reviewerKey, artifactDir, approveId, rejectId, adminKey] = process.argv.slice(2);
+if (!api || !reviewerKey || !artifactDir || !approveId || !rejectId || !adminKey) {
+  console.error("usage: review.mjs <api url> <reviewer key> <artifact dir> <approve job> <reject job> <admin key>");
+  process.exit(2);
+}
+mkdirSync(artifactDir, { recursive: true });
+
+// What /videos/stats answers (the contract in docs/API.md), for a deployment
+// without the stats endpoint: the admin view's charts are drawn from it.
+const SAMPLE_STATS = {
+  generated_at: "2026-11-22T10:00:00.000Z",
+  jobs_by_status: { queued: 2, submitted: 1, retrying: 0, processing: 3, completed: 4,
+    approved: 12, rejected: 3, failed: 2, canceled: 1, expired: 1 },
+  time_to_complete_seconds: { count: 19, average: 42.5, p95: 88.0 },
+  failure_rate_by_provider: [{ provider: "local", finished: 21, failed: 2, rate: 0.095 }],
+  failure_rate_by_workflow_type: [
+    { workflow_type: "text_to_video", finished: 15, failed: 1, rate: 0.067 },
+    { workflow_type: "image_to_video", finished: 6, failed: 1, rate: 0.167 }],
+  rejections: { reviewed: 15, rejected: 3, rate: 0.2,
+    by_reason: [{ reason: "unreadable_text", count: 2, rate: 0.133 }, { reason: "off_brief", count: 1, rate: 0.067 }] },
+  duplicate_callbacks: 5,
+  stuck_jobs: { threshold_seconds: 1800, count: 1,
+    jobs: [{ job_id: "job_01kaz000000000000000000000", status: "processing", provider: "local", updated_at: "2026-11-22T09:00:00.000Z" }] },
+  stored_bytes_by_artifact_type: { video: 52428800, thumbnail: 1048576 },
+};
+
+const problems = [];
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
+  headless: true,
+  // As root, without a sandbox; no background traffic on a closed network.
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const seen = {};
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.setDefaultTimeout(20000);
+  page.on("pageerror", (err) => problems.push("page error: " + err.message));
+  page.on("console", (msg) => {
+    if (msg.type() === "error" && !/Failed to load resource/.test(msg.text())) problems.push("console error: " + msg.text());
+  });
+
+  await page.goto(api + "/review");
+  await page.fill("#api-key", reviewerKey);
+  await page.click("#key-save");
+  await page.waitForSelector("#who:not([hidden])");
+  seen.signed_in_as = (await page.textContent("#who-text")).trim();
+
+  const cardOf = (id) => page.locator(`li.card[data-job-id="${id}"]`);
+  for (const id of [approveId, rejectId]) {
+    await cardOf(id).waitFor();
+    // The video plays from its presigned URL: Chromium loads its metadata.
+    await cardOf(id).locator("video").evaluate((video) => new Promise((resolve, reject) => {
+      if (video.readyState >= 1) return resolve();
+      video.addEventListener("loadedmetadata", () => resolve(), { once: true });
+      video.addEventListener("error", () => reject(new Error("the video did not load: " + (video.error && video.error.code))), { once: true });
+    }));
+    // Its events are listed (the job's history ends in "completed").
+    await cardOf(id).locator("ol.events li", { hasText: "completed" }).first().waitFor();
+    // A frame from the middle of the video, for the screenshot.
+    await cardOf(id).locator("video").evaluate((video) => new Promise((resolve) => {
+      video.addEventListener("seeked", () => resolve(), { once: true });
+      video.currentTime = Math.min(1, video.duration / 2);
+    }));
+  }
+  seen.prompt = (await cardOf(approveId).locator('[data-role="prompt"]').textContent()).trim();
+  seen.video_width = await cardOf(approveId).locator("video").evaluate((v) => v.videoWidth);
+  seen.queue_before = await page.locator("li.card").count();
+
+  const rejectCard = cardOf(rejectId);
+  // Rejecting without a reason is stopped on the page, before any request.
+  await rejectCard.locator('[data-role="reject"]').click();
+  seen.reject_without_reason = (await rejectCard.locator('[data-role="error"]').textContent()).trim();
+  await rejectCard.locator('[data-role="reason"]').selectOption("unreadable_text");
+  await rejectCard.locator('[data-role="note"]').fill("The label on the bottle is <b>blurred</b>");
+  await page.screenshot({ path: join(artifactDir, "review-queue.png"), fullPage: true });
+
+  await cardOf(approveId).locator('[data-role="approve"]').click();
+  await cardOf(approveId).locator('[data-role="outcome"]').waitFor();
+  seen.approved_badge = (await cardOf(approveId).locator('[data-role="status"]').textContent()).trim();
+
+  await rejectCard.locator('[data-role="reject"]').click();
+  await rejectCard.locator('[data-role="outcome"]').waitFor();
+  seen.rejected_badge = (await rejectCard.locator('[data-role="status"]').textContent()).trim();
+  // The reviewer's note comes back in the job's events as text, not markup.
+  await rejectCard.locator("ol.events li", { hasText: "<b>blurred</b>" }).first().waitFor();
+  seen.note_is_text = (await rejectCard.locator("ol.events b").count()) === 0;
+  await page.screenshot({ path: join(artifactDir, "review-page.png"), fullPage: true });
+
+  // A fresh load lists neither: they left the queue.
+  await page.click("#refresh");
+  await page.waitForFunction(([a, b]) => !document.querySelector(`li.card[data-job-id="${a}"]`)
+    && !document.querySelector(`li.card[data-job-id="${b}"]`), [approveId, rejectId]);
+  seen.queue_after = await page.locator("li.card").count();
+
+  // The admin view: the real /videos/stats when the deployment has it, else the sample.
+  seen.stats_source = "api";
+  await page.route("**/videos/stats", async (route) => {
+    const response = await route.fetch();
+    if (response.status() === 404) {
+      seen.stats_source = "sample";
+      await route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(SAMPLE_STATS) });
+    } else {
+      await route.fulfill({ response });
+    }
+  });
+  await page.click("#key-forget");
+  await page.fill("#api-key", adminKey);
+  await page.click("#key-save");
+  await page.waitForSelector("#who:not([hidden])");
+  await page.click("#tab-stats");
+  await page.locator('figure[data-chart="jobs_by_status"] rect.bar').nth(9).waitFor();
+  seen.status_bars = await page.locator('figure[data-chart="jobs_by_status"] rect.bar').count();
+  seen.charts = await page.locator("figure.chart").evaluateAll((figures) => figures.map((f) => f.getAttribute("data-chart")));
+  seen.approved_bar = Number(await page.locator('figure[data-chart="jobs_by_status"] rect.bar').nth(5).getAttribute("data-value"));
+  seen.stuck_count = Number((await page.textContent('[data-role="stuck-count"]')).trim());
+  await page.screenshot({ path: join(artifactDir, "review-stats.png"), fullPage: true });
+  seen.sample_approved = SAMPLE_STATS.jobs_by_status.approved;
+  seen.sample_stuck = SAMPLE_STATS.stuck_jobs.count;
+} catch (err) {
+  problems.push(String(err && err.stack || err));
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify({ seen, problems }));
+process.exit(problems.length ? 1 : 0);

@@ -1,0 +1,89 @@
+//! The review page in a real browser: the whole pipeline (local API on a port,
+//! local provider rendering with ffmpeg, the worker on the queue) makes two
+//! videos, then headless Chromium (Debian's, driven by playwright-core in
+//! `tests/browser/review.mjs`) approves one and rejects the other through
+//! `GET /review`, and draws the admin's stats. Screenshots are kept in
+//! `target/test-artifacts/`.
+
+use crate::helpers::{repo_root, settings, Pipeline};
+use lambda_http::http::StatusCode;
+use std::process::Command;
+use videojobs_core::ids::Role;
+use videojobs_core::JobStatus;
+
+// Several threads: the API and the worker keep serving while the browser runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
+    let pipeline = Pipeline::start(settings()).await;
+    let app = &pipeline.app;
+    let first = app.generate(2).await;
+    let second = app.generate(2).await;
+    pipeline.wait_for(&first, 60, |s| s == JobStatus::Completed).await;
+    let rejected_job = pipeline.wait_for(&second, 60, |s| s == JobStatus::Completed).await;
+    let (reviewer, reviewer_key) = app.another_user(0, Role::Reviewer).await;
+    let (_, admin_key) = app.another_user(0, Role::Admin).await;
+    let artifacts = repo_root().join("target/test-artifacts");
+    for name in ["review-queue.png", "review-page.png", "review-stats.png"] {
+        let _ = std::fs::remove_file(artifacts.join(name));
+    }
+
+    let mut browser = Command::new("node");
+    browser
+        .arg(repo_root().join("tests/browser/review.mjs"))
+        .arg(&pipeline.callback_base_url)
+        .arg(&reviewer_key)
+        .arg(&artifacts)
+        .args([first.as_str(), second.as_str()])
+        .arg(&admin_key);
+    let out = tokio::task::spawn_blocking(move || browser.output())
+        .await
+        .expect("the browser run finished")
+        .expect("node runs (scripts/test installs the browser test's dependencies)");
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("the script's JSON report");
+    let seen = &report["seen"];
+    assert_eq!(seen["signed_in_as"], format!("Signed in as {reviewer} (reviewer)"));
+    assert_eq!(seen["prompt"], "a test clip");
+    assert!(seen["video_width"].as_u64().is_some_and(|w| w > 0), "the video played: {seen}");
+    assert_eq!(seen["approved_badge"], "Ready to use");
+    assert_eq!(seen["rejected_badge"], "Needs changes");
+    assert_eq!(seen["reject_without_reason"], "Choose a reason to reject the video.");
+    assert_eq!(seen["note_is_text"], true);
+    assert_eq!(seen["queue_after"].as_u64(), seen["queue_before"].as_u64().map(|n| n - 2));
+    assert_eq!(seen["status_bars"], 10);
+    if seen["stats_source"] == "sample" {
+        assert_eq!(seen["approved_bar"], seen["sample_approved"]);
+        assert_eq!(seen["stuck_count"], seen["sample_stuck"]);
+    } else {
+        assert!(seen["approved_bar"].as_u64().is_some_and(|n| n >= 1), "{seen}");
+    }
+    for name in ["review-queue.png", "review-page.png", "review-stats.png"] {
+        let size = std::fs::metadata(artifacts.join(name)).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "{name} was kept as a test artifact ({size} bytes)");
+    }
+
+    // What the API says now: one approved, one rejected, each by the reviewer, once.
+    for (id, status, reason) in [(&first, "approved", None), (&second, "rejected", Some("unreadable_text"))] {
+        let reply = app.get(&format!("/videos/jobs/{id}/status")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body["status"], status);
+        assert_eq!(reply.body["review"]["reviewer_id"], reviewer.as_str());
+        let events = app.get(&format!("/videos/jobs/{id}/events")).await;
+        let reviews: Vec<_> = events.body["events"].as_array().unwrap().iter().filter(|e| e["source"] == "reviewer").collect();
+        assert_eq!(reviews.len(), 1, "{}", events.body);
+        assert_eq!(reviews[0]["actor"], reviewer.as_str());
+        assert_eq!(reviews[0]["error_code"].as_str(), reason);
+    }
+    // The worker deleted the rejected video from S3.
+    let video_key = rejected_job.output.expect("the video was stored").video_key;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.job(&second).await.output.is_some() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(app.job(&second).await.output.is_none(), "the rejected video was discarded");
+    let head = app.clients.s3.head_object().bucket(&app.resources.media_bucket).key(&video_key).send().await;
+    assert!(head.is_err_and(|e| e.as_service_error().is_some_and(|e| e.is_not_found())));
+    assert_eq!(app.get(&format!("/videos/jobs/{first}/result")).await.status, StatusCode::OK);
+}
