@@ -20,6 +20,16 @@ pub enum WorkMessage {
     GiveUp { job_id: JobId, error: Option<String> },
     /// The user canceled: tell the provider to stop.
     CancelAtProvider { job_id: JobId },
+    /// Tell the client of `status` at the job's `webhook_url` (attempt 1, 2, …).
+    /// SQS delays a message 15 minutes at most: a longer wait between attempts
+    /// is made of hops, each re-queued until `not_before`.
+    Notify {
+        job_id: JobId,
+        status: crate::lifecycle::JobStatus,
+        attempt: u32,
+        #[serde(default, with = "crate::job::timestamp::option", skip_serializing_if = "Option::is_none")]
+        not_before: Option<time::OffsetDateTime>,
+    },
 }
 
 impl WorkMessage {
@@ -30,7 +40,8 @@ impl WorkMessage {
             | WorkMessage::Poll { job_id, .. }
             | WorkMessage::Expire { job_id }
             | WorkMessage::GiveUp { job_id, .. }
-            | WorkMessage::CancelAtProvider { job_id } => job_id,
+            | WorkMessage::CancelAtProvider { job_id }
+            | WorkMessage::Notify { job_id, .. } => job_id,
         }
     }
 }
@@ -50,5 +61,10 @@ mod tests {
         assert_eq!(back, submit);
         assert_eq!(back.job_id(), &id);
         assert!(serde_json::from_str::<WorkMessage>(r#"{"kind":"dance","job_id":"x"}"#).is_err());
+        let notify = format!(r#"{{"kind":"notify","job_id":"{id}","status":"completed","attempt":2}}"#);
+        let parsed: WorkMessage = serde_json::from_str(&notify).unwrap();
+        assert_eq!(parsed, WorkMessage::Notify { job_id: id.clone(), status: crate::JobStatus::Completed, attempt: 2, not_before: None });
+        let later = WorkMessage::Notify { job_id: id, status: crate::JobStatus::Failed, attempt: 5, not_before: Some(crate::job::timestamp::now()) };
+        assert_eq!(serde_json::from_str::<WorkMessage>(&serde_json::to_string(&later).unwrap()).unwrap(), later);
     }
 }

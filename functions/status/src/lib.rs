@@ -1,6 +1,7 @@
 //! `status`: every read of a job and every user decision on one
 //! (`GET …/status`, `…/result`, `…/events`, the listings, `DELETE` to cancel),
-//! and the caller's own account (`GET /videos/account`).
+//! the caller's own account (`GET /videos/account`) and their webhook signing
+//! secret (`GET /videos/webhook-secret`, `POST /videos/webhook-secret/rotate`).
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
@@ -23,6 +24,8 @@ enum Route<'a> {
     Active,
     List,
     Account,
+    WebhookSecret,
+    RotateWebhookSecret,
 }
 
 fn route(request: &Request) -> Option<Route<'_>> {
@@ -35,6 +38,8 @@ fn route(request: &Request) -> Option<Route<'_>> {
         (&Method::GET, ["videos", "jobs", id, "result"]) => Some(Route::Result(id)),
         (&Method::GET, ["videos", "jobs", id, "events"]) => Some(Route::Events(id)),
         (&Method::DELETE, ["videos", "jobs", id]) => Some(Route::Cancel(id)),
+        (&Method::GET, ["videos", "webhook-secret"]) => Some(Route::WebhookSecret),
+        (&Method::POST, ["videos", "webhook-secret", "rotate"]) => Some(Route::RotateWebhookSecret),
         _ => None,
     }
 }
@@ -72,6 +77,8 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
         }
         Route::Active => respond(ok, services.active(&who).await),
         Route::Account => respond(ok, services.account(&who).await),
+        Route::WebhookSecret => respond(ok, services.webhook_secret(&who).await),
+        Route::RotateWebhookSecret => respond(ok, services.rotate_webhook_secret(&who).await),
         Route::List => match page_request(request) {
             Ok(page) => respond(ok, services.list(&who, page).await),
             Err(err) => error_response(&err),
