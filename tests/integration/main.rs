@@ -6,6 +6,7 @@ mod helpers;
 mod cancel;
 mod concurrency;
 mod create;
+mod notify;
 mod pipeline;
 mod reads;
 mod sample_events;
