@@ -159,9 +159,13 @@ fn short_retries() -> videojobs_core::settings::Settings {
 
 /// A user on a stack of their own (its queue read by the test), with one-second retries.
 async fn isolated() -> TestApp {
+    isolated_with(short_retries()).await
+}
+
+async fn isolated_with(settings: videojobs_core::settings::Settings) -> TestApp {
     let resources = crate::helpers::fresh_resources();
     let providers = videojobs_core::provider::Providers::default();
-    TestApp::on(resources, 100, short_retries(), providers, "http://127.0.0.1:9".into()).await
+    TestApp::on(resources, 100, settings, providers, "http://127.0.0.1:9".into()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,4 +314,39 @@ async fn each_user_has_their_own_secret_and_it_takes_a_key_to_read_it() {
     assert_ne!(theirs.body["secret"], mine.as_str());
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert_eq!(secret_of(&app).await, mine, "a refused rotation changes nothing");
+}
+
+#[tokio::test]
+async fn after_the_last_attempt_fails_the_notifier_gives_up_and_says_so() {
+    let hook = Endpoint::start(vec![], 500, "").await;
+    let mut two_attempts = settings();
+    two_attempts.notify_retry_schedule = RetrySchedule::new(vec![1]);
+    let app = isolated_with(two_attempts).await;
+    let id = generate_with_webhook(&app, &hook.url).await;
+
+    cancel_and_deliver(&app, &id).await;
+    let (second, _) = next_message(&app, &id, "notify").await;
+    assert_eq!(second["attempt"], 2);
+    deliver(&app, second).await;
+
+    assert_eq!(hook.received().len(), 2);
+    let events = notifier_events(&app, &id, 3).await;
+    let codes: Vec<&str> = events.iter().map(|e| e["error_code"].as_str().unwrap_or("")).collect();
+    assert_eq!(codes, ["notify_http_500", "notify_http_500", "notify_gave_up"]);
+    assert!(events[2]["message"].as_str().unwrap().contains("after 2 attempts"), "{}", events[2]);
+}
+
+#[tokio::test]
+async fn a_notification_not_yet_due_waits_again_on_the_queue_and_posts_nothing() {
+    let hook = Endpoint::start(vec![], 204, "").await;
+    let app = isolated().await;
+    let id = generate_with_webhook(&app, &hook.url).await;
+    let not_before = timestamp::format(timestamp::now() + time::Duration::seconds(2));
+
+    deliver(&app, json!({"kind": "notify", "job_id": id, "status": "canceled", "attempt": 3, "not_before": not_before})).await;
+
+    assert!(hook.received().is_empty());
+    let (hop, _) = next_message(&app, &id, "notify").await;
+    assert_eq!(hop["attempt"], 3, "the same attempt, later");
+    assert_eq!(hop["not_before"], not_before.as_str());
 }
