@@ -350,3 +350,14 @@ async fn a_notification_not_yet_due_waits_again_on_the_queue_and_posts_nothing()
     assert_eq!(hop["attempt"], 3, "the same attempt, later");
     assert_eq!(hop["not_before"], not_before.as_str());
 }
+
+#[tokio::test]
+async fn a_rotation_before_any_secret_exists_just_makes_the_first_one() {
+    let app = TestApp::new(0).await;
+
+    let rotated = app.post("/videos/webhook-secret/rotate", "").await;
+
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    assert!(rotated.body.get("previous_secret_valid_until").is_none(), "{}", rotated.body);
+    assert_eq!(secret_of(&app).await, rotated.body["secret"].as_str().unwrap());
+}

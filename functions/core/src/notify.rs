@@ -329,10 +329,18 @@ impl Services {
     }
 
     /// A new secret; the old one keeps signing (next to it) for a grace period.
+    /// With no secret yet, the first one is made (there is nothing to keep).
     pub async fn rotate_webhook_secret(&self, who: &Principal) -> Result<WebhookSecretBody, AppError> {
         for _ in 0..5 {
-            let current = secrets_of(self.webhook_secrets.as_ref(), &who.user_id).await?;
             let new = WebhookSecret::generate_text();
+            let Some(current) = self.webhook_secrets.webhook_secrets(&who.user_id).await? else {
+                let made = self.webhook_secrets.create_webhook_secret(&who.user_id, &new).await?;
+                if made.current == new {
+                    return Ok(WebhookSecretBody { secret: new, previous_secret_valid_until: None });
+                }
+                // A concurrent request made the first one: rotate that.
+                continue;
+            };
             let until = timestamp::now() + time::Duration::seconds(ROTATION_GRACE_SECONDS);
             if self.webhook_secrets.rotate_webhook_secret(&who.user_id, &current.current, &new, until).await? {
                 tracing::info!(user_id = %who.user_id, "webhook secret rotated");
