@@ -54,22 +54,32 @@ impl Drop for Endpoint {
 
 impl Endpoint {
     async fn start(script: Vec<u16>, then: u16, extra_headers: &'static str) -> Self {
+        Self::answering_after(std::time::Duration::ZERO, script, then, extra_headers).await
+    }
+
+    /// Takes `delay` over each answer, as a slow client endpoint does.
+    async fn answering_after(delay: std::time::Duration, script: Vec<u16>, then: u16, extra_headers: &'static str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let url = format!("http://{}/hooks/videojobs?token=abc", listener.local_addr().expect("an address"));
         let received = Arc::new(Mutex::new(Vec::new()));
         let log = received.clone();
         let task = tokio::spawn(async move {
+            let script = Arc::new(script);
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else { continue };
-                let Some(request) = read_request(&mut stream).await else { continue };
-                let status = {
-                    let mut log = log.lock().unwrap();
-                    log.push(request);
-                    script.get(log.len() - 1).copied().unwrap_or(then)
-                };
-                let head = format!("HTTP/1.1 {status} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n{extra_headers}\r\n");
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.shutdown().await;
+                let (log, script) = (log.clone(), script.clone());
+                tokio::spawn(async move {
+                    let Some(request) = read_request(&mut stream).await else { return };
+                    let status = {
+                        let mut log = log.lock().unwrap();
+                        log.push(request);
+                        script.get(log.len() - 1).copied().unwrap_or(then)
+                    };
+                    tokio::time::sleep(delay).await;
+                    let head = format!("HTTP/1.1 {status} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n{extra_headers}\r\n");
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
             }
         });
         Self { url, received, task }
@@ -360,4 +370,26 @@ async fn a_rotation_before_any_secret_exists_just_makes_the_first_one() {
     assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
     assert!(rotated.body.get("previous_secret_valid_until").is_none(), "{}", rotated.body);
     assert_eq!(secret_of(&app).await, rotated.body["secret"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn copies_of_one_notify_message_handled_at_once_post_once() {
+    let hook = Endpoint::answering_after(std::time::Duration::from_millis(300), vec![], 204, "").await;
+    let app = isolated().await;
+    let id = generate_with_webhook(&app, &hook.url).await;
+    assert_eq!(app.delete(&format!("/videos/jobs/{id}")).await.status, StatusCode::OK);
+    let (message, _) = next_message(&app, &id, "notify").await;
+    let message: WorkMessage = serde_json::from_value(message).unwrap();
+
+    let outcomes = all_at_once(6, |_| worker::handle(&app.app.worker, message.clone())).await;
+
+    assert_eq!(hook.received().len(), 1, "one POST for six copies");
+    assert!(outcomes.iter().any(|o| o.is_ok()));
+    assert!(outcomes.iter().filter_map(|o| o.as_ref().err()).all(|e| e.is_retryable()), "a copy that lost comes back later");
+    let events = notifier_events(&app, &id, 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["error_code"], Value::Null);
+    // A copy coming back later finds the delivery and posts nothing.
+    worker::handle(&app.app.worker, message).await.expect("handled");
+    assert_eq!(hook.received().len(), 1);
 }

@@ -14,6 +14,7 @@
 //! | callback receipt  | `RECEIPT#{provider}#{event_id}` | `RECEIPT`    | a provider event applied once; TTL a week |
 //! | webhook secret    | `USER#{user}`           | `WEBHOOK_SECRET`     | `secret` (`whsec_…`, kept readable: it signs), `previous_secret` + `previous_valid_until` after a rotation |
 //! | notification sent | `JOB#{job_id}`          | `NOTIFIED#{status}`  | the client was told of this status: put once (`attribute_not_exists`), checked before each attempt |
+//! | notification claim | `JOB#{job_id}`         | `NOTIFYING#{status}` | an attempt in progress: put unless held (`lease_until` not passed), deleted after; TTL a day |
 //!
 //! **Prompts** holds the raw prompt by `job_id`, apart so that only the
 //! functions that need it (create, worker) are granted it.
@@ -31,7 +32,8 @@
 //! - progress only rises: `progress < :p` on its update;
 //! - a user's first webhook secret is put under `attribute_not_exists(pk)`,
 //!   so concurrent first requests agree; a rotation is conditioned on the
-//!   secret it replaces; a notification is recorded delivered once;
+//!   secret it replaces; a notification is recorded delivered once, and
+//!   attempted by one worker at a time (a leased claim);
 //! - a refund also sets `refunded_at` under `attribute_not_exists(refunded_at)`,
 //!   so a job's credits come back at most once even if a transition were wrong.
 

@@ -90,13 +90,24 @@ pub trait WebhookSecrets: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
-/// Which notifications were delivered: one record per job and status.
+/// Which notifications were delivered (one record per job and status), and
+/// who is attempting one right now.
 #[async_trait]
 pub trait NotificationLog: Send + Sync {
     async fn was_delivered(&self, job: &JobId, status: JobStatus) -> Result<bool, StoreError>;
     /// Records a delivery once: `false` if it was already recorded.
     async fn record_delivery(&self, job: &JobId, status: JobStatus, attempt: u32, http_status: u16) -> Result<bool, StoreError>;
+    /// Takes the right to attempt this notification for `lease` (unless
+    /// someone holds it and it has not run out): `false` when someone does.
+    async fn claim_attempt(&self, job: &JobId, status: JobStatus, lease: Duration) -> Result<bool, StoreError>;
+    /// Gives the right back once the attempt is over.
+    async fn release_attempt(&self, job: &JobId, status: JobStatus) -> Result<(), StoreError>;
 }
+
+/// How long one attempt may hold its claim: longer than a lookup, a connection
+/// and a request together, shorter than the queue's visibility timeout (a
+/// copy of the message that found the claim held comes back after that).
+pub const ATTEMPT_LEASE: Duration = Duration::from_secs(60);
 
 /// Puts a message on the work queue to be received after a delay (at most
 /// 15 minutes on SQS; longer waits hop, see `WorkMessage::Notify`).

@@ -8,7 +8,10 @@
 //! refused address is a failed attempt, retried through the queue on the
 //! schedule. Every attempt is an event on the job (source `notifier`).
 //! A delivery is recorded once per job and status, and checked before each
-//! attempt, so a message that comes again after a success posts nothing.
+//! attempt, so a message that comes again after a success posts nothing; an
+//! attempt holds a leased claim, so two copies of a message handled at the
+//! same moment post once (the other copy comes back later and finds the
+//! delivery, or makes the next attempt if this one failed).
 
 use crate::{WorkError, Worker};
 use std::sync::Arc;
@@ -19,7 +22,8 @@ use videojobs_core::job::{timestamp, EventSource, Job, JobEvent};
 use videojobs_core::lifecycle::JobStatus;
 use videojobs_core::notify::{
     check_destination, message_id, secrets_of, signature_header, DelayedWorkQueue, Destination, DestinationError,
-    HostResolver, NotificationBody, NotificationLog, RetrySchedule, WebhookPolicy, WebhookSecrets, MAX_QUEUE_DELAY,
+    HostResolver, NotificationBody, NotificationLog, RetrySchedule, WebhookPolicy, WebhookSecrets, ATTEMPT_LEASE,
+    MAX_QUEUE_DELAY,
 };
 use videojobs_core::signing::WebhookSecret;
 use videojobs_core::views::OutputLinks;
@@ -95,16 +99,43 @@ pub async fn notify(
         tracing::info!(%status, "notification already delivered; nothing to send");
         return Ok(());
     }
+    if !notifier.deliveries.claim_attempt(id, status, ATTEMPT_LEASE).await? {
+        // Another copy of this message is being handled: this one comes back later.
+        return Err(StoreError::Unavailable("another attempt at this notification is in progress".into()).into());
+    }
+    let outcome = attempt_and_record(worker, &job, status, attempt, &url, now).await;
+    if let Err(err) = notifier.deliveries.release_attempt(id, status).await {
+        // The lease runs out on its own; a message that finds it held comes back later.
+        tracing::warn!(error = %err, "could not release the notification claim");
+    }
+    outcome
+}
+
+/// One attempt under the claim: post, record, and queue the next attempt or give up.
+async fn attempt_and_record(
+    worker: &Worker,
+    job: &Job,
+    status: JobStatus,
+    attempt: u32,
+    url: &str,
+    now: OffsetDateTime,
+) -> Result<(), WorkError> {
+    let notifier = &worker.notifier;
+    let id = &job.job_id;
+    // A copy that held the claim a moment ago may have delivered it.
+    if notifier.deliveries.was_delivered(id, status).await? {
+        return Ok(());
+    }
     let attempts = notifier.schedule.attempts();
-    let outcome = attempt_delivery(worker, &job, status, &url).await?;
-    let target = display_target(&url);
+    let outcome = attempt_delivery(worker, job, status, url).await?;
+    let target = display_target(url);
     let (message, error_code) = match &outcome {
         Attempt::Delivered(code) => (format!("Delivered (HTTP {code})"), None),
         Attempt::Answered(code) => (format!("The endpoint answered HTTP {code}"), Some(format!("notify_http_{code}"))),
         Attempt::Failed { code, detail } => (detail.clone(), Some((*code).to_owned())),
     };
     let event = notifier_event(
-        &job,
+        job,
         status,
         format!("Notification of {status} to {target}, attempt {attempt} of {attempts}: {message}"),
         error_code,
@@ -128,7 +159,7 @@ pub async fn notify(
         }
         None => {
             let event = notifier_event(
-                &job,
+                job,
                 status,
                 format!("Gave up notifying {target} of {status} after {attempt} attempts"),
                 Some("notify_gave_up".into()),

@@ -13,6 +13,10 @@ fn delivery_key(job: &JobId, status: JobStatus) -> Item {
     key(job_pk(job), &format!("NOTIFIED#{status}"))
 }
 
+fn claim_key(job: &JobId, status: JobStatus) -> Item {
+    key(job_pk(job), &format!("NOTIFYING#{status}"))
+}
+
 fn secrets_from(item: &Item) -> Result<UserWebhookSecrets, StoreError> {
     let optional = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
     Ok(UserWebhookSecrets {
@@ -83,5 +87,39 @@ impl NotificationLog for DynamoStore {
         item.insert("http_status".into(), n(http_status));
         item.insert("delivered_at".into(), s(timestamp::format(timestamp::now())));
         self.put_if_absent(item).await
+    }
+
+    async fn claim_attempt(&self, job: &JobId, status: JobStatus, lease: std::time::Duration) -> Result<bool, StoreError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut item = claim_key(job, status);
+        item.insert("kind".into(), s("notification_claim"));
+        item.insert("lease_until".into(), n(now + lease.as_secs() as i64));
+        // A claim nobody gave back (the holder died) goes away on its own.
+        item.insert("ttl_epoch".into(), epoch_after(24 * 3600));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.jobs_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR lease_until < :now")
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) => Err(store_error("PutItem", err)),
+        }
+    }
+
+    async fn release_attempt(&self, job: &JobId, status: JobStatus) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(claim_key(job, status)))
+            .send()
+            .await
+            .map_err(|e| store_error("DeleteItem", e))?;
+        Ok(())
     }
 }
