@@ -7,6 +7,7 @@ mod cancel;
 mod concurrency;
 mod create;
 mod failover;
+mod notify;
 mod pipeline;
 mod reads;
 mod real_providers;

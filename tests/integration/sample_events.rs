@@ -41,6 +41,8 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("uploads.json", Function::Create, 201),
     // Signed with a made-up signature: the webhook must refuse it and write nothing.
     ("webhook-local.json", Function::Webhook, 401),
+    ("webhook-secret-rotate.json", Function::Status, 200),
+    ("webhook-secret.json", Function::Status, 200),
     ("worker-sqs.json", Function::Worker, 0),
 ];
 

@@ -12,6 +12,9 @@
 //! | API key           | `APIKEY#{sha256 hex}`   | `APIKEY`             | `user_id`, `role`; the key itself is never stored |
 //! | upload            | `UPLOAD#{upload_id}`    | `UPLOAD`             | TTL a day |
 //! | callback receipt  | `RECEIPT#{provider}#{event_id}` | `RECEIPT`    | a provider event applied once; TTL a week |
+//! | webhook secret    | `USER#{user}`           | `WEBHOOK_SECRET`     | `secret` (`whsec_…`, kept readable: it signs), `previous_secret` + `previous_valid_until` after a rotation |
+//! | notification sent | `JOB#{job_id}`          | `NOTIFIED#{status}`  | the client was told of this status: put once (`attribute_not_exists`), checked before each attempt |
+//! | notification claim | `JOB#{job_id}`         | `NOTIFYING#{status}` | an attempt in progress: put unless held (`lease_until` not passed), deleted after; TTL a day |
 //!
 //! **Prompts** holds the raw prompt by `job_id`, apart so that only the
 //! functions that need it (create, worker, and status for reviewers) are granted it.
@@ -27,8 +30,14 @@
 //! - a provider callback is applied once: its receipt is put under
 //!   `attribute_not_exists(pk)`, keyed by provider and the provider's event id;
 //! - progress only rises: `progress < :p` on its update;
+//! - a user's first webhook secret is put under `attribute_not_exists(pk)`,
+//!   so concurrent first requests agree; a rotation is conditioned on the
+//!   secret it replaces; a notification is recorded delivered once, and
+//!   attempted by one worker at a time (a leased claim);
 //! - a refund also sets `refunded_at` under `attribute_not_exists(refunded_at)`,
 //!   so a job's credits come back at most once even if a transition were wrong.
+
+mod notifications;
 
 use crate::errors::{store_error, transaction_cancellation};
 use async_trait::async_trait;

@@ -8,6 +8,7 @@ pub mod http;
 pub mod metering;
 pub mod outputs;
 pub mod review_queue;
+pub mod resolver;
 pub mod s3;
 pub mod sfn;
 pub mod sqs;
@@ -146,17 +147,26 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
         &resources.jobs_table,
         &resources.prompts_table,
     ));
+    let work = Arc::new(SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
     Services {
-        jobs: store.clone(),
+        jobs: notifying(store.clone(), work.clone()),
         keys: store.clone(),
         accounts: store.clone(),
+        webhook_secrets: store.clone(),
         uploads: store,
         media: Arc::new(S3Media::new(clients.s3.clone(), &resources.media_bucket)),
         workflows: Arc::new(StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),
-        work: Arc::new(SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url)),
         review_queue: Arc::new(review_queue::DynamoReviewQueue::new(clients.dynamodb.clone(), &resources.jobs_table)),
+        work,
+        resolver: Arc::new(resolver::SystemResolver),
         settings,
     }
+}
+
+/// The job store that queues a client notification after each status change
+/// a client asked to be told of: every function that changes statuses uses it.
+pub fn notifying(store: Arc<DynamoStore>, queue: Arc<SqsWorkQueue>) -> Arc<dyn videojobs_core::ports::JobStore> {
+    Arc::new(videojobs_core::notify::NotifyingJobs::new(store, queue))
 }
 
 /// Reads settings and resources from the environment and builds the services:

@@ -20,6 +20,23 @@ impl SqsWorkQueue {
 }
 
 #[async_trait]
+impl videojobs_core::notify::DelayedWorkQueue for SqsWorkQueue {
+    async fn enqueue_after(&self, message: &WorkMessage, delay: std::time::Duration) -> Result<(), StoreError> {
+        let body = serde_json::to_string(message).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let seconds = delay.min(videojobs_core::notify::MAX_QUEUE_DELAY).as_secs() as i32;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .delay_seconds(seconds)
+            .send()
+            .await
+            .map_err(|e| store_error("SendMessage", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl WorkQueue for SqsWorkQueue {
     async fn enqueue(&self, message: &WorkMessage) -> Result<(), StoreError> {
         let body = serde_json::to_string(message).map_err(|e| StoreError::Internal(e.to_string()))?;

@@ -191,6 +191,8 @@ pub enum EventSource {
     Webhook,
     StateMachine,
     Reviewer,
+    /// A client notification attempt (the status is the one notified, unchanged).
+    Notifier,
 }
 
 /// One line of a job's history. A change of status writes one in the same

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod job;
 pub mod lifecycle;
 pub mod mp4;
+pub mod notify;
 pub mod ports;
 pub mod provider;
 pub mod request;

@@ -88,6 +88,8 @@ pub struct StatusChange {
     pub at: OffsetDateTime,
     /// Further fields written with the change.
     pub update: JobUpdate,
+    /// Where the client wants to be told of the change (see `notify::NotifyingJobs`).
+    pub webhook_url: Option<String>,
 }
 
 impl StatusChange {
@@ -119,6 +121,7 @@ impl StatusChange {
             error,
             at,
             update,
+            webhook_url: job.webhook_url.clone(),
         }
     }
 

@@ -239,12 +239,14 @@ impl ImageType {
 pub struct RequestLimits {
     /// Plain `http://` webhook URLs are accepted (the local stack only).
     pub allow_http_webhooks: bool,
+    /// Webhook URLs at loopback addresses are accepted (the local stack and tests only).
+    pub allow_loopback_webhooks: bool,
     pub upload_max_bytes: u64,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self { allow_http_webhooks: false, upload_max_bytes: 10 * 1024 * 1024 }
+        Self { allow_http_webhooks: false, allow_loopback_webhooks: false, upload_max_bytes: 10 * 1024 * 1024 }
     }
 }
 
@@ -442,6 +444,14 @@ fn checked_common(
     let webhook_url = webhook_url
         .map(|u| checked_url("webhook_url", &u, limits.allow_http_webhooks))
         .transpose()?;
+    if let Some(url) = &webhook_url {
+        // An IP literal is refused here; a host name when it resolves (`Services::check_webhook_url`).
+        let policy = crate::notify::WebhookPolicy {
+            allow_http: limits.allow_http_webhooks,
+            allow_loopback: limits.allow_loopback_webhooks,
+        };
+        crate::notify::check_literal(url, policy).map_err(|e| InvalidRequest::new("webhook_url", e.to_string()))?;
+    }
     if let Some(metadata) = &metadata {
         if metadata.len() > METADATA_MAX_KEYS {
             return Err(InvalidRequest::new(
@@ -636,9 +646,24 @@ mod tests {
             let json = format!(r#"{{"prompt":"p","webhook_url":"{bad}"}}"#);
             assert_eq!(refused_field(generate(&json)), "webhook_url", "{bad}");
         }
-        let local = RequestLimits { allow_http_webhooks: true, ..limits() };
+        let local = RequestLimits { allow_http_webhooks: true, allow_loopback_webhooks: true, ..limits() };
         let json = r#"{"prompt":"p","webhook_url":"http://127.0.0.1:9000/hook"}"#;
         assert!(GenerateRequest::parse(json.as_bytes(), &local).is_ok());
+    }
+
+    #[test]
+    fn webhook_urls_at_non_public_ip_literals_are_refused_when_parsed() {
+        for bad in ["https://127.0.0.1/h", "https://10.0.0.1/h", "https://169.254.169.254/latest", "https://[::1]/h",
+                    "https://[fe80::1]/h", "https://192.168.1.1:8443/h", "https://2130706433/h"] {
+            let json = format!(r#"{{"prompt":"p","webhook_url":"{bad}"}}"#);
+            assert_eq!(refused_field(generate(&json)), "webhook_url", "{bad}");
+        }
+        let loopback_allowed = RequestLimits { allow_loopback_webhooks: true, ..limits() };
+        let json = r#"{"prompt":"p","webhook_url":"https://127.0.0.1/h"}"#;
+        assert!(GenerateRequest::parse(json.as_bytes(), &loopback_allowed).is_ok());
+        let json = r#"{"prompt":"p","webhook_url":"https://10.0.0.1/h"}"#;
+        assert_eq!(refused_field(GenerateRequest::parse(json.as_bytes(), &loopback_allowed)), "webhook_url");
+        assert!(generate(r#"{"prompt":"p","webhook_url":"https://8.8.8.8/h"}"#).is_ok());
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct Services {
     pub workflows: Arc<dyn Workflows>,
     pub work: Arc<dyn WorkQueue>,
     pub review_queue: Arc<dyn crate::review::ReviewQueue>,
+    /// Users' signing secrets for client notifications.
+    pub webhook_secrets: Arc<dyn crate::notify::WebhookSecrets>,
+    /// DNS, to check where a `webhook_url` points.
+    pub resolver: Arc<dyn crate::notify::HostResolver>,
     pub settings: Settings,
 }
 
@@ -74,6 +78,9 @@ impl Services {
             }
         }
         let (params, prompt, common, cost) = self.job_parts(who, spec).await?;
+        if let Some(url) = &common.webhook_url {
+            self.check_webhook_url(url).await?;
+        }
         let provider = self.provider_for(&common)?;
         let now = timestamp::now();
         let job = Job {

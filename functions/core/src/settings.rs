@@ -19,6 +19,8 @@ pub struct Settings {
     pub generation_timeout_seconds: u64,
     /// Where a job goes when its provider refuses it or keeps failing to accept it.
     pub failover: Option<crate::failover::Failover>,
+    /// Waits between client notification attempts.
+    pub notify_retry_schedule: crate::notify::RetrySchedule,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,10 +84,16 @@ impl Settings {
             presign_ttl_seconds: number(&get, "PRESIGN_TTL_SECONDS", 900)?,
             limits: RequestLimits {
                 allow_http_webhooks: get("ALLOW_HTTP_WEBHOOKS").is_some_and(|v| v == "true" || v == "1"),
+                allow_loopback_webhooks: get("ALLOW_LOOPBACK_WEBHOOKS").is_some_and(|v| v == "true" || v == "1"),
                 upload_max_bytes: number(&get, "UPLOAD_MAX_BYTES", 10 * 1024 * 1024)?,
             },
             body_max_bytes: number(&get, "BODY_MAX_BYTES", 64 * 1024)?,
             generation_timeout_seconds: number(&get, "GENERATION_TIMEOUT_SECONDS", 900)?,
+            notify_retry_schedule: match get("NOTIFY_RETRY_SCHEDULE_SECONDS") {
+                None => crate::notify::RetrySchedule::default(),
+                Some(text) => crate::notify::RetrySchedule::parse(&text)
+                    .map_err(|problem| ConfigError { name: "NOTIFY_RETRY_SCHEDULE_SECONDS", problem })?,
+            },
         })
     }
 
@@ -117,6 +125,8 @@ mod tests {
         assert_eq!(s.body_max_bytes, 65_536);
         assert_eq!(s.generation_timeout_seconds, 900);
         assert_eq!(s.failover, None);
+        assert!(!s.limits.allow_loopback_webhooks);
+        assert_eq!(s.notify_retry_schedule.attempts(), 9);
     }
 
     #[test]
@@ -129,6 +139,14 @@ mod tests {
         assert_eq!(settings(&[("FALLBACK_PROVIDER", "fal"), ("FALLBACK_AFTER_ATTEMPTS", "0")]).unwrap_err().name, "FALLBACK_AFTER_ATTEMPTS");
         assert_eq!(settings(&[("FALLBACK_PROVIDER", "No Way")]).unwrap_err().name, "FALLBACK_PROVIDER");
         assert_eq!(settings(&[("FALLBACK_PROVIDER", "")]).unwrap().failover, None);
+    }
+
+    #[test]
+    fn the_notification_schedule_and_loopback_webhooks_are_configurable() {
+        let s = settings(&[("NOTIFY_RETRY_SCHEDULE_SECONDS", "1,2"), ("ALLOW_LOOPBACK_WEBHOOKS", "true")]).unwrap();
+        assert_eq!(s.notify_retry_schedule.attempts(), 3);
+        assert!(s.limits.allow_loopback_webhooks);
+        assert_eq!(settings(&[("NOTIFY_RETRY_SCHEDULE_SECONDS", "soon")]).unwrap_err().name, "NOTIFY_RETRY_SCHEDULE_SECONDS");
     }
 
     #[test]

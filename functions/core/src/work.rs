@@ -24,6 +24,16 @@ pub enum WorkMessage {
     /// A reviewer rejected the video: delete it now rather than at the end of
     /// the retention window.
     DiscardOutput { job_id: JobId },
+    /// Tell the client of `status` at the job's `webhook_url` (attempt 1, 2, …).
+    /// SQS delays a message 15 minutes at most: a longer wait between attempts
+    /// is made of hops, each re-queued until `not_before`.
+    Notify {
+        job_id: JobId,
+        status: crate::lifecycle::JobStatus,
+        attempt: u32,
+        #[serde(default, with = "crate::job::timestamp::option", skip_serializing_if = "Option::is_none")]
+        not_before: Option<time::OffsetDateTime>,
+    },
 }
 
 impl WorkMessage {
@@ -36,6 +46,7 @@ impl WorkMessage {
             | WorkMessage::GiveUp { job_id, .. }
             | WorkMessage::CancelAtProvider { job_id }
             | WorkMessage::DiscardOutput { job_id } => job_id,
+            | WorkMessage::Notify { job_id, .. } => job_id,
         }
     }
 }
@@ -58,5 +69,10 @@ mod tests {
         let discard: WorkMessage = serde_json::from_str(&format!(r#"{{"kind":"discard_output","job_id":"{id}"}}"#)).unwrap();
         assert_eq!(discard, WorkMessage::DiscardOutput { job_id: id.clone() });
         assert_eq!(discard.job_id(), &id);
+        let notify = format!(r#"{{"kind":"notify","job_id":"{id}","status":"completed","attempt":2}}"#);
+        let parsed: WorkMessage = serde_json::from_str(&notify).unwrap();
+        assert_eq!(parsed, WorkMessage::Notify { job_id: id.clone(), status: crate::JobStatus::Completed, attempt: 2, not_before: None });
+        let later = WorkMessage::Notify { job_id: id, status: crate::JobStatus::Failed, attempt: 5, not_before: Some(crate::job::timestamp::now()) };
+        assert_eq!(serde_json::from_str::<WorkMessage>(&serde_json::to_string(&later).unwrap()).unwrap(), later);
     }
 }

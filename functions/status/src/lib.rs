@@ -1,7 +1,8 @@
 //! `status`: every read of a job and every user decision on one
 //! (`GET …/status`, `…/result`, `…/events`, the listings, `DELETE` to cancel),
-//! and the caller's own account (`GET /videos/account`); reviews
-//! (`POST …/review`, `GET /videos/review/queue`) and the review page
+//! the caller's own account (`GET /videos/account`) and their webhook signing
+//! secret (`GET /videos/webhook-secret`, `POST /videos/webhook-secret/rotate`);
+//! reviews (`POST …/review`, `GET /videos/review/queue`) and the review page
 //! (`GET /review`).
 
 use lambda_http::http::{Method, StatusCode};
@@ -31,6 +32,8 @@ enum Route<'a> {
     Review(&'a str),
     ReviewQueue,
     ReviewPage,
+    WebhookSecret,
+    RotateWebhookSecret,
 }
 
 fn route(request: &Request) -> Option<Route<'_>> {
@@ -46,6 +49,8 @@ fn route(request: &Request) -> Option<Route<'_>> {
         (&Method::POST, ["videos", "jobs", id, "review"]) => Some(Route::Review(id)),
         (&Method::GET, ["videos", "review", "queue"]) => Some(Route::ReviewQueue),
         (&Method::GET, ["review"]) => Some(Route::ReviewPage),
+        (&Method::GET, ["videos", "webhook-secret"]) => Some(Route::WebhookSecret),
+        (&Method::POST, ["videos", "webhook-secret", "rotate"]) => Some(Route::RotateWebhookSecret),
         _ => None,
     }
 }
@@ -87,6 +92,8 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
         }
         Route::Active => respond(ok, services.active(&who).await),
         Route::Account => respond(ok, services.account(&who).await),
+        Route::WebhookSecret => respond(ok, services.webhook_secret(&who).await),
+        Route::RotateWebhookSecret => respond(ok, services.rotate_webhook_secret(&who).await),
         Route::List => match page_request(request) {
             Ok(page) => respond(ok, services.list(&who, page).await),
             Err(err) => error_response(&err),

@@ -8,7 +8,8 @@ async fn main() -> Result<(), Error> {
     let providers = videojobs_providers::from_env(videojobs_providers::http_client_on_first_use())?;
     let clients = videojobs_aws::AwsClients::from_env().await;
     let store = videojobs_aws::DynamoStore::new(clients.dynamodb, &resources.jobs_table, &resources.prompts_table);
-    let queue = videojobs_aws::SqsWorkQueue::new(clients.sqs, &resources.work_queue_url);
-    let webhook = webhook::Webhook { jobs: Arc::new(store), queue: Arc::new(queue), providers };
+    let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs, &resources.work_queue_url));
+    let jobs = videojobs_aws::notifying(Arc::new(store), queue.clone());
+    let webhook = webhook::Webhook { jobs, queue, providers };
     run(service_fn(|request| webhook::handler(&webhook, request))).await
 }

@@ -9,6 +9,8 @@
 //! request), outputs go to fixed keys, and a task token answered twice is
 //! ignored by Step Functions.
 
+pub mod notify;
+
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::json;
@@ -54,6 +56,8 @@ pub struct Worker {
     pub callback_base_url: String,
     pub retention_seconds: u64,
     pub presign_ttl_seconds: u64,
+    /// Client notifications (`notify` messages).
+    pub notifier: notify::Notifier,
 }
 
 impl Worker {
@@ -71,9 +75,11 @@ impl Worker {
             &resources.jobs_table,
             &resources.prompts_table,
         ));
+        let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
         Worker {
-            jobs: store.clone(),
             switches: store.clone(),
+            jobs: videojobs_aws::notifying(store.clone(), queue.clone()),
+            notifier: notify::Notifier::on_aws(store.clone(), queue, settings),
             uploads: store,
             media: Arc::new(videojobs_aws::S3Media::new(clients.s3.clone(), &resources.media_bucket)),
             outputs: Arc::new(videojobs_aws::S3Outputs::new(clients.s3.clone(), &resources.media_bucket, http)),
@@ -150,6 +156,7 @@ fn body_kind(message: &WorkMessage) -> &'static str {
         WorkMessage::GiveUp { .. } => "give_up",
         WorkMessage::CancelAtProvider { .. } => "cancel_at_provider",
         WorkMessage::DiscardOutput { .. } => "discard_output",
+        WorkMessage::Notify { .. } => "notify",
     }
 }
 
@@ -163,6 +170,9 @@ pub async fn handle(worker: &Worker, message: WorkMessage) -> Result<(), WorkErr
         WorkMessage::GiveUp { job_id, error } => give_up(worker, &job_id, error.as_deref()).await,
         WorkMessage::CancelAtProvider { job_id } => cancel_at_provider(worker, &job_id).await,
         WorkMessage::DiscardOutput { job_id } => discard_output(worker, &job_id).await,
+        WorkMessage::Notify { job_id, status, attempt, not_before } => {
+            notify::notify(worker, &job_id, status, attempt, not_before).await
+        }
     }
 }
 

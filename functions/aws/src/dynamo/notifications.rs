@@ -1,0 +1,125 @@
+//! Client notification items in the jobs table (see the model in `dynamo.rs`):
+//! each user's webhook signing secret and, per job and status, the record
+//! that its notification was delivered.
+
+use super::*;
+use videojobs_core::notify::{NotificationLog, UserWebhookSecrets, WebhookSecrets};
+
+fn secret_key(user: &UserId) -> Item {
+    key(format!("USER#{user}"), "WEBHOOK_SECRET")
+}
+
+fn delivery_key(job: &JobId, status: JobStatus) -> Item {
+    key(job_pk(job), &format!("NOTIFIED#{status}"))
+}
+
+fn claim_key(job: &JobId, status: JobStatus) -> Item {
+    key(job_pk(job), &format!("NOTIFYING#{status}"))
+}
+
+fn secrets_from(item: &Item) -> Result<UserWebhookSecrets, StoreError> {
+    let optional = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    Ok(UserWebhookSecrets {
+        current: text(item, "secret")?,
+        previous: optional("previous_secret"),
+        previous_valid_until: optional("previous_valid_until").as_deref().and_then(timestamp::parse),
+    })
+}
+
+#[async_trait]
+impl WebhookSecrets for DynamoStore {
+    async fn webhook_secrets(&self, user: &UserId) -> Result<Option<UserWebhookSecrets>, StoreError> {
+        self.get(secret_key(user)).await?.as_ref().map(secrets_from).transpose()
+    }
+
+    async fn create_webhook_secret(&self, user: &UserId, secret: &str) -> Result<UserWebhookSecrets, StoreError> {
+        let mut item = secret_key(user);
+        item.insert("kind".into(), s("webhook_secret"));
+        item.insert("secret".into(), s(secret));
+        item.insert("created_at".into(), s(timestamp::format(timestamp::now())));
+        if self.put_if_absent(item).await? {
+            return Ok(UserWebhookSecrets { current: secret.to_owned(), previous: None, previous_valid_until: None });
+        }
+        // A concurrent first request made it: everyone gets that one.
+        self.webhook_secrets(user).await?.ok_or_else(|| StoreError::Unavailable("webhook secret vanished".into()))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        user: &UserId,
+        expected: &str,
+        new: &str,
+        grace_until: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(secret_key(user)))
+            .update_expression(
+                "SET secret = :new, previous_secret = :old, previous_valid_until = :until, rotated_at = :now",
+            )
+            .condition_expression("secret = :old")
+            .expression_attribute_values(":new", s(new))
+            .expression_attribute_values(":old", s(expected))
+            .expression_attribute_values(":until", s(timestamp::format(grace_until)))
+            .expression_attribute_values(":now", s(timestamp::format(timestamp::now())))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) => Err(store_error("UpdateItem", err)),
+        }
+    }
+}
+
+#[async_trait]
+impl NotificationLog for DynamoStore {
+    async fn was_delivered(&self, job: &JobId, status: JobStatus) -> Result<bool, StoreError> {
+        Ok(self.get(delivery_key(job, status)).await?.is_some())
+    }
+
+    async fn record_delivery(&self, job: &JobId, status: JobStatus, attempt: u32, http_status: u16) -> Result<bool, StoreError> {
+        let mut item = delivery_key(job, status);
+        item.insert("kind".into(), s("notification"));
+        item.insert("attempt".into(), n(attempt));
+        item.insert("http_status".into(), n(http_status));
+        item.insert("delivered_at".into(), s(timestamp::format(timestamp::now())));
+        self.put_if_absent(item).await
+    }
+
+    async fn claim_attempt(&self, job: &JobId, status: JobStatus, lease: std::time::Duration) -> Result<bool, StoreError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut item = claim_key(job, status);
+        item.insert("kind".into(), s("notification_claim"));
+        item.insert("lease_until".into(), n(now + lease.as_secs() as i64));
+        // A claim nobody gave back (the holder died) goes away on its own.
+        item.insert("ttl_epoch".into(), epoch_after(24 * 3600));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.jobs_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR lease_until < :now")
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) => Err(store_error("PutItem", err)),
+        }
+    }
+
+    async fn release_attempt(&self, job: &JobId, status: JobStatus) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(claim_key(job, status)))
+            .send()
+            .await
+            .map_err(|e| store_error("DeleteItem", e))?;
+        Ok(())
+    }
+}
