@@ -13,6 +13,8 @@ pub mod request;
 pub mod service;
 pub mod settings;
 pub mod signing;
+pub mod stats;
+pub mod admin;
 pub mod views;
 pub mod work;
 

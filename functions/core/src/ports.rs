@@ -88,6 +88,8 @@ pub struct StatusChange {
     pub at: OffsetDateTime,
     /// Further fields written with the change.
     pub update: JobUpdate,
+    /// Facts about the job the operational counters need (see `stats`).
+    pub facts: crate::stats::JobFacts,
 }
 
 impl StatusChange {
@@ -119,6 +121,7 @@ impl StatusChange {
             error,
             at,
             update,
+            facts: crate::stats::JobFacts::of(job),
         }
     }
 

@@ -26,6 +26,8 @@ pub struct Services {
     pub media: Arc<dyn MediaStore>,
     pub workflows: Arc<dyn Workflows>,
     pub work: Arc<dyn WorkQueue>,
+    /// Operational counters and the stuck-jobs index (`GET /videos/stats`).
+    pub stats: Arc<dyn crate::stats::StatsStore>,
     pub settings: Settings,
 }
 

@@ -17,6 +17,8 @@ pub struct Settings {
     pub body_max_bytes: usize,
     /// How long the state machine waits for a video before giving up.
     pub generation_timeout_seconds: u64,
+    /// A job in `submitted` or `processing` this long without an update counts as stuck.
+    pub stuck_after_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +75,7 @@ impl Settings {
             },
             body_max_bytes: number(&get, "BODY_MAX_BYTES", 64 * 1024)?,
             generation_timeout_seconds: number(&get, "GENERATION_TIMEOUT_SECONDS", 900)?,
+            stuck_after_seconds: number(&get, "STUCK_AFTER_SECONDS", 1_800)?,
         })
     }
 
@@ -103,6 +106,7 @@ mod tests {
         assert!(!s.limits.allow_http_webhooks);
         assert_eq!(s.body_max_bytes, 65_536);
         assert_eq!(s.generation_timeout_seconds, 900);
+        assert_eq!(s.stuck_after_seconds, 1_800);
     }
 
     #[test]
