@@ -3,6 +3,7 @@
 //! Lambda instance and shared by every invocation.
 
 pub mod dynamo;
+pub mod emf;
 pub mod errors;
 pub mod http;
 pub mod metering;
@@ -10,6 +11,7 @@ pub mod outputs;
 pub mod s3;
 pub mod sfn;
 pub mod sqs;
+pub mod stats;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -149,10 +151,11 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
         jobs: store.clone(),
         keys: store.clone(),
         accounts: store.clone(),
-        uploads: store,
+        uploads: store.clone(),
         media: Arc::new(S3Media::new(clients.s3.clone(), &resources.media_bucket)),
         workflows: Arc::new(StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),
         work: Arc::new(SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url)),
+        stats: store,
         settings,
     }
 }

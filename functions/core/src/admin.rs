@@ -96,7 +96,8 @@ pub struct AdminAccountBody {
     pub active_jobs: u32,
 }
 
-fn admin_only(who: &Principal) -> Result<(), AppError> {
+/// Refuses anyone but an admin (before their request is even read).
+pub fn admin_only(who: &Principal) -> Result<(), AppError> {
     if who.role == Role::Admin {
         Ok(())
     } else {

@@ -1,11 +1,13 @@
 //! `status`: every read of a job and every user decision on one
 //! (`GET …/status`, `…/result`, `…/events`, the listings, `DELETE` to cancel),
-//! and the caller's own account (`GET /videos/account`).
+//! and the caller's own account (`GET /videos/account`); for admins, the
+//! operational figures (`GET /videos/stats`) and `POST /videos/admin/keys|credits`.
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use tracing::Instrument;
-use videojobs_api::{error_response, path_segments, presented_key, query_param, respond};
+use videojobs_api::{error_response, json_body, path_segments, presented_key, query_param, respond};
+use videojobs_core::admin::{GrantRequest, NewKeyRequest};
 use videojobs_core::ports::PageRequest;
 use videojobs_core::request::InvalidRequest;
 use videojobs_core::service::Services;
@@ -23,6 +25,9 @@ enum Route<'a> {
     Active,
     List,
     Account,
+    Stats,
+    AdminKeys,
+    AdminCredits,
 }
 
 fn route(request: &Request) -> Option<Route<'_>> {
@@ -35,6 +40,9 @@ fn route(request: &Request) -> Option<Route<'_>> {
         (&Method::GET, ["videos", "jobs", id, "result"]) => Some(Route::Result(id)),
         (&Method::GET, ["videos", "jobs", id, "events"]) => Some(Route::Events(id)),
         (&Method::DELETE, ["videos", "jobs", id]) => Some(Route::Cancel(id)),
+        (&Method::GET, ["videos", "stats"]) => Some(Route::Stats),
+        (&Method::POST, ["videos", "admin", "keys"]) => Some(Route::AdminKeys),
+        (&Method::POST, ["videos", "admin", "credits"]) => Some(Route::AdminCredits),
         _ => None,
     }
 }
@@ -58,6 +66,11 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
         Ok(who) => who,
         Err(err) => return error_response(&err),
     };
+    if matches!(route, Route::Stats | Route::AdminKeys | Route::AdminCredits) {
+        if let Err(err) = videojobs_core::admin::admin_only(&who) {
+            return error_response(&err);
+        }
+    }
     let ok = StatusCode::OK;
     match route {
         Route::Status(id) => respond(ok, services.status(&who, id).await),
@@ -72,6 +85,23 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
         }
         Route::Active => respond(ok, services.active(&who).await),
         Route::Account => respond(ok, services.account(&who).await),
+        Route::Stats => respond(ok, services.stats(&who).await),
+        Route::AdminKeys => {
+            let body = json_body(request, services.settings.body_max_bytes);
+            let outcome = match body.and_then(|b| NewKeyRequest::parse(b).map_err(AppError::from)) {
+                Ok(parsed) => services.create_key(&who, parsed).await,
+                Err(err) => Err(err),
+            };
+            respond(StatusCode::CREATED, outcome)
+        }
+        Route::AdminCredits => {
+            let body = json_body(request, services.settings.body_max_bytes);
+            let outcome = match body.and_then(|b| GrantRequest::parse(b).map_err(AppError::from)) {
+                Ok(parsed) => services.grant(&who, parsed).await,
+                Err(err) => Err(err),
+            };
+            respond(ok, outcome)
+        }
         Route::List => match page_request(request) {
             Ok(page) => respond(ok, services.list(&who, page).await),
             Err(err) => error_response(&err),

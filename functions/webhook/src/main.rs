@@ -9,6 +9,7 @@ async fn main() -> Result<(), Error> {
     let clients = videojobs_aws::AwsClients::from_env().await;
     let store = videojobs_aws::DynamoStore::new(clients.dynamodb, &resources.jobs_table, &resources.prompts_table);
     let queue = videojobs_aws::SqsWorkQueue::new(clients.sqs, &resources.work_queue_url);
-    let webhook = webhook::Webhook { jobs: Arc::new(store), queue: Arc::new(queue), providers };
+    let store = Arc::new(store);
+    let webhook = webhook::Webhook { jobs: store.clone(), queue: Arc::new(queue), providers, stats: store };
     run(service_fn(|request| webhook::handler(&webhook, request))).await
 }
