@@ -10,3 +10,4 @@ mod pipeline;
 mod reads;
 mod sample_events;
 mod state_machine;
+mod stats;

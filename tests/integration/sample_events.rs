@@ -13,6 +13,8 @@ use videojobs_core::JobStatus;
 /// The key and job the sample events name.
 const SAMPLE_KEY: &str = "vj_sampleUserKey000000000000000000000000000";
 const SAMPLE_JOB: &str = "job_01kaz000000000000000000000";
+/// The admin key the stats and admin samples name.
+const SAMPLE_ADMIN_KEY: &str = "vj_sampleAdminKey00000000000000000000000000";
 
 enum Function {
     Create,
@@ -24,6 +26,8 @@ enum Function {
 /// Each sample, the function that takes it, and the status it should get.
 const SAMPLES: &[(&str, Function, u16)] = &[
     ("account.json", Function::Status, 200),
+    ("admin-credits.json", Function::Status, 200),
+    ("admin-keys.json", Function::Status, 201),
     ("animate.json", Function::Create, 202),
     ("generate.json", Function::Create, 202),
     ("job-cancel.json", Function::Status, 200),
@@ -32,6 +36,7 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("job-status.json", Function::Status, 200),
     ("jobs-active.json", Function::Status, 200),
     ("jobs-list.json", Function::Status, 200),
+    ("stats.json", Function::Status, 200),
     ("uploads.json", Function::Create, 201),
     // Signed with a made-up signature: the webhook must refuse it and write nothing.
     ("webhook-local.json", Function::Webhook, 401),
@@ -43,6 +48,9 @@ async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
     let key: ApiKey = SAMPLE_KEY.parse().unwrap();
     app.services.keys.save_key(&key.hash(), &Principal { user_id: user.clone(), role: Role::User }, "samples").await.unwrap();
     app.services.accounts.open_account(&user, 1_000).await.unwrap();
+    let admin: ApiKey = SAMPLE_ADMIN_KEY.parse().unwrap();
+    let principal = Principal { user_id: "sample-admin".parse().unwrap(), role: Role::Admin };
+    app.services.keys.save_key(&admin.hash(), &principal, "samples").await.unwrap();
     let now = timestamp::now();
     let job = Job {
         job_id: SAMPLE_JOB.parse::<JobId>().unwrap(),
