@@ -331,3 +331,30 @@ async fn bad_admin_requests_are_refused_with_the_field_and_write_nothing() {
 }
 
 use videojobs_core::ports::AccountStore;
+
+#[tokio::test]
+async fn the_scheduled_check_counts_the_stuck_jobs_from_the_index() {
+    let app = TestApp::isolated(100).await;
+    let stuck = job_submitted_long_ago(&app, 3_600).await;
+    let _recent = job_submitted_long_ago(&app, 5).await;
+    let mut message = aws_lambda_events::event::sqs::SqsMessage::default();
+    message.message_id = Some("scheduled-1".into());
+    message.body = Some(r#"{"kind":"check_stuck"}"#.into());
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    event.records = vec![message];
+
+    // Act: the schedule's message, as the SQS event source hands it over.
+    let response = worker::handler(&app.app.worker, lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default())).await.unwrap();
+    let count = worker::check_stuck(&app.app.worker).await.unwrap();
+
+    // Assert: handled, and only the job idle past the threshold counts.
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(count, 1);
+    let page = videojobs_core::stats::stuck_jobs(app.services.stats.as_ref(), 1_800, timestamp::now()).await.unwrap();
+    assert_eq!(page.oldest.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(), [stuck.job_id]);
+    // Once the job moves on, it leaves the index.
+    let job = app.job(&page.oldest[0].job_id).await;
+    let change = StatusChange::new(&job, transition(job.status, JobStatus::Failed).unwrap(), EventSource::Worker, "gave up", None, JobUpdate::default());
+    assert_eq!(app.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
+    assert_eq!(worker::check_stuck(&app.app.worker).await.unwrap(), 0);
+}

@@ -135,7 +135,7 @@ async fn handle_message(worker: &Worker, message: &SqsMessage) -> Result<(), Wor
     // A schedule's message has no job: it is told apart before the job messages.
     if let Ok(videojobs_core::stats::ScheduledMessage::CheckStuck) = serde_json::from_str(body) {
         tracing::Span::current().record("kind", "check_stuck");
-        return check_stuck(worker).await;
+        return check_stuck(worker).await.map(|_| ());
     }
     let parsed: WorkMessage = serde_json::from_str(body).map_err(|e| WorkError::Unusable(e.to_string()))?;
     let span = tracing::Span::current();
@@ -557,8 +557,9 @@ pub async fn give_up(worker: &Worker, id: &JobId, cause: Option<&str>) -> Result
 }
 
 /// Counts the jobs stuck in `submitted` or `processing` (from the index) and
-/// reports them as the `StuckJobs` metric the stuck-jobs alarm watches.
-pub async fn check_stuck(worker: &Worker) -> Result<(), WorkError> {
+/// reports them as the `StuckJobs` metric the stuck-jobs alarm watches;
+/// returns how many there are.
+pub async fn check_stuck(worker: &Worker) -> Result<u64, WorkError> {
     let now = timestamp::now();
     let stuck = videojobs_core::stats::stuck_jobs(worker.stats.as_ref(), worker.stuck_after_seconds, now).await?;
     videojobs_aws::stats::emit_stuck(stuck.count);
@@ -566,7 +567,7 @@ pub async fn check_stuck(worker: &Worker) -> Result<(), WorkError> {
         tracing::warn!(job_id = %job.job_id, status = %job.status, provider = job.provider, updated_at = %timestamp::format(job.updated_at), "job looks stuck");
     }
     tracing::info!(count = stuck.count, threshold_seconds = worker.stuck_after_seconds, "stuck jobs checked");
-    Ok(())
+    Ok(stuck.count)
 }
 
 async fn cancel_at_provider(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
