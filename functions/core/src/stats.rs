@@ -197,7 +197,7 @@ pub fn removal_deltas(stored: StoredBytes) -> Deltas {
 /// The histogram bucket of a time to complete: 0 below one second, then four
 /// per doubling (bucket `i` holds `[2^((i-1)/4), 2^(i/4))` seconds).
 pub fn bucket_of(seconds: f64) -> u32 {
-    if !(seconds >= 1.0) {
+    if seconds.is_nan() || seconds < 1.0 {
         return 0;
     }
     let index = (seconds.log2() * BUCKETS_PER_DOUBLING).floor() as u32 + 1;
