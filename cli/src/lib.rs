@@ -229,10 +229,16 @@ impl CliError {
 /// Capitalised and ending with a full stop.
 fn sentence(text: &str) -> String {
     let text = text.trim();
-    let mut chars = text.chars();
-    let mut out: String = match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => return String::new(),
+    if text.is_empty() {
+        return String::new();
+    }
+    // A leading field name (`duration_seconds: …`) keeps its spelling.
+    let first_word = text.split_whitespace().next().unwrap_or("");
+    let mut out = if first_word.contains('_') || first_word.ends_with(':') {
+        text.to_owned()
+    } else {
+        let mut chars = text.chars();
+        chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
     };
     if !out.ends_with(['.', '!', '?']) {
         out.push('.');
@@ -721,6 +727,8 @@ mod tests {
         };
         assert_eq!(err.sentence(), "This job costs 40 credits and the balance is 3. Add credits or ask for a shorter video.");
         assert_eq!(CliError::Local("nothing here.".into()).sentence(), "Nothing here.");
+        let field = CliError::Api { status: 400, message: "duration_seconds: must be between 1 and 20".into(), next_step: None };
+        assert_eq!(field.sentence(), "duration_seconds: must be between 1 and 20.");
     }
 
     #[test]
