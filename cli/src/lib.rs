@@ -255,6 +255,16 @@ struct Api {
 
 impl Api {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Result<Value, CliError> {
+        let text = self.call_text(method, path, body, headers).await?;
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .map_err(|_| CliError::Unreachable(format!("the API at {} answered something that is not JSON", self.base)))
+    }
+
+    /// The text of a successful answer, as the API wrote it (its field order kept).
+    async fn call_text(&self, method: reqwest::Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Result<String, CliError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url).bearer_auth(&self.key);
         for (name, value) in headers {
@@ -268,7 +278,7 @@ impl Api {
         let text = response.text().await.map_err(|e| unreachable(&self.base, &e))?;
         let parsed: Option<Value> = if text.is_empty() { Some(Value::Null) } else { serde_json::from_str(&text).ok() };
         if status.is_success() {
-            return parsed.ok_or_else(|| CliError::Unreachable(format!("the API at {} answered something that is not JSON", self.base)));
+            return Ok(text);
         }
         let error = parsed.as_ref().map(|v| &v["error"]);
         match error.and_then(|e| e["message"].as_str()) {
@@ -556,8 +566,15 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
             Ok(())
         }
         Command::Stats => {
-            let stats = api.get("/videos/stats").await?;
-            console.json(&stats);
+            let text = api.call_text(reqwest::Method::GET, "/videos/stats", None, &[]).await?;
+            if console.json {
+                console.say(&text);
+            } else {
+                let stats: Value = serde_json::from_str(&text).map_err(|_| CliError::Unreachable("the stats are not JSON".into()))?;
+                for line in stats_summary(&stats) {
+                    console.say(&line);
+                }
+            }
             Ok(())
         }
         Command::Admin { command } => match command {
@@ -700,6 +717,63 @@ async fn upload(api: &Api, path: &Path) -> Result<Value, CliError> {
     Ok(slot["upload_id"].clone())
 }
 
+/// The figures of `GET /videos/stats`, one topic a line.
+pub fn stats_summary(stats: &Value) -> Vec<String> {
+    const STATUSES: [&str; 10] =
+        ["queued", "submitted", "retrying", "processing", "completed", "approved", "rejected", "failed", "canceled", "expired"];
+    let percent = |rate: &Value| format!("{:.1} %", rate.as_f64().unwrap_or(0.0) * 100.0);
+    let rates = |list: &Value, name: &str| -> String {
+        let parts: Vec<String> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| format!("{} {} of {} ({})", r[name].as_str().unwrap_or(""), r["failed"], r["finished"], percent(&r["rate"])))
+            .collect();
+        if parts.is_empty() { "none finished".into() } else { parts.join(", ") }
+    };
+    let by_status: Vec<String> = STATUSES.iter().map(|s| format!("{s} {}", stats["jobs_by_status"][s])).collect();
+    let ttc = &stats["time_to_complete_seconds"];
+    let rejections = &stats["rejections"];
+    let reasons: Vec<String> = rejections["by_reason"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| format!("{} {}", r["reason"].as_str().unwrap_or(""), r["count"]))
+        .collect();
+    let stuck = &stats["stuck_jobs"];
+    let mut lines = vec![
+        format!("Figures at {}", stats["generated_at"].as_str().unwrap_or("")),
+        format!("Jobs: {}", by_status.join(", ")),
+        match ttc["average"].as_f64() {
+            Some(average) => format!("Time to complete: {} jobs, average {average} s, p95 at most {} s", ttc["count"], ttc["p95"]),
+            None => "Time to complete: no job completed yet".into(),
+        },
+        format!("Failed by provider: {}", rates(&stats["failure_rate_by_provider"], "provider")),
+        format!("Failed by workflow type: {}", rates(&stats["failure_rate_by_workflow_type"], "workflow_type")),
+        format!(
+            "Rejected: {} of {} reviewed ({}){}",
+            rejections["rejected"],
+            rejections["reviewed"],
+            percent(&rejections["rate"]),
+            if reasons.is_empty() { String::new() } else { format!(": {}", reasons.join(", ")) }
+        ),
+        format!("Duplicate callbacks: {}", stats["duplicate_callbacks"]),
+        format!("Stuck (no update for {} s): {}", stuck["threshold_seconds"], stuck["count"]),
+    ];
+    for job in stuck["jobs"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "  {}  {} at {} since {}",
+            job["job_id"].as_str().unwrap_or(""),
+            job["status"].as_str().unwrap_or(""),
+            job["provider"].as_str().unwrap_or(""),
+            job["updated_at"].as_str().unwrap_or("")
+        ));
+    }
+    let bytes = &stats["stored_bytes_by_artifact_type"];
+    lines.push(format!("Stored: videos {} bytes, thumbnails {} bytes", bytes["video"], bytes["thumbnail"]));
+    lines
+}
+
 fn print_status(status: &Value, console: &mut Console<'_>) {
     let field = |name: &str| status[name].as_str().unwrap_or("").to_owned();
     console.say(&format!("{}  {} ({})  {}%", field("job_id"), field("status"), field("status_label"), status["progress"]));
@@ -753,6 +827,36 @@ mod tests {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run(args.iter().copied(), &lookup, &mut out, &mut err, false).await;
         (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    #[test]
+    fn the_stats_summary_reads_every_figure() {
+        let stats = json!({"generated_at": "2026-11-23T06:00:00.000Z",
+            "jobs_by_status": {"queued": 0, "submitted": 1, "retrying": 0, "processing": 0, "completed": 1,
+                               "approved": 1, "rejected": 1, "failed": 1, "canceled": 1, "expired": 0},
+            "time_to_complete_seconds": {"count": 3, "average": 2.114, "p95": 2.38},
+            "failure_rate_by_provider": [{"provider": "local", "finished": 4, "failed": 1, "rate": 0.25}],
+            "failure_rate_by_workflow_type": [{"workflow_type": "text_to_video", "finished": 3, "failed": 1, "rate": 0.3333}],
+            "rejections": {"reviewed": 2, "rejected": 1, "rate": 0.5, "by_reason": [{"reason": "off_brief", "count": 1, "rate": 0.5}]},
+            "duplicate_callbacks": 2,
+            "stuck_jobs": {"threshold_seconds": 1800, "count": 1,
+                           "jobs": [{"job_id": "job_1", "status": "submitted", "provider": "local", "updated_at": "2026-11-23T04:00:00.000Z"}]},
+            "stored_bytes_by_artifact_type": {"video": 100, "thumbnail": 7}});
+        assert_eq!(
+            stats_summary(&stats),
+            [
+                "Figures at 2026-11-23T06:00:00.000Z",
+                "Jobs: queued 0, submitted 1, retrying 0, processing 0, completed 1, approved 1, rejected 1, failed 1, canceled 1, expired 0",
+                "Time to complete: 3 jobs, average 2.114 s, p95 at most 2.38 s",
+                "Failed by provider: local 1 of 4 (25.0 %)",
+                "Failed by workflow type: text_to_video 1 of 3 (33.3 %)",
+                "Rejected: 1 of 2 reviewed (50.0 %): off_brief 1",
+                "Duplicate callbacks: 2",
+                "Stuck (no update for 1800 s): 1",
+                "  job_1  submitted at local since 2026-11-23T04:00:00.000Z",
+                "Stored: videos 100 bytes, thumbnails 7 bytes",
+            ]
+        );
     }
 
     #[tokio::test]

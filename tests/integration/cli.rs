@@ -97,8 +97,11 @@ async fn cancel_account_and_the_admin_commands_work_against_the_api() {
     let refused = videojobs(&p, &new_key, &["stats"]).await;
     assert_eq!(refused.code, 1);
     assert!(refused.err.starts_with("error: Only an admin can do this."), "{}", refused.err);
-    let stats = videojobs(&p, &admin_key, &["stats"]).await;
+    let stats = videojobs(&p, &admin_key, &["stats", "--json"]).await;
     assert_eq!(stats.code, 0, "{}", stats.err);
     let figures: Value = serde_json::from_str(&stats.out).unwrap();
     assert_eq!(figures["jobs_by_status"]["canceled"], 1);
+    assert!(stats.out.starts_with(r#"{"generated_at":"#), "the API's own order: {}", stats.out);
+    let summary = videojobs(&p, &admin_key, &["stats"]).await;
+    assert!(summary.out.contains("canceled 1"), "{}", summary.out);
 }
