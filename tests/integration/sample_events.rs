@@ -21,6 +21,8 @@ enum Function {
     Status,
     Webhook,
     Worker,
+    /// A scheduled worker message: handled, and no job changes.
+    Scheduled,
 }
 
 /// Each sample, the function that takes it, and the status it should get.
@@ -40,6 +42,7 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("uploads.json", Function::Create, 201),
     // Signed with a made-up signature: the webhook must refuse it and write nothing.
     ("webhook-local.json", Function::Webhook, 401),
+    ("worker-check-stuck.json", Function::Scheduled, 0),
     ("worker-sqs.json", Function::Worker, 0),
 ];
 
@@ -116,6 +119,14 @@ async fn every_sample_event_runs_through_its_handler() {
                 let response = worker::handler(&worker, LambdaEvent::new(event, Context::default())).await.unwrap();
                 assert!(response.batch_item_failures.is_empty(), "{name}");
                 assert_eq!(app.job(&SAMPLE_JOB.parse().unwrap()).await.status, JobStatus::Expired, "{name}");
+                0
+            }
+            Function::Scheduled => {
+                let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let before = app.job(&SAMPLE_JOB.parse().unwrap()).await;
+                let response = worker::handler(&app.app.worker, LambdaEvent::new(event, Context::default())).await.unwrap();
+                assert!(response.batch_item_failures.is_empty(), "{name}");
+                assert_eq!(app.job(&SAMPLE_JOB.parse().unwrap()).await, before, "{name}");
                 0
             }
         };
