@@ -12,6 +12,7 @@
 //! | API key           | `APIKEY#{sha256 hex}`   | `APIKEY`             | `user_id`, `role`; the key itself is never stored |
 //! | upload            | `UPLOAD#{upload_id}`    | `UPLOAD`             | TTL a day |
 //! | callback receipt  | `RECEIPT#{provider}#{event_id}` | `RECEIPT`    | a provider event applied once; TTL a week |
+//! | counter shard     | `STATS#{0..7}`          | `COUNTERS`           | operational counters (see `stats.rs`); a job item also carries `watch_status` while `submitted`/`processing` (index `stuck_watch`) |
 //!
 //! **Prompts** holds the raw prompt by `job_id`, apart so that only the
 //! functions that need it (create, worker) are granted it.
@@ -29,6 +30,9 @@
 //! - progress only rises: `progress < :p` on its update;
 //! - a refund also sets `refunded_at` under `attribute_not_exists(refunded_at)`,
 //!   so a job's credits come back at most once even if a transition were wrong.
+//! - the stats counters move in the same transaction as the creation or change
+//!   they count, and an output's bytes come off them in the same transaction
+//!   that forgets the output (conditioned on that output).
 
 use crate::errors::{store_error, transaction_cancellation};
 use async_trait::async_trait;
