@@ -105,3 +105,26 @@ async fn cancel_account_and_the_admin_commands_work_against_the_api() {
     let summary = videojobs(&p, &admin_key, &["stats"]).await;
     assert!(summary.out.contains("canceled 1"), "{}", summary.out);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn animate_uploads_a_local_image_and_saves_the_zoom() {
+    let p = Pipeline::start(settings()).await;
+    let image = std::env::temp_dir().join(format!("cli-{}.png", ulid::Ulid::new()));
+    let png = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=320x240", "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"])
+        .output()
+        .expect("ffmpeg makes a PNG")
+        .stdout;
+    std::fs::write(&image, png).unwrap();
+    let video = std::env::temp_dir().join(format!("cli-{}.mp4", ulid::Ulid::new()));
+
+    let run = videojobs(&p, &p.app.key, &["animate", "--image", image.to_str().unwrap(), "--length", "2", "--frame-rate", "12", "--out", video.to_str().unwrap(), "--poll-seconds", "0.2"]).await;
+
+    assert_eq!(run.code, 0, "{}", run.err);
+    let bytes = std::fs::read(&video).expect("the video was saved");
+    let _ = (std::fs::remove_file(&image), std::fs::remove_file(&video));
+    let (duration, _, _) = ffprobe(&bytes);
+    assert!((duration - 2.0).abs() < 0.2, "{duration}");
+    let status = p.app.get(&format!("/videos/jobs/{}/status", run.out.trim())).await;
+    assert_eq!(status.body["workflow_type"], "image_to_video");
+}
