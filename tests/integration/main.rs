@@ -4,6 +4,7 @@
 mod helpers;
 
 mod cancel;
+mod cli;
 mod concurrency;
 mod create;
 mod failover;
@@ -15,3 +16,4 @@ mod review;
 mod review_page;
 mod sample_events;
 mod state_machine;
+mod stats;

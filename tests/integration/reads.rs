@@ -138,6 +138,7 @@ fn artifact(id: &JobId) -> Artifact {
     Artifact {
         video_key: format!("outputs/{id}/video.mp4"),
         thumbnail_key: Some(format!("outputs/{id}/thumbnail.jpg")),
+        thumbnail_size_bytes: Some(2_048),
         mime_type: "video/mp4".into(),
         size_bytes: 123_456,
         duration_seconds: 3.0,

@@ -57,6 +57,7 @@ async fn completed_job(app: &TestApp, completed_at: OffsetDateTime) -> JobId {
         thumbnail_key: Some(thumbnail_key(&id)),
         mime_type: "video/mp4".into(),
         size_bytes: 14,
+        thumbnail_size_bytes: Some(14),
         duration_seconds: 2.0,
         width: 1280,
         height: 720,

@@ -15,17 +15,23 @@ const SAMPLE_KEY: &str = "vj_sampleUserKey000000000000000000000000000";
 const SAMPLE_JOB: &str = "job_01kaz000000000000000000000";
 /// The reviewer's key the review samples carry.
 const SAMPLE_REVIEWER_KEY: &str = "vj_sampleReviewerKey00000000000000000000000";
+/// The admin key the stats and admin samples name.
+const SAMPLE_ADMIN_KEY: &str = "vj_sampleAdminKey00000000000000000000000000";
 
 enum Function {
     Create,
     Status,
     Webhook,
     Worker,
+    /// A scheduled worker message: handled, and no job changes.
+    Scheduled,
 }
 
 /// Each sample, the function that takes it, and the status it should get.
 const SAMPLES: &[(&str, Function, u16)] = &[
     ("account.json", Function::Status, 200),
+    ("admin-credits.json", Function::Status, 200),
+    ("admin-keys.json", Function::Status, 201),
     ("animate.json", Function::Create, 202),
     ("generate.json", Function::Create, 202),
     ("job-cancel.json", Function::Status, 200),
@@ -38,11 +44,13 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("jobs-list.json", Function::Status, 200),
     ("review-page.json", Function::Status, 200),
     ("review-queue.json", Function::Status, 200),
+    ("stats.json", Function::Status, 200),
     ("uploads.json", Function::Create, 201),
     // Signed with a made-up signature: the webhook must refuse it and write nothing.
     ("webhook-local.json", Function::Webhook, 401),
     ("webhook-secret-rotate.json", Function::Status, 200),
     ("webhook-secret.json", Function::Status, 200),
+    ("worker-check-stuck.json", Function::Scheduled, 0),
     ("worker-sqs.json", Function::Worker, 0),
 ];
 
@@ -51,6 +59,9 @@ async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
     let key: ApiKey = SAMPLE_KEY.parse().unwrap();
     app.services.keys.save_key(&key.hash(), &Principal { user_id: user.clone(), role: Role::User }, "samples").await.unwrap();
     app.services.accounts.open_account(&user, 1_000).await.unwrap();
+    let admin: ApiKey = SAMPLE_ADMIN_KEY.parse().unwrap();
+    let principal = Principal { user_id: "sample-admin".parse().unwrap(), role: Role::Admin };
+    app.services.keys.save_key(&admin.hash(), &principal, "samples").await.unwrap();
     let now = timestamp::now();
     let job = Job {
         job_id: SAMPLE_JOB.parse::<JobId>().unwrap(),
@@ -92,6 +103,7 @@ async fn complete_sample_job(app: &TestApp) {
         thumbnail_key: None,
         mime_type: "video/mp4".into(),
         size_bytes: 1_000,
+        thumbnail_size_bytes: None,
         duration_seconds: 2.0,
         width: 1280,
         height: 720,
@@ -142,6 +154,14 @@ async fn every_sample_event_runs_through_its_handler() {
                 let response = worker::handler(&worker, LambdaEvent::new(event, Context::default())).await.unwrap();
                 assert!(response.batch_item_failures.is_empty(), "{name}");
                 assert_eq!(app.job(&SAMPLE_JOB.parse().unwrap()).await.status, JobStatus::Expired, "{name}");
+                0
+            }
+            Function::Scheduled => {
+                let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let before = app.job(&SAMPLE_JOB.parse().unwrap()).await;
+                let response = worker::handler(&app.app.worker, LambdaEvent::new(event, Context::default())).await.unwrap();
+                assert!(response.batch_item_failures.is_empty(), "{name}");
+                assert_eq!(app.job(&SAMPLE_JOB.parse().unwrap()).await, before, "{name}");
                 0
             }
         };

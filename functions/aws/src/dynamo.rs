@@ -15,6 +15,7 @@
 //! | webhook secret    | `USER#{user}`           | `WEBHOOK_SECRET`     | `secret` (`whsec_…`, kept readable: it signs), `previous_secret` + `previous_valid_until` after a rotation |
 //! | notification sent | `JOB#{job_id}`          | `NOTIFIED#{status}`  | the client was told of this status: put once (`attribute_not_exists`), checked before each attempt |
 //! | notification claim | `JOB#{job_id}`         | `NOTIFYING#{status}` | an attempt in progress: put unless held (`lease_until` not passed), deleted after; TTL a day |
+//! | counter shard     | `STATS#{0..7}`          | `COUNTERS`           | operational counters (see `stats.rs`); a job item also carries `watch_status` while `submitted`/`processing` (index `stuck_watch`) |
 //!
 //! **Prompts** holds the raw prompt by `job_id`, apart so that only the
 //! functions that need it (create, worker, and status for reviewers) are granted it.
@@ -36,6 +37,9 @@
 //!   attempted by one worker at a time (a leased claim);
 //! - a refund also sets `refunded_at` under `attribute_not_exists(refunded_at)`,
 //!   so a job's credits come back at most once even if a transition were wrong.
+//! - the stats counters move in the same transaction as the creation or change
+//!   they count, and an output's bytes come off them in the same transaction
+//!   that forgets the output (conditioned on that output).
 
 mod notifications;
 
@@ -149,6 +153,9 @@ pub fn job_item(job: &Job) -> Result<Item, StoreError> {
     if job.status == JobStatus::Completed {
         item.insert("review_state".into(), s(REVIEW_PENDING));
     }
+    if crate::stats::is_watched(job.status) {
+        item.insert(crate::stats::WATCH_ATTRIBUTE.into(), s(job.status.as_str()));
+    }
     Ok(item)
 }
 
@@ -177,6 +184,14 @@ fn epoch_after(seconds: i64) -> AttributeValue {
 impl DynamoStore {
     pub fn new(client: Client, jobs_table: impl Into<String>, prompts_table: impl Into<String>) -> Self {
         Self { client, jobs_table: jobs_table.into(), prompts_table: prompts_table.into() }
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn jobs_table(&self) -> &str {
+        &self.jobs_table
     }
 
     async fn get(&self, key: Item) -> Result<Option<Item>, StoreError> {
@@ -228,6 +243,8 @@ impl DynamoStore {
             item.insert("ttl_epoch".into(), epoch_after(IDEMPOTENCY_TTL_SECONDS));
             items.push(put(&self.jobs_table, item, Some("attribute_not_exists(pk)"))?);
         }
+        // Last, so that the indexes of the items above stay as `create` reads them.
+        items.extend(crate::stats::creation_item(&self.jobs_table, new)?);
         Ok(items)
     }
 
@@ -269,6 +286,11 @@ impl DynamoStore {
         if t.from == JobStatus::Completed {
             clauses.remove.push("review_state");
         }
+        if crate::stats::is_watched(t.to) {
+            clauses.set.push(format!("{} = :to", crate::stats::WATCH_ATTRIBUTE));
+        } else if crate::stats::is_watched(t.from) {
+            clauses.remove.push(crate::stats::WATCH_ATTRIBUTE);
+        }
         let job_update = clauses
             .into_update(&self.jobs_table, key(job_pk(&change.job_id), "JOB"), condition)
             .map_err(|e| StoreError::Internal(format!("building a status change: {e}")))?;
@@ -290,6 +312,7 @@ impl DynamoStore {
                 .map_err(|e| StoreError::Internal(format!("building a refund: {e}")))?;
             items.push(TransactWriteItem::builder().update(account).build());
         }
+        items.extend(crate::stats::change_item(&self.jobs_table, change)?);
         Ok(items)
     }
 
@@ -369,6 +392,30 @@ impl DynamoStore {
         self.put_item(item).await
     }
 
+    /// Removes a job's output and takes its bytes off the counters in one
+    /// transaction, conditioned on that very output: counted once.
+    async fn forget_output(&self, id: &JobId, status: JobStatus, mut clauses: UpdateClauses) -> Result<bool, StoreError> {
+        let Some(job) = self.job(id).await?.filter(|job| job.status == status) else { return Ok(false) };
+        let stored = videojobs_core::stats::StoredBytes::of(job.output.as_ref());
+        let mut condition = String::from("#status = :status");
+        if let Some(output) = &job.output {
+            clauses.values.insert(":video_key".into(), s(output.video_key.as_str()));
+            condition.push_str(" AND #output.video_key = :video_key");
+        }
+        let job_update = clauses
+            .into_update(&self.jobs_table, key(job_pk(id), "JOB"), condition)
+            .map_err(|e| StoreError::Internal(format!("building an output removal: {e}")))?;
+        let mut items = vec![TransactWriteItem::builder().update(job_update).build()];
+        items.extend(crate::stats::counter_update(&self.jobs_table, &videojobs_core::stats::removal_deltas(stored))?);
+        match self.transact(items).await {
+            Ok(()) => Ok(true),
+            Err(TransactFailure::Cancelled(reasons)) if reason_is(&reasons, 0, "ConditionalCheckFailed") => Ok(false),
+            Err(TransactFailure::Cancelled(reasons)) => {
+                Err(StoreError::Unavailable(format!("output removal cancelled: {reasons:?}")))
+            }
+            Err(TransactFailure::Store(err)) => Err(err),
+        }
+    }
 }
 
 /// The SET and REMOVE parts of an update, built from a [`JobUpdate`].
@@ -476,7 +523,10 @@ impl JobStore for DynamoStore {
         let idempotency_index = new.idempotency.as_ref().map(|_| if new.prompt.is_some() { 4 } else { 3 });
         for attempt in 0..CONFLICT_RETRIES {
             match self.transact(self.create_items(new)?).await {
-                Ok(()) => return Ok(CreateOutcome::Created),
+                Ok(()) => {
+                    crate::stats::emit_created(new);
+                    return Ok(CreateOutcome::Created);
+                }
                 Err(TransactFailure::Store(err)) => return Err(err),
                 Err(TransactFailure::Cancelled(reasons)) => {
                     if idempotency_index.is_some_and(|i| reason_is(&reasons, i, "ConditionalCheckFailed")) {
@@ -541,7 +591,10 @@ impl JobStore for DynamoStore {
     async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError> {
         for attempt in 0..CONFLICT_RETRIES {
             match self.transact(self.change_items(change)?).await {
-                Ok(()) => return Ok(ChangeOutcome::Applied),
+                Ok(()) => {
+                    crate::stats::emit_changed(change);
+                    return Ok(ChangeOutcome::Applied);
+                }
                 Err(TransactFailure::Store(err)) => return Err(err),
                 Err(TransactFailure::Cancelled(reasons)) => {
                     if reason_is(&reasons, 0, "ConditionalCheckFailed") {
@@ -583,6 +636,9 @@ impl JobStore for DynamoStore {
         let mut clauses = UpdateClauses::new(update)?;
         clauses.values.insert(":now".into(), s(timestamp::format(timestamp::now())));
         clauses.values.insert(":status".into(), s(status.as_str()));
+        if update.remove_output {
+            return self.forget_output(id, status, clauses).await;
+        }
         let expression = clauses.expression();
         let result = self
             .client

@@ -3,6 +3,7 @@
 //! Lambda instance and shared by every invocation.
 
 pub mod dynamo;
+pub mod emf;
 pub mod errors;
 pub mod http;
 pub mod metering;
@@ -12,6 +13,7 @@ pub mod resolver;
 pub mod s3;
 pub mod sfn;
 pub mod sqs;
+pub mod stats;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -153,6 +155,7 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
         keys: store.clone(),
         accounts: store.clone(),
         webhook_secrets: store.clone(),
+        stats: store.clone(),
         uploads: store,
         media: Arc::new(S3Media::new(clients.s3.clone(), &resources.media_bucket)),
         workflows: Arc::new(StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),

@@ -129,6 +129,9 @@ pub struct Review {
 pub struct Artifact {
     pub video_key: String,
     pub thumbnail_key: Option<String>,
+    /// Counted in the stored-bytes figures; absent on records made before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail_size_bytes: Option<u64>,
     pub mime_type: String,
     pub size_bytes: u64,
     pub duration_seconds: f64,

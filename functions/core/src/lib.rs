@@ -16,6 +16,8 @@ pub mod review;
 pub mod service;
 pub mod settings;
 pub mod signing;
+pub mod stats;
+pub mod admin;
 pub mod views;
 pub mod work;
 

@@ -90,6 +90,8 @@ pub struct StatusChange {
     pub update: JobUpdate,
     /// Where the client wants to be told of the change (see `notify::NotifyingJobs`).
     pub webhook_url: Option<String>,
+    /// Facts about the job the operational counters need (see `stats`).
+    pub facts: crate::stats::JobFacts,
 }
 
 impl StatusChange {
@@ -122,6 +124,7 @@ impl StatusChange {
             at,
             update,
             webhook_url: job.webhook_url.clone(),
+            facts: crate::stats::JobFacts::of(job),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct Services {
     pub webhook_secrets: Arc<dyn crate::notify::WebhookSecrets>,
     /// DNS, to check where a `webhook_url` points.
     pub resolver: Arc<dyn crate::notify::HostResolver>,
+    /// Operational counters and the stuck-jobs index (`GET /videos/stats`).
+    pub stats: Arc<dyn crate::stats::StatsStore>,
     pub settings: Settings,
 }
 

@@ -21,6 +21,8 @@ pub struct Settings {
     pub failover: Option<crate::failover::Failover>,
     /// Waits between client notification attempts.
     pub notify_retry_schedule: crate::notify::RetrySchedule,
+    /// A job in `submitted` or `processing` this long without an update counts as stuck.
+    pub stuck_after_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +96,7 @@ impl Settings {
                 Some(text) => crate::notify::RetrySchedule::parse(&text)
                     .map_err(|problem| ConfigError { name: "NOTIFY_RETRY_SCHEDULE_SECONDS", problem })?,
             },
+            stuck_after_seconds: number(&get, "STUCK_AFTER_SECONDS", 1_800)?,
         })
     }
 
@@ -127,6 +130,7 @@ mod tests {
         assert_eq!(s.failover, None);
         assert!(!s.limits.allow_loopback_webhooks);
         assert_eq!(s.notify_retry_schedule.attempts(), 9);
+        assert_eq!(s.stuck_after_seconds, 1_800);
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! the caller's own account (`GET /videos/account`) and their webhook signing
 //! secret (`GET /videos/webhook-secret`, `POST /videos/webhook-secret/rotate`);
 //! reviews (`POST …/review`, `GET /videos/review/queue`) and the review page
-//! (`GET /review`).
+//! (`GET /review`); for admins, the operational figures (`GET /videos/stats`)
+//! and `POST /videos/admin/keys|credits`.
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use tracing::Instrument;
 use videojobs_api::{error_response, json_body, path_segments, presented_key, query_param, respond};
+use videojobs_core::admin::{GrantRequest, NewKeyRequest};
 use videojobs_core::ports::PageRequest;
 use videojobs_core::request::InvalidRequest;
 use videojobs_core::review::ReviewRequest;
@@ -34,6 +36,9 @@ enum Route<'a> {
     ReviewPage,
     WebhookSecret,
     RotateWebhookSecret,
+    Stats,
+    AdminKeys,
+    AdminCredits,
 }
 
 fn route(request: &Request) -> Option<Route<'_>> {
@@ -51,6 +56,9 @@ fn route(request: &Request) -> Option<Route<'_>> {
         (&Method::GET, ["review"]) => Some(Route::ReviewPage),
         (&Method::GET, ["videos", "webhook-secret"]) => Some(Route::WebhookSecret),
         (&Method::POST, ["videos", "webhook-secret", "rotate"]) => Some(Route::RotateWebhookSecret),
+        (&Method::GET, ["videos", "stats"]) => Some(Route::Stats),
+        (&Method::POST, ["videos", "admin", "keys"]) => Some(Route::AdminKeys),
+        (&Method::POST, ["videos", "admin", "credits"]) => Some(Route::AdminCredits),
         _ => None,
     }
 }
@@ -78,6 +86,11 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
         Ok(who) => who,
         Err(err) => return error_response(&err),
     };
+    if matches!(route, Route::Stats | Route::AdminKeys | Route::AdminCredits) {
+        if let Err(err) = videojobs_core::admin::admin_only(&who) {
+            return error_response(&err);
+        }
+    }
     let ok = StatusCode::OK;
     match route {
         Route::Status(id) => respond(ok, services.status(&who, id).await),
@@ -94,6 +107,23 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
         Route::Account => respond(ok, services.account(&who).await),
         Route::WebhookSecret => respond(ok, services.webhook_secret(&who).await),
         Route::RotateWebhookSecret => respond(ok, services.rotate_webhook_secret(&who).await),
+        Route::Stats => respond(ok, services.stats(&who).await),
+        Route::AdminKeys => {
+            let body = json_body(request, services.settings.body_max_bytes);
+            let outcome = match body.and_then(|b| NewKeyRequest::parse(b).map_err(AppError::from)) {
+                Ok(parsed) => services.create_key(&who, parsed).await,
+                Err(err) => Err(err),
+            };
+            respond(StatusCode::CREATED, outcome)
+        }
+        Route::AdminCredits => {
+            let body = json_body(request, services.settings.body_max_bytes);
+            let outcome = match body.and_then(|b| GrantRequest::parse(b).map_err(AppError::from)) {
+                Ok(parsed) => services.grant(&who, parsed).await,
+                Err(err) => Err(err),
+            };
+            respond(ok, outcome)
+        }
         Route::List => match page_request(request) {
             Ok(page) => respond(ok, services.list(&who, page).await),
             Err(err) => error_response(&err),

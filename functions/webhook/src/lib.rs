@@ -34,6 +34,8 @@ pub struct Webhook {
     pub jobs: Arc<dyn JobStore>,
     pub queue: Arc<dyn WorkQueue>,
     pub providers: Providers,
+    /// Where duplicate deliveries are counted.
+    pub stats: Arc<dyn videojobs_core::stats::StatsStore>,
 }
 
 /// The provider a callback is addressed to, from `/webhooks/{provider}`.
@@ -98,6 +100,10 @@ async fn apply(webhook: &Webhook, provider: &str, event: &ProviderEvent) -> Resu
     };
     if !webhook.jobs.record_receipt(provider, &event.event_id, &event.request_id).await? {
         tracing::info!(event_id = event.event_id, "duplicate callback");
+        // The answer does not depend on the count: a failed count is logged, not retried.
+        if let Err(err) = webhook.stats.count_duplicate_callback(provider).await {
+            tracing::warn!(error = %err, "duplicate callback not counted");
+        }
         return Ok(answer(StatusCode::OK, json!({"received": true, "duplicate": true})));
     }
     if let Err(err) = apply_to_job(webhook, job, &event.status).await {

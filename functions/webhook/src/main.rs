@@ -9,7 +9,8 @@ async fn main() -> Result<(), Error> {
     let clients = videojobs_aws::AwsClients::from_env().await;
     let store = videojobs_aws::DynamoStore::new(clients.dynamodb, &resources.jobs_table, &resources.prompts_table);
     let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs, &resources.work_queue_url));
-    let jobs = videojobs_aws::notifying(Arc::new(store), queue.clone());
-    let webhook = webhook::Webhook { jobs, queue, providers };
+    let store = Arc::new(store);
+    let jobs = videojobs_aws::notifying(store.clone(), queue.clone());
+    let webhook = webhook::Webhook { jobs, queue, providers, stats: store };
     run(service_fn(|request| webhook::handler(&webhook, request))).await
 }

@@ -58,6 +58,9 @@ pub struct Worker {
     pub presign_ttl_seconds: u64,
     /// Client notifications (`notify` messages).
     pub notifier: notify::Notifier,
+    /// The stuck-jobs index, for the scheduled `check_stuck`.
+    pub stats: Arc<dyn videojobs_core::stats::StatsStore>,
+    pub stuck_after_seconds: u64,
 }
 
 impl Worker {
@@ -80,7 +83,9 @@ impl Worker {
             switches: store.clone(),
             jobs: videojobs_aws::notifying(store.clone(), queue.clone()),
             notifier: notify::Notifier::on_aws(store.clone(), queue, settings),
-            uploads: store,
+            uploads: store.clone(),
+            stats: store,
+            stuck_after_seconds: settings.stuck_after_seconds,
             media: Arc::new(videojobs_aws::S3Media::new(clients.s3.clone(), &resources.media_bucket)),
             outputs: Arc::new(videojobs_aws::S3Outputs::new(clients.s3.clone(), &resources.media_bucket, http)),
             tasks: Arc::new(videojobs_aws::StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),
@@ -140,6 +145,11 @@ pub async fn handler(worker: &Worker, event: LambdaEvent<SqsEvent>) -> Result<Sq
 
 async fn handle_message(worker: &Worker, message: &SqsMessage) -> Result<(), WorkError> {
     let body = message.body.as_deref().ok_or_else(|| WorkError::Unusable("no body".into()))?;
+    // A schedule's message has no job: it is told apart before the job messages.
+    if let Ok(videojobs_core::stats::ScheduledMessage::CheckStuck) = serde_json::from_str(body) {
+        tracing::Span::current().record("kind", "check_stuck");
+        return check_stuck(worker).await.map(|_| ());
+    }
     let parsed: WorkMessage = serde_json::from_str(body).map_err(|e| WorkError::Unusable(e.to_string()))?;
     let span = tracing::Span::current();
     span.record("job_id", parsed.job_id().as_str());
@@ -398,11 +408,11 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
         let _ = worker.outputs.delete(std::slice::from_ref(&video_key)).await;
         return fail_job(worker, job, unusable_output(), task_errors::JOB_ENDED).await;
     };
-    let thumbnail_key = match &output.thumbnail_url {
+    let thumbnail = match &output.thumbnail_url {
         Some(url) => {
             let key = format!("outputs/{}/thumbnail.jpg", job.job_id);
             match worker.outputs.copy_from_url(url, &key, "image/jpeg").await {
-                Ok(_) => Some(key),
+                Ok(copied) => Some((key, copied.size_bytes)),
                 Err(err) => {
                     tracing::warn!(error = %err, "thumbnail not copied; the video is kept without one");
                     None
@@ -415,7 +425,8 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
     let now = timestamp::now();
     let artifact = Artifact {
         video_key,
-        thumbnail_key,
+        thumbnail_key: thumbnail.as_ref().map(|(key, _)| key.clone()),
+        thumbnail_size_bytes: thumbnail.map(|(_, size)| size),
         mime_type: "video/mp4".into(),
         size_bytes: copied.size_bytes,
         duration_seconds: (video.duration_seconds * 1000.0).round() / 1000.0,
@@ -585,6 +596,20 @@ pub async fn give_up(worker: &Worker, id: &JobId, cause: Option<&str>) -> Result
         }
     }
     Err(StoreError::Unavailable("the job kept changing".into()).into())
+}
+
+/// Counts the jobs stuck in `submitted` or `processing` (from the index) and
+/// reports them as the `StuckJobs` metric the stuck-jobs alarm watches;
+/// returns how many there are.
+pub async fn check_stuck(worker: &Worker) -> Result<u64, WorkError> {
+    let now = timestamp::now();
+    let stuck = videojobs_core::stats::stuck_jobs(worker.stats.as_ref(), worker.stuck_after_seconds, now).await?;
+    videojobs_aws::stats::emit_stuck(stuck.count);
+    for job in &stuck.oldest {
+        tracing::warn!(job_id = %job.job_id, status = %job.status, provider = job.provider, updated_at = %timestamp::format(job.updated_at), "job looks stuck");
+    }
+    tracing::info!(count = stuck.count, threshold_seconds = worker.stuck_after_seconds, "stuck jobs checked");
+    Ok(stuck.count)
 }
 
 async fn cancel_at_provider(worker: &Worker, id: &JobId) -> Result<(), WorkError> {

@@ -41,7 +41,12 @@ impl App {
     ) -> Self {
         let worker = worker::Worker::on_aws(clients, resources, &settings, providers.clone(), http, callback_base_url);
         let services = videojobs_aws::services(clients, resources, settings);
-        let webhook = webhook::Webhook { jobs: services.jobs.clone(), queue: services.work.clone(), providers };
+        let webhook = webhook::Webhook {
+            jobs: services.jobs.clone(),
+            queue: services.work.clone(),
+            providers,
+            stats: services.stats.clone(),
+        };
         Self { services, webhook, worker }
     }
 }

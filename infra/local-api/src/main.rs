@@ -20,6 +20,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let keys = local_api::seed_demo(&app.services, &keys_file).await?;
     let listener = local_api::bind(addr).await?;
     tokio::spawn(local_api::queue::poll_forever(clients.sqs.clone(), resources.work_queue_url.clone(), app.worker.clone()));
+    let check_every = std::time::Duration::from_secs(300);
+    tokio::spawn(local_api::queue::schedule_check_stuck_forever(clients.sqs.clone(), resources.work_queue_url.clone(), check_every));
     println!("{}", local_api::banner(&format!("http://{addr}"), &keys));
     local_api::serve(listener, app).await;
     Ok(())

@@ -17,6 +17,20 @@ pub async fn poll_forever(sqs: Client, queue_url: String, worker: worker::Worker
     }
 }
 
+/// What the template's EventBridge schedule does on AWS: puts
+/// `{"kind":"check_stuck"}` on the work queue every `every`.
+pub async fn schedule_check_stuck_forever(sqs: Client, queue_url: String, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let body = serde_json::json!({"kind": "check_stuck"}).to_string();
+        if let Err(err) = sqs.send_message().queue_url(&queue_url).message_body(body).send().await {
+            tracing::warn!(error = %err, "could not schedule the stuck-jobs check");
+        }
+    }
+}
+
 /// One receive and one batch: returns how many messages it handled and how
 /// long the worker's handler took (what Lambda would bill).
 pub async fn poll_once(

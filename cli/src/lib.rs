@@ -1,0 +1,959 @@
+//! `videojobs`: the command line for the videojobs API, for users (generate,
+//! animate, follow, download, cancel), reviewers (approve, reject) and admins
+//! (keys, credits, stats). It talks to the local stack or a deployed API, by
+//! URL and key from flags or the environment.
+//!
+//! [`run`] is the whole program with its inputs and outputs passed in, so that
+//! tests run it in-process against a real API.
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_URL: &str = "http://127.0.0.1:3000";
+pub const URL_VARIABLE: &str = "VIDEOJOBS_URL";
+pub const KEY_VARIABLE: &str = "VIDEOJOBS_KEY";
+
+/// Exit codes: 0 done, 1 the API or the job said no, 2 the command line was wrong.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "videojobs", version, about = "Make AI videos with the videojobs API, follow them, review them and run the service.")]
+struct Cli {
+    /// Base URL of the API [env: VIDEOJOBS_URL] [default: http://127.0.0.1:3000]
+    #[arg(long, global = true, value_name = "URL")]
+    url: Option<String>,
+    /// API key [env: VIDEOJOBS_KEY]
+    #[arg(long, global = true, value_name = "KEY")]
+    key: Option<String>,
+    /// Print the API's JSON answers instead of a summary.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make a video from a text prompt.
+    Generate(GenerateArgs),
+    /// Make a video from an image (a local file or a URL).
+    Animate(AnimateArgs),
+    /// Where a job is now.
+    Status { job_id: String },
+    /// How a job got where it is.
+    Events { job_id: String },
+    /// Your jobs, newest first.
+    List {
+        /// How many jobs per page (1 to 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The page after this cursor (from the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Only the jobs still being made.
+        #[arg(long)]
+        active: bool,
+    },
+    /// Cancel a job that is still being made; its credits come back.
+    Cancel { job_id: String },
+    /// Save a job's video to a file.
+    Download {
+        job_id: String,
+        #[arg(long, short, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Approve or reject a completed video (reviewers and admins).
+    Review {
+        #[command(subcommand)]
+        decision: ReviewCommand,
+    },
+    /// Your credits and jobs in progress.
+    Account,
+    /// Operational figures (admins).
+    Stats,
+    /// Keys and credits (admins).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReviewCommand {
+    Approve {
+        job_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    Reject {
+        job_id: String,
+        /// product_changed, unreadable_text, distorted_anatomy, rights_unclear,
+        /// needs_disclosure, poor_quality, off_brief or other (needs --note).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an API key (printed once), opening the user's account if new.
+    CreateKey {
+        #[arg(long)]
+        user_id: String,
+        /// user, reviewer or admin.
+        #[arg(long, default_value = "user")]
+        role: String,
+        #[arg(long)]
+        label: Option<String>,
+        /// Credits added to the account.
+        #[arg(long)]
+        credits: Option<i64>,
+    },
+    /// Add credits to an account.
+    GrantCredits {
+        #[arg(long)]
+        user_id: String,
+        #[arg(long)]
+        credits: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+struct WaitArgs {
+    /// Wait until the job ends, showing its progress.
+    #[arg(long)]
+    wait: bool,
+    /// Save the video here once it is ready (implies --wait).
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Seconds between two looks at the job while waiting.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    poll_seconds: f64,
+}
+
+#[derive(Debug, Args)]
+struct JobOptions {
+    /// A provider other than the default.
+    #[arg(long)]
+    provider: Option<String>,
+    /// Where to be told when the job ends.
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// Sending the same command again with this key makes no second job.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    prompt: String,
+    /// Length in seconds (1 to 20).
+    #[arg(long)]
+    duration: Option<u32>,
+    /// 16:9, 9:16 or 1:1.
+    #[arg(long)]
+    aspect_ratio: Option<String>,
+    /// 480p, 720p or 1080p.
+    #[arg(long)]
+    resolution: Option<String>,
+    #[command(flatten)]
+    options: JobOptions,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+struct AnimateArgs {
+    /// A PNG, JPEG or WebP file to upload.
+    #[arg(long, conflicts_with = "image_url", required_unless_present = "image_url", value_name = "FILE")]
+    image: Option<PathBuf>,
+    /// An image on the web.
+    #[arg(long, value_name = "URL")]
+    image_url: Option<String>,
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Length in seconds (1 to 30).
+    #[arg(long)]
+    length: Option<u32>,
+    #[arg(long)]
+    frame_rate: Option<u32>,
+    /// How much closer the camera gets each second (0 to 0.5).
+    #[arg(long)]
+    zoom_speed: Option<f64>,
+    #[command(flatten)]
+    options: JobOptions,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+/// Something that stops a command, said as one sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CliError {
+    /// The API refused: its message and next step.
+    Api { status: u16, message: String, next_step: Option<String> },
+    /// The API could not be reached or did not answer JSON.
+    Unreachable(String),
+    /// A local problem: a file, a missing key.
+    Local(String),
+    /// The job ended without a video.
+    JobEnded(String),
+}
+
+impl CliError {
+    pub fn sentence(&self) -> String {
+        match self {
+            CliError::Api { message, next_step, .. } => {
+                let mut text = sentence(message);
+                if let Some(step) = next_step {
+                    text.push(' ');
+                    text.push_str(&sentence(step));
+                }
+                text
+            }
+            CliError::Unreachable(text) | CliError::Local(text) | CliError::JobEnded(text) => sentence(text),
+        }
+    }
+}
+
+/// Capitalised and ending with a full stop.
+fn sentence(text: &str) -> String {
+    let text = text.trim();
+    if text.is_empty() {
+        return String::new();
+    }
+    // A leading field name (`duration_seconds: …`) keeps its spelling.
+    let first_word = text.split_whitespace().next().unwrap_or("");
+    let mut out = if first_word.contains('_') || first_word.ends_with(':') {
+        text.to_owned()
+    } else {
+        let mut chars = text.chars();
+        chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}
+
+/// The API at a URL, with a key.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Result<Value, CliError> {
+        let text = self.call_text(method, path, body, headers).await?;
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .map_err(|_| CliError::Unreachable(format!("the API at {} answered something that is not JSON", self.base)))
+    }
+
+    /// The text of a successful answer, as the API wrote it (its field order kept).
+    async fn call_text(&self, method: reqwest::Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Result<String, CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.key);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| unreachable(&self.base, &e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| unreachable(&self.base, &e))?;
+        let parsed: Option<Value> = if text.is_empty() { Some(Value::Null) } else { serde_json::from_str(&text).ok() };
+        if status.is_success() {
+            return Ok(text);
+        }
+        let error = parsed.as_ref().map(|v| &v["error"]);
+        match error.and_then(|e| e["message"].as_str()) {
+            Some(message) => Err(CliError::Api {
+                status: status.as_u16(),
+                message: message.to_owned(),
+                next_step: error.and_then(|e| e["next_step"].as_str()).map(str::to_owned),
+            }),
+            None => Err(CliError::Api {
+                status: status.as_u16(),
+                message: format!("the API answered {status} without saying why"),
+                next_step: Some("Check the URL and try again".into()),
+            }),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.call(reqwest::Method::GET, path, None, &[]).await
+    }
+
+    async fn post(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> Result<Value, CliError> {
+        let headers: Vec<(&str, &str)> = idempotency_key.map(|k| ("idempotency-key", k)).into_iter().collect();
+        self.call(reqwest::Method::POST, path, Some(body), &headers).await
+    }
+}
+
+fn unreachable(base: &str, err: &reqwest::Error) -> CliError {
+    let why = if err.is_connect() {
+        "nothing answered there (is the stack up? ./scripts/up starts it)".to_owned()
+    } else if err.is_timeout() {
+        "it did not answer in time".to_owned()
+    } else {
+        let mut source: &dyn std::error::Error = err;
+        while let Some(next) = source.source() {
+            source = next;
+        }
+        source.to_string()
+    };
+    CliError::Unreachable(format!("could not reach the videojobs API at {base}: {why}"))
+}
+
+/// Where the command writes: results to `out`, progress and errors to `err`.
+struct Console<'a> {
+    out: &'a mut (dyn Write + Send),
+    err: &'a mut (dyn Write + Send),
+    /// `err` is a terminal: the progress bar redraws in place.
+    interactive: bool,
+    json: bool,
+    last_progress: Option<(String, u64)>,
+}
+
+impl Console<'_> {
+    fn say(&mut self, text: &str) {
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    fn note(&mut self, text: &str) {
+        let _ = writeln!(self.err, "{text}");
+    }
+
+    fn json(&mut self, value: &Value) {
+        let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        self.say(&text);
+    }
+
+    fn progress(&mut self, status: &Value) {
+        let name = status["status"].as_str().unwrap_or("unknown").to_owned();
+        let percent = status["progress"].as_u64().unwrap_or(0).min(100);
+        let line = progress_line(percent, status["status_label"].as_str().unwrap_or(&name));
+        if self.interactive {
+            let _ = write!(self.err, "\r{line}\x1b[K");
+            let _ = self.err.flush();
+        } else if self.last_progress.as_ref() != Some(&(name.clone(), percent)) {
+            let _ = writeln!(self.err, "{line}");
+        }
+        self.last_progress = Some((name, percent));
+    }
+
+    fn end_progress(&mut self) {
+        if self.interactive && self.last_progress.is_some() {
+            let _ = writeln!(self.err);
+        }
+        self.last_progress = None;
+    }
+}
+
+/// `[############------------]  50%  Generating video`
+pub fn progress_line(percent: u64, label: &str) -> String {
+    const WIDTH: u64 = 30;
+    let filled = (percent.min(100) * WIDTH / 100) as usize;
+    format!("[{}{}] {:>3}%  {label}", "#".repeat(filled), "-".repeat(WIDTH as usize - filled), percent.min(100))
+}
+
+fn in_flight(status: &str) -> bool {
+    matches!(status, "queued" | "submitted" | "retrying" | "processing")
+}
+
+/// Runs the program: `args` as the shell gives them (the program name
+/// first), `env` for `VIDEOJOBS_URL` and `VIDEOJOBS_KEY`. Returns the exit code.
+pub async fn run<I, S>(
+    args: I,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+    interactive: bool,
+) -> i32
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let text = e.render().to_string();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    let _ = write!(out, "{text}");
+                    exit::OK
+                }
+                _ => {
+                    let _ = write!(err, "{text}");
+                    exit::USAGE
+                }
+            };
+        }
+    };
+    let base = cli.url.clone().or_else(|| env(URL_VARIABLE)).unwrap_or_else(|| DEFAULT_URL.to_owned());
+    let base = base.trim_end_matches('/').to_owned();
+    let mut console = Console { out, err, interactive, json: cli.json, last_progress: None };
+    let Some(key) = cli.key.clone().or_else(|| env(KEY_VARIABLE)) else {
+        console.note(&format!("error: no API key: pass --key or set {KEY_VARIABLE}."));
+        return exit::USAGE;
+    };
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(60)).build() {
+        Ok(http) => http,
+        Err(e) => {
+            console.note(&format!("error: {}", sentence(&format!("could not start an HTTP client: {e}"))));
+            return exit::FAILED;
+        }
+    };
+    let api = Api { http, base, key };
+    match execute(&api, cli.command, &mut console).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            console.end_progress();
+            console.note(&format!("error: {}", e.sentence()));
+            exit::FAILED
+        }
+    }
+}
+
+async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Result<(), CliError> {
+    match command {
+        Command::Generate(args) => {
+            let mut body = json!({"prompt": args.prompt});
+            set(&mut body, "duration_seconds", args.duration.map(Value::from));
+            set(&mut body, "aspect_ratio", args.aspect_ratio.map(Value::from));
+            set(&mut body, "resolution", args.resolution.map(Value::from));
+            create(api, "/videos/generate", body, &args.options, &args.wait, console).await
+        }
+        Command::Animate(args) => {
+            let mut body = json!({});
+            match (&args.image, &args.image_url) {
+                (Some(path), _) => set(&mut body, "upload_id", Some(upload(api, path).await?)),
+                (None, Some(url)) => set(&mut body, "image_url", Some(Value::from(url.as_str()))),
+                (None, None) => return Err(CliError::Local("give --image FILE or --image-url URL".into())),
+            }
+            set(&mut body, "prompt", args.prompt.map(Value::from));
+            set(&mut body, "length", args.length.map(Value::from));
+            set(&mut body, "frame_rate", args.frame_rate.map(Value::from));
+            set(&mut body, "zoom_speed", args.zoom_speed.map(Value::from));
+            create(api, "/videos/animate", body, &args.options, &args.wait, console).await
+        }
+        Command::Status { job_id } => {
+            let status = api.get(&format!("/videos/jobs/{}/status", segment(&job_id)?)).await?;
+            if console.json {
+                console.json(&status);
+            } else {
+                print_status(&status, console);
+            }
+            Ok(())
+        }
+        Command::Events { job_id } => {
+            let events = api.get(&format!("/videos/jobs/{}/events", segment(&job_id)?)).await?;
+            if console.json {
+                console.json(&events);
+                return Ok(());
+            }
+            for event in events["events"].as_array().into_iter().flatten() {
+                let from = event["previous_status"].as_str().map(|s| format!("{s} → ")).unwrap_or_default();
+                let code = event["error_code"].as_str().map(|c| format!(" [{c}]")).unwrap_or_default();
+                console.say(&format!(
+                    "{}  {from}{}  ({})  {}{code}",
+                    event["at"].as_str().unwrap_or(""),
+                    event["status"].as_str().unwrap_or(""),
+                    event["source"].as_str().unwrap_or(""),
+                    event["message"].as_str().unwrap_or("")
+                ));
+            }
+            Ok(())
+        }
+        Command::List { limit, cursor, active } => {
+            let path = if active {
+                "/videos/jobs/active".to_owned()
+            } else {
+                let mut query = Vec::new();
+                if let Some(limit) = limit {
+                    query.push(format!("limit={limit}"));
+                }
+                if let Some(cursor) = &cursor {
+                    query.push(format!("cursor={}", query_value(cursor)));
+                }
+                if query.is_empty() { "/videos/jobs".to_owned() } else { format!("/videos/jobs?{}", query.join("&")) }
+            };
+            let list = api.get(&path).await?;
+            if console.json {
+                console.json(&list);
+                return Ok(());
+            }
+            let jobs = list["jobs"].as_array().cloned().unwrap_or_default();
+            if jobs.is_empty() {
+                console.note("No jobs.");
+            }
+            for job in &jobs {
+                console.say(&format!(
+                    "{}  {:<10} {:>3}%  {:<14}  {}",
+                    job["job_id"].as_str().unwrap_or(""),
+                    job["status"].as_str().unwrap_or(""),
+                    job["progress"].as_u64().unwrap_or(0),
+                    job["workflow_type"].as_str().unwrap_or(""),
+                    job["created_at"].as_str().unwrap_or("")
+                ));
+            }
+            if let Some(next) = list["next_cursor"].as_str() {
+                console.note(&format!("More: videojobs list --cursor {next}"));
+            }
+            Ok(())
+        }
+        Command::Cancel { job_id } => {
+            let status = api.call(reqwest::Method::DELETE, &format!("/videos/jobs/{}", segment(&job_id)?), None, &[]).await?;
+            if console.json {
+                console.json(&status);
+            } else {
+                console.say(&format!("{} canceled; its credits are back.", status["job_id"].as_str().unwrap_or(&job_id)));
+            }
+            Ok(())
+        }
+        Command::Download { job_id, out } => download(api, &job_id, &out, console).await,
+        Command::Review { decision } => {
+            let (job_id, body, done) = match decision {
+                ReviewCommand::Approve { job_id, reason, note } => {
+                    let mut body = json!({"decision": "approve"});
+                    set(&mut body, "reason", reason.map(Value::from));
+                    set(&mut body, "note", note.map(Value::from));
+                    (job_id, body, "approved")
+                }
+                ReviewCommand::Reject { job_id, reason, note } => {
+                    let mut body = json!({"decision": "reject", "reason": reason});
+                    set(&mut body, "note", note.map(Value::from));
+                    (job_id, body, "rejected")
+                }
+            };
+            let status = api.post(&format!("/videos/jobs/{}/review", segment(&job_id)?), &body, None).await?;
+            if console.json {
+                console.json(&status);
+            } else {
+                console.say(&format!("{job_id} {done}."));
+            }
+            Ok(())
+        }
+        Command::Account => {
+            let account = api.get("/videos/account").await?;
+            if console.json {
+                console.json(&account);
+            } else {
+                console.say(&format!(
+                    "{} ({}): {} credits, {} of {} jobs in progress",
+                    account["user_id"].as_str().unwrap_or(""),
+                    account["role"].as_str().unwrap_or(""),
+                    account["credits"],
+                    account["active_jobs"],
+                    account["max_active_jobs"]
+                ));
+            }
+            Ok(())
+        }
+        Command::Stats => {
+            let text = api.call_text(reqwest::Method::GET, "/videos/stats", None, &[]).await?;
+            if console.json {
+                console.say(&text);
+            } else {
+                let stats: Value = serde_json::from_str(&text).map_err(|_| CliError::Unreachable("the stats are not JSON".into()))?;
+                for line in stats_summary(&stats) {
+                    console.say(&line);
+                }
+            }
+            Ok(())
+        }
+        Command::Admin { command } => match command {
+            AdminCommand::CreateKey { user_id, role, label, credits } => {
+                let mut body = json!({"user_id": user_id, "role": role});
+                set(&mut body, "label", label.map(Value::from));
+                set(&mut body, "credits", credits.map(Value::from));
+                let created = api.post("/videos/admin/keys", &body, None).await?;
+                if console.json {
+                    console.json(&created);
+                } else {
+                    // The key alone on stdout, so that KEY=$(videojobs admin create-key …) works.
+                    console.say(created["api_key"].as_str().unwrap_or(""));
+                    console.note(&format!(
+                        "Created a {} key for {}. It is shown only this once: keep it now.",
+                        created["role"].as_str().unwrap_or(""),
+                        created["user_id"].as_str().unwrap_or("")
+                    ));
+                }
+                Ok(())
+            }
+            AdminCommand::GrantCredits { user_id, credits } => {
+                let account = api.post("/videos/admin/credits", &json!({"user_id": user_id, "credits": credits}), None).await?;
+                if console.json {
+                    console.json(&account);
+                } else {
+                    console.say(&format!("{} now has {} credits.", account["user_id"].as_str().unwrap_or(""), account["credits"]));
+                }
+                Ok(())
+            }
+        },
+    }
+}
+
+fn set(body: &mut Value, name: &str, value: Option<Value>) {
+    if let (Some(value), Some(map)) = (value, body.as_object_mut()) {
+        map.insert(name.to_owned(), value);
+    }
+}
+
+/// A job id as one path segment: refused if it could change the path.
+fn segment(job_id: &str) -> Result<&str, CliError> {
+    if !job_id.is_empty() && job_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        Ok(job_id)
+    } else {
+        Err(CliError::Local(format!("'{job_id}' is not a job id (they look like job_01…)")))
+    }
+}
+
+fn query_value(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn create(api: &Api, path: &str, mut body: Value, options: &JobOptions, wait: &WaitArgs, console: &mut Console<'_>) -> Result<(), CliError> {
+    set(&mut body, "provider", options.provider.clone().map(Value::from));
+    set(&mut body, "webhook_url", options.webhook_url.clone().map(Value::from));
+    let accepted = api.post(path, &body, options.idempotency_key.as_deref()).await?;
+    let job_id = accepted["job_id"].as_str().unwrap_or("").to_owned();
+    if !(wait.wait || wait.out.is_some()) {
+        if console.json {
+            console.json(&accepted);
+        } else {
+            console.say(&job_id);
+            console.note(&format!("Job {job_id} is queued. Follow it with: videojobs status {job_id}"));
+        }
+        return Ok(());
+    }
+    console.note(&format!("Job {job_id} is queued."));
+    let status = wait_for(api, &job_id, wait.poll_seconds, console).await?;
+    let ended = status["status"].as_str().unwrap_or("");
+    if !matches!(ended, "completed" | "approved") {
+        let why = status["error"]["message"].as_str().unwrap_or("it has no video");
+        let next = status["error"]["next_step"].as_str().map(|s| format!(" {}", sentence(s))).unwrap_or_default();
+        return Err(CliError::JobEnded(format!("job {job_id} ended {ended}: {}{next}", sentence(why))));
+    }
+    if let Some(out) = &wait.out {
+        download(api, &job_id, out, console).await?;
+    }
+    if console.json {
+        console.json(&status);
+    } else {
+        console.say(&job_id);
+        console.note(&format!("Job {job_id} is {ended} ({}).", status["status_label"].as_str().unwrap_or("")));
+    }
+    Ok(())
+}
+
+async fn wait_for(api: &Api, job_id: &str, poll_seconds: f64, console: &mut Console<'_>) -> Result<Value, CliError> {
+    let pause = Duration::from_secs_f64(poll_seconds.clamp(0.1, 60.0));
+    loop {
+        let status = api.get(&format!("/videos/jobs/{}/status", segment(job_id)?)).await?;
+        console.progress(&status);
+        if !in_flight(status["status"].as_str().unwrap_or("")) {
+            console.end_progress();
+            return Ok(status);
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+async fn download(api: &Api, job_id: &str, out: &Path, console: &mut Console<'_>) -> Result<(), CliError> {
+    let result = api.get(&format!("/videos/jobs/{}/result", segment(job_id)?)).await?;
+    let url = result["video"]["url"].as_str().ok_or_else(|| CliError::Unreachable("the result has no video URL".into()))?;
+    // A presigned URL: it carries its own authorisation, so no API key goes with it.
+    let response = api.http.get(url).send().await.map_err(|e| unreachable(url, &e))?;
+    if !response.status().is_success() {
+        return Err(CliError::Unreachable(format!("the video could not be fetched ({})", response.status())));
+    }
+    let bytes = response.bytes().await.map_err(|e| unreachable(url, &e))?;
+    std::fs::write(out, &bytes).map_err(|e| CliError::Local(format!("could not write {}: {e}", out.display())))?;
+    console.note(&format!("Saved the video ({} bytes) to {}.", bytes.len(), out.display()));
+    Ok(())
+}
+
+async fn upload(api: &Api, path: &Path) -> Result<Value, CliError> {
+    let content_type = match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("webp") => "image/webp",
+        _ => return Err(CliError::Local(format!("{} is not a .png, .jpg or .webp file", path.display()))),
+    };
+    let bytes = std::fs::read(path).map_err(|e| CliError::Local(format!("could not read {}: {e}", path.display())))?;
+    let slot = api.post("/videos/uploads", &json!({"content_type": content_type, "size_bytes": bytes.len()}), None).await?;
+    let url = slot["url"].as_str().ok_or_else(|| CliError::Unreachable("the upload answer has no URL".into()))?;
+    let mut put = api.http.put(url).body(bytes);
+    for (name, value) in slot["headers"].as_object().into_iter().flatten() {
+        if let Some(value) = value.as_str() {
+            put = put.header(name.as_str(), value);
+        }
+    }
+    let response = put.send().await.map_err(|e| unreachable(url, &e))?;
+    if !response.status().is_success() {
+        return Err(CliError::Unreachable(format!("the image upload was refused ({})", response.status())));
+    }
+    Ok(slot["upload_id"].clone())
+}
+
+/// The figures of `GET /videos/stats`, one topic a line.
+pub fn stats_summary(stats: &Value) -> Vec<String> {
+    const STATUSES: [&str; 10] =
+        ["queued", "submitted", "retrying", "processing", "completed", "approved", "rejected", "failed", "canceled", "expired"];
+    let percent = |rate: &Value| format!("{:.1} %", rate.as_f64().unwrap_or(0.0) * 100.0);
+    let rates = |list: &Value, name: &str| -> String {
+        let parts: Vec<String> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| format!("{} {} of {} ({})", r[name].as_str().unwrap_or(""), r["failed"], r["finished"], percent(&r["rate"])))
+            .collect();
+        if parts.is_empty() { "none finished".into() } else { parts.join(", ") }
+    };
+    let by_status: Vec<String> = STATUSES.iter().map(|s| format!("{s} {}", stats["jobs_by_status"][s])).collect();
+    let ttc = &stats["time_to_complete_seconds"];
+    let rejections = &stats["rejections"];
+    let reasons: Vec<String> = rejections["by_reason"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| format!("{} {}", r["reason"].as_str().unwrap_or(""), r["count"]))
+        .collect();
+    let stuck = &stats["stuck_jobs"];
+    let mut lines = vec![
+        format!("Figures at {}", stats["generated_at"].as_str().unwrap_or("")),
+        format!("Jobs: {}", by_status.join(", ")),
+        match ttc["average"].as_f64() {
+            Some(average) => format!("Time to complete: {} jobs, average {average} s, p95 at most {} s", ttc["count"], ttc["p95"]),
+            None => "Time to complete: no job completed yet".into(),
+        },
+        format!("Failed by provider: {}", rates(&stats["failure_rate_by_provider"], "provider")),
+        format!("Failed by workflow type: {}", rates(&stats["failure_rate_by_workflow_type"], "workflow_type")),
+        format!(
+            "Rejected: {} of {} reviewed ({}){}",
+            rejections["rejected"],
+            rejections["reviewed"],
+            percent(&rejections["rate"]),
+            if reasons.is_empty() { String::new() } else { format!(": {}", reasons.join(", ")) }
+        ),
+        format!("Duplicate callbacks: {}", stats["duplicate_callbacks"]),
+        format!("Stuck (no update for {} s): {}", stuck["threshold_seconds"], stuck["count"]),
+    ];
+    for job in stuck["jobs"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "  {}  {} at {} since {}",
+            job["job_id"].as_str().unwrap_or(""),
+            job["status"].as_str().unwrap_or(""),
+            job["provider"].as_str().unwrap_or(""),
+            job["updated_at"].as_str().unwrap_or("")
+        ));
+    }
+    let bytes = &stats["stored_bytes_by_artifact_type"];
+    lines.push(format!("Stored: videos {} bytes, thumbnails {} bytes", bytes["video"], bytes["thumbnail"]));
+    lines
+}
+
+fn print_status(status: &Value, console: &mut Console<'_>) {
+    let field = |name: &str| status[name].as_str().unwrap_or("").to_owned();
+    console.say(&format!("{}  {} ({})  {}%", field("job_id"), field("status"), field("status_label"), status["progress"]));
+    console.say(&format!("  {} via {}, created {}, updated {}", field("workflow_type"), field("provider"), field("created_at"), field("updated_at")));
+    if let Some(message) = status["error"]["message"].as_str() {
+        let next = status["error"]["next_step"].as_str().map(|s| format!(" {}", sentence(s))).unwrap_or_default();
+        console.say(&format!("  {}{next}", sentence(message)));
+    }
+    if let Some(url) = status["output"]["video_url"].as_str() {
+        console.say(&format!("  video: {url}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn errors_read_as_one_sentence_with_the_next_step() {
+        let err = CliError::Api {
+            status: 402,
+            message: "this job costs 40 credits and the balance is 3".into(),
+            next_step: Some("Add credits or ask for a shorter video".into()),
+        };
+        assert_eq!(err.sentence(), "This job costs 40 credits and the balance is 3. Add credits or ask for a shorter video.");
+        assert_eq!(CliError::Local("nothing here.".into()).sentence(), "Nothing here.");
+        let field = CliError::Api { status: 400, message: "duration_seconds: must be between 1 and 20".into(), next_step: None };
+        assert_eq!(field.sentence(), "duration_seconds: must be between 1 and 20.");
+    }
+
+    #[test]
+    fn the_progress_bar_fills_with_the_percentage() {
+        assert_eq!(progress_line(0, "Waiting to start"), format!("[{}]   0%  Waiting to start", "-".repeat(30)));
+        assert_eq!(progress_line(50, "x"), format!("[{}{}]  50%  x", "#".repeat(15), "-".repeat(15)));
+        assert_eq!(progress_line(250, "x"), format!("[{}] 100%  x", "#".repeat(30)));
+    }
+
+    #[test]
+    fn job_ids_that_would_change_the_path_are_refused() {
+        assert!(segment("job_01abc").is_ok());
+        for bad in ["", "../admin", "a/b", "a?b", "a b"] {
+            assert!(segment(bad).is_err(), "{bad}");
+        }
+        assert_eq!(query_value("a b/c+="), "a%20b%2Fc%2B%3D");
+    }
+
+    async fn run_captured(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(args.iter().copied(), &lookup, &mut out, &mut err, false).await;
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    #[test]
+    fn the_stats_summary_reads_every_figure() {
+        let stats = json!({"generated_at": "2026-11-23T06:00:00.000Z",
+            "jobs_by_status": {"queued": 0, "submitted": 1, "retrying": 0, "processing": 0, "completed": 1,
+                               "approved": 1, "rejected": 1, "failed": 1, "canceled": 1, "expired": 0},
+            "time_to_complete_seconds": {"count": 3, "average": 2.114, "p95": 2.38},
+            "failure_rate_by_provider": [{"provider": "local", "finished": 4, "failed": 1, "rate": 0.25}],
+            "failure_rate_by_workflow_type": [{"workflow_type": "text_to_video", "finished": 3, "failed": 1, "rate": 0.3333}],
+            "rejections": {"reviewed": 2, "rejected": 1, "rate": 0.5, "by_reason": [{"reason": "off_brief", "count": 1, "rate": 0.5}]},
+            "duplicate_callbacks": 2,
+            "stuck_jobs": {"threshold_seconds": 1800, "count": 1,
+                           "jobs": [{"job_id": "job_1", "status": "submitted", "provider": "local", "updated_at": "2026-11-23T04:00:00.000Z"}]},
+            "stored_bytes_by_artifact_type": {"video": 100, "thumbnail": 7}});
+        assert_eq!(
+            stats_summary(&stats),
+            [
+                "Figures at 2026-11-23T06:00:00.000Z",
+                "Jobs: queued 0, submitted 1, retrying 0, processing 0, completed 1, approved 1, rejected 1, failed 1, canceled 1, expired 0",
+                "Time to complete: 3 jobs, average 2.114 s, p95 at most 2.38 s",
+                "Failed by provider: local 1 of 4 (25.0 %)",
+                "Failed by workflow type: text_to_video 1 of 3 (33.3 %)",
+                "Rejected: 1 of 2 reviewed (50.0 %): off_brief 1",
+                "Duplicate callbacks: 2",
+                "Stuck (no update for 1800 s): 1",
+                "  job_1  submitted at local since 2026-11-23T04:00:00.000Z",
+                "Stored: videos 100 bytes, thumbnails 7 bytes",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_key_or_a_bad_command_line_is_a_usage_error() {
+        let (code, _, err) = run_captured(&["videojobs", "status", "job_x"], &[]).await;
+        assert_eq!(code, exit::USAGE);
+        assert_eq!(err, "error: no API key: pass --key or set VIDEOJOBS_KEY.\n");
+        let (code, _, err) = run_captured(&["videojobs", "review", "reject", "job_x"], &[("VIDEOJOBS_KEY", "k")]).await;
+        assert_eq!(code, exit::USAGE);
+        assert!(err.contains("--reason"), "{err}");
+        let (code, out, _) = run_captured(&["videojobs", "--help"], &[]).await;
+        assert_eq!(code, exit::OK);
+        assert!(out.contains("generate") && out.contains("review") && out.contains("admin"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_api_is_said_plainly() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let (code, _, err) = run_captured(&["videojobs", "--url", &url, "--key", "k", "account"], &[]).await;
+        assert_eq!(code, exit::FAILED);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with(&format!("error: Could not reach the videojobs API at {url}: nothing answered there")), "{err}");
+    }
+
+    /// A one-request HTTP server: answers `status` and `body`, hands back what it got.
+    async fn one_request_server(status: u16, body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buffer).await.unwrap();
+                request.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let length = text[..head_end]
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                        .unwrap_or(0);
+                    if request.len() >= head_end + 4 + length {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let response = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            stream.write_all(response.as_bytes()).await.unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn review_reject_sends_the_decision_reason_and_note_to_the_review_endpoint() {
+        let (url, server) = one_request_server(200, r#"{"job_id":"job_1","status":"rejected"}"#).await;
+
+        let (code, out, err) = run_captured(
+            &["videojobs", "review", "reject", "job_1", "--reason", "other", "--note", "logo is cut off"],
+            &[("VIDEOJOBS_URL", &url), ("VIDEOJOBS_KEY", "vj_reviewer")],
+        )
+        .await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        assert_eq!(out, "job_1 rejected.\n");
+        let request = server.await.unwrap();
+        let (head, body) = request.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("POST /videos/jobs/job_1/review HTTP/1.1"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("authorization: bearer vj_reviewer"), "{head}");
+        let sent: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(sent, json!({"decision": "reject", "reason": "other", "note": "logo is cut off"}));
+    }
+
+    #[tokio::test]
+    async fn review_approve_sends_only_the_decision() {
+        let (url, server) = one_request_server(200, r#"{"job_id":"job_2","status":"approved"}"#).await;
+        let (code, out, _) = run_captured(&["videojobs", "--url", &url, "--key", "k", "review", "approve", "job_2"], &[]).await;
+        assert_eq!((code, out.as_str()), (exit::OK, "job_2 approved.\n"));
+        let request = server.await.unwrap();
+        let body = request.split_once("\r\n\r\n").unwrap().1;
+        assert_eq!(serde_json::from_str::<Value>(body).unwrap(), json!({"decision": "approve"}));
+    }
+
+    #[tokio::test]
+    async fn an_api_refusal_prints_its_message_and_next_step_as_one_sentence() {
+        let (url, _server) = one_request_server(
+            409,
+            r#"{"error":{"code":"wrong_state","message":"only a completed job can be reviewed","next_step":"Wait for the video"}}"#,
+        )
+        .await;
+        let (code, _, err) = run_captured(&["videojobs", "--url", &url, "--key", "k", "review", "approve", "job_3"], &[]).await;
+        assert_eq!(code, exit::FAILED);
+        assert_eq!(err, "error: Only a completed job can be reviewed. Wait for the video.\n");
+    }
+}

@@ -1,0 +1,360 @@
+//! `GET /videos/stats` against a known set of jobs on a stack of its own, the
+//! admin endpoints, and counters that stay exact under concurrent changes.
+
+use crate::helpers::{all_at_once, settings, Pipeline, TestApp};
+use lambda_http::http::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use videojobs_core::ids::{JobId, Role};
+use videojobs_core::job::{timestamp, EventSource, Job, JobError, JobEvent, JobParams};
+use videojobs_core::lifecycle::transition;
+use videojobs_core::ports::{ChangeOutcome, JobStore, JobUpdate, NewJob, StatusChange};
+use videojobs_core::request::{AspectRatio, Resolution};
+use videojobs_core::stats::{bucket_of, p95_of};
+use videojobs_core::work::WorkMessage;
+use videojobs_core::JobStatus;
+
+const WAIT: u64 = 90;
+
+async fn generate(p: &Pipeline, body: Value) -> JobId {
+    let reply = p.app.post("/videos/generate", &body.to_string()).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    reply.body["job_id"].as_str().unwrap().parse().unwrap()
+}
+
+async fn animate(p: &Pipeline) -> JobId {
+    let image = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=160x120", "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"])
+        .output()
+        .expect("ffmpeg makes a PNG")
+        .stdout;
+    let upload = p.app.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
+    let headers: Vec<(String, String)> =
+        upload.body["headers"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
+    assert_eq!(crate::helpers::http_put(upload.body["url"].as_str().unwrap(), &headers, &image).await, 200);
+    let body = json!({"upload_id": upload.body["upload_id"], "length": 1, "frame_rate": 8, "zoom_speed": 0.2});
+    let reply = p.app.post("/videos/animate", &body.to_string()).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    reply.body["job_id"].as_str().unwrap().parse().unwrap()
+}
+
+/// A reviewer's decision as the review endpoint makes it (that endpoint is
+/// built on another branch): a `StatusChange` from `completed`.
+async fn review(p: &Pipeline, id: &JobId, to: JobStatus, reason: Option<&str>, reviewer: &videojobs_core::ids::UserId) {
+    let job = p.app.job(id).await;
+    let error = reason.map(|code| JobError { code: code.into(), message: "Rejected in review.".into(), next_step: None });
+    let change = StatusChange::new(&job, transition(job.status, to).unwrap(), EventSource::Reviewer, "Reviewed", error, JobUpdate::default())
+        .by(reviewer);
+    assert_eq!(p.app.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
+}
+
+async fn signed_callback(p: &Pipeline, event_id: &str, body: &Value) -> crate::helpers::Reply {
+    let secret = videojobs_core::signing::WebhookSecret::parse(&p.secret).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let text = body.to_string();
+    let request = lambda_http::http::Request::builder()
+        .method(Method::POST)
+        .uri("https://hooks.test/webhooks/local")
+        .header("content-type", "application/json")
+        .header("webhook-id", event_id)
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", secret.sign(event_id, now, text.as_bytes()))
+        .body(lambda_http::Body::Text(text))
+        .unwrap();
+    p.app.send(request).await
+}
+
+fn new_job(app: &TestApp) -> NewJob {
+    let now = timestamp::now();
+    let job = Job {
+        job_id: JobId::generate(),
+        user_id: app.user.clone(),
+        status: JobStatus::Queued,
+        params: JobParams::TextToVideo { duration_seconds: 1, aspect_ratio: AspectRatio::Square, resolution: Resolution::Sd },
+        metadata: None,
+        prompt_hash: None,
+        provider: "local".parse().unwrap(),
+        provider_request_id: None,
+        progress: 0,
+        cost_credits: 1,
+        webhook_url: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+        error: None,
+        review: None,
+        output: None,
+        output_expires_at: None,
+    };
+    NewJob {
+        first_event: JobEvent {
+            job_id: job.job_id.clone(),
+            at: now,
+            source: EventSource::Api,
+            previous_status: None,
+            status: JobStatus::Queued,
+            message: "test job".into(),
+            error_code: None,
+            actor: None,
+        },
+        job,
+        prompt: None,
+        idempotency: None,
+        max_active_jobs: 100,
+    }
+}
+
+/// A job written through the store (no execution), then moved to `submitted`
+/// as of `seconds_ago`: what a job the provider never answered looks like.
+async fn job_submitted_long_ago(app: &TestApp, seconds_ago: i64) -> Job {
+    let new = new_job(app);
+    assert_eq!(app.store.create(&new).await.unwrap(), videojobs_core::ports::CreateOutcome::Created);
+    let mut change = StatusChange::new(&new.job, transition(JobStatus::Queued, JobStatus::Submitted).unwrap(), EventSource::Worker, "Submitted", None, JobUpdate::default());
+    change.at = timestamp::now() - time::Duration::seconds(seconds_ago);
+    assert_eq!(app.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
+    app.job(&new.job.job_id).await
+}
+
+fn seconds_to_complete(job: &Job) -> f64 {
+    (job.completed_at.unwrap() - job.created_at).whole_milliseconds() as f64 / 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stats_figures_match_a_known_set_of_jobs() {
+    let p = Pipeline::start(settings()).await;
+    let (admin, admin_key) = p.app.another_user(0, Role::Admin).await;
+    let clip = |faults: Value| json!({"prompt": "A kite over a beach", "duration_seconds": 1, "resolution": "480p", "metadata": {"local_faults": faults}});
+
+    // Arrange: two text jobs completed and reviewed (one approved, one
+    // rejected), one failed by the provider, one image job completed, one
+    // canceled while the provider works, one stuck in submitted for two hours.
+    let approved = generate(&p, clip(json!({}))).await;
+    let rejected = generate(&p, clip(json!({}))).await;
+    let failed = generate(&p, clip(json!({"fail_with": "content_policy"}))).await;
+    let image = animate(&p).await;
+    let canceled = generate(&p, clip(json!({"delay_ms": 60_000}))).await;
+    for id in [&approved, &rejected, &image] {
+        assert_eq!(p.wait_for(id, WAIT, |s| !s.is_in_flight()).await.status, JobStatus::Completed);
+    }
+    assert_eq!(p.wait_for(&failed, WAIT, |s| !s.is_in_flight()).await.status, JobStatus::Failed);
+    assert_eq!(p.app.delete(&format!("/videos/jobs/{canceled}")).await.status, StatusCode::OK);
+    review(&p, &approved, JobStatus::Approved, None, &admin).await;
+    review(&p, &rejected, JobStatus::Rejected, Some("unreadable_text"), &admin).await;
+    let stuck = job_submitted_long_ago(&p.app, 7_200).await;
+    // A late callback for a finished job, delivered three times: two duplicates.
+    let request_id = p.app.job(&approved).await.provider_request_id.unwrap();
+    let late = json!({"id": request_id, "status": "processing", "progress": 50});
+    let answers = [
+        signed_callback(&p, "evt_late_once", &late).await,
+        signed_callback(&p, "evt_late_once", &late).await,
+        signed_callback(&p, "evt_late_once", &late).await,
+    ];
+    let duplicates: Vec<&Value> = answers.iter().map(|a| &a.body["duplicate"]).collect();
+    assert_eq!(duplicates, [&json!(false), &json!(true), &json!(true)]);
+
+    // Act
+    let stats = p.app.call(Method::GET, "/videos/stats", Some(&admin_key), None).await;
+
+    // Assert: every figure, from the job records themselves.
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
+    let s = &stats.body;
+    assert_eq!(
+        s["jobs_by_status"],
+        json!({"queued": 0, "submitted": 1, "retrying": 0, "processing": 0, "completed": 1,
+               "approved": 1, "rejected": 1, "failed": 1, "canceled": 1, "expired": 0})
+    );
+    let completed: Vec<Job> = futures::future::join_all([&approved, &rejected, &image].map(|id| p.app.job(id))).await;
+    let times: Vec<f64> = completed.iter().map(seconds_to_complete).collect();
+    let average = ((times.iter().sum::<f64>() / 3.0) * 1000.0).round() / 1000.0;
+    let mut buckets = BTreeMap::new();
+    for t in &times {
+        *buckets.entry(bucket_of(*t)).or_insert(0i64) += 1;
+    }
+    assert_eq!(s["time_to_complete_seconds"], json!({"count": 3, "average": average, "p95": p95_of(&buckets)}));
+    let slowest = times.iter().cloned().fold(0.0, f64::max);
+    let p95 = s["time_to_complete_seconds"]["p95"].as_f64().unwrap();
+    assert!(p95 >= slowest && p95 <= slowest * 1.19 + 0.01, "p95 {p95} for a slowest of {slowest}");
+    assert_eq!(s["failure_rate_by_provider"], json!([{"provider": "local", "finished": 4, "failed": 1, "rate": 0.25}]));
+    assert_eq!(
+        s["failure_rate_by_workflow_type"],
+        json!([{"workflow_type": "text_to_video", "finished": 3, "failed": 1, "rate": 0.3333},
+               {"workflow_type": "image_to_video", "finished": 1, "failed": 0, "rate": 0.0}])
+    );
+    assert_eq!(
+        s["rejections"],
+        json!({"reviewed": 2, "rejected": 1, "rate": 0.5, "by_reason": [{"reason": "unreadable_text", "count": 1, "rate": 0.5}]})
+    );
+    assert_eq!(s["duplicate_callbacks"], 2);
+    assert_eq!(
+        s["stuck_jobs"],
+        json!({"threshold_seconds": 1800, "count": 1, "jobs": [{"job_id": stuck.job_id, "status": "submitted",
+               "provider": "local", "updated_at": timestamp::format(stuck.updated_at)}]})
+    );
+    let video: u64 = completed.iter().map(|j| j.output.as_ref().unwrap().size_bytes).sum();
+    let thumbnail: u64 = completed.iter().map(|j| j.output.as_ref().unwrap().thumbnail_size_bytes.unwrap_or(0)).sum();
+    assert!(video > 0 && thumbnail > 0, "the local provider makes videos and thumbnails");
+    assert_eq!(s["stored_bytes_by_artifact_type"], json!({"video": video, "thumbnail": thumbnail}));
+
+    // Act again: the retention window ends for the unreviewed image job and
+    // the rejected job, through the worker as the state machine would ask.
+    for id in [&image, &rejected] {
+        worker::handle(&p.app.app.worker, WorkMessage::Expire { job_id: id.clone() }).await.unwrap();
+    }
+    let after = p.app.call(Method::GET, "/videos/stats", Some(&admin_key), None).await.body;
+
+    // Their bytes are gone from the figures; the image job counts as expired.
+    let kept = completed[0].output.as_ref().unwrap();
+    assert_eq!(after["stored_bytes_by_artifact_type"], json!({"video": kept.size_bytes, "thumbnail": kept.thumbnail_size_bytes.unwrap_or(0)}));
+    assert_eq!(after["jobs_by_status"]["completed"], 0);
+    assert_eq!(after["jobs_by_status"]["expired"], 1);
+    assert_eq!(after["jobs_by_status"]["rejected"], 1);
+}
+
+#[tokio::test]
+async fn concurrent_status_changes_leave_the_counters_consistent_with_the_jobs() {
+    let app = TestApp::isolated(1_000).await;
+    let (_, admin_key) = app.another_user(0, Role::Admin).await;
+    let mut jobs = Vec::new();
+    for _ in 0..8 {
+        let new = new_job(&app);
+        assert_eq!(app.store.create(&new).await.unwrap(), videojobs_core::ports::CreateOutcome::Created);
+        jobs.push(new.job);
+    }
+
+    // Act: for every job, four writers race to move it out of `queued`.
+    let targets = [JobStatus::Submitted, JobStatus::Failed, JobStatus::Canceled, JobStatus::Expired];
+    let outcomes = all_at_once(jobs.len() * targets.len(), |i| {
+        let job = jobs[i / targets.len()].clone();
+        let to = targets[i % targets.len()];
+        let store = app.store.clone();
+        async move {
+            let change = StatusChange::new(&job, transition(JobStatus::Queued, to).unwrap(), EventSource::Worker, "race", None, JobUpdate::default());
+            store.change_status(&change).await.unwrap()
+        }
+    })
+    .await;
+
+    // Assert: one winner per job, and every counter agrees with the records.
+    assert_eq!(outcomes.iter().filter(|o| **o == ChangeOutcome::Applied).count(), jobs.len());
+    let mut expected: BTreeMap<&str, i64> = JobStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for job in &jobs {
+        *expected.get_mut(app.job(&job.job_id).await.status.as_str()).unwrap() += 1;
+    }
+    let stats = app.call(Method::GET, "/videos/stats", Some(&admin_key), None).await;
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
+    assert_eq!(stats.body["jobs_by_status"], serde_json::to_value(&expected).unwrap());
+    let failed = expected["failed"];
+    assert_eq!(stats.body["failure_rate_by_workflow_type"][0], json!({"workflow_type": "text_to_video", "finished": failed, "failed": failed, "rate": if failed > 0 { 1.0 } else { 0.0 }}));
+    assert_eq!(stats.body["stuck_jobs"]["count"], 0, "fresh submissions are not stuck");
+}
+
+#[tokio::test]
+async fn only_admins_read_the_stats_or_use_the_admin_endpoints() {
+    let app = TestApp::new(10).await;
+    let (_, reviewer_key) = app.another_user(0, Role::Reviewer).await;
+
+    for key in [app.key.as_str(), reviewer_key.as_str()] {
+        let stats = app.call(Method::GET, "/videos/stats", Some(key), None).await;
+        let keys = app.call(Method::POST, "/videos/admin/keys", Some(key), Some(r#"{"user_id":"x","role":"admin"}"#)).await;
+        let credits = app.call(Method::POST, "/videos/admin/credits", Some(key), Some("not even json")).await;
+        for reply in [stats, keys, credits] {
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+            assert_eq!(reply.error_code(), "forbidden");
+        }
+    }
+    assert_eq!(app.call(Method::GET, "/videos/stats", None, None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_admin_creates_a_key_shown_once_and_grants_credits() {
+    let app = TestApp::new(10).await;
+    let (_, admin_key) = app.another_user(0, Role::Admin).await;
+    let user = format!("cli-{}", ulid::Ulid::new().to_string().to_lowercase());
+
+    // Act
+    let body = json!({"user_id": user, "role": "user", "label": "test", "credits": 40}).to_string();
+    let created = app.call(Method::POST, "/videos/admin/keys", Some(&admin_key), Some(&body)).await;
+    let grant = json!({"user_id": user, "credits": 25}).to_string();
+    let granted = app.call(Method::POST, "/videos/admin/credits", Some(&admin_key), Some(&grant)).await;
+
+    // Assert: the key works, is stored only as its hash, and the credits add up.
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["user_id"], user.as_str());
+    assert_eq!(created.body["role"], "user");
+    let key = created.body["api_key"].as_str().unwrap().to_owned();
+    let account = app.call(Method::GET, "/videos/account", Some(&key), None).await;
+    assert_eq!(account.status, StatusCode::OK);
+    assert_eq!(account.body["user_id"], user.as_str());
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+    assert_eq!(granted.body, json!({"user_id": user, "credits": 65, "active_jobs": 0}));
+    let hash = key.parse::<videojobs_core::ids::ApiKey>().unwrap().hash();
+    let stored = app
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&app.resources.jobs_table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("APIKEY#{}", hash.as_str())))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("APIKEY".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(stored.values().all(|v| v.as_s().map_or(true, |s| !s.contains(&key))), "the key itself is never stored");
+
+    // A second key for the same user adds its credits to the account.
+    let again = json!({"user_id": user, "role": "reviewer", "credits": 5}).to_string();
+    let second = app.call(Method::POST, "/videos/admin/keys", Some(&admin_key), Some(&again)).await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert_ne!(second.body["api_key"], created.body["api_key"]);
+    assert_eq!(app.credits_of(&user.parse().unwrap()).await, 70);
+}
+
+#[tokio::test]
+async fn bad_admin_requests_are_refused_with_the_field_and_write_nothing() {
+    let app = TestApp::new(10).await;
+    let (_, admin_key) = app.another_user(0, Role::Admin).await;
+    let nobody = format!("nobody-{}", ulid::Ulid::new().to_string().to_lowercase());
+
+    let cases = [
+        ("/videos/admin/keys", json!({"user_id": nobody, "role": "superuser"}).to_string(), "role"),
+        ("/videos/admin/keys", json!({"user_id": "bad id!", "role": "user"}).to_string(), "user_id"),
+        ("/videos/admin/credits", json!({"user_id": nobody, "credits": 0}).to_string(), "credits"),
+        ("/videos/admin/credits", json!({"user_id": nobody, "credits": 5}).to_string(), "user_id"),
+    ];
+    for (path, body, field) in cases {
+        let reply = app.call(Method::POST, path, Some(&admin_key), Some(&body)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path} {body}: {}", reply.body);
+        assert_eq!(reply.body["error"]["field"], field, "{body}");
+    }
+    assert!(app.store.account(&nobody.parse().unwrap()).await.unwrap().is_none(), "no account was opened");
+}
+
+use videojobs_core::ports::AccountStore;
+
+#[tokio::test]
+async fn the_scheduled_check_counts_the_stuck_jobs_from_the_index() {
+    let app = TestApp::isolated(100).await;
+    let stuck = job_submitted_long_ago(&app, 3_600).await;
+    let _recent = job_submitted_long_ago(&app, 5).await;
+    let mut message = aws_lambda_events::event::sqs::SqsMessage::default();
+    message.message_id = Some("scheduled-1".into());
+    message.body = Some(r#"{"kind":"check_stuck"}"#.into());
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    event.records = vec![message];
+
+    // Act: the schedule's message, as the SQS event source hands it over.
+    let response = worker::handler(&app.app.worker, lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default())).await.unwrap();
+    let count = worker::check_stuck(&app.app.worker).await.unwrap();
+
+    // Assert: handled, and only the job idle past the threshold counts.
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(count, 1);
+    let page = videojobs_core::stats::stuck_jobs(app.services.stats.as_ref(), 1_800, timestamp::now()).await.unwrap();
+    assert_eq!(page.oldest.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(), [stuck.job_id]);
+    // Once the job moves on, it leaves the index.
+    let job = app.job(&page.oldest[0].job_id).await;
+    let change = StatusChange::new(&job, transition(job.status, JobStatus::Failed).unwrap(), EventSource::Worker, "gave up", None, JobUpdate::default());
+    assert_eq!(app.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
+    assert_eq!(worker::check_stuck(&app.app.worker).await.unwrap(), 0);
+}
