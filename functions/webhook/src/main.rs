@@ -1,14 +1,18 @@
 use lambda_http::{run, service_fn, Error};
 use std::sync::Arc;
+use videojobs_aws::{AwsClients, DynamoStore, OnFirstEvent, Resources, SqsWorkQueue};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     videojobs_aws::telemetry::init();
-    let resources = videojobs_aws::Resources::from_env()?;
+    let resources = Resources::from_env()?;
     let providers = videojobs_providers::from_env(videojobs_providers::http_client_on_first_use())?;
-    let clients = videojobs_aws::AwsClients::from_env().await;
-    let store = videojobs_aws::DynamoStore::new(clients.dynamodb, &resources.jobs_table, &resources.prompts_table);
-    let queue = videojobs_aws::SqsWorkQueue::new(clients.sqs, &resources.work_queue_url);
-    let webhook = webhook::Webhook { jobs: Arc::new(store), queue: Arc::new(queue), providers };
-    run(service_fn(|request| webhook::handler(&webhook, request))).await
+    // The AWS clients are built on the first request (see `OnFirstEvent`).
+    let webhook = OnFirstEvent::new(|| {
+        let clients = AwsClients::build_from_env();
+        let store = DynamoStore::new(clients.dynamodb, &resources.jobs_table, &resources.prompts_table);
+        let queue = SqsWorkQueue::new(clients.sqs, &resources.work_queue_url);
+        webhook::Webhook { jobs: Arc::new(store), queue: Arc::new(queue), providers: providers.clone() }
+    });
+    run(service_fn(|request| webhook::handler(webhook.get(), request))).await
 }
