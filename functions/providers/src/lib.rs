@@ -2,6 +2,7 @@
 //! normalised types of `videojobs_core::provider`.
 
 pub mod local;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ impl HttpClient {
 }
 
 fn build_client() -> reqwest::Client {
+    tls::install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .read_timeout(Duration::from_secs(30))

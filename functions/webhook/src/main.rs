@@ -5,6 +5,7 @@ use videojobs_aws::{AwsClients, DynamoStore, OnFirstEvent, Resources, SqsWorkQue
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     videojobs_aws::telemetry::init();
+    videojobs_providers::tls::install_crypto_provider();
     let resources = Resources::from_env()?;
     let providers = videojobs_providers::from_env(videojobs_providers::http_client_on_first_use())?;
     // The AWS clients are built on the first request (see `OnFirstEvent`).
