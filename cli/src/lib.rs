@@ -412,6 +412,8 @@ where
         console.note(&format!("error: no API key: pass --key or set {KEY_VARIABLE}."));
         return exit::USAGE;
     };
+    // The workspace builds reqwest without a crypto provider: ring is the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = match reqwest::Client::builder().timeout(Duration::from_secs(60)).build() {
         Ok(http) => http,
         Err(e) => {

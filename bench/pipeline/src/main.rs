@@ -323,6 +323,7 @@ fn report(jobs: f64, counts: &BTreeMap<(String, String), u64>, api: u64, callbac
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Error> {
+    videojobs_providers::tls::install_crypto_provider();
     if std::env::var("AWS_ENDPOINT_URL").is_err() {
         return Err("AWS_ENDPOINT_URL must point at moto: run scripts/bench".into());
     }

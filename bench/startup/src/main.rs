@@ -7,6 +7,10 @@
 //!
 //! The first binary is the baseline the others are compared with (a bare
 //! `lambda_runtime` function). `--check` exits non-zero when a target is missed.
+//! Each round also measures, for information, the time to the answer to a first
+//! event (see `first_answer`).
+
+mod first_answer;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -48,21 +52,50 @@ fn ca_bundle() -> Option<String> {
     std::env::var("SSL_CERT_FILE").ok().filter(|f| !f.is_empty())
 }
 
-/// One cold start: spawn to the first request line on a fresh fake Runtime API.
-fn first_request(binary: &str, scratch: &Path) -> Result<Duration, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let stderr_log = scratch.with_extension("stderr");
-    let stderr = std::fs::File::create(&stderr_log).map_err(|e| e.to_string())?;
+/// The binary with a Lambda environment pointing at `runtime_api`, its stderr to `stderr_log`.
+fn lambda_command(binary: &str, runtime_api: std::net::SocketAddr, stderr_log: &Path) -> Result<Command, String> {
+    let stderr = std::fs::File::create(stderr_log).map_err(|e| e.to_string())?;
     let mut command = Command::new(binary);
     command
         .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string())
         .envs(LAMBDA_ENV.iter().copied())
         .envs(ca_bundle().map(|file| ("SSL_CERT_FILE", file)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
+    Ok(command)
+}
+
+fn file_name(binary: &str) -> String {
+    Path::new(binary).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn stderr_tail(stderr_log: &Path) -> String {
+    let log = std::fs::read_to_string(stderr_log).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+    tail.join("\n")
+}
+
+/// Spawn to the runtime's answer to a first event it can handle without AWS.
+fn first_answer(binary: &str, scratch: &Path) -> Result<Duration, String> {
+    let api = first_answer::RuntimeApi::start(first_answer::event_for(&file_name(binary))).map_err(|e| e.to_string())?;
+    let stderr_log = scratch.with_extension("stderr");
+    let mut command = lambda_command(binary, api.addr, &stderr_log)?;
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| format!("{binary}: {e}"))?;
+    let outcome = api.wait_for_answer(started, TIMEOUT);
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome.map_err(|problem| format!("{binary}: {problem}\n{}", stderr_tail(&stderr_log)))
+}
+
+/// One cold start: spawn to the first request line on a fresh fake Runtime API.
+fn first_request(binary: &str, scratch: &Path) -> Result<Duration, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let stderr_log = scratch.with_extension("stderr");
+    let mut command = lambda_command(binary, addr, &stderr_log)?;
 
     let started = Instant::now();
     let child = command.spawn().map_err(|e| format!("{binary}: {e}"))?;
@@ -124,9 +157,7 @@ fn first_request(binary: &str, scratch: &Path) -> Result<Duration, String> {
         return Ok(elapsed);
     }
     let problem = problem.unwrap_or_else(|| format!("first request was {line:?}, not {NEXT_EVENT:?}"));
-    let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
-    Err(format!("{binary}: {problem}\n{}", tail.join("\n")))
+    Err(format!("{binary}: {problem}\n{}", stderr_tail(&stderr_log)))
 }
 
 /// File size as built; a copy is stripped as well, and the smaller reported.
@@ -177,10 +208,15 @@ fn main() {
     let scratch: PathBuf = std::env::temp_dir().join(format!("startup-bench-{}", std::process::id()));
 
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); binaries.len()];
+    let mut answers: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); binaries.len()];
     for _ in 0..rounds {
         for (i, binary) in binaries.iter().enumerate() {
-            match first_request(binary, &scratch) {
-                Ok(elapsed) => samples[i].push(elapsed.as_secs_f64() * 1000.0),
+            let measured = first_request(binary, &scratch).and_then(|request| Ok((request, first_answer(binary, &scratch)?)));
+            match measured {
+                Ok((request, answer)) => {
+                    samples[i].push(request.as_secs_f64() * 1000.0);
+                    answers[i].push(answer.as_secs_f64() * 1000.0);
+                }
                 Err(err) => {
                     eprintln!("{err}");
                     let _ = std::fs::remove_file(scratch.with_extension("stderr"));
@@ -190,13 +226,14 @@ fn main() {
         }
     }
     let _ = std::fs::remove_file(scratch.with_extension("stderr"));
-    for s in &mut samples {
+    for s in samples.iter_mut().chain(answers.iter_mut()) {
         s.sort_by(f64::total_cmp);
     }
     let baseline = percentile(&samples[0], 0.5);
+    let baseline_answer = percentile(&answers[0], 0.5);
 
-    println!("| binary | median ms | p90 ms | min ms | × bare | stripped MB | start-up ≤ {START_UP_TARGET}× bare | size ≤ {SIZE_TARGET_MB} MB |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| binary | median ms | p90 ms | min ms | × bare | stripped MB | start-up ≤ {START_UP_TARGET}× bare | size ≤ {SIZE_TARGET_MB} MB | first answer ms | × bare |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut missed = false;
     for (i, binary) in binaries.iter().enumerate() {
         let s = &samples[i];
@@ -207,19 +244,22 @@ fn main() {
         if i > 0 && !(fast && small) {
             missed = true;
         }
-        let name = Path::new(binary).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file_name(binary);
         let mark = |ok: bool| if i == 0 { "baseline" } else if ok { "pass" } else { "**FAIL**" };
+        let answer = percentile(&answers[i], 0.5);
         println!(
-            "| {name} | {median:.2} | {:.2} | {:.2} | {ratio:.2} | {mb:.2} | {} | {} |",
+            "| {name} | {median:.2} | {:.2} | {:.2} | {ratio:.2} | {mb:.2} | {} | {} | {answer:.2} | {:.2} |",
             percentile(s, 0.9),
             s[0],
             mark(fast),
-            mark(small)
+            mark(small),
+            answer / baseline_answer
         );
     }
     println!();
     println!(
         "{rounds} interleaved rounds; start-up is spawn to the first `{NEXT_EVENT}`; \
+         first answer (medians; no target) is spawn to the answer to a first event that needs no AWS request; \
          MB = 10^6 bytes; SSL_CERT_FILE {}.",
         match ca_bundle() {
             Some(file) => format!("= {file}"),

@@ -1,10 +1,12 @@
 //! Adapters from the ports of `videojobs-core` to AWS: DynamoDB, S3, Step
 //! Functions (and SQS, which the worker uses). Clients are built once per
-//! Lambda instance and shared by every invocation.
+//! Lambda instance, on its first event ([`OnFirstEvent`]), and shared by every
+//! invocation.
 
 pub mod dynamo;
 pub mod emf;
 pub mod errors;
+pub mod first_event;
 pub mod http;
 pub mod metering;
 pub mod outputs;
@@ -21,6 +23,7 @@ use videojobs_core::service::Services;
 use videojobs_core::settings::{ConfigError, Settings};
 
 pub use dynamo::DynamoStore;
+pub use first_event::OnFirstEvent;
 pub use s3::S3Media;
 pub use outputs::S3Outputs;
 pub use sfn::StepFunctions;
@@ -68,15 +71,21 @@ impl AwsClients {
     /// Region, credentials and `AWS_ENDPOINT_URL` (the local stack) come from
     /// the environment, as for any AWS SDK.
     pub async fn from_env() -> Self {
-        Self::build(None).await
+        Self::build(None)
+    }
+
+    /// As [`AwsClients::from_env`], for callers that are not async (building
+    /// reads the environment and does no I/O).
+    pub fn build_from_env() -> Self {
+        Self::build(None)
     }
 
     /// Clients that count every request they send (the cost benchmark).
     pub async fn metered(meter: &metering::RequestMeter) -> Self {
-        Self::build(Some(meter)).await
+        Self::build(Some(meter))
     }
 
-    async fn build(meter: Option<&metering::RequestMeter>) -> Self {
+    fn build(meter: Option<&metering::RequestMeter>) -> Self {
         let config = sdk_config_from_env();
         // Emulators answer on one host, so buckets go in the path, not the host name.
         let mut s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some());
@@ -100,8 +109,8 @@ impl AwsClients {
 
 /// The SDK configuration from the environment alone: region, the credentials
 /// Lambda puts there, and `AWS_ENDPOINT_URL` (the local stack). This is all a
-/// function needs, and reading nothing else (no profile files, no trust store
-/// until the first HTTPS connection) keeps cold starts short.
+/// function needs, and reading nothing else (no profile files, no IMDS, no
+/// SSO) keeps building the clients short.
 pub fn sdk_config_from_env() -> aws_types::SdkConfig {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
@@ -172,10 +181,18 @@ pub fn notifying(store: Arc<DynamoStore>, queue: Arc<SqsWorkQueue>) -> Arc<dyn v
     Arc::new(videojobs_core::notify::NotifyingJobs::new(store, queue))
 }
 
-/// Reads settings and resources from the environment and builds the services:
-/// what every API function's `main` does once.
+/// Reads settings and resources from the environment and builds the services.
 pub async fn services_from_env() -> Result<Services, ConfigError> {
     let settings = Settings::from_env()?;
     let resources = Resources::from_env()?;
     Ok(services(&AwsClients::from_env().await, &resources, settings))
+}
+
+/// What every API function's `main` does once: reads and checks settings and
+/// resources now (a bad one fails the start) and builds the services, with
+/// their AWS clients, on the first event.
+pub fn services_on_first_event() -> Result<OnFirstEvent<Services, impl Fn() -> Services>, ConfigError> {
+    let settings = Settings::from_env()?;
+    let resources = Resources::from_env()?;
+    Ok(OnFirstEvent::new(move || services(&AwsClients::build_from_env(), &resources, settings.clone())))
 }

@@ -7,6 +7,7 @@ pub mod local;
 pub mod replicate;
 #[cfg(any(test, feature = "test-server"))]
 pub mod replay;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,7 @@ impl HttpClient {
 }
 
 fn build_client() -> reqwest::Client {
+    tls::install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .read_timeout(Duration::from_secs(30))

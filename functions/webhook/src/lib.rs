@@ -38,6 +38,20 @@ pub struct Webhook {
     pub stats: Arc<dyn videojobs_core::stats::StatsStore>,
 }
 
+impl Webhook {
+    /// The webhook wired to AWS: status changes go through the store that
+    /// queues client notifications.
+    pub fn on_aws(clients: &videojobs_aws::AwsClients, resources: &videojobs_aws::Resources, providers: Providers) -> Self {
+        let store = Arc::new(videojobs_aws::DynamoStore::new(
+            clients.dynamodb.clone(),
+            &resources.jobs_table,
+            &resources.prompts_table,
+        ));
+        let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
+        Webhook { jobs: videojobs_aws::notifying(store.clone(), queue.clone()), queue, providers, stats: store }
+    }
+}
+
 /// The provider a callback is addressed to, from `/webhooks/{provider}`.
 pub fn provider_of(request: &Request) -> Option<&str> {
     match path_segments(request).as_slice() {

@@ -227,6 +227,8 @@ async fn output_links(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result
 
 /// POSTs to the checked address only; the answer's status, or why there was none.
 async fn post(destination: &Destination, id: &str, unix_timestamp: i64, signature: &str, body: Vec<u8>) -> Result<u16, String> {
+    // reqwest has no crypto provider of its own here; whichever client comes first installs ring.
+    videojobs_providers::tls::install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()

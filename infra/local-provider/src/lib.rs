@@ -150,7 +150,11 @@ pub fn spawn(listener: TcpListener, config: Config) -> std::io::Result<Handle> {
         submissions: Mutex::default(),
         global_faults: Mutex::default(),
         deliveries: Default::default(),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(std::io::Error::other)?,
+        http: {
+            // reqwest has no crypto provider of its own here (see the workspace Cargo.toml).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(std::io::Error::other)?
+        },
     });
     let task = tokio::spawn(async move {
         loop {
