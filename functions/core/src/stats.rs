@@ -11,7 +11,8 @@
 //! Time from queued to completed: the count and the sum (exact average) and a
 //! histogram over fixed log-scale buckets, four per doubling. The p95 is the
 //! upper bound of the bucket the 95th percentile falls in: never below the true
-//! value and at most 19 % (2^¼) above it.
+//! value and at most 19 % (2^¼) above it; times under a second share one
+//! bucket, whose bound is 1 s.
 
 use crate::error::{AppError, StoreError};
 use crate::ids::JobId;
