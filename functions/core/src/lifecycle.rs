@@ -67,6 +67,12 @@ impl JobStatus {
     }
 
     /// The copy a person sees.
+    /// The status with its indefinite article, for sentences ("an approved job").
+    pub fn with_article(self) -> String {
+        let article = if self.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+        format!("{article} {self}")
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             JobStatus::Queued => "Waiting to start",
@@ -307,5 +313,13 @@ mod tests {
         }
         assert_eq!(JobStatus::parse("Queued"), None);
         assert_eq!(JobStatus::parse(""), None);
+    }
+
+    #[test]
+    fn a_status_takes_the_article_its_sound_needs() {
+        assert_eq!(Approved.with_article(), "an approved");
+        assert_eq!(Expired.with_article(), "an expired");
+        assert_eq!(Completed.with_article(), "a completed");
+        assert_eq!(Queued.with_article(), "a queued");
     }
 }
