@@ -223,6 +223,84 @@ mod tests {
         }
     }
 
+    fn job(provider: &str, status: JobStatus, detail: Option<ProgressDetail>) -> Job {
+        use crate::request::{AspectRatio, Resolution};
+        Job {
+            job_id: JobId::generate(),
+            user_id: "user-1".parse().unwrap(),
+            status,
+            params: crate::job::JobParams::TextToVideo { duration_seconds: 5, aspect_ratio: AspectRatio::Square, resolution: Resolution::Hd },
+            metadata: None,
+            prompt_hash: None,
+            provider: provider.parse().unwrap(),
+            provider_request_id: Some("req-1".into()),
+            progress: 5,
+            cost_credits: 5,
+            webhook_url: None,
+            created_at: at(0),
+            updated_at: at(0),
+            completed_at: None,
+            error: None,
+            review: None,
+            output: None,
+            output_expires_at: None,
+            progress_detail: detail,
+        }
+    }
+
+    struct Unused;
+
+    #[async_trait]
+    impl ProgressDetails for Unused {
+        async fn record_detail(&self, _: &JobId, _: &ProgressDetail) -> Result<bool, StoreError> {
+            unreachable!("not called by `wants`")
+        }
+        async fn claim_refresh(&self, _: &JobId, _: OffsetDateTime, _: u64) -> Result<bool, StoreError> {
+            unreachable!("not called by `wants`")
+        }
+    }
+
+    #[async_trait]
+    impl WorkQueue for Unused {
+        async fn enqueue(&self, _: &WorkMessage) -> Result<(), StoreError> {
+            unreachable!("not called by `wants`")
+        }
+    }
+
+    fn refresher(window_seconds: u64) -> Refresher {
+        let unused = std::sync::Arc::new(Unused);
+        Refresher { details: unused.clone(), work: unused, window_seconds, providers: vec!["fal".parse().unwrap()] }
+    }
+
+    #[test]
+    fn only_reads_of_a_listed_providers_accepted_jobs_ask_for_a_refresh() {
+        let r = refresher(10);
+        assert!(r.wants(&job("fal", JobStatus::Submitted, None)));
+        assert!(r.wants(&job("fal", JobStatus::Processing, None)));
+        assert!(!r.wants(&job("local", JobStatus::Submitted, None)), "it calls back with its progress");
+        for status in [JobStatus::Queued, JobStatus::Retrying, JobStatus::Completed, JobStatus::Failed, JobStatus::Canceled] {
+            assert!(!r.wants(&job("fal", status, None)), "{status}");
+        }
+        let unaccepted = Job { provider_request_id: None, ..job("fal", JobStatus::Submitted, None) };
+        assert!(!r.wants(&unaccepted), "no request to ask about yet");
+        assert!(!refresher(0).wants(&job("fal", JobStatus::Submitted, None)), "0 turns refreshing off");
+    }
+
+    #[test]
+    fn the_status_body_shows_the_detail_only_while_its_stage_matches_the_job() {
+        let links = crate::views::OutputLinks::default();
+        let waiting = crate::views::StatusBody::new(&job("fal", JobStatus::Submitted, Some(queued(Some(2), 1))), &links);
+        let json = serde_json::to_value(&waiting).unwrap();
+        assert_eq!(json["progress_detail"], serde_json::json!({
+            "stage": "queued", "queue_position": 2,
+            "message": "Waiting in the provider's queue (position 2)",
+            "observed_at": "2027-01-15T08:00:01.000Z"}));
+        let moved_on = crate::views::StatusBody::new(&job("fal", JobStatus::Processing, Some(queued(Some(2), 1))), &links);
+        assert!(moved_on.progress_detail.is_none(), "a queue position is stale once the job is processing");
+        let ended = crate::views::StatusBody::new(&job("fal", JobStatus::Failed, Some(processing(1))), &links);
+        assert_eq!(serde_json::to_value(&ended).unwrap()["progress_detail"], serde_json::Value::Null);
+    }
+
     #[test]
     fn a_detail_round_trips_through_json_without_an_absent_position() {
         let detail = queued(None, 0);
