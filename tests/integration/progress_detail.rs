@@ -165,7 +165,7 @@ async fn ten_concurrent_status_reads_inside_one_window_enqueue_one_refresh() {
     let app = TestApp::on(fresh_resources(), 100, s, Providers::default(), "http://127.0.0.1:9".into()).await;
     let fal_job = submitted_job(&app, "fal", Some("req-1"));
     let local_job = submitted_job(&app, "local", Some("pred-1"));
-    let unaccepted = Job { provider_request_id: None, ..submitted_job(&app, "fal", None) };
+    let unaccepted = submitted_job(&app, "fal", None);
     for job in [&fal_job, &local_job, &unaccepted] {
         app.put_job(job).await;
     }
