@@ -10,6 +10,7 @@ mod create;
 mod failover;
 mod notify;
 mod pipeline;
+mod progress_detail;
 mod reads;
 mod real_providers;
 mod review;

@@ -18,7 +18,7 @@ const WAIT: u64 = 60;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A one-second MP4, as a provider would serve it.
-fn small_mp4() -> Vec<u8> {
+pub(crate) fn small_mp4() -> Vec<u8> {
     let path = std::env::temp_dir().join(format!("provider-{}.mp4", ulid::Ulid::new()));
     let status = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=320x240:d=1:r=12"])

@@ -82,6 +82,7 @@ async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
         review: None,
         output: None,
         output_expires_at: None,
+        progress_detail: None,
     };
     app.put_job(&job).await;
     let reviewer: ApiKey = SAMPLE_REVIEWER_KEY.parse().unwrap();

@@ -85,6 +85,7 @@ fn new_job(app: &TestApp) -> NewJob {
         review: None,
         output: None,
         output_expires_at: None,
+        progress_detail: None,
     };
     NewJob {
         first_event: JobEvent {

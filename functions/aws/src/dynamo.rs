@@ -30,7 +30,10 @@
 //!   event, and any refund and slot release, in the same transaction;
 //! - a provider callback is applied once: its receipt is put under
 //!   `attribute_not_exists(pk)`, keyed by provider and the provider's event id;
-//! - progress only rises: `progress < :p` on its update;
+//! - progress only rises: `progress < :p` on its update; the progress detail
+//!   only moves forward (`progress_detail_at < :at`, and only in the statuses
+//!   its stage allows) and goes when the job leaves `submitted`/`processing`;
+//!   a progress refresh is claimed once per window (`refresh_requested_at`);
 //! - a user's first webhook secret is put under `attribute_not_exists(pk)`,
 //!   so concurrent first requests agree; a rotation is conditioned on the
 //!   secret it replaces; a notification is recorded delivered once, and
@@ -59,6 +62,7 @@ use videojobs_core::{JobStatus, StoreError};
 type Item = HashMap<String, AttributeValue>;
 
 mod provider_switch;
+mod progress;
 
 pub const INDEX_BY_USER: &str = "by_user";
 pub const INDEX_ACTIVE_BY_USER: &str = "active_by_user";
@@ -285,6 +289,9 @@ impl DynamoStore {
         }
         if t.from == JobStatus::Completed {
             clauses.remove.push("review_state");
+        }
+        if !matches!(t.to, JobStatus::Submitted | JobStatus::Processing) {
+            clauses.remove.extend(progress::WHILE_AT_PROVIDER);
         }
         if crate::stats::is_watched(t.to) {
             clauses.set.push(format!("{} = :to", crate::stats::WATCH_ATTRIBUTE));

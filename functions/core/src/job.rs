@@ -173,6 +173,9 @@ pub struct Job {
     /// When an unapproved output is deleted and the result answers `410`.
     #[serde(default, with = "timestamp::option", skip_serializing_if = "Option::is_none")]
     pub output_expires_at: Option<OffsetDateTime>,
+    /// The provider's last word while it works (see `progress`); removed when the job leaves flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_detail: Option<crate::progress::ProgressDetail>,
 }
 
 impl Job {

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod mp4;
 pub mod notify;
 pub mod ports;
+pub mod progress;
 pub mod provider;
 pub mod request;
 pub mod review;

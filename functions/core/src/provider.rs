@@ -96,6 +96,12 @@ pub trait Provider: Send + Sync {
     async fn poll(&self, request_id: &str) -> Result<ProviderStatus, ProviderError>;
     async fn cancel(&self, request_id: &str) -> Result<(), ProviderError>;
     async fn verify_callback(&self, callback: &Callback<'_>) -> Result<ProviderEvent, CallbackError>;
+    /// Whether it calls back while it works (queued, processing), not only
+    /// when done. One that does not has its jobs' progress refreshed by
+    /// polling when clients read them (`Settings::progress_refresh_providers`).
+    fn sends_progress_callbacks(&self) -> bool {
+        true
+    }
 }
 
 /// The providers a deployment has, by name.

@@ -33,6 +33,8 @@ pub struct Services {
     pub resolver: Arc<dyn crate::notify::HostResolver>,
     /// Operational counters and the stuck-jobs index (`GET /videos/stats`).
     pub stats: Arc<dyn crate::stats::StatsStore>,
+    /// Progress details, and their refresh window (see `progress`).
+    pub progress: Arc<dyn crate::progress::ProgressDetails>,
     pub settings: Settings,
 }
 
@@ -104,6 +106,7 @@ impl Services {
             review: None,
             output: None,
             output_expires_at: None,
+            progress_detail: None,
         };
         let body = json(&AcceptedBody::for_job(&job))?;
         let new = NewJob {
@@ -310,7 +313,18 @@ impl Services {
 
     pub async fn status(&self, who: &Principal, id: &str) -> Result<StatusBody, AppError> {
         let job = self.visible_job(who, id).await?;
+        self.refresher().after_read(&job).await;
         self.status_body(&job).await
+    }
+
+    /// Asks for fresh progress of jobs whose provider sends no progress callbacks.
+    fn refresher(&self) -> crate::progress::Refresher {
+        crate::progress::Refresher {
+            details: self.progress.clone(),
+            work: self.work.clone(),
+            window_seconds: self.settings.progress_refresh_seconds,
+            providers: self.settings.progress_refresh_providers.clone(),
+        }
     }
 
     pub(crate) async fn status_body(&self, job: &Job) -> Result<StatusBody, AppError> {
@@ -380,7 +394,9 @@ impl Services {
             ListError::Store(err) => AppError::from(err),
         })?;
         let mut jobs = Vec::with_capacity(page.items.len());
+        let refresher = self.refresher();
         for job in &page.items {
+            refresher.after_read(job).await;
             jobs.push(self.status_body(job).await?);
         }
         Ok(ListBody { jobs, next_cursor: page.next_cursor })
@@ -388,6 +404,10 @@ impl Services {
 
     pub async fn active(&self, who: &Principal) -> Result<ListBody, AppError> {
         let jobs = self.jobs.active_jobs_of(&who.user_id).await?;
+        let refresher = self.refresher();
+        for job in &jobs {
+            refresher.after_read(job).await;
+        }
         let jobs = jobs.iter().map(|job| StatusBody::new(job, &OutputLinks::default())).collect();
         Ok(ListBody { jobs, next_cursor: None })
     }

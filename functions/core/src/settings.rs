@@ -2,6 +2,9 @@
 
 use crate::request::{ProviderName, RequestLimits};
 
+/// The adapters whose `sends_progress_callbacks` is false (a providers test keeps the two in step).
+pub const DEFAULT_PROGRESS_REFRESH_PROVIDERS: &[&str] = &["fal"];
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// How long an output that was not approved is kept.
@@ -23,6 +26,10 @@ pub struct Settings {
     pub notify_retry_schedule: crate::notify::RetrySchedule,
     /// A job in `submitted` or `processing` this long without an update counts as stuck.
     pub stuck_after_seconds: u64,
+    /// A read of an in-flight job asks its provider again at most this often (0: never).
+    pub progress_refresh_seconds: u64,
+    /// Providers that send no progress callbacks: their jobs are refreshed on reads.
+    pub progress_refresh_providers: Vec<ProviderName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +104,15 @@ impl Settings {
                     .map_err(|problem| ConfigError { name: "NOTIFY_RETRY_SCHEDULE_SECONDS", problem })?,
             },
             stuck_after_seconds: number(&get, "STUCK_AFTER_SECONDS", 1_800)?,
+            progress_refresh_seconds: number(&get, "PROGRESS_REFRESH_SECONDS", 10)?,
+            progress_refresh_providers: match get("PROGRESS_REFRESH_PROVIDERS") {
+                Some(list) => list
+                    .split(',')
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| provider("PROGRESS_REFRESH_PROVIDERS", p))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => DEFAULT_PROGRESS_REFRESH_PROVIDERS.iter().filter_map(|p| p.parse().ok()).collect(),
+            },
         })
     }
 
@@ -151,6 +167,19 @@ mod tests {
         assert_eq!(s.notify_retry_schedule.attempts(), 3);
         assert!(s.limits.allow_loopback_webhooks);
         assert_eq!(settings(&[("NOTIFY_RETRY_SCHEDULE_SECONDS", "soon")]).unwrap_err().name, "NOTIFY_RETRY_SCHEDULE_SECONDS");
+    }
+
+    #[test]
+    fn fal_jobs_are_refreshed_every_ten_seconds_unless_told_otherwise() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.progress_refresh_seconds, 10);
+        assert_eq!(s.progress_refresh_providers.iter().map(|p| p.as_str()).collect::<Vec<_>>(), vec!["fal"]);
+        let s = settings(&[("PROGRESS_REFRESH_SECONDS", "0"), ("PROGRESS_REFRESH_PROVIDERS", "fal,replicate")]).unwrap();
+        assert_eq!(s.progress_refresh_seconds, 0);
+        assert_eq!(s.progress_refresh_providers.len(), 2);
+        assert!(settings(&[("PROGRESS_REFRESH_PROVIDERS", "")]).unwrap().progress_refresh_providers.is_empty());
+        assert_eq!(settings(&[("PROGRESS_REFRESH_SECONDS", "often")]).unwrap_err().name, "PROGRESS_REFRESH_SECONDS");
+        assert_eq!(settings(&[("PROGRESS_REFRESH_PROVIDERS", "No Way")]).unwrap_err().name, "PROGRESS_REFRESH_PROVIDERS");
     }
 
     #[test]

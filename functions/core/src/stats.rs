@@ -494,6 +494,7 @@ mod tests {
             review: None,
             output: None,
             output_expires_at: None,
+            progress_detail: None,
         }
     }
 

@@ -75,6 +75,15 @@ pub struct OutputView {
     pub duration_seconds: f64,
 }
 
+/// `progress_detail` in the status body.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressDetailView {
+    pub stage: crate::progress::Stage,
+    pub queue_position: Option<u32>,
+    pub message: String,
+    pub observed_at: String,
+}
+
 /// Presigned links to a job's output, when it has one to show.
 #[derive(Debug, Clone, Default)]
 pub struct OutputLinks {
@@ -99,6 +108,8 @@ pub struct StatusBody {
     pub cost: CostView,
     pub review: Option<ReviewView>,
     pub output: Option<OutputView>,
+    /// The provider's last word while it works; `null` otherwise.
+    pub progress_detail: Option<ProgressDetailView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -137,6 +148,12 @@ impl StatusBody {
                 reviewed_at: timestamp::format(r.reviewed_at),
             }),
             output,
+            progress_detail: crate::progress::ProgressDetail::visible_on(job).map(|d| ProgressDetailView {
+                stage: d.stage,
+                queue_position: d.queue_position,
+                message: d.message(),
+                observed_at: timestamp::format(d.observed_at),
+            }),
             metadata: job.metadata.clone(),
         }
     }

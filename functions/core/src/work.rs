@@ -1,7 +1,7 @@
 //! The messages on the work queue. The state machine sends `submit`, `poll`,
 //! `expire` and `give_up` (see `infra/statemachine/job.asl.json`); the
 //! webhook sends `finalize`; a cancel sends `cancel_at_provider`; a rejection
-//! sends `discard_output`.
+//! sends `discard_output`; a status read sends `refresh`.
 
 use crate::ids::JobId;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,9 @@ pub enum WorkMessage {
     /// A reviewer rejected the video: delete it now rather than at the end of
     /// the retention window.
     DiscardOutput { job_id: JobId },
+    /// A client read an in-flight job whose provider sends no progress
+    /// callbacks: ask the provider where the job is (see `progress`).
+    Refresh { job_id: JobId },
     /// Tell the client of `status` at the job's `webhook_url` (attempt 1, 2, …).
     /// SQS delays a message 15 minutes at most: a longer wait between attempts
     /// is made of hops, each re-queued until `not_before`.
@@ -45,7 +48,8 @@ impl WorkMessage {
             | WorkMessage::Expire { job_id }
             | WorkMessage::GiveUp { job_id, .. }
             | WorkMessage::CancelAtProvider { job_id }
-            | WorkMessage::DiscardOutput { job_id } => job_id,
+            | WorkMessage::DiscardOutput { job_id }
+            | WorkMessage::Refresh { job_id } => job_id,
             | WorkMessage::Notify { job_id, .. } => job_id,
         }
     }
@@ -69,6 +73,9 @@ mod tests {
         let discard: WorkMessage = serde_json::from_str(&format!(r#"{{"kind":"discard_output","job_id":"{id}"}}"#)).unwrap();
         assert_eq!(discard, WorkMessage::DiscardOutput { job_id: id.clone() });
         assert_eq!(discard.job_id(), &id);
+        let refresh: WorkMessage = serde_json::from_str(&format!(r#"{{"kind":"refresh","job_id":"{id}"}}"#)).unwrap();
+        assert_eq!(refresh, WorkMessage::Refresh { job_id: id.clone() });
+        assert_eq!(refresh.job_id(), &id);
         let notify = format!(r#"{{"kind":"notify","job_id":"{id}","status":"completed","attempt":2}}"#);
         let parsed: WorkMessage = serde_json::from_str(&notify).unwrap();
         assert_eq!(parsed, WorkMessage::Notify { job_id: id.clone(), status: crate::JobStatus::Completed, attempt: 2, not_before: None });

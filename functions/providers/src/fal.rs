@@ -248,6 +248,12 @@ impl Provider for FalProvider {
         &self.name
     }
 
+    /// fal calls back once, when the request is done: its queue position is
+    /// learnt by polling (`refresh`).
+    fn sends_progress_callbacks(&self) -> bool {
+        false
+    }
+
     async fn submit(&self, request: &SubmitRequest) -> Result<String, ProviderError> {
         let model = match request.params {
             JobParams::TextToVideo { .. } => &self.config.text_model,

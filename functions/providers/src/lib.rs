@@ -110,3 +110,25 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
 pub(crate) fn non_empty(get: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
     get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
+
+#[cfg(test)]
+mod progress_refresh_tests {
+    use super::*;
+
+    #[test]
+    fn the_providers_refreshed_by_default_are_exactly_those_that_send_no_progress_callbacks() {
+        let secret = videojobs_core::signing::WebhookSecret::generate_text();
+        let lookup = |name: &str| match name {
+            "FAL_KEY" => Some("id:secret".to_owned()),
+            "REPLICATE_WEBHOOK_SECRET" | "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some(secret.clone()),
+            "LOCAL_PROVIDER_URL" => Some("http://127.0.0.1:9".to_owned()),
+            _ => None,
+        };
+        let providers = from_lookup(lookup, http_client()).unwrap();
+        for name in ["local", "replicate", "fal"] {
+            let provider = providers.get(name).unwrap_or_else(|| panic!("{name} is configured"));
+            let refreshed = videojobs_core::settings::DEFAULT_PROGRESS_REFRESH_PROVIDERS.contains(&name);
+            assert_eq!(refreshed, !provider.sends_progress_callbacks(), "{name}");
+        }
+    }
+}

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use tracing::Instrument;
 use videojobs_api::{json_response, path_segments};
 use videojobs_core::job::{timestamp, EventSource, Job, JobEvent};
-use videojobs_core::lifecycle::{transition, JobStatus};
-use videojobs_core::ports::{ChangeOutcome, JobStore, JobUpdate, StatusChange, WorkQueue};
+use videojobs_core::lifecycle::JobStatus;
+use videojobs_core::ports::{JobStore, WorkQueue};
 use videojobs_core::provider::{Callback, CallbackError, ProviderEvent, ProviderStatus, Providers};
 use videojobs_core::work::WorkMessage;
 use videojobs_core::StoreError;
@@ -36,6 +36,8 @@ pub struct Webhook {
     pub providers: Providers,
     /// Where duplicate deliveries are counted.
     pub stats: Arc<dyn videojobs_core::stats::StatsStore>,
+    /// Where progress callbacks record the provider's queue position or stage.
+    pub progress: Arc<dyn videojobs_core::progress::ProgressDetails>,
 }
 
 impl Webhook {
@@ -48,7 +50,7 @@ impl Webhook {
             &resources.prompts_table,
         ));
         let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
-        Webhook { jobs: videojobs_aws::notifying(store.clone(), queue.clone()), queue, providers, stats: store }
+        Webhook { jobs: videojobs_aws::notifying(store.clone(), queue.clone()), queue, providers, progress: store.clone(), stats: store }
     }
 }
 
@@ -141,22 +143,10 @@ async fn apply_to_job(webhook: &Webhook, job: Job, status: &ProviderStatus) -> R
 }
 
 async fn progress(webhook: &Webhook, job: Job, status: &ProviderStatus) -> Result<(), StoreError> {
-    let percent = match status {
-        ProviderStatus::Processing { percent } => percent.unwrap_or(10),
-        _ => 5,
-    };
-    match job.status {
-        JobStatus::Submitted if matches!(status, ProviderStatus::Processing { .. }) => {
-            let Ok(t) = transition(JobStatus::Submitted, JobStatus::Processing) else { return Ok(()) };
-            let update = JobUpdate { progress: Some(percent.min(99)), ..JobUpdate::default() };
-            let message = "The provider is generating the video";
-            let change = StatusChange::new(&job, t, EventSource::Webhook, message, None, update);
-            if let ChangeOutcome::StatusWas(_) = webhook.jobs.change_status(&change).await? {
-                webhook.jobs.raise_progress(&job.job_id, percent).await?;
-            }
-        }
-        JobStatus::Submitted | JobStatus::Processing => webhook.jobs.raise_progress(&job.job_id, percent).await?,
-        _ => ignored(webhook, &job, status).await?,
+    let (jobs, details) = (webhook.jobs.as_ref(), webhook.progress.as_ref());
+    let now = timestamp::now();
+    if !videojobs_core::progress::apply_working(jobs, details, &job, status, EventSource::Webhook, now).await? {
+        ignored(webhook, &job, status).await?;
     }
     Ok(())
 }

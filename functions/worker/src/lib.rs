@@ -61,6 +61,8 @@ pub struct Worker {
     /// The stuck-jobs index, for the scheduled `check_stuck`.
     pub stats: Arc<dyn videojobs_core::stats::StatsStore>,
     pub stuck_after_seconds: u64,
+    /// Where a `refresh` records what the provider said.
+    pub progress: Arc<dyn videojobs_core::progress::ProgressDetails>,
 }
 
 impl Worker {
@@ -81,6 +83,7 @@ impl Worker {
         let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
         Worker {
             switches: store.clone(),
+            progress: store.clone(),
             jobs: videojobs_aws::notifying(store.clone(), queue.clone()),
             notifier: notify::Notifier::on_aws(store.clone(), queue, settings),
             uploads: store.clone(),
@@ -167,6 +170,7 @@ fn body_kind(message: &WorkMessage) -> &'static str {
         WorkMessage::CancelAtProvider { .. } => "cancel_at_provider",
         WorkMessage::DiscardOutput { .. } => "discard_output",
         WorkMessage::Notify { .. } => "notify",
+        WorkMessage::Refresh { .. } => "refresh",
     }
 }
 
@@ -180,6 +184,7 @@ pub async fn handle(worker: &Worker, message: WorkMessage) -> Result<(), WorkErr
         WorkMessage::GiveUp { job_id, error } => give_up(worker, &job_id, error.as_deref()).await,
         WorkMessage::CancelAtProvider { job_id } => cancel_at_provider(worker, &job_id).await,
         WorkMessage::DiscardOutput { job_id } => discard_output(worker, &job_id).await,
+        WorkMessage::Refresh { job_id } => refresh(worker, &job_id).await,
         WorkMessage::Notify { job_id, status, attempt, not_before } => {
             notify::notify(worker, &job_id, status, attempt, not_before).await
         }
@@ -354,6 +359,34 @@ async fn finalize(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
         Ok(status) => settle(worker, &mut job, status).await,
         Err(ProviderError::Transient { message, .. }) => Err(WorkError::ProviderUnavailable(message)),
         Err(err) => Err(WorkError::Unusable(err.to_string())),
+    }
+}
+
+/// A client read a job whose provider sends no progress callbacks: ask the
+/// provider where it is. Still working: its detail (and progress) is recorded.
+/// Done: the job is finished by the same step a `finalize` takes. A provider
+/// that cannot answer now is not asked again for this message: the next read
+/// asks for another refresh, and the deadline's poll remains.
+async fn refresh(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
+    let mut job = load(worker, id).await?;
+    if !matches!(job.status, JobStatus::Submitted | JobStatus::Processing) || job.provider_request_id.is_none() {
+        tracing::info!(status = %job.status, "nothing to refresh");
+        return Ok(());
+    }
+    let (provider, request_id) = provider_request(worker, &job)?;
+    let observed_at = timestamp::now();
+    match provider.poll(&request_id).await {
+        Ok(status @ (ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. })) => {
+            let source = EventSource::Worker;
+            videojobs_core::progress::apply_working(worker.jobs.as_ref(), worker.progress.as_ref(), &job, &status, source, observed_at).await?;
+            tracing::info!(?status, "progress refreshed");
+            Ok(())
+        }
+        Ok(outcome) => settle(worker, &mut job, outcome).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "the provider did not answer a refresh; dropped");
+            Ok(())
+        }
     }
 }
 

@@ -46,6 +46,7 @@ impl App {
             queue: services.work.clone(),
             providers,
             stats: services.stats.clone(),
+            progress: services.progress.clone(),
         };
         Self { services, webhook, worker }
     }

@@ -1,0 +1,311 @@
+//! What the provider last said about a job it is still working on (its queue
+//! position, or that it is generating), shown to users as `progress_detail`.
+//!
+//! It comes from two places: the progress callbacks of providers that send
+//! them (the webhook), and, for providers that send none (fal), a `refresh`
+//! the status function asks the worker for when a client reads an in-flight
+//! job — at most once per job per `PROGRESS_REFRESH_SECONDS`. The worker stays
+//! the only code that talks to a provider's API.
+//!
+//! Forward-only, like progress: a detail is recorded only while the job is in
+//! the matching status (`queued` only while `submitted`; `processing` while
+//! `submitted` or `processing`, so a late "queued" cannot follow "processing")
+//! and only if it was observed after the one stored.
+
+use crate::error::StoreError;
+use crate::ids::JobId;
+use crate::job::{timestamp, EventSource, Job};
+use crate::lifecycle::{transition, JobStatus};
+use crate::ports::{ChangeOutcome, JobStore, JobUpdate, StatusChange, WorkQueue};
+use crate::provider::ProviderStatus;
+use crate::work::WorkMessage;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Where the provider has the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Accepted, waiting its turn.
+    Queued,
+    /// Being generated.
+    Processing,
+}
+
+/// The provider's last word on a job in flight, kept on the job item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressDetail {
+    pub stage: Stage,
+    /// Jobs ahead of this one (0: next), when the provider says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
+    /// When the provider said it (callback received, or poll answered).
+    #[serde(with = "timestamp")]
+    pub observed_at: OffsetDateTime,
+}
+
+impl ProgressDetail {
+    /// The detail a provider's "still working" answer gives; `None` for an outcome.
+    pub fn from_status(status: &ProviderStatus, observed_at: OffsetDateTime) -> Option<Self> {
+        match status {
+            ProviderStatus::Queued { position } => Some(Self { stage: Stage::Queued, queue_position: *position, observed_at }),
+            ProviderStatus::Processing { .. } => Some(Self { stage: Stage::Processing, queue_position: None, observed_at }),
+            _ => None,
+        }
+    }
+
+    /// The statuses a job may be in for this detail to be recorded.
+    pub fn allowed_statuses(&self) -> &'static [JobStatus] {
+        match self.stage {
+            Stage::Queued => &[JobStatus::Submitted],
+            Stage::Processing => &[JobStatus::Submitted, JobStatus::Processing],
+        }
+    }
+
+    /// Whether this detail may replace `stored` on a job in `status`: the rule
+    /// the store's conditional write carries, spelled out for the tests.
+    pub fn may_replace(&self, status: JobStatus, stored: Option<&ProgressDetail>) -> bool {
+        self.allowed_statuses().contains(&status) && stored.is_none_or(|s| s.observed_at < self.observed_at)
+    }
+
+    /// The sentence users see.
+    pub fn message(&self) -> String {
+        match (self.stage, self.queue_position) {
+            (Stage::Queued, Some(0)) => "Next in the provider's queue".into(),
+            (Stage::Queued, Some(n)) => format!("Waiting in the provider's queue (position {n})"),
+            (Stage::Queued, None) => "Waiting in the provider's queue".into(),
+            (Stage::Processing, _) => "The provider is generating the video".into(),
+        }
+    }
+
+    /// Shown only while the job is waiting on its provider.
+    pub fn visible_on(job: &Job) -> Option<&ProgressDetail> {
+        job.progress_detail.as_ref().filter(|d| d.allowed_statuses().contains(&job.status))
+    }
+}
+
+/// The job item's progress detail and its refresh window.
+#[async_trait]
+pub trait ProgressDetails: Send + Sync {
+    /// Records `detail` if [`ProgressDetail::may_replace`] allows it (a
+    /// conditional write); `false` when it was stale.
+    async fn record_detail(&self, id: &JobId, detail: &ProgressDetail) -> Result<bool, StoreError>;
+    /// Claims the job's refresh window: `true` for one caller per
+    /// `window_seconds`, and only while the job is `submitted` or `processing`.
+    async fn claim_refresh(&self, id: &JobId, now: OffsetDateTime, window_seconds: u64) -> Result<bool, StoreError>;
+}
+
+/// Applies a provider's "still working" answer to a job we wait for: the
+/// progress rises, `submitted → processing` when it says processing, and its
+/// detail is recorded. `false` when the job no longer waits on the provider
+/// (the caller decides whether that is worth an event).
+pub async fn apply_working(
+    jobs: &dyn JobStore,
+    details: &dyn ProgressDetails,
+    job: &Job,
+    status: &ProviderStatus,
+    source: EventSource,
+    observed_at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let percent = match status {
+        ProviderStatus::Processing { percent } => percent.unwrap_or(10),
+        ProviderStatus::Queued { .. } => 5,
+        _ => return Ok(false),
+    };
+    match job.status {
+        JobStatus::Submitted if matches!(status, ProviderStatus::Processing { .. }) => {
+            let Ok(t) = transition(JobStatus::Submitted, JobStatus::Processing) else { return Ok(false) };
+            let update = JobUpdate { progress: Some(percent.min(99)), ..JobUpdate::default() };
+            let change = StatusChange::new(job, t, source, "The provider is generating the video", None, update);
+            if let ChangeOutcome::StatusWas(_) = jobs.change_status(&change).await? {
+                jobs.raise_progress(&job.job_id, percent).await?;
+            }
+        }
+        JobStatus::Submitted | JobStatus::Processing => jobs.raise_progress(&job.job_id, percent).await?,
+        _ => return Ok(false),
+    }
+    if let Some(detail) = ProgressDetail::from_status(status, observed_at) {
+        if !details.record_detail(&job.job_id, &detail).await? {
+            tracing::info!(job_id = %job.job_id, stage = ?detail.stage, "stale progress detail not recorded");
+        }
+    }
+    Ok(true)
+}
+
+/// How a status read refreshes a job's detail.
+#[derive(Clone)]
+pub struct Refresher {
+    pub details: std::sync::Arc<dyn ProgressDetails>,
+    pub work: std::sync::Arc<dyn WorkQueue>,
+    /// At most one refresh per job per this many seconds; 0 turns refreshing off.
+    pub window_seconds: u64,
+    /// Providers that send no progress callbacks, whose jobs are refreshed.
+    pub providers: Vec<crate::request::ProviderName>,
+}
+
+impl Refresher {
+    /// Whether a read of `job` should ask for a refresh (before the window is checked).
+    pub fn wants(&self, job: &Job) -> bool {
+        self.window_seconds > 0
+            && matches!(job.status, JobStatus::Submitted | JobStatus::Processing)
+            && job.provider_request_id.is_some()
+            && self.providers.contains(&job.provider)
+    }
+
+    /// Asks the worker to poll the provider for `job`, once per window. A
+    /// failure is logged, never the reader's problem: the next read asks again.
+    pub async fn after_read(&self, job: &Job) {
+        if !self.wants(job) {
+            return;
+        }
+        match self.details.claim_refresh(&job.job_id, timestamp::now(), self.window_seconds).await {
+            Ok(true) => match self.work.enqueue(&WorkMessage::Refresh { job_id: job.job_id.clone() }).await {
+                Ok(()) => tracing::info!(job_id = %job.job_id, "progress refresh asked for"),
+                Err(err) => tracing::warn!(job_id = %job.job_id, error = %err, "progress refresh not queued"),
+            },
+            Ok(false) => {}
+            Err(err) => tracing::warn!(job_id = %job.job_id, error = %err, "progress refresh not claimed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000 + seconds).unwrap()
+    }
+
+    fn queued(position: Option<u32>, seconds: i64) -> ProgressDetail {
+        ProgressDetail { stage: Stage::Queued, queue_position: position, observed_at: at(seconds) }
+    }
+
+    fn processing(seconds: i64) -> ProgressDetail {
+        ProgressDetail { stage: Stage::Processing, queue_position: None, observed_at: at(seconds) }
+    }
+
+    #[test]
+    fn the_message_names_the_queue_position_when_the_provider_gives_one() {
+        assert_eq!(queued(Some(3), 0).message(), "Waiting in the provider's queue (position 3)");
+        assert_eq!(queued(Some(0), 0).message(), "Next in the provider's queue");
+        assert_eq!(queued(None, 0).message(), "Waiting in the provider's queue");
+        assert_eq!(processing(0).message(), "The provider is generating the video");
+    }
+
+    #[test]
+    fn only_still_working_answers_give_a_detail() {
+        let now = at(0);
+        assert_eq!(ProgressDetail::from_status(&ProviderStatus::Queued { position: Some(2) }, now), Some(queued(Some(2), 0)));
+        assert_eq!(ProgressDetail::from_status(&ProviderStatus::Processing { percent: Some(40) }, now), Some(processing(0)));
+        assert_eq!(ProgressDetail::from_status(&ProviderStatus::Canceled, now), None);
+        let failed = ProviderStatus::Failed { code: "x".into(), message: "y".into() };
+        assert_eq!(ProgressDetail::from_status(&failed, now), None);
+    }
+
+    #[test]
+    fn a_newer_observation_replaces_an_older_one_and_never_the_reverse() {
+        assert!(queued(Some(1), 2).may_replace(JobStatus::Submitted, Some(&queued(Some(3), 1))));
+        assert!(!queued(Some(3), 1).may_replace(JobStatus::Submitted, Some(&queued(Some(1), 2))));
+        assert!(!queued(Some(3), 1).may_replace(JobStatus::Submitted, Some(&queued(Some(1), 1))), "same instant: the first stays");
+        assert!(queued(None, 0).may_replace(JobStatus::Submitted, None));
+        assert!(processing(3).may_replace(JobStatus::Processing, Some(&queued(Some(1), 2))));
+    }
+
+    #[test]
+    fn queued_never_follows_processing_and_no_detail_outlives_flight() {
+        assert!(!queued(Some(1), 5).may_replace(JobStatus::Processing, Some(&processing(1))));
+        assert!(processing(1).may_replace(JobStatus::Submitted, None));
+        for status in [JobStatus::Queued, JobStatus::Retrying, JobStatus::Completed, JobStatus::Failed, JobStatus::Canceled] {
+            assert!(!processing(1).may_replace(status, None), "{status}");
+            assert!(!queued(None, 1).may_replace(status, None), "{status}");
+        }
+    }
+
+    fn job(provider: &str, status: JobStatus, detail: Option<ProgressDetail>) -> Job {
+        use crate::request::{AspectRatio, Resolution};
+        Job {
+            job_id: JobId::generate(),
+            user_id: "user-1".parse().unwrap(),
+            status,
+            params: crate::job::JobParams::TextToVideo { duration_seconds: 5, aspect_ratio: AspectRatio::Square, resolution: Resolution::Hd },
+            metadata: None,
+            prompt_hash: None,
+            provider: provider.parse().unwrap(),
+            provider_request_id: Some("req-1".into()),
+            progress: 5,
+            cost_credits: 5,
+            webhook_url: None,
+            created_at: at(0),
+            updated_at: at(0),
+            completed_at: None,
+            error: None,
+            review: None,
+            output: None,
+            output_expires_at: None,
+            progress_detail: detail,
+        }
+    }
+
+    struct Unused;
+
+    #[async_trait]
+    impl ProgressDetails for Unused {
+        async fn record_detail(&self, _: &JobId, _: &ProgressDetail) -> Result<bool, StoreError> {
+            unreachable!("not called by `wants`")
+        }
+        async fn claim_refresh(&self, _: &JobId, _: OffsetDateTime, _: u64) -> Result<bool, StoreError> {
+            unreachable!("not called by `wants`")
+        }
+    }
+
+    #[async_trait]
+    impl WorkQueue for Unused {
+        async fn enqueue(&self, _: &WorkMessage) -> Result<(), StoreError> {
+            unreachable!("not called by `wants`")
+        }
+    }
+
+    fn refresher(window_seconds: u64) -> Refresher {
+        let unused = std::sync::Arc::new(Unused);
+        Refresher { details: unused.clone(), work: unused, window_seconds, providers: vec!["fal".parse().unwrap()] }
+    }
+
+    #[test]
+    fn only_reads_of_a_listed_providers_accepted_jobs_ask_for_a_refresh() {
+        let r = refresher(10);
+        assert!(r.wants(&job("fal", JobStatus::Submitted, None)));
+        assert!(r.wants(&job("fal", JobStatus::Processing, None)));
+        assert!(!r.wants(&job("local", JobStatus::Submitted, None)), "it calls back with its progress");
+        for status in [JobStatus::Queued, JobStatus::Retrying, JobStatus::Completed, JobStatus::Failed, JobStatus::Canceled] {
+            assert!(!r.wants(&job("fal", status, None)), "{status}");
+        }
+        let unaccepted = Job { provider_request_id: None, ..job("fal", JobStatus::Submitted, None) };
+        assert!(!r.wants(&unaccepted), "no request to ask about yet");
+        assert!(!refresher(0).wants(&job("fal", JobStatus::Submitted, None)), "0 turns refreshing off");
+    }
+
+    #[test]
+    fn the_status_body_shows_the_detail_only_while_its_stage_matches_the_job() {
+        let links = crate::views::OutputLinks::default();
+        let waiting = crate::views::StatusBody::new(&job("fal", JobStatus::Submitted, Some(queued(Some(2), 1))), &links);
+        let json = serde_json::to_value(&waiting).unwrap();
+        assert_eq!(json["progress_detail"], serde_json::json!({
+            "stage": "queued", "queue_position": 2,
+            "message": "Waiting in the provider's queue (position 2)",
+            "observed_at": "2027-01-15T08:00:01.000Z"}));
+        let moved_on = crate::views::StatusBody::new(&job("fal", JobStatus::Processing, Some(queued(Some(2), 1))), &links);
+        assert!(moved_on.progress_detail.is_none(), "a queue position is stale once the job is processing");
+        let ended = crate::views::StatusBody::new(&job("fal", JobStatus::Failed, Some(processing(1))), &links);
+        assert_eq!(serde_json::to_value(&ended).unwrap()["progress_detail"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_detail_round_trips_through_json_without_an_absent_position() {
+        let detail = queued(None, 0);
+        let json = serde_json::to_value(&detail).unwrap();
+        assert_eq!(json, serde_json::json!({"stage": "queued", "observed_at": "2027-01-15T08:00:00.000Z"}));
+        assert_eq!(serde_json::from_value::<ProgressDetail>(json).unwrap(), detail);
+    }
+}
