@@ -141,7 +141,7 @@ impl FromStr for IdempotencyKey {
         if ok {
             Ok(Self(value.to_owned()))
         } else {
-            Err(InvalidId("Idempotency-Key must be 1 to 255 visible ASCII characters"))
+            Err(InvalidId("must be 1 to 255 visible ASCII characters"))
         }
     }
 }

@@ -337,7 +337,16 @@ impl AnimateRequest {
     pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<Self, InvalidRequest> {
         let raw: AnimateBody = parse_json(body)?;
         let image = match (raw.image_url, raw.upload_id) {
-            (Some(url), None) => ImageSource::Url(checked_url("image_url", &url, limits.allow_http_webhooks)?.into()),
+            (Some(url), None) => {
+                let url = checked_url("image_url", &url, limits.allow_http_webhooks)?;
+                // The provider fetches it: an address of our own network is no image source.
+                let policy = crate::notify::WebhookPolicy {
+                    allow_http: limits.allow_http_webhooks,
+                    allow_loopback: limits.allow_loopback_webhooks,
+                };
+                crate::notify::check_literal(&url, policy).map_err(|e| InvalidRequest::new("image_url", e.to_string()))?;
+                ImageSource::Url(url.into())
+            }
             (None, Some(id)) => ImageSource::Upload(
                 id.parse().map_err(|e: InvalidId| InvalidRequest::new("upload_id", e.0))?,
             ),
@@ -716,6 +725,9 @@ mod tests {
         assert_eq!(refused_field(animate(&both)), "image_url");
         assert_eq!(refused_field(animate(r#"{"upload_id":"job_nope"}"#)), "upload_id");
         assert_eq!(refused_field(animate(r#"{"image_url":"file:///etc/passwd"}"#)), "image_url");
+        for inside in ["https://169.254.169.254/latest/meta-data", "https://10.0.0.1/a.png", "https://127.0.0.1/a.png", "https://[::1]/a.png"] {
+            assert_eq!(refused_field(animate(&format!(r#"{{"image_url":"{inside}"}}"#))), "image_url", "{inside}");
+        }
     }
 
     #[test]

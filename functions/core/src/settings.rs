@@ -77,8 +77,9 @@ impl Settings {
         let failover = match get("FALLBACK_PROVIDER").filter(|p| !p.trim().is_empty()) {
             Some(text) => {
                 let after_attempts = number(&get, "FALLBACK_AFTER_ATTEMPTS", 2)?;
-                if after_attempts == 0 {
-                    return Err(ConfigError { name: "FALLBACK_AFTER_ATTEMPTS", problem: "must be at least 1".into() });
+                // The state machine submits a job at most five times (job.asl.json).
+                if !(1..=5).contains(&after_attempts) {
+                    return Err(ConfigError { name: "FALLBACK_AFTER_ATTEMPTS", problem: "must be from 1 to 5".into() });
                 }
                 Some(crate::failover::Failover { fallback: provider("FALLBACK_PROVIDER", &text)?, after_attempts })
             }
@@ -157,6 +158,7 @@ mod tests {
         let s = settings(&[("FALLBACK_PROVIDER", "fal"), ("FALLBACK_AFTER_ATTEMPTS", "4")]).unwrap();
         assert_eq!(s.failover.unwrap().after_attempts, 4);
         assert_eq!(settings(&[("FALLBACK_PROVIDER", "fal"), ("FALLBACK_AFTER_ATTEMPTS", "0")]).unwrap_err().name, "FALLBACK_AFTER_ATTEMPTS");
+        assert_eq!(settings(&[("FALLBACK_PROVIDER", "fal"), ("FALLBACK_AFTER_ATTEMPTS", "6")]).unwrap_err().name, "FALLBACK_AFTER_ATTEMPTS");
         assert_eq!(settings(&[("FALLBACK_PROVIDER", "No Way")]).unwrap_err().name, "FALLBACK_PROVIDER");
         assert_eq!(settings(&[("FALLBACK_PROVIDER", "")]).unwrap().failover, None);
     }
