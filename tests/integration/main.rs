@@ -17,3 +17,4 @@ mod review_page;
 mod sample_events;
 mod state_machine;
 mod stats;
+mod together;

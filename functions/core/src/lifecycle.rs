@@ -62,6 +62,12 @@ impl JobStatus {
         }
     }
 
+    /// The status as a noun phrase's start, with its article: "an approved", "a queued".
+    pub fn with_article(self) -> String {
+        let article = if self.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+        format!("{article} {}", self.as_str())
+    }
+
     pub fn parse(value: &str) -> Option<JobStatus> {
         JobStatus::ALL.into_iter().find(|status| status.as_str() == value)
     }
@@ -145,7 +151,7 @@ pub struct Transition {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a {from} job cannot become {to}")]
+#[error("{} job cannot become {to}", .from.with_article())]
 pub struct TransitionRefused {
     pub from: JobStatus,
     pub to: JobStatus,
@@ -206,7 +212,7 @@ mod tests {
     #[test]
     fn a_refused_move_names_both_statuses() {
         let refused = transition(Approved, Queued).unwrap_err();
-        assert_eq!(refused.to_string(), "a approved job cannot become queued");
+        assert_eq!(refused.to_string(), "an approved job cannot become queued");
     }
 
     #[test]
@@ -275,6 +281,15 @@ mod tests {
             assert_eq!(status.progress_floor(), 0);
         }
         assert!(Processing.progress_floor() > Submitted.progress_floor());
+    }
+
+    #[test]
+    fn a_status_takes_the_article_its_sound_needs() {
+        let phrases: Vec<String> = JobStatus::ALL.iter().map(|s| s.with_article()).collect();
+        assert_eq!(
+            phrases,
+            ["a queued", "a submitted", "a retrying", "a processing", "a completed", "an approved", "a rejected", "a failed", "a canceled", "an expired"]
+        );
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl Services {
         let mut job = self.visible_job(who, id).await?;
         let refused = |status: JobStatus| AppError::WrongState {
             status,
-            message: format!("a {status} job cannot be reviewed; only a completed one can"),
+            message: format!("{} job cannot be reviewed; only a completed one can", status.with_article()),
         };
         if job.status != JobStatus::Completed {
             return Err(refused(job.status));

@@ -416,7 +416,7 @@ impl Services {
         for _ in 0..5 {
             let refused = || AppError::WrongState {
                 status: job.status,
-                message: format!("a {} job cannot be canceled", job.status),
+                message: format!("{} job cannot be canceled", job.status.with_article()),
             };
             let t = transition(job.status, JobStatus::Canceled).map_err(|_| refused())?;
             let message = format!("Canceled by the user; {} credits refunded", job.cost_credits);
