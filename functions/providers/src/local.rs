@@ -9,7 +9,7 @@ use std::time::Duration;
 use videojobs_core::job::JobParams;
 use videojobs_core::provider::*;
 use videojobs_core::request::ProviderName;
-use videojobs_core::signing::{verify, SignedHeaders, WebhookSecret};
+use videojobs_core::signing::WebhookSecret;
 
 pub struct LocalProvider {
     name: ProviderName,
@@ -154,19 +154,12 @@ impl Provider for LocalProvider {
     }
 
     async fn verify_callback(&self, callback: &Callback<'_>) -> Result<ProviderEvent, CallbackError> {
-        let header = |name: &str| callback.headers.get(name).map(String::as_str);
-        let signed = SignedHeaders {
-            id: header("webhook-id"),
-            timestamp: header("webhook-timestamp"),
-            signature: header("webhook-signature"),
-        };
-        verify(&self.secrets, signed, callback.body, callback.now)
-            .map_err(|e| CallbackError::BadSignature(e.to_string()))?;
+        let event_id = crate::verify_standard_webhook(&self.secrets, callback)?;
         let prediction: Prediction =
             serde_json::from_slice(callback.body).map_err(|e| CallbackError::Malformed(e.to_string()))?;
         let request_id = prediction.id.clone();
         let status = normalise(prediction).map_err(CallbackError::Malformed)?;
-        Ok(ProviderEvent { event_id: signed.id.unwrap_or_default().to_owned(), request_id, status })
+        Ok(ProviderEvent { event_id, request_id, status })
     }
 }
 
