@@ -43,7 +43,7 @@
 
 mod notifications;
 
-use crate::errors::{store_error, transaction_cancellation};
+use crate::errors::{conditional_write, store_error, transaction_cancellation};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
@@ -374,11 +374,7 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(err) => Err(store_error("PutItem", err)),
-        }
+        conditional_write("PutItem", result)
     }
 
     /// Saves a key's hash (used by the local stack's seeding and by admins).
@@ -651,11 +647,7 @@ impl JobStore for DynamoStore {
             .set_expression_attribute_values(Some(clauses.values))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(err) => Err(store_error("UpdateItem", err)),
-        }
+        conditional_write("UpdateItem", result)
     }
 
     async fn raise_progress(&self, id: &JobId, percent: u8) -> Result<(), StoreError> {
