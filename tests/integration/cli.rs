@@ -88,12 +88,7 @@ async fn cancel_account_and_the_admin_commands_work_against_the_api() {
 async fn animate_uploads_a_local_image_and_saves_the_zoom() {
     let p = Pipeline::start(settings()).await;
     let image = std::env::temp_dir().join(format!("cli-{}.png", ulid::Ulid::new()));
-    let png = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=320x240", "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"])
-        .output()
-        .expect("ffmpeg makes a PNG")
-        .stdout;
-    std::fs::write(&image, png).unwrap();
+    std::fs::write(&image, crate::helpers::png(320, 240)).unwrap();
     let video = std::env::temp_dir().join(format!("cli-{}.mp4", ulid::Ulid::new()));
 
     let run = p.videojobs(&p.app.key, &["animate", "--image", image.to_str().unwrap(), "--length", "2", "--frame-rate", "12", "--out", video.to_str().unwrap(), "--poll-seconds", "0.2"]).await;

@@ -197,6 +197,21 @@ impl TestApp {
         reply.body["job_id"].as_str().expect("a job id").parse().expect("a valid job id")
     }
 
+    /// Uploads a PNG the way a client does (the API's form, then a PUT to
+    /// its URL) and returns the upload id.
+    pub async fn upload_png(&self, image: &[u8]) -> Value {
+        let upload = self.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
+        assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.body);
+        let headers: Vec<(String, String)> = upload.body["headers"]
+            .as_object()
+            .expect("upload headers")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        assert_eq!(http_put(upload.body["url"].as_str().expect("an upload URL"), &headers, image).await, 200);
+        upload.body["upload_id"].clone()
+    }
+
     pub async fn credits(&self) -> i64 {
         self.credits_of(&self.user).await
     }
@@ -468,6 +483,18 @@ pub struct CliRun {
     pub code: i32,
     pub out: String,
     pub err: String,
+}
+
+/// A one-frame PNG test pattern, made by ffmpeg.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=s={width}x{height}"))
+        .args(["-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(out.status.success() && !out.stdout.is_empty(), "ffmpeg made no PNG: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
 }
 
 /// Downloads a URL into memory (test outputs are small).

@@ -58,16 +58,9 @@ async fn text_to_video_ends_completed_with_a_playable_mp4_of_the_asked_length() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_to_video_from_an_upload_zooms_for_the_asked_length() {
     let p = Pipeline::start(settings()).await;
-    let image = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=320x240", "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"])
-        .output()
-        .expect("ffmpeg makes a PNG")
-        .stdout;
-    let upload = p.app.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
-    let headers: Vec<(String, String)> = upload.body["headers"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
-    assert_eq!(crate::helpers::http_put(upload.body["url"].as_str().unwrap(), &headers, &image).await, 200);
+    let upload_id = p.app.upload_png(&crate::helpers::png(320, 240)).await;
 
-    let body = json!({"upload_id": upload.body["upload_id"], "length": 2, "frame_rate": 12, "zoom_speed": 0.3});
+    let body = json!({"upload_id": upload_id, "length": 2, "frame_rate": 12, "zoom_speed": 0.3});
     let reply = p.app.post("/videos/animate", &body.to_string()).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();

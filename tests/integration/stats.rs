@@ -21,16 +21,8 @@ async fn generate(p: &Pipeline, body: Value) -> JobId {
 }
 
 async fn animate(p: &Pipeline) -> JobId {
-    let image = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=160x120", "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"])
-        .output()
-        .expect("ffmpeg makes a PNG")
-        .stdout;
-    let upload = p.app.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
-    let headers: Vec<(String, String)> =
-        upload.body["headers"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
-    assert_eq!(crate::helpers::http_put(upload.body["url"].as_str().unwrap(), &headers, &image).await, 200);
-    let body = json!({"upload_id": upload.body["upload_id"], "length": 1, "frame_rate": 8, "zoom_speed": 0.2});
+    let upload_id = p.app.upload_png(&crate::helpers::png(160, 120)).await;
+    let body = json!({"upload_id": upload_id, "length": 1, "frame_rate": 8, "zoom_speed": 0.2});
     let reply = p.app.post("/videos/animate", &body.to_string()).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     reply.body["job_id"].as_str().unwrap().parse().unwrap()

@@ -88,9 +88,9 @@ mod tests {
 
     type PutResult = Result<(), SdkError<PutItemError, Response>>;
 
-    fn failed(err: PutItemError, status: u16) -> PutResult {
+    fn failed(err: PutItemError, status: u16) -> SdkError<PutItemError, Response> {
         let raw = Response::new(status.try_into().expect("a status"), SdkBody::empty());
-        Err(SdkError::service_error(err, raw))
+        SdkError::service_error(err, raw)
     }
 
     #[test]
@@ -99,7 +99,7 @@ mod tests {
         let server = PutItemError::InternalServerError(InternalServerError::builder().message("down").build());
 
         assert!(matches!(conditional_write("PutItem", PutResult::Ok(())), Ok(true)));
-        assert!(matches!(conditional_write("PutItem", failed(condition, 400)), Ok(false)));
-        assert!(matches!(conditional_write("PutItem", failed(server, 500)), Err(StoreError::Unavailable(_))));
+        assert!(matches!(conditional_write("PutItem", PutResult::Err(failed(condition, 400))), Ok(false)));
+        assert!(matches!(conditional_write("PutItem", PutResult::Err(failed(server, 500))), Err(StoreError::Unavailable(_))));
     }
 }
