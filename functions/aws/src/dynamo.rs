@@ -47,8 +47,6 @@ use crate::errors::{conditional_write, store_error, transaction_cancellation};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use std::collections::HashMap;
 use videojobs_core::ids::{ApiKeyHash, IdempotencyKey, JobId, Role, UploadId, UserId};
 use videojobs_core::job::{timestamp, Job, JobEvent};
@@ -741,31 +739,18 @@ impl JobStore for DynamoStore {
     }
 }
 
-/// The cursor is the index position the next page starts after, made opaque.
+/// The attributes of a position in a user's job listing, in a cursor.
+const JOB_LIST_CURSOR: [&str; 4] = ["pk", "sk", "user_id", "created_key"];
+
 fn encode_cursor(last: &Item) -> Result<String, ListError> {
-    let mut fields = serde_json::Map::new();
-    for name in ["pk", "sk", "user_id", "created_key"] {
-        let value = text(last, name)?;
-        fields.insert(name.to_owned(), value.into());
-    }
-    Ok(URL_SAFE_NO_PAD.encode(serde_json::Value::Object(fields).to_string()))
+    crate::cursor::encode(last, &JOB_LIST_CURSOR)
 }
 
+/// A cursor is good only for the listing it came from: this user's jobs.
 fn decode_cursor(cursor: &str, user: &UserId) -> Result<Item, ListError> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| ListError::BadCursor)?;
-    let fields: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| ListError::BadCursor)?;
-    // A cursor is good only for the listing it came from.
-    if fields.get("user_id").map(String::as_str) != Some(user.as_str())
-        || !fields.get("pk").is_some_and(|pk| pk.starts_with("JOB#"))
-        || fields.len() != 4
-    {
-        return Err(ListError::BadCursor);
-    }
-    let names = ["pk", "sk", "user_id", "created_key"];
-    names
-        .iter()
-        .map(|name| fields.get(*name).map(|v| (name.to_string(), s(v.as_str()))).ok_or(ListError::BadCursor))
-        .collect()
+    crate::cursor::decode(cursor, &JOB_LIST_CURSOR, |fields| {
+        fields.get("user_id").map(String::as_str) == Some(user.as_str()) && fields.get("pk").is_some_and(|pk| pk.starts_with("JOB#"))
+    })
 }
 
 #[async_trait]
@@ -866,6 +851,8 @@ impl UploadStore for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     fn user(name: &str) -> UserId {
         name.parse().unwrap()
