@@ -33,7 +33,7 @@
 //! key either (see `replicate` for what that means).
 
 use crate::jwks::{KeyError, KeySet};
-use crate::{kling_prompt, kling_seconds, network_error, non_empty, retry_after, HttpClient};
+use crate::{kling_prompt, kling_seconds, network_error, non_empty, retry_after, status_error, HttpClient};
 use async_trait::async_trait;
 use ed25519_dalek::Signature;
 use serde::Deserialize;
@@ -204,11 +204,7 @@ async fn failure(response: reqwest::Response) -> ProviderError {
         text if text.is_empty() => format!("HTTP {status}"),
         text => text,
     };
-    match status {
-        408 | 425 | 429 | 500..=599 => ProviderError::Transient { message: format!("HTTP {status}: {message}"), retry_after: wait },
-        404 => ProviderError::NotFound(message),
-        _ => ProviderError::Refused { code: refusal_code(status, &detail).into(), message },
-    }
+    status_error(status, wait, refusal_code(status, &detail).into(), message)
 }
 
 #[derive(Deserialize)]
