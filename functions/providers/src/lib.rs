@@ -171,6 +171,18 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_reads_whole_seconds_and_ignores_anything_else() {
+        let headers = |value: &'static str| {
+            let mut map = reqwest::header::HeaderMap::new();
+            map.insert("retry-after", reqwest::header::HeaderValue::from_static(value));
+            map
+        };
+        assert_eq!(retry_after(&headers(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&headers("Wed, 21 Oct 2026 07:28:00 GMT")), None);
+        assert_eq!(retry_after(&reqwest::header::HeaderMap::new()), None);
+    }
+
+    #[test]
     fn kling_lengths_round_up_to_five_or_ten_seconds() {
         let lengths: Vec<u32> = [1, 5, 6, 10, 60].into_iter().map(kling_seconds).collect();
         assert_eq!(lengths, [5, 5, 10, 10, 10]);

@@ -1,11 +1,10 @@
 //! The local provider (`infra/local-provider`): Replicate-style predictions,
 //! Standard Webhooks callbacks.
 
-use crate::{network_error, status_error};
+use crate::{network_error, retry_after, status_error};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::time::Duration;
 use videojobs_core::job::JobParams;
 use videojobs_core::provider::*;
 use videojobs_core::request::ProviderName;
@@ -98,12 +97,7 @@ fn input(request: &SubmitRequest) -> Value {
 
 async fn failure(response: reqwest::Response) -> ProviderError {
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs);
+    let retry_after = retry_after(response.headers());
     let body: Option<ErrorEnvelope> = response.json().await.ok();
     let (code, message) = body
         .map(|b| (b.error.code.unwrap_or_default(), b.error.message.unwrap_or_default()))
