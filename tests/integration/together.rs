@@ -4,7 +4,7 @@
 //! failures and a failover, and a rejection's bytes leaving the stats.
 
 use crate::failover::{provider_env, with_fallback, REPLICATE_CREATE};
-use crate::helpers::{settings, Pipeline, Reply};
+use crate::helpers::{all_at_once, settings, Pipeline, Reply};
 use crate::notify::{generate_with_webhook, notifier_events, secret_of, Endpoint, Received};
 use lambda_http::http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -241,4 +241,36 @@ async fn a_rejected_video_is_deleted_and_the_stored_bytes_go_down_by_exactly_its
     assert!(!object_exists(&p, &output.video_key).await, "the video is gone from S3");
     assert!(!object_exists(&p, output.thumbnail_key.as_deref().expect("a thumbnail key")).await, "the thumbnail is gone from S3");
     assert!(object_exists(&p, &remaining.video_key).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_simultaneous_reviews_of_a_job_with_a_webhook_send_one_review_notification_and_count_once() {
+    let hook = Endpoint::start(vec![], 204, "").await;
+    let p = Pipeline::start(settings()).await;
+    let (_, admin_key) = p.app.another_user(0, Role::Admin).await;
+    let (_, key) = p.app.another_user(0, Role::Reviewer).await;
+    let id = generate_with_webhook(&p.app, &hook.url).await;
+    assert_eq!(p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await.status, JobStatus::Completed);
+    assert_eq!(notifier_events(&p.app, &id, 1).await.len(), 1);
+
+    let replies = all_at_once(10, |i| {
+        let body = if i % 2 == 0 { json!({"decision": "approve"}) } else { json!({"decision": "reject", "reason": "off_brief"}) };
+        let (p, key, id) = (&p, &key, &id);
+        async move { review(p, key, id, body).await }
+    })
+    .await;
+
+    let won: Vec<&Reply> = replies.iter().filter(|r| r.status == StatusCode::OK).collect();
+    assert_eq!(won.len(), 1, "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(replies.iter().filter(|r| r.status == StatusCode::CONFLICT).count(), 9);
+    let decided = won[0].body["status"].as_str().expect("a status").to_owned();
+    assert_eq!(notifier_events(&p.app, &id, 2).await.len(), 2);
+    let received = hook.received();
+    assert_eq!(types(&received), ["job.completed".to_owned(), format!("job.{decided}")]);
+    assert_eq!(reviewer_events(&p, &id).await.len(), 1);
+    let s = stats(&p, &admin_key).await;
+    assert_eq!(s["rejections"]["reviewed"], 1);
+    assert_eq!(s["rejections"]["rejected"], if decided == "rejected" { 1 } else { 0 });
+    assert_eq!(s["jobs_by_status"][decided.as_str()], 1);
+    assert_eq!(s["jobs_by_status"]["completed"], 0);
 }
