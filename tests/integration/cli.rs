@@ -1,40 +1,18 @@
 //! The `videojobs` command, run in-process against the real local API (the
 //! same server `./scripts/up` runs), the real local provider and ffmpeg.
-//! Its `review` command is checked against the request it sends in the CLI's
-//! own tests: the review endpoint lives on another branch.
+//! Its `review` command runs against the review endpoint in `together.rs`.
 
 use crate::helpers::{ffprobe, settings, Pipeline};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use videojobs_core::ids::Role;
 
-struct Output {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-async fn videojobs(p: &Pipeline, key: &str, args: &[&str]) -> Output {
-    let url = p.callback_base_url.clone();
-    let key = key.to_owned();
-    // The URL and key come from the environment, as a user would set them.
-    let env = move |name: &str| match name {
-        "VIDEOJOBS_URL" => Some(url.clone()),
-        "VIDEOJOBS_KEY" => Some(key.clone()),
-        _ => None,
-    };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let argv: Vec<&str> = std::iter::once("videojobs").chain(args.iter().copied()).collect();
-    let code = videojobs_cli::run(argv, &env, &mut out, &mut err, false).await;
-    Output { code, out: String::from_utf8(out).unwrap(), err: String::from_utf8(err).unwrap() }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generate_with_wait_shows_progress_and_saves_a_playable_video() {
     let p = Pipeline::start(settings()).await;
     let file = std::env::temp_dir().join(format!("cli-{}.mp4", ulid::Ulid::new()));
 
-    let run = videojobs(&p, &p.app.key, &["generate", "A red balloon over rooftops", "--duration", "2", "--resolution", "480p", "--wait", "--out", file.to_str().unwrap(), "--poll-seconds", "0.2"]).await;
+    let run = p.videojobs(&p.app.key, &["generate", "A red balloon over rooftops", "--duration", "2", "--resolution", "480p", "--wait", "--out", file.to_str().unwrap(), "--poll-seconds", "0.2"]).await;
 
     assert_eq!(run.code, 0, "{}", run.err);
     let job_id = run.out.trim().to_owned();
@@ -47,21 +25,21 @@ async fn generate_with_wait_shows_progress_and_saves_a_playable_video() {
     assert!((duration - 2.0).abs() < 0.2, "{duration}");
     assert_eq!((width, height), (854, 480));
 
-    let status = videojobs(&p, &p.app.key, &["status", &job_id]).await;
+    let status = p.videojobs(&p.app.key, &["status", &job_id]).await;
     assert_eq!(status.code, 0);
     assert!(status.out.starts_with(&format!("{job_id}  completed (Ready for review)  100%")), "{}", status.out);
-    let events = videojobs(&p, &p.app.key, &["events", &job_id]).await;
+    let events = p.videojobs(&p.app.key, &["events", &job_id]).await;
     assert!(events.out.contains("processing → completed"), "{}", events.out);
-    let list = videojobs(&p, &p.app.key, &["list", "--limit", "5"]).await;
+    let list = p.videojobs(&p.app.key, &["list", "--limit", "5"]).await;
     assert!(list.out.contains(&job_id), "{}", list.out);
     let download = std::env::temp_dir().join(format!("cli-{}.mp4", ulid::Ulid::new()));
-    let again = videojobs(&p, &p.app.key, &["download", &job_id, "--out", download.to_str().unwrap()]).await;
+    let again = p.videojobs(&p.app.key, &["download", &job_id, "--out", download.to_str().unwrap()]).await;
     assert_eq!(again.code, 0, "{}", again.err);
     assert_eq!(std::fs::read(&download).unwrap(), bytes);
     let _ = std::fs::remove_file(&download);
 
     // A completed job cannot be canceled: one sentence, and a failing exit code.
-    let cancel = videojobs(&p, &p.app.key, &["cancel", &job_id]).await;
+    let cancel = p.videojobs(&p.app.key, &["cancel", &job_id]).await;
     assert_eq!(cancel.code, 1);
     assert_eq!(cancel.err.lines().count(), 1, "{}", cancel.err);
     assert!(cancel.err.starts_with("error: A completed job cannot be canceled."), "{}", cancel.err);
@@ -76,33 +54,33 @@ async fn cancel_account_and_the_admin_commands_work_against_the_api() {
     assert_eq!(reply.status, StatusCode::ACCEPTED);
     let job_id = reply.body["job_id"].as_str().unwrap().to_owned();
 
-    let cancel = videojobs(&p, &p.app.key, &["cancel", &job_id]).await;
+    let cancel = p.videojobs(&p.app.key, &["cancel", &job_id]).await;
     assert_eq!(cancel.code, 0, "{}", cancel.err);
     assert_eq!(cancel.out, format!("{job_id} canceled; its credits are back.\n"));
     assert_eq!(p.app.job(&job_id.parse().unwrap()).await.status, videojobs_core::JobStatus::Canceled);
 
     // An admin makes a key for a new user and grants them credits.
     let user = format!("cli-{}", ulid::Ulid::new().to_string().to_lowercase());
-    let created = videojobs(&p, &admin_key, &["admin", "create-key", "--user-id", &user, "--credits", "30"]).await;
+    let created = p.videojobs(&admin_key, &["admin", "create-key", "--user-id", &user, "--credits", "30"]).await;
     assert_eq!(created.code, 0, "{}", created.err);
     let new_key = created.out.trim().to_owned();
     assert!(created.err.contains("shown only this once"), "{}", created.err);
-    let granted = videojobs(&p, &admin_key, &["admin", "grant-credits", "--user-id", &user, "--credits", "12"]).await;
+    let granted = p.videojobs(&admin_key, &["admin", "grant-credits", "--user-id", &user, "--credits", "12"]).await;
     assert_eq!(granted.out, format!("{user} now has 42 credits.\n"));
-    let account = videojobs(&p, &new_key, &["account"]).await;
+    let account = p.videojobs(&new_key, &["account"]).await;
     assert_eq!(account.code, 0, "{}", account.err);
     assert!(account.out.starts_with(&format!("{user} (user): 42 credits, 0 of")), "{}", account.out);
 
     // The new user is not an admin; the admin reads the figures.
-    let refused = videojobs(&p, &new_key, &["stats"]).await;
+    let refused = p.videojobs(&new_key, &["stats"]).await;
     assert_eq!(refused.code, 1);
     assert!(refused.err.starts_with("error: Only an admin can do this."), "{}", refused.err);
-    let stats = videojobs(&p, &admin_key, &["stats", "--json"]).await;
+    let stats = p.videojobs(&admin_key, &["stats", "--json"]).await;
     assert_eq!(stats.code, 0, "{}", stats.err);
     let figures: Value = serde_json::from_str(&stats.out).unwrap();
     assert_eq!(figures["jobs_by_status"]["canceled"], 1);
     assert!(stats.out.starts_with(r#"{"generated_at":"#), "the API's own order: {}", stats.out);
-    let summary = videojobs(&p, &admin_key, &["stats"]).await;
+    let summary = p.videojobs(&admin_key, &["stats"]).await;
     assert!(summary.out.contains("canceled 1"), "{}", summary.out);
 }
 
@@ -110,15 +88,10 @@ async fn cancel_account_and_the_admin_commands_work_against_the_api() {
 async fn animate_uploads_a_local_image_and_saves_the_zoom() {
     let p = Pipeline::start(settings()).await;
     let image = std::env::temp_dir().join(format!("cli-{}.png", ulid::Ulid::new()));
-    let png = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=320x240", "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"])
-        .output()
-        .expect("ffmpeg makes a PNG")
-        .stdout;
-    std::fs::write(&image, png).unwrap();
+    std::fs::write(&image, crate::helpers::png(320, 240)).unwrap();
     let video = std::env::temp_dir().join(format!("cli-{}.mp4", ulid::Ulid::new()));
 
-    let run = videojobs(&p, &p.app.key, &["animate", "--image", image.to_str().unwrap(), "--length", "2", "--frame-rate", "12", "--out", video.to_str().unwrap(), "--poll-seconds", "0.2"]).await;
+    let run = p.videojobs(&p.app.key, &["animate", "--image", image.to_str().unwrap(), "--length", "2", "--frame-rate", "12", "--out", video.to_str().unwrap(), "--poll-seconds", "0.2"]).await;
 
     assert_eq!(run.code, 0, "{}", run.err);
     let bytes = std::fs::read(&video).expect("the video was saved");

@@ -14,17 +14,17 @@ use videojobs_providers::replay::{Reply, ReplayServer};
 
 const WAIT: u64 = 90;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const REPLICATE_CREATE: &str = "/v1/models/kwaivgi/kling-v1.6-standard/predictions";
+pub(crate) const REPLICATE_CREATE: &str = "/v1/models/kwaivgi/kling-v1.6-standard/predictions";
 const FAL_SUBMIT: &str = "/fal-ai/kling-video/v1.6/standard/text-to-video";
 
-fn with_fallback(after_attempts: u32) -> Settings {
+pub(crate) fn with_fallback(after_attempts: u32) -> Settings {
     let mut s = settings();
     s.enabled_providers = vec!["local".parse().unwrap(), "replicate".parse().unwrap(), "fal".parse().unwrap()];
     s.failover = Some(Failover { fallback: "local".parse().unwrap(), after_attempts });
     s
 }
 
-fn provider_env(server: &ReplayServer) -> Vec<(&'static str, String)> {
+pub(crate) fn provider_env(server: &ReplayServer) -> Vec<(&'static str, String)> {
     vec![
         ("REPLICATE_API_URL", server.base_url.clone()),
         ("REPLICATE_API_TOKEN", "r8_test".into()),
@@ -37,9 +37,7 @@ fn provider_env(server: &ReplayServer) -> Vec<(&'static str, String)> {
 
 async fn generate_on(p: &Pipeline, provider: &str) -> JobId {
     let body = json!({"prompt": "A lighthouse in a storm", "duration_seconds": 1, "resolution": "480p", "provider": provider});
-    let reply = p.app.post("/videos/generate", &body.to_string()).await;
-    assert_eq!(reply.status, lambda_http::http::StatusCode::ACCEPTED, "{}", reply.body);
-    reply.body["job_id"].as_str().unwrap().parse().unwrap()
+    p.app.generate_with(&body).await
 }
 
 async fn events(p: &Pipeline, id: &JobId) -> Vec<Value> {

@@ -187,9 +187,29 @@ impl TestApp {
 
     /// Creates a text-to-video job and returns its id.
     pub async fn generate(&self, seconds: u32) -> JobId {
-        let reply = self.post("/videos/generate", &format!(r#"{{"prompt":"a test clip","duration_seconds":{seconds}}}"#)).await;
+        self.generate_with(&serde_json::json!({"prompt": "a test clip", "duration_seconds": seconds})).await
+    }
+
+    /// Creates a text-to-video job from `body`, which must be accepted.
+    pub async fn generate_with(&self, body: &Value) -> JobId {
+        let reply = self.post("/videos/generate", &body.to_string()).await;
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
         reply.body["job_id"].as_str().expect("a job id").parse().expect("a valid job id")
+    }
+
+    /// Uploads a PNG the way a client does (the API's form, then a PUT to
+    /// its URL) and returns the upload id.
+    pub async fn upload_png(&self, image: &[u8]) -> Value {
+        let upload = self.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
+        assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.body);
+        let headers: Vec<(String, String)> = upload.body["headers"]
+            .as_object()
+            .expect("upload headers")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        assert_eq!(http_put(upload.body["url"].as_str().expect("an upload URL"), &headers, image).await, 200);
+        upload.body["upload_id"].clone()
     }
 
     pub async fn credits(&self) -> i64 {
@@ -419,10 +439,62 @@ impl Pipeline {
         }
     }
 
+    /// Posts a callback to the webhook signed with the local provider's secret.
+    pub async fn signed_callback(&self, event_id: &str, body: &Value) -> Reply {
+        let secret = videojobs_core::signing::WebhookSecret::parse(&self.secret).expect("a secret");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let text = body.to_string();
+        let request = lambda_http::http::Request::builder()
+            .method(Method::POST)
+            .uri("https://hooks.test/webhooks/local")
+            .header("content-type", "application/json")
+            .header("webhook-id", event_id)
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", secret.sign(event_id, now, text.as_bytes()))
+            .body(Body::Text(text))
+            .expect("a valid request");
+        self.app.send(request).await
+    }
+
+    /// Runs the `videojobs` command in-process against this pipeline's API,
+    /// with the URL and key in the environment, as a user would set them.
+    pub async fn videojobs(&self, key: &str, args: &[&str]) -> CliRun {
+        let url = self.callback_base_url.clone();
+        let key = key.to_owned();
+        let env = move |name: &str| match name {
+            "VIDEOJOBS_URL" => Some(url.clone()),
+            "VIDEOJOBS_KEY" => Some(key.clone()),
+            _ => None,
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let argv: Vec<&str> = std::iter::once("videojobs").chain(args.iter().copied()).collect();
+        let code = videojobs_cli::run(argv, &env, &mut out, &mut err, false).await;
+        CliRun { code, out: String::from_utf8(out).expect("UTF-8 output"), err: String::from_utf8(err).expect("UTF-8 errors") }
+    }
+
     pub async fn provider_stats(&self) -> serde_json::Value {
         let response = reqwest::get(format!("{}/v1/stats", self.provider_url)).await.expect("stats");
         response.json().await.expect("stats JSON")
     }
+}
+
+/// What a `videojobs` run printed, and its exit code.
+pub struct CliRun {
+    pub code: i32,
+    pub out: String,
+    pub err: String,
+}
+
+/// A one-frame PNG test pattern, made by ffmpeg.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=s={width}x{height}"))
+        .args(["-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(out.status.success() && !out.stdout.is_empty(), "ffmpeg made no PNG: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
 }
 
 /// Downloads a URL into memory (test outputs are small).

@@ -18,3 +18,4 @@ mod review_page;
 mod sample_events;
 mod state_machine;
 mod stats;
+mod together;

@@ -17,17 +17,17 @@ use videojobs_core::JobStatus;
 
 /// One request the endpoint received.
 #[derive(Debug, Clone)]
-struct Received {
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
+pub(crate) struct Received {
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Received {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 
-    fn verifies_with(&self, secret: &str) -> bool {
+    pub(crate) fn verifies_with(&self, secret: &str) -> bool {
         let headers = SignedHeaders {
             id: self.headers.get("webhook-id").map(String::as_str),
             timestamp: self.headers.get("webhook-timestamp").map(String::as_str),
@@ -40,8 +40,8 @@ impl Received {
 
 /// A client's webhook endpoint: answers the scripted statuses in turn, then
 /// `then`, and keeps every request.
-struct Endpoint {
-    url: String,
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
     received: Arc<Mutex<Vec<Received>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -53,7 +53,7 @@ impl Drop for Endpoint {
 }
 
 impl Endpoint {
-    async fn start(script: Vec<u16>, then: u16, extra_headers: &'static str) -> Self {
+    pub(crate) async fn start(script: Vec<u16>, then: u16, extra_headers: &'static str) -> Self {
         Self::answering_after(std::time::Duration::ZERO, script, then, extra_headers).await
     }
 
@@ -85,7 +85,7 @@ impl Endpoint {
         Self { url, received, task }
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 }
@@ -122,7 +122,7 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Received> {
 }
 
 /// The job's events from the notifier, once there are `count` of them (or after 30 s).
-async fn notifier_events(app: &TestApp, id: &JobId, count: usize) -> Vec<Value> {
+pub(crate) async fn notifier_events(app: &TestApp, id: &JobId, count: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let reply = app.get(&format!("/videos/jobs/{id}/events")).await;
@@ -135,14 +135,12 @@ async fn notifier_events(app: &TestApp, id: &JobId, count: usize) -> Vec<Value> 
     }
 }
 
-async fn generate_with_webhook(app: &TestApp, url: &str) -> JobId {
+pub(crate) async fn generate_with_webhook(app: &TestApp, url: &str) -> JobId {
     let body = json!({"prompt": "A kite over the dunes", "duration_seconds": 2, "resolution": "480p", "webhook_url": url});
-    let reply = app.post("/videos/generate", &body.to_string()).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    reply.body["job_id"].as_str().unwrap().parse().unwrap()
+    app.generate_with(&body).await
 }
 
-async fn secret_of(app: &TestApp) -> String {
+pub(crate) async fn secret_of(app: &TestApp) -> String {
     let reply = app.get("/videos/webhook-secret").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.body["secret"].as_str().expect("a secret").to_owned()

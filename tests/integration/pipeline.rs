@@ -14,9 +14,7 @@ fn finished(status: JobStatus) -> bool {
 }
 
 async fn generate(p: &Pipeline, body: serde_json::Value) -> JobId {
-    let reply = p.app.post("/videos/generate", &body.to_string()).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    reply.body["job_id"].as_str().unwrap().parse().unwrap()
+    p.app.generate_with(&body).await
 }
 
 fn with_faults(seconds: u32, faults: serde_json::Value) -> serde_json::Value {
@@ -60,16 +58,9 @@ async fn text_to_video_ends_completed_with_a_playable_mp4_of_the_asked_length() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_to_video_from_an_upload_zooms_for_the_asked_length() {
     let p = Pipeline::start(settings()).await;
-    let image = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=320x240", "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"])
-        .output()
-        .expect("ffmpeg makes a PNG")
-        .stdout;
-    let upload = p.app.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
-    let headers: Vec<(String, String)> = upload.body["headers"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
-    assert_eq!(crate::helpers::http_put(upload.body["url"].as_str().unwrap(), &headers, &image).await, 200);
+    let upload_id = p.app.upload_png(&crate::helpers::png(320, 240)).await;
 
-    let body = json!({"upload_id": upload.body["upload_id"], "length": 2, "frame_rate": 12, "zoom_speed": 0.3});
+    let body = json!({"upload_id": upload_id, "length": 2, "frame_rate": 12, "zoom_speed": 0.3});
     let reply = p.app.post("/videos/animate", &body.to_string()).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
@@ -214,7 +205,7 @@ async fn canceling_mid_generation_cancels_at_the_provider_and_later_callbacks_ch
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     // A completion that still arrives (a provider that finished anyway).
     let request_id = p.app.job(&id).await.provider_request_id.unwrap();
-    let late = signed_callback(&p, "evt_late", &json!({"id": request_id, "status": "succeeded", "output": {"video": "http://127.0.0.1:9/v.mp4"}})).await;
+    let late = p.signed_callback("evt_late", &json!({"id": request_id, "status": "succeeded", "output": {"video": "http://127.0.0.1:9/v.mp4"}})).await;
 
     assert_eq!(late.status, StatusCode::OK, "{}", late.body);
     assert_eq!(p.app.job(&id).await.status, JobStatus::Canceled);
@@ -225,23 +216,6 @@ async fn canceling_mid_generation_cancels_at_the_provider_and_later_callbacks_ch
     let last = events.body["events"].as_array().unwrap().last().unwrap().clone();
     assert!(last["message"].as_str().unwrap().starts_with("Late 'succeeded'"), "{last}");
     assert_eq!(last["status"], "canceled");
-}
-
-/// Posts a callback to the webhook signed with the provider's secret.
-async fn signed_callback(p: &Pipeline, event_id: &str, body: &serde_json::Value) -> crate::helpers::Reply {
-    let secret = videojobs_core::signing::WebhookSecret::parse(&p.secret).unwrap();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let text = body.to_string();
-    let request = lambda_http::http::Request::builder()
-        .method(Method::POST)
-        .uri("https://hooks.test/webhooks/local")
-        .header("content-type", "application/json")
-        .header("webhook-id", event_id)
-        .header("webhook-timestamp", now.to_string())
-        .header("webhook-signature", secret.sign(event_id, now, text.as_bytes()))
-        .body(lambda_http::Body::Text(text))
-        .unwrap();
-    p.app.send(request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,9 +229,9 @@ async fn a_repeated_delivery_for_a_known_job_answers_duplicate_and_changes_nothi
     let request_id = p.app.job(&id).await.provider_request_id.unwrap();
     let body = json!({"id": request_id, "status": "processing", "progress": 40});
 
-    let first = signed_callback(&p, "evt_progress_40", &body).await;
+    let first = p.signed_callback("evt_progress_40", &body).await;
     let events_after_first = p.app.get(&format!("/videos/jobs/{id}/events")).await.body["events"].as_array().unwrap().len();
-    let again = signed_callback(&p, "evt_progress_40", &body).await;
+    let again = p.signed_callback("evt_progress_40", &body).await;
     let events_after_again = p.app.get(&format!("/videos/jobs/{id}/events")).await.body["events"].as_array().unwrap().len();
 
     assert_eq!(first.status, StatusCode::OK);

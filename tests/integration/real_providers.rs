@@ -7,7 +7,6 @@
 use crate::helpers::{download, ffprobe, settings, Pipeline};
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
-use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use videojobs_core::ids::JobId;
 use videojobs_core::signing::WebhookSecret;
@@ -40,9 +39,7 @@ async fn start(env: Vec<(&'static str, String)>) -> Pipeline {
 
 async fn generate_on(p: &Pipeline, provider: &str) -> JobId {
     let body = json!({"prompt": "A paper boat on a rainy street", "duration_seconds": 5, "aspect_ratio": "1:1", "provider": provider});
-    let reply = p.app.post("/videos/generate", &body.to_string()).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    reply.body["job_id"].as_str().unwrap().parse().unwrap()
+    p.app.generate_with(&body).await
 }
 
 /// Waits until the worker has recorded the provider's request id.

@@ -46,8 +46,10 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("review-queue.json", Function::Status, 200),
     ("stats.json", Function::Status, 200),
     ("uploads.json", Function::Create, 201),
-    // Signed with a made-up signature: the webhook must refuse it and write nothing.
+    // Signed with made-up signatures: the webhook must refuse them and write nothing.
+    ("webhook-fal.json", Function::Webhook, 401),
     ("webhook-local.json", Function::Webhook, 401),
+    ("webhook-replicate.json", Function::Webhook, 401),
     ("webhook-secret-rotate.json", Function::Status, 200),
     ("webhook-secret.json", Function::Status, 200),
     ("worker-check-stuck.json", Function::Scheduled, 0),
@@ -118,6 +120,8 @@ async fn every_sample_event_runs_through_its_handler() {
     let lookup = |name: &str| match name {
         "LOCAL_PROVIDER_URL" => Some("http://127.0.0.1:9".to_owned()),
         "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some(secret.clone()),
+        "REPLICATE_WEBHOOK_SECRET" => Some(videojobs_core::signing::WebhookSecret::generate_text()),
+        "FAL_JWKS_URL" => Some("http://127.0.0.1:9/.well-known/jwks.json".to_owned()),
         _ => None,
     };
     let providers = videojobs_providers::from_lookup(lookup, videojobs_providers::http_client()).unwrap();
@@ -126,7 +130,6 @@ async fn every_sample_event_runs_through_its_handler() {
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.ends_with(".json"))
         .collect();
     files.sort();
     let listed: Vec<&str> = SAMPLES.iter().map(|(name, _, _)| *name).collect();

@@ -17,22 +17,12 @@ use videojobs_core::JobStatus;
 const WAIT: u64 = 90;
 
 async fn generate(p: &Pipeline, body: Value) -> JobId {
-    let reply = p.app.post("/videos/generate", &body.to_string()).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    reply.body["job_id"].as_str().unwrap().parse().unwrap()
+    p.app.generate_with(&body).await
 }
 
 async fn animate(p: &Pipeline) -> JobId {
-    let image = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=160x120", "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"])
-        .output()
-        .expect("ffmpeg makes a PNG")
-        .stdout;
-    let upload = p.app.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
-    let headers: Vec<(String, String)> =
-        upload.body["headers"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
-    assert_eq!(crate::helpers::http_put(upload.body["url"].as_str().unwrap(), &headers, &image).await, 200);
-    let body = json!({"upload_id": upload.body["upload_id"], "length": 1, "frame_rate": 8, "zoom_speed": 0.2});
+    let upload_id = p.app.upload_png(&crate::helpers::png(160, 120)).await;
+    let body = json!({"upload_id": upload_id, "length": 1, "frame_rate": 8, "zoom_speed": 0.2});
     let reply = p.app.post("/videos/animate", &body.to_string()).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     reply.body["job_id"].as_str().unwrap().parse().unwrap()
@@ -46,22 +36,6 @@ async fn review(p: &Pipeline, id: &JobId, to: JobStatus, reason: Option<&str>, r
     let change = StatusChange::new(&job, transition(job.status, to).unwrap(), EventSource::Reviewer, "Reviewed", error, JobUpdate::default())
         .by(reviewer);
     assert_eq!(p.app.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
-}
-
-async fn signed_callback(p: &Pipeline, event_id: &str, body: &Value) -> crate::helpers::Reply {
-    let secret = videojobs_core::signing::WebhookSecret::parse(&p.secret).unwrap();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let text = body.to_string();
-    let request = lambda_http::http::Request::builder()
-        .method(Method::POST)
-        .uri("https://hooks.test/webhooks/local")
-        .header("content-type", "application/json")
-        .header("webhook-id", event_id)
-        .header("webhook-timestamp", now.to_string())
-        .header("webhook-signature", secret.sign(event_id, now, text.as_bytes()))
-        .body(lambda_http::Body::Text(text))
-        .unwrap();
-    p.app.send(request).await
 }
 
 fn new_job(app: &TestApp) -> NewJob {
@@ -146,9 +120,9 @@ async fn the_stats_figures_match_a_known_set_of_jobs() {
     let request_id = p.app.job(&approved).await.provider_request_id.unwrap();
     let late = json!({"id": request_id, "status": "processing", "progress": 50});
     let answers = [
-        signed_callback(&p, "evt_late_once", &late).await,
-        signed_callback(&p, "evt_late_once", &late).await,
-        signed_callback(&p, "evt_late_once", &late).await,
+        p.signed_callback("evt_late_once", &late).await,
+        p.signed_callback("evt_late_once", &late).await,
+        p.signed_callback("evt_late_once", &late).await,
     ];
     let duplicates: Vec<&Value> = answers.iter().map(|a| &a.body["duplicate"]).collect();
     assert_eq!(duplicates, [&json!(false), &json!(true), &json!(true)]);

@@ -46,12 +46,10 @@
 
 mod notifications;
 
-use crate::errors::{store_error, transaction_cancellation};
+use crate::errors::{conditional_write, store_error, transaction_cancellation};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use std::collections::HashMap;
 use videojobs_core::ids::{ApiKeyHash, IdempotencyKey, JobId, Role, UploadId, UserId};
 use videojobs_core::job::{timestamp, Job, JobEvent};
@@ -381,11 +379,7 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(err) => Err(store_error("PutItem", err)),
-        }
+        conditional_write("PutItem", result)
     }
 
     /// Saves a key's hash (used by the local stack's seeding and by admins).
@@ -658,11 +652,7 @@ impl JobStore for DynamoStore {
             .set_expression_attribute_values(Some(clauses.values))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(err) => Err(store_error("UpdateItem", err)),
-        }
+        conditional_write("UpdateItem", result)
     }
 
     async fn raise_progress(&self, id: &JobId, percent: u8) -> Result<(), StoreError> {
@@ -756,31 +746,18 @@ impl JobStore for DynamoStore {
     }
 }
 
-/// The cursor is the index position the next page starts after, made opaque.
+/// The attributes of a position in a user's job listing, in a cursor.
+const JOB_LIST_CURSOR: [&str; 4] = ["pk", "sk", "user_id", "created_key"];
+
 fn encode_cursor(last: &Item) -> Result<String, ListError> {
-    let mut fields = serde_json::Map::new();
-    for name in ["pk", "sk", "user_id", "created_key"] {
-        let value = text(last, name)?;
-        fields.insert(name.to_owned(), value.into());
-    }
-    Ok(URL_SAFE_NO_PAD.encode(serde_json::Value::Object(fields).to_string()))
+    crate::cursor::encode(last, &JOB_LIST_CURSOR)
 }
 
+/// A cursor is good only for the listing it came from: this user's jobs.
 fn decode_cursor(cursor: &str, user: &UserId) -> Result<Item, ListError> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| ListError::BadCursor)?;
-    let fields: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| ListError::BadCursor)?;
-    // A cursor is good only for the listing it came from.
-    if fields.get("user_id").map(String::as_str) != Some(user.as_str())
-        || !fields.get("pk").is_some_and(|pk| pk.starts_with("JOB#"))
-        || fields.len() != 4
-    {
-        return Err(ListError::BadCursor);
-    }
-    let names = ["pk", "sk", "user_id", "created_key"];
-    names
-        .iter()
-        .map(|name| fields.get(*name).map(|v| (name.to_string(), s(v.as_str()))).ok_or(ListError::BadCursor))
-        .collect()
+    crate::cursor::decode(cursor, &JOB_LIST_CURSOR, |fields| {
+        fields.get("user_id").map(String::as_str) == Some(user.as_str()) && fields.get("pk").is_some_and(|pk| pk.starts_with("JOB#"))
+    })
 }
 
 #[async_trait]
@@ -881,6 +858,8 @@ impl UploadStore for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     fn user(name: &str) -> UserId {
         name.parse().unwrap()

@@ -34,6 +34,36 @@ where
     }
 }
 
+/// An operation's error that can say the write's condition did not hold.
+pub trait ConditionFailed {
+    fn is_condition_failed(&self) -> bool;
+}
+
+impl ConditionFailed for aws_sdk_dynamodb::operation::put_item::PutItemError {
+    fn is_condition_failed(&self) -> bool {
+        self.is_conditional_check_failed_exception()
+    }
+}
+
+impl ConditionFailed for aws_sdk_dynamodb::operation::update_item::UpdateItemError {
+    fn is_condition_failed(&self) -> bool {
+        self.is_conditional_check_failed_exception()
+    }
+}
+
+/// A conditional write's outcome: `true` when it was written, `false` when
+/// its condition did not hold, an error otherwise.
+pub fn conditional_write<T, E>(operation: &str, result: Result<T, SdkError<E, Response>>) -> Result<bool, StoreError>
+where
+    E: ConditionFailed + ProvideErrorKind + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if err.as_service_error().is_some_and(ConditionFailed::is_condition_failed) => Ok(false),
+        Err(err) => Err(store_error(operation, err)),
+    }
+}
+
 /// The per-item reason codes of a cancelled transaction, in item order; `None`
 /// when the failure was something else.
 pub fn transaction_cancellation(err: &SdkError<TransactWriteItemsError, Response>) -> Option<Vec<Option<String>>> {
@@ -46,5 +76,30 @@ pub fn transaction_cancellation(err: &SdkError<TransactWriteItemsError, Response
                 .collect(),
         ),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_sdk_dynamodb::types::error::{ConditionalCheckFailedException, InternalServerError};
+    use aws_smithy_types::body::SdkBody;
+
+    type PutResult = Result<(), SdkError<PutItemError, Response>>;
+
+    fn failed(err: PutItemError, status: u16) -> SdkError<PutItemError, Response> {
+        let raw = Response::new(status.try_into().expect("a status"), SdkBody::empty());
+        SdkError::service_error(err, raw)
+    }
+
+    #[test]
+    fn a_write_whose_condition_did_not_hold_is_false_and_any_other_failure_an_error() {
+        let condition = PutItemError::ConditionalCheckFailedException(ConditionalCheckFailedException::builder().message("exists").build());
+        let server = PutItemError::InternalServerError(InternalServerError::builder().message("down").build());
+
+        assert!(matches!(conditional_write("PutItem", PutResult::Ok(())), Ok(true)));
+        assert!(matches!(conditional_write("PutItem", PutResult::Err(failed(condition, 400))), Ok(false)));
+        assert!(matches!(conditional_write("PutItem", PutResult::Err(failed(server, 500))), Err(StoreError::Unavailable(_))));
     }
 }

@@ -3,6 +3,7 @@
 //! Lambda instance, on its first event ([`OnFirstEvent`]), and shared by every
 //! invocation.
 
+pub mod cursor;
 pub mod dynamo;
 pub mod emf;
 pub mod errors;

@@ -9,8 +9,6 @@ use crate::errors::store_error;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use std::collections::HashMap;
 use videojobs_core::job::Job;
 use videojobs_core::ports::{ListError, Page, PageRequest};
@@ -66,38 +64,24 @@ impl ReviewQueue for DynamoReviewQueue {
     }
 }
 
-/// The index position the next page starts after, made opaque.
 fn encode_cursor(last: &Item) -> Result<String, ListError> {
-    let mut fields = serde_json::Map::new();
-    for name in CURSOR_FIELDS {
-        let Some(AttributeValue::S(value)) = last.get(name) else {
-            return Err(ListError::Store(StoreError::Internal(format!("index key has no {name}"))));
-        };
-        fields.insert(name.to_owned(), value.clone().into());
-    }
-    Ok(URL_SAFE_NO_PAD.encode(serde_json::Value::Object(fields).to_string()))
+    crate::cursor::encode(last, &CURSOR_FIELDS)
 }
 
 /// A cursor is good only for this listing: a job position in the pending queue.
 fn decode_cursor(cursor: &str) -> Result<Item, ListError> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| ListError::BadCursor)?;
-    let fields: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| ListError::BadCursor)?;
-    let is_queue_position = fields.len() == CURSOR_FIELDS.len()
-        && fields.get("review_state").map(String::as_str) == Some(REVIEW_PENDING)
-        && fields.get("pk").is_some_and(|pk| pk.starts_with("JOB#"))
-        && fields.get("sk").map(String::as_str) == Some("JOB");
-    if !is_queue_position {
-        return Err(ListError::BadCursor);
-    }
-    CURSOR_FIELDS
-        .iter()
-        .map(|name| fields.get(*name).map(|v| (name.to_string(), AttributeValue::S(v.clone()))).ok_or(ListError::BadCursor))
-        .collect()
+    crate::cursor::decode(cursor, &CURSOR_FIELDS, |fields| {
+        fields.get("review_state").map(String::as_str) == Some(REVIEW_PENDING)
+            && fields.get("pk").is_some_and(|pk| pk.starts_with("JOB#"))
+            && fields.get("sk").map(String::as_str) == Some("JOB")
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     fn position() -> Item {
         HashMap::from([

@@ -62,17 +62,17 @@ impl JobStatus {
         }
     }
 
+    /// The status as a noun phrase's start, with its article: "an approved", "a queued".
+    pub fn with_article(self) -> String {
+        let article = if self.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+        format!("{article} {}", self.as_str())
+    }
+
     pub fn parse(value: &str) -> Option<JobStatus> {
         JobStatus::ALL.into_iter().find(|status| status.as_str() == value)
     }
 
     /// The copy a person sees.
-    /// The status with its indefinite article, for sentences ("an approved job").
-    pub fn with_article(self) -> String {
-        let article = if self.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-        format!("{article} {self}")
-    }
-
     pub fn label(self) -> &'static str {
         match self {
             JobStatus::Queued => "Waiting to start",
@@ -151,7 +151,7 @@ pub struct Transition {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a {from} job cannot become {to}")]
+#[error("{} job cannot become {to}", .from.with_article())]
 pub struct TransitionRefused {
     pub from: JobStatus,
     pub to: JobStatus,
@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn a_refused_move_names_both_statuses() {
         let refused = transition(Approved, Queued).unwrap_err();
-        assert_eq!(refused.to_string(), "a approved job cannot become queued");
+        assert_eq!(refused.to_string(), "an approved job cannot become queued");
     }
 
     #[test]
@@ -284,6 +284,15 @@ mod tests {
     }
 
     #[test]
+    fn a_status_takes_the_article_its_sound_needs() {
+        let phrases: Vec<String> = JobStatus::ALL.iter().map(|s| s.with_article()).collect();
+        assert_eq!(
+            phrases,
+            ["a queued", "a submitted", "a retrying", "a processing", "a completed", "an approved", "a rejected", "a failed", "a canceled", "an expired"]
+        );
+    }
+
+    #[test]
     fn labels_follow_the_design_copy() {
         assert_eq!(Queued.label(), "Waiting to start");
         for s in [Submitted, Retrying, Processing] {
@@ -313,13 +322,5 @@ mod tests {
         }
         assert_eq!(JobStatus::parse("Queued"), None);
         assert_eq!(JobStatus::parse(""), None);
-    }
-
-    #[test]
-    fn a_status_takes_the_article_its_sound_needs() {
-        assert_eq!(Approved.with_article(), "an approved");
-        assert_eq!(Expired.with_article(), "an expired");
-        assert_eq!(Completed.with_article(), "a completed");
-        assert_eq!(Queued.with_article(), "a queued");
     }
 }

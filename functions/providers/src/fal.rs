@@ -33,7 +33,7 @@
 //! key either (see `replicate` for what that means).
 
 use crate::jwks::{KeyError, KeySet};
-use crate::{network_error, non_empty, retry_after, HttpClient};
+use crate::{kling_prompt, kling_seconds, network_error, non_empty, retry_after, status_error, HttpClient};
 use async_trait::async_trait;
 use ed25519_dalek::Signature;
 use serde::Deserialize;
@@ -147,17 +147,18 @@ impl FalProvider {
 /// up) at 16:9, 9:16 or 1:1; the image model takes `image_url` and a prompt.
 /// Frame rate and zoom speed are the local provider's.
 pub fn input(request: &SubmitRequest) -> Value {
-    let kling_seconds = |seconds: u32| if seconds <= 5 { "5" } else { "10" };
+    // fal takes the length as a string.
+    let duration = |seconds: u32| kling_seconds(seconds).to_string();
     match &request.params {
         JobParams::TextToVideo { duration_seconds, aspect_ratio, .. } => json!({
-            "prompt": request.prompt.clone().unwrap_or_default(),
-            "duration": kling_seconds(*duration_seconds),
+            "prompt": kling_prompt(request),
+            "duration": duration(*duration_seconds),
             "aspect_ratio": aspect_ratio,
         }),
         JobParams::ImageToVideo { length_seconds, .. } => json!({
-            "prompt": request.prompt.clone().unwrap_or_else(|| "A slow, steady camera move over the scene".into()),
+            "prompt": kling_prompt(request),
             "image_url": request.image_url,
-            "duration": kling_seconds(*length_seconds),
+            "duration": duration(*length_seconds),
         }),
     }
 }
@@ -203,11 +204,7 @@ async fn failure(response: reqwest::Response) -> ProviderError {
         text if text.is_empty() => format!("HTTP {status}"),
         text => text,
     };
-    match status {
-        408 | 425 | 429 | 500..=599 => ProviderError::Transient { message: format!("HTTP {status}: {message}"), retry_after: wait },
-        404 => ProviderError::NotFound(message),
-        _ => ProviderError::Refused { code: refusal_code(status, &detail).into(), message },
-    }
+    status_error(status, wait, refusal_code(status, &detail).into(), message)
 }
 
 #[derive(Deserialize)]

@@ -106,6 +106,39 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
     headers.get("retry-after")?.to_str().ok()?.trim().parse().ok().map(Duration::from_secs)
 }
 
+/// Checks a callback signed the Standard Webhooks way (the local provider and
+/// Replicate) and returns its `webhook-id`, the event id receipts are keyed by.
+pub(crate) fn verify_standard_webhook(
+    secrets: &[WebhookSecret],
+    callback: &videojobs_core::provider::Callback<'_>,
+) -> Result<String, videojobs_core::provider::CallbackError> {
+    let header = |name: &str| callback.headers.get(name).map(String::as_str);
+    let signed = videojobs_core::signing::SignedHeaders {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+    };
+    videojobs_core::signing::verify(secrets, signed, callback.body, callback.now)
+        .map_err(|e| videojobs_core::provider::CallbackError::BadSignature(e.to_string()))?;
+    Ok(signed.id.unwrap_or_default().to_owned())
+}
+
+/// The length Kling makes (on Replicate and on fal): 5 or 10 seconds, the
+/// asked length rounded up to one of them.
+pub(crate) fn kling_seconds(seconds: u32) -> u32 {
+    if seconds <= 5 { 5 } else { 10 }
+}
+
+/// The prompt Kling gets: the job's, or for an image job without one, a
+/// gentle camera move (Kling wants a prompt).
+pub(crate) fn kling_prompt(request: &videojobs_core::provider::SubmitRequest) -> String {
+    match (&request.prompt, &request.params) {
+        (Some(prompt), _) => prompt.clone(),
+        (None, videojobs_core::job::JobParams::ImageToVideo { .. }) => "A slow, steady camera move over the scene".into(),
+        (None, videojobs_core::job::JobParams::TextToVideo { .. }) => String::new(),
+    }
+}
+
 /// A configured value that must be present, or `None`.
 pub(crate) fn non_empty(get: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
     get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
@@ -130,5 +163,58 @@ mod progress_refresh_tests {
             let refreshed = videojobs_core::settings::DEFAULT_PROGRESS_REFRESH_PROVIDERS.contains(&name);
             assert_eq!(refreshed, !provider.sends_progress_callbacks(), "{name}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use videojobs_core::job::JobParams;
+    use videojobs_core::provider::SubmitRequest;
+    use videojobs_core::request::{AspectRatio, ImageSource, Resolution};
+
+    fn request(params: JobParams, prompt: Option<&str>) -> SubmitRequest {
+        SubmitRequest {
+            idempotency_key: "job_1".into(),
+            params,
+            prompt: prompt.map(str::to_owned),
+            image_url: None,
+            callback_url: "https://hooks.example/webhooks/x".into(),
+            faults: None,
+        }
+    }
+
+    fn text() -> JobParams {
+        JobParams::TextToVideo { duration_seconds: 4, aspect_ratio: AspectRatio::Square, resolution: Resolution::Sd }
+    }
+
+    fn image() -> JobParams {
+        JobParams::ImageToVideo { image: ImageSource::Url("https://img.example/a.png".into()), length_seconds: 3, frame_rate: 24, zoom_speed: 0.5 }
+    }
+
+    #[test]
+    fn retry_after_reads_whole_seconds_and_ignores_anything_else() {
+        let headers = |value: &'static str| {
+            let mut map = reqwest::header::HeaderMap::new();
+            map.insert("retry-after", reqwest::header::HeaderValue::from_static(value));
+            map
+        };
+        assert_eq!(retry_after(&headers(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&headers("Wed, 21 Oct 2026 07:28:00 GMT")), None);
+        assert_eq!(retry_after(&reqwest::header::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn kling_lengths_round_up_to_five_or_ten_seconds() {
+        let lengths: Vec<u32> = [1, 5, 6, 10, 60].into_iter().map(kling_seconds).collect();
+        assert_eq!(lengths, [5, 5, 10, 10, 10]);
+    }
+
+    #[test]
+    fn kling_gets_the_jobs_prompt_or_for_an_image_without_one_a_camera_move() {
+        assert_eq!(kling_prompt(&request(text(), Some("A kite"))), "A kite");
+        assert_eq!(kling_prompt(&request(image(), Some("A kite"))), "A kite");
+        assert_eq!(kling_prompt(&request(image(), None)), "A slow, steady camera move over the scene");
+        assert_eq!(kling_prompt(&request(text(), None)), "");
     }
 }

@@ -1,15 +1,14 @@
 //! The local provider (`infra/local-provider`): Replicate-style predictions,
 //! Standard Webhooks callbacks.
 
-use crate::{network_error, status_error};
+use crate::{network_error, retry_after, status_error};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::time::Duration;
 use videojobs_core::job::JobParams;
 use videojobs_core::provider::*;
 use videojobs_core::request::ProviderName;
-use videojobs_core::signing::{verify, SignedHeaders, WebhookSecret};
+use videojobs_core::signing::WebhookSecret;
 
 pub struct LocalProvider {
     name: ProviderName,
@@ -98,12 +97,7 @@ fn input(request: &SubmitRequest) -> Value {
 
 async fn failure(response: reqwest::Response) -> ProviderError {
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs);
+    let retry_after = retry_after(response.headers());
     let body: Option<ErrorEnvelope> = response.json().await.ok();
     let (code, message) = body
         .map(|b| (b.error.code.unwrap_or_default(), b.error.message.unwrap_or_default()))
@@ -154,19 +148,12 @@ impl Provider for LocalProvider {
     }
 
     async fn verify_callback(&self, callback: &Callback<'_>) -> Result<ProviderEvent, CallbackError> {
-        let header = |name: &str| callback.headers.get(name).map(String::as_str);
-        let signed = SignedHeaders {
-            id: header("webhook-id"),
-            timestamp: header("webhook-timestamp"),
-            signature: header("webhook-signature"),
-        };
-        verify(&self.secrets, signed, callback.body, callback.now)
-            .map_err(|e| CallbackError::BadSignature(e.to_string()))?;
+        let event_id = crate::verify_standard_webhook(&self.secrets, callback)?;
         let prediction: Prediction =
             serde_json::from_slice(callback.body).map_err(|e| CallbackError::Malformed(e.to_string()))?;
         let request_id = prediction.id.clone();
         let status = normalise(prediction).map_err(CallbackError::Malformed)?;
-        Ok(ProviderEvent { event_id: signed.id.unwrap_or_default().to_owned(), request_id, status })
+        Ok(ProviderEvent { event_id, request_id, status })
     }
 }
 

@@ -28,7 +28,7 @@
 //! that dies between Replicate's answer and our write leaves one prediction
 //! that nothing collects, and the job is submitted again.
 
-use crate::{network_error, non_empty, retry_after, HttpClient};
+use crate::{kling_prompt, kling_seconds, network_error, non_empty, retry_after, HttpClient};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -36,7 +36,7 @@ use videojobs_core::job::JobParams;
 use videojobs_core::provider::*;
 use videojobs_core::request::ProviderName;
 use videojobs_core::settings::ConfigError;
-use videojobs_core::signing::{verify, SignedHeaders, WebhookSecret};
+use videojobs_core::signing::WebhookSecret;
 
 pub const DEFAULT_API_URL: &str = "https://api.replicate.com";
 /// Kling 1.6 (standard) takes a prompt and, for image to video, a `start_image`.
@@ -128,15 +128,14 @@ impl ReplicateProvider {
 /// image job without one asks for a gentle camera move. Frame rate and zoom
 /// speed are the local provider's; Replicate's models choose their own.
 pub fn input(request: &SubmitRequest) -> Value {
-    let kling_seconds = |seconds: u32| if seconds <= 5 { 5 } else { 10 };
     match &request.params {
         JobParams::TextToVideo { duration_seconds, aspect_ratio, .. } => json!({
-            "prompt": request.prompt.clone().unwrap_or_default(),
+            "prompt": kling_prompt(request),
             "duration": kling_seconds(*duration_seconds),
             "aspect_ratio": aspect_ratio,
         }),
         JobParams::ImageToVideo { length_seconds, .. } => json!({
-            "prompt": request.prompt.clone().unwrap_or_else(|| "A slow, steady camera move over the scene".into()),
+            "prompt": kling_prompt(request),
             "start_image": request.image_url,
             "duration": kling_seconds(*length_seconds),
         }),
@@ -276,19 +275,12 @@ impl Provider for ReplicateProvider {
     }
 
     async fn verify_callback(&self, callback: &Callback<'_>) -> Result<ProviderEvent, CallbackError> {
-        let header = |name: &str| callback.headers.get(name).map(String::as_str);
-        let signed = SignedHeaders {
-            id: header("webhook-id"),
-            timestamp: header("webhook-timestamp"),
-            signature: header("webhook-signature"),
-        };
-        verify(&self.config.webhook_secrets, signed, callback.body, callback.now)
-            .map_err(|e| CallbackError::BadSignature(e.to_string()))?;
+        let event_id = crate::verify_standard_webhook(&self.config.webhook_secrets, callback)?;
         let prediction: Prediction =
             serde_json::from_slice(callback.body).map_err(|e| CallbackError::Malformed(e.to_string()))?;
         let request_id = prediction.id.clone();
         let status = normalise(prediction).map_err(CallbackError::Malformed)?;
-        Ok(ProviderEvent { event_id: signed.id.unwrap_or_default().to_owned(), request_id, status })
+        Ok(ProviderEvent { event_id, request_id, status })
     }
 }
 

@@ -66,11 +66,7 @@ impl WebhookSecrets for DynamoStore {
             .expression_attribute_values(":now", s(timestamp::format(timestamp::now())))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(err) => Err(store_error("UpdateItem", err)),
-        }
+        conditional_write("UpdateItem", result)
     }
 }
 
@@ -105,11 +101,7 @@ impl NotificationLog for DynamoStore {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(err) => Err(store_error("PutItem", err)),
-        }
+        conditional_write("PutItem", result)
     }
 
     async fn release_attempt(&self, job: &JobId, status: JobStatus) -> Result<(), StoreError> {
