@@ -17,9 +17,6 @@ if (!api || !reviewerKey || !artifactDir || !approveId || !rejectId || !adminKey
 }
 mkdirSync(artifactDir, { recursive: true });
 
-// What /videos/stats answers (the contract in docs/API.md), for a deployment
-// without the stats endpoint: the admin view's charts are drawn from it.
-
 const problems = [];
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
@@ -44,21 +41,30 @@ try {
   seen.signed_in_as = (await page.textContent("#who-text")).trim();
 
   const cardOf = (id) => page.locator(`li.card[data-job-id="${id}"]`);
+  // Waits in the page for one of a video's events, never for ever: a video that
+  // does not load fails the run with what Chromium knew about it.
+  const videoEvent = (locator, event, act) => locator.evaluate((video, [event, act]) => new Promise((resolve, reject) => {
+    const state = () => `src=${video.currentSrc || video.src || "(none)"} readyState=${video.readyState} networkState=${video.networkState}`;
+    if (event === "loadedmetadata" && video.readyState >= 1) return resolve();
+    const timer = setTimeout(() => reject(new Error(`no ${event} in 20 s: ${state()}`)), 20000);
+    video.addEventListener(event, () => { clearTimeout(timer); resolve(); }, { once: true });
+    video.addEventListener("error", () => { clearTimeout(timer); reject(new Error(`the video did not load (${video.error && video.error.code}): ${state()}`)); }, { once: true });
+    if (act === "load" && video.networkState !== HTMLMediaElement.NETWORK_LOADING) {
+      // Chromium may put off preloading a video it has not shown yet: ask for it.
+      video.preload = "auto";
+      video.load();
+    }
+    if (act === "seek") video.currentTime = Math.min(1, video.duration / 2);
+  }), [event, act]);
   for (const id of [approveId, rejectId]) {
     await cardOf(id).waitFor();
+    await cardOf(id).scrollIntoViewIfNeeded();
     // The video plays from its presigned URL: Chromium loads its metadata.
-    await cardOf(id).locator("video").evaluate((video) => new Promise((resolve, reject) => {
-      if (video.readyState >= 1) return resolve();
-      video.addEventListener("loadedmetadata", () => resolve(), { once: true });
-      video.addEventListener("error", () => reject(new Error("the video did not load: " + (video.error && video.error.code))), { once: true });
-    }));
+    await videoEvent(cardOf(id).locator("video"), "loadedmetadata", "load");
     // Its events are listed (the job's history ends in "completed").
     await cardOf(id).locator("ol.events li", { hasText: "completed" }).first().waitFor();
     // A frame from the middle of the video, for the screenshot.
-    await cardOf(id).locator("video").evaluate((video) => new Promise((resolve) => {
-      video.addEventListener("seeked", () => resolve(), { once: true });
-      video.currentTime = Math.min(1, video.duration / 2);
-    }));
+    await videoEvent(cardOf(id).locator("video"), "seeked", "seek");
   }
   seen.prompt = (await cardOf(approveId).locator('[data-role="prompt"]').textContent()).trim();
   seen.video_width = await cardOf(approveId).locator("video").evaluate((v) => v.videoWidth);

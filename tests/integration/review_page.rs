@@ -7,7 +7,12 @@
 
 use crate::helpers::{repo_root, settings, Pipeline};
 use lambda_http::http::StatusCode;
-use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+/// Far more than a run takes (a few seconds); each step in the script has its own limit too.
+const BROWSER_RUN_LIMIT: Duration = Duration::from_secs(240);
 use videojobs_core::ids::Role;
 use videojobs_core::JobStatus;
 
@@ -27,18 +32,23 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
         let _ = std::fs::remove_file(artifacts.join(name));
     }
 
-    let mut browser = Command::new("node");
-    browser
+    let browser = Command::new("node")
         .arg(repo_root().join("tests/browser/review.mjs"))
         .arg(&pipeline.callback_base_url)
         .arg(&reviewer_key)
         .arg(&artifacts)
         .args([first.as_str(), second.as_str()])
-        .arg(&admin_key);
-    let out = tokio::task::spawn_blocking(move || browser.output())
-        .await
-        .expect("the browser run finished")
+        .arg(&admin_key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A browser that hangs is killed rather than left to hold up the whole test run.
+        .kill_on_drop(true)
+        .spawn()
         .expect("node runs (scripts/test installs the browser test's dependencies)");
+    let out = tokio::time::timeout(BROWSER_RUN_LIMIT, browser.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the browser run did not end within {BROWSER_RUN_LIMIT:?}"))
+        .expect("the browser run's output");
 
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
