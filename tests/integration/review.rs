@@ -119,6 +119,28 @@ async fn a_reviewer_approves_a_completed_video_and_it_is_ready_to_use() {
 }
 
 #[tokio::test]
+async fn a_reviewer_cannot_pass_a_video_they_asked_for_themselves() {
+    // Arrange: a completed job that belongs to a reviewer.
+    let app = TestApp::new(100).await;
+    let id = completed_job(&app, timestamp::now()).await;
+    let (reviewer, key) = app.another_user(0, Role::Reviewer).await;
+    let mut job = app.job(&id).await;
+    job.user_id = reviewer;
+    app.put_job(&job).await;
+
+    // Act
+    let reply = review(&app, &key, &id, r#"{"decision":"approve"}"#).await;
+
+    // Assert: refused, and nothing about the job changed.
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert_eq!(reply.body["error"]["code"], "own_job_review");
+    assert_eq!(app.job(&id).await.status, JobStatus::Completed);
+    let events = app.call(Method::GET, &format!("/videos/jobs/{id}/events"), Some(&key), None).await;
+    assert!(events.body["events"].as_array().unwrap().iter().all(|e| e["source"] != "reviewer"), "{}", events.body);
+    assert!(in_review_index(&app, &id).await, "it still waits for another reviewer");
+}
+
+#[tokio::test]
 async fn an_approved_video_outlives_the_retention_window() {
     let app = TestApp::new(100).await;
     let id = completed_job(&app, timestamp::now()).await;

@@ -38,6 +38,8 @@ pub enum AppError {
     Unauthenticated,
     #[error("{0}")]
     Forbidden(&'static str),
+    #[error("a video is approved or rejected by someone other than the person who asked for it")]
+    OwnJobReview,
     #[error("this job costs {needed} credits and the balance is {balance}")]
     InsufficientCredits { needed: u32, balance: i64 },
     #[error("no such job")]
@@ -79,6 +81,7 @@ impl AppError {
             AppError::UploadTooLarge { .. } => "upload_too_large",
             AppError::Unauthenticated => "unauthenticated",
             AppError::Forbidden(_) => "forbidden",
+            AppError::OwnJobReview => "own_job_review",
             AppError::InsufficientCredits { .. } => "insufficient_credits",
             AppError::JobNotFound => "job_not_found",
             AppError::RouteNotFound => "route_not_found",
@@ -112,6 +115,7 @@ impl AppError {
                 "Send your API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
             }
             AppError::Forbidden(_) => "Use a key with the right role.",
+            AppError::OwnJobReview => "Ask another reviewer to review it.",
             AppError::InsufficientCredits { .. } => "Add credits, or ask for a shorter or smaller video.",
             AppError::JobNotFound => "Check the job id.",
             AppError::RouteNotFound => return None,

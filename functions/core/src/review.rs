@@ -271,6 +271,10 @@ impl Services {
     pub async fn review(&self, who: &Principal, id: &str, request: ReviewRequest) -> Result<StatusBody, AppError> {
         forbidden_unless_reviewer(who)?;
         let mut job = self.visible_job(who, id).await?;
+        // Four eyes: whoever asked for a video does not also pass it as fit to use.
+        if job.is_owned_by(&who.user_id) {
+            return Err(AppError::OwnJobReview);
+        }
         let refused = |status: JobStatus| AppError::WrongState {
             status,
             message: format!("{} job cannot be reviewed; only a completed one can", status.with_article()),
