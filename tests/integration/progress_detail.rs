@@ -58,27 +58,12 @@ async fn status_of(app: &TestApp, id: &JobId) -> Value {
 
 /// A job as the worker leaves it once a provider accepted it.
 fn submitted_job(app: &TestApp, provider: &str, request_id: Option<&str>) -> Job {
-    let now = timestamp::now();
+    let params = JobParams::TextToVideo { duration_seconds: 5, aspect_ratio: AspectRatio::Square, resolution: Resolution::Hd };
     Job {
-        job_id: JobId::generate(),
-        user_id: app.user.clone(),
         status: JobStatus::Submitted,
-        params: JobParams::TextToVideo { duration_seconds: 5, aspect_ratio: AspectRatio::Square, resolution: Resolution::Hd },
-        metadata: None,
-        prompt_hash: None,
-        provider: provider.parse().unwrap(),
         provider_request_id: request_id.map(str::to_owned),
         progress: 5,
-        cost_credits: 5,
-        webhook_url: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        error: None,
-        review: None,
-        output: None,
-        output_expires_at: None,
-        progress_detail: None,
+        ..Job::accepted(JobId::generate(), app.user.clone(), params, provider.parse().unwrap(), 5, timestamp::now())
     }
 }
 

@@ -65,27 +65,8 @@ async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
     let principal = Principal { user_id: "sample-admin".parse().unwrap(), role: Role::Admin };
     app.services.keys.save_key(&admin.hash(), &principal, "samples").await.unwrap();
     let now = timestamp::now();
-    let job = Job {
-        job_id: SAMPLE_JOB.parse::<JobId>().unwrap(),
-        user_id: user.clone(),
-        status: JobStatus::Queued,
-        params: JobParams::TextToVideo { duration_seconds: 2, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Hd },
-        metadata: None,
-        prompt_hash: None,
-        provider: "local".parse().unwrap(),
-        provider_request_id: None,
-        progress: 0,
-        cost_credits: 2,
-        webhook_url: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        error: None,
-        review: None,
-        output: None,
-        output_expires_at: None,
-        progress_detail: None,
-    };
+    let params = JobParams::TextToVideo { duration_seconds: 2, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Hd };
+    let job = Job::accepted(SAMPLE_JOB.parse::<JobId>().unwrap(), user.clone(), params, "local".parse().unwrap(), 2, now);
     app.put_job(&job).await;
     let reviewer: ApiKey = SAMPLE_REVIEWER_KEY.parse().unwrap();
     let principal = Principal { user_id: "sample-reviewer".parse().unwrap(), role: Role::Reviewer };

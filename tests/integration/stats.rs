@@ -40,27 +40,8 @@ async fn review(p: &Pipeline, id: &JobId, to: JobStatus, reason: Option<&str>, r
 
 fn new_job(app: &TestApp) -> NewJob {
     let now = timestamp::now();
-    let job = Job {
-        job_id: JobId::generate(),
-        user_id: app.user.clone(),
-        status: JobStatus::Queued,
-        params: JobParams::TextToVideo { duration_seconds: 1, aspect_ratio: AspectRatio::Square, resolution: Resolution::Sd },
-        metadata: None,
-        prompt_hash: None,
-        provider: "local".parse().unwrap(),
-        provider_request_id: None,
-        progress: 0,
-        cost_credits: 1,
-        webhook_url: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        error: None,
-        review: None,
-        output: None,
-        output_expires_at: None,
-        progress_detail: None,
-    };
+    let params = JobParams::TextToVideo { duration_seconds: 1, aspect_ratio: AspectRatio::Square, resolution: Resolution::Sd };
+    let job = Job::accepted(JobId::generate(), app.user.clone(), params, "local".parse().unwrap(), 1, now);
     NewJob {
         first_event: JobEvent {
             job_id: job.job_id.clone(),

@@ -5,7 +5,8 @@
 
 pub mod cursor;
 pub mod dynamo;
-pub mod emf;
+// EMF lines are plain JSON; the domain emits them too, so the module lives there.
+pub use videojobs_core::emf;
 pub mod errors;
 pub mod first_event;
 pub mod http;

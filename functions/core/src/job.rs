@@ -179,6 +179,39 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job as it is accepted: queued at `at`, nothing done for it yet. The
+    /// API builds every job from this; other fields are set on top of it.
+    pub fn accepted(
+        job_id: JobId,
+        user_id: UserId,
+        params: JobParams,
+        provider: ProviderName,
+        cost_credits: u32,
+        at: OffsetDateTime,
+    ) -> Self {
+        Job {
+            job_id,
+            user_id,
+            status: crate::lifecycle::JobStatus::Queued,
+            params,
+            metadata: None,
+            prompt_hash: None,
+            provider,
+            provider_request_id: None,
+            progress: 0,
+            cost_credits,
+            webhook_url: None,
+            created_at: at,
+            updated_at: at,
+            completed_at: None,
+            error: None,
+            review: None,
+            output: None,
+            output_expires_at: None,
+            progress_detail: None,
+        }
+    }
+
     pub fn workflow_type(&self) -> WorkflowType {
         self.params.workflow_type()
     }

@@ -2,6 +2,7 @@
 //! ids and keys, and the ports through which the functions reach storage and
 //! the workflow engine. Nothing here knows about AWS.
 
+pub mod emf;
 pub mod error;
 pub mod failover;
 pub mod ids;

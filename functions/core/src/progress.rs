@@ -225,26 +225,13 @@ mod tests {
 
     fn job(provider: &str, status: JobStatus, detail: Option<ProgressDetail>) -> Job {
         use crate::request::{AspectRatio, Resolution};
+        let params = crate::job::JobParams::TextToVideo { duration_seconds: 5, aspect_ratio: AspectRatio::Square, resolution: Resolution::Hd };
         Job {
-            job_id: JobId::generate(),
-            user_id: "user-1".parse().unwrap(),
             status,
-            params: crate::job::JobParams::TextToVideo { duration_seconds: 5, aspect_ratio: AspectRatio::Square, resolution: Resolution::Hd },
-            metadata: None,
-            prompt_hash: None,
-            provider: provider.parse().unwrap(),
             provider_request_id: Some("req-1".into()),
             progress: 5,
-            cost_credits: 5,
-            webhook_url: None,
-            created_at: at(0),
-            updated_at: at(0),
-            completed_at: None,
-            error: None,
-            review: None,
-            output: None,
-            output_expires_at: None,
             progress_detail: detail,
+            ..Job::accepted(JobId::generate(), "user-1".parse().unwrap(), params, provider.parse().unwrap(), 5, at(0))
         }
     }
 

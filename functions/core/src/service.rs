@@ -88,25 +88,10 @@ impl Services {
         let provider = self.provider_for(&common)?;
         let now = timestamp::now();
         let job = Job {
-            job_id: JobId::generate(),
-            user_id: who.user_id.clone(),
-            status: JobStatus::Queued,
-            params,
             metadata: common.metadata,
             prompt_hash: prompt.as_deref().map(prompt_hash),
-            provider,
-            provider_request_id: None,
-            progress: 0,
-            cost_credits: cost,
             webhook_url: common.webhook_url.map(String::from),
-            created_at: now,
-            updated_at: now,
-            completed_at: None,
-            error: None,
-            review: None,
-            output: None,
-            output_expires_at: None,
-            progress_detail: None,
+            ..Job::accepted(JobId::generate(), who.user_id.clone(), params, provider, cost, now)
         };
         let body = json(&AcceptedBody::for_job(&job))?;
         let new = NewJob {

@@ -475,27 +475,8 @@ mod tests {
 
     fn job(status: JobStatus) -> Job {
         let created = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        Job {
-            job_id: JobId::generate(),
-            user_id: "u".parse().unwrap(),
-            status,
-            params: JobParams::TextToVideo { duration_seconds: 2, aspect_ratio: AspectRatio::Square, resolution: Resolution::Sd },
-            metadata: None,
-            prompt_hash: None,
-            provider: "local".parse().unwrap(),
-            provider_request_id: None,
-            progress: 0,
-            cost_credits: 2,
-            webhook_url: None,
-            created_at: created,
-            updated_at: created,
-            completed_at: None,
-            error: None,
-            review: None,
-            output: None,
-            output_expires_at: None,
-            progress_detail: None,
-        }
+        let params = JobParams::TextToVideo { duration_seconds: 2, aspect_ratio: AspectRatio::Square, resolution: Resolution::Sd };
+        Job { status, ..Job::accepted(JobId::generate(), "u".parse().unwrap(), params, "local".parse().unwrap(), 2, created) }
     }
 
     fn artifact(video: u64, thumbnail: Option<u64>) -> Artifact {

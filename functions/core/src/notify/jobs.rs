@@ -3,6 +3,7 @@
 //! be told of the new status.
 
 use super::is_notified;
+use crate::emf::{MetricLine, Unit};
 use crate::error::StoreError;
 use crate::ids::{IdempotencyKey, JobId, UserId};
 use crate::job::{Job, JobEvent};
@@ -50,17 +51,8 @@ impl NotifyingJobs {
         let error = last_error.map(|e| e.to_string()).unwrap_or_default();
         tracing::error!(job_id = %change.job_id, status = %change.transition.to, error, metric = "NotificationsNotQueued",
             "could not queue the client notification; it is lost");
-        emit_count_metric("NotificationsNotQueued");
+        MetricLine::new().metric("NotificationsNotQueued", 1.0, Unit::Count).emit();
     }
-}
-
-/// One CloudWatch embedded-metric line on stdout (Lambda sends stdout to
-/// CloudWatch Logs, which turns it into a metric).
-pub(crate) fn emit_count_metric(name: &str) {
-    let millis = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    println!(
-        r#"{{"_aws":{{"Timestamp":{millis},"CloudWatchMetrics":[{{"Namespace":"videojobs","Dimensions":[[]],"Metrics":[{{"Name":"{name}","Unit":"Count"}}]}}]}},"{name}":1}}"#
-    );
 }
 
 #[async_trait]
@@ -128,29 +120,33 @@ mod tests {
     use crate::request::{AspectRatio, Resolution};
     use std::sync::Mutex;
 
-    /// A store whose status changes land or not as told.
+    /// A store whose status changes land or not as told; nothing else is asked of it.
     struct Changes(ChangeOutcome);
+
+    fn not_asked<T>() -> Result<T, StoreError> {
+        Err(StoreError::Internal("these tests ask the store for status changes only".into()))
+    }
 
     #[async_trait]
     impl JobStore for Changes {
         async fn change_status(&self, _: &StatusChange) -> Result<ChangeOutcome, StoreError> {
             Ok(self.0.clone())
         }
-        async fn create(&self, _: &NewJob) -> Result<CreateOutcome, StoreError> { unimplemented!() }
-        async fn job(&self, _: &JobId) -> Result<Option<Job>, StoreError> { unimplemented!() }
-        async fn events(&self, _: &JobId) -> Result<Vec<JobEvent>, StoreError> { unimplemented!() }
-        async fn jobs_of(&self, _: &UserId, _: &PageRequest) -> Result<Page<Job>, ListError> { unimplemented!() }
-        async fn active_jobs_of(&self, _: &UserId) -> Result<Vec<Job>, StoreError> { unimplemented!() }
-        async fn idempotency_record(&self, _: &UserId, _: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> { unimplemented!() }
-        async fn update_in_status(&self, _: &JobId, _: JobStatus, _: &JobUpdate) -> Result<bool, StoreError> { unimplemented!() }
-        async fn raise_progress(&self, _: &JobId, _: u8) -> Result<(), StoreError> { unimplemented!() }
-        async fn record_event(&self, _: &JobEvent) -> Result<(), StoreError> { unimplemented!() }
-        async fn record_receipt(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> { unimplemented!() }
-        async fn forget_receipt(&self, _: &str, _: &str) -> Result<(), StoreError> { unimplemented!() }
-        async fn job_for_provider_request(&self, _: &str, _: &str) -> Result<Option<JobId>, StoreError> { unimplemented!() }
-        async fn save_task_token(&self, _: &JobId, _: &str) -> Result<(), StoreError> { unimplemented!() }
-        async fn task_token(&self, _: &JobId) -> Result<Option<String>, StoreError> { unimplemented!() }
-        async fn prompt(&self, _: &JobId) -> Result<Option<String>, StoreError> { unimplemented!() }
+        async fn create(&self, _: &NewJob) -> Result<CreateOutcome, StoreError> { not_asked() }
+        async fn job(&self, _: &JobId) -> Result<Option<Job>, StoreError> { not_asked() }
+        async fn events(&self, _: &JobId) -> Result<Vec<JobEvent>, StoreError> { not_asked() }
+        async fn jobs_of(&self, _: &UserId, _: &PageRequest) -> Result<Page<Job>, ListError> { Ok(not_asked()?) }
+        async fn active_jobs_of(&self, _: &UserId) -> Result<Vec<Job>, StoreError> { not_asked() }
+        async fn idempotency_record(&self, _: &UserId, _: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> { not_asked() }
+        async fn update_in_status(&self, _: &JobId, _: JobStatus, _: &JobUpdate) -> Result<bool, StoreError> { not_asked() }
+        async fn raise_progress(&self, _: &JobId, _: u8) -> Result<(), StoreError> { not_asked() }
+        async fn record_event(&self, _: &JobEvent) -> Result<(), StoreError> { not_asked() }
+        async fn record_receipt(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> { not_asked() }
+        async fn forget_receipt(&self, _: &str, _: &str) -> Result<(), StoreError> { not_asked() }
+        async fn job_for_provider_request(&self, _: &str, _: &str) -> Result<Option<JobId>, StoreError> { not_asked() }
+        async fn save_task_token(&self, _: &JobId, _: &str) -> Result<(), StoreError> { not_asked() }
+        async fn task_token(&self, _: &JobId) -> Result<Option<String>, StoreError> { not_asked() }
+        async fn prompt(&self, _: &JobId) -> Result<Option<String>, StoreError> { not_asked() }
     }
 
     #[derive(Default)]
@@ -171,27 +167,11 @@ mod tests {
     }
 
     fn job(status: JobStatus, webhook: Option<&str>) -> Job {
-        let now = timestamp::now();
+        let params = JobParams::TextToVideo { duration_seconds: 2, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Hd };
         Job {
-            job_id: JobId::generate(),
-            user_id: "u1".parse().unwrap(),
             status,
-            params: JobParams::TextToVideo { duration_seconds: 2, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Hd },
-            metadata: None,
-            prompt_hash: None,
-            provider: "local".parse().unwrap(),
-            provider_request_id: None,
-            progress: 0,
-            cost_credits: 2,
             webhook_url: webhook.map(str::to_owned),
-            created_at: now,
-            updated_at: now,
-            completed_at: None,
-            error: None,
-            review: None,
-            output: None,
-            output_expires_at: None,
-            progress_detail: None,
+            ..Job::accepted(JobId::generate(), "u1".parse().unwrap(), params, "local".parse().unwrap(), 2, timestamp::now())
         }
     }
 
