@@ -39,18 +39,7 @@ async fn the_job_record_never_holds_the_raw_prompt() {
     let app = TestApp::new(100).await;
     let id = app.generate(2).await;
 
-    let item = app
-        .clients
-        .dynamodb
-        .get_item()
-        .table_name(&app.resources.jobs_table)
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("JOB#{id}")))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("JOB".into()))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
+    let item = app.job_item(&id).await;
 
     let text = format!("{item:?}");
     assert!(!text.contains("a test clip"), "{text}");

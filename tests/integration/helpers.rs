@@ -228,6 +228,22 @@ impl TestApp {
         self.store.job(id).await.expect("job read").expect("job exists")
     }
 
+    /// The job's item as DynamoDB holds it, with the attributes the domain does not see.
+    pub async fn job_item(&self, id: &JobId) -> HashMap<String, AttributeValue> {
+        self.clients
+            .dynamodb
+            .get_item()
+            .table_name(&self.resources.jobs_table)
+            .key("pk", AttributeValue::S(format!("JOB#{id}")))
+            .key("sk", AttributeValue::S("JOB".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("job item read")
+            .item
+            .expect("job item")
+    }
+
     pub async fn job_count(&self) -> usize {
         let page = videojobs_core::ports::PageRequest { limit: 100, cursor: None };
         self.store.jobs_of(&self.user, &page).await.expect("jobs listed").items.len()
@@ -329,26 +345,40 @@ pub async fn http_put(url: &str, headers: &[(String, String)], body: &[u8]) -> u
     text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line")
 }
 
+/// Up to ten messages from the stack's work queue (waiting a second for them).
+pub async fn receive_work(app: &TestApp) -> Vec<aws_sdk_sqs::types::Message> {
+    let out = app
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&app.resources.work_queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive");
+    out.messages.unwrap_or_default()
+}
+
+/// A work message's JSON body (`null` when it is not JSON).
+pub fn message_body(message: &aws_sdk_sqs::types::Message) -> Value {
+    serde_json::from_str(message.body().unwrap_or("{}")).unwrap_or(Value::Null)
+}
+
+pub async fn delete_work(app: &TestApp, receipt_handle: &str) {
+    app.clients.sqs.delete_message().queue_url(&app.resources.work_queue_url).receipt_handle(receipt_handle).send().await.expect("delete");
+}
+
 /// Waits for the work queue's message of `kind` for `job`, leaving other
 /// tests' messages for them.
 pub async fn next_message(app: &TestApp, job: &JobId, kind: &str) -> (serde_json::Value, String) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
-        let out = app
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(&app.resources.work_queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        for message in out.messages.unwrap_or_default() {
-            let body: serde_json::Value = serde_json::from_str(message.body().unwrap_or("{}")).unwrap_or(serde_json::Value::Null);
+        for message in receive_work(app).await {
+            let body = message_body(&message);
             let handle = message.receipt_handle().unwrap_or_default().to_owned();
             if body["job_id"] == job.as_str() && body["kind"] == kind {
-                app.clients.sqs.delete_message().queue_url(&app.resources.work_queue_url).receipt_handle(&handle).send().await.expect("delete");
+                delete_work(app, &handle).await;
                 return (body, message.message_id().unwrap_or_default().to_owned());
             }
             app.clients

@@ -4,7 +4,7 @@
 //! progress callbacks record it through the webhook. The fal API is a local
 //! server replaying its documented answers.
 
-use crate::helpers::{all_at_once, download, ffprobe, fresh_resources, settings, Pipeline, TestApp};
+use crate::helpers::{all_at_once, delete_work, download, ffprobe, fresh_resources, message_body, receive_work, settings, Pipeline, TestApp};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -71,24 +71,13 @@ fn submitted_job(app: &TestApp, provider: &str, request_id: Option<&str>) -> Job
 async fn drain_queue(app: &TestApp) -> Vec<Value> {
     let mut bodies = Vec::new();
     loop {
-        let out = app
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(&app.resources.work_queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        let messages = out.messages.unwrap_or_default();
+        let messages = receive_work(app).await;
         if messages.is_empty() {
             return bodies;
         }
         for message in messages {
-            bodies.push(serde_json::from_str(message.body().unwrap_or("{}")).unwrap_or(Value::Null));
-            let handle = message.receipt_handle().unwrap_or_default();
-            app.clients.sqs.delete_message().queue_url(&app.resources.work_queue_url).receipt_handle(handle).send().await.expect("delete");
+            bodies.push(message_body(&message));
+            delete_work(app, message.receipt_handle().unwrap_or_default()).await;
         }
     }
 }
@@ -265,18 +254,7 @@ async fn a_stale_detail_never_replaces_a_newer_one_and_leaving_the_provider_clea
     processing_job.status = JobStatus::Processing;
     let cancel = StatusChange::new(&processing_job, transition(JobStatus::Processing, JobStatus::Canceled).unwrap(), EventSource::Api, "canceled", None, JobUpdate::default());
     assert_eq!(app.store.change_status(&cancel).await.unwrap(), ChangeOutcome::Applied);
-    let item = app
-        .clients
-        .dynamodb
-        .get_item()
-        .table_name(&app.resources.jobs_table)
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("JOB#{id}")))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("JOB".into()))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
+    let item = app.job_item(&id).await;
     for gone in ["progress_detail", "progress_detail_at", "refresh_requested_at"] {
         assert!(!item.contains_key(gone), "{gone} outlived the flight");
     }

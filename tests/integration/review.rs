@@ -3,7 +3,6 @@
 //! from S3; the queue lists what waits for review, oldest first.
 
 use crate::helpers::{all_at_once, next_message, TestApp};
-use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_http::http::{Method, StatusCode};
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
@@ -78,18 +77,7 @@ async fn reviewer_events(app: &TestApp, id: &JobId) -> Vec<Value> {
 
 /// Whether the job item carries the review queue's index attribute.
 async fn in_review_index(app: &TestApp, id: &JobId) -> bool {
-    let out = app
-        .clients
-        .dynamodb
-        .get_item()
-        .table_name(&app.resources.jobs_table)
-        .key("pk", AttributeValue::S(format!("JOB#{id}")))
-        .key("sk", AttributeValue::S("JOB".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("job item read");
-    out.item.expect("job item").contains_key("review_state")
+    app.job_item(id).await.contains_key("review_state")
 }
 
 #[tokio::test]

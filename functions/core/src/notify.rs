@@ -363,11 +363,7 @@ impl Services {
 
     /// The create-time check of a `webhook_url`: refused with `400` naming the field.
     pub async fn check_webhook_url(&self, url: &Url) -> Result<(), AppError> {
-        let policy = WebhookPolicy {
-            allow_http: self.settings.limits.allow_http_webhooks,
-            allow_loopback: self.settings.limits.allow_loopback_webhooks,
-        };
-        match check_destination(url, policy, self.resolver.as_ref()).await {
+        match check_destination(url, self.settings.limits.webhook_policy(), self.resolver.as_ref()).await {
             Ok(_) => Ok(()),
             Err(err) => {
                 if let DestinationError::Unresolved { detail } = &err {

@@ -244,6 +244,13 @@ pub struct RequestLimits {
     pub upload_max_bytes: u64,
 }
 
+impl RequestLimits {
+    /// Where URLs we or a provider will call may point, by these limits.
+    pub fn webhook_policy(&self) -> crate::notify::WebhookPolicy {
+        crate::notify::WebhookPolicy { allow_http: self.allow_http_webhooks, allow_loopback: self.allow_loopback_webhooks }
+    }
+}
+
 impl Default for RequestLimits {
     fn default() -> Self {
         Self { allow_http_webhooks: false, allow_loopback_webhooks: false, upload_max_bytes: 10 * 1024 * 1024 }
@@ -337,16 +344,8 @@ impl AnimateRequest {
     pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<Self, InvalidRequest> {
         let raw: AnimateBody = parse_json(body)?;
         let image = match (raw.image_url, raw.upload_id) {
-            (Some(url), None) => {
-                let url = checked_url("image_url", &url, limits.allow_http_webhooks)?;
-                // The provider fetches it: an address of our own network is no image source.
-                let policy = crate::notify::WebhookPolicy {
-                    allow_http: limits.allow_http_webhooks,
-                    allow_loopback: limits.allow_loopback_webhooks,
-                };
-                crate::notify::check_literal(&url, policy).map_err(|e| InvalidRequest::new("image_url", e.to_string()))?;
-                ImageSource::Url(url.into())
-            }
+            // The provider fetches it: an address of our own network is no image source.
+            (Some(url), None) => ImageSource::Url(checked_outside_url("image_url", &url, limits)?.into()),
             (None, Some(id)) => ImageSource::Upload(
                 id.parse().map_err(|e: InvalidId| InvalidRequest::new("upload_id", e.0))?,
             ),
@@ -450,17 +449,8 @@ fn checked_common(
     let provider = provider
         .map(|p| p.parse::<ProviderName>().map_err(|e| InvalidRequest::new("provider", e.0)))
         .transpose()?;
-    let webhook_url = webhook_url
-        .map(|u| checked_url("webhook_url", &u, limits.allow_http_webhooks))
-        .transpose()?;
-    if let Some(url) = &webhook_url {
-        // An IP literal is refused here; a host name when it resolves (`Services::check_webhook_url`).
-        let policy = crate::notify::WebhookPolicy {
-            allow_http: limits.allow_http_webhooks,
-            allow_loopback: limits.allow_loopback_webhooks,
-        };
-        crate::notify::check_literal(url, policy).map_err(|e| InvalidRequest::new("webhook_url", e.to_string()))?;
-    }
+    // An IP literal is refused here; a host name when it resolves (`Services::check_webhook_url`).
+    let webhook_url = webhook_url.map(|u| checked_outside_url("webhook_url", &u, limits)).transpose()?;
     if let Some(metadata) = &metadata {
         if metadata.len() > METADATA_MAX_KEYS {
             return Err(InvalidRequest::new(
@@ -495,6 +485,14 @@ fn checked_url(field: &str, value: &str, allow_http: bool) -> Result<Url, Invali
     if value.len() > 2_048 {
         return Err(InvalidRequest::new(field, "is longer than 2048 characters"));
     }
+    Ok(url)
+}
+
+/// A URL as [`checked_url`] wants it whose host, when it is an IP address, is
+/// one the deployment lets us (or a provider) call.
+fn checked_outside_url(field: &str, value: &str, limits: &RequestLimits) -> Result<Url, InvalidRequest> {
+    let url = checked_url(field, value, limits.allow_http_webhooks)?;
+    crate::notify::check_literal(&url, limits.webhook_policy()).map_err(|e| InvalidRequest::new(field, e.to_string()))?;
     Ok(url)
 }
 

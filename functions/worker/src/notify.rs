@@ -56,10 +56,7 @@ impl Notifier {
             deliveries: store,
             queue,
             resolver: Arc::new(videojobs_aws::resolver::SystemResolver),
-            policy: WebhookPolicy {
-                allow_http: settings.limits.allow_http_webhooks,
-                allow_loopback: settings.limits.allow_loopback_webhooks,
-            },
+            policy: settings.limits.webhook_policy(),
             schedule: settings.notify_retry_schedule.clone(),
         }
     }
