@@ -347,11 +347,25 @@ pub async fn http_put(url: &str, headers: &[(String, String)], body: &[u8]) -> u
 
 /// Up to ten messages from the stack's work queue (waiting a second for them).
 pub async fn receive_work(app: &TestApp) -> Vec<aws_sdk_sqs::types::Message> {
+    receive_from(app, &app.resources.work_queue_url).await
+}
+
+/// The queue a message of `kind` goes to: notifications have their own.
+pub fn queue_of<'a>(app: &'a TestApp, kind: &str) -> &'a str {
+    if kind == "notify" {
+        &app.resources.notify_queue_url
+    } else {
+        &app.resources.work_queue_url
+    }
+}
+
+/// Up to ten messages from `queue_url` (waiting a second for them).
+pub async fn receive_from(app: &TestApp, queue_url: &str) -> Vec<aws_sdk_sqs::types::Message> {
     let out = app
         .clients
         .sqs
         .receive_message()
-        .queue_url(&app.resources.work_queue_url)
+        .queue_url(queue_url)
         .max_number_of_messages(10)
         .wait_time_seconds(1)
         .send()
@@ -369,22 +383,23 @@ pub async fn delete_work(app: &TestApp, receipt_handle: &str) {
     app.clients.sqs.delete_message().queue_url(&app.resources.work_queue_url).receipt_handle(receipt_handle).send().await.expect("delete");
 }
 
-/// Waits for the work queue's message of `kind` for `job`, leaving other
+/// Waits for the message of `kind` for `job` on its queue, leaving other
 /// tests' messages for them.
 pub async fn next_message(app: &TestApp, job: &JobId, kind: &str) -> (serde_json::Value, String) {
+    let queue_url = queue_of(app, kind);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
-        for message in receive_work(app).await {
+        for message in receive_from(app, queue_url).await {
             let body = message_body(&message);
             let handle = message.receipt_handle().unwrap_or_default().to_owned();
             if body["job_id"] == job.as_str() && body["kind"] == kind {
-                delete_work(app, &handle).await;
+                app.clients.sqs.delete_message().queue_url(queue_url).receipt_handle(&handle).send().await.expect("delete");
                 return (body, message.message_id().unwrap_or_default().to_owned());
             }
             app.clients
                 .sqs
                 .change_message_visibility()
-                .queue_url(&app.resources.work_queue_url)
+                .queue_url(queue_url)
                 .receipt_handle(&handle)
                 .visibility_timeout(0)
                 .send()
@@ -445,12 +460,9 @@ impl Pipeline {
         let callback_base = format!("http://{}", api_listener.local_addr().expect("an address"));
         let app = TestApp::on(resources, 1_000, settings, providers, callback_base.clone()).await;
         let server = tokio::spawn(local_api::serve(api_listener, std::sync::Arc::new(app.app.clone())));
-        let poller = tokio::spawn(local_api::queue::poll_forever(
-            app.clients.sqs.clone(),
-            app.resources.work_queue_url.clone(),
-            app.app.worker.clone(),
-        ));
-        Self { app, provider_url: provider.base_url.clone(), callback_base_url: callback_base, secret, _provider: provider, _tasks: vec![server, poller] }
+        let mut tasks = local_api::queue::spawn_pollers(&app.clients.sqs, &app.resources, &app.app.worker);
+        tasks.push(server);
+        Self { app, provider_url: provider.base_url.clone(), callback_base_url: callback_base, secret, _provider: provider, _tasks: tasks }
     }
 
     /// Waits until the job's status satisfies `done`, or panics after `seconds`.

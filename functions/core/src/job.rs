@@ -154,6 +154,10 @@ pub struct Job {
     pub provider: ProviderName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_request_id: Option<String>,
+    /// The submission attempt that is current (0 before the first): only a
+    /// message of this attempt may act on the provider (a fencing token).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub submit_attempt: u32,
     pub progress: u8,
     pub cost_credits: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +202,7 @@ impl Job {
             prompt_hash: None,
             provider,
             provider_request_id: None,
+            submit_attempt: 0,
             progress: 0,
             cost_credits,
             webhook_url: None,
@@ -219,6 +224,10 @@ impl Job {
     pub fn is_owned_by(&self, user: &UserId) -> bool {
         &self.user_id == user
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Who or what caused an event.

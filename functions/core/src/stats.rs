@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use time::OffsetDateTime;
 
 /// The statuses the `stuck_watch` index holds a job in.
-pub const WATCHED_STATUSES: [JobStatus; 2] = [JobStatus::Submitted, JobStatus::Processing];
+pub const WATCHED_STATUSES: [JobStatus; 3] = [JobStatus::Queued, JobStatus::Submitted, JobStatus::Processing];
 
 /// How many stuck jobs the figures list (all of them are counted).
 pub const STUCK_JOBS_LISTED: u32 = 50;
@@ -673,6 +673,7 @@ mod tests {
             let job = |s| StuckJob { job_id: JobId::generate(), status, provider: "local".into(), updated_at: at(s) };
             Ok(match status {
                 JobStatus::Submitted => StuckPage { count: 7, oldest: vec![job(10), job(5)] },
+                JobStatus::Queued => StuckPage { count: 2, oldest: vec![job(30), job(1)] },
                 _ => StuckPage { count: 1, oldest: vec![job(20)] },
             })
         }
@@ -682,12 +683,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stuck_jobs_are_counted_over_both_statuses_and_listed_oldest_first() {
+    async fn stuck_jobs_are_counted_over_every_watched_status_and_listed_oldest_first() {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let page = stuck_jobs(&FakeStuck, 1800, now).await.unwrap();
-        assert_eq!(page.count, 8);
+        assert_eq!(page.count, 10);
         let statuses: Vec<JobStatus> = page.oldest.iter().map(|j| j.status).collect();
-        assert_eq!(statuses, [JobStatus::Processing, JobStatus::Submitted, JobStatus::Submitted]);
+        assert_eq!(
+            statuses,
+            [JobStatus::Queued, JobStatus::Processing, JobStatus::Submitted, JobStatus::Submitted, JobStatus::Queued]
+        );
         assert!(page.oldest.iter().all(|j| j.updated_at < now - time::Duration::seconds(1800)));
     }
 }
