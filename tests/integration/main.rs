@@ -18,4 +18,5 @@ mod review_page;
 mod sample_events;
 mod state_machine;
 mod stats;
+mod stranded;
 mod together;

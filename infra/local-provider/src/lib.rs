@@ -54,6 +54,9 @@ pub struct Faults {
     /// Wait this long between the first delivery and the others (with
     /// `completion_first`: progress that arrives after the job completed).
     pub late_callbacks_ms: u64,
+    /// Make the video and send its callbacks before answering the submission
+    /// (the callbacks arrive before the caller knows the request id).
+    pub callbacks_before_answer: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -252,7 +255,11 @@ async fn create(state: &Arc<State>, request: Request<Incoming>) -> Response<Body
         predictions.insert(id.clone(), Prediction { id: id.clone(), status: "starting", progress: 0, error: None });
         by_key.insert(key, id.clone());
     }
-    tokio::spawn(generate(state.clone(), id.clone(), body.input, body.webhook, faults));
+    if faults.callbacks_before_answer {
+        generate(state.clone(), id.clone(), body.input, body.webhook, faults).await;
+    } else {
+        tokio::spawn(generate(state.clone(), id.clone(), body.input, body.webhook, faults));
+    }
     full(StatusCode::CREATED, json!({"id": id, "status": "starting"}))
 }
 
