@@ -373,6 +373,11 @@ pub enum CopyError {
 #[async_trait]
 pub trait OutputStore: Send + Sync {
     /// Streams `url` into `key` (multipart, never whole in memory).
+    /// The copy is marked unreviewed: a lifecycle rule deletes unreviewed
+    /// objects some days after the retention window, as a safety net for a
+    /// copy that no job points to.
     async fn copy_from_url(&self, url: &str, key: &str, content_type: &str) -> Result<CopiedObject, CopyError>;
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
+    /// Marks approved objects kept: the safety net leaves them alone.
+    async fn keep(&self, keys: &[String]) -> Result<(), StoreError>;
 }

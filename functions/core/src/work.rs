@@ -43,6 +43,10 @@ pub enum WorkMessage {
     /// A reviewer rejected the video: delete it now rather than at the end of
     /// the retention window.
     DiscardOutput { job_id: JobId },
+    /// A reviewer approved the video: tag its objects as kept, so that the
+    /// bucket's safety-net lifecycle rule (for objects no job points to)
+    /// never takes them.
+    KeepOutput { job_id: JobId },
     /// A client read an in-flight job whose provider sends no progress
     /// callbacks: ask the provider where the job is (see `progress`).
     Refresh { job_id: JobId },
@@ -68,6 +72,7 @@ impl WorkMessage {
             | WorkMessage::GiveUp { job_id, .. }
             | WorkMessage::CancelAtProvider { job_id }
             | WorkMessage::DiscardOutput { job_id }
+            | WorkMessage::KeepOutput { job_id }
             | WorkMessage::Refresh { job_id } => job_id,
             | WorkMessage::Notify { job_id, .. } => job_id,
         }

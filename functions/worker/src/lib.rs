@@ -233,6 +233,7 @@ fn body_kind(message: &WorkMessage) -> &'static str {
         WorkMessage::GiveUp { .. } => "give_up",
         WorkMessage::CancelAtProvider { .. } => "cancel_at_provider",
         WorkMessage::DiscardOutput { .. } => "discard_output",
+        WorkMessage::KeepOutput { .. } => "keep_output",
         WorkMessage::Notify { .. } => "notify",
         WorkMessage::Refresh { .. } => "refresh",
     }
@@ -250,6 +251,7 @@ pub async fn handle(worker: &Worker, message: WorkMessage) -> Result<(), WorkErr
         WorkMessage::GiveUp { job_id, error } => give_up(worker, &job_id, error.as_deref()).await,
         WorkMessage::CancelAtProvider { job_id } => cancel_at_provider(worker, &job_id).await,
         WorkMessage::DiscardOutput { job_id } => discard_output(worker, &job_id).await,
+        WorkMessage::KeepOutput { job_id } => keep_output(worker, &job_id).await,
         WorkMessage::Refresh { job_id } => refresh(worker, &job_id).await,
         WorkMessage::Notify { job_id, status, attempt, not_before } => {
             notify::notify(worker, &job_id, status, attempt, not_before).await
@@ -583,6 +585,8 @@ async fn expire(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
             delete_output(worker, &job).await?;
             tracing::info!(status = %job.status, "expired output deleted");
         }
+        // Marked again in case the approval's own message was lost.
+        JobStatus::Approved => keep_output(worker, id).await?,
         other => tracing::info!(status = %other, "nothing to expire"),
     }
     Ok(())
@@ -610,6 +614,21 @@ async fn discard_output(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
     }
     delete_output(worker, &job).await?;
     tracing::info!("rejected output deleted");
+    Ok(())
+}
+
+/// A reviewer approved the video: its objects are marked kept, so that the
+/// bucket's safety net for stray copies never takes them. Only an approved
+/// job's objects are marked; a repeated message marks them again, harmlessly.
+async fn keep_output(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
+    let job = load(worker, id).await?;
+    let Some(artifact) = job.output.as_ref().filter(|_| job.status == JobStatus::Approved) else {
+        tracing::info!(status = %job.status, "no approved output to keep");
+        return Ok(());
+    };
+    let keys: Vec<String> = std::iter::once(artifact.video_key.clone()).chain(artifact.thumbnail_key.clone()).collect();
+    worker.outputs.keep(&keys).await?;
+    tracing::info!(objects = keys.len(), "approved output marked kept");
     Ok(())
 }
 
