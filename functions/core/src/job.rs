@@ -139,6 +139,13 @@ pub struct Artifact {
     pub height: u32,
 }
 
+impl Artifact {
+    /// The objects it is stored as: the video, and the thumbnail if any.
+    pub fn object_keys(&self) -> Vec<String> {
+        std::iter::once(self.video_key.clone()).chain(self.thumbnail_key.clone()).collect()
+    }
+}
+
 /// Where a job is now: the record a status request reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {

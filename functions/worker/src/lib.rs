@@ -465,6 +465,7 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
     if job.status == JobStatus::Submitted {
         move_job(worker, job, EventSource::Worker, JobStatus::Processing, "The provider finished generating", None, JobUpdate::default()).await?;
     }
+    let keys = artifact.object_keys();
     let update = JobUpdate {
         progress: Some(100),
         output: Some(artifact),
@@ -472,9 +473,6 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
         completed_at: Some(now),
         ..JobUpdate::default()
     };
-    let keys: Vec<String> = std::iter::once(update.output.as_ref().map(|a| a.video_key.clone()).unwrap_or_default())
-        .chain(update.output.as_ref().and_then(|a| a.thumbnail_key.clone()))
-        .collect();
     let done = move_job(worker, job, EventSource::Worker, JobStatus::Completed, "The video is stored and ready for review", None, update).await?;
     if !done && job.status != JobStatus::Completed {
         // Canceled (or ended) while the output was copied: nothing points at
@@ -596,8 +594,7 @@ async fn expire(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
 /// status it has, so an approval cannot lose its video to this).
 async fn delete_output(worker: &Worker, job: &Job) -> Result<(), WorkError> {
     let Some(artifact) = &job.output else { return Ok(()) };
-    let keys: Vec<String> = std::iter::once(artifact.video_key.clone()).chain(artifact.thumbnail_key.clone()).collect();
-    worker.outputs.delete(&keys).await?;
+    worker.outputs.delete(&artifact.object_keys()).await?;
     let update = JobUpdate { remove_output: true, ..JobUpdate::default() };
     worker.jobs.update_in_status(&job.job_id, job.status, &update).await?;
     Ok(())
@@ -626,7 +623,7 @@ async fn keep_output(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
         tracing::info!(status = %job.status, "no approved output to keep");
         return Ok(());
     };
-    let keys: Vec<String> = std::iter::once(artifact.video_key.clone()).chain(artifact.thumbnail_key.clone()).collect();
+    let keys = artifact.object_keys();
     worker.outputs.keep(&keys).await?;
     tracing::info!(objects = keys.len(), "approved output marked kept");
     Ok(())
