@@ -25,6 +25,9 @@ enum Function {
     Worker,
     /// A scheduled worker message: handled, and no job changes.
     Scheduled,
+    /// A message on the notification queue, for the same binary as the
+    /// worker (the sample job has no webhook_url: it is dead-lettered).
+    Notifier,
 }
 
 /// Each sample, the function that takes it, and the status it should get.
@@ -42,6 +45,7 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("job-status.json", Function::Status, 200),
     ("jobs-active.json", Function::Status, 200),
     ("jobs-list.json", Function::Status, 200),
+    ("notify-sqs.json", Function::Notifier, 0),
     ("review-page.json", Function::Status, 200),
     ("review-queue.json", Function::Status, 200),
     ("stats.json", Function::Status, 200),
@@ -139,6 +143,16 @@ async fn every_sample_event_runs_through_its_handler() {
                 let response = worker::handler(&worker, LambdaEvent::new(event, Context::default())).await.unwrap();
                 assert!(response.batch_item_failures.is_empty(), "{name}");
                 assert_eq!(app.job(&SAMPLE_JOB.parse().unwrap()).await.status, JobStatus::Expired, "{name}");
+                0
+            }
+            Function::Notifier => {
+                let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let response = worker::handler(&app.app.worker, LambdaEvent::new(event, Context::default())).await.unwrap();
+                assert!(response.batch_item_failures.is_empty(), "{name}: dead-lettered, not retried");
+                let dlq = app.resources.notify_dlq_url.clone().expect("a notification dead-letter queue");
+                let out = app.clients.sqs.receive_message().queue_url(&dlq).max_number_of_messages(10).send().await.unwrap();
+                let bodies: Vec<&str> = out.messages().iter().filter_map(|m| m.body()).collect();
+                assert!(bodies.iter().any(|b| b.contains("\"notify\"") && b.contains(SAMPLE_JOB)), "{name}: {bodies:?}");
                 0
             }
             Function::Scheduled => {
