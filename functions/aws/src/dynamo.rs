@@ -16,7 +16,8 @@
 //! | early callback    | `PROVREQ#{provider}#{request_id}` | `EARLY`    | a verified callback that found no owner yet; the worker looks for it after recording the owner |
 //! | webhook secret    | `USER#{user}`           | `WEBHOOK_SECRET`     | `secret` (`whsec_…`, kept readable: it signs), `previous_secret` + `previous_valid_until` after a rotation |
 //! | notification sent | `JOB#{job_id}`          | `NOTIFIED#{status}`  | the client was told of this status: put once (`attribute_not_exists`), checked before each attempt |
-//! | notification claim | `JOB#{job_id}`         | `NOTIFYING#{status}` | an attempt in progress: put unless held (`lease_until` not passed), deleted after; TTL a day |
+//! | notification claim | `JOB#{job_id}`         | `NOTIFYING#{status}` | an attempt in progress: put unless held (`lease_until` not passed), deleted after by its `holder` only; TTL a day |
+//! | delivery slot     | `USER#{user}`           | `NOTIFY_SLOT#{0..3}` | one of a tenant's 4 deliveries in flight: leased as the claim is |
 //! | counter shard     | `STATS#{0..7}`          | `COUNTERS`           | operational counters (see `stats.rs`); a job item also carries `watch_status` while `submitted`/`processing` (index `stuck_watch`) |
 //!
 //! **Prompts** holds the raw prompt by `job_id`, apart so that only the
