@@ -462,12 +462,19 @@ impl Pipeline {
         let callback_base = format!("http://{}", api_listener.local_addr().expect("an address"));
         let app = TestApp::on(resources, 1_000, settings, providers, callback_base.clone()).await;
         let server = tokio::spawn(local_api::serve(api_listener, std::sync::Arc::new(app.app.clone())));
-        let poller = tokio::spawn(local_api::queue::poll_forever(
+        let mut tasks = vec![server];
+        tasks.extend(Self::pollers(&app));
+        Self { app, provider_url: provider.base_url.clone(), callback_base_url: callback_base, secret, _provider: provider, _tasks: tasks }
+    }
+
+    /// What the SQS event source mappings do on AWS (and `local-api` does
+    /// locally): a poller per queue the worker consumes.
+    fn pollers(app: &TestApp) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![tokio::spawn(local_api::queue::poll_forever(
             app.clients.sqs.clone(),
             app.resources.work_queue_url.clone(),
             app.app.worker.clone(),
-        ));
-        Self { app, provider_url: provider.base_url.clone(), callback_base_url: callback_base, secret, _provider: provider, _tasks: vec![server, poller] }
+        ))]
     }
 
     /// Waits until the job's status satisfies `done`, or panics after `seconds`.
@@ -939,14 +946,29 @@ pub fn stage(status: JobStatus) -> u8 {
 
 /// What is wrong with a job's history, in time order: a change of status the
 /// lifecycle refuses, a change that does not start where the one before it
-/// ended, or a return to an earlier stage. Events within the same
-/// millisecond are taken in stage order.
+/// ended, or a return to an earlier stage. Times have millisecond precision:
+/// events within the same millisecond are taken in the order that continues
+/// the history (the one leaving the current status first), else by stage.
 pub fn history_problems(events: &[videojobs_core::job::JobEvent]) -> Vec<String> {
-    let mut events: Vec<&videojobs_core::job::JobEvent> = events.iter().collect();
-    events.sort_by_key(|e| (e.at, stage(e.status)));
+    let mut pending: Vec<&videojobs_core::job::JobEvent> = events.iter().collect();
+    pending.sort_by_key(|e| (e.at, stage(e.status)));
+    let mut ordered = Vec::with_capacity(pending.len());
+    let mut current: Option<JobStatus> = None;
+    while !pending.is_empty() {
+        let at = pending[0].at;
+        let same_moment = pending.iter().take_while(|e| e.at == at).count();
+        let leaves_current = |e: &&videojobs_core::job::JobEvent| current.is_some() && e.previous_status == current && e.status != e.previous_status.unwrap();
+        let next = pending[..same_moment].iter().position(leaves_current).unwrap_or(0);
+        let event = pending.remove(next);
+        let is_change = event.previous_status.is_some_and(|p| p != event.status);
+        if is_change || current.is_none() {
+            current = Some(event.status);
+        }
+        ordered.push(event);
+    }
     let mut problems = Vec::new();
     let mut current: Option<JobStatus> = None;
-    for event in events {
+    for event in ordered {
         let Some(previous) = event.previous_status else {
             if current.is_none() {
                 current = Some(event.status);

@@ -393,19 +393,20 @@ async fn crash_of_the_worker_process_mid_storm_still_finishes_every_job_with_exa
     let cancels = cancel_some(&api, &tenants, &jobs, &mut rng, 10, 1_500).await.expect("the cancels ran");
     let ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
 
-    // Kill it once some job has finished and at least half are still in flight (or after 30 s).
+    // Kill it in the middle: once a job has completed while at least half are
+    // still in flight (or after 30 s).
     let wait_from = Instant::now();
     let in_flight_at_kill = loop {
         let mut in_flight = 0;
-        let mut done = 0;
+        let mut completed = 0;
         for id in &ids {
-            if app.job(id).await.status.is_in_flight() {
-                in_flight += 1;
-            } else {
-                done += 1;
+            match app.job(id).await.status {
+                status if status.is_in_flight() => in_flight += 1,
+                JobStatus::Completed => completed += 1,
+                _ => {}
             }
         }
-        if (done >= 1 && in_flight * 2 >= ids.len()) || wait_from.elapsed() > Duration::from_secs(30) || in_flight == 0 {
+        if (completed >= 1 && in_flight * 2 >= ids.len()) || wait_from.elapsed() > Duration::from_secs(30) || in_flight == 0 {
             break in_flight;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -632,4 +633,48 @@ async fn isolation_a_tenant_whose_receivers_never_answer_does_not_hold_back_anot
     if !problems.is_empty() {
         fail_with("isolation", &problems);
     }
+}
+
+// ------------------------------------------------------------------ the history check itself
+
+#[test]
+fn the_history_check_finds_a_move_back_a_refused_change_and_a_broken_chain_and_passes_a_good_history() {
+    use crate::helpers::history_problems;
+    use videojobs_core::job::{EventSource, JobEvent};
+    use JobStatus::*;
+    let t0 = OffsetDateTime::now_utc();
+    let history = |steps: &[(i64, Option<JobStatus>, JobStatus)]| -> Vec<JobEvent> {
+        steps
+            .iter()
+            .map(|(ms, previous, status)| JobEvent {
+                job_id: "job_01m8ezjg0faxpfm52eaextr4xv".parse().unwrap(),
+                at: t0 + time::Duration::milliseconds(*ms),
+                source: EventSource::Worker,
+                previous_status: *previous,
+                status: *status,
+                message: String::new(),
+                error_code: None,
+                actor: None,
+            })
+            .collect()
+    };
+    let good = history(&[
+        (0, None, Queued),
+        (10, Some(Queued), Submitted),
+        (20, Some(Submitted), Retrying),
+        // The same millisecond, listed out of order: taken in the order that continues the history.
+        (30, Some(Processing), Completed),
+        (30, Some(Retrying), Submitted),
+        (30, Some(Submitted), Processing),
+        (40, Some(Completed), Completed),
+    ]);
+    assert_eq!(history_problems(&good), Vec::<String>::new());
+
+    let back = history(&[(0, None, Queued), (10, Some(Queued), Submitted), (20, Some(Submitted), Processing), (30, Some(Processing), Completed), (40, Some(Submitted), Processing)]);
+    let problems = history_problems(&back);
+    assert!(problems.iter().any(|p| p.contains("moved back from completed to processing")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("while the job was completed")), "{problems:?}");
+
+    let refused = history(&[(0, None, Queued), (10, Some(Queued), Completed)]);
+    assert!(history_problems(&refused).iter().any(|p| p.contains("is not allowed")));
 }
