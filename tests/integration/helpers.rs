@@ -791,7 +791,7 @@ impl WebhookReceiver {
 }
 
 /// The request line's path, the headers and the body of one HTTP/1.1 request.
-async fn read_http_request(stream: &mut tokio::net::TcpStream) -> Option<(String, HashMap<String, String>, Vec<u8>)> {
+pub async fn read_http_request(stream: &mut tokio::net::TcpStream) -> Option<(String, HashMap<String, String>, Vec<u8>)> {
     use tokio::io::AsyncReadExt;
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];

@@ -231,7 +231,7 @@ async fn notification_problems(
     jobs: &[Planned],
     finals: &HashMap<JobId, Job>,
     deadline: Instant,
-) -> (Vec<String>, String) {
+) -> (Vec<String>, Notified) {
     let wanted: BTreeSet<(String, String)> =
         jobs.iter().map(|job| (job.id.to_string(), finals[&job.id].status.as_str().to_owned())).collect();
     loop {
@@ -275,13 +275,36 @@ async fn notification_problems(
         }
     }
     let repeats: usize = count.values().map(|n| n - 1).sum();
-    let summary = format!(
-        "{} notifications delivered for {} (job, status) pairs, {} distinct webhook-ids, {repeats} repeated deliveries",
-        deliveries.len(),
-        ids.len(),
-        ids.values().map(BTreeSet::len).sum::<usize>()
-    );
+    let summary = Notified { deliveries: deliveries.len(), pairs: ids.len(), ids: ids.values().map(BTreeSet::len).sum(), repeats };
     (problems, summary)
+}
+
+/// What a storm's receiver saw.
+struct Notified {
+    deliveries: usize,
+    /// Distinct (job, status).
+    pairs: usize,
+    /// Distinct `webhook-id`s over all pairs.
+    ids: usize,
+    repeats: usize,
+}
+
+impl std::fmt::Display for Notified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} notifications delivered for {} (job, status) pairs, {} distinct webhook-ids, {} repeated deliveries",
+            self.deliveries, self.pairs, self.ids, self.repeats
+        )
+    }
+}
+
+/// The median and the longest of the jobs' times, created → finished (completed or canceled), by their own timestamps.
+fn job_times(finals: &HashMap<JobId, Job>) -> (f64, f64) {
+    let mut times: Vec<f64> =
+        finals.values().map(|job| seconds_between(job.created_at, job.completed_at.unwrap_or(job.updated_at))).collect();
+    times.sort_by(f64::total_cmp);
+    (times.get(times.len() / 2).copied().unwrap_or(0.0), times.last().copied().unwrap_or(0.0))
 }
 
 fn fail_with(what: &str, problems: &[String]) -> ! {
@@ -334,13 +357,17 @@ async fn storm_of_users_at_their_cap_with_faults_and_cancels_ends_completed_or_c
         jobs.len(),
         cancels.len()
     );
+    let (median, longest) = job_times(&finals);
     bench_table(
         "Storm",
-        "| users × cap | jobs (each create sent twice) | time s (creates → last job finished) | completed | canceled | failed | cancels sent | notifications |",
+        "| users × cap | jobs (each create sent twice) | time s (creates → last job finished) | job time s, median / max | completed | canceled | failed | cancels sent | notifications, webhook-ids, repeats |",
         &format!(
-            "| {users} × {per_user} | {} | {storm_seconds:.1} | {completed} | {canceled} | {failed} | {} | {notify_summary} |",
+            "| {users} × {per_user} | {} | {storm_seconds:.1} | {median:.1} / {longest:.1} | {completed} | {canceled} | {failed} | {} | {}, {}, {} |",
             jobs.len(),
-            cancels.len()
+            cancels.len(),
+            notify_summary.deliveries,
+            notify_summary.ids,
+            notify_summary.repeats
         ),
     );
     if !problems.is_empty() {
