@@ -645,12 +645,13 @@ async fn isolation_a_tenant_whose_receivers_never_answer_does_not_hold_back_anot
     );
     if let Some(alone) = alone_median {
         let limit = ISOLATION_LIMIT.as_secs_f64();
-        let failed_rounds = beside_rounds - beside.len();
+        let completed_rounds = beside.len();
+        let failed_rounds = beside_rounds - completed_rounds;
         let past = if failed_rounds > 0 { format!(", {failed_rounds} past {limit:.0} s") } else { String::new() };
         // A round that never completed counts as the bound: the ratio is then a lower bound.
         let (beside_cell, ratio) = match beside_median {
             Some(beside) if failed_rounds == 0 => (format!("{beside:.2} (of {beside_rounds})"), beside / alone),
-            Some(beside) => (format!("{beside:.2} (of {} completed{past})", beside.len()), limit / alone),
+            Some(beside) => (format!("{beside:.2} (of {} completed{past})", completed_rounds), limit / alone),
             None => (format!("> {limit:.0} (none of {beside_rounds} completed)"), limit / alone),
         };
         let ratio_cell = if failed_rounds > 0 { format!("> {ratio:.0}×") } else { format!("{ratio:.2}×") };
