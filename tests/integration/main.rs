@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod create;
 mod failover;
+mod load;
 mod notify;
 mod pipeline;
 mod progress_detail;
