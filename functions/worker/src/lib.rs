@@ -686,7 +686,7 @@ pub async fn give_up(worker: &Worker, id: &JobId, cause: Option<&str>) -> Result
 
 /// A job `queued` longer than this has lost its execution's start (create
 /// died between its transaction and `StartExecution`): the check starts it.
-pub const QUEUED_STUCK_AFTER_SECONDS: i64 = 15;
+pub const QUEUED_STUCK_AFTER_SECONDS: i64 = 10;
 
 /// Starts the execution of every job that has been `queued` for over
 /// [`QUEUED_STUCK_AFTER_SECONDS`] (starting it twice is harmless: the
