@@ -181,11 +181,15 @@ impl TestApp {
         self.send(request).await
     }
 
+    /// Every answer is checked against docs/openapi.json on its way back.
     pub async fn send(&self, request: lambda_http::Request) -> Reply {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
         let response = local_api::dispatch(&self.app, request).await;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes: &[u8] = response.body().as_ref();
+        crate::contract::check(&method, &path, status.as_u16(), &headers, bytes);
         let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(bytes).expect("a JSON body") };
         Reply { status, headers, body }
     }

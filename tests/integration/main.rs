@@ -6,6 +6,7 @@ mod helpers;
 mod cancel;
 mod cli;
 mod concurrency;
+mod contract;
 mod create;
 mod failover;
 mod load;
