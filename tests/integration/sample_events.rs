@@ -36,6 +36,7 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("admin-credits.json", Function::Status, 200),
     ("admin-keys.json", Function::Status, 201),
     ("animate.json", Function::Create, 202),
+    ("docs-page.json", Function::Status, 200),
     ("generate.json", Function::Create, 202),
     ("job-cancel.json", Function::Status, 200),
     ("job-events.json", Function::Status, 200),
@@ -46,6 +47,7 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("jobs-active.json", Function::Status, 200),
     ("jobs-list.json", Function::Status, 200),
     ("notify-sqs.json", Function::Notifier, 0),
+    ("openapi.json", Function::Status, 200),
     ("review-page.json", Function::Status, 200),
     ("review-queue.json", Function::Status, 200),
     ("stats.json", Function::Status, 200),
@@ -129,13 +131,17 @@ async fn every_sample_event_runs_through_its_handler() {
         let status = match function {
             Function::Create | Function::Status | Function::Webhook => {
                 let request = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let (method, path) = (request.method().clone(), request.uri().path().to_owned());
                 let response = match function {
                     Function::Create => create::handler(&app.services, request).await,
                     Function::Status => status::handler(&app.services, request).await,
                     _ => webhook::handler(&app.app.webhook, request).await,
                 }
                 .unwrap();
-                response.status().as_u16()
+                // What each sample answers follows the published contract too.
+                let status = response.status().as_u16();
+                crate::contract::check(&method, &path, status, response.headers(), response.body().as_ref());
+                status
             }
             Function::Worker => {
                 let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
