@@ -140,7 +140,7 @@
   function render() {
     const info = doc.info || {};
     $("intro").replaceChildren(el("h2", {}, (info.title || "API") + " " + (info.version || "")), prose(info.description || ""),
-      el("p", { class: "type" }, "Servers: " + (doc.servers || []).map((s) => s.url + (s.description ? " (" + s.description + ")" : "")).join(", ")));
+      el("p", { class: "type" }, "Servers: ", inline((doc.servers || []).map((s) => "`" + s.url + "`" + (s.description ? " (" + s.description.replace(/`/g, "") + ")" : "")).join(", "))));
     const byTag = new Map();
     const add = (tag, item) => { if (!byTag.has(tag)) byTag.set(tag, []); byTag.get(tag).push(item); };
     for (const [path, item] of Object.entries(doc.paths || {})) {
