@@ -146,12 +146,12 @@ impl Artifact {
     }
 }
 
-/// A job's `metadata` is the client's JSON, of any shape within its size
-/// cap: kept as one string attribute, not as a document of nested maps. A
-/// document would be bound by the store's nesting limit (32 levels in
-/// DynamoDB) and, in moto, a `null` inside a nested object comes back as an
-/// item the SDK cannot read (found by Schemathesis: every listing of that
-/// user's jobs answered 500). Items written before this kept a map; both read.
+/// A job's `metadata` is the client's JSON, of any shape the request checks
+/// allow: kept as one string attribute, not as a document of nested maps. In
+/// moto a `null` inside a nested object comes back as an item the SDK cannot
+/// read (found by Schemathesis: every read and listing of that user's jobs
+/// answered 500 from then on), and a string is stored byte for byte by any
+/// store. Items written before this kept a map; both read.
 pub mod metadata_text {
     use serde::de::Error as _;
     use serde::ser::Error as _;
