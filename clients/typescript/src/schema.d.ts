@@ -1120,7 +1120,7 @@ export interface components {
         CallbackError: {
             error: {
                 /** @enum {string} */
-                code: "malformed" | "bad_signature" | "unknown_provider" | "unavailable";
+                code: "malformed" | "bad_signature" | "unknown_provider" | "in_progress" | "unavailable";
                 message: string;
             };
         };
@@ -2048,6 +2048,15 @@ export interface operations {
             };
             /** @description `unknown_provider`: no such provider, or one this deployment does not have. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CallbackError"];
+                };
+            };
+            /** @description `in_progress`: the same delivery is being applied right now; retry later (a provider's retry is then answered as a duplicate). */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
