@@ -2055,7 +2055,7 @@ export interface operations {
                     "application/json": components["schemas"]["CallbackError"];
                 };
             };
-            /** @description `in_progress`: the same delivery is being applied right now; retry later (a provider's retry is then answered as a duplicate). */
+            /** @description `in_progress`: the same delivery is being applied right now; retry (after 30 s a retry takes over a delivery whose applier died). */
             409: {
                 headers: {
                     [name: string]: unknown;
