@@ -33,10 +33,7 @@ pub fn openapi_json() -> Response<Body> {
     response
 }
 
-struct Page {
-    html: String,
-    policy: String,
-}
+use crate::page::Page;
 
 fn page() -> &'static Page {
     static PAGE: OnceLock<Page> = OnceLock::new();
@@ -53,18 +50,7 @@ fn page() -> &'static Page {
 }
 
 pub fn docs_page() -> Response<Body> {
-    let page = page();
-    let mut response = Response::new(Body::Text(page.html.clone()));
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    if let Ok(policy) = HeaderValue::from_str(&page.policy) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
-    response
+    page().response()
 }
 
 #[cfg(test)]

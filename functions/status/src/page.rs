@@ -14,10 +14,27 @@ const HTML: &str = include_str!("../assets/review.html");
 const STYLE: &str = include_str!("../assets/review.css");
 const SCRIPT: &str = include_str!("../assets/review.js");
 
-/// The page and its Content-Security-Policy, built once per instance.
-struct Page {
-    html: String,
-    policy: String,
+/// A page and its Content-Security-Policy, built once per instance.
+pub(crate) struct Page {
+    pub(crate) html: String,
+    pub(crate) policy: String,
+}
+
+impl Page {
+    /// The page as an answer: no caching, no sniffing, no referrer, its CSP.
+    pub(crate) fn response(&self) -> Response<Body> {
+        let mut response = Response::new(Body::Text(self.html.clone()));
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        if let Ok(policy) = HeaderValue::from_str(&self.policy) {
+            headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+        }
+        response
+    }
 }
 
 pub(crate) fn csp_hash(text: &str) -> String {
@@ -43,18 +60,7 @@ fn page() -> &'static Page {
 }
 
 pub fn review_page() -> Response<Body> {
-    let page = page();
-    let mut response = Response::new(Body::Text(page.html.clone()));
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    if let Ok(policy) = HeaderValue::from_str(&page.policy) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
-    response
+    page().response()
 }
 
 #[cfg(test)]

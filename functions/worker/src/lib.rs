@@ -265,7 +265,7 @@ pub(crate) async fn load(worker: &Worker, id: &JobId) -> Result<Job, WorkError> 
 
 /// Moves `job` to `to` with `update`; `Ok(false)` when the lifecycle refuses
 /// or another writer moved the job first (then `job` holds where it is).
-async fn move_job(
+pub(crate) async fn move_job(
     worker: &Worker,
     job: &mut Job,
     source: EventSource,

@@ -27,8 +27,8 @@ use crate::{fail_job, load, provider_for, submit_request, task_errors, WorkError
 use std::time::Duration;
 use videojobs_core::ids::JobId;
 use videojobs_core::job::{EventSource, Job, JobError};
-use videojobs_core::lifecycle::{transition, JobStatus};
-use videojobs_core::ports::{ChangeOutcome, JobUpdate, StatusChange};
+use videojobs_core::lifecycle::JobStatus;
+use videojobs_core::ports::JobUpdate;
 use videojobs_core::provider::{failure_advice, ProviderError};
 use videojobs_core::work::WorkMessage;
 
@@ -196,7 +196,8 @@ async fn fail_attempt(worker: &Worker, job: &mut Job, n: u32, error: JobError, t
 }
 
 /// A status change under the update's attempt fence; `false` (with `job`
-/// re-read) when the job was not where this attempt left it.
+/// re-read: its attempt may have moved too) when the job was not where this
+/// attempt left it.
 async fn fenced_move(
     worker: &Worker,
     job: &mut Job,
@@ -205,20 +206,11 @@ async fn fenced_move(
     error: Option<JobError>,
     update: JobUpdate,
 ) -> Result<bool, WorkError> {
-    let Ok(t) = transition(job.status, to) else { return Ok(false) };
-    let change = StatusChange::new(job, t, EventSource::Worker, message, error, update);
-    match worker.jobs.change_status(&change).await? {
-        ChangeOutcome::Applied => {
-            job.status = to;
-            Ok(true)
-        }
-        ChangeOutcome::StatusWas(_) | ChangeOutcome::NotFound => {
-            if let Some(now) = worker.jobs.job(&job.job_id).await? {
-                *job = now;
-            }
-            Ok(false)
-        }
+    if crate::move_job(worker, job, EventSource::Worker, to, message, error, update).await? {
+        return Ok(true);
     }
+    *job = load(worker, &job.job_id).await?;
+    Ok(false)
 }
 
 #[cfg(test)]
