@@ -506,8 +506,16 @@ async fn crash_of_the_worker_process_mid_storm_still_finishes_every_job_with_exa
 // ------------------------------------------------------------------ isolation
 
 /// A quiet tenant's 1-second job: its time (created → completed, by the
-/// job's own timestamps), its `completed` time, and the job.
-async fn quiet_job(p: &Pipeline, api: &HttpApi, key: &str, webhook_url: &str, limit: Duration) -> Result<(f64, OffsetDateTime), String> {
+/// job's own timestamps), its `completed` time, and how long after that its
+/// `completed` notification reached the tenant's receiver.
+async fn quiet_job(
+    p: &Pipeline,
+    api: &HttpApi,
+    key: &str,
+    receiver: &WebhookReceiver,
+    limit: Duration,
+) -> Result<(f64, OffsetDateTime, f64), String> {
+    let webhook_url = receiver.url("/hooks/quiet");
     let body = json!({"prompt": "A quiet pond at dawn", "duration_seconds": 1, "resolution": "480p", "webhook_url": webhook_url});
     let (status, reply) = api.send(Method::POST, "/videos/generate", key, Some(&body), None).await;
     if status != 202 {
@@ -520,7 +528,22 @@ async fn quiet_job(p: &Pipeline, api: &HttpApi, key: &str, webhook_url: &str, li
         let events = p.app.store.events(&id).await.expect("events read");
         return Err(format!("the quiet job ended {}; events:\n{}", job.status, crate::helpers::describe_events(&events)));
     };
-    Ok((seconds_between(job.created_at, completed_at), completed_at))
+    let deadline = Instant::now() + limit;
+    let notified_at = loop {
+        let delivered = receiver
+            .connections()
+            .into_iter()
+            .find(|c| c.body["job_id"] == id.as_str() && c.body["status"] == "completed")
+            .map(|c| c.accepted_at);
+        if let Some(at) = delivered {
+            break at;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the quiet job's completed notification did not arrive within {} s", limit.as_secs()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    Ok((seconds_between(job.created_at, completed_at), completed_at, seconds_between(completed_at, notified_at)))
 }
 
 /// The hostile tenant: creates and cancels `jobs` jobs (a cap's worth at a
@@ -566,13 +589,14 @@ async fn isolation_a_tenant_whose_receivers_never_answer_does_not_hold_back_anot
     let answering = WebhookReceiver::answering(200).await;
     let (_, hostile_key) = p.app.another_user(1_000, Role::User).await;
     let (_, quiet_key) = p.app.another_user(1_000, Role::User).await;
-    let quiet_url = answering.url("/hooks/quiet");
 
     // For the bench: the quiet tenant's job with nobody else about.
     let mut alone = Vec::new();
+    let mut alone_notified = Vec::new();
     for _ in 0..alone_rounds {
-        let (seconds, _) = quiet_job(&p, &api, &quiet_key, &quiet_url, limit).await.unwrap_or_else(|e| panic!("alone: {e}"));
+        let (seconds, _, notified) = quiet_job(&p, &api, &quiet_key, &answering, limit).await.unwrap_or_else(|e| panic!("alone: {e}"));
         alone.push(seconds);
+        alone_notified.push(notified);
     }
 
     let hostile_url = hanging.url("/hooks/hostile");
@@ -580,6 +604,7 @@ async fn isolation_a_tenant_whose_receivers_never_answer_does_not_hold_back_anot
     let mut trickle = None;
     let mut flooded = 0;
     let mut beside = Vec::new();
+    let mut beside_notified = Vec::new();
     let mut problems = Vec::new();
     for round in 0..beside_rounds {
         // The flood, before each quiet job: it is on once the pipeline holds
@@ -610,9 +635,10 @@ async fn isolation_a_tenant_whose_receivers_never_answer_does_not_hold_back_anot
             }));
         }
         let started = Instant::now();
-        match quiet_job(&p, &api, &quiet_key, &quiet_url, limit).await {
-            Ok((seconds, completed_at)) => {
+        match quiet_job(&p, &api, &quiet_key, &answering, limit).await {
+            Ok((seconds, completed_at, notified)) => {
                 beside.push(seconds);
+                beside_notified.push(notified);
                 let open = hanging.open_at(completed_at);
                 let connections = hanging.connections();
                 let closed_before = connections.iter().filter(|c| c.closed_at.is_some_and(|at| at <= completed_at)).count();
@@ -655,6 +681,11 @@ async fn isolation_a_tenant_whose_receivers_never_answer_does_not_hold_back_anot
     };
     let alone_median = median(&mut alone);
     let beside_median = median(&mut beside);
+    let notified_cell = match (median(&mut alone_notified), median(&mut beside_notified)) {
+        (Some(a), Some(b)) => format!("{a:.2} / {b:.2}"),
+        (None, Some(b)) => format!("– / {b:.2}"),
+        _ => "–".to_owned(),
+    };
     let connections = hanging.connections();
     println!(
         "isolation: hostile tenant: {flooded} jobs created and canceled ({hostile_count} before each quiet job), then {trickled} more during the quiet job(s); \
@@ -677,9 +708,9 @@ async fn isolation_a_tenant_whose_receivers_never_answer_does_not_hold_back_anot
         let ratio_cell = if failed_rounds > 0 { format!("> {ratio:.0}×") } else { format!("{ratio:.2}×") };
         bench_table(
             "Isolation",
-            "| quiet job alone s (median) | beside the hostile tenant s (median) | ratio | target ≤ 2× | hostile jobs created and canceled (floods + during) | hostile connections accepted, answered |",
+            "| quiet job alone s (median) | beside the hostile tenant s (median) | ratio | target ≤ 2× | quiet notification s after completion, alone / beside (median) | hostile jobs created and canceled (floods + during) | hostile connections accepted, answered |",
             &format!(
-                "| {alone:.2} (of {alone_rounds}) | {beside_cell} | {ratio_cell} | {} | {flooded} + {trickled} ({}) | {}, {answered} |",
+                "| {alone:.2} (of {alone_rounds}) | {beside_cell} | {ratio_cell} | {} | {notified_cell} | {flooded} + {trickled} ({}) | {}, {answered} |",
                 if failed_rounds == 0 && ratio <= 2.0 { "met" } else { "NOT met" },
                 if trickle_on { "one a second during the quiet jobs" } else { "none during" },
                 connections.len()
