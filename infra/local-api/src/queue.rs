@@ -12,9 +12,11 @@ use std::time::Duration;
 
 /// How many batches of each queue are handled at once, like concurrent
 /// Lambda invocations: the pipeline's and the notifications' are apart, so a
-/// slow batch of one never holds the other back.
+/// slow batch of one never holds the other back. The notifications' five are
+/// the template's `MaximumConcurrency`: one more than a tenant's delivery
+/// slots, so one tenant's hanging deliveries never hold every batch.
 pub const WORK_POLLERS: usize = 4;
-pub const NOTIFY_POLLERS: usize = 2;
+pub const NOTIFY_POLLERS: usize = 5;
 
 /// Both queues' pollers, as the template's two event source mappings.
 pub fn spawn_pollers(sqs: &Client, resources: &videojobs_aws::Resources, worker: &worker::Worker) -> Vec<tokio::task::JoinHandle<()>> {
