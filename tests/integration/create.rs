@@ -75,7 +75,7 @@ async fn animate_from_an_image_url_is_accepted_and_costs_its_length() {
 #[tokio::test]
 async fn an_upload_gives_a_presigned_put_that_animate_accepts_once_the_image_is_in() {
     let app = TestApp::new(100).await;
-    let image = b"\x89PNG\r\n\x1a\n-not-really-a-png-but-bytes";
+    let image = &crate::helpers::png(32, 32);
 
     let upload = app.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
     assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.body);

@@ -75,6 +75,8 @@ pub fn settings() -> Settings {
     let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
     settings.limits.allow_http_webhooks = true;
     settings.limits.allow_loopback_webhooks = true;
+    // The tests drive the local provider's faults, as the local stack does.
+    settings.limits.allow_fault_injection = true;
     settings
 }
 

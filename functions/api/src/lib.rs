@@ -18,7 +18,7 @@ pub fn status_of(err: &AppError) -> StatusCode {
         AppError::WrongState { .. } => StatusCode::CONFLICT,
         AppError::Expired | AppError::Rejected => StatusCode::GONE,
         AppError::BodyTooLarge { .. } | AppError::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        AppError::UnsupportedMediaType | AppError::UnsupportedImage { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         AppError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
         AppError::TooManyActiveJobs { .. } => StatusCode::TOO_MANY_REQUESTS,
         AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -51,6 +51,7 @@ pub fn error_response(err: &AppError) -> Response<Body> {
     }
     let field = match err {
         AppError::InvalidRequest(invalid) => Some(invalid.field.as_str()),
+        AppError::UnsupportedImage { .. } => Some("upload_id"),
         _ => None,
     };
     let body = ErrorEnvelope {
@@ -168,6 +169,7 @@ mod tests {
             (AppError::Rejected, 410),
             (AppError::BodyTooLarge { max_bytes: 1 }, 413),
             (AppError::UnsupportedMediaType, 415),
+            (AppError::UnsupportedImage { message: "x".into() }, 415),
             (AppError::IdempotencyConflict, 422),
             (AppError::TooManyActiveJobs { limit: 5 }, 429),
             (AppError::Unavailable("x".into()), 503),

@@ -69,6 +69,7 @@ impl NewKeyRequest {
         if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
             return Err(InvalidRequest::new("label", format!("must be at most {MAX_LABEL_CHARS} characters on one line")));
         }
+        crate::request::no_format_characters("label", &label)?;
         Ok(Self { user_id: user_id(&raw.user_id)?, role, label, credits: credits(raw.credits.unwrap_or(0), true)? })
     }
 }

@@ -34,6 +34,9 @@ pub enum AppError {
     BodyTooLarge { max_bytes: usize },
     #[error("{message}")]
     UploadTooLarge { message: String },
+    /// The uploaded bytes are not an image of the declared type (names `upload_id`).
+    #[error("upload_id: the uploaded file {message}")]
+    UnsupportedImage { message: String },
     #[error("a valid API key is required")]
     Unauthenticated,
     #[error("{0}")]
@@ -79,6 +82,7 @@ impl AppError {
             AppError::UnsupportedMediaType => "unsupported_media_type",
             AppError::BodyTooLarge { .. } => "body_too_large",
             AppError::UploadTooLarge { .. } => "upload_too_large",
+            AppError::UnsupportedImage { .. } => "unsupported_image",
             AppError::Unauthenticated => "unauthenticated",
             AppError::Forbidden(_) => "forbidden",
             AppError::OwnJobReview => "own_job_review",
@@ -111,6 +115,7 @@ impl AppError {
             AppError::UnsupportedMediaType => "Send the body as JSON with Content-Type: application/json.",
             AppError::BodyTooLarge { .. } => "Send a smaller body.",
             AppError::UploadTooLarge { .. } => "Resize or compress the image and try again.",
+            AppError::UnsupportedImage { .. } => "Upload a PNG, JPEG or WebP image of the declared content_type, then animate its new upload_id.",
             AppError::Unauthenticated => {
                 "Send your API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
             }

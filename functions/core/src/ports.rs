@@ -271,6 +271,9 @@ pub trait MediaStore: Send + Sync {
     async fn presign_get(&self, key: &str, ttl_seconds: u64) -> Result<PresignedUrl, StoreError>;
     /// The object's size, or `None` when there is no such object.
     async fn object_size(&self, key: &str) -> Result<Option<u64>, StoreError>;
+    /// The object's first `max_bytes` bytes (fewer when it is shorter), or
+    /// `None` when there is no such object.
+    async fn read_prefix(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 /// The input a job's execution starts with.

@@ -85,6 +85,16 @@ impl Services {
         if let Some(url) = &common.webhook_url {
             self.check_webhook_url(url).await?;
         }
+        if let JobParams::ImageToVideo { image: ImageSource::Url(text), .. } = &params {
+            // Checked when parsed, so it parses; a name that resolves inward is refused here.
+            // One that does not resolve (yet) is the provider's to fail: ours checks again when it fetches.
+            let url = url::Url::parse(text).map_err(|_| InvalidRequest::new("image_url", "is not a URL"))?;
+            let policy = self.settings.limits.webhook_policy();
+            match crate::notify::check_destination(&url, policy, self.resolver.as_ref()).await {
+                Ok(_) | Err(crate::notify::DestinationError::Unresolved { .. }) => {}
+                Err(err) => return Err(InvalidRequest::new("image_url", err.to_string()).into()),
+            }
+        }
         let provider = self.provider_for(&common)?;
         let now = timestamp::now();
         let job = Job {
@@ -239,11 +249,24 @@ impl Services {
             _ => return Err(missing().into()),
         };
         match self.media.object_size(&upload.object_key).await? {
-            Some(size) if size > 0 && size <= self.settings.limits.upload_max_bytes => Ok(()),
-            Some(0) | None => Err(missing().into()),
-            Some(size) => Err(AppError::UploadTooLarge {
-                message: format!("the uploaded image is {size} bytes, over the limit"),
-            }),
+            Some(size) if size > 0 && size <= self.settings.limits.upload_max_bytes => {}
+            Some(0) | None => return Err(missing().into()),
+            Some(size) => {
+                return Err(AppError::UploadTooLarge {
+                    message: format!("the uploaded image is {size} bytes, over the limit"),
+                })
+            }
+        }
+        // The bytes must be the image the upload declared: nothing else reaches a provider.
+        let head = self
+            .media
+            .read_prefix(&upload.object_key, crate::image::SNIFF_BYTES)
+            .await?
+            .ok_or_else(missing)?;
+        match crate::image::check(&head, upload.content_type) {
+            Ok(_) => Ok(()),
+            Err(err) if err.is_wrong_media_type() => Err(AppError::UnsupportedImage { message: err.to_string() }),
+            Err(err) => Err(InvalidRequest::new("upload_id", format!("the uploaded image {err}")).into()),
         }
     }
 

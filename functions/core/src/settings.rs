@@ -96,6 +96,7 @@ impl Settings {
                 allow_http_webhooks: get("ALLOW_HTTP_WEBHOOKS").is_some_and(|v| v == "true" || v == "1"),
                 allow_loopback_webhooks: get("ALLOW_LOOPBACK_WEBHOOKS").is_some_and(|v| v == "true" || v == "1"),
                 upload_max_bytes: number(&get, "UPLOAD_MAX_BYTES", 10 * 1024 * 1024)?,
+                allow_fault_injection: get("ALLOW_FAULT_INJECTION").is_some_and(|v| v == "true" || v == "1"),
             },
             body_max_bytes: number(&get, "BODY_MAX_BYTES", 64 * 1024)?,
             generation_timeout_seconds: number(&get, "GENERATION_TIMEOUT_SECONDS", 900)?,
@@ -146,6 +147,8 @@ mod tests {
         assert_eq!(s.generation_timeout_seconds, 900);
         assert_eq!(s.failover, None);
         assert!(!s.limits.allow_loopback_webhooks);
+        assert!(!s.limits.allow_fault_injection, "faults are off unless a deployment turns them on");
+        assert!(settings(&[("ALLOW_FAULT_INJECTION", "true")]).unwrap().limits.allow_fault_injection);
         assert_eq!(s.notify_retry_schedule.attempts(), 9);
         assert_eq!(s.stuck_after_seconds, 1_800);
     }

@@ -48,8 +48,8 @@ pub const DEFAULT_QUEUE_URL: &str = "https://queue.fal.run";
 pub const DEFAULT_JWKS_URL: &str = "https://rest.alpha.fal.ai/.well-known/jwks.json";
 pub const DEFAULT_TEXT_MODEL: &str = "fal-ai/kling-video/v1.6/standard/text-to-video";
 pub const DEFAULT_IMAGE_MODEL: &str = "fal-ai/kling-video/v1.6/standard/image-to-video";
-/// How far a callback's timestamp may be from now, either way.
-pub const TOLERANCE_SECONDS: i64 = 5 * 60;
+/// How far a callback's timestamp may be from now, either way (the Standard Webhooks tolerance).
+pub const TOLERANCE_SECONDS: i64 = videojobs_core::signing::TOLERANCE_SECONDS;
 
 /// fal's settings: `FAL_KEY` (only where jobs are submitted) or `FAL_JWKS_URL`
 /// (where callbacks are verified) enables it; `FAL_TEXT_MODEL`,
@@ -326,10 +326,11 @@ impl Provider for FalProvider {
         let user_id = header("x-fal-webhook-user-id")?;
         let timestamp = header("x-fal-webhook-timestamp")?;
         let signature = header("x-fal-webhook-signature")?;
-        let sent_at: i64 = timestamp.trim().parse().map_err(|_| CallbackError::BadSignature("the webhook timestamp is not a number".into()))?;
-        if (callback.now - sent_at).abs() > TOLERANCE_SECONDS {
-            return Err(CallbackError::BadSignature("the webhook timestamp is outside the tolerance".into()));
+        // Bounded before any cryptography: the body's size and a sane timestamp.
+        if callback.body.len() > videojobs_core::signing::MAX_BODY_BYTES {
+            return Err(CallbackError::BadSignature(videojobs_core::signing::SignatureError::BodyTooLarge.to_string()));
         }
+        videojobs_core::signing::check_timestamp(timestamp, callback.now).map_err(|e| CallbackError::BadSignature(e.to_string()))?;
         let signature = hex::decode(signature.trim())
             .ok()
             .and_then(|bytes| Signature::from_slice(&bytes).ok())

@@ -98,7 +98,7 @@ pub(crate) fn status_error(status: u16, retry_after: Option<Duration>, code: Str
 
 /// A network failure: the request may not have arrived, so it may be retried.
 pub(crate) fn network_error(err: reqwest::Error) -> ProviderError {
-    ProviderError::Transient { message: format!("network: {err}"), retry_after: None }
+    ProviderError::Transient { message: format!("network: {}", videojobs_core::redact::error(&err)), retry_after: None }
 }
 
 /// Seconds from a `retry-after` header (providers send whole seconds).

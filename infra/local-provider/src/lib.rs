@@ -54,6 +54,23 @@ pub struct Faults {
     pub late_callbacks_ms: u64,
 }
 
+impl Faults {
+    /// What is over the bounds the API also applies (`videojobs_core::request::faults`), if anything.
+    pub fn out_of_bounds(&self) -> Option<String> {
+        let requested = videojobs_core::request::faults::RequestedFaults {
+            duplicate_callbacks: self.duplicate_callbacks,
+            shuffle_callbacks: self.shuffle_callbacks,
+            completion_first: self.completion_first,
+            drop_callbacks: self.drop_callbacks,
+            fail_with: self.fail_with.clone(),
+            submit_errors: self.submit_errors.clone(),
+            delay_ms: self.delay_ms,
+            late_callbacks_ms: self.late_callbacks_ms,
+        };
+        videojobs_core::request::faults::out_of_bounds(&requested).map(|(field, message)| format!("faults.{field} {message}"))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
@@ -205,6 +222,9 @@ async fn read_json<T: for<'de> Deserialize<'de>>(request: Request<Incoming>) -> 
 
 async fn set_faults(state: &State, request: Request<Incoming>) -> Response<Body> {
     match read_json::<Faults>(request).await {
+        Ok(faults) if faults.out_of_bounds().is_some() => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_faults", &faults.out_of_bounds().unwrap_or_default())
+        }
         Ok(faults) => {
             if let Ok(mut global) = state.global_faults.lock() {
                 *global = faults;
@@ -225,6 +245,9 @@ async fn create(state: &Arc<State>, request: Request<Incoming>) -> Response<Body
         Ok(body) => body,
         Err(response) => return response,
     };
+    if let Some(message) = body.faults.as_ref().and_then(Faults::out_of_bounds) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_faults", &message);
+    }
     let faults = body.faults.clone().unwrap_or_else(|| state.global_faults.lock().map(|f| f.clone()).unwrap_or_default());
     let key = key.unwrap_or_else(|| ulid::Ulid::new().to_string());
     let attempt = {
@@ -405,7 +428,7 @@ async fn deliver(state: &State, webhook: Option<&str>, id: &str, faults: &Faults
             Ok(_) => {
                 state.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Err(err) => tracing::warn!(error = %err, event_id, "callback not delivered"),
+            Err(err) => tracing::warn!(error = videojobs_core::redact::error(&err), event_id, "callback not delivered"),
         }
     }
 }

@@ -98,7 +98,11 @@ pub async fn render(http: &reqwest::Client, dir: &Path, input: &Input) -> Result
                 w2 = width * 2,
                 h2 = height * 2,
             );
-            command.arg("-i").arg(&image).args(["-vf", &filter, "-frames:v", &frames.to_string()]);
+            // The demuxer is named from the image's magic bytes, and only local files may be
+            // opened: no other ffmpeg demuxer or protocol ever sees the fetched bytes.
+            let demuxer = image_demuxer(&image).await?;
+            command.args(["-f", demuxer, "-protocol_whitelist", "file", "-i"]).arg(&image);
+            command.args(["-vf", &filter, "-frames:v", &frames.to_string()]);
         }
         _ => {
             let text_file = dir.join("prompt.txt");
@@ -121,7 +125,7 @@ pub async fn render(http: &reqwest::Client, dir: &Path, input: &Input) -> Result
     command.arg(&partial);
     run(&mut command).await?;
     run(ffmpeg()
-        .args(["-ss", "0", "-i"])
+        .args(["-ss", "0", "-f", "mov", "-protocol_whitelist", "file", "-i"])
         .arg(&partial)
         .args(["-frames:v", "1", "-vf", "scale=320:-2"])
         .arg(dir.join("thumbnail.jpg")))
@@ -134,6 +138,25 @@ pub async fn render(http: &reqwest::Client, dir: &Path, input: &Input) -> Result
     }
     // Renamed only when whole, so a file that is served is always complete.
     tokio::fs::rename(&partial, &video).await.map_err(|e| e.to_string())
+}
+
+/// ffmpeg's demuxer for the image at `path`, from its first bytes; anything
+/// but a PNG, JPEG or WebP is refused.
+async fn image_demuxer(path: &Path) -> Result<&'static str, String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 16];
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
+    let read = file.read(&mut head).await.map_err(|e| e.to_string())?;
+    demuxer_for(&head[..read]).ok_or_else(|| "image not usable: not a PNG, JPEG or WebP".to_owned())
+}
+
+fn demuxer_for(head: &[u8]) -> Option<&'static str> {
+    use videojobs_core::request::ImageType;
+    Some(match videojobs_core::image::kind_of(head)? {
+        ImageType::Png => "png_pipe",
+        ImageType::Jpeg => "jpeg_pipe",
+        ImageType::Webp => "webp_pipe",
+    })
 }
 
 async fn fetch_image(http: &reqwest::Client, dir: &Path, url: &str) -> Result<PathBuf, String> {
@@ -172,6 +195,15 @@ mod tests {
         assert!(check_input(&Input { duration_seconds: Some(61.0), ..text("a") }).is_err());
         assert!(check_input(&Input { mode: "image".into(), ..text("a") }).is_err());
         assert!(check_input(&Input { mode: "audio".into(), ..text("a") }).is_err());
+    }
+
+    #[test]
+    fn ffmpeg_is_told_the_image_format_and_nothing_else_is_opened() {
+        assert_eq!(demuxer_for(b"\x89PNG\r\n\x1a\n...."), Some("png_pipe"));
+        assert_eq!(demuxer_for(&[0xff, 0xd8, 0xff, 0xe0]), Some("jpeg_pipe"));
+        assert_eq!(demuxer_for(b"RIFF\0\0\0\0WEBPVP8 "), Some("webp_pipe"));
+        assert_eq!(demuxer_for(b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n"), None);
+        assert_eq!(demuxer_for(b"ffconcat version 1.0\n"), None);
     }
 
     #[test]
