@@ -139,7 +139,8 @@ ensure_local_provider() {
     return
   fi
   log "starting the local provider on port $port (log: $LOCAL_DIR/provider.log)"
-  LOCAL_PROVIDER_ADDR="127.0.0.1:$port" LOCAL_PROVIDER_DIR="$LOCAL_DIR/provider" \
+  # Source images come from moto's S3 on loopback.
+  LOCAL_PROVIDER_ADDR="127.0.0.1:$port" LOCAL_PROVIDER_DIR="$LOCAL_DIR/provider" LOCAL_PROVIDER_ALLOW_LOOPBACK_IMAGES=true \
     setsid target/debug/local-provider >"$LOCAL_DIR/provider.log" 2>&1 < /dev/null &
   echo $! > "$LOCAL_DIR/provider.pid"
   for _ in $(seq 1 40); do

@@ -430,10 +430,7 @@ impl Pipeline {
         let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let provider = local_provider::spawn(
             provider_listener,
-            local_provider::Config {
-                dir: provider_dir,
-                secret: videojobs_core::signing::WebhookSecret::parse(&secret).expect("a secret"),
-            },
+            local_provider::Config::local(provider_dir, videojobs_core::signing::WebhookSecret::parse(&secret).expect("a secret")),
         )
         .expect("the local provider starts");
         let http = videojobs_providers::http_client();

@@ -114,6 +114,17 @@ pub struct Config {
     /// Where videos are written.
     pub dir: PathBuf,
     pub secret: WebhookSecret,
+    /// Where source images may be fetched from: public addresses only, unless
+    /// the local stack allows loopback and `http` (its S3 is moto on 127.0.0.1).
+    pub image_policy: videojobs_core::notify::WebhookPolicy,
+}
+
+impl Config {
+    /// The local stack's: images also from loopback over `http`.
+    pub fn local(dir: PathBuf, secret: WebhookSecret) -> Self {
+        let image_policy = videojobs_core::notify::WebhookPolicy { allow_http: true, allow_loopback: true };
+        Self { dir, secret, image_policy }
+    }
 }
 
 struct State {
@@ -366,7 +377,7 @@ async fn generate(state: Arc<State>, id: String, input: Input, webhook: Option<S
     }
     let outcome = match &faults.fail_with {
         Some(code) => Err((code.clone(), "The generation failed (an injected fault).".to_owned())),
-        None => render::render(&state.http, &state.config.dir.join(&id), &input).await.map_err(|e| ("render_failed".to_owned(), e)),
+        None => render::render(state.config.image_policy, &state.config.dir.join(&id), &input).await.map_err(|e| ("render_failed".to_owned(), e)),
     };
     if is_canceled(&state, &id) {
         return;
