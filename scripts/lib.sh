@@ -8,7 +8,7 @@
 #                            exports AWS_ENDPOINT_URL, region and test credentials
 #   stop_moto_if_started_here
 #   bootstrap_stack [NAME]   the template's resources in moto; exports their names
-#   lint_template            cfn-lint and sam validate --lint, offline
+#   lint_template            cfn-lint, sam validate --lint and checkov, offline
 #   ensure_chromium          Debian's chromium, for the browser test (scripts/test only)
 #   ensure_browser_deps      node, and tests/browser's playwright-core from its lock file
 
@@ -159,6 +159,14 @@ lint_template() {
   "$VENV/bin/cfn-lint" template.yaml
   SAM_CLI_TELEMETRY=0 "$VENV/bin/sam" validate --lint --template-file template.yaml \
     --region "${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}" >/dev/null
+  # The IaC security scan: any failed check fails the run; each skipped one
+  # is justified where it is skipped (the resource's Metadata in the template).
+  log "scanning template.yaml with checkov"
+  "$VENV/bin/checkov" --file template.yaml --framework cloudformation --quiet --compact \
+    --skip-download >/dev/null || {
+    "$VENV/bin/checkov" --file template.yaml --framework cloudformation --quiet --compact --skip-download >&2
+    return 1
+  }
 }
 
 # Installs Debian packages as root (directly or through sudo).

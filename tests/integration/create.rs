@@ -28,7 +28,7 @@ async fn generate_answers_202_with_the_job_and_writes_job_event_prompt_and_debit
     assert_eq!(app.credits().await, 88);
     assert_eq!(app.active_jobs().await, 1);
     assert_eq!(app.stored_prompt(&id).await.as_deref(), Some("A lighthouse at dawn"));
-    assert_eq!(job.prompt_hash.as_deref(), Some(videojobs_core::request::prompt_hash("A lighthouse at dawn").as_str()));
+    assert_eq!(job.prompt_hash.as_deref(), Some(videojobs_core::request::prompt_hash(&app.services.settings.prompt_hash_key, "A lighthouse at dawn").as_str()));
     let events = app.get(&format!("/videos/jobs/{id}/events")).await;
     assert_eq!(events.body["events"].as_array().unwrap().len(), 1);
     assert_eq!(events.body["events"][0]["status"], "queued");

@@ -77,6 +77,8 @@ pub fn settings() -> Settings {
     settings.limits.allow_loopback_webhooks = true;
     // The tests drive the local provider's faults, as the local stack does.
     settings.limits.allow_fault_injection = true;
+    // Tests poll the API quickly; the security suite turns the per-key limits on.
+    settings.rate_limits = videojobs_core::ratelimit::RateLimits { requests_per_minute: 0, creates_per_minute: 0 };
     settings
 }
 

@@ -200,7 +200,7 @@ async fn an_image_url_whose_name_resolves_inward_is_refused_and_costs_nothing() 
     deployed.limits.allow_http_webhooks = false;
     let app = TestApp::with_settings(100, deployed).await;
     // `localhost` is no IP literal: only its resolved address tells.
-    for url in ["https://localhost/cat.png", "https://LOCALHOST./cat.png"] {
+    for url in ["https://localhost/cat.png", "https://LocalHost:8443/cat.png"] {
         let reply = app.post("/videos/animate", &json!({"image_url": url}).to_string()).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{url}: {}", reply.body);
         assert_eq!(reply.body["error"]["field"], "image_url", "{}", reply.body);
@@ -208,4 +208,241 @@ async fn an_image_url_whose_name_resolves_inward_is_refused_and_costs_nothing() 
     }
     assert_eq!(app.credits().await, 100);
     assert_eq!(app.job_count().await, 0);
+}
+
+/// A one-route HTTP server that answers every request with `head` and `body`.
+async fn canned_server(head: String, body: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let (head, body) = (head.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+            });
+        }
+    });
+    (url, task)
+}
+
+/// Asks the local provider for a video of `image_url` and returns its final prediction.
+async fn provider_render(provider: &local_provider::Handle, image_url: &str) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    let body = json!({"input": {"mode": "image", "image_url": image_url, "width": 64, "height": 64, "duration_seconds": 0.5}});
+    let created: serde_json::Value =
+        client.post(format!("{}/v1/predictions", provider.base_url)).json(&body).send().await.expect("submitted").json().await.expect("JSON");
+    let id = created["id"].as_str().expect("a prediction id").to_owned();
+    for _ in 0..150 {
+        let now: serde_json::Value =
+            client.get(format!("{}/v1/predictions/{id}", provider.base_url)).send().await.expect("read").json().await.expect("JSON");
+        if now["status"] == "succeeded" || now["status"] == "failed" {
+            return now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("prediction {id} did not finish");
+}
+
+async fn spawn_provider(image_policy: videojobs_core::notify::WebhookPolicy) -> local_provider::Handle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
+    let secret = WebhookSecret::parse(&WebhookSecret::generate_text()).expect("a secret");
+    local_provider::spawn(listener, local_provider::Config { dir, secret, image_policy }).expect("the provider starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_provider_fetches_images_only_from_allowed_addresses_never_redirected_and_bounded() {
+    let png = crate::helpers::png(64, 64);
+    let ok_head = format!("HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", png.len());
+    let (image_server, _image) = canned_server(ok_head, png).await;
+    let image_url = format!("{image_server}/cat.png");
+
+    // As deployed: public addresses only (http allowed here so that the address is what is refused).
+    // `localhost` is loopback once resolved.
+    let deployed = spawn_provider(videojobs_core::notify::WebhookPolicy { allow_http: true, allow_loopback: false }).await;
+    for url in [image_url.clone(), image_url.replace("127.0.0.1", "localhost")] {
+        let prediction = provider_render(&deployed, &url).await;
+        assert_eq!(prediction["status"], "failed", "{url}: {prediction}");
+        let message = prediction["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("image not fetched") && message.contains("loopback"), "{message}");
+    }
+
+    // The local stack allows loopback: the image renders...
+    let local = spawn_provider(videojobs_core::notify::WebhookPolicy { allow_http: true, allow_loopback: true }).await;
+    assert_eq!(provider_render(&local, &image_url).await["status"], "succeeded");
+    // ...but a redirect (here to the metadata service) is not followed...
+    let redirect = "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let (redirecting, _redirect) = canned_server(redirect.to_owned(), Vec::new()).await;
+    let prediction = provider_render(&local, &format!("{redirecting}/cat.png")).await;
+    assert_eq!(prediction["status"], "failed", "{prediction}");
+    assert!(prediction["error"]["message"].as_str().unwrap_or("").contains("redirects are not followed"), "{prediction}");
+    // ...an image over the cap is not read into memory...
+    let huge = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", local_provider::render::MAX_IMAGE_BYTES + 1);
+    let (huge_server, _huge) = canned_server(huge, Vec::new()).await;
+    let prediction = provider_render(&local, &format!("{huge_server}/big.png")).await;
+    assert!(prediction["error"]["message"].as_str().unwrap_or("").contains("over"), "{prediction}");
+    // ...and bytes that are not an image never reach an ffmpeg demuxer.
+    let playlist = b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n".to_vec();
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", playlist.len());
+    let (playlist_server, _playlist) = canned_server(head, playlist).await;
+    let prediction = provider_render(&local, &format!("{playlist_server}/cat.png")).await;
+    assert!(prediction["error"]["message"].as_str().unwrap_or("").contains("not a PNG, JPEG or WebP"), "{prediction}");
+}
+
+#[tokio::test]
+async fn a_raw_prompt_expires_with_its_jobs_retention_and_the_kept_hash_is_keyed() {
+    let app = TestApp::new(100).await;
+    let prompt = "A lighthouse at dawn";
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let id = app.generate_with(&json!({"prompt": prompt, "duration_seconds": 1})).await;
+    let item = app
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&app.resources.prompts_table)
+        .key("job_id", aws_sdk_dynamodb::types::AttributeValue::S(id.to_string()))
+        .send()
+        .await
+        .expect("prompt read")
+        .item
+        .expect("the prompt item");
+    let ttl: i64 = item.get("ttl_epoch").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).expect("a TTL on the prompt");
+    let settings = &app.services.settings;
+    let window = (settings.generation_timeout_seconds + settings.retention_seconds) as i64;
+    assert!((before + window..=before + window + 60).contains(&ttl), "ttl {ttl}, created about {before}");
+    // The job keeps an HMAC under the deployment's key: the plain SHA-256 of a guess does not match it.
+    let job = app.job(&id).await;
+    assert_ne!(job.prompt_hash.as_deref(), Some(videojobs_core::request::sha256_hex(prompt.as_bytes()).as_str()));
+    assert_eq!(job.prompt_hash, Some(videojobs_core::request::prompt_hash(&settings.prompt_hash_key, prompt)));
+}
+
+/// Runs the `videojobs` command against `app` served on a local port.
+async fn cli(app: &TestApp, key: &str, args: &[&str]) -> (i32, String, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    let server = tokio::spawn(local_api::serve(listener, std::sync::Arc::new(app.app.clone())));
+    let key = key.to_owned();
+    let env = move |name: &str| match name {
+        "VIDEOJOBS_URL" => Some(url.clone()),
+        "VIDEOJOBS_KEY" => Some(key.clone()),
+        _ => None,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let argv: Vec<&str> = std::iter::once("videojobs").chain(args.iter().copied()).collect();
+    let code = videojobs_cli::run(argv, &env, &mut out, &mut err, false).await;
+    server.abort();
+    (code, String::from_utf8(out).expect("UTF-8"), String::from_utf8(err).expect("UTF-8"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_list_keys_without_secrets_revoke_one_and_it_is_401_at_once_and_expired_keys_are_401() {
+    let app = TestApp::new(100).await;
+    let (_, admin) = app.another_user(0, videojobs_core::ids::Role::Admin).await;
+    let new_user = format!("ann-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let created = app
+        .call(Method::POST, "/videos/admin/keys", Some(&admin), Some(&json!({"user_id": new_user, "role": "user", "expires_in_days": 30}).to_string()))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let (secret, key_id) = (created.body["api_key"].as_str().unwrap().to_owned(), created.body["key_id"].as_str().unwrap().to_owned());
+    assert!(key_id.starts_with("key_"), "{}", created.body);
+    assert!(created.body["expires_at"].is_string(), "{}", created.body);
+    assert_eq!(app.call(Method::GET, "/videos/account", Some(&secret), None).await.status, StatusCode::OK);
+
+    // Listed by public id, never with the key or its hash.
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor { Some(c) => format!("/videos/admin/keys?limit=100&cursor={c}"), None => "/videos/admin/keys?limit=100".into() };
+        let page = app.call(Method::GET, &path, Some(&admin), None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let text = page.body.to_string();
+        let hash = secret.parse::<videojobs_core::ids::ApiKey>().expect("a key").hash();
+        assert!(!text.contains(&secret) && !text.contains(hash.as_str()), "a secret was listed");
+        listed.extend(page.body["keys"].as_array().cloned().unwrap_or_default());
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let entry = listed.iter().find(|k| k["key_id"] == key_id.as_str()).expect("the new key is listed");
+    assert_eq!((entry["state"].as_str(), entry["user_id"].as_str()), (Some("active"), Some(new_user.as_str())));
+    // A user may not list or revoke keys.
+    assert_eq!(app.get("/videos/admin/keys").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.delete(&format!("/videos/admin/keys/{key_id}")).await.status, StatusCode::FORBIDDEN);
+
+    // Revoked: the very next request is 401.
+    let revoked = app.call(Method::DELETE, &format!("/videos/admin/keys/{key_id}"), Some(&admin), None).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert_eq!(revoked.body["state"], "revoked");
+    let refused = app.call(Method::GET, "/videos/account", Some(&secret), None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    let refused = app.call(Method::POST, "/videos/generate", Some(&secret), Some(r#"{"prompt":"A kite"}"#)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_eq!(app.call(Method::DELETE, "/videos/admin/keys/key_nope", Some(&admin), None).await.status, StatusCode::NOT_FOUND);
+
+    // A key past its expiry is 401 too.
+    let expired = videojobs_core::ids::ApiKey::generate();
+    let now = time::OffsetDateTime::now_utc();
+    let principal = videojobs_core::ports::Principal { user_id: app.user.clone(), role: videojobs_core::ids::Role::User };
+    let record = videojobs_core::ports::KeyRecord::new(principal, "expired", now - time::Duration::days(2), Some(now - time::Duration::seconds(1)));
+    app.services.keys.save_key_record(&expired.hash(), &record).await.expect("saved");
+    assert_eq!(app.call(Method::GET, "/videos/account", Some(expired.expose()), None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_lists_and_revokes_keys() {
+    let app = TestApp::new(100).await;
+    let (_, admin) = app.another_user(0, videojobs_core::ids::Role::Admin).await;
+    let user = format!("bo-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let (code, out, err) = cli(&app, &admin, &["admin", "create-key", "--user-id", &user, "--expires-in-days", "7"]).await;
+    assert_eq!(code, 0, "{err}");
+    let secret = out.trim().to_owned();
+    let key_id = err.split_whitespace().find(|w| w.trim_matches(|c| c == '(' || c == ')' || c == '.').starts_with("key_")).expect("the key id is said")
+        .trim_matches(|c| c == '(' || c == ')' || c == '.').to_owned();
+    assert!(err.contains("expires at"), "{err}");
+    let (code, out, err) = cli(&app, &admin, &["--json", "admin", "list-keys", "--limit", "100"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(&secret), "the listing shows no secret");
+    let (code, out, err) = cli(&app, &admin, &["admin", "revoke-key", &key_id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoked"), "{out}");
+    assert_eq!(app.call(Method::GET, "/videos/account", Some(&secret), None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn each_key_is_rate_limited_on_requests_and_on_creates_with_retry_after_and_ratelimit_headers() {
+    let mut limited = settings();
+    limited.rate_limits = videojobs_core::ratelimit::RateLimits { requests_per_minute: 8, creates_per_minute: 2 };
+    let app = TestApp::with_settings(100, limited).await;
+    let (_, other) = app.another_user(100, videojobs_core::ids::Role::User).await;
+    // Near the end of a minute the window turns over mid-test: start in a fresh one.
+    let second = time::OffsetDateTime::now_utc().unix_timestamp() % 60;
+    if second > 45 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - second) as u64)).await;
+    }
+    let create = json!({"prompt": "A kite", "duration_seconds": 1}).to_string();
+    assert_eq!(app.post("/videos/generate", &create).await.status, StatusCode::ACCEPTED);
+    assert_eq!(app.post("/videos/generate", &create).await.status, StatusCode::ACCEPTED);
+    let third = app.post("/videos/generate", &create).await;
+    assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "{}", third.body);
+    assert_eq!(third.error_code(), "rate_limited");
+    let retry: u64 = third.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(third.headers["ratelimit-policy"], "\"creates\";q=2;w=60");
+    assert_eq!(third.headers["ratelimit"].to_str().unwrap(), format!("\"creates\";r=0;t={retry}"));
+    assert_eq!(app.credits().await, 98, "the refused create took nothing");
+    // Reads still pass until the request limit (8: 3 creates so far).
+    for _ in 0..5 {
+        assert_eq!(app.get("/videos/account").await.status, StatusCode::OK);
+    }
+    let over = app.get("/videos/account").await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS, "{}", over.body);
+    assert_eq!(over.headers["ratelimit-policy"], "\"requests\";q=8;w=60");
+    // Another key has its own budget.
+    assert_eq!(app.call(Method::GET, "/videos/account", Some(&other), None).await.status, StatusCode::OK);
 }

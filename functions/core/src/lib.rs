@@ -14,6 +14,7 @@ pub mod notify;
 pub mod ports;
 pub mod progress;
 pub mod provider;
+pub mod ratelimit;
 pub mod redact;
 pub mod request;
 pub mod review;

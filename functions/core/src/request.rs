@@ -638,9 +638,14 @@ fn out_of_range(field: &str, min: impl std::fmt::Display, max: impl std::fmt::Di
     InvalidRequest::new(field, format!("must be between {min} and {max}"))
 }
 
-/// A hex SHA-256 of a prompt: the job record keeps this, never the prompt.
-pub fn prompt_hash(prompt: &str) -> String {
-    sha256_hex(prompt.as_bytes())
+/// A hex HMAC-SHA256 of a prompt under the deployment's `key`
+/// (`PROMPT_HASH_KEY`): the job record keeps this, never the prompt. Keyed,
+/// so that someone who reads the jobs table cannot confirm a guessed prompt.
+pub fn prompt_hash(key: &[u8], prompt: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(prompt.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -972,10 +977,14 @@ mod tests {
     }
 
     #[test]
-    fn prompt_hashes_are_hex_sha256() {
+    fn prompt_hashes_are_hex_hmac_sha256_under_the_deployments_key() {
+        // RFC 4231, test case 2.
         assert_eq!(
-            prompt_hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            prompt_hash(b"Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+        // Without the key, a guessed prompt cannot be confirmed: the plain SHA-256 is not what is kept.
+        assert_ne!(prompt_hash(b"k", "abc"), sha256_hex(b"abc"));
+        assert_ne!(prompt_hash(b"k1", "abc"), prompt_hash(b"k2", "abc"));
     }
 }
