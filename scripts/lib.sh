@@ -124,7 +124,8 @@ bootstrap_stack() {
 }
 
 # The local video provider on LOCAL_PROVIDER_PORT (4010), with a signing secret
-# kept in .local so that a restarted API still trusts a provider left running.
+# and the bearer token its API takes kept in .local, so that a restarted API
+# still trusts (and is trusted by) a provider left running.
 ensure_local_provider() {
   local port="${LOCAL_PROVIDER_PORT:-4010}"
   mkdir -p "$LOCAL_DIR"
@@ -134,8 +135,14 @@ ensure_local_provider() {
   export LOCAL_PROVIDER_WEBHOOK_SECRET
   LOCAL_PROVIDER_WEBHOOK_SECRET=$(cat "$LOCAL_DIR/provider-secret")
   export LOCAL_PROVIDER_WEBHOOK_SECRETS="$LOCAL_PROVIDER_WEBHOOK_SECRET"
+  if [ ! -s "$LOCAL_DIR/provider-token" ]; then
+    python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$LOCAL_DIR/provider-token"
+  fi
+  export LOCAL_PROVIDER_TOKEN
+  LOCAL_PROVIDER_TOKEN=$(cat "$LOCAL_DIR/provider-token")
   export LOCAL_PROVIDER_URL="http://127.0.0.1:$port"
-  if curl -fsS -o /dev/null --max-time 2 "$LOCAL_PROVIDER_URL/v1/stats" 2>/dev/null; then
+  local auth="Authorization: Bearer $LOCAL_PROVIDER_TOKEN"
+  if curl -fsS -o /dev/null --max-time 2 -H "$auth" "$LOCAL_PROVIDER_URL/v1/stats" 2>/dev/null; then
     return
   fi
   log "starting the local provider on port $port (log: $LOCAL_DIR/provider.log)"
@@ -144,7 +151,7 @@ ensure_local_provider() {
     setsid target/debug/local-provider >"$LOCAL_DIR/provider.log" 2>&1 < /dev/null &
   echo $! > "$LOCAL_DIR/provider.pid"
   for _ in $(seq 1 40); do
-    curl -fsS -o /dev/null --max-time 2 "$LOCAL_PROVIDER_URL/v1/stats" 2>/dev/null && return
+    curl -fsS -o /dev/null --max-time 2 -H "$auth" "$LOCAL_PROVIDER_URL/v1/stats" 2>/dev/null && return
     sleep 0.25
   done
   log "the local provider did not start; see $LOCAL_DIR/provider.log"

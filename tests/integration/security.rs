@@ -252,7 +252,7 @@ async fn spawn_provider(image_policy: videojobs_core::notify::WebhookPolicy) -> 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
     let secret = WebhookSecret::parse(&WebhookSecret::generate_text()).expect("a secret");
-    local_provider::spawn(listener, local_provider::Config { dir, secret, image_policy }).expect("the provider starts")
+    local_provider::spawn(listener, local_provider::Config { dir, secret, image_policy, token: None }).expect("the provider starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,4 +445,66 @@ async fn each_key_is_rate_limited_on_requests_and_on_creates_with_retry_after_an
     assert_eq!(over.headers["ratelimit-policy"], "\"requests\";q=8;w=60");
     // Another key has its own budget.
     assert_eq!(app.call(Method::GET, "/videos/account", Some(&other), None).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_provider_takes_a_token_from_the_worker_and_serves_files_only_through_links_that_expire() {
+    let token = "tok-0123456789abcdef-local".to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
+    let secret_text = WebhookSecret::generate_text();
+    let secret = WebhookSecret::parse(&secret_text).expect("a secret");
+    let config = local_provider::Config { token: Some(token.clone()), ..local_provider::Config::local(dir, secret) };
+    let provider = local_provider::spawn(listener, config).expect("the provider starts");
+    let client = reqwest::Client::new();
+    let body = json!({"input": {"mode": "text", "prompt": "A kite", "width": 64, "height": 64, "duration_seconds": 0.5}});
+
+    // Without the token: nothing is accepted, listed or configured.
+    for (method, path) in [("POST", "/v1/predictions"), ("GET", "/v1/stats"), ("POST", "/v1/faults"), ("GET", "/v1/predictions/lp_x")] {
+        let request = client.request(method.parse().unwrap(), format!("{}{path}", provider.base_url)).json(&body);
+        assert_eq!(request.send().await.expect("answered").status(), 401, "{method} {path}");
+    }
+    let wrong = client.get(format!("{}/v1/stats", provider.base_url)).bearer_auth("tok-wrong").send().await.expect("answered");
+    assert_eq!(wrong.status(), 401);
+
+    // The worker's adapter sends it (LOCAL_PROVIDER_TOKEN).
+    let lookup = |name: &str| match name {
+        "LOCAL_PROVIDER_URL" => Some(provider.base_url.clone()),
+        "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some(secret_text.clone()),
+        "LOCAL_PROVIDER_TOKEN" => Some(token.clone()),
+        _ => None,
+    };
+    let providers = videojobs_providers::from_lookup(lookup, videojobs_providers::http_client()).expect("providers");
+    let local = providers.get("local").expect("the local provider");
+    let request = videojobs_core::provider::SubmitRequest {
+        idempotency_key: "job_token_test".into(),
+        params: videojobs_core::job::JobParams::TextToVideo {
+            duration_seconds: 1,
+            aspect_ratio: videojobs_core::request::AspectRatio::Square,
+            resolution: videojobs_core::request::Resolution::Sd,
+        },
+        prompt: Some("A kite".into()),
+        image_url: None,
+        callback_url: "http://127.0.0.1:9/webhooks/local".into(),
+        faults: None,
+    };
+    let id = local.submit(&request).await.expect("submitted with the token");
+    let output = loop {
+        match local.poll(&id).await.expect("polled with the token") {
+            videojobs_core::provider::ProviderStatus::Succeeded(output) => break output,
+            videojobs_core::provider::ProviderStatus::Failed { message, .. } => panic!("render failed: {message}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    };
+
+    // The link the prediction gives works; the bare path, a tampered or a stretched expiry do not.
+    assert!(output.video_url.contains("expires=") && output.video_url.contains("sig="), "{}", output.video_url);
+    assert_eq!(client.get(&output.video_url).send().await.expect("answered").status(), 200);
+    let bare = output.video_url.split('?').next().unwrap().to_owned();
+    assert_eq!(client.get(&bare).send().await.expect("answered").status(), 403);
+    let expires: i64 = output.video_url.split("expires=").nth(1).unwrap().split('&').next().unwrap().parse().unwrap();
+    let stretched = output.video_url.replace(&format!("expires={expires}"), &format!("expires={}", expires + 86_400));
+    assert_eq!(client.get(&stretched).send().await.expect("answered").status(), 403);
+    let other_file = output.video_url.replace("video.mp4", "thumbnail.jpg");
+    assert_eq!(client.get(&other_file).send().await.expect("answered").status(), 403, "a link is good for its own file only");
 }
