@@ -11,6 +11,8 @@
 #   lint_template            cfn-lint, sam validate --lint and checkov, offline
 #   ensure_chromium          Debian's chromium, for the browser test (scripts/test only)
 #   ensure_browser_deps      node, and tests/browser's playwright-core from its lock file
+#   ensure_node              node and npm
+#   ensure_client_deps       clients/typescript's packages from its lock file
 
 LOCAL_DIR=".local"
 VENV=".venv"
@@ -207,5 +209,24 @@ ensure_browser_deps() {
   [ -d "$dir/node_modules/playwright-core" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return
   log "installing the browser test's packages into $dir/node_modules"
   (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$want" > "$stamp"
+}
+
+# Node.js and npm, from Debian when missing.
+ensure_node() {
+  command -v node >/dev/null && command -v npm >/dev/null && return
+  log "installing nodejs and npm"
+  apt_install nodejs npm
+}
+
+# The TypeScript client's packages (openapi-typescript, typescript), from
+# clients/typescript/package-lock.json; again only when the lock file changes.
+ensure_client_deps() {
+  ensure_node
+  local dir="clients/typescript" stamp="clients/typescript/node_modules/.lock.sha256" want
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  [ -d "$dir/node_modules/openapi-typescript" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return
+  log "installing the TypeScript client's packages into $dir/node_modules"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   echo "$want" > "$stamp"
 }

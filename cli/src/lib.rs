@@ -771,10 +771,15 @@ async fn upload(api: &Api, path: &Path) -> Result<Value, CliError> {
     Ok(slot["upload_id"].clone())
 }
 
-/// The figures of `GET /videos/stats`, one topic a line.
+const STATUSES: [&str; 10] =
+    ["queued", "submitted", "retrying", "processing", "completed", "approved", "rejected", "failed", "canceled", "expired"];
+
+/// The figures of `GET /videos/stats`, one topic a line: the frontend's
+/// figures for a user's key, everything for an admin's.
 pub fn stats_summary(stats: &Value) -> Vec<String> {
-    const STATUSES: [&str; 10] =
-        ["queued", "submitted", "retrying", "processing", "completed", "approved", "rejected", "failed", "canceled", "expired"];
+    if stats["scope"] == "user" {
+        return user_stats_summary(stats);
+    }
     let percent = |rate: &Value| format!("{:.1} %", rate.as_f64().unwrap_or(0.0) * 100.0);
     let rates = |list: &Value, name: &str| -> String {
         let parts: Vec<String> = list
@@ -826,6 +831,31 @@ pub fn stats_summary(stats: &Value) -> Vec<String> {
     let bytes = &stats["stored_bytes_by_artifact_type"];
     lines.push(format!("Stored: videos {} bytes, thumbnails {} bytes", bytes["video"], bytes["thumbnail"]));
     lines
+}
+
+fn user_stats_summary(stats: &Value) -> Vec<String> {
+    let ttc = &stats["time_to_complete_seconds"];
+    let mine = &stats["your_jobs"];
+    let by_status: Vec<String> = STATUSES
+        .iter()
+        .filter(|s| mine["by_status"][**s].as_i64().unwrap_or(0) > 0)
+        .map(|s| format!("{s} {}", mine["by_status"][*s]))
+        .collect();
+    vec![
+        format!("Figures at {}", stats["generated_at"].as_str().unwrap_or("")),
+        format!("Queue: {} waiting, {} generating", stats["queue"]["waiting"], stats["queue"]["generating"]),
+        match (ttc["p50"].as_f64(), ttc["p95"].as_f64()) {
+            (Some(p50), Some(p95)) => format!("Typical time to complete: {p50} s (p50), at most {p95} s for 95 %"),
+            _ => "Typical time to complete: no job completed yet".into(),
+        },
+        format!(
+            "Your jobs: {}{} ({} of {} in progress)",
+            if by_status.is_empty() { "none".into() } else { by_status.join(", ") },
+            if mine["complete"] == false { format!(" (the newest {})", mine["counted"]) } else { String::new() },
+            mine["active"],
+            mine["max_active"]
+        ),
+    ]
 }
 
 fn print_status(status: &Value, console: &mut Console<'_>) {

@@ -287,3 +287,38 @@ async fn idempotency_keys_belong_to_one_user() {
     assert_ne!(mine.body["job_id"], theirs.body["job_id"]);
     assert_eq!(app.credits_of(&other).await, 95);
 }
+
+/// Found by Schemathesis: metadata with a `null` inside a nested object came
+/// back from the table as an item the SDK could not read, and every listing
+/// of the user's jobs answered 500 from then on. Metadata is the client's own
+/// JSON: whatever its shape, it reads back as it was sent.
+#[tokio::test]
+async fn metadata_of_any_shape_reads_back_as_sent_and_the_listings_still_work() {
+    let app = TestApp::new(100).await;
+    let mut deep = serde_json::json!("bottom");
+    for _ in 0..3 {
+        deep = serde_json::json!({ "d": [null, deep] });
+    }
+    let metadata = serde_json::json!({
+        "B\u{b1}\tr": {">\u{db}": "x", "~": "?", "NULL": null, "M": {"S": null, "": [null, {"N": null}]}},
+        "": "an empty key",
+        "deep": deep,
+        "\u{1F6A3}": [1, -0.5, 1e100, true, null, {}],
+    });
+    let body = serde_json::json!({"prompt": "shapes", "duration_seconds": 1, "metadata": metadata});
+    let id = app.generate_with(&body).await;
+
+    // Act
+    let status = app.get(&format!("/videos/jobs/{id}/status")).await;
+    let list = app.get("/videos/jobs").await;
+    let active = app.get("/videos/jobs/active").await;
+
+    // Assert
+    assert_eq!(status.status, StatusCode::OK, "{}", status.body);
+    assert_eq!(status.body["metadata"], metadata);
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert_eq!(list.body["jobs"][0]["metadata"], metadata);
+    assert_eq!(active.status, StatusCode::OK, "{}", active.body);
+    assert_eq!(app.delete(&format!("/videos/jobs/{id}")).await.status, StatusCode::OK, "a status change rewrites the item");
+    assert_eq!(app.get(&format!("/videos/jobs/{id}/status")).await.body["metadata"], metadata);
+}

@@ -7,7 +7,7 @@ use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use videojobs_core::ids::JobId;
 use videojobs_core::job::timestamp;
 use videojobs_core::notify::RetrySchedule;
@@ -91,34 +91,8 @@ impl Endpoint {
 }
 
 async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Received> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let headers: HashMap<String, String> = head
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    while buffer.len() < head_end + length {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-    Some(Received { headers, body: buffer[head_end..].to_vec() })
+    let (_, headers, body) = crate::helpers::read_http_request(stream).await?;
+    Some(Received { headers, body })
 }
 
 /// The job's events from the notifier, once there are `count` of them (or after 30 s).

@@ -58,7 +58,14 @@ async fn deliver(p: &Pipeline, provider: &str, headers: &[(String, String)], bod
     }
     let response = call.send().await.expect("delivered");
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    // The callback's answer, over HTTP, follows the published contract too.
+    let mut headers = lambda_http::http::HeaderMap::new();
+    if let Some(content_type) = response.headers().get("content-type") {
+        headers.insert("content-type", lambda_http::http::HeaderValue::from_bytes(content_type.as_bytes()).unwrap());
+    }
+    let bytes = response.bytes().await.expect("an answer");
+    crate::contract::check(&lambda_http::http::Method::POST, &format!("/webhooks/{provider}"), status, &headers, &bytes);
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 fn standard_webhook(id: &str, body: &str) -> Vec<(String, String)> {

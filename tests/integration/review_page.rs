@@ -95,3 +95,44 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
     assert!(head.is_err_and(|e| e.as_service_error().is_some_and(|e| e.is_not_found())));
     assert_eq!(app.get(&format!("/videos/jobs/{first}/result")).await.status, StatusCode::OK);
 }
+
+/// `GET /docs` in a real browser: it loads `/openapi.json` from its own
+/// origin and draws every operation, under its strict CSP, with no request
+/// anywhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_draws_every_operation_in_the_browser() {
+    let pipeline = Pipeline::start(settings()).await;
+    let artifacts = repo_root().join("target/test-artifacts");
+    let browser = Command::new("node")
+        .arg(repo_root().join("tests/browser/docs.mjs"))
+        .arg(&pipeline.callback_base_url)
+        .arg(&artifacts)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (scripts/test installs the browser test's dependencies)");
+    let out = tokio::time::timeout(BROWSER_RUN_LIMIT, browser.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the browser run did not end within {BROWSER_RUN_LIMIT:?}"))
+        .expect("the browser run's output");
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("the script's JSON report");
+    let seen = &report["seen"];
+    let spec = crate::contract::spec();
+    let methods = ["get", "post", "put", "patch", "delete"];
+    let operations: usize = spec["paths"].as_object().unwrap().values().map(|item| methods.iter().filter(|m| item.get(**m).is_some()).count()).sum::<usize>()
+        + spec["webhooks"].as_object().unwrap().len();
+    assert_eq!(seen["operations"].as_u64(), Some(operations as u64), "{seen}");
+    assert_eq!(seen["schemas"].as_u64(), Some(spec["components"]["schemas"].as_object().unwrap().len() as u64));
+    assert_eq!(seen["notice"], "", "{seen}");
+    assert_eq!(seen["title"], "videojobs API 1.0.0");
+    let generate = seen["generate_text"].as_str().unwrap();
+    for text in ["Idempotency-Key", "prompt", "202", "insufficient_credits", "Idempotent-Replayed"] {
+        assert!(generate.contains(text), "{text} in {generate}");
+    }
+    assert_eq!(seen["visible_after_filter"], 1, "{seen}");
+    assert_eq!(seen["other_origins"], serde_json::json!([]), "{seen}");
+}

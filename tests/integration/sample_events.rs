@@ -25,6 +25,9 @@ enum Function {
     Worker,
     /// A scheduled worker message: handled, and no job changes.
     Scheduled,
+    /// A message on the notification queue, for the same binary as the
+    /// worker (the sample job has no webhook_url: it is dead-lettered).
+    Notifier,
 }
 
 /// Each sample, the function that takes it, and the status it should get.
@@ -33,6 +36,7 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("admin-credits.json", Function::Status, 200),
     ("admin-keys.json", Function::Status, 201),
     ("animate.json", Function::Create, 202),
+    ("docs-page.json", Function::Status, 200),
     ("generate.json", Function::Create, 202),
     ("job-cancel.json", Function::Status, 200),
     ("job-events.json", Function::Status, 200),
@@ -42,6 +46,8 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("job-status.json", Function::Status, 200),
     ("jobs-active.json", Function::Status, 200),
     ("jobs-list.json", Function::Status, 200),
+    ("notify-sqs.json", Function::Notifier, 0),
+    ("openapi.json", Function::Status, 200),
     ("review-page.json", Function::Status, 200),
     ("review-queue.json", Function::Status, 200),
     ("stats.json", Function::Status, 200),
@@ -125,13 +131,17 @@ async fn every_sample_event_runs_through_its_handler() {
         let status = match function {
             Function::Create | Function::Status | Function::Webhook => {
                 let request = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let (method, path) = (request.method().clone(), request.uri().path().to_owned());
                 let response = match function {
                     Function::Create => create::handler(&app.services, request).await,
                     Function::Status => status::handler(&app.services, request).await,
                     _ => webhook::handler(&app.app.webhook, request).await,
                 }
                 .unwrap();
-                response.status().as_u16()
+                // What each sample answers follows the published contract too.
+                let status = response.status().as_u16();
+                crate::contract::check(&method, &path, status, response.headers(), response.body().as_ref());
+                status
             }
             Function::Worker => {
                 let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -139,6 +149,16 @@ async fn every_sample_event_runs_through_its_handler() {
                 let response = worker::handler(&worker, LambdaEvent::new(event, Context::default())).await.unwrap();
                 assert!(response.batch_item_failures.is_empty(), "{name}");
                 assert_eq!(app.job(&SAMPLE_JOB.parse().unwrap()).await.status, JobStatus::Expired, "{name}");
+                0
+            }
+            Function::Notifier => {
+                let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let response = worker::handler(&app.app.worker, LambdaEvent::new(event, Context::default())).await.unwrap();
+                assert!(response.batch_item_failures.is_empty(), "{name}: dead-lettered, not retried");
+                let dlq = app.resources.notify_dlq_url.clone().expect("a notification dead-letter queue");
+                let out = app.clients.sqs.receive_message().queue_url(&dlq).max_number_of_messages(10).send().await.unwrap();
+                let bodies: Vec<&str> = out.messages().iter().filter_map(|m| m.body()).collect();
+                assert!(bodies.iter().any(|b| b.contains("\"notify\"") && b.contains(SAMPLE_JOB)), "{name}: {bodies:?}");
                 0
             }
             Function::Scheduled => {

@@ -10,7 +10,7 @@ use videojobs_core::job::{timestamp, EventSource, Job, JobError, JobEvent, JobPa
 use videojobs_core::lifecycle::transition;
 use videojobs_core::ports::{ChangeOutcome, JobStore, JobUpdate, NewJob, StatusChange};
 use videojobs_core::request::{AspectRatio, Resolution};
-use videojobs_core::stats::{bucket_of, p95_of};
+use videojobs_core::stats::{bucket_of, p95_of, percentile_of};
 use videojobs_core::work::WorkMessage;
 use videojobs_core::JobStatus;
 
@@ -127,7 +127,7 @@ async fn the_stats_figures_match_a_known_set_of_jobs() {
     for t in &times {
         *buckets.entry(bucket_of(*t)).or_insert(0i64) += 1;
     }
-    assert_eq!(s["time_to_complete_seconds"], json!({"count": 3, "average": average, "p95": p95_of(&buckets)}));
+    assert_eq!(s["time_to_complete_seconds"], json!({"count": 3, "average": average, "p50": percentile_of(&buckets, 50), "p95": p95_of(&buckets)}));
     let slowest = times.iter().cloned().fold(0.0, f64::max);
     let p95 = s["time_to_complete_seconds"]["p95"].as_f64().unwrap();
     // Sub-second times share one bucket, whose bound is a second.
@@ -208,20 +208,53 @@ async fn concurrent_status_changes_leave_the_counters_consistent_with_the_jobs()
 }
 
 #[tokio::test]
-async fn only_admins_read_the_stats_or_use_the_admin_endpoints() {
+async fn only_admins_read_every_figure_or_use_the_admin_endpoints() {
     let app = TestApp::new(10).await;
     let (_, reviewer_key) = app.another_user(0, Role::Reviewer).await;
 
     for key in [app.key.as_str(), reviewer_key.as_str()] {
+        // Anyone else gets what a frontend shows, and nothing operational.
         let stats = app.call(Method::GET, "/videos/stats", Some(key), None).await;
+        assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
+        assert_eq!(stats.body["scope"], "user");
+        assert!(stats.body.get("duplicate_callbacks").is_none() && stats.body.get("stuck_jobs").is_none(), "{}", stats.body);
         let keys = app.call(Method::POST, "/videos/admin/keys", Some(key), Some(r#"{"user_id":"x","role":"admin"}"#)).await;
         let credits = app.call(Method::POST, "/videos/admin/credits", Some(key), Some("not even json")).await;
-        for reply in [stats, keys, credits] {
+        for reply in [keys, credits] {
             assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
             assert_eq!(reply.error_code(), "forbidden");
         }
     }
     assert_eq!(app.call(Method::GET, "/videos/stats", None, None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_user_sees_the_queue_the_typical_time_and_only_their_own_jobs() {
+    let app = TestApp::new(100).await;
+    let (_, other_key) = app.another_user(100, Role::User).await;
+    let mine = app.generate(2).await;
+    app.generate(2).await;
+    let theirs = app.call(Method::POST, "/videos/generate", Some(&other_key), Some(r#"{"prompt":"theirs","duration_seconds":1}"#)).await;
+    assert_eq!(theirs.status, StatusCode::ACCEPTED, "{}", theirs.body);
+    assert_eq!(app.delete(&format!("/videos/jobs/{mine}")).await.status, StatusCode::OK);
+
+    // Act
+    let stats = app.get("/videos/stats").await;
+
+    // Assert
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
+    let own = &stats.body["your_jobs"];
+    assert_eq!(own["counted"], 2, "{}", stats.body);
+    assert_eq!(own["complete"], true);
+    assert_eq!(own["by_status"]["canceled"], 1);
+    assert_eq!(own["by_status"]["queued"].as_i64().unwrap() + own["by_status"]["submitted"].as_i64().unwrap()
+        + own["by_status"]["failed"].as_i64().unwrap() + own["by_status"]["processing"].as_i64().unwrap()
+        + own["by_status"]["retrying"].as_i64().unwrap(), 1, "{}", stats.body);
+    assert_eq!(own["max_active"], 5);
+    // The queue counts every user's jobs (this stack is shared by other tests: at least ours).
+    let queue = &stats.body["queue"];
+    assert!(queue["waiting"].as_i64().unwrap() + queue["generating"].as_i64().unwrap() >= 2, "{}", stats.body);
+    assert!(stats.body["time_to_complete_seconds"].get("p50").is_some());
 }
 
 #[tokio::test]

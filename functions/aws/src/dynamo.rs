@@ -12,10 +12,13 @@
 //! | API key           | `APIKEY#{sha256 hex}`   | `APIKEY`             | `key_id`, `user_id`, `role`, `expires_at`?, `revoked_at`?; the key itself is never stored |
 //! | key listing entry | `KEYS`                  | `KEY#{key_id}`       | the key's record without its hash: admins list and revoke by `key_id` (`dynamo/keys.rs`) |
 //! | upload            | `UPLOAD#{upload_id}`    | `UPLOAD`             | TTL a day |
-//! | callback receipt  | `RECEIPT#{provider}#{event_id}` | `RECEIPT`    | a provider event applied once; TTL a week |
+//! | callback receipt  | `RECEIPT#{provider}#{event_id}` | `RECEIPT`    | a provider event applied once: `receipt_state` `pending` (with `lease_until`) while applied, then `done`; TTL a week |
+//! | request owner     | `PROVREQ#{provider}#{request_id}` | `OWNER`    | `job_id`: put by the worker before the job records the request id; read strongly consistent by the webhook |
+//! | early callback    | `PROVREQ#{provider}#{request_id}` | `EARLY`    | a verified callback that found no owner yet; the worker looks for it after recording the owner |
 //! | webhook secret    | `USER#{user}`           | `WEBHOOK_SECRET`     | `secret` (`whsec_…`, kept readable: it signs), `previous_secret` + `previous_valid_until` after a rotation |
 //! | notification sent | `JOB#{job_id}`          | `NOTIFIED#{status}`  | the client was told of this status: put once (`attribute_not_exists`), checked before each attempt |
-//! | notification claim | `JOB#{job_id}`         | `NOTIFYING#{status}` | an attempt in progress: put unless held (`lease_until` not passed), deleted after; TTL a day |
+//! | notification claim | `JOB#{job_id}`         | `NOTIFYING#{status}` | an attempt in progress: put unless held (`lease_until` not passed), deleted after by its `holder` only; TTL a day |
+//! | delivery slot     | `USER#{user}`           | `NOTIFY_SLOT#{0..3}` | one of a tenant's 4 deliveries in flight: leased as the claim is |
 //! | rate limit window | `RATE#{policy}#{key_id}#{window start}` | `RATE` | `hits` in one minute, counted only under the limit; TTL two minutes (`dynamo/ratelimit.rs`) |
 //! | counter shard     | `STATS#{0..7}`          | `COUNTERS`           | operational counters (see `stats.rs`); a job item also carries `watch_status` while `submitted`/`processing` (index `stuck_watch`) |
 //!
@@ -31,7 +34,12 @@
 //! - a status change is conditioned on the status it leaves, and writes its
 //!   event, and any refund and slot release, in the same transaction;
 //! - a provider callback is applied once: its receipt is put under
-//!   `attribute_not_exists(pk)`, keyed by provider and the provider's event id;
+//!   `attribute_not_exists(pk)` (or over a pending receipt whose lease ran
+//!   out), keyed by provider and the provider's event id, and marked done
+//!   after the event is applied; a failed apply deletes the pending receipt;
+//! - a submission attempt is fenced: the job's `submit_attempt` is raised by
+//!   the status change that claims an attempt, and every write an attempt
+//!   makes afterwards is conditioned on it still being current;
 //! - progress only rises: `progress < :p` on its update; the progress detail
 //!   only moves forward (`progress_detail_at < :at`, and only in the statuses
 //!   its stage allows) and goes when the job leaves `submitted`/`processing`;
@@ -78,6 +86,20 @@ const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
 const UPLOAD_TTL_SECONDS: i64 = 24 * 3600;
 /// Providers retry callbacks for a day at most; a receipt outlives that.
 const RECEIPT_TTL_SECONDS: i64 = 7 * 24 * 3600;
+/// How long a callback being applied holds its receipt: a delivery that finds
+/// it pending is asked to retry; after this, a retry takes the receipt over.
+const RECEIPT_LEASE_SECONDS: i64 = 30;
+const RECEIPT_PENDING: &str = "pending";
+const RECEIPT_DONE: &str = "done";
+
+fn receipt_pk(provider: &str, event_id: &str) -> String {
+    format!("RECEIPT#{provider}#{event_id}")
+}
+
+fn owner_pk(provider: &str, request_id: &str) -> String {
+    format!("PROVREQ#{provider}#{request_id}")
+}
+
 /// How often a transaction that lost a race to another is tried again.
 const CONFLICT_RETRIES: usize = 8;
 
@@ -275,6 +297,10 @@ impl DynamoStore {
         clauses.values.insert(":to".into(), s(t.to.as_str()));
         let mut condition = String::from("#status = :from");
         clauses.values.insert(":from".into(), s(t.from.as_str()));
+        if let Some(fence) = clauses.attempt_fence(&change.update) {
+            condition.push_str(" AND ");
+            condition.push_str(fence);
+        }
         clauses.values.insert(":now".into(), s(timestamp::format(change.at)));
         if let Some(error) = &change.error {
             clauses.set.push("#error = :error".into());
@@ -458,12 +484,27 @@ impl UpdateClauses {
             c.remove.push("#output");
             c.names.insert("#output".into(), "output".into());
         }
+        if let Some(attempt) = update.submit_attempt {
+            c.set.push("submit_attempt = :submit_attempt".into());
+            c.values.insert(":submit_attempt".into(), n(attempt));
+        }
         if let Some(review) = &update.review {
             c.set.push("#review = :review".into());
             c.names.insert("#review".into(), "review".into());
             c.values.insert(":review".into(), AttributeValue::M(to_item(review)?));
         }
         Ok(c)
+    }
+
+    /// The condition that fences a write to one submission attempt, if the
+    /// update asks for it (attempt 0: the job was never submitted).
+    fn attempt_fence(&mut self, update: &JobUpdate) -> Option<&'static str> {
+        let attempt = update.only_in_attempt?;
+        if attempt == 0 {
+            return Some("attribute_not_exists(submit_attempt)");
+        }
+        self.values.insert(":only_in_attempt".into(), n(attempt));
+        Some("submit_attempt = :only_in_attempt")
     }
 
     fn expression(&self) -> String {
@@ -637,6 +678,11 @@ impl JobStore for DynamoStore {
         if update.remove_output {
             return self.forget_output(id, status, clauses).await;
         }
+        let mut condition = String::from("#status = :status");
+        if let Some(fence) = clauses.attempt_fence(update) {
+            condition.push_str(" AND ");
+            condition.push_str(fence);
+        }
         let expression = clauses.expression();
         let result = self
             .client
@@ -644,7 +690,7 @@ impl JobStore for DynamoStore {
             .table_name(&self.jobs_table)
             .set_key(Some(key(job_pk(id), "JOB")))
             .update_expression(expression)
-            .condition_expression("#status = :status")
+            .condition_expression(condition)
             .set_expression_attribute_names(Some(clauses.names))
             .set_expression_attribute_values(Some(clauses.values))
             .send()
@@ -679,27 +725,67 @@ impl JobStore for DynamoStore {
         self.put_item(event_item(event)?).await
     }
 
-    async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<bool, StoreError> {
-        let mut item = key(format!("RECEIPT#{provider}#{event_id}"), "RECEIPT");
+    async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<ReceiptClaim, StoreError> {
+        let now = timestamp::now();
+        let mut item = key(receipt_pk(provider, event_id), "RECEIPT");
         item.insert("kind".into(), s("receipt"));
         item.insert("request_id".into(), s(request_id));
-        item.insert("received_at".into(), s(timestamp::format(timestamp::now())));
+        item.insert("receipt_state".into(), s(RECEIPT_PENDING));
+        item.insert("lease_until".into(), n(now.unix_timestamp() + RECEIPT_LEASE_SECONDS));
+        item.insert("received_at".into(), s(timestamp::format(now)));
         item.insert("ttl_epoch".into(), epoch_after(RECEIPT_TTL_SECONDS));
-        self.put_if_absent(item).await
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.jobs_table)
+            .set_item(Some(item))
+            // New, or pending under a lease that ran out (its applier died).
+            .condition_expression("attribute_not_exists(pk) OR (receipt_state = :pending AND lease_until < :now)")
+            .expression_attribute_values(":pending", s(RECEIPT_PENDING))
+            .expression_attribute_values(":now", n(now.unix_timestamp()))
+            .send()
+            .await;
+        if conditional_write("PutItem", result)? {
+            return Ok(ReceiptClaim::New);
+        }
+        let held = self.get(key(receipt_pk(provider, event_id), "RECEIPT")).await?;
+        // Receipts from before leases existed have no state: they were applied.
+        let pending = held.as_ref().and_then(|item| item.get("receipt_state")).and_then(|v| v.as_s().ok()).map(String::as_str)
+            == Some(RECEIPT_PENDING);
+        Ok(if pending { ReceiptClaim::InProgress } else { ReceiptClaim::Done })
     }
 
-    async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
+    async fn complete_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
         self.client
-            .delete_item()
+            .update_item()
             .table_name(&self.jobs_table)
-            .set_key(Some(key(format!("RECEIPT#{provider}#{event_id}"), "RECEIPT")))
+            .set_key(Some(key(receipt_pk(provider, event_id), "RECEIPT")))
+            .update_expression("SET receipt_state = :done REMOVE lease_until")
+            .expression_attribute_values(":done", s(RECEIPT_DONE))
             .send()
             .await
-            .map_err(|e| store_error("DeleteItem", e))?;
+            .map_err(|e| store_error("UpdateItem", e))?;
         Ok(())
     }
 
+    async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(key(receipt_pk(provider, event_id), "RECEIPT")))
+            .condition_expression("receipt_state = :pending")
+            .expression_attribute_values(":pending", s(RECEIPT_PENDING))
+            .send()
+            .await;
+        conditional_write("DeleteItem", result).map(|_| ())
+    }
+
     async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
+        if let Some(owner) = self.get(key(owner_pk(provider, request_id), "OWNER")).await? {
+            return parsed(&owner, "job_id").map(Some);
+        }
+        // Jobs submitted before owner records existed are found by the index.
         let out = self
             .client
             .query()
@@ -717,12 +803,15 @@ impl JobStore for DynamoStore {
         id.parse().map(Some).map_err(|_| StoreError::Internal("index item has a bad job id".into()))
     }
 
-    async fn save_task_token(&self, id: &JobId, token: &str) -> Result<(), StoreError> {
+    async fn save_task_token(&self, id: &JobId, token: &str, replace: bool) -> Result<(), StoreError> {
         let mut item = key(job_pk(id), "TASK_TOKEN");
         item.insert("kind".into(), s("task_token"));
         item.insert("token".into(), s(token));
         item.insert("saved_at".into(), s(timestamp::format(timestamp::now())));
-        self.put_item(item).await
+        if replace {
+            return self.put_item(item).await;
+        }
+        self.put_if_absent(item).await.map(|_| ())
     }
 
     async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
@@ -740,6 +829,29 @@ impl JobStore for DynamoStore {
             .await
             .map_err(|e| store_error("GetItem", e))?;
         out.item.map(|item| text(&item, "prompt")).transpose()
+    }
+}
+
+#[async_trait]
+impl ProviderRequests for DynamoStore {
+    async fn record_owner(&self, provider: &str, request_id: &str, job: &JobId) -> Result<(), StoreError> {
+        let mut item = key(owner_pk(provider, request_id), "OWNER");
+        item.insert("kind".into(), s("provider_request_owner"));
+        item.insert("job_id".into(), s(job.as_str()));
+        item.insert("ttl_epoch".into(), epoch_after(RECEIPT_TTL_SECONDS));
+        self.put_item(item).await
+    }
+
+    async fn note_early_callback(&self, provider: &str, request_id: &str) -> Result<(), StoreError> {
+        let mut item = key(owner_pk(provider, request_id), "EARLY");
+        item.insert("kind".into(), s("early_callback"));
+        item.insert("received_at".into(), s(timestamp::format(timestamp::now())));
+        item.insert("ttl_epoch".into(), epoch_after(RECEIPT_TTL_SECONDS));
+        self.put_item(item).await
+    }
+
+    async fn had_early_callback(&self, provider: &str, request_id: &str) -> Result<bool, StoreError> {
+        Ok(self.get(key(owner_pk(provider, request_id), "EARLY")).await?.is_some())
     }
 }
 

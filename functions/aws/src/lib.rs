@@ -39,6 +39,11 @@ pub struct Resources {
     pub media_bucket: String,
     pub state_machine_arn: String,
     pub work_queue_url: String,
+    /// Client notifications: a queue and consumer of their own.
+    pub notify_queue_url: String,
+    /// The dead-letter queues, for messages that can never be handled.
+    pub work_dlq_url: Option<String>,
+    pub notify_dlq_url: Option<String>,
 }
 
 impl Resources {
@@ -52,6 +57,9 @@ impl Resources {
             media_bucket: required("MEDIA_BUCKET")?,
             state_machine_arn: required("STATE_MACHINE_ARN")?,
             work_queue_url: required("WORK_QUEUE_URL")?,
+            notify_queue_url: required("NOTIFY_QUEUE_URL")?,
+            work_dlq_url: get("WORK_DLQ_URL").filter(|v| !v.is_empty()),
+            notify_dlq_url: get("NOTIFY_DLQ_URL").filter(|v| !v.is_empty()),
         })
     }
 
@@ -161,8 +169,9 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
         &resources.prompts_table,
     ));
     let work = Arc::new(SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
+    let notifications = Arc::new(SqsWorkQueue::new(clients.sqs.clone(), &resources.notify_queue_url));
     Services {
-        jobs: notifying(store.clone(), work.clone()),
+        jobs: notifying(store.clone(), notifications),
         keys: store.clone(),
         accounts: store.clone(),
         webhook_secrets: store.clone(),
@@ -179,8 +188,9 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
     }
 }
 
-/// The job store that queues a client notification after each status change
-/// a client asked to be told of: every function that changes statuses uses it.
+/// The job store that queues a client notification (on the notification
+/// queue) after each status change a client asked to be told of: every
+/// function that changes statuses uses it.
 pub fn notifying(store: Arc<DynamoStore>, queue: Arc<SqsWorkQueue>) -> Arc<dyn videojobs_core::ports::JobStore> {
     Arc::new(videojobs_core::notify::NotifyingJobs::new(store, queue))
 }

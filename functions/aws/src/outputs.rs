@@ -15,6 +15,12 @@ use videojobs_core::mp4::Mp4Probe;
 use videojobs_core::ports::{CopiedObject, CopyError, OutputStore};
 use videojobs_core::StoreError;
 
+/// The object tag the bucket's safety-net lifecycle rule reads: a copy is
+/// `unreviewed` until its job is approved, then `kept`.
+pub const RETENTION_TAG: &str = "videojobs-retention";
+pub const UNREVIEWED: &str = "unreviewed";
+pub const KEPT: &str = "kept";
+
 /// S3's smallest part (but the last) is 5 MiB; 8 MiB keeps a 1 GiB copy to 128 parts.
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
 
@@ -53,6 +59,7 @@ impl S3Outputs {
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
+            .tagging(format!("{RETENTION_TAG}={UNREVIEWED}"))
             .send()
             .await
             .map_err(|e| store_error("CreateMultipartUpload", e))?;
@@ -118,6 +125,7 @@ impl S3Outputs {
                     .bucket(&self.bucket)
                     .key(key)
                     .content_type(content_type)
+                    .tagging(format!("{RETENTION_TAG}={UNREVIEWED}"))
                     .body(ByteStream::from(buffer))
                     .send()
                     .await
@@ -189,6 +197,29 @@ impl OutputStore for S3Outputs {
                 .send()
                 .await
                 .map_err(|e| store_error("DeleteObject", e))?;
+        }
+        Ok(())
+    }
+
+    async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
+        let tag = aws_sdk_s3::types::Tag::builder()
+            .key(RETENTION_TAG)
+            .value(KEPT)
+            .build()
+            .map_err(|e| StoreError::Internal(format!("building a tag: {e}")))?;
+        let tagging = aws_sdk_s3::types::Tagging::builder()
+            .tag_set(tag)
+            .build()
+            .map_err(|e| StoreError::Internal(format!("building a tagging: {e}")))?;
+        for key in keys {
+            self.client
+                .put_object_tagging()
+                .bucket(&self.bucket)
+                .key(key)
+                .tagging(tagging.clone())
+                .send()
+                .await
+                .map_err(|e| store_error("PutObjectTagging", e))?;
         }
         Ok(())
     }

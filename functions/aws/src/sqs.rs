@@ -1,4 +1,4 @@
-//! SQS: the work queue.
+//! SQS: the work queue, the notification queue and their dead-letter queues.
 
 use crate::errors::store_error;
 use async_trait::async_trait;
@@ -44,6 +44,46 @@ impl WorkQueue for SqsWorkQueue {
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
+            .send()
+            .await
+            .map_err(|e| store_error("SendMessage", e))?;
+        Ok(())
+    }
+}
+
+/// Sends a message that can never be handled to its queue's dead-letter
+/// queue, with the reason as a message attribute.
+#[derive(Clone)]
+pub struct SqsDeadLetters {
+    client: Client,
+    work: Option<String>,
+    notifications: Option<String>,
+}
+
+impl SqsDeadLetters {
+    pub fn new(client: Client, resources: &crate::Resources) -> Self {
+        Self { client, work: resources.work_dlq_url.clone(), notifications: resources.notify_dlq_url.clone() }
+    }
+}
+
+#[async_trait]
+impl videojobs_core::ports::DeadLetters for SqsDeadLetters {
+    async fn dead_letter(&self, body: &str, reason: &str, notification: bool) -> Result<(), StoreError> {
+        let queue = if notification { &self.notifications } else { &self.work };
+        let Some(queue) = queue else {
+            return Err(StoreError::Internal("no dead-letter queue is configured".into()));
+        };
+        let reason: String = reason.chars().take(1_000).collect();
+        let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(reason)
+            .build()
+            .map_err(|e| StoreError::Internal(format!("building the reason attribute: {e}")))?;
+        self.client
+            .send_message()
+            .queue_url(queue)
+            .message_body(if body.is_empty() { "(empty)" } else { body })
+            .message_attributes("reason", attribute)
             .send()
             .await
             .map_err(|e| store_error("SendMessage", e))?;

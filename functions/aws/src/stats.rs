@@ -256,8 +256,8 @@ mod tests {
     }
 
     #[test]
-    fn only_submitted_and_processing_jobs_are_watched() {
+    fn queued_submitted_and_processing_jobs_are_watched() {
         let watched: Vec<JobStatus> = JobStatus::ALL.into_iter().filter(|s| is_watched(*s)).collect();
-        assert_eq!(watched, [JobStatus::Submitted, JobStatus::Processing]);
+        assert_eq!(watched, [JobStatus::Queued, JobStatus::Submitted, JobStatus::Processing]);
     }
 }

@@ -139,6 +139,48 @@ pub struct Artifact {
     pub height: u32,
 }
 
+impl Artifact {
+    /// The objects it is stored as: the video, and the thumbnail if any.
+    pub fn object_keys(&self) -> Vec<String> {
+        std::iter::once(self.video_key.clone()).chain(self.thumbnail_key.clone()).collect()
+    }
+}
+
+/// A job's `metadata` is the client's JSON, of any shape the request checks
+/// allow: kept as one string attribute, not as a document of nested maps. In
+/// moto a `null` inside a nested object comes back as an item the SDK cannot
+/// read (found by Schemathesis: every read and listing of that user's jobs
+/// answered 500 from then on), and a string is stored byte for byte by any
+/// store. Items written before this kept a map; both read.
+pub mod metadata_text {
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_json::{Map, Value};
+
+    pub fn serialize<S: Serializer>(value: &Option<Map<String, Value>>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(map) => s.serialize_some(&serde_json::to_string(map).map_err(S::Error::custom)?),
+            None => s.serialize_none(),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Text(String),
+        Map(Map<String, Value>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Map<String, Value>>, D::Error> {
+        Ok(match Option::<Stored>::deserialize(d)? {
+            None => None,
+            Some(Stored::Text(text)) => Some(serde_json::from_str(&text).map_err(D::Error::custom)?),
+            Some(Stored::Map(map)) => Some(map),
+        })
+    }
+}
+
 /// Where a job is now: the record a status request reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -146,7 +188,8 @@ pub struct Job {
     pub user_id: UserId,
     pub status: JobStatus,
     pub params: JobParams,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The client's own JSON, stored as its text (see [`metadata_text`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "metadata_text")]
     pub metadata: Option<Map<String, Value>>,
     /// Hex SHA-256 of the prompt; the prompt itself is kept apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +197,10 @@ pub struct Job {
     pub provider: ProviderName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_request_id: Option<String>,
+    /// The submission attempt that is current (0 before the first): only a
+    /// message of this attempt may act on the provider (a fencing token).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub submit_attempt: u32,
     pub progress: u8,
     pub cost_credits: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +245,7 @@ impl Job {
             prompt_hash: None,
             provider,
             provider_request_id: None,
+            submit_attempt: 0,
             progress: 0,
             cost_credits,
             webhook_url: None,
@@ -219,6 +267,10 @@ impl Job {
     pub fn is_owned_by(&self, user: &UserId) -> bool {
         &self.user_id == user
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Who or what caused an event.
@@ -265,6 +317,27 @@ mod tests {
         assert_eq!(timestamp::format(late), "2023-11-14T22:13:21.500Z");
         assert!(timestamp::format(early) < timestamp::format(late));
         assert_eq!(timestamp::parse(&timestamp::format(late)), Some(late));
+    }
+
+    #[test]
+    fn metadata_is_stored_as_its_text_and_an_older_map_still_reads() {
+        let params = JobParams::TextToVideo {
+            duration_seconds: 1,
+            aspect_ratio: crate::request::AspectRatio::Square,
+            resolution: crate::request::Resolution::Sd,
+        };
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let metadata: Map<String, Value> = serde_json::from_str(r#"{"a": {"b": null, "NULL": [null]}}"#).unwrap();
+        let job = Job {
+            metadata: Some(metadata.clone()),
+            ..Job::accepted(crate::ids::JobId::generate(), "u".parse().unwrap(), params, "local".parse().unwrap(), 1, now)
+        };
+        let stored = serde_json::to_value(&job).unwrap();
+        assert_eq!(stored["metadata"], serde_json::json!(r#"{"a":{"NULL":[null],"b":null}}"#));
+        assert_eq!(serde_json::from_value::<Job>(stored.clone()).unwrap().metadata, Some(metadata.clone()));
+        let mut older = stored;
+        older["metadata"] = Value::Object(metadata.clone());
+        assert_eq!(serde_json::from_value::<Job>(older).unwrap().metadata, Some(metadata));
     }
 
     #[test]

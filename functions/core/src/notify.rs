@@ -98,23 +98,35 @@ pub trait NotificationLog: Send + Sync {
     /// Records a delivery once: `false` if it was already recorded.
     async fn record_delivery(&self, job: &JobId, status: JobStatus, attempt: u32, http_status: u16) -> Result<bool, StoreError>;
     /// Takes the right to attempt this notification for `lease` (unless
-    /// someone holds it and it has not run out): `false` when someone does.
-    async fn claim_attempt(&self, job: &JobId, status: JobStatus, lease: Duration) -> Result<bool, StoreError>;
-    /// Gives the right back once the attempt is over.
-    async fn release_attempt(&self, job: &JobId, status: JobStatus) -> Result<(), StoreError>;
+    /// someone holds it and it has not run out) as `holder`: `false` when
+    /// someone else does.
+    async fn claim_attempt(&self, job: &JobId, status: JobStatus, holder: &str, lease: Duration) -> Result<bool, StoreError>;
+    /// Gives the right back once the attempt is over, only if `holder` still
+    /// holds it (a lease that ran out may have passed to another attempt).
+    async fn release_attempt(&self, job: &JobId, status: JobStatus, holder: &str) -> Result<(), StoreError>;
+    /// Takes one of the user's `slots` delivery slots for `lease` as `holder`:
+    /// the slot's number, or `None` when all are held (see [`USER_SLOTS`]).
+    async fn claim_user_slot(&self, user: &UserId, slots: u32, holder: &str, lease: Duration) -> Result<Option<u32>, StoreError>;
+    /// Gives a slot back, only if `holder` still holds it.
+    async fn release_user_slot(&self, user: &UserId, slot: u32, holder: &str) -> Result<(), StoreError>;
 }
+
+/// The fairness rule between tenants: at most this many deliveries to one
+/// user's endpoints are in flight at once. A notification that finds all of
+/// its user's slots held waits [`SLOT_WAIT`] on the queue and does not count
+/// as an attempt, so one tenant's slow receivers hold at most this many of
+/// the notification consumer's concurrent deliveries.
+pub const USER_SLOTS: u32 = 4;
+
+/// How long a notification waits for one of its user's slots.
+pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 
 /// How long one attempt may hold its claim: longer than a lookup, a connection
 /// and a request together, shorter than the queue's visibility timeout (a
 /// copy of the message that found the claim held comes back after that).
 pub const ATTEMPT_LEASE: Duration = Duration::from_secs(60);
 
-/// Puts a message on the work queue to be received after a delay (at most
-/// 15 minutes on SQS; longer waits hop, see `WorkMessage::Notify`).
-#[async_trait]
-pub trait DelayedWorkQueue: Send + Sync {
-    async fn enqueue_after(&self, message: &crate::work::WorkMessage, delay: Duration) -> Result<(), StoreError>;
-}
+pub use crate::ports::DelayedWorkQueue;
 
 /// The longest delay one SQS message can carry.
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);

@@ -198,6 +198,11 @@ pub struct JobUpdate {
     pub remove_output: bool,
     /// A reviewer's decision, set with `completed → approved | rejected`.
     pub review: Option<crate::job::Review>,
+    /// Makes this submission attempt the job's current one.
+    pub submit_attempt: Option<u32>,
+    /// Applies the write only while this is the job's current submission
+    /// attempt (0: none yet): a message of an older attempt changes nothing.
+    pub only_in_attempt: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,25 +258,75 @@ pub trait JobStore: Send + Sync {
     async fn raise_progress(&self, id: &JobId, percent: u8) -> Result<(), StoreError>;
     /// Keeps an event that changed nothing (a late or repeated callback).
     async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError>;
-    /// Records a provider callback once: `false` when it was seen before.
-    async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<bool, StoreError>;
-    /// Forgets a receipt whose event could not be applied, so a retry applies it.
+    /// Claims a provider callback for applying (see [`ReceiptClaim`]): the
+    /// receipt is pending, with a lease, until [`JobStore::complete_receipt`].
+    async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<ReceiptClaim, StoreError>;
+    /// Marks a claimed callback applied: from now on it is a duplicate.
+    async fn complete_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError>;
+    /// Forgets a pending receipt whose event could not be applied, so a retry applies it.
     async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError>;
-    /// The job a provider request belongs to.
+    /// The job a provider request belongs to (a strongly consistent read of
+    /// the owner record, see [`ProviderRequests`]).
     async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError>;
     /// Keeps the Step Functions task token the job's execution waits on (it is
     /// answered when the video is stored or the job fails). An item of its own,
-    /// so that the job item stays under 1 KB.
-    async fn save_task_token(&self, id: &JobId, token: &str) -> Result<(), StoreError>;
+    /// so that the job item stays under 1 KB. `replace: false` keeps a token
+    /// already stored (a late copy of the first `submit` message must not
+    /// replace the token of a later `poll`).
+    async fn save_task_token(&self, id: &JobId, token: &str, replace: bool) -> Result<(), StoreError>;
     async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError>;
     /// The raw prompt, for the functions allowed to read it.
     async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError>;
+}
+
+/// What a callback's receipt says. The receipt is put before the event is
+/// applied and marked done after: a function that dies in between leaves a
+/// pending receipt whose lease runs out, so the provider's retry applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptClaim {
+    /// First delivery (or the lease of a dead one ran out): apply it.
+    New,
+    /// Applied before: answer `200` and change nothing.
+    Done,
+    /// Another delivery of it is being applied right now: ask for a retry.
+    InProgress,
+}
+
+/// Ties a provider's request ids to our jobs so that no callback is lost,
+/// whichever comes first: the worker records the owner (before the job
+/// records its request id), then looks for an early callback; the webhook,
+/// finding no owner, notes the early callback, then looks for the owner
+/// again. Both are strongly consistent reads, so at least one side sees the
+/// other, and applying an event twice is harmless.
+#[async_trait]
+pub trait ProviderRequests: Send + Sync {
+    /// Records that `request_id` at `provider` belongs to `job`.
+    async fn record_owner(&self, provider: &str, request_id: &str, job: &JobId) -> Result<(), StoreError>;
+    /// Notes a verified callback for a request no job owns yet.
+    async fn note_early_callback(&self, provider: &str, request_id: &str) -> Result<(), StoreError>;
+    /// Whether a callback for the request came before its owner was recorded.
+    async fn had_early_callback(&self, provider: &str, request_id: &str) -> Result<bool, StoreError>;
 }
 
 /// Puts work on the queue the worker consumes.
 #[async_trait]
 pub trait WorkQueue: Send + Sync {
     async fn enqueue(&self, message: &crate::work::WorkMessage) -> Result<(), StoreError>;
+}
+
+/// Puts a message on a queue to be received after a delay (at most 15
+/// minutes on SQS; longer waits hop, see `WorkMessage::Notify`).
+#[async_trait]
+pub trait DelayedWorkQueue: Send + Sync {
+    async fn enqueue_after(&self, message: &crate::work::WorkMessage, delay: std::time::Duration) -> Result<(), StoreError>;
+}
+
+/// Where a message that can never be handled is kept, with the reason, for
+/// an operator (and the dead-letter alarm) to see.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// `notification`: the message came from the notification queue.
+    async fn dead_letter(&self, body: &str, reason: &str, notification: bool) -> Result<(), StoreError>;
 }
 
 /// Answers the task a Step Functions execution is waiting on.
@@ -371,6 +426,11 @@ pub enum CopyError {
 #[async_trait]
 pub trait OutputStore: Send + Sync {
     /// Streams `url` into `key` (multipart, never whole in memory).
+    /// The copy is marked unreviewed: a lifecycle rule deletes unreviewed
+    /// objects some days after the retention window, as a safety net for a
+    /// copy that no job points to.
     async fn copy_from_url(&self, url: &str, key: &str, content_type: &str) -> Result<CopiedObject, CopyError>;
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
+    /// Marks approved objects kept: the safety net leaves them alone.
+    async fn keep(&self, keys: &[String]) -> Result<(), StoreError>;
 }

@@ -57,6 +57,9 @@ fn named_in_message<'a>(message: &'a str, marker: &str) -> Option<&'a str> {
 pub const PROMPT_MAX_CHARS: usize = 2_000;
 pub const METADATA_MAX_KEYS: usize = 20;
 pub const METADATA_MAX_BYTES: usize = 4_096;
+/// Objects and arrays nest at most this deep in `metadata` (DynamoDB stores
+/// 32 levels, and the job item holds `metadata` inside itself).
+pub const METADATA_MAX_DEPTH: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AspectRatio {
@@ -582,6 +585,7 @@ fn checked_common(
             ));
         }
         for (key, value) in metadata {
+            storable(value, 1).map_err(|problem| InvalidRequest::new(&format!("metadata.{key}"), problem))?;
             // A key with an invisible character is named by its parent: the name itself would mislead.
             no_format_characters("metadata", key)?;
             checked_metadata_value(&format!("metadata.{key}"), value)?;
@@ -597,6 +601,24 @@ fn checked_common(
         }
     }
     Ok(CommonOptions { provider, webhook_url, metadata })
+}
+
+/// Whether DynamoDB can store a metadata value: nesting within
+/// [`METADATA_MAX_DEPTH`], numbers within its range (magnitudes from 1e-130
+/// to below 1e126, or zero).
+fn storable(value: &Value, depth: usize) -> Result<(), String> {
+    if depth > METADATA_MAX_DEPTH {
+        return Err(format!("nests deeper than {METADATA_MAX_DEPTH} levels"));
+    }
+    match value {
+        Value::Number(number) => match number.as_f64() {
+            Some(x) if x == 0.0 || (1e-130..1e126).contains(&x.abs()) => Ok(()),
+            _ => Err("holds a number outside the range that can be stored (1e-130 to 1e125)".into()),
+        },
+        Value::Array(items) => items.iter().try_for_each(|v| storable(v, depth + 1)),
+        Value::Object(fields) => fields.values().try_for_each(|v| storable(v, depth + 1)),
+        _ => Ok(()),
+    }
 }
 
 fn checked_url(field: &str, value: &str, allow_http: bool) -> Result<Url, InvalidRequest> {
@@ -859,6 +881,19 @@ mod tests {
         let json = format!(r#"{{"prompt":"p","metadata":{{"k":"{big}"}}}}"#);
         assert_eq!(refused_field(generate(&json)), "metadata");
         assert_eq!(refused_field(generate(r#"{"prompt":"p","metadata":[1]}"#)), "metadata");
+    }
+
+    #[test]
+    fn metadata_dynamodb_cannot_store_is_refused_naming_its_key() {
+        let deep = format!(r#"{{"prompt":"p","metadata":{{"deep":{}1{}}}}}"#, "[".repeat(40), "]".repeat(40));
+        assert_eq!(refused_field(generate(&deep)), "metadata.deep");
+        let just_deep_enough = format!(r#"{{"prompt":"p","metadata":{{"ok":{}1{}}}}}"#, "[".repeat(7), "]".repeat(7));
+        assert!(generate(&just_deep_enough).is_ok());
+        assert_eq!(refused_field(generate(r#"{"prompt":"p","metadata":{"n":1e200}}"#)), "metadata.n");
+        assert_eq!(refused_field(generate(r#"{"prompt":"p","metadata":{"n":{"m":[1e-200]}}}"#)), "metadata.n");
+        for fine in ["0", "-0.0", "1e125", "-2e-130", "12345678901234567890", "3.5"] {
+            assert!(generate(&format!(r#"{{"prompt":"p","metadata":{{"n":{fine}}}}}"#)).is_ok(), "{fine}");
+        }
     }
 
     #[test]

@@ -311,6 +311,8 @@ impl Services {
         job.review = Some(review);
         if t.to == JobStatus::Rejected {
             self.discard_output(&job).await;
+        } else {
+            self.keep_output(&job).await;
         }
         self.status_body(&job).await
     }
@@ -321,6 +323,15 @@ impl Services {
         let message = WorkMessage::DiscardOutput { job_id: job.job_id.clone() };
         if let Err(err) = self.work.enqueue(&message).await {
             tracing::warn!(job_id = %job.job_id, error = %err, "could not ask the worker to delete the rejected video");
+        }
+    }
+
+    /// Asks the worker to mark an approved video's objects kept. If the
+    /// message cannot be sent, the retention window's `expire` marks them.
+    async fn keep_output(&self, job: &Job) {
+        let message = WorkMessage::KeepOutput { job_id: job.job_id.clone() };
+        if let Err(err) = self.work.enqueue(&message).await {
+            tracing::warn!(job_id = %job.job_id, error = %err, "could not ask the worker to keep the approved video");
         }
     }
 

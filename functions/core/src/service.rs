@@ -511,7 +511,9 @@ pub fn failure_change(job: &Job, from: JobStatus, source: EventSource, error: Jo
     Some(StatusChange::new(job, t, source, error.message.clone(), Some(error), JobUpdate::default()))
 }
 
-fn workflow_input(job: &Job, settings: &Settings) -> WorkflowInput {
+/// The input a job's execution starts with (create, a replay, and the worker
+/// restarting a job whose execution never started all give the same).
+pub fn workflow_input(job: &Job, settings: &Settings) -> WorkflowInput {
     WorkflowInput {
         job_id: job.job_id.clone(),
         workflow_type: job.workflow_type().as_str().to_owned(),

@@ -85,7 +85,7 @@ impl Settings {
         let failover = match get("FALLBACK_PROVIDER").filter(|p| !p.trim().is_empty()) {
             Some(text) => {
                 let after_attempts = number(&get, "FALLBACK_AFTER_ATTEMPTS", 2)?;
-                // The state machine submits a job at most five times (job.asl.json).
+                // The worker submits a job at most five times (MAX_SUBMISSIONS in worker/src/submission.rs).
                 if !(1..=5).contains(&after_attempts) {
                     return Err(ConfigError { name: "FALLBACK_AFTER_ATTEMPTS", problem: "must be from 1 to 5".into() });
                 }

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use time::OffsetDateTime;
 
 /// The statuses the `stuck_watch` index holds a job in.
-pub const WATCHED_STATUSES: [JobStatus; 2] = [JobStatus::Submitted, JobStatus::Processing];
+pub const WATCHED_STATUSES: [JobStatus; 3] = [JobStatus::Queued, JobStatus::Submitted, JobStatus::Processing];
 
 /// How many stuck jobs the figures list (all of them are counted).
 pub const STUCK_JOBS_LISTED: u32 = 50;
@@ -212,12 +212,17 @@ pub fn bucket_upper_bound(index: u32) -> f64 {
 
 /// The p95 of a histogram (`bucket → count`), as its bucket's upper bound.
 pub fn p95_of(buckets: &BTreeMap<u32, i64>) -> Option<f64> {
+    percentile_of(buckets, 95)
+}
+
+/// The `pct`th percentile of a histogram, as its bucket's upper bound.
+pub fn percentile_of(buckets: &BTreeMap<u32, i64>, pct: i64) -> Option<f64> {
     let total: i64 = buckets.values().filter(|c| **c > 0).sum();
     if total <= 0 {
         return None;
     }
-    // The smallest value with at least 95 % of the observations at or below it.
-    let rank = (total * 95 + 99) / 100;
+    // The smallest value with at least pct % of the observations at or below it.
+    let rank = (total * pct + 99) / 100;
     let mut seen = 0;
     for (index, count) in buckets {
         seen += (*count).max(0);
@@ -293,9 +298,11 @@ pub enum ScheduledMessage {
     CheckStuck,
 }
 
-/// `GET /videos/stats`.
+/// `GET /videos/stats` for an admin.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatsBody {
+    /// `admin`: the full figures (a user's answer says `user`).
+    pub scope: &'static str,
     pub generated_at: String,
     pub jobs_by_status: JobsByStatus,
     pub time_to_complete_seconds: TimeToComplete,
@@ -325,6 +332,7 @@ impl Serialize for JobsByStatus {
 pub struct TimeToComplete {
     pub count: i64,
     pub average: Option<f64>,
+    pub p50: Option<f64>,
     pub p95: Option<f64>,
 }
 
@@ -422,9 +430,15 @@ impl StatsBody {
         by_reason.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
 
         Self {
+            scope: "admin",
             generated_at: timestamp::format(now),
             jobs_by_status: JobsByStatus(JobStatus::ALL.iter().map(|s| (*s, get(&counter::jobs(*s)))).collect()),
-            time_to_complete_seconds: TimeToComplete { count: completed, average, p95: p95_of(&buckets) },
+            time_to_complete_seconds: TimeToComplete {
+                count: completed,
+                average,
+                p50: percentile_of(&buckets, 50),
+                p95: p95_of(&buckets),
+            },
             failure_rate_by_provider,
             failure_rate_by_workflow_type,
             rejections: Rejections { reviewed, rejected, rate: rate(rejected, reviewed), by_reason },
@@ -451,17 +465,117 @@ impl StatsBody {
     }
 }
 
-impl Services {
-    /// The operational figures: admins only.
-    pub async fn stats(&self, who: &Principal) -> Result<StatsBody, AppError> {
-        if who.role != crate::ids::Role::Admin {
-            return Err(AppError::Forbidden("only an admin can read the stats"));
+/// How many of a user's own jobs `GET /videos/stats` counts, newest first
+/// (pages of [`OWN_JOBS_PAGE`]): enough for what a frontend shows, and a
+/// bounded read.
+pub const OWN_JOBS_COUNTED: u32 = 500;
+const OWN_JOBS_PAGE: u32 = 100;
+
+/// `GET /videos/stats` for any key but an admin's: what a frontend may show.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserStatsBody {
+    /// `user`.
+    pub scope: &'static str,
+    pub generated_at: String,
+    pub queue: QueueDepth,
+    pub time_to_complete_seconds: TypicalTime,
+    pub your_jobs: OwnJobs,
+}
+
+/// Jobs of every user waiting to start, and being generated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueDepth {
+    pub waiting: i64,
+    pub generating: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TypicalTime {
+    pub count: i64,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+}
+
+/// The caller's own jobs, by status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OwnJobs {
+    pub by_status: JobsByStatus,
+    /// How many were counted (the newest [`OWN_JOBS_COUNTED`] at most).
+    pub counted: u32,
+    /// Whether every one of the caller's jobs was counted.
+    pub complete: bool,
+    pub active: u32,
+    pub max_active: u32,
+}
+
+impl UserStatsBody {
+    pub fn new(admin: &StatsBody, own: &[JobStatus], complete: bool, active: u32, max_active: u32) -> Self {
+        let count = |status: JobStatus| admin.jobs_by_status.0.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| (*n).max(0));
+        let ttc = &admin.time_to_complete_seconds;
+        Self {
+            scope: "user",
+            generated_at: admin.generated_at.clone(),
+            queue: QueueDepth {
+                waiting: count(JobStatus::Queued),
+                generating: count(JobStatus::Submitted) + count(JobStatus::Retrying) + count(JobStatus::Processing),
+            },
+            time_to_complete_seconds: TypicalTime { count: ttc.count, p50: ttc.p50, p95: ttc.p95 },
+            your_jobs: OwnJobs {
+                by_status: JobsByStatus(
+                    JobStatus::ALL.iter().map(|s| (*s, own.iter().filter(|o| *o == s).count() as i64)).collect(),
+                ),
+                counted: own.len() as u32,
+                complete,
+                active,
+                max_active,
+            },
         }
+    }
+}
+
+/// What `GET /videos/stats` answers: everything for an admin, the frontend's
+/// figures for anyone else.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum StatsView {
+    Admin(StatsBody),
+    User(UserStatsBody),
+}
+
+impl Services {
+    /// The figures for the caller's role.
+    pub async fn stats(&self, who: &Principal) -> Result<StatsView, AppError> {
         let now = timestamp::now();
         let counters = self.stats.counters().await?;
         let threshold = self.settings.stuck_after_seconds;
-        let stuck = stuck_jobs(self.stats.as_ref(), threshold, now).await?;
-        Ok(StatsBody::new(&counters, stuck, threshold, now))
+        if who.role == crate::ids::Role::Admin {
+            let stuck = stuck_jobs(self.stats.as_ref(), threshold, now).await?;
+            return Ok(StatsView::Admin(StatsBody::new(&counters, stuck, threshold, now)));
+        }
+        let figures = StatsBody::new(&counters, StuckPage::default(), threshold, now);
+        let (own, complete) = self.own_statuses(who).await?;
+        let active = self.accounts.account(&who.user_id).await?.map_or(0, |a| a.active_jobs);
+        Ok(StatsView::User(UserStatsBody::new(&figures, &own, complete, active, self.settings.max_active_jobs)))
+    }
+
+    /// The statuses of the caller's newest jobs, and whether that is all of them.
+    async fn own_statuses(&self, who: &Principal) -> Result<(Vec<JobStatus>, bool), AppError> {
+        let mut statuses = Vec::new();
+        let mut cursor = None;
+        while (statuses.len() as u32) < OWN_JOBS_COUNTED {
+            let request = crate::ports::PageRequest { limit: OWN_JOBS_PAGE, cursor: cursor.take() };
+            let page = self.jobs.jobs_of(&who.user_id, &request).await.map_err(|err| match err {
+                crate::ports::ListError::Store(err) => AppError::from(err),
+                crate::ports::ListError::BadCursor => AppError::Internal("our own cursor was refused".into()),
+            })?;
+            statuses.extend(page.items.iter().map(|job| job.status));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok((statuses, true)),
+            }
+        }
+        statuses.truncate(OWN_JOBS_COUNTED as usize);
+        Ok((statuses, false))
     }
 }
 
@@ -619,6 +733,8 @@ mod tests {
         let json = serde_json::to_value(&body).unwrap();
 
         assert_eq!(json["generated_at"], timestamp::format(now));
+        assert_eq!(json["scope"], "admin");
+        assert_eq!(json["time_to_complete_seconds"]["p50"], round(bucket_upper_bound(bucket_of(4.0)), 2));
         let statuses: Vec<&String> = json["jobs_by_status"].as_object().unwrap().keys().collect();
         assert_eq!(statuses.len(), 10);
         assert_eq!(json["jobs_by_status"]["completed"], 2);
@@ -646,10 +762,50 @@ mod tests {
     }
 
     #[test]
+    fn the_p50_is_the_bucket_holding_the_median() {
+        // 3 fast and 2 slow: the 3rd of 5 is fast; 2 fast and 3 slow: slow.
+        let fast = BTreeMap::from([(bucket_of(5.0), 3), (bucket_of(100.0), 2)]);
+        assert_eq!(percentile_of(&fast, 50), Some(round(bucket_upper_bound(bucket_of(5.0)), 2)));
+        let slow = BTreeMap::from([(bucket_of(5.0), 2), (bucket_of(100.0), 3)]);
+        assert_eq!(percentile_of(&slow, 50), Some(round(bucket_upper_bound(bucket_of(100.0)), 2)));
+    }
+
+    #[test]
+    fn a_user_sees_the_queue_the_typical_time_and_their_own_jobs_only() {
+        let c = counters(&[
+            ("jobs.queued", 2),
+            ("jobs.submitted", 1),
+            ("jobs.retrying", 1),
+            ("jobs.processing", 3),
+            ("jobs.failed", 9),
+            ("ttc.count", 1),
+            (&counter::bucket(bucket_of(30.0)), 1),
+            ("duplicate_callbacks", 7),
+            ("finished.provider.local", 3),
+        ]);
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let admin = StatsBody::new(&c, StuckPage::default(), 1800, now);
+        let own = [JobStatus::Approved, JobStatus::Approved, JobStatus::Processing];
+        let json = serde_json::to_value(UserStatsBody::new(&admin, &own, true, 1, 5)).unwrap();
+        assert_eq!(json["scope"], "user");
+        assert_eq!(json["queue"], serde_json::json!({"waiting": 2, "generating": 5}));
+        let p = round(bucket_upper_bound(bucket_of(30.0)), 2);
+        assert_eq!(json["time_to_complete_seconds"], serde_json::json!({"count": 1, "p50": p, "p95": p}));
+        assert_eq!(json["your_jobs"]["by_status"]["approved"], 2);
+        assert_eq!(json["your_jobs"]["by_status"]["failed"], 0, "only the caller's own");
+        assert_eq!(json["your_jobs"]["counted"], 3);
+        assert_eq!(json["your_jobs"]["active"], 1);
+        // Nothing operational: no providers, duplicates, stuck jobs or bytes.
+        let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["generated_at", "queue", "scope", "time_to_complete_seconds", "your_jobs"]);
+    }
+
+    #[test]
     fn no_completions_means_no_average_and_no_p95() {
         let body = StatsBody::new(&Counters::new(), StuckPage::default(), 60, OffsetDateTime::UNIX_EPOCH);
         let json = serde_json::to_value(&body).unwrap();
-        assert_eq!(json["time_to_complete_seconds"], serde_json::json!({"count": 0, "average": null, "p95": null}));
+        assert_eq!(json["time_to_complete_seconds"], serde_json::json!({"count": 0, "average": null, "p50": null, "p95": null}));
         assert_eq!(json["rejections"]["rate"], 0.0);
     }
 
@@ -673,6 +829,7 @@ mod tests {
             let job = |s| StuckJob { job_id: JobId::generate(), status, provider: "local".into(), updated_at: at(s) };
             Ok(match status {
                 JobStatus::Submitted => StuckPage { count: 7, oldest: vec![job(10), job(5)] },
+                JobStatus::Queued => StuckPage { count: 2, oldest: vec![job(30), job(1)] },
                 _ => StuckPage { count: 1, oldest: vec![job(20)] },
             })
         }
@@ -682,12 +839,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stuck_jobs_are_counted_over_both_statuses_and_listed_oldest_first() {
+    async fn stuck_jobs_are_counted_over_every_watched_status_and_listed_oldest_first() {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let page = stuck_jobs(&FakeStuck, 1800, now).await.unwrap();
-        assert_eq!(page.count, 8);
+        assert_eq!(page.count, 10);
         let statuses: Vec<JobStatus> = page.oldest.iter().map(|j| j.status).collect();
-        assert_eq!(statuses, [JobStatus::Processing, JobStatus::Submitted, JobStatus::Submitted]);
+        assert_eq!(
+            statuses,
+            [JobStatus::Queued, JobStatus::Processing, JobStatus::Submitted, JobStatus::Submitted, JobStatus::Queued]
+        );
         assert!(page.oldest.iter().all(|j| j.updated_at < now - time::Duration::seconds(1800)));
     }
 }

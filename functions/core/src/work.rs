@@ -9,12 +9,31 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WorkMessage {
-    /// Hand the job to its provider; answer `task_token` when the video is stored.
-    Submit { job_id: JobId, task_token: String },
+    /// Hand the job to its provider. The state machine's message carries the
+    /// task token (answered when the video is stored) and no attempt: it is
+    /// attempt 1. The worker's own retries carry `attempt` and no token (the
+    /// token is read from the store). An attempt that is no longer the job's
+    /// current one does nothing (see `functions/worker/src/submission.rs`).
+    Submit {
+        job_id: JobId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_token: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+    },
     /// The provider says it is done (or gave up): fetch the outcome and finish.
     Finalize { job_id: JobId },
-    /// No callback came before the deadline: ask the provider, answer `task_token`.
-    Poll { job_id: JobId, task_token: String },
+    /// No callback came before the deadline: ask the provider. Round 1 comes
+    /// from the state machine with its task token; the worker asks again in
+    /// later rounds (no token: it is read from the store) while the provider
+    /// is still working, and answers the token when done or out of rounds.
+    Poll {
+        job_id: JobId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_token: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        round: Option<u32>,
+    },
     /// The retention window is over: delete an output nobody approved.
     Expire { job_id: JobId },
     /// The execution ran out of time or retries.
@@ -24,6 +43,10 @@ pub enum WorkMessage {
     /// A reviewer rejected the video: delete it now rather than at the end of
     /// the retention window.
     DiscardOutput { job_id: JobId },
+    /// A reviewer approved the video: tag its objects as kept, so that the
+    /// bucket's safety-net lifecycle rule (for objects no job points to)
+    /// never takes them.
+    KeepOutput { job_id: JobId },
     /// A client read an in-flight job whose provider sends no progress
     /// callbacks: ask the provider where the job is (see `progress`).
     Refresh { job_id: JobId },
@@ -49,6 +72,7 @@ impl WorkMessage {
             | WorkMessage::GiveUp { job_id, .. }
             | WorkMessage::CancelAtProvider { job_id }
             | WorkMessage::DiscardOutput { job_id }
+            | WorkMessage::KeepOutput { job_id }
             | WorkMessage::Refresh { job_id } => job_id,
             | WorkMessage::Notify { job_id, .. } => job_id,
         }
@@ -65,7 +89,7 @@ mod tests {
         let text = format!(r#"{{"kind":"give_up","job_id":"{id}","error":"States.Timeout"}}"#);
         let parsed: WorkMessage = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed, WorkMessage::GiveUp { job_id: id.clone(), error: Some("States.Timeout".into()) });
-        let submit = WorkMessage::Submit { job_id: id.clone(), task_token: "t".into() };
+        let submit = WorkMessage::Submit { job_id: id.clone(), task_token: Some("t".into()), attempt: None };
         let back: WorkMessage = serde_json::from_str(&serde_json::to_string(&submit).unwrap()).unwrap();
         assert_eq!(back, submit);
         assert_eq!(back.job_id(), &id);
@@ -76,6 +100,20 @@ mod tests {
         let refresh: WorkMessage = serde_json::from_str(&format!(r#"{{"kind":"refresh","job_id":"{id}"}}"#)).unwrap();
         assert_eq!(refresh, WorkMessage::Refresh { job_id: id.clone() });
         assert_eq!(refresh.job_id(), &id);
+        let from_state_machine = format!(r#"{{"kind":"submit","job_id":"{id}","task_token":"tok"}}"#);
+        assert_eq!(
+            serde_json::from_str::<WorkMessage>(&from_state_machine).unwrap(),
+            WorkMessage::Submit { job_id: id.clone(), task_token: Some("tok".into()), attempt: None }
+        );
+        let retry = WorkMessage::Submit { job_id: id.clone(), task_token: None, attempt: Some(3) };
+        let text = serde_json::to_string(&retry).unwrap();
+        assert!(!text.contains("task_token"), "{text}");
+        assert_eq!(serde_json::from_str::<WorkMessage>(&text).unwrap(), retry);
+        let poll = format!(r#"{{"kind":"poll","job_id":"{id}","task_token":"tok"}}"#);
+        assert_eq!(
+            serde_json::from_str::<WorkMessage>(&poll).unwrap(),
+            WorkMessage::Poll { job_id: id.clone(), task_token: Some("tok".into()), round: None }
+        );
         let notify = format!(r#"{{"kind":"notify","job_id":"{id}","status":"completed","attempt":2}}"#);
         let parsed: WorkMessage = serde_json::from_str(&notify).unwrap();
         assert_eq!(parsed, WorkMessage::Notify { job_id: id.clone(), status: crate::JobStatus::Completed, attempt: 2, not_before: None });

@@ -296,9 +296,13 @@
   async function loadStats() {
     if (!storedKey()) return;
     const reply = await api("GET", "/videos/stats");
-    if (reply.status === 200) {
+    if (reply.status === 200 && reply.body.scope === "admin") {
       drawStats(reply.body);
       notice("");
+    } else if (reply.status === 200) {
+      // Anyone else gets the frontend's figures, not these charts.
+      $("charts").replaceChildren();
+      notice("Only admins can see the stats.", true);
     } else {
       $("charts").replaceChildren();
       notice(reply.status === 403 ? "Only admins can see the stats." : errorText(reply), true);

@@ -3,9 +3,10 @@
 //! the caller's own account (`GET /videos/account`) and their webhook signing
 //! secret (`GET /videos/webhook-secret`, `POST /videos/webhook-secret/rotate`);
 //! reviews (`POST …/review`, `GET /videos/review/queue`) and the review page
-//! (`GET /review`); for admins, the operational figures (`GET /videos/stats`)
-//! and `POST /videos/admin/keys|credits`, `GET /videos/admin/keys` and
-//! `DELETE /videos/admin/keys/{key_id}`.
+//! (`GET /review`); the figures (`GET /videos/stats`: what a frontend may show
+//! for any key, everything for admins); for admins `POST /videos/admin/keys|credits`,
+//! `GET /videos/admin/keys` and `DELETE /videos/admin/keys/{key_id}`;
+//! and the API's own description (`GET /openapi.json`) with its page (`GET /docs`).
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
@@ -21,6 +22,7 @@ use videojobs_core::AppError;
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
 
+pub mod docs;
 pub mod page;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,8 @@ enum Route<'a> {
     Review(&'a str),
     ReviewQueue,
     ReviewPage,
+    OpenApi,
+    DocsPage,
     WebhookSecret,
     RotateWebhookSecret,
     Stats,
@@ -57,6 +61,8 @@ fn route(request: &Request) -> Option<Route<'_>> {
         (&Method::POST, ["videos", "jobs", id, "review"]) => Some(Route::Review(id)),
         (&Method::GET, ["videos", "review", "queue"]) => Some(Route::ReviewQueue),
         (&Method::GET, ["review"]) => Some(Route::ReviewPage),
+        (&Method::GET, ["openapi.json"]) => Some(Route::OpenApi),
+        (&Method::GET, ["docs"]) => Some(Route::DocsPage),
         (&Method::GET, ["videos", "webhook-secret"]) => Some(Route::WebhookSecret),
         (&Method::POST, ["videos", "webhook-secret", "rotate"]) => Some(Route::RotateWebhookSecret),
         (&Method::GET, ["videos", "stats"]) => Some(Route::Stats),
@@ -80,9 +86,12 @@ pub async fn handler(services: &Services, request: Request) -> Result<Response<B
 
 async fn handle(services: &Services, request: &Request) -> Response<Body> {
     let Some(route) = route(request) else { return error_response(&AppError::RouteNotFound) };
-    // The page holds no data: the reviewer's key is entered in it.
-    if route == Route::ReviewPage {
-        return page::review_page();
+    // The pages and the API's description hold no data: no key.
+    match route {
+        Route::ReviewPage => return page::review_page(),
+        Route::OpenApi => return docs::openapi_json(),
+        Route::DocsPage => return docs::docs_page(),
+        _ => {}
     }
     if let Route::Status(id) | Route::Result(id) | Route::Events(id) | Route::Cancel(id) | Route::Review(id) = &route {
         tracing::Span::current().record("job_id", *id);
@@ -91,7 +100,7 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
         Ok(who) => who,
         Err(err) => return error_response(&err),
     };
-    if matches!(route, Route::Stats | Route::AdminKeys | Route::AdminListKeys | Route::AdminRevokeKey(_) | Route::AdminCredits) {
+    if matches!(route, Route::AdminKeys | Route::AdminListKeys | Route::AdminRevokeKey(_) | Route::AdminCredits) {
         if let Err(err) = videojobs_core::admin::admin_only(&who) {
             return error_response(&err);
         }
@@ -144,6 +153,8 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
             Err(err) => error_response(&err),
         },
         Route::ReviewPage => page::review_page(),
+        Route::OpenApi => docs::openapi_json(),
+        Route::DocsPage => docs::docs_page(),
     }
 }
 

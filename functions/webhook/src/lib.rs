@@ -11,10 +11,16 @@
 //! | bad, missing or stale signature | `401` | nothing |
 //! | body not understood (signature good) | `400` | nothing |
 //! | a delivery seen before | `200 {"duplicate": true}` | nothing |
-//! | a request id we do not know | `202 {"matched": false}` | the receipt |
+//! | a delivery being applied right now | `409` (the provider retries) | nothing |
+//! | a request id no job owns yet | `202 {"matched": false}` | an early-callback note: the worker asks the provider once it records the request id |
 //! | progress | `200` | receipt; `submitted → processing` or a higher `progress` |
 //! | finished, failed or canceled | `200` | receipt; a `finalize` message for the worker |
 //! | anything for a job already past it | `200` | receipt and an event saying it was ignored |
+//!
+//! The receipt is put `pending` before the event is applied and marked done
+//! after; a failure deletes it, and a function that dies in between leaves a
+//! pending receipt whose 30 s lease runs out, so the provider's retry is
+//! applied rather than taken for a duplicate.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
@@ -25,7 +31,7 @@ use tracing::Instrument;
 use videojobs_api::{json_response, path_segments};
 use videojobs_core::job::{timestamp, EventSource, Job, JobEvent};
 use videojobs_core::lifecycle::JobStatus;
-use videojobs_core::ports::{JobStore, WorkQueue};
+use videojobs_core::ports::{JobStore, ProviderRequests, ReceiptClaim, WorkQueue};
 use videojobs_core::provider::{Callback, CallbackError, ProviderEvent, ProviderStatus, Providers};
 use videojobs_core::work::WorkMessage;
 use videojobs_core::StoreError;
@@ -39,6 +45,8 @@ pub struct Webhook {
     pub stats: Arc<dyn videojobs_core::stats::StatsStore>,
     /// Where progress callbacks record the provider's queue position or stage.
     pub progress: Arc<dyn videojobs_core::progress::ProgressDetails>,
+    /// Finds the job of a request id, and notes callbacks that come first.
+    pub requests: Arc<dyn ProviderRequests>,
 }
 
 impl Webhook {
@@ -51,7 +59,15 @@ impl Webhook {
             &resources.prompts_table,
         ));
         let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
-        Webhook { jobs: videojobs_aws::notifying(store.clone(), queue.clone()), queue, providers, progress: store.clone(), stats: store }
+        let notifications = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.notify_queue_url));
+        Webhook {
+            jobs: videojobs_aws::notifying(store.clone(), notifications),
+            queue,
+            providers,
+            progress: store.clone(),
+            requests: store.clone(),
+            stats: store,
+        }
     }
 }
 
@@ -110,29 +126,50 @@ async fn handle(webhook: &Webhook, provider_name: &str, request: &Request) -> Re
 }
 
 async fn apply(webhook: &Webhook, provider: &str, event: &ProviderEvent) -> Result<Response<Body>, StoreError> {
-    let Some(job_id) = webhook.jobs.job_for_provider_request(provider, &event.request_id).await? else {
-        webhook.jobs.record_receipt(provider, &event.event_id, &event.request_id).await?;
-        tracing::warn!("callback for a request we do not know");
+    let Some(job_id) = owner_of(webhook, provider, &event.request_id).await? else {
+        tracing::warn!("callback for a request no job owns yet; noted for the worker");
         return Ok(answer(StatusCode::ACCEPTED, json!({"received": true, "matched": false})));
     };
     tracing::Span::current().record("job_id", job_id.as_str());
     let Some(job) = webhook.jobs.job(&job_id).await? else {
         return Ok(answer(StatusCode::ACCEPTED, json!({"received": true, "matched": false})));
     };
-    if !webhook.jobs.record_receipt(provider, &event.event_id, &event.request_id).await? {
-        tracing::info!(event_id = event.event_id, "duplicate callback");
-        // The answer does not depend on the count: a failed count is logged, not retried.
-        if let Err(err) = webhook.stats.count_duplicate_callback(provider).await {
-            tracing::warn!(error = %err, "duplicate callback not counted");
+    match webhook.jobs.record_receipt(provider, &event.event_id, &event.request_id).await? {
+        ReceiptClaim::New => {}
+        ReceiptClaim::Done => {
+            tracing::info!(event_id = event.event_id, "duplicate callback");
+            // The answer does not depend on the count: a failed count is logged, not retried.
+            if let Err(err) = webhook.stats.count_duplicate_callback(provider).await {
+                tracing::warn!(error = %err, "duplicate callback not counted");
+            }
+            return Ok(answer(StatusCode::OK, json!({"received": true, "duplicate": true})));
         }
-        return Ok(answer(StatusCode::OK, json!({"received": true, "duplicate": true})));
+        ReceiptClaim::InProgress => {
+            tracing::info!(event_id = event.event_id, "the same callback is being applied; asking for a retry");
+            return Ok(answer(
+                StatusCode::CONFLICT,
+                json!({"error": {"code": "in_progress", "message": "this delivery is being applied; retry later"}}),
+            ));
+        }
     }
     if let Err(err) = apply_to_job(webhook, job, &event.status).await {
         // Let the provider's retry of this delivery apply it.
         webhook.jobs.forget_receipt(provider, &event.event_id).await?;
         return Err(err);
     }
+    webhook.jobs.complete_receipt(provider, &event.event_id).await?;
     Ok(answer(StatusCode::OK, json!({"received": true, "duplicate": false})))
+}
+
+/// The job that owns the request. None yet (the worker has not recorded the
+/// request id): the callback is noted, and the owner looked for once more,
+/// so that one of the two sides sees the other (see `ProviderRequests`).
+async fn owner_of(webhook: &Webhook, provider: &str, request_id: &str) -> Result<Option<videojobs_core::ids::JobId>, StoreError> {
+    if let Some(job_id) = webhook.jobs.job_for_provider_request(provider, request_id).await? {
+        return Ok(Some(job_id));
+    }
+    webhook.requests.note_early_callback(provider, request_id).await?;
+    webhook.jobs.job_for_provider_request(provider, request_id).await
 }
 
 async fn apply_to_job(webhook: &Webhook, job: Job, status: &ProviderStatus) -> Result<(), StoreError> {

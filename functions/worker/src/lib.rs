@@ -1,15 +1,23 @@
-//! `worker`: consumes the work queue, one span per message, and reports the
-//! messages it could not handle so that only those come back (partial batch
-//! failure). It is the only code that talks to providers' APIs and the only
-//! code that moves bytes into S3.
+//! `worker`: consumes a queue, one span per message, and reports the messages
+//! it could not handle so that only those come back (partial batch failure).
+//! The same binary consumes the pipeline's work queue and, as its own
+//! function, the client-notification queue. It is the only code that talks
+//! to providers' APIs and the only code that moves bytes into S3.
+//!
+//! The messages of a batch are handled concurrently, each within a time
+//! budget ([`budget_for`]) well inside the function's timeout: a slow message
+//! comes back alone, never with its batch. A message that can never be
+//! handled (unparseable, no such job, a 4xx from AWS) goes to the queue's
+//! dead-letter queue with the reason, where the alarm sees it.
 //!
 //! Every step is safe when a message arrives twice or the function dies half
-//! way: status changes are conditioned on the status they leave, the provider
-//! gets the job id as its idempotency key (a resubmission finds the same
-//! request), outputs go to fixed keys, and a task token answered twice is
-//! ignored by Step Functions.
+//! way: status changes are conditioned on the status they leave, submission
+//! attempts are fenced (`submission.rs`), the provider gets the job id as its
+//! idempotency key (a resubmission finds the same request), outputs go to
+//! fixed keys, and a task token answered twice is ignored by Step Functions.
 
 pub mod notify;
+pub mod submission;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
@@ -63,6 +71,15 @@ pub struct Worker {
     pub stuck_after_seconds: u64,
     /// Where a `refresh` records what the provider said.
     pub progress: Arc<dyn videojobs_core::progress::ProgressDetails>,
+    /// The pipeline's own queue, for the worker's delayed retries.
+    pub queue: Arc<dyn DelayedWorkQueue>,
+    /// Ties provider request ids to jobs (see `ProviderRequests`).
+    pub requests: Arc<dyn ProviderRequests>,
+    /// Where messages that can never be handled go, with the reason.
+    pub dead_letters: Arc<dyn DeadLetters>,
+    /// Starts the execution of a job whose start was lost (see `check_stuck`).
+    pub workflows: Arc<dyn Workflows>,
+    pub settings: videojobs_core::settings::Settings,
 }
 
 impl Worker {
@@ -81,11 +98,17 @@ impl Worker {
             &resources.prompts_table,
         ));
         let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
+        let notifications = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.notify_queue_url));
         Worker {
             switches: store.clone(),
             progress: store.clone(),
-            jobs: videojobs_aws::notifying(store.clone(), queue.clone()),
-            notifier: notify::Notifier::on_aws(store.clone(), queue, settings),
+            requests: store.clone(),
+            queue,
+            dead_letters: Arc::new(videojobs_aws::sqs::SqsDeadLetters::new(clients.sqs.clone(), resources)),
+            workflows: Arc::new(videojobs_aws::StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),
+            settings: settings.clone(),
+            jobs: videojobs_aws::notifying(store.clone(), notifications.clone()),
+            notifier: notify::Notifier::on_aws(store.clone(), notifications, settings),
             uploads: store.clone(),
             stats: store,
             stuck_after_seconds: settings.stuck_after_seconds,
@@ -112,6 +135,9 @@ pub enum WorkError {
     /// The provider could not be reached or was busy for a step that must happen.
     #[error("provider unavailable: {0}")]
     ProviderUnavailable(String),
+    /// The message ran past its time budget: it comes back later.
+    #[error("the message took longer than its budget of {0:?}")]
+    OutOfTime(Duration),
 }
 
 impl WorkError {
@@ -119,31 +145,69 @@ impl WorkError {
         match self {
             WorkError::Unusable(_) => false,
             WorkError::Store(err) => err.is_retryable(),
-            WorkError::ProviderUnavailable(_) => true,
+            WorkError::ProviderUnavailable(_) | WorkError::OutOfTime(_) => true,
         }
     }
 }
 
+/// How long one message may take, well inside the functions' timeouts (60 s
+/// for the pipeline's worker, 30 s for the notifier): a client endpoint gets
+/// 20 s (its connect and request timeouts are 5 s and 10 s); a pipeline step
+/// (a provider call, an output copy) 45 s.
+pub fn budget_for(message: Option<&WorkMessage>) -> Duration {
+    match message {
+        Some(WorkMessage::Notify { .. }) => Duration::from_secs(20),
+        _ => Duration::from_secs(45),
+    }
+}
+
 pub async fn handler(worker: &Worker, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+    let outcomes = futures_util::future::join_all(event.payload.records.iter().map(|message| handle_record(worker, message))).await;
     let mut response = SqsBatchResponse::default();
-    for message in event.payload.records {
-        let id = message.message_id.clone().unwrap_or_default();
-        let span = tracing::info_span!("message", message_id = %id, kind = tracing::field::Empty, job_id = tracing::field::Empty);
-        let outcome = handle_message(worker, &message).instrument(span.clone()).await;
-        let _entered = span.enter();
-        match outcome {
-            Ok(()) => tracing::info!("message handled"),
-            // An unusable message is dropped (logged) rather than retried forever.
-            Err(err) if !err.is_retryable() => tracing::error!(error = %err, "message dropped"),
-            Err(err) => {
-                tracing::warn!(error = %err, "message failed; it will be retried");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
-            }
-        }
+    for failed in outcomes.into_iter().flatten() {
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = failed;
+        response.batch_item_failures.push(failure);
     }
     Ok(response)
+}
+
+/// Handles one record in its own span and time budget; the message id when it
+/// must come back.
+async fn handle_record(worker: &Worker, message: &SqsMessage) -> Option<String> {
+    let id = message.message_id.clone().unwrap_or_default();
+    let span = tracing::info_span!("message", message_id = %id, kind = tracing::field::Empty, job_id = tracing::field::Empty);
+    let parsed = message.body.as_deref().and_then(|body| serde_json::from_str::<WorkMessage>(body).ok());
+    let budget = budget_for(parsed.as_ref());
+    let outcome = match tokio::time::timeout(budget, handle_message(worker, message).instrument(span.clone())).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(WorkError::OutOfTime(budget)),
+    };
+    let _entered = span.enter();
+    match outcome {
+        Ok(()) => {
+            tracing::info!("message handled");
+            None
+        }
+        Err(err) if !err.is_retryable() => {
+            let body = message.body.as_deref().unwrap_or("");
+            let notification = matches!(parsed, Some(WorkMessage::Notify { .. }));
+            match worker.dead_letters.dead_letter(body, &err.to_string(), notification).await {
+                Ok(()) => {
+                    tracing::error!(error = %err, metric = "MessagesDeadLettered", "message can never be handled; sent to the dead-letter queue");
+                    None
+                }
+                Err(dlq) => {
+                    tracing::error!(error = %err, dlq_error = %dlq, "message can never be handled and the dead-letter queue refused it; it comes back");
+                    Some(id)
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "message failed; it will be retried");
+            Some(id)
+        }
+    }
 }
 
 async fn handle_message(worker: &Worker, message: &SqsMessage) -> Result<(), WorkError> {
@@ -169,6 +233,7 @@ fn body_kind(message: &WorkMessage) -> &'static str {
         WorkMessage::GiveUp { .. } => "give_up",
         WorkMessage::CancelAtProvider { .. } => "cancel_at_provider",
         WorkMessage::DiscardOutput { .. } => "discard_output",
+        WorkMessage::KeepOutput { .. } => "keep_output",
         WorkMessage::Notify { .. } => "notify",
         WorkMessage::Refresh { .. } => "refresh",
     }
@@ -177,13 +242,16 @@ fn body_kind(message: &WorkMessage) -> &'static str {
 /// Handles one message (the tests call this directly too).
 pub async fn handle(worker: &Worker, message: WorkMessage) -> Result<(), WorkError> {
     match message {
-        WorkMessage::Submit { job_id, task_token } => submit(worker, &job_id, &task_token).await,
+        WorkMessage::Submit { job_id, task_token, attempt } => {
+            submission::submit(worker, &job_id, task_token.as_deref(), attempt).await
+        }
         WorkMessage::Finalize { job_id } => finalize(worker, &job_id).await,
-        WorkMessage::Poll { job_id, task_token } => poll(worker, &job_id, &task_token).await,
+        WorkMessage::Poll { job_id, task_token, round } => poll(worker, &job_id, task_token.as_deref(), round.unwrap_or(1)).await,
         WorkMessage::Expire { job_id } => expire(worker, &job_id).await,
         WorkMessage::GiveUp { job_id, error } => give_up(worker, &job_id, error.as_deref()).await,
         WorkMessage::CancelAtProvider { job_id } => cancel_at_provider(worker, &job_id).await,
         WorkMessage::DiscardOutput { job_id } => discard_output(worker, &job_id).await,
+        WorkMessage::KeepOutput { job_id } => keep_output(worker, &job_id).await,
         WorkMessage::Refresh { job_id } => refresh(worker, &job_id).await,
         WorkMessage::Notify { job_id, status, attempt, not_before } => {
             notify::notify(worker, &job_id, status, attempt, not_before).await
@@ -191,7 +259,7 @@ pub async fn handle(worker: &Worker, message: WorkMessage) -> Result<(), WorkErr
     }
 }
 
-async fn load(worker: &Worker, id: &JobId) -> Result<Job, WorkError> {
+pub(crate) async fn load(worker: &Worker, id: &JobId) -> Result<Job, WorkError> {
     worker.jobs.job(id).await?.ok_or_else(|| WorkError::Unusable(format!("no job {id}")))
 }
 
@@ -221,12 +289,12 @@ async fn move_job(
     }
 }
 
-fn provider_for<'w>(worker: &'w Worker, job: &Job) -> Option<&'w Arc<dyn Provider>> {
+pub(crate) fn provider_for<'w>(worker: &'w Worker, job: &Job) -> Option<&'w Arc<dyn Provider>> {
     worker.providers.get(job.provider.as_str())
 }
 
 /// Fails an in-flight job for good (credits back once) and tells the waiting task.
-async fn fail_job(worker: &Worker, job: &mut Job, error: JobError, task_error: &str) -> Result<(), WorkError> {
+pub(crate) async fn fail_job(worker: &Worker, job: &mut Job, error: JobError, task_error: &str) -> Result<(), WorkError> {
     let message = error.message.clone();
     let code = error.code.clone();
     // Another writer may move the job between our read and write: try from where it is.
@@ -244,79 +312,7 @@ async fn fail_job(worker: &Worker, job: &mut Job, error: JobError, task_error: &
     Ok(())
 }
 
-async fn submit(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkError> {
-    let mut job = load(worker, id).await?;
-    match job.status {
-        JobStatus::Queued | JobStatus::Retrying => {
-            let from = job.status;
-            let message = if from == JobStatus::Retrying { "Submitting to the provider again" } else { "Submitted to the provider" };
-            if !move_job(worker, &mut job, EventSource::Worker, JobStatus::Submitted, message, None, JobUpdate::default()).await? {
-                return Err(StoreError::Unavailable(format!("the job moved from {from} to {}", job.status)).into());
-            }
-        }
-        // Submitted without a request id: an earlier attempt died between the
-        // provider's answer and our write; the idempotency key finds its request.
-        JobStatus::Submitted if job.provider_request_id.is_none() => {}
-        // A redelivered message for a submission already made: its token is
-        // stored, and a later one (from a poll) must not be replaced by it.
-        JobStatus::Submitted | JobStatus::Processing => return Ok(()),
-        ended => {
-            tracing::info!(status = %ended, "job no longer needs submitting");
-            return Ok(());
-        }
-    }
-    // Kept before the provider is asked: whatever happens next can answer the wait.
-    worker.jobs.save_task_token(id, token).await?;
-    let Some(mut provider) = provider_for(worker, &job).cloned() else {
-        let error = JobError {
-            code: "provider_unavailable".into(),
-            message: format!("The provider '{}' is not available.", job.provider),
-            next_step: Some("Try again with another provider.".into()),
-        };
-        return fail_job(worker, &mut job, error, task_errors::PROVIDER_REFUSED).await;
-    };
-    let mut outcome = provider.submit(&submit_request(worker, &job).await?).await;
-    if let Err(error) = &outcome {
-        if let Some(fallback) = failover::fail_over(worker, &mut job, error).await? {
-            provider = fallback;
-            outcome = provider.submit(&submit_request(worker, &job).await?).await;
-        }
-    }
-    match outcome {
-        Ok(request_id) => {
-            let update = JobUpdate {
-                provider_request: Some((job.provider.to_string(), request_id.clone())),
-                ..JobUpdate::default()
-            };
-            if !worker.jobs.update_in_status(id, JobStatus::Submitted, &update).await? {
-                // Canceled (or ended) while we were submitting: stop the provider too.
-                tracing::info!(request_id, "job moved on during submission; canceling at the provider");
-                let _ = provider.cancel(&request_id).await;
-            }
-            tracing::info!(request_id, "submitted");
-            Ok(())
-        }
-        Err(ProviderError::Transient { message, .. }) => {
-            tracing::warn!(error = %message, "provider busy; the state machine retries");
-            let note = "The provider is busy; retrying";
-            move_job(worker, &mut job, EventSource::Worker, JobStatus::Retrying, note, None, JobUpdate::default()).await?;
-            worker.tasks.fail(token, task_errors::PROVIDER_BUSY, &message).await?;
-            Ok(())
-        }
-        Err(ProviderError::Refused { code, message }) => {
-            tracing::info!(code, message, "provider refused the job");
-            let error = JobError {
-                message: "The provider would not generate this video.".into(),
-                next_step: Some(failure_advice(&code).into()),
-                code,
-            };
-            fail_job(worker, &mut job, error, task_errors::PROVIDER_REFUSED).await
-        }
-        Err(ProviderError::NotFound(message)) => Err(WorkError::ProviderUnavailable(message)),
-    }
-}
-
-async fn submit_request(worker: &Worker, job: &Job) -> Result<SubmitRequest, WorkError> {
+pub(crate) async fn submit_request(worker: &Worker, job: &Job) -> Result<SubmitRequest, WorkError> {
     let prompt = worker.jobs.prompt(&job.job_id).await?;
     let image_url = match &job.params {
         videojobs_core::job::JobParams::ImageToVideo { image: ImageSource::Url(url), .. } => Some(url.clone()),
@@ -367,7 +363,7 @@ async fn finalize(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
 /// Done: the job is finished by the same step a `finalize` takes. A provider
 /// that cannot answer now is not asked again for this message: the next read
 /// asks for another refresh, and the deadline's poll remains.
-async fn refresh(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
+pub(crate) async fn refresh(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
     let mut job = load(worker, id).await?;
     if !matches!(job.status, JobStatus::Submitted | JobStatus::Processing) || job.provider_request_id.is_none() {
         tracing::info!(status = %job.status, "nothing to refresh");
@@ -469,6 +465,7 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
     if job.status == JobStatus::Submitted {
         move_job(worker, job, EventSource::Worker, JobStatus::Processing, "The provider finished generating", None, JobUpdate::default()).await?;
     }
+    let keys = artifact.object_keys();
     let update = JobUpdate {
         progress: Some(100),
         output: Some(artifact),
@@ -478,7 +475,10 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
     };
     let done = move_job(worker, job, EventSource::Worker, JobStatus::Completed, "The video is stored and ready for review", None, update).await?;
     if !done && job.status != JobStatus::Completed {
-        tracing::info!(status = %job.status, "job moved on while its output was copied");
+        // Canceled (or ended) while the output was copied: nothing points at
+        // the copy, so it goes now rather than stay in S3 for good.
+        tracing::info!(status = %job.status, "job moved on while its output was copied; deleting the copy");
+        worker.outputs.delete(&keys).await?;
         return Ok(());
     }
     // Read now: a poll may have replaced the token since the job was read.
@@ -496,75 +496,107 @@ fn unusable_output() -> JobError {
     }
 }
 
-/// No callback came before the deadline: ask the provider directly.
-async fn poll(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkError> {
+/// How many times the worker asks a provider after the deadline before the
+/// job is given up, and the waits between: about 35 s in all, inside the
+/// state machine's 300 s on `AskProvider`.
+pub const POLL_ROUNDS: u32 = 4;
+const POLL_WAITS: [u64; 3] = [5, 10, 20];
+
+/// No callback came before the deadline: ask the provider directly. Still
+/// working: ask again (a later round, through the queue) until the rounds
+/// are out, then answer the task `StillRunning` so that the job is given up.
+/// The rounds are the worker's, not a `Retry` of the state machine, for the
+/// same reason as the submission's (see `submission.rs`).
+async fn poll(worker: &Worker, id: &JobId, token: Option<&str>, round: u32) -> Result<(), WorkError> {
+    if let Some(token) = token {
+        // The poll's token replaces the submission's, whose wait timed out.
+        worker.jobs.save_task_token(id, token, true).await?;
+    }
+    let Some(token) = worker.jobs.task_token(id).await? else {
+        return Err(WorkError::Unusable("no task token to answer".into()));
+    };
     let mut job = load(worker, id).await?;
     match job.status {
         JobStatus::Completed | JobStatus::Approved | JobStatus::Rejected => {
-            worker.tasks.succeed(token, &json!({"job_id": id, "status": job.status})).await?;
+            worker.tasks.succeed(&token, &json!({"job_id": id, "status": job.status})).await?;
             return Ok(());
         }
         status if status.is_terminal() => {
-            worker.tasks.fail(token, task_errors::JOB_ENDED, status.as_str()).await?;
+            worker.tasks.fail(&token, task_errors::JOB_ENDED, status.as_str()).await?;
             return Ok(());
         }
         _ => {}
     }
-    worker.jobs.save_task_token(id, token).await?;
-    if job.provider_request_id.is_none() {
-        worker.tasks.fail(token, task_errors::STILL_RUNNING, "never accepted by the provider").await?;
-        return Ok(());
+    let still_running = if job.provider_request_id.is_none() {
+        Some("never accepted by the provider".to_owned())
+    } else {
+        let (provider, request_id) = provider_request(worker, &job)?;
+        match provider.poll(&request_id).await {
+            Ok(ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. }) => Some("the provider is still working".to_owned()),
+            Ok(status) => return settle(worker, &mut job, status).await,
+            Err(ProviderError::Transient { message, .. }) => Some(message),
+            Err(err) => {
+                let error = JobError {
+                    code: "lost_at_provider".into(),
+                    message: "The provider lost the job.".into(),
+                    next_step: Some("Try again.".into()),
+                };
+                tracing::warn!(error = %err, "the provider does not know the job");
+                return fail_job(worker, &mut job, error, task_errors::JOB_ENDED).await;
+            }
+        }
+    };
+    let detail = still_running.unwrap_or_default();
+    match POLL_WAITS.get(round.saturating_sub(1) as usize).filter(|_| round < POLL_ROUNDS) {
+        Some(wait) => {
+            let next = WorkMessage::Poll { job_id: id.clone(), task_token: None, round: Some(round + 1) };
+            worker.queue.enqueue_after(&next, Duration::from_secs(*wait)).await?;
+            tracing::info!(round, detail, wait_seconds = wait, "still running after the deadline; asking again later");
+        }
+        None => {
+            tracing::info!(round, detail, "still running after the last round; the job is given up");
+            worker.tasks.fail(&token, task_errors::STILL_RUNNING, &detail).await?;
+        }
     }
-    let (provider, request_id) = provider_request(worker, &job)?;
-    match provider.poll(&request_id).await {
-        Ok(ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. }) => {
-            worker.tasks.fail(token, task_errors::STILL_RUNNING, "the provider is still working").await?;
-            Ok(())
-        }
-        Ok(status) => settle(worker, &mut job, status).await,
-        Err(ProviderError::Transient { message, .. }) => {
-            worker.tasks.fail(token, task_errors::STILL_RUNNING, &message).await?;
-            Ok(())
-        }
-        Err(err) => {
-            let error = JobError {
-                code: "lost_at_provider".into(),
-                message: "The provider lost the job.".into(),
-                next_step: Some("Try again.".into()),
-            };
-            tracing::warn!(error = %err, "the provider does not know the job");
-            fail_job(worker, &mut job, error, task_errors::JOB_ENDED).await
-        }
-    }
+    Ok(())
 }
 
-/// The retention window is over: an output nobody approved is deleted.
+/// The retention window is over: an output nobody approved is deleted. The
+/// status moves first (conditioned on `completed`), the objects go after: an
+/// approval that wins the race keeps its video, and one that loses finds the
+/// job expired. A redelivered message finishes a deletion that was cut short.
 async fn expire(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
     let mut job = load(worker, id).await?;
-    let keys: Vec<String> = job
-        .output
-        .iter()
-        .flat_map(|a| std::iter::once(a.video_key.clone()).chain(a.thumbnail_key.clone()))
-        .collect();
+    if job.status == JobStatus::Completed {
+        let message = "Not reviewed within the retention window; the video was deleted";
+        let error = JobError {
+            code: "retention_expired".into(),
+            message: "The video was not reviewed in time and was deleted.".into(),
+            next_step: Some("Generate it again.".into()),
+        };
+        if !move_job(worker, &mut job, EventSource::Worker, JobStatus::Expired, message, Some(error), JobUpdate::default()).await? {
+            tracing::info!(status = %job.status, "the job moved on before it expired");
+        }
+    }
     match job.status {
-        JobStatus::Completed => {
-            worker.outputs.delete(&keys).await?;
-            let update = JobUpdate { remove_output: true, ..JobUpdate::default() };
-            let message = "Not reviewed within the retention window; the video was deleted";
-            let error = JobError {
-                code: "retention_expired".into(),
-                message: "The video was not reviewed in time and was deleted.".into(),
-                next_step: Some("Generate it again.".into()),
-            };
-            move_job(worker, &mut job, EventSource::Worker, JobStatus::Expired, message, Some(error), update).await?;
+        JobStatus::Expired | JobStatus::Rejected if job.output.is_some() => {
+            delete_output(worker, &job).await?;
+            tracing::info!(status = %job.status, "expired output deleted");
         }
-        JobStatus::Rejected if !keys.is_empty() => {
-            worker.outputs.delete(&keys).await?;
-            let update = JobUpdate { remove_output: true, ..JobUpdate::default() };
-            worker.jobs.update_in_status(id, JobStatus::Rejected, &update).await?;
-        }
+        // Marked again in case the approval's own message was lost.
+        JobStatus::Approved => keep_output(worker, id).await?,
         other => tracing::info!(status = %other, "nothing to expire"),
     }
+    Ok(())
+}
+
+/// Deletes a job's stored objects, then forgets them (conditioned on the
+/// status it has, so an approval cannot lose its video to this).
+async fn delete_output(worker: &Worker, job: &Job) -> Result<(), WorkError> {
+    let Some(artifact) = &job.output else { return Ok(()) };
+    worker.outputs.delete(&artifact.object_keys()).await?;
+    let update = JobUpdate { remove_output: true, ..JobUpdate::default() };
+    worker.jobs.update_in_status(&job.job_id, job.status, &update).await?;
     Ok(())
 }
 
@@ -573,29 +605,41 @@ async fn expire(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
 /// approved video; a repeated one finds nothing left to do.
 async fn discard_output(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
     let job = load(worker, id).await?;
-    let Some(artifact) = job.output.as_ref().filter(|_| job.status == JobStatus::Rejected) else {
+    if job.status != JobStatus::Rejected || job.output.is_none() {
         tracing::info!(status = %job.status, "no rejected output to discard");
         return Ok(());
+    }
+    delete_output(worker, &job).await?;
+    tracing::info!("rejected output deleted");
+    Ok(())
+}
+
+/// A reviewer approved the video: its objects are marked kept, so that the
+/// bucket's safety net for stray copies never takes them. Only an approved
+/// job's objects are marked; a repeated message marks them again, harmlessly.
+async fn keep_output(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
+    let job = load(worker, id).await?;
+    let Some(artifact) = job.output.as_ref().filter(|_| job.status == JobStatus::Approved) else {
+        tracing::info!(status = %job.status, "no approved output to keep");
+        return Ok(());
     };
-    let keys: Vec<String> = std::iter::once(artifact.video_key.clone()).chain(artifact.thumbnail_key.clone()).collect();
-    worker.outputs.delete(&keys).await?;
-    let update = JobUpdate { remove_output: true, ..JobUpdate::default() };
-    worker.jobs.update_in_status(id, JobStatus::Rejected, &update).await?;
-    tracing::info!(objects = keys.len(), "rejected output deleted");
+    let keys = artifact.object_keys();
+    worker.outputs.keep(&keys).await?;
+    tracing::info!(objects = keys.len(), "approved output marked kept");
     Ok(())
 }
 
 /// Ends a job the state machine gave up on, unless it already ended.
+///
+/// The worker fails a job itself before it answers its task with
+/// `ProviderBusy`, `ProviderRefused` or `JobEnded`, so for those the job is
+/// normally ended already and nothing happens. A job still in flight here ran
+/// out of time: a request the provider accepted is canceled there first (an
+/// unreachable provider makes the message come back, so nobody keeps paying
+/// for a video nobody will collect), then the job expires, conditioned on the
+/// status it was read in, so a job that moved on meanwhile is left alone.
 pub async fn give_up(worker: &Worker, id: &JobId, cause: Option<&str>) -> Result<(), WorkError> {
     let (to, error) = match cause {
-        Some("States.Timeout" | task_errors::STILL_RUNNING) => (
-            JobStatus::Expired,
-            JobError {
-                code: "deadline_exceeded".into(),
-                message: "The video was not ready in time.".into(),
-                next_step: Some("Try again; a shorter video is usually faster.".into()),
-            },
-        ),
         Some(task_errors::PROVIDER_BUSY) => (
             JobStatus::Failed,
             JobError {
@@ -604,12 +648,20 @@ pub async fn give_up(worker: &Worker, id: &JobId, cause: Option<&str>) -> Result
                 next_step: Some("Try again in a few minutes.".into()),
             },
         ),
-        _ => (
+        Some(task_errors::PROVIDER_REFUSED | task_errors::JOB_ENDED) => (
             JobStatus::Failed,
             JobError {
                 code: "generation_failed".into(),
                 message: "The video could not be generated.".into(),
                 next_step: Some("Try again, or change the prompt.".into()),
+            },
+        ),
+        _ => (
+            JobStatus::Expired,
+            JobError {
+                code: "deadline_exceeded".into(),
+                message: "The video was not ready in time.".into(),
+                next_step: Some("Try again; a shorter video is usually faster.".into()),
             },
         ),
     };
@@ -619,30 +671,52 @@ pub async fn give_up(worker: &Worker, id: &JobId, cause: Option<&str>) -> Result
             tracing::info!(status = %job.status, "job already past giving up; nothing to do");
             return Ok(());
         }
-        let request = job.provider_request_id.clone();
-        if move_job(worker, &mut job, EventSource::StateMachine, to, &error.message, Some(error.clone()), JobUpdate::default()).await? {
-            if let (Some(request_id), Some(provider)) = (request, provider_for(worker, &job)) {
-                // Nothing will collect the video now: stop paying for it.
-                let _ = provider.cancel(&request_id).await;
+        if let (Some(request_id), Some(provider)) = (job.provider_request_id.clone(), provider_for(worker, &job).cloned()) {
+            match provider.cancel(&request_id).await {
+                Ok(()) | Err(ProviderError::NotFound(_) | ProviderError::Refused { .. }) => {}
+                Err(ProviderError::Transient { message, .. }) => return Err(WorkError::ProviderUnavailable(message)),
             }
+        }
+        if move_job(worker, &mut job, EventSource::StateMachine, to, &error.message, Some(error.clone()), JobUpdate::default()).await? {
             return Ok(());
         }
     }
     Err(StoreError::Unavailable("the job kept changing".into()).into())
 }
 
-/// Counts the jobs stuck in `submitted` or `processing` (from the index) and
-/// reports them as the `StuckJobs` metric the stuck-jobs alarm watches;
-/// returns how many there are.
+/// A job `queued` longer than this has lost its execution's start (create
+/// died between its transaction and `StartExecution`): the check starts it.
+pub const QUEUED_STUCK_AFTER_SECONDS: i64 = 10;
+
+/// Starts the execution of every job that has been `queued` for over
+/// [`QUEUED_STUCK_AFTER_SECONDS`] (starting it twice is harmless: the
+/// execution's name is the job id), then counts the jobs stuck in flight
+/// (from the index), those among them, and reports them as the `StuckJobs`
+/// metric the stuck-jobs alarm watches; returns how many there are.
 pub async fn check_stuck(worker: &Worker) -> Result<u64, WorkError> {
     let now = timestamp::now();
+    let restarted = restart_unstarted(worker, now).await?;
     let stuck = videojobs_core::stats::stuck_jobs(worker.stats.as_ref(), worker.stuck_after_seconds, now).await?;
-    videojobs_aws::stats::emit_stuck(stuck.count);
+    let count = stuck.count.max(restarted);
+    videojobs_aws::stats::emit_stuck(count);
     for job in &stuck.oldest {
         tracing::warn!(job_id = %job.job_id, status = %job.status, provider = job.provider, updated_at = %timestamp::format(job.updated_at), "job looks stuck");
     }
-    tracing::info!(count = stuck.count, threshold_seconds = worker.stuck_after_seconds, "stuck jobs checked");
-    Ok(stuck.count)
+    tracing::info!(count, restarted, threshold_seconds = worker.stuck_after_seconds, "stuck jobs checked");
+    Ok(count)
+}
+
+async fn restart_unstarted(worker: &Worker, now: time::OffsetDateTime) -> Result<u64, WorkError> {
+    let before = now - time::Duration::seconds(QUEUED_STUCK_AFTER_SECONDS);
+    let page = worker.stats.stuck_jobs(JobStatus::Queued, before, videojobs_core::stats::STUCK_JOBS_LISTED).await?;
+    let mut restarted = 0;
+    for stuck in &page.oldest {
+        let Some(job) = worker.jobs.job(&stuck.job_id).await?.filter(|job| job.status == JobStatus::Queued) else { continue };
+        worker.workflows.start(&videojobs_core::service::workflow_input(&job, &worker.settings)).await?;
+        tracing::warn!(job_id = %job.job_id, created_at = %timestamp::format(job.created_at), "queued job had no running execution; started it");
+        restarted += 1;
+    }
+    Ok(restarted)
 }
 
 async fn cancel_at_provider(worker: &Worker, id: &JobId) -> Result<(), WorkError> {

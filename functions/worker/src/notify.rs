@@ -23,7 +23,7 @@ use videojobs_core::lifecycle::JobStatus;
 use videojobs_core::notify::{
     check_destination, message_id, secrets_of, signature_header, DelayedWorkQueue, Destination, DestinationError,
     HostResolver, NotificationBody, NotificationLog, RetrySchedule, WebhookPolicy, WebhookSecrets, ATTEMPT_LEASE,
-    MAX_QUEUE_DELAY,
+    MAX_QUEUE_DELAY, SLOT_WAIT, USER_SLOTS,
 };
 use videojobs_core::signing::WebhookSecret;
 use videojobs_core::views::OutputLinks;
@@ -96,16 +96,36 @@ pub async fn notify(
         tracing::info!(%status, "notification already delivered; nothing to send");
         return Ok(());
     }
-    if !notifier.deliveries.claim_attempt(id, status, ATTEMPT_LEASE).await? {
+    let holder = ulid::Ulid::new().to_string();
+    if !notifier.deliveries.claim_attempt(id, status, &holder, ATTEMPT_LEASE).await? {
         // Another copy of this message is being handled: this one comes back later.
         return Err(StoreError::Unavailable("another attempt at this notification is in progress".into()).into());
     }
+    // The fairness rule: a tenant's deliveries in flight are capped, so slow
+    // receivers of one tenant cannot take every delivery of the consumer.
+    let Some(slot) = notifier.deliveries.claim_user_slot(&job.user_id, USER_SLOTS, &holder, ATTEMPT_LEASE).await? else {
+        release(notifier, id, status, &holder, None, &job).await;
+        let message = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before };
+        notifier.queue.enqueue_after(&message, SLOT_WAIT).await?;
+        tracing::info!(attempt, "every delivery slot of this user is busy; waiting for one");
+        return Ok(());
+    };
     let outcome = attempt_and_record(worker, &job, status, attempt, &url, now).await;
-    if let Err(err) = notifier.deliveries.release_attempt(id, status).await {
-        // The lease runs out on its own; a message that finds it held comes back later.
+    release(notifier, id, status, &holder, Some(slot), &job).await;
+    outcome
+}
+
+/// Gives back what one attempt held. A failure is logged: leases run out on
+/// their own, and a message that finds one held comes back later.
+async fn release(notifier: &Notifier, id: &JobId, status: JobStatus, holder: &str, slot: Option<u32>, job: &Job) {
+    if let Some(slot) = slot {
+        if let Err(err) = notifier.deliveries.release_user_slot(&job.user_id, slot, holder).await {
+            tracing::warn!(error = %err, "could not release the delivery slot");
+        }
+    }
+    if let Err(err) = notifier.deliveries.release_attempt(id, status, holder).await {
         tracing::warn!(error = %err, "could not release the notification claim");
     }
-    outcome
 }
 
 /// One attempt under the claim: post, record, and queue the next attempt or give up.

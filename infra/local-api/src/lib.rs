@@ -47,6 +47,7 @@ impl App {
             providers,
             stats: services.stats.clone(),
             progress: services.progress.clone(),
+            requests: worker.requests.clone(),
         };
         Self { services, webhook, worker }
     }

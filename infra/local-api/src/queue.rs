@@ -1,12 +1,32 @@
-//! The SQS event source mapping, locally: long-polls the work queue, hands
-//! each batch to the worker's handler, and deletes only the messages the
-//! handler did not report as failed (so the others come back, as on AWS).
+//! The SQS event source mappings, locally: long-polls a queue (the work queue,
+//! or the notification queue), hands each batch to the worker's handler, and
+//! deletes only the messages the handler did not report as failed (so the
+//! others come back after the queue's visibility timeout, as on AWS). Several
+//! pollers per queue stand for Lambda's concurrent invocations.
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::Client;
 use lambda_runtime::{Context, LambdaEvent};
 use std::collections::HashSet;
 use std::time::Duration;
+
+/// How many batches of each queue are handled at once, like concurrent
+/// Lambda invocations: the pipeline's and the notifications' are apart, so a
+/// slow batch of one never holds the other back.
+pub const WORK_POLLERS: usize = 4;
+pub const NOTIFY_POLLERS: usize = 2;
+
+/// Both queues' pollers, as the template's two event source mappings.
+pub fn spawn_pollers(sqs: &Client, resources: &videojobs_aws::Resources, worker: &worker::Worker) -> Vec<tokio::task::JoinHandle<()>> {
+    let queues = [(resources.work_queue_url.clone(), WORK_POLLERS), (resources.notify_queue_url.clone(), NOTIFY_POLLERS)];
+    let mut tasks = Vec::new();
+    for (queue_url, pollers) in queues {
+        for _ in 0..pollers {
+            tasks.push(tokio::spawn(poll_forever(sqs.clone(), queue_url.clone(), worker.clone())));
+        }
+    }
+    tasks
+}
 
 pub async fn poll_forever(sqs: Client, queue_url: String, worker: worker::Worker) {
     loop {

@@ -12,7 +12,9 @@
 //!
 //! Videos are real MP4s rendered by ffmpeg: a title card with the prompt for
 //! text to video, a zoom over the image for image to video (honouring length,
-//! frame rate and zoom speed). Callbacks are signed the Standard Webhooks way.
+//! frame rate and zoom speed). Callbacks are signed the Standard Webhooks way;
+//! one that fails (no answer, or not 2xx) is retried with backoff for about
+//! six minutes, as real providers retry theirs.
 
 use futures_util::StreamExt;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -52,6 +54,9 @@ pub struct Faults {
     /// Wait this long between the first delivery and the others (with
     /// `completion_first`: progress that arrives after the job completed).
     pub late_callbacks_ms: u64,
+    /// Make the video and send its callbacks before answering the submission
+    /// (the callbacks arrive before the caller knows the request id).
+    pub callbacks_before_answer: bool,
 }
 
 impl Faults {
@@ -296,7 +301,11 @@ async fn create(state: &Arc<State>, request: Request<Incoming>) -> Response<Body
         predictions.insert(id.clone(), Prediction { id: id.clone(), status: "starting", progress: 0, error: None });
         by_key.insert(key, id.clone());
     }
-    tokio::spawn(generate(state.clone(), id.clone(), body.input, body.webhook, faults));
+    if faults.callbacks_before_answer {
+        generate(state.clone(), id.clone(), body.input, body.webhook, faults).await;
+    } else {
+        tokio::spawn(generate(state.clone(), id.clone(), body.input, body.webhook, faults));
+    }
     full(StatusCode::CREATED, json!({"id": id, "status": "starting"}))
 }
 
@@ -454,7 +463,7 @@ async fn generate(state: Arc<State>, id: String, input: Input, webhook: Option<S
 }
 
 /// Posts each callback (as often as the faults say), signed, each with its own id.
-async fn deliver(state: &State, webhook: Option<&str>, id: &str, faults: &Faults, callbacks: Vec<Value>) {
+async fn deliver(state: &Arc<State>, webhook: Option<&str>, id: &str, faults: &Faults, callbacks: Vec<Value>) {
     let Some(url) = webhook else { return };
     if faults.drop_callbacks {
         return;
@@ -475,23 +484,54 @@ async fn deliver(state: &State, webhook: Option<&str>, id: &str, faults: &Faults
             tokio::time::sleep(Duration::from_millis(faults.late_callbacks_ms)).await;
         }
         let text = body.to_string();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let signature = state.config.secret.sign(&event_id, now, text.as_bytes());
-        let sent = state
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &event_id)
-            .header("webhook-timestamp", now.to_string())
-            .header("webhook-signature", signature)
-            .body(text)
-            .send()
-            .await;
-        match sent {
-            Ok(_) => {
-                state.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if post_callback(state, url, &event_id, &text).await {
+            continue;
+        }
+        // As real providers do: a delivery that failed (the API was down, or
+        // answered other than 2xx) is tried again with backoff, in the
+        // background, so that later callbacks are not held back by it.
+        let (state, url) = (state.clone(), url.to_owned());
+        tokio::spawn(async move {
+            for wait in CALLBACK_RETRY_WAITS {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                if post_callback(&state, &url, &event_id, &text).await {
+                    return;
+                }
             }
-            Err(err) => tracing::warn!(error = videojobs_core::redact::error(&err), event_id, "callback not delivered"),
+            tracing::warn!(event_id, "callback given up after its retries");
+        });
+    }
+}
+
+/// Waits between the attempts at a callback that failed: about 6 minutes in all.
+const CALLBACK_RETRY_WAITS: [u64; 9] = [1, 2, 4, 8, 16, 30, 60, 90, 150];
+
+/// One signed delivery (signed anew: the timestamp must be fresh); `true` on a 2xx.
+async fn post_callback(state: &State, url: &str, event_id: &str, text: &str) -> bool {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signature = state.config.secret.sign(event_id, now, text.as_bytes());
+    let sent = state
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", event_id)
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", signature)
+        .body(text.to_owned())
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => {
+            state.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            true
+        }
+        Ok(response) => {
+            tracing::warn!(status = response.status().as_u16(), event_id, "callback answered other than 2xx; retrying");
+            false
+        }
+        Err(err) => {
+            tracing::warn!(error = videojobs_core::redact::error(&err), event_id, "callback not delivered; retrying");
+            false
         }
     }
 }

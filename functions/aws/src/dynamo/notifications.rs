@@ -85,10 +85,42 @@ impl NotificationLog for DynamoStore {
         self.put_if_absent(item).await
     }
 
-    async fn claim_attempt(&self, job: &JobId, status: JobStatus, lease: std::time::Duration) -> Result<bool, StoreError> {
+    async fn claim_attempt(&self, job: &JobId, status: JobStatus, holder: &str, lease: std::time::Duration) -> Result<bool, StoreError> {
+        self.claim_lease(claim_key(job, status), "notification_claim", holder, lease).await
+    }
+
+    async fn release_attempt(&self, job: &JobId, status: JobStatus, holder: &str) -> Result<(), StoreError> {
+        self.release_lease(claim_key(job, status), holder).await
+    }
+
+    async fn claim_user_slot(&self, user: &UserId, slots: u32, holder: &str, lease: std::time::Duration) -> Result<Option<u32>, StoreError> {
+        // Slots are tried from a point that differs per holder, so that
+        // concurrent claims do not all race for slot 0.
+        let start = holder.bytes().fold(0u32, |acc, b| acc.wrapping_mul(31).wrapping_add(u32::from(b)));
+        for i in 0..slots {
+            let slot = (start.wrapping_add(i)) % slots.max(1);
+            if self.claim_lease(slot_key(user, slot), "notification_slot", holder, lease).await? {
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn release_user_slot(&self, user: &UserId, slot: u32, holder: &str) -> Result<(), StoreError> {
+        self.release_lease(slot_key(user, slot), holder).await
+    }
+}
+
+fn slot_key(user: &UserId, slot: u32) -> Item {
+    key(format!("USER#{user}"), &format!("NOTIFY_SLOT#{slot}"))
+}
+
+impl DynamoStore {
+    /// Puts a leased claim unless another holder's lease is still running.
+    async fn claim_lease(&self, mut item: Item, kind: &str, holder: &str, lease: std::time::Duration) -> Result<bool, StoreError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut item = claim_key(job, status);
-        item.insert("kind".into(), s("notification_claim"));
+        item.insert("kind".into(), s(kind));
+        item.insert("holder".into(), s(holder));
         item.insert("lease_until".into(), n(now + lease.as_secs() as i64));
         // A claim nobody gave back (the holder died) goes away on its own.
         item.insert("ttl_epoch".into(), epoch_after(24 * 3600));
@@ -104,14 +136,18 @@ impl NotificationLog for DynamoStore {
         conditional_write("PutItem", result)
     }
 
-    async fn release_attempt(&self, job: &JobId, status: JobStatus) -> Result<(), StoreError> {
-        self.client
+    /// Deletes a claim only if `holder` still holds it: after a lease ran
+    /// out and another attempt took it, the late holder leaves it alone.
+    async fn release_lease(&self, key: Item, holder: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
             .delete_item()
             .table_name(&self.jobs_table)
-            .set_key(Some(claim_key(job, status)))
+            .set_key(Some(key))
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", s(holder))
             .send()
-            .await
-            .map_err(|e| store_error("DeleteItem", e))?;
-        Ok(())
+            .await;
+        conditional_write("DeleteItem", result).map(|_| ())
     }
 }

@@ -92,8 +92,11 @@ impl JobStore for NotifyingJobs {
     async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError> {
         self.inner.record_event(event).await
     }
-    async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<bool, StoreError> {
+    async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<ReceiptClaim, StoreError> {
         self.inner.record_receipt(provider, event_id, request_id).await
+    }
+    async fn complete_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
+        self.inner.complete_receipt(provider, event_id).await
     }
     async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
         self.inner.forget_receipt(provider, event_id).await
@@ -101,8 +104,8 @@ impl JobStore for NotifyingJobs {
     async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
         self.inner.job_for_provider_request(provider, request_id).await
     }
-    async fn save_task_token(&self, id: &JobId, token: &str) -> Result<(), StoreError> {
-        self.inner.save_task_token(id, token).await
+    async fn save_task_token(&self, id: &JobId, token: &str, replace: bool) -> Result<(), StoreError> {
+        self.inner.save_task_token(id, token, replace).await
     }
     async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
         self.inner.task_token(id).await
@@ -141,10 +144,11 @@ mod tests {
         async fn update_in_status(&self, _: &JobId, _: JobStatus, _: &JobUpdate) -> Result<bool, StoreError> { not_asked() }
         async fn raise_progress(&self, _: &JobId, _: u8) -> Result<(), StoreError> { not_asked() }
         async fn record_event(&self, _: &JobEvent) -> Result<(), StoreError> { not_asked() }
-        async fn record_receipt(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> { not_asked() }
+        async fn record_receipt(&self, _: &str, _: &str, _: &str) -> Result<ReceiptClaim, StoreError> { not_asked() }
+        async fn complete_receipt(&self, _: &str, _: &str) -> Result<(), StoreError> { not_asked() }
         async fn forget_receipt(&self, _: &str, _: &str) -> Result<(), StoreError> { not_asked() }
         async fn job_for_provider_request(&self, _: &str, _: &str) -> Result<Option<JobId>, StoreError> { not_asked() }
-        async fn save_task_token(&self, _: &JobId, _: &str) -> Result<(), StoreError> { not_asked() }
+        async fn save_task_token(&self, _: &JobId, _: &str, _: bool) -> Result<(), StoreError> { not_asked() }
         async fn task_token(&self, _: &JobId) -> Result<Option<String>, StoreError> { not_asked() }
         async fn prompt(&self, _: &JobId) -> Result<Option<String>, StoreError> { not_asked() }
     }

@@ -1,0 +1,133 @@
+// The client against the local stack (scripts/contract-test starts one and
+// sets VIDEOJOBS_URL and the demo keys).
+import { test, before } from "node:test";
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import { ApiError, RECOMMENDED_POLL_INTERVAL_MS, verifyNotification } from "../dist/index.js";
+import { admin, client, png, reviewer, stackUp } from "./helpers.mjs";
+
+before(() => {
+  // Without a stack these tests cannot run: say so loudly instead of skipping.
+  assert.ok(stackUp, "set VIDEOJOBS_URL and VIDEOJOBS_KEY (scripts/contract-test does)");
+});
+
+const fast = { intervalMs: 300, timeoutMs: 120_000 };
+
+test("generate, follow it with progress, fetch the video, list it, and a reviewer approves it", async () => {
+  const api = client();
+  const key = `ts-${Date.now()}`;
+  const job = await api.generate({ prompt: "A paper boat, from the TypeScript client", duration_seconds: 1, resolution: "480p" }, { idempotencyKey: key });
+  assert.equal(job.status, "queued");
+  assert.equal(job.status_label, "Waiting to start");
+  assert.equal(job.replayed, false);
+  assert.ok(job.estimated_time_seconds > 0);
+  const again = await api.generate({ prompt: "A paper boat, from the TypeScript client", duration_seconds: 1, resolution: "480p" }, { idempotencyKey: key });
+  assert.equal(again.job_id, job.job_id);
+  assert.equal(again.replayed, true);
+
+  const seen = [];
+  const done = await api.waitForJob(job.job_id, { ...fast, onProgress: (s) => seen.push(s) });
+  assert.equal(done.status, "completed", JSON.stringify(done));
+  assert.equal(done.status_label, "Ready for review");
+  assert.ok(seen.length >= 1);
+  for (let i = 1; i < seen.length; i++) assert.ok(seen[i].progress >= seen[i - 1].progress, "progress never goes down");
+  assert.equal(seen.at(-1).progress, 100);
+  assert.ok(RECOMMENDED_POLL_INTERVAL_MS >= 2000 && RECOMMENDED_POLL_INTERVAL_MS <= 5000);
+
+  const result = await api.result(job.job_id);
+  assert.equal(result.video.mime_type, "video/mp4");
+  const video = await fetch(result.video.url);
+  assert.equal(video.status, 200);
+  assert.ok((await video.arrayBuffer()).byteLength > 1000);
+
+  const events = await api.events(job.job_id);
+  assert.equal(events.events[0].status, "queued");
+  assert.equal(events.events.at(-1).status, "completed");
+
+  let found = false;
+  for await (const listed of api.list({ pageSize: 1 })) {
+    if (listed.job_id === job.job_id) { found = true; break; }
+  }
+  assert.ok(found, "the async iterator reaches the job through the pages");
+
+  const queue = await reviewer().reviewQueue({ limit: 100 });
+  assert.ok(queue.jobs.some((j) => j.job_id === job.job_id));
+  const approved = await reviewer().review(job.job_id, { decision: "approve" });
+  assert.equal(approved.status, "approved");
+  assert.equal(approved.status_label, "Ready to use");
+});
+
+test("animate an uploaded image", async () => {
+  const api = client();
+  const job = await api.animateUpload(png(320, 240), "image/png", { length: 1, frame_rate: 6, zoom_speed: 0.2 });
+  const done = await api.waitForJob(job.job_id, fast);
+  assert.equal(done.status, "completed", JSON.stringify(done));
+  assert.equal(done.workflow_type, "image_to_video");
+  const result = await api.result(job.job_id);
+  assert.ok(result.video.width > 0 && result.video.height > 0 && result.video.duration_seconds > 0, JSON.stringify(result));
+});
+
+test("cancel gives the credits back", async () => {
+  const api = client();
+  const before = await api.account();
+  const job = await api.generate({ prompt: "to be canceled", duration_seconds: 3 });
+  assert.equal((await api.account()).credits, before.credits - 3);
+  const canceled = await api.cancel(job.job_id);
+  assert.equal(canceled.status, "canceled");
+  assert.equal((await api.account()).credits, before.credits);
+  await assert.rejects(api.cancel(job.job_id), (err) => err instanceof ApiError && err.status === 409 && err.code === "wrong_state");
+});
+
+test("errors are typed, with the API's code, message and next step", async () => {
+  const api = client();
+  await assert.rejects(api.status("job_00000000000000000000000000"), (err) => {
+    assert.ok(err instanceof ApiError);
+    assert.equal(err.status, 404);
+    assert.equal(err.code, "job_not_found");
+    assert.equal(err.next_step, "Check the job id.");
+    return true;
+  });
+  await assert.rejects(api.generate({ prompt: "too long", duration_seconds: 99 }), (err) => {
+    assert.equal(err.code, "invalid_request");
+    assert.equal(err.field, "duration_seconds");
+    return true;
+  });
+  await assert.rejects(client("vj_not_a_key").account(), (err) => err.status === 401 && err.code === "unauthenticated");
+  const notReady = await api.generate({ prompt: "not ready yet", duration_seconds: 2 });
+  await assert.rejects(api.result(notReady.job_id), (err) => err.status === 409 && err.code === "wrong_state");
+});
+
+test("a notification arrives signed, and verifies with the user's secret", async () => {
+  const api = client();
+  const { secret } = await api.webhookSecret();
+  const received = new Promise((resolve) => {
+    const server = createServer((req, res) => {
+      const chunks = [];
+      req.on("data", (c) => chunks.push(c));
+      req.on("end", () => {
+        res.writeHead(204).end();
+        server.close();
+        resolve({ headers: req.headers, body: Buffer.concat(chunks).toString("utf8") });
+      });
+    });
+    server.listen(0, "127.0.0.1", async () => {
+      const port = server.address().port;
+      await api.generate({ prompt: "notify me", duration_seconds: 1, webhook_url: `http://127.0.0.1:${port}/hook` });
+    });
+  });
+  const { headers, body } = await received;
+  const notification = verifyNotification(secret, headers, body);
+  assert.equal(notification.type, "job.completed");
+  assert.equal(notification.status, "completed");
+  assert.throws(() => verifyNotification(secret, headers, body.replace("completed", "approved")));
+});
+
+test("stats: a user sees the queue, the typical time and their own jobs; an admin every figure", async () => {
+  const mine = await client().stats();
+  assert.equal(mine.scope, "user");
+  assert.ok(mine.your_jobs.counted >= 1);
+  assert.equal(typeof mine.queue.waiting, "number");
+  const all = await admin().stats();
+  assert.equal(all.scope, "admin");
+  assert.ok("duplicate_callbacks" in all);
+});
