@@ -890,6 +890,10 @@ impl LocalApiProcess {
         all.push(("DEMO_KEYS_FILE".into(), std::env::temp_dir().join(format!("demo-keys-{id}.json")).display().to_string()));
         all.push(("ALLOW_HTTP_WEBHOOKS".into(), "1".into()));
         all.push(("ALLOW_LOOPBACK_WEBHOOKS".into(), "1".into()));
+        // As the in-process tests' settings: faults on, per-key limits off.
+        all.push(("ALLOW_FAULT_INJECTION".into(), "1".into()));
+        all.push(("RATE_LIMIT_REQUESTS_PER_MINUTE".into(), "0".into()));
+        all.push(("RATE_LIMIT_CREATES_PER_MINUTE".into(), "0".into()));
         all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let mut process = Self {
             base_url: format!("http://{addr}"),

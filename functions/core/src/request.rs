@@ -502,8 +502,9 @@ pub mod faults {
     pub const METADATA_KEY: &str = "local_faults";
     /// Each callback delivered at most this many times.
     pub const MAX_DUPLICATE_CALLBACKS: u32 = 5;
-    /// At most this many injected submission errors.
-    pub const MAX_SUBMIT_ERRORS: usize = 5;
+    /// At most this many injected submission errors (more than the state
+    /// machine's attempts, so that "busy past every retry" can be asked for).
+    pub const MAX_SUBMIT_ERRORS: usize = 10;
     /// The longest injected delay before rendering.
     pub const MAX_DELAY_MS: u64 = 120_000;
     /// The longest wait between the first callback and the others.
@@ -523,6 +524,7 @@ pub mod faults {
         pub submit_errors: Vec<u16>,
         pub delay_ms: u64,
         pub late_callbacks_ms: u64,
+        pub callbacks_before_answer: bool,
     }
 
     /// The bounds, as one message per field out of them.
@@ -777,7 +779,7 @@ mod tests {
         assert!(GenerateRequest::parse(body.as_bytes(), &on).is_ok());
         for (faults, field) in [
             (r#"{"duplicate_callbacks":2000}"#, "metadata.local_faults.duplicate_callbacks"),
-            (r#"{"submit_errors":[422,422,422,422,422,422]}"#, "metadata.local_faults.submit_errors"),
+            (r#"{"submit_errors":[422,422,422,422,422,422,422,422,422,422,422]}"#, "metadata.local_faults.submit_errors"),
             (r#"{"submit_errors":[200]}"#, "metadata.local_faults.submit_errors"),
             (r#"{"delay_ms":86400000}"#, "metadata.local_faults.delay_ms"),
             (r#"{"late_callbacks_ms":600000}"#, "metadata.local_faults.late_callbacks_ms"),

@@ -71,6 +71,7 @@ impl Faults {
             submit_errors: self.submit_errors.clone(),
             delay_ms: self.delay_ms,
             late_callbacks_ms: self.late_callbacks_ms,
+            callbacks_before_answer: self.callbacks_before_answer,
         };
         videojobs_core::request::faults::out_of_bounds(&requested).map(|(field, message)| format!("faults.{field} {message}"))
     }
