@@ -8,7 +8,7 @@
 #                            exports AWS_ENDPOINT_URL, region and test credentials
 #   stop_moto_if_started_here
 #   bootstrap_stack [NAME]   the template's resources in moto; exports their names
-#   lint_template            cfn-lint and sam validate --lint, offline
+#   lint_template            cfn-lint, sam validate --lint and checkov, offline
 #   ensure_chromium          Debian's chromium, for the browser test (scripts/test only)
 #   ensure_browser_deps      node, and tests/browser's playwright-core from its lock file
 #   ensure_node              node and npm
@@ -126,7 +126,8 @@ bootstrap_stack() {
 }
 
 # The local video provider on LOCAL_PROVIDER_PORT (4010), with a signing secret
-# kept in .local so that a restarted API still trusts a provider left running.
+# and the bearer token its API takes kept in .local, so that a restarted API
+# still trusts (and is trusted by) a provider left running.
 ensure_local_provider() {
   local port="${LOCAL_PROVIDER_PORT:-4010}"
   mkdir -p "$LOCAL_DIR"
@@ -136,16 +137,23 @@ ensure_local_provider() {
   export LOCAL_PROVIDER_WEBHOOK_SECRET
   LOCAL_PROVIDER_WEBHOOK_SECRET=$(cat "$LOCAL_DIR/provider-secret")
   export LOCAL_PROVIDER_WEBHOOK_SECRETS="$LOCAL_PROVIDER_WEBHOOK_SECRET"
+  if [ ! -s "$LOCAL_DIR/provider-token" ]; then
+    python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$LOCAL_DIR/provider-token"
+  fi
+  export LOCAL_PROVIDER_TOKEN
+  LOCAL_PROVIDER_TOKEN=$(cat "$LOCAL_DIR/provider-token")
   export LOCAL_PROVIDER_URL="http://127.0.0.1:$port"
-  if curl -fsS -o /dev/null --max-time 2 "$LOCAL_PROVIDER_URL/v1/stats" 2>/dev/null; then
+  local auth="Authorization: Bearer $LOCAL_PROVIDER_TOKEN"
+  if curl -fsS -o /dev/null --max-time 2 -H "$auth" "$LOCAL_PROVIDER_URL/v1/stats" 2>/dev/null; then
     return
   fi
   log "starting the local provider on port $port (log: $LOCAL_DIR/provider.log)"
-  LOCAL_PROVIDER_ADDR="127.0.0.1:$port" LOCAL_PROVIDER_DIR="$LOCAL_DIR/provider" \
+  # Source images come from moto's S3 on loopback.
+  LOCAL_PROVIDER_ADDR="127.0.0.1:$port" LOCAL_PROVIDER_DIR="$LOCAL_DIR/provider" LOCAL_PROVIDER_ALLOW_LOOPBACK_IMAGES=true \
     setsid target/debug/local-provider >"$LOCAL_DIR/provider.log" 2>&1 < /dev/null &
   echo $! > "$LOCAL_DIR/provider.pid"
   for _ in $(seq 1 40); do
-    curl -fsS -o /dev/null --max-time 2 "$LOCAL_PROVIDER_URL/v1/stats" 2>/dev/null && return
+    curl -fsS -o /dev/null --max-time 2 -H "$auth" "$LOCAL_PROVIDER_URL/v1/stats" 2>/dev/null && return
     sleep 0.25
   done
   log "the local provider did not start; see $LOCAL_DIR/provider.log"
@@ -160,6 +168,14 @@ lint_template() {
   "$VENV/bin/cfn-lint" template.yaml
   SAM_CLI_TELEMETRY=0 "$VENV/bin/sam" validate --lint --template-file template.yaml \
     --region "${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}" >/dev/null
+  # The IaC security scan: any failed check fails the run; each skipped one
+  # is justified where it is skipped (the resource's Metadata in the template).
+  log "scanning template.yaml with checkov"
+  "$VENV/bin/checkov" --file template.yaml --framework cloudformation --quiet --compact \
+    --skip-download >/dev/null || {
+    "$VENV/bin/checkov" --file template.yaml --framework cloudformation --quiet --compact --skip-download >&2
+    return 1
+  }
 }
 
 # Installs Debian packages as root (directly or through sudo).

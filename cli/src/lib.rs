@@ -119,7 +119,19 @@ enum AdminCommand {
         /// Credits added to the account.
         #[arg(long)]
         credits: Option<i64>,
+        /// The key stops working after this many days (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
     },
+    /// List every API key by its public id (never the key itself).
+    ListKeys {
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Revoke an API key by its public id: it answers 401 from then on.
+    RevokeKey { key_id: String },
     /// Add credits to an account.
     GrantCredits {
         #[arg(long)]
@@ -580,10 +592,11 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
             Ok(())
         }
         Command::Admin { command } => match command {
-            AdminCommand::CreateKey { user_id, role, label, credits } => {
+            AdminCommand::CreateKey { user_id, role, label, credits, expires_in_days } => {
                 let mut body = json!({"user_id": user_id, "role": role});
                 set(&mut body, "label", label.map(Value::from));
                 set(&mut body, "credits", credits.map(Value::from));
+                set(&mut body, "expires_in_days", expires_in_days.map(Value::from));
                 let created = api.post("/videos/admin/keys", &body, None).await?;
                 if console.json {
                     console.json(&created);
@@ -591,10 +604,49 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
                     // The key alone on stdout, so that KEY=$(videojobs admin create-key …) works.
                     console.say(created["api_key"].as_str().unwrap_or(""));
                     console.note(&format!(
-                        "Created a {} key for {}. It is shown only this once: keep it now.",
+                        "Created a {} key for {} ({}). It is shown only this once: keep it now.",
                         created["role"].as_str().unwrap_or(""),
-                        created["user_id"].as_str().unwrap_or("")
+                        created["user_id"].as_str().unwrap_or(""),
+                        created["key_id"].as_str().unwrap_or("")
                     ));
+                    if let Some(at) = created["expires_at"].as_str() {
+                        console.note(&format!("It expires at {at}."));
+                    }
+                }
+                Ok(())
+            }
+            AdminCommand::ListKeys { limit, cursor } => {
+                let mut query = vec![format!("limit={}", limit.unwrap_or(50))];
+                if let Some(cursor) = cursor {
+                    query.push(format!("cursor={}", query_value(&cursor)));
+                }
+                let page = api.get(&format!("/videos/admin/keys?{}", query.join("&"))).await?;
+                if console.json {
+                    console.json(&page);
+                } else {
+                    for key in page["keys"].as_array().into_iter().flatten() {
+                        console.say(&format!(
+                            "{}  {:<8} {:<8} {}  {}{}",
+                            key["key_id"].as_str().unwrap_or(""),
+                            key["state"].as_str().unwrap_or(""),
+                            key["role"].as_str().unwrap_or(""),
+                            key["user_id"].as_str().unwrap_or(""),
+                            key["label"].as_str().unwrap_or(""),
+                            key["expires_at"].as_str().map(|at| format!("  (expires {at})")).unwrap_or_default(),
+                        ));
+                    }
+                    if let Some(next) = page["next_cursor"].as_str() {
+                        console.note(&format!("More: videojobs admin list-keys --cursor {next}"));
+                    }
+                }
+                Ok(())
+            }
+            AdminCommand::RevokeKey { key_id } => {
+                let revoked = api.call(reqwest::Method::DELETE, &format!("/videos/admin/keys/{}", segment(&key_id)?), None, &[]).await?;
+                if console.json {
+                    console.json(&revoked);
+                } else {
+                    console.say(&format!("{} revoked: it answers 401 from now on.", revoked["key_id"].as_str().unwrap_or(&key_id)));
                 }
                 Ok(())
             }

@@ -208,6 +208,14 @@ fn every_error_the_code_answers_is_documented_with_its_status() {
         AppError::UnsupportedMediaType,
         AppError::IdempotencyConflict,
         AppError::TooManyActiveJobs { limit: 5 },
+        AppError::UnsupportedImage { message: "is not a PNG, JPEG or WebP image".into() },
+        AppError::KeyNotFound,
+        AppError::RateLimited(videojobs_core::ratelimit::Limited {
+            policy: videojobs_core::ratelimit::Policy::Creates,
+            limit: 30,
+            window_seconds: 60,
+            retry_after_seconds: 7,
+        }),
         AppError::Unavailable("x".into()),
         AppError::Internal("x".into()),
     ];

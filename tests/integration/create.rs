@@ -28,7 +28,7 @@ async fn generate_answers_202_with_the_job_and_writes_job_event_prompt_and_debit
     assert_eq!(app.credits().await, 88);
     assert_eq!(app.active_jobs().await, 1);
     assert_eq!(app.stored_prompt(&id).await.as_deref(), Some("A lighthouse at dawn"));
-    assert_eq!(job.prompt_hash.as_deref(), Some(videojobs_core::request::prompt_hash("A lighthouse at dawn").as_str()));
+    assert_eq!(job.prompt_hash.as_deref(), Some(videojobs_core::request::prompt_hash(&app.services.settings.prompt_hash_key, "A lighthouse at dawn").as_str()));
     let events = app.get(&format!("/videos/jobs/{id}/events")).await;
     assert_eq!(events.body["events"].as_array().unwrap().len(), 1);
     assert_eq!(events.body["events"][0]["status"], "queued");
@@ -75,7 +75,7 @@ async fn animate_from_an_image_url_is_accepted_and_costs_its_length() {
 #[tokio::test]
 async fn an_upload_gives_a_presigned_put_that_animate_accepts_once_the_image_is_in() {
     let app = TestApp::new(100).await;
-    let image = b"\x89PNG\r\n\x1a\n-not-really-a-png-but-bytes";
+    let image = &crate::helpers::png(32, 32);
 
     let upload = app.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
     assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.body);

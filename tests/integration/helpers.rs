@@ -92,6 +92,10 @@ pub fn settings() -> Settings {
     let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
     settings.limits.allow_http_webhooks = true;
     settings.limits.allow_loopback_webhooks = true;
+    // The tests drive the local provider's faults, as the local stack does.
+    settings.limits.allow_fault_injection = true;
+    // Tests poll the API quickly; the security suite turns the per-key limits on.
+    settings.rate_limits = videojobs_core::ratelimit::RateLimits { requests_per_minute: 0, creates_per_minute: 0 };
     settings
 }
 
@@ -464,10 +468,7 @@ impl Pipeline {
         let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let provider = local_provider::spawn(
             provider_listener,
-            local_provider::Config {
-                dir: provider_dir,
-                secret: videojobs_core::signing::WebhookSecret::parse(&secret).expect("a secret"),
-            },
+            local_provider::Config::local(provider_dir, videojobs_core::signing::WebhookSecret::parse(&secret).expect("a secret")),
         )
         .expect("the local provider starts");
         let http = videojobs_providers::http_client();
@@ -889,6 +890,10 @@ impl LocalApiProcess {
         all.push(("DEMO_KEYS_FILE".into(), std::env::temp_dir().join(format!("demo-keys-{id}.json")).display().to_string()));
         all.push(("ALLOW_HTTP_WEBHOOKS".into(), "1".into()));
         all.push(("ALLOW_LOOPBACK_WEBHOOKS".into(), "1".into()));
+        // As the in-process tests' settings: faults on, per-key limits off.
+        all.push(("ALLOW_FAULT_INJECTION".into(), "1".into()));
+        all.push(("RATE_LIMIT_REQUESTS_PER_MINUTE".into(), "0".into()));
+        all.push(("RATE_LIMIT_CREATES_PER_MINUTE".into(), "0".into()));
         all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let mut process = Self {
             base_url: format!("http://{addr}"),

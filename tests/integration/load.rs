@@ -398,10 +398,10 @@ async fn crash_of_the_worker_process_mid_storm_still_finishes_every_job_with_exa
     let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let provider = local_provider::spawn(
         provider_listener,
-        local_provider::Config {
-            dir: std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new())),
-            secret: videojobs_core::signing::WebhookSecret::parse(&secret).expect("a secret"),
-        },
+        local_provider::Config::local(
+            std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new())),
+            videojobs_core::signing::WebhookSecret::parse(&secret).expect("a secret"),
+        ),
     )
     .expect("the local provider starts");
     let s = settings();

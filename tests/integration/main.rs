@@ -18,6 +18,7 @@ mod real_providers;
 mod review;
 mod review_page;
 mod sample_events;
+mod security;
 mod state_machine;
 mod stats;
 mod stranded;

@@ -55,6 +55,7 @@ fn new_job(app: &TestApp) -> NewJob {
         },
         job,
         prompt: None,
+        prompt_expires_at: None,
         idempotency: None,
         max_active_jobs: 100,
     }

@@ -78,7 +78,7 @@ async fn copy_bench(mib: u64) -> Result<(), Error> {
     file.set_len(mib * 1024 * 1024)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let secret = WebhookSecret::parse(&WebhookSecret::generate_text())?;
-    let provider = local_provider::spawn(listener, local_provider::Config { dir: dir.clone(), secret })?;
+    let provider = local_provider::spawn(listener, local_provider::Config::local(dir.clone(), secret))?;
     let outputs = videojobs_aws::S3Outputs::new(clients.s3.clone(), &resources.media_bucket, videojobs_providers::http_client());
     let before = peak_rss_mib();
     let started = Instant::now();
@@ -112,7 +112,7 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     let provider_dir = std::env::temp_dir().join(format!("pipeline-bench-{}", ulid::Ulid::new()));
     let provider = local_provider::spawn(
         provider_listener,
-        local_provider::Config { dir: provider_dir.clone(), secret: WebhookSecret::parse(&secret_text)? },
+        local_provider::Config::local(provider_dir.clone(), WebhookSecret::parse(&secret_text)?),
     )?;
     let http = videojobs_providers::http_client();
     let lookup = |name: &str| match name {
@@ -123,6 +123,8 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     let providers = videojobs_providers::from_lookup(lookup, http.clone())?;
     let mut settings = Settings::from_lookup(|_| None)?;
     settings.retention_seconds = 6;
+    // The figures are the pipeline's; per-key limits add one UpdateItem per API request (docs/SECURITY.md).
+    settings.rate_limits = videojobs_core::ratelimit::RateLimits { requests_per_minute: 0, creates_per_minute: 0 };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = Arc::new(local_api::App::on_aws(&clients, &resources, settings, providers, http.clone(), base.clone()));

@@ -341,7 +341,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * Every API key, never the secret
+         * @description Admins only. By key id; `limit` (1-100, default 20) and `cursor` as for the job list. Keys saved before key ids existed are not listed.
+         */
+        get: operations["listKeys"];
         put?: never;
         /**
          * A new API key
@@ -349,6 +353,26 @@ export interface paths {
          */
         post: operations["createKey"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/videos/admin/keys/{key_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revoke an API key
+         * @description Admins only. From the next request on, the key answers 401. Revoking it again changes nothing.
+         */
+        delete: operations["revokeKey"];
         options?: never;
         head?: never;
         patch?: never;
@@ -483,7 +507,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_request" | "unauthenticated" | "insufficient_credits" | "forbidden" | "own_job_review" | "job_not_found" | "route_not_found" | "wrong_state" | "expired" | "video_rejected" | "body_too_large" | "upload_too_large" | "unsupported_media_type" | "idempotency_conflict" | "too_many_active_jobs" | "internal" | "unavailable";
+                code: "invalid_request" | "unauthenticated" | "insufficient_credits" | "forbidden" | "own_job_review" | "job_not_found" | "route_not_found" | "wrong_state" | "expired" | "video_rejected" | "body_too_large" | "upload_too_large" | "unsupported_media_type" | "idempotency_conflict" | "too_many_active_jobs" | "internal" | "unavailable" | "unsupported_image" | "rate_limited" | "key_not_found";
                 message: string;
                 /** @description The refused field's path (`metadata.color`), `body` for the body as a whole, or `Idempotency-Key`. */
                 field?: string;
@@ -1077,6 +1101,8 @@ export interface components {
             label?: string;
             /** @default 0 */
             credits?: number;
+            /** @description The key stops working this many days after it is made (none: never). */
+            expires_in_days?: number;
         };
         CreatedKey: {
             /** @description Shown this once: only its SHA-256 is stored. */
@@ -1084,6 +1110,10 @@ export interface components {
             user_id: string;
             /** @enum {string} */
             role: "user" | "reviewer" | "admin";
+            /** @description The key's public id: listings, revocation and logs name it. */
+            key_id: string;
+            /** Format: date-time */
+            expires_at: string | null;
         };
         /**
          * @example {
@@ -1120,9 +1150,29 @@ export interface components {
         CallbackError: {
             error: {
                 /** @enum {string} */
-                code: "malformed" | "bad_signature" | "unknown_provider" | "in_progress" | "unavailable";
+                code: "malformed" | "bad_signature" | "unknown_provider" | "in_progress" | "unavailable" | "body_too_large";
                 message: string;
             };
+        };
+        /** @description An API key as admins see it: never the key, nor its hash. */
+        KeyInfo: {
+            key_id: string;
+            user_id: string;
+            /** @enum {string} */
+            role: "user" | "reviewer" | "admin";
+            label: string;
+            /** @enum {string} */
+            state: "active" | "expired" | "revoked";
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            expires_at: string | null;
+            /** Format: date-time */
+            revoked_at: string | null;
+        };
+        KeyList: {
+            keys: components["schemas"]["KeyInfo"][];
+            next_cursor: string | null;
         };
     };
     responses: {
@@ -1184,7 +1234,7 @@ export interface components {
                 };
             };
         };
-        /** @description `job_not_found`: No such job, not a job id, or someone else's job (never disclosed). `route_not_found`: No such route (locally; deployed, API Gateway answers `{"message": "Not Found"}` itself). */
+        /** @description `job_not_found`: No such job, not a job id, or someone else's job (never disclosed). `route_not_found`: No such route (locally; deployed, API Gateway answers `{"message": "Not Found"}` itself). `key_not_found`: Revoking a key id that does not exist. */
         NotFound: {
             headers: {
                 [name: string]: unknown;
@@ -1193,7 +1243,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"] & {
                     error?: {
                         /** @enum {unknown} */
-                        code?: "job_not_found" | "route_not_found";
+                        code?: "job_not_found" | "route_not_found" | "key_not_found";
                     };
                 };
             };
@@ -1240,7 +1290,7 @@ export interface components {
                 };
             };
         };
-        /** @description `unsupported_media_type`: A POST body not sent as `Content-Type: application/json` (or, where the upload checks are on, an uploaded file that is not the image type it was declared as). */
+        /** @description `unsupported_media_type`: A POST body not sent as `Content-Type: application/json` (or, where the upload checks are on, an uploaded file that is not the image type it was declared as). `unsupported_image`: An upload_id whose bytes are not a PNG, JPEG or WebP of the declared content_type; nothing is written. */
         UnsupportedMediaType: {
             headers: {
                 [name: string]: unknown;
@@ -1249,7 +1299,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"] & {
                     error?: {
                         /** @enum {unknown} */
-                        code?: "unsupported_media_type";
+                        code?: "unsupported_media_type" | "unsupported_image";
                     };
                 };
             };
@@ -1268,22 +1318,22 @@ export interface components {
                 };
             };
         };
-        /** @description `too_many_active_jobs`: The user already has `MAX_ACTIVE_JOBS` (5) jobs in flight; nothing is written. (Where request rate limits are on, `429` also answers too many requests, with `RateLimit` and `Retry-After` headers.) */
+        /** @description `too_many_active_jobs`: The user already has `MAX_ACTIVE_JOBS` (5) jobs in flight; nothing is written. (Where request rate limits are on, `429` also answers too many requests, with `RateLimit` and `Retry-After` headers.) `rate_limited`: The key made more requests (or job creations) in the minute than its limit; Retry-After, RateLimit-Policy and RateLimit say when to come back. */
         TooManyRequests: {
             headers: {
                 /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
                 "RateLimit-Policy"?: string;
                 /** @description Where request rate limits are on: what is left of the current window. */
                 RateLimit?: string;
-                /** @description Where request rate limits are on: seconds to wait before the next request. */
-                "Retry-After"?: number;
+                /** @description With `rate_limited`: seconds until the key's window resets. */
+                "Retry-After"?: string;
                 [name: string]: unknown;
             };
             content: {
                 "application/json": components["schemas"]["Error"] & {
                     error?: {
                         /** @enum {unknown} */
-                        code?: "too_many_active_jobs";
+                        code?: "too_many_active_jobs" | "rate_limited";
                     };
                 };
             };
@@ -1459,6 +1509,7 @@ export interface operations {
             401: components["responses"]["Unauthenticated"];
             413: components["responses"]["TooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1492,6 +1543,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthenticated"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1519,6 +1571,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthenticated"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1553,6 +1606,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthenticated"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1589,6 +1643,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             409: components["responses"]["WrongState"];
             410: components["responses"]["Gone"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1623,6 +1678,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthenticated"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1659,6 +1715,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["WrongState"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1686,6 +1743,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthenticated"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1713,6 +1771,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthenticated"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1740,6 +1799,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthenticated"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1767,6 +1827,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthenticated"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1811,6 +1872,7 @@ export interface operations {
             410: components["responses"]["Gone"];
             413: components["responses"]["TooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1845,6 +1907,40 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthenticated"];
             403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    listKeys: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of keys. */
+            200: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1880,6 +1976,39 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             413: components["responses"]["TooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    revokeKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The key, now revoked. */
+            200: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyInfo"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -1915,6 +2044,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             413: components["responses"]["TooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -2064,6 +2194,16 @@ export interface operations {
                     "application/json": components["schemas"]["CallbackError"];
                 };
             };
+            /** @description `body_too_large`: a body over 256 KiB; nothing is verified or written. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CallbackError"];
+                };
+            };
+            429: components["responses"]["TooManyRequests"];
             /** @description `unavailable`: storage failed; the receipt is withdrawn so the provider's retry applies it. */
             503: {
                 headers: {

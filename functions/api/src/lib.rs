@@ -14,13 +14,13 @@ pub fn status_of(err: &AppError) -> StatusCode {
         AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
         AppError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
         AppError::Forbidden(_) | AppError::OwnJobReview => StatusCode::FORBIDDEN,
-        AppError::JobNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
+        AppError::JobNotFound | AppError::KeyNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
         AppError::WrongState { .. } => StatusCode::CONFLICT,
         AppError::Expired | AppError::Rejected => StatusCode::GONE,
         AppError::BodyTooLarge { .. } | AppError::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        AppError::UnsupportedMediaType | AppError::UnsupportedImage { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         AppError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
-        AppError::TooManyActiveJobs { .. } => StatusCode::TOO_MANY_REQUESTS,
+        AppError::TooManyActiveJobs { .. } | AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -51,6 +51,7 @@ pub fn error_response(err: &AppError) -> Response<Body> {
     }
     let field = match err {
         AppError::InvalidRequest(invalid) => Some(invalid.field.as_str()),
+        AppError::UnsupportedImage { .. } => Some("upload_id"),
         _ => None,
     };
     let body = ErrorEnvelope {
@@ -59,6 +60,14 @@ pub fn error_response(err: &AppError) -> Response<Body> {
     let mut response = json_response(status, &body);
     if matches!(err, AppError::Unauthenticated) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let AppError::RateLimited(limited) = err {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(limited.retry_after_seconds));
+        for (name, value) in videojobs_core::ratelimit::headers(limited) {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
     }
     response
 }
@@ -121,6 +130,7 @@ pub fn request_span(request: &Request) -> tracing::Span {
         "request",
         method = %request.method(),
         path = request.uri().path(),
+        key_id = tracing::field::Empty,
         job_id = tracing::field::Empty,
     )
 }
@@ -163,13 +173,21 @@ mod tests {
             (AppError::Forbidden("no"), 403),
             (AppError::OwnJobReview, 403),
             (AppError::JobNotFound, 404),
+            (AppError::KeyNotFound, 404),
             (AppError::WrongState { status: videojobs_core::JobStatus::Failed, message: "x".into() }, 409),
             (AppError::Expired, 410),
             (AppError::Rejected, 410),
             (AppError::BodyTooLarge { max_bytes: 1 }, 413),
             (AppError::UnsupportedMediaType, 415),
+            (AppError::UnsupportedImage { message: "x".into() }, 415),
             (AppError::IdempotencyConflict, 422),
             (AppError::TooManyActiveJobs { limit: 5 }, 429),
+            (AppError::RateLimited(videojobs_core::ratelimit::Limited {
+                policy: videojobs_core::ratelimit::Policy::Creates,
+                limit: 1,
+                window_seconds: 60,
+                retry_after_seconds: 7,
+            }), 429),
             (AppError::Unavailable("x".into()), 503),
             (AppError::Internal("x".into()), 500),
         ];
@@ -188,6 +206,21 @@ mod tests {
         let response = error_response(&AppError::Internal("secret table name".into()));
         let text = String::from_utf8(response.body().to_vec()).unwrap();
         assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn a_rate_limited_answer_says_when_to_come_back_in_the_ietf_headers() {
+        let limited = videojobs_core::ratelimit::Limited {
+            policy: videojobs_core::ratelimit::Policy::Requests,
+            limit: 300,
+            window_seconds: 60,
+            retry_after_seconds: 12,
+        };
+        let response = error_response(&AppError::RateLimited(limited));
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "12");
+        assert_eq!(response.headers()["ratelimit-policy"], "\"requests\";q=300;w=60");
+        assert_eq!(response.headers()["ratelimit"], "\"requests\";r=0;t=12");
     }
 
     #[test]

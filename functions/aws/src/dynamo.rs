@@ -9,7 +9,8 @@
 //! | task token        | `JOB#{job_id}`          | `TASK_TOKEN`         | what the execution waits on; apart, so the job item stays under 1 KB |
 //! | idempotency       | `IDEM#{user}#{key}`     | `IDEM`               | the first answer; TTL a day |
 //! | account           | `USER#{user}`           | `ACCOUNT`            | `credits`, `active_jobs` |
-//! | API key           | `APIKEY#{sha256 hex}`   | `APIKEY`             | `user_id`, `role`; the key itself is never stored |
+//! | API key           | `APIKEY#{sha256 hex}`   | `APIKEY`             | `key_id`, `user_id`, `role`, `expires_at`?, `revoked_at`?; the key itself is never stored |
+//! | key listing entry | `KEYS`                  | `KEY#{key_id}`       | the key's record without its hash: admins list and revoke by `key_id` (`dynamo/keys.rs`) |
 //! | upload            | `UPLOAD#{upload_id}`    | `UPLOAD`             | TTL a day |
 //! | callback receipt  | `RECEIPT#{provider}#{event_id}` | `RECEIPT`    | a provider event applied once: `receipt_state` `pending` (with `lease_until`) while applied, then `done`; TTL a week |
 //! | request owner     | `PROVREQ#{provider}#{request_id}` | `OWNER`    | `job_id`: put by the worker before the job records the request id; read strongly consistent by the webhook |
@@ -18,6 +19,7 @@
 //! | notification sent | `JOB#{job_id}`          | `NOTIFIED#{status}`  | the client was told of this status: put once (`attribute_not_exists`), checked before each attempt |
 //! | notification claim | `JOB#{job_id}`         | `NOTIFYING#{status}` | an attempt in progress: put unless held (`lease_until` not passed), deleted after by its `holder` only; TTL a day |
 //! | delivery slot     | `USER#{user}`           | `NOTIFY_SLOT#{0..3}` | one of a tenant's 4 deliveries in flight: leased as the claim is |
+//! | rate limit window | `RATE#{policy}#{key_id}#{window start}` | `RATE` | `hits` in one minute, counted only under the limit; TTL two minutes (`dynamo/ratelimit.rs`) |
 //! | counter shard     | `STATS#{0..7}`          | `COUNTERS`           | operational counters (see `stats.rs`); a job item also carries `watch_status` while `submitted`/`processing` (index `stuck_watch`) |
 //!
 //! **Prompts** holds the raw prompt by `job_id`, apart so that only the
@@ -67,6 +69,8 @@ use videojobs_core::{JobStatus, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
 
+mod keys;
+mod ratelimit;
 mod provider_switch;
 mod progress;
 
@@ -249,11 +253,15 @@ impl DynamoStore {
             TransactWriteItem::builder().update(debit).build(),
         ];
         if let Some(prompt) = &new.prompt {
-            let item = HashMap::from([
+            let mut item = HashMap::from([
                 ("job_id".to_owned(), s(job.job_id.as_str())),
                 ("prompt".to_owned(), s(prompt.as_str())),
                 ("created_at".to_owned(), s(timestamp::format(job.created_at))),
             ]);
+            // The raw prompt goes with the job's retention (the table's TTL attribute).
+            if let Some(at) = new.prompt_expires_at {
+                item.insert("ttl_epoch".into(), n(at.unix_timestamp()));
+            }
             items.push(put(&self.prompts_table, item, Some("attribute_not_exists(job_id)"))?);
         }
         if let Some(record) = &new.idempotency {
@@ -406,17 +414,6 @@ impl DynamoStore {
             .send()
             .await;
         conditional_write("PutItem", result)
-    }
-
-    /// Saves a key's hash (used by the local stack's seeding and by admins).
-    pub async fn save_api_key(&self, hash: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError> {
-        let mut item = key(format!("APIKEY#{}", hash.as_str()), "APIKEY");
-        item.insert("kind".into(), s("api_key"));
-        item.insert("user_id".into(), s(principal.user_id.as_str()));
-        item.insert("role".into(), s(principal.role.as_str()));
-        item.insert("label".into(), s(label));
-        item.insert("created_at".into(), s(timestamp::format(timestamp::now())));
-        self.put_item(item).await
     }
 
     /// Removes a job's output and takes its bytes off the counters in one
@@ -870,20 +867,6 @@ fn decode_cursor(cursor: &str, user: &UserId) -> Result<Item, ListError> {
     crate::cursor::decode(cursor, &JOB_LIST_CURSOR, |fields| {
         fields.get("user_id").map(String::as_str) == Some(user.as_str()) && fields.get("pk").is_some_and(|pk| pk.starts_with("JOB#"))
     })
-}
-
-#[async_trait]
-impl ApiKeyStore for DynamoStore {
-    async fn principal_for(&self, hash: &ApiKeyHash) -> Result<Option<Principal>, StoreError> {
-        let Some(item) = self.get(key(format!("APIKEY#{}", hash.as_str()), "APIKEY")).await? else {
-            return Ok(None);
-        };
-        Ok(Some(Principal { user_id: parsed(&item, "user_id")?, role: parsed::<Role>(&item, "role")? }))
-    }
-
-    async fn save_key(&self, hash: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError> {
-        self.save_api_key(hash, principal, label).await
-    }
 }
 
 #[async_trait]

@@ -177,6 +177,7 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
         webhook_secrets: store.clone(),
         stats: store.clone(),
         progress: store.clone(),
+        rate_limiter: store.clone(),
         uploads: store,
         media: Arc::new(S3Media::new(clients.s3.clone(), &resources.media_bucket)),
         workflows: Arc::new(StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),

@@ -89,7 +89,7 @@ impl S3Outputs {
         let mut parts = Vec::new();
         let mut total = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| CopyError::SourceUnavailable(format!("reading the output: {e}")))?;
+            let chunk = chunk.map_err(|e| CopyError::SourceUnavailable(format!("reading the output: {}", videojobs_core::redact::error(&e))))?;
             hasher.update(&chunk);
             probe.feed(&chunk);
             total += chunk.len() as u64;
@@ -171,7 +171,7 @@ impl OutputStore for S3Outputs {
             .get(url)
             .send()
             .await
-            .map_err(|e| CopyError::SourceUnavailable(format!("fetching the output: {e}")))?;
+            .map_err(|e| CopyError::SourceUnavailable(format!("fetching the output: {}", videojobs_core::redact::error(&e))))?;
         let status = response.status();
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(CopyError::SourceUnavailable(format!("fetching the output: HTTP {status}")));

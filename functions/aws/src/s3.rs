@@ -75,4 +75,27 @@ impl MediaStore for S3Media {
             Err(err) => Err(store_error("HeadObject", err)),
         }
     }
+
+    async fn read_prefix(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if max_bytes == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let range = format!("bytes=0-{}", max_bytes - 1);
+        let out = match self.client.get_object().bucket(&self.bucket).key(key).range(range).send().await {
+            Ok(out) => out,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(err) => return Err(store_error("GetObject", err)),
+        };
+        // A server that ignores the range still sends no more than we keep.
+        let mut body = out.body;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.try_next().await.map_err(|e| StoreError::Unavailable(format!("reading an object: {e}")))? {
+            let room = usize::try_from(max_bytes).unwrap_or(usize::MAX).saturating_sub(bytes.len());
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if bytes.len() as u64 >= max_bytes {
+                break;
+            }
+        }
+        Ok(Some(bytes))
+    }
 }

@@ -1,10 +1,12 @@
-//! Admin endpoints: `POST /videos/admin/keys` (a new API key, shown once) and
-//! `POST /videos/admin/credits` (credits added to an account). Requests are
-//! parsed into types that cannot hold a bad value.
+//! Admin endpoints: `POST /videos/admin/keys` (a new API key, shown once,
+//! optionally expiring), `GET /videos/admin/keys` (every key by its public
+//! id, never the secret), `DELETE /videos/admin/keys/{key_id}` (revoked: 401
+//! from the next request on) and `POST /videos/admin/credits` (credits added
+//! to an account). Requests are parsed into types that cannot hold a bad value.
 
 use crate::error::AppError;
-use crate::ids::{ApiKey, Role, UserId};
-use crate::ports::Principal;
+use crate::ids::{ApiKey, KeyId, Role, UserId};
+use crate::ports::{KeyRecord, Page, PageRequest, Principal};
 use crate::request::{parse_json, InvalidRequest};
 use crate::service::Services;
 use serde::{Deserialize, Serialize};
@@ -12,6 +14,8 @@ use serde::{Deserialize, Serialize};
 /// The most credits one request may add.
 pub const MAX_CREDITS_PER_REQUEST: i64 = 1_000_000;
 pub const MAX_LABEL_CHARS: usize = 100;
+/// The longest a key may be given to live, in days (ten years).
+pub const MAX_EXPIRY_DAYS: u32 = 3_650;
 
 /// `POST /videos/admin/keys`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +25,8 @@ pub struct NewKeyRequest {
     pub label: String,
     /// Added to the account: its opening balance when it is new.
     pub credits: i64,
+    /// The key stops working this many days after it is made (none: never).
+    pub expires_in_days: Option<u32>,
 }
 
 /// `POST /videos/admin/credits`, checked.
@@ -39,6 +45,8 @@ struct NewKeyBody {
     label: Option<String>,
     #[serde(default)]
     credits: Option<i64>,
+    #[serde(default)]
+    expires_in_days: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -69,7 +77,17 @@ impl NewKeyRequest {
         if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
             return Err(InvalidRequest::new("label", format!("must be at most {MAX_LABEL_CHARS} characters on one line")));
         }
-        Ok(Self { user_id: user_id(&raw.user_id)?, role, label, credits: credits(raw.credits.unwrap_or(0), true)? })
+        crate::request::no_format_characters("label", &label)?;
+        if raw.expires_in_days.is_some_and(|days| !(1..=MAX_EXPIRY_DAYS).contains(&days)) {
+            return Err(InvalidRequest::new("expires_in_days", format!("must be a whole number from 1 to {MAX_EXPIRY_DAYS}")));
+        }
+        Ok(Self {
+            user_id: user_id(&raw.user_id)?,
+            role,
+            label,
+            credits: credits(raw.credits.unwrap_or(0), true)?,
+            expires_in_days: raw.expires_in_days,
+        })
     }
 }
 
@@ -84,8 +102,48 @@ impl GrantRequest {
 #[derive(Debug, Clone, Serialize)]
 pub struct CreatedKeyBody {
     pub api_key: String,
+    /// Its public id: what listings, logs and revocation name.
+    pub key_id: KeyId,
     pub user_id: UserId,
     pub role: Role,
+    pub expires_at: Option<String>,
+}
+
+/// A key as admins see it: never the key, nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyView {
+    pub key_id: KeyId,
+    pub user_id: UserId,
+    pub role: Role,
+    pub label: String,
+    /// `active`, `expired` or `revoked`.
+    pub state: &'static str,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+impl KeyView {
+    pub fn of(record: &KeyRecord, now: time::OffsetDateTime) -> Self {
+        use crate::job::timestamp::format;
+        Self {
+            key_id: record.key_id.clone(),
+            user_id: record.principal.user_id.clone(),
+            role: record.principal.role,
+            label: record.label.clone(),
+            state: record.state(now),
+            created_at: format(record.created_at),
+            expires_at: record.expires_at.map(format),
+            revoked_at: record.revoked_at.map(format),
+        }
+    }
+}
+
+/// `GET /videos/admin/keys`: a page of keys, oldest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeysBody {
+    pub keys: Vec<KeyView>,
+    pub next_cursor: Option<String>,
 }
 
 /// An account as an admin sees it.
@@ -113,14 +171,44 @@ impl Services {
         let key = ApiKey::generate();
         let principal = Principal { user_id: request.user_id.clone(), role: request.role };
         let label = if request.label.is_empty() { format!("created by {}", who.user_id) } else { request.label };
+        let now = crate::job::timestamp::now();
+        let expires_at = request.expires_in_days.map(|days| now + time::Duration::days(i64::from(days)));
+        let record = KeyRecord::new(principal, label, now, expires_at);
         // The account first: a key never exists without one.
         let opened = self.accounts.open_account(&request.user_id, request.credits).await?;
         if !opened && request.credits > 0 {
             self.accounts.grant_credits(&request.user_id, request.credits).await?;
         }
-        self.keys.save_key(&key.hash(), &principal, &label).await?;
-        tracing::info!(user_id = %request.user_id, role = request.role.as_str(), opened, by = %who.user_id, "API key created");
-        Ok(CreatedKeyBody { api_key: key.expose().to_owned(), user_id: request.user_id, role: request.role })
+        self.keys.save_key_record(&key.hash(), &record).await?;
+        tracing::info!(new_key_id = %record.key_id, user_id = %request.user_id, role = request.role.as_str(), opened, by = %who.user_id, "API key created");
+        Ok(CreatedKeyBody {
+            api_key: key.expose().to_owned(),
+            key_id: record.key_id,
+            user_id: request.user_id,
+            role: request.role,
+            expires_at: expires_at.map(crate::job::timestamp::format),
+        })
+    }
+
+    /// Every key, oldest first, by public id: never a secret.
+    pub async fn list_keys(&self, who: &Principal, page: PageRequest) -> Result<KeysBody, AppError> {
+        admin_only(who)?;
+        let Page { items, next_cursor } = self.keys.list_keys(&page).await.map_err(|err| match err {
+            crate::ports::ListError::BadCursor => InvalidRequest::new("cursor", "is not a cursor this API gave out").into(),
+            crate::ports::ListError::Store(err) => AppError::from(err),
+        })?;
+        let now = crate::job::timestamp::now();
+        Ok(KeysBody { keys: items.iter().map(|record| KeyView::of(record, now)).collect(), next_cursor })
+    }
+
+    /// Revokes a key by its public id: its next request answers 401.
+    pub async fn revoke_key(&self, who: &Principal, key_id: &str) -> Result<KeyView, AppError> {
+        admin_only(who)?;
+        let id: KeyId = key_id.parse().map_err(|_| AppError::KeyNotFound)?;
+        let now = crate::job::timestamp::now();
+        let record = self.keys.revoke_key(&id, now).await?.ok_or(AppError::KeyNotFound)?;
+        tracing::info!(revoked_key_id = %id, user_id = %record.principal.user_id, by = %who.user_id, "API key revoked");
+        Ok(KeyView::of(&record, now))
     }
 
     /// Adds credits to an existing account.
@@ -150,7 +238,9 @@ mod tests {
     #[test]
     fn a_key_request_takes_a_user_a_role_and_optionally_a_label_and_credits() {
         let minimal = key(r#"{"user_id":"ann","role":"reviewer"}"#).unwrap();
-        assert_eq!(minimal, NewKeyRequest { user_id: "ann".parse().unwrap(), role: Role::Reviewer, label: String::new(), credits: 0 });
+        assert_eq!(minimal, NewKeyRequest { user_id: "ann".parse().unwrap(), role: Role::Reviewer, label: String::new(), credits: 0, expires_in_days: None });
+        let expiring = key(r#"{"user_id":"ann","role":"user","expires_in_days":30}"#).unwrap();
+        assert_eq!(expiring.expires_in_days, Some(30));
         let full = key(r#"{"user_id":"bo-1","role":"user","label":"  laptop ","credits":250}"#).unwrap();
         assert_eq!((full.label.as_str(), full.credits, full.role), ("laptop", 250, Role::User));
     }
@@ -167,6 +257,9 @@ mod tests {
             (r#"{"user_id":"ann","role":"user","credits":1000001}"#, "credits"),
             (r#"{"user_id":"ann","role":"user","credits":1.5}"#, "credits"),
             (r#"{"user_id":"ann","role":"user","label":"a\nb"}"#, "label"),
+            (r#"{"user_id":"ann","role":"user","label":"a\u202eb"}"#, "label"),
+            (r#"{"user_id":"ann","role":"user","expires_in_days":0}"#, "expires_in_days"),
+            (r#"{"user_id":"ann","role":"user","expires_in_days":3651}"#, "expires_in_days"),
             (r#"{"user_id":"ann","role":"user","color":"red"}"#, "color"),
             (r#"not json"#, "body"),
         ] {

@@ -34,6 +34,9 @@ pub enum AppError {
     BodyTooLarge { max_bytes: usize },
     #[error("{message}")]
     UploadTooLarge { message: String },
+    /// The uploaded bytes are not an image of the declared type (names `upload_id`).
+    #[error("upload_id: the uploaded file {message}")]
+    UnsupportedImage { message: String },
     #[error("a valid API key is required")]
     Unauthenticated,
     #[error("{0}")]
@@ -44,6 +47,8 @@ pub enum AppError {
     InsufficientCredits { needed: u32, balance: i64 },
     #[error("no such job")]
     JobNotFound,
+    #[error("no such API key")]
+    KeyNotFound,
     #[error("no such route")]
     RouteNotFound,
     #[error("{message}")]
@@ -56,6 +61,8 @@ pub enum AppError {
     IdempotencyConflict,
     #[error("there are already {limit} jobs in progress")]
     TooManyActiveJobs { limit: u32 },
+    #[error("this key made more than {} {} requests in {} seconds", .0.limit, .0.policy.name(), .0.window_seconds)]
+    RateLimited(crate::ratelimit::Limited),
     #[error("the service is busy")]
     Unavailable(String),
     #[error("internal error")]
@@ -79,17 +86,20 @@ impl AppError {
             AppError::UnsupportedMediaType => "unsupported_media_type",
             AppError::BodyTooLarge { .. } => "body_too_large",
             AppError::UploadTooLarge { .. } => "upload_too_large",
+            AppError::UnsupportedImage { .. } => "unsupported_image",
             AppError::Unauthenticated => "unauthenticated",
             AppError::Forbidden(_) => "forbidden",
             AppError::OwnJobReview => "own_job_review",
             AppError::InsufficientCredits { .. } => "insufficient_credits",
             AppError::JobNotFound => "job_not_found",
+            AppError::KeyNotFound => "key_not_found",
             AppError::RouteNotFound => "route_not_found",
             AppError::WrongState { .. } => "wrong_state",
             AppError::Expired => "expired",
             AppError::Rejected => "video_rejected",
             AppError::IdempotencyConflict => "idempotency_conflict",
             AppError::TooManyActiveJobs { .. } => "too_many_active_jobs",
+            AppError::RateLimited(_) => "rate_limited",
             AppError::Unavailable(_) => "unavailable",
             AppError::Internal(_) => "internal",
         }
@@ -111,6 +121,7 @@ impl AppError {
             AppError::UnsupportedMediaType => "Send the body as JSON with Content-Type: application/json.",
             AppError::BodyTooLarge { .. } => "Send a smaller body.",
             AppError::UploadTooLarge { .. } => "Resize or compress the image and try again.",
+            AppError::UnsupportedImage { .. } => "Upload a PNG, JPEG or WebP image of the declared content_type, then animate its new upload_id.",
             AppError::Unauthenticated => {
                 "Send your API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
             }
@@ -118,12 +129,14 @@ impl AppError {
             AppError::OwnJobReview => "Ask another reviewer to review it.",
             AppError::InsufficientCredits { .. } => "Add credits, or ask for a shorter or smaller video.",
             AppError::JobNotFound => "Check the job id.",
+            AppError::KeyNotFound => "Check the key_id (GET /videos/admin/keys lists them).",
             AppError::RouteNotFound => return None,
             AppError::WrongState { .. } => "Check the job's status first.",
             AppError::Expired => "Generate the video again.",
             AppError::Rejected => "Read the job's error for what to change, then generate the video again.",
             AppError::IdempotencyConflict => "Use a new Idempotency-Key for a different request.",
             AppError::TooManyActiveJobs { .. } => "Wait for a job to finish, or cancel one, then try again.",
+            AppError::RateLimited(_) => "Wait the seconds the Retry-After header says, then try again.",
             AppError::Unavailable(_) => "Try again in a moment; with the same Idempotency-Key it is safe.",
             AppError::Internal(_) => "Try again later.",
         };

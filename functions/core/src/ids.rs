@@ -78,6 +78,12 @@ prefixed_ulid_id!(
     UploadId, "upl_", "upload"
 );
 
+prefixed_ulid_id!(
+    /// `key_` and a lower-case ULID: an API key's public id, safe in logs,
+    /// events and admin listings (the key itself is shown once, never again).
+    KeyId, "key_", "API key"
+);
+
 /// The owner of jobs, credits and API keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -227,6 +233,20 @@ impl FromStr for ApiKey {
     }
 }
 
+impl KeyId {
+    /// The id of a key saved without one (keys made before ids existed, the
+    /// local stack's demo keys): derived from its hash, so saving it again
+    /// gives it the same id.
+    pub fn derived_from(hash: &ApiKeyHash) -> Self {
+        let mut bytes = [0u8; 16];
+        if let Ok(decoded) = hex::decode(hash.as_str().get(..32).unwrap_or_default()) {
+            let n = decoded.len().min(16);
+            bytes[..n].copy_from_slice(&decoded[..n]);
+        }
+        Self(format!("{}{}", Self::PREFIX, Ulid::from_bytes(bytes).to_string().to_ascii_lowercase()))
+    }
+}
+
 /// The stored form of an API key: hex SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ApiKeyHash(String);
@@ -240,6 +260,16 @@ impl ApiKeyHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_derived_key_id_is_a_key_id_and_the_same_for_the_same_key() {
+        let key = ApiKey::generate();
+        let id = KeyId::derived_from(&key.hash());
+        assert_eq!(id, KeyId::derived_from(&key.hash()));
+        assert_eq!(id.as_str().parse::<KeyId>().unwrap(), id);
+        assert_ne!(id, KeyId::derived_from(&ApiKey::generate().hash()));
+        assert!(!id.as_str().contains(&key.hash().as_str()[..32]), "the id does not spell out the hash");
+    }
 
     #[test]
     fn a_generated_job_id_parses_back_to_itself() {

@@ -3,7 +3,7 @@
 //! and Step Functions; unit tests may fake them.
 
 use crate::error::StoreError;
-use crate::ids::{ApiKeyHash, IdempotencyKey, JobId, Role, UploadId, UserId};
+use crate::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, Role, UploadId, UserId};
 use crate::job::{Job, JobEvent};
 use crate::lifecycle::{JobStatus, Transition};
 use crate::request::ImageType;
@@ -25,11 +25,58 @@ pub struct Account {
     pub active_jobs: u32,
 }
 
+/// An API key as it is stored and as admins see it: never the key, nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The key's public id, for logs, events and revoking it.
+    pub key_id: KeyId,
+    pub principal: Principal,
+    pub label: String,
+    pub created_at: OffsetDateTime,
+    /// After this the key answers 401.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Once set, the key answers 401.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl KeyRecord {
+    /// A new key's record, active from `now`.
+    pub fn new(principal: Principal, label: impl Into<String>, now: OffsetDateTime, expires_at: Option<OffsetDateTime>) -> Self {
+        Self { key_id: KeyId::generate(), principal, label: label.into(), created_at: now, expires_at, revoked_at: None }
+    }
+
+    /// `active`, `expired` or `revoked` at `now`.
+    pub fn state(&self, now: OffsetDateTime) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
 #[async_trait]
 pub trait ApiKeyStore: Send + Sync {
-    async fn principal_for(&self, key: &ApiKeyHash) -> Result<Option<Principal>, StoreError>;
-    /// Stores a key's hash for a principal; the key itself is never stored.
-    async fn save_key(&self, key: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError>;
+    /// The key a presented key's hash names, whatever its state.
+    async fn key_for(&self, key: &ApiKeyHash) -> Result<Option<KeyRecord>, StoreError>;
+    /// Stores a key's hash and record; the key itself is never stored.
+    async fn save_key_record(&self, key: &ApiKeyHash, record: &KeyRecord) -> Result<(), StoreError>;
+    /// Every key, oldest first.
+    async fn list_keys(&self, page: &PageRequest) -> Result<Page<KeyRecord>, ListError>;
+    /// Revokes a key at `at` (a revoked key stays revoked); `None` when there is no such key.
+    async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Stores a key for a principal, without expiry, under an id derived
+    /// from its hash (saving the same key again changes nothing).
+    async fn save_key(&self, key: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError> {
+        let record = KeyRecord {
+            key_id: KeyId::derived_from(key),
+            ..KeyRecord::new(principal.clone(), label, crate::job::timestamp::now(), None)
+        };
+        self.save_key_record(key, &record).await
+    }
 }
 
 #[async_trait]
@@ -58,6 +105,9 @@ pub struct IdempotencyRecord {
 pub struct NewJob {
     pub job: Job,
     pub prompt: Option<String>,
+    /// When the raw prompt is deleted (its item's TTL): the end of the job's
+    /// retention window, counted from the latest the video could be ready.
+    pub prompt_expires_at: Option<OffsetDateTime>,
     pub first_event: JobEvent,
     pub idempotency: Option<IdempotencyRecord>,
     /// The user's cap on in-flight jobs.
@@ -326,6 +376,9 @@ pub trait MediaStore: Send + Sync {
     async fn presign_get(&self, key: &str, ttl_seconds: u64) -> Result<PresignedUrl, StoreError>;
     /// The object's size, or `None` when there is no such object.
     async fn object_size(&self, key: &str) -> Result<Option<u64>, StoreError>;
+    /// The object's first `max_bytes` bytes (fewer when it is shorter), or
+    /// `None` when there is no such object.
+    async fn read_prefix(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 /// The input a job's execution starts with.

@@ -245,6 +245,9 @@ pub struct RequestLimits {
     /// Webhook URLs at loopback addresses are accepted (the local stack and tests only).
     pub allow_loopback_webhooks: bool,
     pub upload_max_bytes: u64,
+    /// `metadata.local_faults` is accepted (the local stack and tests only;
+    /// `ALLOW_FAULT_INJECTION`, off in a deployment).
+    pub allow_fault_injection: bool,
 }
 
 impl RequestLimits {
@@ -256,7 +259,12 @@ impl RequestLimits {
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self { allow_http_webhooks: false, allow_loopback_webhooks: false, upload_max_bytes: 10 * 1024 * 1024 }
+        Self {
+            allow_http_webhooks: false,
+            allow_loopback_webhooks: false,
+            upload_max_bytes: 10 * 1024 * 1024,
+            allow_fault_injection: false,
+        }
     }
 }
 
@@ -440,7 +448,117 @@ fn checked_prompt(prompt: &str) -> Result<String, InvalidRequest> {
     if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(InvalidRequest::new("prompt", "must not contain control characters"));
     }
+    no_format_characters("prompt", trimmed)?;
     Ok(trimmed.to_owned())
+}
+
+/// Whether `c` is an invisible character that changes how text around it is
+/// shown: Unicode's format characters (general category Cf: bidirectional
+/// overrides and isolates, zero-width space, word joiner, BOM, invisible
+/// operators, tags, …) and the line and paragraph separators. Zero-width
+/// joiner and non-joiner (U+200D, U+200C) are allowed: emoji sequences and
+/// Persian and Indic scripts need them, and they reorder nothing.
+pub fn is_format_character(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}' | '\u{0890}'..='\u{0891}'
+        | '\u{08E2}' | '\u{180E}' | '\u{200B}' | '\u{200E}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+}
+
+/// Refuses text (prompts, notes, metadata, labels) that carries a format character.
+pub fn no_format_characters(field: &str, text: &str) -> Result<(), InvalidRequest> {
+    match text.chars().find(|c| is_format_character(*c)) {
+        Some(c) => Err(InvalidRequest::new(
+            field,
+            format!("must not contain invisible formatting characters (found U+{:04X})", u32::from(c)),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Every string in a metadata value (nested too), checked for format characters.
+fn checked_metadata_value(field: &str, value: &Value) -> Result<(), InvalidRequest> {
+    match value {
+        Value::String(text) => no_format_characters(field, text),
+        Value::Array(items) => items.iter().try_for_each(|item| checked_metadata_value(field, item)),
+        Value::Object(map) => map.iter().try_for_each(|(key, item)| {
+            no_format_characters(field, key)?;
+            checked_metadata_value(field, item)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `metadata.local_faults`: the faults a job asks the local provider for,
+/// accepted only where a deployment switches fault injection on, and bounded
+/// there too. The local provider applies the same bounds.
+pub mod faults {
+    use super::InvalidRequest;
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    pub const METADATA_KEY: &str = "local_faults";
+    /// Each callback delivered at most this many times.
+    pub const MAX_DUPLICATE_CALLBACKS: u32 = 5;
+    /// At most this many injected submission errors (more than the state
+    /// machine's attempts, so that "busy past every retry" can be asked for).
+    pub const MAX_SUBMIT_ERRORS: usize = 10;
+    /// The longest injected delay before rendering.
+    pub const MAX_DELAY_MS: u64 = 120_000;
+    /// The longest wait between the first callback and the others.
+    pub const MAX_LATE_CALLBACKS_MS: u64 = 60_000;
+    /// The longest injected failure code.
+    pub const MAX_CODE_CHARS: usize = 64;
+
+    /// The fields the local provider knows, as a job may ask for them.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct RequestedFaults {
+        pub duplicate_callbacks: u32,
+        pub shuffle_callbacks: bool,
+        pub completion_first: bool,
+        pub drop_callbacks: bool,
+        pub fail_with: Option<String>,
+        pub submit_errors: Vec<u16>,
+        pub delay_ms: u64,
+        pub late_callbacks_ms: u64,
+        pub callbacks_before_answer: bool,
+    }
+
+    /// The bounds, as one message per field out of them.
+    pub fn out_of_bounds(f: &RequestedFaults) -> Option<(&'static str, String)> {
+        if f.duplicate_callbacks > MAX_DUPLICATE_CALLBACKS {
+            return Some(("duplicate_callbacks", format!("must be at most {MAX_DUPLICATE_CALLBACKS}")));
+        }
+        if f.submit_errors.len() > MAX_SUBMIT_ERRORS || f.submit_errors.iter().any(|s| !(400..=599).contains(s)) {
+            return Some(("submit_errors", format!("must be at most {MAX_SUBMIT_ERRORS} statuses from 400 to 599")));
+        }
+        if f.delay_ms > MAX_DELAY_MS {
+            return Some(("delay_ms", format!("must be at most {MAX_DELAY_MS}")));
+        }
+        if f.late_callbacks_ms > MAX_LATE_CALLBACKS_MS {
+            return Some(("late_callbacks_ms", format!("must be at most {MAX_LATE_CALLBACKS_MS}")));
+        }
+        let code_ok = |c: &String| {
+            (1..=MAX_CODE_CHARS).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if f.fail_with.as_ref().is_some_and(|c| !code_ok(c)) {
+            return Some(("fail_with", format!("must be 1 to {MAX_CODE_CHARS} lower-case letters, digits or '_'")));
+        }
+        None
+    }
+
+    /// Checks a job's `local_faults` value: known fields, bounded values.
+    pub fn check(value: &Value) -> Result<RequestedFaults, InvalidRequest> {
+        let faults: RequestedFaults = serde_json::from_value(value.clone())
+            .map_err(|e| InvalidRequest::new("metadata.local_faults", e.to_string()))?;
+        match out_of_bounds(&faults) {
+            Some((field, message)) => Err(InvalidRequest::new(format!("metadata.local_faults.{field}"), message)),
+            None => Ok(faults),
+        }
+    }
 }
 
 fn checked_common(
@@ -470,6 +588,18 @@ fn checked_common(
         }
         for (key, value) in metadata {
             storable(value, 1).map_err(|problem| InvalidRequest::new(&format!("metadata.{key}"), problem))?;
+            // A key with an invisible character is named by its parent: the name itself would mislead.
+            no_format_characters("metadata", key)?;
+            checked_metadata_value(&format!("metadata.{key}"), value)?;
+        }
+        if let Some(faults) = metadata.get(faults::METADATA_KEY) {
+            if !limits.allow_fault_injection {
+                return Err(InvalidRequest::new(
+                    "metadata.local_faults",
+                    "fault injection is not enabled in this deployment",
+                ));
+            }
+            faults::check(faults)?;
         }
     }
     Ok(CommonOptions { provider, webhook_url, metadata })
@@ -532,9 +662,14 @@ fn out_of_range(field: &str, min: impl std::fmt::Display, max: impl std::fmt::Di
     InvalidRequest::new(field, format!("must be between {min} and {max}"))
 }
 
-/// A hex SHA-256 of a prompt: the job record keeps this, never the prompt.
-pub fn prompt_hash(prompt: &str) -> String {
-    sha256_hex(prompt.as_bytes())
+/// A hex HMAC-SHA256 of a prompt under the deployment's `key`
+/// (`PROMPT_HASH_KEY`): the job record keeps this, never the prompt. Keyed,
+/// so that someone who reads the jobs table cannot confirm a guessed prompt.
+pub fn prompt_hash(key: &[u8], prompt: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(prompt.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -617,6 +752,48 @@ mod tests {
         let err = generate(&format!(r#"{{"prompt":"{over}"}}"#)).unwrap_err();
         assert_eq!(err.field, "prompt");
         assert!(err.message.contains("2001"), "{}", err.message);
+    }
+
+    #[test]
+    fn bidi_overrides_and_zero_width_characters_are_refused_in_prompts_and_metadata() {
+        for c in ["\\u202E", "\\u2066", "\\u200B", "\\u2060", "\\uFEFF", "\\u00AD", "\\u2028", "\\u061C"] {
+            let err = generate(&format!(r#"{{"prompt":"pay {c}txt.exe"}}"#)).unwrap_err();
+            assert_eq!(err.field, "prompt", "{c}");
+            assert!(err.message.contains("invisible"), "{}", err.message);
+            assert_eq!(refused_field(generate(&format!(r#"{{"prompt":"p","metadata":{{"k":"a{c}b"}}}}"#))), "metadata.k", "{c}");
+            assert_eq!(refused_field(generate(&format!(r#"{{"prompt":"p","metadata":{{"k{c}":"v"}}}}"#))), "metadata", "{c}");
+            assert_eq!(refused_field(generate(&format!(r#"{{"prompt":"p","metadata":{{"k":{{"deep":["x{c}"]}}}}}}"#))), "metadata.k", "{c}");
+            assert_eq!(refused_field(animate(&format!(r#"{{"image_url":"https://e.com/a.png","prompt":"a{c}b"}}"#))), "prompt", "{c}");
+        }
+        // Joiners stay: emoji sequences and several scripts need them.
+        assert!(generate(r#"{"prompt":"a family 👨\u200D👩\u200D👧 and می\u200Cخواهم"}"#).is_ok());
+    }
+
+    #[test]
+    fn local_faults_are_refused_unless_the_deployment_allows_them_and_bounded_when_it_does() {
+        let body = r#"{"prompt":"p","metadata":{"local_faults":{"duplicate_callbacks":2}}}"#;
+        let err = generate(body).unwrap_err();
+        assert_eq!(err.field, "metadata.local_faults");
+        assert!(err.message.contains("not enabled"), "{}", err.message);
+        let on = RequestLimits { allow_fault_injection: true, ..limits() };
+        assert!(GenerateRequest::parse(body.as_bytes(), &on).is_ok());
+        for (faults, field) in [
+            (r#"{"duplicate_callbacks":2000}"#, "metadata.local_faults.duplicate_callbacks"),
+            (r#"{"submit_errors":[422,422,422,422,422,422,422,422,422,422,422]}"#, "metadata.local_faults.submit_errors"),
+            (r#"{"submit_errors":[200]}"#, "metadata.local_faults.submit_errors"),
+            (r#"{"delay_ms":86400000}"#, "metadata.local_faults.delay_ms"),
+            (r#"{"late_callbacks_ms":600000}"#, "metadata.local_faults.late_callbacks_ms"),
+            (r#"{"fail_with":"Robert'); DROP"}"#, "metadata.local_faults.fail_with"),
+            (r#"{"explode":true}"#, "metadata.local_faults"),
+            (r#""all""#, "metadata.local_faults"),
+        ] {
+            let body = format!(r#"{{"prompt":"p","metadata":{{"local_faults":{faults}}}}}"#);
+            assert_eq!(refused_field(GenerateRequest::parse(body.as_bytes(), &on)), field, "{faults}");
+        }
+        let most = r#"{"prompt":"p","metadata":{"local_faults":{"duplicate_callbacks":5,"submit_errors":[429,503,500,502,422],
+            "delay_ms":120000,"late_callbacks_ms":60000,"fail_with":"content_policy","shuffle_callbacks":true,
+            "completion_first":true,"drop_callbacks":false}}}"#;
+        assert!(GenerateRequest::parse(most.as_bytes(), &on).is_ok());
     }
 
     #[test]
@@ -837,10 +1014,14 @@ mod tests {
     }
 
     #[test]
-    fn prompt_hashes_are_hex_sha256() {
+    fn prompt_hashes_are_hex_hmac_sha256_under_the_deployments_key() {
+        // RFC 4231, test case 2.
         assert_eq!(
-            prompt_hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            prompt_hash(b"Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+        // Without the key, a guessed prompt cannot be confirmed: the plain SHA-256 is not what is kept.
+        assert_ne!(prompt_hash(b"k", "abc"), sha256_hex(b"abc"));
+        assert_ne!(prompt_hash(b"k1", "abc"), prompt_hash(b"k2", "abc"));
     }
 }

@@ -218,6 +218,7 @@ fn checked_note(note: Option<&str>) -> Result<Option<String>, InvalidRequest> {
     if note.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(InvalidRequest::new("note", "must not contain control characters"));
     }
+    crate::request::no_format_characters("note", note)?;
     Ok(Some(note.to_owned()))
 }
 
@@ -380,6 +381,14 @@ mod tests {
     #[test]
     fn an_approval_needs_nothing_but_the_decision() {
         assert_eq!(parse(r#"{"decision":"approve"}"#).unwrap(), ReviewRequest::Approve { reason: None, note: None });
+    }
+
+    #[test]
+    fn a_note_with_a_bidi_override_or_a_zero_width_space_is_refused() {
+        for note in ["ok \u{202E}evil", "fine\u{200B}", "\u{2067}x"] {
+            let body = serde_json::json!({"decision": "reject", "reason": "other", "note": note}).to_string();
+            assert_eq!(ReviewRequest::parse(body.as_bytes()).unwrap_err().field, "note", "{note:?}");
+        }
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Services {
     pub stats: Arc<dyn crate::stats::StatsStore>,
     /// Progress details, and their refresh window (see `progress`).
     pub progress: Arc<dyn crate::progress::ProgressDetails>,
+    /// Counts each key's requests (`ratelimit`).
+    pub rate_limiter: Arc<dyn crate::ratelimit::RateLimiter>,
     pub settings: Settings,
 }
 
@@ -63,11 +65,36 @@ pub struct Accepted {
 
 impl Services {
     /// Finds who is calling from the key they presented.
+    /// A revoked or expired key is refused at once, like an unknown one. The
+    /// key's public id goes on the request's span (`key_id`), for the logs.
+    /// Each request counts against the key's rate limit.
     pub async fn authenticate(&self, presented: Option<&str>) -> Result<Principal, AppError> {
+        self.authenticate_for(presented, false).await
+    }
+
+    /// As [`Services::authenticate`], for a request that creates a job: it
+    /// also counts against the key's create limit.
+    pub async fn authenticate_to_create(&self, presented: Option<&str>) -> Result<Principal, AppError> {
+        self.authenticate_for(presented, true).await
+    }
+
+    async fn authenticate_for(&self, presented: Option<&str>, creating: bool) -> Result<Principal, AppError> {
         let key: ApiKey = presented
             .and_then(|text| text.trim().parse().ok())
             .ok_or(AppError::Unauthenticated)?;
-        self.keys.principal_for(&key.hash()).await?.ok_or(AppError::Unauthenticated)
+        let record = self.keys.key_for(&key.hash()).await?.ok_or(AppError::Unauthenticated)?;
+        tracing::Span::current().record("key_id", record.key_id.as_str());
+        let now = timestamp::now();
+        if record.state(now) != "active" {
+            tracing::info!(key_id = %record.key_id, state = record.state(now), "key refused");
+            return Err(AppError::Unauthenticated);
+        }
+        let limits = self.settings.rate_limits;
+        crate::ratelimit::check(self.rate_limiter.as_ref(), limits, &record.key_id, crate::ratelimit::Policy::Requests, now.unix_timestamp()).await?;
+        if creating {
+            crate::ratelimit::check(self.rate_limiter.as_ref(), limits, &record.key_id, crate::ratelimit::Policy::Creates, now.unix_timestamp()).await?;
+        }
+        Ok(record.principal)
     }
 
     pub async fn create_job(
@@ -85,11 +112,21 @@ impl Services {
         if let Some(url) = &common.webhook_url {
             self.check_webhook_url(url).await?;
         }
+        if let JobParams::ImageToVideo { image: ImageSource::Url(text), .. } = &params {
+            // Checked when parsed, so it parses; a name that resolves inward is refused here.
+            // One that does not resolve (yet) is the provider's to fail: ours checks again when it fetches.
+            let url = url::Url::parse(text).map_err(|_| InvalidRequest::new("image_url", "is not a URL"))?;
+            let policy = self.settings.limits.webhook_policy();
+            match crate::notify::check_destination(&url, policy, self.resolver.as_ref()).await {
+                Ok(_) | Err(crate::notify::DestinationError::Unresolved { .. }) => {}
+                Err(err) => return Err(InvalidRequest::new("image_url", err.to_string()).into()),
+            }
+        }
         let provider = self.provider_for(&common)?;
         let now = timestamp::now();
         let job = Job {
             metadata: common.metadata,
-            prompt_hash: prompt.as_deref().map(prompt_hash),
+            prompt_hash: prompt.as_deref().map(|p| prompt_hash(&self.settings.prompt_hash_key, p)),
             webhook_url: common.webhook_url.map(String::from),
             ..Job::accepted(JobId::generate(), who.user_id.clone(), params, provider, cost, now)
         };
@@ -113,6 +150,9 @@ impl Services {
                 response_status: 202,
                 response_body: body.clone(),
                 created_at: now,
+            }),
+            prompt_expires_at: prompt.as_ref().map(|_| {
+                now + Duration::from_secs(self.settings.generation_timeout_seconds + self.settings.retention_seconds)
             }),
             prompt,
             max_active_jobs: self.settings.max_active_jobs,
@@ -239,11 +279,24 @@ impl Services {
             _ => return Err(missing().into()),
         };
         match self.media.object_size(&upload.object_key).await? {
-            Some(size) if size > 0 && size <= self.settings.limits.upload_max_bytes => Ok(()),
-            Some(0) | None => Err(missing().into()),
-            Some(size) => Err(AppError::UploadTooLarge {
-                message: format!("the uploaded image is {size} bytes, over the limit"),
-            }),
+            Some(size) if size > 0 && size <= self.settings.limits.upload_max_bytes => {}
+            Some(0) | None => return Err(missing().into()),
+            Some(size) => {
+                return Err(AppError::UploadTooLarge {
+                    message: format!("the uploaded image is {size} bytes, over the limit"),
+                })
+            }
+        }
+        // The bytes must be the image the upload declared: nothing else reaches a provider.
+        let head = self
+            .media
+            .read_prefix(&upload.object_key, crate::image::SNIFF_BYTES)
+            .await?
+            .ok_or_else(missing)?;
+        match crate::image::check(&head, upload.content_type) {
+            Ok(_) => Ok(()),
+            Err(err) if err.is_wrong_media_type() => Err(AppError::UnsupportedImage { message: err.to_string() }),
+            Err(err) => Err(InvalidRequest::new("upload_id", format!("the uploaded image {err}")).into()),
         }
     }
 

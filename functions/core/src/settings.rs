@@ -30,7 +30,15 @@ pub struct Settings {
     pub progress_refresh_seconds: u64,
     /// Providers that send no progress callbacks: their jobs are refreshed on reads.
     pub progress_refresh_providers: Vec<ProviderName>,
+    /// The key of the prompt hash kept on each job (`PROMPT_HASH_KEY`, a
+    /// deployment secret; the local stack's fixed key when unset).
+    pub prompt_hash_key: Vec<u8>,
+    /// Per-key limits (`RATE_LIMIT_REQUESTS_PER_MINUTE`, `RATE_LIMIT_CREATES_PER_MINUTE`; 0: none).
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
+
+/// The prompt hash key of the local stack and tests; a deployment sets its own.
+pub const LOCAL_PROMPT_HASH_KEY: &[u8] = b"videojobs-local-prompt-hash-key";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration: {name} {problem}")]
@@ -96,6 +104,7 @@ impl Settings {
                 allow_http_webhooks: get("ALLOW_HTTP_WEBHOOKS").is_some_and(|v| v == "true" || v == "1"),
                 allow_loopback_webhooks: get("ALLOW_LOOPBACK_WEBHOOKS").is_some_and(|v| v == "true" || v == "1"),
                 upload_max_bytes: number(&get, "UPLOAD_MAX_BYTES", 10 * 1024 * 1024)?,
+                allow_fault_injection: get("ALLOW_FAULT_INJECTION").is_some_and(|v| v == "true" || v == "1"),
             },
             body_max_bytes: number(&get, "BODY_MAX_BYTES", 64 * 1024)?,
             generation_timeout_seconds: number(&get, "GENERATION_TIMEOUT_SECONDS", 900)?,
@@ -106,6 +115,13 @@ impl Settings {
             },
             stuck_after_seconds: number(&get, "STUCK_AFTER_SECONDS", 1_800)?,
             progress_refresh_seconds: number(&get, "PROGRESS_REFRESH_SECONDS", 10)?,
+            rate_limits: crate::ratelimit::RateLimits {
+                requests_per_minute: number(&get, "RATE_LIMIT_REQUESTS_PER_MINUTE", crate::ratelimit::DEFAULT_REQUESTS_PER_MINUTE)?,
+                creates_per_minute: number(&get, "RATE_LIMIT_CREATES_PER_MINUTE", crate::ratelimit::DEFAULT_CREATES_PER_MINUTE)?,
+            },
+            prompt_hash_key: get("PROMPT_HASH_KEY")
+                .filter(|key| !key.trim().is_empty())
+                .map_or_else(|| LOCAL_PROMPT_HASH_KEY.to_vec(), |key| key.trim().as_bytes().to_vec()),
             progress_refresh_providers: match get("PROGRESS_REFRESH_PROVIDERS") {
                 Some(list) => list
                     .split(',')
@@ -146,8 +162,13 @@ mod tests {
         assert_eq!(s.generation_timeout_seconds, 900);
         assert_eq!(s.failover, None);
         assert!(!s.limits.allow_loopback_webhooks);
+        assert!(!s.limits.allow_fault_injection, "faults are off unless a deployment turns them on");
+        assert!(settings(&[("ALLOW_FAULT_INJECTION", "true")]).unwrap().limits.allow_fault_injection);
         assert_eq!(s.notify_retry_schedule.attempts(), 9);
         assert_eq!(s.stuck_after_seconds, 1_800);
+        assert_eq!(s.prompt_hash_key, LOCAL_PROMPT_HASH_KEY);
+        assert_eq!(s.rate_limits, crate::ratelimit::RateLimits { requests_per_minute: 300, creates_per_minute: 30 });
+        assert_eq!(settings(&[("PROMPT_HASH_KEY", "s3cret")]).unwrap().prompt_hash_key, b"s3cret");
     }
 
     #[test]

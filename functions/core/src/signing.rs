@@ -13,6 +13,23 @@ use sha2::Sha256;
 /// How far a timestamp may be from now, either way.
 pub const TOLERANCE_SECONDS: i64 = 5 * 60;
 
+/// The largest signed body checked: a bigger one is refused before any MAC is
+/// computed (a provider's callback is a few kilobytes).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The most signatures one `webhook-signature` header may carry (one per
+/// secret in rotation, and room for a scheme or two more).
+pub const MAX_SIGNATURES: usize = 8;
+
+/// The longest `webhook-id` accepted (it is part of the signed text).
+pub const MAX_ID_CHARS: usize = 256;
+
+/// A `v1,` signature is 44 base64 characters; anything much longer is not one.
+const MAX_SIGNATURE_CHARS: usize = 128;
+
+/// A timestamp is up to 12 digits: Unix seconds before the year 9999.
+const MAX_TIMESTAMP_DIGITS: usize = 12;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     #[error("a webhook header is missing: {0}")]
@@ -25,6 +42,12 @@ pub enum SignatureError {
     NoMatch,
     #[error("a webhook secret is malformed")]
     BadSecret,
+    #[error("the webhook body is over {MAX_BODY_BYTES} bytes")]
+    BodyTooLarge,
+    #[error("the webhook-signature header carries more than {MAX_SIGNATURES} signatures")]
+    TooManySignatures,
+    #[error("the webhook-id is empty or too long")]
+    BadId,
 }
 
 /// A `whsec_…` secret, decoded.
@@ -83,8 +106,14 @@ pub struct SignedHeaders<'a> {
     pub signature: Option<&'a str>,
 }
 
-/// Checks a message against any of `secrets`, in constant time per
-/// comparison, and its timestamp against `now` (Unix seconds).
+/// Checks a message against any of `secrets`, and its timestamp against
+/// `now` (Unix seconds).
+///
+/// The cost is bounded before any cryptography, since anyone may call the
+/// public webhook: the body, the id, the number and length of candidate
+/// signatures are capped, and the timestamp must be a plain integer near
+/// `now`. Then one MAC is computed per secret (not per candidate) and
+/// compared with every candidate in constant time.
 pub fn verify(
     secrets: &[WebhookSecret],
     headers: SignedHeaders<'_>,
@@ -94,20 +123,67 @@ pub fn verify(
     let id = headers.id.ok_or(SignatureError::MissingHeader("webhook-id"))?;
     let timestamp = headers.timestamp.ok_or(SignatureError::MissingHeader("webhook-timestamp"))?;
     let signatures = headers.signature.ok_or(SignatureError::MissingHeader("webhook-signature"))?;
-    let sent_at: i64 = timestamp.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
-    if (now - sent_at).abs() > TOLERANCE_SECONDS {
-        return Err(SignatureError::Stale);
+    if body.len() > MAX_BODY_BYTES {
+        return Err(SignatureError::BodyTooLarge);
     }
-    for candidate in signatures.split(' ') {
-        let Some(encoded) = candidate.strip_prefix("v1,") else { continue };
-        let Ok(tag) = STANDARD.decode(encoded) else { continue };
-        for secret in secrets {
-            if secret.mac(id, timestamp.trim(), body).verify_slice(&tag).is_ok() {
-                return Ok(());
-            }
+    if id.is_empty() || id.len() > MAX_ID_CHARS {
+        return Err(SignatureError::BadId);
+    }
+    let timestamp = timestamp.trim();
+    check_timestamp(timestamp, now)?;
+    let candidates: Vec<&str> = signatures.split(' ').filter(|c| !c.is_empty()).collect();
+    if candidates.len() > MAX_SIGNATURES {
+        return Err(SignatureError::TooManySignatures);
+    }
+    let tags: Vec<Vec<u8>> = candidates
+        .iter()
+        .filter(|c| c.len() <= MAX_SIGNATURE_CHARS)
+        .filter_map(|c| c.strip_prefix("v1,"))
+        .filter_map(|encoded| STANDARD.decode(encoded).ok())
+        .filter(|tag| tag.len() == 32)
+        .collect();
+    if tags.is_empty() {
+        return Err(SignatureError::NoMatch);
+    }
+    let mut matched = false;
+    for secret in secrets {
+        let expected = secret.mac(id, timestamp, body).finalize().into_bytes();
+        for tag in &tags {
+            matched |= constant_time_eq(&expected, tag);
         }
     }
-    Err(SignatureError::NoMatch)
+    if matched {
+        Ok(())
+    } else {
+        Err(SignatureError::NoMatch)
+    }
+}
+
+/// A signed message's timestamp, checked: plain digits (see below) within
+/// [`TOLERANCE_SECONDS`] of `now`, either way; never an overflow.
+pub fn check_timestamp(text: &str, now: i64) -> Result<i64, SignatureError> {
+    let sent_at = parse_timestamp(text.trim())?;
+    if now.checked_sub(sent_at).is_none_or(|age| age.unsigned_abs() > TOLERANCE_SECONDS.unsigned_abs()) {
+        return Err(SignatureError::Stale);
+    }
+    Ok(sent_at)
+}
+
+/// Unix seconds as plain ASCII digits (no sign, no spaces), at most 12 of them.
+fn parse_timestamp(text: &str) -> Result<i64, SignatureError> {
+    if text.is_empty() || text.len() > MAX_TIMESTAMP_DIGITS || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SignatureError::BadTimestamp);
+    }
+    text.parse().map_err(|_| SignatureError::BadTimestamp)
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
@@ -185,7 +261,63 @@ mod tests {
         assert_eq!(verify(&secrets, none, b"", 1), Err(SignatureError::MissingHeader("webhook-id")));
         assert_eq!(verify(&secrets, headers("i", "soon", "v1,x"), b"", 1), Err(SignatureError::BadTimestamp));
         assert!(WebhookSecret::parse("whsec_!!!").is_err());
+        assert_eq!(verify(&secrets, headers("", "1", "v1,x"), b"", 1), Err(SignatureError::BadId));
         assert!(WebhookSecret::parse("whsec_").is_err());
         assert_eq!(WebhookSecret::parse_list("whsec_YWJj, whsec_ZGVm").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn any_timestamp_that_is_not_a_sane_integer_is_refused_without_a_panic() {
+        let secrets = spec_secret();
+        for bad in ["-9223372036854775808", "9223372036854775807", "-1", "+1614265330", "1e9", "0x10", "", " ",
+                    "99999999999999999999", "1614265330.5", "١٦١٤٢٦٥٣٣٠"] {
+            let result = verify(&secrets, headers(SPEC_ID, bad, SPEC_SIGNATURE), SPEC_BODY, SPEC_TIMESTAMP);
+            assert!(matches!(result, Err(SignatureError::BadTimestamp)), "{bad:?}: {result:?}");
+        }
+        // A well-formed timestamp far from now, and a `now` at the edge of i64, are stale, not a panic.
+        let ts = SPEC_TIMESTAMP.to_string();
+        assert_eq!(verify(&secrets, headers(SPEC_ID, &ts, SPEC_SIGNATURE), SPEC_BODY, i64::MIN), Err(SignatureError::Stale));
+        assert_eq!(verify(&secrets, headers(SPEC_ID, &ts, SPEC_SIGNATURE), SPEC_BODY, i64::MAX), Err(SignatureError::Stale));
+        assert_eq!(verify(&secrets, headers(SPEC_ID, "0", SPEC_SIGNATURE), SPEC_BODY, SPEC_TIMESTAMP), Err(SignatureError::Stale));
+    }
+
+    #[test]
+    fn the_cost_is_bounded_before_any_mac_a_big_body_or_many_candidates_are_refused() {
+        let secrets = spec_secret();
+        let ts = SPEC_TIMESTAMP.to_string();
+        let big = vec![b'x'; MAX_BODY_BYTES + 1];
+        assert_eq!(verify(&secrets, headers(SPEC_ID, &ts, SPEC_SIGNATURE), &big, SPEC_TIMESTAMP), Err(SignatureError::BodyTooLarge));
+        let many = vec!["v1,AAAA"; MAX_SIGNATURES + 1].join(" ");
+        assert_eq!(verify(&secrets, headers(SPEC_ID, &ts, &many), SPEC_BODY, SPEC_TIMESTAMP), Err(SignatureError::TooManySignatures));
+        // The good one among the most candidates allowed still verifies.
+        let mut allowed = vec!["v1,AAAA"; MAX_SIGNATURES - 1];
+        allowed.push(SPEC_SIGNATURE);
+        assert_eq!(verify(&secrets, headers(SPEC_ID, &ts, &allowed.join(" ")), SPEC_BODY, SPEC_TIMESTAMP), Ok(()));
+        let long_id = "i".repeat(MAX_ID_CHARS + 1);
+        assert_eq!(verify(&secrets, headers(&long_id, &ts, SPEC_SIGNATURE), SPEC_BODY, SPEC_TIMESTAMP), Err(SignatureError::BadId));
+    }
+
+    #[test]
+    fn the_largest_body_with_the_most_candidates_and_secrets_is_checked_quickly() {
+        // One MAC per secret: 3 secrets x 256 KiB, whatever the candidates.
+        let secrets: Vec<WebhookSecret> =
+            (0..3).map(|_| WebhookSecret::parse(&WebhookSecret::generate_text()).unwrap()).collect();
+        let body = vec![b'x'; MAX_BODY_BYTES];
+        let forged = vec!["v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; MAX_SIGNATURES].join(" ");
+        let ts = SPEC_TIMESTAMP.to_string();
+        let started = std::time::Instant::now();
+        for _ in 0..10 {
+            assert_eq!(verify(&secrets, headers(SPEC_ID, &ts, &forged), &body, SPEC_TIMESTAMP), Err(SignatureError::NoMatch));
+        }
+        // Debug builds are slow; this still catches a MAC per candidate (8x the work).
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn constant_time_comparison_compares_lengths_and_bytes() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
     }
 }

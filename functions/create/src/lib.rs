@@ -66,7 +66,7 @@ async fn create_job(
     request: &Request,
     route: Route,
 ) -> Result<videojobs_core::service::Accepted, AppError> {
-    let who = services.authenticate(presented_key(request)).await?;
+    let who = services.authenticate_to_create(presented_key(request)).await?;
     let body = json_body(request, services.settings.body_max_bytes)?;
     let limits = &services.settings.limits;
     let (spec, name) = match route {

@@ -48,8 +48,8 @@ pub const DEFAULT_QUEUE_URL: &str = "https://queue.fal.run";
 pub const DEFAULT_JWKS_URL: &str = "https://rest.alpha.fal.ai/.well-known/jwks.json";
 pub const DEFAULT_TEXT_MODEL: &str = "fal-ai/kling-video/v1.6/standard/text-to-video";
 pub const DEFAULT_IMAGE_MODEL: &str = "fal-ai/kling-video/v1.6/standard/image-to-video";
-/// How far a callback's timestamp may be from now, either way.
-pub const TOLERANCE_SECONDS: i64 = 5 * 60;
+/// How far a callback's timestamp may be from now, either way (the Standard Webhooks tolerance).
+pub const TOLERANCE_SECONDS: i64 = videojobs_core::signing::TOLERANCE_SECONDS;
 
 /// fal's settings: `FAL_KEY` (only where jobs are submitted) or `FAL_JWKS_URL`
 /// (where callbacks are verified) enables it; `FAL_TEXT_MODEL`,
@@ -61,6 +61,10 @@ pub struct Config {
     pub jwks_url: String,
     pub text_model: String,
     pub image_model: String,
+    /// `FAL_USER_ID`: our fal account. fal signs every customer's callbacks
+    /// with the same keys, so a callback signed for another account is
+    /// refused when this is set (it should be, wherever callbacks arrive).
+    pub user_id: Option<String>,
 }
 
 impl Config {
@@ -80,6 +84,7 @@ impl Config {
             jwks_url: jwks_url.unwrap_or_else(|| DEFAULT_JWKS_URL.to_owned()),
             text_model: model("FAL_TEXT_MODEL", DEFAULT_TEXT_MODEL)?,
             image_model: model("FAL_IMAGE_MODEL", DEFAULT_IMAGE_MODEL)?,
+            user_id: non_empty(get, "FAL_USER_ID"),
         }))
     }
 }
@@ -324,12 +329,17 @@ impl Provider for FalProvider {
         };
         let request_id = header("x-fal-webhook-request-id")?;
         let user_id = header("x-fal-webhook-user-id")?;
+        // Another fal customer's callback is validly signed too: the user id is pinned.
+        if self.config.user_id.as_deref().is_some_and(|ours| !videojobs_core::signing::constant_time_eq(ours.as_bytes(), user_id.trim().as_bytes())) {
+            return Err(CallbackError::BadSignature("the callback is for another fal account".into()));
+        }
         let timestamp = header("x-fal-webhook-timestamp")?;
         let signature = header("x-fal-webhook-signature")?;
-        let sent_at: i64 = timestamp.trim().parse().map_err(|_| CallbackError::BadSignature("the webhook timestamp is not a number".into()))?;
-        if (callback.now - sent_at).abs() > TOLERANCE_SECONDS {
-            return Err(CallbackError::BadSignature("the webhook timestamp is outside the tolerance".into()));
+        // Bounded before any cryptography: the body's size and a sane timestamp.
+        if callback.body.len() > videojobs_core::signing::MAX_BODY_BYTES {
+            return Err(CallbackError::BadSignature(videojobs_core::signing::SignatureError::BodyTooLarge.to_string()));
         }
+        videojobs_core::signing::check_timestamp(timestamp, callback.now).map_err(|e| CallbackError::BadSignature(e.to_string()))?;
         let signature = hex::decode(signature.trim())
             .ok()
             .and_then(|bytes| Signature::from_slice(&bytes).ok())
@@ -624,6 +634,38 @@ mod tests {
         assert_eq!(server.requests_to("GET", JWKS_PATH).len(), 2);
     }
 
+    #[tokio::test]
+    async fn a_callback_validly_signed_for_another_fal_account_is_refused_when_ours_is_pinned() {
+        let server = ReplayServer::start().await;
+        let signer = key(7);
+        server.on("GET", JWKS_PATH, vec![Reply::json(200, jwks(&[&signer]))]);
+        let pinned = |user: &str| Config { user_id: Some(user.to_owned()), ..config(&server.base_url) };
+        let body = ok_body(REQUEST);
+        let signed = callback(&signer, REQUEST, 1_000, &body);
+
+        let theirs = FalProvider::new(pinned("our-account"), crate::http_client_on_first_use());
+        let ours = FalProvider::new(pinned("5b4d1e6c-user"), crate::http_client_on_first_use());
+
+        let refused = verify(&theirs, &signed, &body, 1_000).await;
+        assert!(matches!(&refused, Err(CallbackError::BadSignature(m)) if m.contains("another fal account")), "{refused:?}");
+        assert!(verify(&ours, &signed, &body, 1_000).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn with_no_keys_yet_forged_callbacks_still_fetch_the_set_at_most_once_a_minute() {
+        let (server, provider) = server().await;
+        // fal's endpoint answers, but with no usable key (or fails): the cache stays empty.
+        server.on("GET", JWKS_PATH, vec![Reply::json(200, json!({"keys": []}))]);
+        let body = ok_body(REQUEST);
+        for second in 0..20 {
+            let forged = verify(&provider, &callback(&key(9), REQUEST, 1_000 + second, &body), &body, 1_000 + second).await;
+            assert!(matches!(forged, Err(CallbackError::BadSignature(_))), "{forged:?}");
+        }
+        assert_eq!(server.requests_to("GET", JWKS_PATH).len(), 1, "one fetch in the minute");
+        let _ = verify(&provider, &callback(&key(9), REQUEST, 1_061, &body), &body, 1_061).await;
+        assert_eq!(server.requests_to("GET", JWKS_PATH).len(), 2, "the next after a minute");
+    }
+
     #[test]
     fn configuration_needs_the_key_or_the_jwks_url_and_sound_model_ids() {
         let lookup = |pairs: &[(&str, &str)]| {
@@ -634,6 +676,8 @@ mod tests {
         let webhook_only = lookup(&[("FAL_JWKS_URL", DEFAULT_JWKS_URL)]).unwrap().unwrap();
         assert_eq!(webhook_only.key, None);
         assert_eq!(webhook_only.queue_url, DEFAULT_QUEUE_URL);
+        assert_eq!(webhook_only.user_id, None);
+        assert_eq!(lookup(&[("FAL_JWKS_URL", DEFAULT_JWKS_URL), ("FAL_USER_ID", " u-1 ")]).unwrap().unwrap().user_id.as_deref(), Some("u-1"));
         let worker = lookup(&[("FAL_KEY", "k")]).unwrap().unwrap();
         assert_eq!(worker.jwks_url, DEFAULT_JWKS_URL);
         assert_eq!((worker.text_model.as_str(), worker.image_model.as_str()), (DEFAULT_TEXT_MODEL, DEFAULT_IMAGE_MODEL));

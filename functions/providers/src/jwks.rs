@@ -80,7 +80,8 @@ impl KeySet {
             (cache.keys.clone(), cache.fetched_at)
         };
         let stale = fetched_at.is_none_or(|at| now - at >= MAX_AGE_SECONDS);
-        let keys = if keys.is_empty() || stale { self.refresh(now).await.unwrap_or(keys) } else { keys };
+        // An empty set is refreshed under the same limit: forgeries must not make us fetch on every request.
+        let keys = if (keys.is_empty() || stale) && self.may_refresh(now) { self.refresh(now).await.unwrap_or(keys) } else { keys };
         if keys.iter().any(|key| key.verify_strict(message, signature).is_ok()) {
             return Ok(());
         }

@@ -57,7 +57,8 @@ pub fn http_client() -> HttpClient {
 }
 
 /// The providers this deployment is configured for, from the environment:
-/// `LOCAL_PROVIDER_URL` and `LOCAL_PROVIDER_WEBHOOK_SECRETS` enable the local one,
+/// `LOCAL_PROVIDER_URL` and `LOCAL_PROVIDER_WEBHOOK_SECRETS` enable the local one
+/// (`LOCAL_PROVIDER_TOKEN`, the bearer token it takes),
 /// `REPLICATE_WEBHOOK_SECRET` Replicate (`replicate::Config::from_lookup`),
 /// `FAL_KEY` or `FAL_JWKS_URL` fal (`fal::Config::from_lookup`). A function that
 /// only verifies callbacks (the webhook) is given no API token.
@@ -78,7 +79,8 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>, http: HttpClient) -> Re
         if secrets.is_empty() {
             return Err(ConfigError { name: "LOCAL_PROVIDER_WEBHOOK_SECRETS", problem: "is not set".into() });
         }
-        providers = providers.with(Arc::new(local::LocalProvider::new(url, secrets, http)));
+        let token = non_empty(&get, "LOCAL_PROVIDER_TOKEN");
+        providers = providers.with(Arc::new(local::LocalProvider::new(url, secrets, http).with_token(token)));
     }
     Ok(providers)
 }
@@ -98,7 +100,7 @@ pub(crate) fn status_error(status: u16, retry_after: Option<Duration>, code: Str
 
 /// A network failure: the request may not have arrived, so it may be retried.
 pub(crate) fn network_error(err: reqwest::Error) -> ProviderError {
-    ProviderError::Transient { message: format!("network: {err}"), retry_after: None }
+    ProviderError::Transient { message: format!("network: {}", videojobs_core::redact::error(&err)), retry_after: None }
 }
 
 /// Seconds from a `retry-after` header (providers send whole seconds).

@@ -15,6 +15,8 @@ pub struct LocalProvider {
     base_url: String,
     secrets: Vec<WebhookSecret>,
     http: crate::HttpClient,
+    /// `LOCAL_PROVIDER_TOKEN`: sent as a bearer token on every API call.
+    token: Option<String>,
 }
 
 impl LocalProvider {
@@ -24,6 +26,20 @@ impl LocalProvider {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             secrets,
             http,
+            token: None,
+        }
+    }
+
+    /// The token the provider takes from us (its `LOCAL_PROVIDER_TOKEN`).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    fn authorized(&self, call: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => call.bearer_auth(token),
+            None => call,
         }
     }
 }
@@ -127,9 +143,7 @@ impl Provider for LocalProvider {
             body["faults"] = faults.clone();
         }
         let call = self
-            .http
-            .get()
-            .post(format!("{}/v1/predictions", self.base_url))
+            .authorized(self.http.get().post(format!("{}/v1/predictions", self.base_url)))
             .header("idempotency-key", &request.idempotency_key)
             .json(&body);
         let prediction: Prediction = send(call).await?.json().await.map_err(network_error)?;
@@ -137,13 +151,13 @@ impl Provider for LocalProvider {
     }
 
     async fn poll(&self, request_id: &str) -> Result<ProviderStatus, ProviderError> {
-        let call = self.http.get().get(format!("{}/v1/predictions/{request_id}", self.base_url));
+        let call = self.authorized(self.http.get().get(format!("{}/v1/predictions/{request_id}", self.base_url)));
         let prediction: Prediction = send(call).await?.json().await.map_err(network_error)?;
         normalise(prediction).map_err(|message| ProviderError::Transient { message, retry_after: None })
     }
 
     async fn cancel(&self, request_id: &str) -> Result<(), ProviderError> {
-        send(self.http.get().post(format!("{}/v1/predictions/{request_id}/cancel", self.base_url))).await?;
+        send(self.authorized(self.http.get().post(format!("{}/v1/predictions/{request_id}/cancel", self.base_url)))).await?;
         Ok(())
     }
 

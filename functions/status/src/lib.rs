@@ -4,7 +4,8 @@
 //! secret (`GET /videos/webhook-secret`, `POST /videos/webhook-secret/rotate`);
 //! reviews (`POST …/review`, `GET /videos/review/queue`) and the review page
 //! (`GET /review`); the figures (`GET /videos/stats`: what a frontend may show
-//! for any key, everything for admins); for admins `POST /videos/admin/keys|credits`;
+//! for any key, everything for admins); for admins `POST /videos/admin/keys|credits`,
+//! `GET /videos/admin/keys` and `DELETE /videos/admin/keys/{key_id}`;
 //! and the API's own description (`GET /openapi.json`) with its page (`GET /docs`).
 
 use lambda_http::http::{Method, StatusCode};
@@ -42,6 +43,8 @@ enum Route<'a> {
     RotateWebhookSecret,
     Stats,
     AdminKeys,
+    AdminListKeys,
+    AdminRevokeKey(&'a str),
     AdminCredits,
 }
 
@@ -64,6 +67,8 @@ fn route(request: &Request) -> Option<Route<'_>> {
         (&Method::POST, ["videos", "webhook-secret", "rotate"]) => Some(Route::RotateWebhookSecret),
         (&Method::GET, ["videos", "stats"]) => Some(Route::Stats),
         (&Method::POST, ["videos", "admin", "keys"]) => Some(Route::AdminKeys),
+        (&Method::GET, ["videos", "admin", "keys"]) => Some(Route::AdminListKeys),
+        (&Method::DELETE, ["videos", "admin", "keys", id]) => Some(Route::AdminRevokeKey(id)),
         (&Method::POST, ["videos", "admin", "credits"]) => Some(Route::AdminCredits),
         _ => None,
     }
@@ -95,7 +100,7 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
         Ok(who) => who,
         Err(err) => return error_response(&err),
     };
-    if matches!(route, Route::AdminKeys | Route::AdminCredits) {
+    if matches!(route, Route::AdminKeys | Route::AdminListKeys | Route::AdminRevokeKey(_) | Route::AdminCredits) {
         if let Err(err) = videojobs_core::admin::admin_only(&who) {
             return error_response(&err);
         }
@@ -125,6 +130,11 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
             };
             respond(StatusCode::CREATED, outcome)
         }
+        Route::AdminListKeys => match page_request(request) {
+            Ok(page) => respond(ok, services.list_keys(&who, page).await),
+            Err(err) => error_response(&err),
+        },
+        Route::AdminRevokeKey(id) => respond(ok, services.revoke_key(&who, id).await),
         Route::AdminCredits => {
             let body = json_body(request, services.settings.body_max_bytes);
             let outcome = match body.and_then(|b| GrantRequest::parse(b).map_err(AppError::from)) {

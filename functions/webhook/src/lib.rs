@@ -7,6 +7,7 @@
 //! | outcome | answer | writes |
 //! |---|---|---|
 //! | unknown provider | `404` | nothing |
+//! | body over 256 KiB | `413` | nothing |
 //! | bad, missing or stale signature | `401` | nothing |
 //! | body not understood (signature good) | `400` | nothing |
 //! | a delivery seen before | `200 {"duplicate": true}` | nothing |
@@ -92,6 +93,10 @@ async fn handle(webhook: &Webhook, provider_name: &str, request: &Request) -> Re
     let Some(provider) = webhook.providers.get(provider_name) else {
         return answer(StatusCode::NOT_FOUND, json!({"error": {"code": "unknown_provider", "message": "no such provider"}}));
     };
+    // Anyone may call this URL: a body too big to be a callback costs no cryptography.
+    if request.body().len() > videojobs_core::signing::MAX_BODY_BYTES {
+        return answer(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": {"code": "body_too_large", "message": "the callback body is too large"}}));
+    }
     let headers: HashMap<String, String> = request
         .headers()
         .iter()

@@ -265,7 +265,7 @@ async fn post(destination: &Destination, id: &str, unix_timestamp: i64, signatur
         .body(body)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| videojobs_core::redact::error(&e))?;
     Ok(response.status().as_u16())
 }
 

@@ -59,6 +59,24 @@ pub struct Faults {
     pub callbacks_before_answer: bool,
 }
 
+impl Faults {
+    /// What is over the bounds the API also applies (`videojobs_core::request::faults`), if anything.
+    pub fn out_of_bounds(&self) -> Option<String> {
+        let requested = videojobs_core::request::faults::RequestedFaults {
+            duplicate_callbacks: self.duplicate_callbacks,
+            shuffle_callbacks: self.shuffle_callbacks,
+            completion_first: self.completion_first,
+            drop_callbacks: self.drop_callbacks,
+            fail_with: self.fail_with.clone(),
+            submit_errors: self.submit_errors.clone(),
+            delay_ms: self.delay_ms,
+            late_callbacks_ms: self.late_callbacks_ms,
+            callbacks_before_answer: self.callbacks_before_answer,
+        };
+        videojobs_core::request::faults::out_of_bounds(&requested).map(|(field, message)| format!("faults.{field} {message}"))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
@@ -102,6 +120,25 @@ pub struct Config {
     /// Where videos are written.
     pub dir: PathBuf,
     pub secret: WebhookSecret,
+    /// Where source images may be fetched from: public addresses only, unless
+    /// the local stack allows loopback and `http` (its S3 is moto on 127.0.0.1).
+    pub image_policy: videojobs_core::notify::WebhookPolicy,
+    /// With a token, every `/v1/` call must carry it (`Authorization: Bearer`)
+    /// and files are served only through signed links that expire after
+    /// [`FILE_LINK_SECONDS`]. The binary always has one (`LOCAL_PROVIDER_TOKEN`);
+    /// tests may run without.
+    pub token: Option<String>,
+}
+
+/// How long a file link in a prediction stays good.
+pub const FILE_LINK_SECONDS: i64 = 3_600;
+
+impl Config {
+    /// The local stack's: images also from loopback over `http`; no token.
+    pub fn local(dir: PathBuf, secret: WebhookSecret) -> Self {
+        let image_policy = videojobs_core::notify::WebhookPolicy { allow_http: true, allow_loopback: true };
+        Self { dir, secret, image_policy, token: None }
+    }
 }
 
 struct State {
@@ -177,11 +214,15 @@ pub fn spawn(listener: TcpListener, config: Config) -> std::io::Result<Handle> {
 async fn route(state: Arc<State>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path: Vec<String> = request.uri().path().trim_matches('/').split('/').map(str::to_owned).collect();
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    if segments.first() == Some(&"v1") && !authorized(&state, &request) {
+        return Ok(error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required"));
+    }
+    let query = request.uri().query().unwrap_or("").to_owned();
     let response = match (request.method().clone(), segments.as_slice()) {
         (Method::POST, ["v1", "predictions"]) => create(&state, request).await,
         (Method::GET, ["v1", "predictions", id]) => get(&state, id),
         (Method::POST, ["v1", "predictions", id, "cancel"]) => cancel(&state, id),
-        (Method::GET, ["files", id, name]) => file(&state, id, name).await,
+        (Method::GET, ["files", id, name]) => file(&state, id, name, &query).await,
         (Method::POST, ["v1", "faults"]) => set_faults(&state, request).await,
         (Method::GET, ["v1", "stats"]) => {
             let submissions = state.submissions.lock().map(|s| s.clone()).unwrap_or_default();
@@ -211,6 +252,9 @@ async fn read_json<T: for<'de> Deserialize<'de>>(request: Request<Incoming>) -> 
 async fn set_faults(state: &State, request: Request<Incoming>) -> Response<Body> {
     match read_json::<Faults>(request).await {
         Ok(faults) => {
+            if let Some(message) = faults.out_of_bounds() {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_faults", &message);
+            }
             if let Ok(mut global) = state.global_faults.lock() {
                 *global = faults;
             }
@@ -230,6 +274,9 @@ async fn create(state: &Arc<State>, request: Request<Incoming>) -> Response<Body
         Ok(body) => body,
         Err(response) => return response,
     };
+    if let Some(message) = body.faults.as_ref().and_then(Faults::out_of_bounds) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_faults", &message);
+    }
     let faults = body.faults.clone().unwrap_or_else(|| state.global_faults.lock().map(|f| f.clone()).unwrap_or_default());
     let key = key.unwrap_or_else(|| ulid::Ulid::new().to_string());
     let attempt = {
@@ -266,13 +313,12 @@ async fn create(state: &Arc<State>, request: Request<Incoming>) -> Response<Body
 fn snapshot(state: &State, id: &str) -> Option<Value> {
     let predictions = state.predictions.lock().ok()?;
     let p = predictions.get(id)?;
-    Some(prediction_json(&state.base_url, p))
+    Some(prediction_json(state, p))
 }
 
-fn prediction_json(base_url: &str, p: &Prediction) -> Value {
+fn prediction_json(state: &State, p: &Prediction) -> Value {
     let output = (p.status == "succeeded").then(|| {
-        json!({"video": format!("{base_url}/files/{}/video.mp4", p.id),
-               "thumbnail": format!("{base_url}/files/{}/thumbnail.jpg", p.id)})
+        json!({"video": file_link(state, &p.id, "video.mp4"), "thumbnail": file_link(state, &p.id, "thumbnail.jpg")})
     });
     let error = p.error.as_ref().map(|(code, message)| json!({"code": code, "message": message}));
     json!({"id": p.id, "status": p.status, "progress": p.progress, "output": output, "error": error})
@@ -294,15 +340,56 @@ fn cancel(state: &State, id: &str) -> Response<Body> {
             if matches!(p.status, "starting" | "processing") {
                 p.status = "canceled";
             }
-            full(StatusCode::OK, prediction_json(&state.base_url, p))
+            full(StatusCode::OK, prediction_json(state, p))
         }
         None => error(StatusCode::NOT_FOUND, "not_found", "no such prediction"),
     }
 }
 
-async fn file(state: &State, id: &str, name: &str) -> Response<Body> {
+/// Whether the request carries the configured token (always, without one).
+fn authorized(state: &State, request: &Request<Incoming>) -> bool {
+    let Some(token) = &state.config.token else { return true };
+    let presented = request.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    presented.is_some_and(|p| videojobs_core::signing::constant_time_eq(p.trim().as_bytes(), token.as_bytes()))
+}
+
+/// The signature of a file link: the provider's secret over the file and the link's expiry.
+fn link_signature(state: &State, id: &str, name: &str, expires: i64) -> String {
+    state.config.secret.sign(&format!("file:{id}/{name}"), expires, b"")
+}
+
+/// A link to one of a prediction's files: signed and expiring where a token is configured.
+fn file_link(state: &State, id: &str, name: &str) -> String {
+    let base = format!("{}/files/{id}/{name}", state.base_url);
+    if state.config.token.is_none() {
+        return base;
+    }
+    let expires = time::OffsetDateTime::now_utc().unix_timestamp() + FILE_LINK_SECONDS;
+    let signature: String = url::form_urlencoded::byte_serialize(link_signature(state, id, name, expires).as_bytes()).collect();
+    format!("{base}?expires={expires}&sig={signature}")
+}
+
+/// Whether a file request's link is one we signed and has not expired.
+fn link_is_valid(state: &State, id: &str, name: &str, query: &str) -> bool {
+    if state.config.token.is_none() {
+        return true;
+    }
+    let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let (Some(expires), Some(signature)) = (params.get("expires").and_then(|e| e.parse::<i64>().ok()), params.get("sig")) else {
+        return false;
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    expires > now
+        && expires <= now + FILE_LINK_SECONDS
+        && videojobs_core::signing::constant_time_eq(signature.as_bytes(), link_signature(state, id, name, expires).as_bytes())
+}
+
+async fn file(state: &State, id: &str, name: &str, query: &str) -> Response<Body> {
     if !matches!(name, "video.mp4" | "thumbnail.jpg") || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return error(StatusCode::NOT_FOUND, "not_found", "no such file");
+    }
+    if !link_is_valid(state, id, name, query) {
+        return error(StatusCode::FORBIDDEN, "link_expired", "the link is not signed, or has expired: read the prediction again");
     }
     let path = state.config.dir.join(id).join(name);
     let Ok(file) = tokio::fs::File::open(&path).await else {
@@ -331,7 +418,7 @@ fn set(state: &State, id: &str, status: &'static str, progress: u8, error: Optio
     p.status = status;
     p.progress = progress;
     p.error = error;
-    Some(prediction_json(&state.base_url, p))
+    Some(prediction_json(state, p))
 }
 
 fn is_canceled(state: &State, id: &str) -> bool {
@@ -352,7 +439,7 @@ async fn generate(state: Arc<State>, id: String, input: Input, webhook: Option<S
     }
     let outcome = match &faults.fail_with {
         Some(code) => Err((code.clone(), "The generation failed (an injected fault).".to_owned())),
-        None => render::render(&state.http, &state.config.dir.join(&id), &input).await.map_err(|e| ("render_failed".to_owned(), e)),
+        None => render::render(state.config.image_policy, &state.config.dir.join(&id), &input).await.map_err(|e| ("render_failed".to_owned(), e)),
     };
     if is_canceled(&state, &id) {
         return;
@@ -444,7 +531,7 @@ async fn post_callback(state: &State, url: &str, event_id: &str, text: &str) -> 
             false
         }
         Err(err) => {
-            tracing::warn!(error = %err, event_id, "callback not delivered; retrying");
+            tracing::warn!(error = videojobs_core::redact::error(&err), event_id, "callback not delivered; retrying");
             false
         }
     }

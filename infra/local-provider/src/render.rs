@@ -3,7 +3,9 @@
 
 use crate::Input;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::process::Command;
+use videojobs_core::notify::{check_destination, Destination, HostResolver, WebhookPolicy};
 
 const FONT_CANDIDATES: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
@@ -77,8 +79,9 @@ fn ffmpeg() -> Command {
     command
 }
 
-/// Renders `video.mp4` and `thumbnail.jpg` into `dir`.
-pub async fn render(http: &reqwest::Client, dir: &Path, input: &Input) -> Result<(), String> {
+/// Renders `video.mp4` and `thumbnail.jpg` into `dir`; a source image is
+/// fetched only from an address `image_policy` allows.
+pub async fn render(image_policy: WebhookPolicy, dir: &Path, input: &Input) -> Result<(), String> {
     tokio::fs::create_dir_all(dir).await.map_err(|e| e.to_string())?;
     let video = dir.join("video.mp4");
     let partial = dir.join("partial.mp4");
@@ -88,7 +91,7 @@ pub async fn render(http: &reqwest::Client, dir: &Path, input: &Input) -> Result
     let mut command = ffmpeg();
     match input.mode.as_str() {
         "image" => {
-            let image = fetch_image(http, dir, input.image_url.as_deref().unwrap_or_default()).await?;
+            let image = fetch_image(image_policy, dir, input.image_url.as_deref().unwrap_or_default()).await?;
             let frames = ((seconds * f64::from(fps)).round() as u64).max(1);
             // zoompan's zoom grows by zoom_speed each second, centred.
             let per_frame = input.zoom_speed.unwrap_or(0.1) / f64::from(fps);
@@ -98,7 +101,11 @@ pub async fn render(http: &reqwest::Client, dir: &Path, input: &Input) -> Result
                 w2 = width * 2,
                 h2 = height * 2,
             );
-            command.arg("-i").arg(&image).args(["-vf", &filter, "-frames:v", &frames.to_string()]);
+            // The demuxer is named from the image's magic bytes, and only local files may be
+            // opened: no other ffmpeg demuxer or protocol ever sees the fetched bytes.
+            let demuxer = image_demuxer(&image).await?;
+            command.args(["-f", demuxer, "-protocol_whitelist", "file", "-i"]).arg(&image);
+            command.args(["-vf", &filter, "-frames:v", &frames.to_string()]);
         }
         _ => {
             let text_file = dir.join("prompt.txt");
@@ -121,7 +128,7 @@ pub async fn render(http: &reqwest::Client, dir: &Path, input: &Input) -> Result
     command.arg(&partial);
     run(&mut command).await?;
     run(ffmpeg()
-        .args(["-ss", "0", "-i"])
+        .args(["-ss", "0", "-f", "mov", "-protocol_whitelist", "file", "-i"])
         .arg(&partial)
         .args(["-frames:v", "1", "-vf", "scale=320:-2"])
         .arg(dir.join("thumbnail.jpg")))
@@ -136,15 +143,87 @@ pub async fn render(http: &reqwest::Client, dir: &Path, input: &Input) -> Result
     tokio::fs::rename(&partial, &video).await.map_err(|e| e.to_string())
 }
 
-async fn fetch_image(http: &reqwest::Client, dir: &Path, url: &str) -> Result<PathBuf, String> {
-    let response = http.get(url).send().await.map_err(|e| format!("image not fetched: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("image not fetched: HTTP {}", response.status()));
+/// ffmpeg's demuxer for the image at `path`, from its first bytes; anything
+/// but a PNG, JPEG or WebP is refused.
+async fn image_demuxer(path: &Path) -> Result<&'static str, String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 16];
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
+    let read = file.read(&mut head).await.map_err(|e| e.to_string())?;
+    demuxer_for(&head[..read]).ok_or_else(|| "image not usable: not a PNG, JPEG or WebP".to_owned())
+}
+
+fn demuxer_for(head: &[u8]) -> Option<&'static str> {
+    use videojobs_core::request::ImageType;
+    Some(match videojobs_core::image::kind_of(head)? {
+        ImageType::Png => "png_pipe",
+        ImageType::Jpeg => "jpeg_pipe",
+        ImageType::Webp => "webp_pipe",
+    })
+}
+
+/// The largest source image fetched (twice the API's upload cap).
+pub const MAX_IMAGE_BYTES: u64 = 20 * 1024 * 1024;
+const IMAGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const IMAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// DNS through the system resolver, for the image URL check.
+struct SystemDns;
+
+#[async_trait::async_trait]
+impl HostResolver for SystemDns {
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<std::net::IpAddr>, String> {
+        match tokio::time::timeout(IMAGE_CONNECT_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(addrs)) => Ok(addrs.map(|a| a.ip()).collect()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
     }
-    let bytes = response.bytes().await.map_err(|e| format!("image not fetched: {e}"))?;
+}
+
+/// Fetches the source image the way client notifications are posted: every
+/// address the host resolves to must be allowed, the connection goes to the
+/// checked address only (no second lookup), redirects are not followed, and
+/// at most [`MAX_IMAGE_BYTES`] are read.
+async fn fetch_image(policy: WebhookPolicy, dir: &Path, url: &str) -> Result<PathBuf, String> {
+    let parsed = url::Url::parse(url).map_err(|_| "image not fetched: the image_url is not a URL".to_owned())?;
+    let destination = check_destination(&parsed, policy, &SystemDns)
+        .await
+        .map_err(|e| format!("image not fetched: the image_url {e}"))?;
+    let bytes = download(&destination).await.map_err(|e| format!("image not fetched: {}", videojobs_core::redact::text(&e)))?;
     let path = dir.join("source-image");
     tokio::fs::write(&path, &bytes).await.map_err(|e| e.to_string())?;
     Ok(path)
+}
+
+async fn download(destination: &Destination) -> Result<Vec<u8>, String> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(IMAGE_CONNECT_TIMEOUT)
+        .timeout(IMAGE_TIMEOUT);
+    if let Some(host) = &destination.host_name {
+        builder = builder.resolve(host, destination.addr);
+    }
+    let client = builder.build().map_err(|e| e.to_string())?;
+    let mut response = client.get(destination.url.clone()).send().await.map_err(|e| e.to_string())?;
+    if response.status().is_redirection() {
+        return Err(format!("HTTP {} (redirects are not followed)", response.status()));
+    }
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    if response.content_length().is_some_and(|length| length > MAX_IMAGE_BYTES) {
+        return Err(format!("the image is over {MAX_IMAGE_BYTES} bytes"));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if (bytes.len() + chunk.len()) as u64 > MAX_IMAGE_BYTES {
+            return Err(format!("the image is over {MAX_IMAGE_BYTES} bytes"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -172,6 +251,15 @@ mod tests {
         assert!(check_input(&Input { duration_seconds: Some(61.0), ..text("a") }).is_err());
         assert!(check_input(&Input { mode: "image".into(), ..text("a") }).is_err());
         assert!(check_input(&Input { mode: "audio".into(), ..text("a") }).is_err());
+    }
+
+    #[test]
+    fn ffmpeg_is_told_the_image_format_and_nothing_else_is_opened() {
+        assert_eq!(demuxer_for(b"\x89PNG\r\n\x1a\n...."), Some("png_pipe"));
+        assert_eq!(demuxer_for(&[0xff, 0xd8, 0xff, 0xe0]), Some("jpeg_pipe"));
+        assert_eq!(demuxer_for(b"RIFF\0\0\0\0WEBPVP8 "), Some("webp_pipe"));
+        assert_eq!(demuxer_for(b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n"), None);
+        assert_eq!(demuxer_for(b"ffconcat version 1.0\n"), None);
     }
 
     #[test]
