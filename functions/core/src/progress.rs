@@ -113,6 +113,16 @@ pub async fn apply_working(
         ProviderStatus::Queued { .. } => 5,
         _ => return Ok(false),
     };
+    if !matches!(job.status, JobStatus::Submitted | JobStatus::Processing) {
+        return Ok(false);
+    }
+    // The detail first: a read between the two writes then sees `submitted`
+    // with the provider's word, never `processing` without it.
+    if let Some(detail) = ProgressDetail::from_status(status, observed_at) {
+        if !details.record_detail(&job.job_id, &detail).await? {
+            tracing::info!(job_id = %job.job_id, stage = ?detail.stage, "stale progress detail not recorded");
+        }
+    }
     match job.status {
         JobStatus::Submitted if matches!(status, ProviderStatus::Processing { .. }) => {
             let Ok(t) = transition(JobStatus::Submitted, JobStatus::Processing) else { return Ok(false) };
@@ -122,13 +132,7 @@ pub async fn apply_working(
                 jobs.raise_progress(&job.job_id, percent).await?;
             }
         }
-        JobStatus::Submitted | JobStatus::Processing => jobs.raise_progress(&job.job_id, percent).await?,
-        _ => return Ok(false),
-    }
-    if let Some(detail) = ProgressDetail::from_status(status, observed_at) {
-        if !details.record_detail(&job.job_id, &detail).await? {
-            tracing::info!(job_id = %job.job_id, stage = ?detail.stage, "stale progress detail not recorded");
-        }
+        _ => jobs.raise_progress(&job.job_id, percent).await?,
     }
     Ok(true)
 }
