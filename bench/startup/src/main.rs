@@ -41,6 +41,7 @@ const LAMBDA_ENV: &[(&str, &str)] = &[
     ("MEDIA_BUCKET", "media"),
     ("STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:jobs"),
     ("WORK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/work"),
+    ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/notify"),
     // The worker also needs the URL providers call back.
     ("WEBHOOK_BASE_URL", "https://example.lambda-url.us-east-1.on.aws/"),
 ];
