@@ -529,17 +529,7 @@ impl Pipeline {
     /// Runs the `videojobs` command in-process against this pipeline's API,
     /// with the URL and key in the environment, as a user would set them.
     pub async fn videojobs(&self, key: &str, args: &[&str]) -> CliRun {
-        let url = self.callback_base_url.clone();
-        let key = key.to_owned();
-        let env = move |name: &str| match name {
-            "VIDEOJOBS_URL" => Some(url.clone()),
-            "VIDEOJOBS_KEY" => Some(key.clone()),
-            _ => None,
-        };
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let argv: Vec<&str> = std::iter::once("videojobs").chain(args.iter().copied()).collect();
-        let code = videojobs_cli::run(argv, &env, &mut out, &mut err, false).await;
-        CliRun { code, out: String::from_utf8(out).expect("UTF-8 output"), err: String::from_utf8(err).expect("UTF-8 errors") }
+        videojobs_at(&self.callback_base_url, key, args).await
     }
 
     pub async fn provider_stats(&self) -> serde_json::Value {
@@ -553,6 +543,21 @@ pub struct CliRun {
     pub code: i32,
     pub out: String,
     pub err: String,
+}
+
+/// Runs the `videojobs` command in-process against the API at `url`, with
+/// the URL and key in the environment, as a user would set them.
+pub async fn videojobs_at(url: &str, key: &str, args: &[&str]) -> CliRun {
+    let (url, key) = (url.to_owned(), key.to_owned());
+    let env = move |name: &str| match name {
+        "VIDEOJOBS_URL" => Some(url.clone()),
+        "VIDEOJOBS_KEY" => Some(key.clone()),
+        _ => None,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let argv: Vec<&str> = std::iter::once("videojobs").chain(args.iter().copied()).collect();
+    let code = videojobs_cli::run(argv, &env, &mut out, &mut err, false).await;
+    CliRun { code, out: String::from_utf8(out).expect("UTF-8 output"), err: String::from_utf8(err).expect("UTF-8 errors") }
 }
 
 /// A one-frame PNG test pattern, made by ffmpeg.

@@ -32,27 +32,9 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
         let _ = std::fs::remove_file(artifacts.join(name));
     }
 
-    let browser = Command::new("node")
-        .arg(repo_root().join("tests/browser/review.mjs"))
-        .arg(&pipeline.callback_base_url)
-        .arg(&reviewer_key)
-        .arg(&artifacts)
-        .args([first.as_str(), second.as_str()])
-        .arg(&admin_key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A browser that hangs is killed rather than left to hold up the whole test run.
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs (scripts/test installs the browser test's dependencies)");
-    let out = tokio::time::timeout(BROWSER_RUN_LIMIT, browser.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("the browser run did not end within {BROWSER_RUN_LIMIT:?}"))
-        .expect("the browser run's output");
-
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("the script's JSON report");
+    let base_url = pipeline.callback_base_url.as_str();
+    let artifacts_dir = artifacts.to_string_lossy();
+    let report = run_browser_script("review.mjs", &[base_url, &reviewer_key, &artifacts_dir, first.as_str(), second.as_str(), &admin_key]).await;
     let seen = &report["seen"];
     assert_eq!(seen["signed_in_as"], format!("Signed in as {reviewer} (reviewer)"));
     assert_eq!(seen["prompt"], "a test clip");
@@ -103,23 +85,7 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
 async fn the_docs_page_draws_every_operation_in_the_browser() {
     let pipeline = Pipeline::start(settings()).await;
     let artifacts = repo_root().join("target/test-artifacts");
-    let browser = Command::new("node")
-        .arg(repo_root().join("tests/browser/docs.mjs"))
-        .arg(&pipeline.callback_base_url)
-        .arg(&artifacts)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs (scripts/test installs the browser test's dependencies)");
-    let out = tokio::time::timeout(BROWSER_RUN_LIMIT, browser.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("the browser run did not end within {BROWSER_RUN_LIMIT:?}"))
-        .expect("the browser run's output");
-
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("the script's JSON report");
+    let report = run_browser_script("docs.mjs", &[&pipeline.callback_base_url, &artifacts.to_string_lossy()]).await;
     let seen = &report["seen"];
     let spec = crate::contract::spec();
     let methods = ["get", "post", "put", "patch", "delete"];
@@ -135,4 +101,25 @@ async fn the_docs_page_draws_every_operation_in_the_browser() {
     }
     assert_eq!(seen["visible_after_filter"], 1, "{seen}");
     assert_eq!(seen["other_origins"], serde_json::json!([]), "{seen}");
+}
+
+/// Runs `tests/browser/{script}` under node with `args`, killed past
+/// [`BROWSER_RUN_LIMIT`] rather than left to hold up the whole test run, and
+/// answers the JSON report it prints last.
+async fn run_browser_script(script: &str, args: &[&str]) -> serde_json::Value {
+    let browser = Command::new("node")
+        .arg(repo_root().join("tests/browser").join(script))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (scripts/test installs the browser test's dependencies)");
+    let out = tokio::time::timeout(BROWSER_RUN_LIMIT, browser.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the browser run did not end within {BROWSER_RUN_LIMIT:?}"))
+        .expect("the browser run's output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the browser run ({script}) failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("the script's JSON report")
 }

@@ -326,17 +326,9 @@ async fn cli(app: &TestApp, key: &str, args: &[&str]) -> (i32, String, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let url = format!("http://{}", listener.local_addr().expect("an address"));
     let server = tokio::spawn(local_api::serve(listener, std::sync::Arc::new(app.app.clone())));
-    let key = key.to_owned();
-    let env = move |name: &str| match name {
-        "VIDEOJOBS_URL" => Some(url.clone()),
-        "VIDEOJOBS_KEY" => Some(key.clone()),
-        _ => None,
-    };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let argv: Vec<&str> = std::iter::once("videojobs").chain(args.iter().copied()).collect();
-    let code = videojobs_cli::run(argv, &env, &mut out, &mut err, false).await;
+    let run = crate::helpers::videojobs_at(&url, key, args).await;
     server.abort();
-    (code, String::from_utf8(out).expect("UTF-8"), String::from_utf8(err).expect("UTF-8"))
+    (run.code, run.out, run.err)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

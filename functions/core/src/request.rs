@@ -496,7 +496,7 @@ fn checked_metadata_value(field: &str, value: &Value) -> Result<(), InvalidReque
 /// there too. The local provider applies the same bounds.
 pub mod faults {
     use super::InvalidRequest;
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
     use serde_json::Value;
 
     pub const METADATA_KEY: &str = "local_faults";
@@ -512,18 +512,30 @@ pub mod faults {
     /// The longest injected failure code.
     pub const MAX_CODE_CHARS: usize = 64;
 
-    /// The fields the local provider knows, as a job may ask for them.
-    #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+    /// The faults the local provider knows, as a job asks for them (and as
+    /// the local provider applies them: it uses this type too).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(default, deny_unknown_fields)]
     pub struct RequestedFaults {
+        /// Deliver each callback this many times (0 or 1: once).
         pub duplicate_callbacks: u32,
+        /// Deliver the callbacks in a random order, after the video is made.
         pub shuffle_callbacks: bool,
+        /// Deliver the completion before the progress callbacks.
         pub completion_first: bool,
+        /// Send no callbacks at all (the state machine must poll).
         pub drop_callbacks: bool,
+        /// Fail the generation with this error code.
         pub fail_with: Option<String>,
+        /// Answer the first submissions of a key with these statuses (429, 503…).
         pub submit_errors: Vec<u16>,
+        /// Take this long before rendering.
         pub delay_ms: u64,
+        /// Wait this long between the first delivery and the others (with
+        /// `completion_first`: progress that arrives after the job completed).
         pub late_callbacks_ms: u64,
+        /// Make the video and send its callbacks before answering the
+        /// submission (the callbacks arrive before the caller knows the request id).
         pub callbacks_before_answer: bool,
     }
 

@@ -177,9 +177,11 @@ pub async fn handler(worker: &Worker, event: LambdaEvent<SqsEvent>) -> Result<Sq
 async fn handle_record(worker: &Worker, message: &SqsMessage) -> Option<String> {
     let id = message.message_id.clone().unwrap_or_default();
     let span = tracing::info_span!("message", message_id = %id, kind = tracing::field::Empty, job_id = tracing::field::Empty);
-    let parsed = message.body.as_deref().and_then(|body| serde_json::from_str::<WorkMessage>(body).ok());
-    let budget = budget_for(parsed.as_ref());
-    let outcome = match tokio::time::timeout(budget, handle_message(worker, message).instrument(span.clone())).await {
+    // Parsed once: the kind sets the budget and the dead-letter queue too.
+    let parsed = message.body.as_deref().map(serde_json::from_str::<WorkMessage>);
+    let budget = budget_for(parsed.as_ref().and_then(|p| p.as_ref().ok()));
+    let notification = matches!(parsed, Some(Ok(WorkMessage::Notify { .. })));
+    let outcome = match tokio::time::timeout(budget, handle_message(worker, message, parsed).instrument(span.clone())).await {
         Ok(outcome) => outcome,
         Err(_) => Err(WorkError::OutOfTime(budget)),
     };
@@ -191,7 +193,6 @@ async fn handle_record(worker: &Worker, message: &SqsMessage) -> Option<String> 
         }
         Err(err) if !err.is_retryable() => {
             let body = message.body.as_deref().unwrap_or("");
-            let notification = matches!(parsed, Some(WorkMessage::Notify { .. }));
             match worker.dead_letters.dead_letter(body, &err.to_string(), notification).await {
                 Ok(()) => {
                     tracing::error!(error = %err, metric = "MessagesDeadLettered", "message can never be handled; sent to the dead-letter queue");
@@ -210,14 +211,20 @@ async fn handle_record(worker: &Worker, message: &SqsMessage) -> Option<String> 
     }
 }
 
-async fn handle_message(worker: &Worker, message: &SqsMessage) -> Result<(), WorkError> {
+async fn handle_message(
+    worker: &Worker,
+    message: &SqsMessage,
+    parsed: Option<Result<WorkMessage, serde_json::Error>>,
+) -> Result<(), WorkError> {
     let body = message.body.as_deref().ok_or_else(|| WorkError::Unusable("no body".into()))?;
     // A schedule's message has no job: it is told apart before the job messages.
     if let Ok(videojobs_core::stats::ScheduledMessage::CheckStuck) = serde_json::from_str(body) {
         tracing::Span::current().record("kind", "check_stuck");
         return check_stuck(worker).await.map(|_| ());
     }
-    let parsed: WorkMessage = serde_json::from_str(body).map_err(|e| WorkError::Unusable(e.to_string()))?;
+    let parsed = parsed
+        .ok_or_else(|| WorkError::Unusable("no body".into()))?
+        .map_err(|e| WorkError::Unusable(e.to_string()))?;
     let span = tracing::Span::current();
     span.record("job_id", parsed.job_id().as_str());
     span.record("kind", body_kind(&parsed));
@@ -527,14 +534,14 @@ async fn poll(worker: &Worker, id: &JobId, token: Option<&str>, round: u32) -> R
         }
         _ => {}
     }
-    let still_running = if job.provider_request_id.is_none() {
-        Some("never accepted by the provider".to_owned())
+    let detail = if job.provider_request_id.is_none() {
+        "never accepted by the provider".to_owned()
     } else {
         let (provider, request_id) = provider_request(worker, &job)?;
         match provider.poll(&request_id).await {
-            Ok(ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. }) => Some("the provider is still working".to_owned()),
+            Ok(ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. }) => "the provider is still working".to_owned(),
             Ok(status) => return settle(worker, &mut job, status).await,
-            Err(ProviderError::Transient { message, .. }) => Some(message),
+            Err(ProviderError::Transient { message, .. }) => message,
             Err(err) => {
                 let error = JobError {
                     code: "lost_at_provider".into(),
@@ -546,7 +553,6 @@ async fn poll(worker: &Worker, id: &JobId, token: Option<&str>, round: u32) -> R
             }
         }
     };
-    let detail = still_running.unwrap_or_default();
     match POLL_WAITS.get(round.saturating_sub(1) as usize).filter(|_| round < POLL_ROUNDS) {
         Some(wait) => {
             let next = WorkMessage::Poll { job_id: id.clone(), task_token: None, round: Some(round + 1) };

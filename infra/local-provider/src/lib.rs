@@ -33,48 +33,13 @@ use videojobs_core::signing::WebhookSecret;
 
 pub mod render;
 
-/// Faults the provider can be told to produce, per job or for every job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Faults {
-    /// Deliver each callback this many times (0 or 1: once).
-    pub duplicate_callbacks: u32,
-    /// Deliver the callbacks in a random order, after the video is made.
-    pub shuffle_callbacks: bool,
-    /// Deliver the completion before the progress callbacks.
-    pub completion_first: bool,
-    /// Send no callbacks at all (the state machine must poll).
-    pub drop_callbacks: bool,
-    /// Fail the generation with this error code.
-    pub fail_with: Option<String>,
-    /// Answer the first submissions of a key with these statuses (429, 503…).
-    pub submit_errors: Vec<u16>,
-    /// Take this long before rendering.
-    pub delay_ms: u64,
-    /// Wait this long between the first delivery and the others (with
-    /// `completion_first`: progress that arrives after the job completed).
-    pub late_callbacks_ms: u64,
-    /// Make the video and send its callbacks before answering the submission
-    /// (the callbacks arrive before the caller knows the request id).
-    pub callbacks_before_answer: bool,
-}
+/// Faults the provider can be told to produce, per job or for every job:
+/// the type, and the bounds, the API checks `metadata.local_faults` with.
+pub use videojobs_core::request::faults::RequestedFaults as Faults;
 
-impl Faults {
-    /// What is over the bounds the API also applies (`videojobs_core::request::faults`), if anything.
-    pub fn out_of_bounds(&self) -> Option<String> {
-        let requested = videojobs_core::request::faults::RequestedFaults {
-            duplicate_callbacks: self.duplicate_callbacks,
-            shuffle_callbacks: self.shuffle_callbacks,
-            completion_first: self.completion_first,
-            drop_callbacks: self.drop_callbacks,
-            fail_with: self.fail_with.clone(),
-            submit_errors: self.submit_errors.clone(),
-            delay_ms: self.delay_ms,
-            late_callbacks_ms: self.late_callbacks_ms,
-            callbacks_before_answer: self.callbacks_before_answer,
-        };
-        videojobs_core::request::faults::out_of_bounds(&requested).map(|(field, message)| format!("faults.{field} {message}"))
-    }
+/// What is over the bounds the API also applies, if anything.
+fn faults_out_of_bounds(faults: &Faults) -> Option<String> {
+    videojobs_core::request::faults::out_of_bounds(faults).map(|(field, message)| format!("faults.{field} {message}"))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -252,7 +217,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(request: Request<Incoming>) -> 
 async fn set_faults(state: &State, request: Request<Incoming>) -> Response<Body> {
     match read_json::<Faults>(request).await {
         Ok(faults) => {
-            if let Some(message) = faults.out_of_bounds() {
+            if let Some(message) = faults_out_of_bounds(&faults) {
                 return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_faults", &message);
             }
             if let Ok(mut global) = state.global_faults.lock() {
@@ -274,7 +239,7 @@ async fn create(state: &Arc<State>, request: Request<Incoming>) -> Response<Body
         Ok(body) => body,
         Err(response) => return response,
     };
-    if let Some(message) = body.faults.as_ref().and_then(Faults::out_of_bounds) {
+    if let Some(message) = body.faults.as_ref().and_then(faults_out_of_bounds) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_faults", &message);
     }
     let faults = body.faults.clone().unwrap_or_else(|| state.global_faults.lock().map(|f| f.clone()).unwrap_or_default());
