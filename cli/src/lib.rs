@@ -276,7 +276,13 @@ impl Api {
     }
 
     /// The text of a successful answer, as the API wrote it (its field order kept).
-    async fn call_text(&self, method: reqwest::Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Result<String, CliError> {
+    async fn call_text(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<String, CliError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url).bearer_auth(&self.key);
         for (name, value) in headers {
@@ -505,7 +511,11 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
                 if let Some(cursor) = &cursor {
                     query.push(format!("cursor={}", query_value(cursor)));
                 }
-                if query.is_empty() { "/videos/jobs".to_owned() } else { format!("/videos/jobs?{}", query.join("&")) }
+                if query.is_empty() {
+                    "/videos/jobs".to_owned()
+                } else {
+                    format!("/videos/jobs?{}", query.join("&"))
+                }
             };
             let list = api.get(&path).await?;
             if console.json {
@@ -687,7 +697,14 @@ fn query_value(text: &str) -> String {
         .collect()
 }
 
-async fn create(api: &Api, path: &str, mut body: Value, options: &JobOptions, wait: &WaitArgs, console: &mut Console<'_>) -> Result<(), CliError> {
+async fn create(
+    api: &Api,
+    path: &str,
+    mut body: Value,
+    options: &JobOptions,
+    wait: &WaitArgs,
+    console: &mut Console<'_>,
+) -> Result<(), CliError> {
     set(&mut body, "provider", options.provider.clone().map(Value::from));
     set(&mut body, "webhook_url", options.webhook_url.clone().map(Value::from));
     let accepted = api.post(path, &body, options.idempotency_key.as_deref()).await?;
@@ -788,7 +805,11 @@ pub fn stats_summary(stats: &Value) -> Vec<String> {
             .flatten()
             .map(|r| format!("{} {} of {} ({})", r[name].as_str().unwrap_or(""), r["failed"], r["finished"], percent(&r["rate"])))
             .collect();
-        if parts.is_empty() { "none finished".into() } else { parts.join(", ") }
+        if parts.is_empty() {
+            "none finished".into()
+        } else {
+            parts.join(", ")
+        }
     };
     let by_status: Vec<String> = STATUSES.iter().map(|s| format!("{s} {}", stats["jobs_by_status"][s])).collect();
     let ttc = &stats["time_to_complete_seconds"];
@@ -861,7 +882,13 @@ fn user_stats_summary(stats: &Value) -> Vec<String> {
 fn print_status(status: &Value, console: &mut Console<'_>) {
     let field = |name: &str| status[name].as_str().unwrap_or("").to_owned();
     console.say(&format!("{}  {} ({})  {}%", field("job_id"), field("status"), field("status_label"), status["progress"]));
-    console.say(&format!("  {} via {}, created {}, updated {}", field("workflow_type"), field("provider"), field("created_at"), field("updated_at")));
+    console.say(&format!(
+        "  {} via {}, created {}, updated {}",
+        field("workflow_type"),
+        field("provider"),
+        field("created_at"),
+        field("updated_at")
+    ));
     if let Some(message) = status["error"]["message"].as_str() {
         let next = status["error"]["next_step"].as_str().map(|s| format!(" {}", sentence(s))).unwrap_or_default();
         console.say(&format!("  {}{next}", sentence(message)));
@@ -992,7 +1019,10 @@ mod tests {
                     break;
                 }
             }
-            let response = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
             stream.write_all(response.as_bytes()).await.unwrap();
             String::from_utf8(request).unwrap()
         });

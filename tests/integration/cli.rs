@@ -12,7 +12,24 @@ async fn generate_with_wait_shows_progress_and_saves_a_playable_video() {
     let p = Pipeline::start(settings()).await;
     let file = std::env::temp_dir().join(format!("cli-{}.mp4", ulid::Ulid::new()));
 
-    let run = p.videojobs(&p.app.key, &["generate", "A red balloon over rooftops", "--duration", "2", "--resolution", "480p", "--wait", "--out", file.to_str().unwrap(), "--poll-seconds", "0.2"]).await;
+    let run = p
+        .videojobs(
+            &p.app.key,
+            &[
+                "generate",
+                "A red balloon over rooftops",
+                "--duration",
+                "2",
+                "--resolution",
+                "480p",
+                "--wait",
+                "--out",
+                file.to_str().unwrap(),
+                "--poll-seconds",
+                "0.2",
+            ],
+        )
+        .await;
 
     assert_eq!(run.code, 0, "{}", run.err);
     let job_id = run.out.trim().to_owned();
@@ -92,7 +109,24 @@ async fn animate_uploads_a_local_image_and_saves_the_zoom() {
     std::fs::write(&image, crate::helpers::png(320, 240)).unwrap();
     let video = std::env::temp_dir().join(format!("cli-{}.mp4", ulid::Ulid::new()));
 
-    let run = p.videojobs(&p.app.key, &["animate", "--image", image.to_str().unwrap(), "--length", "2", "--frame-rate", "12", "--out", video.to_str().unwrap(), "--poll-seconds", "0.2"]).await;
+    let run = p
+        .videojobs(
+            &p.app.key,
+            &[
+                "animate",
+                "--image",
+                image.to_str().unwrap(),
+                "--length",
+                "2",
+                "--frame-rate",
+                "12",
+                "--out",
+                video.to_str().unwrap(),
+                "--poll-seconds",
+                "0.2",
+            ],
+        )
+        .await;
 
     assert_eq!(run.code, 0, "{}", run.err);
     let bytes = std::fs::read(&video).expect("the video was saved");

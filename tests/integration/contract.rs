@@ -114,16 +114,11 @@ pub fn check(method: &Method, path: &str, status: u16, headers: &HeaderMap, body
         .into_iter()
         .find(|k| responses.get(k).is_some())
         .unwrap_or_else(|| {
-            panic!(
-                "{method} {path} answered {status}, which docs/openapi.json does not list for it: {}",
-                String::from_utf8_lossy(body)
-            )
+            panic!("{method} {path} answered {status}, which docs/openapi.json does not list for it: {}", String::from_utf8_lossy(body))
         });
     let (response, declared) = resolve(format!("{operation}/responses/{key}"));
-    let media_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let media_type =
+        headers.get("content-type").and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
     let Some(content) = declared.get("content").and_then(Value::as_object) else {
         assert!(body.is_empty(), "{method} {path} → {status} has a body the document does not declare");
         return;
@@ -135,8 +130,7 @@ pub fn check(method: &Method, path: &str, status: u16, headers: &HeaderMap, body
         content.keys().collect::<Vec<_>>()
     );
     if media_type == "application/json" {
-        let value: Value = serde_json::from_slice(body)
-            .unwrap_or_else(|e| panic!("{method} {path} → {status}: not JSON ({e})"));
+        let value: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{method} {path} → {status}: not JSON ({e})"));
         let pointer = format!("{response}/content/application~1json/schema");
         let errors = errors_against(&pointer, &value);
         assert!(errors.is_empty(), "{method} {path} → {status} does not follow docs/openapi.json: {errors:#?}\n{value:#}");
@@ -219,8 +213,12 @@ fn every_error_the_code_answers_is_documented_with_its_status() {
         AppError::Unavailable("x".into()),
         AppError::Internal("x".into()),
     ];
-    let listed: BTreeSet<&str> =
-        at("#/components/schemas/Error/properties/error/properties/code/enum").as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let listed: BTreeSet<&str> = at("#/components/schemas/Error/properties/error/properties/code/enum")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     let mut answered = BTreeSet::new();
     for err in &errors {
         let status = status_of(err).as_u16();
@@ -234,7 +232,12 @@ fn every_error_the_code_answers_is_documented_with_its_status() {
             .unwrap_or_else(|| panic!("no documented response has an example of {}", err.code()));
         let body: Value = serde_json::from_slice(error_response(err).body().as_ref()).unwrap();
         let pointer = format!("#/components/responses/{response}/content/application~1json/schema");
-        assert!(errors_against(&pointer, &body).is_empty(), "{} ({status}) vs {response}: {:?}", err.code(), errors_against(&pointer, &body));
+        assert!(
+            errors_against(&pointer, &body).is_empty(),
+            "{} ({status}) vs {response}: {:?}",
+            err.code(),
+            errors_against(&pointer, &body)
+        );
         let documented_status: u16 = spec()["paths"]
             .as_object()
             .unwrap()
@@ -269,7 +272,11 @@ fn every_example_in_the_document_follows_its_own_schema() {
     }
     for (name, response) in spec()["components"]["responses"].as_object().unwrap() {
         for (code, example) in response["content"]["application/json"]["examples"].as_object().unwrap() {
-            visit(format!("responses/{name}/{code}"), format!("#/components/responses/{name}/content/application~1json/schema"), &example["value"]);
+            visit(
+                format!("responses/{name}/{code}"),
+                format!("#/components/responses/{name}/content/application~1json/schema"),
+                &example["value"],
+            );
         }
     }
     for (path, item) in spec()["paths"].as_object().unwrap() {

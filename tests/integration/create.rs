@@ -11,9 +11,7 @@ const GENERATE: &str = "/videos/generate";
 async fn generate_answers_202_with_the_job_and_writes_job_event_prompt_and_debit() {
     let app = TestApp::new(100).await;
 
-    let reply = app
-        .post(GENERATE, r#"{"prompt":"A lighthouse at dawn","duration_seconds":6,"resolution":"1080p"}"#)
-        .await;
+    let reply = app.post(GENERATE, r#"{"prompt":"A lighthouse at dawn","duration_seconds":6,"resolution":"1080p"}"#).await;
 
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
@@ -28,7 +26,10 @@ async fn generate_answers_202_with_the_job_and_writes_job_event_prompt_and_debit
     assert_eq!(app.credits().await, 88);
     assert_eq!(app.active_jobs().await, 1);
     assert_eq!(app.stored_prompt(&id).await.as_deref(), Some("A lighthouse at dawn"));
-    assert_eq!(job.prompt_hash.as_deref(), Some(videojobs_core::request::prompt_hash(&app.services.settings.prompt_hash_key, "A lighthouse at dawn").as_str()));
+    assert_eq!(
+        job.prompt_hash.as_deref(),
+        Some(videojobs_core::request::prompt_hash(&app.services.settings.prompt_hash_key, "A lighthouse at dawn").as_str())
+    );
     let events = app.get(&format!("/videos/jobs/{id}/events")).await;
     assert_eq!(events.body["events"].as_array().unwrap().len(), 1);
     assert_eq!(events.body["events"][0]["status"], "queued");
@@ -60,9 +61,8 @@ async fn generate_starts_an_execution_named_by_the_job_id() {
 async fn animate_from_an_image_url_is_accepted_and_costs_its_length() {
     let app = TestApp::new(100).await;
 
-    let reply = app
-        .post("/videos/animate", r#"{"image_url":"https://example.com/cat.png","length":7,"frame_rate":30,"zoom_speed":0.2}"#)
-        .await;
+    let reply =
+        app.post("/videos/animate", r#"{"image_url":"https://example.com/cat.png","length":7,"frame_rate":30,"zoom_speed":0.2}"#).await;
 
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
@@ -122,12 +122,8 @@ async fn uploads_refuse_other_types_and_files_over_the_cap() {
 /// PUTs `bytes` to a presigned URL from an upload response, with its headers.
 async fn put_presigned(upload: &serde_json::Value, bytes: &[u8]) {
     let url = upload["url"].as_str().unwrap();
-    let mut headers: Vec<(String, String)> = upload["headers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect();
+    let mut headers: Vec<(String, String)> =
+        upload["headers"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
         headers.push(("content-length".into(), bytes.len().to_string()));
     }
@@ -242,9 +238,8 @@ async fn the_same_idempotency_key_and_body_replay_the_first_answer() {
     let headers = [("idempotency-key", "order-42")];
 
     let first = app.call_with(Method::POST, GENERATE, Some(&app.key), Some(body), &headers).await;
-    let again = app
-        .call_with(Method::POST, GENERATE, Some(&app.key), Some(r#"{ "duration_seconds": 2, "prompt": "once only" }"#), &headers)
-        .await;
+    let again =
+        app.call_with(Method::POST, GENERATE, Some(&app.key), Some(r#"{ "duration_seconds": 2, "prompt": "once only" }"#), &headers).await;
 
     assert_eq!(first.status, StatusCode::ACCEPTED);
     assert_eq!(again.status, StatusCode::ACCEPTED);
@@ -262,9 +257,8 @@ async fn the_same_idempotency_key_with_another_body_is_refused_with_422() {
     app.call_with(Method::POST, GENERATE, Some(&app.key), Some(r#"{"prompt":"first"}"#), &headers).await;
 
     let reply = app.call_with(Method::POST, GENERATE, Some(&app.key), Some(r#"{"prompt":"second"}"#), &headers).await;
-    let other_route = app
-        .call_with(Method::POST, "/videos/animate", Some(&app.key), Some(r#"{"image_url":"https://e.com/a.png"}"#), &headers)
-        .await;
+    let other_route =
+        app.call_with(Method::POST, "/videos/animate", Some(&app.key), Some(r#"{"image_url":"https://e.com/a.png"}"#), &headers).await;
 
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.error_code(), "idempotency_conflict");

@@ -10,7 +10,7 @@ use videojobs_core::ids::JobId;
 use videojobs_core::job::{timestamp, EventSource, JobEvent};
 use videojobs_core::settings::Settings;
 use videojobs_core::JobStatus;
-use videojobs_providers::replay::{Reply, ReplayServer};
+use videojobs_providers::replay::{ReplayServer, Reply};
 
 const WAIT: u64 = 90;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -51,7 +51,11 @@ fn moves(events: &[Value]) -> Vec<&Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_keeps_failing_to_accept_hands_the_job_to_the_fallback_which_completes_it() {
     let replicate = ReplayServer::start().await;
-    replicate.on("POST", REPLICATE_CREATE, vec![Reply::json(503, json!({"title": "Service Unavailable", "detail": "Try again later", "status": 503}))]);
+    replicate.on(
+        "POST",
+        REPLICATE_CREATE,
+        vec![Reply::json(503, json!({"title": "Service Unavailable", "detail": "Try again later", "status": 503}))],
+    );
     let p = Pipeline::start_with(with_fallback(2), provider_env(&replicate)).await;
 
     let id = generate_on(&p, "replicate").await;
@@ -78,7 +82,14 @@ async fn a_provider_that_keeps_failing_to_accept_hands_the_job_to_the_fallback_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_of_the_account_moves_the_job_at_once() {
     let replicate = ReplayServer::start().await;
-    replicate.on("POST", REPLICATE_CREATE, vec![Reply::json(402, json!({"title": "Insufficient credit", "detail": "You have insufficient credit to run this model.", "status": 402}))]);
+    replicate.on(
+        "POST",
+        REPLICATE_CREATE,
+        vec![Reply::json(
+            402,
+            json!({"title": "Insufficient credit", "detail": "You have insufficient credit to run this model.", "status": 402}),
+        )],
+    );
     let p = Pipeline::start_with(with_fallback(2), provider_env(&replicate)).await;
 
     let id = generate_on(&p, "replicate").await;
@@ -115,7 +126,14 @@ async fn a_content_policy_refusal_fails_the_job_without_trying_the_fallback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_fallback_a_refused_job_fails_on_the_provider_it_asked_for() {
     let replicate = ReplayServer::start().await;
-    replicate.on("POST", REPLICATE_CREATE, vec![Reply::json(401, json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401}))]);
+    replicate.on(
+        "POST",
+        REPLICATE_CREATE,
+        vec![Reply::json(
+            401,
+            json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401}),
+        )],
+    );
     let mut s = with_fallback(2);
     s.failover = None;
     let p = Pipeline::start_with(s, provider_env(&replicate)).await;
@@ -186,7 +204,14 @@ async fn a_job_a_provider_accepted_is_never_switched() {
 #[tokio::test]
 async fn a_redelivered_submit_message_after_failover_neither_moves_nor_submits_the_job_again() {
     let server = ReplayServer::start().await;
-    server.on("POST", REPLICATE_CREATE, vec![Reply::json(401, json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401}))]);
+    server.on(
+        "POST",
+        REPLICATE_CREATE,
+        vec![Reply::json(
+            401,
+            json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401}),
+        )],
+    );
     server.on("POST", FAL_SUBMIT, vec![Reply::json(200, json!({"request_id": "fal-req-1", "gateway_request_id": "fal-req-1"}))]);
     let env = provider_env(&server);
     let lookup = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());

@@ -15,8 +15,8 @@ use videojobs_aws::{AwsClients, DynamoStore, Resources};
 use videojobs_core::ids::{ApiKey, JobId, Role, UserId};
 use videojobs_core::job::Job;
 use videojobs_core::ports::{AccountStore, JobStore, Principal};
-use videojobs_core::service::Services;
 use videojobs_core::provider::Providers;
+use videojobs_core::service::Services;
 use videojobs_core::settings::Settings;
 use videojobs_core::JobStatus;
 
@@ -137,13 +137,7 @@ impl TestApp {
     }
 
     /// A user on the given stack, with the given providers.
-    pub async fn on(
-        resources: Resources,
-        credits: i64,
-        settings: Settings,
-        providers: Providers,
-        callback_base_url: String,
-    ) -> Self {
+    pub async fn on(resources: Resources, credits: i64, settings: Settings, providers: Providers, callback_base_url: String) -> Self {
         let clients = AwsClients::from_env().await;
         let store = DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table);
         let http = videojobs_providers::http_client();
@@ -162,14 +156,7 @@ impl TestApp {
         self.call_with(method, path, key, body, &[]).await
     }
 
-    pub async fn call_with(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<&str>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
+    pub async fn call_with(&self, method: Method, path: &str, key: Option<&str>, body: Option<&str>, headers: &[(&str, &str)]) -> Reply {
         let mut builder = lambda_http::http::Request::builder().method(method).uri(format!("https://api.test{path}"));
         if let Some(key) = key {
             builder = builder.header("authorization", format!("Bearer {key}"));
@@ -277,14 +264,7 @@ impl TestApp {
     /// Writes a job record as it is, for states the API cannot reach yet.
     pub async fn put_job(&self, job: &Job) {
         let item = videojobs_aws::dynamo::job_item(job).expect("job encodes");
-        self.clients
-            .dynamodb
-            .put_item()
-            .table_name(&self.resources.jobs_table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .expect("job written");
+        self.clients.dynamodb.put_item().table_name(&self.resources.jobs_table).set_item(Some(item)).send().await.expect("job written");
     }
 
     pub async fn stored_prompt(&self, id: &JobId) -> Option<String> {
@@ -327,11 +307,7 @@ impl TestApp {
 async fn new_user(services: &Services, credits: i64, role: Role) -> (UserId, String) {
     let user: UserId = format!("user-{}", ulid::Ulid::new().to_string().to_lowercase()).parse().expect("valid user id");
     let key = ApiKey::generate();
-    services
-        .keys
-        .save_key(&key.hash(), &Principal { user_id: user.clone(), role }, "test")
-        .await
-        .expect("key saved");
+    services.keys.save_key(&key.hash(), &Principal { user_id: user.clone(), role }, "test").await.expect("key saved");
     services.accounts.open_account(&user, credits).await.expect("account opened");
     (user, key.expose().to_owned())
 }
@@ -434,7 +410,6 @@ pub async fn next_message(app: &TestApp, job: &JobId, kind: &str) -> (serde_json
     }
     panic!("no {kind} message for {job} within 20 s");
 }
-
 
 /// The whole pipeline for one test: a stack of its own, the local provider,
 /// the API and webhook on a local port, and the worker polling the queue.
@@ -851,11 +826,7 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // target/<profile>/deps/integration-… → target/<profile>/<name>
     let path = exe.parent().and_then(Path::parent).expect("a target directory").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build it first (`cargo build --locked -p {name}`; scripts/test does)",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is missing: build it first (`cargo build --locked -p {name}`; scripts/test does)", path.display());
     path
 }
 
@@ -934,7 +905,12 @@ impl LocalApiProcess {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("local-api exited at start ({status}); see {}", log_path.display());
             }
-            assert!(std::time::Instant::now() < deadline, "local-api did not listen on {} within 60 s; see {}", self.addr, log_path.display());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "local-api did not listen on {} within 60 s; see {}",
+                self.addr,
+                log_path.display()
+            );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
@@ -982,7 +958,9 @@ pub fn history_problems(events: &[videojobs_core::job::JobEvent]) -> Vec<String>
     while !pending.is_empty() {
         let at = pending[0].at;
         let same_moment = pending.iter().take_while(|e| e.at == at).count();
-        let leaves_current = |e: &&videojobs_core::job::JobEvent| current.is_some() && e.previous_status == current && e.status != e.previous_status.unwrap();
+        let leaves_current = |e: &&videojobs_core::job::JobEvent| {
+            current.is_some() && e.previous_status == current && e.status != e.previous_status.unwrap()
+        };
         let next = pending[..same_moment].iter().position(leaves_current).unwrap_or(0);
         let event = pending.remove(next);
         let is_change = event.previous_status.is_some_and(|p| p != event.status);

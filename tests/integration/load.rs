@@ -31,8 +31,8 @@
 //! Seeds: `STORM_SEED`, `CRASH_SEED` (printed by each run).
 
 use crate::helpers::{
-    env_number, fresh_stack, history_problems, settings, wait_until_settled, HttpApi, LocalApiProcess, Pipeline, SeededRng,
-    TestApp, WebhookReceiver,
+    env_number, fresh_stack, history_problems, settings, wait_until_settled, HttpApi, LocalApiProcess, Pipeline, SeededRng, TestApp,
+    WebhookReceiver,
 };
 use lambda_http::http::Method;
 use serde_json::{json, Value};
@@ -164,10 +164,8 @@ fn cancel_some(
         let j = i + rng.below((order.len() - i) as u64) as usize;
         order.swap(i, j);
     }
-    let picked: Vec<(JobId, String, u64)> = order[..count]
-        .iter()
-        .map(|&i| (jobs[i].id.clone(), tenants[jobs[i].tenant].key.clone(), rng.below(max_wait_ms)))
-        .collect();
+    let picked: Vec<(JobId, String, u64)> =
+        order[..count].iter().map(|&i| (jobs[i].id.clone(), tenants[jobs[i].tenant].key.clone(), rng.below(max_wait_ms))).collect();
     let api = api.clone();
     tokio::spawn(async move {
         futures::future::join_all(picked.into_iter().map(|(id, key, wait)| {
@@ -273,13 +271,8 @@ async fn notification_problems(
             problems.push(format!("a notification for a job this run did not make: {job_id} {status}"));
             continue;
         };
-        let had: BTreeSet<String> = store
-            .events(&job.id)
-            .await
-            .expect("events read")
-            .iter()
-            .map(|e| e.status.as_str().to_owned())
-            .collect();
+        let had: BTreeSet<String> =
+            store.events(&job.id).await.expect("events read").iter().map(|e| e.status.as_str().to_owned()).collect();
         if !had.contains(status) {
             problems.push(format!("job {job_id} was notified of {status}, a status it never had ({had:?})"));
         }
@@ -476,8 +469,7 @@ async fn crash_of_the_worker_process_mid_storm_still_finishes_every_job_with_exa
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut problems = outcome_problems(&app.store, &tenants, &jobs, &finals, &cancels).await;
-    let (notify_problems, notify_summary) =
-        notification_problems(&receiver, &app.store, &jobs, &finals, restarted + CRASH_LIMIT).await;
+    let (notify_problems, notify_summary) = notification_problems(&receiver, &app.store, &jobs, &finals, restarted + CRASH_LIMIT).await;
     problems.extend(notify_problems);
     let count = |status: JobStatus| finals.values().filter(|j| j.status == status).count();
     println!(
@@ -555,7 +547,8 @@ async fn hostile_jobs(api: &HttpApi, key: &str, webhook_url: &str, jobs: usize, 
     let mut made = 0;
     while made < jobs {
         let round = per_round.min(jobs - made);
-        let created = futures::future::join_all((0..round).map(|_| api.send(Method::POST, "/videos/generate", key, Some(&body), None))).await;
+        let created =
+            futures::future::join_all((0..round).map(|_| api.send(Method::POST, "/videos/generate", key, Some(&body), None))).await;
         let mut ids = Vec::new();
         for (status, reply) in created {
             if status != 202 {
@@ -757,7 +750,13 @@ fn the_history_check_finds_a_move_back_a_refused_change_and_a_broken_chain_and_p
     ]);
     assert_eq!(history_problems(&good), Vec::<String>::new());
 
-    let back = history(&[(0, None, Queued), (10, Some(Queued), Submitted), (20, Some(Submitted), Processing), (30, Some(Processing), Completed), (40, Some(Submitted), Processing)]);
+    let back = history(&[
+        (0, None, Queued),
+        (10, Some(Queued), Submitted),
+        (20, Some(Submitted), Processing),
+        (30, Some(Processing), Completed),
+        (40, Some(Submitted), Processing),
+    ]);
     let problems = history_problems(&back);
     assert!(problems.iter().any(|p| p.contains("moved back from completed to processing")), "{problems:?}");
     assert!(problems.iter().any(|p| p.contains("while the job was completed")), "{problems:?}");

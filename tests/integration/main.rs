@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 //! Integration tests: the real handlers, the real AWS SDK, moto behind it.
 //! Run them with `./scripts/test`, which starts what they need.
 

@@ -194,9 +194,16 @@ async fn webhook_urls_at_loopback_private_or_metadata_addresses_are_refused_in_a
     deployed.limits.allow_loopback_webhooks = false;
     let app = TestApp::with_settings(100, deployed).await;
 
-    for url in ["https://127.0.0.1/hook", "https://10.0.0.1/hook", "https://169.254.169.254/latest/meta-data/",
-                "https://localhost:8443/hook", "https://[::1]/hook", "https://[::ffff:169.254.169.254]/hook",
-                "https://192.168.1.20/hook", "https://nothing.invalid/hook"] {
+    for url in [
+        "https://127.0.0.1/hook",
+        "https://10.0.0.1/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://localhost:8443/hook",
+        "https://[::1]/hook",
+        "https://[::ffff:169.254.169.254]/hook",
+        "https://192.168.1.20/hook",
+        "https://nothing.invalid/hook",
+    ] {
         let body = json!({"prompt": "p", "duration_seconds": 2, "webhook_url": url});
         let reply = app.post("/videos/generate", &body.to_string()).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{url}: {}", reply.body);

@@ -35,7 +35,11 @@ async fn result_video(p: &Pipeline, id: &JobId) -> (serde_json::Value, (f64, u32
 async fn text_to_video_ends_completed_with_a_playable_mp4_of_the_asked_length() {
     let p = Pipeline::start(settings()).await;
 
-    let id = generate(&p, json!({"prompt": "A paper boat on a rainy street", "duration_seconds": 3, "aspect_ratio": "9:16", "resolution": "480p"})).await;
+    let id = generate(
+        &p,
+        json!({"prompt": "A paper boat on a rainy street", "duration_seconds": 3, "aspect_ratio": "9:16", "resolution": "480p"}),
+    )
+    .await;
     let job = p.wait_for(&id, WAIT, finished).await;
 
     assert_eq!(job.status, JobStatus::Completed);
@@ -205,7 +209,9 @@ async fn canceling_mid_generation_cancels_at_the_provider_and_later_callbacks_ch
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     // A completion that still arrives (a provider that finished anyway).
     let request_id = p.app.job(&id).await.provider_request_id.unwrap();
-    let late = p.signed_callback("evt_late", &json!({"id": request_id, "status": "succeeded", "output": {"video": "http://127.0.0.1:9/v.mp4"}})).await;
+    let late = p
+        .signed_callback("evt_late", &json!({"id": request_id, "status": "succeeded", "output": {"video": "http://127.0.0.1:9/v.mp4"}}))
+        .await;
 
     assert_eq!(late.status, StatusCode::OK, "{}", late.body);
     assert_eq!(p.app.job(&id).await.status, JobStatus::Canceled);

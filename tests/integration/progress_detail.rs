@@ -4,7 +4,9 @@
 //! progress callbacks record it through the webhook. The fal API is a local
 //! server replaying its documented answers.
 
-use crate::helpers::{all_at_once, delete_work, download, ffprobe, fresh_resources, message_body, receive_work, settings, Pipeline, TestApp};
+use crate::helpers::{
+    all_at_once, delete_work, download, ffprobe, fresh_resources, message_body, receive_work, settings, Pipeline, TestApp,
+};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use videojobs_core::progress::{ProgressDetail, ProgressDetails, Stage};
 use videojobs_core::provider::Providers;
 use videojobs_core::request::{AspectRatio, Resolution};
 use videojobs_core::JobStatus;
-use videojobs_providers::replay::{Reply, ReplayServer};
+use videojobs_providers::replay::{ReplayServer, Reply};
 
 const WAIT: u64 = 60;
 const REQUEST: &str = "9a1e6f0c-5d3b-4a7e-8c2f-0b4d6e8a1c3e";
@@ -26,7 +28,11 @@ const RESULT_PATH: &str = "/fal-ai/kling-video/requests/9a1e6f0c-5d3b-4a7e-8c2f-
 /// fal's queue, accepting one text-to-video request.
 async fn fal_accepting() -> ReplayServer {
     let fal = ReplayServer::start().await;
-    fal.on("POST", "/fal-ai/kling-video/v1.6/standard/text-to-video", vec![Reply::json(200, json!({"request_id": REQUEST, "gateway_request_id": REQUEST}))]);
+    fal.on(
+        "POST",
+        "/fal-ai/kling-video/v1.6/standard/text-to-video",
+        vec![Reply::json(200, json!({"request_id": REQUEST, "gateway_request_id": REQUEST}))],
+    );
     fal
 }
 
@@ -89,11 +95,15 @@ fn refreshes_of(messages: &[Value], id: &JobId) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_a_fal_job_shows_its_queue_position_as_it_moves_and_then_that_it_is_generating() {
     let fal = fal_accepting().await;
-    fal.on("GET", STATUS_PATH, vec![
-        Reply::json(202, json!({"status": "IN_QUEUE", "queue_position": 3, "response_url": "u"})),
-        Reply::json(202, json!({"status": "IN_QUEUE", "queue_position": 1, "response_url": "u"})),
-        Reply::json(202, json!({"status": "IN_PROGRESS", "logs": [], "response_url": "u"})),
-    ]);
+    fal.on(
+        "GET",
+        STATUS_PATH,
+        vec![
+            Reply::json(202, json!({"status": "IN_QUEUE", "queue_position": 3, "response_url": "u"})),
+            Reply::json(202, json!({"status": "IN_QUEUE", "queue_position": 1, "response_url": "u"})),
+            Reply::json(202, json!({"status": "IN_PROGRESS", "logs": [], "response_url": "u"})),
+        ],
+    );
     let p = pipeline_on(&fal, 1).await;
     let id = generate_on_fal(&p).await;
 
@@ -104,7 +114,9 @@ async fn reading_a_fal_job_shows_its_queue_position_as_it_moves_and_then_that_it
     let last = loop {
         let body = status_of(&p.app, &id).await;
         let detail = body["progress_detail"].clone();
-        if !detail.is_null() && seen.last().map(|d| (&d["stage"], &d["queue_position"])) != Some((&detail["stage"], &detail["queue_position"])) {
+        if !detail.is_null()
+            && seen.last().map(|d| (&d["stage"], &d["queue_position"])) != Some((&detail["stage"], &detail["queue_position"]))
+        {
             seen.push(detail.clone());
         }
         if detail["stage"] == "processing" {
@@ -116,12 +128,16 @@ async fn reading_a_fal_job_shows_its_queue_position_as_it_moves_and_then_that_it
 
     // Assert
     assert_eq!(first["progress_detail"], Value::Null, "nothing is known before the first refresh");
-    let shown: Vec<(Value, Value, Value)> = seen.iter().map(|d| (d["stage"].clone(), d["queue_position"].clone(), d["message"].clone())).collect();
-    assert_eq!(shown, vec![
-        (json!("queued"), json!(3), json!("Waiting in the provider's queue (position 3)")),
-        (json!("queued"), json!(1), json!("Waiting in the provider's queue (position 1)")),
-        (json!("processing"), Value::Null, json!("The provider is generating the video")),
-    ]);
+    let shown: Vec<(Value, Value, Value)> =
+        seen.iter().map(|d| (d["stage"].clone(), d["queue_position"].clone(), d["message"].clone())).collect();
+    assert_eq!(
+        shown,
+        vec![
+            (json!("queued"), json!(3), json!("Waiting in the provider's queue (position 3)")),
+            (json!("queued"), json!(1), json!("Waiting in the provider's queue (position 1)")),
+            (json!("processing"), Value::Null, json!("The provider is generating the video")),
+        ]
+    );
     assert_eq!(last["status"], "processing");
     assert!(last["progress"].as_u64().unwrap() >= 10, "{last}");
     assert!(timestamp::parse(last["progress_detail"]["observed_at"].as_str().unwrap()).is_some());
@@ -242,7 +258,14 @@ async fn a_stale_detail_never_replaces_a_newer_one_and_leaving_the_provider_clea
     assert!(!app.store.record_detail(&id, &queued(5, 10)).await.unwrap(), "an older answer arriving late");
     assert!(!app.store.record_detail(&id, &queued(4, 20)).await.unwrap(), "the same instant");
     assert_eq!(app.job(&id).await.progress_detail, Some(queued(3, 20)));
-    let to_processing = StatusChange::new(&job, transition(JobStatus::Submitted, JobStatus::Processing).unwrap(), EventSource::Webhook, "generating", None, JobUpdate::default());
+    let to_processing = StatusChange::new(
+        &job,
+        transition(JobStatus::Submitted, JobStatus::Processing).unwrap(),
+        EventSource::Webhook,
+        "generating",
+        None,
+        JobUpdate::default(),
+    );
     assert_eq!(app.store.change_status(&to_processing).await.unwrap(), ChangeOutcome::Applied);
     assert!(app.store.record_detail(&id, &processing(30)).await.unwrap());
     assert!(!app.store.record_detail(&id, &queued(1, 40)).await.unwrap(), "queued never follows processing");
@@ -252,7 +275,14 @@ async fn a_stale_detail_never_replaces_a_newer_one_and_leaving_the_provider_clea
     let mut processing_job = app.job(&id).await;
     assert_eq!(processing_job.progress_detail, Some(processing(30)));
     processing_job.status = JobStatus::Processing;
-    let cancel = StatusChange::new(&processing_job, transition(JobStatus::Processing, JobStatus::Canceled).unwrap(), EventSource::Api, "canceled", None, JobUpdate::default());
+    let cancel = StatusChange::new(
+        &processing_job,
+        transition(JobStatus::Processing, JobStatus::Canceled).unwrap(),
+        EventSource::Api,
+        "canceled",
+        None,
+        JobUpdate::default(),
+    );
     assert_eq!(app.store.change_status(&cancel).await.unwrap(), ChangeOutcome::Applied);
     let item = app.job_item(&id).await;
     for gone in ["progress_detail", "progress_detail_at", "refresh_requested_at"] {

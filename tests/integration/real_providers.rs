@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use videojobs_core::ids::JobId;
 use videojobs_core::signing::WebhookSecret;
 use videojobs_core::JobStatus;
-use videojobs_providers::replay::{Reply, ReplayServer};
+use videojobs_providers::replay::{ReplayServer, Reply};
 
 const WAIT: u64 = 60;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -88,7 +88,11 @@ fn prediction(id: &str, status: &str, output: Value) -> Value {
 async fn a_replicate_job_completes_from_its_signed_callbacks_and_its_video_is_copied_at_once() {
     let replicate = ReplayServer::start().await;
     let video_url = format!("{}/xezq/output.mp4", replicate.base_url);
-    replicate.on("POST", "/v1/models/kwaivgi/kling-v1.6-standard/predictions", vec![Reply::json(201, prediction("rp_1", "starting", Value::Null))]);
+    replicate.on(
+        "POST",
+        "/v1/models/kwaivgi/kling-v1.6-standard/predictions",
+        vec![Reply::json(201, prediction("rp_1", "starting", Value::Null))],
+    );
     replicate.on("GET", "/v1/predictions/rp_1", vec![Reply::json(200, prediction("rp_1", "succeeded", json!(video_url)))]);
     replicate.on("GET", "/xezq/output.mp4", vec![Reply::bytes("video/mp4", small_mp4())]);
     let p = start(vec![
@@ -147,12 +151,24 @@ async fn a_fal_job_completes_from_its_ed25519_signed_callback_and_the_queue_resu
     let request = "764cabcf-b745-4b3e-ae38-1200304cf45b";
     let video_url = format!("{}/files/rabbit/out.mp4", fal.base_url);
     fal.on("GET", "/.well-known/jwks.json", vec![Reply::json(200, json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x}]}))]);
-    fal.on("POST", "/fal-ai/kling-video/v1.6/standard/text-to-video", vec![
-        Reply::json(429, json!({"detail": "Too many requests"})).header("retry-after", "1"),
-        Reply::json(200, json!({"request_id": request, "gateway_request_id": request})),
-    ]);
-    fal.on("GET", &format!("/fal-ai/kling-video/requests/{request}/status"), vec![Reply::json(200, json!({"status": "COMPLETED", "logs": null}))]);
-    fal.on("GET", &format!("/fal-ai/kling-video/requests/{request}"), vec![Reply::json(200, json!({"video": {"url": video_url, "content_type": "video/mp4"}}))]);
+    fal.on(
+        "POST",
+        "/fal-ai/kling-video/v1.6/standard/text-to-video",
+        vec![
+            Reply::json(429, json!({"detail": "Too many requests"})).header("retry-after", "1"),
+            Reply::json(200, json!({"request_id": request, "gateway_request_id": request})),
+        ],
+    );
+    fal.on(
+        "GET",
+        &format!("/fal-ai/kling-video/requests/{request}/status"),
+        vec![Reply::json(200, json!({"status": "COMPLETED", "logs": null}))],
+    );
+    fal.on(
+        "GET",
+        &format!("/fal-ai/kling-video/requests/{request}"),
+        vec![Reply::json(200, json!({"video": {"url": video_url, "content_type": "video/mp4"}}))],
+    );
     fal.on("GET", "/files/rabbit/out.mp4", vec![Reply::bytes("video/mp4", small_mp4())]);
     let p = start(vec![
         ("FAL_QUEUE_URL", fal.base_url.clone()),
@@ -164,7 +180,8 @@ async fn a_fal_job_completes_from_its_ed25519_signed_callback_and_the_queue_resu
     let id = generate_on(&p, "fal").await;
     accepted(&p, &id).await;
     let body = json!({"request_id": request, "gateway_request_id": request, "status": "OK",
-                      "payload": {"video": {"url": video_url, "content_type": "video/mp4"}}}).to_string();
+                      "payload": {"video": {"url": video_url, "content_type": "video/mp4"}}})
+    .to_string();
     let forger = SigningKey::from_bytes(&[7; 32]);
     let (refused, _) = deliver(&p, "fal", &fal_callback(&forger, request, &body), &body).await;
     let (completed, _) = deliver(&p, "fal", &fal_callback(&key, request, &body), &body).await;
@@ -175,7 +192,10 @@ async fn a_fal_job_completes_from_its_ed25519_signed_callback_and_the_queue_resu
     assert_eq!((job.provider.as_str(), job.provider_request_id.as_deref()), ("fal", Some(request)));
     let submits = fal.requests_to("POST", "/fal-ai/kling-video/v1.6/standard/text-to-video");
     assert_eq!(submits.len(), 2, "a 429, then accepted");
-    assert!(submits[1].target.contains(&format!("fal_webhook={}", url::form_urlencoded::byte_serialize(format!("{}/webhooks/fal", p.callback_base_url).as_bytes()).collect::<String>())));
+    assert!(submits[1].target.contains(&format!(
+        "fal_webhook={}",
+        url::form_urlencoded::byte_serialize(format!("{}/webhooks/fal", p.callback_base_url).as_bytes()).collect::<String>()
+    )));
     assert_eq!(submits[1].json(), json!({"prompt": "A paper boat on a rainy street", "duration": "5", "aspect_ratio": "1:1"}));
     assert_eq!(fal.requests_to("GET", "/.well-known/jwks.json").len(), 1, "the keys are fetched once");
     let result = p.app.get(&format!("/videos/jobs/{id}/result")).await;

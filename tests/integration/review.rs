@@ -257,9 +257,8 @@ async fn a_bad_review_body_is_400_naming_the_field_and_writes_nothing() {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.body);
         assert_eq!(reply.body["error"]["field"], field, "{body}");
     }
-    let no_json = app
-        .call_with(Method::POST, &format!("/videos/jobs/{id}/review"), Some(&key), None, &[("content-type", "text/plain")])
-        .await;
+    let no_json =
+        app.call_with(Method::POST, &format!("/videos/jobs/{id}/review"), Some(&key), None, &[("content-type", "text/plain")]).await;
 
     assert_eq!(no_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(app.job(&id).await.status, JobStatus::Completed);

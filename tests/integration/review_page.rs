@@ -34,7 +34,8 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
 
     let base_url = pipeline.callback_base_url.as_str();
     let artifacts_dir = artifacts.to_string_lossy();
-    let report = run_browser_script("review.mjs", &[base_url, &reviewer_key, &artifacts_dir, first.as_str(), second.as_str(), &admin_key]).await;
+    let report =
+        run_browser_script("review.mjs", &[base_url, &reviewer_key, &artifacts_dir, first.as_str(), second.as_str(), &admin_key]).await;
     let seen = &report["seen"];
     assert_eq!(seen["signed_in_as"], format!("Signed in as {reviewer} (reviewer)"));
     assert_eq!(seen["prompt"], "a test clip");
@@ -89,8 +90,9 @@ async fn the_docs_page_draws_every_operation_in_the_browser() {
     let seen = &report["seen"];
     let spec = crate::contract::spec();
     let methods = ["get", "post", "put", "patch", "delete"];
-    let operations: usize = spec["paths"].as_object().unwrap().values().map(|item| methods.iter().filter(|m| item.get(**m).is_some()).count()).sum::<usize>()
-        + spec["webhooks"].as_object().unwrap().len();
+    let operations: usize =
+        spec["paths"].as_object().unwrap().values().map(|item| methods.iter().filter(|m| item.get(**m).is_some()).count()).sum::<usize>()
+            + spec["webhooks"].as_object().unwrap().len();
     assert_eq!(seen["operations"].as_u64(), Some(operations as u64), "{seen}");
     assert_eq!(seen["schemas"].as_u64(), Some(spec["components"]["schemas"].as_object().unwrap().len() as u64));
     assert_eq!(seen["notice"], "", "{seen}");

@@ -114,10 +114,7 @@ async fn every_sample_event_runs_through_its_handler() {
     let providers = videojobs_providers::from_lookup(lookup, videojobs_providers::http_client()).unwrap();
     let app = TestApp::on(crate::helpers::resources().clone(), 0, crate::helpers::settings(), providers, "http://127.0.0.1:9".into()).await;
     let dir = repo_root().join("events");
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut files: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     files.sort();
     let listed: Vec<&str> = SAMPLES.iter().map(|(name, _, _)| *name).collect();
     assert_eq!(files, listed, "every file in events/ needs a line in SAMPLES");

@@ -61,7 +61,7 @@ async fn a_flood_of_big_callbacks_with_many_candidates_is_answered_fast() {
     let reply = app.send(callback(&now, &candidates, vec![b'x'; 200 * 1024])).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
     // The most a caller can make us do: the largest body, the most candidates, all forged.
-    let forged = vec!["v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; videojobs_core::signing::MAX_SIGNATURES].join(" ");
+    let forged = ["v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; videojobs_core::signing::MAX_SIGNATURES].join(" ");
     for _ in 0..20 {
         let reply = app.send(callback(&now, &forged, vec![b'x'; videojobs_core::signing::MAX_BODY_BYTES])).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
@@ -234,8 +234,15 @@ async fn canned_server(head: String, body: Vec<u8>) -> (String, tokio::task::Joi
 async fn provider_render(provider: &local_provider::Handle, image_url: &str) -> serde_json::Value {
     let client = reqwest::Client::new();
     let body = json!({"input": {"mode": "image", "image_url": image_url, "width": 64, "height": 64, "duration_seconds": 0.5}});
-    let created: serde_json::Value =
-        client.post(format!("{}/v1/predictions", provider.base_url)).json(&body).send().await.expect("submitted").json().await.expect("JSON");
+    let created: serde_json::Value = client
+        .post(format!("{}/v1/predictions", provider.base_url))
+        .json(&body)
+        .send()
+        .await
+        .expect("submitted")
+        .json()
+        .await
+        .expect("JSON");
     let id = created["id"].as_str().expect("a prediction id").to_owned();
     for _ in 0..150 {
         let now: serde_json::Value =
@@ -276,7 +283,8 @@ async fn the_local_provider_fetches_images_only_from_allowed_addresses_never_red
     let local = spawn_provider(videojobs_core::notify::WebhookPolicy { allow_http: true, allow_loopback: true }).await;
     assert_eq!(provider_render(&local, &image_url).await["status"], "succeeded");
     // ...but a redirect (here to the metadata service) is not followed...
-    let redirect = "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let redirect =
+        "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
     let (redirecting, _redirect) = canned_server(redirect.to_owned(), Vec::new()).await;
     let prediction = provider_render(&local, &format!("{redirecting}/cat.png")).await;
     assert_eq!(prediction["status"], "failed", "{prediction}");
@@ -337,7 +345,12 @@ async fn admins_list_keys_without_secrets_revoke_one_and_it_is_401_at_once_and_e
     let (_, admin) = app.another_user(0, videojobs_core::ids::Role::Admin).await;
     let new_user = format!("ann-{}", ulid::Ulid::new().to_string().to_lowercase());
     let created = app
-        .call(Method::POST, "/videos/admin/keys", Some(&admin), Some(&json!({"user_id": new_user, "role": "user", "expires_in_days": 30}).to_string()))
+        .call(
+            Method::POST,
+            "/videos/admin/keys",
+            Some(&admin),
+            Some(&json!({"user_id": new_user, "role": "user", "expires_in_days": 30}).to_string()),
+        )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     let (secret, key_id) = (created.body["api_key"].as_str().unwrap().to_owned(), created.body["key_id"].as_str().unwrap().to_owned());
@@ -349,7 +362,10 @@ async fn admins_list_keys_without_secrets_revoke_one_and_it_is_401_at_once_and_e
     let mut listed = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let path = match &cursor { Some(c) => format!("/videos/admin/keys?limit=100&cursor={c}"), None => "/videos/admin/keys?limit=100".into() };
+        let path = match &cursor {
+            Some(c) => format!("/videos/admin/keys?limit=100&cursor={c}"),
+            None => "/videos/admin/keys?limit=100".into(),
+        };
         let page = app.call(Method::GET, &path, Some(&admin), None).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         let text = page.body.to_string();
@@ -381,7 +397,8 @@ async fn admins_list_keys_without_secrets_revoke_one_and_it_is_401_at_once_and_e
     let expired = videojobs_core::ids::ApiKey::generate();
     let now = time::OffsetDateTime::now_utc();
     let principal = videojobs_core::ports::Principal { user_id: app.user.clone(), role: videojobs_core::ids::Role::User };
-    let record = videojobs_core::ports::KeyRecord::new(principal, "expired", now - time::Duration::days(2), Some(now - time::Duration::seconds(1)));
+    let record =
+        videojobs_core::ports::KeyRecord::new(principal, "expired", now - time::Duration::days(2), Some(now - time::Duration::seconds(1)));
     app.services.keys.save_key_record(&expired.hash(), &record).await.expect("saved");
     assert_eq!(app.call(Method::GET, "/videos/account", Some(expired.expose()), None).await.status, StatusCode::UNAUTHORIZED);
 }
@@ -394,8 +411,12 @@ async fn the_cli_creates_lists_and_revokes_keys() {
     let (code, out, err) = cli(&app, &admin, &["admin", "create-key", "--user-id", &user, "--expires-in-days", "7"]).await;
     assert_eq!(code, 0, "{err}");
     let secret = out.trim().to_owned();
-    let key_id = err.split_whitespace().find(|w| w.trim_matches(|c| c == '(' || c == ')' || c == '.').starts_with("key_")).expect("the key id is said")
-        .trim_matches(|c| c == '(' || c == ')' || c == '.').to_owned();
+    let key_id = err
+        .split_whitespace()
+        .find(|w| w.trim_matches(|c| c == '(' || c == ')' || c == '.').starts_with("key_"))
+        .expect("the key id is said")
+        .trim_matches(|c| c == '(' || c == ')' || c == '.')
+        .to_owned();
     assert!(err.contains("expires at"), "{err}");
     let (code, out, err) = cli(&app, &admin, &["--json", "admin", "list-keys", "--limit", "100"]).await;
     assert_eq!(code, 0, "{err}");

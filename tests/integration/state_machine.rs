@@ -1,11 +1,11 @@
 //! The state machine (the ASL file the template deploys, run by moto's
 //! interpreter) reaching the worker through the work queue with task tokens.
 
+use crate::helpers::next_message;
 use crate::helpers::TestApp;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
-use crate::helpers::next_message;
 use videojobs_core::ids::JobId;
 use videojobs_core::JobStatus;
 

@@ -33,8 +33,9 @@ async fn animate(p: &Pipeline) -> JobId {
 async fn review(p: &Pipeline, id: &JobId, to: JobStatus, reason: Option<&str>, reviewer: &videojobs_core::ids::UserId) {
     let job = p.app.job(id).await;
     let error = reason.map(|code| JobError { code: code.into(), message: "Rejected in review.".into(), next_step: None });
-    let change = StatusChange::new(&job, transition(job.status, to).unwrap(), EventSource::Reviewer, "Reviewed", error, JobUpdate::default())
-        .by(reviewer);
+    let change =
+        StatusChange::new(&job, transition(job.status, to).unwrap(), EventSource::Reviewer, "Reviewed", error, JobUpdate::default())
+            .by(reviewer);
     assert_eq!(p.app.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
 }
 
@@ -66,7 +67,14 @@ fn new_job(app: &TestApp) -> NewJob {
 async fn job_submitted_long_ago(app: &TestApp, seconds_ago: i64) -> Job {
     let new = new_job(app);
     assert_eq!(app.store.create(&new).await.unwrap(), videojobs_core::ports::CreateOutcome::Created);
-    let mut change = StatusChange::new(&new.job, transition(JobStatus::Queued, JobStatus::Submitted).unwrap(), EventSource::Worker, "Submitted", None, JobUpdate::default());
+    let mut change = StatusChange::new(
+        &new.job,
+        transition(JobStatus::Queued, JobStatus::Submitted).unwrap(),
+        EventSource::Worker,
+        "Submitted",
+        None,
+        JobUpdate::default(),
+    );
     change.at = timestamp::now() - time::Duration::seconds(seconds_ago);
     assert_eq!(app.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
     app.job(&new.job.job_id).await
@@ -127,7 +135,10 @@ async fn the_stats_figures_match_a_known_set_of_jobs() {
     for t in &times {
         *buckets.entry(bucket_of(*t)).or_insert(0i64) += 1;
     }
-    assert_eq!(s["time_to_complete_seconds"], json!({"count": 3, "average": average, "p50": percentile_of(&buckets, 50), "p95": p95_of(&buckets)}));
+    assert_eq!(
+        s["time_to_complete_seconds"],
+        json!({"count": 3, "average": average, "p50": percentile_of(&buckets, 50), "p95": p95_of(&buckets)})
+    );
     let slowest = times.iter().cloned().fold(0.0, f64::max);
     let p95 = s["time_to_complete_seconds"]["p95"].as_f64().unwrap();
     // Sub-second times share one bucket, whose bound is a second.
@@ -163,7 +174,10 @@ async fn the_stats_figures_match_a_known_set_of_jobs() {
 
     // Their bytes are gone from the figures; the image job counts as expired.
     let kept = completed[0].output.as_ref().unwrap();
-    assert_eq!(after["stored_bytes_by_artifact_type"], json!({"video": kept.size_bytes, "thumbnail": kept.thumbnail_size_bytes.unwrap_or(0)}));
+    assert_eq!(
+        after["stored_bytes_by_artifact_type"],
+        json!({"video": kept.size_bytes, "thumbnail": kept.thumbnail_size_bytes.unwrap_or(0)})
+    );
     assert_eq!(after["jobs_by_status"]["completed"], 0);
     assert_eq!(after["jobs_by_status"]["expired"], 1);
     assert_eq!(after["jobs_by_status"]["rejected"], 1);
@@ -187,7 +201,14 @@ async fn concurrent_status_changes_leave_the_counters_consistent_with_the_jobs()
         let to = targets[i % targets.len()];
         let store = app.store.clone();
         async move {
-            let change = StatusChange::new(&job, transition(JobStatus::Queued, to).unwrap(), EventSource::Worker, "race", None, JobUpdate::default());
+            let change = StatusChange::new(
+                &job,
+                transition(JobStatus::Queued, to).unwrap(),
+                EventSource::Worker,
+                "race",
+                None,
+                JobUpdate::default(),
+            );
             store.change_status(&change).await.unwrap()
         }
     })
@@ -203,7 +224,10 @@ async fn concurrent_status_changes_leave_the_counters_consistent_with_the_jobs()
     assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
     assert_eq!(stats.body["jobs_by_status"], serde_json::to_value(&expected).unwrap());
     let failed = expected["failed"];
-    assert_eq!(stats.body["failure_rate_by_workflow_type"][0], json!({"workflow_type": "text_to_video", "finished": failed, "failed": failed, "rate": if failed > 0 { 1.0 } else { 0.0 }}));
+    assert_eq!(
+        stats.body["failure_rate_by_workflow_type"][0],
+        json!({"workflow_type": "text_to_video", "finished": failed, "failed": failed, "rate": if failed > 0 { 1.0 } else { 0.0 }})
+    );
     assert_eq!(stats.body["stuck_jobs"]["count"], 0, "fresh submissions are not stuck");
 }
 
@@ -247,9 +271,16 @@ async fn a_user_sees_the_queue_the_typical_time_and_only_their_own_jobs() {
     assert_eq!(own["counted"], 2, "{}", stats.body);
     assert_eq!(own["complete"], true);
     assert_eq!(own["by_status"]["canceled"], 1);
-    assert_eq!(own["by_status"]["queued"].as_i64().unwrap() + own["by_status"]["submitted"].as_i64().unwrap()
-        + own["by_status"]["failed"].as_i64().unwrap() + own["by_status"]["processing"].as_i64().unwrap()
-        + own["by_status"]["retrying"].as_i64().unwrap(), 1, "{}", stats.body);
+    assert_eq!(
+        own["by_status"]["queued"].as_i64().unwrap()
+            + own["by_status"]["submitted"].as_i64().unwrap()
+            + own["by_status"]["failed"].as_i64().unwrap()
+            + own["by_status"]["processing"].as_i64().unwrap()
+            + own["by_status"]["retrying"].as_i64().unwrap(),
+        1,
+        "{}",
+        stats.body
+    );
     assert_eq!(own["max_active"], 5);
     // The queue counts every user's jobs (this stack is shared by other tests: at least ours).
     let queue = &stats.body["queue"];
@@ -336,7 +367,8 @@ async fn the_scheduled_check_counts_the_stuck_jobs_from_the_index() {
     event.records = vec![message];
 
     // Act: the schedule's message, as the SQS event source hands it over.
-    let response = worker::handler(&app.app.worker, lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default())).await.unwrap();
+    let response =
+        worker::handler(&app.app.worker, lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default())).await.unwrap();
     let count = worker::check_stuck(&app.app.worker).await.unwrap();
 
     // Assert: handled, and only the job idle past the threshold counts.
@@ -346,7 +378,14 @@ async fn the_scheduled_check_counts_the_stuck_jobs_from_the_index() {
     assert_eq!(page.oldest.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(), [stuck.job_id]);
     // Once the job moves on, it leaves the index.
     let job = app.job(&page.oldest[0].job_id).await;
-    let change = StatusChange::new(&job, transition(job.status, JobStatus::Failed).unwrap(), EventSource::Worker, "gave up", None, JobUpdate::default());
+    let change = StatusChange::new(
+        &job,
+        transition(job.status, JobStatus::Failed).unwrap(),
+        EventSource::Worker,
+        "gave up",
+        None,
+        JobUpdate::default(),
+    );
     assert_eq!(app.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
     assert_eq!(worker::check_stuck(&app.app.worker).await.unwrap(), 0);
 }

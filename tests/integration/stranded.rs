@@ -399,7 +399,8 @@ async fn outputs_are_tagged_unreviewed_for_the_safety_net_until_approved() {
     let (_, reviewer_key) = p.app.another_user(0, Role::Reviewer).await;
 
     // Act: approved; the worker (polling the queue) marks it.
-    let reply = p.app.call(Method::POST, &format!("/videos/jobs/{id}/review"), Some(&reviewer_key), Some(r#"{"decision":"approve"}"#)).await;
+    let reply =
+        p.app.call(Method::POST, &format!("/videos/jobs/{id}/review"), Some(&reviewer_key), Some(r#"{"decision":"approve"}"#)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while retention_tags(&p.app, &video_key).await != ["kept"] && std::time::Instant::now() < deadline {

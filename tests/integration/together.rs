@@ -122,7 +122,8 @@ async fn a_client_hears_once_of_the_completion_and_once_of_the_review_each_signe
     }
 
     let approval = review(&p, &key, &approved, json!({"decision": "approve"})).await;
-    let rejection = review(&p, &key, &rejected, json!({"decision": "reject", "reason": "unreadable_text", "note": "The label is blurred"})).await;
+    let rejection =
+        review(&p, &key, &rejected, json!({"decision": "reject", "reason": "unreadable_text", "note": "The label is blurred"})).await;
 
     assert_eq!(approval.status, StatusCode::OK, "{}", approval.body);
     assert_eq!(rejection.status, StatusCode::OK, "{}", rejection.body);

@@ -82,9 +82,7 @@ async fn copy_bench(mib: u64) -> Result<(), Error> {
     let outputs = videojobs_aws::S3Outputs::new(clients.s3.clone(), &resources.media_bucket, videojobs_providers::http_client());
     let before = peak_rss_mib();
     let started = Instant::now();
-    let copied = outputs
-        .copy_from_url(&format!("{}/files/{id}/video.mp4", provider.base_url), "bench/copy.bin", "video/mp4")
-        .await?;
+    let copied = outputs.copy_from_url(&format!("{}/files/{id}/video.mp4", provider.base_url), "bench/copy.bin", "video/mp4").await?;
     let elapsed = started.elapsed().as_secs_f64();
     let peak = peak_rss_mib();
     let _ = std::fs::remove_dir_all(&dir);
@@ -110,10 +108,8 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     let secret_text = WebhookSecret::generate_text();
     let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let provider_dir = std::env::temp_dir().join(format!("pipeline-bench-{}", ulid::Ulid::new()));
-    let provider = local_provider::spawn(
-        provider_listener,
-        local_provider::Config::local(provider_dir.clone(), WebhookSecret::parse(&secret_text)?),
-    )?;
+    let provider =
+        local_provider::spawn(provider_listener, local_provider::Config::local(provider_dir.clone(), WebhookSecret::parse(&secret_text)?))?;
     let http = videojobs_providers::http_client();
     let lookup = |name: &str| match name {
         "LOCAL_PROVIDER_URL" => Some(provider.base_url.clone()),
@@ -266,7 +262,16 @@ async fn largest_job_item(clients: &AwsClients, resources: &Resources, ids: &[St
 }
 
 #[allow(clippy::too_many_arguments)]
-fn report(jobs: f64, counts: &BTreeMap<(String, String), u64>, api: u64, callbacks: u64, messages: u64, transitions: u64, sm_sqs: u64, measured: &Durations) {
+fn report(
+    jobs: f64,
+    counts: &BTreeMap<(String, String), u64>,
+    api: u64,
+    callbacks: u64,
+    messages: u64,
+    transitions: u64,
+    sm_sqs: u64,
+    measured: &Durations,
+) {
     let per = |n: u64| n as f64 / jobs;
     println!("## AWS requests per job that goes well ({jobs} jobs, 10 status polls and 1 result read each)\n");
     println!("| service | operation | per job |");
@@ -277,7 +282,13 @@ fn report(jobs: f64, counts: &BTreeMap<(String, String), u64>, api: u64, callbac
     println!("| Step Functions | state transitions | {:.1} |", per(transitions));
     println!("| SQS (from the state machine) | SendMessage | {:.1} |", per(sm_sqs));
     println!("| API Gateway | HTTP API requests | {:.1} |", per(api));
-    println!("| Lambda | invocations: API {:.1} + webhook {:.1} + worker {:.1} | {:.1} |", per(api), per(callbacks), per(messages), per(api + callbacks + messages));
+    println!(
+        "| Lambda | invocations: API {:.1} + webhook {:.1} + worker {:.1} | {:.1} |",
+        per(api),
+        per(callbacks),
+        per(messages),
+        per(api + callbacks + messages)
+    );
     println!("| SQS (event source mapping) | ReceiveMessage + DeleteMessage, one each per message at most | {:.1} |", per(2 * messages));
 
     let get = |service: &str, op: &str| counts.get(&(service.to_owned(), op.to_owned())).copied().unwrap_or(0) as f64;
@@ -293,8 +304,7 @@ fn report(jobs: f64, counts: &BTreeMap<(String, String), u64>, api: u64, callbac
     let sqs = counts.iter().filter(|((s, _), _)| s == "SQS").map(|(_, n)| *n as f64).sum::<f64>() + sm_sqs as f64 + 2.0 * messages as f64;
     let invocations = (api + callbacks + messages) as f64;
     // API and webhook functions have 256 MB, the worker 512 MB (template.yaml).
-    let gb_seconds = (api + callbacks) as f64 * 0.25 * measured.api_ms_per_call.ceil() / 1000.0
-        + 0.5 * measured.worker_ms_total / 1000.0;
+    let gb_seconds = (api + callbacks) as f64 * 0.25 * measured.api_ms_per_call.ceil() / 1000.0 + 0.5 * measured.worker_ms_total / 1000.0;
     let lines = [
         ("API Gateway HTTP API", api as f64 * price::API_GATEWAY_HTTP),
         ("Lambda requests", invocations * price::LAMBDA_REQUEST),

@@ -112,7 +112,7 @@ fn first_request(binary: &str, scratch: &Path) -> Result<Duration, String> {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return None,
                 }
-                let mut child = child.lock().unwrap();
+                let mut child = child.lock().expect("the watchdog never panics holding the child");
                 let problem = match child.try_wait() {
                     Ok(Some(status)) => Some(format!("exited ({status}) before asking for an event")),
                     Ok(None) if started.elapsed() > TIMEOUT => {
@@ -147,7 +147,7 @@ fn first_request(binary: &str, scratch: &Path) -> Result<Duration, String> {
     let _ = done.send(());
     let problem = watchdog.join().unwrap_or(None);
     {
-        let mut child = child.lock().unwrap();
+        let mut child = child.lock().expect("the watchdog never panics holding the child");
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -246,7 +246,15 @@ fn main() {
             missed = true;
         }
         let name = file_name(binary);
-        let mark = |ok: bool| if i == 0 { "baseline" } else if ok { "pass" } else { "**FAIL**" };
+        let mark = |ok: bool| {
+            if i == 0 {
+                "baseline"
+            } else if ok {
+                "pass"
+            } else {
+                "**FAIL**"
+            }
+        };
         let answer = percentile(&answers[i], 0.5);
         println!(
             "| {name} | {median:.2} | {:.2} | {:.2} | {ratio:.2} | {mb:.2} | {} | {} | {answer:.2} | {:.2} |",

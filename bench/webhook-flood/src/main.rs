@@ -27,7 +27,7 @@ async fn main() {
         ("the issue's attack: 2 MiB, 500 candidates (refused by size)", 2 * 1024 * 1024, vec!["v1,AAAA"; 500].join(" "), now.to_string()),
         ("256 KiB, 500 candidates (refused by count)", MAX_BODY_BYTES, vec!["v1,AAAA"; 500].join(" "), now.to_string()),
         ("timestamp -9223372036854775808", MAX_BODY_BYTES, FORGED.to_owned(), "-9223372036854775808".to_owned()),
-        ("the most work: 256 KiB, 8 forged candidates, 3 secrets", MAX_BODY_BYTES, vec![FORGED; MAX_SIGNATURES].join(" "), now.to_string()),
+        ("the most work: 256 KiB, 8 forged candidates, 3 secrets", MAX_BODY_BYTES, [FORGED; MAX_SIGNATURES].join(" "), now.to_string()),
         ("a typical callback: 300 B, 1 forged candidate", 300, FORGED.to_owned(), now.to_string()),
     ];
     println!("| forged callback | requests/s (one core) | per request |");

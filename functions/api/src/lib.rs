@@ -54,9 +54,7 @@ pub fn error_response(err: &AppError) -> Response<Body> {
         AppError::UnsupportedImage { .. } => Some("upload_id"),
         _ => None,
     };
-    let body = ErrorEnvelope {
-        error: ErrorFields { code: err.code(), message: err.public_message(), field, next_step: err.next_step() },
-    };
+    let body = ErrorEnvelope { error: ErrorFields { code: err.code(), message: err.public_message(), field, next_step: err.next_step() } };
     let mut response = json_response(status, &body);
     if matches!(err, AppError::Unauthenticated) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -182,12 +180,15 @@ mod tests {
             (AppError::UnsupportedImage { message: "x".into() }, 415),
             (AppError::IdempotencyConflict, 422),
             (AppError::TooManyActiveJobs { limit: 5 }, 429),
-            (AppError::RateLimited(videojobs_core::ratelimit::Limited {
-                policy: videojobs_core::ratelimit::Policy::Creates,
-                limit: 1,
-                window_seconds: 60,
-                retry_after_seconds: 7,
-            }), 429),
+            (
+                AppError::RateLimited(videojobs_core::ratelimit::Limited {
+                    policy: videojobs_core::ratelimit::Policy::Creates,
+                    limit: 1,
+                    window_seconds: 60,
+                    retry_after_seconds: 7,
+                }),
+                429,
+            ),
             (AppError::Unavailable("x".into()), 503),
             (AppError::Internal("x".into()), 500),
         ];

@@ -70,9 +70,9 @@ use videojobs_core::{JobStatus, StoreError};
 type Item = HashMap<String, AttributeValue>;
 
 mod keys;
-mod ratelimit;
-mod provider_switch;
 mod progress;
+mod provider_switch;
+mod ratelimit;
 
 pub const INDEX_BY_USER: &str = "by_user";
 pub const INDEX_ACTIVE_BY_USER: &str = "active_by_user";
@@ -155,9 +155,7 @@ fn text(item: &Item, name: &str) -> Result<String, StoreError> {
 
 fn number(item: &Item, name: &str) -> Result<i64, StoreError> {
     match item.get(name) {
-        Some(AttributeValue::N(value)) => {
-            value.parse().map_err(|_| StoreError::Internal(format!("attribute {name} is not an integer")))
-        }
+        Some(AttributeValue::N(value)) => value.parse().map_err(|_| StoreError::Internal(format!("attribute {name} is not an integer"))),
         _ => Err(StoreError::Internal(format!("item has no number attribute {name}"))),
     }
 }
@@ -393,13 +391,7 @@ impl DynamoStore {
 
     /// An unconditional put of one item into the jobs table.
     async fn put_item(&self, item: Item) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.jobs_table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| store_error("PutItem", e))?;
+        self.client.put_item().table_name(&self.jobs_table).set_item(Some(item)).send().await.map_err(|e| store_error("PutItem", e))?;
         Ok(())
     }
 
@@ -434,9 +426,7 @@ impl DynamoStore {
         match self.transact(items).await {
             Ok(()) => Ok(true),
             Err(TransactFailure::Cancelled(reasons)) if reason_is(&reasons, 0, "ConditionalCheckFailed") => Ok(false),
-            Err(TransactFailure::Cancelled(reasons)) => {
-                Err(StoreError::Unavailable(format!("output removal cancelled: {reasons:?}")))
-            }
+            Err(TransactFailure::Cancelled(reasons)) => Err(StoreError::Unavailable(format!("output removal cancelled: {reasons:?}"))),
             Err(TransactFailure::Store(err)) => Err(err),
         }
     }
@@ -548,10 +538,7 @@ async fn backoff(attempt: usize) {
 
 fn rand_millis(max: u64) -> u64 {
     // Spreads retries of racing writers; no cryptographic quality needed.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0);
     1 + nanos % max.max(1)
 }
 
@@ -652,11 +639,7 @@ impl JobStore for DynamoStore {
         Err(StoreError::Unavailable("status change kept conflicting with other writes".into()))
     }
 
-    async fn idempotency_record(
-        &self,
-        user: &UserId,
-        idem: &IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+    async fn idempotency_record(&self, user: &UserId, idem: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
         let Some(item) = self.get(idempotency_key(user, idem)).await? else { return Ok(None) };
         Ok(Some(IdempotencyRecord {
             user_id: user.clone(),

@@ -15,9 +15,7 @@ where
     let detail = format!("{operation}: {}", aws_smithy_types::error::display::DisplayErrorContext(&err));
     match &err {
         SdkError::ConstructionFailure(_) => StoreError::Internal(detail),
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            StoreError::Unavailable(detail)
-        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StoreError::Unavailable(detail),
         SdkError::ServiceError(service) => {
             let kind = service.err().retryable_error_kind();
             let status = service.raw().status().as_u16();
@@ -75,11 +73,7 @@ where
 pub fn transaction_cancellation(err: &SdkError<TransactWriteItemsError, Response>) -> Option<Vec<Option<String>>> {
     match err.as_service_error()? {
         TransactWriteItemsError::TransactionCanceledException(cancelled) => Some(
-            cancelled
-                .cancellation_reasons()
-                .iter()
-                .map(|reason| reason.code().filter(|code| *code != "None").map(str::to_owned))
-                .collect(),
+            cancelled.cancellation_reasons().iter().map(|reason| reason.code().filter(|code| *code != "None").map(str::to_owned)).collect(),
         ),
         _ => None,
     }

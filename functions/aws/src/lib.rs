@@ -12,8 +12,8 @@ pub mod first_event;
 pub mod http;
 pub mod metering;
 pub mod outputs;
-pub mod review_queue;
 pub mod resolver;
+pub mod review_queue;
 pub mod s3;
 pub mod sfn;
 pub mod sqs;
@@ -26,8 +26,8 @@ use videojobs_core::settings::{ConfigError, Settings};
 
 pub use dynamo::DynamoStore;
 pub use first_event::OnFirstEvent;
-pub use s3::S3Media;
 pub use outputs::S3Outputs;
+pub use s3::S3Media;
 pub use sfn::StepFunctions;
 pub use sqs::SqsWorkQueue;
 
@@ -48,9 +48,7 @@ pub struct Resources {
 
 impl Resources {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let required = |name: &'static str| {
-            get(name).filter(|v| !v.is_empty()).ok_or(ConfigError { name, problem: "is not set".into() })
-        };
+        let required = |name: &'static str| get(name).filter(|v| !v.is_empty()).ok_or(ConfigError { name, problem: "is not set".into() });
         Ok(Self {
             jobs_table: required("JOBS_TABLE")?,
             prompts_table: required("PROMPTS_TABLE")?,
@@ -146,13 +144,9 @@ impl aws_credential_types::provider::ProvideCredentials for EnvCredentials {
     {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-            (Some(key), Some(secret)) => Ok(aws_credential_types::Credentials::new(
-                key,
-                secret,
-                env("AWS_SESSION_TOKEN"),
-                None,
-                "environment",
-            )),
+            (Some(key), Some(secret)) => {
+                Ok(aws_credential_types::Credentials::new(key, secret, env("AWS_SESSION_TOKEN"), None, "environment"))
+            }
             _ => Err(aws_credential_types::provider::error::CredentialsError::not_loaded(
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
             )),
@@ -163,11 +157,7 @@ impl aws_credential_types::provider::ProvideCredentials for EnvCredentials {
 
 /// Everything the API handlers need, wired to AWS.
 pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings) -> Services {
-    let store = Arc::new(DynamoStore::new(
-        clients.dynamodb.clone(),
-        &resources.jobs_table,
-        &resources.prompts_table,
-    ));
+    let store = Arc::new(DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table));
     let work = Arc::new(SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
     let notifications = Arc::new(SqsWorkQueue::new(clients.sqs.clone(), &resources.notify_queue_url));
     Services {

@@ -36,11 +36,7 @@ impl Intercept for RequestMeter {
     }
 
     // DynamoDB bills a transaction per item written: count the items too.
-    fn read_before_execution(
-        &self,
-        context: &BeforeSerializationInterceptorContextRef<'_>,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
+    fn read_before_execution(&self, context: &BeforeSerializationInterceptorContextRef<'_>, _cfg: &mut ConfigBag) -> Result<(), BoxError> {
         use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
         if let Some(input) = context.input().downcast_ref::<TransactWriteItemsInput>() {
             if let Ok(mut counts) = self.counts.lock() {

@@ -77,11 +77,7 @@ impl S3Outputs {
     ) -> Result<CopiedObject, CopyError> {
         let expected = response.content_length();
         // A provider that publishes a checksum gets it checked.
-        let declared = response
-            .headers()
-            .get("x-checksum-sha256")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_ascii_lowercase());
+        let declared = response.headers().get("x-checksum-sha256").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
         let mut stream = response.bytes_stream();
         let mut hasher = Sha256::new();
         let mut probe = Mp4Probe::new();
@@ -89,7 +85,8 @@ impl S3Outputs {
         let mut parts = Vec::new();
         let mut total = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| CopyError::SourceUnavailable(format!("reading the output: {}", videojobs_core::redact::error(&e))))?;
+            let chunk =
+                chunk.map_err(|e| CopyError::SourceUnavailable(format!("reading the output: {}", videojobs_core::redact::error(&e))))?;
             hasher.update(&chunk);
             probe.feed(&chunk);
             total += chunk.len() as u64;
@@ -144,14 +141,8 @@ impl S3Outputs {
                     .send()
                     .await
                     .map_err(|e| store_error("CompleteMultipartUpload", e))?;
-                let stored = self
-                    .client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| store_error("HeadObject", e))?;
+                let stored =
+                    self.client.head_object().bucket(&self.bucket).key(key).send().await.map_err(|e| store_error("HeadObject", e))?;
                 // The assembled object must be exactly what streamed through.
                 if stored.content_length() != Some(total as i64) {
                     return Err(CopyError::SourceUnusable(format!("stored {:?} bytes, streamed {total}", stored.content_length())));
@@ -190,13 +181,7 @@ impl OutputStore for S3Outputs {
 
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
         for key in keys {
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| store_error("DeleteObject", e))?;
+            self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(|e| store_error("DeleteObject", e))?;
         }
         Ok(())
     }

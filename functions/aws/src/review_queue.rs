@@ -51,8 +51,8 @@ impl ReviewQueue for DynamoReviewQueue {
             .map_err(|e| ListError::Store(store_error("Query", e)))?;
         let mut jobs = Vec::new();
         for item in out.items.unwrap_or_default() {
-            let job: Job = serde_dynamo::from_item(item)
-                .map_err(|e| ListError::Store(StoreError::Internal(format!("decoding a job: {e}"))))?;
+            let job: Job =
+                serde_dynamo::from_item(item).map_err(|e| ListError::Store(StoreError::Internal(format!("decoding a job: {e}"))))?;
             // A global index lags its table a little: a job reviewed a moment
             // ago may still be listed there, and is left out here.
             if job.status == JobStatus::Completed {
@@ -100,14 +100,12 @@ mod tests {
 
     #[test]
     fn a_cursor_from_another_listing_or_tampered_with_is_refused() {
-        let user_listing = URL_SAFE_NO_PAD
-            .encode(r#"{"pk":"JOB#a","sk":"JOB","user_id":"alice","created_key":"2026-01-01T00:00:00.000Z#job_a"}"#);
+        let user_listing =
+            URL_SAFE_NO_PAD.encode(r#"{"pk":"JOB#a","sk":"JOB","user_id":"alice","created_key":"2026-01-01T00:00:00.000Z#job_a"}"#);
         assert_eq!(decode_cursor(&user_listing), Err(ListError::BadCursor));
-        let other_state = URL_SAFE_NO_PAD
-            .encode(r#"{"pk":"JOB#a","sk":"JOB","review_state":"done","completed_at":"x"}"#);
+        let other_state = URL_SAFE_NO_PAD.encode(r#"{"pk":"JOB#a","sk":"JOB","review_state":"done","completed_at":"x"}"#);
         assert_eq!(decode_cursor(&other_state), Err(ListError::BadCursor));
-        let not_a_job = URL_SAFE_NO_PAD
-            .encode(r#"{"pk":"USER#a","sk":"ACCOUNT","review_state":"pending","completed_at":"x"}"#);
+        let not_a_job = URL_SAFE_NO_PAD.encode(r#"{"pk":"USER#a","sk":"ACCOUNT","review_state":"pending","completed_at":"x"}"#);
         assert_eq!(decode_cursor(&not_a_job), Err(ListError::BadCursor));
         assert_eq!(decode_cursor("%%%"), Err(ListError::BadCursor));
         assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("[1]")), Err(ListError::BadCursor));

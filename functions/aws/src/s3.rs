@@ -25,8 +25,7 @@ impl S3Media {
 }
 
 fn presigning(ttl_seconds: u64) -> Result<PresigningConfig, StoreError> {
-    PresigningConfig::expires_in(Duration::from_secs(ttl_seconds))
-        .map_err(|e| StoreError::Internal(format!("presigning config: {e}")))
+    PresigningConfig::expires_in(Duration::from_secs(ttl_seconds)).map_err(|e| StoreError::Internal(format!("presigning config: {e}")))
 }
 
 fn to_url(request: PresignedRequest, method: &'static str, ttl_seconds: u64) -> PresignedUrl {

@@ -28,14 +28,8 @@ impl StepFunctions {
 impl Workflows for StepFunctions {
     async fn start(&self, input: &WorkflowInput) -> Result<(), StoreError> {
         let body = serde_json::to_string(input).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let result = self
-            .client
-            .start_execution()
-            .state_machine_arn(&self.state_machine_arn)
-            .name(input.job_id.as_str())
-            .input(body)
-            .send()
-            .await;
+        let result =
+            self.client.start_execution().state_machine_arn(&self.state_machine_arn).name(input.job_id.as_str()).input(body).send().await;
         match result {
             Ok(_) => Ok(()),
             // The name is the job id: an execution by that name is this job's.
@@ -45,13 +39,7 @@ impl Workflows for StepFunctions {
     }
 
     async fn stop(&self, job: &JobId, cause: &str) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .stop_execution()
-            .execution_arn(self.execution_arn(job))
-            .cause(cause)
-            .send()
-            .await;
+        let result = self.client.stop_execution().execution_arn(self.execution_arn(job)).cause(cause).send().await;
         match result {
             Ok(_) => Ok(()),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_execution_does_not_exist()) => Ok(()),
@@ -67,7 +55,9 @@ impl TaskTokens for StepFunctions {
         match result {
             Ok(_) => Ok(()),
             // Answered before (a redelivered message) or the execution ended: nothing waits.
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_task_timed_out() || e.is_task_does_not_exist() || e.is_invalid_token()) => {
+            Err(err)
+                if err.as_service_error().is_some_and(|e| e.is_task_timed_out() || e.is_task_does_not_exist() || e.is_invalid_token()) =>
+            {
                 tracing::info!("task already answered or gone");
                 Ok(())
             }
@@ -79,7 +69,9 @@ impl TaskTokens for StepFunctions {
         let result = self.client.send_task_failure().task_token(token).error(error).cause(cause).send().await;
         match result {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_task_timed_out() || e.is_task_does_not_exist() || e.is_invalid_token()) => {
+            Err(err)
+                if err.as_service_error().is_some_and(|e| e.is_task_timed_out() || e.is_task_does_not_exist() || e.is_invalid_token()) =>
+            {
                 tracing::info!("task already answered or gone");
                 Ok(())
             }

@@ -40,13 +40,7 @@ impl videojobs_core::notify::DelayedWorkQueue for SqsWorkQueue {
 impl WorkQueue for SqsWorkQueue {
     async fn enqueue(&self, message: &WorkMessage) -> Result<(), StoreError> {
         let body = serde_json::to_string(message).map_err(|e| StoreError::Internal(e.to_string()))?;
-        self.client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| store_error("SendMessage", e))?;
+        self.client.send_message().queue_url(&self.queue_url).message_body(body).send().await.map_err(|e| store_error("SendMessage", e))?;
         Ok(())
     }
 }

@@ -34,10 +34,7 @@ pub const COUNTER_SHARDS: u32 = 8;
 type Item = HashMap<String, AttributeValue>;
 
 fn shard_key(shard: u32) -> Item {
-    HashMap::from([
-        ("pk".to_owned(), AttributeValue::S(format!("STATS#{shard}"))),
-        ("sk".to_owned(), AttributeValue::S("COUNTERS".into())),
-    ])
+    HashMap::from([("pk".to_owned(), AttributeValue::S(format!("STATS#{shard}"))), ("sk".to_owned(), AttributeValue::S("COUNTERS".into()))])
 }
 
 fn random_shard() -> u32 {
@@ -139,7 +136,14 @@ impl DynamoStore {
         Err(StoreError::Unavailable("counter shards kept coming back unprocessed".into()))
     }
 
-    async fn stuck_page(&self, status: JobStatus, before: &str, limit: Option<u32>, count_only: bool, start: Option<Item>) -> Result<aws_sdk_dynamodb::operation::query::QueryOutput, StoreError> {
+    async fn stuck_page(
+        &self,
+        status: JobStatus,
+        before: &str,
+        limit: Option<u32>,
+        count_only: bool,
+        start: Option<Item>,
+    ) -> Result<aws_sdk_dynamodb::operation::query::QueryOutput, StoreError> {
         self.client()
             .query()
             .table_name(self.jobs_table())
@@ -160,10 +164,7 @@ impl DynamoStore {
 
 fn stuck_job(item: &Item, status: JobStatus) -> Result<StuckJob, StoreError> {
     let text = |name: &str| {
-        item.get(name)
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .ok_or_else(|| StoreError::Internal(format!("stuck_watch item has no {name}")))
+        item.get(name).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| StoreError::Internal(format!("stuck_watch item has no {name}")))
     };
     Ok(StuckJob {
         job_id: text("job_id")?.parse().map_err(|_| StoreError::Internal("stuck_watch item has a bad job id".into()))?,

@@ -238,7 +238,16 @@ mod tests {
     #[test]
     fn a_key_request_takes_a_user_a_role_and_optionally_a_label_and_credits() {
         let minimal = key(r#"{"user_id":"ann","role":"reviewer"}"#).unwrap();
-        assert_eq!(minimal, NewKeyRequest { user_id: "ann".parse().unwrap(), role: Role::Reviewer, label: String::new(), credits: 0, expires_in_days: None });
+        assert_eq!(
+            minimal,
+            NewKeyRequest {
+                user_id: "ann".parse().unwrap(),
+                role: Role::Reviewer,
+                label: String::new(),
+                credits: 0,
+                expires_in_days: None
+            }
+        );
         let expiring = key(r#"{"user_id":"ann","role":"user","expires_in_days":30}"#).unwrap();
         assert_eq!(expiring.expires_in_days, Some(30));
         let full = key(r#"{"user_id":"bo-1","role":"user","label":"  laptop ","credits":250}"#).unwrap();

@@ -57,8 +57,7 @@ impl MetricLine {
 
     /// The EMF document, timestamped `timestamp_ms` (milliseconds since the epoch).
     pub fn render(&self, timestamp_ms: i64) -> String {
-        let definitions: Vec<Value> =
-            self.metrics.iter().map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()})).collect();
+        let definitions: Vec<Value> = self.metrics.iter().map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()})).collect();
         let mut root = Map::new();
         root.insert(
             "_aws".into(),
@@ -113,10 +112,7 @@ mod tests {
         assert_eq!(doc["_aws"]["CloudWatchMetrics"].as_array().unwrap().len(), 1);
         assert_eq!(directive["Namespace"], "videojobs");
         assert_eq!(directive["Dimensions"], json!([[], ["Provider"], ["WorkflowType"]]));
-        assert_eq!(
-            directive["Metrics"],
-            json!([{"Name": "JobCompleted", "Unit": "Count"}, {"Name": "TimeToComplete", "Unit": "Seconds"}])
-        );
+        assert_eq!(directive["Metrics"], json!([{"Name": "JobCompleted", "Unit": "Count"}, {"Name": "TimeToComplete", "Unit": "Seconds"}]));
         // Every dimension and metric the directive names is a member of the root.
         for set in directive["Dimensions"].as_array().unwrap() {
             for name in set.as_array().unwrap() {

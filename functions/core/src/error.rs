@@ -121,10 +121,10 @@ impl AppError {
             AppError::UnsupportedMediaType => "Send the body as JSON with Content-Type: application/json.",
             AppError::BodyTooLarge { .. } => "Send a smaller body.",
             AppError::UploadTooLarge { .. } => "Resize or compress the image and try again.",
-            AppError::UnsupportedImage { .. } => "Upload a PNG, JPEG or WebP image of the declared content_type, then animate its new upload_id.",
-            AppError::Unauthenticated => {
-                "Send your API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
+            AppError::UnsupportedImage { .. } => {
+                "Upload a PNG, JPEG or WebP image of the declared content_type, then animate its new upload_id."
             }
+            AppError::Unauthenticated => "Send your API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
             AppError::Forbidden(_) => "Use a key with the right role.",
             AppError::OwnJobReview => "Ask another reviewer to review it.",
             AppError::InsufficientCredits { .. } => "Add credits, or ask for a shorter or smaller video.",

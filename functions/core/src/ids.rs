@@ -98,8 +98,7 @@ impl UserId {
 impl FromStr for UserId {
     type Err = InvalidId;
     fn from_str(value: &str) -> Result<Self, InvalidId> {
-        let ok = (1..=64).contains(&value.len())
-            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok = (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
             Ok(Self(value.to_owned()))
         } else {
@@ -142,8 +141,7 @@ impl IdempotencyKey {
 impl FromStr for IdempotencyKey {
     type Err = InvalidId;
     fn from_str(value: &str) -> Result<Self, InvalidId> {
-        let ok = (1..=Self::MAX_LEN).contains(&value.len())
-            && value.bytes().all(|b| b.is_ascii_graphic());
+        let ok = (1..=Self::MAX_LEN).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
         if ok {
             Ok(Self(value.to_owned()))
         } else {

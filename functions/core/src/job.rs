@@ -17,9 +17,7 @@ pub mod timestamp {
 
     pub fn format(at: OffsetDateTime) -> String {
         let utc = at.to_offset(time::UtcOffset::UTC);
-        let fmt = format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
+        let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
         utc.format(&fmt).unwrap_or_else(|_| utc.unix_timestamp().to_string())
     }
 
@@ -55,9 +53,7 @@ pub mod timestamp {
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
             match Option::<String>::deserialize(d)? {
-                Some(text) => super::parse(&text)
-                    .map(Some)
-                    .ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time")),
+                Some(text) => super::parse(&text).map(Some).ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time")),
                 None => Ok(None),
             }
         }
@@ -68,17 +64,8 @@ pub mod timestamp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "workflow_type", rename_all = "snake_case")]
 pub enum JobParams {
-    TextToVideo {
-        duration_seconds: u32,
-        aspect_ratio: AspectRatio,
-        resolution: Resolution,
-    },
-    ImageToVideo {
-        image: ImageSource,
-        length_seconds: u32,
-        frame_rate: u32,
-        zoom_speed: f64,
-    },
+    TextToVideo { duration_seconds: u32, aspect_ratio: AspectRatio, resolution: Resolution },
+    ImageToVideo { image: ImageSource, length_seconds: u32, frame_rate: u32, zoom_speed: f64 },
 }
 
 impl JobParams {
@@ -348,11 +335,7 @@ mod tests {
 
     #[test]
     fn params_say_their_workflow_and_length() {
-        let text = JobParams::TextToVideo {
-            duration_seconds: 8,
-            aspect_ratio: AspectRatio::Square,
-            resolution: Resolution::Hd,
-        };
+        let text = JobParams::TextToVideo { duration_seconds: 8, aspect_ratio: AspectRatio::Square, resolution: Resolution::Hd };
         assert_eq!(text.workflow_type(), WorkflowType::TextToVideo);
         assert_eq!(text.video_seconds(), 8);
         assert_eq!(text.estimated_time_seconds(), 78);

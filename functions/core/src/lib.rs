@@ -2,6 +2,7 @@
 //! ids and keys, and the ports through which the functions reach storage and
 //! the workflow engine. Nothing here knows about AWS.
 
+pub mod admin;
 pub mod emf;
 pub mod error;
 pub mod failover;
@@ -22,7 +23,6 @@ pub mod service;
 pub mod settings;
 pub mod signing;
 pub mod stats;
-pub mod admin;
 pub mod views;
 pub mod work;
 

@@ -76,9 +76,7 @@ impl JobStatus {
     pub fn label(self) -> &'static str {
         match self {
             JobStatus::Queued => "Waiting to start",
-            JobStatus::Submitted | JobStatus::Retrying | JobStatus::Processing => {
-                "Generating video"
-            }
+            JobStatus::Submitted | JobStatus::Retrying | JobStatus::Processing => "Generating video",
             JobStatus::Completed => "Ready for review",
             JobStatus::Approved => "Ready to use",
             JobStatus::Rejected => "Needs changes",
@@ -90,23 +88,13 @@ impl JobStatus {
 
     /// A terminal job never changes status again.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Approved
-                | JobStatus::Rejected
-                | JobStatus::Failed
-                | JobStatus::Canceled
-                | JobStatus::Expired
-        )
+        matches!(self, JobStatus::Approved | JobStatus::Rejected | JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired)
     }
 
     /// Still being generated: counts against the user's cap on active jobs, is
     /// listed by `GET /videos/jobs/active`, and can be canceled.
     pub fn is_in_flight(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Queued | JobStatus::Submitted | JobStatus::Retrying | JobStatus::Processing
-        )
+        matches!(self, JobStatus::Queued | JobStatus::Submitted | JobStatus::Retrying | JobStatus::Processing)
     }
 
     /// Progress shown for a status when the provider has said nothing finer.
@@ -163,12 +151,7 @@ pub fn transition(from: JobStatus, to: JobStatus) -> Result<Transition, Transiti
         return Err(TransitionRefused { from, to });
     }
     let gave_up = matches!(to, JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired);
-    Ok(Transition {
-        from,
-        to,
-        refunds_credits: gave_up && from.is_in_flight(),
-        frees_slot: from.is_in_flight() && !to.is_in_flight(),
-    })
+    Ok(Transition { from, to, refunds_credits: gave_up && from.is_in_flight(), frees_slot: from.is_in_flight() && !to.is_in_flight() })
 }
 
 #[cfg(test)]
@@ -288,7 +271,18 @@ mod tests {
         let phrases: Vec<String> = JobStatus::ALL.iter().map(|s| s.with_article()).collect();
         assert_eq!(
             phrases,
-            ["a queued", "a submitted", "a retrying", "a processing", "a completed", "an approved", "a rejected", "a failed", "a canceled", "an expired"]
+            [
+                "a queued",
+                "a submitted",
+                "a retrying",
+                "a processing",
+                "a completed",
+                "an approved",
+                "a rejected",
+                "a failed",
+                "a canceled",
+                "an expired"
+            ]
         );
     }
 

@@ -195,7 +195,11 @@ mod tests {
         let moov = boxed(b"moov", &[mvhd_v0(1000, 4_500), audio, video].concat());
         let ftyp = boxed(b"ftyp", b"isom\0\0\x02\0isomiso2mp41");
         let mdat = boxed(b"mdat", &vec![7u8; 10_000]);
-        if moov_first { [ftyp, moov, mdat].concat() } else { [ftyp, mdat, moov].concat() }
+        if moov_first {
+            [ftyp, moov, mdat].concat()
+        } else {
+            [ftyp, mdat, moov].concat()
+        }
     }
 
     fn probe_in_chunks(bytes: &[u8], chunk: usize) -> Option<VideoInfo> {

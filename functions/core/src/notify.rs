@@ -209,11 +209,7 @@ pub fn check_literal(url: &Url, policy: WebhookPolicy) -> Result<Option<IpAddr>,
 /// Checks a `webhook_url` all the way: scheme, then every address its host
 /// resolves to (one private address among public ones refuses it, since DNS
 /// may hand out either). The caller connects to `addr` only.
-pub async fn check_destination(
-    url: &Url,
-    policy: WebhookPolicy,
-    resolver: &dyn HostResolver,
-) -> Result<Destination, DestinationError> {
+pub async fn check_destination(url: &Url, policy: WebhookPolicy, resolver: &dyn HostResolver) -> Result<Destination, DestinationError> {
     let port = url.port_or_known_default().unwrap_or(443);
     if let Some(ip) = check_literal(url, policy)? {
         return Ok(Destination { url: url.clone(), host_name: None, addr: SocketAddr::new(ip, port) });
@@ -429,9 +425,18 @@ mod tests {
 
     #[tokio::test]
     async fn ip_literals_at_loopback_private_or_metadata_addresses_are_refused_in_a_deployment() {
-        for url in ["https://127.0.0.1/x", "https://10.0.0.1/x", "https://169.254.169.254/latest/meta-data",
-                    "https://[::1]/x", "https://[fd00:ec2::254]/x", "https://[::ffff:10.0.0.1]/x", "https://0.0.0.0/x",
-                    "https://2130706433/x", "https://0x7f.1/x", "https://100.64.1.1/x"] {
+        for url in [
+            "https://127.0.0.1/x",
+            "https://10.0.0.1/x",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/x",
+            "https://[fd00:ec2::254]/x",
+            "https://[::ffff:10.0.0.1]/x",
+            "https://0.0.0.0/x",
+            "https://2130706433/x",
+            "https://0x7f.1/x",
+            "https://100.64.1.1/x",
+        ] {
             let err = check(url, DEPLOYED).await.unwrap_err();
             assert!(matches!(err, DestinationError::NotPublic { .. }), "{url}: {err:?}");
         }

@@ -71,10 +71,8 @@ pub trait ApiKeyStore: Send + Sync {
     /// Stores a key for a principal, without expiry, under an id derived
     /// from its hash (saving the same key again changes nothing).
     async fn save_key(&self, key: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError> {
-        let record = KeyRecord {
-            key_id: KeyId::derived_from(key),
-            ..KeyRecord::new(principal.clone(), label, crate::job::timestamp::now(), None)
-        };
+        let record =
+            KeyRecord { key_id: KeyId::derived_from(key), ..KeyRecord::new(principal.clone(), label, crate::job::timestamp::now(), None) };
         self.save_key_record(key, &record).await
     }
 }
@@ -119,7 +117,9 @@ pub enum CreateOutcome {
     Created,
     /// The idempotency key is taken: the caller compares fingerprints.
     IdempotencyKeyTaken,
-    InsufficientCredits { balance: i64 },
+    InsufficientCredits {
+        balance: i64,
+    },
     TooManyActiveJobs,
     NoAccount,
 }
@@ -246,11 +246,7 @@ pub trait JobStore: Send + Sync {
     /// The user's in-flight jobs, newest first.
     async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError>;
     async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError>;
-    async fn idempotency_record(
-        &self,
-        user: &UserId,
-        key: &IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    async fn idempotency_record(&self, user: &UserId, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError>;
     /// Sets fields on a job that is still in `status`, without changing it;
     /// `false` when it has moved on.
     async fn update_in_status(&self, id: &JobId, status: JobStatus, update: &JobUpdate) -> Result<bool, StoreError>;

@@ -229,7 +229,8 @@ mod tests {
 
     fn job(provider: &str, status: JobStatus, detail: Option<ProgressDetail>) -> Job {
         use crate::request::{AspectRatio, Resolution};
-        let params = crate::job::JobParams::TextToVideo { duration_seconds: 5, aspect_ratio: AspectRatio::Square, resolution: Resolution::Hd };
+        let params =
+            crate::job::JobParams::TextToVideo { duration_seconds: 5, aspect_ratio: AspectRatio::Square, resolution: Resolution::Hd };
         Job {
             status,
             provider_request_id: Some("req-1".into()),
@@ -282,10 +283,13 @@ mod tests {
         let links = crate::views::OutputLinks::default();
         let waiting = crate::views::StatusBody::new(&job("fal", JobStatus::Submitted, Some(queued(Some(2), 1))), &links);
         let json = serde_json::to_value(&waiting).unwrap();
-        assert_eq!(json["progress_detail"], serde_json::json!({
+        assert_eq!(
+            json["progress_detail"],
+            serde_json::json!({
             "stage": "queued", "queue_position": 2,
             "message": "Waiting in the provider's queue (position 2)",
-            "observed_at": "2027-01-15T08:00:01.000Z"}));
+            "observed_at": "2027-01-15T08:00:01.000Z"})
+        );
         let moved_on = crate::views::StatusBody::new(&job("fal", JobStatus::Processing, Some(queued(Some(2), 1))), &links);
         assert!(moved_on.progress_detail.is_none(), "a queue position is stale once the job is processing");
         let ended = crate::views::StatusBody::new(&job("fal", JobStatus::Failed, Some(processing(1))), &links);

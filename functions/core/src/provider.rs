@@ -41,12 +41,19 @@ pub struct ProviderOutput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderStatus {
     /// Accepted, waiting its turn (`position` when the provider says).
-    Queued { position: Option<u32> },
+    Queued {
+        position: Option<u32>,
+    },
     /// Being generated; `percent` when the provider says.
-    Processing { percent: Option<u8> },
+    Processing {
+        percent: Option<u8>,
+    },
     Succeeded(ProviderOutput),
     /// The provider gave up; `message` is its own words.
-    Failed { code: String, message: String },
+    Failed {
+        code: String,
+        message: String,
+    },
     Canceled,
 }
 

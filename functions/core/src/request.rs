@@ -144,8 +144,7 @@ impl ProviderName {
 impl std::str::FromStr for ProviderName {
     type Err = InvalidId;
     fn from_str(value: &str) -> Result<Self, InvalidId> {
-        let ok = (1..=32).contains(&value.len())
-            && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let ok = (1..=32).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if ok {
             Ok(Self(value.to_owned()))
         } else {
@@ -332,11 +331,8 @@ struct UploadBody {
 impl GenerateRequest {
     pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<Self, InvalidRequest> {
         let raw: GenerateBody = parse_json(body)?;
-        let duration_seconds = in_range(
-            "duration_seconds",
-            raw.duration_seconds.unwrap_or(bounds::DEFAULT_DURATION_SECONDS),
-            bounds::DURATION_SECONDS,
-        )?;
+        let duration_seconds =
+            in_range("duration_seconds", raw.duration_seconds.unwrap_or(bounds::DEFAULT_DURATION_SECONDS), bounds::DURATION_SECONDS)?;
         Ok(Self {
             prompt: checked_prompt(&raw.prompt)?,
             duration_seconds,
@@ -357,15 +353,9 @@ impl AnimateRequest {
         let image = match (raw.image_url, raw.upload_id) {
             // The provider fetches it: an address of our own network is no image source.
             (Some(url), None) => ImageSource::Url(checked_outside_url("image_url", &url, limits)?.into()),
-            (None, Some(id)) => ImageSource::Upload(
-                id.parse().map_err(|e: InvalidId| InvalidRequest::new("upload_id", e.0))?,
-            ),
-            (Some(_), Some(_)) => {
-                return Err(InvalidRequest::new("image_url", "give image_url or upload_id, not both"))
-            }
-            (None, None) => {
-                return Err(InvalidRequest::new("image_url", "an image_url or an upload_id is required"))
-            }
+            (None, Some(id)) => ImageSource::Upload(id.parse().map_err(|e: InvalidId| InvalidRequest::new("upload_id", e.0))?),
+            (Some(_), Some(_)) => return Err(InvalidRequest::new("image_url", "give image_url or upload_id, not both")),
+            (None, None) => return Err(InvalidRequest::new("image_url", "an image_url or an upload_id is required")),
         };
         let prompt = match raw.prompt {
             Some(p) if p.trim().is_empty() => None,
@@ -379,16 +369,8 @@ impl AnimateRequest {
         Ok(Self {
             image,
             prompt,
-            length_seconds: in_range(
-                "length",
-                raw.length.unwrap_or(bounds::DEFAULT_LENGTH_SECONDS),
-                bounds::LENGTH_SECONDS,
-            )?,
-            frame_rate: in_range(
-                "frame_rate",
-                raw.frame_rate.unwrap_or(bounds::DEFAULT_FRAME_RATE),
-                bounds::FRAME_RATE,
-            )?,
+            length_seconds: in_range("length", raw.length.unwrap_or(bounds::DEFAULT_LENGTH_SECONDS), bounds::LENGTH_SECONDS)?,
+            frame_rate: in_range("frame_rate", raw.frame_rate.unwrap_or(bounds::DEFAULT_FRAME_RATE), bounds::FRAME_RATE)?,
             zoom_speed,
             common: checked_common(raw.provider, raw.webhook_url, raw.metadata, limits)?,
         })
@@ -415,13 +397,7 @@ impl UploadRequest {
             "image/jpeg" => ImageType::Jpeg,
             "image/png" => ImageType::Png,
             "image/webp" => ImageType::Webp,
-            _ => {
-                return Err(InvalidRequest::new(
-                    "content_type",
-                    "must be image/jpeg, image/png or image/webp",
-                )
-                .into())
-            }
+            _ => return Err(InvalidRequest::new("content_type", "must be image/jpeg, image/png or image/webp").into()),
         };
         if raw.size_bytes == 0 {
             return Err(InvalidRequest::new("size_bytes", "must be at least 1").into());
@@ -440,10 +416,7 @@ fn checked_prompt(prompt: &str) -> Result<String, InvalidRequest> {
         return Err(InvalidRequest::new("prompt", "must not be empty"));
     }
     if chars > PROMPT_MAX_CHARS {
-        return Err(InvalidRequest::new(
-            "prompt",
-            format!("is {chars} characters; the limit is {PROMPT_MAX_CHARS}"),
-        ));
+        return Err(InvalidRequest::new("prompt", format!("is {chars} characters; the limit is {PROMPT_MAX_CHARS}")));
     }
     if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(InvalidRequest::new("prompt", "must not contain control characters"));
@@ -470,10 +443,9 @@ pub fn is_format_character(c: char) -> bool {
 /// Refuses text (prompts, notes, metadata, labels) that carries a format character.
 pub fn no_format_characters(field: &str, text: &str) -> Result<(), InvalidRequest> {
     match text.chars().find(|c| is_format_character(*c)) {
-        Some(c) => Err(InvalidRequest::new(
-            field,
-            format!("must not contain invisible formatting characters (found U+{:04X})", u32::from(c)),
-        )),
+        Some(c) => {
+            Err(InvalidRequest::new(field, format!("must not contain invisible formatting characters (found U+{:04X})", u32::from(c))))
+        }
         None => Ok(()),
     }
 }
@@ -564,8 +536,8 @@ pub mod faults {
 
     /// Checks a job's `local_faults` value: known fields, bounded values.
     pub fn check(value: &Value) -> Result<RequestedFaults, InvalidRequest> {
-        let faults: RequestedFaults = serde_json::from_value(value.clone())
-            .map_err(|e| InvalidRequest::new("metadata.local_faults", e.to_string()))?;
+        let faults: RequestedFaults =
+            serde_json::from_value(value.clone()).map_err(|e| InvalidRequest::new("metadata.local_faults", e.to_string()))?;
         match out_of_bounds(&faults) {
             Some((field, message)) => Err(InvalidRequest::new(format!("metadata.local_faults.{field}"), message)),
             None => Ok(faults),
@@ -579,37 +551,26 @@ fn checked_common(
     metadata: Option<Map<String, Value>>,
     limits: &RequestLimits,
 ) -> Result<CommonOptions, InvalidRequest> {
-    let provider = provider
-        .map(|p| p.parse::<ProviderName>().map_err(|e| InvalidRequest::new("provider", e.0)))
-        .transpose()?;
+    let provider = provider.map(|p| p.parse::<ProviderName>().map_err(|e| InvalidRequest::new("provider", e.0))).transpose()?;
     // An IP literal is refused here; a host name when it resolves (`Services::check_webhook_url`).
     let webhook_url = webhook_url.map(|u| checked_outside_url("webhook_url", &u, limits)).transpose()?;
     if let Some(metadata) = &metadata {
         if metadata.len() > METADATA_MAX_KEYS {
-            return Err(InvalidRequest::new(
-                "metadata",
-                format!("has {} keys; the limit is {METADATA_MAX_KEYS}", metadata.len()),
-            ));
+            return Err(InvalidRequest::new("metadata", format!("has {} keys; the limit is {METADATA_MAX_KEYS}", metadata.len())));
         }
         let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
         if size > METADATA_MAX_BYTES {
-            return Err(InvalidRequest::new(
-                "metadata",
-                format!("is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES}"),
-            ));
+            return Err(InvalidRequest::new("metadata", format!("is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES}")));
         }
         for (key, value) in metadata {
-            storable(value, 1).map_err(|problem| InvalidRequest::new(&format!("metadata.{key}"), problem))?;
+            storable(value, 1).map_err(|problem| InvalidRequest::new(format!("metadata.{key}"), problem))?;
             // A key with an invisible character is named by its parent: the name itself would mislead.
             no_format_characters("metadata", key)?;
             checked_metadata_value(&format!("metadata.{key}"), value)?;
         }
         if let Some(faults) = metadata.get(faults::METADATA_KEY) {
             if !limits.allow_fault_injection {
-                return Err(InvalidRequest::new(
-                    "metadata.local_faults",
-                    "fault injection is not enabled in this deployment",
-                ));
+                return Err(InvalidRequest::new("metadata.local_faults", "fault injection is not enabled in this deployment"));
             }
             faults::check(faults)?;
         }
@@ -692,9 +653,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// under the same `Idempotency-Key`. Parsed and re-serialised so that spacing
 /// and key order do not matter.
 pub fn request_fingerprint(route: &str, body: &[u8]) -> String {
-    let canonical = serde_json::from_slice::<Value>(body)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
+    let canonical =
+        serde_json::from_slice::<Value>(body).map(|v| v.to_string()).unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
     let mut hasher = Sha256::new();
     hasher.update(route.as_bytes());
     hasher.update([0]);
@@ -774,7 +734,11 @@ mod tests {
             assert!(err.message.contains("invisible"), "{}", err.message);
             assert_eq!(refused_field(generate(&format!(r#"{{"prompt":"p","metadata":{{"k":"a{c}b"}}}}"#))), "metadata.k", "{c}");
             assert_eq!(refused_field(generate(&format!(r#"{{"prompt":"p","metadata":{{"k{c}":"v"}}}}"#))), "metadata", "{c}");
-            assert_eq!(refused_field(generate(&format!(r#"{{"prompt":"p","metadata":{{"k":{{"deep":["x{c}"]}}}}}}"#))), "metadata.k", "{c}");
+            assert_eq!(
+                refused_field(generate(&format!(r#"{{"prompt":"p","metadata":{{"k":{{"deep":["x{c}"]}}}}}}"#))),
+                "metadata.k",
+                "{c}"
+            );
             assert_eq!(refused_field(animate(&format!(r#"{{"image_url":"https://e.com/a.png","prompt":"a{c}b"}}"#))), "prompt", "{c}");
         }
         // Joiners stay: emoji sequences and several scripts need them.
@@ -873,8 +837,15 @@ mod tests {
 
     #[test]
     fn webhook_urls_at_non_public_ip_literals_are_refused_when_parsed() {
-        for bad in ["https://127.0.0.1/h", "https://10.0.0.1/h", "https://169.254.169.254/latest", "https://[::1]/h",
-                    "https://[fe80::1]/h", "https://192.168.1.1:8443/h", "https://2130706433/h"] {
+        for bad in [
+            "https://127.0.0.1/h",
+            "https://10.0.0.1/h",
+            "https://169.254.169.254/latest",
+            "https://[::1]/h",
+            "https://[fe80::1]/h",
+            "https://192.168.1.1:8443/h",
+            "https://2130706433/h",
+        ] {
             let json = format!(r#"{{"prompt":"p","webhook_url":"{bad}"}}"#);
             assert_eq!(refused_field(generate(&json)), "webhook_url", "{bad}");
         }
@@ -932,10 +903,8 @@ mod tests {
     #[test]
     fn an_animate_request_from_an_upload_keeps_its_id_and_options() {
         let upload = UploadId::generate();
-        let request = animate(&format!(
-            r#"{{"upload_id":"{upload}","prompt":"slow pan","length":10,"frame_rate":30,"zoom_speed":0.25}}"#
-        ))
-        .unwrap();
+        let request =
+            animate(&format!(r#"{{"upload_id":"{upload}","prompt":"slow pan","length":10,"frame_rate":30,"zoom_speed":0.25}}"#)).unwrap();
         assert_eq!(request.image, ImageSource::Upload(upload));
         assert_eq!(request.prompt.as_deref(), Some("slow pan"));
         assert_eq!((request.length_seconds, request.frame_rate, request.zoom_speed), (10, 30, 0.25));
@@ -949,7 +918,9 @@ mod tests {
         assert_eq!(refused_field(animate(&both)), "image_url");
         assert_eq!(refused_field(animate(r#"{"upload_id":"job_nope"}"#)), "upload_id");
         assert_eq!(refused_field(animate(r#"{"image_url":"file:///etc/passwd"}"#)), "image_url");
-        for inside in ["https://169.254.169.254/latest/meta-data", "https://10.0.0.1/a.png", "https://127.0.0.1/a.png", "https://[::1]/a.png"] {
+        for inside in
+            ["https://169.254.169.254/latest/meta-data", "https://10.0.0.1/a.png", "https://127.0.0.1/a.png", "https://[::1]/a.png"]
+        {
             assert_eq!(refused_field(animate(&format!(r#"{{"image_url":"{inside}"}}"#))), "image_url", "{inside}");
         }
     }
@@ -996,8 +967,12 @@ mod tests {
     #[test]
     fn an_upload_request_refuses_other_types_empty_files_and_files_over_the_cap() {
         let parse = |json: &str| UploadRequest::parse(json.as_bytes(), &limits());
-        assert!(matches!(parse(r#"{"content_type":"image/gif","size_bytes":10}"#), Err(InvalidUpload::Invalid(e)) if e.field == "content_type"));
-        assert!(matches!(parse(r#"{"content_type":"image/png","size_bytes":0}"#), Err(InvalidUpload::Invalid(e)) if e.field == "size_bytes"));
+        assert!(
+            matches!(parse(r#"{"content_type":"image/gif","size_bytes":10}"#), Err(InvalidUpload::Invalid(e)) if e.field == "content_type")
+        );
+        assert!(
+            matches!(parse(r#"{"content_type":"image/png","size_bytes":0}"#), Err(InvalidUpload::Invalid(e)) if e.field == "size_bytes")
+        );
         assert!(matches!(parse(r#"{"content_type":"image/png"}"#), Err(InvalidUpload::Invalid(e)) if e.field == "size_bytes"));
         let over = 10 * 1024 * 1024 + 1;
         assert_eq!(

@@ -86,15 +86,9 @@ impl ReviewReason {
     /// What the owner can do about it.
     pub fn next_step(self) -> &'static str {
         match self {
-            ReviewReason::ProductChanged => {
-                "Generate it again from a clear product image, and ask for less camera movement."
-            }
-            ReviewReason::UnreadableText => {
-                "Generate it again without text in the prompt, and add the text afterwards."
-            }
-            ReviewReason::DistortedAnatomy => {
-                "Generate it again with fewer people or hands in view, or a shorter video."
-            }
+            ReviewReason::ProductChanged => "Generate it again from a clear product image, and ask for less camera movement.",
+            ReviewReason::UnreadableText => "Generate it again without text in the prompt, and add the text afterwards.",
+            ReviewReason::DistortedAnatomy => "Generate it again with fewer people or hands in view, or a shorter video.",
             ReviewReason::RightsUnclear => "Use only images and brands you have the rights to, then generate it again.",
             ReviewReason::NeedsDisclosure => "Add an 'AI-generated' disclosure before publishing, or ask a reviewer.",
             ReviewReason::PoorQuality => "Generate it again at a higher resolution or with a simpler scene.",
@@ -297,8 +291,8 @@ impl Services {
             reviewed_at: now,
         };
         let update = JobUpdate { review: Some(review.clone()), ..JobUpdate::default() };
-        let change = StatusChange::new(&job, t, EventSource::Reviewer, request.event_message(), request.job_error(), update)
-            .by(&who.user_id);
+        let change =
+            StatusChange::new(&job, t, EventSource::Reviewer, request.event_message(), request.job_error(), update).by(&who.user_id);
         match self.jobs.change_status(&change).await? {
             ChangeOutcome::Applied => {}
             ChangeOutcome::StatusWas(now) => return Err(refused(now)),
@@ -394,10 +388,7 @@ mod tests {
     #[test]
     fn an_approval_may_carry_a_reason_and_a_note() {
         let request = parse(r#"{"decision":"approve","reason":"needs_disclosure","note":" add the AI label "}"#).unwrap();
-        assert_eq!(
-            request,
-            ReviewRequest::Approve { reason: Some(ReviewReason::NeedsDisclosure), note: Some("add the AI label".into()) }
-        );
+        assert_eq!(request, ReviewRequest::Approve { reason: Some(ReviewReason::NeedsDisclosure), note: Some("add the AI label".into()) });
         assert_eq!(request.status(), JobStatus::Approved);
         assert_eq!(request.job_error(), None);
     }

@@ -7,8 +7,7 @@ use crate::job::{timestamp, EventSource, Job, JobError, JobEvent, JobParams};
 use crate::lifecycle::{transition, JobStatus};
 use crate::ports::*;
 use crate::request::{
-    prompt_hash, AnimateRequest, CommonOptions, GenerateRequest, ImageSource, InvalidRequest, ProviderName,
-    UploadRequest,
+    prompt_hash, AnimateRequest, CommonOptions, GenerateRequest, ImageSource, InvalidRequest, ProviderName, UploadRequest,
 };
 use crate::settings::Settings;
 use crate::views::*;
@@ -79,9 +78,7 @@ impl Services {
     }
 
     async fn authenticate_for(&self, presented: Option<&str>, creating: bool) -> Result<Principal, AppError> {
-        let key: ApiKey = presented
-            .and_then(|text| text.trim().parse().ok())
-            .ok_or(AppError::Unauthenticated)?;
+        let key: ApiKey = presented.and_then(|text| text.trim().parse().ok()).ok_or(AppError::Unauthenticated)?;
         let record = self.keys.key_for(&key.hash()).await?.ok_or(AppError::Unauthenticated)?;
         tracing::Span::current().record("key_id", record.key_id.as_str());
         let now = timestamp::now();
@@ -90,19 +87,28 @@ impl Services {
             return Err(AppError::Unauthenticated);
         }
         let limits = self.settings.rate_limits;
-        crate::ratelimit::check(self.rate_limiter.as_ref(), limits, &record.key_id, crate::ratelimit::Policy::Requests, now.unix_timestamp()).await?;
+        crate::ratelimit::check(
+            self.rate_limiter.as_ref(),
+            limits,
+            &record.key_id,
+            crate::ratelimit::Policy::Requests,
+            now.unix_timestamp(),
+        )
+        .await?;
         if creating {
-            crate::ratelimit::check(self.rate_limiter.as_ref(), limits, &record.key_id, crate::ratelimit::Policy::Creates, now.unix_timestamp()).await?;
+            crate::ratelimit::check(
+                self.rate_limiter.as_ref(),
+                limits,
+                &record.key_id,
+                crate::ratelimit::Policy::Creates,
+                now.unix_timestamp(),
+            )
+            .await?;
         }
         Ok(record.principal)
     }
 
-    pub async fn create_job(
-        &self,
-        who: &Principal,
-        spec: JobSpec,
-        idempotency: Option<Idempotency>,
-    ) -> Result<Accepted, AppError> {
+    pub async fn create_job(&self, who: &Principal, spec: JobSpec, idempotency: Option<Idempotency>) -> Result<Accepted, AppError> {
         if let Some(idem) = &idempotency {
             if let Some(previous) = self.jobs.idempotency_record(&who.user_id, &idem.key).await? {
                 return self.replay(previous, idem).await;
@@ -151,9 +157,9 @@ impl Services {
                 response_body: body.clone(),
                 created_at: now,
             }),
-            prompt_expires_at: prompt.as_ref().map(|_| {
-                now + Duration::from_secs(self.settings.generation_timeout_seconds + self.settings.retention_seconds)
-            }),
+            prompt_expires_at: prompt
+                .as_ref()
+                .map(|_| now + Duration::from_secs(self.settings.generation_timeout_seconds + self.settings.retention_seconds)),
             prompt,
             max_active_jobs: self.settings.max_active_jobs,
             job,
@@ -162,21 +168,15 @@ impl Services {
             CreateOutcome::Created => {}
             CreateOutcome::IdempotencyKeyTaken => {
                 // Another request with this key won the race; answer as it did.
-                let idem = idempotency.as_ref().ok_or_else(|| {
-                    AppError::Internal("idempotency conflict without a key".into())
-                })?;
+                let idem = idempotency.as_ref().ok_or_else(|| AppError::Internal("idempotency conflict without a key".into()))?;
                 let previous = self.wait_for_idempotency_record(&who.user_id, &idem.key).await?;
                 return self.replay(previous, idem).await;
             }
             CreateOutcome::InsufficientCredits { balance } => {
                 return Err(AppError::InsufficientCredits { needed: new.job.cost_credits, balance })
             }
-            CreateOutcome::NoAccount => {
-                return Err(AppError::InsufficientCredits { needed: new.job.cost_credits, balance: 0 })
-            }
-            CreateOutcome::TooManyActiveJobs => {
-                return Err(AppError::TooManyActiveJobs { limit: self.settings.max_active_jobs })
-            }
+            CreateOutcome::NoAccount => return Err(AppError::InsufficientCredits { needed: new.job.cost_credits, balance: 0 }),
+            CreateOutcome::TooManyActiveJobs => return Err(AppError::TooManyActiveJobs { limit: self.settings.max_active_jobs }),
         }
         if let Err(err) = self.workflows.start(&workflow_input(&new.job, &self.settings)).await {
             self.give_up_unstarted(&new.job, &err).await;
@@ -196,19 +196,10 @@ impl Services {
                 self.workflows.start(&workflow_input(&job, &self.settings)).await?;
             }
         }
-        Ok(Accepted {
-            status: previous.response_status,
-            body: previous.response_body,
-            job_id: previous.job_id,
-            replayed: true,
-        })
+        Ok(Accepted { status: previous.response_status, body: previous.response_body, job_id: previous.job_id, replayed: true })
     }
 
-    async fn wait_for_idempotency_record(
-        &self,
-        user: &UserId,
-        key: &IdempotencyKey,
-    ) -> Result<IdempotencyRecord, AppError> {
+    async fn wait_for_idempotency_record(&self, user: &UserId, key: &IdempotencyKey) -> Result<IdempotencyRecord, AppError> {
         // The winner's transaction may still be committing when ours is cancelled.
         for attempt in 0..20u64 {
             if let Some(record) = self.jobs.idempotency_record(user, key).await? {
@@ -240,11 +231,7 @@ impl Services {
         }
     }
 
-    async fn job_parts(
-        &self,
-        who: &Principal,
-        spec: JobSpec,
-    ) -> Result<(JobParams, Option<String>, CommonOptions, u32), AppError> {
+    async fn job_parts(&self, who: &Principal, spec: JobSpec) -> Result<(JobParams, Option<String>, CommonOptions, u32), AppError> {
         Ok(match spec {
             JobSpec::Generate(request) => {
                 let cost = request.cost_credits();
@@ -281,18 +268,10 @@ impl Services {
         match self.media.object_size(&upload.object_key).await? {
             Some(size) if size > 0 && size <= self.settings.limits.upload_max_bytes => {}
             Some(0) | None => return Err(missing().into()),
-            Some(size) => {
-                return Err(AppError::UploadTooLarge {
-                    message: format!("the uploaded image is {size} bytes, over the limit"),
-                })
-            }
+            Some(size) => return Err(AppError::UploadTooLarge { message: format!("the uploaded image is {size} bytes, over the limit") }),
         }
         // The bytes must be the image the upload declared: nothing else reaches a provider.
-        let head = self
-            .media
-            .read_prefix(&upload.object_key, crate::image::SNIFF_BYTES)
-            .await?
-            .ok_or_else(missing)?;
+        let head = self.media.read_prefix(&upload.object_key, crate::image::SNIFF_BYTES).await?.ok_or_else(missing)?;
         match crate::image::check(&head, upload.content_type) {
             Ok(_) => Ok(()),
             Err(err) if err.is_wrong_media_type() => Err(AppError::UnsupportedImage { message: err.to_string() }),
@@ -306,11 +285,7 @@ impl Services {
             return Ok(chosen);
         }
         let enabled: Vec<&str> = self.settings.enabled_providers.iter().map(|p| p.as_str()).collect();
-        Err(InvalidRequest::new(
-            "provider",
-            format!("'{chosen}' is not available here; choose one of: {}", enabled.join(", ")),
-        )
-        .into())
+        Err(InvalidRequest::new("provider", format!("'{chosen}' is not available here; choose one of: {}", enabled.join(", "))).into())
     }
 
     /// A presigned PUT for a source image; its id is what `animate` accepts.
@@ -324,10 +299,7 @@ impl Services {
             size_bytes: request.size_bytes,
             created_at: timestamp::now(),
         };
-        let presigned = self
-            .media
-            .presign_put(&upload.object_key, request.size_bytes, self.settings.presign_ttl_seconds)
-            .await?;
+        let presigned = self.media.presign_put(&upload.object_key, request.size_bytes, self.settings.presign_ttl_seconds).await?;
         self.uploads.save_upload(&upload).await?;
         Ok(UploadBody {
             upload_id: upload.upload_id.to_string(),
@@ -472,10 +444,8 @@ impl Services {
         // The job may move (queued → submitted) between our read and our write:
         // then try again from where it is now.
         for _ in 0..5 {
-            let refused = || AppError::WrongState {
-                status: job.status,
-                message: format!("{} job cannot be canceled", job.status.with_article()),
-            };
+            let refused =
+                || AppError::WrongState { status: job.status, message: format!("{} job cannot be canceled", job.status.with_article()) };
             let t = transition(job.status, JobStatus::Canceled).map_err(|_| refused())?;
             let message = format!("Canceled by the user; {} credits refunded", job.cost_credits);
             let change = StatusChange::new(&job, t, EventSource::Api, message, None, JobUpdate::default()).by(&who.user_id);

@@ -50,29 +50,19 @@ pub struct ConfigError {
 impl Settings {
     /// Reads settings through `get` (the environment, in a function).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        fn number<T: std::str::FromStr>(
-            get: &impl Fn(&str) -> Option<String>,
-            name: &'static str,
-            default: T,
-        ) -> Result<T, ConfigError> {
+        fn number<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: T) -> Result<T, ConfigError> {
             match get(name) {
                 None => Ok(default),
-                Some(text) => text.trim().parse().map_err(|_| ConfigError {
-                    name,
-                    problem: format!("is {text:?}, not a number"),
-                }),
+                Some(text) => text.trim().parse().map_err(|_| ConfigError { name, problem: format!("is {text:?}, not a number") }),
             }
         }
-        let provider = |name: &'static str, text: &str| {
-            text.trim().parse::<ProviderName>().map_err(|e| ConfigError { name, problem: e.0.to_owned() })
-        };
+        let provider =
+            |name: &'static str, text: &str| text.trim().parse::<ProviderName>().map_err(|e| ConfigError { name, problem: e.0.to_owned() });
         let default_provider = provider("DEFAULT_PROVIDER", &get("DEFAULT_PROVIDER").unwrap_or_else(|| "local".into()))?;
         let mut enabled_providers = match get("ENABLED_PROVIDERS") {
-            Some(list) => list
-                .split(',')
-                .filter(|p| !p.trim().is_empty())
-                .map(|p| provider("ENABLED_PROVIDERS", p))
-                .collect::<Result<Vec<_>, _>>()?,
+            Some(list) => {
+                list.split(',').filter(|p| !p.trim().is_empty()).map(|p| provider("ENABLED_PROVIDERS", p)).collect::<Result<Vec<_>, _>>()?
+            }
             None => Vec::new(),
         };
         if !enabled_providers.contains(&default_provider) {
@@ -178,8 +168,14 @@ mod tests {
         assert_eq!((failover.fallback.as_str(), failover.after_attempts), ("local", 2));
         let s = settings(&[("FALLBACK_PROVIDER", "fal"), ("FALLBACK_AFTER_ATTEMPTS", "4")]).unwrap();
         assert_eq!(s.failover.unwrap().after_attempts, 4);
-        assert_eq!(settings(&[("FALLBACK_PROVIDER", "fal"), ("FALLBACK_AFTER_ATTEMPTS", "0")]).unwrap_err().name, "FALLBACK_AFTER_ATTEMPTS");
-        assert_eq!(settings(&[("FALLBACK_PROVIDER", "fal"), ("FALLBACK_AFTER_ATTEMPTS", "6")]).unwrap_err().name, "FALLBACK_AFTER_ATTEMPTS");
+        assert_eq!(
+            settings(&[("FALLBACK_PROVIDER", "fal"), ("FALLBACK_AFTER_ATTEMPTS", "0")]).unwrap_err().name,
+            "FALLBACK_AFTER_ATTEMPTS"
+        );
+        assert_eq!(
+            settings(&[("FALLBACK_PROVIDER", "fal"), ("FALLBACK_AFTER_ATTEMPTS", "6")]).unwrap_err().name,
+            "FALLBACK_AFTER_ATTEMPTS"
+        );
         assert_eq!(settings(&[("FALLBACK_PROVIDER", "No Way")]).unwrap_err().name, "FALLBACK_PROVIDER");
         assert_eq!(settings(&[("FALLBACK_PROVIDER", "")]).unwrap().failover, None);
     }

@@ -397,10 +397,8 @@ impl StatsBody {
         };
 
         let completed = get(counter::COMPLETED_COUNT);
-        let buckets: BTreeMap<u32, i64> = with_prefix("ttc.bucket.")
-            .into_iter()
-            .filter_map(|(k, v)| k.parse().ok().map(|i| (i, v)))
-            .collect();
+        let buckets: BTreeMap<u32, i64> =
+            with_prefix("ttc.bucket.").into_iter().filter_map(|(k, v)| k.parse().ok().map(|i| (i, v))).collect();
         let average = (completed > 0).then(|| round(get(counter::COMPLETED_MS_SUM) as f64 / completed as f64 / 1000.0, 3));
 
         let providers = with_prefix("finished.provider.");
@@ -433,12 +431,7 @@ impl StatsBody {
             scope: "admin",
             generated_at: timestamp::format(now),
             jobs_by_status: JobsByStatus(JobStatus::ALL.iter().map(|s| (*s, get(&counter::jobs(*s)))).collect()),
-            time_to_complete_seconds: TimeToComplete {
-                count: completed,
-                average,
-                p50: percentile_of(&buckets, 50),
-                p95: p95_of(&buckets),
-            },
+            time_to_complete_seconds: TimeToComplete { count: completed, average, p50: percentile_of(&buckets, 50), p95: p95_of(&buckets) },
             failure_rate_by_provider,
             failure_rate_by_workflow_type,
             rejections: Rejections { reviewed, rejected, rate: rate(rejected, reviewed), by_reason },
@@ -457,10 +450,7 @@ impl StatsBody {
                     })
                     .collect(),
             },
-            stored_bytes_by_artifact_type: StoredBytesView {
-                video: get(counter::VIDEO_BYTES),
-                thumbnail: get(counter::THUMBNAIL_BYTES),
-            },
+            stored_bytes_by_artifact_type: StoredBytesView { video: get(counter::VIDEO_BYTES), thumbnail: get(counter::THUMBNAIL_BYTES) },
         }
     }
 }
@@ -521,9 +511,7 @@ impl UserStatsBody {
             },
             time_to_complete_seconds: TypicalTime { count: ttc.count, p50: ttc.p50, p95: ttc.p95 },
             your_jobs: OwnJobs {
-                by_status: JobsByStatus(
-                    JobStatus::ALL.iter().map(|s| (*s, own.iter().filter(|o| *o == s).count() as i64)).collect(),
-                ),
+                by_status: JobsByStatus(JobStatus::ALL.iter().map(|s| (*s, own.iter().filter(|o| *o == s).count() as i64)).collect()),
                 counted: own.len() as u32,
                 complete,
                 active,
@@ -647,7 +635,8 @@ mod tests {
     #[test]
     fn failing_counts_a_finish_and_a_failure_by_provider_and_workflow() {
         let d = change_deltas(&change(&job(JobStatus::Submitted), JobStatus::Failed, None, JobUpdate::default()));
-        for name in ["finished.provider.local", "failed.provider.local", "finished.workflow.text_to_video", "failed.workflow.text_to_video"] {
+        for name in ["finished.provider.local", "failed.provider.local", "finished.workflow.text_to_video", "failed.workflow.text_to_video"]
+        {
             assert_eq!(d.get(name), 1, "{name}");
         }
         assert_eq!(d.get("ttc.count"), 0);
@@ -844,10 +833,7 @@ mod tests {
         let page = stuck_jobs(&FakeStuck, 1800, now).await.unwrap();
         assert_eq!(page.count, 10);
         let statuses: Vec<JobStatus> = page.oldest.iter().map(|j| j.status).collect();
-        assert_eq!(
-            statuses,
-            [JobStatus::Queued, JobStatus::Processing, JobStatus::Submitted, JobStatus::Submitted, JobStatus::Queued]
-        );
+        assert_eq!(statuses, [JobStatus::Queued, JobStatus::Processing, JobStatus::Submitted, JobStatus::Submitted, JobStatus::Queued]);
         assert!(page.oldest.iter().all(|j| j.updated_at < now - time::Duration::seconds(1800)));
     }
 }

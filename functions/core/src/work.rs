@@ -74,7 +74,7 @@ impl WorkMessage {
             | WorkMessage::DiscardOutput { job_id }
             | WorkMessage::KeepOutput { job_id }
             | WorkMessage::Refresh { job_id } => job_id,
-            | WorkMessage::Notify { job_id, .. } => job_id,
+            WorkMessage::Notify { job_id, .. } => job_id,
         }
     }
 }
@@ -117,7 +117,12 @@ mod tests {
         let notify = format!(r#"{{"kind":"notify","job_id":"{id}","status":"completed","attempt":2}}"#);
         let parsed: WorkMessage = serde_json::from_str(&notify).unwrap();
         assert_eq!(parsed, WorkMessage::Notify { job_id: id.clone(), status: crate::JobStatus::Completed, attempt: 2, not_before: None });
-        let later = WorkMessage::Notify { job_id: id, status: crate::JobStatus::Failed, attempt: 5, not_before: Some(crate::job::timestamp::now()) };
+        let later = WorkMessage::Notify {
+            job_id: id,
+            status: crate::JobStatus::Failed,
+            attempt: 5,
+            not_before: Some(crate::job::timestamp::now()),
+        };
         assert_eq!(serde_json::from_str::<WorkMessage>(&serde_json::to_string(&later).unwrap()).unwrap(), later);
     }
 }

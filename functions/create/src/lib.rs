@@ -61,11 +61,7 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
     }
 }
 
-async fn create_job(
-    services: &Services,
-    request: &Request,
-    route: Route,
-) -> Result<videojobs_core::service::Accepted, AppError> {
+async fn create_job(services: &Services, request: &Request, route: Route) -> Result<videojobs_core::service::Accepted, AppError> {
     let who = services.authenticate_to_create(presented_key(request)).await?;
     let body = json_body(request, services.settings.body_max_bytes)?;
     let limits = &services.settings.limits;
@@ -75,20 +71,15 @@ async fn create_job(
     };
     let idempotency = header_text(request, IDEMPOTENCY_HEADER)
         .map(|text| {
-            text.parse()
-                .map(|key| Idempotency { key, fingerprint: request_fingerprint(name, body) })
-                .map_err(|e: videojobs_core::ids::InvalidId| {
-                    AppError::from(videojobs_core::request::InvalidRequest::new("Idempotency-Key", e.0))
-                })
+            text.parse().map(|key| Idempotency { key, fingerprint: request_fingerprint(name, body) }).map_err(
+                |e: videojobs_core::ids::InvalidId| AppError::from(videojobs_core::request::InvalidRequest::new("Idempotency-Key", e.0)),
+            )
         })
         .transpose()?;
     services.create_job(&who, spec, idempotency).await
 }
 
-async fn create_upload(
-    services: &Services,
-    request: &Request,
-) -> Result<videojobs_core::views::UploadBody, AppError> {
+async fn create_upload(services: &Services, request: &Request) -> Result<videojobs_core::views::UploadBody, AppError> {
     let who = services.authenticate(presented_key(request)).await?;
     let body = json_body(request, services.settings.body_max_bytes)?;
     let upload = UploadRequest::parse(body, &services.settings.limits).map_err(|err| match err {

@@ -111,10 +111,11 @@ impl FalProvider {
     }
 
     fn call(&self, method: reqwest::Method, url: String) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let key = self.config.key.as_deref().ok_or_else(|| ProviderError::Refused {
-            code: "unauthorized".into(),
-            message: "no fal key is configured here".into(),
-        })?;
+        let key = self
+            .config
+            .key
+            .as_deref()
+            .ok_or_else(|| ProviderError::Refused { code: "unauthorized".into(), message: "no fal key is configured here".into() })?;
         Ok(self.http.get().request(method, url).header("authorization", format!("Key {key}")))
     }
 
@@ -136,7 +137,8 @@ impl FalProvider {
         let status = response.status().as_u16();
         if response.status().is_success() {
             let output: Value = response.json().await.map_err(network_error)?;
-            return succeeded(&output).ok_or_else(|| ProviderError::Transient { message: "a result without a video URL".into(), retry_after: None });
+            return succeeded(&output)
+                .ok_or_else(|| ProviderError::Transient { message: "a result without a video URL".into(), retry_after: None });
         }
         match failure(response).await {
             // The model refused the input or failed: that is the request's outcome.
@@ -188,9 +190,9 @@ fn detail_text(detail: &Value) -> String {
 }
 
 fn refusal_code(status: u16, detail: &Value) -> &'static str {
-    let content = detail.as_array().is_some_and(|items| {
-        items.iter().any(|item| item.get("type").and_then(Value::as_str) == Some("content_policy_violation"))
-    });
+    let content = detail
+        .as_array()
+        .is_some_and(|items| items.iter().any(|item| item.get("type").and_then(Value::as_str) == Some("content_policy_violation")));
     match status {
         _ if content => "content_policy",
         401 | 403 => "unauthorized",
@@ -312,7 +314,8 @@ impl Provider for FalProvider {
 
     async fn cancel(&self, request_id: &str) -> Result<(), ProviderError> {
         for app in self.apps() {
-            let response = self.call(reqwest::Method::PUT, self.request_url(&app, request_id, "/cancel"))?.send().await.map_err(network_error)?;
+            let response =
+                self.call(reqwest::Method::PUT, self.request_url(&app, request_id, "/cancel"))?.send().await.map_err(network_error)?;
             match response.status().as_u16() {
                 // 400 is ALREADY_COMPLETED: nothing left to stop.
                 200..=299 | 400 => return Ok(()),
@@ -325,12 +328,21 @@ impl Provider for FalProvider {
 
     async fn verify_callback(&self, callback: &Callback<'_>) -> Result<ProviderEvent, CallbackError> {
         let header = |name: &'static str| {
-            callback.headers.get(name).map(String::as_str).ok_or_else(|| CallbackError::BadSignature(format!("a webhook header is missing: {name}")))
+            callback
+                .headers
+                .get(name)
+                .map(String::as_str)
+                .ok_or_else(|| CallbackError::BadSignature(format!("a webhook header is missing: {name}")))
         };
         let request_id = header("x-fal-webhook-request-id")?;
         let user_id = header("x-fal-webhook-user-id")?;
         // Another fal customer's callback is validly signed too: the user id is pinned.
-        if self.config.user_id.as_deref().is_some_and(|ours| !videojobs_core::signing::constant_time_eq(ours.as_bytes(), user_id.trim().as_bytes())) {
+        if self
+            .config
+            .user_id
+            .as_deref()
+            .is_some_and(|ours| !videojobs_core::signing::constant_time_eq(ours.as_bytes(), user_id.trim().as_bytes()))
+        {
             return Err(CallbackError::BadSignature("the callback is for another fal account".into()));
         }
         let timestamp = header("x-fal-webhook-timestamp")?;
@@ -355,7 +367,9 @@ impl Provider for FalProvider {
             return Err(CallbackError::Malformed("the body's request id differs from the signed one".into()));
         }
         let status = match body.status.as_str() {
-            "OK" => body.payload.as_ref().and_then(succeeded).ok_or_else(|| CallbackError::Malformed("a result without a video URL".into()))?,
+            "OK" => {
+                body.payload.as_ref().and_then(succeeded).ok_or_else(|| CallbackError::Malformed("a result without a video URL".into()))?
+            }
             "ERROR" => {
                 let detail = body.payload.as_ref().and_then(|p| p.get("detail")).cloned().unwrap_or(Value::Null);
                 let code = match refusal_code(0, &detail) {
@@ -379,7 +393,7 @@ impl Provider for FalProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::{Reply, ReplayServer};
+    use crate::replay::{ReplayServer, Reply};
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use ed25519_dalek::{Signer, SigningKey};
@@ -431,8 +445,15 @@ mod tests {
     async fn a_text_job_is_queued_on_the_model_with_the_webhook_and_its_key() {
         let (server, provider) = server().await;
         let path = "/fal-ai/kling-video/v1.6/standard/text-to-video";
-        server.on("POST", path, vec![Reply::json(200, json!({"request_id": REQUEST, "gateway_request_id": REQUEST,
-            "response_url": "u", "status_url": "s", "cancel_url": "c"}))]);
+        server.on(
+            "POST",
+            path,
+            vec![Reply::json(
+                200,
+                json!({"request_id": REQUEST, "gateway_request_id": REQUEST,
+            "response_url": "u", "status_url": "s", "cancel_url": "c"}),
+            )],
+        );
 
         let id = provider.submit(&text_request()).await.unwrap();
 
@@ -448,7 +469,12 @@ mod tests {
         let (server, provider) = server().await;
         server.on("POST", "/acme/animator", vec![Reply::json(200, json!({"request_id": "r2", "gateway_request_id": "r2"}))]);
         let request = SubmitRequest {
-            params: JobParams::ImageToVideo { image: ImageSource::Url("https://img.example/a.png".into()), length_seconds: 7, frame_rate: 24, zoom_speed: 0.1 },
+            params: JobParams::ImageToVideo {
+                image: ImageSource::Url("https://img.example/a.png".into()),
+                length_seconds: 7,
+                frame_rate: 24,
+                zoom_speed: 0.1,
+            },
             image_url: Some("https://img.example/a.png".into()),
             ..text_request()
         };
@@ -463,21 +489,31 @@ mod tests {
     async fn submit_errors_are_transient_or_refused_as_documented() {
         let (server, provider) = server().await;
         let path = "/fal-ai/kling-video/v1.6/standard/text-to-video";
-        server.on("POST", path, vec![
-            Reply::json(429, json!({"detail": "Too many requests"})).header("retry-after", "7"),
-            Reply::json(502, json!({"detail": "Bad gateway"})),
-            Reply::json(401, json!({"detail": "Invalid key"})),
-            Reply::json(422, json!({"detail": [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]})),
-            Reply::json(422, json!({"detail": [{"loc": ["body", "prompt"], "msg": "The prompt was flagged", "type": "content_policy_violation"}]})),
-            Reply::json(404, json!({"detail": "Application not found"})),
-        ]);
+        server.on(
+            "POST",
+            path,
+            vec![
+                Reply::json(429, json!({"detail": "Too many requests"})).header("retry-after", "7"),
+                Reply::json(502, json!({"detail": "Bad gateway"})),
+                Reply::json(401, json!({"detail": "Invalid key"})),
+                Reply::json(422, json!({"detail": [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]})),
+                Reply::json(
+                    422,
+                    json!({"detail": [{"loc": ["body", "prompt"], "msg": "The prompt was flagged", "type": "content_policy_violation"}]}),
+                ),
+                Reply::json(404, json!({"detail": "Application not found"})),
+            ],
+        );
 
         let mut outcomes = Vec::new();
         for _ in 0..6 {
             outcomes.push(provider.submit(&text_request()).await.unwrap_err());
         }
 
-        assert_eq!(outcomes[0], ProviderError::Transient { message: "HTTP 429: Too many requests".into(), retry_after: Some(Duration::from_secs(7)) });
+        assert_eq!(
+            outcomes[0],
+            ProviderError::Transient { message: "HTTP 429: Too many requests".into(), retry_after: Some(Duration::from_secs(7)) }
+        );
         assert!(matches!(outcomes[1], ProviderError::Transient { .. }));
         let refused = |code: &str, message: &str| ProviderError::Refused { code: code.into(), message: message.into() };
         assert_eq!(outcomes[2], refused("unauthorized", "Invalid key"));
@@ -490,11 +526,15 @@ mod tests {
     async fn polling_reports_the_queue_position_then_progress_then_the_result_from_the_app_urls() {
         let (server, provider) = server().await;
         let status = format!("/fal-ai/kling-video/requests/{REQUEST}/status");
-        server.on("GET", &status, vec![
-            Reply::json(202, json!({"status": "IN_QUEUE", "queue_position": 3, "response_url": "u"})),
-            Reply::json(202, json!({"status": "IN_PROGRESS", "logs": [], "response_url": "u"})),
-            Reply::json(200, json!({"status": "COMPLETED", "logs": [], "response_url": "u"})),
-        ]);
+        server.on(
+            "GET",
+            &status,
+            vec![
+                Reply::json(202, json!({"status": "IN_QUEUE", "queue_position": 3, "response_url": "u"})),
+                Reply::json(202, json!({"status": "IN_PROGRESS", "logs": [], "response_url": "u"})),
+                Reply::json(200, json!({"status": "COMPLETED", "logs": [], "response_url": "u"})),
+            ],
+        );
         server.on("GET", &format!("/fal-ai/kling-video/requests/{REQUEST}"), vec![Reply::json(200, json!({"video": {
             "url": "https://v3.fal.media/files/rabbit/out.mp4", "content_type": "video/mp4", "file_name": "out.mp4", "file_size": 1824075}}))]);
 
@@ -504,23 +544,46 @@ mod tests {
 
         assert_eq!(queued, ProviderStatus::Queued { position: Some(3) });
         assert_eq!(running, ProviderStatus::Processing { percent: None });
-        assert_eq!(done, ProviderStatus::Succeeded(ProviderOutput { video_url: "https://v3.fal.media/files/rabbit/out.mp4".into(), thumbnail_url: None }));
+        assert_eq!(
+            done,
+            ProviderStatus::Succeeded(ProviderOutput {
+                video_url: "https://v3.fal.media/files/rabbit/out.mp4".into(),
+                thumbnail_url: None
+            })
+        );
         assert!(server.requests().iter().all(|r| r.headers["authorization"] == "Key key-id:key-secret"));
     }
 
     #[tokio::test]
     async fn a_failed_request_is_read_from_its_status_or_its_result() {
         let (server, provider) = server().await;
-        server.on("GET", "/fal-ai/kling-video/requests/r1/status", vec![Reply::json(200, json!({"status": "COMPLETED",
-            "error": "Content could not be processed", "error_type": "content_policy_violation"}))]);
+        server.on(
+            "GET",
+            "/fal-ai/kling-video/requests/r1/status",
+            vec![Reply::json(
+                200,
+                json!({"status": "COMPLETED",
+            "error": "Content could not be processed", "error_type": "content_policy_violation"}),
+            )],
+        );
         server.on("GET", "/fal-ai/kling-video/requests/r2/status", vec![Reply::json(200, json!({"status": "COMPLETED"}))]);
-        server.on("GET", "/fal-ai/kling-video/requests/r2", vec![Reply::json(422, json!({"detail": [{"loc": ["body", "duration"], "msg": "unexpected value; permitted: '5', '10'", "type": "value_error"}]}))]);
+        server.on(
+            "GET",
+            "/fal-ai/kling-video/requests/r2",
+            vec![Reply::json(
+                422,
+                json!({"detail": [{"loc": ["body", "duration"], "msg": "unexpected value; permitted: '5', '10'", "type": "value_error"}]}),
+            )],
+        );
 
         let policy = provider.poll("r1").await.unwrap();
         let invalid = provider.poll("r2").await.unwrap();
 
         assert_eq!(policy, ProviderStatus::Failed { code: "content_policy".into(), message: "Content could not be processed".into() });
-        assert_eq!(invalid, ProviderStatus::Failed { code: "invalid_input".into(), message: "unexpected value; permitted: '5', '10'".into() });
+        assert_eq!(
+            invalid,
+            ProviderStatus::Failed { code: "invalid_input".into(), message: "unexpected value; permitted: '5', '10'".into() }
+        );
     }
 
     #[tokio::test]
@@ -553,10 +616,16 @@ mod tests {
 
     fn ok_body(request_id: &str) -> String {
         json!({"request_id": request_id, "gateway_request_id": request_id, "status": "OK",
-               "payload": {"video": {"url": "https://v3.fal.media/files/out.mp4", "content_type": "video/mp4"}}}).to_string()
+               "payload": {"video": {"url": "https://v3.fal.media/files/out.mp4", "content_type": "video/mp4"}}})
+        .to_string()
     }
 
-    async fn verify(provider: &FalProvider, headers: &HashMap<String, String>, body: &str, now: i64) -> Result<ProviderEvent, CallbackError> {
+    async fn verify(
+        provider: &FalProvider,
+        headers: &HashMap<String, String>,
+        body: &str,
+        now: i64,
+    ) -> Result<ProviderEvent, CallbackError> {
         provider.verify_callback(&Callback { headers, body: body.as_bytes(), now }).await
     }
 
@@ -567,14 +636,18 @@ mod tests {
         server.on("GET", JWKS_PATH, vec![Reply::json(200, jwks(&[&key(1), &signer]))]);
         let body = ok_body(REQUEST);
         let error_body = json!({"request_id": "r9", "gateway_request_id": "r9", "status": "ERROR", "error": "Invalid status code: 422",
-            "payload": {"detail": [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]}}).to_string();
+            "payload": {"detail": [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]}})
+        .to_string();
 
         let event = verify(&provider, &callback(&signer, REQUEST, 1_000, &body), &body, 1_010).await.unwrap();
         let failed = verify(&provider, &callback(&signer, "r9", 1_000, &error_body), &error_body, 1_020).await.unwrap();
 
         assert_eq!(event.event_id, format!("{REQUEST}:OK"));
         assert_eq!(event.request_id, REQUEST);
-        assert_eq!(event.status, ProviderStatus::Succeeded(ProviderOutput { video_url: "https://v3.fal.media/files/out.mp4".into(), thumbnail_url: None }));
+        assert_eq!(
+            event.status,
+            ProviderStatus::Succeeded(ProviderOutput { video_url: "https://v3.fal.media/files/out.mp4".into(), thumbnail_url: None })
+        );
         assert_eq!(failed.status, ProviderStatus::Failed { code: "invalid_input".into(), message: "field required".into() });
         assert_eq!(server.requests_to("GET", JWKS_PATH).len(), 1, "the key set is cached");
     }
@@ -677,7 +750,10 @@ mod tests {
         assert_eq!(webhook_only.key, None);
         assert_eq!(webhook_only.queue_url, DEFAULT_QUEUE_URL);
         assert_eq!(webhook_only.user_id, None);
-        assert_eq!(lookup(&[("FAL_JWKS_URL", DEFAULT_JWKS_URL), ("FAL_USER_ID", " u-1 ")]).unwrap().unwrap().user_id.as_deref(), Some("u-1"));
+        assert_eq!(
+            lookup(&[("FAL_JWKS_URL", DEFAULT_JWKS_URL), ("FAL_USER_ID", " u-1 ")]).unwrap().unwrap().user_id.as_deref(),
+            Some("u-1")
+        );
         let worker = lookup(&[("FAL_KEY", "k")]).unwrap().unwrap();
         assert_eq!(worker.jwks_url, DEFAULT_JWKS_URL);
         assert_eq!((worker.text_model.as_str(), worker.image_model.as_str()), (DEFAULT_TEXT_MODEL, DEFAULT_IMAGE_MODEL));

@@ -4,9 +4,9 @@
 pub mod fal;
 mod jwks;
 pub mod local;
-pub mod replicate;
 #[cfg(any(test, feature = "test-server"))]
 pub mod replay;
+pub mod replicate;
 pub mod tls;
 
 use std::sync::Arc;
@@ -33,11 +33,7 @@ impl HttpClient {
 
 fn build_client() -> reqwest::Client {
     tls::install_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .read_timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_default()
+    reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).read_timeout(Duration::from_secs(30)).build().unwrap_or_default()
 }
 
 /// A client built when first used: for functions that rarely need one (the
@@ -72,10 +68,8 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>, http: HttpClient) -> Re
     }
     if let Some(url) = get("LOCAL_PROVIDER_URL").filter(|u| !u.is_empty()) {
         let secrets = get("LOCAL_PROVIDER_WEBHOOK_SECRETS").unwrap_or_default();
-        let secrets = WebhookSecret::parse_list(&secrets).map_err(|e| ConfigError {
-            name: "LOCAL_PROVIDER_WEBHOOK_SECRETS",
-            problem: e.to_string(),
-        })?;
+        let secrets = WebhookSecret::parse_list(&secrets)
+            .map_err(|e| ConfigError { name: "LOCAL_PROVIDER_WEBHOOK_SECRETS", problem: e.to_string() })?;
         if secrets.is_empty() {
             return Err(ConfigError { name: "LOCAL_PROVIDER_WEBHOOK_SECRETS", problem: "is not set".into() });
         }
@@ -128,7 +122,11 @@ pub(crate) fn verify_standard_webhook(
 /// The length Kling makes (on Replicate and on fal): 5 or 10 seconds, the
 /// asked length rounded up to one of them.
 pub(crate) fn kling_seconds(seconds: u32) -> u32 {
-    if seconds <= 5 { 5 } else { 10 }
+    if seconds <= 5 {
+        5
+    } else {
+        10
+    }
 }
 
 /// The prompt Kling gets: the job's, or for an image job without one, a
@@ -191,7 +189,12 @@ mod tests {
     }
 
     fn image() -> JobParams {
-        JobParams::ImageToVideo { image: ImageSource::Url("https://img.example/a.png".into()), length_seconds: 3, frame_rate: 24, zoom_speed: 0.5 }
+        JobParams::ImageToVideo {
+            image: ImageSource::Url("https://img.example/a.png".into()),
+            length_seconds: 3,
+            frame_rate: 24,
+            zoom_speed: 0.5,
+        }
     }
 
     #[test]

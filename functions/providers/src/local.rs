@@ -115,9 +115,7 @@ async fn failure(response: reqwest::Response) -> ProviderError {
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
     let body: Option<ErrorEnvelope> = response.json().await.ok();
-    let (code, message) = body
-        .map(|b| (b.error.code.unwrap_or_default(), b.error.message.unwrap_or_default()))
-        .unwrap_or_default();
+    let (code, message) = body.map(|b| (b.error.code.unwrap_or_default(), b.error.message.unwrap_or_default())).unwrap_or_default();
     status_error(status, retry_after, if code.is_empty() { "refused".into() } else { code }, message)
 }
 
@@ -163,8 +161,7 @@ impl Provider for LocalProvider {
 
     async fn verify_callback(&self, callback: &Callback<'_>) -> Result<ProviderEvent, CallbackError> {
         let event_id = crate::verify_standard_webhook(&self.secrets, callback)?;
-        let prediction: Prediction =
-            serde_json::from_slice(callback.body).map_err(|e| CallbackError::Malformed(e.to_string()))?;
+        let prediction: Prediction = serde_json::from_slice(callback.body).map_err(|e| CallbackError::Malformed(e.to_string()))?;
         let request_id = prediction.id.clone();
         let status = normalise(prediction).map_err(CallbackError::Malformed)?;
         Ok(ProviderEvent { event_id, request_id, status })
@@ -195,10 +192,7 @@ mod tests {
     async fn a_signed_completion_becomes_a_succeeded_event_with_its_output() {
         let body = r#"{"id":"lp_1","status":"succeeded","progress":100,"output":{"video":"http://x/v.mp4","thumbnail":"http://x/t.jpg"},"error":null}"#;
         let headers = signed(SECRET, "evt_1", 1_000, body);
-        let event = provider(SECRET)
-            .verify_callback(&Callback { headers: &headers, body: body.as_bytes(), now: 1_010 })
-            .await
-            .unwrap();
+        let event = provider(SECRET).verify_callback(&Callback { headers: &headers, body: body.as_bytes(), now: 1_010 }).await.unwrap();
         assert_eq!(event.event_id, "evt_1");
         assert_eq!(event.request_id, "lp_1");
         assert_eq!(
@@ -228,9 +222,18 @@ mod tests {
         let stale = signed(SECRET, "evt_1", 100, body);
         let odd = r#"{"id":"lp_1","status":"exploded"}"#;
         let odd_headers = signed(SECRET, "evt_9", 100, odd);
-        assert!(matches!(p.verify_callback(&Callback { headers: &forged, body: body.as_bytes(), now: 100 }).await, Err(CallbackError::BadSignature(_))));
-        assert!(matches!(p.verify_callback(&Callback { headers: &stale, body: body.as_bytes(), now: 100 + 301 }).await, Err(CallbackError::BadSignature(_))));
-        assert!(matches!(p.verify_callback(&Callback { headers: &odd_headers, body: odd.as_bytes(), now: 100 }).await, Err(CallbackError::Malformed(_))));
+        assert!(matches!(
+            p.verify_callback(&Callback { headers: &forged, body: body.as_bytes(), now: 100 }).await,
+            Err(CallbackError::BadSignature(_))
+        ));
+        assert!(matches!(
+            p.verify_callback(&Callback { headers: &stale, body: body.as_bytes(), now: 100 + 301 }).await,
+            Err(CallbackError::BadSignature(_))
+        ));
+        assert!(matches!(
+            p.verify_callback(&Callback { headers: &odd_headers, body: odd.as_bytes(), now: 100 }).await,
+            Err(CallbackError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -62,8 +62,8 @@ impl Config {
             }
             return Ok(None);
         };
-        let webhook_secrets = WebhookSecret::parse_list(&secrets)
-            .map_err(|e| ConfigError { name: "REPLICATE_WEBHOOK_SECRET", problem: e.to_string() })?;
+        let webhook_secrets =
+            WebhookSecret::parse_list(&secrets).map_err(|e| ConfigError { name: "REPLICATE_WEBHOOK_SECRET", problem: e.to_string() })?;
         let model = |name: &'static str| -> Result<String, ConfigError> {
             let model = non_empty(get, name).unwrap_or_else(|| DEFAULT_MODEL.to_owned());
             if ModelRef::parse(&model).is_none() {
@@ -276,8 +276,7 @@ impl Provider for ReplicateProvider {
 
     async fn verify_callback(&self, callback: &Callback<'_>) -> Result<ProviderEvent, CallbackError> {
         let event_id = crate::verify_standard_webhook(&self.config.webhook_secrets, callback)?;
-        let prediction: Prediction =
-            serde_json::from_slice(callback.body).map_err(|e| CallbackError::Malformed(e.to_string()))?;
+        let prediction: Prediction = serde_json::from_slice(callback.body).map_err(|e| CallbackError::Malformed(e.to_string()))?;
         let request_id = prediction.id.clone();
         let status = normalise(prediction).map_err(CallbackError::Malformed)?;
         Ok(ProviderEvent { event_id, request_id, status })
@@ -287,7 +286,7 @@ impl Provider for ReplicateProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::{Reply, ReplayServer};
+    use crate::replay::{ReplayServer, Reply};
     use std::collections::HashMap;
     use std::time::Duration;
     use videojobs_core::request::{AspectRatio, ImageSource, Resolution};
@@ -380,18 +379,25 @@ mod tests {
     async fn throttling_and_outages_are_transient_and_carry_the_retry_after() {
         let (server, provider) = server().await;
         let path = "/v1/models/kwaivgi/kling-v1.6-standard/predictions";
-        server.on("POST", path, vec![
-            Reply::json(429, json!({"detail": "Request was throttled. Your rate limit resets in ~30s."})).header("retry-after", "30"),
-            Reply::json(503, json!({"title": "Service Unavailable", "status": 503})),
-        ]);
+        server.on(
+            "POST",
+            path,
+            vec![
+                Reply::json(429, json!({"detail": "Request was throttled. Your rate limit resets in ~30s."})).header("retry-after", "30"),
+                Reply::json(503, json!({"title": "Service Unavailable", "status": 503})),
+            ],
+        );
 
         let throttled = provider.submit(&text_request()).await.unwrap_err();
         let outage = provider.submit(&text_request()).await.unwrap_err();
 
-        assert_eq!(throttled, ProviderError::Transient {
-            message: "HTTP 429: Request was throttled. Your rate limit resets in ~30s.".into(),
-            retry_after: Some(Duration::from_secs(30)),
-        });
+        assert_eq!(
+            throttled,
+            ProviderError::Transient {
+                message: "HTTP 429: Request was throttled. Your rate limit resets in ~30s.".into(),
+                retry_after: Some(Duration::from_secs(30)),
+            }
+        );
         assert!(matches!(outage, ProviderError::Transient { retry_after: None, .. }), "{outage:?}");
     }
 
@@ -400,11 +406,23 @@ mod tests {
         let (server, provider) = server().await;
         let path = "/v1/models/kwaivgi/kling-v1.6-standard/predictions";
         let cases = [
-            (401, json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401}), "unauthorized"),
-            (402, json!({"title": "Insufficient credit", "detail": "You have insufficient credit to run this model.", "status": 402}), "insufficient_credit"),
+            (
+                401,
+                json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401}),
+                "unauthorized",
+            ),
+            (
+                402,
+                json!({"title": "Insufficient credit", "detail": "You have insufficient credit to run this model.", "status": 402}),
+                "insufficient_credit",
+            ),
             (404, json!({"title": "Not found", "detail": "The requested resource could not be found.", "status": 404}), "model_not_found"),
-            (422, json!({"title": "Input validation failed", "detail": "- input.duration: duration must be one of the following: 5, 10", "status": 422,
-                         "invalid_fields": [{"type": "enum", "field": "input.duration", "description": "duration must be one of the following: 5, 10"}]}), "invalid_input"),
+            (
+                422,
+                json!({"title": "Input validation failed", "detail": "- input.duration: duration must be one of the following: 5, 10", "status": 422,
+                         "invalid_fields": [{"type": "enum", "field": "input.duration", "description": "duration must be one of the following: 5, 10"}]}),
+                "invalid_input",
+            ),
         ];
         for (status, body, expected) in cases {
             server.on("POST", path, vec![Reply::json(status, body.clone())]);
@@ -442,15 +460,19 @@ mod tests {
         failed["error"] = json!("The input or output was flagged as sensitive. Please try again with different inputs. (E005)");
         let mut crashed = prediction("p3", "failed");
         crashed["error"] = json!("CUDA out of memory");
-        server.on("GET", "/v1/predictions/p3", vec![
-            Reply::json(200, prediction("p3", "starting")),
-            Reply::json(200, prediction("p3", "processing")),
-            Reply::json(200, succeeded),
-            Reply::json(200, listed),
-            Reply::json(200, failed),
-            Reply::json(200, crashed),
-            Reply::json(200, prediction("p3", "canceled")),
-        ]);
+        server.on(
+            "GET",
+            "/v1/predictions/p3",
+            vec![
+                Reply::json(200, prediction("p3", "starting")),
+                Reply::json(200, prediction("p3", "processing")),
+                Reply::json(200, succeeded),
+                Reply::json(200, listed),
+                Reply::json(200, failed),
+                Reply::json(200, crashed),
+                Reply::json(200, prediction("p3", "canceled")),
+            ],
+        );
 
         let mut seen = Vec::new();
         for _ in 0..7 {
@@ -497,14 +519,14 @@ mod tests {
         let body = body.to_string();
         let headers = signed(SECRET, "msg_2Lh9KRb0pzN4LePd3XiA4v12Axj", 1_700_000_000, &body);
 
-        let event = provider
-            .verify_callback(&Callback { headers: &headers, body: body.as_bytes(), now: 1_700_000_010 })
-            .await
-            .unwrap();
+        let event = provider.verify_callback(&Callback { headers: &headers, body: body.as_bytes(), now: 1_700_000_010 }).await.unwrap();
 
         assert_eq!(event.event_id, "msg_2Lh9KRb0pzN4LePd3XiA4v12Axj");
         assert_eq!(event.request_id, "p5");
-        assert_eq!(event.status, ProviderStatus::Succeeded(ProviderOutput { video_url: "https://replicate.delivery/xezq/v.mp4".into(), thumbnail_url: None }));
+        assert_eq!(
+            event.status,
+            ProviderStatus::Succeeded(ProviderOutput { video_url: "https://replicate.delivery/xezq/v.mp4".into(), thumbnail_url: None })
+        );
     }
 
     #[tokio::test]
@@ -515,7 +537,10 @@ mod tests {
         let spec_headers = HashMap::from([
             ("webhook-id".to_owned(), "msg_p5jXN8AQM9LWM0D4loKWxJek".to_owned()),
             ("webhook-timestamp".to_owned(), "1614265330".to_owned()),
-            ("webhook-signature".to_owned(), "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_owned()),
+            (
+                "webhook-signature".to_owned(),
+                "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_owned(),
+            ),
         ]);
         let spec_body = br#"{"test": 2432232314}"#;
         // The signature is good; the body is not a prediction.

@@ -53,11 +53,7 @@ impl Webhook {
     /// The webhook wired to AWS: status changes go through the store that
     /// queues client notifications.
     pub fn on_aws(clients: &videojobs_aws::AwsClients, resources: &videojobs_aws::Resources, providers: Providers) -> Self {
-        let store = Arc::new(videojobs_aws::DynamoStore::new(
-            clients.dynamodb.clone(),
-            &resources.jobs_table,
-            &resources.prompts_table,
-        ));
+        let store = Arc::new(videojobs_aws::DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table));
         let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
         let notifications = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.notify_queue_url));
         Webhook {
@@ -95,19 +91,22 @@ async fn handle(webhook: &Webhook, provider_name: &str, request: &Request) -> Re
     };
     // Anyone may call this URL: a body too big to be a callback costs no cryptography.
     if request.body().len() > videojobs_core::signing::MAX_BODY_BYTES {
-        return answer(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": {"code": "body_too_large", "message": "the callback body is too large"}}));
+        return answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": {"code": "body_too_large", "message": "the callback body is too large"}}),
+        );
     }
-    let headers: HashMap<String, String> = request
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_ascii_lowercase(), v.to_owned())))
-        .collect();
+    let headers: HashMap<String, String> =
+        request.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_ascii_lowercase(), v.to_owned()))).collect();
     let callback = Callback { headers: &headers, body: request.body().as_ref(), now: timestamp::now().unix_timestamp() };
     let event = match provider.verify_callback(&callback).await {
         Ok(event) => event,
         Err(CallbackError::BadSignature(reason)) => {
             tracing::warn!(reason, "callback refused");
-            return answer(StatusCode::UNAUTHORIZED, json!({"error": {"code": "bad_signature", "message": "the signature did not verify"}}));
+            return answer(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": {"code": "bad_signature", "message": "the signature did not verify"}}),
+            );
         }
         Err(CallbackError::Malformed(reason)) => {
             tracing::warn!(reason, "callback not understood");

@@ -9,7 +9,7 @@
 //! on the job still being `submitted` to the first provider with no provider
 //! request, so it happens once and never after a provider accepted the job.
 
-use crate::{Worker, WorkError};
+use crate::{WorkError, Worker};
 use std::sync::Arc;
 use videojobs_core::job::{timestamp, EventSource, Job, JobEvent};
 use videojobs_core::provider::{Provider, ProviderError};

@@ -92,11 +92,7 @@ impl Worker {
         http: videojobs_providers::HttpClient,
         callback_base_url: String,
     ) -> Self {
-        let store = Arc::new(videojobs_aws::DynamoStore::new(
-            clients.dynamodb.clone(),
-            &resources.jobs_table,
-            &resources.prompts_table,
-        ));
+        let store = Arc::new(videojobs_aws::DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table));
         let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
         let notifications = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.notify_queue_url));
         Worker {
@@ -222,9 +218,7 @@ async fn handle_message(
         tracing::Span::current().record("kind", "check_stuck");
         return check_stuck(worker).await.map(|_| ());
     }
-    let parsed = parsed
-        .ok_or_else(|| WorkError::Unusable("no body".into()))?
-        .map_err(|e| WorkError::Unusable(e.to_string()))?;
+    let parsed = parsed.ok_or_else(|| WorkError::Unusable("no body".into()))?.map_err(|e| WorkError::Unusable(e.to_string()))?;
     let span = tracing::Span::current();
     span.record("job_id", parsed.job_id().as_str());
     span.record("kind", body_kind(&parsed));
@@ -249,9 +243,7 @@ fn body_kind(message: &WorkMessage) -> &'static str {
 /// Handles one message (the tests call this directly too).
 pub async fn handle(worker: &Worker, message: WorkMessage) -> Result<(), WorkError> {
     match message {
-        WorkMessage::Submit { job_id, task_token, attempt } => {
-            submission::submit(worker, &job_id, task_token.as_deref(), attempt).await
-        }
+        WorkMessage::Submit { job_id, task_token, attempt } => submission::submit(worker, &job_id, task_token.as_deref(), attempt).await,
         WorkMessage::Finalize { job_id } => finalize(worker, &job_id).await,
         WorkMessage::Poll { job_id, task_token, round } => poll(worker, &job_id, task_token.as_deref(), round.unwrap_or(1)).await,
         WorkMessage::Expire { job_id } => expire(worker, &job_id).await,
@@ -260,9 +252,7 @@ pub async fn handle(worker: &Worker, message: WorkMessage) -> Result<(), WorkErr
         WorkMessage::DiscardOutput { job_id } => discard_output(worker, &job_id).await,
         WorkMessage::KeepOutput { job_id } => keep_output(worker, &job_id).await,
         WorkMessage::Refresh { job_id } => refresh(worker, &job_id).await,
-        WorkMessage::Notify { job_id, status, attempt, not_before } => {
-            notify::notify(worker, &job_id, status, attempt, not_before).await
-        }
+        WorkMessage::Notify { job_id, status, attempt, not_before } => notify::notify(worker, &job_id, status, attempt, not_before).await,
     }
 }
 
@@ -324,22 +314,15 @@ pub(crate) async fn submit_request(worker: &Worker, job: &Job) -> Result<SubmitR
     let image_url = match &job.params {
         videojobs_core::job::JobParams::ImageToVideo { image: ImageSource::Url(url), .. } => Some(url.clone()),
         videojobs_core::job::JobParams::ImageToVideo { image: ImageSource::Upload(upload_id), .. } => {
-            let upload = worker
-                .uploads
-                .upload(upload_id)
-                .await?
-                .ok_or_else(|| WorkError::Unusable(format!("upload {upload_id} is gone")))?;
+            let upload =
+                worker.uploads.upload(upload_id).await?.ok_or_else(|| WorkError::Unusable(format!("upload {upload_id} is gone")))?;
             // Long enough for a queued provider to fetch it.
             let ttl = worker.presign_ttl_seconds.max(3_600);
             Some(worker.media.presign_get(&upload.object_key, ttl).await?.url)
         }
         _ => None,
     };
-    let faults = if job.provider.as_str() == "local" {
-        job.metadata.as_ref().and_then(|m| m.get("local_faults")).cloned()
-    } else {
-        None
-    };
+    let faults = if job.provider.as_str() == "local" { job.metadata.as_ref().and_then(|m| m.get("local_faults")).cloned() } else { None };
     Ok(SubmitRequest {
         idempotency_key: job.job_id.to_string(),
         params: job.params.clone(),
@@ -381,7 +364,8 @@ pub(crate) async fn refresh(worker: &Worker, id: &JobId) -> Result<(), WorkError
     match provider.poll(&request_id).await {
         Ok(status @ (ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. })) => {
             let source = EventSource::Worker;
-            videojobs_core::progress::apply_working(worker.jobs.as_ref(), worker.progress.as_ref(), &job, &status, source, observed_at).await?;
+            videojobs_core::progress::apply_working(worker.jobs.as_ref(), worker.progress.as_ref(), &job, &status, source, observed_at)
+                .await?;
             tracing::info!(?status, "progress refreshed");
             Ok(())
         }
@@ -405,11 +389,8 @@ async fn settle(worker: &Worker, job: &mut Job, status: ProviderStatus) -> Resul
         ProviderStatus::Succeeded(output) => complete(worker, job, output).await,
         ProviderStatus::Failed { code, message } => {
             tracing::info!(code, message, "the provider failed the job");
-            let error = JobError {
-                message: "The video could not be generated.".into(),
-                next_step: Some(failure_advice(&code).into()),
-                code,
-            };
+            let error =
+                JobError { message: "The video could not be generated.".into(), next_step: Some(failure_advice(&code).into()), code };
             fail_job(worker, job, error, task_errors::JOB_ENDED).await
         }
         ProviderStatus::Canceled => {
@@ -470,7 +451,8 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
         height: video.height,
     };
     if job.status == JobStatus::Submitted {
-        move_job(worker, job, EventSource::Worker, JobStatus::Processing, "The provider finished generating", None, JobUpdate::default()).await?;
+        move_job(worker, job, EventSource::Worker, JobStatus::Processing, "The provider finished generating", None, JobUpdate::default())
+            .await?;
     }
     let keys = artifact.object_keys();
     let update = JobUpdate {
@@ -480,7 +462,8 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
         completed_at: Some(now),
         ..JobUpdate::default()
     };
-    let done = move_job(worker, job, EventSource::Worker, JobStatus::Completed, "The video is stored and ready for review", None, update).await?;
+    let done =
+        move_job(worker, job, EventSource::Worker, JobStatus::Completed, "The video is stored and ready for review", None, update).await?;
     if !done && job.status != JobStatus::Completed {
         // Canceled (or ended) while the output was copied: nothing points at
         // the copy, so it goes now rather than stay in S3 for good.

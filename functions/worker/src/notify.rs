@@ -21,9 +21,8 @@ use videojobs_core::ids::JobId;
 use videojobs_core::job::{timestamp, EventSource, Job, JobEvent};
 use videojobs_core::lifecycle::JobStatus;
 use videojobs_core::notify::{
-    check_destination, message_id, secrets_of, signature_header, DelayedWorkQueue, Destination, DestinationError,
-    HostResolver, NotificationBody, NotificationLog, RetrySchedule, WebhookPolicy, WebhookSecrets, ATTEMPT_LEASE,
-    MAX_QUEUE_DELAY, SLOT_WAIT, USER_SLOTS,
+    check_destination, message_id, secrets_of, signature_header, DelayedWorkQueue, Destination, DestinationError, HostResolver,
+    NotificationBody, NotificationLog, RetrySchedule, WebhookPolicy, WebhookSecrets, ATTEMPT_LEASE, MAX_QUEUE_DELAY, SLOT_WAIT, USER_SLOTS,
 };
 use videojobs_core::signing::WebhookSecret;
 use videojobs_core::views::OutputLinks;

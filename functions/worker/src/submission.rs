@@ -222,7 +222,14 @@ mod tests {
 
     fn job(status: JobStatus, attempt: u32, request: Option<&str>) -> Job {
         let params = JobParams::TextToVideo { duration_seconds: 1, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Sd };
-        let mut job = Job::accepted(JobId::generate(), "u".parse().unwrap(), params, "local".parse().unwrap(), 1, videojobs_core::job::timestamp::now());
+        let mut job = Job::accepted(
+            JobId::generate(),
+            "u".parse().unwrap(),
+            params,
+            "local".parse().unwrap(),
+            1,
+            videojobs_core::job::timestamp::now(),
+        );
         job.status = status;
         job.submit_attempt = attempt;
         job.provider_request_id = request.map(str::to_owned);

@@ -22,7 +22,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     local_api::queue::spawn_pollers(&clients.sqs, &resources, &app.worker);
     // What the template's one-minute schedule does; more often here, so that
     // a job whose execution never started is found within half a minute.
-    let check_every = std::time::Duration::from_secs(std::env::var("CHECK_STUCK_EVERY_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30));
+    let check_every =
+        std::time::Duration::from_secs(std::env::var("CHECK_STUCK_EVERY_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30));
     tokio::spawn(local_api::queue::schedule_check_stuck_forever(clients.sqs.clone(), resources.work_queue_url.clone(), check_every));
     println!("{}", local_api::banner(&format!("http://{addr}"), &keys));
     local_api::serve(listener, app).await;

@@ -61,13 +61,7 @@ pub async fn poll_once(
     worker: &worker::Worker,
     wait_seconds: i32,
 ) -> Result<(usize, std::time::Duration), Box<dyn std::error::Error + Send + Sync>> {
-    let received = sqs
-        .receive_message()
-        .queue_url(queue_url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(wait_seconds)
-        .send()
-        .await?;
+    let received = sqs.receive_message().queue_url(queue_url).max_number_of_messages(10).wait_time_seconds(wait_seconds).send().await?;
     let messages = received.messages.unwrap_or_default();
     if messages.is_empty() {
         return Ok((0, std::time::Duration::ZERO));

@@ -121,11 +121,7 @@ type Body = BoxBody<Bytes, std::io::Error>;
 
 fn full(status: StatusCode, value: Value) -> Response<Body> {
     let body = Full::new(Bytes::from(value.to_string())).map_err(|never| match never {}).boxed();
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(body)
-        .expect("a valid response")
+    Response::builder().status(status).header("content-type", "application/json").body(body).expect("a valid response")
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
@@ -191,11 +187,8 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Result<Response
         (Method::POST, ["v1", "faults"]) => set_faults(&state, request).await,
         (Method::GET, ["v1", "stats"]) => {
             let submissions = state.submissions.lock().map(|s| s.clone()).unwrap_or_default();
-            let predictions: Vec<Value> = state
-                .predictions
-                .lock()
-                .map(|p| p.values().map(|p| json!({"id": p.id, "status": p.status})).collect())
-                .unwrap_or_default();
+            let predictions: Vec<Value> =
+                state.predictions.lock().map(|p| p.values().map(|p| json!({"id": p.id, "status": p.status})).collect()).unwrap_or_default();
             let deliveries = state.deliveries.load(std::sync::atomic::Ordering::Relaxed);
             full(StatusCode::OK, json!({ "submissions": submissions, "predictions": predictions, "deliveries": deliveries }))
         }
@@ -205,12 +198,8 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Result<Response
 }
 
 async fn read_json<T: for<'de> Deserialize<'de>>(request: Request<Incoming>) -> Result<T, Response<Body>> {
-    let bytes = request
-        .into_body()
-        .collect()
-        .await
-        .map_err(|_| error(StatusCode::BAD_REQUEST, "bad_request", "unreadable body"))?
-        .to_bytes();
+    let bytes =
+        request.into_body().collect().await.map_err(|_| error(StatusCode::BAD_REQUEST, "bad_request", "unreadable body"))?.to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", &e.to_string()))
 }
 
@@ -230,11 +219,7 @@ async fn set_faults(state: &State, request: Request<Incoming>) -> Response<Body>
 }
 
 async fn create(state: &Arc<State>, request: Request<Incoming>) -> Response<Body> {
-    let key = request
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let key = request.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body: CreateBody = match read_json(request).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -282,9 +267,8 @@ fn snapshot(state: &State, id: &str) -> Option<Value> {
 }
 
 fn prediction_json(state: &State, p: &Prediction) -> Value {
-    let output = (p.status == "succeeded").then(|| {
-        json!({"video": file_link(state, &p.id, "video.mp4"), "thumbnail": file_link(state, &p.id, "thumbnail.jpg")})
-    });
+    let output = (p.status == "succeeded")
+        .then(|| json!({"video": file_link(state, &p.id, "video.mp4"), "thumbnail": file_link(state, &p.id, "thumbnail.jpg")}));
     let error = p.error.as_ref().map(|(code, message)| json!({"code": code, "message": message}));
     json!({"id": p.id, "status": p.status, "progress": p.progress, "output": output, "error": error})
 }
@@ -404,7 +388,9 @@ async fn generate(state: Arc<State>, id: String, input: Input, webhook: Option<S
     }
     let outcome = match &faults.fail_with {
         Some(code) => Err((code.clone(), "The generation failed (an injected fault).".to_owned())),
-        None => render::render(state.config.image_policy, &state.config.dir.join(&id), &input).await.map_err(|e| ("render_failed".to_owned(), e)),
+        None => render::render(state.config.image_policy, &state.config.dir.join(&id), &input)
+            .await
+            .map_err(|e| ("render_failed".to_owned(), e)),
     };
     if is_canceled(&state, &id) {
         return;

@@ -15,7 +15,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let image_policy = videojobs_core::notify::WebhookPolicy { allow_http: local_images, allow_loopback: local_images };
     let secret = videojobs_core::signing::WebhookSecret::parse(&secret)?;
     // Every API call takes this token, and files are served only through links that expire.
-    let token = std::env::var("LOCAL_PROVIDER_TOKEN").ok().filter(|t| t.len() >= 16).ok_or("LOCAL_PROVIDER_TOKEN is not set (16 characters or more)")?;
+    let token = std::env::var("LOCAL_PROVIDER_TOKEN")
+        .ok()
+        .filter(|t| t.len() >= 16)
+        .ok_or("LOCAL_PROVIDER_TOKEN is not set (16 characters or more)")?;
     let config = local_provider::Config { dir: dir.into(), secret, image_policy, token: Some(token) };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let handle = local_provider::spawn(listener, config)?;

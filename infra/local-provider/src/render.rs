@@ -7,10 +7,8 @@ use std::time::Duration;
 use tokio::process::Command;
 use videojobs_core::notify::{check_destination, Destination, HostResolver, WebhookPolicy};
 
-const FONT_CANDIDATES: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-];
+const FONT_CANDIDATES: &[&str] =
+    &["/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"];
 const MAX_SIDE: u32 = 3840;
 
 /// Refuses input the renderer cannot honour, before the job is accepted.
@@ -187,9 +185,7 @@ impl HostResolver for SystemDns {
 /// at most [`MAX_IMAGE_BYTES`] are read.
 async fn fetch_image(policy: WebhookPolicy, dir: &Path, url: &str) -> Result<PathBuf, String> {
     let parsed = url::Url::parse(url).map_err(|_| "image not fetched: the image_url is not a URL".to_owned())?;
-    let destination = check_destination(&parsed, policy, &SystemDns)
-        .await
-        .map_err(|e| format!("image not fetched: the image_url {e}"))?;
+    let destination = check_destination(&parsed, policy, &SystemDns).await.map_err(|e| format!("image not fetched: the image_url {e}"))?;
     let bytes = download(&destination).await.map_err(|e| format!("image not fetched: {}", videojobs_core::redact::text(&e)))?;
     let path = dir.join("source-image");
     tokio::fs::write(&path, &bytes).await.map_err(|e| e.to_string())?;

@@ -37,9 +37,9 @@ fn record_attributes(record: &KeyRecord) -> Item {
 fn optional_time(item: &Item, name: &str) -> Result<Option<time::OffsetDateTime>, StoreError> {
     match item.get(name) {
         None => Ok(None),
-        Some(_) => timestamp::parse(&text(item, name)?)
-            .map(Some)
-            .ok_or_else(|| StoreError::Internal(format!("attribute {name} is not a time"))),
+        Some(_) => {
+            timestamp::parse(&text(item, name)?).map(Some).ok_or_else(|| StoreError::Internal(format!("attribute {name} is not a time")))
+        }
     }
 }
 
@@ -85,19 +85,21 @@ impl ApiKeyStore for DynamoStore {
             listing.insert("ttl_epoch".into(), n(at.unix_timestamp() + 30 * 86_400));
         }
         // Both or neither: a key that works is always listed, so it can be revoked.
-        self.transact(vec![put(&self.jobs_table, key_item, None)?, put(&self.jobs_table, listing, None)?])
-            .await
-            .map_err(|failure| match failure {
+        self.transact(vec![put(&self.jobs_table, key_item, None)?, put(&self.jobs_table, listing, None)?]).await.map_err(|failure| {
+            match failure {
                 TransactFailure::Store(err) => err,
                 TransactFailure::Cancelled(reasons) => StoreError::Unavailable(format!("saving a key: {reasons:?}")),
-            })
+            }
+        })
     }
 
     async fn list_keys(&self, page: &PageRequest) -> Result<Page<KeyRecord>, ListError> {
         let start = page
             .cursor
             .as_deref()
-            .map(|cursor| crate::cursor::decode(cursor, &KEY_LIST_CURSOR, |fields| fields.get("pk").map(String::as_str) == Some(KEYS_PARTITION)))
+            .map(|cursor| {
+                crate::cursor::decode(cursor, &KEY_LIST_CURSOR, |fields| fields.get("pk").map(String::as_str) == Some(KEYS_PARTITION))
+            })
             .transpose()?;
         let out = self
             .client

@@ -56,9 +56,7 @@ impl WebhookSecrets for DynamoStore {
             .update_item()
             .table_name(&self.jobs_table)
             .set_key(Some(secret_key(user)))
-            .update_expression(
-                "SET secret = :new, previous_secret = :old, previous_valid_until = :until, rotated_at = :now",
-            )
+            .update_expression("SET secret = :new, previous_secret = :old, previous_valid_until = :until, rotated_at = :now")
             .condition_expression("secret = :old")
             .expression_attribute_values(":new", s(new))
             .expression_attribute_values(":old", s(expected))
@@ -93,7 +91,13 @@ impl NotificationLog for DynamoStore {
         self.release_lease(claim_key(job, status), holder).await
     }
 
-    async fn claim_user_slot(&self, user: &UserId, slots: u32, holder: &str, lease: std::time::Duration) -> Result<Option<u32>, StoreError> {
+    async fn claim_user_slot(
+        &self,
+        user: &UserId,
+        slots: u32,
+        holder: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<u32>, StoreError> {
         // Slots are tried from a point that differs per holder, so that
         // concurrent claims do not all race for slot 0.
         let start = holder.bytes().fold(0u32, |acc, b| acc.wrapping_mul(31).wrapping_add(u32::from(b)));

@@ -12,9 +12,7 @@ impl ProviderSwitch for DynamoStore {
             .table_name(&self.jobs_table)
             .set_key(Some(key(job_pk(id), "JOB")))
             .update_expression("SET #provider = :to, updated_at = :now")
-            .condition_expression(
-                "#status = :submitted AND #provider = :from AND attribute_not_exists(provider_request_id)",
-            )
+            .condition_expression("#status = :submitted AND #provider = :from AND attribute_not_exists(provider_request_id)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#provider", "provider")
             .expression_attribute_values(":to", s(to.as_str()))

@@ -135,22 +135,54 @@ mod tests {
         async fn change_status(&self, _: &StatusChange) -> Result<ChangeOutcome, StoreError> {
             Ok(self.0.clone())
         }
-        async fn create(&self, _: &NewJob) -> Result<CreateOutcome, StoreError> { not_asked() }
-        async fn job(&self, _: &JobId) -> Result<Option<Job>, StoreError> { not_asked() }
-        async fn events(&self, _: &JobId) -> Result<Vec<JobEvent>, StoreError> { not_asked() }
-        async fn jobs_of(&self, _: &UserId, _: &PageRequest) -> Result<Page<Job>, ListError> { Ok(not_asked()?) }
-        async fn active_jobs_of(&self, _: &UserId) -> Result<Vec<Job>, StoreError> { not_asked() }
-        async fn idempotency_record(&self, _: &UserId, _: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> { not_asked() }
-        async fn update_in_status(&self, _: &JobId, _: JobStatus, _: &JobUpdate) -> Result<bool, StoreError> { not_asked() }
-        async fn raise_progress(&self, _: &JobId, _: u8) -> Result<(), StoreError> { not_asked() }
-        async fn record_event(&self, _: &JobEvent) -> Result<(), StoreError> { not_asked() }
-        async fn record_receipt(&self, _: &str, _: &str, _: &str) -> Result<ReceiptClaim, StoreError> { not_asked() }
-        async fn complete_receipt(&self, _: &str, _: &str) -> Result<(), StoreError> { not_asked() }
-        async fn forget_receipt(&self, _: &str, _: &str) -> Result<(), StoreError> { not_asked() }
-        async fn job_for_provider_request(&self, _: &str, _: &str) -> Result<Option<JobId>, StoreError> { not_asked() }
-        async fn save_task_token(&self, _: &JobId, _: &str, _: bool) -> Result<(), StoreError> { not_asked() }
-        async fn task_token(&self, _: &JobId) -> Result<Option<String>, StoreError> { not_asked() }
-        async fn prompt(&self, _: &JobId) -> Result<Option<String>, StoreError> { not_asked() }
+        async fn create(&self, _: &NewJob) -> Result<CreateOutcome, StoreError> {
+            not_asked()
+        }
+        async fn job(&self, _: &JobId) -> Result<Option<Job>, StoreError> {
+            not_asked()
+        }
+        async fn events(&self, _: &JobId) -> Result<Vec<JobEvent>, StoreError> {
+            not_asked()
+        }
+        async fn jobs_of(&self, _: &UserId, _: &PageRequest) -> Result<Page<Job>, ListError> {
+            Ok(not_asked()?)
+        }
+        async fn active_jobs_of(&self, _: &UserId) -> Result<Vec<Job>, StoreError> {
+            not_asked()
+        }
+        async fn idempotency_record(&self, _: &UserId, _: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+            not_asked()
+        }
+        async fn update_in_status(&self, _: &JobId, _: JobStatus, _: &JobUpdate) -> Result<bool, StoreError> {
+            not_asked()
+        }
+        async fn raise_progress(&self, _: &JobId, _: u8) -> Result<(), StoreError> {
+            not_asked()
+        }
+        async fn record_event(&self, _: &JobEvent) -> Result<(), StoreError> {
+            not_asked()
+        }
+        async fn record_receipt(&self, _: &str, _: &str, _: &str) -> Result<ReceiptClaim, StoreError> {
+            not_asked()
+        }
+        async fn complete_receipt(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            not_asked()
+        }
+        async fn forget_receipt(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            not_asked()
+        }
+        async fn job_for_provider_request(&self, _: &str, _: &str) -> Result<Option<JobId>, StoreError> {
+            not_asked()
+        }
+        async fn save_task_token(&self, _: &JobId, _: &str, _: bool) -> Result<(), StoreError> {
+            not_asked()
+        }
+        async fn task_token(&self, _: &JobId) -> Result<Option<String>, StoreError> {
+            not_asked()
+        }
+        async fn prompt(&self, _: &JobId) -> Result<Option<String>, StoreError> {
+            not_asked()
+        }
     }
 
     #[derive(Default)]
@@ -199,7 +231,14 @@ mod tests {
     async fn no_message_without_a_webhook_url_for_a_lost_race_or_for_an_in_flight_status() {
         let queue = Arc::new(Queue::default());
         change(ChangeOutcome::Applied, JobStatus::Processing, JobStatus::Completed, None, queue.clone()).await;
-        change(ChangeOutcome::StatusWas(JobStatus::Canceled), JobStatus::Processing, JobStatus::Completed, Some("https://x.test/h"), queue.clone()).await;
+        change(
+            ChangeOutcome::StatusWas(JobStatus::Canceled),
+            JobStatus::Processing,
+            JobStatus::Completed,
+            Some("https://x.test/h"),
+            queue.clone(),
+        )
+        .await;
         change(ChangeOutcome::Applied, JobStatus::Queued, JobStatus::Submitted, Some("https://x.test/h"), queue.clone()).await;
         assert!(queue.sent.lock().unwrap().is_empty());
     }
