@@ -27,7 +27,7 @@ pub mod timestamp {
 
     /// Now, cut to whole milliseconds so that a stored time reads back equal.
     pub fn now() -> OffsetDateTime {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::determinism::now();
         now.replace_millisecond(now.millisecond()).unwrap_or(now)
     }
 

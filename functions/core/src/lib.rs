@@ -3,6 +3,7 @@
 //! the workflow engine. Nothing here knows about AWS.
 
 pub mod admin;
+pub mod determinism;
 pub mod emf;
 pub mod error;
 pub mod failover;
