@@ -20,7 +20,7 @@ impl SqsWorkQueue {
 }
 
 #[async_trait]
-impl videojobs_core::notify::DelayedWorkQueue for SqsWorkQueue {
+impl videojobs_core::ports::DelayedWorkQueue for SqsWorkQueue {
     async fn enqueue_after(&self, message: &WorkMessage, delay: std::time::Duration) -> Result<(), StoreError> {
         let body = serde_json::to_string(message).map_err(|e| StoreError::Internal(e.to_string()))?;
         let seconds = delay.min(videojobs_core::notify::MAX_QUEUE_DELAY).as_secs() as i32;
