@@ -14,11 +14,11 @@
 //! value and at most 19 % (2^¼) above it; times under a second share one
 //! bucket, whose bound is 1 s.
 
+use crate::model::change::StatusChange;
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, Artifact, Job};
 use crate::model::lifecycle::JobStatus;
 use crate::model::request::WorkflowType;
-use crate::model::change::StatusChange;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use std::collections::{BTreeMap, HashMap};
@@ -505,10 +505,10 @@ pub enum StatsView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::change::JobUpdate;
     use crate::model::job::{EventSource, JobError, JobParams};
     use crate::model::lifecycle::transition;
     use crate::model::request::{AspectRatio, Resolution};
-    use crate::model::change::JobUpdate;
 
     fn job(status: JobStatus) -> Job {
         let created = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
