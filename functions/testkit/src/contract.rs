@@ -196,7 +196,14 @@ fn event(job: &Job, previous: Option<JobStatus>, status: JobStatus, when: Offset
 pub fn new_job(user: &UserId, cost: u32, created_at: OffsetDateTime) -> NewJob {
     let job = Job::accepted(JobId::generate(), user.clone(), params(), provider(), cost, created_at);
     let first_event = event(&job, None, JobStatus::Queued, created_at, "Accepted");
-    NewJob { job, prompt: Some("a cat on a skateboard".into()), prompt_expires_at: None, first_event, idempotency: None, max_active_jobs: 5 }
+    NewJob {
+        job,
+        prompt: Some("a cat on a skateboard".into()),
+        prompt_expires_at: None,
+        first_event,
+        idempotency: None,
+        max_active_jobs: 5,
+    }
 }
 
 /// The change of `job` to `to` at `when`, with `update`.
@@ -322,7 +329,11 @@ pub async fn a_status_change_is_conditioned_on_the_status_it_leaves(s: &Subject)
     let stored = s.tables.job(&job.job_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.progress, stored.updated_at), (JobStatus::Submitted, 2, at(5)));
     let events = s.tables.events(&job.job_id).await.unwrap();
-    assert_eq!(events.iter().map(|e| e.status).collect::<Vec<_>>(), [JobStatus::Queued, JobStatus::Submitted], "one event per applied change");
+    assert_eq!(
+        events.iter().map(|e| e.status).collect::<Vec<_>>(),
+        [JobStatus::Queued, JobStatus::Submitted],
+        "one event per applied change"
+    );
     assert_eq!(s.tables.account(&user).await.unwrap().unwrap().active_jobs, 1, "submitted is still in flight");
 }
 
@@ -353,16 +364,17 @@ pub async fn the_attempt_fence_refuses_writes_of_a_stale_attempt(s: &Subject) {
 
     let never_submitted = JobUpdate { progress: Some(3), only_in_attempt: Some(0), ..JobUpdate::default() };
     let stale = JobUpdate { progress: Some(4), only_in_attempt: Some(2), ..JobUpdate::default() };
-    let current = JobUpdate {
-        provider_request: Some(("local".into(), "req-fence".into())),
-        only_in_attempt: Some(1),
-        ..JobUpdate::default()
-    };
+    let current =
+        JobUpdate { provider_request: Some(("local".into(), "req-fence".into())), only_in_attempt: Some(1), ..JobUpdate::default() };
     assert!(!s.tables.update_in_status(&job.job_id, JobStatus::Submitted, &never_submitted).await.unwrap(), "attempt 0 is over");
     assert!(!s.tables.update_in_status(&job.job_id, JobStatus::Submitted, &stale).await.unwrap(), "attempt 2 never began");
     assert!(s.tables.update_in_status(&job.job_id, JobStatus::Submitted, &current).await.unwrap());
     let retry = change(&job, JobStatus::Retrying, at(3), JobUpdate { only_in_attempt: Some(2), ..JobUpdate::default() });
-    assert_eq!(s.tables.change_status(&retry).await.unwrap(), ChangeOutcome::StatusWas(JobStatus::Submitted), "a fenced change reports where the job is");
+    assert_eq!(
+        s.tables.change_status(&retry).await.unwrap(),
+        ChangeOutcome::StatusWas(JobStatus::Submitted),
+        "a fenced change reports where the job is"
+    );
 
     let stored = s.tables.job(&job.job_id).await.unwrap().unwrap();
     assert_eq!((stored.progress, stored.provider_request_id.as_deref()), (0, Some("req-fence")));
@@ -731,7 +743,11 @@ pub async fn the_queue_redelivers_until_deleted(s: &Subject) {
 
     s.time.pass(Duration::from_millis(2_100)).await;
     let again = s.queue.receive(visibility).await;
-    assert_eq!(again.iter().map(|d| (d.body.clone(), d.receive_count)).collect::<Vec<_>>(), vec![(body(&kept), 2)], "not deleted: delivered again");
+    assert_eq!(
+        again.iter().map(|d| (d.body.clone(), d.receive_count)).collect::<Vec<_>>(),
+        vec![(body(&kept), 2)],
+        "not deleted: delivered again"
+    );
     s.queue.delete(&again[0].receipt_handle).await;
     s.time.pass(Duration::from_millis(2_100)).await;
     assert_eq!(s.queue.receive(visibility).await, vec![], "deleted for good");
@@ -789,7 +805,8 @@ pub async fn media_objects_are_measured_and_read_by_prefix(s: &Subject) {
 }
 
 pub async fn workflows_start_and_stop_idempotently_and_unknown_tokens_are_no_error(s: &Subject) {
-    let input = WorkflowInput { job_id: JobId::generate(), workflow_type: "text_to_video".into(), deadline_seconds: 600, retention_seconds: 3600 };
+    let input =
+        WorkflowInput { job_id: JobId::generate(), workflow_type: "text_to_video".into(), deadline_seconds: 600, retention_seconds: 3600 };
     s.workflows.start(&input).await.unwrap();
     s.workflows.start(&input).await.unwrap();
     s.workflows.stop(&input.job_id, "contract").await.unwrap();

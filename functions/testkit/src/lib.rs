@@ -99,7 +99,11 @@ impl Memory {
 
     /// Runs one port call: the faults are consulted before and after, the
     /// body runs in one critical section with the clock's `now`.
-    fn call<T>(&self, op: &'static str, body: impl FnOnce(&mut state::State, OffsetDateTime) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn call<T>(
+        &self,
+        op: &'static str,
+        body: impl FnOnce(&mut state::State, OffsetDateTime) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let n = self.shared.faults.enter(op, Moment::Before)?;
         let now = self.now();
         let result = {

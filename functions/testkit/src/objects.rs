@@ -98,11 +98,15 @@ impl OutputStore for Memory {
     async fn copy_from_url(&self, url: &str, key: &str, content_type: &str) -> Result<CopiedObject, CopyError> {
         let copied = self.call("OutputStore::copy_from_url", |state, _| {
             let bytes = match state.bucket.web.get(url) {
-                None | Some(WebResource::Unreachable) => return Ok(Err(CopyError::SourceUnavailable("fetching the output: unreachable".into()))),
+                None | Some(WebResource::Unreachable) => {
+                    return Ok(Err(CopyError::SourceUnavailable("fetching the output: unreachable".into())))
+                }
                 Some(WebResource::Status(status)) if *status >= 500 || *status == 429 => {
                     return Ok(Err(CopyError::SourceUnavailable(format!("fetching the output: HTTP {status}"))))
                 }
-                Some(WebResource::Status(status)) => return Ok(Err(CopyError::SourceUnusable(format!("fetching the output: HTTP {status}")))),
+                Some(WebResource::Status(status)) => {
+                    return Ok(Err(CopyError::SourceUnusable(format!("fetching the output: HTTP {status}"))))
+                }
                 Some(WebResource::Body { bytes, sha256: declared }) => {
                     let sha256 = hex::encode(Sha256::digest(bytes));
                     if bytes.is_empty() {

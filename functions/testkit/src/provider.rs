@@ -7,7 +7,9 @@
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use videojobs_core::provider::{Callback, CallbackError, Provider, ProviderError, ProviderEvent, ProviderOutput, ProviderStatus, SubmitRequest};
+use videojobs_core::provider::{
+    Callback, CallbackError, Provider, ProviderError, ProviderEvent, ProviderOutput, ProviderStatus, SubmitRequest,
+};
 use videojobs_core::request::ProviderName;
 
 /// A call the provider received.
@@ -85,7 +87,9 @@ fn status_from(value: &serde_json::Value) -> Option<ProviderStatus> {
     let text = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
     Some(match value.get("state")?.as_str()? {
         "queued" => ProviderStatus::Queued { position: value.get("position").and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok()) },
-        "processing" => ProviderStatus::Processing { percent: value.get("percent").and_then(|v| v.as_u64()).and_then(|v| u8::try_from(v).ok()) },
+        "processing" => {
+            ProviderStatus::Processing { percent: value.get("percent").and_then(|v| v.as_u64()).and_then(|v| u8::try_from(v).ok()) }
+        }
         "succeeded" => ProviderStatus::Succeeded(ProviderOutput { video_url: text("video_url")?, thumbnail_url: text("thumbnail_url") }),
         "failed" => ProviderStatus::Failed { code: text("code")?, message: text("message").unwrap_or_default() },
         "canceled" => ProviderStatus::Canceled,

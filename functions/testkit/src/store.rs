@@ -326,10 +326,11 @@ impl JobStore for Memory {
     async fn complete_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
         self.call("JobStore::complete_receipt", |state, _| {
             // An unconditional UpdateItem: it makes the item if there was none.
-            let receipt = state
-                .receipts
-                .entry((provider.to_owned(), event_id.to_owned()))
-                .or_insert(Receipt { pending: false, lease_until: None, expires: None });
+            let receipt = state.receipts.entry((provider.to_owned(), event_id.to_owned())).or_insert(Receipt {
+                pending: false,
+                lease_until: None,
+                expires: None,
+            });
             receipt.pending = false;
             receipt.lease_until = None;
             Ok(())
@@ -586,7 +587,13 @@ impl WebhookSecrets for Memory {
         })
     }
 
-    async fn rotate_webhook_secret(&self, user: &UserId, expected: &str, new: &str, grace_until: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn rotate_webhook_secret(
+        &self,
+        user: &UserId,
+        expected: &str,
+        new: &str,
+        grace_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
         self.call("WebhookSecrets::rotate_webhook_secret", |state, _| {
             let Some(secrets) = state.secrets.get_mut(user).filter(|s| s.current == expected) else { return Ok(false) };
             secrets.previous = Some(std::mem::replace(&mut secrets.current, new.to_owned()));
@@ -657,7 +664,8 @@ impl StatsStore for Memory {
                 .filter(|stored| stored.watch_status == Some(status) && timestamp::format(stored.job.updated_at) < before)
                 .map(|stored| {
                     let job = &stored.job;
-                    let row = StuckJob { job_id: job.job_id.clone(), status, provider: job.provider.to_string(), updated_at: job.updated_at };
+                    let row =
+                        StuckJob { job_id: job.job_id.clone(), status, provider: job.provider.to_string(), updated_at: job.updated_at };
                     (format!("{}#{}", timestamp::format(job.updated_at), job.job_id), row)
                 })
                 .collect();
@@ -686,7 +694,9 @@ impl ReviewQueue for Memory {
                 .copy
                 .values()
                 .filter(|stored| stored.review_pending)
-                .filter_map(|stored| stored.job.completed_at.map(|at| (format!("{}#{}", timestamp::format(at), stored.job.job_id), stored.job.clone())))
+                .filter_map(|stored| {
+                    stored.job.completed_at.map(|at| (format!("{}#{}", timestamp::format(at), stored.job.job_id), stored.job.clone()))
+                })
                 .filter(|(key, _)| after.as_ref().is_none_or(|after| key > after))
                 .collect();
             rows.sort_by(|a, b| a.0.cmp(&b.0));
