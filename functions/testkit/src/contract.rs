@@ -134,6 +134,7 @@ macro_rules! contract_suite {
             outputs_are_copied_tagged_kept_and_deleted,
             media_objects_are_measured_and_read_by_prefix;
             isolated: counters_move_with_the_writes_they_count,
+            forgetting_an_output_takes_its_bytes_off_the_counters_once,
             workflows_start_and_stop_idempotently_and_unknown_tokens_are_no_error,
             stuck_jobs_are_counted_and_listed_oldest_first,
             the_queue_redelivers_until_deleted,
@@ -698,6 +699,34 @@ pub async fn counters_move_with_the_writes_they_count(s: &Subject) {
     assert_eq!(moved("jobs.queued"), 0, "created queued, then left it");
     assert_eq!(moved("jobs.submitted"), 1);
     assert_eq!(moved("duplicate_callbacks"), 1);
+}
+
+pub async fn forgetting_an_output_takes_its_bytes_off_the_counters_once(s: &Subject) {
+    let user = account_with(s, 10).await;
+    let job = job_through(s, &user, at(0), &[JobStatus::Submitted, JobStatus::Processing]).await;
+    let output = videojobs_core::job::Artifact {
+        video_key: format!("outputs/{}.mp4", job.job_id),
+        thumbnail_key: None,
+        thumbnail_size_bytes: None,
+        mime_type: "video/mp4".into(),
+        size_bytes: 1_000,
+        duration_seconds: 4.0,
+        width: 640,
+        height: 360,
+    };
+    let before = s.tables.counters().await.unwrap();
+    let stored = JobUpdate { output: Some(output), completed_at: Some(at(10)), ..JobUpdate::default() };
+    assert_eq!(s.tables.change_status(&change(&job, JobStatus::Completed, at(10), stored)).await.unwrap(), ChangeOutcome::Applied);
+    let video_bytes = |counters: &videojobs_core::stats::Counters| counters.get("bytes.video").copied().unwrap_or(0);
+    assert_eq!(video_bytes(&s.tables.counters().await.unwrap()) - video_bytes(&before), 1_000);
+
+    let forget = JobUpdate { remove_output: true, ..JobUpdate::default() };
+    assert!(!s.tables.update_in_status(&job.job_id, JobStatus::Approved, &forget).await.unwrap(), "not in that status");
+    assert!(s.tables.update_in_status(&job.job_id, JobStatus::Completed, &forget).await.unwrap());
+    assert!(s.tables.update_in_status(&job.job_id, JobStatus::Completed, &forget).await.unwrap(), "nothing left to forget: no error");
+
+    assert_eq!(s.tables.job(&job.job_id).await.unwrap().unwrap().output, None);
+    assert_eq!(video_bytes(&s.tables.counters().await.unwrap()), video_bytes(&before), "taken off once");
 }
 
 pub async fn stuck_jobs_are_counted_and_listed_oldest_first(s: &Subject) {
