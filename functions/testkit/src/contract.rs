@@ -115,6 +115,7 @@ macro_rules! contract_suite {
             shared: creating_a_job_writes_everything_once_and_keeps_its_idempotency_record,
             a_refused_creation_writes_nothing,
             a_status_change_is_conditioned_on_the_status_it_leaves,
+            racing_writers_cannot_both_win,
             a_refunding_change_gives_the_credits_back_once_and_frees_the_slot,
             the_attempt_fence_refuses_writes_of_a_stale_attempt,
             updates_in_status_and_progress_only_move_forward,
@@ -336,6 +337,49 @@ pub async fn a_status_change_is_conditioned_on_the_status_it_leaves(s: &Subject)
         "one event per applied change"
     );
     assert_eq!(s.tables.account(&user).await.unwrap().unwrap().active_jobs, 1, "submitted is still in flight");
+}
+
+/// Conditions are checked with their writes: of writers racing for the
+/// same conditional write, exactly one wins.
+pub async fn racing_writers_cannot_both_win(s: &Subject) {
+    let user = account_with(s, 10).await;
+    let job = job_through(s, &user, at(0), &[]).await;
+    let key: IdempotencyKey = "contract-race".parse().unwrap();
+    let event_id = format!("evt-{}", JobId::generate());
+    let mut races = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let tables = s.tables.clone();
+        let submit = change(&job, JobStatus::Submitted, at(1), JobUpdate::default());
+        let mut create = new_job(&user, 1, at(10 + i));
+        create.idempotency = Some(IdempotencyRecord {
+            user_id: user.clone(),
+            key: key.clone(),
+            fingerprint: "f".into(),
+            job_id: create.job.job_id.clone(),
+            response_status: 202,
+            response_body: "{}".into(),
+            created_at: at(10),
+        });
+        let event_id = event_id.clone();
+        let user = user.clone();
+        races.spawn(async move {
+            let changed = tables.change_status(&submit).await.unwrap() == ChangeOutcome::Applied;
+            let created = tables.create(&create).await.unwrap() == CreateOutcome::Created;
+            let claimed = tables.record_receipt("local", &event_id, "req").await.unwrap() == ReceiptClaim::New;
+            let opened = tables.open_account(&user, 99).await.unwrap();
+            (changed, created, claimed, opened)
+        });
+    }
+    let outcomes: Vec<(bool, bool, bool, bool)> = races.join_all().await;
+
+    let winners = |pick: fn(&(bool, bool, bool, bool)) -> bool| outcomes.iter().filter(|o| pick(o)).count();
+    assert_eq!(winners(|o| o.0), 1, "one status change applies");
+    assert_eq!(winners(|o| o.1), 1, "one creation per idempotency key");
+    assert_eq!(winners(|o| o.2), 1, "one delivery claims the receipt");
+    assert_eq!(winners(|o| o.3), 0, "the account was open already");
+    assert_eq!(s.tables.events(&job.job_id).await.unwrap().len(), 2);
+    let account = s.tables.account(&user).await.unwrap().unwrap();
+    assert_eq!((account.credits, account.active_jobs), (8, 2), "two creations debited: the first job's and the winner's");
 }
 
 pub async fn a_refunding_change_gives_the_credits_back_once_and_frees_the_slot(s: &Subject) {
