@@ -94,6 +94,13 @@ pub trait ObjectsUnderTest: OutputStore + MediaStore {
     async fn tags(&self, key: &str) -> Option<Vec<(String, String)>>;
 }
 
+/// Where a task token a started execution waits on is found.
+#[async_trait]
+pub trait TokenSource: Send + Sync {
+    /// The token of the first task the job's (started) execution waits on.
+    async fn waiting_token(&self, job: &JobId) -> String;
+}
+
 /// Everything a contract case may use.
 pub struct Subject {
     pub tables: Arc<dyn Tables>,
@@ -103,6 +110,7 @@ pub struct Subject {
     pub objects: Arc<dyn ObjectsUnderTest>,
     pub workflows: Arc<dyn Workflows>,
     pub tasks: Arc<dyn TaskTokens>,
+    pub tokens: Arc<dyn TokenSource>,
     pub time: Arc<dyn Time>,
 }
 
@@ -137,6 +145,7 @@ macro_rules! contract_suite {
             isolated: counters_move_with_the_writes_they_count,
             forgetting_an_output_takes_its_bytes_off_the_counters_once,
             workflows_start_and_stop_idempotently_and_unknown_tokens_are_no_error,
+            a_task_token_answered_again_is_no_error,
             stuck_jobs_are_counted_and_listed_oldest_first,
             the_queue_redelivers_until_deleted,
             a_delayed_message_waits_its_delay
@@ -889,7 +898,30 @@ pub async fn workflows_start_and_stop_idempotently_and_unknown_tokens_are_no_err
     s.tasks.fail("no-such-token", "Gone", "nobody waits").await.unwrap();
 }
 
+/// The adapter reports `Ok` for an answer that comes too late (the task was
+/// answered, or the execution ended): a redelivered message must not fail.
+pub async fn a_task_token_answered_again_is_no_error(s: &Subject) {
+    let input =
+        WorkflowInput { job_id: JobId::generate(), workflow_type: "text_to_video".into(), deadline_seconds: 600, retention_seconds: 3600 };
+    s.workflows.start(&input).await.unwrap();
+    let token = s.tokens.waiting_token(&input.job_id).await;
+
+    s.tasks.succeed(&token, &serde_json::json!({"stored": true})).await.unwrap();
+    s.tasks.succeed(&token, &serde_json::json!({"stored": true})).await.unwrap();
+    s.tasks.fail(&token, "Late", "a redelivered message").await.unwrap();
+    s.workflows.stop(&input.job_id, "contract").await.unwrap();
+    s.tasks.succeed(&token, &serde_json::json!({})).await.unwrap();
+}
+
 // ------------------------------------------------------------- the in-memory subject
+
+#[async_trait]
+impl TokenSource for crate::Memory {
+    async fn waiting_token(&self, job: &JobId) -> String {
+        assert!(self.execution(job).is_some(), "the execution was started");
+        self.issue_task_token(job)
+    }
+}
 
 #[async_trait]
 impl Time for crate::VirtualClock {
@@ -943,6 +975,7 @@ pub fn memory_subject(memory: &crate::Memory) -> Subject {
         objects: Arc::new(memory.clone()),
         workflows: Arc::new(memory.clone()),
         tasks: Arc::new(memory.clone()),
+        tokens: Arc::new(memory.clone()),
         time: Arc::new(memory.clock().clone()),
     }
 }
