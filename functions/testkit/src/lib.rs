@@ -10,7 +10,7 @@
 //! condition is checked in the critical section of its write. Time is a
 //! [`VirtualClock`] the test moves; nothing here reads the wall clock,
 //! sleeps, or draws a random number, so a simulator that drives it is
-//! deterministic. What is modelled and what is not: `docs/TESTING.md`.
+//! deterministic. What is modelled and what is not: `docs/LOCAL.md`.
 
 pub mod clock;
 pub mod contract;
