@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use videojobs_aws::review_queue::DynamoReviewQueue;
 use videojobs_aws::{AwsClients, DynamoStore, Resources, S3Media, S3Outputs, SqsWorkQueue, StepFunctions};
-use videojobs_core::ids::JobId;
+use videojobs_core::model::ids::JobId;
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::{CopiedObject, CopyError, DelayedWorkQueue, MediaStore, OutputStore, PresignedUrl, WorkQueue};
-use videojobs_core::work::WorkMessage;
 use videojobs_core::StoreError;
 use videojobs_testkit::contract::{Delivery, ObjectsUnderTest, QueueUnderTest, Subject, Time, TokenSource};
 

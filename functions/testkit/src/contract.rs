@@ -15,17 +15,18 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use videojobs_core::failover::ProviderSwitch;
-use videojobs_core::ids::{ApiKey, IdempotencyKey, JobId, KeyId, Role, UploadId, UserId};
-use videojobs_core::job::{EventSource, Job, JobEvent, JobParams};
-use videojobs_core::notify::{NotificationLog, WebhookSecrets};
+use videojobs_core::model::ids::{ApiKey, IdempotencyKey, JobId, KeyId, Role, UploadId, UserId};
+use videojobs_core::model::job::{EventSource, Job, JobEvent, JobParams};
+use videojobs_core::model::progress::{ProgressDetail, Stage};
+use videojobs_core::model::request::{AspectRatio, ImageType, ProviderName, Resolution};
+use videojobs_core::model::work::WorkMessage;
+use videojobs_core::ports::ProgressDetails;
+use videojobs_core::ports::ProviderSwitch;
+use videojobs_core::ports::RateLimiter;
+use videojobs_core::ports::ReviewQueue;
+use videojobs_core::ports::StatsStore;
 use videojobs_core::ports::*;
-use videojobs_core::progress::{ProgressDetail, ProgressDetails, Stage};
-use videojobs_core::ratelimit::RateLimiter;
-use videojobs_core::request::{AspectRatio, ImageType, ProviderName, Resolution};
-use videojobs_core::review::ReviewQueue;
-use videojobs_core::stats::StatsStore;
-use videojobs_core::work::WorkMessage;
+use videojobs_core::ports::{NotificationLog, WebhookSecrets};
 use videojobs_core::{transition, JobStatus, StoreError};
 
 /// Every port the jobs table backs.
@@ -757,7 +758,7 @@ pub async fn counters_move_with_the_writes_they_count(s: &Subject) {
 pub async fn forgetting_an_output_takes_its_bytes_off_the_counters_once(s: &Subject) {
     let user = account_with(s, 10).await;
     let job = job_through(s, &user, at(0), &[JobStatus::Submitted, JobStatus::Processing]).await;
-    let output = videojobs_core::job::Artifact {
+    let output = videojobs_core::model::job::Artifact {
         video_key: format!("outputs/{}.mp4", job.job_id),
         thumbnail_key: None,
         thumbnail_size_bytes: None,
@@ -770,7 +771,7 @@ pub async fn forgetting_an_output_takes_its_bytes_off_the_counters_once(s: &Subj
     let before = s.tables.counters().await.unwrap();
     let stored = JobUpdate { output: Some(output), completed_at: Some(at(10)), ..JobUpdate::default() };
     assert_eq!(s.tables.change_status(&change(&job, JobStatus::Completed, at(10), stored)).await.unwrap(), ChangeOutcome::Applied);
-    let video_bytes = |counters: &videojobs_core::stats::Counters| counters.get("bytes.video").copied().unwrap_or(0);
+    let video_bytes = |counters: &videojobs_core::model::stats::Counters| counters.get("bytes.video").copied().unwrap_or(0);
     assert_eq!(video_bytes(&s.tables.counters().await.unwrap()) - video_bytes(&before), 1_000);
 
     let forget = JobUpdate { remove_output: true, ..JobUpdate::default() };

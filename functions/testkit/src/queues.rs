@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use time::OffsetDateTime;
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::{DeadLetters, DelayedWorkQueue, WorkQueue};
-use videojobs_core::work::WorkMessage;
 use videojobs_core::StoreError;
 
 /// The stack's queues.
@@ -208,7 +208,7 @@ impl DelayedWorkQueue for WorkQueueHandle {
     async fn enqueue_after(&self, message: &WorkMessage, delay: Duration) -> Result<(), StoreError> {
         let body = body_of(message)?;
         // SQS delays whole seconds, 15 minutes at most (the adapter cuts it so).
-        let delay = Duration::from_secs(delay.min(videojobs_core::notify::MAX_QUEUE_DELAY).as_secs());
+        let delay = Duration::from_secs(delay.min(videojobs_core::model::notify::MAX_QUEUE_DELAY).as_secs());
         self.memory.call("DelayedWorkQueue::enqueue_after", |state, now| {
             state.queues.send(self.queue, body, None, now + delay);
             Ok(())

@@ -7,7 +7,7 @@
 use crate::Memory;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
-use videojobs_core::ids::JobId;
+use videojobs_core::model::ids::JobId;
 use videojobs_core::ports::{TaskTokens, WorkflowInput, Workflows};
 use videojobs_core::StoreError;
 

@@ -5,17 +5,18 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
-use videojobs_core::ids::{IdempotencyKey, JobId};
+use videojobs_core::model::ids::{IdempotencyKey, JobId};
+use videojobs_core::model::provider::{Callback, CallbackError, ProviderError, ProviderStatus, SubmitRequest};
+use videojobs_core::model::work::WorkMessage;
+use videojobs_core::ports::Provider;
+use videojobs_core::ports::ReviewQueue;
 use videojobs_core::ports::*;
-use videojobs_core::provider::{Callback, CallbackError, Provider, ProviderError, ProviderStatus, SubmitRequest};
-use videojobs_core::review::ReviewQueue;
-use videojobs_core::work::WorkMessage;
 use videojobs_core::{JobStatus, StoreError};
 use videojobs_testkit::contract::{at, change, fresh_user, new_job};
 use videojobs_testkit::provider::SIGNATURE_HEADER;
 use videojobs_testkit::{Memory, Moment, QueueName, ScriptedProvider, TaskAnswer, WebResource};
 
-async fn world_with_job() -> (Memory, videojobs_core::job::Job) {
+async fn world_with_job() -> (Memory, videojobs_core::model::job::Job) {
     let memory = Memory::default();
     let user = fresh_user();
     memory.open_account(&user, 10).await.unwrap();
@@ -286,4 +287,15 @@ async fn a_scripted_callback_verifies_only_with_its_signature() {
 
     assert_eq!((event.event_id.as_str(), event.request_id.as_str(), event.status), ("evt-1", "req-1", status));
     assert!(matches!(refused, Err(CallbackError::BadSignature(_))));
+}
+
+#[tokio::test]
+async fn on_a_simulated_thread_the_cores_clock_follows_the_virtual_one() {
+    let clock = videojobs_testkit::VirtualClock::default();
+    let _simulated = videojobs_core::model::determinism::simulate(clock.now(), 7);
+
+    clock.advance(Duration::from_secs(90));
+
+    assert_eq!(videojobs_core::model::determinism::now(), clock.now());
+    assert_eq!(videojobs_core::model::job::timestamp::now(), clock.now(), "what the services stamp");
 }
