@@ -14,6 +14,7 @@
 
 pub mod clock;
 pub mod contract;
+mod dns;
 pub mod faults;
 mod objects;
 pub mod provider;

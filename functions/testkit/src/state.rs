@@ -134,6 +134,8 @@ pub(crate) struct State {
     pub queues: queues::Queues,
     pub bucket: objects::Bucket,
     pub executions: workflows::Executions,
+    /// DNS: addresses by host name.
+    pub hosts: HashMap<String, Vec<std::net::IpAddr>>,
 }
 
 impl State {

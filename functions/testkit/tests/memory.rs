@@ -299,3 +299,16 @@ async fn on_a_simulated_thread_the_cores_clock_follows_the_virtual_one() {
     assert_eq!(videojobs_core::model::determinism::now(), clock.now());
     assert_eq!(videojobs_core::model::job::timestamp::now(), clock.now(), "what the services stamp");
 }
+
+#[tokio::test]
+async fn a_host_resolves_to_what_the_test_says_or_fails() {
+    use videojobs_core::ports::HostResolver;
+    let memory = Memory::default();
+    let address: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    memory.resolve_to("hooks.example", vec![address]);
+
+    assert_eq!(memory.resolve("HOOKS.example", 443).await, Ok(vec![address]));
+    assert!(memory.resolve("nowhere.example", 443).await.is_err());
+    memory.faults().fail_always("HostResolver::resolve", Moment::Before);
+    assert!(memory.resolve("hooks.example", 443).await.is_err());
+}
