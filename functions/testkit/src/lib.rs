@@ -89,6 +89,27 @@ impl Memory {
         self.lock().sweep_expired(now);
     }
 
+    /// The API's services wired to this world alone (the work queue is
+    /// [`QueueName::Work`]; DNS answers what [`Memory::resolve_to`] says).
+    pub fn services(&self, settings: videojobs_core::model::settings::Settings) -> videojobs_core::services::Services {
+        videojobs_core::services::Services {
+            jobs: Arc::new(self.clone()),
+            keys: Arc::new(self.clone()),
+            accounts: Arc::new(self.clone()),
+            uploads: Arc::new(self.clone()),
+            media: Arc::new(self.clone()),
+            workflows: Arc::new(self.clone()),
+            work: Arc::new(self.queue(QueueName::Work)),
+            review_queue: Arc::new(self.clone()),
+            webhook_secrets: Arc::new(self.clone()),
+            resolver: Arc::new(self.clone()),
+            stats: Arc::new(self.clone()),
+            progress: Arc::new(self.clone()),
+            rate_limiter: Arc::new(self.clone()),
+            settings,
+        }
+    }
+
     fn now(&self) -> OffsetDateTime {
         self.shared.clock.now()
     }

@@ -312,3 +312,28 @@ async fn a_host_resolves_to_what_the_test_says_or_fails() {
     memory.faults().fail_always("HostResolver::resolve", Moment::Before);
     assert!(memory.resolve("hooks.example", 443).await.is_err());
 }
+
+#[tokio::test]
+async fn the_apis_services_run_on_the_memory_world_alone() {
+    use videojobs_core::model::ids::{Principal, Role};
+    use videojobs_core::model::request::GenerateRequest;
+    use videojobs_core::services::{Idempotency, JobSpec};
+    let memory = Memory::default();
+    let settings = videojobs_core::model::settings::Settings::from_lookup(|_| None).unwrap();
+    let services = memory.services(settings.clone());
+    let who = Principal { user_id: fresh_user(), role: Role::User };
+    memory.open_account(&who.user_id, 100).await.unwrap();
+    let request = || JobSpec::Generate(GenerateRequest::parse(br#"{"prompt": "a cat", "duration_seconds": 4}"#, &settings.limits).unwrap());
+    let idempotency = Idempotency { key: "once".parse().unwrap(), fingerprint: "f".into() };
+
+    let first = services.create_job(&who, request(), Some(idempotency.clone())).await.unwrap();
+    let replayed = services.create_job(&who, request(), Some(idempotency)).await.unwrap();
+    let job_id = first.job_id.clone();
+    services.cancel(&who, job_id.as_str()).await.unwrap();
+
+    assert_eq!((replayed.body, replayed.replayed), (first.body, true), "the first answer again");
+    assert_eq!(memory.account(&who.user_id).await.unwrap().unwrap().credits, 100, "debited once, refunded once");
+    let execution = memory.execution(&job_id).unwrap();
+    // A replay starts the execution again (in case the first request died before it did): one execution, started twice.
+    assert_eq!((execution.starts, execution.status), (2, videojobs_testkit::ExecutionStatus::Aborted));
+}
