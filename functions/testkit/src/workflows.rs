@@ -70,6 +70,14 @@ impl Memory {
         token
     }
 
+    /// Ends a running execution as the state machine would (a simulator
+    /// playing it decides how): answers to its tokens are ignored from now on.
+    pub fn finish_execution(&self, job: &JobId, status: ExecutionStatus) {
+        if let Some(execution) = self.lock().executions.executions.get_mut(job).filter(|e| e.status == ExecutionStatus::Running) {
+            execution.status = status;
+        }
+    }
+
     /// The answer a token took, and the answers that came after and were ignored.
     pub fn task_answers(&self, token: &str) -> (Option<TaskAnswer>, Vec<TaskAnswer>) {
         let state = self.lock();

@@ -337,3 +337,19 @@ async fn the_apis_services_run_on_the_memory_world_alone() {
     // A replay starts the execution again (in case the first request died before it did): one execution, started twice.
     assert_eq!((execution.starts, execution.status), (2, videojobs_testkit::ExecutionStatus::Aborted));
 }
+
+#[tokio::test]
+async fn a_simulator_can_redeliver_or_duplicate_a_message_at_will() {
+    let memory = Memory::default();
+    memory.queue(QueueName::Work).enqueue(&WorkMessage::Finalize { job_id: JobId::generate() }).await.unwrap();
+    let first = memory.receive(QueueName::Work, 10, Duration::from_secs(90)).remove(0);
+
+    assert!(memory.duplicate(QueueName::Work, &first.message_id));
+    let copy = memory.receive(QueueName::Work, 10, Duration::from_secs(90));
+    assert!(memory.redeliver(QueueName::Work, &first.message_id));
+    let again = memory.receive(QueueName::Work, 10, Duration::from_secs(90));
+
+    assert_eq!(copy.iter().map(|r| (r.body.clone(), r.receive_count)).collect::<Vec<_>>(), vec![(first.body.clone(), 1)]);
+    assert_eq!(again.iter().map(|r| (r.message_id.clone(), r.receive_count)).collect::<Vec<_>>(), vec![(first.message_id.clone(), 2)]);
+    assert!(!memory.delete(QueueName::Work, &first.receipt_handle), "received again since: the old handle is stale");
+}
