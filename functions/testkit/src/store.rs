@@ -274,7 +274,7 @@ impl JobStore for Memory {
             }
             if update.remove_output {
                 // `forget_output`: conditioned on the status and the output, not on an attempt.
-                let removed = videojobs_core::model::stats::StoredBytes::of(stored.job.output.as_ref());
+                let removed = videojobs_core::model::change::StoredBytes::of(stored.job.output.as_ref());
                 apply_update(stored, update, now);
                 state.add_counters(&videojobs_core::model::stats::removal_deltas(removed));
             } else {
