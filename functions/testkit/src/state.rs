@@ -136,6 +136,10 @@ pub(crate) struct State {
     pub executions: workflows::Executions,
     /// DNS: addresses by host name.
     pub hosts: HashMap<String, Vec<std::net::IpAddr>>,
+    /// Client endpoints: what each URL answers (none: unreachable).
+    pub endpoints: HashMap<String, u16>,
+    /// Every notification posted, in order.
+    pub posted: Vec<crate::dns::Posted>,
 }
 
 impl State {
