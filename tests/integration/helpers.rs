@@ -138,7 +138,7 @@ impl TestApp {
 
     /// A user on the given stack, with the given providers.
     pub async fn on(resources: Resources, credits: i64, settings: Settings, providers: Providers, callback_base_url: String) -> Self {
-        let clients = AwsClients::from_env().await;
+        let clients = AwsClients::from_env();
         let store = DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table);
         let http = videojobs_providers::http_client();
         let app = local_api::App::on_aws(&clients, &resources, settings, providers, http, callback_base_url);
@@ -307,7 +307,14 @@ impl TestApp {
 async fn new_user(services: &Services, credits: i64, role: Role) -> (UserId, String) {
     let user: UserId = format!("user-{}", ulid::Ulid::new().to_string().to_lowercase()).parse().expect("valid user id");
     let key = ApiKey::generate();
-    services.keys.save_key(&key.hash(), &Principal { user_id: user.clone(), role }, "test").await.expect("key saved");
+    services
+        .keys
+        .save_key_record(
+            &key.hash(),
+            &videojobs_core::ports::KeyRecord::for_key(&key.hash(), Principal { user_id: user.clone(), role }, "test"),
+        )
+        .await
+        .expect("key saved");
     services.accounts.open_account(&user, credits).await.expect("account opened");
     (user, key.expose().to_owned())
 }

@@ -65,18 +65,33 @@ const SAMPLES: &[(&str, Function, u16)] = &[
 async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
     let user: UserId = "sample-user".parse().unwrap();
     let key: ApiKey = SAMPLE_KEY.parse().unwrap();
-    app.services.keys.save_key(&key.hash(), &Principal { user_id: user.clone(), role: Role::User }, "samples").await.unwrap();
+    app.services
+        .keys
+        .save_key_record(
+            &key.hash(),
+            &videojobs_core::ports::KeyRecord::for_key(&key.hash(), Principal { user_id: user.clone(), role: Role::User }, "samples"),
+        )
+        .await
+        .unwrap();
     app.services.accounts.open_account(&user, 1_000).await.unwrap();
     let admin: ApiKey = SAMPLE_ADMIN_KEY.parse().unwrap();
     let principal = Principal { user_id: "sample-admin".parse().unwrap(), role: Role::Admin };
-    app.services.keys.save_key(&admin.hash(), &principal, "samples").await.unwrap();
+    app.services
+        .keys
+        .save_key_record(&admin.hash(), &videojobs_core::ports::KeyRecord::for_key(&admin.hash(), principal.clone(), "samples"))
+        .await
+        .unwrap();
     let now = timestamp::now();
     let params = JobParams::TextToVideo { duration_seconds: 2, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Hd };
     let job = Job::accepted(SAMPLE_JOB.parse::<JobId>().unwrap(), user.clone(), params, "local".parse().unwrap(), 2, now);
     app.put_job(&job).await;
     let reviewer: ApiKey = SAMPLE_REVIEWER_KEY.parse().unwrap();
     let principal = Principal { user_id: "sample-reviewer".parse().unwrap(), role: Role::Reviewer };
-    app.services.keys.save_key(&reviewer.hash(), &principal, "samples").await.unwrap();
+    app.services
+        .keys
+        .save_key_record(&reviewer.hash(), &videojobs_core::ports::KeyRecord::for_key(&reviewer.hash(), principal.clone(), "samples"))
+        .await
+        .unwrap();
     user
 }
 
