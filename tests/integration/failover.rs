@@ -40,10 +40,6 @@ async fn generate_on(p: &TestApp, provider: &str) -> JobId {
     p.new_job_with(&body).await
 }
 
-async fn events(p: &TestApp, id: &JobId) -> Vec<Value> {
-    p.job_events(&id).await.body["events"].as_array().unwrap().clone()
-}
-
 fn moves(events: &[Value]) -> Vec<&Value> {
     events.iter().filter(|e| e["message"].as_str().unwrap_or("").starts_with("Moved to the fallback provider")).collect()
 }
@@ -67,7 +63,7 @@ async fn a_provider_that_keeps_failing_to_accept_hands_the_job_to_the_fallback_w
     assert_eq!(sent.len(), 2, "two refusals at Replicate, then the fallback");
     assert_eq!(sent[0].headers["authorization"], "Bearer r8_test");
     assert_eq!(sent[0].json()["webhook"], format!("{}/webhooks/replicate", p.base_url()));
-    let events = events(&p, &id).await;
+    let events = p.events(&id).await;
     let retries = events.iter().filter(|e| e["status"] == "retrying").count();
     assert_eq!(retries, 1, "{events:#?}");
     let moved = moves(&events);
@@ -98,7 +94,7 @@ async fn a_refusal_of_the_account_moves_the_job_at_once() {
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
     assert_eq!(job.provider.as_str(), "local");
     assert_eq!(replicate.requests_to("POST", REPLICATE_CREATE).len(), 1);
-    let events = events(&p, &id).await;
+    let events = p.events(&id).await;
     assert_eq!(events.iter().filter(|e| e["status"] == "retrying").count(), 0, "{events:#?}");
     assert_eq!(moves(&events)[0]["message"], "Moved to the fallback provider 'local': 'replicate' refused the job (insufficient_credit)");
 }
@@ -118,7 +114,7 @@ async fn a_content_policy_refusal_fails_the_job_without_trying_the_fallback() {
     let sent = fal.requests_to("POST", FAL_SUBMIT);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].headers["authorization"], "Key key-id:key-secret");
-    assert!(moves(&events(&p, &id).await).is_empty());
+    assert!(moves(&p.events(&id).await).is_empty());
     assert_eq!(p.provider_stats().await["predictions"].as_array().unwrap().len(), 0);
     assert_eq!(p.credits().await, 1_000);
 }
@@ -182,7 +178,7 @@ async fn concurrent_switches_of_one_job_move_it_once_with_one_event() {
     let switched = outcomes.into_iter().map(|o| o.expect("the store answers")).filter(|s| *s).count();
     assert_eq!(switched, 1);
     assert_eq!(app.job(&id).await.provider.as_str(), "local");
-    let events = app.job_events(&id).await.body["events"].as_array().unwrap().clone();
+    let events = app.events(&id).await;
     assert_eq!(moves(&events).len(), 1, "{events:#?}");
 }
 
@@ -197,7 +193,7 @@ async fn a_job_a_provider_accepted_is_never_switched() {
     assert!(!switched);
     let job = app.job(&id).await;
     assert_eq!((job.provider.as_str(), job.provider_request_id.as_deref()), ("replicate", Some("p_accepted")));
-    let events = app.job_events(&id).await.body["events"].as_array().unwrap().clone();
+    let events = app.events(&id).await;
     assert!(moves(&events).is_empty());
 }
 
@@ -223,7 +219,7 @@ async fn a_redelivered_submit_message_after_failover_neither_moves_nor_submits_t
         .build()
         .await;
     let reply = app.generate(json!({"prompt": "p", "duration_seconds": 1, "provider": "replicate"})).await;
-    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
+    let id = reply.job_id();
     let (submit, _) = crate::harness::next_message(&app, &id, "submit").await;
     let message: videojobs_core::work::WorkMessage = serde_json::from_value(submit).unwrap();
 
@@ -237,6 +233,6 @@ async fn a_redelivered_submit_message_after_failover_neither_moves_nor_submits_t
     let submitted = server.requests_to("POST", FAL_SUBMIT);
     assert_eq!(submitted.len(), 1);
     assert!(submitted[0].target.contains("fal_webhook=https%3A%2F%2Fhooks.test%2Fwebhooks%2Ffal"), "{}", submitted[0].target);
-    let events = app.job_events(&id).await.body["events"].as_array().unwrap().clone();
+    let events = app.events(&id).await;
     assert_eq!(moves(&events).len(), 1, "{events:#?}");
 }

@@ -13,10 +13,6 @@ fn finished(status: JobStatus) -> bool {
     !status.is_in_flight()
 }
 
-async fn generate(p: &TestApp, body: serde_json::Value) -> JobId {
-    p.new_job_with(&body).await
-}
-
 fn with_faults(seconds: u32, faults: serde_json::Value) -> serde_json::Value {
     json!({"prompt": "A lighthouse in a storm", "duration_seconds": seconds, "resolution": "480p",
            "metadata": {"local_faults": faults}})
@@ -35,11 +31,11 @@ async fn result_video(p: &TestApp, id: &JobId) -> (serde_json::Value, (f64, u32,
 async fn text_to_video_ends_completed_with_a_playable_mp4_of_the_asked_length() {
     let p = TestApp::builder().with_local_provider().build().await;
 
-    let id = generate(
-        &p,
-        json!({"prompt": "A paper boat on a rainy street", "duration_seconds": 3, "aspect_ratio": "9:16", "resolution": "480p"}),
-    )
-    .await;
+    let id = p
+        .new_job_with(
+            &json!({"prompt": "A paper boat on a rainy street", "duration_seconds": 3, "aspect_ratio": "9:16", "resolution": "480p"}),
+        )
+        .await;
     let job = p.wait_for(&id, WAIT, finished).await;
 
     assert_eq!(job.status, JobStatus::Completed);
@@ -66,8 +62,7 @@ async fn image_to_video_from_an_upload_zooms_for_the_asked_length() {
 
     let body = json!({"upload_id": upload_id, "length": 2, "frame_rate": 12, "zoom_speed": 0.3});
     let reply = p.animate(&body).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
+    let id = reply.job_id();
     let job = p.wait_for(&id, WAIT, finished).await;
 
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
@@ -80,7 +75,7 @@ async fn image_to_video_from_an_upload_zooms_for_the_asked_length() {
 async fn every_callback_five_times_in_shuffled_order_still_completes_once() {
     let p = TestApp::builder().with_local_provider().build().await;
 
-    let id = generate(&p, with_faults(1, json!({"duplicate_callbacks": 5, "shuffle_callbacks": true}))).await;
+    let id = p.new_job_with(&with_faults(1, json!({"duplicate_callbacks": 5, "shuffle_callbacks": true}))).await;
     let job = p.wait_for(&id, WAIT, finished).await;
     // Let the last deliveries land before counting.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -98,7 +93,7 @@ async fn every_callback_five_times_in_shuffled_order_still_completes_once() {
 async fn a_completion_before_progress_leaves_the_job_completed_and_records_the_late_progress() {
     let p = TestApp::builder().with_local_provider().build().await;
 
-    let id = generate(&p, with_faults(1, json!({"completion_first": true, "late_callbacks_ms": 4000}))).await;
+    let id = p.new_job_with(&with_faults(1, json!({"completion_first": true, "late_callbacks_ms": 4000}))).await;
     p.wait_for(&id, WAIT, finished).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let ignored = loop {
@@ -127,7 +122,7 @@ async fn a_lost_callback_is_recovered_by_asking_the_provider() {
     s.generation_timeout_seconds = 3;
     let p = TestApp::builder().settings(s).with_local_provider().build().await;
 
-    let id = generate(&p, with_faults(1, json!({"drop_callbacks": true}))).await;
+    let id = p.new_job_with(&with_faults(1, json!({"drop_callbacks": true}))).await;
     let job = p.wait_for(&id, WAIT, finished).await;
 
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
@@ -139,7 +134,7 @@ async fn a_lost_callback_is_recovered_by_asking_the_provider() {
 async fn a_429_then_a_503_on_submit_are_retried_until_the_provider_accepts() {
     let p = TestApp::builder().with_local_provider().build().await;
 
-    let id = generate(&p, with_faults(1, json!({"submit_errors": [429, 503]}))).await;
+    let id = p.new_job_with(&with_faults(1, json!({"submit_errors": [429, 503]}))).await;
     let job = p.wait_for(&id, WAIT, finished).await;
 
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
@@ -155,7 +150,7 @@ async fn a_429_then_a_503_on_submit_are_retried_until_the_provider_accepts() {
 async fn a_permanent_failure_refunds_once_and_says_what_to_do_next() {
     let p = TestApp::builder().with_local_provider().build().await;
 
-    let id = generate(&p, with_faults(2, json!({"fail_with": "content_policy"}))).await;
+    let id = p.new_job_with(&with_faults(2, json!({"fail_with": "content_policy"}))).await;
     let job = p.wait_for(&id, WAIT, finished).await;
     // The state machine's own give-up arrives after the worker failed the job.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -173,7 +168,7 @@ async fn a_permanent_failure_refunds_once_and_says_what_to_do_next() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_died_after_submitting_leaves_one_provider_request_and_the_job_completes() {
     let p = TestApp::builder().with_local_provider().build().await;
-    let id = generate(&p, with_faults(1, json!({"delay_ms": 0}))).await;
+    let id = p.new_job_with(&with_faults(1, json!({"delay_ms": 0}))).await;
     // What a worker that died after the provider accepted the job (and before
     // our write) leaves behind: a provider request under the job's key.
     let orphan = reqwest::Client::new()
@@ -196,19 +191,15 @@ async fn a_worker_that_died_after_submitting_leaves_one_provider_request_and_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canceling_mid_generation_cancels_at_the_provider_and_later_callbacks_change_nothing() {
     let p = TestApp::builder().with_local_provider().build().await;
-    let id = generate(&p, with_faults(2, json!({"delay_ms": 3000}))).await;
+    let id = p.new_job_with(&with_faults(2, json!({"delay_ms": 3000}))).await;
     p.wait_for(&id, WAIT, |s| s == JobStatus::Submitted || s == JobStatus::Processing).await;
     // Wait for the provider's request id, so the cancel reaches it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while p.job(&id).await.provider_request_id.is_none() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let request_id = p.wait_for_provider_request(&id, 10).await;
 
     let reply = p.cancel_job(&id).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     // A completion that still arrives (a provider that finished anyway).
-    let request_id = p.job(&id).await.provider_request_id.unwrap();
     let late = p
         .signed_callback("evt_late", &json!({"id": request_id, "status": "succeeded", "output": {"video": "http://127.0.0.1:9/v.mp4"}}))
         .await;
@@ -227,18 +218,14 @@ async fn canceling_mid_generation_cancels_at_the_provider_and_later_callbacks_ch
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_delivery_for_a_known_job_answers_duplicate_and_changes_nothing() {
     let p = TestApp::builder().with_local_provider().build().await;
-    let id = generate(&p, with_faults(1, json!({"drop_callbacks": true}))).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while p.job(&id).await.provider_request_id.is_none() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let request_id = p.job(&id).await.provider_request_id.unwrap();
+    let id = p.new_job_with(&with_faults(1, json!({"drop_callbacks": true}))).await;
+    let request_id = p.wait_for_provider_request(&id, 20).await;
     let body = json!({"id": request_id, "status": "processing", "progress": 40});
 
     let first = p.signed_callback("evt_progress_40", &body).await;
-    let events_after_first = p.job_events(&id).await.body["events"].as_array().unwrap().len();
+    let events_after_first = p.events(&id).await.len();
     let again = p.signed_callback("evt_progress_40", &body).await;
-    let events_after_again = p.job_events(&id).await.body["events"].as_array().unwrap().len();
+    let events_after_again = p.events(&id).await.len();
 
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.body["duplicate"], false);
@@ -255,14 +242,15 @@ async fn after_the_retention_window_an_unreviewed_video_is_deleted_and_its_resul
     let mut s = settings();
     s.retention_seconds = 3;
     let p = TestApp::builder().settings(s).with_local_provider().build().await;
-    let id = generate(&p, json!({"prompt": "gone soon", "duration_seconds": 1, "resolution": "480p"})).await;
+    let id = p.new_job_with(&json!({"prompt": "gone soon", "duration_seconds": 1, "resolution": "480p"})).await;
     let job = p.wait_for(&id, WAIT, finished).await;
     assert_eq!(job.status, JobStatus::Completed);
     let video_key = job.output.unwrap().video_key;
 
-    let job = p.wait_for(&id, 30, |s| s == JobStatus::Expired).await;
+    p.wait_for(&id, 30, |s| s == JobStatus::Expired).await;
+    // The expiry deletes the video after it moves the job: wait for that too.
+    p.wait_for_output_gone(&id, 30).await;
 
-    assert!(job.output.is_none());
     let result = p.job_result(&id).await;
     assert_eq!(result.status, StatusCode::GONE);
     let head = p.clients.s3.head_object().bucket(&p.resources.media_bucket).key(&video_key).send().await;

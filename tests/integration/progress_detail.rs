@@ -48,13 +48,8 @@ async fn pipeline_on(fal: &ReplayServer, refresh_seconds: u64) -> TestApp {
 async fn generate_on_fal(p: &TestApp) -> JobId {
     let body = json!({"prompt": "A lighthouse at dusk", "duration_seconds": 5, "aspect_ratio": "1:1", "provider": "fal"});
     let reply = p.generate(&body).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(WAIT);
-    while p.job(&id).await.provider_request_id.is_none() {
-        assert!(Instant::now() < deadline, "fal never accepted {id}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let id = reply.job_id();
+    p.wait_for_provider_request(&id, WAIT).await;
     id
 }
 
@@ -229,8 +224,7 @@ async fn the_local_providers_progress_callbacks_show_a_processing_detail_until_t
     let faults = json!({"duplicate_callbacks": 2, "late_callbacks_ms": 5000});
     let body = json!({"prompt": "A kite over a beach", "duration_seconds": 1, "resolution": "480p", "metadata": {"local_faults": faults}});
     let reply = p.generate(&body).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
+    let id = reply.job_id();
 
     // Act
     let deadline = Instant::now() + Duration::from_secs(WAIT);

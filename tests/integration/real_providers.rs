@@ -42,30 +42,11 @@ async fn generate_on(p: &TestApp, provider: &str) -> JobId {
     p.new_job_with(&body).await
 }
 
-/// Waits until the worker has recorded the provider's request id.
-async fn accepted(p: &TestApp, id: &JobId) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(WAIT);
-    while p.job(id).await.provider_request_id.is_none() {
-        assert!(std::time::Instant::now() < deadline, "the provider never accepted {id}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
+/// Posts a provider's callback to the pipeline's webhook over HTTP, as the provider does.
 async fn deliver(p: &TestApp, provider: &str, headers: &[(String, String)], body: &str) -> (u16, Value) {
-    let mut call = reqwest::Client::new().post(format!("{}/webhooks/{provider}", p.base_url())).body(body.to_owned());
-    for (name, value) in headers {
-        call = call.header(name, value);
-    }
-    let response = call.send().await.expect("delivered");
-    let status = response.status().as_u16();
-    // The callback's answer, over HTTP, follows the published contract too.
-    let mut headers = lambda_http::http::HeaderMap::new();
-    if let Some(content_type) = response.headers().get("content-type") {
-        headers.insert("content-type", lambda_http::http::HeaderValue::from_bytes(content_type.as_bytes()).unwrap());
-    }
-    let bytes = response.bytes().await.expect("an answer");
-    crate::contract::check(&lambda_http::http::Method::POST, &format!("/webhooks/{provider}"), status, &headers, &bytes);
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let reply = p.http().anonymous().provider_callback(provider, &headers, body).await;
+    (reply.status.as_u16(), reply.body)
 }
 
 fn standard_webhook(id: &str, body: &str) -> Vec<(String, String)> {
@@ -103,7 +84,7 @@ async fn a_replicate_job_completes_from_its_signed_callbacks_and_its_video_is_co
     .await;
 
     let id = generate_on(&p, "replicate").await;
-    accepted(&p, &id).await;
+    p.wait_for_provider_request(&id, WAIT).await;
     let processing = prediction("rp_1", "processing", Value::Null).to_string();
     let (progress, _) = deliver(&p, "replicate", &standard_webhook("msg_start", &processing), &processing).await;
     let forged_body = prediction("rp_1", "succeeded", json!("https://evil.example/v.mp4")).to_string();
@@ -178,7 +159,7 @@ async fn a_fal_job_completes_from_its_ed25519_signed_callback_and_the_queue_resu
     .await;
 
     let id = generate_on(&p, "fal").await;
-    accepted(&p, &id).await;
+    p.wait_for_provider_request(&id, WAIT).await;
     let body = json!({"request_id": request, "gateway_request_id": request, "status": "OK",
                       "payload": {"video": {"url": video_url, "content_type": "video/mp4"}}})
     .to_string();

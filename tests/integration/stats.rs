@@ -16,10 +16,6 @@ use videojobs_core::JobStatus;
 
 const WAIT: u64 = 90;
 
-async fn generate(p: &TestApp, body: Value) -> JobId {
-    p.new_job_with(&body).await
-}
-
 async fn animate(p: &TestApp) -> JobId {
     let upload_id = p.upload_png(&crate::harness::png(160, 120)).await;
     let body = json!({"upload_id": upload_id, "length": 1, "frame_rate": 8, "zoom_speed": 0.2});
@@ -93,11 +89,11 @@ async fn the_stats_figures_match_a_known_set_of_jobs() {
     // Arrange: two text jobs completed and reviewed (one approved, one
     // rejected), one failed by the provider, one image job completed, one
     // canceled while the provider works, one stuck in submitted for two hours.
-    let approved = generate(&p, clip(json!({}))).await;
-    let rejected = generate(&p, clip(json!({}))).await;
-    let failed = generate(&p, clip(json!({"fail_with": "content_policy"}))).await;
+    let approved = p.new_job_with(&clip(json!({}))).await;
+    let rejected = p.new_job_with(&clip(json!({}))).await;
+    let failed = p.new_job_with(&clip(json!({"fail_with": "content_policy"}))).await;
     let image = animate(&p).await;
-    let canceled = generate(&p, clip(json!({"delay_ms": 60_000}))).await;
+    let canceled = p.new_job_with(&clip(json!({"delay_ms": 60_000}))).await;
     for id in [&approved, &rejected, &image] {
         assert_eq!(p.wait_for(id, WAIT, |s| !s.is_in_flight()).await.status, JobStatus::Completed);
     }

@@ -32,15 +32,6 @@ async fn stats(p: &TestApp, admin_key: &str) -> Value {
     reply.body
 }
 
-/// Waits for the worker's `discard_output` (sent by the rejection) to forget the output.
-async fn wait_for_discard(p: &TestApp, id: &JobId) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while p.job(id).await.output.is_some() {
-        assert!(std::time::Instant::now() < deadline, "the rejected output of {id} was not discarded within 30 s");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
 /// The deliveries about one job, in the order they came.
 fn deliveries_of(received: &[Received], id: &JobId) -> Vec<Received> {
     received.iter().filter(|r| r.json()["job_id"] == id.as_str()).cloned().collect()
@@ -146,7 +137,7 @@ async fn the_stats_count_jobs_reviewed_through_the_endpoint_canceled_through_del
     assert_eq!(p.as_key(&reviewer_key).review_job(&approved, json!({"decision": "approve"})).await.status, StatusCode::OK);
     let reject = json!({"decision": "reject", "reason": "poor_quality"});
     assert_eq!(p.as_key(&reviewer_key).review_job(&rejected, reject).await.status, StatusCode::OK);
-    wait_for_discard(&p, &rejected).await;
+    p.wait_for_output_gone(&rejected, 30).await;
     let s = stats(&p, &admin_key).await;
 
     assert_eq!(
@@ -212,7 +203,7 @@ async fn a_rejected_video_is_deleted_and_the_stored_bytes_go_down_by_exactly_its
 
     let reject = json!({"decision": "reject", "reason": "off_brief"});
     assert_eq!(p.as_key(&reviewer_key).review_job(&rejected, reject).await.status, StatusCode::OK);
-    wait_for_discard(&p, &rejected).await;
+    p.wait_for_output_gone(&rejected, 30).await;
     let after = stats(&p, &admin_key).await["stored_bytes_by_artifact_type"].clone();
 
     let thumbnail = output.thumbnail_size_bytes.expect("the local provider makes a thumbnail");

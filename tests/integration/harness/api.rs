@@ -159,6 +159,11 @@ impl HttpApi {
         Caller { transport: Transport::Http(self), key: Some(key.to_owned()), headers: Vec::new() }
     }
 
+    /// The API with no key (a provider's callback).
+    pub fn anonymous(&self) -> Caller<'_> {
+        Caller { transport: Transport::Http(self), key: None, headers: Vec::new() }
+    }
+
     /// One request; a network error is a [`NO_ANSWER`] reply with the error as its body.
     async fn send(&self, method: Method, path: &str, key: Option<&str>, headers: &[(String, String)], payload: Payload) -> Reply {
         let method_name = method.as_str().to_owned();
@@ -167,7 +172,7 @@ impl HttpApi {
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
-        if let Some(content_type) = payload.content_type() {
+        if let Some(content_type) = payload.content_type().filter(|_| !has_content_type(headers)) {
             request = request.header("content-type", content_type);
         }
         for (name, value) in headers {
@@ -202,6 +207,11 @@ impl HttpApi {
             Err(err) => Reply::no_answer(&err.to_string()),
         }
     }
+}
+
+/// Whether the caller sets the content type itself (a test of a wrong one).
+fn has_content_type(headers: &[(String, String)]) -> bool {
+    headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
 }
 
 fn method_of(name: &str) -> Method {
@@ -422,10 +432,8 @@ pub(super) async fn dispatch(
     if let Some(key) = key {
         builder = builder.header("authorization", format!("Bearer {key}"));
     }
-    if let Some(content_type) = payload.content_type() {
-        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
-            builder = builder.header("content-type", content_type);
-        }
+    if let Some(content_type) = payload.content_type().filter(|_| !has_content_type(headers)) {
+        builder = builder.header("content-type", content_type);
     }
     for (name, value) in headers {
         builder = builder.header(name.as_str(), value.as_str());
