@@ -5,11 +5,11 @@
 use crate::harness::{all_at_once, next_message, settings, Receiver, TestApp};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
-use videojobs_core::ids::JobId;
-use videojobs_core::job::timestamp;
-use videojobs_core::notify::RetrySchedule;
-use videojobs_core::signing::WebhookSecret;
-use videojobs_core::work::WorkMessage;
+use videojobs_core::model::ids::JobId;
+use videojobs_core::model::job::timestamp;
+use videojobs_core::model::notify::RetrySchedule;
+use videojobs_core::model::signing::WebhookSecret;
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::JobStatus;
 
 /// Where the tests' receivers take notifications: the query must stay out of events.
@@ -28,7 +28,7 @@ async fn deliver(app: &TestApp, message: Value) {
     worker::handle(&app.app.worker, message).await.expect("the worker handles it");
 }
 
-fn short_retries() -> videojobs_core::settings::Settings {
+fn short_retries() -> videojobs_core::model::settings::Settings {
     let mut settings = settings();
     settings.notify_retry_schedule = RetrySchedule::new(vec![1, 1, 1, 1, 1]);
     settings
@@ -39,7 +39,7 @@ async fn isolated() -> TestApp {
     isolated_with(short_retries()).await
 }
 
-async fn isolated_with(settings: videojobs_core::settings::Settings) -> TestApp {
+async fn isolated_with(settings: videojobs_core::model::settings::Settings) -> TestApp {
     TestApp::builder().settings(settings).own_stack().build().await
 }
 
@@ -185,7 +185,7 @@ async fn concurrent_first_requests_for_the_webhook_secret_all_get_the_same_secre
 #[tokio::test]
 async fn each_user_has_their_own_secret_and_it_takes_a_key_to_read_it() {
     let app = TestApp::new(0).await;
-    let (_, other_key) = app.another_user(0, videojobs_core::ids::Role::User).await;
+    let (_, other_key) = app.another_user(0, videojobs_core::model::ids::Role::User).await;
 
     let mine = app.signing_secret().await;
     let theirs = app.as_key(&other_key).webhook_secret().await;

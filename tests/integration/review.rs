@@ -5,9 +5,9 @@
 use crate::harness::{all_at_once, next_message, thumbnail_key, video_key, Page, Payload, TestApp};
 use lambda_http::http::StatusCode;
 use time::{Duration, OffsetDateTime};
-use videojobs_core::ids::{JobId, Role};
-use videojobs_core::job::{timestamp, Artifact};
-use videojobs_core::work::WorkMessage;
+use videojobs_core::model::ids::{JobId, Role};
+use videojobs_core::model::job::{timestamp, Artifact};
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::JobStatus;
 
 /// A job of the user's as the worker leaves it: completed at `completed_at`,

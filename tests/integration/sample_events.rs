@@ -4,9 +4,9 @@
 use crate::harness::{repo_root, TestApp};
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Context, LambdaEvent};
-use videojobs_core::ids::{JobId, Role, UserId};
-use videojobs_core::job::{timestamp, Job, JobParams};
-use videojobs_core::request::{AspectRatio, Resolution};
+use videojobs_core::model::ids::{JobId, Role, UserId};
+use videojobs_core::model::job::{timestamp, Job, JobParams};
+use videojobs_core::model::request::{AspectRatio, Resolution};
 use videojobs_core::JobStatus;
 
 /// The key and job the sample events name.
@@ -82,7 +82,7 @@ async fn complete_sample_job(app: &TestApp) {
     job.progress = 100;
     job.completed_at = Some(now);
     job.output_expires_at = Some(now + time::Duration::days(1));
-    job.output = Some(videojobs_core::job::Artifact {
+    job.output = Some(videojobs_core::model::job::Artifact {
         video_key: format!("outputs/{SAMPLE_JOB}/video.mp4"),
         thumbnail_key: None,
         mime_type: "video/mp4".into(),
@@ -97,7 +97,7 @@ async fn complete_sample_job(app: &TestApp) {
 
 #[tokio::test]
 async fn every_sample_event_runs_through_its_handler() {
-    let secret = || videojobs_core::signing::WebhookSecret::generate_text();
+    let secret = || videojobs_core::model::signing::WebhookSecret::generate_text();
     let app = TestApp::builder()
         .credits(0)
         .provider_env([

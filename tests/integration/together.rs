@@ -7,7 +7,7 @@ use crate::failover::{provider_env, with_fallback, REPLICATE_CREATE};
 use crate::harness::{all_at_once, Received, Receiver, Reply, TestApp};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
-use videojobs_core::ids::{JobId, Role};
+use videojobs_core::model::ids::{JobId, Role};
 use videojobs_core::JobStatus;
 use videojobs_providers::replay::{self, ReplayServer};
 

@@ -118,7 +118,7 @@ impl Reply {
     }
 
     /// The job id of an accepted create.
-    pub fn job_id(&self) -> videojobs_core::ids::JobId {
+    pub fn job_id(&self) -> videojobs_core::model::ids::JobId {
         assert_eq!(self.status, StatusCode::ACCEPTED, "{}", self.text);
         self.body["job_id"].as_str().expect("a job id").parse().expect("a valid job id")
     }

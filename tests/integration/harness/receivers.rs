@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
-use videojobs_core::signing::{verify, SignedHeaders, WebhookSecret};
+use videojobs_core::model::signing::{verify, SignedHeaders, WebhookSecret};
 use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
 
 /// One request a [`Receiver`] took, and when.

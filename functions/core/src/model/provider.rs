@@ -8,11 +8,11 @@
 //! `COMPLETED`, cancel, fetch the result; ED25519 signatures whose keys are
 //! fetched, hence `verify_callback` is async).
 
-use crate::job::JobParams;
-use crate::request::ProviderName;
-use async_trait::async_trait;
+use crate::model::job::JobParams;
+use crate::model::progress::{ProgressDetail, Stage};
 use std::collections::HashMap;
 use std::time::Duration;
+use time::OffsetDateTime;
 
 /// What a provider is asked to make.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,35 +96,14 @@ pub enum CallbackError {
     Malformed(String),
 }
 
-#[async_trait]
-pub trait Provider: Send + Sync {
-    fn name(&self) -> &ProviderName;
-    async fn submit(&self, request: &SubmitRequest) -> Result<String, ProviderError>;
-    async fn poll(&self, request_id: &str) -> Result<ProviderStatus, ProviderError>;
-    async fn cancel(&self, request_id: &str) -> Result<(), ProviderError>;
-    async fn verify_callback(&self, callback: &Callback<'_>) -> Result<ProviderEvent, CallbackError>;
-    /// Whether it calls back while it works (queued, processing), not only
-    /// when done. One that does not has its jobs' progress refreshed by
-    /// polling when clients read them (`Settings::progress_refresh_providers`).
-    fn sends_progress_callbacks(&self) -> bool {
-        true
-    }
-}
-
-/// The providers a deployment has, by name.
-#[derive(Clone, Default)]
-pub struct Providers {
-    by_name: HashMap<String, std::sync::Arc<dyn Provider>>,
-}
-
-impl Providers {
-    pub fn with(mut self, provider: std::sync::Arc<dyn Provider>) -> Self {
-        self.by_name.insert(provider.name().to_string(), provider);
-        self
-    }
-
-    pub fn get(&self, name: &str) -> Option<&std::sync::Arc<dyn Provider>> {
-        self.by_name.get(name)
+impl ProviderStatus {
+    /// The progress detail a "still working" answer gives; `None` for an outcome.
+    pub fn progress_detail(&self, observed_at: OffsetDateTime) -> Option<ProgressDetail> {
+        match self {
+            ProviderStatus::Queued { position } => Some(ProgressDetail { stage: Stage::Queued, queue_position: *position, observed_at }),
+            ProviderStatus::Processing { .. } => Some(ProgressDetail { stage: Stage::Processing, queue_position: None, observed_at }),
+            _ => None,
+        }
     }
 }
 

@@ -1,64 +1,16 @@
 //! The job record and its events, as the domain sees them.
 
-use crate::ids::{JobId, UserId};
-use crate::lifecycle::JobStatus;
-use crate::request::{AspectRatio, ImageSource, ProviderName, Resolution, WorkflowType};
+use crate::model::ids::{JobId, UserId};
+use crate::model::lifecycle::JobStatus;
+use crate::model::request::{AspectRatio, ImageSource, ProviderName, Resolution, WorkflowType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 /// Timestamps are kept to the millisecond and written as fixed-width RFC 3339
 /// (`2026-11-22T10:00:00.123Z`), so that their text sorts like their time.
-pub mod timestamp {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use time::format_description::well_known::Rfc3339;
-    use time::macros::format_description;
-    use time::OffsetDateTime;
-
-    pub fn format(at: OffsetDateTime) -> String {
-        let utc = at.to_offset(time::UtcOffset::UTC);
-        let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-        utc.format(&fmt).unwrap_or_else(|_| utc.unix_timestamp().to_string())
-    }
-
-    pub fn parse(text: &str) -> Option<OffsetDateTime> {
-        OffsetDateTime::parse(text, &Rfc3339).ok()
-    }
-
-    /// Now, cut to whole milliseconds so that a stored time reads back equal.
-    pub fn now() -> OffsetDateTime {
-        let now = OffsetDateTime::now_utc();
-        now.replace_millisecond(now.millisecond()).unwrap_or(now)
-    }
-
-    pub fn serialize<S: Serializer>(at: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*at))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
-        let text = String::deserialize(d)?;
-        parse(&text).ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time"))
-    }
-
-    pub mod option {
-        use serde::{Deserialize, Deserializer, Serializer};
-        use time::OffsetDateTime;
-
-        pub fn serialize<S: Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
-            match at {
-                Some(at) => s.serialize_some(&super::format(*at)),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
-            match Option::<String>::deserialize(d)? {
-                Some(text) => super::parse(&text).map(Some).ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time")),
-                None => Ok(None),
-            }
-        }
-    }
-}
+/// Kept here too: most code reads times with the job they belong to.
+pub use crate::model::timestamp;
 
 /// What the provider is asked to make.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,10 +161,15 @@ pub struct Job {
     pub output_expires_at: Option<OffsetDateTime>,
     /// The provider's last word while it works (see `progress`); removed when the job leaves flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress_detail: Option<crate::progress::ProgressDetail>,
+    pub progress_detail: Option<crate::model::progress::ProgressDetail>,
 }
 
 impl Job {
+    /// The provider's last word, shown only while the job is waiting on it.
+    pub fn visible_progress_detail(&self) -> Option<&crate::model::progress::ProgressDetail> {
+        self.progress_detail.as_ref().filter(|d| d.allowed_statuses().contains(&self.status))
+    }
+
     /// A job as it is accepted: queued at `at`, nothing done for it yet. The
     /// API builds every job from this; other fields are set on top of it.
     pub fn accepted(
@@ -226,7 +183,7 @@ impl Job {
         Job {
             job_id,
             user_id,
-            status: crate::lifecycle::JobStatus::Queued,
+            status: crate::model::lifecycle::JobStatus::Queued,
             params,
             metadata: None,
             prompt_hash: None,
@@ -310,14 +267,14 @@ mod tests {
     fn metadata_is_stored_as_its_text_and_an_older_map_still_reads() {
         let params = JobParams::TextToVideo {
             duration_seconds: 1,
-            aspect_ratio: crate::request::AspectRatio::Square,
-            resolution: crate::request::Resolution::Sd,
+            aspect_ratio: crate::model::request::AspectRatio::Square,
+            resolution: crate::model::request::Resolution::Sd,
         };
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         let metadata: Map<String, Value> = serde_json::from_str(r#"{"a": {"b": null, "NULL": [null]}}"#).unwrap();
         let job = Job {
             metadata: Some(metadata.clone()),
-            ..Job::accepted(crate::ids::JobId::generate(), "u".parse().unwrap(), params, "local".parse().unwrap(), 1, now)
+            ..Job::accepted(crate::model::ids::JobId::generate(), "u".parse().unwrap(), params, "local".parse().unwrap(), 1, now)
         };
         let stored = serde_json::to_value(&job).unwrap();
         assert_eq!(stored["metadata"], serde_json::json!(r#"{"a":{"NULL":[null],"b":null}}"#));
