@@ -86,7 +86,7 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
 async fn the_docs_page_draws_every_operation_in_the_browser() {
     let pipeline = TestApp::builder().with_local_provider().build().await;
     let artifacts = repo_root().join("target/test-artifacts");
-    let report = run_browser_script("docs.mjs", &[&pipeline.base_url(), &artifacts.to_string_lossy()]).await;
+    let report = run_browser_script("docs.mjs", &[pipeline.base_url(), &artifacts.to_string_lossy()]).await;
     let seen = &report["seen"];
     let spec = crate::contract::spec();
     let methods = ["get", "post", "put", "patch", "delete"];

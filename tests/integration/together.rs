@@ -66,7 +66,7 @@ async fn the_cli_approves_and_rejects_through_the_review_endpoint_and_says_why_w
     let review = job.review.expect("the review is recorded");
     assert_eq!((review.reason.as_deref(), review.note.as_deref()), (Some("other"), Some("logo is cut off")));
     for id in [&approved, &rejected] {
-        let events = p.events_from(&id, "reviewer").await;
+        let events = p.events_from(id, "reviewer").await;
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0]["actor"], reviewer.as_str());
     }
@@ -90,7 +90,7 @@ async fn a_client_hears_once_of_the_completion_and_once_of_the_review_each_signe
     let rejected = p.new_job_with_webhook(&hook.url(HOOK)).await;
     for id in [&approved, &rejected] {
         assert_eq!(p.wait_for(id, WAIT, |s| !s.is_in_flight()).await.status, JobStatus::Completed);
-        assert_eq!(p.wait_for_events_from(&id, "notifier", 1).await.len(), 1, "the completion is delivered before the review");
+        assert_eq!(p.wait_for_events_from(id, "notifier", 1).await.len(), 1, "the completion is delivered before the review");
     }
 
     let approval = p.as_key(&key).review_job(&approved, json!({"decision": "approve"})).await;
@@ -102,7 +102,7 @@ async fn a_client_hears_once_of_the_completion_and_once_of_the_review_each_signe
     assert_eq!(approval.status, StatusCode::OK, "{}", approval.body);
     assert_eq!(rejection.status, StatusCode::OK, "{}", rejection.body);
     for id in [&approved, &rejected] {
-        let events = p.wait_for_events_from(&id, "notifier", 2).await;
+        let events = p.wait_for_events_from(id, "notifier", 2).await;
         assert_eq!(events.len(), 2, "{events:?}");
         assert!(events.iter().all(|e| e["error_code"].is_null()), "each delivered at the first attempt: {events:?}");
     }

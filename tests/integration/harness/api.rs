@@ -218,6 +218,7 @@ fn method_of(name: &str) -> Method {
     Method::from_bytes(name.as_bytes()).expect("a method")
 }
 
+#[derive(Clone, Copy)]
 enum Transport<'a> {
     InProcess(&'a TestApp),
     Http(&'a HttpApi),
@@ -406,10 +407,7 @@ impl Caller<'_> {
 
 impl<'a> Caller<'a> {
     pub fn with_headers(&self, headers: &[(&str, &str)]) -> Caller<'a> {
-        let transport = match self.transport {
-            Transport::InProcess(app) => Transport::InProcess(app),
-            Transport::Http(api) => Transport::Http(api),
-        };
+        let transport = self.transport;
         let mut all = self.headers.clone();
         all.extend(headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         Caller { transport, key: self.key.clone(), headers: all }
