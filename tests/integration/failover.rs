@@ -3,7 +3,7 @@
 //! local server replaying their documented errors, and the local provider as
 //! the fallback.
 
-use crate::harness::{all_at_once, settings, TestApp};
+use crate::harness::{all_at_once, settings, work_message, TestApp};
 use serde_json::{json, Value};
 use videojobs_core::model::failover::Failover;
 use videojobs_core::model::ids::JobId;
@@ -222,10 +222,10 @@ async fn a_redelivered_submit_message_after_failover_neither_moves_nor_submits_t
     let reply = app.generate(json!({"prompt": "p", "duration_seconds": 1, "provider": "replicate"})).await;
     let id = reply.job_id();
     let (submit, _) = crate::harness::next_message(&app, &id, "submit").await;
-    let message: videojobs_core::model::work::WorkMessage = serde_json::from_value(submit).unwrap();
+    let message = work_message(submit);
 
-    worker::handle(&app.app.worker, message.clone()).await.unwrap();
-    worker::handle(&app.app.worker, message).await.unwrap();
+    app.handle_work(message.clone()).await;
+    app.handle_work(message).await;
 
     let job = app.job(&id).await;
     assert_eq!(job.status, JobStatus::Submitted);

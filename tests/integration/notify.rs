@@ -2,14 +2,13 @@
 //! (served by the test on loopback) of its statuses, signed with the user's
 //! secret, retried through the real queue, checked against SSRF.
 
-use crate::harness::{all_at_once, next_message, settings, Receiver, TestApp};
+use crate::harness::{all_at_once, next_message, settings, work_message, Receiver, TestApp};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use videojobs_core::model::ids::JobId;
 use videojobs_core::model::job::timestamp;
 use videojobs_core::model::notify::RetrySchedule;
 use videojobs_core::model::signing::WebhookSecret;
-use videojobs_core::model::work::WorkMessage;
 use videojobs_core::JobStatus;
 
 /// Where the tests' receivers take notifications: the query must stay out of events.
@@ -19,13 +18,8 @@ const HOOK: &str = "/hooks/videojobs?token=abc";
 async fn cancel_and_deliver(app: &TestApp, id: &JobId) -> Value {
     assert_eq!(app.cancel_job(&id).await.status, StatusCode::OK);
     let (message, _) = next_message(app, id, "notify").await;
-    deliver(app, message.clone()).await;
+    app.handle_work(work_message(message.clone())).await;
     message
-}
-
-async fn deliver(app: &TestApp, message: Value) {
-    let message: WorkMessage = serde_json::from_value(message).expect("a work message");
-    worker::handle(&app.app.worker, message).await.expect("the worker handles it");
 }
 
 fn short_retries() -> videojobs_core::model::settings::Settings {
@@ -74,8 +68,8 @@ async fn an_endpoint_that_fails_three_times_then_succeeds_gets_one_signed_delive
     assert_eq!(delivered.headers["content-type"], "application/json");
 
     // The same message again, as SQS may deliver it after a success: nothing is posted.
-    deliver(&p, json!({"kind": "notify", "job_id": id, "status": "completed", "attempt": 1})).await;
-    deliver(&p, json!({"kind": "notify", "job_id": id, "status": "completed", "attempt": 4})).await;
+    p.handle_work(work_message(json!({"kind": "notify", "job_id": id, "status": "completed", "attempt": 1}))).await;
+    p.handle_work(work_message(json!({"kind": "notify", "job_id": id, "status": "completed", "attempt": 4}))).await;
     assert_eq!(hook.received().len(), 4);
     assert_eq!(p.wait_for_events_from(&id, "notifier", 5).await.len(), 4);
 }
@@ -208,7 +202,7 @@ async fn after_the_last_attempt_fails_the_notifier_gives_up_and_says_so() {
     cancel_and_deliver(&app, &id).await;
     let (second, _) = next_message(&app, &id, "notify").await;
     assert_eq!(second["attempt"], 2);
-    deliver(&app, second).await;
+    app.handle_work(work_message(second)).await;
 
     assert_eq!(hook.received().len(), 2);
     let events = app.wait_for_events_from(&id, "notifier", 3).await;
@@ -224,7 +218,8 @@ async fn a_notification_not_yet_due_waits_again_on_the_queue_and_posts_nothing()
     let id = app.new_job_with_webhook(&hook.url(HOOK)).await;
     let not_before = timestamp::format(timestamp::now() + time::Duration::seconds(2));
 
-    deliver(&app, json!({"kind": "notify", "job_id": id, "status": "canceled", "attempt": 3, "not_before": not_before})).await;
+    app.handle_work(work_message(json!({"kind": "notify", "job_id": id, "status": "canceled", "attempt": 3, "not_before": not_before})))
+        .await;
 
     assert!(hook.received().is_empty());
     let (hop, _) = next_message(&app, &id, "notify").await;
@@ -250,7 +245,7 @@ async fn copies_of_one_notify_message_handled_at_once_post_once() {
     let id = app.new_job_with_webhook(&hook.url(HOOK)).await;
     assert_eq!(app.cancel_job(&id).await.status, StatusCode::OK);
     let (message, _) = next_message(&app, &id, "notify").await;
-    let message: WorkMessage = serde_json::from_value(message).unwrap();
+    let message = work_message(message);
 
     let outcomes = all_at_once(6, |_| worker::handle(&app.app.worker, message.clone())).await;
 
@@ -261,6 +256,6 @@ async fn copies_of_one_notify_message_handled_at_once_post_once() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["error_code"], Value::Null);
     // A copy coming back later finds the delivery and posts nothing.
-    worker::handle(&app.app.worker, message).await.expect("handled");
+    app.handle_work(message).await;
     assert_eq!(hook.received().len(), 1);
 }

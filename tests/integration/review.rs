@@ -2,7 +2,7 @@
 //! an approved video outlives the retention window, a rejected one is deleted
 //! from S3; the queue lists what waits for review, oldest first.
 
-use crate::harness::{all_at_once, next_message, thumbnail_key, video_key, Page, Payload, TestApp};
+use crate::harness::{all_at_once, next_message, thumbnail_key, video_key, work_message, Page, Payload, TestApp};
 use lambda_http::http::StatusCode;
 use time::{Duration, OffsetDateTime};
 use videojobs_core::model::ids::{JobId, Role};
@@ -100,8 +100,8 @@ async fn an_approved_video_outlives_the_retention_window() {
     app.put_job(&job).await;
 
     // The retention window's end, and a stray discard, reach the worker.
-    worker::handle(&app.app.worker, WorkMessage::Expire { job_id: id.clone() }).await.expect("expire handled");
-    worker::handle(&app.app.worker, WorkMessage::DiscardOutput { job_id: id.clone() }).await.expect("discard handled");
+    app.handle_work(WorkMessage::Expire { job_id: id.clone() }).await;
+    app.handle_work(WorkMessage::DiscardOutput { job_id: id.clone() }).await;
 
     let job = app.job(&id).await;
     assert_eq!(job.status, JobStatus::Approved);
@@ -233,10 +233,10 @@ async fn a_rejection_records_its_reason_and_the_worker_deletes_the_video() {
 
     let reply = app.as_key(&key).review_job(&id, r#"{"decision":"reject","reason":"unreadable_text","note":"The label is blurred"}"#).await;
     let (message, _) = next_message(&app, &id, "discard_output").await;
-    let message: WorkMessage = serde_json::from_value(message).expect("a work message");
-    worker::handle(&app.app.worker, message.clone()).await.expect("discard handled");
+    let message = work_message(message);
+    app.handle_work(message.clone()).await;
     // A repeated delivery finds nothing left to do.
-    worker::handle(&app.app.worker, message).await.expect("repeat handled");
+    app.handle_work(message).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["status"], "rejected");
@@ -296,7 +296,7 @@ async fn a_reviewed_or_expired_video_leaves_the_queue() {
     let (_, key) = app.another_user(0, Role::Reviewer).await;
 
     assert_eq!(app.as_key(&key).review_job(&approved, r#"{"decision":"approve"}"#).await.status, StatusCode::OK);
-    worker::handle(&app.app.worker, WorkMessage::Expire { job_id: expired.clone() }).await.expect("expire handled");
+    app.handle_work(WorkMessage::Expire { job_id: expired.clone() }).await;
     let queue = app.as_key(&key).review_queue(Page::first()).await;
 
     assert_eq!(queue.status, StatusCode::OK, "{}", queue.body);

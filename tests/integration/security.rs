@@ -2,7 +2,7 @@
 //! provider callbacks, uploads that are not images, switched-on faults,
 //! capability URLs in logs, inward image URLs, format characters.
 
-use crate::harness::{settings, Page, Payload, Reply, TestApp};
+use crate::harness::{settings, work_message, Page, Payload, Reply, TestApp};
 use lambda_http::http::StatusCode;
 use serde_json::json;
 use videojobs_core::model::signing::WebhookSecret;
@@ -116,8 +116,8 @@ async fn a_webhook_url_token_never_reaches_a_log_line_or_an_event() {
         let _logging = tracing::dispatcher::set_default(&dispatch);
         assert_eq!(app.cancel_job(&id).await.status, StatusCode::OK);
         let (message, _) = crate::harness::next_message(&app, &id, "notify").await;
-        let message: videojobs_core::model::work::WorkMessage = serde_json::from_value(message).expect("a work message");
-        worker::handle(&app.app.worker, message).await.expect("the worker handles it");
+        let message = work_message(message);
+        app.handle_work(message).await;
     }
     let logs = String::from_utf8(captured.0.lock().expect("the log buffer").clone()).expect("UTF-8 logs");
     assert!(logs.contains("notification request failed"), "the failed delivery was logged: {logs}");

@@ -164,7 +164,7 @@ async fn the_stats_figures_match_a_known_set_of_jobs() {
     // Act again: the retention window ends for the unreviewed image job and
     // the rejected job, through the worker as the state machine would ask.
     for id in [&image, &rejected] {
-        worker::handle(&p.app.worker, WorkMessage::Expire { job_id: id.clone() }).await.unwrap();
+        p.handle_work(WorkMessage::Expire { job_id: id.clone() }).await;
     }
     let after = p.as_key(&admin_key).stats().await.body;
 

@@ -72,12 +72,12 @@ async fn a_submit_message_of_an_attempt_that_is_no_longer_current_changes_nothin
     // Act: a late copy of attempt 2, and a duplicate of attempt 3.
     for attempt in [2, 3] {
         let stale = WorkMessage::Submit { job_id: id.clone(), task_token: None, attempt: Some(attempt) };
-        worker::handle(&p.app.worker, stale).await.expect("handled");
+        p.handle_work(stale).await;
     }
     let untouched = p.job(&id).await;
     // ...then attempt 4, the one that is due.
     let due = WorkMessage::Submit { job_id: id.clone(), task_token: None, attempt: Some(4) };
-    worker::handle(&p.app.worker, due).await.expect("handled");
+    p.handle_work(due).await;
     let after = p.job(&id).await;
 
     // Assert

@@ -22,6 +22,7 @@ use videojobs_aws::{AwsClients, DynamoStore, Resources};
 use videojobs_core::model::ids::{ApiKey, JobId, Role, UserId};
 use videojobs_core::model::job::Job;
 use videojobs_core::model::settings::Settings;
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::Providers;
 use videojobs_core::ports::{AccountStore, JobStore, Principal};
 use videojobs_core::services::Services;
@@ -440,6 +441,11 @@ impl TestApp {
         }
     }
 
+    /// Hands `message` to the worker, as its queue's poller does; it must be handled.
+    pub async fn handle_work(&self, message: WorkMessage) {
+        worker::handle(&self.app.worker, message).await.expect("the worker handles it");
+    }
+
     /// Waits until the job's stored output is forgotten (its objects deleted
     /// by the worker after a rejection or an expiry), or panics after `seconds`.
     pub async fn wait_for_output_gone(&self, id: &JobId, seconds: u64) {
@@ -623,6 +629,11 @@ impl TestApp {
             Err(err) => panic!("HeadObject {key}: {err:?}"),
         }
     }
+}
+
+/// A queue message's JSON as the worker reads it.
+pub fn work_message(body: Value) -> WorkMessage {
+    serde_json::from_value(body).expect("a work message")
 }
 
 /// A job's video in the media bucket.
