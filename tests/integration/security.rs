@@ -31,6 +31,7 @@ async fn a_webhook_timestamp_of_i64_min_or_any_other_non_integer_is_401_not_a_pa
     let key = WebhookSecret::parse(&secret).unwrap();
     // Signed with the right secret: only the timestamp is wrong.
     let signature = key.sign("evt_attack", 0, &body);
+
     for timestamp in ["-9223372036854775808", "9223372036854775807", "-1", "1e9", "+5", "0"] {
         let reply = callback(&app, timestamp, &signature, body.clone()).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{timestamp}: {}", reply.body);
@@ -45,14 +46,15 @@ async fn a_flood_of_big_callbacks_with_many_candidates_is_answered_fast() {
     let now = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
     // The attack of the issue: 2 MiB, 500 candidates. Refused before any MAC.
     let candidates = vec!["v1,AAAA"; 500].join(" ");
+    // The most a caller can make us do: the largest body, the most candidates, all forged.
+    let forged = ["v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; videojobs_core::model::signing::MAX_SIGNATURES].join(" ");
+
     let started = std::time::Instant::now();
     let reply = callback(&app, &now, &candidates, vec![b'x'; 2 * 1024 * 1024]).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", reply.body);
     // Under the body cap, 500 candidates are refused as such.
     let reply = callback(&app, &now, &candidates, vec![b'x'; 200 * 1024]).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
-    // The most a caller can make us do: the largest body, the most candidates, all forged.
-    let forged = ["v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; videojobs_core::model::signing::MAX_SIGNATURES].join(" ");
     for _ in 0..20 {
         let reply = callback(&app, &now, &forged, vec![b'x'; videojobs_core::model::signing::MAX_BODY_BYTES]).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
@@ -73,6 +75,7 @@ async fn an_upload_that_is_not_the_declared_image_is_refused_at_animate_and_cost
         // A PNG too small to animate (its header says 8x8).
         ("image/png", crate::harness::png(8, 8), StatusCode::BAD_REQUEST),
     ];
+
     for (content_type, bytes, expected) in cases {
         let upload_id = app.upload(content_type, &bytes).await;
         let reply = app.animate(json!({"upload_id": upload_id})).await;
@@ -112,13 +115,14 @@ async fn a_webhook_url_token_never_reaches_a_log_line_or_an_event() {
     let captured = Captured::default();
     let sink = captured.clone();
     let dispatch = tracing::Dispatch::new(videojobs_aws::telemetry::subscriber(videojobs_aws::telemetry::Redacting(move || sink.clone())));
+
     {
         let _logging = tracing::dispatcher::set_default(&dispatch);
         assert_eq!(app.cancel_job(&id).await.status, StatusCode::OK);
         let (message, _) = crate::harness::next_message(&app, &id, "notify").await;
-        let message = work_message(message);
-        app.handle_work(message).await;
+        app.handle_work(work_message(message)).await;
     }
+
     let logs = String::from_utf8(captured.0.lock().expect("the log buffer").clone()).expect("UTF-8 logs");
     assert!(logs.contains("notification request failed"), "the failed delivery was logged: {logs}");
     assert!(logs.contains("127.0.0.1:1"), "the endpoint is named by its host and port: {logs}");
@@ -132,6 +136,7 @@ async fn local_faults_are_a_400_where_the_deployment_has_not_turned_them_on() {
     let mut deployed = settings();
     deployed.limits.allow_fault_injection = false;
     let app = TestApp::builder().credits(100).settings(deployed).build().await;
+
     for faults in [json!({"duplicate_callbacks": 2000}), json!({"submit_errors": [422]}), json!({})] {
         let body = json!({"prompt": "A kite", "duration_seconds": 1, "metadata": {"local_faults": faults}});
         let reply = app.generate(&body).await;
@@ -151,6 +156,7 @@ async fn local_faults_are_a_400_where_the_deployment_has_not_turned_them_on() {
 async fn bidi_overrides_and_zero_width_characters_are_refused_in_prompts_notes_and_metadata() {
     let app = TestApp::new(100).await;
     let spoof = "invoice\u{202E}gpj.exe";
+
     for (body, field) in [
         (json!({"prompt": spoof}), "prompt"),
         (json!({"prompt": "A kite", "metadata": {"title": "zero\u{200B}width"}}), "metadata.title"),
@@ -176,6 +182,7 @@ async fn an_image_url_whose_name_resolves_inward_is_refused_and_costs_nothing() 
     deployed.limits.allow_loopback_webhooks = false;
     deployed.limits.allow_http_webhooks = false;
     let app = TestApp::builder().credits(100).settings(deployed).build().await;
+
     // `localhost` is no IP literal: only its resolved address tells.
     for url in ["https://localhost/cat.png", "https://LocalHost:8443/cat.png"] {
         let reply = app.animate(json!({"image_url": url})).await;
@@ -267,7 +274,9 @@ async fn a_raw_prompt_expires_with_its_jobs_retention_and_the_kept_hash_is_keyed
     let app = TestApp::new(100).await;
     let prompt = "A lighthouse at dawn";
     let before = time::OffsetDateTime::now_utc().unix_timestamp();
+
     let id = app.new_job_with(&json!({"prompt": prompt, "duration_seconds": 1})).await;
+
     let item = app
         .clients
         .dynamodb
@@ -279,12 +288,13 @@ async fn a_raw_prompt_expires_with_its_jobs_retention_and_the_kept_hash_is_keyed
         .expect("prompt read")
         .item
         .expect("the prompt item");
+    let job = app.job(&id).await;
+
     let ttl: i64 = item.get("ttl_epoch").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).expect("a TTL on the prompt");
     let settings = &app.services.settings;
     let window = (settings.generation_timeout_seconds + settings.retention_seconds) as i64;
     assert!((before + window..=before + window + 60).contains(&ttl), "ttl {ttl}, created about {before}");
     // The job keeps an HMAC under the deployment's key: the plain SHA-256 of a guess does not match it.
-    let job = app.job(&id).await;
     assert_ne!(job.prompt_hash.as_deref(), Some(videojobs_core::model::request::sha256_hex(prompt.as_bytes()).as_str()));
     assert_eq!(job.prompt_hash, Some(videojobs_core::model::request::prompt_hash(&settings.prompt_hash_key, prompt)));
 }
@@ -351,25 +361,25 @@ async fn the_cli_creates_lists_and_revokes_keys() {
     let app = TestApp::new(100).await;
     let (_, admin) = app.another_user(0, videojobs_core::model::ids::Role::Admin).await;
     let user = format!("bo-{}", ulid::Ulid::new().to_string().to_lowercase());
-    let run = app.videojobs(&admin, &["admin", "create-key", "--user-id", &user, "--expires-in-days", "7"]).await;
-    let (code, out, err) = (run.code, run.out, run.err);
-    assert_eq!(code, 0, "{err}");
-    let secret = out.trim().to_owned();
-    let key_id = err
+
+    let created = app.videojobs(&admin, &["admin", "create-key", "--user-id", &user, "--expires-in-days", "7"]).await;
+    assert_eq!(created.code, 0, "{}", created.err);
+    let secret = created.out.trim().to_owned();
+    let key_id = created
+        .err
         .split_whitespace()
         .find(|w| w.trim_matches(|c| c == '(' || c == ')' || c == '.').starts_with("key_"))
         .expect("the key id is said")
         .trim_matches(|c| c == '(' || c == ')' || c == '.')
         .to_owned();
-    assert!(err.contains("expires at"), "{err}");
-    let run = app.videojobs(&admin, &["--json", "admin", "list-keys", "--limit", "100"]).await;
-    let (code, out, err) = (run.code, run.out, run.err);
-    assert_eq!(code, 0, "{err}");
-    assert!(!out.contains(&secret), "the listing shows no secret");
-    let run = app.videojobs(&admin, &["admin", "revoke-key", &key_id]).await;
-    let (code, out, err) = (run.code, run.out, run.err);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("revoked"), "{out}");
+    let listed = app.videojobs(&admin, &["--json", "admin", "list-keys", "--limit", "100"]).await;
+    let revoked = app.videojobs(&admin, &["admin", "revoke-key", &key_id]).await;
+
+    assert!(created.err.contains("expires at"), "{}", created.err);
+    assert_eq!(listed.code, 0, "{}", listed.err);
+    assert!(!listed.out.contains(&secret), "the listing shows no secret");
+    assert_eq!(revoked.code, 0, "{}", revoked.err);
+    assert!(revoked.out.contains("revoked"), "{}", revoked.out);
     assert_eq!(app.as_key(&secret).account().await.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -384,7 +394,8 @@ async fn each_key_is_rate_limited_on_requests_and_on_creates_with_retry_after_an
     if second > 45 {
         tokio::time::sleep(std::time::Duration::from_secs((61 - second) as u64)).await;
     }
-    let create = json!({"prompt": "A kite", "duration_seconds": 1}).to_string();
+    let create = json!({"prompt": "A kite", "duration_seconds": 1});
+
     assert_eq!(app.generate(&create).await.status, StatusCode::ACCEPTED);
     assert_eq!(app.generate(&create).await.status, StatusCode::ACCEPTED);
     let third = app.generate(&create).await;

@@ -354,24 +354,30 @@ async fn a_notification_claim_is_released_only_by_the_attempt_that_holds_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_has_at_most_four_deliveries_in_flight() {
     let app = TestApp::builder().credits(10).own_stack().build().await;
+    let (other, _) = app.another_user(0, Role::User).await;
     let lease = std::time::Duration::from_secs(60);
+
     let mut held = Vec::new();
     for i in 0..4 {
         held.push(app.store.claim_user_slot(&app.user, 4, &format!("h{i}"), lease).await.unwrap().expect("a free slot"));
     }
+    let fifth = app.store.claim_user_slot(&app.user, 4, "h5", lease).await.unwrap();
+    let others = app.store.claim_user_slot(&other, 4, "h6", lease).await.unwrap();
+    app.store.release_user_slot(&app.user, held[0], "nobody").await.unwrap();
+    let after_a_stranger_released = app.store.claim_user_slot(&app.user, 4, "h7", lease).await.unwrap();
+
     held.sort();
     assert_eq!(held, [0, 1, 2, 3]);
-    assert_eq!(app.store.claim_user_slot(&app.user, 4, "h5", lease).await.unwrap(), None, "a fifth waits");
-    let (other, _) = app.another_user(0, Role::User).await;
-    assert!(app.store.claim_user_slot(&other, 4, "h6", lease).await.unwrap().is_some(), "another tenant is not held back");
-    app.store.release_user_slot(&app.user, held[0], "nobody").await.unwrap();
-    assert_eq!(app.store.claim_user_slot(&app.user, 4, "h7", lease).await.unwrap(), None, "only the holder frees a slot");
+    assert_eq!(fifth, None, "a fifth waits");
+    assert!(others.is_some(), "another tenant is not held back");
+    assert_eq!(after_a_stranger_released, None, "only the holder frees a slot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_dynamodb_cannot_store_is_a_400_and_writes_nothing() {
     let app = TestApp::new(10).await;
     let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+
     for metadata in [format!(r#"{{"deep":{deep}}}"#), r#"{"n":1e300}"#.to_owned()] {
         let body = format!(r#"{{"prompt":"p","metadata":{metadata}}}"#);
         let reply = app.generate(&body).await;
