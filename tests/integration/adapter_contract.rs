@@ -3,7 +3,7 @@
 //! cannot drift. Time passes for real here, so a case that would wait longer
 //! than a few seconds (the 30 s receipt lease) runs that part in memory only.
 
-use crate::helpers::{fresh_resources, resources};
+use crate::harness::{fresh_resources, resources};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
