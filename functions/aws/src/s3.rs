@@ -33,7 +33,7 @@ fn to_url(request: PresignedRequest, method: &'static str, ttl_seconds: u64) -> 
         url: request.uri().to_owned(),
         method,
         headers: request.headers().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-        expires_at: videojobs_core::job::timestamp::now() + Duration::from_secs(ttl_seconds),
+        expires_at: videojobs_core::model::job::timestamp::now() + Duration::from_secs(ttl_seconds),
     }
 }
 

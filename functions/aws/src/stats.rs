@@ -5,7 +5,7 @@
 //! | counter shard   | `STATS#{0..7}`| `COUNTERS` | one number attribute per counter (`jobs.queued`, `ttc.ms_sum`, …) |
 //!
 //! Every creation and status change adds its counts (see
-//! `videojobs_core::stats::change_deltas`) to ONE shard, chosen at random, in
+//! `videojobs_core::model::stats::change_deltas`) to ONE shard, chosen at random, in
 //! the same transaction as the change: the counts are exactly as consistent as
 //! the jobs. Eight shards because concurrent transactions touching the same
 //! item cancel each other (`TransactionConflict`, retried with backoff) and one
@@ -22,9 +22,10 @@ use crate::errors::store_error;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Select, TransactWriteItem, Update};
 use std::collections::HashMap;
-use videojobs_core::job::timestamp;
+use videojobs_core::model::job::timestamp;
+use videojobs_core::model::stats::{counter, Counters, Deltas, StuckJob, StuckPage};
+use videojobs_core::ports::StatsStore;
 use videojobs_core::ports::{NewJob, StatusChange};
-use videojobs_core::stats::{counter, Counters, Deltas, StatsStore, StuckJob, StuckPage};
 use videojobs_core::{JobStatus, StoreError};
 
 pub const INDEX_STUCK_WATCH: &str = "stuck_watch";
@@ -43,7 +44,7 @@ fn random_shard() -> u32 {
 
 /// Whether a job in `status` belongs in the stuck-jobs index.
 pub fn is_watched(status: JobStatus) -> bool {
-    videojobs_core::stats::WATCHED_STATUSES.contains(&status)
+    videojobs_core::model::stats::WATCHED_STATUSES.contains(&status)
 }
 
 /// The update adding `deltas` to one counter shard, for a transaction;
@@ -69,12 +70,12 @@ pub fn counter_update(table: &str, deltas: &Deltas) -> Result<Option<TransactWri
 
 /// The counter update a job's creation adds to its transaction.
 pub fn creation_item(table: &str, new: &NewJob) -> Result<Option<TransactWriteItem>, StoreError> {
-    counter_update(table, &videojobs_core::stats::creation_deltas(&new.job))
+    counter_update(table, &videojobs_core::model::stats::creation_deltas(&new.job))
 }
 
 /// The counter update a status change adds to its transaction.
 pub fn change_item(table: &str, change: &StatusChange) -> Result<Option<TransactWriteItem>, StoreError> {
-    counter_update(table, &videojobs_core::stats::change_deltas(change))
+    counter_update(table, &videojobs_core::model::stats::change_deltas(change))
 }
 
 /// Metrics for a job that was just created (the write committed).

@@ -29,11 +29,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::Instrument;
 use videojobs_api::{json_response, path_segments};
-use videojobs_core::job::{timestamp, EventSource, Job, JobEvent};
-use videojobs_core::lifecycle::JobStatus;
+use videojobs_core::model::job::{timestamp, EventSource, Job, JobEvent};
+use videojobs_core::model::lifecycle::JobStatus;
+use videojobs_core::model::provider::{Callback, CallbackError, ProviderEvent, ProviderStatus};
+use videojobs_core::model::work::WorkMessage;
+use videojobs_core::ports::Providers;
 use videojobs_core::ports::{JobStore, ProviderRequests, ReceiptClaim, WorkQueue};
-use videojobs_core::provider::{Callback, CallbackError, ProviderEvent, ProviderStatus, Providers};
-use videojobs_core::work::WorkMessage;
 use videojobs_core::StoreError;
 
 #[derive(Clone)]
@@ -42,9 +43,9 @@ pub struct Webhook {
     pub queue: Arc<dyn WorkQueue>,
     pub providers: Providers,
     /// Where duplicate deliveries are counted.
-    pub stats: Arc<dyn videojobs_core::stats::StatsStore>,
+    pub stats: Arc<dyn videojobs_core::ports::StatsStore>,
     /// Where progress callbacks record the provider's queue position or stage.
-    pub progress: Arc<dyn videojobs_core::progress::ProgressDetails>,
+    pub progress: Arc<dyn videojobs_core::ports::ProgressDetails>,
     /// Finds the job of a request id, and notes callbacks that come first.
     pub requests: Arc<dyn ProviderRequests>,
 }
@@ -90,7 +91,7 @@ async fn handle(webhook: &Webhook, provider_name: &str, request: &Request) -> Re
         return answer(StatusCode::NOT_FOUND, json!({"error": {"code": "unknown_provider", "message": "no such provider"}}));
     };
     // Anyone may call this URL: a body too big to be a callback costs no cryptography.
-    if request.body().len() > videojobs_core::signing::MAX_BODY_BYTES {
+    if request.body().len() > videojobs_core::model::signing::MAX_BODY_BYTES {
         return answer(
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({"error": {"code": "body_too_large", "message": "the callback body is too large"}}),
@@ -163,7 +164,7 @@ async fn apply(webhook: &Webhook, provider: &str, event: &ProviderEvent) -> Resu
 /// The job that owns the request. None yet (the worker has not recorded the
 /// request id): the callback is noted, and the owner looked for once more,
 /// so that one of the two sides sees the other (see `ProviderRequests`).
-async fn owner_of(webhook: &Webhook, provider: &str, request_id: &str) -> Result<Option<videojobs_core::ids::JobId>, StoreError> {
+async fn owner_of(webhook: &Webhook, provider: &str, request_id: &str) -> Result<Option<videojobs_core::model::ids::JobId>, StoreError> {
     if let Some(job_id) = webhook.jobs.job_for_provider_request(provider, request_id).await? {
         return Ok(Some(job_id));
     }
@@ -186,7 +187,7 @@ async fn apply_to_job(webhook: &Webhook, job: Job, status: &ProviderStatus) -> R
 async fn progress(webhook: &Webhook, job: Job, status: &ProviderStatus) -> Result<(), StoreError> {
     let (jobs, details) = (webhook.jobs.as_ref(), webhook.progress.as_ref());
     let now = timestamp::now();
-    if !videojobs_core::progress::apply_working(jobs, details, &job, status, EventSource::Webhook, now).await? {
+    if !videojobs_core::services::progress::apply_working(jobs, details, &job, status, EventSource::Webhook, now).await? {
         ignored(webhook, &job, status).await?;
     }
     Ok(())

@@ -11,8 +11,9 @@
 
 use crate::{WorkError, Worker};
 use std::sync::Arc;
-use videojobs_core::job::{timestamp, EventSource, Job, JobEvent};
-use videojobs_core::provider::{Provider, ProviderError};
+use videojobs_core::model::job::{timestamp, EventSource, Job, JobEvent};
+use videojobs_core::model::provider::ProviderError;
+use videojobs_core::ports::Provider;
 use videojobs_core::JobStatus;
 
 /// The fallback provider the job now belongs to, or `None` to keep it where it is.

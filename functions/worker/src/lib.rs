@@ -25,13 +25,15 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
-use videojobs_core::ids::JobId;
-use videojobs_core::job::{timestamp, Artifact, EventSource, Job, JobError};
-use videojobs_core::lifecycle::{transition, JobStatus};
+use videojobs_core::model::ids::JobId;
+use videojobs_core::model::job::{timestamp, Artifact, EventSource, Job, JobError};
+use videojobs_core::model::lifecycle::{transition, JobStatus};
+use videojobs_core::model::provider::{failure_advice, ProviderError, ProviderOutput, ProviderStatus, SubmitRequest};
+use videojobs_core::model::request::ImageSource;
+use videojobs_core::model::work::WorkMessage;
+use videojobs_core::ports::Provider;
+use videojobs_core::ports::Providers;
 use videojobs_core::ports::*;
-use videojobs_core::provider::{failure_advice, Provider, ProviderError, ProviderOutput, ProviderStatus, Providers, SubmitRequest};
-use videojobs_core::request::ImageSource;
-use videojobs_core::work::WorkMessage;
 use videojobs_core::StoreError;
 
 mod failover;
@@ -58,8 +60,8 @@ pub struct Worker {
     pub tasks: Arc<dyn TaskTokens>,
     pub providers: Providers,
     /// Where a job goes when its provider refuses it or keeps failing to accept it.
-    pub failover: Option<videojobs_core::failover::Failover>,
-    pub switches: Arc<dyn videojobs_core::failover::ProviderSwitch>,
+    pub failover: Option<videojobs_core::model::failover::Failover>,
+    pub switches: Arc<dyn videojobs_core::ports::ProviderSwitch>,
     /// Where providers call back: `{callback_base_url}/webhooks/{provider}`.
     pub callback_base_url: String,
     pub retention_seconds: u64,
@@ -67,10 +69,10 @@ pub struct Worker {
     /// Client notifications (`notify` messages).
     pub notifier: notify::Notifier,
     /// The stuck-jobs index, for the scheduled `check_stuck`.
-    pub stats: Arc<dyn videojobs_core::stats::StatsStore>,
+    pub stats: Arc<dyn videojobs_core::ports::StatsStore>,
     pub stuck_after_seconds: u64,
     /// Where a `refresh` records what the provider said.
-    pub progress: Arc<dyn videojobs_core::progress::ProgressDetails>,
+    pub progress: Arc<dyn videojobs_core::ports::ProgressDetails>,
     /// The pipeline's own queue, for the worker's delayed retries.
     pub queue: Arc<dyn DelayedWorkQueue>,
     /// Ties provider request ids to jobs (see `ProviderRequests`).
@@ -79,7 +81,7 @@ pub struct Worker {
     pub dead_letters: Arc<dyn DeadLetters>,
     /// Starts the execution of a job whose start was lost (see `check_stuck`).
     pub workflows: Arc<dyn Workflows>,
-    pub settings: videojobs_core::settings::Settings,
+    pub settings: videojobs_core::model::settings::Settings,
 }
 
 impl Worker {
@@ -87,7 +89,7 @@ impl Worker {
     pub fn on_aws(
         clients: &videojobs_aws::AwsClients,
         resources: &videojobs_aws::Resources,
-        settings: &videojobs_core::settings::Settings,
+        settings: &videojobs_core::model::settings::Settings,
         providers: Providers,
         http: videojobs_providers::HttpClient,
         callback_base_url: String,
@@ -214,7 +216,7 @@ async fn handle_message(
 ) -> Result<(), WorkError> {
     let body = message.body.as_deref().ok_or_else(|| WorkError::Unusable("no body".into()))?;
     // A schedule's message has no job: it is told apart before the job messages.
-    if let Ok(videojobs_core::stats::ScheduledMessage::CheckStuck) = serde_json::from_str(body) {
+    if let Ok(videojobs_core::model::stats::ScheduledMessage::CheckStuck) = serde_json::from_str(body) {
         tracing::Span::current().record("kind", "check_stuck");
         return check_stuck(worker).await.map(|_| ());
     }
@@ -312,8 +314,8 @@ pub(crate) async fn fail_job(worker: &Worker, job: &mut Job, error: JobError, ta
 pub(crate) async fn submit_request(worker: &Worker, job: &Job) -> Result<SubmitRequest, WorkError> {
     let prompt = worker.jobs.prompt(&job.job_id).await?;
     let image_url = match &job.params {
-        videojobs_core::job::JobParams::ImageToVideo { image: ImageSource::Url(url), .. } => Some(url.clone()),
-        videojobs_core::job::JobParams::ImageToVideo { image: ImageSource::Upload(upload_id), .. } => {
+        videojobs_core::model::job::JobParams::ImageToVideo { image: ImageSource::Url(url), .. } => Some(url.clone()),
+        videojobs_core::model::job::JobParams::ImageToVideo { image: ImageSource::Upload(upload_id), .. } => {
             let upload =
                 worker.uploads.upload(upload_id).await?.ok_or_else(|| WorkError::Unusable(format!("upload {upload_id} is gone")))?;
             // Long enough for a queued provider to fetch it.
@@ -364,8 +366,15 @@ pub(crate) async fn refresh(worker: &Worker, id: &JobId) -> Result<(), WorkError
     match provider.poll(&request_id).await {
         Ok(status @ (ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. })) => {
             let source = EventSource::Worker;
-            videojobs_core::progress::apply_working(worker.jobs.as_ref(), worker.progress.as_ref(), &job, &status, source, observed_at)
-                .await?;
+            videojobs_core::services::progress::apply_working(
+                worker.jobs.as_ref(),
+                worker.progress.as_ref(),
+                &job,
+                &status,
+                source,
+                observed_at,
+            )
+            .await?;
             tracing::info!(?status, "progress refreshed");
             Ok(())
         }
@@ -685,7 +694,7 @@ pub const QUEUED_STUCK_AFTER_SECONDS: i64 = 10;
 pub async fn check_stuck(worker: &Worker) -> Result<u64, WorkError> {
     let now = timestamp::now();
     let restarted = restart_unstarted(worker, now).await?;
-    let stuck = videojobs_core::stats::stuck_jobs(worker.stats.as_ref(), worker.stuck_after_seconds, now).await?;
+    let stuck = videojobs_core::services::stats::stuck_jobs(worker.stats.as_ref(), worker.stuck_after_seconds, now).await?;
     let count = stuck.count.max(restarted);
     videojobs_aws::stats::emit_stuck(count);
     for job in &stuck.oldest {
@@ -697,11 +706,11 @@ pub async fn check_stuck(worker: &Worker) -> Result<u64, WorkError> {
 
 async fn restart_unstarted(worker: &Worker, now: time::OffsetDateTime) -> Result<u64, WorkError> {
     let before = now - time::Duration::seconds(QUEUED_STUCK_AFTER_SECONDS);
-    let page = worker.stats.stuck_jobs(JobStatus::Queued, before, videojobs_core::stats::STUCK_JOBS_LISTED).await?;
+    let page = worker.stats.stuck_jobs(JobStatus::Queued, before, videojobs_core::model::stats::STUCK_JOBS_LISTED).await?;
     let mut restarted = 0;
     for stuck in &page.oldest {
         let Some(job) = worker.jobs.job(&stuck.job_id).await?.filter(|job| job.status == JobStatus::Queued) else { continue };
-        worker.workflows.start(&videojobs_core::service::workflow_input(&job, &worker.settings)).await?;
+        worker.workflows.start(&videojobs_core::services::workflow_input(&job, &worker.settings)).await?;
         tracing::warn!(job_id = %job.job_id, created_at = %timestamp::format(job.created_at), "queued job had no running execution; started it");
         restarted += 1;
     }

@@ -5,7 +5,7 @@ use videojobs_aws::{AwsClients, OnFirstEvent};
 async fn main() -> Result<(), Error> {
     videojobs_aws::telemetry::init();
     videojobs_providers::tls::install_crypto_provider();
-    let (resources, settings) = (videojobs_aws::Resources::from_env()?, videojobs_core::settings::Settings::from_env()?);
+    let (resources, settings) = (videojobs_aws::Resources::from_env()?, videojobs_core::model::settings::Settings::from_env()?);
     // Clients (AWS and the providers' HTTPS one) are built on the first event (see `OnFirstEvent`).
     let http = videojobs_providers::http_client_on_first_use();
     let providers = videojobs_providers::from_env(http.clone())?;

@@ -1,5 +1,5 @@
 //! Delivers client notifications (`notify` messages, queued by
-//! `videojobs_core::notify::NotifyingJobs` after a status change).
+//! `videojobs_core::services::notifying::NotifyingJobs` after a status change).
 //!
 //! One attempt per message: check the job's `webhook_url` again (its host may
 //! resolve elsewhere now), sign the body with the user's secret, POST it to
@@ -17,16 +17,21 @@ use crate::{WorkError, Worker};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use videojobs_core::ids::JobId;
-use videojobs_core::job::{timestamp, EventSource, Job, JobEvent};
-use videojobs_core::lifecycle::JobStatus;
-use videojobs_core::notify::{
-    check_destination, message_id, secrets_of, signature_header, DelayedWorkQueue, Destination, DestinationError, HostResolver,
-    NotificationBody, NotificationLog, RetrySchedule, WebhookPolicy, WebhookSecrets, ATTEMPT_LEASE, MAX_QUEUE_DELAY, SLOT_WAIT, USER_SLOTS,
+use videojobs_core::model::ids::JobId;
+use videojobs_core::model::job::{timestamp, EventSource, Job, JobEvent};
+use videojobs_core::model::lifecycle::JobStatus;
+use videojobs_core::model::notify::{
+    message_id, signature_header, Destination, DestinationError, NotificationBody, RetrySchedule, WebhookPolicy, ATTEMPT_LEASE,
+    MAX_QUEUE_DELAY, SLOT_WAIT, USER_SLOTS,
 };
-use videojobs_core::signing::WebhookSecret;
-use videojobs_core::views::OutputLinks;
-use videojobs_core::work::WorkMessage;
+use videojobs_core::model::signing::WebhookSecret;
+use videojobs_core::model::views::OutputLinks;
+use videojobs_core::model::work::WorkMessage;
+use videojobs_core::ports::NotificationLog;
+use videojobs_core::ports::WebhookSecrets;
+use videojobs_core::ports::{DelayedWorkQueue, HostResolver};
+use videojobs_core::services::notify::check_destination;
+use videojobs_core::services::notify::secrets_of;
 use videojobs_core::StoreError;
 
 /// How long a client endpoint gets to connect and to answer.
@@ -48,7 +53,7 @@ impl Notifier {
     pub fn on_aws(
         store: Arc<videojobs_aws::DynamoStore>,
         queue: Arc<videojobs_aws::SqsWorkQueue>,
-        settings: &videojobs_core::settings::Settings,
+        settings: &videojobs_core::model::settings::Settings,
     ) -> Self {
         Notifier {
             secrets: store.clone(),
@@ -264,7 +269,7 @@ async fn post(destination: &Destination, id: &str, unix_timestamp: i64, signatur
         .body(body)
         .send()
         .await
-        .map_err(|e| videojobs_core::redact::error(&e))?;
+        .map_err(|e| videojobs_core::model::redact::error(&e))?;
     Ok(response.status().as_u16())
 }
 

@@ -25,12 +25,12 @@
 
 use crate::{fail_job, load, provider_for, submit_request, task_errors, WorkError, Worker};
 use std::time::Duration;
-use videojobs_core::ids::JobId;
-use videojobs_core::job::{EventSource, Job, JobError};
-use videojobs_core::lifecycle::JobStatus;
+use videojobs_core::model::ids::JobId;
+use videojobs_core::model::job::{EventSource, Job, JobError};
+use videojobs_core::model::lifecycle::JobStatus;
+use videojobs_core::model::provider::{failure_advice, ProviderError};
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::JobUpdate;
-use videojobs_core::provider::{failure_advice, ProviderError};
-use videojobs_core::work::WorkMessage;
 
 /// Submissions per job: the first and up to four retries.
 pub const MAX_SUBMISSIONS: u32 = 5;
@@ -216,9 +216,9 @@ async fn fenced_move(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use videojobs_core::ids::JobId;
-    use videojobs_core::job::JobParams;
-    use videojobs_core::request::{AspectRatio, Resolution};
+    use videojobs_core::model::ids::JobId;
+    use videojobs_core::model::job::JobParams;
+    use videojobs_core::model::request::{AspectRatio, Resolution};
 
     fn job(status: JobStatus, attempt: u32, request: Option<&str>) -> Job {
         let params = JobParams::TextToVideo { duration_seconds: 1, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Sd };
@@ -228,7 +228,7 @@ mod tests {
             params,
             "local".parse().unwrap(),
             1,
-            videojobs_core::job::timestamp::now(),
+            videojobs_core::model::job::timestamp::now(),
         );
         job.status = status;
         job.submit_attempt = attempt;

@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use videojobs_core::ids::{ApiKey, Role, UserId};
+use videojobs_core::model::ids::{ApiKey, Role, UserId};
 use videojobs_core::ports::Principal;
-use videojobs_core::service::Services;
+use videojobs_core::services::Services;
 
 pub mod queue;
 
@@ -34,8 +34,8 @@ impl App {
     pub fn on_aws(
         clients: &videojobs_aws::AwsClients,
         resources: &videojobs_aws::Resources,
-        settings: videojobs_core::settings::Settings,
-        providers: videojobs_core::provider::Providers,
+        settings: videojobs_core::model::settings::Settings,
+        providers: videojobs_core::ports::Providers,
         http: videojobs_providers::HttpClient,
         callback_base_url: String,
     ) -> Self {

@@ -1,9 +1,9 @@
 //! The JSON bodies the API answers with. `docs/API.md` describes them for
 //! clients; these types are the single definition.
 
-use crate::ids::JobId;
-use crate::job::{timestamp, Job, JobEvent};
-use crate::lifecycle::JobStatus;
+use crate::model::ids::JobId;
+use crate::model::job::{timestamp, Job, JobEvent};
+use crate::model::lifecycle::JobStatus;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -78,7 +78,7 @@ pub struct OutputView {
 /// `progress_detail` in the status body.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProgressDetailView {
-    pub stage: crate::progress::Stage,
+    pub stage: crate::model::progress::Stage,
     pub queue_position: Option<u32>,
     pub message: String,
     pub observed_at: String,
@@ -148,7 +148,7 @@ impl StatusBody {
                 reviewed_at: timestamp::format(r.reviewed_at),
             }),
             output,
-            progress_detail: crate::progress::ProgressDetail::visible_on(job).map(|d| ProgressDetailView {
+            progress_detail: crate::model::progress::ProgressDetail::visible_on(job).map(|d| ProgressDetailView {
                 stage: d.stage,
                 queue_position: d.queue_position,
                 message: d.message(),
@@ -183,7 +183,7 @@ pub struct ResultBody {
 #[derive(Debug, Clone, Serialize)]
 pub struct EventView {
     pub at: String,
-    pub source: crate::job::EventSource,
+    pub source: crate::model::job::EventSource,
     pub previous_status: Option<JobStatus>,
     pub status: JobStatus,
     pub message: String,

@@ -24,7 +24,7 @@ macro_rules! prefixed_ulid_id {
 
             pub fn generate() -> Self {
                 // Time and randomness through `determinism`, so a simulation replays its ids.
-                let ulid = Ulid::from_parts(crate::determinism::now_millis(), crate::determinism::random_u128());
+                let ulid = Ulid::from_parts(crate::model::determinism::now_millis(), crate::model::determinism::random_u128());
                 Self(format!("{}{}", $prefix, ulid.to_string().to_ascii_lowercase()))
             }
 
@@ -255,6 +255,13 @@ impl ApiKeyHash {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub role: Role,
 }
 
 #[cfg(test)]

@@ -1,16 +1,17 @@
 //! What the API does, written against the ports: authenticate, create, read,
 //! list and cancel jobs. HTTP handlers parse, call one of these, and render.
 
-use crate::error::{AppError, StoreError};
-use crate::ids::{ApiKey, IdempotencyKey, JobId, UploadId, UserId};
-use crate::job::{timestamp, EventSource, Job, JobError, JobEvent, JobParams};
-use crate::lifecycle::{transition, JobStatus};
-use crate::ports::*;
-use crate::request::{
+use crate::model::error::StoreError;
+use crate::model::ids::{ApiKey, IdempotencyKey, JobId, UploadId, UserId};
+use crate::model::job::{timestamp, EventSource, Job, JobError, JobEvent, JobParams};
+use crate::model::lifecycle::{transition, JobStatus};
+use crate::model::request::{
     prompt_hash, AnimateRequest, CommonOptions, GenerateRequest, ImageSource, InvalidRequest, ProviderName, UploadRequest,
 };
-use crate::settings::Settings;
-use crate::views::*;
+use crate::model::settings::Settings;
+use crate::model::views::*;
+use crate::ports::*;
+use crate::services::AppError;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -25,17 +26,17 @@ pub struct Services {
     pub media: Arc<dyn MediaStore>,
     pub workflows: Arc<dyn Workflows>,
     pub work: Arc<dyn WorkQueue>,
-    pub review_queue: Arc<dyn crate::review::ReviewQueue>,
+    pub review_queue: Arc<dyn crate::ports::ReviewQueue>,
     /// Users' signing secrets for client notifications.
-    pub webhook_secrets: Arc<dyn crate::notify::WebhookSecrets>,
+    pub webhook_secrets: Arc<dyn crate::ports::WebhookSecrets>,
     /// DNS, to check where a `webhook_url` points.
-    pub resolver: Arc<dyn crate::notify::HostResolver>,
+    pub resolver: Arc<dyn crate::ports::HostResolver>,
     /// Operational counters and the stuck-jobs index (`GET /videos/stats`).
-    pub stats: Arc<dyn crate::stats::StatsStore>,
+    pub stats: Arc<dyn crate::ports::StatsStore>,
     /// Progress details, and their refresh window (see `progress`).
-    pub progress: Arc<dyn crate::progress::ProgressDetails>,
+    pub progress: Arc<dyn crate::ports::ProgressDetails>,
     /// Counts each key's requests (`ratelimit`).
-    pub rate_limiter: Arc<dyn crate::ratelimit::RateLimiter>,
+    pub rate_limiter: Arc<dyn crate::ports::RateLimiter>,
     pub settings: Settings,
 }
 
@@ -87,20 +88,20 @@ impl Services {
             return Err(AppError::Unauthenticated);
         }
         let limits = self.settings.rate_limits;
-        crate::ratelimit::check(
+        crate::services::ratelimit::check(
             self.rate_limiter.as_ref(),
             limits,
             &record.key_id,
-            crate::ratelimit::Policy::Requests,
+            crate::model::ratelimit::Policy::Requests,
             now.unix_timestamp(),
         )
         .await?;
         if creating {
-            crate::ratelimit::check(
+            crate::services::ratelimit::check(
                 self.rate_limiter.as_ref(),
                 limits,
                 &record.key_id,
-                crate::ratelimit::Policy::Creates,
+                crate::model::ratelimit::Policy::Creates,
                 now.unix_timestamp(),
             )
             .await?;
@@ -123,8 +124,8 @@ impl Services {
             // One that does not resolve (yet) is the provider's to fail: ours checks again when it fetches.
             let url = url::Url::parse(text).map_err(|_| InvalidRequest::new("image_url", "is not a URL"))?;
             let policy = self.settings.limits.webhook_policy();
-            match crate::notify::check_destination(&url, policy, self.resolver.as_ref()).await {
-                Ok(_) | Err(crate::notify::DestinationError::Unresolved { .. }) => {}
+            match crate::services::notify::check_destination(&url, policy, self.resolver.as_ref()).await {
+                Ok(_) | Err(crate::model::notify::DestinationError::Unresolved { .. }) => {}
                 Err(err) => return Err(InvalidRequest::new("image_url", err.to_string()).into()),
             }
         }
@@ -271,8 +272,8 @@ impl Services {
             Some(size) => return Err(AppError::UploadTooLarge { message: format!("the uploaded image is {size} bytes, over the limit") }),
         }
         // The bytes must be the image the upload declared: nothing else reaches a provider.
-        let head = self.media.read_prefix(&upload.object_key, crate::image::SNIFF_BYTES).await?.ok_or_else(missing)?;
-        match crate::image::check(&head, upload.content_type) {
+        let head = self.media.read_prefix(&upload.object_key, crate::model::image::SNIFF_BYTES).await?.ok_or_else(missing)?;
+        match crate::model::image::check(&head, upload.content_type) {
             Ok(_) => Ok(()),
             Err(err) if err.is_wrong_media_type() => Err(AppError::UnsupportedImage { message: err.to_string() }),
             Err(err) => Err(InvalidRequest::new("upload_id", format!("the uploaded image {err}")).into()),
@@ -328,8 +329,8 @@ impl Services {
     }
 
     /// Asks for fresh progress of jobs whose provider sends no progress callbacks.
-    fn refresher(&self) -> crate::progress::Refresher {
-        crate::progress::Refresher {
+    fn refresher(&self) -> crate::services::progress::Refresher {
+        crate::services::progress::Refresher {
             details: self.progress.clone(),
             work: self.work.clone(),
             window_seconds: self.settings.progress_refresh_seconds,
@@ -438,7 +439,7 @@ impl Services {
     /// Cancels an in-flight job: its credits come back once, its execution stops.
     pub async fn cancel(&self, who: &Principal, id: &str) -> Result<StatusBody, AppError> {
         let mut job = self.visible_job(who, id).await?;
-        if !job.is_owned_by(&who.user_id) && who.role != crate::ids::Role::Admin {
+        if !job.is_owned_by(&who.user_id) && who.role != crate::model::ids::Role::Admin {
             return Err(AppError::Forbidden("only the job's owner or an admin can cancel it"));
         }
         // The job may move (queued → submitted) between our read and our write:
@@ -457,7 +458,7 @@ impl Services {
                         tracing::warn!(job_id = %job.job_id, error = %err, "could not stop the execution");
                     }
                     if job.provider_request_id.is_some() {
-                        let message = crate::work::WorkMessage::CancelAtProvider { job_id: job.job_id.clone() };
+                        let message = crate::model::work::WorkMessage::CancelAtProvider { job_id: job.job_id.clone() };
                         if let Err(err) = self.work.enqueue(&message).await {
                             tracing::warn!(job_id = %job.job_id, error = %err, "could not ask the provider to cancel");
                         }

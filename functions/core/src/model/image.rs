@@ -4,7 +4,7 @@
 //! script, a video, anything for an unchecked ffmpeg demuxer) is refused
 //! before it costs a credit or reaches a provider.
 
-use crate::request::ImageType;
+use crate::model::request::ImageType;
 
 /// How many leading bytes are read: enough for a JPEG whose frame header
 /// follows a large EXIF block (an APP1 segment is at most 64 KiB).

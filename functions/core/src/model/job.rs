@@ -1,8 +1,8 @@
 //! The job record and its events, as the domain sees them.
 
-use crate::ids::{JobId, UserId};
-use crate::lifecycle::JobStatus;
-use crate::request::{AspectRatio, ImageSource, ProviderName, Resolution, WorkflowType};
+use crate::model::ids::{JobId, UserId};
+use crate::model::lifecycle::JobStatus;
+use crate::model::request::{AspectRatio, ImageSource, ProviderName, Resolution, WorkflowType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -27,7 +27,7 @@ pub mod timestamp {
 
     /// Now, cut to whole milliseconds so that a stored time reads back equal.
     pub fn now() -> OffsetDateTime {
-        let now = crate::determinism::now();
+        let now = crate::model::determinism::now();
         now.replace_millisecond(now.millisecond()).unwrap_or(now)
     }
 
@@ -209,7 +209,7 @@ pub struct Job {
     pub output_expires_at: Option<OffsetDateTime>,
     /// The provider's last word while it works (see `progress`); removed when the job leaves flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress_detail: Option<crate::progress::ProgressDetail>,
+    pub progress_detail: Option<crate::model::progress::ProgressDetail>,
 }
 
 impl Job {
@@ -226,7 +226,7 @@ impl Job {
         Job {
             job_id,
             user_id,
-            status: crate::lifecycle::JobStatus::Queued,
+            status: crate::model::lifecycle::JobStatus::Queued,
             params,
             metadata: None,
             prompt_hash: None,
@@ -310,14 +310,14 @@ mod tests {
     fn metadata_is_stored_as_its_text_and_an_older_map_still_reads() {
         let params = JobParams::TextToVideo {
             duration_seconds: 1,
-            aspect_ratio: crate::request::AspectRatio::Square,
-            resolution: crate::request::Resolution::Sd,
+            aspect_ratio: crate::model::request::AspectRatio::Square,
+            resolution: crate::model::request::Resolution::Sd,
         };
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         let metadata: Map<String, Value> = serde_json::from_str(r#"{"a": {"b": null, "NULL": [null]}}"#).unwrap();
         let job = Job {
             metadata: Some(metadata.clone()),
-            ..Job::accepted(crate::ids::JobId::generate(), "u".parse().unwrap(), params, "local".parse().unwrap(), 1, now)
+            ..Job::accepted(crate::model::ids::JobId::generate(), "u".parse().unwrap(), params, "local".parse().unwrap(), 1, now)
         };
         let stored = serde_json::to_value(&job).unwrap();
         assert_eq!(stored["metadata"], serde_json::json!(r#"{"a":{"NULL":[null],"b":null}}"#));

@@ -10,12 +10,8 @@
 //! (a bad token, no credit, an unknown model, a model whose input schema does
 //! not fit ours) moves the job: the user did nothing wrong.
 
-use crate::error::StoreError;
-use crate::ids::JobId;
-use crate::job::JobEvent;
-use crate::provider::ProviderError;
-use crate::request::ProviderName;
-use async_trait::async_trait;
+use crate::model::provider::ProviderError;
+use crate::model::request::ProviderName;
 
 /// A deployment's fallback, from `FALLBACK_PROVIDER` and `FALLBACK_AFTER_ATTEMPTS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,14 +45,6 @@ impl Failover {
             _ => None,
         }
     }
-}
-
-/// Moves a job that no provider has accepted to another provider.
-#[async_trait]
-pub trait ProviderSwitch: Send + Sync {
-    /// Sets the job's provider to `to` and keeps `event`, only if the job is
-    /// still `submitted` with `from` and no provider request; `false` otherwise.
-    async fn switch_provider(&self, id: &JobId, from: &ProviderName, to: &ProviderName, event: &JobEvent) -> Result<bool, StoreError>;
 }
 
 #[cfg(test)]

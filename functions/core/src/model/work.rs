@@ -3,7 +3,7 @@
 //! webhook sends `finalize`; a cancel sends `cancel_at_provider`; a rejection
 //! sends `discard_output`; a status read sends `refresh`.
 
-use crate::ids::JobId;
+use crate::model::ids::JobId;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,9 +55,9 @@ pub enum WorkMessage {
     /// is made of hops, each re-queued until `not_before`.
     Notify {
         job_id: JobId,
-        status: crate::lifecycle::JobStatus,
+        status: crate::model::lifecycle::JobStatus,
         attempt: u32,
-        #[serde(default, with = "crate::job::timestamp::option", skip_serializing_if = "Option::is_none")]
+        #[serde(default, with = "crate::model::job::timestamp::option", skip_serializing_if = "Option::is_none")]
         not_before: Option<time::OffsetDateTime>,
     },
 }
@@ -121,7 +121,7 @@ mod tests {
             job_id: id,
             status: crate::JobStatus::Failed,
             attempt: 5,
-            not_before: Some(crate::job::timestamp::now()),
+            not_before: Some(crate::model::job::timestamp::now()),
         };
         assert_eq!(serde_json::from_str::<WorkMessage>(&serde_json::to_string(&later).unwrap()).unwrap(), later);
     }

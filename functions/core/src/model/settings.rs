@@ -1,6 +1,6 @@
 //! A deployment's knobs, read once at start-up from the environment.
 
-use crate::request::{ProviderName, RequestLimits};
+use crate::model::request::{ProviderName, RequestLimits};
 
 /// The adapters whose `sends_progress_callbacks` is false (a providers test keeps the two in step).
 pub const DEFAULT_PROGRESS_REFRESH_PROVIDERS: &[&str] = &["fal"];
@@ -21,9 +21,9 @@ pub struct Settings {
     /// How long the state machine waits for a video before giving up.
     pub generation_timeout_seconds: u64,
     /// Where a job goes when its provider refuses it or keeps failing to accept it.
-    pub failover: Option<crate::failover::Failover>,
+    pub failover: Option<crate::model::failover::Failover>,
     /// Waits between client notification attempts.
-    pub notify_retry_schedule: crate::notify::RetrySchedule,
+    pub notify_retry_schedule: crate::model::notify::RetrySchedule,
     /// A job in `submitted` or `processing` this long without an update counts as stuck.
     pub stuck_after_seconds: u64,
     /// A read of an in-flight job asks its provider again at most this often (0: never).
@@ -34,7 +34,7 @@ pub struct Settings {
     /// deployment secret; the local stack's fixed key when unset).
     pub prompt_hash_key: Vec<u8>,
     /// Per-key limits (`RATE_LIMIT_REQUESTS_PER_MINUTE`, `RATE_LIMIT_CREATES_PER_MINUTE`; 0: none).
-    pub rate_limits: crate::ratelimit::RateLimits,
+    pub rate_limits: crate::model::ratelimit::RateLimits,
 }
 
 /// The prompt hash key of the local stack and tests; a deployment sets its own.
@@ -79,7 +79,7 @@ impl Settings {
                 if !(1..=5).contains(&after_attempts) {
                     return Err(ConfigError { name: "FALLBACK_AFTER_ATTEMPTS", problem: "must be from 1 to 5".into() });
                 }
-                Some(crate::failover::Failover { fallback: provider("FALLBACK_PROVIDER", &text)?, after_attempts })
+                Some(crate::model::failover::Failover { fallback: provider("FALLBACK_PROVIDER", &text)?, after_attempts })
             }
             None => None,
         };
@@ -99,15 +99,15 @@ impl Settings {
             body_max_bytes: number(&get, "BODY_MAX_BYTES", 64 * 1024)?,
             generation_timeout_seconds: number(&get, "GENERATION_TIMEOUT_SECONDS", 900)?,
             notify_retry_schedule: match get("NOTIFY_RETRY_SCHEDULE_SECONDS") {
-                None => crate::notify::RetrySchedule::default(),
-                Some(text) => crate::notify::RetrySchedule::parse(&text)
+                None => crate::model::notify::RetrySchedule::default(),
+                Some(text) => crate::model::notify::RetrySchedule::parse(&text)
                     .map_err(|problem| ConfigError { name: "NOTIFY_RETRY_SCHEDULE_SECONDS", problem })?,
             },
             stuck_after_seconds: number(&get, "STUCK_AFTER_SECONDS", 1_800)?,
             progress_refresh_seconds: number(&get, "PROGRESS_REFRESH_SECONDS", 10)?,
-            rate_limits: crate::ratelimit::RateLimits {
-                requests_per_minute: number(&get, "RATE_LIMIT_REQUESTS_PER_MINUTE", crate::ratelimit::DEFAULT_REQUESTS_PER_MINUTE)?,
-                creates_per_minute: number(&get, "RATE_LIMIT_CREATES_PER_MINUTE", crate::ratelimit::DEFAULT_CREATES_PER_MINUTE)?,
+            rate_limits: crate::model::ratelimit::RateLimits {
+                requests_per_minute: number(&get, "RATE_LIMIT_REQUESTS_PER_MINUTE", crate::model::ratelimit::DEFAULT_REQUESTS_PER_MINUTE)?,
+                creates_per_minute: number(&get, "RATE_LIMIT_CREATES_PER_MINUTE", crate::model::ratelimit::DEFAULT_CREATES_PER_MINUTE)?,
             },
             prompt_hash_key: get("PROMPT_HASH_KEY")
                 .filter(|key| !key.trim().is_empty())
@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(s.notify_retry_schedule.attempts(), 9);
         assert_eq!(s.stuck_after_seconds, 1_800);
         assert_eq!(s.prompt_hash_key, LOCAL_PROMPT_HASH_KEY);
-        assert_eq!(s.rate_limits, crate::ratelimit::RateLimits { requests_per_minute: 300, creates_per_minute: 30 });
+        assert_eq!(s.rate_limits, crate::model::ratelimit::RateLimits { requests_per_minute: 300, creates_per_minute: 30 });
         assert_eq!(settings(&[("PROMPT_HASH_KEY", "s3cret")]).unwrap().prompt_hash_key, b"s3cret");
     }
 

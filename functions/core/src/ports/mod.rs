@@ -1,21 +1,36 @@
-//! What the domain needs from the outside world, one narrow trait per
-//! capability, in domain types. `videojobs-aws` implements them on DynamoDB, S3
-//! and Step Functions; unit tests may fake them.
+//! What the rules need from the outside world, one narrow trait per
+//! capability, in model types. `videojobs-aws` implements them on DynamoDB,
+//! SQS, S3 and Step Functions, `videojobs-providers` the providers;
+//! `videojobs-testkit` has in-memory ones for tests and the simulator.
 
-use crate::error::StoreError;
-use crate::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, Role, UploadId, UserId};
-use crate::job::{Job, JobEvent};
-use crate::lifecycle::{JobStatus, Transition};
-use crate::request::ImageType;
+mod failover;
+mod notify;
+mod progress;
+mod provider;
+mod ratelimit;
+mod review;
+mod stats;
+
+pub use failover::ProviderSwitch;
+pub use notify::{HostResolver, NotificationLog, WebhookSecrets};
+pub use progress::ProgressDetails;
+pub use provider::{Provider, Providers};
+pub use ratelimit::RateLimiter;
+pub use review::ReviewQueue;
+pub use stats::StatsStore;
+
+// The values the ports speak most, at hand with the ports.
+pub use crate::model::admin::KeyRecord;
+pub use crate::model::change::{ChangeOutcome, JobUpdate, StatusChange};
+pub use crate::model::ids::Principal;
+
+use crate::model::error::StoreError;
+use crate::model::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, UploadId, UserId};
+use crate::model::job::{Job, JobEvent};
+use crate::model::lifecycle::JobStatus;
+use crate::model::request::ImageType;
 use async_trait::async_trait;
 use time::OffsetDateTime;
-
-/// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub user_id: UserId,
-    pub role: Role,
-}
 
 /// A user's balance and how many of their jobs are in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,38 +38,6 @@ pub struct Account {
     pub user_id: UserId,
     pub credits: i64,
     pub active_jobs: u32,
-}
-
-/// An API key as it is stored and as admins see it: never the key, nor its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRecord {
-    /// The key's public id, for logs, events and revoking it.
-    pub key_id: KeyId,
-    pub principal: Principal,
-    pub label: String,
-    pub created_at: OffsetDateTime,
-    /// After this the key answers 401.
-    pub expires_at: Option<OffsetDateTime>,
-    /// Once set, the key answers 401.
-    pub revoked_at: Option<OffsetDateTime>,
-}
-
-impl KeyRecord {
-    /// A new key's record, active from `now`.
-    pub fn new(principal: Principal, label: impl Into<String>, now: OffsetDateTime, expires_at: Option<OffsetDateTime>) -> Self {
-        Self { key_id: KeyId::generate(), principal, label: label.into(), created_at: now, expires_at, revoked_at: None }
-    }
-
-    /// `active`, `expired` or `revoked` at `now`.
-    pub fn state(&self, now: OffsetDateTime) -> &'static str {
-        if self.revoked_at.is_some() {
-            "revoked"
-        } else if self.expires_at.is_some_and(|at| at <= now) {
-            "expired"
-        } else {
-            "active"
-        }
-    }
 }
 
 #[async_trait]
@@ -71,8 +54,10 @@ pub trait ApiKeyStore: Send + Sync {
     /// Stores a key for a principal, without expiry, under an id derived
     /// from its hash (saving the same key again changes nothing).
     async fn save_key(&self, key: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError> {
-        let record =
-            KeyRecord { key_id: KeyId::derived_from(key), ..KeyRecord::new(principal.clone(), label, crate::job::timestamp::now(), None) };
+        let record = KeyRecord {
+            key_id: KeyId::derived_from(key),
+            ..KeyRecord::new(principal.clone(), label, crate::model::job::timestamp::now(), None)
+        };
         self.save_key_record(key, &record).await
     }
 }
@@ -122,95 +107,6 @@ pub enum CreateOutcome {
     },
     TooManyActiveJobs,
     NoAccount,
-}
-
-/// A change of status with its event, applied only if the job is still in
-/// `transition.from`.
-#[derive(Debug, Clone)]
-pub struct StatusChange {
-    pub job_id: JobId,
-    pub user_id: UserId,
-    pub transition: Transition,
-    /// Credits to give back when the transition refunds.
-    pub cost_credits: u32,
-    pub event: JobEvent,
-    pub error: Option<crate::job::JobError>,
-    pub at: OffsetDateTime,
-    /// Further fields written with the change.
-    pub update: JobUpdate,
-    /// Where the client wants to be told of the change (see `notify::NotifyingJobs`).
-    pub webhook_url: Option<String>,
-    /// Facts about the job the operational counters need (see `stats`).
-    pub facts: crate::stats::JobFacts,
-}
-
-impl StatusChange {
-    /// The change `transition` makes to `job`, with the event that records it.
-    pub fn new(
-        job: &Job,
-        transition: Transition,
-        source: crate::job::EventSource,
-        message: impl Into<String>,
-        error: Option<crate::job::JobError>,
-        update: JobUpdate,
-    ) -> Self {
-        let at = crate::job::timestamp::now();
-        Self {
-            job_id: job.job_id.clone(),
-            user_id: job.user_id.clone(),
-            transition,
-            cost_credits: job.cost_credits,
-            event: JobEvent {
-                job_id: job.job_id.clone(),
-                at,
-                source,
-                previous_status: Some(transition.from),
-                status: transition.to,
-                message: message.into(),
-                error_code: error.as_ref().map(|e| e.code.clone()),
-                actor: None,
-            },
-            error,
-            at,
-            update,
-            webhook_url: job.webhook_url.clone(),
-            facts: crate::stats::JobFacts::of(job),
-        }
-    }
-
-    /// The person behind the change, recorded on its event.
-    pub fn by(mut self, actor: &UserId) -> Self {
-        self.event.actor = Some(actor.clone());
-        self
-    }
-}
-
-/// Fields a status change may set besides the status.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct JobUpdate {
-    pub progress: Option<u8>,
-    /// The provider's id for the job, with the provider's name.
-    pub provider_request: Option<(String, String)>,
-    pub output: Option<crate::job::Artifact>,
-    pub output_expires_at: Option<OffsetDateTime>,
-    pub completed_at: Option<OffsetDateTime>,
-    /// Forget the stored output (its objects were deleted).
-    pub remove_output: bool,
-    /// A reviewer's decision, set with `completed → approved | rejected`.
-    pub review: Option<crate::job::Review>,
-    /// Makes this submission attempt the job's current one.
-    pub submit_attempt: Option<u32>,
-    /// Applies the write only while this is the job's current submission
-    /// attempt (0: none yet): a message of an older attempt changes nothing.
-    pub only_in_attempt: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChangeOutcome {
-    Applied,
-    /// The job was not in the expected status; this is where it is.
-    StatusWas(JobStatus),
-    NotFound,
 }
 
 /// A page of a listing and the opaque cursor to the next one.
@@ -307,14 +203,14 @@ pub trait ProviderRequests: Send + Sync {
 /// Puts work on the queue the worker consumes.
 #[async_trait]
 pub trait WorkQueue: Send + Sync {
-    async fn enqueue(&self, message: &crate::work::WorkMessage) -> Result<(), StoreError>;
+    async fn enqueue(&self, message: &crate::model::work::WorkMessage) -> Result<(), StoreError>;
 }
 
 /// Puts a message on a queue to be received after a delay (at most 15
 /// minutes on SQS; longer waits hop, see `WorkMessage::Notify`).
 #[async_trait]
 pub trait DelayedWorkQueue: Send + Sync {
-    async fn enqueue_after(&self, message: &crate::work::WorkMessage, delay: std::time::Duration) -> Result<(), StoreError>;
+    async fn enqueue_after(&self, message: &crate::model::work::WorkMessage, delay: std::time::Duration) -> Result<(), StoreError>;
 }
 
 /// Where a message that can never be handled is kept, with the reason, for
@@ -403,7 +299,7 @@ pub struct CopiedObject {
     /// Hex SHA-256 of the bytes, computed as they streamed through.
     pub sha256: String,
     /// Duration and frame size, when the object is an MP4 we could read.
-    pub video: Option<crate::mp4::VideoInfo>,
+    pub video: Option<crate::model::mp4::VideoInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,7 +2,7 @@
 //! edge; an unknown field, a wrong type or an out-of-range value is refused with
 //! a message that names the field.
 
-use crate::ids::{InvalidId, UploadId};
+use crate::model::ids::{InvalidId, UploadId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -251,8 +251,8 @@ pub struct RequestLimits {
 
 impl RequestLimits {
     /// Where URLs we or a provider will call may point, by these limits.
-    pub fn webhook_policy(&self) -> crate::notify::WebhookPolicy {
-        crate::notify::WebhookPolicy { allow_http: self.allow_http_webhooks, allow_loopback: self.allow_loopback_webhooks }
+    pub fn webhook_policy(&self) -> crate::model::notify::WebhookPolicy {
+        crate::model::notify::WebhookPolicy { allow_http: self.allow_http_webhooks, allow_loopback: self.allow_loopback_webhooks }
     }
 }
 
@@ -619,7 +619,7 @@ fn checked_url(field: &str, value: &str, allow_http: bool) -> Result<Url, Invali
 /// one the deployment lets us (or a provider) call.
 fn checked_outside_url(field: &str, value: &str, limits: &RequestLimits) -> Result<Url, InvalidRequest> {
     let url = checked_url(field, value, limits.allow_http_webhooks)?;
-    crate::notify::check_literal(&url, limits.webhook_policy()).map_err(|e| InvalidRequest::new(field, e.to_string()))?;
+    crate::model::notify::check_literal(&url, limits.webhook_policy()).map_err(|e| InvalidRequest::new(field, e.to_string()))?;
     Ok(url)
 }
 

@@ -84,7 +84,7 @@ impl MetricLine {
 
     /// Writes the line to stdout, where Lambda sends it to CloudWatch Logs.
     pub fn emit(&self) {
-        let line = self.render(crate::determinism::now_millis() as i64);
+        let line = self.render(crate::model::determinism::now_millis() as i64);
         // println! rather than a raw stdout handle: test harnesses capture it.
         println!("{line}");
     }

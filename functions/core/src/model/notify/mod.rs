@@ -12,21 +12,14 @@
 //! - [`WebhookSecrets`] keeps one `whsec_` secret per user, made on first use.
 
 pub mod address;
-mod jobs;
 
 pub use address::{classify, AddressKind};
-pub use jobs::NotifyingJobs;
 
-use crate::error::{AppError, StoreError};
-use crate::ids::{JobId, UserId};
-use crate::job::{timestamp, Job};
-use crate::lifecycle::JobStatus;
-use crate::ports::Principal;
-use crate::request::InvalidRequest;
-use crate::service::Services;
-use crate::signing::WebhookSecret;
-use crate::views::{OutputLinks, StatusBody};
-use async_trait::async_trait;
+use crate::model::ids::JobId;
+use crate::model::job::{timestamp, Job};
+use crate::model::lifecycle::JobStatus;
+use crate::model::signing::WebhookSecret;
+use crate::model::views::{OutputLinks, StatusBody};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -40,15 +33,6 @@ pub const ROTATION_GRACE_SECONDS: i64 = 24 * 3600;
 /// Whether a status is one the client is told of.
 pub fn is_notified(status: JobStatus) -> bool {
     status == JobStatus::Completed || status.is_terminal()
-}
-
-// ---------------------------------------------------------------- ports
-
-/// Turns a host name into addresses (DNS).
-#[async_trait]
-pub trait HostResolver: Send + Sync {
-    /// The host's addresses; `Err` carries a detail for the logs.
-    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, String>;
 }
 
 /// A user's signing secrets: the current one and, for a while after a
@@ -73,44 +57,6 @@ impl UserWebhookSecrets {
     }
 }
 
-#[async_trait]
-pub trait WebhookSecrets: Send + Sync {
-    async fn webhook_secrets(&self, user: &UserId) -> Result<Option<UserWebhookSecrets>, StoreError>;
-    /// Stores `secret` as the user's first secret unless they have one;
-    /// answers what is stored (theirs if a concurrent request won).
-    async fn create_webhook_secret(&self, user: &UserId, secret: &str) -> Result<UserWebhookSecrets, StoreError>;
-    /// Replaces the current secret `expected` by `new`, keeping `expected`
-    /// valid until `grace_until`; `false` if the current secret is no longer `expected`.
-    async fn rotate_webhook_secret(
-        &self,
-        user: &UserId,
-        expected: &str,
-        new: &str,
-        grace_until: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
-}
-
-/// Which notifications were delivered (one record per job and status), and
-/// who is attempting one right now.
-#[async_trait]
-pub trait NotificationLog: Send + Sync {
-    async fn was_delivered(&self, job: &JobId, status: JobStatus) -> Result<bool, StoreError>;
-    /// Records a delivery once: `false` if it was already recorded.
-    async fn record_delivery(&self, job: &JobId, status: JobStatus, attempt: u32, http_status: u16) -> Result<bool, StoreError>;
-    /// Takes the right to attempt this notification for `lease` (unless
-    /// someone holds it and it has not run out) as `holder`: `false` when
-    /// someone else does.
-    async fn claim_attempt(&self, job: &JobId, status: JobStatus, holder: &str, lease: Duration) -> Result<bool, StoreError>;
-    /// Gives the right back once the attempt is over, only if `holder` still
-    /// holds it (a lease that ran out may have passed to another attempt).
-    async fn release_attempt(&self, job: &JobId, status: JobStatus, holder: &str) -> Result<(), StoreError>;
-    /// Takes one of the user's `slots` delivery slots for `lease` as `holder`:
-    /// the slot's number, or `None` when all are held (see [`USER_SLOTS`]).
-    async fn claim_user_slot(&self, user: &UserId, slots: u32, holder: &str, lease: Duration) -> Result<Option<u32>, StoreError>;
-    /// Gives a slot back, only if `holder` still holds it.
-    async fn release_user_slot(&self, user: &UserId, slot: u32, holder: &str) -> Result<(), StoreError>;
-}
-
 /// The fairness rule between tenants: at most this many deliveries to one
 /// user's endpoints are in flight at once. A notification that finds all of
 /// its user's slots held waits [`SLOT_WAIT`] on the queue and does not count
@@ -125,8 +71,6 @@ pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 /// and a request together, shorter than the queue's visibility timeout (a
 /// copy of the message that found the claim held comes back after that).
 pub const ATTEMPT_LEASE: Duration = Duration::from_secs(60);
-
-pub use crate::ports::DelayedWorkQueue;
 
 /// The longest delay one SQS message can carry.
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
@@ -204,28 +148,6 @@ pub fn check_literal(url: &Url, policy: WebhookPolicy) -> Result<Option<IpAddr>,
     } else {
         Err(DestinationError::NotPublic { addr: ip, kind })
     }
-}
-
-/// Checks a `webhook_url` all the way: scheme, then every address its host
-/// resolves to (one private address among public ones refuses it, since DNS
-/// may hand out either). The caller connects to `addr` only.
-pub async fn check_destination(url: &Url, policy: WebhookPolicy, resolver: &dyn HostResolver) -> Result<Destination, DestinationError> {
-    let port = url.port_or_known_default().unwrap_or(443);
-    if let Some(ip) = check_literal(url, policy)? {
-        return Ok(Destination { url: url.clone(), host_name: None, addr: SocketAddr::new(ip, port) });
-    }
-    let host = url.host_str().ok_or(DestinationError::NoHost)?;
-    let addrs = resolver.resolve(host, port).await.map_err(|detail| DestinationError::Unresolved { detail })?;
-    let Some(first) = addrs.first().copied() else {
-        return Err(DestinationError::Unresolved { detail: "no addresses".into() });
-    };
-    for ip in &addrs {
-        let kind = classify(*ip);
-        if !policy.allows(kind) {
-            return Err(DestinationError::NotPublic { addr: *ip, kind });
-        }
-    }
-    Ok(Destination { url: url.clone(), host_name: Some(host.to_owned()), addr: SocketAddr::new(first, port) })
 }
 
 // ---------------------------------------------------------------- retries
@@ -333,141 +255,9 @@ pub struct WebhookSecretBody {
     pub previous_secret_valid_until: Option<String>,
 }
 
-/// The user's secrets, made on first use.
-pub async fn secrets_of(store: &dyn WebhookSecrets, user: &UserId) -> Result<UserWebhookSecrets, StoreError> {
-    if let Some(secrets) = store.webhook_secrets(user).await? {
-        return Ok(secrets);
-    }
-    store.create_webhook_secret(user, &WebhookSecret::generate_text()).await
-}
-
-impl Services {
-    pub async fn webhook_secret(&self, who: &Principal) -> Result<WebhookSecretBody, AppError> {
-        let secrets = secrets_of(self.webhook_secrets.as_ref(), &who.user_id).await?;
-        Ok(WebhookSecretBody { secret: secrets.current, previous_secret_valid_until: None })
-    }
-
-    /// A new secret; the old one keeps signing (next to it) for a grace period.
-    /// With no secret yet, the first one is made (there is nothing to keep).
-    pub async fn rotate_webhook_secret(&self, who: &Principal) -> Result<WebhookSecretBody, AppError> {
-        for _ in 0..5 {
-            let new = WebhookSecret::generate_text();
-            let Some(current) = self.webhook_secrets.webhook_secrets(&who.user_id).await? else {
-                let made = self.webhook_secrets.create_webhook_secret(&who.user_id, &new).await?;
-                if made.current == new {
-                    return Ok(WebhookSecretBody { secret: new, previous_secret_valid_until: None });
-                }
-                // A concurrent request made the first one: rotate that.
-                continue;
-            };
-            let until = timestamp::now() + time::Duration::seconds(ROTATION_GRACE_SECONDS);
-            if self.webhook_secrets.rotate_webhook_secret(&who.user_id, &current.current, &new, until).await? {
-                tracing::info!(user_id = %who.user_id, "webhook secret rotated");
-                return Ok(WebhookSecretBody { secret: new, previous_secret_valid_until: Some(timestamp::format(until)) });
-            }
-        }
-        Err(AppError::Unavailable("the webhook secret kept changing during a rotation".into()))
-    }
-
-    /// The create-time check of a `webhook_url`: refused with `400` naming the field.
-    pub async fn check_webhook_url(&self, url: &Url) -> Result<(), AppError> {
-        match check_destination(url, self.settings.limits.webhook_policy(), self.resolver.as_ref()).await {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                if let DestinationError::Unresolved { detail } = &err {
-                    tracing::info!(detail, "webhook_url host did not resolve");
-                }
-                Err(InvalidRequest::new("webhook_url", err.to_string()).into())
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    struct FakeDns(HashMap<&'static str, Vec<IpAddr>>);
-
-    #[async_trait]
-    impl HostResolver for FakeDns {
-        async fn resolve(&self, host: &str, _port: u16) -> Result<Vec<IpAddr>, String> {
-            self.0.get(host).cloned().ok_or_else(|| "NXDOMAIN".into())
-        }
-    }
-
-    fn dns() -> FakeDns {
-        FakeDns(HashMap::from([
-            ("hooks.example.com", vec!["93.184.216.34".parse().unwrap()]),
-            ("localhost", vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()]),
-            ("mixed.example.com", vec!["93.184.216.34".parse().unwrap(), "10.0.0.7".parse().unwrap()]),
-            ("metadata.example.com", vec!["169.254.169.254".parse().unwrap()]),
-            ("empty.example.com", vec![]),
-        ]))
-    }
-
-    const DEPLOYED: WebhookPolicy = WebhookPolicy { allow_http: false, allow_loopback: false };
-    const LOCAL: WebhookPolicy = WebhookPolicy { allow_http: true, allow_loopback: true };
-
-    async fn check(url: &str, policy: WebhookPolicy) -> Result<Destination, DestinationError> {
-        check_destination(&Url::parse(url).unwrap(), policy, &dns()).await
-    }
-
-    #[tokio::test]
-    async fn a_public_host_is_pinned_to_the_address_it_resolved_to() {
-        let dest = check("https://hooks.example.com/in", DEPLOYED).await.unwrap();
-        assert_eq!(dest.addr, "93.184.216.34:443".parse().unwrap());
-        assert_eq!(dest.host_name.as_deref(), Some("hooks.example.com"));
-        let dest = check("https://hooks.example.com:8443/in", DEPLOYED).await.unwrap();
-        assert_eq!(dest.addr.port(), 8443);
-    }
-
-    #[tokio::test]
-    async fn ip_literals_at_loopback_private_or_metadata_addresses_are_refused_in_a_deployment() {
-        for url in [
-            "https://127.0.0.1/x",
-            "https://10.0.0.1/x",
-            "https://169.254.169.254/latest/meta-data",
-            "https://[::1]/x",
-            "https://[fd00:ec2::254]/x",
-            "https://[::ffff:10.0.0.1]/x",
-            "https://0.0.0.0/x",
-            "https://2130706433/x",
-            "https://0x7f.1/x",
-            "https://100.64.1.1/x",
-        ] {
-            let err = check(url, DEPLOYED).await.unwrap_err();
-            assert!(matches!(err, DestinationError::NotPublic { .. }), "{url}: {err:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn names_resolving_to_non_public_addresses_are_refused() {
-        assert!(matches!(check("https://localhost/x", DEPLOYED).await, Err(DestinationError::NotPublic { .. })));
-        assert!(matches!(check("https://mixed.example.com/x", DEPLOYED).await, Err(DestinationError::NotPublic { .. })));
-        let err = check("https://metadata.example.com/x", DEPLOYED).await.unwrap_err();
-        assert_eq!(err, DestinationError::NotPublic { addr: "169.254.169.254".parse().unwrap(), kind: AddressKind::LinkLocal });
-        assert!(err.to_string().contains("link-local"));
-    }
-
-    #[tokio::test]
-    async fn an_unresolvable_host_is_refused_without_its_detail() {
-        let err = check("https://nowhere.example.com/x", DEPLOYED).await.unwrap_err();
-        assert!(err.is_transient());
-        assert!(!err.to_string().contains("NXDOMAIN"));
-        assert!(check("https://empty.example.com/x", DEPLOYED).await.unwrap_err().is_transient());
-    }
-
-    #[tokio::test]
-    async fn the_local_stack_may_allow_loopback_and_http_but_never_private_addresses() {
-        assert!(check("http://127.0.0.1:9000/x", LOCAL).await.is_ok());
-        assert!(check("http://localhost:9000/x", LOCAL).await.is_ok());
-        assert!(matches!(check("http://10.0.0.1/x", LOCAL).await, Err(DestinationError::NotPublic { .. })));
-        assert!(matches!(check("http://169.254.169.254/x", LOCAL).await, Err(DestinationError::NotPublic { .. })));
-        assert_eq!(check("http://hooks.example.com/x", DEPLOYED).await.unwrap_err(), DestinationError::Scheme);
-        assert_eq!(check("ftp://hooks.example.com/x", LOCAL).await.unwrap_err(), DestinationError::Scheme);
-    }
 
     #[test]
     fn the_default_schedule_makes_nine_attempts_over_about_a_day() {
@@ -508,9 +298,9 @@ mod tests {
         let b = WebhookSecret::parse(&WebhookSecret::generate_text()).unwrap();
         let header = signature_header(&[a.clone(), b.clone()], "msg_1", 1_700_000_000, b"{}");
         assert_eq!(header.split(' ').count(), 2);
-        let headers = crate::signing::SignedHeaders { id: Some("msg_1"), timestamp: Some("1700000000"), signature: Some(&header) };
-        assert!(crate::signing::verify(&[b], headers, b"{}", 1_700_000_000).is_ok());
-        assert!(crate::signing::verify(&[a], headers, b"{}", 1_700_000_000).is_ok());
+        let headers = crate::model::signing::SignedHeaders { id: Some("msg_1"), timestamp: Some("1700000000"), signature: Some(&header) };
+        assert!(crate::model::signing::verify(&[b], headers, b"{}", 1_700_000_000).is_ok());
+        assert!(crate::model::signing::verify(&[a], headers, b"{}", 1_700_000_000).is_ok());
     }
 
     #[test]

@@ -4,25 +4,9 @@
 //! status of each lives in one match in `videojobs-api`. Internal details
 //! (an SDK error, a table name) are logged, never put in a message.
 
-use crate::lifecycle::JobStatus;
-use crate::request::InvalidRequest;
-
-/// A storage or AWS failure: the detail is for logs only.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// Throttling, a network fault, a service hiccup: trying again may work.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else: a bug or a record that does not parse.
-    #[error("storage failure: {0}")]
-    Internal(String),
-}
-
-impl StoreError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
+use crate::model::error::StoreError;
+use crate::model::lifecycle::JobStatus;
+use crate::model::request::InvalidRequest;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AppError {
@@ -62,7 +46,7 @@ pub enum AppError {
     #[error("there are already {limit} jobs in progress")]
     TooManyActiveJobs { limit: u32 },
     #[error("this key made more than {} {} requests in {} seconds", .0.limit, .0.policy.name(), .0.window_seconds)]
-    RateLimited(crate::ratelimit::Limited),
+    RateLimited(crate::model::ratelimit::Limited),
     #[error("the service is busy")]
     Unavailable(String),
     #[error("internal error")]

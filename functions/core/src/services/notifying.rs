@@ -2,14 +2,14 @@
 //! a status change lands, queues a `notify` message when the client asked to
 //! be told of the new status.
 
-use super::is_notified;
-use crate::emf::{MetricLine, Unit};
-use crate::error::StoreError;
-use crate::ids::{IdempotencyKey, JobId, UserId};
-use crate::job::{Job, JobEvent};
-use crate::lifecycle::JobStatus;
+use crate::model::emf::{MetricLine, Unit};
+use crate::model::error::StoreError;
+use crate::model::ids::{IdempotencyKey, JobId, UserId};
+use crate::model::job::{Job, JobEvent};
+use crate::model::lifecycle::JobStatus;
+use crate::model::notify::is_notified;
+use crate::model::work::WorkMessage;
 use crate::ports::*;
-use crate::work::WorkMessage;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,9 +118,9 @@ impl JobStore for NotifyingJobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{timestamp, EventSource, JobParams};
-    use crate::lifecycle::transition;
-    use crate::request::{AspectRatio, Resolution};
+    use crate::model::job::{timestamp, EventSource, JobParams};
+    use crate::model::lifecycle::transition;
+    use crate::model::request::{AspectRatio, Resolution};
     use std::sync::Mutex;
 
     /// A store whose status changes land or not as told; nothing else is asked of it.
