@@ -9,9 +9,9 @@
 use crate::exec::{Ctx, Ended, Unavailable};
 use crate::world::*;
 use std::rc::Rc;
-use videojobs_core::lifecycle::{transition, JobStatus};
-use videojobs_core::notify::{is_notified, message_id};
-use videojobs_core::work::WorkMessage;
+use videojobs_core::model::lifecycle::{transition, JobStatus};
+use videojobs_core::model::notify::{is_notified, message_id};
+use videojobs_core::model::work::WorkMessage;
 
 pub const PROVIDER_BUSY: &str = "ProviderBusy";
 pub const PROVIDER_REFUSED: &str = "ProviderRefused";
@@ -584,7 +584,7 @@ async fn create_job(ctx: &Ctx, user: &str, key: Option<String>, webhook: bool) -
         }
     }
     let cost = 1 + ctx.between(0, 3);
-    let id = videojobs_core::ids::JobId::generate();
+    let id = videojobs_core::model::ids::JobId::generate();
     let created = ctx
         .write(|w| {
             if let Some(key) = &key {

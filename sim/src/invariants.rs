@@ -2,7 +2,7 @@
 
 use crate::world::*;
 use std::collections::BTreeMap;
-use videojobs_core::lifecycle::{transition, JobStatus};
+use videojobs_core::model::lifecycle::{transition, JobStatus};
 
 /// After every step.
 pub fn each_step(w: &World) -> Result<(), String> {
@@ -95,7 +95,7 @@ pub fn at_end(w: &World) -> Result<(), String> {
             return Err(format!("job {id} ended {} (history {:?})", job.status, job.history));
         }
         if job.webhook {
-            for status in job.history.iter().filter(|s| videojobs_core::notify::is_notified(**s)) {
+            for status in job.history.iter().filter(|s| videojobs_core::model::notify::is_notified(**s)) {
                 if !w.delivered.iter().any(|(j, s, _)| j == id && s == status) {
                     return Err(format!("job {id}'s client was never told it was {status}"));
                 }

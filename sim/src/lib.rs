@@ -64,7 +64,7 @@ struct Sim {
 /// Runs the simulation for `seed`.
 pub fn run(seed: u64, verbose: bool) -> Report {
     let start = time::OffsetDateTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
-    let _simulated = videojobs_core::determinism::simulate(start, seed);
+    let _simulated = videojobs_core::model::determinism::simulate(start, seed);
     let mut rng = Rng::new(seed);
     let mut world = World::default();
     for user in ["alice", "bob", "carol"] {
@@ -103,7 +103,7 @@ impl Sim {
         let mut w = self.ctx.world.borrow_mut();
         if at > w.now {
             w.now = at;
-            videojobs_core::determinism::set_now(self.start + std::time::Duration::from_secs(at as u64));
+            videojobs_core::model::determinism::set_now(self.start + std::time::Duration::from_secs(at as u64));
         }
     }
 

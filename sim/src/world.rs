@@ -6,8 +6,8 @@
 
 use crate::asl;
 use std::collections::{BTreeMap, BTreeSet};
-use videojobs_core::lifecycle::{transition, JobStatus};
-use videojobs_core::work::WorkMessage;
+use videojobs_core::model::lifecycle::{transition, JobStatus};
+use videojobs_core::model::work::WorkMessage;
 
 /// Simulated seconds since the run began.
 pub type Secs = i64;
@@ -24,7 +24,7 @@ pub const RECEIPT_LEASE_SECONDS: Secs = 30;
 
 #[derive(Debug, Clone)]
 pub struct JobRec {
-    pub id: videojobs_core::ids::JobId,
+    pub id: videojobs_core::model::ids::JobId,
     pub user: String,
     pub cost: i64,
     pub status: JobStatus,
@@ -115,7 +115,7 @@ pub enum ProviderState {
 
 #[derive(Debug, Clone)]
 pub struct ProviderRequest {
-    pub job: videojobs_core::ids::JobId,
+    pub job: videojobs_core::model::ids::JobId,
     pub state: ProviderState,
     pub finishes_at: Secs,
     pub outcome: Outcome,

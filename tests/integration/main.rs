@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod adapter_contract;
 mod cancel;
 mod cli;
 mod concurrency;
