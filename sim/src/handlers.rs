@@ -83,6 +83,9 @@ async fn move_job(ctx: &Ctx, job: &mut JobRec, to: JobStatus, fence: Option<u32>
     let changed = ctx
         .write(|w| {
             let outcome = w.change_status(&id, from, to, fence, set_attempt);
+            if outcome == Change::Applied && w.job(&id).is_some_and(|j| j.webhook) && is_notified(to) {
+                w.owed_notifications.insert((id.clone(), to.as_str()));
+            }
             if outcome == Change::Applied {
                 if let Some(j) = w.jobs.get_mut(&id) {
                     if output.is_some() {
@@ -116,7 +119,11 @@ async fn move_job(ctx: &Ctx, job: &mut JobRec, to: JobStatus, fence: Option<u32>
 async fn queue_notification(ctx: &Ctx, job: &JobRec, status: JobStatus) {
     for _ in 0..3 {
         let message = WorkMessage::Notify { job_id: job.id.clone(), status, attempt: 1, not_before: None };
-        if ctx.write(|w| w.enqueue(QueueName::Notify, message, 0)).await.is_ok() {
+        let queued = ctx.write(|w| {
+            w.enqueue(QueueName::Notify, message, 0);
+            w.queued_notifications.insert((job.id.to_string(), status.as_str()));
+        });
+        if queued.await.is_ok() {
             return;
         }
     }
@@ -142,12 +149,14 @@ async fn fail_job(ctx: &Ctx, job: &mut JobRec, task_error: &'static str) -> R {
 
 // ---------------------------------------------------------------- the provider
 
-async fn provider_submit(ctx: &Ctx, job: &JobRec, n: u32) -> Answer<String> {
+async fn provider_submit(ctx: &Ctx, job: &JobRec, n: u32, resumed: bool) -> Answer<String> {
     let id = job.id.clone();
     ctx.call(|w, rng| {
         let current = w.job(id.as_str()).map(|j| (j.attempt, j.status));
         if current.is_some_and(|(attempt, _)| attempt != n) {
-            w.breaches.push(format!("a provider request from stale attempt {n} of {id} (current: {current:?})"));
+            // A copy that resumed while the copy it took for dead was alive.
+            let known = resumed.then_some(crate::invariants::GAP_RESUMED_DUPLICATE);
+            w.breaches.push((format!("a provider request from stale attempt {n} of {id} (current: {current:?})"), known));
         }
         // The job id is the idempotency key: a resubmission finds its request.
         if let Some((request, _)) = w.requests.iter().find(|(_, r)| r.job == id) {
@@ -230,35 +239,41 @@ async fn submit(ctx: &Ctx, id: &str, token: Option<String>, n: u32) -> R {
         .await?;
     }
     let mut job = load(ctx, id).await?;
+    let resumed = matches!(job.status, JobStatus::Submitted | JobStatus::Processing);
     match (job.status, job.attempt) {
-        (JobStatus::Queued, 0) if n == 1 => {
-            if !move_job(ctx, &mut job, JobStatus::Submitted, Some(0), Some(n), None).await? {
-                return Ok(());
-            }
-        }
-        (JobStatus::Retrying, a) if n >= 2 && a == n - 1 => {
+        (JobStatus::Queued, 0) | (JobStatus::Retrying, _) if (n == 1 && job.status == JobStatus::Queued) || (n >= 2 && job.attempt == n - 1) => {
             if !move_job(ctx, &mut job, JobStatus::Submitted, Some(n - 1), Some(n), None).await? {
+                // Another copy took the attempt: if it has not stored the
+                // request id yet, come back in case it dies (its message
+                // would be deleted by this copy's success).
+                let job = load(ctx, id).await?;
+                if matches!(job.status, JobStatus::Submitted | JobStatus::Processing) && job.attempt == n && job.request_id.is_none() {
+                    return Err(Fail::Retry("another copy of this attempt has not finished".into()));
+                }
                 return Ok(());
             }
         }
-        (JobStatus::Submitted, a) if a == n && job.request_id.is_none() => {}
+        (JobStatus::Submitted | JobStatus::Processing, a) if a == n && job.request_id.is_none() => {}
         (JobStatus::Retrying, a) if a == n => return queue_retry(ctx, id, n).await,
         _ => return Ok(()),
     }
     let _prompt = ctx.read(|w| w.job(id).map(|j| j.created_at)).await?;
-    match provider_submit(ctx, &job, n).await {
+    match provider_submit(ctx, &job, n, resumed).await {
         Answer::Ok(request) => {
             let provider_owner = (request.clone(), id.to_owned());
             ctx.write(|w| w.owners.insert(provider_owner.0, provider_owner.1)).await?;
-            let stored = ctx
-                .write(|w| match w.jobs.get_mut(id) {
-                    Some(j) if j.status == JobStatus::Submitted && j.attempt == n => {
-                        j.request_id = Some(request.clone());
+            let store_in = |status: JobStatus| {
+                let request = request.clone();
+                move |w: &mut World| match w.jobs.get_mut(id) {
+                    Some(j) if j.status == status && j.attempt == n => {
+                        j.request_id = Some(request);
                         true
                     }
                     _ => false,
-                })
-                .await?;
+                }
+            };
+            // In submitted, or in processing where a progress callback moved it meanwhile.
+            let stored = ctx.write(store_in(JobStatus::Submitted)).await? || ctx.write(store_in(JobStatus::Processing)).await?;
             if !stored {
                 let _ = provider_cancel(ctx, &request).await;
                 return Ok(());
@@ -306,7 +321,9 @@ async fn finalize(ctx: &Ctx, id: &str) -> R {
     if !matches!(job.status, JobStatus::Submitted | JobStatus::Processing) {
         return Ok(());
     }
-    let request = job.request_id.clone().ok_or_else(|| Fail::Unusable("the job has no provider request".into()))?;
+    // Not stored yet (the submission recorded the owner, the webhook found it,
+    // and the submission may have died before storing the id): come back.
+    let request = job.request_id.clone().ok_or_else(|| Fail::Retry("the provider's request id is not stored yet".into()))?;
     match provider_poll(ctx, &request).await {
         Answer::Ok(state) => settle(ctx, &mut job, state).await,
         Answer::Transient => Err(Fail::Retry("provider unavailable".into())),

@@ -21,13 +21,20 @@ pub struct Report {
     pub seed: u64,
     pub steps: u64,
     pub jobs: usize,
-    /// The first invariant that broke, at which step.
+    /// The first invariant that broke, at which step (a bug, or a known gap).
     pub failure: Option<String>,
+    /// The known gap the failure is (see `invariants`); `None`: a bug.
+    pub known_gap: Option<&'static str>,
     /// What happened, step by step (with `verbose`).
     pub trace: Vec<String>,
 }
 
 impl Report {
+    /// Whether the run found a bug (a broken invariant that is no known gap).
+    pub fn found_bug(&self) -> bool {
+        self.failure.is_some() && self.known_gap.is_none()
+    }
+
     /// The command that replays this run, printed for a failing seed.
     pub fn replay_command(&self) -> String {
         format!("cargo run -p videojobs-sim --release --bin simulate -- --seed {} --verbose", self.seed)
@@ -76,19 +83,19 @@ pub fn run(seed: u64, verbose: bool) -> Report {
     ctx.fault_percent.set(3);
     let mut sim = Sim { ctx, tasks: Vec::new(), next_task: 0, phase: Phase::Chaos, api_left, next_check: CHECK_STUCK_EVERY, verbose, trace: Vec::new(), start };
     let mut steps = 0;
-    let failure = loop {
+    let (failure, known_gap) = loop {
         steps += 1;
         if steps > MAX_STEPS {
-            break Some(format!("the run did not settle in {MAX_STEPS} steps"));
+            break (Some(format!("the run did not settle in {MAX_STEPS} steps")), None);
         }
         match sim.step() {
             Ok(true) => {}
-            Ok(false) => break None,
-            Err(broken) => break Some(format!("step {steps}: {broken}")),
+            Ok(false) => break (None, None),
+            Err(broken) => break (Some(format!("step {steps}: {}", broken.what)), broken.gap),
         }
     };
     let jobs = sim.ctx.world.borrow().jobs.len();
-    Report { seed, steps, jobs, failure, trace: sim.trace }
+    Report { seed, steps, jobs, failure, known_gap, trace: sim.trace }
 }
 
 impl Sim {
@@ -186,7 +193,7 @@ impl Sim {
     }
 
     /// One step; `Ok(false)` when the run is over.
-    fn step(&mut self) -> Result<bool, String> {
+    fn step(&mut self) -> Result<bool, invariants::Broken> {
         self.fire_due();
         let now = self.ctx.world.borrow().now;
         let visible: Vec<(QueueName, u64)> = {
@@ -245,7 +252,7 @@ impl Sim {
     }
 
     /// Nothing can run now: the clock moves to the next timer, or the phase ends.
-    fn idle(&mut self) -> Result<bool, String> {
+    fn idle(&mut self) -> Result<bool, invariants::Broken> {
         if let Some(at) = self.next_timer() {
             self.advance_to(at);
             return Ok(true);

@@ -162,8 +162,12 @@ pub struct World {
     /// Failed deliveries so far per `(job, status)`: a client fails a few times at most.
     pub client_failures: BTreeMap<(String, &'static str), u32>,
     pub dead_letters: Vec<String>,
-    /// Invariant breaches seen as they happened (a stale submission).
-    pub breaches: Vec<String>,
+    /// Invariant breaches seen as they happened (a stale submission), with
+    /// the known gap they are, if one.
+    pub breaches: Vec<(String, Option<&'static str>)>,
+    /// Notifications a status change owes, and those of them queued.
+    pub owed_notifications: BTreeSet<(String, &'static str)>,
+    pub queued_notifications: BTreeSet<(String, &'static str)>,
 }
 
 /// Why a conditional write was refused: where the job is.

@@ -133,6 +133,9 @@ pub enum WorkError {
     /// The provider could not be reached or was busy for a step that must happen.
     #[error("provider unavailable: {0}")]
     ProviderUnavailable(String),
+    /// Another step has to happen first: the message comes back later.
+    #[error("not yet: {0}")]
+    NotYet(String),
     /// The message ran past its time budget: it comes back later.
     #[error("the message took longer than its budget of {0:?}")]
     OutOfTime(Duration),
@@ -143,7 +146,7 @@ impl WorkError {
         match self {
             WorkError::Unusable(_) => false,
             WorkError::Store(err) => err.is_retryable(),
-            WorkError::ProviderUnavailable(_) | WorkError::OutOfTime(_) => true,
+            WorkError::ProviderUnavailable(_) | WorkError::NotYet(_) | WorkError::OutOfTime(_) => true,
         }
     }
 }
@@ -341,6 +344,12 @@ async fn finalize(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
     if !matches!(job.status, JobStatus::Submitted | JobStatus::Processing) {
         tracing::info!(status = %job.status, "nothing to finalize");
         return Ok(());
+    }
+    if job.provider_request_id.is_none() {
+        // The webhook found the request's owner before the submission stored
+        // the request id on the job (the owner is recorded first, and the
+        // submission may have died in between): come back once it is stored.
+        return Err(WorkError::NotYet("the provider's request id is not stored on the job yet".into()));
     }
     let (provider, request_id) = provider_request(worker, &job)?;
     match provider.poll(&request_id).await {
@@ -738,5 +747,6 @@ mod tests {
         assert!(WorkError::Store(StoreError::Unavailable("x".into())).is_retryable());
         assert!(!WorkError::Store(StoreError::Internal("x".into())).is_retryable());
         assert!(WorkError::ProviderUnavailable("x".into()).is_retryable());
+        assert!(WorkError::NotYet("x".into()).is_retryable());
     }
 }
