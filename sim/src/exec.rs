@@ -31,6 +31,8 @@ pub enum Ended {
 /// What the handlers share: the world, the one RNG, and the crash plan.
 pub struct Ctx {
     pub world: RefCell<World>,
+    /// Which rules run: today's, or today's with one fix undone.
+    pub rules: crate::Rules,
     pub rng: RefCell<Rng>,
     /// Percent of port calls that fail (0 once the run drains).
     pub fault_percent: Cell<u64>,
@@ -57,9 +59,10 @@ impl Future for YieldPoint {
 }
 
 impl Ctx {
-    pub fn new(world: World, rng: Rng) -> Rc<Self> {
+    pub fn new(world: World, rng: Rng, rules: crate::Rules) -> Rc<Self> {
         Rc::new(Ctx {
             world: RefCell::new(world),
+            rules,
             rng: RefCell::new(rng),
             fault_percent: Cell::new(0),
             current: Cell::new(0),

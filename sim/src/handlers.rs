@@ -8,6 +8,7 @@
 
 use crate::exec::{Ctx, Ended, Unavailable};
 use crate::world::*;
+use crate::Fix;
 use std::rc::Rc;
 use videojobs_core::model::lifecycle::{transition, JobStatus};
 use videojobs_core::model::notify::{is_notified, message_id};
@@ -75,7 +76,14 @@ async fn load(ctx: &Ctx, id: &str) -> R<JobRec> {
 
 /// `move_job` through `NotifyingJobs`: the status change, then (a write of
 /// its own) the notification, which is lost when it cannot be queued.
-async fn move_job(ctx: &Ctx, job: &mut JobRec, to: JobStatus, fence: Option<u32>, set_attempt: Option<u32>, output: Option<String>) -> R<bool> {
+async fn move_job(
+    ctx: &Ctx,
+    job: &mut JobRec,
+    to: JobStatus,
+    fence: Option<u32>,
+    set_attempt: Option<u32>,
+    output: Option<String>,
+) -> R<bool> {
     if transition(job.status, to).is_err() {
         return Ok(false);
     }
@@ -241,19 +249,24 @@ async fn submit(ctx: &Ctx, id: &str, token: Option<String>, n: u32) -> R {
     let mut job = load(ctx, id).await?;
     let resumed = matches!(job.status, JobStatus::Submitted | JobStatus::Processing);
     match (job.status, job.attempt) {
-        (JobStatus::Queued, 0) | (JobStatus::Retrying, _) if (n == 1 && job.status == JobStatus::Queued) || (n >= 2 && job.attempt == n - 1) => {
+        (JobStatus::Queued, 0) | (JobStatus::Retrying, _)
+            if (n == 1 && job.status == JobStatus::Queued) || (n >= 2 && job.attempt == n - 1) =>
+        {
             if !move_job(ctx, &mut job, JobStatus::Submitted, Some(n - 1), Some(n), None).await? {
                 // Another copy took the attempt: if it has not stored the
                 // request id yet, come back in case it dies (its message
                 // would be deleted by this copy's success).
                 let job = load(ctx, id).await?;
-                if matches!(job.status, JobStatus::Submitted | JobStatus::Processing) && job.attempt == n && job.request_id.is_none() {
+                let resumable =
+                    matches!(job.status, JobStatus::Submitted | JobStatus::Processing) && job.attempt == n && job.request_id.is_none();
+                if resumable && ctx.rules.has(Fix::LostClaimComesBack) {
                     return Err(Fail::Retry("another copy of this attempt has not finished".into()));
                 }
                 return Ok(());
             }
         }
-        (JobStatus::Submitted | JobStatus::Processing, a) if a == n && job.request_id.is_none() => {}
+        (JobStatus::Submitted, a) if a == n && job.request_id.is_none() => {}
+        (JobStatus::Processing, a) if a == n && job.request_id.is_none() && ctx.rules.has(Fix::RequestIdInProcessing) => {}
         (JobStatus::Retrying, a) if a == n => return queue_retry(ctx, id, n).await,
         _ => return Ok(()),
     }
@@ -273,7 +286,8 @@ async fn submit(ctx: &Ctx, id: &str, token: Option<String>, n: u32) -> R {
                 }
             };
             // In submitted, or in processing where a progress callback moved it meanwhile.
-            let stored = ctx.write(store_in(JobStatus::Submitted)).await? || ctx.write(store_in(JobStatus::Processing)).await?;
+            let stored = ctx.write(store_in(JobStatus::Submitted)).await?
+                || (ctx.rules.has(Fix::RequestIdInProcessing) && ctx.write(store_in(JobStatus::Processing)).await?);
             if !stored {
                 let _ = provider_cancel(ctx, &request).await;
                 return Ok(());
@@ -323,7 +337,12 @@ async fn finalize(ctx: &Ctx, id: &str) -> R {
     }
     // Not stored yet (the submission recorded the owner, the webhook found it,
     // and the submission may have died before storing the id): come back.
-    let request = job.request_id.clone().ok_or_else(|| Fail::Retry("the provider's request id is not stored yet".into()))?;
+    let Some(request) = job.request_id.clone() else {
+        if !ctx.rules.has(Fix::FinalizeWaitsForRequestId) {
+            return Err(Fail::Unusable("the job has no provider request".into()));
+        }
+        return Err(Fail::Retry("the provider's request id is not stored yet".into()));
+    };
     match provider_poll(ctx, &request).await {
         Answer::Ok(state) => settle(ctx, &mut job, state).await,
         Answer::Transient => Err(Fail::Retry("provider unavailable".into())),
@@ -702,7 +721,8 @@ async fn review_job(ctx: &Ctx, id: &str, approve: bool) -> R {
     if !move_job(ctx, &mut job, to, None, None, None).await? {
         return Ok(());
     }
-    let message = if approve { WorkMessage::KeepOutput { job_id: job.id.clone() } } else { WorkMessage::DiscardOutput { job_id: job.id.clone() } };
+    let message =
+        if approve { WorkMessage::KeepOutput { job_id: job.id.clone() } } else { WorkMessage::DiscardOutput { job_id: job.id.clone() } };
     let _ = ctx.write(|w| w.enqueue(QueueName::Work, message, 0)).await;
     Ok(())
 }
@@ -728,7 +748,9 @@ pub async fn check_stuck(ctx: Rc<Ctx>) -> Ended {
 
 async fn restart_unstarted(ctx: &Ctx) -> R {
     let stuck: Vec<String> = ctx
-        .read(|w| w.jobs.values().filter(|j| j.status == JobStatus::Queued && j.created_at + 10 < w.now).map(|j| j.id.to_string()).collect())
+        .read(|w| {
+            w.jobs.values().filter(|j| j.status == JobStatus::Queued && j.created_at + 10 < w.now).map(|j| j.id.to_string()).collect()
+        })
         .await?;
     for id in stuck {
         ctx.write(|w| w.start_execution(&id)).await?;

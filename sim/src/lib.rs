@@ -41,6 +41,51 @@ impl Report {
     }
 }
 
+/// The fixes the simulator led to, each of which a run can undo to show
+/// the bug its seed found (`simulate --undo-fix NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rules {
+    pub undo: Option<Fix>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// A progress callback between the owner record and the request id:
+    /// the submission stores the id in `processing` too, and such an
+    /// attempt resumes (before: it canceled the running request).
+    RequestIdInProcessing,
+    /// A finalize that finds no request id yet comes back (before: it went
+    /// to the dead-letter queue).
+    FinalizeWaitsForRequestId,
+    /// A submit copy that loses the claim to a copy still mid-way comes back
+    /// (before: it succeeded, deleting the message the other copy's
+    /// redelivery needed).
+    LostClaimComesBack,
+}
+
+impl Fix {
+    pub const ALL: [Fix; 3] = [Fix::RequestIdInProcessing, Fix::FinalizeWaitsForRequestId, Fix::LostClaimComesBack];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fix::RequestIdInProcessing => "request-id-in-processing",
+            Fix::FinalizeWaitsForRequestId => "finalize-waits-for-request-id",
+            Fix::LostClaimComesBack => "lost-claim-comes-back",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Fix> {
+        Fix::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+impl Rules {
+    /// Whether `fix` is in the rules of this run.
+    pub fn has(&self, fix: Fix) -> bool {
+        self.undo != Some(fix)
+    }
+}
+
 /// A run stops here: every run settles long before.
 const MAX_STEPS: u64 = 100_000;
 const CHECK_STUCK_EVERY: Secs = 60;
@@ -68,8 +113,13 @@ struct Sim {
     start: time::OffsetDateTime,
 }
 
-/// Runs the simulation for `seed`.
+/// Runs the simulation for `seed` with today's rules.
 pub fn run(seed: u64, verbose: bool) -> Report {
+    run_with(seed, verbose, Rules::default())
+}
+
+/// Runs the simulation for `seed` with `rules`.
+pub fn run_with(seed: u64, verbose: bool, rules: Rules) -> Report {
     let start = time::OffsetDateTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
     let _simulated = videojobs_core::model::determinism::simulate(start, seed);
     let mut rng = Rng::new(seed);
@@ -79,9 +129,19 @@ pub fn run(seed: u64, verbose: bool) -> Report {
         world.accounts.insert(user.to_owned(), Account { credits, opened_with: credits });
     }
     let api_left = rng.between(3, 14) as u32;
-    let ctx = Ctx::new(world, rng);
+    let ctx = Ctx::new(world, rng, rules);
     ctx.fault_percent.set(3);
-    let mut sim = Sim { ctx, tasks: Vec::new(), next_task: 0, phase: Phase::Chaos, api_left, next_check: CHECK_STUCK_EVERY, verbose, trace: Vec::new(), start };
+    let mut sim = Sim {
+        ctx,
+        tasks: Vec::new(),
+        next_task: 0,
+        phase: Phase::Chaos,
+        api_left,
+        next_check: CHECK_STUCK_EVERY,
+        verbose,
+        trace: Vec::new(),
+        start,
+    };
     let mut steps = 0;
     let (failure, known_gap) = loop {
         steps += 1;
@@ -157,7 +217,9 @@ impl Sim {
             let w = self.ctx.world.borrow();
             w.executions
                 .iter()
-                .filter(|(_, e)| !e.ended && e.timer.is_some_and(|t| t <= now) && (self.phase == Phase::Retention || e.state != "KeepForReview"))
+                .filter(|(_, e)| {
+                    !e.ended && e.timer.is_some_and(|t| t <= now) && (self.phase == Phase::Retention || e.state != "KeepForReview")
+                })
                 .map(|(j, _)| j.clone())
                 .collect()
         };
@@ -294,7 +356,13 @@ impl Sim {
             m.in_flight = !duplicate;
             m.body.clone()
         };
-        self.note(|| format!("worker: receives {} (message {id}{})", serde_json::to_string(&body).unwrap_or_default(), if duplicate { ", duplicated" } else { "" }));
+        self.note(|| {
+            format!(
+                "worker: receives {} (message {id}{})",
+                serde_json::to_string(&body).unwrap_or_default(),
+                if duplicate { ", duplicated" } else { "" }
+            )
+        });
         let future = Box::pin(handlers::work(self.ctx.clone(), body));
         self.spawn(Work::Message { queue, id }, future);
     }
@@ -306,7 +374,8 @@ impl Sim {
             let w = self.ctx.world.borrow();
             let kind = rng.weighted(&[40, 15, 25, 20]);
             let user = ["alice", "bob", "carol"][rng.below(3) as usize].to_owned();
-            let completed: Vec<&String> = w.jobs.iter().filter(|(_, j)| j.status == videojobs_core::JobStatus::Completed).map(|(id, _)| id).collect();
+            let completed: Vec<&String> =
+                w.jobs.iter().filter(|(_, j)| j.status == videojobs_core::JobStatus::Completed).map(|(id, _)| id).collect();
             let pool: Vec<&String> = if kind == 2 && !completed.is_empty() { completed } else { w.order.iter().collect() };
             let job = (!pool.is_empty()).then(|| pool[rng.below(pool.len() as u64) as usize].clone());
             let key = rng.percent(50).then(|| format!("key-{}", rng.below(3)));
@@ -315,7 +384,9 @@ impl Sim {
         let ctx = self.ctx.clone();
         let (what, future): (String, exec::Handler) = match (kind, job) {
             (1, Some(job)) => (format!("api: cancel {job}"), Box::pin(handlers::cancel(ctx, job))),
-            (2, Some(job)) => (format!("api: review {job} ({})", if flag { "approve" } else { "reject" }), Box::pin(handlers::review(ctx, job, flag))),
+            (2, Some(job)) => {
+                (format!("api: review {job} ({})", if flag { "approve" } else { "reject" }), Box::pin(handlers::review(ctx, job, flag)))
+            }
             (3, Some(job)) => (format!("api: read {job}"), Box::pin(handlers::read(ctx, job))),
             _ => (format!("api: create for {user} (key {key:?}, webhook {flag})"), Box::pin(handlers::create(ctx, user, key, flag))),
         };

@@ -9,8 +9,18 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<u64>().ok());
     let verbose = args.iter().any(|a| a == "--verbose");
+    let undo = args.iter().position(|a| a == "--undo-fix").and_then(|i| args.get(i + 1));
+    let rules = match undo.map(|name| videojobs_sim::Fix::parse(name).ok_or(name)) {
+        None => videojobs_sim::Rules::default(),
+        Some(Ok(fix)) => videojobs_sim::Rules { undo: Some(fix) },
+        Some(Err(name)) => {
+            let known: Vec<&str> = videojobs_sim::Fix::ALL.iter().map(|f| f.name()).collect();
+            eprintln!("no fix named {name}; the fixes: {}", known.join(", "));
+            return ExitCode::from(2);
+        }
+    };
     if let Some(seed) = value("--seed") {
-        let report = videojobs_sim::run(seed, verbose);
+        let report = videojobs_sim::run_with(seed, verbose, rules);
         for line in &report.trace {
             println!("{line}");
         }
@@ -24,7 +34,7 @@ fn main() -> ExitCode {
         return if report.found_bug() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
     }
     let Some(count) = value("--seeds") else {
-        eprintln!("usage: simulate --seeds N [--from S] | --seed S [--verbose]");
+        eprintln!("usage: simulate --seeds N [--from S] [--undo-fix NAME] | --seed S [--verbose] [--undo-fix NAME]");
         return ExitCode::from(2);
     };
     let from = value("--from").unwrap_or(0);
@@ -32,7 +42,7 @@ fn main() -> ExitCode {
     let (mut failed, mut steps, mut most) = (0u64, 0u64, 0u64);
     let mut gaps = std::collections::BTreeMap::<&str, (u64, u64)>::new();
     for seed in from..from.saturating_add(count) {
-        let report = videojobs_sim::run(seed, false);
+        let report = videojobs_sim::run_with(seed, false, rules);
         steps += report.steps;
         most = most.max(report.steps);
         match (&report.failure, report.known_gap) {
