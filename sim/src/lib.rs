@@ -177,7 +177,7 @@ impl Sim {
     fn spawn(&mut self, what: Work, future: exec::Handler) {
         self.next_task += 1;
         let id = self.next_task;
-        let crash = if self.phase == Phase::Chaos && self.ctx.percent(10) { Some(self.ctx.between(1, 4) as u32) } else { None };
+        let crash = if self.phase == Phase::Chaos && self.ctx.percent(10) { Some(self.ctx.between(1, 8) as u32) } else { None };
         self.ctx.plan(id, crash);
         self.tasks.push(Task { id, what, future });
     }

@@ -170,6 +170,14 @@ pub struct World {
     pub queued_notifications: BTreeSet<(String, &'static str)>,
 }
 
+/// A number of seconds in the execution's input (`WorkflowInput`).
+fn input(path: &str) -> Secs {
+    match path {
+        "$.retention_seconds" => RETENTION_SECONDS,
+        _ => DEADLINE_SECONDS,
+    }
+}
+
 /// Why a conditional write was refused: where the job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -243,7 +251,7 @@ impl World {
                 timer = Some(
                     self.now
                         + match timeout {
-                            asl::Timeout::Path(_) => DEADLINE_SECONDS,
+                            asl::Timeout::Path(path) => input(path),
                             asl::Timeout::Seconds(s) => s as Secs,
                         },
                 );
@@ -256,7 +264,7 @@ impl World {
                 };
                 self.enqueue(QueueName::Work, body, 0);
             }
-            asl::Kind::Wait { .. } => timer = Some(self.now + RETENTION_SECONDS),
+            asl::Kind::Wait { seconds_path } => timer = Some(self.now + input(seconds_path)),
             asl::Kind::Fail => ended = true,
         }
         let error = self.executions.get(job).and_then(|e| e.error.clone());

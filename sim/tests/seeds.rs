@@ -33,26 +33,45 @@ fn undone(seed: u64, fix: Fix) -> videojobs_sim::Report {
     run_with(seed, false, Rules { undo: Some(fix) })
 }
 
+/// The first seed from `pinned` on whose run the bug `fix` closed shows
+/// when the fix is undone. A seed replays one run of one version of the
+/// simulator: when the simulator's choices change, the pinned seed may no
+/// longer show the bug, and the search finds the next one that does.
+fn seed_showing(fix: Fix, pinned: u64) -> (u64, videojobs_sim::Report) {
+    (pinned..pinned + 5_000).map(|seed| (seed, undone(seed, fix))).find(|(_, report)| report.found_bug()).unwrap_or_else(|| {
+        panic!("no seed from {pinned} shows {} undone: pin another (simulate --seeds 20000 --undo-fix {})", fix.name(), fix.name())
+    })
+}
+
+/// Found by seed 78 (the first version of the simulator).
 #[test]
-fn seed_78_a_progress_callback_before_the_request_id_is_stored_no_longer_loses_the_request() {
-    let before = undone(78, Fix::RequestIdInProcessing);
-    assert!(before.found_bug(), "{before:?}");
+fn a_progress_callback_before_the_request_id_is_stored_no_longer_loses_the_request() {
+    let (seed, before) = seed_showing(Fix::RequestIdInProcessing, 11);
     assert!(before.failure.as_deref().is_some_and(|f| f.contains("finalize")), "{before:?}");
-    assert_eq!(run(78, false).failure, None);
+    assert_eq!(run(seed, false).failure, None, "seed {seed}");
 }
 
+/// Found by seed 242 (the first version of the simulator).
 #[test]
-fn seed_242_a_finalize_before_the_request_id_is_stored_comes_back_instead_of_dead_lettering() {
-    let before = undone(242, Fix::FinalizeWaitsForRequestId);
+fn a_finalize_before_the_request_id_is_stored_comes_back_instead_of_dead_lettering() {
+    let (seed, before) = seed_showing(Fix::FinalizeWaitsForRequestId, 11);
     assert!(before.failure.as_deref().is_some_and(|f| f.contains("the job has no provider request")), "{before:?}");
-    assert_eq!(run(242, false).failure, None);
+    assert_eq!(run(seed, false).failure, None, "seed {seed}");
 }
 
+/// Found by seed 2747 (the first version of the simulator).
 #[test]
-fn seed_3978_a_submit_copy_that_loses_the_claim_comes_back_for_a_copy_that_dies() {
-    let before = undone(3978, Fix::LostClaimComesBack);
-    assert!(before.found_bug(), "{before:?}");
-    assert_eq!(run(3978, false).failure, None);
+fn a_submit_copy_that_loses_the_claim_comes_back_for_a_copy_that_dies() {
+    let (seed, _) = seed_showing(Fix::LostClaimComesBack, 3978);
+    assert_eq!(run(seed, false).failure, None, "seed {seed}");
+}
+
+/// The first run from seed `pinned` on that shows the known gap (see
+/// [`seed_showing`] for why a search). When none does, the gap may be closed.
+fn seed_with_gap(gap: &str, pinned: u64) -> videojobs_sim::Report {
+    (pinned..pinned + 20_000).map(|seed| run(seed, false)).find(|report| report.known_gap == Some(gap)).unwrap_or_else(|| {
+        panic!("no seed from {pinned} shows the known gap {gap}: closed? (simulate --seeds 100000 lists the gaps it sees)")
+    })
 }
 
 /// Known gap: `NotifyingJobs` queues a notification by a write of its own
@@ -61,9 +80,8 @@ fn seed_3978_a_submit_copy_that_loses_the_claim_comes_back_for_a_copy_that_dies(
 /// fails because the seed now passes, the gap is closed: make the seed a
 /// regression test and drop the gap from `invariants`.
 #[test]
-fn known_gap_seed_8_a_writer_that_dies_after_a_status_change_loses_its_notification() {
-    let report = run(8, false);
-    assert_eq!(report.known_gap, Some(GAP_NOTIFICATION_NOT_QUEUED), "{report:?}");
+fn known_gap_a_writer_that_dies_after_a_status_change_loses_its_notification() {
+    let report = seed_with_gap(GAP_NOTIFICATION_NOT_QUEUED, 8);
     assert!(report.failure.as_deref().is_some_and(|f| f.contains("was never told")), "{report:?}");
 }
 
@@ -73,8 +91,7 @@ fn known_gap_seed_8_a_writer_that_dies_after_a_status_change_loses_its_notificat
 /// provider for a stale attempt (docs/RELIABILITY.md says a duplicated
 /// message reaches no provider). Closing it needs a lease on the attempt.
 #[test]
-fn known_gap_seed_1166_a_resumed_duplicate_submit_reaches_the_provider_for_a_stale_attempt() {
-    let report = run(1166, false);
-    assert_eq!(report.known_gap, Some(GAP_RESUMED_DUPLICATE), "{report:?}");
+fn known_gap_a_resumed_duplicate_submit_reaches_the_provider_for_a_stale_attempt() {
+    let report = seed_with_gap(GAP_RESUMED_DUPLICATE, 1166);
     assert!(report.failure.as_deref().is_some_and(|f| f.contains("stale attempt 1")), "{report:?}");
 }
