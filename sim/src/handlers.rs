@@ -374,7 +374,26 @@ async fn complete(ctx: &Ctx, job: &mut JobRec, playable: bool) -> R {
     }
     let done = move_job(ctx, job, JobStatus::Completed, None, None, Some(key.clone())).await?;
     if !done && job.status != JobStatus::Completed {
-        ctx.write(|w| w.objects.remove(&key)).await?;
+        if !ctx.rules.has(Fix::SecondCompleterKeepsTheVideo) {
+            ctx.write(|w| w.objects.remove(&key)).await?;
+            return Ok(());
+        }
+        // The key is fixed: another completer's job may point at this very object.
+        let current = load(ctx, job.id.as_str()).await?;
+        match current.output {
+            None => {
+                ctx.write(|w| w.objects.remove(&key)).await?;
+            }
+            Some(_) if current.status == JobStatus::Approved => {
+                ctx.write(|w| {
+                    if let Some(object) = w.objects.get_mut(&key) {
+                        object.0 = true;
+                    }
+                })
+                .await?;
+            }
+            Some(_) => {}
+        }
         return Ok(());
     }
     answer_task(ctx, job.id.as_str(), Ok(())).await

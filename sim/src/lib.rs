@@ -61,16 +61,23 @@ pub enum Fix {
     /// (before: it succeeded, deleting the message the other copy's
     /// redelivery needed).
     LostClaimComesBack,
+    /// A second completer (a concurrent finalize, refresh or poll) whose move
+    /// to `completed` is refused leaves the job's video alone, and keeps it
+    /// again when approved (before: it deleted the object at the fixed key,
+    /// the approved job's own video).
+    SecondCompleterKeepsTheVideo,
 }
 
 impl Fix {
-    pub const ALL: [Fix; 3] = [Fix::RequestIdInProcessing, Fix::FinalizeWaitsForRequestId, Fix::LostClaimComesBack];
+    pub const ALL: [Fix; 4] =
+        [Fix::RequestIdInProcessing, Fix::FinalizeWaitsForRequestId, Fix::LostClaimComesBack, Fix::SecondCompleterKeepsTheVideo];
 
     pub fn name(self) -> &'static str {
         match self {
             Fix::RequestIdInProcessing => "request-id-in-processing",
             Fix::FinalizeWaitsForRequestId => "finalize-waits-for-request-id",
             Fix::LostClaimComesBack => "lost-claim-comes-back",
+            Fix::SecondCompleterKeepsTheVideo => "second-completer-keeps-the-video",
         }
     }
 

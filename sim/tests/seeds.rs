@@ -66,6 +66,14 @@ fn a_submit_copy_that_loses_the_claim_comes_back_for_a_copy_that_dies() {
     assert_eq!(run(seed, false).failure, None, "seed {seed}");
 }
 
+/// Found by seed 274252 (a million-seed run).
+#[test]
+fn a_second_completer_leaves_the_approved_jobs_video_alone() {
+    let (seed, before) = seed_showing(Fix::SecondCompleterKeepsTheVideo, 274_252);
+    assert!(before.failure.as_deref().is_some_and(|f| f.contains("has no video")), "{before:?}");
+    assert_eq!(run(seed, false).failure, None, "seed {seed}");
+}
+
 /// The first run from seed `pinned` on that shows the known gap (see
 /// [`seed_showing`] for why a search). When none does, the gap may be closed.
 fn seed_with_gap(gap: &str, pinned: u64) -> videojobs_sim::Report {

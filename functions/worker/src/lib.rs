@@ -483,10 +483,25 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
     let done =
         move_job(worker, job, EventSource::Worker, JobStatus::Completed, "The video is stored and ready for review", None, update).await?;
     if !done && job.status != JobStatus::Completed {
-        // Canceled (or ended) while the output was copied: nothing points at
-        // the copy, so it goes now rather than stay in S3 for good.
-        tracing::info!(status = %job.status, "job moved on while its output was copied; deleting the copy");
-        worker.outputs.delete(&keys).await?;
+        // The keys are fixed: when another copy of this step completed the
+        // job first (then it was reviewed or expired), this copy replaced
+        // the job's own video, which must stay (and stay kept once approved).
+        let current = load(worker, &job.job_id).await?;
+        match &current.output {
+            None => {
+                // Canceled (or ended) while the output was copied: nothing
+                // points at the copy, so it goes now rather than stay in S3.
+                tracing::info!(status = %job.status, "job moved on while its output was copied; deleting the copy");
+                worker.outputs.delete(&keys).await?;
+            }
+            Some(_) if current.status == JobStatus::Approved => {
+                tracing::info!("the job was completed and approved meanwhile; its video, copied again, is kept");
+                worker.outputs.keep(&keys).await?;
+            }
+            Some(_) => {
+                tracing::info!(status = %current.status, "the job was completed meanwhile; its video is left to its review or expiry")
+            }
+        }
         return Ok(());
     }
     // Read now: a poll may have replaced the token since the job was read.
