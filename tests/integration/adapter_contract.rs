@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use videojobs_aws::review_queue::DynamoReviewQueue;
 use videojobs_aws::{AwsClients, DynamoStore, Resources, S3Media, S3Outputs, SqsWorkQueue, StepFunctions};
+use videojobs_core::model::ids::JobId;
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::{CopiedObject, CopyError, DelayedWorkQueue, MediaStore, OutputStore, PresignedUrl, WorkQueue};
-use videojobs_core::work::WorkMessage;
 use videojobs_core::StoreError;
-use videojobs_testkit::contract::{Delivery, ObjectsUnderTest, QueueUnderTest, Subject, Time};
+use videojobs_testkit::contract::{Delivery, ObjectsUnderTest, QueueUnderTest, Subject, Time, TokenSource};
 
 /// Real time: waits, a few seconds at most.
 struct WallClock;
@@ -147,20 +148,47 @@ impl ObjectsUnderTest for S3 {
     }
 }
 
+/// The state machine's own tasks: its `submit` message carries the token.
+#[async_trait]
+impl TokenSource for Sqs {
+    async fn waiting_token(&self, job: &JobId) -> String {
+        for _ in 0..30 {
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive");
+            for message in out.messages.unwrap_or_default() {
+                let body: serde_json::Value = serde_json::from_str(message.body().unwrap_or("{}")).unwrap_or_default();
+                if body["kind"] == "submit" && body["job_id"] == job.as_str() {
+                    self.delete(message.receipt_handle().unwrap_or_default()).await;
+                    return body["task_token"].as_str().expect("a token").to_owned();
+                }
+            }
+        }
+        panic!("the execution of {job} sent no submit message")
+    }
+}
+
 /// The AWS adapters on the run's shared stack, or on a stack of their own.
 async fn subject(isolated: bool) -> Subject {
     let resources: Resources = if isolated { fresh_resources() } else { resources().clone() };
     let clients = AwsClients::from_env().await;
     let store = DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table);
     let sfn = StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn);
+    let queue = Arc::new(Sqs {
+        adapter: SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url),
+        client: clients.sqs.clone(),
+        url: resources.work_queue_url.clone(),
+    });
     Subject {
         tables: Arc::new(store),
         review: Arc::new(DynamoReviewQueue::new(clients.dynamodb.clone(), &resources.jobs_table)),
-        queue: Arc::new(Sqs {
-            adapter: SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url),
-            client: clients.sqs.clone(),
-            url: resources.work_queue_url.clone(),
-        }),
+        queue: queue.clone(),
         objects: Arc::new(S3 {
             outputs: S3Outputs::new(clients.s3.clone(), &resources.media_bucket, videojobs_providers::http_client()),
             media: S3Media::new(clients.s3.clone(), &resources.media_bucket),
@@ -169,6 +197,7 @@ async fn subject(isolated: bool) -> Subject {
         }),
         workflows: Arc::new(sfn.clone()),
         tasks: Arc::new(sfn),
+        tokens: queue,
         time: Arc::new(WallClock),
     }
 }

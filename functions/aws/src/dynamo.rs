@@ -73,6 +73,7 @@ mod keys;
 mod progress;
 mod provider_switch;
 mod ratelimit;
+mod stats;
 
 pub const INDEX_BY_USER: &str = "by_user";
 pub const INDEX_ACTIVE_BY_USER: &str = "active_by_user";
@@ -412,7 +413,7 @@ impl DynamoStore {
     /// transaction, conditioned on that very output: counted once.
     async fn forget_output(&self, id: &JobId, status: JobStatus, mut clauses: UpdateClauses) -> Result<bool, StoreError> {
         let Some(job) = self.job(id).await?.filter(|job| job.status == status) else { return Ok(false) };
-        let stored = videojobs_core::model::stats::StoredBytes::of(job.output.as_ref());
+        let stored = videojobs_core::model::change::StoredBytes::of(job.output.as_ref());
         let mut condition = String::from("#status = :status");
         if let Some(output) = &job.output {
             clauses.values.insert(":video_key".into(), s(output.video_key.as_str()));

@@ -1,4 +1,8 @@
 //! The time every in-memory adapter reads: moved only by the test.
+//!
+//! On a thread whose time the core simulates (`determinism::simulate`,
+//! started at the same instant), the core's clock follows this one, so that
+//! the times the services stamp and the times the adapters compare agree.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +33,7 @@ impl VirtualClock {
     pub fn advance(&self, by: Duration) {
         let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
         *now += by;
+        videojobs_core::model::determinism::set_now(*now);
     }
 
     /// Moves time to `at` if it is later; an earlier `at` changes nothing.
@@ -37,5 +42,6 @@ impl VirtualClock {
         if at > *now {
             *now = at;
         }
+        videojobs_core::model::determinism::set_now(*now);
     }
 }

@@ -15,17 +15,18 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use videojobs_core::failover::ProviderSwitch;
-use videojobs_core::ids::{ApiKey, IdempotencyKey, JobId, KeyId, Role, UploadId, UserId};
-use videojobs_core::job::{EventSource, Job, JobEvent, JobParams};
-use videojobs_core::notify::{NotificationLog, WebhookSecrets};
+use videojobs_core::model::ids::{ApiKey, IdempotencyKey, JobId, KeyId, Role, UploadId, UserId};
+use videojobs_core::model::job::{EventSource, Job, JobEvent, JobParams};
+use videojobs_core::model::progress::{ProgressDetail, Stage};
+use videojobs_core::model::request::{AspectRatio, ImageType, ProviderName, Resolution};
+use videojobs_core::model::work::WorkMessage;
+use videojobs_core::ports::ProgressDetails;
+use videojobs_core::ports::ProviderSwitch;
+use videojobs_core::ports::RateLimiter;
+use videojobs_core::ports::ReviewQueue;
+use videojobs_core::ports::StatsStore;
 use videojobs_core::ports::*;
-use videojobs_core::progress::{ProgressDetail, ProgressDetails, Stage};
-use videojobs_core::ratelimit::RateLimiter;
-use videojobs_core::request::{AspectRatio, ImageType, ProviderName, Resolution};
-use videojobs_core::review::ReviewQueue;
-use videojobs_core::stats::StatsStore;
-use videojobs_core::work::WorkMessage;
+use videojobs_core::ports::{NotificationLog, WebhookSecrets};
 use videojobs_core::{transition, JobStatus, StoreError};
 
 /// Every port the jobs table backs.
@@ -94,6 +95,13 @@ pub trait ObjectsUnderTest: OutputStore + MediaStore {
     async fn tags(&self, key: &str) -> Option<Vec<(String, String)>>;
 }
 
+/// Where a task token a started execution waits on is found.
+#[async_trait]
+pub trait TokenSource: Send + Sync {
+    /// The token of the first task the job's (started) execution waits on.
+    async fn waiting_token(&self, job: &JobId) -> String;
+}
+
 /// Everything a contract case may use.
 pub struct Subject {
     pub tables: Arc<dyn Tables>,
@@ -103,6 +111,7 @@ pub struct Subject {
     pub objects: Arc<dyn ObjectsUnderTest>,
     pub workflows: Arc<dyn Workflows>,
     pub tasks: Arc<dyn TaskTokens>,
+    pub tokens: Arc<dyn TokenSource>,
     pub time: Arc<dyn Time>,
 }
 
@@ -115,6 +124,7 @@ macro_rules! contract_suite {
             shared: creating_a_job_writes_everything_once_and_keeps_its_idempotency_record,
             a_refused_creation_writes_nothing,
             a_status_change_is_conditioned_on_the_status_it_leaves,
+            racing_writers_cannot_both_win,
             a_refunding_change_gives_the_credits_back_once_and_frees_the_slot,
             the_attempt_fence_refuses_writes_of_a_stale_attempt,
             updates_in_status_and_progress_only_move_forward,
@@ -136,6 +146,7 @@ macro_rules! contract_suite {
             isolated: counters_move_with_the_writes_they_count,
             forgetting_an_output_takes_its_bytes_off_the_counters_once,
             workflows_start_and_stop_idempotently_and_unknown_tokens_are_no_error,
+            a_task_token_answered_again_is_no_error,
             stuck_jobs_are_counted_and_listed_oldest_first,
             the_queue_redelivers_until_deleted,
             a_delayed_message_waits_its_delay
@@ -336,6 +347,49 @@ pub async fn a_status_change_is_conditioned_on_the_status_it_leaves(s: &Subject)
         "one event per applied change"
     );
     assert_eq!(s.tables.account(&user).await.unwrap().unwrap().active_jobs, 1, "submitted is still in flight");
+}
+
+/// Conditions are checked with their writes: of writers racing for the
+/// same conditional write, exactly one wins.
+pub async fn racing_writers_cannot_both_win(s: &Subject) {
+    let user = account_with(s, 10).await;
+    let job = job_through(s, &user, at(0), &[]).await;
+    let key: IdempotencyKey = "contract-race".parse().unwrap();
+    let event_id = format!("evt-{}", JobId::generate());
+    let mut races = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let tables = s.tables.clone();
+        let submit = change(&job, JobStatus::Submitted, at(1), JobUpdate::default());
+        let mut create = new_job(&user, 1, at(10 + i));
+        create.idempotency = Some(IdempotencyRecord {
+            user_id: user.clone(),
+            key: key.clone(),
+            fingerprint: "f".into(),
+            job_id: create.job.job_id.clone(),
+            response_status: 202,
+            response_body: "{}".into(),
+            created_at: at(10),
+        });
+        let event_id = event_id.clone();
+        let user = user.clone();
+        races.spawn(async move {
+            let changed = tables.change_status(&submit).await.unwrap() == ChangeOutcome::Applied;
+            let created = tables.create(&create).await.unwrap() == CreateOutcome::Created;
+            let claimed = tables.record_receipt("local", &event_id, "req").await.unwrap() == ReceiptClaim::New;
+            let opened = tables.open_account(&user, 99).await.unwrap();
+            (changed, created, claimed, opened)
+        });
+    }
+    let outcomes: Vec<(bool, bool, bool, bool)> = races.join_all().await;
+
+    let winners = |pick: fn(&(bool, bool, bool, bool)) -> bool| outcomes.iter().filter(|o| pick(o)).count();
+    assert_eq!(winners(|o| o.0), 1, "one status change applies");
+    assert_eq!(winners(|o| o.1), 1, "one creation per idempotency key");
+    assert_eq!(winners(|o| o.2), 1, "one delivery claims the receipt");
+    assert_eq!(winners(|o| o.3), 0, "the account was open already");
+    assert_eq!(s.tables.events(&job.job_id).await.unwrap().len(), 2);
+    let account = s.tables.account(&user).await.unwrap().unwrap();
+    assert_eq!((account.credits, account.active_jobs), (8, 2), "two creations debited: the first job's and the winner's");
 }
 
 pub async fn a_refunding_change_gives_the_credits_back_once_and_frees_the_slot(s: &Subject) {
@@ -704,7 +758,7 @@ pub async fn counters_move_with_the_writes_they_count(s: &Subject) {
 pub async fn forgetting_an_output_takes_its_bytes_off_the_counters_once(s: &Subject) {
     let user = account_with(s, 10).await;
     let job = job_through(s, &user, at(0), &[JobStatus::Submitted, JobStatus::Processing]).await;
-    let output = videojobs_core::job::Artifact {
+    let output = videojobs_core::model::job::Artifact {
         video_key: format!("outputs/{}.mp4", job.job_id),
         thumbnail_key: None,
         thumbnail_size_bytes: None,
@@ -717,7 +771,7 @@ pub async fn forgetting_an_output_takes_its_bytes_off_the_counters_once(s: &Subj
     let before = s.tables.counters().await.unwrap();
     let stored = JobUpdate { output: Some(output), completed_at: Some(at(10)), ..JobUpdate::default() };
     assert_eq!(s.tables.change_status(&change(&job, JobStatus::Completed, at(10), stored)).await.unwrap(), ChangeOutcome::Applied);
-    let video_bytes = |counters: &videojobs_core::stats::Counters| counters.get("bytes.video").copied().unwrap_or(0);
+    let video_bytes = |counters: &videojobs_core::model::stats::Counters| counters.get("bytes.video").copied().unwrap_or(0);
     assert_eq!(video_bytes(&s.tables.counters().await.unwrap()) - video_bytes(&before), 1_000);
 
     let forget = JobUpdate { remove_output: true, ..JobUpdate::default() };
@@ -845,7 +899,30 @@ pub async fn workflows_start_and_stop_idempotently_and_unknown_tokens_are_no_err
     s.tasks.fail("no-such-token", "Gone", "nobody waits").await.unwrap();
 }
 
+/// The adapter reports `Ok` for an answer that comes too late (the task was
+/// answered, or the execution ended): a redelivered message must not fail.
+pub async fn a_task_token_answered_again_is_no_error(s: &Subject) {
+    let input =
+        WorkflowInput { job_id: JobId::generate(), workflow_type: "text_to_video".into(), deadline_seconds: 600, retention_seconds: 3600 };
+    s.workflows.start(&input).await.unwrap();
+    let token = s.tokens.waiting_token(&input.job_id).await;
+
+    s.tasks.succeed(&token, &serde_json::json!({"stored": true})).await.unwrap();
+    s.tasks.succeed(&token, &serde_json::json!({"stored": true})).await.unwrap();
+    s.tasks.fail(&token, "Late", "a redelivered message").await.unwrap();
+    s.workflows.stop(&input.job_id, "contract").await.unwrap();
+    s.tasks.succeed(&token, &serde_json::json!({})).await.unwrap();
+}
+
 // ------------------------------------------------------------- the in-memory subject
+
+#[async_trait]
+impl TokenSource for crate::Memory {
+    async fn waiting_token(&self, job: &JobId) -> String {
+        assert!(self.execution(job).is_some(), "the execution was started");
+        self.issue_task_token(job)
+    }
+}
 
 #[async_trait]
 impl Time for crate::VirtualClock {
@@ -899,6 +976,7 @@ pub fn memory_subject(memory: &crate::Memory) -> Subject {
         objects: Arc::new(memory.clone()),
         workflows: Arc::new(memory.clone()),
         tasks: Arc::new(memory.clone()),
+        tokens: Arc::new(memory.clone()),
         time: Arc::new(memory.clock().clone()),
     }
 }

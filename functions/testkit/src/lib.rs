@@ -10,10 +10,11 @@
 //! condition is checked in the critical section of its write. Time is a
 //! [`VirtualClock`] the test moves; nothing here reads the wall clock,
 //! sleeps, or draws a random number, so a simulator that drives it is
-//! deterministic. What is modelled and what is not: `docs/TESTING.md`.
+//! deterministic. What is modelled and what is not: `docs/LOCAL.md`.
 
 pub mod clock;
 pub mod contract;
+mod dns; // and the client endpoints notifications are posted to
 pub mod faults;
 mod objects;
 pub mod provider;
@@ -23,6 +24,7 @@ mod store;
 mod workflows;
 
 pub use clock::VirtualClock;
+pub use dns::Posted;
 pub use faults::{Call, Faults, Moment};
 pub use objects::{StoredObject, WebResource};
 pub use provider::ScriptedProvider;
@@ -86,6 +88,84 @@ impl Memory {
     pub fn sweep_expired(&self) {
         let now = self.now();
         self.lock().sweep_expired(now);
+    }
+
+    /// The job store as the functions have it: every status change that
+    /// lands queues its client notification on [`QueueName::Notify`].
+    pub fn notifying_jobs(&self) -> Arc<dyn videojobs_core::ports::JobStore> {
+        Arc::new(videojobs_core::services::notifying::NotifyingJobs::new(Arc::new(self.clone()), Arc::new(self.queue(QueueName::Notify))))
+    }
+
+    /// The API's services wired to this world alone (the work queue is
+    /// [`QueueName::Work`]; DNS answers what [`Memory::resolve_to`] says).
+    pub fn services(&self, settings: videojobs_core::model::settings::Settings) -> videojobs_core::services::Services {
+        videojobs_core::services::Services {
+            jobs: self.notifying_jobs(),
+            keys: Arc::new(self.clone()),
+            accounts: Arc::new(self.clone()),
+            uploads: Arc::new(self.clone()),
+            media: Arc::new(self.clone()),
+            workflows: Arc::new(self.clone()),
+            work: Arc::new(self.queue(QueueName::Work)),
+            review_queue: Arc::new(self.clone()),
+            webhook_secrets: Arc::new(self.clone()),
+            resolver: Arc::new(self.clone()),
+            stats: Arc::new(self.clone()),
+            progress: Arc::new(self.clone()),
+            rate_limiter: Arc::new(self.clone()),
+            settings,
+        }
+    }
+
+    /// The pipeline's rules wired to this world alone, as the worker has them.
+    pub fn pipeline(
+        &self,
+        settings: videojobs_core::model::settings::Settings,
+        providers: videojobs_core::ports::Providers,
+        callback_base_url: &str,
+    ) -> videojobs_core::services::pipeline::Pipeline {
+        videojobs_core::services::pipeline::Pipeline {
+            jobs: self.notifying_jobs(),
+            uploads: Arc::new(self.clone()),
+            media: Arc::new(self.clone()),
+            outputs: Arc::new(self.clone()),
+            tasks: Arc::new(self.clone()),
+            providers,
+            failover: settings.failover.clone(),
+            switches: Arc::new(self.clone()),
+            callback_base_url: callback_base_url.to_owned(),
+            retention_seconds: settings.retention_seconds,
+            presign_ttl_seconds: settings.presign_ttl_seconds,
+            notifier: videojobs_core::services::pipeline::notify::Notifier {
+                secrets: Arc::new(self.clone()),
+                deliveries: Arc::new(self.clone()),
+                queue: Arc::new(self.queue(QueueName::Notify)),
+                resolver: Arc::new(self.clone()),
+                poster: Arc::new(self.clone()),
+                policy: settings.limits.webhook_policy(),
+                schedule: settings.notify_retry_schedule.clone(),
+            },
+            stats: Arc::new(self.clone()),
+            stuck_after_seconds: settings.stuck_after_seconds,
+            progress: Arc::new(self.clone()),
+            queue: Arc::new(self.queue(QueueName::Work)),
+            requests: Arc::new(self.clone()),
+            dead_letters: Arc::new(self.clone()),
+            workflows: Arc::new(self.clone()),
+            settings,
+        }
+    }
+
+    /// The provider callbacks' rules wired to this world alone, as the webhook has them.
+    pub fn callbacks(&self, providers: videojobs_core::ports::Providers) -> videojobs_core::services::callbacks::Callbacks {
+        videojobs_core::services::callbacks::Callbacks {
+            jobs: self.notifying_jobs(),
+            queue: Arc::new(self.queue(QueueName::Work)),
+            providers,
+            stats: Arc::new(self.clone()),
+            progress: Arc::new(self.clone()),
+            requests: Arc::new(self.clone()),
+        }
     }
 
     fn now(&self) -> OffsetDateTime {

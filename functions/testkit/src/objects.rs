@@ -119,7 +119,7 @@ impl OutputStore for Memory {
                 }
             };
             let (bytes, sha256) = bytes;
-            let mut probe = videojobs_core::mp4::Mp4Probe::new();
+            let mut probe = videojobs_core::model::mp4::Mp4Probe::new();
             probe.feed(&bytes);
             let copied = CopiedObject { size_bytes: bytes.len() as u64, sha256, video: probe.finish() };
             let tags = BTreeMap::from([(RETENTION_TAG.to_owned(), "unreviewed".to_owned())]);

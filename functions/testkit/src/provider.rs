@@ -7,10 +7,11 @@
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use videojobs_core::provider::{
-    Callback, CallbackError, Provider, ProviderError, ProviderEvent, ProviderOutput, ProviderStatus, SubmitRequest,
+use videojobs_core::model::provider::{
+    Callback, CallbackError, ProviderError, ProviderEvent, ProviderOutput, ProviderStatus, SubmitRequest,
 };
-use videojobs_core::request::ProviderName;
+use videojobs_core::model::request::ProviderName;
+use videojobs_core::ports::Provider;
 
 /// A call the provider received.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use time::OffsetDateTime;
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::{DeadLetters, DelayedWorkQueue, WorkQueue};
-use videojobs_core::work::WorkMessage;
 use videojobs_core::StoreError;
 
 /// The stack's queues.
@@ -171,6 +171,28 @@ impl Memory {
         true
     }
 
+    /// Makes a message visible now, as if its visibility timeout ran out
+    /// (the handle it was last received with still deletes it until it is received again).
+    pub fn redeliver(&self, queue: QueueName, message_id: &str) -> bool {
+        let now = self.now();
+        let mut state = self.lock();
+        let Some(message) = state.queues.queues.entry(queue).or_default().iter_mut().find(|m| m.id == message_id) else { return false };
+        message.visible_at = now;
+        true
+    }
+
+    /// Puts a second copy of a message on the queue: a standard queue may
+    /// deliver a message more than once even while a copy is being handled.
+    pub fn duplicate(&self, queue: QueueName, message_id: &str) -> bool {
+        let now = self.now();
+        let mut state = self.lock();
+        let Some(message) = state.queues.queues.get(&queue).and_then(|q| q.iter().find(|m| m.id == message_id)).cloned() else {
+            return false;
+        };
+        state.queues.send(queue, message.body, message.reason, now);
+        true
+    }
+
     /// Every message on the queue, visible or not, by id and body.
     pub fn messages(&self, queue: QueueName) -> Vec<(String, String)> {
         self.lock().queues.queues.get(&queue).map(|q| q.iter().map(|m| (m.id.clone(), m.body.clone())).collect()).unwrap_or_default()
@@ -208,7 +230,7 @@ impl DelayedWorkQueue for WorkQueueHandle {
     async fn enqueue_after(&self, message: &WorkMessage, delay: Duration) -> Result<(), StoreError> {
         let body = body_of(message)?;
         // SQS delays whole seconds, 15 minutes at most (the adapter cuts it so).
-        let delay = Duration::from_secs(delay.min(videojobs_core::notify::MAX_QUEUE_DELAY).as_secs());
+        let delay = Duration::from_secs(delay.min(videojobs_core::model::notify::MAX_QUEUE_DELAY).as_secs());
         self.memory.call("DelayedWorkQueue::enqueue_after", |state, now| {
             state.queues.send(self.queue, body, None, now + delay);
             Ok(())

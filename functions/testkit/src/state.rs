@@ -6,9 +6,9 @@ use crate::{objects, queues, workflows};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use time::OffsetDateTime;
-use videojobs_core::ids::{JobId, KeyId, UploadId, UserId};
-use videojobs_core::job::{timestamp, Job, JobEvent};
-use videojobs_core::notify::UserWebhookSecrets;
+use videojobs_core::model::ids::{JobId, KeyId, UploadId, UserId};
+use videojobs_core::model::job::{timestamp, Job, JobEvent};
+use videojobs_core::model::notify::UserWebhookSecrets;
 use videojobs_core::ports::{IdempotencyRecord, KeyRecord, Upload};
 use videojobs_core::JobStatus;
 
@@ -38,7 +38,7 @@ impl StoredJob {
             provider_request: job.provider_request_id.as_ref().map(|id| format!("{}#{id}", job.provider)),
             active: job.status.is_in_flight(),
             review_pending: job.status == JobStatus::Completed,
-            watch_status: videojobs_core::stats::WATCHED_STATUSES.contains(&job.status).then_some(job.status),
+            watch_status: videojobs_core::model::stats::WATCHED_STATUSES.contains(&job.status).then_some(job.status),
             attempt_set: job.submit_attempt != 0,
             refunded: false,
             progress_detail_at: None,
@@ -134,6 +134,12 @@ pub(crate) struct State {
     pub queues: queues::Queues,
     pub bucket: objects::Bucket,
     pub executions: workflows::Executions,
+    /// DNS: addresses by host name.
+    pub hosts: HashMap<String, Vec<std::net::IpAddr>>,
+    /// Client endpoints: what each URL answers (none: unreachable).
+    pub endpoints: HashMap<String, u16>,
+    /// Every notification posted, in order.
+    pub posted: Vec<crate::dns::Posted>,
 }
 
 impl State {
@@ -151,7 +157,7 @@ impl State {
         events.insert(at, event.clone());
     }
 
-    pub fn add_counters(&mut self, deltas: &videojobs_core::stats::Deltas) {
+    pub fn add_counters(&mut self, deltas: &videojobs_core::model::stats::Deltas) {
         for (name, amount) in deltas.iter() {
             *self.counters.entry(name.to_owned()).or_insert(0) += amount;
         }

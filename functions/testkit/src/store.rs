@@ -8,16 +8,19 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::time::Duration;
 use time::OffsetDateTime;
-use videojobs_core::failover::ProviderSwitch;
-use videojobs_core::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, UploadId, UserId};
-use videojobs_core::job::{timestamp, Job, JobEvent};
-use videojobs_core::notify::{NotificationLog, UserWebhookSecrets, WebhookSecrets};
+use videojobs_core::model::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, UploadId, UserId};
+use videojobs_core::model::job::{timestamp, Job, JobEvent};
+use videojobs_core::model::notify::UserWebhookSecrets;
+use videojobs_core::model::progress::ProgressDetail;
+use videojobs_core::model::request::ProviderName;
+use videojobs_core::model::stats::{Counters, StuckJob, StuckPage};
+use videojobs_core::ports::ProgressDetails;
+use videojobs_core::ports::ProviderSwitch;
+use videojobs_core::ports::RateLimiter;
+use videojobs_core::ports::ReviewQueue;
+use videojobs_core::ports::StatsStore;
 use videojobs_core::ports::*;
-use videojobs_core::progress::{ProgressDetail, ProgressDetails};
-use videojobs_core::ratelimit::RateLimiter;
-use videojobs_core::request::ProviderName;
-use videojobs_core::review::ReviewQueue;
-use videojobs_core::stats::{Counters, StatsStore, StuckJob, StuckPage};
+use videojobs_core::ports::{NotificationLog, WebhookSecrets};
 use videojobs_core::{JobStatus, StoreError};
 
 const DAY: i64 = 24 * 3600;
@@ -152,7 +155,7 @@ impl JobStore for Memory {
                 let expires = now.unix_timestamp() + IDEMPOTENCY_TTL_SECONDS;
                 state.idempotency.insert((record.user_id.clone(), record.key.as_str().to_owned()), (record.clone(), expires));
             }
-            state.add_counters(&videojobs_core::stats::creation_deltas(job));
+            state.add_counters(&videojobs_core::model::stats::creation_deltas(job));
             state.reindex(&job.job_id, now);
             Ok(CreateOutcome::Created)
         })
@@ -234,7 +237,7 @@ impl JobStore for Memory {
                 stored.progress_detail_at = None;
                 stored.refresh_requested_at = None;
             }
-            let watched = |s| videojobs_core::stats::WATCHED_STATUSES.contains(&s);
+            let watched = |s| videojobs_core::model::stats::WATCHED_STATUSES.contains(&s);
             if watched(t.to) {
                 stored.watch_status = Some(t.to);
             } else if watched(t.from) {
@@ -251,7 +254,7 @@ impl JobStore for Memory {
                 }
             }
             state.push_event(&change.event);
-            state.add_counters(&videojobs_core::stats::change_deltas(change));
+            state.add_counters(&videojobs_core::model::stats::change_deltas(change));
             state.reindex(&change.job_id, now);
             Ok(ChangeOutcome::Applied)
         })
@@ -271,9 +274,9 @@ impl JobStore for Memory {
             }
             if update.remove_output {
                 // `forget_output`: conditioned on the status and the output, not on an attempt.
-                let removed = videojobs_core::stats::StoredBytes::of(stored.job.output.as_ref());
+                let removed = videojobs_core::model::change::StoredBytes::of(stored.job.output.as_ref());
                 apply_update(stored, update, now);
-                state.add_counters(&videojobs_core::stats::removal_deltas(removed));
+                state.add_counters(&videojobs_core::model::stats::removal_deltas(removed));
             } else {
                 if !fence_holds(stored, update.only_in_attempt) {
                     return Ok(false);
@@ -677,7 +680,7 @@ impl StatsStore for Memory {
 
     async fn count_duplicate_callback(&self, _provider: &str) -> Result<(), StoreError> {
         self.call("StatsStore::count_duplicate_callback", |state, _| {
-            *state.counters.entry(videojobs_core::stats::counter::DUPLICATE_CALLBACKS.to_owned()).or_insert(0) += 1;
+            *state.counters.entry(videojobs_core::model::stats::counter::DUPLICATE_CALLBACKS.to_owned()).or_insert(0) += 1;
             Ok(())
         })
     }

@@ -7,7 +7,7 @@
 use crate::Memory;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
-use videojobs_core::ids::JobId;
+use videojobs_core::model::ids::JobId;
 use videojobs_core::ports::{TaskTokens, WorkflowInput, Workflows};
 use videojobs_core::StoreError;
 
@@ -68,6 +68,14 @@ impl Memory {
         let token = format!("task-token-{}-{}", job, executions.issued);
         executions.tokens.insert(token.clone(), Token { job: job.clone(), answer: None, ignored: Vec::new() });
         token
+    }
+
+    /// Ends a running execution as the state machine would (a simulator
+    /// playing it decides how): answers to its tokens are ignored from now on.
+    pub fn finish_execution(&self, job: &JobId, status: ExecutionStatus) {
+        if let Some(execution) = self.lock().executions.executions.get_mut(job).filter(|e| e.status == ExecutionStatus::Running) {
+            execution.status = status;
+        }
     }
 
     /// The answer a token took, and the answers that came after and were ignored.

@@ -5,17 +5,18 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
-use videojobs_core::ids::{IdempotencyKey, JobId};
+use videojobs_core::model::ids::{IdempotencyKey, JobId};
+use videojobs_core::model::provider::{Callback, CallbackError, ProviderError, ProviderStatus, SubmitRequest};
+use videojobs_core::model::work::WorkMessage;
+use videojobs_core::ports::Provider;
+use videojobs_core::ports::ReviewQueue;
 use videojobs_core::ports::*;
-use videojobs_core::provider::{Callback, CallbackError, Provider, ProviderError, ProviderStatus, SubmitRequest};
-use videojobs_core::review::ReviewQueue;
-use videojobs_core::work::WorkMessage;
 use videojobs_core::{JobStatus, StoreError};
 use videojobs_testkit::contract::{at, change, fresh_user, new_job};
 use videojobs_testkit::provider::SIGNATURE_HEADER;
 use videojobs_testkit::{Memory, Moment, QueueName, ScriptedProvider, TaskAnswer, WebResource};
 
-async fn world_with_job() -> (Memory, videojobs_core::job::Job) {
+async fn world_with_job() -> (Memory, videojobs_core::model::job::Job) {
     let memory = Memory::default();
     let user = fresh_user();
     memory.open_account(&user, 10).await.unwrap();
@@ -286,4 +287,69 @@ async fn a_scripted_callback_verifies_only_with_its_signature() {
 
     assert_eq!((event.event_id.as_str(), event.request_id.as_str(), event.status), ("evt-1", "req-1", status));
     assert!(matches!(refused, Err(CallbackError::BadSignature(_))));
+}
+
+#[tokio::test]
+async fn on_a_simulated_thread_the_cores_clock_follows_the_virtual_one() {
+    let clock = videojobs_testkit::VirtualClock::default();
+    let _simulated = videojobs_core::model::determinism::simulate(clock.now(), 7);
+
+    clock.advance(Duration::from_secs(90));
+
+    assert_eq!(videojobs_core::model::determinism::now(), clock.now());
+    assert_eq!(videojobs_core::model::job::timestamp::now(), clock.now(), "what the services stamp");
+}
+
+#[tokio::test]
+async fn a_host_resolves_to_what_the_test_says_or_fails() {
+    use videojobs_core::ports::HostResolver;
+    let memory = Memory::default();
+    let address: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    memory.resolve_to("hooks.example", vec![address]);
+
+    assert_eq!(memory.resolve("HOOKS.example", 443).await, Ok(vec![address]));
+    assert!(memory.resolve("nowhere.example", 443).await.is_err());
+    memory.faults().fail_always("HostResolver::resolve", Moment::Before);
+    assert!(memory.resolve("hooks.example", 443).await.is_err());
+}
+
+#[tokio::test]
+async fn the_apis_services_run_on_the_memory_world_alone() {
+    use videojobs_core::model::ids::{Principal, Role};
+    use videojobs_core::model::request::GenerateRequest;
+    use videojobs_core::services::{Idempotency, JobSpec};
+    let memory = Memory::default();
+    let settings = videojobs_core::model::settings::Settings::from_lookup(|_| None).unwrap();
+    let services = memory.services(settings.clone());
+    let who = Principal { user_id: fresh_user(), role: Role::User };
+    memory.open_account(&who.user_id, 100).await.unwrap();
+    let request = || JobSpec::Generate(GenerateRequest::parse(br#"{"prompt": "a cat", "duration_seconds": 4}"#, &settings.limits).unwrap());
+    let idempotency = Idempotency { key: "once".parse().unwrap(), fingerprint: "f".into() };
+
+    let first = services.create_job(&who, request(), Some(idempotency.clone())).await.unwrap();
+    let replayed = services.create_job(&who, request(), Some(idempotency)).await.unwrap();
+    let job_id = first.job_id.clone();
+    services.cancel(&who, job_id.as_str()).await.unwrap();
+
+    assert_eq!((replayed.body, replayed.replayed), (first.body, true), "the first answer again");
+    assert_eq!(memory.account(&who.user_id).await.unwrap().unwrap().credits, 100, "debited once, refunded once");
+    let execution = memory.execution(&job_id).unwrap();
+    // A replay starts the execution again (in case the first request died before it did): one execution, started twice.
+    assert_eq!((execution.starts, execution.status), (2, videojobs_testkit::ExecutionStatus::Aborted));
+}
+
+#[tokio::test]
+async fn a_simulator_can_redeliver_or_duplicate_a_message_at_will() {
+    let memory = Memory::default();
+    memory.queue(QueueName::Work).enqueue(&WorkMessage::Finalize { job_id: JobId::generate() }).await.unwrap();
+    let first = memory.receive(QueueName::Work, 10, Duration::from_secs(90)).remove(0);
+
+    assert!(memory.duplicate(QueueName::Work, &first.message_id));
+    let copy = memory.receive(QueueName::Work, 10, Duration::from_secs(90));
+    assert!(memory.redeliver(QueueName::Work, &first.message_id));
+    let again = memory.receive(QueueName::Work, 10, Duration::from_secs(90));
+
+    assert_eq!(copy.iter().map(|r| (r.body.clone(), r.receive_count)).collect::<Vec<_>>(), vec![(first.body.clone(), 1)]);
+    assert_eq!(again.iter().map(|r| (r.message_id.clone(), r.receive_count)).collect::<Vec<_>>(), vec![(first.message_id.clone(), 2)]);
+    assert!(!memory.delete(QueueName::Work, &first.receipt_handle), "received again since: the old handle is stale");
 }

@@ -26,8 +26,8 @@ const GATEWAY_BODY_LIMIT: usize = 10 * 1024 * 1024;
 #[derive(Clone)]
 pub struct App {
     pub services: Services,
-    pub webhook: webhook::Webhook,
-    pub worker: worker::Worker,
+    pub webhook: webhook::Callbacks,
+    pub worker: worker::Pipeline,
 }
 
 impl App {
@@ -39,9 +39,9 @@ impl App {
         http: videojobs_providers::HttpClient,
         callback_base_url: String,
     ) -> Self {
-        let worker = worker::Worker::on_aws(clients, resources, &settings, providers.clone(), http, callback_base_url);
+        let worker = worker::pipeline_on_aws(clients, resources, &settings, providers.clone(), http, callback_base_url);
         let services = videojobs_aws::services(clients, resources, settings);
-        let webhook = webhook::Webhook {
+        let webhook = webhook::Callbacks {
             jobs: services.jobs.clone(),
             queue: services.work.clone(),
             providers,

@@ -3,8 +3,9 @@
 //! the job is still where the change starts (see `ports::JobStore`).
 
 use crate::model::ids::{JobId, UserId};
-use crate::model::job::{Job, JobEvent};
+use crate::model::job::{Artifact, Job, JobEvent};
 use crate::model::lifecycle::{JobStatus, Transition};
+use crate::model::request::WorkflowType;
 use time::OffsetDateTime;
 
 /// A change of status with its event, applied only if the job is still in
@@ -24,7 +25,7 @@ pub struct StatusChange {
     /// Where the client wants to be told of the change (see `notify::NotifyingJobs`).
     pub webhook_url: Option<String>,
     /// Facts about the job the operational counters need (see `stats`).
-    pub facts: crate::model::stats::JobFacts,
+    pub facts: JobFacts,
 }
 
 impl StatusChange {
@@ -57,7 +58,7 @@ impl StatusChange {
             at,
             update,
             webhook_url: job.webhook_url.clone(),
-            facts: crate::model::stats::JobFacts::of(job),
+            facts: JobFacts::of(job),
         }
     }
 
@@ -94,4 +95,40 @@ pub enum ChangeOutcome {
     /// The job was not in the expected status; this is where it is.
     StatusWas(JobStatus),
     NotFound,
+}
+/// What a status change must know about its job for the counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFacts {
+    pub provider: String,
+    pub workflow_type: WorkflowType,
+    pub created_at: OffsetDateTime,
+    /// The output the job holds before the change.
+    pub stored: StoredBytes,
+}
+
+impl JobFacts {
+    pub fn of(job: &Job) -> Self {
+        Self {
+            provider: job.provider.to_string(),
+            workflow_type: job.workflow_type(),
+            created_at: job.created_at,
+            stored: StoredBytes::of(job.output.as_ref()),
+        }
+    }
+}
+
+/// Bytes of a stored output, by artifact type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredBytes {
+    pub video: u64,
+    pub thumbnail: u64,
+}
+
+impl StoredBytes {
+    pub fn of(artifact: Option<&Artifact>) -> Self {
+        match artifact {
+            Some(a) => Self { video: a.size_bytes, thumbnail: a.thumbnail_size_bytes.unwrap_or(0) },
+            None => Self::default(),
+        }
+    }
 }

@@ -66,6 +66,12 @@ pub fn random_u128() -> u128 {
     })
 }
 
+/// A uniform draw in `[0, 1)`: from the simulation's seed on a simulated thread.
+pub fn random_unit() -> f64 {
+    // The top 53 bits: exactly the precision of an f64 in [0, 1).
+    (random_u128() >> 75) as f64 / (1u64 << 53) as f64
+}
+
 /// Fills `bytes` at random: from the simulation's seed on a simulated thread.
 pub fn fill_random(bytes: &mut [u8]) {
     ENTROPY.with_borrow_mut(|rng| match rng {

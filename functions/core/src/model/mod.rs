@@ -21,5 +21,6 @@ pub mod review;
 pub mod settings;
 pub mod signing;
 pub mod stats;
+pub mod timestamp;
 pub mod views;
 pub mod work;

@@ -5,9 +5,8 @@
 //! `submitted` or `processing`, so a late "queued" cannot follow "processing")
 //! and only if it was observed after the one stored.
 
-use crate::model::job::{timestamp, Job};
 use crate::model::lifecycle::JobStatus;
-use crate::model::provider::ProviderStatus;
+use crate::model::timestamp;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -34,15 +33,6 @@ pub struct ProgressDetail {
 }
 
 impl ProgressDetail {
-    /// The detail a provider's "still working" answer gives; `None` for an outcome.
-    pub fn from_status(status: &ProviderStatus, observed_at: OffsetDateTime) -> Option<Self> {
-        match status {
-            ProviderStatus::Queued { position } => Some(Self { stage: Stage::Queued, queue_position: *position, observed_at }),
-            ProviderStatus::Processing { .. } => Some(Self { stage: Stage::Processing, queue_position: None, observed_at }),
-            _ => None,
-        }
-    }
-
     /// The statuses a job may be in for this detail to be recorded.
     pub fn allowed_statuses(&self) -> &'static [JobStatus] {
         match self.stage {
@@ -66,16 +56,12 @@ impl ProgressDetail {
             (Stage::Processing, _) => "The provider is generating the video".into(),
         }
     }
-
-    /// Shown only while the job is waiting on its provider.
-    pub fn visible_on(job: &Job) -> Option<&ProgressDetail> {
-        job.progress_detail.as_ref().filter(|d| d.allowed_statuses().contains(&job.status))
-    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::model::provider::ProviderStatus;
 
     pub(crate) fn at(seconds: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_800_000_000 + seconds).unwrap()
@@ -100,11 +86,11 @@ pub(crate) mod tests {
     #[test]
     fn only_still_working_answers_give_a_detail() {
         let now = at(0);
-        assert_eq!(ProgressDetail::from_status(&ProviderStatus::Queued { position: Some(2) }, now), Some(queued(Some(2), 0)));
-        assert_eq!(ProgressDetail::from_status(&ProviderStatus::Processing { percent: Some(40) }, now), Some(processing(0)));
-        assert_eq!(ProgressDetail::from_status(&ProviderStatus::Canceled, now), None);
+        assert_eq!(ProviderStatus::Queued { position: Some(2) }.progress_detail(now), Some(queued(Some(2), 0)));
+        assert_eq!(ProviderStatus::Processing { percent: Some(40) }.progress_detail(now), Some(processing(0)));
+        assert_eq!(ProviderStatus::Canceled.progress_detail(now), None);
         let failed = ProviderStatus::Failed { code: "x".into(), message: "y".into() };
-        assert_eq!(ProgressDetail::from_status(&failed, now), None);
+        assert_eq!(failed.progress_detail(now), None);
     }
 
     #[test]

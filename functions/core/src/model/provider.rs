@@ -9,8 +9,10 @@
 //! fetched, hence `verify_callback` is async).
 
 use crate::model::job::JobParams;
+use crate::model::progress::{ProgressDetail, Stage};
 use std::collections::HashMap;
 use std::time::Duration;
+use time::OffsetDateTime;
 
 /// What a provider is asked to make.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +94,17 @@ pub enum CallbackError {
     BadSignature(String),
     #[error("callback body not understood: {0}")]
     Malformed(String),
+}
+
+impl ProviderStatus {
+    /// The progress detail a "still working" answer gives; `None` for an outcome.
+    pub fn progress_detail(&self, observed_at: OffsetDateTime) -> Option<ProgressDetail> {
+        match self {
+            ProviderStatus::Queued { position } => Some(ProgressDetail { stage: Stage::Queued, queue_position: *position, observed_at }),
+            ProviderStatus::Processing { .. } => Some(ProgressDetail { stage: Stage::Processing, queue_position: None, observed_at }),
+            _ => None,
+        }
+    }
 }
 
 /// What the user is told when a provider gives up, by its code.

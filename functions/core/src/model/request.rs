@@ -251,8 +251,8 @@ pub struct RequestLimits {
 
 impl RequestLimits {
     /// Where URLs we or a provider will call may point, by these limits.
-    pub fn webhook_policy(&self) -> crate::model::notify::WebhookPolicy {
-        crate::model::notify::WebhookPolicy { allow_http: self.allow_http_webhooks, allow_loopback: self.allow_loopback_webhooks }
+    pub fn webhook_policy(&self) -> crate::model::notify::address::WebhookPolicy {
+        crate::model::notify::address::WebhookPolicy { allow_http: self.allow_http_webhooks, allow_loopback: self.allow_loopback_webhooks }
     }
 }
 
@@ -619,7 +619,7 @@ fn checked_url(field: &str, value: &str, allow_http: bool) -> Result<Url, Invali
 /// one the deployment lets us (or a provider) call.
 fn checked_outside_url(field: &str, value: &str, limits: &RequestLimits) -> Result<Url, InvalidRequest> {
     let url = checked_url(field, value, limits.allow_http_webhooks)?;
-    crate::model::notify::check_literal(&url, limits.webhook_policy()).map_err(|e| InvalidRequest::new(field, e.to_string()))?;
+    crate::model::notify::address::check_literal(&url, limits.webhook_policy()).map_err(|e| InvalidRequest::new(field, e.to_string()))?;
     Ok(url)
 }
 

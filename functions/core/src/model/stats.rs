@@ -14,9 +14,9 @@
 //! value and at most 19 % (2^¼) above it; times under a second share one
 //! bucket, whose bound is 1 s.
 
-use crate::model::change::StatusChange;
+use crate::model::change::{StatusChange, StoredBytes};
 use crate::model::ids::JobId;
-use crate::model::job::{timestamp, Artifact, Job};
+use crate::model::job::{timestamp, Job};
 use crate::model::lifecycle::JobStatus;
 use crate::model::request::WorkflowType;
 use serde::ser::SerializeMap;
@@ -34,43 +34,6 @@ pub const STUCK_JOBS_LISTED: u32 = 50;
 const BUCKETS_PER_DOUBLING: f64 = 4.0;
 /// The last bucket holds everything from about 12 days up.
 const LAST_BUCKET: u32 = 80;
-
-/// What a status change must know about its job for the counters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobFacts {
-    pub provider: String,
-    pub workflow_type: WorkflowType,
-    pub created_at: OffsetDateTime,
-    /// The output the job holds before the change.
-    pub stored: StoredBytes,
-}
-
-impl JobFacts {
-    pub fn of(job: &Job) -> Self {
-        Self {
-            provider: job.provider.to_string(),
-            workflow_type: job.workflow_type(),
-            created_at: job.created_at,
-            stored: StoredBytes::of(job.output.as_ref()),
-        }
-    }
-}
-
-/// Bytes of a stored output, by artifact type.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoredBytes {
-    pub video: u64,
-    pub thumbnail: u64,
-}
-
-impl StoredBytes {
-    pub fn of(artifact: Option<&Artifact>) -> Self {
-        match artifact {
-            Some(a) => Self { video: a.size_bytes, thumbnail: a.thumbnail_size_bytes.unwrap_or(0) },
-            None => Self::default(),
-        }
-    }
-}
 
 /// The names of the counters: one namespace, read back by [`StatsBody::new`].
 pub mod counter {
@@ -506,7 +469,7 @@ pub enum StatsView {
 mod tests {
     use super::*;
     use crate::model::change::JobUpdate;
-    use crate::model::job::{EventSource, JobError, JobParams};
+    use crate::model::job::{Artifact, EventSource, JobError, JobParams};
     use crate::model::lifecycle::transition;
     use crate::model::request::{AspectRatio, Resolution};
 

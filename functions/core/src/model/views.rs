@@ -148,7 +148,7 @@ impl StatusBody {
                 reviewed_at: timestamp::format(r.reviewed_at),
             }),
             output,
-            progress_detail: crate::model::progress::ProgressDetail::visible_on(job).map(|d| ProgressDetailView {
+            progress_detail: job.visible_progress_detail().map(|d| ProgressDetailView {
                 stage: d.stage,
                 queue_position: d.queue_position,
                 message: d.message(),

@@ -63,6 +63,22 @@ pub enum WorkMessage {
 }
 
 impl WorkMessage {
+    /// The message's kind, as logs and metrics name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WorkMessage::Submit { .. } => "submit",
+            WorkMessage::Finalize { .. } => "finalize",
+            WorkMessage::Poll { .. } => "poll",
+            WorkMessage::Expire { .. } => "expire",
+            WorkMessage::GiveUp { .. } => "give_up",
+            WorkMessage::CancelAtProvider { .. } => "cancel_at_provider",
+            WorkMessage::DiscardOutput { .. } => "discard_output",
+            WorkMessage::KeepOutput { .. } => "keep_output",
+            WorkMessage::Notify { .. } => "notify",
+            WorkMessage::Refresh { .. } => "refresh",
+        }
+    }
+
     pub fn job_id(&self) -> &JobId {
         match self {
             WorkMessage::Submit { job_id, .. }

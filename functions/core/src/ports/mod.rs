@@ -12,7 +12,7 @@ mod review;
 mod stats;
 
 pub use failover::ProviderSwitch;
-pub use notify::{HostResolver, NotificationLog, WebhookSecrets};
+pub use notify::{HostResolver, NotificationLog, NotificationPoster, WebhookSecrets};
 pub use progress::ProgressDetails;
 pub use provider::{Provider, Providers};
 pub use ratelimit::RateLimiter;

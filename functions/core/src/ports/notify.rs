@@ -1,7 +1,7 @@
 use crate::model::error::StoreError;
 use crate::model::ids::{JobId, UserId};
 use crate::model::lifecycle::JobStatus;
-use crate::model::notify::UserWebhookSecrets;
+use crate::model::notify::{Destination, UserWebhookSecrets};
 use async_trait::async_trait;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -50,4 +50,13 @@ pub trait WebhookSecrets: Send + Sync {
 pub trait HostResolver: Send + Sync {
     /// The host's addresses; `Err` carries a detail for the logs.
     async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, String>;
+}
+
+/// Sends one signed client notification.
+#[async_trait]
+pub trait NotificationPoster: Send + Sync {
+    /// POSTs `body` to the checked `destination` only (no second DNS lookup,
+    /// no redirect followed), with the Standard Webhooks headers: the
+    /// answer's HTTP status, or why there was none (a detail for the logs).
+    async fn post(&self, destination: &Destination, id: &str, unix_timestamp: i64, signature: &str, body: Vec<u8>) -> Result<u16, String>;
 }

@@ -2,10 +2,12 @@
 //! and the provider callbacks'.
 
 pub mod admin;
+pub mod callbacks;
 pub mod error;
 pub mod jobs;
 pub mod notify;
 pub mod notifying;
+pub mod pipeline;
 pub mod progress;
 pub mod ratelimit;
 pub mod review;

@@ -15,7 +15,6 @@
 use crate::model::error::StoreError;
 use crate::model::job::{timestamp, EventSource, Job};
 use crate::model::lifecycle::{transition, JobStatus};
-use crate::model::progress::ProgressDetail;
 use crate::model::provider::ProviderStatus;
 use crate::model::work::WorkMessage;
 use crate::ports::{ChangeOutcome, JobStore, JobUpdate, ProgressDetails, StatusChange, WorkQueue};
@@ -43,7 +42,7 @@ pub async fn apply_working(
     }
     // The detail first: a read between the two writes then sees `submitted`
     // with the provider's word, never `processing` without it.
-    if let Some(detail) = ProgressDetail::from_status(status, observed_at) {
+    if let Some(detail) = status.progress_detail(observed_at) {
         if !details.record_detail(&job.job_id, &detail).await? {
             tracing::info!(job_id = %job.job_id, stage = ?detail.stage, "stale progress detail not recorded");
         }
@@ -104,6 +103,7 @@ mod tests {
     use super::*;
     use crate::model::ids::JobId;
     use crate::model::progress::tests::{at, processing, queued};
+    use crate::model::progress::ProgressDetail;
     use async_trait::async_trait;
 
     fn job(provider: &str, status: JobStatus, detail: Option<ProgressDetail>) -> Job {

@@ -13,7 +13,7 @@
 
 pub mod address;
 
-pub use address::{classify, AddressKind};
+pub use address::{check_literal, classify, AddressKind, Destination, DestinationError, WebhookPolicy};
 
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, Job};
@@ -21,10 +21,8 @@ use crate::model::lifecycle::JobStatus;
 use crate::model::signing::WebhookSecret;
 use crate::model::views::{OutputLinks, StatusBody};
 use serde::Serialize;
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use time::OffsetDateTime;
-use url::{Host, Url};
 
 /// How long a rotated-out secret still signs deliveries (next to the new
 /// one), so that a client can switch without missing a notification.
@@ -74,81 +72,6 @@ pub const ATTEMPT_LEASE: Duration = Duration::from_secs(60);
 
 /// The longest delay one SQS message can carry.
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
-
-// ---------------------------------------------------------------- URL checks
-
-/// What a deployment allows a `webhook_url` to point at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct WebhookPolicy {
-    /// `http://` too (the local stack).
-    pub allow_http: bool,
-    /// Loopback addresses too (the local stack and tests; never in a deployment).
-    pub allow_loopback: bool,
-}
-
-impl WebhookPolicy {
-    pub fn allows(&self, kind: AddressKind) -> bool {
-        kind == AddressKind::Public || (self.allow_loopback && kind == AddressKind::Loopback)
-    }
-}
-
-/// Why a `webhook_url` may not be called.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DestinationError {
-    #[error("must be an https URL")]
-    Scheme,
-    #[error("must name a host")]
-    NoHost,
-    #[error("points at {addr}, a {} address; only public addresses are allowed", kind.describe())]
-    NotPublic { addr: IpAddr, kind: AddressKind },
-    #[error("names a host that could not be resolved")]
-    Unresolved { detail: String },
-}
-
-impl DestinationError {
-    /// A network problem rather than a bad URL.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, DestinationError::Unresolved { .. })
-    }
-}
-
-/// A checked destination: the URL and the one address to connect to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Destination {
-    pub url: Url,
-    /// The host name to pin to `addr` (none for an IP literal).
-    pub host_name: Option<String>,
-    pub addr: SocketAddr,
-}
-
-/// The checks that need no DNS: scheme, host, and an IP literal's address.
-/// `Ok(Some(addr))` for an IP literal, `Ok(None)` for a name to resolve.
-pub fn check_literal(url: &Url, policy: WebhookPolicy) -> Result<Option<IpAddr>, DestinationError> {
-    match url.scheme() {
-        "https" => {}
-        "http" if policy.allow_http => {}
-        _ => return Err(DestinationError::Scheme),
-    }
-    let ip = match url.host() {
-        None => return Err(DestinationError::NoHost),
-        Some(Host::Domain(name)) => {
-            // A bare number is a host the resolver may read as an IPv4 address.
-            match name.parse::<IpAddr>() {
-                Ok(ip) => ip,
-                Err(_) if name.is_empty() => return Err(DestinationError::NoHost),
-                Err(_) => return Ok(None),
-            }
-        }
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
-    };
-    let kind = classify(ip);
-    if policy.allows(kind) {
-        Ok(Some(ip))
-    } else {
-        Err(DestinationError::NotPublic { addr: ip, kind })
-    }
-}
 
 // ---------------------------------------------------------------- retries
 

@@ -24,14 +24,14 @@
 //! `failed`) is conditioned on `submit_attempt = n`. A request the provider
 //! accepted for an attempt whose write is refused is canceled there at once.
 
-use crate::{fail_job, load, provider_for, submit_request, task_errors, WorkError, Worker};
+use super::{fail_job, load, provider_for, submit_request, task_errors, Pipeline, WorkError};
+use crate::model::ids::JobId;
+use crate::model::job::{EventSource, Job, JobError};
+use crate::model::lifecycle::JobStatus;
+use crate::model::provider::{failure_advice, ProviderError};
+use crate::model::work::WorkMessage;
+use crate::ports::JobUpdate;
 use std::time::Duration;
-use videojobs_core::model::ids::JobId;
-use videojobs_core::model::job::{EventSource, Job, JobError};
-use videojobs_core::model::lifecycle::JobStatus;
-use videojobs_core::model::provider::{failure_advice, ProviderError};
-use videojobs_core::model::work::WorkMessage;
-use videojobs_core::ports::JobUpdate;
 
 /// Submissions per job: the first and up to four retries.
 pub const MAX_SUBMISSIONS: u32 = 5;
@@ -72,19 +72,19 @@ pub fn claim_for(job: &Job, n: u32) -> Claim {
     }
 }
 
-pub async fn submit(worker: &Worker, id: &JobId, token: Option<&str>, attempt: Option<u32>) -> Result<(), WorkError> {
+pub async fn submit(pipeline: &Pipeline, id: &JobId, token: Option<&str>, attempt: Option<u32>) -> Result<(), WorkError> {
     let n = attempt.unwrap_or(1).max(1);
     if let Some(token) = token {
         // Kept first, and never over a stored one: whatever happens next can
         // answer the wait, and a late copy cannot replace a poll's token.
-        worker.jobs.save_task_token(id, token, false).await?;
+        pipeline.jobs.save_task_token(id, token, false).await?;
     }
-    let mut job = load(worker, id).await?;
+    let mut job = load(pipeline, id).await?;
     match claim_for(&job, n) {
         Claim::Take { from } => {
             let message = if from == JobStatus::Retrying { "Submitting to the provider again" } else { "Submitted to the provider" };
             let update = JobUpdate { submit_attempt: Some(n), only_in_attempt: Some(n - 1), ..JobUpdate::default() };
-            if !fenced_move(worker, &mut job, JobStatus::Submitted, message, None, update).await? {
+            if !fenced_move(pipeline, &mut job, JobStatus::Submitted, message, None, update).await? {
                 tracing::info!(attempt = n, status = %job.status, "another copy took this attempt");
                 if claim_for(&job, n) == Claim::Resume {
                     // That copy may die before it stores the request id, and
@@ -97,35 +97,35 @@ pub async fn submit(worker: &Worker, id: &JobId, token: Option<&str>, attempt: O
             job.submit_attempt = n;
         }
         Claim::Resume => tracing::info!(attempt = n, "resuming an attempt that did not finish"),
-        Claim::Requeue => return queue_retry(worker, id, n).await,
+        Claim::Requeue => return queue_retry(pipeline, id, n).await,
         Claim::Stale => {
             tracing::info!(attempt = n, current = job.submit_attempt, status = %job.status, "stale submit message; nothing to do");
             return Ok(());
         }
     }
-    attempt_at_provider(worker, &mut job, n).await
+    attempt_at_provider(pipeline, &mut job, n).await
 }
 
-async fn attempt_at_provider(worker: &Worker, job: &mut Job, n: u32) -> Result<(), WorkError> {
-    let Some(mut provider) = provider_for(worker, job).cloned() else {
+async fn attempt_at_provider(pipeline: &Pipeline, job: &mut Job, n: u32) -> Result<(), WorkError> {
+    let Some(mut provider) = provider_for(pipeline, job).cloned() else {
         let error = JobError {
             code: "provider_unavailable".into(),
             message: format!("The provider '{}' is not available.", job.provider),
             next_step: Some("Try again with another provider.".into()),
         };
-        return fail_job(worker, job, error, task_errors::PROVIDER_REFUSED).await;
+        return fail_job(pipeline, job, error, task_errors::PROVIDER_REFUSED).await;
     };
-    let mut outcome = provider.submit(&submit_request(worker, job).await?).await;
+    let mut outcome = provider.submit(&submit_request(pipeline, job).await?).await;
     if let Err(error) = &outcome {
-        if let Some(fallback) = crate::failover::fail_over(worker, job, error).await? {
+        if let Some(fallback) = super::failover::fail_over(pipeline, job, error).await? {
             provider = fallback;
-            outcome = provider.submit(&submit_request(worker, job).await?).await;
+            outcome = provider.submit(&submit_request(pipeline, job).await?).await;
         }
     }
     match outcome {
         Ok(request_id) => {
             // The owner first: a callback that comes now finds its job.
-            worker.requests.record_owner(job.provider.as_str(), &request_id, &job.job_id).await?;
+            pipeline.requests.record_owner(job.provider.as_str(), &request_id, &job.job_id).await?;
             let update = JobUpdate {
                 provider_request: Some((job.provider.to_string(), request_id.clone())),
                 only_in_attempt: Some(n),
@@ -133,8 +133,8 @@ async fn attempt_at_provider(worker: &Worker, job: &mut Job, n: u32) -> Result<(
             };
             // A progress callback may have moved the job to processing since the
             // owner was recorded: the request id is stored there all the same.
-            let stored = worker.jobs.update_in_status(&job.job_id, JobStatus::Submitted, &update).await?
-                || worker.jobs.update_in_status(&job.job_id, JobStatus::Processing, &update).await?;
+            let stored = pipeline.jobs.update_in_status(&job.job_id, JobStatus::Submitted, &update).await?
+                || pipeline.jobs.update_in_status(&job.job_id, JobStatus::Processing, &update).await?;
             if !stored {
                 // Canceled, or no longer this attempt's: stop the provider too.
                 tracing::info!(request_id, attempt = n, "job moved on during submission; canceling at the provider");
@@ -145,19 +145,19 @@ async fn attempt_at_provider(worker: &Worker, job: &mut Job, n: u32) -> Result<(
             }
             tracing::info!(request_id, attempt = n, "submitted");
             job.provider_request_id = Some(request_id.clone());
-            if worker.requests.had_early_callback(job.provider.as_str(), &request_id).await? {
+            if pipeline.requests.had_early_callback(job.provider.as_str(), &request_id).await? {
                 // A callback came before the request id was stored: ask the
                 // provider now rather than wait for the deadline.
                 tracing::info!(request_id, "a callback came early; asking the provider");
-                crate::refresh(worker, &job.job_id).await?;
+                super::refresh(pipeline, &job.job_id).await?;
             }
             Ok(())
         }
         Err(ProviderError::Transient { message, .. }) if n < MAX_SUBMISSIONS => {
             tracing::warn!(error = %message, attempt = n, "provider busy; retrying after a backoff");
             let update = JobUpdate { only_in_attempt: Some(n), ..JobUpdate::default() };
-            if fenced_move(worker, job, JobStatus::Retrying, "The provider is busy; retrying", None, update).await? {
-                queue_retry(worker, &job.job_id, n).await?;
+            if fenced_move(pipeline, job, JobStatus::Retrying, "The provider is busy; retrying", None, update).await? {
+                queue_retry(pipeline, &job.job_id, n).await?;
             }
             Ok(())
         }
@@ -168,7 +168,7 @@ async fn attempt_at_provider(worker: &Worker, job: &mut Job, n: u32) -> Result<(
                 message: "The provider was too busy to take the job.".into(),
                 next_step: Some("Try again in a few minutes.".into()),
             };
-            fail_attempt(worker, job, n, error, task_errors::PROVIDER_BUSY).await
+            fail_attempt(pipeline, job, n, error, task_errors::PROVIDER_BUSY).await
         }
         Err(ProviderError::Refused { code, message }) => {
             tracing::info!(code, message, "provider refused the job");
@@ -177,33 +177,33 @@ async fn attempt_at_provider(worker: &Worker, job: &mut Job, n: u32) -> Result<(
                 next_step: Some(failure_advice(&code).into()),
                 code,
             };
-            fail_attempt(worker, job, n, error, task_errors::PROVIDER_REFUSED).await
+            fail_attempt(pipeline, job, n, error, task_errors::PROVIDER_REFUSED).await
         }
         Err(ProviderError::NotFound(message)) => Err(WorkError::ProviderUnavailable(message)),
     }
 }
 
 /// Queues attempt `n + 1` after its backoff.
-async fn queue_retry(worker: &Worker, id: &JobId, n: u32) -> Result<(), WorkError> {
-    let wait = backoff(n, rand::random::<f64>());
+async fn queue_retry(pipeline: &Pipeline, id: &JobId, n: u32) -> Result<(), WorkError> {
+    let wait = backoff(n, crate::model::determinism::random_unit());
     let next = WorkMessage::Submit { job_id: id.clone(), task_token: None, attempt: Some(n + 1) };
-    worker.queue.enqueue_after(&next, wait).await?;
+    pipeline.queue.enqueue_after(&next, wait).await?;
     tracing::info!(next_attempt = n + 1, wait_seconds = wait.as_secs(), "retry queued");
     Ok(())
 }
 
 /// Fails the job for good, only while attempt `n` is current, and answers the
 /// task (the state machine's `GiveUp` then finds the job ended).
-async fn fail_attempt(worker: &Worker, job: &mut Job, n: u32, error: JobError, task_error: &str) -> Result<(), WorkError> {
+async fn fail_attempt(pipeline: &Pipeline, job: &mut Job, n: u32, error: JobError, task_error: &str) -> Result<(), WorkError> {
     let update = JobUpdate { only_in_attempt: Some(n), ..JobUpdate::default() };
     let message = error.message.clone();
     let code = error.code.clone();
-    if !fenced_move(worker, job, JobStatus::Failed, &message, Some(error), update).await? {
+    if !fenced_move(pipeline, job, JobStatus::Failed, &message, Some(error), update).await? {
         tracing::info!(status = %job.status, attempt = n, "job moved on; not failed by this attempt");
         return Ok(());
     }
-    if let Some(token) = worker.jobs.task_token(&job.job_id).await? {
-        worker.tasks.fail(&token, task_error, &code).await?;
+    if let Some(token) = pipeline.jobs.task_token(&job.job_id).await? {
+        pipeline.tasks.fail(&token, task_error, &code).await?;
     }
     Ok(())
 }
@@ -212,26 +212,26 @@ async fn fail_attempt(worker: &Worker, job: &mut Job, n: u32, error: JobError, t
 /// re-read: its attempt may have moved too) when the job was not where this
 /// attempt left it.
 async fn fenced_move(
-    worker: &Worker,
+    pipeline: &Pipeline,
     job: &mut Job,
     to: JobStatus,
     message: &str,
     error: Option<JobError>,
     update: JobUpdate,
 ) -> Result<bool, WorkError> {
-    if crate::move_job(worker, job, EventSource::Worker, to, message, error, update).await? {
+    if super::move_job(pipeline, job, EventSource::Worker, to, message, error, update).await? {
         return Ok(true);
     }
-    *job = load(worker, &job.job_id).await?;
+    *job = load(pipeline, &job.job_id).await?;
     Ok(false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use videojobs_core::model::ids::JobId;
-    use videojobs_core::model::job::JobParams;
-    use videojobs_core::model::request::{AspectRatio, Resolution};
+    use crate::model::ids::JobId;
+    use crate::model::job::JobParams;
+    use crate::model::request::{AspectRatio, Resolution};
 
     fn job(status: JobStatus, attempt: u32, request: Option<&str>) -> Job {
         let params = JobParams::TextToVideo { duration_seconds: 1, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Sd };
@@ -241,7 +241,7 @@ mod tests {
             params,
             "local".parse().unwrap(),
             1,
-            videojobs_core::model::job::timestamp::now(),
+            crate::model::job::timestamp::now(),
         );
         job.status = status;
         job.submit_attempt = attempt;

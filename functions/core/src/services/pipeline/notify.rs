@@ -1,5 +1,5 @@
 //! Delivers client notifications (`notify` messages, queued by
-//! `videojobs_core::services::notifying::NotifyingJobs` after a status change).
+//! `crate::services::notifying::NotifyingJobs` after a status change).
 //!
 //! One attempt per message: check the job's `webhook_url` again (its host may
 //! resolve elsewhere now), sign the body with the user's secret, POST it to
@@ -13,30 +13,26 @@
 //! same moment post once (the other copy comes back later and finds the
 //! delivery, or makes the next attempt if this one failed).
 
-use crate::{WorkError, Worker};
+use super::{Pipeline, WorkError};
+use crate::model::ids::JobId;
+use crate::model::job::{timestamp, EventSource, Job, JobEvent};
+use crate::model::lifecycle::JobStatus;
+use crate::model::notify::{
+    message_id, signature_header, DestinationError, NotificationBody, RetrySchedule, WebhookPolicy, ATTEMPT_LEASE, MAX_QUEUE_DELAY,
+    SLOT_WAIT, USER_SLOTS,
+};
+use crate::model::signing::WebhookSecret;
+use crate::model::views::OutputLinks;
+use crate::model::work::WorkMessage;
+use crate::ports::NotificationLog;
+use crate::ports::WebhookSecrets;
+use crate::ports::{DelayedWorkQueue, HostResolver, NotificationPoster};
+use crate::services::notify::check_destination;
+use crate::services::notify::secrets_of;
+use crate::StoreError;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use videojobs_core::model::ids::JobId;
-use videojobs_core::model::job::{timestamp, EventSource, Job, JobEvent};
-use videojobs_core::model::lifecycle::JobStatus;
-use videojobs_core::model::notify::{
-    message_id, signature_header, Destination, DestinationError, NotificationBody, RetrySchedule, WebhookPolicy, ATTEMPT_LEASE,
-    MAX_QUEUE_DELAY, SLOT_WAIT, USER_SLOTS,
-};
-use videojobs_core::model::signing::WebhookSecret;
-use videojobs_core::model::views::OutputLinks;
-use videojobs_core::model::work::WorkMessage;
-use videojobs_core::ports::NotificationLog;
-use videojobs_core::ports::WebhookSecrets;
-use videojobs_core::ports::{DelayedWorkQueue, HostResolver};
-use videojobs_core::services::notify::check_destination;
-use videojobs_core::services::notify::secrets_of;
-use videojobs_core::StoreError;
-
-/// How long a client endpoint gets to connect and to answer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What delivering notifications needs.
 #[derive(Clone)]
@@ -45,25 +41,9 @@ pub struct Notifier {
     pub deliveries: Arc<dyn NotificationLog>,
     pub queue: Arc<dyn DelayedWorkQueue>,
     pub resolver: Arc<dyn HostResolver>,
+    pub poster: Arc<dyn NotificationPoster>,
     pub policy: WebhookPolicy,
     pub schedule: RetrySchedule,
-}
-
-impl Notifier {
-    pub fn on_aws(
-        store: Arc<videojobs_aws::DynamoStore>,
-        queue: Arc<videojobs_aws::SqsWorkQueue>,
-        settings: &videojobs_core::model::settings::Settings,
-    ) -> Self {
-        Notifier {
-            secrets: store.clone(),
-            deliveries: store,
-            queue,
-            resolver: Arc::new(videojobs_aws::resolver::SystemResolver),
-            policy: settings.limits.webhook_policy(),
-            schedule: settings.notify_retry_schedule.clone(),
-        }
-    }
 }
 
 /// What one attempt came to.
@@ -74,13 +54,13 @@ enum Attempt {
 }
 
 pub async fn notify(
-    worker: &Worker,
+    pipeline: &Pipeline,
     id: &JobId,
     status: JobStatus,
     attempt: u32,
     not_before: Option<OffsetDateTime>,
 ) -> Result<(), WorkError> {
-    let notifier = &worker.notifier;
+    let notifier = &pipeline.notifier;
     let now = timestamp::now();
     if let Some(at) = not_before.filter(|at| *at > now) {
         // A wait longer than one SQS delay: hop again.
@@ -90,7 +70,7 @@ pub async fn notify(
         tracing::info!(attempt, wait_seconds = wait.as_secs(), "notification not due yet; waiting again");
         return Ok(());
     }
-    let Some(job) = worker.jobs.job(id).await? else {
+    let Some(job) = pipeline.jobs.job(id).await? else {
         return Err(WorkError::Unusable(format!("no job {id}")));
     };
     let Some(url) = job.webhook_url.clone() else {
@@ -100,7 +80,7 @@ pub async fn notify(
         tracing::info!(%status, "notification already delivered; nothing to send");
         return Ok(());
     }
-    let holder = ulid::Ulid::new().to_string();
+    let holder = format!("{:032x}", crate::model::determinism::random_u128());
     if !notifier.deliveries.claim_attempt(id, status, &holder, ATTEMPT_LEASE).await? {
         // Another copy of this message is being handled: this one comes back later.
         return Err(StoreError::Unavailable("another attempt at this notification is in progress".into()).into());
@@ -114,7 +94,7 @@ pub async fn notify(
         tracing::info!(attempt, "every delivery slot of this user is busy; waiting for one");
         return Ok(());
     };
-    let outcome = attempt_and_record(worker, &job, status, attempt, &url, now).await;
+    let outcome = attempt_and_record(pipeline, &job, status, attempt, &url, now).await;
     release(notifier, id, status, &holder, Some(slot), &job).await;
     outcome
 }
@@ -134,21 +114,21 @@ async fn release(notifier: &Notifier, id: &JobId, status: JobStatus, holder: &st
 
 /// One attempt under the claim: post, record, and queue the next attempt or give up.
 async fn attempt_and_record(
-    worker: &Worker,
+    pipeline: &Pipeline,
     job: &Job,
     status: JobStatus,
     attempt: u32,
     url: &str,
     now: OffsetDateTime,
 ) -> Result<(), WorkError> {
-    let notifier = &worker.notifier;
+    let notifier = &pipeline.notifier;
     let id = &job.job_id;
     // A copy that held the claim a moment ago may have delivered it.
     if notifier.deliveries.was_delivered(id, status).await? {
         return Ok(());
     }
     let attempts = notifier.schedule.attempts();
-    let outcome = attempt_delivery(worker, job, status, url).await?;
+    let outcome = attempt_delivery(pipeline, job, status, url).await?;
     let target = display_target(url);
     let (message, error_code) = match &outcome {
         Attempt::Delivered(code) => (format!("Delivered (HTTP {code})"), None),
@@ -166,11 +146,11 @@ async fn attempt_and_record(
         if !notifier.deliveries.record_delivery(id, status, attempt, code).await? {
             tracing::info!("another attempt delivered this notification too");
         }
-        worker.jobs.record_event(&event).await?;
+        pipeline.jobs.record_event(&event).await?;
         tracing::info!(attempt, http_status = code, "notification delivered");
         return Ok(());
     }
-    worker.jobs.record_event(&event).await?;
+    pipeline.jobs.record_event(&event).await?;
     tracing::warn!(attempt, message, "notification attempt failed");
     match notifier.schedule.wait_after(attempt) {
         Some(wait) => {
@@ -185,7 +165,7 @@ async fn attempt_and_record(
                 format!("Gave up notifying {target} of {status} after {attempt} attempts"),
                 Some("notify_gave_up".into()),
             );
-            worker.jobs.record_event(&event).await?;
+            pipeline.jobs.record_event(&event).await?;
             tracing::error!(attempt, metric = "NotificationsAbandoned", "gave up on the notification");
         }
     }
@@ -193,8 +173,8 @@ async fn attempt_and_record(
 }
 
 /// One POST; errors only when our own storage fails.
-async fn attempt_delivery(worker: &Worker, job: &Job, status: JobStatus, url: &str) -> Result<Attempt, WorkError> {
-    let notifier = &worker.notifier;
+async fn attempt_delivery(pipeline: &Pipeline, job: &Job, status: JobStatus, url: &str) -> Result<Attempt, WorkError> {
+    let notifier = &pipeline.notifier;
     let parsed = match url::Url::parse(url) {
         Ok(parsed) => parsed,
         Err(_) => return Ok(Attempt::Failed { code: "notify_bad_url", detail: "The webhook_url is not a URL".into() }),
@@ -217,12 +197,12 @@ async fn attempt_delivery(worker: &Worker, job: &Job, status: JobStatus, url: &s
         .map(WebhookSecret::parse)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| StoreError::Internal("a stored webhook secret does not parse".into()))?;
-    let links = output_links(worker, job, now).await?;
+    let links = output_links(pipeline, job, now).await?;
     let body = serde_json::to_vec(&NotificationBody::new(job, status, &links, now))
         .map_err(|e| StoreError::Internal(format!("encoding a notification: {e}")))?;
     let id = message_id(&job.job_id, status);
     let signature = signature_header(&keys, &id, now.unix_timestamp(), &body);
-    match post(&destination, &id, now.unix_timestamp(), &signature, body).await {
+    match notifier.poster.post(&destination, &id, now.unix_timestamp(), &signature, body).await {
         Ok(code) if (200..300).contains(&code) => Ok(Attempt::Delivered(code)),
         Ok(code) => Ok(Attempt::Answered(code)),
         Err(detail) => {
@@ -233,44 +213,17 @@ async fn attempt_delivery(worker: &Worker, job: &Job, status: JobStatus, url: &s
 }
 
 /// Presigned links to the video, as the status response has them.
-async fn output_links(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<OutputLinks, StoreError> {
+async fn output_links(pipeline: &Pipeline, job: &Job, now: OffsetDateTime) -> Result<OutputLinks, StoreError> {
     let Some(artifact) = &job.output else { return Ok(OutputLinks::default()) };
     if job.status != JobStatus::Approved && job.output_expires_at.is_some_and(|at| at <= now) {
         return Ok(OutputLinks::default());
     }
-    let video = worker.media.presign_get(&artifact.video_key, worker.presign_ttl_seconds).await?;
+    let video = pipeline.media.presign_get(&artifact.video_key, pipeline.presign_ttl_seconds).await?;
     let thumbnail = match &artifact.thumbnail_key {
-        Some(key) => Some(worker.media.presign_get(key, worker.presign_ttl_seconds).await?.url),
+        Some(key) => Some(pipeline.media.presign_get(key, pipeline.presign_ttl_seconds).await?.url),
         None => None,
     };
     Ok(OutputLinks { video_url: Some(video.url), thumbnail_url: thumbnail, expires_at: Some(video.expires_at) })
-}
-
-/// POSTs to the checked address only; the answer's status, or why there was none.
-async fn post(destination: &Destination, id: &str, unix_timestamp: i64, signature: &str, body: Vec<u8>) -> Result<u16, String> {
-    // reqwest has no crypto provider of its own here; whichever client comes first installs ring.
-    videojobs_providers::tls::install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT);
-    if let Some(host) = &destination.host_name {
-        builder = builder.resolve(host, destination.addr);
-    }
-    let client = builder.build().map_err(|e| format!("building the client: {e}"))?;
-    let response = client
-        .post(destination.url.clone())
-        .header("content-type", "application/json")
-        .header("user-agent", "videojobs-notifier/1")
-        .header("webhook-id", id)
-        .header("webhook-timestamp", unix_timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| videojobs_core::model::redact::error(&e))?;
-    Ok(response.status().as_u16())
 }
 
 fn notifier_event(job: &Job, status: JobStatus, message: String, error_code: Option<String>) -> JobEvent {

@@ -1,4 +1,4 @@
-//! The worker's half of failover (the policy is `videojobs_core::failover`):
+//! The worker's half of failover (the policy is `model::failover`):
 //! after a provider refused a job or failed to accept it, move the job to the
 //! deployment's fallback provider, recorded on the job with an event saying
 //! why, so that submit can hand it there at once.
@@ -9,19 +9,19 @@
 //! on the job still being `submitted` to the first provider with no provider
 //! request, so it happens once and never after a provider accepted the job.
 
-use crate::{WorkError, Worker};
+use super::{Pipeline, WorkError};
+use crate::model::job::{timestamp, EventSource, Job, JobEvent};
+use crate::model::provider::ProviderError;
+use crate::ports::Provider;
+use crate::JobStatus;
 use std::sync::Arc;
-use videojobs_core::model::job::{timestamp, EventSource, Job, JobEvent};
-use videojobs_core::model::provider::ProviderError;
-use videojobs_core::ports::Provider;
-use videojobs_core::JobStatus;
 
 /// The fallback provider the job now belongs to, or `None` to keep it where it is.
-pub(crate) async fn fail_over(worker: &Worker, job: &mut Job, error: &ProviderError) -> Result<Option<Arc<dyn Provider>>, WorkError> {
-    let Some(policy) = &worker.failover else { return Ok(None) };
+pub(crate) async fn fail_over(pipeline: &Pipeline, job: &mut Job, error: &ProviderError) -> Result<Option<Arc<dyn Provider>>, WorkError> {
+    let Some(policy) = &pipeline.failover else { return Ok(None) };
     let earlier_failures = match error {
         ProviderError::Transient { .. } => {
-            let events = worker.jobs.events(&job.job_id).await?;
+            let events = pipeline.jobs.events(&job.job_id).await?;
             events.iter().filter(|e| e.status == JobStatus::Retrying && e.previous_status == Some(JobStatus::Submitted)).count() as u32
         }
         _ => 0,
@@ -29,7 +29,7 @@ pub(crate) async fn fail_over(worker: &Worker, job: &mut Job, error: &ProviderEr
     let Some(reason) = policy.reason(&job.provider, job.provider_request_id.is_some(), error, earlier_failures) else {
         return Ok(None);
     };
-    let Some(fallback) = worker.providers.get(policy.fallback.as_str()).cloned() else {
+    let Some(fallback) = pipeline.providers.get(policy.fallback.as_str()).cloned() else {
         tracing::warn!(fallback = %policy.fallback, "the fallback provider is not configured here; no failover");
         return Ok(None);
     };
@@ -44,9 +44,9 @@ pub(crate) async fn fail_over(worker: &Worker, job: &mut Job, error: &ProviderEr
         error_code: None,
         actor: None,
     };
-    if !worker.switches.switch_provider(&job.job_id, &from, &policy.fallback, &event).await? {
+    if !pipeline.switches.switch_provider(&job.job_id, &from, &policy.fallback, &event).await? {
         // Another delivery of this message may have switched it already; anything else (a cancel) stops here.
-        let now = crate::load(worker, &job.job_id).await?;
+        let now = super::load(pipeline, &job.job_id).await?;
         let switched = now.status == JobStatus::Submitted && now.provider == policy.fallback && now.provider_request_id.is_none();
         *job = now;
         return Ok(switched.then_some(fallback));
