@@ -1,10 +1,10 @@
 //! The pipeline's rules as the simulator runs them: the worker's messages,
 //! the webhook's callbacks, the API's creates, cancels, reviews and reads,
 //! and the scheduled check, each written against the world through port
-//! calls (yield points) in the order the functions make them today
-//! (`functions/worker`, `functions/webhook`, `videojobs_core::service`,
-//! `review`, `notify::NotifyingJobs`). The lifecycle, the notification ids
-//! and what is notified are core's own functions.
+//! calls (yield points) in the order core's rules make them today
+//! (`services::pipeline`, `services::callbacks`, `services` and its review,
+//! `services::notifying::NotifyingJobs`). The lifecycle, the notification
+//! ids and what is notified are core's own functions.
 
 use crate::exec::{Ctx, Ended, Unavailable};
 use crate::world::*;
