@@ -161,11 +161,16 @@ async fn provider_submit(ctx: &Ctx, job: &JobRec, n: u32, resumed: bool) -> Answ
     let id = job.id.clone();
     ctx.call(|w, rng| {
         let current = w.job(id.as_str()).map(|j| (j.attempt, j.status));
+        if resumed {
+            w.resumed_attempts.insert((id.to_string(), n));
+        }
         if current.is_some_and(|(attempt, _)| attempt != n) {
-            // A copy that resumed while the copy it took for dead was alive.
-            let known = resumed.then_some(crate::invariants::GAP_RESUMED_DUPLICATE);
+            // A copy resumed the attempt while the copy it took for dead was
+            // alive (this copy, or the claimer whose attempt it took over).
+            let known = w.resumed_attempts.contains(&(id.to_string(), n)).then_some(crate::invariants::GAP_RESUMED_DUPLICATE);
             w.breaches.push((format!("a provider request from stale attempt {n} of {id} (current: {current:?})"), known));
         }
+        w.log.push(format!("  provider: submit {id} attempt {n}{} (job now {current:?})", if resumed { ", resumed" } else { "" }));
         // The job id is the idempotency key: a resubmission finds its request.
         if let Some((request, _)) = w.requests.iter().find(|(_, r)| r.job == id) {
             return Answer::Ok(request.clone());

@@ -13,8 +13,8 @@ use videojobs_core::model::lifecycle::{transition, JobStatus};
 /// that refuses three times, loses it.
 pub const GAP_NOTIFICATION_NOT_QUEUED: &str = "notification-not-queued";
 /// A duplicate `submit` that reads the attempt mid-way resumes it while the
-/// copy it takes for dead is alive; when that copy then records a retry and
-/// the next attempt takes over, the duplicate still calls the provider.
+/// copy it takes for dead is alive; when one of the two records a retry and
+/// the next attempt takes over, the other still calls the provider.
 pub const GAP_RESUMED_DUPLICATE: &str = "resumed-duplicate-reaches-provider";
 
 /// An invariant that did not hold.

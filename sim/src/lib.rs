@@ -316,6 +316,10 @@ impl Sim {
                 self.advance_to(now + by);
             }
         }
+        let log = std::mem::take(&mut self.ctx.world.borrow_mut().log);
+        for line in log {
+            self.note(|| line);
+        }
         invariants::each_step(&self.ctx.world.borrow())?;
         Ok(true)
     }

@@ -165,6 +165,11 @@ pub struct World {
     /// Invariant breaches seen as they happened (a stale submission), with
     /// the known gap they are, if one.
     pub breaches: Vec<(String, Option<&'static str>)>,
+    /// What the handlers did that a verbose replay shows (provider calls,
+    /// status changes), drained into the trace after every step.
+    pub log: Vec<String>,
+    /// `(job, attempt)`s a copy resumed (see `GAP_RESUMED_DUPLICATE`).
+    pub resumed_attempts: BTreeSet<(String, u32)>,
     /// Notifications a status change owes, and those of them queued.
     pub owed_notifications: BTreeSet<(String, &'static str)>,
     pub queued_notifications: BTreeSet<(String, &'static str)>,
@@ -202,6 +207,8 @@ impl World {
         }
         job.status = to;
         job.history.push(to);
+        let attempt = set_attempt.unwrap_or(job.attempt);
+        self.log.push(format!("  store: {id} {from} -> {to} (attempt {attempt})"));
         if let Some(n) = set_attempt {
             job.attempt = n;
         }
