@@ -3,7 +3,7 @@
 //! cannot drift. Time passes for real here, so a case that would wait longer
 //! than a few seconds (the 30 s receipt lease) runs that part in memory only.
 
-use crate::helpers::{fresh_resources, resources};
+use crate::harness::{fresh_resources, resources};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,7 +177,7 @@ impl TokenSource for Sqs {
 /// The AWS adapters on the run's shared stack, or on a stack of their own.
 async fn subject(isolated: bool) -> Subject {
     let resources: Resources = if isolated { fresh_resources() } else { resources().clone() };
-    let clients = AwsClients::from_env().await;
+    let clients = AwsClients::from_env();
     let store = DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table);
     let sfn = StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn);
     let queue = Arc::new(Sqs {

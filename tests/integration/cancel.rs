@@ -1,18 +1,18 @@
 //! Canceling: credits come back, the execution stops, and only in-flight jobs can be canceled.
 
-use crate::helpers::{next_message, TestApp};
-use lambda_http::http::{Method, StatusCode};
+use crate::harness::{next_message, TestApp};
+use lambda_http::http::StatusCode;
 use videojobs_core::model::ids::Role;
 use videojobs_core::JobStatus;
 
 #[tokio::test]
 async fn cancel_marks_the_job_canceled_refunds_and_stops_the_execution() {
-    let app = TestApp::isolated(100).await;
-    let id = app.generate(5).await;
+    let app = TestApp::builder().credits(100).own_stack().build().await;
+    let id = app.new_job(5).await;
     assert_eq!(app.credits().await, 95);
     let (submit, _) = next_message(&app, &id, "submit").await;
 
-    let reply = app.delete(&format!("/videos/jobs/{id}")).await;
+    let reply = app.cancel_job(&id).await;
     // moto's interpreter notices a stop only when the waiting task wakes up; on
     // AWS this call is refused because the execution has already stopped.
     let _ = app.clients.sfn.send_task_success().task_token(submit["task_token"].as_str().unwrap()).output("{}").send().await;
@@ -29,10 +29,10 @@ async fn cancel_marks_the_job_canceled_refunds_and_stops_the_execution() {
 #[tokio::test]
 async fn canceling_a_terminal_job_is_409_and_refunds_nothing_more() {
     let app = TestApp::new(100).await;
-    let id = app.generate(5).await;
-    app.delete(&format!("/videos/jobs/{id}")).await;
+    let id = app.new_job(5).await;
+    app.cancel_job(&id).await;
 
-    let again = app.delete(&format!("/videos/jobs/{id}")).await;
+    let again = app.cancel_job(&id).await;
 
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.error_code(), "wrong_state");
@@ -42,12 +42,12 @@ async fn canceling_a_terminal_job_is_409_and_refunds_nothing_more() {
 #[tokio::test]
 async fn a_completed_job_cannot_be_canceled() {
     let app = TestApp::new(100).await;
-    let id = app.generate(2).await;
+    let id = app.new_job(2).await;
     let mut job = app.job(&id).await;
     job.status = JobStatus::Completed;
     app.put_job(&job).await;
 
-    let reply = app.delete(&format!("/videos/jobs/{id}")).await;
+    let reply = app.cancel_job(&id).await;
 
     assert_eq!(reply.status, StatusCode::CONFLICT);
     assert_eq!(app.job(&id).await.status, JobStatus::Completed);
@@ -56,10 +56,10 @@ async fn a_completed_job_cannot_be_canceled() {
 #[tokio::test]
 async fn an_admin_may_cancel_someone_elses_job() {
     let app = TestApp::new(100).await;
-    let id = app.generate(4).await;
+    let id = app.new_job(4).await;
     let (_, admin) = app.another_user(0, Role::Admin).await;
 
-    let reply = app.call(Method::DELETE, &format!("/videos/jobs/{id}"), Some(&admin), None).await;
+    let reply = app.as_key(&admin).cancel_job(&id).await;
 
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(app.credits().await, 100);
@@ -68,11 +68,11 @@ async fn an_admin_may_cancel_someone_elses_job() {
 #[tokio::test]
 async fn the_account_shows_the_balance_before_and_after_a_cancel() {
     let app = TestApp::new(50).await;
-    let id = app.generate(5).await;
-    let during = app.get("/videos/account").await;
+    let id = app.new_job(5).await;
+    let during = app.account().await;
 
-    app.delete(&format!("/videos/jobs/{id}")).await;
-    let after = app.get("/videos/account").await;
+    app.cancel_job(&id).await;
+    let after = app.account().await;
 
     assert_eq!(during.status, StatusCode::OK);
     assert_eq!((during.body["credits"].as_i64(), during.body["active_jobs"].as_u64()), (Some(45), Some(1)));

@@ -2,19 +2,19 @@
 //! same server `./scripts/up` runs), the real local provider and ffmpeg.
 //! Its `review` command runs against the review endpoint in `together.rs`.
 
-use crate::helpers::{ffprobe, settings, Pipeline};
+use crate::harness::{ffprobe, TestApp};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use videojobs_core::model::ids::Role;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generate_with_wait_shows_progress_and_saves_a_playable_video() {
-    let p = Pipeline::start(settings()).await;
+    let p = TestApp::builder().with_local_provider().build().await;
     let file = std::env::temp_dir().join(format!("cli-{}.mp4", ulid::Ulid::new()));
 
     let run = p
         .videojobs(
-            &p.app.key,
+            &p.key,
             &[
                 "generate",
                 "A red balloon over rooftops",
@@ -42,21 +42,21 @@ async fn generate_with_wait_shows_progress_and_saves_a_playable_video() {
     assert!((duration - 2.0).abs() < 0.2, "{duration}");
     assert_eq!((width, height), (854, 480));
 
-    let status = p.videojobs(&p.app.key, &["status", &job_id]).await;
+    let status = p.videojobs(&p.key, &["status", &job_id]).await;
     assert_eq!(status.code, 0);
     assert!(status.out.starts_with(&format!("{job_id}  completed (Ready for review)  100%")), "{}", status.out);
-    let events = p.videojobs(&p.app.key, &["events", &job_id]).await;
+    let events = p.videojobs(&p.key, &["events", &job_id]).await;
     assert!(events.out.contains("processing → completed"), "{}", events.out);
-    let list = p.videojobs(&p.app.key, &["list", "--limit", "5"]).await;
+    let list = p.videojobs(&p.key, &["list", "--limit", "5"]).await;
     assert!(list.out.contains(&job_id), "{}", list.out);
     let download = std::env::temp_dir().join(format!("cli-{}.mp4", ulid::Ulid::new()));
-    let again = p.videojobs(&p.app.key, &["download", &job_id, "--out", download.to_str().unwrap()]).await;
+    let again = p.videojobs(&p.key, &["download", &job_id, "--out", download.to_str().unwrap()]).await;
     assert_eq!(again.code, 0, "{}", again.err);
     assert_eq!(std::fs::read(&download).unwrap(), bytes);
     let _ = std::fs::remove_file(&download);
 
     // A completed job cannot be canceled: one sentence, and a failing exit code.
-    let cancel = p.videojobs(&p.app.key, &["cancel", &job_id]).await;
+    let cancel = p.videojobs(&p.key, &["cancel", &job_id]).await;
     assert_eq!(cancel.code, 1);
     assert_eq!(cancel.err.lines().count(), 1, "{}", cancel.err);
     assert!(cancel.err.starts_with("error: A completed job cannot be canceled."), "{}", cancel.err);
@@ -64,17 +64,17 @@ async fn generate_with_wait_shows_progress_and_saves_a_playable_video() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_account_and_the_admin_commands_work_against_the_api() {
-    let p = Pipeline::start(settings()).await;
-    let (_, admin_key) = p.app.another_user(0, Role::Admin).await;
+    let p = TestApp::builder().with_local_provider().build().await;
+    let (_, admin_key) = p.another_user(0, Role::Admin).await;
     let slow = json!({"prompt": "slow", "duration_seconds": 1, "resolution": "480p", "metadata": {"local_faults": {"delay_ms": 60_000}}});
-    let reply = p.app.post("/videos/generate", &slow.to_string()).await;
+    let reply = p.generate(&slow).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED);
     let job_id = reply.body["job_id"].as_str().unwrap().to_owned();
 
-    let cancel = p.videojobs(&p.app.key, &["cancel", &job_id]).await;
+    let cancel = p.videojobs(&p.key, &["cancel", &job_id]).await;
     assert_eq!(cancel.code, 0, "{}", cancel.err);
     assert_eq!(cancel.out, format!("{job_id} canceled; its credits are back.\n"));
-    assert_eq!(p.app.job(&job_id.parse().unwrap()).await.status, videojobs_core::JobStatus::Canceled);
+    assert_eq!(p.job(&job_id.parse().unwrap()).await.status, videojobs_core::JobStatus::Canceled);
 
     // An admin makes a key for a new user and grants them credits.
     let user = format!("cli-{}", ulid::Ulid::new().to_string().to_lowercase());
@@ -104,14 +104,14 @@ async fn cancel_account_and_the_admin_commands_work_against_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn animate_uploads_a_local_image_and_saves_the_zoom() {
-    let p = Pipeline::start(settings()).await;
+    let p = TestApp::builder().with_local_provider().build().await;
     let image = std::env::temp_dir().join(format!("cli-{}.png", ulid::Ulid::new()));
-    std::fs::write(&image, crate::helpers::png(320, 240)).unwrap();
+    std::fs::write(&image, crate::harness::png(320, 240)).unwrap();
     let video = std::env::temp_dir().join(format!("cli-{}.mp4", ulid::Ulid::new()));
 
     let run = p
         .videojobs(
-            &p.app.key,
+            &p.key,
             &[
                 "animate",
                 "--image",
@@ -133,6 +133,6 @@ async fn animate_uploads_a_local_image_and_saves_the_zoom() {
     let _ = (std::fs::remove_file(&image), std::fs::remove_file(&video));
     let (duration, _, _) = ffprobe(&bytes);
     assert!((duration - 2.0).abs() < 0.2, "{duration}");
-    let status = p.app.get(&format!("/videos/jobs/{}/status", run.out.trim())).await;
+    let status = p.job_status(run.out.trim()).await;
     assert_eq!(status.body["workflow_type"], "image_to_video");
 }

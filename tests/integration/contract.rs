@@ -1,6 +1,6 @@
 //! The API as a published contract: `docs/openapi.json` against the code.
 //!
-//! Every answer the tests get through [`crate::helpers::TestApp::send`] is
+//! Every answer the tests get through the harness (in process or over HTTP) is
 //! checked here ([`check`]): its status must be one the document lists for the
 //! operation, its content type one it lists for that status, and its JSON body
 //! must validate against that schema (response schemas close their objects, so
@@ -151,7 +151,7 @@ pub fn check(method: &Method, path: &str, status: u16, headers: &HeaderMap, body
 
 /// `Method: X, Path: Y` of every HTTP API event in template.yaml.
 fn template_routes() -> BTreeSet<(String, String)> {
-    let text = std::fs::read_to_string(crate::helpers::repo_root().join("template.yaml")).unwrap();
+    let text = std::fs::read_to_string(crate::harness::repo_root().join("template.yaml")).unwrap();
     text.lines()
         .filter_map(|line| {
             let method = line.split("Method: ").nth(1)?.split(',').next()?.trim().to_ascii_lowercase();

@@ -1,20 +1,16 @@
 //! Creating jobs and uploads: what is written, and that bad requests write nothing.
 
-use crate::helpers::TestApp;
-use lambda_http::http::{Method, StatusCode};
-use videojobs_core::model::ids::JobId;
+use crate::harness::{put_presigned, Page, Payload, TestApp};
+use lambda_http::http::StatusCode;
 use videojobs_core::JobStatus;
-
-const GENERATE: &str = "/videos/generate";
 
 #[tokio::test]
 async fn generate_answers_202_with_the_job_and_writes_job_event_prompt_and_debit() {
     let app = TestApp::new(100).await;
 
-    let reply = app.post(GENERATE, r#"{"prompt":"A lighthouse at dawn","duration_seconds":6,"resolution":"1080p"}"#).await;
+    let reply = app.generate(r#"{"prompt":"A lighthouse at dawn","duration_seconds":6,"resolution":"1080p"}"#).await;
 
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
+    let id = reply.job_id();
     assert_eq!(reply.body["status"], "queued");
     assert_eq!(reply.body["status_label"], "Waiting to start");
     assert_eq!(reply.body["estimated_time_seconds"], 66);
@@ -30,7 +26,7 @@ async fn generate_answers_202_with_the_job_and_writes_job_event_prompt_and_debit
         job.prompt_hash.as_deref(),
         Some(videojobs_core::model::request::prompt_hash(&app.services.settings.prompt_hash_key, "A lighthouse at dawn").as_str())
     );
-    let events = app.get(&format!("/videos/jobs/{id}/events")).await;
+    let events = app.job_events(&id).await;
     assert_eq!(events.body["events"].as_array().unwrap().len(), 1);
     assert_eq!(events.body["events"][0]["status"], "queued");
 }
@@ -38,7 +34,7 @@ async fn generate_answers_202_with_the_job_and_writes_job_event_prompt_and_debit
 #[tokio::test]
 async fn the_job_record_never_holds_the_raw_prompt() {
     let app = TestApp::new(100).await;
-    let id = app.generate(2).await;
+    let id = app.new_job(2).await;
 
     let item = app.job_item(&id).await;
 
@@ -51,7 +47,7 @@ async fn the_job_record_never_holds_the_raw_prompt() {
 async fn generate_starts_an_execution_named_by_the_job_id() {
     let app = TestApp::new(100).await;
 
-    let id = app.generate(3).await;
+    let id = app.new_job(3).await;
 
     let status = app.execution_status(&id).await;
     assert!(matches!(status.as_deref(), Some("RUNNING")), "{status:?}");
@@ -61,12 +57,10 @@ async fn generate_starts_an_execution_named_by_the_job_id() {
 async fn animate_from_an_image_url_is_accepted_and_costs_its_length() {
     let app = TestApp::new(100).await;
 
-    let reply =
-        app.post("/videos/animate", r#"{"image_url":"https://example.com/cat.png","length":7,"frame_rate":30,"zoom_speed":0.2}"#).await;
+    let reply = app.animate(r#"{"image_url":"https://example.com/cat.png","length":7,"frame_rate":30,"zoom_speed":0.2}"#).await;
 
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
-    let status = app.get(&format!("/videos/jobs/{id}/status")).await;
+    let id = reply.job_id();
+    let status = app.job_status(&id).await;
     assert_eq!(status.body["workflow_type"], "image_to_video");
     assert_eq!(app.credits().await, 93);
     assert_eq!(app.stored_prompt(&id).await, None);
@@ -75,15 +69,15 @@ async fn animate_from_an_image_url_is_accepted_and_costs_its_length() {
 #[tokio::test]
 async fn an_upload_gives_a_presigned_put_that_animate_accepts_once_the_image_is_in() {
     let app = TestApp::new(100).await;
-    let image = &crate::helpers::png(32, 32);
+    let image = &crate::harness::png(32, 32);
 
-    let upload = app.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
+    let upload = app.create_upload(&format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
     assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.body);
     let upload_id = upload.body["upload_id"].as_str().unwrap().to_owned();
     let animate_body = format!(r#"{{"upload_id":"{upload_id}"}}"#);
-    let before = app.post("/videos/animate", &animate_body).await;
-    put_presigned(&upload.body, image).await;
-    let after = app.post("/videos/animate", &animate_body).await;
+    let before = app.animate(&animate_body).await;
+    assert_eq!(put_presigned(&upload.body, image).await, 200, "the presigned PUT was refused");
+    let after = app.animate(&animate_body).await;
 
     assert_eq!(before.status, StatusCode::BAD_REQUEST, "{}", before.body);
     assert_eq!(before.body["error"]["field"], "upload_id");
@@ -95,12 +89,12 @@ async fn an_upload_gives_a_presigned_put_that_animate_accepts_once_the_image_is_
 #[tokio::test]
 async fn another_users_upload_cannot_be_animated() {
     let app = TestApp::new(100).await;
-    let upload = app.post("/videos/uploads", r#"{"content_type":"image/jpeg","size_bytes":4}"#).await;
-    put_presigned(&upload.body, b"\xff\xd8\xff\xe0").await;
+    let upload = app.create_upload(r#"{"content_type":"image/jpeg","size_bytes":4}"#).await;
+    assert_eq!(put_presigned(&upload.body, b"\xff\xd8\xff\xe0").await, 200, "the presigned PUT was refused");
     let (_, other_key) = app.another_user(100, videojobs_core::model::ids::Role::User).await;
 
     let body = format!(r#"{{"upload_id":"{}"}}"#, upload.body["upload_id"].as_str().unwrap());
-    let reply = app.call(Method::POST, "/videos/animate", Some(&other_key), Some(&body)).await;
+    let reply = app.as_key(&other_key).animate(&body).await;
 
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.body["error"]["field"], "upload_id");
@@ -110,8 +104,8 @@ async fn another_users_upload_cannot_be_animated() {
 async fn uploads_refuse_other_types_and_files_over_the_cap() {
     let app = TestApp::new(100).await;
 
-    let gif = app.post("/videos/uploads", r#"{"content_type":"image/gif","size_bytes":10}"#).await;
-    let huge = app.post("/videos/uploads", r#"{"content_type":"image/png","size_bytes":104857600}"#).await;
+    let gif = app.create_upload(r#"{"content_type":"image/gif","size_bytes":10}"#).await;
+    let huge = app.create_upload(r#"{"content_type":"image/png","size_bytes":104857600}"#).await;
 
     assert_eq!(gif.status, StatusCode::BAD_REQUEST);
     assert_eq!(gif.body["error"]["field"], "content_type");
@@ -119,23 +113,11 @@ async fn uploads_refuse_other_types_and_files_over_the_cap() {
     assert_eq!(huge.error_code(), "upload_too_large");
 }
 
-/// PUTs `bytes` to a presigned URL from an upload response, with its headers.
-async fn put_presigned(upload: &serde_json::Value, bytes: &[u8]) {
-    let url = upload["url"].as_str().unwrap();
-    let mut headers: Vec<(String, String)> =
-        upload["headers"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
-        headers.push(("content-length".into(), bytes.len().to_string()));
-    }
-    let status = crate::helpers::http_put(url, &headers, bytes).await;
-    assert_eq!(status, 200, "the presigned PUT was refused");
-}
-
 #[tokio::test]
 async fn without_enough_credits_the_answer_is_402_and_nothing_is_written() {
     let app = TestApp::new(3).await;
 
-    let reply = app.post(GENERATE, r#"{"prompt":"too long for my balance","duration_seconds":4}"#).await;
+    let reply = app.generate(r#"{"prompt":"too long for my balance","duration_seconds":4}"#).await;
 
     assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED, "{}", reply.body);
     assert_eq!(reply.error_code(), "insufficient_credits");
@@ -146,13 +128,13 @@ async fn without_enough_credits_the_answer_is_402_and_nothing_is_written() {
 
 #[tokio::test]
 async fn over_the_active_job_cap_the_answer_is_429_and_nothing_is_written() {
-    let mut settings = crate::helpers::settings();
+    let mut settings = crate::harness::settings();
     settings.max_active_jobs = 2;
-    let app = TestApp::with_settings(100, settings).await;
-    app.generate(1).await;
-    app.generate(1).await;
+    let app = TestApp::builder().credits(100).settings(settings).build().await;
+    app.new_job(1).await;
+    app.new_job(1).await;
 
-    let reply = app.post(GENERATE, r#"{"prompt":"one too many","duration_seconds":1}"#).await;
+    let reply = app.generate(r#"{"prompt":"one too many","duration_seconds":1}"#).await;
 
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.body);
     assert_eq!(reply.error_code(), "too_many_active_jobs");
@@ -162,13 +144,13 @@ async fn over_the_active_job_cap_the_answer_is_429_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_canceled_job_frees_its_slot_under_the_cap() {
-    let mut settings = crate::helpers::settings();
+    let mut settings = crate::harness::settings();
     settings.max_active_jobs = 1;
-    let app = TestApp::with_settings(100, settings).await;
-    let first = app.generate(1).await;
-    app.delete(&format!("/videos/jobs/{first}")).await;
+    let app = TestApp::builder().credits(100).settings(settings).build().await;
+    let first = app.new_job(1).await;
+    app.cancel_job(&first).await;
 
-    let reply = app.post(GENERATE, r#"{"prompt":"room again","duration_seconds":1}"#).await;
+    let reply = app.generate(r#"{"prompt":"room again","duration_seconds":1}"#).await;
 
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
 }
@@ -194,7 +176,11 @@ async fn bad_requests_get_their_status_and_write_nothing() {
     ];
 
     for (key, body, headers, status, code) in cases {
-        let reply = app.call_with(Method::POST, GENERATE, key, body, headers).await;
+        let caller = match key {
+            Some(key) => app.as_key(key),
+            None => app.anonymous(),
+        };
+        let reply = caller.with_headers(headers).generate(body.map_or(Payload::None, Payload::from)).await;
         assert_eq!(reply.status.as_u16(), status, "{key:?} {:?}: {}", body.map(|b| &b[..b.len().min(60)]), reply.body);
         assert_eq!(reply.error_code(), code);
         assert!(reply.body["error"]["message"].is_string());
@@ -206,15 +192,8 @@ async fn bad_requests_get_their_status_and_write_nothing() {
 #[tokio::test]
 async fn a_body_that_is_not_json_is_refused_with_415() {
     let app = TestApp::new(100).await;
-    let request = lambda_http::http::Request::builder()
-        .method(Method::POST)
-        .uri("https://api.test/videos/generate")
-        .header("authorization", format!("Bearer {}", app.key))
-        .header("content-type", "text/plain")
-        .body(lambda_http::Body::Text(r#"{"prompt":"p"}"#.into()))
-        .unwrap();
 
-    let reply = app.send(request).await;
+    let reply = app.generate(Payload::typed("text/plain", r#"{"prompt":"p"}"#)).await;
 
     assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(app.job_count().await, 0);
@@ -224,7 +203,7 @@ async fn a_body_that_is_not_json_is_refused_with_415() {
 async fn a_refused_field_is_named_in_the_error() {
     let app = TestApp::new(100).await;
 
-    let reply = app.post(GENERATE, r#"{"prompt":"p","aspect_ratio":"2:1"}"#).await;
+    let reply = app.generate(r#"{"prompt":"p","aspect_ratio":"2:1"}"#).await;
 
     assert_eq!(reply.body["error"]["field"], "aspect_ratio");
     assert!(reply.body["error"]["message"].as_str().unwrap().contains("aspect_ratio"));
@@ -237,9 +216,8 @@ async fn the_same_idempotency_key_and_body_replay_the_first_answer() {
     let body = r#"{"prompt":"once only","duration_seconds":2}"#;
     let headers = [("idempotency-key", "order-42")];
 
-    let first = app.call_with(Method::POST, GENERATE, Some(&app.key), Some(body), &headers).await;
-    let again =
-        app.call_with(Method::POST, GENERATE, Some(&app.key), Some(r#"{ "duration_seconds": 2, "prompt": "once only" }"#), &headers).await;
+    let first = app.with_headers(&headers).generate(body).await;
+    let again = app.with_headers(&headers).generate(r#"{ "duration_seconds": 2, "prompt": "once only" }"#).await;
 
     assert_eq!(first.status, StatusCode::ACCEPTED);
     assert_eq!(again.status, StatusCode::ACCEPTED);
@@ -254,11 +232,10 @@ async fn the_same_idempotency_key_and_body_replay_the_first_answer() {
 async fn the_same_idempotency_key_with_another_body_is_refused_with_422() {
     let app = TestApp::new(100).await;
     let headers = [("idempotency-key", "order-43")];
-    app.call_with(Method::POST, GENERATE, Some(&app.key), Some(r#"{"prompt":"first"}"#), &headers).await;
+    app.with_headers(&headers).generate(r#"{"prompt":"first"}"#).await;
 
-    let reply = app.call_with(Method::POST, GENERATE, Some(&app.key), Some(r#"{"prompt":"second"}"#), &headers).await;
-    let other_route =
-        app.call_with(Method::POST, "/videos/animate", Some(&app.key), Some(r#"{"image_url":"https://e.com/a.png"}"#), &headers).await;
+    let reply = app.with_headers(&headers).generate(r#"{"prompt":"second"}"#).await;
+    let other_route = app.with_headers(&headers).animate(r#"{"image_url":"https://e.com/a.png"}"#).await;
 
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.error_code(), "idempotency_conflict");
@@ -274,8 +251,8 @@ async fn idempotency_keys_belong_to_one_user() {
     let headers = [("idempotency-key", "shared-key")];
     let body = r#"{"prompt":"mine"}"#;
 
-    let mine = app.call_with(Method::POST, GENERATE, Some(&app.key), Some(body), &headers).await;
-    let theirs = app.call_with(Method::POST, GENERATE, Some(&other_key), Some(body), &headers).await;
+    let mine = app.with_headers(&headers).generate(body).await;
+    let theirs = app.as_key(&other_key).with_headers(&headers).generate(body).await;
 
     assert_eq!(theirs.status, StatusCode::ACCEPTED);
     assert_ne!(mine.body["job_id"], theirs.body["job_id"]);
@@ -300,12 +277,12 @@ async fn metadata_of_any_shape_reads_back_as_sent_and_the_listings_still_work() 
         "\u{1F6A3}": [1, -0.5, 1e100, true, null, {}],
     });
     let body = serde_json::json!({"prompt": "shapes", "duration_seconds": 1, "metadata": metadata});
-    let id = app.generate_with(&body).await;
+    let id = app.new_job_with(&body).await;
 
     // Act
-    let status = app.get(&format!("/videos/jobs/{id}/status")).await;
-    let list = app.get("/videos/jobs").await;
-    let active = app.get("/videos/jobs/active").await;
+    let status = app.job_status(&id).await;
+    let list = app.list_jobs(Page::first()).await;
+    let active = app.list_active_jobs().await;
 
     // Assert
     assert_eq!(status.status, StatusCode::OK, "{}", status.body);
@@ -313,6 +290,6 @@ async fn metadata_of_any_shape_reads_back_as_sent_and_the_listings_still_work() 
     assert_eq!(list.status, StatusCode::OK, "{}", list.body);
     assert_eq!(list.body["jobs"][0]["metadata"], metadata);
     assert_eq!(active.status, StatusCode::OK, "{}", active.body);
-    assert_eq!(app.delete(&format!("/videos/jobs/{id}")).await.status, StatusCode::OK, "a status change rewrites the item");
-    assert_eq!(app.get(&format!("/videos/jobs/{id}/status")).await.body["metadata"], metadata);
+    assert_eq!(app.cancel_job(&id).await.status, StatusCode::OK, "a status change rewrites the item");
+    assert_eq!(app.job_status(&id).await.body["metadata"], metadata);
 }

@@ -3,7 +3,7 @@
 //! local server replaying their documented errors, and the local provider as
 //! the fallback.
 
-use crate::helpers::{all_at_once, settings, Pipeline, TestApp};
+use crate::harness::{all_at_once, settings, work_message, TestApp};
 use serde_json::{json, Value};
 use videojobs_core::model::failover::Failover;
 use videojobs_core::model::ids::JobId;
@@ -36,13 +36,9 @@ pub(crate) fn provider_env(server: &ReplayServer) -> Vec<(&'static str, String)>
     ]
 }
 
-async fn generate_on(p: &Pipeline, provider: &str) -> JobId {
+async fn generate_on(p: &TestApp, provider: &str) -> JobId {
     let body = json!({"prompt": "A lighthouse in a storm", "duration_seconds": 1, "resolution": "480p", "provider": provider});
-    p.app.generate_with(&body).await
-}
-
-async fn events(p: &Pipeline, id: &JobId) -> Vec<Value> {
-    p.app.get(&format!("/videos/jobs/{id}/events")).await.body["events"].as_array().unwrap().clone()
+    p.new_job_with(&body).await
 }
 
 fn moves(events: &[Value]) -> Vec<&Value> {
@@ -57,7 +53,7 @@ async fn a_provider_that_keeps_failing_to_accept_hands_the_job_to_the_fallback_w
         REPLICATE_CREATE,
         vec![Reply::json(503, json!({"title": "Service Unavailable", "detail": "Try again later", "status": 503}))],
     );
-    let p = Pipeline::start_with(with_fallback(2), provider_env(&replicate)).await;
+    let p = TestApp::builder().settings(with_fallback(2)).provider_env(provider_env(&replicate)).with_local_provider().build().await;
 
     let id = generate_on(&p, "replicate").await;
     let job = p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await;
@@ -67,8 +63,8 @@ async fn a_provider_that_keeps_failing_to_accept_hands_the_job_to_the_fallback_w
     let sent = replicate.requests_to("POST", REPLICATE_CREATE);
     assert_eq!(sent.len(), 2, "two refusals at Replicate, then the fallback");
     assert_eq!(sent[0].headers["authorization"], "Bearer r8_test");
-    assert_eq!(sent[0].json()["webhook"], format!("{}/webhooks/replicate", p.callback_base_url));
-    let events = events(&p, &id).await;
+    assert_eq!(sent[0].json()["webhook"], format!("{}/webhooks/replicate", p.base_url()));
+    let events = p.events(&id).await;
     let retries = events.iter().filter(|e| e["status"] == "retrying").count();
     assert_eq!(retries, 1, "{events:#?}");
     let moved = moves(&events);
@@ -77,7 +73,7 @@ async fn a_provider_that_keeps_failing_to_accept_hands_the_job_to_the_fallback_w
     assert_eq!(moved[0]["status"], "submitted");
     let stats = p.provider_stats().await;
     assert_eq!(stats["predictions"].as_array().unwrap().len(), 1, "{stats}");
-    assert_eq!(p.app.credits().await, 999);
+    assert_eq!(p.credits().await, 999);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +87,7 @@ async fn a_refusal_of_the_account_moves_the_job_at_once() {
             json!({"title": "Insufficient credit", "detail": "You have insufficient credit to run this model.", "status": 402}),
         )],
     );
-    let p = Pipeline::start_with(with_fallback(2), provider_env(&replicate)).await;
+    let p = TestApp::builder().settings(with_fallback(2)).provider_env(provider_env(&replicate)).with_local_provider().build().await;
 
     let id = generate_on(&p, "replicate").await;
     let job = p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await;
@@ -99,7 +95,7 @@ async fn a_refusal_of_the_account_moves_the_job_at_once() {
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
     assert_eq!(job.provider.as_str(), "local");
     assert_eq!(replicate.requests_to("POST", REPLICATE_CREATE).len(), 1);
-    let events = events(&p, &id).await;
+    let events = p.events(&id).await;
     assert_eq!(events.iter().filter(|e| e["status"] == "retrying").count(), 0, "{events:#?}");
     assert_eq!(moves(&events)[0]["message"], "Moved to the fallback provider 'local': 'replicate' refused the job (insufficient_credit)");
 }
@@ -108,7 +104,7 @@ async fn a_refusal_of_the_account_moves_the_job_at_once() {
 async fn a_content_policy_refusal_fails_the_job_without_trying_the_fallback() {
     let fal = ReplayServer::start().await;
     fal.on("POST", FAL_SUBMIT, vec![Reply::json(422, json!({"detail": [{"loc": ["body", "prompt"], "msg": "The prompt was flagged by the content checker", "type": "content_policy_violation"}]}))]);
-    let p = Pipeline::start_with(with_fallback(2), provider_env(&fal)).await;
+    let p = TestApp::builder().settings(with_fallback(2)).provider_env(provider_env(&fal)).with_local_provider().build().await;
 
     let id = generate_on(&p, "fal").await;
     let job = p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await;
@@ -119,9 +115,9 @@ async fn a_content_policy_refusal_fails_the_job_without_trying_the_fallback() {
     let sent = fal.requests_to("POST", FAL_SUBMIT);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].headers["authorization"], "Key key-id:key-secret");
-    assert!(moves(&events(&p, &id).await).is_empty());
+    assert!(moves(&p.events(&id).await).is_empty());
     assert_eq!(p.provider_stats().await["predictions"].as_array().unwrap().len(), 0);
-    assert_eq!(p.app.credits().await, 1_000);
+    assert_eq!(p.credits().await, 1_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,19 +133,19 @@ async fn without_a_fallback_a_refused_job_fails_on_the_provider_it_asked_for() {
     );
     let mut s = with_fallback(2);
     s.failover = None;
-    let p = Pipeline::start_with(s, provider_env(&replicate)).await;
+    let p = TestApp::builder().settings(s).provider_env(provider_env(&replicate)).with_local_provider().build().await;
 
     let id = generate_on(&p, "replicate").await;
     let job = p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await;
 
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!((job.provider.as_str(), job.error.unwrap().code.as_str()), ("replicate", "unauthorized"));
-    assert_eq!(p.app.credits().await, 1_000);
+    assert_eq!(p.credits().await, 1_000);
 }
 
 /// A job written as the worker leaves it in `submitted`, on `provider`.
 async fn submitted_job(app: &TestApp, provider: &str, request_id: Option<&str>) -> JobId {
-    let id = app.generate(1).await;
+    let id = app.new_job(1).await;
     let mut job = app.job(&id).await;
     job.status = JobStatus::Submitted;
     job.provider = provider.parse().unwrap();
@@ -183,7 +179,7 @@ async fn concurrent_switches_of_one_job_move_it_once_with_one_event() {
     let switched = outcomes.into_iter().map(|o| o.expect("the store answers")).filter(|s| *s).count();
     assert_eq!(switched, 1);
     assert_eq!(app.job(&id).await.provider.as_str(), "local");
-    let events = app.get(&format!("/videos/jobs/{id}/events")).await.body["events"].as_array().unwrap().clone();
+    let events = app.events(&id).await;
     assert_eq!(moves(&events).len(), 1, "{events:#?}");
 }
 
@@ -198,7 +194,7 @@ async fn a_job_a_provider_accepted_is_never_switched() {
     assert!(!switched);
     let job = app.job(&id).await;
     assert_eq!((job.provider.as_str(), job.provider_request_id.as_deref()), ("replicate", Some("p_accepted")));
-    let events = app.get(&format!("/videos/jobs/{id}/events")).await.body["events"].as_array().unwrap().clone();
+    let events = app.events(&id).await;
     assert!(moves(&events).is_empty());
 }
 
@@ -214,19 +210,22 @@ async fn a_redelivered_submit_message_after_failover_neither_moves_nor_submits_t
         )],
     );
     server.on("POST", FAL_SUBMIT, vec![Reply::json(200, json!({"request_id": "fal-req-1", "gateway_request_id": "fal-req-1"}))]);
-    let env = provider_env(&server);
-    let lookup = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
-    let providers = videojobs_providers::from_lookup(lookup, videojobs_providers::http_client()).unwrap();
     let mut s = with_fallback(2);
     s.failover = Some(Failover { fallback: "fal".parse().unwrap(), after_attempts: 2 });
-    let app = TestApp::on(crate::helpers::fresh_resources(), 100, s, providers, "https://hooks.test".into()).await;
-    let reply = app.post("/videos/generate", &json!({"prompt": "p", "duration_seconds": 1, "provider": "replicate"}).to_string()).await;
-    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
-    let (submit, _) = crate::helpers::next_message(&app, &id, "submit").await;
-    let message: videojobs_core::model::work::WorkMessage = serde_json::from_value(submit).unwrap();
+    let app = TestApp::builder()
+        .settings(s)
+        .provider_env(provider_env(&server))
+        .callback_base_url("https://hooks.test")
+        .own_stack()
+        .build()
+        .await;
+    let reply = app.generate(json!({"prompt": "p", "duration_seconds": 1, "provider": "replicate"})).await;
+    let id = reply.job_id();
+    let (submit, _) = crate::harness::next_message(&app, &id, "submit").await;
+    let message = work_message(submit);
 
-    worker::handle(&app.app.worker, message.clone()).await.unwrap();
-    worker::handle(&app.app.worker, message).await.unwrap();
+    app.handle_work(message.clone()).await;
+    app.handle_work(message).await;
 
     let job = app.job(&id).await;
     assert_eq!(job.status, JobStatus::Submitted);
@@ -235,6 +234,6 @@ async fn a_redelivered_submit_message_after_failover_neither_moves_nor_submits_t
     let submitted = server.requests_to("POST", FAL_SUBMIT);
     assert_eq!(submitted.len(), 1);
     assert!(submitted[0].target.contains("fal_webhook=https%3A%2F%2Fhooks.test%2Fwebhooks%2Ffal"), "{}", submitted[0].target);
-    let events = app.get(&format!("/videos/jobs/{id}/events")).await.body["events"].as_array().unwrap().clone();
+    let events = app.events(&id).await;
     assert_eq!(moves(&events).len(), 1, "{events:#?}");
 }

@@ -2,7 +2,7 @@
 //! Integration tests: the real handlers, the real AWS SDK, moto behind it.
 //! Run them with `./scripts/test`, which starts what they need.
 
-mod helpers;
+mod harness;
 
 mod adapter_contract;
 mod cancel;

@@ -4,9 +4,7 @@
 //! progress callbacks record it through the webhook. The fal API is a local
 //! server replaying its documented answers.
 
-use crate::helpers::{
-    all_at_once, delete_work, download, ffprobe, fresh_resources, message_body, receive_work, settings, Pipeline, TestApp,
-};
+use crate::harness::{all_at_once, delete_work, download, ffprobe, message_body, receive_work, settings, Page, TestApp};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -16,7 +14,6 @@ use videojobs_core::model::lifecycle::transition;
 use videojobs_core::model::progress::{ProgressDetail, Stage};
 use videojobs_core::model::request::{AspectRatio, Resolution};
 use videojobs_core::ports::ProgressDetails;
-use videojobs_core::ports::Providers;
 use videojobs_core::ports::{ChangeOutcome, JobStore, JobUpdate, StatusChange};
 use videojobs_core::JobStatus;
 use videojobs_providers::replay::{ReplayServer, Reply};
@@ -37,28 +34,28 @@ async fn fal_accepting() -> ReplayServer {
     fal
 }
 
-async fn pipeline_on(fal: &ReplayServer, refresh_seconds: u64) -> Pipeline {
+async fn pipeline_on(fal: &ReplayServer, refresh_seconds: u64) -> TestApp {
     let mut s = settings();
     s.enabled_providers = vec!["local".parse().unwrap(), "fal".parse().unwrap()];
     s.progress_refresh_seconds = refresh_seconds;
-    Pipeline::start_with(s, vec![("FAL_QUEUE_URL", fal.base_url.clone()), ("FAL_KEY", "key-id:key-secret".into())]).await
+    TestApp::builder()
+        .settings(s)
+        .provider_env(vec![("FAL_QUEUE_URL", fal.base_url.clone()), ("FAL_KEY", "key-id:key-secret".into())])
+        .with_local_provider()
+        .build()
+        .await
 }
 
-async fn generate_on_fal(p: &Pipeline) -> JobId {
+async fn generate_on_fal(p: &TestApp) -> JobId {
     let body = json!({"prompt": "A lighthouse at dusk", "duration_seconds": 5, "aspect_ratio": "1:1", "provider": "fal"});
-    let reply = p.app.post("/videos/generate", &body.to_string()).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(WAIT);
-    while p.app.job(&id).await.provider_request_id.is_none() {
-        assert!(Instant::now() < deadline, "fal never accepted {id}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reply = p.generate(&body).await;
+    let id = reply.job_id();
+    p.wait_for_provider_request(&id, WAIT).await;
     id
 }
 
 async fn status_of(app: &TestApp, id: &JobId) -> Value {
-    let reply = app.get(&format!("/videos/jobs/{id}/status")).await;
+    let reply = app.job_status(&id).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.body
 }
@@ -109,11 +106,11 @@ async fn reading_a_fal_job_shows_its_queue_position_as_it_moves_and_then_that_it
     let id = generate_on_fal(&p).await;
 
     // Act: a client polls the status, as a progress bar would.
-    let first = status_of(&p.app, &id).await;
+    let first = status_of(&p, &id).await;
     let mut seen: Vec<Value> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(WAIT);
     let last = loop {
-        let body = status_of(&p.app, &id).await;
+        let body = status_of(&p, &id).await;
         let detail = body["progress_detail"].clone();
         if !detail.is_null()
             && seen.last().map(|d| (&d["stage"], &d["queue_position"])) != Some((&detail["stage"], &detail["queue_position"]))
@@ -142,7 +139,7 @@ async fn reading_a_fal_job_shows_its_queue_position_as_it_moves_and_then_that_it
     assert_eq!(last["status"], "processing");
     assert!(last["progress"].as_u64().unwrap() >= 10, "{last}");
     assert!(timestamp::parse(last["progress_detail"]["observed_at"].as_str().unwrap()).is_some());
-    let events = p.app.get(&format!("/videos/jobs/{id}/events")).await.body;
+    let events = p.job_events(&id).await.body;
     let moved = events["events"].as_array().unwrap().iter().find(|e| e["status"] == "processing").expect("a processing event");
     assert_eq!((&moved["previous_status"], &moved["source"]), (&json!("submitted"), &json!("worker")));
     assert!(fal.requests_to("GET", STATUS_PATH).len() >= 3);
@@ -153,7 +150,7 @@ async fn ten_concurrent_status_reads_inside_one_window_enqueue_one_refresh() {
     // Arrange: a stack with no worker on its queue, and a window longer than the test.
     let mut s = settings();
     s.progress_refresh_seconds = 3_600;
-    let app = TestApp::on(fresh_resources(), 100, s, Providers::default(), "http://127.0.0.1:9".into()).await;
+    let app = TestApp::builder().settings(s).own_stack().build().await;
     let fal_job = submitted_job(&app, "fal", Some("req-1"));
     let local_job = submitted_job(&app, "local", Some("pred-1"));
     let unaccepted = submitted_job(&app, "fal", None);
@@ -163,9 +160,18 @@ async fn ten_concurrent_status_reads_inside_one_window_enqueue_one_refresh() {
     let id = fal_job.job_id.clone();
 
     // Act
-    let path = format!("/videos/jobs/{id}/status");
-    let reads = all_at_once(10, |_| app.get(&path)).await;
-    let lists = all_at_once(4, |i| app.get(if i % 2 == 0 { "/videos/jobs/active" } else { "/videos/jobs" })).await;
+    let reads = all_at_once(10, |_| app.job_status(&id)).await;
+    let lists = all_at_once(4, |i| {
+        let app = &app;
+        async move {
+            if i % 2 == 0 {
+                app.list_active_jobs().await
+            } else {
+                app.list_jobs(Page::first()).await
+            }
+        }
+    })
+    .await;
     status_of(&app, &local_job.job_id).await;
     status_of(&app, &unaccepted.job_id).await;
     let messages = drain_queue(&app).await;
@@ -191,41 +197,40 @@ async fn a_refresh_that_finds_the_fal_request_completed_finishes_the_job_as_its_
     let id = generate_on_fal(&p).await;
 
     // Act: no callback comes; a client reads the status.
-    let read = status_of(&p.app, &id).await;
+    let read = status_of(&p, &id).await;
     let job = p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await;
 
     // Assert
     assert_eq!(read["status"], "submitted");
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
     assert_eq!(job.progress, 100);
-    let body = status_of(&p.app, &id).await;
+    let body = status_of(&p, &id).await;
     assert_eq!(body["progress_detail"], Value::Null);
     assert!(body["output"]["video_url"].is_string(), "{body}");
-    let result = p.app.get(&format!("/videos/jobs/{id}/result")).await;
+    let result = p.job_result(&id).await;
     assert_eq!(result.status, StatusCode::OK, "{}", result.body);
     let (duration, width, height) = ffprobe(&download(result.body["video"]["url"].as_str().unwrap()).await);
     assert!((duration - 1.0).abs() < 0.2, "{duration}");
     assert_eq!((width, height), (320, 240));
     assert_eq!(fal.requests_to("GET", "/files/lighthouse/out.mp4").len(), 1, "copied once");
-    let events = p.app.get(&format!("/videos/jobs/{id}/events")).await.body;
+    let events = p.job_events(&id).await.body;
     let statuses: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, vec!["queued", "submitted", "processing", "completed"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_providers_progress_callbacks_show_a_processing_detail_until_the_job_completes() {
-    let p = Pipeline::start(settings()).await;
+    let p = TestApp::builder().with_local_provider().build().await;
     // Held back: the first progress callback, then five seconds before the rest.
     let faults = json!({"duplicate_callbacks": 2, "late_callbacks_ms": 5000});
     let body = json!({"prompt": "A kite over a beach", "duration_seconds": 1, "resolution": "480p", "metadata": {"local_faults": faults}});
-    let reply = p.app.post("/videos/generate", &body.to_string()).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
+    let reply = p.generate(&body).await;
+    let id = reply.job_id();
 
     // Act
     let deadline = Instant::now() + Duration::from_secs(WAIT);
     let processing = loop {
-        let body = status_of(&p.app, &id).await;
+        let body = status_of(&p, &id).await;
         if body["status"] == "processing" {
             break body;
         }
@@ -239,7 +244,7 @@ async fn the_local_providers_progress_callbacks_show_a_processing_detail_until_t
     assert_eq!(processing["progress_detail"]["message"], "The provider is generating the video");
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
     assert_eq!(job.progress_detail, None, "the detail goes when the job leaves the provider");
-    assert_eq!(status_of(&p.app, &id).await["progress_detail"], Value::Null);
+    assert_eq!(status_of(&p, &id).await["progress_detail"], Value::Null);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! Reading jobs: status, result, events and the listings; someone else's job
 //! is never shown.
 
-use crate::helpers::TestApp;
+use crate::harness::{Page, Payload, TestApp};
 use lambda_http::http::{Method, StatusCode};
 use videojobs_core::model::ids::{JobId, Role};
 use videojobs_core::model::job::{timestamp, Artifact};
@@ -10,9 +10,9 @@ use videojobs_core::JobStatus;
 #[tokio::test]
 async fn status_shows_a_new_job_as_queued_with_its_cost() {
     let app = TestApp::new(100).await;
-    let id = app.generate(4).await;
+    let id = app.new_job(4).await;
 
-    let reply = app.get(&format!("/videos/jobs/{id}/status")).await;
+    let reply = app.job_status(&id).await;
 
     assert_eq!(reply.status, StatusCode::OK);
     let body = &reply.body;
@@ -33,9 +33,9 @@ async fn status_shows_a_new_job_as_queued_with_its_cost() {
 async fn an_unknown_or_malformed_job_id_is_404() {
     let app = TestApp::new(100).await;
 
-    let unknown = app.get(&format!("/videos/jobs/{}/status", JobId::generate())).await;
-    let malformed = app.get("/videos/jobs/../../etc/status").await;
-    let garbage = app.get("/videos/jobs/job_nope/status").await;
+    let unknown = app.job_status(JobId::generate()).await;
+    let malformed = app.job_status("../../etc").await;
+    let garbage = app.job_status("job_nope").await;
 
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.error_code(), "job_not_found");
@@ -46,18 +46,18 @@ async fn an_unknown_or_malformed_job_id_is_404() {
 #[tokio::test]
 async fn another_users_job_is_404_for_every_read_and_for_cancel() {
     let app = TestApp::new(100).await;
-    let id = app.generate(2).await;
+    let id = app.new_job(2).await;
     let (_, stranger) = app.another_user(100, Role::User).await;
 
-    for (method, path) in [
-        (Method::GET, format!("/videos/jobs/{id}/status")),
-        (Method::GET, format!("/videos/jobs/{id}/result")),
-        (Method::GET, format!("/videos/jobs/{id}/events")),
-        (Method::DELETE, format!("/videos/jobs/{id}")),
+    let stranger = app.as_key(&stranger);
+    for (operation, reply) in [
+        ("status", stranger.job_status(&id).await),
+        ("result", stranger.job_result(&id).await),
+        ("events", stranger.job_events(&id).await),
+        ("cancel", stranger.cancel_job(&id).await),
     ] {
-        let reply = app.call(method.clone(), &path, Some(&stranger), None).await;
-        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {path}");
-        assert!(!reply.body.to_string().contains(id.as_str()), "{method} {path} leaked the job");
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{operation}");
+        assert!(!reply.body.to_string().contains(id.as_str()), "{operation} leaked the job");
     }
     assert_eq!(app.job(&id).await.status, JobStatus::Queued);
 }
@@ -65,10 +65,10 @@ async fn another_users_job_is_404_for_every_read_and_for_cancel() {
 #[tokio::test]
 async fn reads_without_a_valid_key_are_401() {
     let app = TestApp::new(100).await;
-    let id = app.generate(1).await;
+    let id = app.new_job(1).await;
 
-    let none = app.call(Method::GET, &format!("/videos/jobs/{id}/status"), None, None).await;
-    let bad = app.call(Method::GET, "/videos/jobs", Some("vj_0000000000000000000000000000000000000000"), None).await;
+    let none = app.anonymous().job_status(&id).await;
+    let bad = app.as_key("vj_0000000000000000000000000000000000000000").list_jobs(Page::first()).await;
 
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
     assert_eq!(none.headers.get("www-authenticate").unwrap(), "Bearer");
@@ -78,9 +78,9 @@ async fn reads_without_a_valid_key_are_401() {
 #[tokio::test]
 async fn the_result_of_an_unfinished_job_is_409() {
     let app = TestApp::new(100).await;
-    let id = app.generate(1).await;
+    let id = app.new_job(1).await;
 
-    let reply = app.get(&format!("/videos/jobs/{id}/result")).await;
+    let reply = app.job_result(&id).await;
 
     assert_eq!(reply.status, StatusCode::CONFLICT);
     assert_eq!(reply.error_code(), "wrong_state");
@@ -89,15 +89,15 @@ async fn the_result_of_an_unfinished_job_is_409() {
 #[tokio::test]
 async fn a_completed_job_has_a_presigned_result_and_an_output_in_its_status() {
     let app = TestApp::new(100).await;
-    let id = app.generate(3).await;
+    let id = app.new_job(3).await;
     let mut job = app.job(&id).await;
     job.status = JobStatus::Completed;
     job.output = Some(artifact(&id));
     job.output_expires_at = Some(timestamp::now() + time::Duration::hours(1));
     app.put_job(&job).await;
 
-    let result = app.get(&format!("/videos/jobs/{id}/result")).await;
-    let status = app.get(&format!("/videos/jobs/{id}/status")).await;
+    let result = app.job_result(&id).await;
+    let status = app.job_status(&id).await;
 
     assert_eq!(result.status, StatusCode::OK, "{}", result.body);
     let video = &result.body["video"];
@@ -116,8 +116,8 @@ async fn a_completed_job_has_a_presigned_result_and_an_output_in_its_status() {
 #[tokio::test]
 async fn an_output_past_its_retention_window_is_410_unless_approved() {
     let app = TestApp::new(100).await;
-    let expired_id = app.generate(1).await;
-    let approved_id = app.generate(1).await;
+    let expired_id = app.new_job(1).await;
+    let approved_id = app.new_job(1).await;
     for (id, status) in [(&expired_id, JobStatus::Completed), (&approved_id, JobStatus::Approved)] {
         let mut job = app.job(id).await;
         job.status = status;
@@ -126,8 +126,8 @@ async fn an_output_past_its_retention_window_is_410_unless_approved() {
         app.put_job(&job).await;
     }
 
-    let expired = app.get(&format!("/videos/jobs/{expired_id}/result")).await;
-    let approved = app.get(&format!("/videos/jobs/{approved_id}/result")).await;
+    let expired = app.job_result(&expired_id).await;
+    let approved = app.job_result(&approved_id).await;
 
     assert_eq!(expired.status, StatusCode::GONE);
     assert_eq!(expired.error_code(), "expired");
@@ -152,19 +152,19 @@ async fn the_list_is_newest_first_and_pages_with_an_opaque_cursor() {
     let app = TestApp::new(100).await;
     let mut created = Vec::new();
     for _ in 0..5 {
-        created.push(app.generate(1).await);
+        created.push(app.new_job(1).await);
     }
     for id in &created[..3] {
-        app.delete(&format!("/videos/jobs/{id}")).await;
+        app.cancel_job(&id).await;
     }
 
-    let first = app.get("/videos/jobs?limit=2").await;
+    let first = app.list_jobs(Page::of(2)).await;
     let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
-    let second = app.get(&format!("/videos/jobs?limit=2&cursor={cursor}")).await;
+    let second = app.list_jobs(Page::of(2).after(&cursor)).await;
     let third_cursor = second.body["next_cursor"].as_str().unwrap().to_owned();
-    let third = app.get(&format!("/videos/jobs?limit=2&cursor={third_cursor}")).await;
+    let third = app.list_jobs(Page::of(2).after(&third_cursor)).await;
 
-    let ids = |reply: &crate::helpers::Reply| -> Vec<String> {
+    let ids = |reply: &crate::harness::Reply| -> Vec<String> {
         reply.body["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().to_owned()).collect()
     };
     let mut seen = ids(&first);
@@ -179,16 +179,16 @@ async fn the_list_is_newest_first_and_pages_with_an_opaque_cursor() {
 async fn a_bad_cursor_or_limit_is_400_and_another_users_cursor_is_refused() {
     let app = TestApp::new(100).await;
     for _ in 0..2 {
-        app.generate(1).await;
+        app.new_job(1).await;
     }
-    let mine = app.get("/videos/jobs?limit=1").await;
+    let mine = app.list_jobs(Page::of(1)).await;
     let cursor = mine.body["next_cursor"].as_str().unwrap().to_owned();
     let (_, stranger) = app.another_user(10, Role::User).await;
 
-    let forged = app.get("/videos/jobs?cursor=bm90LWEtY3Vyc29y").await;
-    let zero = app.get("/videos/jobs?limit=0").await;
-    let huge = app.get("/videos/jobs?limit=1000").await;
-    let borrowed = app.call(Method::GET, &format!("/videos/jobs?cursor={cursor}"), Some(&stranger), None).await;
+    let forged = app.list_jobs(Page::first().after("bm90LWEtY3Vyc29y")).await;
+    let zero = app.list_jobs(Page::of(0)).await;
+    let huge = app.list_jobs(Page::of(1000)).await;
+    let borrowed = app.as_key(&stranger).list_jobs(Page::first().after(&cursor)).await;
 
     for reply in [&forged, &zero, &huge, &borrowed] {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
@@ -200,13 +200,13 @@ async fn a_bad_cursor_or_limit_is_400_and_another_users_cursor_is_refused() {
 #[tokio::test]
 async fn active_lists_only_in_flight_jobs_of_the_caller() {
     let app = TestApp::new(100).await;
-    let running = app.generate(1).await;
-    let canceled = app.generate(1).await;
-    app.delete(&format!("/videos/jobs/{canceled}")).await;
+    let running = app.new_job(1).await;
+    let canceled = app.new_job(1).await;
+    app.cancel_job(&canceled).await;
     let (_, stranger) = app.another_user(100, Role::User).await;
-    app.call(Method::POST, "/videos/generate", Some(&stranger), Some(r#"{"prompt":"theirs"}"#)).await;
+    app.as_key(&stranger).generate(r#"{"prompt":"theirs"}"#).await;
 
-    let reply = app.get("/videos/jobs/active").await;
+    let reply = app.list_active_jobs().await;
 
     let jobs = reply.body["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 1, "{}", reply.body);
@@ -216,10 +216,10 @@ async fn active_lists_only_in_flight_jobs_of_the_caller() {
 #[tokio::test]
 async fn events_tell_how_the_job_got_where_it_is() {
     let app = TestApp::new(100).await;
-    let id = app.generate(2).await;
-    app.delete(&format!("/videos/jobs/{id}")).await;
+    let id = app.new_job(2).await;
+    app.cancel_job(&id).await;
 
-    let reply = app.get(&format!("/videos/jobs/{id}/events")).await;
+    let reply = app.job_events(&id).await;
 
     let events = reply.body["events"].as_array().unwrap();
     let statuses: Vec<&str> = events.iter().map(|e| e["status"].as_str().unwrap()).collect();
@@ -232,11 +232,11 @@ async fn events_tell_how_the_job_got_where_it_is() {
 #[tokio::test]
 async fn a_reviewer_may_read_any_job_but_not_cancel_it() {
     let app = TestApp::new(100).await;
-    let id = app.generate(1).await;
+    let id = app.new_job(1).await;
     let (_, reviewer) = app.another_user(0, Role::Reviewer).await;
 
-    let status = app.call(Method::GET, &format!("/videos/jobs/{id}/status"), Some(&reviewer), None).await;
-    let cancel = app.call(Method::DELETE, &format!("/videos/jobs/{id}"), Some(&reviewer), None).await;
+    let status = app.as_key(&reviewer).job_status(&id).await;
+    let cancel = app.as_key(&reviewer).cancel_job(&id).await;
 
     assert_eq!(status.status, StatusCode::OK);
     assert_eq!(cancel.status, StatusCode::FORBIDDEN);
@@ -247,7 +247,7 @@ async fn a_reviewer_may_read_any_job_but_not_cancel_it() {
 async fn an_unknown_route_is_404() {
     let app = TestApp::new(100).await;
 
-    let reply = app.get("/videos/nothing-here").await;
+    let reply = app.request(Method::GET, "/videos/nothing-here", Payload::None).await;
 
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.error_code(), "route_not_found");

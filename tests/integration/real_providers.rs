@@ -4,7 +4,7 @@
 //! the worker asks the provider for the outcome and copies the video it
 //! serves into S3. Only configuration differs from the local provider.
 
-use crate::helpers::{download, ffprobe, settings, Pipeline};
+use crate::harness::{download, ffprobe, settings, TestApp};
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
@@ -31,41 +31,22 @@ pub(crate) fn small_mp4() -> Vec<u8> {
     bytes
 }
 
-async fn start(env: Vec<(&'static str, String)>) -> Pipeline {
+async fn start(env: Vec<(&'static str, String)>) -> TestApp {
     let mut s = settings();
     s.enabled_providers = vec!["local".parse().unwrap(), "replicate".parse().unwrap(), "fal".parse().unwrap()];
-    Pipeline::start_with(s, env).await
+    TestApp::builder().settings(s).provider_env(env).with_local_provider().build().await
 }
 
-async fn generate_on(p: &Pipeline, provider: &str) -> JobId {
+async fn generate_on(p: &TestApp, provider: &str) -> JobId {
     let body = json!({"prompt": "A paper boat on a rainy street", "duration_seconds": 5, "aspect_ratio": "1:1", "provider": provider});
-    p.app.generate_with(&body).await
+    p.new_job_with(&body).await
 }
 
-/// Waits until the worker has recorded the provider's request id.
-async fn accepted(p: &Pipeline, id: &JobId) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(WAIT);
-    while p.app.job(id).await.provider_request_id.is_none() {
-        assert!(std::time::Instant::now() < deadline, "the provider never accepted {id}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
-async fn deliver(p: &Pipeline, provider: &str, headers: &[(String, String)], body: &str) -> (u16, Value) {
-    let mut call = reqwest::Client::new().post(format!("{}/webhooks/{provider}", p.callback_base_url)).body(body.to_owned());
-    for (name, value) in headers {
-        call = call.header(name, value);
-    }
-    let response = call.send().await.expect("delivered");
-    let status = response.status().as_u16();
-    // The callback's answer, over HTTP, follows the published contract too.
-    let mut headers = lambda_http::http::HeaderMap::new();
-    if let Some(content_type) = response.headers().get("content-type") {
-        headers.insert("content-type", lambda_http::http::HeaderValue::from_bytes(content_type.as_bytes()).unwrap());
-    }
-    let bytes = response.bytes().await.expect("an answer");
-    crate::contract::check(&lambda_http::http::Method::POST, &format!("/webhooks/{provider}"), status, &headers, &bytes);
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+/// Posts a provider's callback to the pipeline's webhook over HTTP, as the provider does.
+async fn deliver(p: &TestApp, provider: &str, headers: &[(String, String)], body: &str) -> (u16, Value) {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let reply = p.http().anonymous().provider_callback(provider, &headers, body).await;
+    (reply.status.as_u16(), reply.body)
 }
 
 fn standard_webhook(id: &str, body: &str) -> Vec<(String, String)> {
@@ -103,7 +84,7 @@ async fn a_replicate_job_completes_from_its_signed_callbacks_and_its_video_is_co
     .await;
 
     let id = generate_on(&p, "replicate").await;
-    accepted(&p, &id).await;
+    p.wait_for_provider_request(&id, WAIT).await;
     let processing = prediction("rp_1", "processing", Value::Null).to_string();
     let (progress, _) = deliver(&p, "replicate", &standard_webhook("msg_start", &processing), &processing).await;
     let forged_body = prediction("rp_1", "succeeded", json!("https://evil.example/v.mp4")).to_string();
@@ -122,10 +103,10 @@ async fn a_replicate_job_completes_from_its_signed_callbacks_and_its_video_is_co
     assert_eq!((job.provider.as_str(), job.provider_request_id.as_deref()), ("replicate", Some("rp_1")));
     let create = &replicate.requests_to("POST", "/v1/models/kwaivgi/kling-v1.6-standard/predictions")[0].json();
     assert_eq!(create["input"], json!({"prompt": "A paper boat on a rainy street", "duration": 5, "aspect_ratio": "1:1"}));
-    assert_eq!(create["webhook"], format!("{}/webhooks/replicate", p.callback_base_url));
+    assert_eq!(create["webhook"], format!("{}/webhooks/replicate", p.base_url()));
     assert_eq!(create["webhook_events_filter"], json!(["start", "completed"]));
     assert_eq!(replicate.requests_to("GET", "/xezq/output.mp4").len(), 1, "copied once");
-    let result = p.app.get(&format!("/videos/jobs/{id}/result")).await;
+    let result = p.job_result(&id).await;
     let (duration, width, height) = ffprobe(&download(result.body["video"]["url"].as_str().unwrap()).await);
     assert!((duration - 1.0).abs() < 0.2, "{duration}");
     assert_eq!((width, height), (320, 240));
@@ -178,7 +159,7 @@ async fn a_fal_job_completes_from_its_ed25519_signed_callback_and_the_queue_resu
     .await;
 
     let id = generate_on(&p, "fal").await;
-    accepted(&p, &id).await;
+    p.wait_for_provider_request(&id, WAIT).await;
     let body = json!({"request_id": request, "gateway_request_id": request, "status": "OK",
                       "payload": {"video": {"url": video_url, "content_type": "video/mp4"}}})
     .to_string();
@@ -194,11 +175,11 @@ async fn a_fal_job_completes_from_its_ed25519_signed_callback_and_the_queue_resu
     assert_eq!(submits.len(), 2, "a 429, then accepted");
     assert!(submits[1].target.contains(&format!(
         "fal_webhook={}",
-        url::form_urlencoded::byte_serialize(format!("{}/webhooks/fal", p.callback_base_url).as_bytes()).collect::<String>()
+        url::form_urlencoded::byte_serialize(format!("{}/webhooks/fal", p.base_url()).as_bytes()).collect::<String>()
     )));
     assert_eq!(submits[1].json(), json!({"prompt": "A paper boat on a rainy street", "duration": "5", "aspect_ratio": "1:1"}));
     assert_eq!(fal.requests_to("GET", "/.well-known/jwks.json").len(), 1, "the keys are fetched once");
-    let result = p.app.get(&format!("/videos/jobs/{id}/result")).await;
+    let result = p.job_result(&id).await;
     let (duration, _, _) = ffprobe(&download(result.body["video"]["url"].as_str().unwrap()).await);
     assert!((duration - 1.0).abs() < 0.2, "{duration}");
 }

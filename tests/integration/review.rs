@@ -2,50 +2,21 @@
 //! an approved video outlives the retention window, a rejected one is deleted
 //! from S3; the queue lists what waits for review, oldest first.
 
-use crate::helpers::{all_at_once, next_message, TestApp};
-use lambda_http::http::{Method, StatusCode};
-use serde_json::Value;
+use crate::harness::{all_at_once, next_message, thumbnail_key, video_key, work_message, Page, Payload, TestApp};
+use lambda_http::http::StatusCode;
 use time::{Duration, OffsetDateTime};
 use videojobs_core::model::ids::{JobId, Role};
 use videojobs_core::model::job::{timestamp, Artifact};
 use videojobs_core::model::work::WorkMessage;
 use videojobs_core::JobStatus;
 
-fn video_key(id: &JobId) -> String {
-    format!("outputs/{id}/video.mp4")
-}
-
-fn thumbnail_key(id: &JobId) -> String {
-    format!("outputs/{id}/thumbnail.jpg")
-}
-
-async fn put_object(app: &TestApp, key: &str) {
-    app.clients
-        .s3
-        .put_object()
-        .bucket(&app.resources.media_bucket)
-        .key(key)
-        .body(aws_sdk_s3::primitives::ByteStream::from(b"stand-in bytes".to_vec()))
-        .send()
-        .await
-        .expect("object stored");
-}
-
-async fn object_exists(app: &TestApp, key: &str) -> bool {
-    match app.clients.s3.head_object().bucket(&app.resources.media_bucket).key(key).send().await {
-        Ok(_) => true,
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => false,
-        Err(err) => panic!("HeadObject {key}: {err:?}"),
-    }
-}
-
 /// A job of the user's as the worker leaves it: completed at `completed_at`,
 /// its video and thumbnail in the bucket.
 async fn completed_job(app: &TestApp, completed_at: OffsetDateTime) -> JobId {
-    let id = app.generate(2).await;
+    let id = app.new_job(2).await;
     let mut job = app.job(&id).await;
-    put_object(app, &video_key(&id)).await;
-    put_object(app, &thumbnail_key(&id)).await;
+    app.put_object(&video_key(&id)).await;
+    app.put_object(&thumbnail_key(&id)).await;
     job.status = JobStatus::Completed;
     job.progress = 100;
     job.updated_at = completed_at;
@@ -65,16 +36,6 @@ async fn completed_job(app: &TestApp, completed_at: OffsetDateTime) -> JobId {
     id
 }
 
-async fn review(app: &TestApp, key: &str, id: &JobId, body: &str) -> crate::helpers::Reply {
-    app.call(Method::POST, &format!("/videos/jobs/{id}/review"), Some(key), Some(body)).await
-}
-
-async fn reviewer_events(app: &TestApp, id: &JobId) -> Vec<Value> {
-    let events = app.get(&format!("/videos/jobs/{id}/events")).await;
-    assert_eq!(events.status, StatusCode::OK, "{}", events.body);
-    events.body["events"].as_array().unwrap().iter().filter(|e| e["source"] == "reviewer").cloned().collect()
-}
-
 /// Whether the job item carries the review queue's index attribute.
 async fn in_review_index(app: &TestApp, id: &JobId) -> bool {
     app.job_item(id).await.contains_key("review_state")
@@ -86,7 +47,7 @@ async fn a_reviewer_approves_a_completed_video_and_it_is_ready_to_use() {
     let id = completed_job(&app, timestamp::now()).await;
     let (reviewer, key) = app.another_user(0, Role::Reviewer).await;
 
-    let reply = review(&app, &key, &id, r#"{"decision":"approve"}"#).await;
+    let reply = app.as_key(&key).review_job(&id, r#"{"decision":"approve"}"#).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["status"], "approved");
@@ -95,14 +56,14 @@ async fn a_reviewer_approves_a_completed_video_and_it_is_ready_to_use() {
     assert_eq!(reply.body["review"]["reviewer_id"], reviewer.as_str());
     assert!(reply.body["error"].is_null());
     assert!(reply.body["output"]["video_url"].as_str().is_some_and(|u| !u.is_empty()));
-    let events = reviewer_events(&app, &id).await;
+    let events = app.events_from(&id, "reviewer").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["previous_status"], "completed");
     assert_eq!(events[0]["status"], "approved");
     assert_eq!(events[0]["actor"], reviewer.as_str());
     assert!(!in_review_index(&app, &id).await, "an approved job leaves the review queue");
     // The owner sees it too, and no credit moved.
-    assert_eq!(app.get(&format!("/videos/jobs/{id}/status")).await.body["status"], "approved");
+    assert_eq!(app.job_status(&id).await.body["status"], "approved");
     assert_eq!(app.credits().await, 98);
 }
 
@@ -117,13 +78,13 @@ async fn a_reviewer_cannot_pass_a_video_they_asked_for_themselves() {
     app.put_job(&job).await;
 
     // Act
-    let reply = review(&app, &key, &id, r#"{"decision":"approve"}"#).await;
+    let reply = app.as_key(&key).review_job(&id, r#"{"decision":"approve"}"#).await;
 
     // Assert: refused, and nothing about the job changed.
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
     assert_eq!(reply.body["error"]["code"], "own_job_review");
     assert_eq!(app.job(&id).await.status, JobStatus::Completed);
-    let events = app.call(Method::GET, &format!("/videos/jobs/{id}/events"), Some(&key), None).await;
+    let events = app.as_key(&key).job_events(&id).await;
     assert!(events.body["events"].as_array().unwrap().iter().all(|e| e["source"] != "reviewer"), "{}", events.body);
     assert!(in_review_index(&app, &id).await, "it still waits for another reviewer");
 }
@@ -133,22 +94,22 @@ async fn an_approved_video_outlives_the_retention_window() {
     let app = TestApp::new(100).await;
     let id = completed_job(&app, timestamp::now()).await;
     let (_, key) = app.another_user(0, Role::Admin).await;
-    assert_eq!(review(&app, &key, &id, r#"{"decision":"approve","reason":"needs_disclosure"}"#).await.status, StatusCode::OK);
+    assert_eq!(app.as_key(&key).review_job(&id, r#"{"decision":"approve","reason":"needs_disclosure"}"#).await.status, StatusCode::OK);
     let mut job = app.job(&id).await;
     job.output_expires_at = Some(timestamp::now() - Duration::minutes(1));
     app.put_job(&job).await;
 
     // The retention window's end, and a stray discard, reach the worker.
-    worker::handle(&app.app.worker, WorkMessage::Expire { job_id: id.clone() }).await.expect("expire handled");
-    worker::handle(&app.app.worker, WorkMessage::DiscardOutput { job_id: id.clone() }).await.expect("discard handled");
+    app.handle_work(WorkMessage::Expire { job_id: id.clone() }).await;
+    app.handle_work(WorkMessage::DiscardOutput { job_id: id.clone() }).await;
 
     let job = app.job(&id).await;
     assert_eq!(job.status, JobStatus::Approved);
     assert_eq!(job.review.as_ref().and_then(|r| r.reason.as_deref()), Some("needs_disclosure"));
     assert!(job.output.is_some());
-    assert!(object_exists(&app, &video_key(&id)).await);
-    assert!(object_exists(&app, &thumbnail_key(&id)).await);
-    let result = app.get(&format!("/videos/jobs/{id}/result")).await;
+    assert!(app.object_exists(&video_key(&id)).await);
+    assert!(app.object_exists(&thumbnail_key(&id)).await);
+    let result = app.job_result(&id).await;
     assert_eq!(result.status, StatusCode::OK, "{}", result.body);
     assert!(result.body["video"]["url"].as_str().is_some_and(|u| !u.is_empty()));
 }
@@ -158,15 +119,15 @@ async fn a_user_cannot_review_even_their_own_video() {
     let app = TestApp::new(100).await;
     let id = completed_job(&app, timestamp::now()).await;
 
-    let own = review(&app, &app.key.clone(), &id, r#"{"decision":"approve"}"#).await;
+    let own = app.review_job(&id, r#"{"decision":"approve"}"#).await;
     let (_, other) = app.another_user(0, Role::User).await;
-    let stranger = review(&app, &other, &id, r#"{"decision":"approve"}"#).await;
+    let stranger = app.as_key(&other).review_job(&id, r#"{"decision":"approve"}"#).await;
 
     assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.body);
     assert_eq!(own.error_code(), "forbidden");
     assert_eq!(stranger.status, StatusCode::FORBIDDEN);
     assert_eq!(app.job(&id).await.status, JobStatus::Completed);
-    assert!(reviewer_events(&app, &id).await.is_empty());
+    assert!(app.events_from(&id, "reviewer").await.is_empty());
     assert!(in_review_index(&app, &id).await);
 }
 
@@ -175,14 +136,14 @@ async fn reviewing_twice_is_409_and_leaves_one_review_event() {
     let app = TestApp::new(100).await;
     let id = completed_job(&app, timestamp::now()).await;
     let (_, key) = app.another_user(0, Role::Reviewer).await;
-    assert_eq!(review(&app, &key, &id, r#"{"decision":"approve"}"#).await.status, StatusCode::OK);
+    assert_eq!(app.as_key(&key).review_job(&id, r#"{"decision":"approve"}"#).await.status, StatusCode::OK);
 
-    let again = review(&app, &key, &id, r#"{"decision":"reject","reason":"off_brief"}"#).await;
+    let again = app.as_key(&key).review_job(&id, r#"{"decision":"reject","reason":"off_brief"}"#).await;
 
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
     assert_eq!(again.error_code(), "wrong_state");
     assert_eq!(app.job(&id).await.status, JobStatus::Approved);
-    assert_eq!(reviewer_events(&app, &id).await.len(), 1);
+    assert_eq!(app.events_from(&id, "reviewer").await.len(), 1);
 }
 
 #[tokio::test]
@@ -194,7 +155,7 @@ async fn ten_simultaneous_reviews_give_one_200_and_nine_409s() {
     let replies = all_at_once(10, |i| {
         let body = if i % 2 == 0 { r#"{"decision":"approve"}"# } else { r#"{"decision":"reject","reason":"poor_quality"}"# };
         let (app, key, id) = (&app, &key, &id);
-        async move { review(app, key, id, body).await }
+        async move { app.as_key(key).review_job(id, body).await }
     })
     .await;
 
@@ -204,7 +165,7 @@ async fn ten_simultaneous_reviews_give_one_200_and_nine_409s() {
     assert_eq!(refused, 9);
     let job = app.job(&id).await;
     assert_eq!(job.status.as_str(), won[0].body["status"].as_str().unwrap());
-    let events = reviewer_events(&app, &id).await;
+    let events = app.events_from(&id, "reviewer").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["status"], won[0].body["status"]);
 }
@@ -212,16 +173,16 @@ async fn ten_simultaneous_reviews_give_one_200_and_nine_409s() {
 #[tokio::test]
 async fn only_a_completed_video_can_be_reviewed() {
     let app = TestApp::new(100).await;
-    let queued = app.generate(2).await;
+    let queued = app.new_job(2).await;
     let (_, key) = app.another_user(0, Role::Reviewer).await;
 
-    let reply = review(&app, &key, &queued, r#"{"decision":"approve"}"#).await;
-    let missing = review(&app, &key, &JobId::generate(), r#"{"decision":"approve"}"#).await;
-    let bad_id = app.call(Method::POST, "/videos/jobs/nope/review", Some(&key), Some(r#"{"decision":"approve"}"#)).await;
+    let reply = app.as_key(&key).review_job(&queued, r#"{"decision":"approve"}"#).await;
+    let missing = app.as_key(&key).review_job(&JobId::generate(), r#"{"decision":"approve"}"#).await;
+    let bad_id = app.as_key(&key).review_job("nope", r#"{"decision":"approve"}"#).await;
 
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
     assert_eq!(app.job(&queued).await.status, JobStatus::Queued);
-    assert!(reviewer_events(&app, &queued).await.is_empty());
+    assert!(app.events_from(&queued, "reviewer").await.is_empty());
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(bad_id.status, StatusCode::NOT_FOUND);
 }
@@ -232,7 +193,7 @@ async fn a_video_past_its_retention_window_cannot_be_approved() {
     let id = completed_job(&app, timestamp::now() - Duration::days(2)).await;
     let (_, key) = app.another_user(0, Role::Reviewer).await;
 
-    let reply = review(&app, &key, &id, r#"{"decision":"approve"}"#).await;
+    let reply = app.as_key(&key).review_job(&id, r#"{"decision":"approve"}"#).await;
 
     assert_eq!(reply.status, StatusCode::GONE, "{}", reply.body);
     assert_eq!(app.job(&id).await.status, JobStatus::Completed);
@@ -253,30 +214,29 @@ async fn a_bad_review_body_is_400_naming_the_field_and_writes_nothing() {
         ("not json", "body"),
     ];
     for (body, field) in cases {
-        let reply = review(&app, &key, &id, body).await;
+        let reply = app.as_key(&key).review_job(&id, body).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.body);
         assert_eq!(reply.body["error"]["field"], field, "{body}");
     }
-    let no_json =
-        app.call_with(Method::POST, &format!("/videos/jobs/{id}/review"), Some(&key), None, &[("content-type", "text/plain")]).await;
+    let no_json = app.as_key(&key).with_header("content-type", "text/plain").review_job(&id, Payload::None).await;
 
     assert_eq!(no_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(app.job(&id).await.status, JobStatus::Completed);
-    assert!(reviewer_events(&app, &id).await.is_empty());
+    assert!(app.events_from(&id, "reviewer").await.is_empty());
 }
 
 #[tokio::test]
 async fn a_rejection_records_its_reason_and_the_worker_deletes_the_video() {
-    let app = TestApp::isolated(100).await;
+    let app = TestApp::builder().credits(100).own_stack().build().await;
     let id = completed_job(&app, timestamp::now()).await;
     let (reviewer, key) = app.another_user(0, Role::Reviewer).await;
 
-    let reply = review(&app, &key, &id, r#"{"decision":"reject","reason":"unreadable_text","note":"The label is blurred"}"#).await;
+    let reply = app.as_key(&key).review_job(&id, r#"{"decision":"reject","reason":"unreadable_text","note":"The label is blurred"}"#).await;
     let (message, _) = next_message(&app, &id, "discard_output").await;
-    let message: WorkMessage = serde_json::from_value(message).expect("a work message");
-    worker::handle(&app.app.worker, message.clone()).await.expect("discard handled");
+    let message = work_message(message);
+    app.handle_work(message.clone()).await;
     // A repeated delivery finds nothing left to do.
-    worker::handle(&app.app.worker, message).await.expect("repeat handled");
+    app.handle_work(message).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["status"], "rejected");
@@ -286,34 +246,34 @@ async fn a_rejection_records_its_reason_and_the_worker_deletes_the_video() {
     assert_eq!(reply.body["review"]["reason"], "unreadable_text");
     assert_eq!(reply.body["review"]["note"], "The label is blurred");
     assert!(reply.body["output"].is_null(), "a rejected video is no longer offered");
-    let events = reviewer_events(&app, &id).await;
+    let events = app.events_from(&id, "reviewer").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["error_code"], "unreadable_text");
     assert_eq!(events[0]["actor"], reviewer.as_str());
-    assert!(!object_exists(&app, &video_key(&id)).await, "the video is gone from S3");
-    assert!(!object_exists(&app, &thumbnail_key(&id)).await, "the thumbnail is gone from S3");
+    assert!(!app.object_exists(&video_key(&id)).await, "the video is gone from S3");
+    assert!(!app.object_exists(&thumbnail_key(&id)).await, "the thumbnail is gone from S3");
     assert!(app.job(&id).await.output.is_none());
-    let result = app.get(&format!("/videos/jobs/{id}/result")).await;
+    let result = app.job_result(&id).await;
     assert_eq!(result.status, StatusCode::GONE);
     assert_eq!(result.error_code(), "video_rejected");
 }
 
 #[tokio::test]
 async fn the_queue_lists_completed_videos_oldest_first_a_page_at_a_time() {
-    let app = TestApp::isolated(100).await;
+    let app = TestApp::builder().credits(100).own_stack().build().await;
     let t0 = timestamp::now() - Duration::hours(1);
     let newest = completed_job(&app, t0 + Duration::seconds(2)).await;
     let oldest = completed_job(&app, t0).await;
     let middle = completed_job(&app, t0 + Duration::seconds(1)).await;
-    let _still_queued = app.generate(2).await;
+    let _still_queued = app.new_job(2).await;
     let (_, key) = app.another_user(0, Role::Reviewer).await;
 
-    let first = app.call(Method::GET, "/videos/review/queue?limit=2", Some(&key), None).await;
+    let first = app.as_key(&key).review_queue(Page::of(2)).await;
     let cursor = first.body["next_cursor"].as_str().expect("a next page").to_owned();
-    let second = app.call(Method::GET, &format!("/videos/review/queue?limit=2&cursor={cursor}"), Some(&key), None).await;
+    let second = app.as_key(&key).review_queue(Page::of(2).after(&cursor)).await;
 
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
-    let ids = |reply: &crate::helpers::Reply| -> Vec<String> {
+    let ids = |reply: &crate::harness::Reply| -> Vec<String> {
         reply.body["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().to_owned()).collect()
     };
     assert_eq!(ids(&first), vec![oldest.to_string(), middle.to_string()]);
@@ -328,16 +288,16 @@ async fn the_queue_lists_completed_videos_oldest_first_a_page_at_a_time() {
 
 #[tokio::test]
 async fn a_reviewed_or_expired_video_leaves_the_queue() {
-    let app = TestApp::isolated(100).await;
+    let app = TestApp::builder().credits(100).own_stack().build().await;
     let t0 = timestamp::now() - Duration::hours(1);
     let approved = completed_job(&app, t0).await;
     let expired = completed_job(&app, t0 + Duration::seconds(1)).await;
     let waiting = completed_job(&app, t0 + Duration::seconds(2)).await;
     let (_, key) = app.another_user(0, Role::Reviewer).await;
 
-    assert_eq!(review(&app, &key, &approved, r#"{"decision":"approve"}"#).await.status, StatusCode::OK);
-    worker::handle(&app.app.worker, WorkMessage::Expire { job_id: expired.clone() }).await.expect("expire handled");
-    let queue = app.call(Method::GET, "/videos/review/queue", Some(&key), None).await;
+    assert_eq!(app.as_key(&key).review_job(&approved, r#"{"decision":"approve"}"#).await.status, StatusCode::OK);
+    app.handle_work(WorkMessage::Expire { job_id: expired.clone() }).await;
+    let queue = app.as_key(&key).review_queue(Page::first()).await;
 
     assert_eq!(queue.status, StatusCode::OK, "{}", queue.body);
     let listed: Vec<&str> = queue.body["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap()).collect();
@@ -353,11 +313,11 @@ async fn only_reviewers_and_admins_read_the_queue_and_a_forged_cursor_is_400() {
     let app = TestApp::new(100).await;
     let (_, admin) = app.another_user(0, Role::Admin).await;
 
-    let user = app.get("/videos/review/queue").await;
-    let anonymous = app.call(Method::GET, "/videos/review/queue", None, None).await;
-    let admin_reply = app.call(Method::GET, "/videos/review/queue?limit=1", Some(&admin), None).await;
-    let forged = app.call(Method::GET, "/videos/review/queue?cursor=eyJwayI6IlVTRVIjYSJ9", Some(&admin), None).await;
-    let bad_limit = app.call(Method::GET, "/videos/review/queue?limit=0", Some(&admin), None).await;
+    let user = app.review_queue(Page::first()).await;
+    let anonymous = app.anonymous().review_queue(Page::first()).await;
+    let admin_reply = app.as_key(&admin).review_queue(Page::of(1)).await;
+    let forged = app.as_key(&admin).review_queue(Page::first().after("eyJwayI6IlVTRVIjYSJ9")).await;
+    let bad_limit = app.as_key(&admin).review_queue(Page::of(0)).await;
 
     assert_eq!(user.status, StatusCode::FORBIDDEN);
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);

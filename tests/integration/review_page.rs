@@ -5,7 +5,7 @@
 //! `GET /review`, and draws the admin's stats. Screenshots are kept in
 //! `target/test-artifacts/`.
 
-use crate::helpers::{repo_root, settings, Pipeline};
+use crate::harness::{repo_root, TestApp};
 use lambda_http::http::StatusCode;
 use std::process::Stdio;
 use std::time::Duration;
@@ -19,10 +19,10 @@ use videojobs_core::JobStatus;
 // Several threads: the API and the worker keep serving while the browser runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
-    let pipeline = Pipeline::start(settings()).await;
-    let app = &pipeline.app;
-    let first = app.generate(2).await;
-    let second = app.generate(2).await;
+    let pipeline = TestApp::builder().with_local_provider().build().await;
+    let app = &pipeline;
+    let first = app.new_job(2).await;
+    let second = app.new_job(2).await;
     pipeline.wait_for(&first, 60, |s| s == JobStatus::Completed).await;
     let rejected_job = pipeline.wait_for(&second, 60, |s| s == JobStatus::Completed).await;
     let (reviewer, reviewer_key) = app.another_user(0, Role::Reviewer).await;
@@ -32,7 +32,7 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
         let _ = std::fs::remove_file(artifacts.join(name));
     }
 
-    let base_url = pipeline.callback_base_url.as_str();
+    let base_url = pipeline.base_url();
     let artifacts_dir = artifacts.to_string_lossy();
     let report =
         run_browser_script("review.mjs", &[base_url, &reviewer_key, &artifacts_dir, first.as_str(), second.as_str(), &admin_key]).await;
@@ -57,11 +57,11 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
 
     // What the API says now: one approved, one rejected, each by the reviewer, once.
     for (id, status, reason) in [(&first, "approved", None), (&second, "rejected", Some("unreadable_text"))] {
-        let reply = app.get(&format!("/videos/jobs/{id}/status")).await;
+        let reply = app.job_status(&id).await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.body["status"], status);
         assert_eq!(reply.body["review"]["reviewer_id"], reviewer.as_str());
-        let events = app.get(&format!("/videos/jobs/{id}/events")).await;
+        let events = app.job_events(&id).await;
         let reviews: Vec<_> = events.body["events"].as_array().unwrap().iter().filter(|e| e["source"] == "reviewer").collect();
         assert_eq!(reviews.len(), 1, "{}", events.body);
         assert_eq!(reviews[0]["actor"], reviewer.as_str());
@@ -76,7 +76,7 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
     assert!(app.job(&second).await.output.is_none(), "the rejected video was discarded");
     let head = app.clients.s3.head_object().bucket(&app.resources.media_bucket).key(&video_key).send().await;
     assert!(head.is_err_and(|e| e.as_service_error().is_some_and(|e| e.is_not_found())));
-    assert_eq!(app.get(&format!("/videos/jobs/{first}/result")).await.status, StatusCode::OK);
+    assert_eq!(app.job_result(&first).await.status, StatusCode::OK);
 }
 
 /// `GET /docs` in a real browser: it loads `/openapi.json` from its own
@@ -84,9 +84,9 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
 /// anywhere else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docs_page_draws_every_operation_in_the_browser() {
-    let pipeline = Pipeline::start(settings()).await;
+    let pipeline = TestApp::builder().with_local_provider().build().await;
     let artifacts = repo_root().join("target/test-artifacts");
-    let report = run_browser_script("docs.mjs", &[&pipeline.callback_base_url, &artifacts.to_string_lossy()]).await;
+    let report = run_browser_script("docs.mjs", &[pipeline.base_url(), &artifacts.to_string_lossy()]).await;
     let seen = &report["seen"];
     let spec = crate::contract::spec();
     let methods = ["get", "post", "put", "patch", "delete"];

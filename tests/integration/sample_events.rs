@@ -1,13 +1,12 @@
 //! Every file in `events/` (the ones `sam local invoke -e` and `cargo lambda
 //! invoke` use) runs through its function's handler here.
 
-use crate::helpers::{repo_root, TestApp};
+use crate::harness::{repo_root, TestApp};
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Context, LambdaEvent};
-use videojobs_core::model::ids::{ApiKey, JobId, Role, UserId};
+use videojobs_core::model::ids::{JobId, Role, UserId};
 use videojobs_core::model::job::{timestamp, Job, JobParams};
 use videojobs_core::model::request::{AspectRatio, Resolution};
-use videojobs_core::ports::Principal;
 use videojobs_core::JobStatus;
 
 /// The key and job the sample events name.
@@ -64,19 +63,14 @@ const SAMPLES: &[(&str, Function, u16)] = &[
 
 async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
     let user: UserId = "sample-user".parse().unwrap();
-    let key: ApiKey = SAMPLE_KEY.parse().unwrap();
-    app.services.keys.save_key(&key.hash(), &Principal { user_id: user.clone(), role: Role::User }, "samples").await.unwrap();
+    app.save_key(&SAMPLE_KEY.parse().unwrap(), &user, Role::User).await;
     app.services.accounts.open_account(&user, 1_000).await.unwrap();
-    let admin: ApiKey = SAMPLE_ADMIN_KEY.parse().unwrap();
-    let principal = Principal { user_id: "sample-admin".parse().unwrap(), role: Role::Admin };
-    app.services.keys.save_key(&admin.hash(), &principal, "samples").await.unwrap();
+    app.save_key(&SAMPLE_ADMIN_KEY.parse().unwrap(), &"sample-admin".parse().unwrap(), Role::Admin).await;
     let now = timestamp::now();
     let params = JobParams::TextToVideo { duration_seconds: 2, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Hd };
     let job = Job::accepted(SAMPLE_JOB.parse::<JobId>().unwrap(), user.clone(), params, "local".parse().unwrap(), 2, now);
     app.put_job(&job).await;
-    let reviewer: ApiKey = SAMPLE_REVIEWER_KEY.parse().unwrap();
-    let principal = Principal { user_id: "sample-reviewer".parse().unwrap(), role: Role::Reviewer };
-    app.services.keys.save_key(&reviewer.hash(), &principal, "samples").await.unwrap();
+    app.save_key(&SAMPLE_REVIEWER_KEY.parse().unwrap(), &"sample-reviewer".parse().unwrap(), Role::Reviewer).await;
     user
 }
 
@@ -103,16 +97,17 @@ async fn complete_sample_job(app: &TestApp) {
 
 #[tokio::test]
 async fn every_sample_event_runs_through_its_handler() {
-    let secret = videojobs_core::model::signing::WebhookSecret::generate_text();
-    let lookup = |name: &str| match name {
-        "LOCAL_PROVIDER_URL" => Some("http://127.0.0.1:9".to_owned()),
-        "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some(secret.clone()),
-        "REPLICATE_WEBHOOK_SECRET" => Some(videojobs_core::model::signing::WebhookSecret::generate_text()),
-        "FAL_JWKS_URL" => Some("http://127.0.0.1:9/.well-known/jwks.json".to_owned()),
-        _ => None,
-    };
-    let providers = videojobs_providers::from_lookup(lookup, videojobs_providers::http_client()).unwrap();
-    let app = TestApp::on(crate::helpers::resources().clone(), 0, crate::helpers::settings(), providers, "http://127.0.0.1:9".into()).await;
+    let secret = || videojobs_core::model::signing::WebhookSecret::generate_text();
+    let app = TestApp::builder()
+        .credits(0)
+        .provider_env([
+            ("LOCAL_PROVIDER_URL", "http://127.0.0.1:9".to_owned()),
+            ("LOCAL_PROVIDER_WEBHOOK_SECRETS", secret()),
+            ("REPLICATE_WEBHOOK_SECRET", secret()),
+            ("FAL_JWKS_URL", "http://127.0.0.1:9/.well-known/jwks.json".to_owned()),
+        ])
+        .build()
+        .await;
     let dir = repo_root().join("events");
     let mut files: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     files.sort();

@@ -1,8 +1,7 @@
 //! The state machine (the ASL file the template deploys, run by moto's
 //! interpreter) reaching the worker through the work queue with task tokens.
 
-use crate::helpers::next_message;
-use crate::helpers::TestApp;
+use crate::harness::{next_message, TestApp};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
@@ -20,9 +19,9 @@ fn sqs_event(body: &Value, message_id: &str) -> LambdaEvent<SqsEvent> {
 
 #[tokio::test]
 async fn a_new_job_sends_the_worker_a_submit_message_with_a_task_token() {
-    let app = TestApp::isolated(100).await;
+    let app = TestApp::builder().credits(100).own_stack().build().await;
 
-    let id = app.generate(2).await;
+    let id = app.new_job(2).await;
     let (message, _) = next_message(&app, &id, "submit").await;
 
     assert!(message["task_token"].as_str().is_some_and(|t| !t.is_empty()), "{message}");
@@ -30,9 +29,9 @@ async fn a_new_job_sends_the_worker_a_submit_message_with_a_task_token() {
 
 #[tokio::test]
 async fn when_the_state_machine_gives_up_the_job_fails_once_with_one_refund() {
-    let app = TestApp::isolated(100).await;
+    let app = TestApp::builder().credits(100).own_stack().build().await;
     let worker = app.app.worker.clone();
-    let id = app.generate(4).await;
+    let id = app.new_job(4).await;
     let (submit, _) = next_message(&app, &id, "submit").await;
 
     app.clients
@@ -54,7 +53,7 @@ async fn when_the_state_machine_gives_up_the_job_fails_once_with_one_refund() {
     assert!(job.error.unwrap().next_step.is_some());
     assert_eq!(app.credits().await, 100);
     assert_eq!(app.active_jobs().await, 0);
-    let events = app.get(&format!("/videos/jobs/{id}/events")).await;
+    let events = app.job_events(&id).await;
     let events = events.body["events"].as_array().unwrap().clone();
     assert_eq!(events.len(), 2);
     assert_eq!(events[1]["source"], "state_machine");
@@ -64,7 +63,7 @@ async fn when_the_state_machine_gives_up_the_job_fails_once_with_one_refund() {
 async fn a_deadline_makes_the_job_expired_not_failed() {
     let app = TestApp::new(100).await;
     let worker = app.app.worker.clone();
-    let id = app.generate(2).await;
+    let id = app.new_job(2).await;
     let give_up = serde_json::json!({"kind": "give_up", "job_id": id.as_str(), "error": "States.Timeout"});
 
     let response = worker::handler(&worker, sqs_event(&give_up, "m-1")).await.unwrap();

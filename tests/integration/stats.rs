@@ -1,8 +1,8 @@
 //! `GET /videos/stats` against a known set of jobs on a stack of its own, the
 //! admin endpoints, and counters that stay exact under concurrent changes.
 
-use crate::helpers::{all_at_once, settings, Pipeline, TestApp};
-use lambda_http::http::{Method, StatusCode};
+use crate::harness::{all_at_once, TestApp};
+use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use videojobs_core::model::ids::{JobId, Role};
@@ -16,27 +16,23 @@ use videojobs_core::JobStatus;
 
 const WAIT: u64 = 90;
 
-async fn generate(p: &Pipeline, body: Value) -> JobId {
-    p.app.generate_with(&body).await
-}
-
-async fn animate(p: &Pipeline) -> JobId {
-    let upload_id = p.app.upload_png(&crate::helpers::png(160, 120)).await;
+async fn animate(p: &TestApp) -> JobId {
+    let upload_id = p.upload_png(&crate::harness::png(160, 120)).await;
     let body = json!({"upload_id": upload_id, "length": 1, "frame_rate": 8, "zoom_speed": 0.2});
-    let reply = p.app.post("/videos/animate", &body.to_string()).await;
+    let reply = p.animate(&body).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     reply.body["job_id"].as_str().unwrap().parse().unwrap()
 }
 
 /// A reviewer's decision as the review endpoint makes it (that endpoint is
 /// built on another branch): a `StatusChange` from `completed`.
-async fn review(p: &Pipeline, id: &JobId, to: JobStatus, reason: Option<&str>, reviewer: &videojobs_core::model::ids::UserId) {
-    let job = p.app.job(id).await;
+async fn review(p: &TestApp, id: &JobId, to: JobStatus, reason: Option<&str>, reviewer: &videojobs_core::model::ids::UserId) {
+    let job = p.job(id).await;
     let error = reason.map(|code| JobError { code: code.into(), message: "Rejected in review.".into(), next_step: None });
     let change =
         StatusChange::new(&job, transition(job.status, to).unwrap(), EventSource::Reviewer, "Reviewed", error, JobUpdate::default())
             .by(reviewer);
-    assert_eq!(p.app.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
+    assert_eq!(p.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
 }
 
 fn new_job(app: &TestApp) -> NewJob {
@@ -86,28 +82,28 @@ fn seconds_to_complete(job: &Job) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stats_figures_match_a_known_set_of_jobs() {
-    let p = Pipeline::start(settings()).await;
-    let (admin, admin_key) = p.app.another_user(0, Role::Admin).await;
+    let p = TestApp::builder().with_local_provider().build().await;
+    let (admin, admin_key) = p.another_user(0, Role::Admin).await;
     let clip = |faults: Value| json!({"prompt": "A kite over a beach", "duration_seconds": 1, "resolution": "480p", "metadata": {"local_faults": faults}});
 
     // Arrange: two text jobs completed and reviewed (one approved, one
     // rejected), one failed by the provider, one image job completed, one
     // canceled while the provider works, one stuck in submitted for two hours.
-    let approved = generate(&p, clip(json!({}))).await;
-    let rejected = generate(&p, clip(json!({}))).await;
-    let failed = generate(&p, clip(json!({"fail_with": "content_policy"}))).await;
+    let approved = p.new_job_with(&clip(json!({}))).await;
+    let rejected = p.new_job_with(&clip(json!({}))).await;
+    let failed = p.new_job_with(&clip(json!({"fail_with": "content_policy"}))).await;
     let image = animate(&p).await;
-    let canceled = generate(&p, clip(json!({"delay_ms": 60_000}))).await;
+    let canceled = p.new_job_with(&clip(json!({"delay_ms": 60_000}))).await;
     for id in [&approved, &rejected, &image] {
         assert_eq!(p.wait_for(id, WAIT, |s| !s.is_in_flight()).await.status, JobStatus::Completed);
     }
     assert_eq!(p.wait_for(&failed, WAIT, |s| !s.is_in_flight()).await.status, JobStatus::Failed);
-    assert_eq!(p.app.delete(&format!("/videos/jobs/{canceled}")).await.status, StatusCode::OK);
+    assert_eq!(p.cancel_job(&canceled).await.status, StatusCode::OK);
     review(&p, &approved, JobStatus::Approved, None, &admin).await;
     review(&p, &rejected, JobStatus::Rejected, Some("unreadable_text"), &admin).await;
-    let stuck = job_submitted_long_ago(&p.app, 7_200).await;
+    let stuck = job_submitted_long_ago(&p, 7_200).await;
     // A late callback for a finished job, delivered three times: two duplicates.
-    let request_id = p.app.job(&approved).await.provider_request_id.unwrap();
+    let request_id = p.job(&approved).await.provider_request_id.unwrap();
     let late = json!({"id": request_id, "status": "processing", "progress": 50});
     let answers = [
         p.signed_callback("evt_late_once", &late).await,
@@ -118,7 +114,7 @@ async fn the_stats_figures_match_a_known_set_of_jobs() {
     assert_eq!(duplicates, [&json!(false), &json!(true), &json!(true)]);
 
     // Act
-    let stats = p.app.call(Method::GET, "/videos/stats", Some(&admin_key), None).await;
+    let stats = p.as_key(&admin_key).stats().await;
 
     // Assert: every figure, from the job records themselves.
     assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
@@ -128,7 +124,7 @@ async fn the_stats_figures_match_a_known_set_of_jobs() {
         json!({"queued": 0, "submitted": 1, "retrying": 0, "processing": 0, "completed": 1,
                "approved": 1, "rejected": 1, "failed": 1, "canceled": 1, "expired": 0})
     );
-    let completed: Vec<Job> = futures::future::join_all([&approved, &rejected, &image].map(|id| p.app.job(id))).await;
+    let completed: Vec<Job> = futures::future::join_all([&approved, &rejected, &image].map(|id| p.job(id))).await;
     let times: Vec<f64> = completed.iter().map(seconds_to_complete).collect();
     let average = ((times.iter().sum::<f64>() / 3.0) * 1000.0).round() / 1000.0;
     let mut buckets = BTreeMap::new();
@@ -168,9 +164,9 @@ async fn the_stats_figures_match_a_known_set_of_jobs() {
     // Act again: the retention window ends for the unreviewed image job and
     // the rejected job, through the worker as the state machine would ask.
     for id in [&image, &rejected] {
-        worker::handle(&p.app.app.worker, WorkMessage::Expire { job_id: id.clone() }).await.unwrap();
+        p.handle_work(WorkMessage::Expire { job_id: id.clone() }).await;
     }
-    let after = p.app.call(Method::GET, "/videos/stats", Some(&admin_key), None).await.body;
+    let after = p.as_key(&admin_key).stats().await.body;
 
     // Their bytes are gone from the figures; the image job counts as expired.
     let kept = completed[0].output.as_ref().unwrap();
@@ -185,7 +181,7 @@ async fn the_stats_figures_match_a_known_set_of_jobs() {
 
 #[tokio::test]
 async fn concurrent_status_changes_leave_the_counters_consistent_with_the_jobs() {
-    let app = TestApp::isolated(1_000).await;
+    let app = TestApp::builder().credits(1_000).own_stack().build().await;
     let (_, admin_key) = app.another_user(0, Role::Admin).await;
     let mut jobs = Vec::new();
     for _ in 0..8 {
@@ -220,7 +216,7 @@ async fn concurrent_status_changes_leave_the_counters_consistent_with_the_jobs()
     for job in &jobs {
         *expected.get_mut(app.job(&job.job_id).await.status.as_str()).unwrap() += 1;
     }
-    let stats = app.call(Method::GET, "/videos/stats", Some(&admin_key), None).await;
+    let stats = app.as_key(&admin_key).stats().await;
     assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
     assert_eq!(stats.body["jobs_by_status"], serde_json::to_value(&expected).unwrap());
     let failed = expected["failed"];
@@ -238,32 +234,32 @@ async fn only_admins_read_every_figure_or_use_the_admin_endpoints() {
 
     for key in [app.key.as_str(), reviewer_key.as_str()] {
         // Anyone else gets what a frontend shows, and nothing operational.
-        let stats = app.call(Method::GET, "/videos/stats", Some(key), None).await;
+        let stats = app.as_key(key).stats().await;
         assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
         assert_eq!(stats.body["scope"], "user");
         assert!(stats.body.get("duplicate_callbacks").is_none() && stats.body.get("stuck_jobs").is_none(), "{}", stats.body);
-        let keys = app.call(Method::POST, "/videos/admin/keys", Some(key), Some(r#"{"user_id":"x","role":"admin"}"#)).await;
-        let credits = app.call(Method::POST, "/videos/admin/credits", Some(key), Some("not even json")).await;
+        let keys = app.as_key(key).create_key(r#"{"user_id":"x","role":"admin"}"#).await;
+        let credits = app.as_key(key).grant_credits("not even json").await;
         for reply in [keys, credits] {
             assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
             assert_eq!(reply.error_code(), "forbidden");
         }
     }
-    assert_eq!(app.call(Method::GET, "/videos/stats", None, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.anonymous().stats().await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn a_user_sees_the_queue_the_typical_time_and_only_their_own_jobs() {
     let app = TestApp::new(100).await;
     let (_, other_key) = app.another_user(100, Role::User).await;
-    let mine = app.generate(2).await;
-    app.generate(2).await;
-    let theirs = app.call(Method::POST, "/videos/generate", Some(&other_key), Some(r#"{"prompt":"theirs","duration_seconds":1}"#)).await;
+    let mine = app.new_job(2).await;
+    app.new_job(2).await;
+    let theirs = app.as_key(&other_key).generate(r#"{"prompt":"theirs","duration_seconds":1}"#).await;
     assert_eq!(theirs.status, StatusCode::ACCEPTED, "{}", theirs.body);
-    assert_eq!(app.delete(&format!("/videos/jobs/{mine}")).await.status, StatusCode::OK);
+    assert_eq!(app.cancel_job(&mine).await.status, StatusCode::OK);
 
     // Act
-    let stats = app.get("/videos/stats").await;
+    let stats = app.stats().await;
 
     // Assert
     assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
@@ -296,16 +292,16 @@ async fn an_admin_creates_a_key_shown_once_and_grants_credits() {
 
     // Act
     let body = json!({"user_id": user, "role": "user", "label": "test", "credits": 40}).to_string();
-    let created = app.call(Method::POST, "/videos/admin/keys", Some(&admin_key), Some(&body)).await;
+    let created = app.as_key(&admin_key).create_key(&body).await;
     let grant = json!({"user_id": user, "credits": 25}).to_string();
-    let granted = app.call(Method::POST, "/videos/admin/credits", Some(&admin_key), Some(&grant)).await;
+    let granted = app.as_key(&admin_key).grant_credits(&grant).await;
 
     // Assert: the key works, is stored only as its hash, and the credits add up.
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     assert_eq!(created.body["user_id"], user.as_str());
     assert_eq!(created.body["role"], "user");
     let key = created.body["api_key"].as_str().unwrap().to_owned();
-    let account = app.call(Method::GET, "/videos/account", Some(&key), None).await;
+    let account = app.as_key(&key).account().await;
     assert_eq!(account.status, StatusCode::OK);
     assert_eq!(account.body["user_id"], user.as_str());
     assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
@@ -327,7 +323,7 @@ async fn an_admin_creates_a_key_shown_once_and_grants_credits() {
 
     // A second key for the same user adds its credits to the account.
     let again = json!({"user_id": user, "role": "reviewer", "credits": 5}).to_string();
-    let second = app.call(Method::POST, "/videos/admin/keys", Some(&admin_key), Some(&again)).await;
+    let second = app.as_key(&admin_key).create_key(&again).await;
     assert_eq!(second.status, StatusCode::CREATED);
     assert_ne!(second.body["api_key"], created.body["api_key"]);
     assert_eq!(app.credits_of(&user.parse().unwrap()).await, 70);
@@ -335,29 +331,28 @@ async fn an_admin_creates_a_key_shown_once_and_grants_credits() {
 
 #[tokio::test]
 async fn bad_admin_requests_are_refused_with_the_field_and_write_nothing() {
-    let app = TestApp::new(10).await;
-    let (_, admin_key) = app.another_user(0, Role::Admin).await;
+    let admin = TestApp::builder().role(Role::Admin).credits(0).build().await;
     let nobody = format!("nobody-{}", ulid::Ulid::new().to_string().to_lowercase());
 
     let cases = [
-        ("/videos/admin/keys", json!({"user_id": nobody, "role": "superuser"}).to_string(), "role"),
-        ("/videos/admin/keys", json!({"user_id": "bad id!", "role": "user"}).to_string(), "user_id"),
-        ("/videos/admin/credits", json!({"user_id": nobody, "credits": 0}).to_string(), "credits"),
-        ("/videos/admin/credits", json!({"user_id": nobody, "credits": 5}).to_string(), "user_id"),
+        ("create a key", json!({"user_id": nobody, "role": "superuser"}), "role"),
+        ("create a key", json!({"user_id": "bad id!", "role": "user"}), "user_id"),
+        ("grant credits", json!({"user_id": nobody, "credits": 0}), "credits"),
+        ("grant credits", json!({"user_id": nobody, "credits": 5}), "user_id"),
     ];
-    for (path, body, field) in cases {
-        let reply = app.call(Method::POST, path, Some(&admin_key), Some(&body)).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path} {body}: {}", reply.body);
+    for (operation, body, field) in cases {
+        let reply = if operation == "create a key" { admin.create_key(&body).await } else { admin.grant_credits(&body).await };
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{operation} {body}: {}", reply.body);
         assert_eq!(reply.body["error"]["field"], field, "{body}");
     }
-    assert!(app.store.account(&nobody.parse().unwrap()).await.unwrap().is_none(), "no account was opened");
+    assert!(admin.store.account(&nobody.parse().unwrap()).await.unwrap().is_none(), "no account was opened");
 }
 
 use videojobs_core::ports::AccountStore;
 
 #[tokio::test]
 async fn the_scheduled_check_counts_the_stuck_jobs_from_the_index() {
-    let app = TestApp::isolated(100).await;
+    let app = TestApp::builder().credits(100).own_stack().build().await;
     let stuck = job_submitted_long_ago(&app, 3_600).await;
     let _recent = job_submitted_long_ago(&app, 5).await;
     let mut message = aws_lambda_events::event::sqs::SqsMessage::default();

@@ -2,7 +2,7 @@
 //! each test makes one of the pipeline's races happen on purpose, in the
 //! order that used to lose a job, a callback, a message or a video.
 
-use crate::helpers::{next_message, settings, Pipeline, TestApp};
+use crate::harness::{next_message, TestApp};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_http::http::{Method, StatusCode};
@@ -38,10 +38,10 @@ async fn objects_of(app: &TestApp, id: &JobId) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_that_arrive_before_the_request_id_is_stored_still_complete_the_job() {
     // Arrange: the provider renders and calls back before it answers the submission.
-    let p = Pipeline::start(settings()).await;
+    let p = TestApp::builder().with_local_provider().build().await;
 
     // Act
-    let id = p.app.generate_with(&one_second(json!({"callbacks_before_answer": true}))).await;
+    let id = p.new_job_with(&one_second(json!({"callbacks_before_answer": true}))).await;
     let job = p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await;
 
     // Assert: completed long before the 15-minute deadline would have asked the provider.
@@ -52,18 +52,17 @@ async fn callbacks_that_arrive_before_the_request_id_is_stored_still_complete_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_message_of_an_attempt_that_is_no_longer_current_changes_nothing() {
     // Arrange: a job whose third attempt is current (retrying after it).
-    let p = Pipeline::start(settings()).await;
+    let p = TestApp::builder().with_local_provider().build().await;
     let params = JobParams::TextToVideo { duration_seconds: 1, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Sd };
-    let mut job = Job::accepted(JobId::generate(), p.app.user.clone(), params, "local".parse().unwrap(), 1, timestamp::now());
+    let mut job = Job::accepted(JobId::generate(), p.user.clone(), params, "local".parse().unwrap(), 1, timestamp::now());
     job.status = JobStatus::Retrying;
     job.submit_attempt = 3;
-    p.app.put_job(&job).await;
+    p.put_job(&job).await;
     let id = job.job_id.clone();
-    p.app
-        .clients
+    p.clients
         .dynamodb
         .put_item()
-        .table_name(&p.app.resources.prompts_table)
+        .table_name(&p.resources.prompts_table)
         .item("job_id", AttributeValue::S(id.to_string()))
         .item("prompt", AttributeValue::S("A kite over a beach".into()))
         .send()
@@ -73,13 +72,13 @@ async fn a_submit_message_of_an_attempt_that_is_no_longer_current_changes_nothin
     // Act: a late copy of attempt 2, and a duplicate of attempt 3.
     for attempt in [2, 3] {
         let stale = WorkMessage::Submit { job_id: id.clone(), task_token: None, attempt: Some(attempt) };
-        worker::handle(&p.app.app.worker, stale).await.expect("handled");
+        p.handle_work(stale).await;
     }
-    let untouched = p.app.job(&id).await;
+    let untouched = p.job(&id).await;
     // ...then attempt 4, the one that is due.
     let due = WorkMessage::Submit { job_id: id.clone(), task_token: None, attempt: Some(4) };
-    worker::handle(&p.app.app.worker, due).await.expect("handled");
-    let after = p.app.job(&id).await;
+    p.handle_work(due).await;
+    let after = p.job(&id).await;
 
     // Assert
     assert_eq!((untouched.status, untouched.submit_attempt, untouched.provider_request_id.clone()), (JobStatus::Retrying, 3, None));
@@ -93,10 +92,10 @@ async fn a_submit_message_of_an_attempt_that_is_no_longer_current_changes_nothin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_provider_is_retried_by_the_worker_until_it_takes_the_job() {
     // Arrange: 429, 503, 503, 429, then accepted: four of the five submissions refused.
-    let p = Pipeline::start(settings()).await;
+    let p = TestApp::builder().with_local_provider().build().await;
 
     // Act
-    let id = p.app.generate_with(&one_second(json!({"submit_errors": [429, 503, 503, 429]}))).await;
+    let id = p.new_job_with(&one_second(json!({"submit_errors": [429, 503, 503, 429]}))).await;
     let job = p.wait_for(&id, 120, |s| !s.is_in_flight()).await;
 
     // Assert
@@ -107,22 +106,22 @@ async fn a_busy_provider_is_retried_by_the_worker_until_it_takes_the_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_busy_past_every_retry_fails_the_job_once_with_a_refund() {
-    let p = Pipeline::start(settings()).await;
+    let p = TestApp::builder().with_local_provider().build().await;
 
-    let id = p.app.generate_with(&one_second(json!({"submit_errors": [503, 503, 503, 503, 503, 503]}))).await;
+    let id = p.new_job_with(&one_second(json!({"submit_errors": [503, 503, 503, 503, 503, 503]}))).await;
     let job = p.wait_for(&id, 120, |s| !s.is_in_flight()).await;
 
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.error.as_ref().map(|e| e.code.as_str()), Some("provider_busy"));
     assert_eq!(p.provider_stats().await["submissions"][id.as_str()], 5, "no sixth submission");
-    assert_eq!(p.app.credits().await, 1_000, "refunded once");
-    assert_eq!(p.app.settled_execution_status(&id).await.as_deref(), Some("FAILED"));
+    assert_eq!(p.credits().await, 1_000, "refunded once");
+    assert_eq!(p.settled_execution_status(&id).await.as_deref(), Some("FAILED"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_whose_execution_never_started_is_started_by_the_stuck_check() {
     // Arrange: create died between its transaction and StartExecution.
-    let app = TestApp::isolated(10).await;
+    let app = TestApp::builder().credits(10).own_stack().build().await;
     let params = JobParams::TextToVideo { duration_seconds: 1, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Sd };
     let a_minute_ago = timestamp::now() - time::Duration::seconds(60);
     let job = Job::accepted(JobId::generate(), app.user.clone(), params, "local".parse().unwrap(), 1, a_minute_ago);
@@ -142,7 +141,7 @@ async fn a_queued_job_whose_execution_never_started_is_started_by_the_stuck_chec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_that_can_never_be_handled_go_to_the_dead_letter_queue_with_the_reason() {
     // Arrange
-    let app = TestApp::isolated(10).await;
+    let app = TestApp::builder().credits(10).own_stack().build().await;
     let records = ["not json at all", &json!({"kind": "expire", "job_id": JobId::generate()}).to_string()]
         .iter()
         .enumerate()
@@ -217,11 +216,11 @@ impl OutputStore for Interleaved {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_racing_the_retention_expiry_never_leaves_an_approved_job_without_its_video() {
     // Arrange: a completed job; the reviewer approves at the moment expiry deletes.
-    let p = Pipeline::start(settings()).await;
-    let id = p.app.generate_with(&one_second(json!({}))).await;
+    let p = TestApp::builder().with_local_provider().build().await;
+    let id = p.new_job_with(&one_second(json!({}))).await;
     assert_eq!(p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await.status, JobStatus::Completed);
-    let (_, reviewer_key) = p.app.another_user(0, Role::Reviewer).await;
-    let app = Arc::new(p.app.app.clone());
+    let (_, reviewer_key) = p.another_user(0, Role::Reviewer).await;
+    let app = Arc::new(p.app.clone());
     let approve = {
         let (app, id, key) = (app.clone(), id.clone(), reviewer_key.clone());
         move || -> futures::future::BoxFuture<'static, ()> {
@@ -238,15 +237,15 @@ async fn an_approval_racing_the_retention_expiry_never_leaves_an_approved_job_wi
             })
         }
     };
-    let mut worker = p.app.app.worker.clone();
+    let mut worker = p.app.worker.clone();
     worker.outputs = Arc::new(Interleaved { inner: worker.outputs.clone(), before_delete: Some(Box::new(approve)), after_copy: None });
 
     // Act
     worker::handle(&worker, WorkMessage::Expire { job_id: id.clone() }).await.expect("expired");
 
     // Assert: whichever won, the job and S3 agree.
-    let job = p.app.job(&id).await;
-    let objects = objects_of(&p.app, &id).await;
+    let job = p.job(&id).await;
+    let objects = objects_of(&p, &id).await;
     match job.status {
         JobStatus::Approved => assert!(job.output.is_some() && !objects.is_empty(), "approved without its video: {objects:?}"),
         JobStatus::Expired => assert!(job.output.is_none() && objects.is_empty(), "expired with objects left: {objects:?}"),
@@ -259,18 +258,18 @@ async fn an_approval_racing_the_retention_expiry_never_leaves_an_approved_job_wi
 async fn a_cancel_racing_the_completion_leaves_no_video_in_s3() {
     // Arrange: no callbacks, so the test finalizes the job itself; the user
     // cancels just after the output is copied.
-    let p = Pipeline::start(settings()).await;
-    let id = p.app.generate_with(&one_second(json!({"drop_callbacks": true}))).await;
+    let p = TestApp::builder().with_local_provider().build().await;
+    let id = p.new_job_with(&one_second(json!({"drop_callbacks": true}))).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(WAIT);
     let request_id = loop {
-        if let Some(request_id) = p.app.job(&id).await.provider_request_id {
+        if let Some(request_id) = p.job(&id).await.provider_request_id {
             break request_id;
         }
         assert!(std::time::Instant::now() < deadline, "the provider never accepted");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     loop {
-        let url = format!("{}/v1/predictions/{request_id}", p.provider_url);
+        let url = format!("{}/v1/predictions/{request_id}", p.provider_url());
         let prediction: serde_json::Value = reqwest::get(url).await.expect("poll").json().await.expect("json");
         if prediction["status"] == "succeeded" {
             break;
@@ -278,9 +277,9 @@ async fn a_cancel_racing_the_completion_leaves_no_video_in_s3() {
         assert!(std::time::Instant::now() < deadline, "the provider never finished");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let app = Arc::new(p.app.app.clone());
+    let app = Arc::new(p.app.clone());
     let cancel = {
-        let (app, id, key) = (app.clone(), id.clone(), p.app.key.clone());
+        let (app, id, key) = (app.clone(), id.clone(), p.key.clone());
         move || -> futures::future::BoxFuture<'static, ()> {
             let (app, id, key) = (app.clone(), id.clone(), key.clone());
             Box::pin(async move {
@@ -294,23 +293,23 @@ async fn a_cancel_racing_the_completion_leaves_no_video_in_s3() {
             })
         }
     };
-    let mut worker = p.app.app.worker.clone();
+    let mut worker = p.app.worker.clone();
     worker.outputs = Arc::new(Interleaved { inner: worker.outputs.clone(), before_delete: None, after_copy: Some(Box::new(cancel)) });
 
     // Act
     worker::handle(&worker, WorkMessage::Finalize { job_id: id.clone() }).await.expect("finalized");
 
     // Assert
-    let job = p.app.job(&id).await;
+    let job = p.job(&id).await;
     assert_eq!(job.status, JobStatus::Canceled);
-    assert_eq!(objects_of(&p.app, &id).await, Vec::<String>::new(), "the copied video was deleted");
-    assert_eq!(p.app.credits().await, 1_000, "the cancel refunded");
+    assert_eq!(objects_of(&p, &id).await, Vec::<String>::new(), "the copied video was deleted");
+    assert_eq!(p.credits().await, 1_000, "the cancel refunded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_whose_applier_died_is_applied_by_the_providers_retry() {
     // Arrange: a delivery claimed its receipt and died before marking it done.
-    let app = TestApp::isolated(10).await;
+    let app = TestApp::builder().credits(10).own_stack().build().await;
     let event_id = format!("evt_{}", ulid::Ulid::new());
     assert_eq!(app.store.record_receipt("local", &event_id, "lp_x").await.unwrap(), ReceiptClaim::New);
 
@@ -336,7 +335,7 @@ async fn a_callback_whose_applier_died_is_applied_by_the_providers_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_claim_is_released_only_by_the_attempt_that_holds_it() {
     // Arrange: attempt A's lease ran out and attempt B took the claim over.
-    let app = TestApp::isolated(10).await;
+    let app = TestApp::builder().credits(10).own_stack().build().await;
     let id = JobId::generate();
     let status = JobStatus::Completed;
     assert!(app.store.claim_attempt(&id, status, "a", std::time::Duration::ZERO).await.unwrap());
@@ -354,28 +353,34 @@ async fn a_notification_claim_is_released_only_by_the_attempt_that_holds_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_has_at_most_four_deliveries_in_flight() {
-    let app = TestApp::isolated(10).await;
+    let app = TestApp::builder().credits(10).own_stack().build().await;
+    let (other, _) = app.another_user(0, Role::User).await;
     let lease = std::time::Duration::from_secs(60);
+
     let mut held = Vec::new();
     for i in 0..4 {
         held.push(app.store.claim_user_slot(&app.user, 4, &format!("h{i}"), lease).await.unwrap().expect("a free slot"));
     }
+    let fifth = app.store.claim_user_slot(&app.user, 4, "h5", lease).await.unwrap();
+    let others = app.store.claim_user_slot(&other, 4, "h6", lease).await.unwrap();
+    app.store.release_user_slot(&app.user, held[0], "nobody").await.unwrap();
+    let after_a_stranger_released = app.store.claim_user_slot(&app.user, 4, "h7", lease).await.unwrap();
+
     held.sort();
     assert_eq!(held, [0, 1, 2, 3]);
-    assert_eq!(app.store.claim_user_slot(&app.user, 4, "h5", lease).await.unwrap(), None, "a fifth waits");
-    let (other, _) = app.another_user(0, Role::User).await;
-    assert!(app.store.claim_user_slot(&other, 4, "h6", lease).await.unwrap().is_some(), "another tenant is not held back");
-    app.store.release_user_slot(&app.user, held[0], "nobody").await.unwrap();
-    assert_eq!(app.store.claim_user_slot(&app.user, 4, "h7", lease).await.unwrap(), None, "only the holder frees a slot");
+    assert_eq!(fifth, None, "a fifth waits");
+    assert!(others.is_some(), "another tenant is not held back");
+    assert_eq!(after_a_stranger_released, None, "only the holder frees a slot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_dynamodb_cannot_store_is_a_400_and_writes_nothing() {
     let app = TestApp::new(10).await;
     let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+
     for metadata in [format!(r#"{{"deep":{deep}}}"#), r#"{"n":1e300}"#.to_owned()] {
         let body = format!(r#"{{"prompt":"p","metadata":{metadata}}}"#);
-        let reply = app.post("/videos/generate", &body).await;
+        let reply = app.generate(&body).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
         assert_eq!(reply.error_code(), "invalid_request", "{}", reply.body);
     }
@@ -391,22 +396,21 @@ async fn retention_tags(app: &TestApp, key: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_are_tagged_unreviewed_for_the_safety_net_until_approved() {
     // Arrange: a completed video.
-    let p = Pipeline::start(settings()).await;
-    let id = p.app.generate_with(&one_second(json!({}))).await;
+    let p = TestApp::builder().with_local_provider().build().await;
+    let id = p.new_job_with(&one_second(json!({}))).await;
     let job = p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await;
     let video_key = job.output.expect("an output").video_key;
-    assert_eq!(retention_tags(&p.app, &video_key).await, ["unreviewed"]);
-    let (_, reviewer_key) = p.app.another_user(0, Role::Reviewer).await;
+    assert_eq!(retention_tags(&p, &video_key).await, ["unreviewed"]);
+    let (_, reviewer_key) = p.another_user(0, Role::Reviewer).await;
 
     // Act: approved; the worker (polling the queue) marks it.
-    let reply =
-        p.app.call(Method::POST, &format!("/videos/jobs/{id}/review"), Some(&reviewer_key), Some(r#"{"decision":"approve"}"#)).await;
+    let reply = p.as_key(&reviewer_key).review_job(&id, r#"{"decision":"approve"}"#).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while retention_tags(&p.app, &video_key).await != ["kept"] && std::time::Instant::now() < deadline {
+    while retention_tags(&p, &video_key).await != ["kept"] && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 
     // Assert
-    assert_eq!(retention_tags(&p.app, &video_key).await, ["kept"]);
+    assert_eq!(retention_tags(&p, &video_key).await, ["kept"]);
 }

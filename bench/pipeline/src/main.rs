@@ -69,7 +69,7 @@ fn peak_rss_mib() -> f64 {
 
 async fn copy_bench(mib: u64) -> Result<(), Error> {
     let resources = bootstrap()?;
-    let clients = AwsClients::from_env().await;
+    let clients = AwsClients::from_env();
     let dir = std::env::temp_dir().join(format!("copy-bench-{}", ulid::Ulid::new()));
     let id = "lp_copybench";
     std::fs::create_dir_all(dir.join(id))?;
@@ -104,7 +104,7 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     let meter = RequestMeter::default();
     let clients = AwsClients::metered(&meter).await;
     // The event source mapping's polling is Lambda's, counted apart.
-    let poller_clients = AwsClients::from_env().await;
+    let poller_clients = AwsClients::from_env();
     let secret_text = WebhookSecret::generate_text();
     let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let provider_dir = std::env::temp_dir().join(format!("pipeline-bench-{}", ulid::Ulid::new()));
@@ -126,7 +126,13 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     let app = Arc::new(local_api::App::on_aws(&clients, &resources, settings, providers, http.clone(), base.clone()));
     let user: UserId = "bench-user".parse()?;
     let key = ApiKey::generate();
-    app.services.keys.save_key(&key.hash(), &Principal { user_id: user.clone(), role: Role::User }, "bench").await?;
+    app.services
+        .keys
+        .save_key_record(
+            &key.hash(),
+            &videojobs_core::ports::KeyRecord::for_key(&key.hash(), Principal { user_id: user.clone(), role: Role::User }, "bench"),
+        )
+        .await?;
     app.services.accounts.open_account(&user, 1_000_000).await?;
     tokio::spawn(local_api::serve(listener, app.clone()));
     let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -65,6 +65,7 @@ use videojobs_core::model::ids::{ApiKeyHash, IdempotencyKey, JobId, Role, Upload
 use videojobs_core::model::job::{timestamp, Job, JobEvent};
 use videojobs_core::model::request::ImageType;
 use videojobs_core::ports::*;
+use videojobs_core::services::retry::{retry, Backoff, Failed};
 use videojobs_core::{JobStatus, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
@@ -102,7 +103,6 @@ fn owner_pk(provider: &str, request_id: &str) -> String {
 }
 
 /// How often a transaction that lost a race to another is tried again.
-const CONFLICT_RETRIES: usize = 8;
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -532,15 +532,13 @@ fn any_conflict(reasons: &[Option<String>]) -> bool {
     reasons.iter().any(|r| r.as_deref() == Some("TransactionConflict"))
 }
 
-async fn backoff(attempt: usize) {
-    let jitter = rand_millis(10 + 10 * attempt as u64);
-    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
-}
+/// Transactions cancelled by another writer's (`TransactionConflict`) are
+/// tried again, the waits jittered to spread the racing writers.
+pub(crate) const ON_CONFLICT: Backoff = Backoff::jittered(8, std::time::Duration::from_millis(10));
 
-fn rand_millis(max: u64) -> u64 {
-    // Spreads retries of racing writers; no cryptographic quality needed.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0);
-    1 + nanos % max.max(1)
+/// A conflict is worth another try; `what` names the write when they run out.
+pub(crate) fn conflicted(what: &str) -> Failed<StoreError> {
+    Failed::Retry(StoreError::Unavailable(format!("{what} kept conflicting with other writes")))
 }
 
 #[async_trait]
@@ -548,28 +546,29 @@ impl JobStore for DynamoStore {
     async fn create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
         const DEBIT: usize = 2;
         let idempotency_index = new.idempotency.as_ref().map(|_| if new.prompt.is_some() { 4 } else { 3 });
-        for attempt in 0..CONFLICT_RETRIES {
-            match self.transact(self.create_items(new)?).await {
-                Ok(()) => {
-                    crate::stats::emit_created(new);
-                    return Ok(CreateOutcome::Created);
-                }
-                Err(TransactFailure::Store(err)) => return Err(err),
+        let items = self.create_items(new)?;
+        let outcome = retry(ON_CONFLICT, |_| async {
+            match self.transact(items.clone()).await {
+                Ok(()) => Ok(None),
+                Err(TransactFailure::Store(err)) => Err(Failed::Stop(err)),
                 Err(TransactFailure::Cancelled(reasons)) => {
                     if idempotency_index.is_some_and(|i| reason_is(&reasons, i, "ConditionalCheckFailed")) {
-                        return Ok(CreateOutcome::IdempotencyKeyTaken);
+                        Ok(Some(CreateOutcome::IdempotencyKeyTaken))
+                    } else if reason_is(&reasons, DEBIT, "ConditionalCheckFailed") {
+                        Ok(Some(self.debit_refusal(&new.job.user_id, new.job.cost_credits).await.map_err(Failed::Stop)?))
+                    } else if any_conflict(&reasons) {
+                        Err(conflicted("create"))
+                    } else {
+                        Err(Failed::Stop(StoreError::Internal(format!("create cancelled: {reasons:?}"))))
                     }
-                    if reason_is(&reasons, DEBIT, "ConditionalCheckFailed") {
-                        return self.debit_refusal(&new.job.user_id, new.job.cost_credits).await;
-                    }
-                    if !any_conflict(&reasons) {
-                        return Err(StoreError::Internal(format!("create cancelled: {reasons:?}")));
-                    }
-                    backoff(attempt).await;
                 }
             }
+        })
+        .await?;
+        if outcome.is_none() {
+            crate::stats::emit_created(new);
         }
-        Err(StoreError::Unavailable("create kept conflicting with other writes".into()))
+        Ok(outcome.unwrap_or(CreateOutcome::Created))
     }
 
     async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
@@ -616,28 +615,27 @@ impl JobStore for DynamoStore {
     }
 
     async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError> {
-        for attempt in 0..CONFLICT_RETRIES {
-            match self.transact(self.change_items(change)?).await {
-                Ok(()) => {
-                    crate::stats::emit_changed(change);
-                    return Ok(ChangeOutcome::Applied);
-                }
-                Err(TransactFailure::Store(err)) => return Err(err),
+        let items = self.change_items(change)?;
+        let applied = retry(ON_CONFLICT, |_| async {
+            match self.transact(items.clone()).await {
+                Ok(()) => Ok(true),
+                Err(TransactFailure::Store(err)) => Err(Failed::Stop(err)),
+                Err(TransactFailure::Cancelled(reasons)) if reason_is(&reasons, 0, "ConditionalCheckFailed") => Ok(false),
+                Err(TransactFailure::Cancelled(reasons)) if any_conflict(&reasons) => Err(conflicted("status change")),
                 Err(TransactFailure::Cancelled(reasons)) => {
-                    if reason_is(&reasons, 0, "ConditionalCheckFailed") {
-                        return Ok(match self.job(&change.job_id).await? {
-                            Some(job) => ChangeOutcome::StatusWas(job.status),
-                            None => ChangeOutcome::NotFound,
-                        });
-                    }
-                    if !any_conflict(&reasons) {
-                        return Err(StoreError::Internal(format!("status change cancelled: {reasons:?}")));
-                    }
-                    backoff(attempt).await;
+                    Err(Failed::Stop(StoreError::Internal(format!("status change cancelled: {reasons:?}"))))
                 }
             }
+        })
+        .await?;
+        if applied {
+            crate::stats::emit_changed(change);
+            return Ok(ChangeOutcome::Applied);
         }
-        Err(StoreError::Unavailable("status change kept conflicting with other writes".into()))
+        Ok(match self.job(&change.job_id).await? {
+            Some(job) => ChangeOutcome::StatusWas(job.status),
+            None => ChangeOutcome::NotFound,
+        })
     }
 
     async fn idempotency_record(&self, user: &UserId, idem: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {

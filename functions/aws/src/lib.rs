@@ -77,14 +77,8 @@ pub struct AwsClients {
 
 impl AwsClients {
     /// Region, credentials and `AWS_ENDPOINT_URL` (the local stack) come from
-    /// the environment, as for any AWS SDK.
-    pub async fn from_env() -> Self {
-        Self::build(None)
-    }
-
-    /// As [`AwsClients::from_env`], for callers that are not async (building
-    /// reads the environment and does no I/O).
-    pub fn build_from_env() -> Self {
+    /// the environment, as for any AWS SDK (building does no I/O).
+    pub fn from_env() -> Self {
         Self::build(None)
     }
 
@@ -185,18 +179,11 @@ pub fn notifying(store: Arc<DynamoStore>, queue: Arc<SqsWorkQueue>) -> Arc<dyn v
     Arc::new(videojobs_core::services::notifying::NotifyingJobs::new(store, queue))
 }
 
-/// Reads settings and resources from the environment and builds the services.
-pub async fn services_from_env() -> Result<Services, ConfigError> {
-    let settings = Settings::from_env()?;
-    let resources = Resources::from_env()?;
-    Ok(services(&AwsClients::from_env().await, &resources, settings))
-}
-
 /// What every API function's `main` does once: reads and checks settings and
 /// resources now (a bad one fails the start) and builds the services, with
 /// their AWS clients, on the first event.
 pub fn services_on_first_event() -> Result<OnFirstEvent<Services, impl Fn() -> Services>, ConfigError> {
     let settings = Settings::from_env()?;
     let resources = Resources::from_env()?;
-    Ok(OnFirstEvent::new(move || services(&AwsClients::build_from_env(), &resources, settings.clone())))
+    Ok(OnFirstEvent::new(move || services(&AwsClients::from_env(), &resources, settings.clone())))
 }

@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     let providers = videojobs_providers::from_env(http.clone())?;
     let callback_base_url = std::env::var("WEBHOOK_BASE_URL").map_err(|_| "WEBHOOK_BASE_URL is not set")?;
     let worker = OnFirstEvent::new(|| {
-        let clients = AwsClients::build_from_env();
+        let clients = AwsClients::from_env();
         worker::pipeline_on_aws(&clients, &resources, &settings, providers.clone(), http.clone(), callback_base_url.clone())
     });
     run(service_fn(|event| worker::handler(worker.get(), event))).await

@@ -39,16 +39,10 @@ impl App {
         http: videojobs_providers::HttpClient,
         callback_base_url: String,
     ) -> Self {
+        // Each function's own wiring: the local stack runs them as AWS would.
         let worker = worker::pipeline_on_aws(clients, resources, &settings, providers.clone(), http, callback_base_url);
+        let webhook = webhook::callbacks_on_aws(clients, resources, providers);
         let services = videojobs_aws::services(clients, resources, settings);
-        let webhook = webhook::Callbacks {
-            jobs: services.jobs.clone(),
-            queue: services.work.clone(),
-            providers,
-            stats: services.stats.clone(),
-            progress: services.progress.clone(),
-            requests: worker.requests.clone(),
-        };
         Self { services, webhook, worker }
     }
 }
@@ -152,7 +146,10 @@ pub async fn seed_demo(services: &Services, path: &Path) -> Result<DemoKeys, Box
         let key: ApiKey = key.parse()?;
         let principal = Principal { user_id: user_id.clone(), role };
         // Saving a key again is harmless: the same hash maps to the same principal.
-        services.keys.save_key(&key.hash(), &principal, "local demo").await?;
+        services
+            .keys
+            .save_key_record(&key.hash(), &videojobs_core::ports::KeyRecord::for_key(&key.hash(), principal.clone(), "local demo"))
+            .await?;
         services.accounts.open_account(&user_id, DEMO_CREDITS).await?;
     }
     if let Some(dir) = path.parent() {

@@ -15,7 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let http = videojobs_providers::http_client();
     let providers = videojobs_providers::from_env(http.clone())?;
     let callback_base = std::env::var("WEBHOOK_BASE_URL").unwrap_or_else(|_| format!("http://{addr}"));
-    let clients = videojobs_aws::AwsClients::from_env().await;
+    let clients = videojobs_aws::AwsClients::from_env();
     let app = Arc::new(local_api::App::on_aws(&clients, &resources, settings, providers, http, callback_base));
     let keys = local_api::seed_demo(&app.services, &keys_file).await?;
     let listener = local_api::bind(addr).await?;

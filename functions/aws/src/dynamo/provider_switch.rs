@@ -22,17 +22,17 @@ impl ProviderSwitch for DynamoStore {
             .build()
             .map_err(|e| StoreError::Internal(format!("building a provider switch: {e}")))?;
         let items = vec![TransactWriteItem::builder().update(job).build(), put(&self.jobs_table, event_item(event)?, None)?];
-        for attempt in 0..CONFLICT_RETRIES {
+        retry(ON_CONFLICT, |_| async {
             match self.transact(items.clone()).await {
-                Ok(()) => return Ok(true),
-                Err(TransactFailure::Store(err)) => return Err(err),
-                Err(TransactFailure::Cancelled(reasons)) if reason_is(&reasons, 0, "ConditionalCheckFailed") => return Ok(false),
-                Err(TransactFailure::Cancelled(reasons)) if any_conflict(&reasons) => backoff(attempt).await,
+                Ok(()) => Ok(true),
+                Err(TransactFailure::Store(err)) => Err(Failed::Stop(err)),
+                Err(TransactFailure::Cancelled(reasons)) if reason_is(&reasons, 0, "ConditionalCheckFailed") => Ok(false),
+                Err(TransactFailure::Cancelled(reasons)) if any_conflict(&reasons) => Err(conflicted("provider switch")),
                 Err(TransactFailure::Cancelled(reasons)) => {
-                    return Err(StoreError::Internal(format!("provider switch cancelled: {reasons:?}")))
+                    Err(Failed::Stop(StoreError::Internal(format!("provider switch cancelled: {reasons:?}"))))
                 }
             }
-        }
-        Err(StoreError::Unavailable("provider switch kept conflicting with other writes".into()))
+        })
+        .await
     }
 }

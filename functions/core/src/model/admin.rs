@@ -26,6 +26,13 @@ impl KeyRecord {
         Self { key_id: KeyId::generate(), principal, label: label.into(), created_at: now, expires_at, revoked_at: None }
     }
 
+    /// The record of a key made outside the API (the CLI's bootstrap, the
+    /// local stack, tests): no expiry, and an id derived from the key's hash,
+    /// so that saving the same key again changes nothing.
+    pub fn for_key(key: &crate::model::ids::ApiKeyHash, principal: Principal, label: impl Into<String>) -> Self {
+        Self { key_id: KeyId::derived_from(key), ..Self::new(principal, label, crate::model::timestamp::now(), None) }
+    }
+
     /// `active`, `expired` or `revoked` at `now`.
     pub fn state(&self, now: OffsetDateTime) -> &'static str {
         if self.revoked_at.is_some() {

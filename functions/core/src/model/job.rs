@@ -51,6 +51,90 @@ pub struct JobError {
     pub next_step: Option<String>,
 }
 
+/// The ways a job fails for a reason of ours, each with its code (stable, in
+/// docs/ERRORS.md), its message and what the user can do next. A provider's
+/// own failure code and a reviewer's rejection reason reach `JobError` as
+/// they are (see `provider::failure_advice` and `review::ReviewReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The create request's execution could not be started.
+    StartFailed,
+    /// The job's provider is not configured in this deployment.
+    ProviderUnavailable,
+    /// Every submission found the provider busy.
+    ProviderBusy,
+    /// The provider refused or failed the job without a code of its own.
+    GenerationFailed,
+    CanceledByProvider,
+    /// What the provider returned is not a playable video.
+    OutputUnusable,
+    /// Asked after the deadline, the provider does not know the job.
+    LostAtProvider,
+    /// Not ready before the generation deadline.
+    DeadlineExceeded,
+    /// Not reviewed within the retention window: the video was deleted.
+    RetentionExpired,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 9] = [
+        Failure::StartFailed,
+        Failure::ProviderUnavailable,
+        Failure::ProviderBusy,
+        Failure::GenerationFailed,
+        Failure::CanceledByProvider,
+        Failure::OutputUnusable,
+        Failure::LostAtProvider,
+        Failure::DeadlineExceeded,
+        Failure::RetentionExpired,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Failure::StartFailed => "start_failed",
+            Failure::ProviderUnavailable => "provider_unavailable",
+            Failure::ProviderBusy => "provider_busy",
+            Failure::GenerationFailed => "generation_failed",
+            Failure::CanceledByProvider => "canceled_by_provider",
+            Failure::OutputUnusable => "output_unusable",
+            Failure::LostAtProvider => "lost_at_provider",
+            Failure::DeadlineExceeded => "deadline_exceeded",
+            Failure::RetentionExpired => "retention_expired",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Failure::StartFailed => "The job could not be started.",
+            Failure::ProviderUnavailable => "The job's provider is not available.",
+            Failure::ProviderBusy => "The provider was too busy to take the job.",
+            Failure::GenerationFailed => "The video could not be generated.",
+            Failure::CanceledByProvider => "The provider canceled the job.",
+            Failure::OutputUnusable => "The provider returned a file that is not a playable video.",
+            Failure::LostAtProvider => "The provider lost the job.",
+            Failure::DeadlineExceeded => "The video was not ready in time.",
+            Failure::RetentionExpired => "The video was not reviewed in time and was deleted.",
+        }
+    }
+
+    fn next_step(self) -> &'static str {
+        match self {
+            Failure::StartFailed => "Try again in a moment.",
+            Failure::ProviderUnavailable => "Try again with another provider.",
+            Failure::ProviderBusy => "Try again in a few minutes.",
+            Failure::GenerationFailed => "Try again, or change the prompt.",
+            Failure::CanceledByProvider | Failure::OutputUnusable | Failure::LostAtProvider => "Try again.",
+            Failure::DeadlineExceeded => "Try again; a shorter video is usually faster.",
+            Failure::RetentionExpired => "Generate it again.",
+        }
+    }
+
+    /// The error a job that failed this way carries.
+    pub fn error(self) -> JobError {
+        JobError { code: self.code().to_owned(), message: self.message().to_owned(), next_step: Some(self.next_step().to_owned()) }
+    }
+}
+
 /// A reviewer's decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Review {
@@ -252,6 +336,18 @@ pub struct JobEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_failure_has_its_own_code_a_next_step_and_a_row_in_the_error_docs() {
+        let docs = include_str!("../../../../docs/ERRORS.md");
+        let codes: std::collections::HashSet<_> = Failure::ALL.iter().map(|f| f.code()).collect();
+        assert_eq!(codes.len(), Failure::ALL.len(), "codes are unique");
+        for failure in Failure::ALL {
+            let error = failure.error();
+            assert!(error.next_step.is_some_and(|s| !s.is_empty()), "{failure:?}");
+            assert!(docs.contains(&format!("| `{}` |", error.code)), "{} is not in docs/ERRORS.md", error.code);
+        }
+    }
 
     #[test]
     fn timestamps_are_fixed_width_and_sort_as_text() {

@@ -50,16 +50,6 @@ pub trait ApiKeyStore: Send + Sync {
     async fn list_keys(&self, page: &PageRequest) -> Result<Page<KeyRecord>, ListError>;
     /// Revokes a key at `at` (a revoked key stays revoked); `None` when there is no such key.
     async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError>;
-
-    /// Stores a key for a principal, without expiry, under an id derived
-    /// from its hash (saving the same key again changes nothing).
-    async fn save_key(&self, key: &ApiKeyHash, principal: &Principal, label: &str) -> Result<(), StoreError> {
-        let record = KeyRecord {
-            key_id: KeyId::derived_from(key),
-            ..KeyRecord::new(principal.clone(), label, crate::model::job::timestamp::now(), None)
-        };
-        self.save_key_record(key, &record).await
-    }
 }
 
 #[async_trait]

@@ -3,7 +3,7 @@
 
 use crate::model::error::StoreError;
 use crate::model::ids::{ApiKey, IdempotencyKey, JobId, UploadId, UserId};
-use crate::model::job::{timestamp, EventSource, Job, JobError, JobEvent, JobParams};
+use crate::model::job::{timestamp, EventSource, Failure, Job, JobError, JobEvent, JobParams};
 use crate::model::lifecycle::{transition, JobStatus};
 use crate::model::request::{
     prompt_hash, AnimateRequest, CommonOptions, GenerateRequest, ImageSource, InvalidRequest, ProviderName, UploadRequest,
@@ -11,6 +11,7 @@ use crate::model::request::{
 use crate::model::settings::Settings;
 use crate::model::views::*;
 use crate::ports::*;
+use crate::services::retry::{retry, Backoff, Failed};
 use crate::services::AppError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,29 +203,21 @@ impl Services {
 
     async fn wait_for_idempotency_record(&self, user: &UserId, key: &IdempotencyKey) -> Result<IdempotencyRecord, AppError> {
         // The winner's transaction may still be committing when ours is cancelled.
-        for attempt in 0..20u64 {
-            if let Some(record) = self.jobs.idempotency_record(user, key).await? {
-                return Ok(record);
+        retry(Backoff::linear(20, Duration::from_millis(25)), |_| async {
+            match self.jobs.idempotency_record(user, key).await {
+                Ok(Some(record)) => Ok(record),
+                Ok(None) => Err(Failed::Retry(AppError::Unavailable("idempotency record did not appear".into()))),
+                Err(err) => Err(Failed::Stop(err.into())),
             }
-            tokio::time::sleep(Duration::from_millis(25 * (attempt + 1))).await;
-        }
-        Err(AppError::Unavailable("idempotency record did not appear".into()))
+        })
+        .await
     }
 
     /// The execution could not start: fail the job and give its credits back,
     /// so that nothing waits on a job no one will run.
     async fn give_up_unstarted(&self, job: &Job, cause: &StoreError) {
         tracing::error!(job_id = %job.job_id, error = %cause, "could not start the job's execution");
-        let change = failure_change(
-            job,
-            JobStatus::Queued,
-            EventSource::Api,
-            JobError {
-                code: "start_failed".into(),
-                message: "The job could not be started.".into(),
-                next_step: Some("Try again in a moment.".into()),
-            },
-        );
+        let change = failure_change(job, JobStatus::Queued, EventSource::Api, Failure::StartFailed.error());
         if let Some(change) = change {
             if let Err(err) = self.jobs.change_status(&change).await {
                 tracing::error!(job_id = %job.job_id, error = %err, "could not fail the unstarted job");

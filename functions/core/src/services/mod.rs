@@ -10,6 +10,7 @@ pub mod notifying;
 pub mod pipeline;
 pub mod progress;
 pub mod ratelimit;
+pub mod retry;
 pub mod review;
 pub mod stats;
 

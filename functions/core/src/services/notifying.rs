@@ -10,6 +10,7 @@ use crate::model::lifecycle::JobStatus;
 use crate::model::notify::is_notified;
 use crate::model::work::WorkMessage;
 use crate::ports::*;
+use crate::services::retry::{retry, Backoff, Failed};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,18 +38,14 @@ impl NotifyingJobs {
 
     async fn queue_notification(&self, change: &StatusChange) {
         let message = WorkMessage::Notify { job_id: change.job_id.clone(), status: change.transition.to, attempt: 1, not_before: None };
-        let mut last_error = None;
-        for attempt in 0..3u64 {
-            match self.queue.enqueue(&message).await {
-                Ok(()) => {
-                    tracing::info!(job_id = %change.job_id, status = %change.transition.to, "notification queued");
-                    return;
-                }
-                Err(err) => last_error = Some(err),
-            }
-            tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
-        }
-        let error = last_error.map(|e| e.to_string()).unwrap_or_default();
+        let queued =
+            retry(Backoff::linear(3, Duration::from_millis(50)), |_| async { self.queue.enqueue(&message).await.map_err(Failed::Retry) })
+                .await;
+        let Err(error) = queued else {
+            tracing::info!(job_id = %change.job_id, status = %change.transition.to, "notification queued");
+            return;
+        };
+        let error = error.to_string();
         tracing::error!(job_id = %change.job_id, status = %change.transition.to, error, metric = "NotificationsNotQueued",
             "could not queue the client notification; it is lost");
         MetricLine::new().metric("NotificationsNotQueued", 1.0, Unit::Count).emit();

@@ -18,7 +18,7 @@ pub mod submission;
 use crate::model::emf::{MetricLine, Unit};
 use crate::model::error::StoreError;
 use crate::model::ids::JobId;
-use crate::model::job::{timestamp, Artifact, EventSource, Job, JobError};
+use crate::model::job::{timestamp, Artifact, EventSource, Failure, Job, JobError};
 use crate::model::lifecycle::{transition, JobStatus};
 use crate::model::provider::{failure_advice, ProviderError, ProviderOutput, ProviderStatus, SubmitRequest};
 use crate::model::request::ImageSource;
@@ -280,14 +280,7 @@ async fn settle(pipeline: &Pipeline, job: &mut Job, status: ProviderStatus) -> R
                 JobError { message: "The video could not be generated.".into(), next_step: Some(failure_advice(&code).into()), code };
             fail_job(pipeline, job, error, task_errors::JOB_ENDED).await
         }
-        ProviderStatus::Canceled => {
-            let error = JobError {
-                code: "canceled_by_provider".into(),
-                message: "The provider canceled the job.".into(),
-                next_step: Some("Try again.".into()),
-            };
-            fail_job(pipeline, job, error, task_errors::JOB_ENDED).await
-        }
+        ProviderStatus::Canceled => fail_job(pipeline, job, Failure::CanceledByProvider.error(), task_errors::JOB_ENDED).await,
         ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. } => {
             tracing::info!("the provider is still working");
             Ok(())
@@ -381,11 +374,7 @@ async fn complete(pipeline: &Pipeline, job: &mut Job, output: ProviderOutput) ->
 }
 
 fn unusable_output() -> JobError {
-    JobError {
-        code: "output_unusable".into(),
-        message: "The provider returned a file that is not a playable video.".into(),
-        next_step: Some("Try again.".into()),
-    }
+    Failure::OutputUnusable.error()
 }
 
 /// How many times the worker asks a provider after the deadline before the
@@ -428,13 +417,8 @@ async fn poll(pipeline: &Pipeline, id: &JobId, token: Option<&str>, round: u32) 
             Ok(status) => return settle(pipeline, &mut job, status).await,
             Err(ProviderError::Transient { message, .. }) => message,
             Err(err) => {
-                let error = JobError {
-                    code: "lost_at_provider".into(),
-                    message: "The provider lost the job.".into(),
-                    next_step: Some("Try again.".into()),
-                };
                 tracing::warn!(error = %err, "the provider does not know the job");
-                return fail_job(pipeline, &mut job, error, task_errors::JOB_ENDED).await;
+                return fail_job(pipeline, &mut job, Failure::LostAtProvider.error(), task_errors::JOB_ENDED).await;
             }
         }
     };
@@ -460,11 +444,7 @@ async fn expire(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
     let mut job = load(pipeline, id).await?;
     if job.status == JobStatus::Completed {
         let message = "Not reviewed within the retention window; the video was deleted";
-        let error = JobError {
-            code: "retention_expired".into(),
-            message: "The video was not reviewed in time and was deleted.".into(),
-            next_step: Some("Generate it again.".into()),
-        };
+        let error = Failure::RetentionExpired.error();
         if !move_job(pipeline, &mut job, EventSource::Worker, JobStatus::Expired, message, Some(error), JobUpdate::default()).await? {
             tracing::info!(status = %job.status, "the job moved on before it expired");
         }
@@ -530,32 +510,12 @@ async fn keep_output(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
 /// for a video nobody will collect), then the job expires, conditioned on the
 /// status it was read in, so a job that moved on meanwhile is left alone.
 pub async fn give_up(pipeline: &Pipeline, id: &JobId, cause: Option<&str>) -> Result<(), WorkError> {
-    let (to, error) = match cause {
-        Some(task_errors::PROVIDER_BUSY) => (
-            JobStatus::Failed,
-            JobError {
-                code: "provider_busy".into(),
-                message: "The provider was too busy to take the job.".into(),
-                next_step: Some("Try again in a few minutes.".into()),
-            },
-        ),
-        Some(task_errors::PROVIDER_REFUSED | task_errors::JOB_ENDED) => (
-            JobStatus::Failed,
-            JobError {
-                code: "generation_failed".into(),
-                message: "The video could not be generated.".into(),
-                next_step: Some("Try again, or change the prompt.".into()),
-            },
-        ),
-        _ => (
-            JobStatus::Expired,
-            JobError {
-                code: "deadline_exceeded".into(),
-                message: "The video was not ready in time.".into(),
-                next_step: Some("Try again; a shorter video is usually faster.".into()),
-            },
-        ),
+    let (to, failure) = match cause {
+        Some(task_errors::PROVIDER_BUSY) => (JobStatus::Failed, Failure::ProviderBusy),
+        Some(task_errors::PROVIDER_REFUSED | task_errors::JOB_ENDED) => (JobStatus::Failed, Failure::GenerationFailed),
+        _ => (JobStatus::Expired, Failure::DeadlineExceeded),
     };
+    let error = failure.error();
     for _ in 0..5 {
         let mut job = load(pipeline, id).await?;
         if transition(job.status, to).is_err() {

@@ -26,7 +26,7 @@
 
 use super::{fail_job, load, provider_for, submit_request, task_errors, Pipeline, WorkError};
 use crate::model::ids::JobId;
-use crate::model::job::{EventSource, Job, JobError};
+use crate::model::job::{EventSource, Failure, Job, JobError};
 use crate::model::lifecycle::JobStatus;
 use crate::model::provider::{failure_advice, ProviderError};
 use crate::model::work::WorkMessage;
@@ -108,12 +108,7 @@ pub async fn submit(pipeline: &Pipeline, id: &JobId, token: Option<&str>, attemp
 
 async fn attempt_at_provider(pipeline: &Pipeline, job: &mut Job, n: u32) -> Result<(), WorkError> {
     let Some(mut provider) = provider_for(pipeline, job).cloned() else {
-        let error = JobError {
-            code: "provider_unavailable".into(),
-            message: format!("The provider '{}' is not available.", job.provider),
-            next_step: Some("Try again with another provider.".into()),
-        };
-        return fail_job(pipeline, job, error, task_errors::PROVIDER_REFUSED).await;
+        return fail_job(pipeline, job, Failure::ProviderUnavailable.error(), task_errors::PROVIDER_REFUSED).await;
     };
     let mut outcome = provider.submit(&submit_request(pipeline, job).await?).await;
     if let Err(error) = &outcome {
@@ -163,12 +158,7 @@ async fn attempt_at_provider(pipeline: &Pipeline, job: &mut Job, n: u32) -> Resu
         }
         Err(ProviderError::Transient { message, .. }) => {
             tracing::warn!(error = %message, attempt = n, "provider still busy; out of retries");
-            let error = JobError {
-                code: "provider_busy".into(),
-                message: "The provider was too busy to take the job.".into(),
-                next_step: Some("Try again in a few minutes.".into()),
-            };
-            fail_attempt(pipeline, job, n, error, task_errors::PROVIDER_BUSY).await
+            fail_attempt(pipeline, job, n, Failure::ProviderBusy.error(), task_errors::PROVIDER_BUSY).await
         }
         Err(ProviderError::Refused { code, message }) => {
             tracing::info!(code, message, "provider refused the job");

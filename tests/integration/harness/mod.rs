@@ -1,20 +1,28 @@
-//! What the integration tests start and share: one local stack per test run
-//! (fresh tables, queues, bucket and state machine in the moto the test command
-//! started), a fresh user with credits and a key per test, and a client that
-//! calls the real handlers with the real SDK behind them.
+//! The integration tests' harness: one local stack per test run (fresh
+//! tables, queues, bucket and state machine in the moto the test command
+//! started), a [`TestApp`] per test made by [`TestApp::builder`] (a fresh
+//! user with credits and a key; the whole pipeline when asked), the API's
+//! operations as its methods (`api`), the endpoints the pipeline calls out to
+//! (`receivers`), and the helpers the suites share.
+
+pub mod api;
+pub mod receivers;
+
+pub use api::{Caller, HttpApi, Page, Payload, Reply};
+pub use receivers::{BlackHole, Received, Receiver};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use lambda_http::http::{HeaderMap, Method, StatusCode};
-use lambda_http::Body;
+use lambda_http::http::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use videojobs_aws::{AwsClients, DynamoStore, Resources};
 use videojobs_core::model::ids::{ApiKey, JobId, Role, UserId};
 use videojobs_core::model::job::Job;
 use videojobs_core::model::settings::Settings;
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::Providers;
 use videojobs_core::ports::{AccountStore, JobStore, Principal};
 use videojobs_core::services::Services;
@@ -99,6 +107,10 @@ pub fn settings() -> Settings {
     settings
 }
 
+/// One test's view of the stack: a user with a key, the real handlers behind
+/// the local API's router, the AWS clients, and (built `with_local_provider`)
+/// the whole pipeline running. Made by [`TestApp::builder`]; the API's
+/// operations are its methods (as its user), or a [`Caller`]'s.
 pub struct TestApp {
     pub app: local_api::App,
     pub services: Services,
@@ -107,122 +119,415 @@ pub struct TestApp {
     pub resources: Resources,
     pub user: UserId,
     pub key: String,
+    running: Option<Running>,
 }
 
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
+/// What a [`TestApp`] built `with_local_provider` runs: the local provider,
+/// the API and webhook on a local port, and the queue pollers.
+struct Running {
+    base_url: String,
+    provider_url: String,
+    provider_secret: String,
+    _provider: local_provider::Handle,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Reply {
-    pub fn error_code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+enum StackChoice {
+    Shared,
+    Own,
+    On(Resources),
+}
+
+/// Which parts of the stack a test needs, and who its user is.
+pub struct TestAppBuilder {
+    credits: Option<i64>,
+    role: Role,
+    settings: Settings,
+    stack: StackChoice,
+    provider_env: Vec<(String, String)>,
+    local_provider: bool,
+    callback_base_url: String,
+}
+
+impl TestAppBuilder {
+    /// The user's credits (100, or 1,000 `with_local_provider`).
+    pub fn credits(mut self, credits: i64) -> Self {
+        self.credits = Some(credits);
+        self
+    }
+
+    /// The user's role (a user, unless said).
+    pub fn role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// Settings other than [`settings()`].
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// A stack of its own (tables, queues, bucket, state machine), for tests
+    /// that read its queues or run a worker on them.
+    pub fn own_stack(mut self) -> Self {
+        self.stack = StackChoice::Own;
+        self
+    }
+
+    /// The given stack's resources.
+    pub fn on_stack(mut self, resources: Resources) -> Self {
+        self.stack = StackChoice::On(resources);
+        self
+    }
+
+    /// Providers configured from these variables, as a deployment's are
+    /// (`REPLICATE_API_URL`, …); `with_local_provider` adds its own.
+    pub fn provider_env<K: ToString, V: ToString>(mut self, env: impl IntoIterator<Item = (K, V)>) -> Self {
+        self.provider_env.extend(env.into_iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    /// Where providers are told to call back (a closed port, unless running).
+    pub fn callback_base_url(mut self, url: &str) -> Self {
+        self.callback_base_url = url.to_owned();
+        self
+    }
+
+    /// The whole pipeline, on a stack of its own: the local provider, the
+    /// API and webhook on a local port, and the queue pollers (the worker
+    /// and the notifier), as `local-api` runs them.
+    pub fn with_local_provider(mut self) -> Self {
+        self.local_provider = true;
+        self.stack = StackChoice::Own;
+        self
+    }
+
+    pub async fn build(self) -> TestApp {
+        let resources = match self.stack {
+            StackChoice::Shared => resources().clone(),
+            StackChoice::Own => fresh_resources(),
+            StackChoice::On(resources) => resources,
+        };
+        let http = videojobs_providers::http_client();
+        if !self.local_provider {
+            let providers = if self.provider_env.is_empty() {
+                Providers::default()
+            } else {
+                let env = self.provider_env;
+                let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+                videojobs_providers::from_lookup(lookup, http).expect("providers")
+            };
+            let credits = self.credits.unwrap_or(100);
+            return TestApp::on(resources, credits, self.role, self.settings, providers, self.callback_base_url, None).await;
+        }
+        let secret = videojobs_core::model::signing::WebhookSecret::generate_text();
+        let provider_dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
+        let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let provider = local_provider::spawn(
+            provider_listener,
+            local_provider::Config::local(provider_dir, videojobs_core::model::signing::WebhookSecret::parse(&secret).expect("a secret")),
+        )
+        .expect("the local provider starts");
+        let env = self.provider_env;
+        let lookup = |name: &str| match name {
+            "LOCAL_PROVIDER_URL" => Some(provider.base_url.clone()),
+            "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some(secret.clone()),
+            other => env.iter().find(|(n, _)| n == other).map(|(_, v)| v.clone()),
+        };
+        let providers = videojobs_providers::from_lookup(lookup, http).expect("providers");
+        let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let base_url = format!("http://{}", api_listener.local_addr().expect("an address"));
+        let credits = self.credits.unwrap_or(1_000);
+        let mut app = TestApp::on(resources, credits, self.role, self.settings, providers, base_url.clone(), None).await;
+        let server = tokio::spawn(local_api::serve(api_listener, Arc::new(app.app.clone())));
+        // What the SQS event source mappings do on AWS (and `local-api` does
+        // locally): pollers on the work queue and on the notification queue.
+        let mut tasks = vec![server];
+        tasks.extend(local_api::queue::spawn_pollers(&app.clients.sqs, &app.resources, &app.app.worker));
+        app.running =
+            Some(Running { base_url, provider_url: provider.base_url.clone(), provider_secret: secret, _provider: provider, tasks });
+        app
     }
 }
 
 impl TestApp {
-    /// A fresh user with `credits` and a user key.
+    /// A user with 100 credits on the shared stack, no providers: say what
+    /// else the test needs.
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            credits: None,
+            role: Role::User,
+            settings: settings(),
+            stack: StackChoice::Shared,
+            provider_env: Vec::new(),
+            local_provider: false,
+            callback_base_url: "http://127.0.0.1:9".into(),
+        }
+    }
+
+    /// The most common case: a user with `credits` on the shared stack.
     pub async fn new(credits: i64) -> Self {
-        Self::with_settings(credits, settings()).await
+        Self::builder().credits(credits).build().await
     }
 
-    pub async fn with_settings(credits: i64, settings: Settings) -> Self {
-        Self::on(resources().clone(), credits, settings, Providers::default(), "http://127.0.0.1:9".into()).await
-    }
-
-    /// A user on a stack of its own, for tests that read the work queue.
-    pub async fn isolated(credits: i64) -> Self {
-        Self::on(fresh_resources(), credits, settings(), Providers::default(), "http://127.0.0.1:9".into()).await
-    }
-
-    /// A user on the given stack, with the given providers.
-    pub async fn on(resources: Resources, credits: i64, settings: Settings, providers: Providers, callback_base_url: String) -> Self {
-        let clients = AwsClients::from_env().await;
+    async fn on(
+        resources: Resources,
+        credits: i64,
+        role: Role,
+        settings: Settings,
+        providers: Providers,
+        callback_base_url: String,
+        running: Option<Running>,
+    ) -> Self {
+        let clients = AwsClients::from_env();
         let store = DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table);
         let http = videojobs_providers::http_client();
         let app = local_api::App::on_aws(&clients, &resources, settings, providers, http, callback_base_url);
         let services = app.services.clone();
-        let (user, key) = new_user(&services, credits, Role::User).await;
-        Self { app, services, clients, store, resources, user, key }
+        let (user, key) = new_user(&services, credits, role).await;
+        Self { app, services, clients, store, resources, user, key, running }
     }
+
+    // ------------------------------------------------------------------ users and callers
 
     /// Another user of the same stack, with their own key.
     pub async fn another_user(&self, credits: i64, role: Role) -> (UserId, String) {
         new_user(&self.services, credits, role).await
     }
 
-    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<&str>) -> Reply {
-        self.call_with(method, path, key, body, &[]).await
+    /// Saves `key` for `user` with `role` (for keys a test must know in advance).
+    pub async fn save_key(&self, key: &ApiKey, user: &UserId, role: Role) {
+        save_key(&self.services, key, user, role).await;
     }
 
-    pub async fn call_with(&self, method: Method, path: &str, key: Option<&str>, body: Option<&str>, headers: &[(&str, &str)]) -> Reply {
-        let mut builder = lambda_http::http::Request::builder().method(method).uri(format!("https://api.test{path}"));
-        if let Some(key) = key {
-            builder = builder.header("authorization", format!("Bearer {key}"));
-        }
-        if body.is_some() {
-            builder = builder.header("content-type", "application/json");
-        }
+    /// The API as the holder of `key`.
+    pub fn as_key(&self, key: &str) -> Caller<'_> {
+        Caller::in_process(self, Some(key))
+    }
+
+    /// The API with no key at all.
+    pub fn anonymous(&self) -> Caller<'_> {
+        Caller::in_process(self, None)
+    }
+
+    /// The API as this app's user, with a header of its own on each request.
+    pub fn with_header(&self, name: &str, value: &str) -> Caller<'_> {
+        Caller::in_process(self, Some(&self.key)).with_header(name, value)
+    }
+
+    /// The API as this app's user, creating with an idempotency key.
+    pub fn idempotent(&self, key: &str) -> Caller<'_> {
+        self.with_header("idempotency-key", key)
+    }
+
+    /// One request as this app's user, for what no operation covers.
+    pub async fn request(&self, method: Method, path: &str, payload: Payload) -> Reply {
+        self.dispatch(method, path, Some(&self.key), &[], payload).await
+    }
+
+    pub(crate) async fn dispatch(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(String, String)],
+        payload: Payload,
+    ) -> Reply {
+        api::dispatch(&self.app, method, path, key, headers, payload).await
+    }
+
+    pub fn with_headers(&self, headers: &[(&str, &str)]) -> Caller<'_> {
+        let mut caller = Caller::in_process(self, Some(&self.key));
         for (name, value) in headers {
-            builder = builder.header(*name, *value);
+            caller = caller.with_header(name, value);
         }
-        let body = body.map(|b| Body::Text(b.to_owned())).unwrap_or(Body::Empty);
-        let request = builder.body(body).expect("a valid request");
-        self.send(request).await
+        caller
     }
+}
 
-    /// Every answer is checked against docs/openapi.json on its way back.
-    pub async fn send(&self, request: lambda_http::Request) -> Reply {
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let response = local_api::dispatch(&self.app, request).await;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes: &[u8] = response.body().as_ref();
-        crate::contract::check(&method, &path, status.as_u16(), &headers, bytes);
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(bytes).expect("a JSON body") };
-        Reply { status, headers, body }
-    }
+// Every operation of the API, whichever the suites call.
+#[allow(dead_code)]
+impl TestApp {
+    api::operations!();
+}
 
-    pub async fn get(&self, path: &str) -> Reply {
-        self.call(Method::GET, path, Some(&self.key), None).await
-    }
+impl TestApp {
+    // ------------------------------------------------------------------ jobs through the API
 
-    pub async fn post(&self, path: &str, body: &str) -> Reply {
-        self.call(Method::POST, path, Some(&self.key), Some(body)).await
-    }
-
-    pub async fn delete(&self, path: &str) -> Reply {
-        self.call(Method::DELETE, path, Some(&self.key), None).await
-    }
-
-    /// Creates a text-to-video job and returns its id.
-    pub async fn generate(&self, seconds: u32) -> JobId {
-        self.generate_with(&serde_json::json!({"prompt": "a test clip", "duration_seconds": seconds})).await
+    /// Creates a text-to-video job of `seconds` and returns its id.
+    pub async fn new_job(&self, seconds: u32) -> JobId {
+        self.new_job_with(&serde_json::json!({"prompt": "a test clip", "duration_seconds": seconds})).await
     }
 
     /// Creates a text-to-video job from `body`, which must be accepted.
-    pub async fn generate_with(&self, body: &Value) -> JobId {
-        let reply = self.post("/videos/generate", &body.to_string()).await;
-        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-        reply.body["job_id"].as_str().expect("a job id").parse().expect("a valid job id")
+    pub async fn new_job_with(&self, body: &Value) -> JobId {
+        self.generate(body).await.job_id()
     }
 
-    /// Uploads a PNG the way a client does (the API's form, then a PUT to
-    /// its URL) and returns the upload id.
-    pub async fn upload_png(&self, image: &[u8]) -> Value {
-        let upload = self.post("/videos/uploads", &format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
-        assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.body);
-        let headers: Vec<(String, String)> = upload.body["headers"]
-            .as_object()
-            .expect("upload headers")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-            .collect();
-        assert_eq!(http_put(upload.body["url"].as_str().expect("an upload URL"), &headers, image).await, 200);
-        upload.body["upload_id"].clone()
+    /// Creates a 2-second 480p job that notifies `webhook_url`.
+    pub async fn new_job_with_webhook(&self, webhook_url: &str) -> JobId {
+        let body =
+            serde_json::json!({"prompt": "A kite over the dunes", "duration_seconds": 2, "resolution": "480p", "webhook_url": webhook_url});
+        self.new_job_with(&body).await
     }
+
+    /// The job's events as the API lists them.
+    pub async fn events(&self, id: &JobId) -> Vec<Value> {
+        let reply = self.job_events(id).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        reply.body["events"].as_array().expect("events").clone()
+    }
+
+    /// The job's events from one source (`reviewer`, `notifier`, …).
+    pub async fn events_from(&self, id: &JobId, source: &str) -> Vec<Value> {
+        self.events(id).await.into_iter().filter(|e| e["source"] == source).collect()
+    }
+
+    /// The job's events from `source`, once there are `count` of them (or after 30 s).
+    pub async fn wait_for_events_from(&self, id: &JobId, source: &str, count: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let events = self.events_from(id, source).await;
+            if events.len() >= count || std::time::Instant::now() > deadline {
+                return events;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The user's webhook signing secret.
+    pub async fn signing_secret(&self) -> String {
+        let reply = self.webhook_secret().await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        reply.body["secret"].as_str().expect("a secret").to_owned()
+    }
+
+    /// Asks for an upload of `bytes` declared as `content_type`, PUTs them
+    /// to its URL the way a client does, and returns the upload id.
+    pub async fn upload(&self, content_type: &str, bytes: &[u8]) -> String {
+        let upload = self.create_upload(serde_json::json!({"content_type": content_type, "size_bytes": bytes.len()})).await;
+        assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.text);
+        assert_eq!(put_presigned(&upload.body, bytes).await, 200);
+        upload.body["upload_id"].as_str().expect("an upload id").to_owned()
+    }
+
+    /// Uploads a PNG and returns the upload id (as JSON, for a request body).
+    pub async fn upload_png(&self, image: &[u8]) -> Value {
+        Value::String(self.upload("image/png", image).await)
+    }
+
+    /// Waits until the job's status satisfies `done`, or panics after `seconds`.
+    pub async fn wait_for(&self, id: &JobId, seconds: u64, done: impl Fn(JobStatus) -> bool) -> Job {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
+            let job = self.job(id).await;
+            if done(job.status) {
+                return job;
+            }
+            if std::time::Instant::now() > deadline {
+                let events = self.job_events(id).await;
+                panic!("job {id} is still {} after {seconds} s; events: {}", job.status, events.body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Hands `message` to the worker, as its queue's poller does; it must be handled.
+    pub async fn handle_work(&self, message: WorkMessage) {
+        worker::handle(&self.app.worker, message).await.expect("the worker handles it");
+    }
+
+    /// Waits until the job's stored output is forgotten (its objects deleted
+    /// by the worker after a rejection or an expiry), or panics after `seconds`.
+    pub async fn wait_for_output_gone(&self, id: &JobId, seconds: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        while self.job(id).await.output.is_some() {
+            assert!(std::time::Instant::now() < deadline, "the output of {id} was not deleted within {seconds} s");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the worker has stored the provider's request id (the
+    /// provider accepted the job), or panics after `seconds`; returns it.
+    pub async fn wait_for_provider_request(&self, id: &JobId, seconds: u64) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
+            if let Some(request_id) = self.job(id).await.provider_request_id {
+                return request_id;
+            }
+            assert!(std::time::Instant::now() < deadline, "the provider never accepted {id} within {seconds} s");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    // ------------------------------------------------------------------ the running pipeline
+
+    fn running(&self) -> &Running {
+        self.running.as_ref().expect("a TestApp built with_local_provider")
+    }
+
+    /// The API's URL (built `with_local_provider`).
+    pub fn base_url(&self) -> &str {
+        &self.running().base_url
+    }
+
+    /// The API over HTTP (built `with_local_provider`).
+    pub fn http(&self) -> HttpApi {
+        HttpApi::new(self.base_url())
+    }
+
+    /// The local provider's URL (built `with_local_provider`).
+    pub fn provider_url(&self) -> &str {
+        &self.running().provider_url
+    }
+
+    /// The secret the local provider signs its callbacks with.
+    pub fn provider_secret(&self) -> &str {
+        &self.running().provider_secret
+    }
+
+    /// Posts a callback to the webhook signed with the local provider's secret.
+    pub async fn signed_callback(&self, event_id: &str, body: &Value) -> Reply {
+        let secret = videojobs_core::model::signing::WebhookSecret::parse(self.provider_secret()).expect("a secret");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let text = body.to_string();
+        let signature = secret.sign(event_id, now, text.as_bytes());
+        let now = now.to_string();
+        let headers = [("webhook-id", event_id), ("webhook-timestamp", now.as_str()), ("webhook-signature", signature.as_str())];
+        self.anonymous().provider_callback("local", &headers, text).await
+    }
+
+    /// What the local provider has seen (`/v1/stats`).
+    pub async fn provider_stats(&self) -> Value {
+        let response = reqwest::get(format!("{}/v1/stats", self.provider_url())).await.expect("stats");
+        response.json().await.expect("stats JSON")
+    }
+
+    /// Runs the `videojobs` command in-process against this app's API, with
+    /// the URL and key in the environment, as a user would set them (served
+    /// on a local port for the run when the app is not running).
+    pub async fn videojobs(&self, key: &str, args: &[&str]) -> CliRun {
+        if let Some(running) = &self.running {
+            return videojobs_at(&running.base_url, key, args).await;
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let server = tokio::spawn(local_api::serve(listener, Arc::new(self.app.clone())));
+        let run = videojobs_at(&url, key, args).await;
+        server.abort();
+        run
+    }
+
+    // ------------------------------------------------------------------ the stack behind the API
 
     pub async fn credits(&self) -> i64 {
         self.credits_of(&self.user).await
@@ -302,14 +607,57 @@ impl TestApp {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
+
+    /// Stores stand-in bytes at `key` in the media bucket.
+    pub async fn put_object(&self, key: &str) {
+        self.clients
+            .s3
+            .put_object()
+            .bucket(&self.resources.media_bucket)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(b"stand-in bytes".to_vec()))
+            .send()
+            .await
+            .expect("object stored");
+    }
+
+    /// Whether the media bucket holds `key`.
+    pub async fn object_exists(&self, key: &str) -> bool {
+        match self.clients.s3.head_object().bucket(&self.resources.media_bucket).key(key).send().await {
+            Ok(_) => true,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => false,
+            Err(err) => panic!("HeadObject {key}: {err:?}"),
+        }
+    }
 }
 
+/// A queue message's JSON as the worker reads it.
+pub fn work_message(body: Value) -> WorkMessage {
+    serde_json::from_value(body).expect("a work message")
+}
+
+/// A job's video in the media bucket.
+pub fn video_key(id: &JobId) -> String {
+    format!("outputs/{id}/video.mp4")
+}
+
+/// A job's thumbnail in the media bucket.
+pub fn thumbnail_key(id: &JobId) -> String {
+    format!("outputs/{id}/thumbnail.jpg")
+}
+
+/// The one way a test makes a user: an account with `credits` and a key with `role`.
 async fn new_user(services: &Services, credits: i64, role: Role) -> (UserId, String) {
     let user: UserId = format!("user-{}", ulid::Ulid::new().to_string().to_lowercase()).parse().expect("valid user id");
     let key = ApiKey::generate();
-    services.keys.save_key(&key.hash(), &Principal { user_id: user.clone(), role }, "test").await.expect("key saved");
+    save_key(services, &key, &user, role).await;
     services.accounts.open_account(&user, credits).await.expect("account opened");
     (user, key.expose().to_owned())
+}
+
+async fn save_key(services: &Services, key: &ApiKey, user: &UserId, role: Role) {
+    let record = videojobs_core::ports::KeyRecord::for_key(&key.hash(), Principal { user_id: user.clone(), role }, "test");
+    services.keys.save_key_record(&key.hash(), &record).await.expect("key saved");
 }
 
 /// Runs `count` copies of a future-producing closure at once.
@@ -321,29 +669,15 @@ where
     futures::future::join_all((0..count).map(make)).await
 }
 
-/// A plain HTTP/1.1 PUT (the local stack speaks http), returning the status.
-pub async fn http_put(url: &str, headers: &[(String, String)], body: &[u8]) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let url = url::Url::parse(url).expect("a URL");
-    let host = url.host_str().expect("a host");
-    let port = url.port_or_known_default().expect("a port");
-    let mut target = url.path().to_owned();
-    if let Some(query) = url.query() {
-        target.push('?');
-        target.push_str(query);
+/// PUTs `bytes` to an upload's presigned URL with the headers the API asked
+/// for, as a client does; returns the HTTP status.
+pub async fn put_presigned(upload: &Value, bytes: &[u8]) -> u16 {
+    let url = upload["url"].as_str().expect("an upload URL");
+    let mut request = reqwest::Client::new().put(url).body(bytes.to_vec());
+    for (name, value) in upload["headers"].as_object().expect("upload headers") {
+        request = request.header(name.as_str(), value.as_str().unwrap_or_default());
     }
-    let mut head = format!("PUT {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut stream = tokio::net::TcpStream::connect((host, port)).await.expect("connected");
-    stream.write_all(head.as_bytes()).await.expect("head sent");
-    stream.write_all(body).await.expect("body sent");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("response read");
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line")
+    request.send().await.expect("the PUT is answered").status().as_u16()
 }
 
 /// Up to ten messages from the stack's work queue (waiting a second for them).
@@ -409,108 +743,6 @@ pub async fn next_message(app: &TestApp, job: &JobId, kind: &str) -> (serde_json
         }
     }
     panic!("no {kind} message for {job} within 20 s");
-}
-
-/// The whole pipeline for one test: a stack of its own, the local provider,
-/// the API and webhook on a local port, and the worker polling the queue.
-pub struct Pipeline {
-    pub app: TestApp,
-    pub provider_url: String,
-    pub callback_base_url: String,
-    pub secret: String,
-    _provider: local_provider::Handle,
-    _tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        for task in &self._tasks {
-            task.abort();
-        }
-    }
-}
-
-impl Pipeline {
-    pub async fn start(settings: Settings) -> Self {
-        Self::start_with(settings, Vec::new()).await
-    }
-
-    /// The pipeline with further provider settings (`REPLICATE_API_URL`, …).
-    pub async fn start_with(settings: Settings, provider_env: Vec<(&'static str, String)>) -> Self {
-        let resources = fresh_resources();
-        let secret = videojobs_core::model::signing::WebhookSecret::generate_text();
-        let provider_dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
-        let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        let provider = local_provider::spawn(
-            provider_listener,
-            local_provider::Config::local(provider_dir, videojobs_core::model::signing::WebhookSecret::parse(&secret).expect("a secret")),
-        )
-        .expect("the local provider starts");
-        let http = videojobs_providers::http_client();
-        let lookup = |name: &str| match name {
-            "LOCAL_PROVIDER_URL" => Some(provider.base_url.clone()),
-            "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some(secret.clone()),
-            other => provider_env.iter().find(|(name, _)| *name == other).map(|(_, value)| value.clone()),
-        };
-        let providers = videojobs_providers::from_lookup(lookup, http).expect("providers");
-        let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        let callback_base = format!("http://{}", api_listener.local_addr().expect("an address"));
-        let app = TestApp::on(resources, 1_000, settings, providers, callback_base.clone()).await;
-        let server = tokio::spawn(local_api::serve(api_listener, std::sync::Arc::new(app.app.clone())));
-        let mut tasks = vec![server];
-        tasks.extend(Self::pollers(&app));
-        Self { app, provider_url: provider.base_url.clone(), callback_base_url: callback_base, secret, _provider: provider, _tasks: tasks }
-    }
-
-    /// What the SQS event source mappings do on AWS (and `local-api` does
-    /// locally): pollers on the work queue and on the notification queue.
-    fn pollers(app: &TestApp) -> Vec<tokio::task::JoinHandle<()>> {
-        local_api::queue::spawn_pollers(&app.clients.sqs, &app.resources, &app.app.worker)
-    }
-
-    /// Waits until the job's status satisfies `done`, or panics after `seconds`.
-    pub async fn wait_for(&self, id: &JobId, seconds: u64, done: impl Fn(JobStatus) -> bool) -> Job {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
-        loop {
-            let job = self.app.job(id).await;
-            if done(job.status) {
-                return job;
-            }
-            if std::time::Instant::now() > deadline {
-                let events = self.app.get(&format!("/videos/jobs/{id}/events")).await;
-                panic!("job {id} is still {} after {seconds} s; events: {}", job.status, events.body);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Posts a callback to the webhook signed with the local provider's secret.
-    pub async fn signed_callback(&self, event_id: &str, body: &Value) -> Reply {
-        let secret = videojobs_core::model::signing::WebhookSecret::parse(&self.secret).expect("a secret");
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let text = body.to_string();
-        let request = lambda_http::http::Request::builder()
-            .method(Method::POST)
-            .uri("https://hooks.test/webhooks/local")
-            .header("content-type", "application/json")
-            .header("webhook-id", event_id)
-            .header("webhook-timestamp", now.to_string())
-            .header("webhook-signature", secret.sign(event_id, now, text.as_bytes()))
-            .body(Body::Text(text))
-            .expect("a valid request");
-        self.app.send(request).await
-    }
-
-    /// Runs the `videojobs` command in-process against this pipeline's API,
-    /// with the URL and key in the environment, as a user would set them.
-    pub async fn videojobs(&self, key: &str, args: &[&str]) -> CliRun {
-        videojobs_at(&self.callback_base_url, key, args).await
-    }
-
-    pub async fn provider_stats(&self) -> serde_json::Value {
-        let response = reqwest::get(format!("{}/v1/stats", self.provider_url)).await.expect("stats");
-        response.json().await.expect("stats JSON")
-    }
 }
 
 /// What a `videojobs` run printed, and its exit code.
@@ -607,217 +839,6 @@ impl SeededRng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
-}
-
-/// The API over HTTP, as a client reaches it (the `local-api` binary, or the
-/// server a [`Pipeline`] runs).
-#[derive(Clone)]
-pub struct HttpApi {
-    pub base_url: String,
-    http: reqwest::Client,
-}
-
-impl HttpApi {
-    pub fn new(base_url: &str) -> Self {
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("an HTTP client");
-        Self { base_url: base_url.trim_end_matches('/').to_owned(), http }
-    }
-
-    /// Sends one request; a network error is status 0 with the error as the body.
-    pub async fn send(&self, method: Method, path: &str, key: &str, body: Option<&Value>, idempotency_key: Option<&str>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).expect("a method");
-        let mut request = self.http.request(method, format!("{}{path}", self.base_url)).bearer_auth(key);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        if let Some(idempotency_key) = idempotency_key {
-            request = request.header("idempotency-key", idempotency_key);
-        }
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let bytes = response.bytes().await.unwrap_or_default();
-                (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-            }
-            Err(err) => (0, Value::String(err.to_string())),
-        }
-    }
-}
-
-/// One connection a [`WebhookReceiver`] accepted: when, the request it read,
-/// whether it answered, and when the other side closed it.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    pub accepted_at: time::OffsetDateTime,
-    pub closed_at: Option<time::OffsetDateTime>,
-    pub path: Option<String>,
-    pub headers: HashMap<String, String>,
-    pub body: Value,
-    pub answered: Option<u16>,
-}
-
-impl Connection {
-    /// Open at `at`: accepted before it and not yet closed by then.
-    pub fn open_at(&self, at: time::OffsetDateTime) -> bool {
-        self.accepted_at <= at && self.closed_at.is_none_or(|closed| closed > at)
-    }
-}
-
-/// A notification as a client received it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Delivery {
-    pub path: String,
-    pub job_id: String,
-    pub status: String,
-    pub webhook_id: String,
-}
-
-/// A client's webhook endpoint on loopback: answers every request with a
-/// status at once, or (hanging) accepts the connection, reads the request
-/// and never answers, as a broken endpoint does. Keeps every connection.
-pub struct WebhookReceiver {
-    base_url: String,
-    log: Arc<Mutex<Vec<Connection>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for WebhookReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl WebhookReceiver {
-    pub async fn answering(status: u16) -> Self {
-        Self::start(Some(status)).await
-    }
-
-    pub async fn hanging() -> Self {
-        Self::start(None).await
-    }
-
-    async fn start(answer: Option<u16>) -> Self {
-        use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        let base_url = format!("http://{}", listener.local_addr().expect("an address"));
-        let log: Arc<Mutex<Vec<Connection>>> = Arc::default();
-        let connections = log.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else { continue };
-                let index = {
-                    let mut log = connections.lock().expect("log");
-                    log.push(Connection {
-                        accepted_at: time::OffsetDateTime::now_utc(),
-                        closed_at: None,
-                        path: None,
-                        headers: HashMap::new(),
-                        body: Value::Null,
-                        answered: None,
-                    });
-                    log.len() - 1
-                };
-                let log = connections.clone();
-                tokio::spawn(async move {
-                    let request = read_http_request(&mut stream).await;
-                    if let Some((path, headers, body)) = request {
-                        let mut log = log.lock().expect("log");
-                        let entry = &mut log[index];
-                        entry.path = Some(path);
-                        entry.headers = headers;
-                        entry.body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    }
-                    match answer {
-                        Some(status) => {
-                            let head = format!("HTTP/1.1 {status} Answered\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                            let answered = stream.write_all(head.as_bytes()).await.is_ok();
-                            let _ = stream.shutdown().await;
-                            let mut log = log.lock().expect("log");
-                            log[index].answered = answered.then_some(status);
-                            log[index].closed_at = Some(time::OffsetDateTime::now_utc());
-                        }
-                        None => {
-                            // Hold the connection until the sender gives up.
-                            let mut sink = [0u8; 1024];
-                            loop {
-                                match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
-                                    Ok(0) | Err(_) => break,
-                                    Ok(_) => {}
-                                }
-                            }
-                            log.lock().expect("log")[index].closed_at = Some(time::OffsetDateTime::now_utc());
-                        }
-                    }
-                });
-            }
-        });
-        Self { base_url, log, task }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
-    }
-
-    pub fn connections(&self) -> Vec<Connection> {
-        self.log.lock().expect("log").clone()
-    }
-
-    /// Every notification read, answered or not.
-    pub fn deliveries(&self) -> Vec<Delivery> {
-        self.connections()
-            .into_iter()
-            .filter_map(|c| {
-                Some(Delivery {
-                    path: c.path?,
-                    job_id: c.body["job_id"].as_str()?.to_owned(),
-                    status: c.body["status"].as_str()?.to_owned(),
-                    webhook_id: c.headers.get("webhook-id").cloned().unwrap_or_default(),
-                })
-            })
-            .collect()
-    }
-
-    pub fn open_at(&self, at: time::OffsetDateTime) -> usize {
-        self.connections().iter().filter(|c| c.open_at(at)).count()
-    }
-
-    pub fn answered(&self) -> usize {
-        self.connections().iter().filter(|c| c.answered.is_some()).count()
-    }
-}
-
-/// The request line's path, the headers and the body of one HTTP/1.1 request.
-pub async fn read_http_request(stream: &mut tokio::net::TcpStream) -> Option<(String, HashMap<String, String>, Vec<u8>)> {
-    use tokio::io::AsyncReadExt;
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-    let headers: HashMap<String, String> = head
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    while buffer.len() < head_end + length {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-    Some((path, headers, buffer[head_end..].to_vec()))
 }
 
 /// One of the workspace's binaries, built next to this test binary
