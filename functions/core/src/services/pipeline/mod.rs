@@ -85,6 +85,9 @@ pub enum WorkError {
     /// The provider could not be reached or was busy for a step that must happen.
     #[error("provider unavailable: {0}")]
     ProviderUnavailable(String),
+    /// Another step has to happen first: the message comes back later.
+    #[error("not yet: {0}")]
+    NotYet(String),
     /// The message ran past its time budget: it comes back later.
     #[error("the message took longer than its budget of {0:?}")]
     OutOfTime(Duration),
@@ -95,7 +98,7 @@ impl WorkError {
         match self {
             WorkError::Unusable(_) => false,
             WorkError::Store(err) => err.is_retryable(),
-            WorkError::ProviderUnavailable(_) | WorkError::OutOfTime(_) => true,
+            WorkError::ProviderUnavailable(_) | WorkError::NotYet(_) | WorkError::OutOfTime(_) => true,
         }
     }
 }
@@ -210,6 +213,12 @@ async fn finalize(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
     if !matches!(job.status, JobStatus::Submitted | JobStatus::Processing) {
         tracing::info!(status = %job.status, "nothing to finalize");
         return Ok(());
+    }
+    if job.provider_request_id.is_none() {
+        // The webhook found the request's owner before the submission stored
+        // the request id on the job (the owner is recorded first, and the
+        // submission may have died in between): come back once it is stored.
+        return Err(WorkError::NotYet("the provider's request id is not stored on the job yet".into()));
     }
     let (provider, request_id) = provider_request(pipeline, &job)?;
     match provider.poll(&request_id).await {
@@ -336,10 +345,25 @@ async fn complete(pipeline: &Pipeline, job: &mut Job, output: ProviderOutput) ->
     let done = move_job(pipeline, job, EventSource::Worker, JobStatus::Completed, "The video is stored and ready for review", None, update)
         .await?;
     if !done && job.status != JobStatus::Completed {
-        // Canceled (or ended) while the output was copied: nothing points at
-        // the copy, so it goes now rather than stay in S3 for good.
-        tracing::info!(status = %job.status, "job moved on while its output was copied; deleting the copy");
-        pipeline.outputs.delete(&keys).await?;
+        // The keys are fixed: when another copy of this step completed the
+        // job first (then it was reviewed or expired), this copy replaced
+        // the job's own video, which must stay (and stay kept once approved).
+        let current = load(pipeline, &job.job_id).await?;
+        match &current.output {
+            None => {
+                // Canceled (or ended) while the output was copied: nothing
+                // points at the copy, so it goes now rather than stay in S3.
+                tracing::info!(status = %job.status, "job moved on while its output was copied; deleting the copy");
+                pipeline.outputs.delete(&keys).await?;
+            }
+            Some(_) if current.status == JobStatus::Approved => {
+                tracing::info!("the job was completed and approved meanwhile; its video, copied again, is kept");
+                pipeline.outputs.keep(&keys).await?;
+            }
+            Some(_) => {
+                tracing::info!(status = %current.status, "the job was completed meanwhile; its video is left to its review or expiry")
+            }
+        }
         return Ok(());
     }
     // Read now: a poll may have replaced the token since the job was read.
@@ -568,5 +592,6 @@ mod tests {
         assert!(WorkError::Store(StoreError::Unavailable("x".into())).is_retryable());
         assert!(!WorkError::Store(StoreError::Internal("x".into())).is_retryable());
         assert!(WorkError::ProviderUnavailable("x".into()).is_retryable());
+        assert!(WorkError::NotYet("x".into()).is_retryable());
     }
 }

@@ -16,6 +16,7 @@
 //! | `queued`, attempt 0, and `n = 1` | claims: `queued → submitted`, attempt 1 |
 //! | `retrying`, attempt `n − 1` | claims: `retrying → submitted`, attempt `n` |
 //! | `submitted`, attempt `n`, no request id | resumes (an earlier copy died mid-way; the provider's idempotency key finds its request) |
+//! | `processing`, attempt `n`, no request id | resumes too (a progress callback moved the job before its request id was stored) |
 //! | `retrying`, attempt `n` | re-queues attempt `n + 1` (an earlier copy died after recording the retry) |
 //! | anything else | nothing: the message is stale |
 //!
@@ -63,7 +64,9 @@ pub fn claim_for(job: &Job, n: u32) -> Claim {
     match job.status {
         JobStatus::Queued if job.submit_attempt == 0 && n == 1 => Claim::Take { from: JobStatus::Queued },
         JobStatus::Retrying if n >= 2 && job.submit_attempt == n - 1 => Claim::Take { from: JobStatus::Retrying },
-        JobStatus::Submitted if job.submit_attempt == n && job.provider_request_id.is_none() => Claim::Resume,
+        // Processing: a progress callback found the owner record (written
+        // first) and moved the job before the request id was stored on it.
+        JobStatus::Submitted | JobStatus::Processing if job.submit_attempt == n && job.provider_request_id.is_none() => Claim::Resume,
         JobStatus::Retrying if job.submit_attempt == n => Claim::Requeue,
         _ => Claim::Stale,
     }
@@ -83,6 +86,12 @@ pub async fn submit(pipeline: &Pipeline, id: &JobId, token: Option<&str>, attemp
             let update = JobUpdate { submit_attempt: Some(n), only_in_attempt: Some(n - 1), ..JobUpdate::default() };
             if !fenced_move(pipeline, &mut job, JobStatus::Submitted, message, None, update).await? {
                 tracing::info!(attempt = n, status = %job.status, "another copy took this attempt");
+                if claim_for(&job, n) == Claim::Resume {
+                    // That copy may die before it stores the request id, and
+                    // this copy's success would delete the message it needs
+                    // to be resumed: come back and find out.
+                    return Err(WorkError::NotYet("another copy of this attempt has not finished".into()));
+                }
                 return Ok(());
             }
             job.submit_attempt = n;
@@ -117,7 +126,11 @@ async fn attempt_at_provider(pipeline: &Pipeline, job: &mut Job, n: u32) -> Resu
                 only_in_attempt: Some(n),
                 ..JobUpdate::default()
             };
-            if !pipeline.jobs.update_in_status(&job.job_id, JobStatus::Submitted, &update).await? {
+            // A progress callback may have moved the job to processing since the
+            // owner was recorded: the request id is stored there all the same.
+            let stored = pipeline.jobs.update_in_status(&job.job_id, JobStatus::Submitted, &update).await?
+                || pipeline.jobs.update_in_status(&job.job_id, JobStatus::Processing, &update).await?;
+            if !stored {
                 // Canceled, or no longer this attempt's: stop the provider too.
                 tracing::info!(request_id, attempt = n, "job moved on during submission; canceling at the provider");
                 if let Err(err) = provider.cancel(&request_id).await {
@@ -249,11 +262,21 @@ mod tests {
 
     #[test]
     fn no_message_acts_on_a_job_past_submitting() {
-        for status in [JobStatus::Processing, JobStatus::Completed, JobStatus::Canceled, JobStatus::Failed, JobStatus::Expired] {
+        for status in [JobStatus::Completed, JobStatus::Canceled, JobStatus::Failed, JobStatus::Expired] {
             for n in 1..=MAX_SUBMISSIONS {
                 assert_eq!(claim_for(&job(status, n, None), n), Claim::Stale, "{status} {n}");
             }
         }
+        assert_eq!(claim_for(&job(JobStatus::Processing, 2, Some("r")), 2), Claim::Stale);
+        assert_eq!(claim_for(&job(JobStatus::Processing, 3, None), 2), Claim::Stale);
+    }
+
+    #[test]
+    fn an_attempt_whose_job_an_early_progress_callback_moved_on_resumes_to_store_its_request_id() {
+        // Found by the simulator (seed 78 of `simulate`): the owner record is
+        // written before the job's request id, a progress callback in between
+        // moved the job to processing, and the attempt canceled a running request.
+        assert_eq!(claim_for(&job(JobStatus::Processing, 2, None), 2), Claim::Resume);
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! `simulate --seeds N [--from S]`: runs seeds S..S+N and prints one line per
+//! failing seed, with the command that replays it. `simulate --seed S
+//! --verbose`: replays one seed and prints what happened, step by step.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<u64>().ok());
+    let verbose = args.iter().any(|a| a == "--verbose");
+    let undo = args.iter().position(|a| a == "--undo-fix").and_then(|i| args.get(i + 1));
+    let rules = match undo.map(|name| videojobs_sim::Fix::parse(name).ok_or(name)) {
+        None => videojobs_sim::Rules::default(),
+        Some(Ok(fix)) => videojobs_sim::Rules { undo: Some(fix) },
+        Some(Err(name)) => {
+            let known: Vec<&str> = videojobs_sim::Fix::ALL.iter().map(|f| f.name()).collect();
+            eprintln!("no fix named {name}; the fixes: {}", known.join(", "));
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(seed) = value("--seed") {
+        let report = videojobs_sim::run_with(seed, verbose, rules);
+        for line in &report.trace {
+            println!("{line}");
+        }
+        let gap = report.known_gap.map(|g| format!(" (known gap: {g})")).unwrap_or_default();
+        println!(
+            "seed {seed}: {} steps, {} jobs: {}{gap}",
+            report.steps,
+            report.jobs,
+            report.failure.as_deref().unwrap_or("every invariant held")
+        );
+        return if report.found_bug() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    }
+    let Some(count) = value("--seeds") else {
+        eprintln!("usage: simulate --seeds N [--from S] [--undo-fix NAME] | --seed S [--verbose] [--undo-fix NAME]");
+        return ExitCode::from(2);
+    };
+    let from = value("--from").unwrap_or(0);
+    let started = Instant::now();
+    let (mut failed, mut steps, mut most) = (0u64, 0u64, 0u64);
+    let mut gaps = std::collections::BTreeMap::<&str, (u64, u64)>::new();
+    for seed in from..from.saturating_add(count) {
+        let report = videojobs_sim::run_with(seed, false, rules);
+        steps += report.steps;
+        most = most.max(report.steps);
+        match (&report.failure, report.known_gap) {
+            (Some(failure), None) => {
+                failed += 1;
+                println!("seed {seed} FAILED: {failure}  replay: {}", report.replay_command());
+            }
+            (Some(_), Some(gap)) => gaps.entry(gap).or_insert((0, seed)).0 += 1,
+            _ => {}
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    for (gap, (n, first)) in &gaps {
+        println!("known gap {gap}: {n} seeds (first: {first}; replay with --seed {first} --verbose)");
+    }
+    println!(
+        "{count} seeds from {from}: {failed} found a bug; {:.0} runs/s; {:.0} steps per run on average, {most} at most",
+        count as f64 / seconds.max(1e-9),
+        steps as f64 / count.max(1) as f64
+    );
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
