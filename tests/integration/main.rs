@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod approval;
 mod cancel;
 mod cli;
 mod concurrency;

@@ -56,6 +56,8 @@ pub struct Worker {
     pub media: Arc<dyn MediaStore>,
     pub outputs: Arc<dyn OutputStore>,
     pub tasks: Arc<dyn TaskTokens>,
+    /// Where the token of the task that waits for the review is kept.
+    pub review_waits: Arc<dyn ReviewWaits>,
     pub providers: Providers,
     /// Where a job goes when its provider refuses it or keeps failing to accept it.
     pub failover: Option<videojobs_core::failover::Failover>,
@@ -99,6 +101,7 @@ impl Worker {
             switches: store.clone(),
             progress: store.clone(),
             requests: store.clone(),
+            review_waits: store.clone(),
             queue,
             dead_letters: Arc::new(videojobs_aws::sqs::SqsDeadLetters::new(clients.sqs.clone(), resources)),
             workflows: Arc::new(videojobs_aws::StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),
@@ -230,6 +233,7 @@ fn body_kind(message: &WorkMessage) -> &'static str {
         WorkMessage::Submit { .. } => "submit",
         WorkMessage::Finalize { .. } => "finalize",
         WorkMessage::Poll { .. } => "poll",
+        WorkMessage::AwaitReview { .. } => "await_review",
         WorkMessage::Expire { .. } => "expire",
         WorkMessage::GiveUp { .. } => "give_up",
         WorkMessage::CancelAtProvider { .. } => "cancel_at_provider",
@@ -246,6 +250,7 @@ pub async fn handle(worker: &Worker, message: WorkMessage) -> Result<(), WorkErr
         WorkMessage::Submit { job_id, task_token, attempt } => submission::submit(worker, &job_id, task_token.as_deref(), attempt).await,
         WorkMessage::Finalize { job_id } => finalize(worker, &job_id).await,
         WorkMessage::Poll { job_id, task_token, round } => poll(worker, &job_id, task_token.as_deref(), round.unwrap_or(1)).await,
+        WorkMessage::AwaitReview { job_id, task_token } => await_review(worker, &job_id, &task_token).await,
         WorkMessage::Expire { job_id } => expire(worker, &job_id).await,
         WorkMessage::GiveUp { job_id, error } => give_up(worker, &job_id, error.as_deref()).await,
         WorkMessage::CancelAtProvider { job_id } => cancel_at_provider(worker, &job_id).await,
@@ -464,6 +469,14 @@ async fn complete(worker: &Worker, job: &mut Job, output: ProviderOutput) -> Res
     };
     let done =
         move_job(worker, job, EventSource::Worker, JobStatus::Completed, "The video is stored and ready for review", None, update).await?;
+    if !done && job.status == JobStatus::Approved {
+        // A duplicate of this step, beaten by one that completed the job and
+        // then by an approval: this copy replaced the approved objects (same
+        // keys, same bytes) tagged unreviewed. They are the approved video:
+        // marked kept again, never deleted.
+        worker.outputs.keep(&keys).await?;
+        return Ok(());
+    }
     if !done && job.status != JobStatus::Completed {
         // Canceled (or ended) while the output was copied: nothing points at
         // the copy, so it goes now rather than stay in S3 for good.
@@ -550,6 +563,20 @@ async fn poll(worker: &Worker, id: &JobId, token: Option<&str>, round: u32) -> R
     Ok(())
 }
 
+/// The retention window starts (`KeepForReview`): keep its task's token for
+/// the approval to answer, then read the job. Saved first and read after,
+/// both strongly consistent, as the approval commits first and reads the
+/// token after: an approval that found no token is seen here, and answered.
+async fn await_review(worker: &Worker, id: &JobId, token: &str) -> Result<(), WorkError> {
+    worker.review_waits.save_review_token(id, token).await?;
+    let job = load(worker, id).await?;
+    if job.status == JobStatus::Approved {
+        worker.tasks.succeed(token, &json!({"job_id": id, "status": job.status})).await?;
+        tracing::info!("approved before its review wait was stored; answered");
+    }
+    Ok(())
+}
+
 /// The retention window is over: an output nobody approved is deleted. The
 /// status moves first (conditioned on `completed`), the objects go after: an
 /// approval that wins the race keeps its video, and one that loses finds the
@@ -572,7 +599,10 @@ async fn expire(worker: &Worker, id: &JobId) -> Result<(), WorkError> {
             delete_output(worker, &job).await?;
             tracing::info!(status = %job.status, "expired output deleted");
         }
-        // Marked again in case the approval's own message was lost.
+        // The approval marked it kept before it committed, and its answer to
+        // the review wait ended the execution; reaching here, that answer was
+        // lost. Marking it again is harmless (and covers approvals made
+        // before the approval kept its video itself).
         JobStatus::Approved => keep_output(worker, id).await?,
         other => tracing::info!(status = %other, "nothing to expire"),
     }
