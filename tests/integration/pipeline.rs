@@ -260,9 +260,14 @@ async fn after_the_retention_window_an_unreviewed_video_is_deleted_and_its_resul
     assert_eq!(job.status, JobStatus::Completed);
     let video_key = job.output.unwrap().video_key;
 
-    let job = p.wait_for(&id, 30, |s| s == JobStatus::Expired).await;
+    p.wait_for(&id, 30, |s| s == JobStatus::Expired).await;
+    // The status moves first and the objects go after: wait for the deletion too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while p.app.job(&id).await.output.is_some() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
-    assert!(job.output.is_none());
+    assert!(p.app.job(&id).await.output.is_none());
     let result = p.app.get(&format!("/videos/jobs/{id}/result")).await;
     assert_eq!(result.status, StatusCode::GONE);
     let head = p.app.clients.s3.head_object().bucket(&p.app.resources.media_bucket).key(&video_key).send().await;
