@@ -9,12 +9,12 @@ use async_trait::async_trait;
 use lambda_http::http::{Method, StatusCode};
 use serde_json::json;
 use std::sync::Arc;
-use videojobs_core::ids::{JobId, Role};
-use videojobs_core::job::{timestamp, Artifact};
+use videojobs_core::model::ids::{JobId, Role};
+use videojobs_core::model::job::{timestamp, Artifact};
+use videojobs_core::model::settings::Settings;
+use videojobs_core::model::work::WorkMessage;
+use videojobs_core::ports::Providers;
 use videojobs_core::ports::{KeepOutputs, ReviewWaits, TaskTokens};
-use videojobs_core::provider::Providers;
-use videojobs_core::settings::Settings;
-use videojobs_core::work::WorkMessage;
 use videojobs_core::{JobStatus, StoreError};
 
 const WAIT: u64 = 60;

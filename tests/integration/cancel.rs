@@ -2,7 +2,7 @@
 
 use crate::helpers::{next_message, TestApp};
 use lambda_http::http::{Method, StatusCode};
-use videojobs_core::ids::Role;
+use videojobs_core::model::ids::Role;
 use videojobs_core::JobStatus;
 
 #[tokio::test]

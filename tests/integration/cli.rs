@@ -5,7 +5,7 @@
 use crate::helpers::{ffprobe, settings, Pipeline};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
-use videojobs_core::ids::Role;
+use videojobs_core::model::ids::Role;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generate_with_wait_shows_progress_and_saves_a_playable_video() {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use videojobs_api::{error_response, status_of};
-use videojobs_core::request::InvalidRequest;
+use videojobs_core::model::request::InvalidRequest;
 use videojobs_core::{AppError, JobStatus};
 
 /// The committed document, as the status function serves it.
@@ -204,8 +204,8 @@ fn every_error_the_code_answers_is_documented_with_its_status() {
         AppError::TooManyActiveJobs { limit: 5 },
         AppError::UnsupportedImage { message: "is not a PNG, JPEG or WebP image".into() },
         AppError::KeyNotFound,
-        AppError::RateLimited(videojobs_core::ratelimit::Limited {
-            policy: videojobs_core::ratelimit::Policy::Creates,
+        AppError::RateLimited(videojobs_core::model::ratelimit::Limited {
+            policy: videojobs_core::model::ratelimit::Policy::Creates,
             limit: 30,
             window_seconds: 60,
             retry_after_seconds: 7,

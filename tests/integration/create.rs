@@ -2,7 +2,7 @@
 
 use crate::helpers::TestApp;
 use lambda_http::http::{Method, StatusCode};
-use videojobs_core::ids::JobId;
+use videojobs_core::model::ids::JobId;
 use videojobs_core::JobStatus;
 
 const GENERATE: &str = "/videos/generate";
@@ -28,7 +28,7 @@ async fn generate_answers_202_with_the_job_and_writes_job_event_prompt_and_debit
     assert_eq!(app.stored_prompt(&id).await.as_deref(), Some("A lighthouse at dawn"));
     assert_eq!(
         job.prompt_hash.as_deref(),
-        Some(videojobs_core::request::prompt_hash(&app.services.settings.prompt_hash_key, "A lighthouse at dawn").as_str())
+        Some(videojobs_core::model::request::prompt_hash(&app.services.settings.prompt_hash_key, "A lighthouse at dawn").as_str())
     );
     let events = app.get(&format!("/videos/jobs/{id}/events")).await;
     assert_eq!(events.body["events"].as_array().unwrap().len(), 1);
@@ -97,7 +97,7 @@ async fn another_users_upload_cannot_be_animated() {
     let app = TestApp::new(100).await;
     let upload = app.post("/videos/uploads", r#"{"content_type":"image/jpeg","size_bytes":4}"#).await;
     put_presigned(&upload.body, b"\xff\xd8\xff\xe0").await;
-    let (_, other_key) = app.another_user(100, videojobs_core::ids::Role::User).await;
+    let (_, other_key) = app.another_user(100, videojobs_core::model::ids::Role::User).await;
 
     let body = format!(r#"{{"upload_id":"{}"}}"#, upload.body["upload_id"].as_str().unwrap());
     let reply = app.call(Method::POST, "/videos/animate", Some(&other_key), Some(&body)).await;
@@ -270,7 +270,7 @@ async fn the_same_idempotency_key_with_another_body_is_refused_with_422() {
 #[tokio::test]
 async fn idempotency_keys_belong_to_one_user() {
     let app = TestApp::new(100).await;
-    let (other, other_key) = app.another_user(100, videojobs_core::ids::Role::User).await;
+    let (other, other_key) = app.another_user(100, videojobs_core::model::ids::Role::User).await;
     let headers = [("idempotency-key", "shared-key")];
     let body = r#"{"prompt":"mine"}"#;
 

@@ -5,10 +5,11 @@
 
 use crate::helpers::{all_at_once, settings, Pipeline, TestApp};
 use serde_json::{json, Value};
-use videojobs_core::failover::{Failover, ProviderSwitch};
-use videojobs_core::ids::JobId;
-use videojobs_core::job::{timestamp, EventSource, JobEvent};
-use videojobs_core::settings::Settings;
+use videojobs_core::model::failover::Failover;
+use videojobs_core::model::ids::JobId;
+use videojobs_core::model::job::{timestamp, EventSource, JobEvent};
+use videojobs_core::model::settings::Settings;
+use videojobs_core::ports::ProviderSwitch;
 use videojobs_core::JobStatus;
 use videojobs_providers::replay::{ReplayServer, Reply};
 
@@ -222,7 +223,7 @@ async fn a_redelivered_submit_message_after_failover_neither_moves_nor_submits_t
     let reply = app.post("/videos/generate", &json!({"prompt": "p", "duration_seconds": 1, "provider": "replicate"}).to_string()).await;
     let id: JobId = reply.body["job_id"].as_str().unwrap().parse().unwrap();
     let (submit, _) = crate::helpers::next_message(&app, &id, "submit").await;
-    let message: videojobs_core::work::WorkMessage = serde_json::from_value(submit).unwrap();
+    let message: videojobs_core::model::work::WorkMessage = serde_json::from_value(submit).unwrap();
 
     worker::handle(&app.app.worker, message.clone()).await.unwrap();
     worker::handle(&app.app.worker, message).await.unwrap();

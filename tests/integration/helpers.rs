@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use videojobs_aws::{AwsClients, DynamoStore, Resources};
-use videojobs_core::ids::{ApiKey, JobId, Role, UserId};
-use videojobs_core::job::Job;
+use videojobs_core::model::ids::{ApiKey, JobId, Role, UserId};
+use videojobs_core::model::job::Job;
+use videojobs_core::model::settings::Settings;
+use videojobs_core::ports::Providers;
 use videojobs_core::ports::{AccountStore, JobStore, Principal};
-use videojobs_core::provider::Providers;
-use videojobs_core::service::Services;
-use videojobs_core::settings::Settings;
+use videojobs_core::services::Services;
 use videojobs_core::JobStatus;
 
 pub fn repo_root() -> PathBuf {
@@ -95,7 +95,7 @@ pub fn settings() -> Settings {
     // The tests drive the local provider's faults, as the local stack does.
     settings.limits.allow_fault_injection = true;
     // Tests poll the API quickly; the security suite turns the per-key limits on.
-    settings.rate_limits = videojobs_core::ratelimit::RateLimits { requests_per_minute: 0, creates_per_minute: 0 };
+    settings.rate_limits = videojobs_core::model::ratelimit::RateLimits { requests_per_minute: 0, creates_per_minute: 0 };
     settings
 }
 
@@ -438,12 +438,12 @@ impl Pipeline {
     /// The pipeline with further provider settings (`REPLICATE_API_URL`, …).
     pub async fn start_with(settings: Settings, provider_env: Vec<(&'static str, String)>) -> Self {
         let resources = fresh_resources();
-        let secret = videojobs_core::signing::WebhookSecret::generate_text();
+        let secret = videojobs_core::model::signing::WebhookSecret::generate_text();
         let provider_dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
         let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let provider = local_provider::spawn(
             provider_listener,
-            local_provider::Config::local(provider_dir, videojobs_core::signing::WebhookSecret::parse(&secret).expect("a secret")),
+            local_provider::Config::local(provider_dir, videojobs_core::model::signing::WebhookSecret::parse(&secret).expect("a secret")),
         )
         .expect("the local provider starts");
         let http = videojobs_providers::http_client();
@@ -486,7 +486,7 @@ impl Pipeline {
 
     /// Posts a callback to the webhook signed with the local provider's secret.
     pub async fn signed_callback(&self, event_id: &str, body: &Value) -> Reply {
-        let secret = videojobs_core::signing::WebhookSecret::parse(&self.secret).expect("a secret");
+        let secret = videojobs_core::model::signing::WebhookSecret::parse(&self.secret).expect("a secret");
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let text = body.to_string();
         let request = lambda_http::http::Request::builder()
@@ -950,15 +950,15 @@ pub fn stage(status: JobStatus) -> u8 {
 /// ended, or a return to an earlier stage. Times have millisecond precision:
 /// events within the same millisecond are taken in the order that continues
 /// the history (the one leaving the current status first), else by stage.
-pub fn history_problems(events: &[videojobs_core::job::JobEvent]) -> Vec<String> {
-    let mut pending: Vec<&videojobs_core::job::JobEvent> = events.iter().collect();
+pub fn history_problems(events: &[videojobs_core::model::job::JobEvent]) -> Vec<String> {
+    let mut pending: Vec<&videojobs_core::model::job::JobEvent> = events.iter().collect();
     pending.sort_by_key(|e| (e.at, stage(e.status)));
     let mut ordered = Vec::with_capacity(pending.len());
     let mut current: Option<JobStatus> = None;
     while !pending.is_empty() {
         let at = pending[0].at;
         let same_moment = pending.iter().take_while(|e| e.at == at).count();
-        let leaves_current = |e: &&videojobs_core::job::JobEvent| {
+        let leaves_current = |e: &&videojobs_core::model::job::JobEvent| {
             current.is_some() && e.previous_status == current && e.status != e.previous_status.unwrap()
         };
         let next = pending[..same_moment].iter().position(leaves_current).unwrap_or(0);
@@ -981,7 +981,7 @@ pub fn history_problems(events: &[videojobs_core::job::JobEvent]) -> Vec<String>
         if previous == event.status {
             continue;
         }
-        if let Err(refused) = videojobs_core::lifecycle::transition(previous, event.status) {
+        if let Err(refused) = videojobs_core::model::lifecycle::transition(previous, event.status) {
             problems.push(format!("{previous}→{} is not allowed ({refused}): {}", event.status, event.message));
         }
         if let Some(now) = current {
@@ -998,13 +998,19 @@ pub fn history_problems(events: &[videojobs_core::job::JobEvent]) -> Vec<String>
 }
 
 /// A job's history, one line per event, for a failure message.
-pub fn describe_events(events: &[videojobs_core::job::JobEvent]) -> String {
+pub fn describe_events(events: &[videojobs_core::model::job::JobEvent]) -> String {
     events
         .iter()
         .map(|e| {
             let previous = e.previous_status.map(|p| format!("{p}→")).unwrap_or_default();
             let code = e.error_code.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
-            format!("    {} {previous}{} ({:?}) {}{code}", videojobs_core::job::timestamp::format(e.at), e.status, e.source, e.message)
+            format!(
+                "    {} {previous}{} ({:?}) {}{code}",
+                videojobs_core::model::job::timestamp::format(e.at),
+                e.status,
+                e.source,
+                e.message
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")

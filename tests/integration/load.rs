@@ -40,10 +40,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use videojobs_aws::DynamoStore;
-use videojobs_core::ids::{JobId, Role, UserId};
-use videojobs_core::job::Job;
+use videojobs_core::model::ids::{JobId, Role, UserId};
+use videojobs_core::model::job::Job;
+use videojobs_core::ports::Providers;
 use videojobs_core::ports::{AccountStore, JobStore};
-use videojobs_core::provider::Providers;
 use videojobs_core::JobStatus;
 
 /// The storm's whole run, setup included, fails past this.
@@ -387,13 +387,13 @@ async fn crash_of_the_worker_process_mid_storm_still_finishes_every_job_with_exa
     let mut rng = SeededRng::from_env("CRASH_SEED", "crash");
     let stack = fresh_stack();
     // The provider lives in this process: it survives the crash, as a real one would.
-    let secret = videojobs_core::signing::WebhookSecret::generate_text();
+    let secret = videojobs_core::model::signing::WebhookSecret::generate_text();
     let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let provider = local_provider::spawn(
         provider_listener,
         local_provider::Config::local(
             std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new())),
-            videojobs_core::signing::WebhookSecret::parse(&secret).expect("a secret"),
+            videojobs_core::model::signing::WebhookSecret::parse(&secret).expect("a secret"),
         ),
     )
     .expect("the local provider starts");
@@ -720,7 +720,7 @@ async fn isolation_a_tenant_whose_receivers_never_answer_does_not_hold_back_anot
 #[test]
 fn the_history_check_finds_a_move_back_a_refused_change_and_a_broken_chain_and_passes_a_good_history() {
     use crate::helpers::history_problems;
-    use videojobs_core::job::{EventSource, JobEvent};
+    use videojobs_core::model::job::{EventSource, JobEvent};
     use JobStatus::*;
     let t0 = OffsetDateTime::now_utc();
     let history = |steps: &[(i64, Option<JobStatus>, JobStatus)]| -> Vec<JobEvent> {

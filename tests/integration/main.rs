@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod adapter_contract;
 mod approval;
 mod cancel;
 mod cli;

@@ -8,11 +8,11 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
-use videojobs_core::ids::JobId;
-use videojobs_core::job::timestamp;
-use videojobs_core::notify::RetrySchedule;
-use videojobs_core::signing::{verify, SignedHeaders, WebhookSecret};
-use videojobs_core::work::WorkMessage;
+use videojobs_core::model::ids::JobId;
+use videojobs_core::model::job::timestamp;
+use videojobs_core::model::notify::RetrySchedule;
+use videojobs_core::model::signing::{verify, SignedHeaders, WebhookSecret};
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::JobStatus;
 
 /// One request the endpoint received.
@@ -133,7 +133,7 @@ async fn deliver(app: &TestApp, message: Value) {
     worker::handle(&app.app.worker, message).await.expect("the worker handles it");
 }
 
-fn short_retries() -> videojobs_core::settings::Settings {
+fn short_retries() -> videojobs_core::model::settings::Settings {
     let mut settings = settings();
     settings.notify_retry_schedule = RetrySchedule::new(vec![1, 1, 1, 1, 1]);
     settings
@@ -144,9 +144,9 @@ async fn isolated() -> TestApp {
     isolated_with(short_retries()).await
 }
 
-async fn isolated_with(settings: videojobs_core::settings::Settings) -> TestApp {
+async fn isolated_with(settings: videojobs_core::model::settings::Settings) -> TestApp {
     let resources = crate::helpers::fresh_resources();
-    let providers = videojobs_core::provider::Providers::default();
+    let providers = videojobs_core::ports::Providers::default();
     TestApp::on(resources, 100, settings, providers, "http://127.0.0.1:9".into()).await
 }
 
@@ -293,7 +293,7 @@ async fn concurrent_first_requests_for_the_webhook_secret_all_get_the_same_secre
 #[tokio::test]
 async fn each_user_has_their_own_secret_and_it_takes_a_key_to_read_it() {
     let app = TestApp::new(0).await;
-    let (_, other_key) = app.another_user(0, videojobs_core::ids::Role::User).await;
+    let (_, other_key) = app.another_user(0, videojobs_core::model::ids::Role::User).await;
 
     let mine = secret_of(&app).await;
     let theirs = app.call(lambda_http::http::Method::GET, "/videos/webhook-secret", Some(&other_key), None).await;

@@ -4,7 +4,7 @@
 use crate::helpers::{download, ffprobe, settings, Pipeline};
 use lambda_http::http::{Method, StatusCode};
 use serde_json::json;
-use videojobs_core::ids::JobId;
+use videojobs_core::model::ids::JobId;
 use videojobs_core::JobStatus;
 
 const WAIT: u64 = 60;
@@ -278,7 +278,7 @@ async fn after_the_retention_window_an_unreviewed_video_is_deleted_and_its_resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_refuses_bad_signatures_dedupes_deliveries_and_accepts_unknown_requests() {
     let p = Pipeline::start(settings()).await;
-    let secret = videojobs_core::signing::WebhookSecret::parse(&p.secret).unwrap();
+    let secret = videojobs_core::model::signing::WebhookSecret::parse(&p.secret).unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let body = r#"{"id":"lp_unknown","status":"processing","progress":50}"#;
     let send = |signature: String, at: i64, id: &'static str| {

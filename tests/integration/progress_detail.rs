@@ -10,13 +10,14 @@ use crate::helpers::{
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use videojobs_core::ids::JobId;
-use videojobs_core::job::{timestamp, EventSource, Job, JobParams};
-use videojobs_core::lifecycle::transition;
+use videojobs_core::model::ids::JobId;
+use videojobs_core::model::job::{timestamp, EventSource, Job, JobParams};
+use videojobs_core::model::lifecycle::transition;
+use videojobs_core::model::progress::{ProgressDetail, Stage};
+use videojobs_core::model::request::{AspectRatio, Resolution};
+use videojobs_core::ports::ProgressDetails;
+use videojobs_core::ports::Providers;
 use videojobs_core::ports::{ChangeOutcome, JobStore, JobUpdate, StatusChange};
-use videojobs_core::progress::{ProgressDetail, ProgressDetails, Stage};
-use videojobs_core::provider::Providers;
-use videojobs_core::request::{AspectRatio, Resolution};
 use videojobs_core::JobStatus;
 use videojobs_providers::replay::{ReplayServer, Reply};
 

@@ -3,8 +3,8 @@
 
 use crate::helpers::TestApp;
 use lambda_http::http::{Method, StatusCode};
-use videojobs_core::ids::{JobId, Role};
-use videojobs_core::job::{timestamp, Artifact};
+use videojobs_core::model::ids::{JobId, Role};
+use videojobs_core::model::job::{timestamp, Artifact};
 use videojobs_core::JobStatus;
 
 #[tokio::test]

@@ -8,8 +8,8 @@ use crate::helpers::{download, ffprobe, settings, Pipeline};
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
-use videojobs_core::ids::JobId;
-use videojobs_core::signing::WebhookSecret;
+use videojobs_core::model::ids::JobId;
+use videojobs_core::model::signing::WebhookSecret;
 use videojobs_core::JobStatus;
 use videojobs_providers::replay::{ReplayServer, Reply};
 

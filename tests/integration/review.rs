@@ -6,9 +6,9 @@ use crate::helpers::{all_at_once, next_message, TestApp};
 use lambda_http::http::{Method, StatusCode};
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
-use videojobs_core::ids::{JobId, Role};
-use videojobs_core::job::{timestamp, Artifact};
-use videojobs_core::work::WorkMessage;
+use videojobs_core::model::ids::{JobId, Role};
+use videojobs_core::model::job::{timestamp, Artifact};
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::JobStatus;
 
 fn video_key(id: &JobId) -> String {

@@ -13,7 +13,7 @@ use tokio::process::Command;
 
 /// Far more than a run takes (a few seconds); each step in the script has its own limit too.
 const BROWSER_RUN_LIMIT: Duration = Duration::from_secs(240);
-use videojobs_core::ids::Role;
+use videojobs_core::model::ids::Role;
 use videojobs_core::JobStatus;
 
 // Several threads: the API and the worker keep serving while the browser runs.

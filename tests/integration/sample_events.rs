@@ -4,10 +4,10 @@
 use crate::helpers::{repo_root, TestApp};
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Context, LambdaEvent};
-use videojobs_core::ids::{ApiKey, JobId, Role, UserId};
-use videojobs_core::job::{timestamp, Job, JobParams};
+use videojobs_core::model::ids::{ApiKey, JobId, Role, UserId};
+use videojobs_core::model::job::{timestamp, Job, JobParams};
+use videojobs_core::model::request::{AspectRatio, Resolution};
 use videojobs_core::ports::Principal;
-use videojobs_core::request::{AspectRatio, Resolution};
 use videojobs_core::JobStatus;
 
 /// The key and job the sample events name.
@@ -88,7 +88,7 @@ async fn complete_sample_job(app: &TestApp) {
     job.progress = 100;
     job.completed_at = Some(now);
     job.output_expires_at = Some(now + time::Duration::days(1));
-    job.output = Some(videojobs_core::job::Artifact {
+    job.output = Some(videojobs_core::model::job::Artifact {
         video_key: format!("outputs/{SAMPLE_JOB}/video.mp4"),
         thumbnail_key: None,
         mime_type: "video/mp4".into(),
@@ -103,11 +103,11 @@ async fn complete_sample_job(app: &TestApp) {
 
 #[tokio::test]
 async fn every_sample_event_runs_through_its_handler() {
-    let secret = videojobs_core::signing::WebhookSecret::generate_text();
+    let secret = videojobs_core::model::signing::WebhookSecret::generate_text();
     let lookup = |name: &str| match name {
         "LOCAL_PROVIDER_URL" => Some("http://127.0.0.1:9".to_owned()),
         "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some(secret.clone()),
-        "REPLICATE_WEBHOOK_SECRET" => Some(videojobs_core::signing::WebhookSecret::generate_text()),
+        "REPLICATE_WEBHOOK_SECRET" => Some(videojobs_core::model::signing::WebhookSecret::generate_text()),
         "FAL_JWKS_URL" => Some("http://127.0.0.1:9/.well-known/jwks.json".to_owned()),
         _ => None,
     };

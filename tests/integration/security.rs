@@ -6,7 +6,7 @@ use crate::helpers::{resources, settings, TestApp};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::Body;
 use serde_json::json;
-use videojobs_core::signing::WebhookSecret;
+use videojobs_core::model::signing::WebhookSecret;
 
 /// A user on the shared stack whose webhook trusts the local provider's `secret`.
 async fn app_trusting(secret: &str) -> TestApp {
@@ -61,9 +61,9 @@ async fn a_flood_of_big_callbacks_with_many_candidates_is_answered_fast() {
     let reply = app.send(callback(&now, &candidates, vec![b'x'; 200 * 1024])).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
     // The most a caller can make us do: the largest body, the most candidates, all forged.
-    let forged = ["v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; videojobs_core::signing::MAX_SIGNATURES].join(" ");
+    let forged = ["v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; videojobs_core::model::signing::MAX_SIGNATURES].join(" ");
     for _ in 0..20 {
-        let reply = app.send(callback(&now, &forged, vec![b'x'; videojobs_core::signing::MAX_BODY_BYTES])).await;
+        let reply = app.send(callback(&now, &forged, vec![b'x'; videojobs_core::model::signing::MAX_BODY_BYTES])).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
     }
     // Was 24 s for one such request; 22 now take well under a second in release, a few in debug.
@@ -139,7 +139,7 @@ async fn a_webhook_url_token_never_reaches_a_log_line_or_an_event() {
         let _logging = tracing::dispatcher::set_default(&dispatch);
         assert_eq!(app.delete(&format!("/videos/jobs/{id}")).await.status, StatusCode::OK);
         let (message, _) = crate::helpers::next_message(&app, &id, "notify").await;
-        let message: videojobs_core::work::WorkMessage = serde_json::from_value(message).expect("a work message");
+        let message: videojobs_core::model::work::WorkMessage = serde_json::from_value(message).expect("a work message");
         worker::handle(&app.app.worker, message).await.expect("the worker handles it");
     }
     let logs = String::from_utf8(captured.0.lock().expect("the log buffer").clone()).expect("UTF-8 logs");
@@ -186,7 +186,7 @@ async fn bidi_overrides_and_zero_width_characters_are_refused_in_prompts_notes_a
     assert_eq!(app.job_count().await, 0);
     // A reviewer's note is refused the same way.
     let id = app.generate(1).await;
-    let (_, reviewer) = app.another_user(0, videojobs_core::ids::Role::Reviewer).await;
+    let (_, reviewer) = app.another_user(0, videojobs_core::model::ids::Role::Reviewer).await;
     let note = json!({"decision": "reject", "reason": "other", "note": format!("looks fine {spoof}")});
     let reply = app.call(Method::POST, &format!("/videos/jobs/{id}/review"), Some(&reviewer), Some(&note.to_string())).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
@@ -255,7 +255,7 @@ async fn provider_render(provider: &local_provider::Handle, image_url: &str) -> 
     panic!("prediction {id} did not finish");
 }
 
-async fn spawn_provider(image_policy: videojobs_core::notify::WebhookPolicy) -> local_provider::Handle {
+async fn spawn_provider(image_policy: videojobs_core::model::notify::WebhookPolicy) -> local_provider::Handle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
     let secret = WebhookSecret::parse(&WebhookSecret::generate_text()).expect("a secret");
@@ -271,7 +271,7 @@ async fn the_local_provider_fetches_images_only_from_allowed_addresses_never_red
 
     // As deployed: public addresses only (http allowed here so that the address is what is refused).
     // `localhost` is loopback once resolved.
-    let deployed = spawn_provider(videojobs_core::notify::WebhookPolicy { allow_http: true, allow_loopback: false }).await;
+    let deployed = spawn_provider(videojobs_core::model::notify::WebhookPolicy { allow_http: true, allow_loopback: false }).await;
     for url in [image_url.clone(), image_url.replace("127.0.0.1", "localhost")] {
         let prediction = provider_render(&deployed, &url).await;
         assert_eq!(prediction["status"], "failed", "{url}: {prediction}");
@@ -280,7 +280,7 @@ async fn the_local_provider_fetches_images_only_from_allowed_addresses_never_red
     }
 
     // The local stack allows loopback: the image renders...
-    let local = spawn_provider(videojobs_core::notify::WebhookPolicy { allow_http: true, allow_loopback: true }).await;
+    let local = spawn_provider(videojobs_core::model::notify::WebhookPolicy { allow_http: true, allow_loopback: true }).await;
     assert_eq!(provider_render(&local, &image_url).await["status"], "succeeded");
     // ...but a redirect (here to the metadata service) is not followed...
     let redirect =
@@ -325,8 +325,8 @@ async fn a_raw_prompt_expires_with_its_jobs_retention_and_the_kept_hash_is_keyed
     assert!((before + window..=before + window + 60).contains(&ttl), "ttl {ttl}, created about {before}");
     // The job keeps an HMAC under the deployment's key: the plain SHA-256 of a guess does not match it.
     let job = app.job(&id).await;
-    assert_ne!(job.prompt_hash.as_deref(), Some(videojobs_core::request::sha256_hex(prompt.as_bytes()).as_str()));
-    assert_eq!(job.prompt_hash, Some(videojobs_core::request::prompt_hash(&settings.prompt_hash_key, prompt)));
+    assert_ne!(job.prompt_hash.as_deref(), Some(videojobs_core::model::request::sha256_hex(prompt.as_bytes()).as_str()));
+    assert_eq!(job.prompt_hash, Some(videojobs_core::model::request::prompt_hash(&settings.prompt_hash_key, prompt)));
 }
 
 /// Runs the `videojobs` command against `app` served on a local port.
@@ -342,7 +342,7 @@ async fn cli(app: &TestApp, key: &str, args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_list_keys_without_secrets_revoke_one_and_it_is_401_at_once_and_expired_keys_are_401() {
     let app = TestApp::new(100).await;
-    let (_, admin) = app.another_user(0, videojobs_core::ids::Role::Admin).await;
+    let (_, admin) = app.another_user(0, videojobs_core::model::ids::Role::Admin).await;
     let new_user = format!("ann-{}", ulid::Ulid::new().to_string().to_lowercase());
     let created = app
         .call(
@@ -369,7 +369,7 @@ async fn admins_list_keys_without_secrets_revoke_one_and_it_is_401_at_once_and_e
         let page = app.call(Method::GET, &path, Some(&admin), None).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         let text = page.body.to_string();
-        let hash = secret.parse::<videojobs_core::ids::ApiKey>().expect("a key").hash();
+        let hash = secret.parse::<videojobs_core::model::ids::ApiKey>().expect("a key").hash();
         assert!(!text.contains(&secret) && !text.contains(hash.as_str()), "a secret was listed");
         listed.extend(page.body["keys"].as_array().cloned().unwrap_or_default());
         match page.body["next_cursor"].as_str() {
@@ -394,9 +394,9 @@ async fn admins_list_keys_without_secrets_revoke_one_and_it_is_401_at_once_and_e
     assert_eq!(app.call(Method::DELETE, "/videos/admin/keys/key_nope", Some(&admin), None).await.status, StatusCode::NOT_FOUND);
 
     // A key past its expiry is 401 too.
-    let expired = videojobs_core::ids::ApiKey::generate();
+    let expired = videojobs_core::model::ids::ApiKey::generate();
     let now = time::OffsetDateTime::now_utc();
-    let principal = videojobs_core::ports::Principal { user_id: app.user.clone(), role: videojobs_core::ids::Role::User };
+    let principal = videojobs_core::ports::Principal { user_id: app.user.clone(), role: videojobs_core::model::ids::Role::User };
     let record =
         videojobs_core::ports::KeyRecord::new(principal, "expired", now - time::Duration::days(2), Some(now - time::Duration::seconds(1)));
     app.services.keys.save_key_record(&expired.hash(), &record).await.expect("saved");
@@ -406,7 +406,7 @@ async fn admins_list_keys_without_secrets_revoke_one_and_it_is_401_at_once_and_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_lists_and_revokes_keys() {
     let app = TestApp::new(100).await;
-    let (_, admin) = app.another_user(0, videojobs_core::ids::Role::Admin).await;
+    let (_, admin) = app.another_user(0, videojobs_core::model::ids::Role::Admin).await;
     let user = format!("bo-{}", ulid::Ulid::new().to_string().to_lowercase());
     let (code, out, err) = cli(&app, &admin, &["admin", "create-key", "--user-id", &user, "--expires-in-days", "7"]).await;
     assert_eq!(code, 0, "{err}");
@@ -430,9 +430,9 @@ async fn the_cli_creates_lists_and_revokes_keys() {
 #[tokio::test]
 async fn each_key_is_rate_limited_on_requests_and_on_creates_with_retry_after_and_ratelimit_headers() {
     let mut limited = settings();
-    limited.rate_limits = videojobs_core::ratelimit::RateLimits { requests_per_minute: 8, creates_per_minute: 2 };
+    limited.rate_limits = videojobs_core::model::ratelimit::RateLimits { requests_per_minute: 8, creates_per_minute: 2 };
     let app = TestApp::with_settings(100, limited).await;
-    let (_, other) = app.another_user(100, videojobs_core::ids::Role::User).await;
+    let (_, other) = app.another_user(100, videojobs_core::model::ids::Role::User).await;
     // Near the end of a minute the window turns over mid-test: start in a fresh one.
     let second = time::OffsetDateTime::now_utc().unix_timestamp() % 60;
     if second > 45 {
@@ -489,12 +489,12 @@ async fn the_local_provider_takes_a_token_from_the_worker_and_serves_files_only_
     };
     let providers = videojobs_providers::from_lookup(lookup, videojobs_providers::http_client()).expect("providers");
     let local = providers.get("local").expect("the local provider");
-    let request = videojobs_core::provider::SubmitRequest {
+    let request = videojobs_core::model::provider::SubmitRequest {
         idempotency_key: "job_token_test".into(),
-        params: videojobs_core::job::JobParams::TextToVideo {
+        params: videojobs_core::model::job::JobParams::TextToVideo {
             duration_seconds: 1,
-            aspect_ratio: videojobs_core::request::AspectRatio::Square,
-            resolution: videojobs_core::request::Resolution::Sd,
+            aspect_ratio: videojobs_core::model::request::AspectRatio::Square,
+            resolution: videojobs_core::model::request::Resolution::Sd,
         },
         prompt: Some("A kite".into()),
         image_url: None,
@@ -504,8 +504,8 @@ async fn the_local_provider_takes_a_token_from_the_worker_and_serves_files_only_
     let id = local.submit(&request).await.expect("submitted with the token");
     let output = loop {
         match local.poll(&id).await.expect("polled with the token") {
-            videojobs_core::provider::ProviderStatus::Succeeded(output) => break output,
-            videojobs_core::provider::ProviderStatus::Failed { message, .. } => panic!("render failed: {message}"),
+            videojobs_core::model::provider::ProviderStatus::Succeeded(output) => break output,
+            videojobs_core::model::provider::ProviderStatus::Failed { message, .. } => panic!("render failed: {message}"),
             _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
     };

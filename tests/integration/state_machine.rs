@@ -6,7 +6,7 @@ use crate::helpers::TestApp;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
-use videojobs_core::ids::JobId;
+use videojobs_core::model::ids::JobId;
 use videojobs_core::JobStatus;
 
 fn sqs_event(body: &Value, message_id: &str) -> LambdaEvent<SqsEvent> {

@@ -5,13 +5,13 @@ use crate::helpers::{all_at_once, settings, Pipeline, TestApp};
 use lambda_http::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use videojobs_core::ids::{JobId, Role};
-use videojobs_core::job::{timestamp, EventSource, Job, JobError, JobEvent, JobParams};
-use videojobs_core::lifecycle::transition;
+use videojobs_core::model::ids::{JobId, Role};
+use videojobs_core::model::job::{timestamp, EventSource, Job, JobError, JobEvent, JobParams};
+use videojobs_core::model::lifecycle::transition;
+use videojobs_core::model::request::{AspectRatio, Resolution};
+use videojobs_core::model::stats::{bucket_of, p95_of, percentile_of};
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::{ChangeOutcome, JobStore, JobUpdate, NewJob, StatusChange};
-use videojobs_core::request::{AspectRatio, Resolution};
-use videojobs_core::stats::{bucket_of, p95_of, percentile_of};
-use videojobs_core::work::WorkMessage;
 use videojobs_core::JobStatus;
 
 const WAIT: u64 = 90;
@@ -30,7 +30,7 @@ async fn animate(p: &Pipeline) -> JobId {
 
 /// A reviewer's decision as the review endpoint makes it (that endpoint is
 /// built on another branch): a `StatusChange` from `completed`.
-async fn review(p: &Pipeline, id: &JobId, to: JobStatus, reason: Option<&str>, reviewer: &videojobs_core::ids::UserId) {
+async fn review(p: &Pipeline, id: &JobId, to: JobStatus, reason: Option<&str>, reviewer: &videojobs_core::model::ids::UserId) {
     let job = p.app.job(id).await;
     let error = reason.map(|code| JobError { code: code.into(), message: "Rejected in review.".into(), next_step: None });
     let change =
@@ -310,7 +310,7 @@ async fn an_admin_creates_a_key_shown_once_and_grants_credits() {
     assert_eq!(account.body["user_id"], user.as_str());
     assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
     assert_eq!(granted.body, json!({"user_id": user, "credits": 65, "active_jobs": 0}));
-    let hash = key.parse::<videojobs_core::ids::ApiKey>().unwrap().hash();
+    let hash = key.parse::<videojobs_core::model::ids::ApiKey>().unwrap().hash();
     let stored = app
         .clients
         .dynamodb
@@ -374,7 +374,7 @@ async fn the_scheduled_check_counts_the_stuck_jobs_from_the_index() {
     // Assert: handled, and only the job idle past the threshold counts.
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(count, 1);
-    let page = videojobs_core::stats::stuck_jobs(app.services.stats.as_ref(), 1_800, timestamp::now()).await.unwrap();
+    let page = videojobs_core::services::stats::stuck_jobs(app.services.stats.as_ref(), 1_800, timestamp::now()).await.unwrap();
     assert_eq!(page.oldest.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(), [stuck.job_id]);
     // Once the job moves on, it leaves the index.
     let job = app.job(&page.oldest[0].job_id).await;

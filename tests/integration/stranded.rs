@@ -8,12 +8,12 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_http::http::{Method, StatusCode};
 use serde_json::json;
 use std::sync::Arc;
-use videojobs_core::ids::{JobId, Role};
-use videojobs_core::job::{timestamp, Job, JobParams};
-use videojobs_core::notify::NotificationLog;
+use videojobs_core::model::ids::{JobId, Role};
+use videojobs_core::model::job::{timestamp, Job, JobParams};
+use videojobs_core::model::request::{AspectRatio, Resolution};
+use videojobs_core::model::work::WorkMessage;
+use videojobs_core::ports::NotificationLog;
 use videojobs_core::ports::{CopiedObject, CopyError, JobStore, OutputStore, ReceiptClaim};
-use videojobs_core::request::{AspectRatio, Resolution};
-use videojobs_core::work::WorkMessage;
 use videojobs_core::{JobStatus, StoreError};
 
 const WAIT: u64 = 60;

@@ -8,7 +8,7 @@ use crate::helpers::{all_at_once, settings, Pipeline, Reply};
 use crate::notify::{generate_with_webhook, notifier_events, secret_of, Endpoint, Received};
 use lambda_http::http::{Method, StatusCode};
 use serde_json::{json, Value};
-use videojobs_core::ids::{JobId, Role};
+use videojobs_core::model::ids::{JobId, Role};
 use videojobs_core::JobStatus;
 use videojobs_providers::replay::{self, ReplayServer};
 

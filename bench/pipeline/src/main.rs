@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use videojobs_aws::metering::RequestMeter;
 use videojobs_aws::{AwsClients, Resources};
-use videojobs_core::ids::{ApiKey, Role, UserId};
+use videojobs_core::model::ids::{ApiKey, Role, UserId};
+use videojobs_core::model::settings::Settings;
+use videojobs_core::model::signing::WebhookSecret;
 use videojobs_core::ports::{OutputStore, Principal};
-use videojobs_core::settings::Settings;
-use videojobs_core::signing::WebhookSecret;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -288,7 +288,7 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     let mut settings = Settings::from_lookup(|_| None)?;
     settings.retention_seconds = 6;
     // The figures are the pipeline's; per-key limits add one UpdateItem per API request (docs/SECURITY.md).
-    settings.rate_limits = videojobs_core::ratelimit::RateLimits { requests_per_minute: 0, creates_per_minute: 0 };
+    settings.rate_limits = videojobs_core::model::ratelimit::RateLimits { requests_per_minute: 0, creates_per_minute: 0 };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = Arc::new(local_api::App::on_aws(&clients, &resources, settings, providers, http.clone(), base.clone()));

@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use videojobs_core::provider::Callback;
-use videojobs_core::signing::{WebhookSecret, MAX_BODY_BYTES, MAX_SIGNATURES};
+use videojobs_core::model::provider::Callback;
+use videojobs_core::model::signing::{WebhookSecret, MAX_BODY_BYTES, MAX_SIGNATURES};
 
 const FORGED: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
 

@@ -61,7 +61,7 @@ pub fn error_response(err: &AppError) -> Response<Body> {
     }
     if let AppError::RateLimited(limited) = err {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(limited.retry_after_seconds));
-        for (name, value) in videojobs_core::ratelimit::headers(limited) {
+        for (name, value) in videojobs_core::model::ratelimit::headers(limited) {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 response.headers_mut().insert(name, value);
             }
@@ -152,7 +152,7 @@ pub fn path_segments(request: &Request) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use videojobs_core::request::InvalidRequest;
+    use videojobs_core::model::request::InvalidRequest;
 
     fn request(headers: &[(&str, &str)], body: &str) -> Request {
         let mut builder = lambda_http::http::Request::builder().uri("https://x/videos/generate?limit=5&cursor=a%2Bb");
@@ -181,8 +181,8 @@ mod tests {
             (AppError::IdempotencyConflict, 422),
             (AppError::TooManyActiveJobs { limit: 5 }, 429),
             (
-                AppError::RateLimited(videojobs_core::ratelimit::Limited {
-                    policy: videojobs_core::ratelimit::Policy::Creates,
+                AppError::RateLimited(videojobs_core::model::ratelimit::Limited {
+                    policy: videojobs_core::model::ratelimit::Policy::Creates,
                     limit: 1,
                     window_seconds: 60,
                     retry_after_seconds: 7,
@@ -211,8 +211,8 @@ mod tests {
 
     #[test]
     fn a_rate_limited_answer_says_when_to_come_back_in_the_ietf_headers() {
-        let limited = videojobs_core::ratelimit::Limited {
-            policy: videojobs_core::ratelimit::Policy::Requests,
+        let limited = videojobs_core::model::ratelimit::Limited {
+            policy: videojobs_core::model::ratelimit::Policy::Requests,
             limit: 300,
             window_seconds: 60,
             retry_after_seconds: 12,

@@ -61,10 +61,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
-use videojobs_core::ids::{ApiKeyHash, IdempotencyKey, JobId, Role, UploadId, UserId};
-use videojobs_core::job::{timestamp, Job, JobEvent};
+use videojobs_core::model::ids::{ApiKeyHash, IdempotencyKey, JobId, Role, UploadId, UserId};
+use videojobs_core::model::job::{timestamp, Job, JobEvent};
+use videojobs_core::model::request::ImageType;
 use videojobs_core::ports::*;
-use videojobs_core::request::ImageType;
 use videojobs_core::{JobStatus, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
@@ -73,6 +73,7 @@ mod keys;
 mod progress;
 mod provider_switch;
 mod ratelimit;
+mod stats;
 
 pub const INDEX_BY_USER: &str = "by_user";
 pub const INDEX_ACTIVE_BY_USER: &str = "active_by_user";
@@ -412,7 +413,7 @@ impl DynamoStore {
     /// transaction, conditioned on that very output: counted once.
     async fn forget_output(&self, id: &JobId, status: JobStatus, mut clauses: UpdateClauses) -> Result<bool, StoreError> {
         let Some(job) = self.job(id).await?.filter(|job| job.status == status) else { return Ok(false) };
-        let stored = videojobs_core::stats::StoredBytes::of(job.output.as_ref());
+        let stored = videojobs_core::model::change::StoredBytes::of(job.output.as_ref());
         let mut condition = String::from("#status = :status");
         if let Some(output) = &job.output {
             clauses.values.insert(":video_key".into(), s(output.video_key.as_str()));
@@ -422,7 +423,7 @@ impl DynamoStore {
             .into_update(&self.jobs_table, key(job_pk(id), "JOB"), condition)
             .map_err(|e| StoreError::Internal(format!("building an output removal: {e}")))?;
         let mut items = vec![TransactWriteItem::builder().update(job_update).build()];
-        items.extend(crate::stats::counter_update(&self.jobs_table, &videojobs_core::stats::removal_deltas(stored))?);
+        items.extend(crate::stats::counter_update(&self.jobs_table, &videojobs_core::model::stats::removal_deltas(stored))?);
         match self.transact(items).await {
             Ok(()) => Ok(true),
             Err(TransactFailure::Cancelled(reasons)) if reason_is(&reasons, 0, "ConditionalCheckFailed") => Ok(false),

@@ -6,7 +6,7 @@
 pub mod cursor;
 pub mod dynamo;
 // EMF lines are plain JSON; the domain emits them too, so the module lives there.
-pub use videojobs_core::emf;
+pub use videojobs_core::model::emf;
 pub mod errors;
 pub mod first_event;
 pub mod http;
@@ -21,8 +21,8 @@ pub mod stats;
 pub mod telemetry;
 
 use std::sync::Arc;
-use videojobs_core::service::Services;
-use videojobs_core::settings::{ConfigError, Settings};
+use videojobs_core::model::settings::{ConfigError, Settings};
+use videojobs_core::services::Services;
 
 pub use dynamo::DynamoStore;
 pub use first_event::OnFirstEvent;
@@ -185,7 +185,7 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
 /// queue) after each status change a client asked to be told of: every
 /// function that changes statuses uses it.
 pub fn notifying(store: Arc<DynamoStore>, queue: Arc<SqsWorkQueue>) -> Arc<dyn videojobs_core::ports::JobStore> {
-    Arc::new(videojobs_core::notify::NotifyingJobs::new(store, queue))
+    Arc::new(videojobs_core::services::notifying::NotifyingJobs::new(store, queue))
 }
 
 /// Reads settings and resources from the environment and builds the services.

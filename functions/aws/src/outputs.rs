@@ -11,7 +11,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use videojobs_core::mp4::Mp4Probe;
+use videojobs_core::model::mp4::Mp4Probe;
 use videojobs_core::ports::{CopiedObject, CopyError, OutputStore};
 use videojobs_core::StoreError;
 
@@ -85,8 +85,8 @@ impl S3Outputs {
         let mut parts = Vec::new();
         let mut total = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| CopyError::SourceUnavailable(format!("reading the output: {}", videojobs_core::redact::error(&e))))?;
+            let chunk = chunk
+                .map_err(|e| CopyError::SourceUnavailable(format!("reading the output: {}", videojobs_core::model::redact::error(&e))))?;
             hasher.update(&chunk);
             probe.feed(&chunk);
             total += chunk.len() as u64;
@@ -162,7 +162,7 @@ impl OutputStore for S3Outputs {
             .get(url)
             .send()
             .await
-            .map_err(|e| CopyError::SourceUnavailable(format!("fetching the output: {}", videojobs_core::redact::error(&e))))?;
+            .map_err(|e| CopyError::SourceUnavailable(format!("fetching the output: {}", videojobs_core::model::redact::error(&e))))?;
         let status = response.status();
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(CopyError::SourceUnavailable(format!("fetching the output: HTTP {status}")));

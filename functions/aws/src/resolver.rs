@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use std::net::IpAddr;
 use std::time::Duration;
-use videojobs_core::notify::HostResolver;
+use videojobs_core::ports::HostResolver;
 
 /// A lookup that takes longer than this counts as unresolved.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);

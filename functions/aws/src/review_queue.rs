@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
-use videojobs_core::job::Job;
+use videojobs_core::model::job::Job;
+use videojobs_core::ports::ReviewQueue;
 use videojobs_core::ports::{ListError, Page, PageRequest};
-use videojobs_core::review::ReviewQueue;
 use videojobs_core::{JobStatus, StoreError};
 
 type Item = HashMap<String, AttributeValue>;

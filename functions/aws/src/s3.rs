@@ -25,7 +25,7 @@ impl S3Media {
 }
 
 /// The status function's side of the safety net: an approval marks the
-/// video's objects kept before it commits (see `videojobs_core::review`).
+/// video's objects kept before it commits (see `videojobs_core::services::review`).
 #[async_trait]
 impl KeepOutputs for S3Media {
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
@@ -42,7 +42,7 @@ fn to_url(request: PresignedRequest, method: &'static str, ttl_seconds: u64) -> 
         url: request.uri().to_owned(),
         method,
         headers: request.headers().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-        expires_at: videojobs_core::job::timestamp::now() + Duration::from_secs(ttl_seconds),
+        expires_at: videojobs_core::model::job::timestamp::now() + Duration::from_secs(ttl_seconds),
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::errors::store_error;
 use async_trait::async_trait;
 use aws_sdk_sfn::Client;
-use videojobs_core::ids::JobId;
+use videojobs_core::model::ids::JobId;
 use videojobs_core::ports::{TaskTokens, WorkflowInput, Workflows};
 use videojobs_core::StoreError;
 

@@ -3,8 +3,8 @@
 use crate::errors::store_error;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
+use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::WorkQueue;
-use videojobs_core::work::WorkMessage;
 use videojobs_core::StoreError;
 
 #[derive(Clone)]
@@ -20,10 +20,10 @@ impl SqsWorkQueue {
 }
 
 #[async_trait]
-impl videojobs_core::notify::DelayedWorkQueue for SqsWorkQueue {
+impl videojobs_core::ports::DelayedWorkQueue for SqsWorkQueue {
     async fn enqueue_after(&self, message: &WorkMessage, delay: std::time::Duration) -> Result<(), StoreError> {
         let body = serde_json::to_string(message).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let seconds = delay.min(videojobs_core::notify::MAX_QUEUE_DELAY).as_secs() as i32;
+        let seconds = delay.min(videojobs_core::model::notify::MAX_QUEUE_DELAY).as_secs() as i32;
         self.client
             .send_message()
             .queue_url(&self.queue_url)

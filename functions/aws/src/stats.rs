@@ -5,7 +5,7 @@
 //! | counter shard   | `STATS#{0..7}`| `COUNTERS` | one number attribute per counter (`jobs.queued`, `ttc.ms_sum`, …) |
 //!
 //! Every creation and status change adds its counts (see
-//! `videojobs_core::stats::change_deltas`) to ONE shard, chosen at random, in
+//! `videojobs_core::model::stats::change_deltas`) to ONE shard, chosen at random, in
 //! the same transaction as the change: the counts are exactly as consistent as
 //! the jobs. Eight shards because concurrent transactions touching the same
 //! item cancel each other (`TransactionConflict`, retried with backoff) and one
@@ -16,15 +16,11 @@
 //! `processing`, so index `stuck_watch` (`watch_status`, `updated_at`) holds
 //! exactly those jobs, oldest update first: stuck jobs are one query away.
 
-use crate::dynamo::DynamoStore;
 use crate::emf::{MetricLine, Unit};
-use crate::errors::store_error;
-use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Select, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use std::collections::HashMap;
-use videojobs_core::job::timestamp;
+use videojobs_core::model::stats::Deltas;
 use videojobs_core::ports::{NewJob, StatusChange};
-use videojobs_core::stats::{counter, Counters, Deltas, StatsStore, StuckJob, StuckPage};
 use videojobs_core::{JobStatus, StoreError};
 
 pub const INDEX_STUCK_WATCH: &str = "stuck_watch";
@@ -33,7 +29,7 @@ pub const COUNTER_SHARDS: u32 = 8;
 
 type Item = HashMap<String, AttributeValue>;
 
-fn shard_key(shard: u32) -> Item {
+pub(crate) fn shard_key(shard: u32) -> Item {
     HashMap::from([("pk".to_owned(), AttributeValue::S(format!("STATS#{shard}"))), ("sk".to_owned(), AttributeValue::S("COUNTERS".into()))])
 }
 
@@ -43,7 +39,7 @@ fn random_shard() -> u32 {
 
 /// Whether a job in `status` belongs in the stuck-jobs index.
 pub fn is_watched(status: JobStatus) -> bool {
-    videojobs_core::stats::WATCHED_STATUSES.contains(&status)
+    videojobs_core::model::stats::WATCHED_STATUSES.contains(&status)
 }
 
 /// The update adding `deltas` to one counter shard, for a transaction;
@@ -69,12 +65,12 @@ pub fn counter_update(table: &str, deltas: &Deltas) -> Result<Option<TransactWri
 
 /// The counter update a job's creation adds to its transaction.
 pub fn creation_item(table: &str, new: &NewJob) -> Result<Option<TransactWriteItem>, StoreError> {
-    counter_update(table, &videojobs_core::stats::creation_deltas(&new.job))
+    counter_update(table, &videojobs_core::model::stats::creation_deltas(&new.job))
 }
 
 /// The counter update a status change adds to its transaction.
 pub fn change_item(table: &str, change: &StatusChange) -> Result<Option<TransactWriteItem>, StoreError> {
-    counter_update(table, &videojobs_core::stats::change_deltas(change))
+    counter_update(table, &videojobs_core::model::stats::change_deltas(change))
 }
 
 /// Metrics for a job that was just created (the write committed).
@@ -103,126 +99,6 @@ pub fn emit_changed(change: &StatusChange) {
         }
         JobStatus::Failed => line().metric("JobFailed", 1.0, Unit::Count).emit(),
         _ => {}
-    }
-}
-
-fn number(value: &AttributeValue) -> Option<i64> {
-    value.as_n().ok()?.parse().ok()
-}
-
-impl DynamoStore {
-    async fn counter_shards(&self) -> Result<Vec<Item>, StoreError> {
-        let keys: Vec<Item> = (0..COUNTER_SHARDS).map(shard_key).collect();
-        let mut request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .build()
-            .map_err(|e| StoreError::Internal(format!("building a batch get: {e}")))?;
-        let mut items = Vec::new();
-        for _ in 0..10 {
-            let out = self
-                .client()
-                .batch_get_item()
-                .request_items(self.jobs_table(), request)
-                .send()
-                .await
-                .map_err(|e| store_error("BatchGetItem", e))?;
-            items.extend(out.responses.unwrap_or_default().into_values().flatten());
-            match out.unprocessed_keys.and_then(|mut u| u.remove(self.jobs_table())) {
-                Some(rest) if !rest.keys().is_empty() => request = rest,
-                _ => return Ok(items),
-            }
-        }
-        Err(StoreError::Unavailable("counter shards kept coming back unprocessed".into()))
-    }
-
-    async fn stuck_page(
-        &self,
-        status: JobStatus,
-        before: &str,
-        limit: Option<u32>,
-        count_only: bool,
-        start: Option<Item>,
-    ) -> Result<aws_sdk_dynamodb::operation::query::QueryOutput, StoreError> {
-        self.client()
-            .query()
-            .table_name(self.jobs_table())
-            .index_name(INDEX_STUCK_WATCH)
-            .key_condition_expression("#watch = :status AND updated_at < :before")
-            .expression_attribute_names("#watch", WATCH_ATTRIBUTE)
-            .expression_attribute_values(":status", AttributeValue::S(status.as_str().into()))
-            .expression_attribute_values(":before", AttributeValue::S(before.into()))
-            .scan_index_forward(true)
-            .set_limit(limit.map(|l| l as i32))
-            .set_select(count_only.then_some(Select::Count))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| store_error("Query", e))
-    }
-}
-
-fn stuck_job(item: &Item, status: JobStatus) -> Result<StuckJob, StoreError> {
-    let text = |name: &str| {
-        item.get(name).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| StoreError::Internal(format!("stuck_watch item has no {name}")))
-    };
-    Ok(StuckJob {
-        job_id: text("job_id")?.parse().map_err(|_| StoreError::Internal("stuck_watch item has a bad job id".into()))?,
-        status,
-        provider: text("provider")?,
-        updated_at: timestamp::parse(&text("updated_at")?)
-            .ok_or_else(|| StoreError::Internal("stuck_watch item has a bad updated_at".into()))?,
-    })
-}
-
-#[async_trait]
-impl StatsStore for DynamoStore {
-    async fn counters(&self) -> Result<Counters, StoreError> {
-        let mut sums = Counters::new();
-        for shard in self.counter_shards().await? {
-            for (name, value) in &shard {
-                if let Some(amount) = number(value) {
-                    *sums.entry(name.clone()).or_insert(0) += amount;
-                }
-            }
-        }
-        Ok(sums)
-    }
-
-    async fn stuck_jobs(&self, status: JobStatus, before: time::OffsetDateTime, limit: u32) -> Result<StuckPage, StoreError> {
-        let before = timestamp::format(before);
-        let oldest = self.stuck_page(status, &before, Some(limit), false, None).await?;
-        let oldest = oldest.items.unwrap_or_default().iter().map(|item| stuck_job(item, status)).collect::<Result<_, _>>()?;
-        // The count pages through the index (keys only), never the table.
-        let mut count = 0u64;
-        let mut start = None;
-        loop {
-            let page = self.stuck_page(status, &before, None, true, start).await?;
-            count += page.count.max(0) as u64;
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(StuckPage { count, oldest });
-            }
-        }
-    }
-
-    async fn count_duplicate_callback(&self, provider: &str) -> Result<(), StoreError> {
-        let mut deltas = Deltas::default();
-        deltas.add(counter::DUPLICATE_CALLBACKS, 1);
-        let Some(item) = counter_update(self.jobs_table(), &deltas)? else { return Ok(()) };
-        let update = item.update.ok_or_else(|| StoreError::Internal("counter update missing".into()))?;
-        self.client()
-            .update_item()
-            .table_name(update.table_name)
-            .set_key(Some(update.key))
-            .update_expression(update.update_expression)
-            .set_expression_attribute_names(update.expression_attribute_names)
-            .set_expression_attribute_values(update.expression_attribute_values)
-            .send()
-            .await
-            .map_err(|e| store_error("UpdateItem", e))?;
-        MetricLine::new().dimension("Provider", provider).metric("DuplicateCallback", 1.0, Unit::Count).emit();
-        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Structured JSON logs: one object per line, with the fields of the current
 //! span (the job id, the SQS message id) on every line. Every line passes
-//! through `videojobs_core::redact::text` on its way out, so no URL's path,
+//! through `videojobs_core::model::redact::text` on its way out, so no URL's path,
 //! query or credentials (a client's token, a presigned signature) is ever
 //! printed, whoever logged it.
 
@@ -69,7 +69,7 @@ impl<W: Write> Write for RedactedLine<W> {
 impl<W: Write> Drop for RedactedLine<W> {
     fn drop(&mut self) {
         let line = String::from_utf8_lossy(&self.buffer);
-        let _ = self.inner.write_all(videojobs_core::redact::text(&line).as_bytes());
+        let _ = self.inner.write_all(videojobs_core::model::redact::text(&line).as_bytes());
         let _ = self.inner.flush();
     }
 }

@@ -1,30 +1,21 @@
-//! The videojobs domain: a job's lifecycle, the requests that create jobs, the
-//! ids and keys, and the ports through which the functions reach storage and
-//! the workflow engine. Nothing here knows about AWS.
+//! The videojobs domain, in three layers, each importing only from the ones
+//! before it (nothing here knows about AWS):
+//!
+//! - [`model`]: values. A job and its lifecycle, the requests that create
+//!   jobs, ids and keys, what a provider says, the messages of the queue.
+//!   Constructors refuse bad values; nothing here does I/O.
+//! - [`ports`]: what the rules need from the outside world, one narrow trait
+//!   per capability, spoken in model types. `videojobs-aws` and
+//!   `videojobs-providers` implement them; `videojobs-testkit` has in-memory ones.
+//! - [`services`]: the rules. The API's operations ([`services::Services`]),
+//!   the pipeline's decisions ([`services::pipeline`]) and the provider
+//!   callbacks' ([`services::callbacks`]), over the ports. The functions'
+//!   handlers only parse their event, call one of these, and report.
 
-pub mod admin;
-pub mod emf;
-pub mod error;
-pub mod failover;
-pub mod ids;
-pub mod image;
-pub mod job;
-pub mod lifecycle;
-pub mod mp4;
-pub mod notify;
+pub mod model;
 pub mod ports;
-pub mod progress;
-pub mod provider;
-pub mod ratelimit;
-pub mod redact;
-pub mod request;
-pub mod review;
-pub mod service;
-pub mod settings;
-pub mod signing;
-pub mod stats;
-pub mod views;
-pub mod work;
+pub mod services;
 
-pub use error::{AppError, StoreError};
-pub use lifecycle::{transition, JobStatus, Transition};
+pub use model::error::StoreError;
+pub use model::lifecycle::{transition, JobStatus, Transition};
+pub use services::AppError;

@@ -5,8 +5,8 @@ use lambda_http::http::{HeaderValue, Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use tracing::Instrument;
 use videojobs_api::{error_response, header_text, json_body, path_segments, presented_key, raw_json_response, respond};
-use videojobs_core::request::{request_fingerprint, AnimateRequest, GenerateRequest, InvalidUpload, UploadRequest};
-use videojobs_core::service::{Idempotency, JobSpec, Services};
+use videojobs_core::model::request::{request_fingerprint, AnimateRequest, GenerateRequest, InvalidUpload, UploadRequest};
+use videojobs_core::services::{Idempotency, JobSpec, Services};
 use videojobs_core::AppError;
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -61,7 +61,7 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
     }
 }
 
-async fn create_job(services: &Services, request: &Request, route: Route) -> Result<videojobs_core::service::Accepted, AppError> {
+async fn create_job(services: &Services, request: &Request, route: Route) -> Result<videojobs_core::services::Accepted, AppError> {
     let who = services.authenticate_to_create(presented_key(request)).await?;
     let body = json_body(request, services.settings.body_max_bytes)?;
     let limits = &services.settings.limits;
@@ -72,14 +72,16 @@ async fn create_job(services: &Services, request: &Request, route: Route) -> Res
     let idempotency = header_text(request, IDEMPOTENCY_HEADER)
         .map(|text| {
             text.parse().map(|key| Idempotency { key, fingerprint: request_fingerprint(name, body) }).map_err(
-                |e: videojobs_core::ids::InvalidId| AppError::from(videojobs_core::request::InvalidRequest::new("Idempotency-Key", e.0)),
+                |e: videojobs_core::model::ids::InvalidId| {
+                    AppError::from(videojobs_core::model::request::InvalidRequest::new("Idempotency-Key", e.0))
+                },
             )
         })
         .transpose()?;
     services.create_job(&who, spec, idempotency).await
 }
 
-async fn create_upload(services: &Services, request: &Request) -> Result<videojobs_core::views::UploadBody, AppError> {
+async fn create_upload(services: &Services, request: &Request) -> Result<videojobs_core::model::views::UploadBody, AppError> {
     let who = services.authenticate(presented_key(request)).await?;
     let body = json_body(request, services.settings.body_max_bytes)?;
     let upload = UploadRequest::parse(body, &services.settings.limits).map_err(|err| match err {

@@ -39,17 +39,18 @@ use ed25519_dalek::Signature;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use videojobs_core::job::JobParams;
-use videojobs_core::provider::*;
-use videojobs_core::request::ProviderName;
-use videojobs_core::settings::ConfigError;
+use videojobs_core::model::job::JobParams;
+use videojobs_core::model::provider::*;
+use videojobs_core::model::request::ProviderName;
+use videojobs_core::model::settings::ConfigError;
+use videojobs_core::ports::Provider;
 
 pub const DEFAULT_QUEUE_URL: &str = "https://queue.fal.run";
 pub const DEFAULT_JWKS_URL: &str = "https://rest.alpha.fal.ai/.well-known/jwks.json";
 pub const DEFAULT_TEXT_MODEL: &str = "fal-ai/kling-video/v1.6/standard/text-to-video";
 pub const DEFAULT_IMAGE_MODEL: &str = "fal-ai/kling-video/v1.6/standard/image-to-video";
 /// How far a callback's timestamp may be from now, either way (the Standard Webhooks tolerance).
-pub const TOLERANCE_SECONDS: i64 = videojobs_core::signing::TOLERANCE_SECONDS;
+pub const TOLERANCE_SECONDS: i64 = videojobs_core::model::signing::TOLERANCE_SECONDS;
 
 /// fal's settings: `FAL_KEY` (only where jobs are submitted) or `FAL_JWKS_URL`
 /// (where callbacks are verified) enables it; `FAL_TEXT_MODEL`,
@@ -341,17 +342,17 @@ impl Provider for FalProvider {
             .config
             .user_id
             .as_deref()
-            .is_some_and(|ours| !videojobs_core::signing::constant_time_eq(ours.as_bytes(), user_id.trim().as_bytes()))
+            .is_some_and(|ours| !videojobs_core::model::signing::constant_time_eq(ours.as_bytes(), user_id.trim().as_bytes()))
         {
             return Err(CallbackError::BadSignature("the callback is for another fal account".into()));
         }
         let timestamp = header("x-fal-webhook-timestamp")?;
         let signature = header("x-fal-webhook-signature")?;
         // Bounded before any cryptography: the body's size and a sane timestamp.
-        if callback.body.len() > videojobs_core::signing::MAX_BODY_BYTES {
-            return Err(CallbackError::BadSignature(videojobs_core::signing::SignatureError::BodyTooLarge.to_string()));
+        if callback.body.len() > videojobs_core::model::signing::MAX_BODY_BYTES {
+            return Err(CallbackError::BadSignature(videojobs_core::model::signing::SignatureError::BodyTooLarge.to_string()));
         }
-        videojobs_core::signing::check_timestamp(timestamp, callback.now).map_err(|e| CallbackError::BadSignature(e.to_string()))?;
+        videojobs_core::model::signing::check_timestamp(timestamp, callback.now).map_err(|e| CallbackError::BadSignature(e.to_string()))?;
         let signature = hex::decode(signature.trim())
             .ok()
             .and_then(|bytes| Signature::from_slice(&bytes).ok())
@@ -399,7 +400,7 @@ mod tests {
     use ed25519_dalek::{Signer, SigningKey};
     use std::collections::HashMap;
     use std::time::Duration;
-    use videojobs_core::request::{AspectRatio, ImageSource, Resolution};
+    use videojobs_core::model::request::{AspectRatio, ImageSource, Resolution};
 
     const REQUEST: &str = "024ca5b1-45d3-4afd-883e-ad3abe2a1c4d";
     const JWKS_PATH: &str = "/.well-known/jwks.json";

@@ -11,9 +11,10 @@ pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
-use videojobs_core::provider::{ProviderError, Providers};
-use videojobs_core::settings::ConfigError;
-use videojobs_core::signing::WebhookSecret;
+use videojobs_core::model::provider::ProviderError;
+use videojobs_core::model::settings::ConfigError;
+use videojobs_core::model::signing::WebhookSecret;
+use videojobs_core::ports::Providers;
 
 /// One HTTP client for every adapter and for copying outputs: a provider that
 /// stops answering turns into a retry rather than a hung worker, while a large
@@ -94,7 +95,7 @@ pub(crate) fn status_error(status: u16, retry_after: Option<Duration>, code: Str
 
 /// A network failure: the request may not have arrived, so it may be retried.
 pub(crate) fn network_error(err: reqwest::Error) -> ProviderError {
-    ProviderError::Transient { message: format!("network: {}", videojobs_core::redact::error(&err)), retry_after: None }
+    ProviderError::Transient { message: format!("network: {}", videojobs_core::model::redact::error(&err)), retry_after: None }
 }
 
 /// Seconds from a `retry-after` header (providers send whole seconds).
@@ -106,16 +107,16 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
 /// Replicate) and returns its `webhook-id`, the event id receipts are keyed by.
 pub(crate) fn verify_standard_webhook(
     secrets: &[WebhookSecret],
-    callback: &videojobs_core::provider::Callback<'_>,
-) -> Result<String, videojobs_core::provider::CallbackError> {
+    callback: &videojobs_core::model::provider::Callback<'_>,
+) -> Result<String, videojobs_core::model::provider::CallbackError> {
     let header = |name: &str| callback.headers.get(name).map(String::as_str);
-    let signed = videojobs_core::signing::SignedHeaders {
+    let signed = videojobs_core::model::signing::SignedHeaders {
         id: header("webhook-id"),
         timestamp: header("webhook-timestamp"),
         signature: header("webhook-signature"),
     };
-    videojobs_core::signing::verify(secrets, signed, callback.body, callback.now)
-        .map_err(|e| videojobs_core::provider::CallbackError::BadSignature(e.to_string()))?;
+    videojobs_core::model::signing::verify(secrets, signed, callback.body, callback.now)
+        .map_err(|e| videojobs_core::model::provider::CallbackError::BadSignature(e.to_string()))?;
     Ok(signed.id.unwrap_or_default().to_owned())
 }
 
@@ -131,11 +132,11 @@ pub(crate) fn kling_seconds(seconds: u32) -> u32 {
 
 /// The prompt Kling gets: the job's, or for an image job without one, a
 /// gentle camera move (Kling wants a prompt).
-pub(crate) fn kling_prompt(request: &videojobs_core::provider::SubmitRequest) -> String {
+pub(crate) fn kling_prompt(request: &videojobs_core::model::provider::SubmitRequest) -> String {
     match (&request.prompt, &request.params) {
         (Some(prompt), _) => prompt.clone(),
-        (None, videojobs_core::job::JobParams::ImageToVideo { .. }) => "A slow, steady camera move over the scene".into(),
-        (None, videojobs_core::job::JobParams::TextToVideo { .. }) => String::new(),
+        (None, videojobs_core::model::job::JobParams::ImageToVideo { .. }) => "A slow, steady camera move over the scene".into(),
+        (None, videojobs_core::model::job::JobParams::TextToVideo { .. }) => String::new(),
     }
 }
 
@@ -150,7 +151,7 @@ mod progress_refresh_tests {
 
     #[test]
     fn the_providers_refreshed_by_default_are_exactly_those_that_send_no_progress_callbacks() {
-        let secret = videojobs_core::signing::WebhookSecret::generate_text();
+        let secret = videojobs_core::model::signing::WebhookSecret::generate_text();
         let lookup = |name: &str| match name {
             "FAL_KEY" => Some("id:secret".to_owned()),
             "REPLICATE_WEBHOOK_SECRET" | "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some(secret.clone()),
@@ -160,7 +161,7 @@ mod progress_refresh_tests {
         let providers = from_lookup(lookup, http_client()).unwrap();
         for name in ["local", "replicate", "fal"] {
             let provider = providers.get(name).unwrap_or_else(|| panic!("{name} is configured"));
-            let refreshed = videojobs_core::settings::DEFAULT_PROGRESS_REFRESH_PROVIDERS.contains(&name);
+            let refreshed = videojobs_core::model::settings::DEFAULT_PROGRESS_REFRESH_PROVIDERS.contains(&name);
             assert_eq!(refreshed, !provider.sends_progress_callbacks(), "{name}");
         }
     }
@@ -169,9 +170,9 @@ mod progress_refresh_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use videojobs_core::job::JobParams;
-    use videojobs_core::provider::SubmitRequest;
-    use videojobs_core::request::{AspectRatio, ImageSource, Resolution};
+    use videojobs_core::model::job::JobParams;
+    use videojobs_core::model::provider::SubmitRequest;
+    use videojobs_core::model::request::{AspectRatio, ImageSource, Resolution};
 
     fn request(params: JobParams, prompt: Option<&str>) -> SubmitRequest {
         SubmitRequest {

@@ -5,10 +5,11 @@ use crate::{network_error, retry_after, status_error};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use videojobs_core::job::JobParams;
-use videojobs_core::provider::*;
-use videojobs_core::request::ProviderName;
-use videojobs_core::signing::WebhookSecret;
+use videojobs_core::model::job::JobParams;
+use videojobs_core::model::provider::*;
+use videojobs_core::model::request::ProviderName;
+use videojobs_core::model::signing::WebhookSecret;
+use videojobs_core::ports::Provider;
 
 pub struct LocalProvider {
     name: ProviderName,
@@ -100,7 +101,7 @@ fn normalise(p: Prediction) -> Result<ProviderStatus, String> {
 fn input(request: &SubmitRequest) -> Value {
     match &request.params {
         JobParams::TextToVideo { duration_seconds, aspect_ratio, resolution } => {
-            let (width, height) = videojobs_core::request::frame_size(*aspect_ratio, *resolution);
+            let (width, height) = videojobs_core::model::request::frame_size(*aspect_ratio, *resolution);
             json!({"mode": "text", "prompt": request.prompt, "width": width, "height": height,
                    "duration_seconds": duration_seconds})
         }

@@ -32,11 +32,12 @@ use crate::{kling_prompt, kling_seconds, network_error, non_empty, retry_after, 
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use videojobs_core::job::JobParams;
-use videojobs_core::provider::*;
-use videojobs_core::request::ProviderName;
-use videojobs_core::settings::ConfigError;
-use videojobs_core::signing::WebhookSecret;
+use videojobs_core::model::job::JobParams;
+use videojobs_core::model::provider::*;
+use videojobs_core::model::request::ProviderName;
+use videojobs_core::model::settings::ConfigError;
+use videojobs_core::model::signing::WebhookSecret;
+use videojobs_core::ports::Provider;
 
 pub const DEFAULT_API_URL: &str = "https://api.replicate.com";
 /// Kling 1.6 (standard) takes a prompt and, for image to video, a `start_image`.
@@ -289,7 +290,7 @@ mod tests {
     use crate::replay::{ReplayServer, Reply};
     use std::collections::HashMap;
     use std::time::Duration;
-    use videojobs_core::request::{AspectRatio, ImageSource, Resolution};
+    use videojobs_core::model::request::{AspectRatio, ImageSource, Resolution};
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 

@@ -12,11 +12,11 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use tracing::Instrument;
 use videojobs_api::{error_response, json_body, path_segments, presented_key, query_param, respond};
-use videojobs_core::admin::{GrantRequest, NewKeyRequest};
+use videojobs_core::model::admin::{GrantRequest, NewKeyRequest};
+use videojobs_core::model::request::InvalidRequest;
+use videojobs_core::model::review::ReviewRequest;
 use videojobs_core::ports::PageRequest;
-use videojobs_core::request::InvalidRequest;
-use videojobs_core::review::ReviewRequest;
-use videojobs_core::service::Services;
+use videojobs_core::services::Services;
 use videojobs_core::AppError;
 
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -101,7 +101,7 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
         Err(err) => return error_response(&err),
     };
     if matches!(route, Route::AdminKeys | Route::AdminListKeys | Route::AdminRevokeKey(_) | Route::AdminCredits) {
-        if let Err(err) = videojobs_core::admin::admin_only(&who) {
+        if let Err(err) = videojobs_core::services::admin::admin_only(&who) {
             return error_response(&err);
         }
     }
@@ -163,7 +163,7 @@ async fn review(
     request: &Request,
     who: &videojobs_core::ports::Principal,
     id: &str,
-) -> Result<videojobs_core::views::StatusBody, AppError> {
+) -> Result<videojobs_core::model::views::StatusBody, AppError> {
     // The role is checked before the body, so a user learns only that they may not review.
     if !who.role.can_review() {
         return Err(AppError::Forbidden("only a reviewer or an admin can review videos"));

@@ -8,6 +8,6 @@ async fn main() -> Result<(), Error> {
     let resources = Resources::from_env()?;
     let providers = videojobs_providers::from_env(videojobs_providers::http_client_on_first_use())?;
     // The AWS clients are built on the first request (see `OnFirstEvent`).
-    let webhook = OnFirstEvent::new(|| webhook::Webhook::on_aws(&AwsClients::build_from_env(), &resources, providers.clone()));
-    run(service_fn(|request| webhook::handler(webhook.get(), request))).await
+    let callbacks = OnFirstEvent::new(|| webhook::callbacks_on_aws(&AwsClients::build_from_env(), &resources, providers.clone()));
+    run(service_fn(|request| webhook::handler(callbacks.get(), request))).await
 }

@@ -5,14 +5,14 @@ use videojobs_aws::{AwsClients, OnFirstEvent};
 async fn main() -> Result<(), Error> {
     videojobs_aws::telemetry::init();
     videojobs_providers::tls::install_crypto_provider();
-    let (resources, settings) = (videojobs_aws::Resources::from_env()?, videojobs_core::settings::Settings::from_env()?);
+    let (resources, settings) = (videojobs_aws::Resources::from_env()?, videojobs_core::model::settings::Settings::from_env()?);
     // Clients (AWS and the providers' HTTPS one) are built on the first event (see `OnFirstEvent`).
     let http = videojobs_providers::http_client_on_first_use();
     let providers = videojobs_providers::from_env(http.clone())?;
     let callback_base_url = std::env::var("WEBHOOK_BASE_URL").map_err(|_| "WEBHOOK_BASE_URL is not set")?;
     let worker = OnFirstEvent::new(|| {
         let clients = AwsClients::build_from_env();
-        worker::Worker::on_aws(&clients, &resources, &settings, providers.clone(), http.clone(), callback_base_url.clone())
+        worker::pipeline_on_aws(&clients, &resources, &settings, providers.clone(), http.clone(), callback_base_url.clone())
     });
     run(service_fn(|event| worker::handler(worker.get(), event))).await
 }

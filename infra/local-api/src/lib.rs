@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use videojobs_core::ids::{ApiKey, Role, UserId};
+use videojobs_core::model::ids::{ApiKey, Role, UserId};
 use videojobs_core::ports::Principal;
-use videojobs_core::service::Services;
+use videojobs_core::services::Services;
 
 pub mod queue;
 
@@ -26,22 +26,22 @@ const GATEWAY_BODY_LIMIT: usize = 10 * 1024 * 1024;
 #[derive(Clone)]
 pub struct App {
     pub services: Services,
-    pub webhook: webhook::Webhook,
-    pub worker: worker::Worker,
+    pub webhook: webhook::Callbacks,
+    pub worker: worker::Pipeline,
 }
 
 impl App {
     pub fn on_aws(
         clients: &videojobs_aws::AwsClients,
         resources: &videojobs_aws::Resources,
-        settings: videojobs_core::settings::Settings,
-        providers: videojobs_core::provider::Providers,
+        settings: videojobs_core::model::settings::Settings,
+        providers: videojobs_core::ports::Providers,
         http: videojobs_providers::HttpClient,
         callback_base_url: String,
     ) -> Self {
-        let worker = worker::Worker::on_aws(clients, resources, &settings, providers.clone(), http, callback_base_url);
+        let worker = worker::pipeline_on_aws(clients, resources, &settings, providers.clone(), http, callback_base_url);
         let services = videojobs_aws::services(clients, resources, settings);
-        let webhook = webhook::Webhook {
+        let webhook = webhook::Callbacks {
             jobs: services.jobs.clone(),
             queue: services.work.clone(),
             providers,

@@ -19,7 +19,7 @@ pub const WORK_POLLERS: usize = 4;
 pub const NOTIFY_POLLERS: usize = 5;
 
 /// Both queues' pollers, as the template's two event source mappings.
-pub fn spawn_pollers(sqs: &Client, resources: &videojobs_aws::Resources, worker: &worker::Worker) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn_pollers(sqs: &Client, resources: &videojobs_aws::Resources, worker: &worker::Pipeline) -> Vec<tokio::task::JoinHandle<()>> {
     let queues = [(resources.work_queue_url.clone(), WORK_POLLERS), (resources.notify_queue_url.clone(), NOTIFY_POLLERS)];
     let mut tasks = Vec::new();
     for (queue_url, pollers) in queues {
@@ -30,7 +30,7 @@ pub fn spawn_pollers(sqs: &Client, resources: &videojobs_aws::Resources, worker:
     tasks
 }
 
-pub async fn poll_forever(sqs: Client, queue_url: String, worker: worker::Worker) {
+pub async fn poll_forever(sqs: Client, queue_url: String, worker: worker::Pipeline) {
     loop {
         if let Err(err) = poll_once(&sqs, &queue_url, &worker, 5).await {
             tracing::warn!(error = %err, "polling the work queue failed");
@@ -58,7 +58,7 @@ pub async fn schedule_check_stuck_forever(sqs: Client, queue_url: String, every:
 pub async fn poll_once(
     sqs: &Client,
     queue_url: &str,
-    worker: &worker::Worker,
+    worker: &worker::Pipeline,
     wait_seconds: i32,
 ) -> Result<(usize, std::time::Duration), Box<dyn std::error::Error + Send + Sync>> {
     let received = sqs.receive_message().queue_url(queue_url).max_number_of_messages(10).wait_time_seconds(wait_seconds).send().await?;

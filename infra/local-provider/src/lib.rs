@@ -29,17 +29,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use videojobs_core::signing::WebhookSecret;
+use videojobs_core::model::signing::WebhookSecret;
 
 pub mod render;
 
 /// Faults the provider can be told to produce, per job or for every job:
 /// the type, and the bounds, the API checks `metadata.local_faults` with.
-pub use videojobs_core::request::faults::RequestedFaults as Faults;
+pub use videojobs_core::model::request::faults::RequestedFaults as Faults;
 
 /// What is over the bounds the API also applies, if anything.
 fn faults_out_of_bounds(faults: &Faults) -> Option<String> {
-    videojobs_core::request::faults::out_of_bounds(faults).map(|(field, message)| format!("faults.{field} {message}"))
+    videojobs_core::model::request::faults::out_of_bounds(faults).map(|(field, message)| format!("faults.{field} {message}"))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -87,7 +87,7 @@ pub struct Config {
     pub secret: WebhookSecret,
     /// Where source images may be fetched from: public addresses only, unless
     /// the local stack allows loopback and `http` (its S3 is moto on 127.0.0.1).
-    pub image_policy: videojobs_core::notify::WebhookPolicy,
+    pub image_policy: videojobs_core::model::notify::WebhookPolicy,
     /// With a token, every `/v1/` call must carry it (`Authorization: Bearer`)
     /// and files are served only through signed links that expire after
     /// [`FILE_LINK_SECONDS`]. The binary always has one (`LOCAL_PROVIDER_TOKEN`);
@@ -101,7 +101,7 @@ pub const FILE_LINK_SECONDS: i64 = 3_600;
 impl Config {
     /// The local stack's: images also from loopback over `http`; no token.
     pub fn local(dir: PathBuf, secret: WebhookSecret) -> Self {
-        let image_policy = videojobs_core::notify::WebhookPolicy { allow_http: true, allow_loopback: true };
+        let image_policy = videojobs_core::model::notify::WebhookPolicy { allow_http: true, allow_loopback: true };
         Self { dir, secret, image_policy, token: None }
     }
 }
@@ -299,7 +299,7 @@ fn cancel(state: &State, id: &str) -> Response<Body> {
 fn authorized(state: &State, request: &Request<Incoming>) -> bool {
     let Some(token) = &state.config.token else { return true };
     let presented = request.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    presented.is_some_and(|p| videojobs_core::signing::constant_time_eq(p.trim().as_bytes(), token.as_bytes()))
+    presented.is_some_and(|p| videojobs_core::model::signing::constant_time_eq(p.trim().as_bytes(), token.as_bytes()))
 }
 
 /// The signature of a file link: the provider's secret over the file and the link's expiry.
@@ -330,7 +330,7 @@ fn link_is_valid(state: &State, id: &str, name: &str, query: &str) -> bool {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     expires > now
         && expires <= now + FILE_LINK_SECONDS
-        && videojobs_core::signing::constant_time_eq(signature.as_bytes(), link_signature(state, id, name, expires).as_bytes())
+        && videojobs_core::model::signing::constant_time_eq(signature.as_bytes(), link_signature(state, id, name, expires).as_bytes())
 }
 
 async fn file(state: &State, id: &str, name: &str, query: &str) -> Response<Body> {
@@ -482,7 +482,7 @@ async fn post_callback(state: &State, url: &str, event_id: &str, text: &str) -> 
             false
         }
         Err(err) => {
-            tracing::warn!(error = videojobs_core::redact::error(&err), event_id, "callback not delivered; retrying");
+            tracing::warn!(error = videojobs_core::model::redact::error(&err), event_id, "callback not delivered; retrying");
             false
         }
     }

@@ -12,8 +12,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let dir = std::env::var("LOCAL_PROVIDER_DIR").unwrap_or_else(|_| ".local/provider".into());
     // Source images from loopback over http (the local stack's S3) only when told.
     let local_images = std::env::var("LOCAL_PROVIDER_ALLOW_LOOPBACK_IMAGES").is_ok_and(|v| v == "true" || v == "1");
-    let image_policy = videojobs_core::notify::WebhookPolicy { allow_http: local_images, allow_loopback: local_images };
-    let secret = videojobs_core::signing::WebhookSecret::parse(&secret)?;
+    let image_policy = videojobs_core::model::notify::WebhookPolicy { allow_http: local_images, allow_loopback: local_images };
+    let secret = videojobs_core::model::signing::WebhookSecret::parse(&secret)?;
     // Every API call takes this token, and files are served only through links that expire.
     let token = std::env::var("LOCAL_PROVIDER_TOKEN")
         .ok()

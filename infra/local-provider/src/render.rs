@@ -5,7 +5,9 @@ use crate::Input;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::process::Command;
-use videojobs_core::notify::{check_destination, Destination, HostResolver, WebhookPolicy};
+use videojobs_core::model::notify::{Destination, WebhookPolicy};
+use videojobs_core::ports::HostResolver;
+use videojobs_core::services::notify::check_destination;
 
 const FONT_CANDIDATES: &[&str] =
     &["/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"];
@@ -134,7 +136,7 @@ pub async fn render(image_policy: WebhookPolicy, dir: &Path, input: &Input) -> R
     // Served with each file, so the copier can check what it received.
     for (file, sum) in [(&partial, dir.join("video.sha256")), (&dir.join("thumbnail.jpg"), dir.join("thumbnail.sha256"))] {
         let bytes = tokio::fs::read(file).await.map_err(|e| e.to_string())?;
-        let digest = videojobs_core::request::sha256_hex(&bytes);
+        let digest = videojobs_core::model::request::sha256_hex(&bytes);
         tokio::fs::write(sum, digest).await.map_err(|e| e.to_string())?;
     }
     // Renamed only when whole, so a file that is served is always complete.
@@ -152,8 +154,8 @@ async fn image_demuxer(path: &Path) -> Result<&'static str, String> {
 }
 
 fn demuxer_for(head: &[u8]) -> Option<&'static str> {
-    use videojobs_core::request::ImageType;
-    Some(match videojobs_core::image::kind_of(head)? {
+    use videojobs_core::model::request::ImageType;
+    Some(match videojobs_core::model::image::kind_of(head)? {
         ImageType::Png => "png_pipe",
         ImageType::Jpeg => "jpeg_pipe",
         ImageType::Webp => "webp_pipe",
@@ -186,7 +188,7 @@ impl HostResolver for SystemDns {
 async fn fetch_image(policy: WebhookPolicy, dir: &Path, url: &str) -> Result<PathBuf, String> {
     let parsed = url::Url::parse(url).map_err(|_| "image not fetched: the image_url is not a URL".to_owned())?;
     let destination = check_destination(&parsed, policy, &SystemDns).await.map_err(|e| format!("image not fetched: the image_url {e}"))?;
-    let bytes = download(&destination).await.map_err(|e| format!("image not fetched: {}", videojobs_core::redact::text(&e)))?;
+    let bytes = download(&destination).await.map_err(|e| format!("image not fetched: {}", videojobs_core::model::redact::text(&e)))?;
     let path = dir.join("source-image");
     tokio::fs::write(&path, &bytes).await.map_err(|e| e.to_string())?;
     Ok(path)

@@ -4,7 +4,7 @@
 //! hash's item key so that a revocation reaches it, and is never shown.
 
 use super::*;
-use videojobs_core::ids::KeyId;
+use videojobs_core::model::ids::KeyId;
 
 const KEYS_PARTITION: &str = "KEYS";
 const KEY_LIST_CURSOR: [&str; 2] = ["pk", "sk"];

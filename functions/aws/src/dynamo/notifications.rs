@@ -3,7 +3,9 @@
 //! that its notification was delivered.
 
 use super::*;
-use videojobs_core::notify::{NotificationLog, UserWebhookSecrets, WebhookSecrets};
+use videojobs_core::model::notify::UserWebhookSecrets;
+use videojobs_core::ports::NotificationLog;
+use videojobs_core::ports::WebhookSecrets;
 
 fn secret_key(user: &UserId) -> Item {
     key(format!("USER#{user}"), "WEBHOOK_SECRET")

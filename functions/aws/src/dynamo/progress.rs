@@ -3,7 +3,8 @@
 //! on its queue is not a change of the job).
 
 use super::*;
-use videojobs_core::progress::{ProgressDetail, ProgressDetails};
+use videojobs_core::model::progress::ProgressDetail;
+use videojobs_core::ports::ProgressDetails;
 
 /// Attributes that live only while the job waits on its provider; a status
 /// change out of `submitted`/`processing` removes them.

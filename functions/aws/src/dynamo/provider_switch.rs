@@ -2,8 +2,8 @@
 //! transaction, only while no provider has accepted the job.
 
 use super::*;
-use videojobs_core::failover::ProviderSwitch;
-use videojobs_core::request::ProviderName;
+use videojobs_core::model::request::ProviderName;
+use videojobs_core::ports::ProviderSwitch;
 
 #[async_trait]
 impl ProviderSwitch for DynamoStore {

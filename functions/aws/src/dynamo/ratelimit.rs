@@ -3,7 +3,7 @@
 //! DynamoDB deletes by TTL after the window.
 
 use super::*;
-use videojobs_core::ratelimit::RateLimiter;
+use videojobs_core::ports::RateLimiter;
 
 #[async_trait]
 impl RateLimiter for DynamoStore {

@@ -1,0 +1,134 @@
+//! A change of a job's status as a value: the transition, the event that
+//! records it, and what else is written with it. The store applies it only if
+//! the job is still where the change starts (see `ports::JobStore`).
+
+use crate::model::ids::{JobId, UserId};
+use crate::model::job::{Artifact, Job, JobEvent};
+use crate::model::lifecycle::{JobStatus, Transition};
+use crate::model::request::WorkflowType;
+use time::OffsetDateTime;
+
+/// A change of status with its event, applied only if the job is still in
+/// `transition.from`.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub transition: Transition,
+    /// Credits to give back when the transition refunds.
+    pub cost_credits: u32,
+    pub event: JobEvent,
+    pub error: Option<crate::model::job::JobError>,
+    pub at: OffsetDateTime,
+    /// Further fields written with the change.
+    pub update: JobUpdate,
+    /// Where the client wants to be told of the change (see `notify::NotifyingJobs`).
+    pub webhook_url: Option<String>,
+    /// Facts about the job the operational counters need (see `stats`).
+    pub facts: JobFacts,
+}
+
+impl StatusChange {
+    /// The change `transition` makes to `job`, with the event that records it.
+    pub fn new(
+        job: &Job,
+        transition: Transition,
+        source: crate::model::job::EventSource,
+        message: impl Into<String>,
+        error: Option<crate::model::job::JobError>,
+        update: JobUpdate,
+    ) -> Self {
+        let at = crate::model::job::timestamp::now();
+        Self {
+            job_id: job.job_id.clone(),
+            user_id: job.user_id.clone(),
+            transition,
+            cost_credits: job.cost_credits,
+            event: JobEvent {
+                job_id: job.job_id.clone(),
+                at,
+                source,
+                previous_status: Some(transition.from),
+                status: transition.to,
+                message: message.into(),
+                error_code: error.as_ref().map(|e| e.code.clone()),
+                actor: None,
+            },
+            error,
+            at,
+            update,
+            webhook_url: job.webhook_url.clone(),
+            facts: JobFacts::of(job),
+        }
+    }
+
+    /// The person behind the change, recorded on its event.
+    pub fn by(mut self, actor: &UserId) -> Self {
+        self.event.actor = Some(actor.clone());
+        self
+    }
+}
+
+/// Fields a status change may set besides the status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobUpdate {
+    pub progress: Option<u8>,
+    /// The provider's id for the job, with the provider's name.
+    pub provider_request: Option<(String, String)>,
+    pub output: Option<crate::model::job::Artifact>,
+    pub output_expires_at: Option<OffsetDateTime>,
+    pub completed_at: Option<OffsetDateTime>,
+    /// Forget the stored output (its objects were deleted).
+    pub remove_output: bool,
+    /// A reviewer's decision, set with `completed → approved | rejected`.
+    pub review: Option<crate::model::job::Review>,
+    /// Makes this submission attempt the job's current one.
+    pub submit_attempt: Option<u32>,
+    /// Applies the write only while this is the job's current submission
+    /// attempt (0: none yet): a message of an older attempt changes nothing.
+    pub only_in_attempt: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    Applied,
+    /// The job was not in the expected status; this is where it is.
+    StatusWas(JobStatus),
+    NotFound,
+}
+/// What a status change must know about its job for the counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFacts {
+    pub provider: String,
+    pub workflow_type: WorkflowType,
+    pub created_at: OffsetDateTime,
+    /// The output the job holds before the change.
+    pub stored: StoredBytes,
+}
+
+impl JobFacts {
+    pub fn of(job: &Job) -> Self {
+        Self {
+            provider: job.provider.to_string(),
+            workflow_type: job.workflow_type(),
+            created_at: job.created_at,
+            stored: StoredBytes::of(job.output.as_ref()),
+        }
+    }
+}
+
+/// Bytes of a stored output, by artifact type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredBytes {
+    pub video: u64,
+    pub thumbnail: u64,
+}
+
+impl StoredBytes {
+    pub fn of(artifact: Option<&Artifact>) -> Self {
+        match artifact {
+            Some(a) => Self { video: a.size_bytes, thumbnail: a.thumbnail_size_bytes.unwrap_or(0) },
+            None => Self::default(),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The two inputs a deterministic simulation must own that code otherwise
+//! takes from the environment: the time and the randomness of new ids.
+//!
+//! Production never sets them: [`now`] reads the system clock and ids draw
+//! from the operating system's randomness. A simulation runs on one thread
+//! and sets both for that thread ([`simulate`]), so that one seed replays one
+//! run exactly; the guard it gets back puts the thread back as it was.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cell::{Cell, RefCell};
+use time::OffsetDateTime;
+
+thread_local! {
+    static CLOCK: Cell<Option<OffsetDateTime>> = const { Cell::new(None) };
+    static ENTROPY: RefCell<Option<StdRng>> = const { RefCell::new(None) };
+}
+
+/// This thread's time and ids are simulated until the guard is dropped.
+#[must_use = "the simulation ends when the guard is dropped"]
+pub struct Simulated(());
+
+impl Drop for Simulated {
+    fn drop(&mut self) {
+        CLOCK.set(None);
+        ENTROPY.with_borrow_mut(|rng| *rng = None);
+    }
+}
+
+/// Simulates this thread's clock from `start` and its ids from `seed`.
+pub fn simulate(start: OffsetDateTime, seed: u64) -> Simulated {
+    CLOCK.set(Some(start));
+    ENTROPY.with_borrow_mut(|rng| *rng = Some(StdRng::seed_from_u64(seed)));
+    Simulated(())
+}
+
+/// Moves the simulated clock to `at` (never backwards: a later `at` only).
+pub fn set_now(at: OffsetDateTime) {
+    if let Some(now) = CLOCK.get() {
+        CLOCK.set(Some(now.max(at)));
+    }
+}
+
+/// Moves the simulated clock forward by `by`.
+pub fn advance(by: std::time::Duration) {
+    if let Some(now) = CLOCK.get() {
+        CLOCK.set(Some(now + by));
+    }
+}
+
+/// Now: the simulated time on a simulated thread, the system's otherwise.
+pub fn now() -> OffsetDateTime {
+    CLOCK.get().unwrap_or_else(OffsetDateTime::now_utc)
+}
+
+/// Now in whole milliseconds since 1970, as a ULID takes it.
+pub fn now_millis() -> u64 {
+    u64::try_from(now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+/// 128 random bits: from the simulation's seed on a simulated thread.
+pub fn random_u128() -> u128 {
+    ENTROPY.with_borrow_mut(|rng| match rng {
+        Some(seeded) => seeded.random(),
+        None => rand::rng().random(),
+    })
+}
+
+/// A uniform draw in `[0, 1)`: from the simulation's seed on a simulated thread.
+pub fn random_unit() -> f64 {
+    // The top 53 bits: exactly the precision of an f64 in [0, 1).
+    (random_u128() >> 75) as f64 / (1u64 << 53) as f64
+}
+
+/// Fills `bytes` at random: from the simulation's seed on a simulated thread.
+pub fn fill_random(bytes: &mut [u8]) {
+    ENTROPY.with_borrow_mut(|rng| match rng {
+        Some(seeded) => seeded.fill(bytes),
+        None => rand::rng().fill(bytes),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_simulated_thread_reads_the_simulated_clock_and_the_system_one_after() {
+        let start = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        {
+            let _simulated = simulate(start, 7);
+            assert_eq!(now(), start);
+            advance(Duration::from_secs(5));
+            assert_eq!(now(), start + Duration::from_secs(5));
+            set_now(start);
+            assert_eq!(now(), start + Duration::from_secs(5), "the clock never goes back");
+        }
+        assert!(now() > start + Duration::from_secs(1_000_000_000));
+    }
+
+    #[test]
+    fn one_seed_gives_the_same_randomness_and_another_seed_another() {
+        let draw = |seed| {
+            let _simulated = simulate(OffsetDateTime::UNIX_EPOCH, seed);
+            (random_u128(), random_u128())
+        };
+        assert_eq!(draw(1), draw(1));
+        assert_ne!(draw(1), draw(2));
+    }
+}

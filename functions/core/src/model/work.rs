@@ -1,0 +1,160 @@
+//! The messages on the work queue. The state machine sends `submit`, `poll`,
+//! `await_review`, `expire` and `give_up` (see
+//! `infra/statemachine/job.asl.json`); the
+//! webhook sends `finalize`; a cancel sends `cancel_at_provider`; a rejection
+//! sends `discard_output`; a status read sends `refresh`.
+
+use crate::model::ids::JobId;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkMessage {
+    /// Hand the job to its provider. The state machine's message carries the
+    /// task token (answered when the video is stored) and no attempt: it is
+    /// attempt 1. The worker's own retries carry `attempt` and no token (the
+    /// token is read from the store). An attempt that is no longer the job's
+    /// current one does nothing (see `functions/worker/src/submission.rs`).
+    Submit {
+        job_id: JobId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_token: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+    },
+    /// The provider says it is done (or gave up): fetch the outcome and finish.
+    Finalize { job_id: JobId },
+    /// No callback came before the deadline: ask the provider. Round 1 comes
+    /// from the state machine with its task token; the worker asks again in
+    /// later rounds (no token: it is read from the store) while the provider
+    /// is still working, and answers the token when done or out of rounds.
+    Poll {
+        job_id: JobId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_token: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        round: Option<u32>,
+    },
+    /// The video is stored and the retention window starts: keep the token
+    /// of the task that waits for the review (its timeout is the window), so
+    /// that an approval can answer it and end the execution.
+    AwaitReview { job_id: JobId, task_token: String },
+    /// The retention window is over: delete an output nobody approved.
+    Expire { job_id: JobId },
+    /// The execution ran out of time or retries.
+    GiveUp { job_id: JobId, error: Option<String> },
+    /// The user canceled: tell the provider to stop.
+    CancelAtProvider { job_id: JobId },
+    /// A reviewer rejected the video: delete it now rather than at the end of
+    /// the retention window.
+    DiscardOutput { job_id: JobId },
+    /// Tag an approved video's objects as kept, so that the bucket's
+    /// safety-net lifecycle rule (for objects no job points to) never takes
+    /// them. An approval now marks them itself before it commits, so nothing
+    /// sends this any more; it is still handled for messages queued before.
+    KeepOutput { job_id: JobId },
+    /// A client read an in-flight job whose provider sends no progress
+    /// callbacks: ask the provider where the job is (see `progress`).
+    Refresh { job_id: JobId },
+    /// Tell the client of `status` at the job's `webhook_url` (attempt 1, 2, …).
+    /// SQS delays a message 15 minutes at most: a longer wait between attempts
+    /// is made of hops, each re-queued until `not_before`.
+    Notify {
+        job_id: JobId,
+        status: crate::model::lifecycle::JobStatus,
+        attempt: u32,
+        #[serde(default, with = "crate::model::job::timestamp::option", skip_serializing_if = "Option::is_none")]
+        not_before: Option<time::OffsetDateTime>,
+    },
+}
+
+impl WorkMessage {
+    /// The message's kind, as logs and metrics name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WorkMessage::Submit { .. } => "submit",
+            WorkMessage::Finalize { .. } => "finalize",
+            WorkMessage::Poll { .. } => "poll",
+            WorkMessage::AwaitReview { .. } => "await_review",
+            WorkMessage::Expire { .. } => "expire",
+            WorkMessage::GiveUp { .. } => "give_up",
+            WorkMessage::CancelAtProvider { .. } => "cancel_at_provider",
+            WorkMessage::DiscardOutput { .. } => "discard_output",
+            WorkMessage::KeepOutput { .. } => "keep_output",
+            WorkMessage::Notify { .. } => "notify",
+            WorkMessage::Refresh { .. } => "refresh",
+        }
+    }
+
+    pub fn job_id(&self) -> &JobId {
+        match self {
+            WorkMessage::Submit { job_id, .. }
+            | WorkMessage::Finalize { job_id }
+            | WorkMessage::Poll { job_id, .. }
+            | WorkMessage::AwaitReview { job_id, .. }
+            | WorkMessage::Expire { job_id }
+            | WorkMessage::GiveUp { job_id, .. }
+            | WorkMessage::CancelAtProvider { job_id }
+            | WorkMessage::DiscardOutput { job_id }
+            | WorkMessage::KeepOutput { job_id }
+            | WorkMessage::Refresh { job_id } => job_id,
+            WorkMessage::Notify { job_id, .. } => job_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_parse_by_kind_and_round_trip() {
+        let id = JobId::generate();
+        let text = format!(r#"{{"kind":"give_up","job_id":"{id}","error":"States.Timeout"}}"#);
+        let parsed: WorkMessage = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, WorkMessage::GiveUp { job_id: id.clone(), error: Some("States.Timeout".into()) });
+        let submit = WorkMessage::Submit { job_id: id.clone(), task_token: Some("t".into()), attempt: None };
+        let back: WorkMessage = serde_json::from_str(&serde_json::to_string(&submit).unwrap()).unwrap();
+        assert_eq!(back, submit);
+        assert_eq!(back.job_id(), &id);
+        assert!(serde_json::from_str::<WorkMessage>(r#"{"kind":"dance","job_id":"x"}"#).is_err());
+        let discard: WorkMessage = serde_json::from_str(&format!(r#"{{"kind":"discard_output","job_id":"{id}"}}"#)).unwrap();
+        assert_eq!(discard, WorkMessage::DiscardOutput { job_id: id.clone() });
+        assert_eq!(discard.job_id(), &id);
+        let refresh: WorkMessage = serde_json::from_str(&format!(r#"{{"kind":"refresh","job_id":"{id}"}}"#)).unwrap();
+        assert_eq!(refresh, WorkMessage::Refresh { job_id: id.clone() });
+        assert_eq!(refresh.job_id(), &id);
+        let from_state_machine = format!(r#"{{"kind":"submit","job_id":"{id}","task_token":"tok"}}"#);
+        assert_eq!(
+            serde_json::from_str::<WorkMessage>(&from_state_machine).unwrap(),
+            WorkMessage::Submit { job_id: id.clone(), task_token: Some("tok".into()), attempt: None }
+        );
+        let retry = WorkMessage::Submit { job_id: id.clone(), task_token: None, attempt: Some(3) };
+        let text = serde_json::to_string(&retry).unwrap();
+        assert!(!text.contains("task_token"), "{text}");
+        assert_eq!(serde_json::from_str::<WorkMessage>(&text).unwrap(), retry);
+        let poll = format!(r#"{{"kind":"poll","job_id":"{id}","task_token":"tok"}}"#);
+        assert_eq!(
+            serde_json::from_str::<WorkMessage>(&poll).unwrap(),
+            WorkMessage::Poll { job_id: id.clone(), task_token: Some("tok".into()), round: None }
+        );
+        let await_review = format!(r#"{{"kind":"await_review","job_id":"{id}","task_token":"tok"}}"#);
+        let parsed: WorkMessage = serde_json::from_str(&await_review).unwrap();
+        assert_eq!(parsed, WorkMessage::AwaitReview { job_id: id.clone(), task_token: "tok".into() });
+        assert_eq!(parsed.job_id(), &id);
+        assert!(
+            serde_json::from_str::<WorkMessage>(&format!(r#"{{"kind":"await_review","job_id":"{id}"}}"#)).is_err(),
+            "a wait needs its token"
+        );
+        let notify = format!(r#"{{"kind":"notify","job_id":"{id}","status":"completed","attempt":2}}"#);
+        let parsed: WorkMessage = serde_json::from_str(&notify).unwrap();
+        assert_eq!(parsed, WorkMessage::Notify { job_id: id.clone(), status: crate::JobStatus::Completed, attempt: 2, not_before: None });
+        let later = WorkMessage::Notify {
+            job_id: id,
+            status: crate::JobStatus::Failed,
+            attempt: 5,
+            not_before: Some(crate::model::job::timestamp::now()),
+        };
+        assert_eq!(serde_json::from_str::<WorkMessage>(&serde_json::to_string(&later).unwrap()).unwrap(), later);
+    }
+}

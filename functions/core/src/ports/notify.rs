@@ -1,0 +1,62 @@
+use crate::model::error::StoreError;
+use crate::model::ids::{JobId, UserId};
+use crate::model::lifecycle::JobStatus;
+use crate::model::notify::{Destination, UserWebhookSecrets};
+use async_trait::async_trait;
+use std::net::IpAddr;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Which notifications were delivered (one record per job and status), and
+/// who is attempting one right now.
+#[async_trait]
+pub trait NotificationLog: Send + Sync {
+    async fn was_delivered(&self, job: &JobId, status: JobStatus) -> Result<bool, StoreError>;
+    /// Records a delivery once: `false` if it was already recorded.
+    async fn record_delivery(&self, job: &JobId, status: JobStatus, attempt: u32, http_status: u16) -> Result<bool, StoreError>;
+    /// Takes the right to attempt this notification for `lease` (unless
+    /// someone holds it and it has not run out) as `holder`: `false` when
+    /// someone else does.
+    async fn claim_attempt(&self, job: &JobId, status: JobStatus, holder: &str, lease: Duration) -> Result<bool, StoreError>;
+    /// Gives the right back once the attempt is over, only if `holder` still
+    /// holds it (a lease that ran out may have passed to another attempt).
+    async fn release_attempt(&self, job: &JobId, status: JobStatus, holder: &str) -> Result<(), StoreError>;
+    /// Takes one of the user's `slots` delivery slots for `lease` as `holder`:
+    /// the slot's number, or `None` when all are held (see [`USER_SLOTS`]).
+    async fn claim_user_slot(&self, user: &UserId, slots: u32, holder: &str, lease: Duration) -> Result<Option<u32>, StoreError>;
+    /// Gives a slot back, only if `holder` still holds it.
+    async fn release_user_slot(&self, user: &UserId, slot: u32, holder: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait WebhookSecrets: Send + Sync {
+    async fn webhook_secrets(&self, user: &UserId) -> Result<Option<UserWebhookSecrets>, StoreError>;
+    /// Stores `secret` as the user's first secret unless they have one;
+    /// answers what is stored (theirs if a concurrent request won).
+    async fn create_webhook_secret(&self, user: &UserId, secret: &str) -> Result<UserWebhookSecrets, StoreError>;
+    /// Replaces the current secret `expected` by `new`, keeping `expected`
+    /// valid until `grace_until`; `false` if the current secret is no longer `expected`.
+    async fn rotate_webhook_secret(
+        &self,
+        user: &UserId,
+        expected: &str,
+        new: &str,
+        grace_until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Turns a host name into addresses (DNS).
+#[async_trait]
+pub trait HostResolver: Send + Sync {
+    /// The host's addresses; `Err` carries a detail for the logs.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, String>;
+}
+
+/// Sends one signed client notification.
+#[async_trait]
+pub trait NotificationPoster: Send + Sync {
+    /// POSTs `body` to the checked `destination` only (no second DNS lookup,
+    /// no redirect followed), with the Standard Webhooks headers: the
+    /// answer's HTTP status, or why there was none (a detail for the logs).
+    async fn post(&self, destination: &Destination, id: &str, unix_timestamp: i64, signature: &str, body: Vec<u8>) -> Result<u16, String>;
+}

@@ -1,0 +1,39 @@
+//! A video provider, behind one trait: the rules see only these calls and the
+//! model's provider types, never a provider's wire format.
+
+use crate::model::provider::{Callback, CallbackError, ProviderError, ProviderEvent, ProviderStatus, SubmitRequest};
+use crate::model::request::ProviderName;
+use async_trait::async_trait;
+use std::collections::HashMap;
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &ProviderName;
+    async fn submit(&self, request: &SubmitRequest) -> Result<String, ProviderError>;
+    async fn poll(&self, request_id: &str) -> Result<ProviderStatus, ProviderError>;
+    async fn cancel(&self, request_id: &str) -> Result<(), ProviderError>;
+    async fn verify_callback(&self, callback: &Callback<'_>) -> Result<ProviderEvent, CallbackError>;
+    /// Whether it calls back while it works (queued, processing), not only
+    /// when done. One that does not has its jobs' progress refreshed by
+    /// polling when clients read them (`Settings::progress_refresh_providers`).
+    fn sends_progress_callbacks(&self) -> bool {
+        true
+    }
+}
+
+/// The providers a deployment has, by name.
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_name: HashMap<String, std::sync::Arc<dyn Provider>>,
+}
+
+impl Providers {
+    pub fn with(mut self, provider: std::sync::Arc<dyn Provider>) -> Self {
+        self.by_name.insert(provider.name().to_string(), provider);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&std::sync::Arc<dyn Provider>> {
+        self.by_name.get(name)
+    }
+}

@@ -1,0 +1,640 @@
+//! The pipeline's decisions: what each message of the work queue does to a
+//! job (submit, finalize, poll after the deadline, refresh, expire, give up,
+//! cancel at the provider, discard or keep an output, notify) and the
+//! scheduled check for stuck jobs. The worker function parses a message, calls
+//! [`handle`] and reports; everything here speaks ports, so the same rules
+//! run on AWS, on the local stack and in the simulator.
+//!
+//! Every step is safe when a message arrives twice or the function dies half
+//! way: status changes are conditioned on the status they leave, submission
+//! attempts are fenced (`submission.rs`), the provider gets the job id as its
+//! idempotency key (a resubmission finds the same request), outputs go to
+//! fixed keys, and a task token answered twice is ignored by Step Functions.
+
+mod failover;
+pub mod notify;
+pub mod submission;
+
+use crate::model::emf::{MetricLine, Unit};
+use crate::model::error::StoreError;
+use crate::model::ids::JobId;
+use crate::model::job::{timestamp, Artifact, EventSource, Job, JobError};
+use crate::model::lifecycle::{transition, JobStatus};
+use crate::model::provider::{failure_advice, ProviderError, ProviderOutput, ProviderStatus, SubmitRequest};
+use crate::model::request::ImageSource;
+use crate::model::work::WorkMessage;
+use crate::ports::*;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Error names the worker fails tasks with; the state machine matches on them.
+pub mod task_errors {
+    /// A transient provider error: the state machine retries with backoff.
+    pub const PROVIDER_BUSY: &str = "ProviderBusy";
+    /// The provider refused the job; the worker already failed it.
+    pub const PROVIDER_REFUSED: &str = "ProviderRefused";
+    /// The job failed or ended; the worker already recorded why.
+    pub const JOB_ENDED: &str = "JobEnded";
+    /// Asked after the deadline, the provider is still working.
+    pub const STILL_RUNNING: &str = "StillRunning";
+}
+
+/// What the pipeline's rules need: one port per capability.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub jobs: Arc<dyn JobStore>,
+    pub uploads: Arc<dyn UploadStore>,
+    pub media: Arc<dyn MediaStore>,
+    pub outputs: Arc<dyn OutputStore>,
+    pub tasks: Arc<dyn TaskTokens>,
+    /// Where the token of the task that waits for the review is kept.
+    pub review_waits: Arc<dyn ReviewWaits>,
+    pub providers: Providers,
+    /// Where a job goes when its provider refuses it or keeps failing to accept it.
+    pub failover: Option<crate::model::failover::Failover>,
+    pub switches: Arc<dyn crate::ports::ProviderSwitch>,
+    /// Where providers call back: `{callback_base_url}/webhooks/{provider}`.
+    pub callback_base_url: String,
+    pub retention_seconds: u64,
+    pub presign_ttl_seconds: u64,
+    /// Client notifications (`notify` messages).
+    pub notifier: notify::Notifier,
+    /// The stuck-jobs index, for the scheduled `check_stuck`.
+    pub stats: Arc<dyn crate::ports::StatsStore>,
+    pub stuck_after_seconds: u64,
+    /// Where a `refresh` records what the provider said.
+    pub progress: Arc<dyn crate::ports::ProgressDetails>,
+    /// The pipeline's own queue, for the worker's delayed retries.
+    pub queue: Arc<dyn DelayedWorkQueue>,
+    /// Ties provider request ids to jobs (see `ProviderRequests`).
+    pub requests: Arc<dyn ProviderRequests>,
+    /// Where messages that can never be handled go, with the reason.
+    pub dead_letters: Arc<dyn DeadLetters>,
+    /// Starts the execution of a job whose start was lost (see `check_stuck`).
+    pub workflows: Arc<dyn Workflows>,
+    pub settings: crate::model::settings::Settings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    /// The message can never be handled: retrying will not help.
+    #[error("unusable message: {0}")]
+    Unusable(String),
+    /// Storage or a service failed: the message comes back and is tried again.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The provider could not be reached or was busy for a step that must happen.
+    #[error("provider unavailable: {0}")]
+    ProviderUnavailable(String),
+    /// The message ran past its time budget: it comes back later.
+    #[error("the message took longer than its budget of {0:?}")]
+    OutOfTime(Duration),
+}
+
+impl WorkError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WorkError::Unusable(_) => false,
+            WorkError::Store(err) => err.is_retryable(),
+            WorkError::ProviderUnavailable(_) | WorkError::OutOfTime(_) => true,
+        }
+    }
+}
+
+/// How long one message may take, well inside the functions' timeouts (60 s
+/// for the pipeline's pipeline, 30 s for the notifier): a client endpoint gets
+/// 20 s (its connect and request timeouts are 5 s and 10 s); a pipeline step
+/// (a provider call, an output copy) 45 s.
+pub fn budget_for(message: Option<&WorkMessage>) -> Duration {
+    match message {
+        Some(WorkMessage::Notify { .. }) => Duration::from_secs(20),
+        _ => Duration::from_secs(45),
+    }
+}
+
+/// Does what one message asks (the worker's handler, the tests and the simulator call this).
+pub async fn handle(pipeline: &Pipeline, message: WorkMessage) -> Result<(), WorkError> {
+    match message {
+        WorkMessage::Submit { job_id, task_token, attempt } => submission::submit(pipeline, &job_id, task_token.as_deref(), attempt).await,
+        WorkMessage::Finalize { job_id } => finalize(pipeline, &job_id).await,
+        WorkMessage::Poll { job_id, task_token, round } => poll(pipeline, &job_id, task_token.as_deref(), round.unwrap_or(1)).await,
+        WorkMessage::AwaitReview { job_id, task_token } => await_review(pipeline, &job_id, &task_token).await,
+        WorkMessage::Expire { job_id } => expire(pipeline, &job_id).await,
+        WorkMessage::GiveUp { job_id, error } => give_up(pipeline, &job_id, error.as_deref()).await,
+        WorkMessage::CancelAtProvider { job_id } => cancel_at_provider(pipeline, &job_id).await,
+        WorkMessage::DiscardOutput { job_id } => discard_output(pipeline, &job_id).await,
+        WorkMessage::KeepOutput { job_id } => keep_output(pipeline, &job_id).await,
+        WorkMessage::Refresh { job_id } => refresh(pipeline, &job_id).await,
+        WorkMessage::Notify { job_id, status, attempt, not_before } => notify::notify(pipeline, &job_id, status, attempt, not_before).await,
+    }
+}
+
+pub(crate) async fn load(pipeline: &Pipeline, id: &JobId) -> Result<Job, WorkError> {
+    pipeline.jobs.job(id).await?.ok_or_else(|| WorkError::Unusable(format!("no job {id}")))
+}
+
+/// Moves `job` to `to` with `update`; `Ok(false)` when the lifecycle refuses
+/// or another writer moved the job first (then `job` holds where it is).
+pub(crate) async fn move_job(
+    pipeline: &Pipeline,
+    job: &mut Job,
+    source: EventSource,
+    to: JobStatus,
+    message: &str,
+    error: Option<JobError>,
+    update: JobUpdate,
+) -> Result<bool, WorkError> {
+    let Ok(t) = transition(job.status, to) else { return Ok(false) };
+    let change = StatusChange::new(job, t, source, message, error, update);
+    match pipeline.jobs.change_status(&change).await? {
+        ChangeOutcome::Applied => {
+            job.status = to;
+            Ok(true)
+        }
+        ChangeOutcome::StatusWas(now) => {
+            job.status = now;
+            Ok(false)
+        }
+        ChangeOutcome::NotFound => Err(WorkError::Unusable(format!("no job {}", job.job_id))),
+    }
+}
+
+pub(crate) fn provider_for<'w>(pipeline: &'w Pipeline, job: &Job) -> Option<&'w Arc<dyn Provider>> {
+    pipeline.providers.get(job.provider.as_str())
+}
+
+/// Fails an in-flight job for good (credits back once) and tells the waiting task.
+pub(crate) async fn fail_job(pipeline: &Pipeline, job: &mut Job, error: JobError, task_error: &str) -> Result<(), WorkError> {
+    let message = error.message.clone();
+    let code = error.code.clone();
+    // Another writer may move the job between our read and write: try from where it is.
+    for _ in 0..3 {
+        if move_job(pipeline, job, EventSource::Worker, JobStatus::Failed, &message, Some(error.clone()), JobUpdate::default()).await? {
+            break;
+        }
+        if transition(job.status, JobStatus::Failed).is_err() {
+            break;
+        }
+    }
+    if let Some(token) = pipeline.jobs.task_token(&job.job_id).await? {
+        pipeline.tasks.fail(&token, task_error, &code).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn submit_request(pipeline: &Pipeline, job: &Job) -> Result<SubmitRequest, WorkError> {
+    let prompt = pipeline.jobs.prompt(&job.job_id).await?;
+    let image_url = match &job.params {
+        crate::model::job::JobParams::ImageToVideo { image: ImageSource::Url(url), .. } => Some(url.clone()),
+        crate::model::job::JobParams::ImageToVideo { image: ImageSource::Upload(upload_id), .. } => {
+            let upload =
+                pipeline.uploads.upload(upload_id).await?.ok_or_else(|| WorkError::Unusable(format!("upload {upload_id} is gone")))?;
+            // Long enough for a queued provider to fetch it.
+            let ttl = pipeline.presign_ttl_seconds.max(3_600);
+            Some(pipeline.media.presign_get(&upload.object_key, ttl).await?.url)
+        }
+        _ => None,
+    };
+    let faults = if job.provider.as_str() == "local" { job.metadata.as_ref().and_then(|m| m.get("local_faults")).cloned() } else { None };
+    Ok(SubmitRequest {
+        idempotency_key: job.job_id.to_string(),
+        params: job.params.clone(),
+        prompt,
+        image_url,
+        callback_url: format!("{}/webhooks/{}", pipeline.callback_base_url.trim_end_matches('/'), job.provider),
+        faults,
+    })
+}
+
+/// The provider says it finished (or gave up): fetch the outcome and finish the job.
+async fn finalize(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
+    let mut job = load(pipeline, id).await?;
+    if !matches!(job.status, JobStatus::Submitted | JobStatus::Processing) {
+        tracing::info!(status = %job.status, "nothing to finalize");
+        return Ok(());
+    }
+    let (provider, request_id) = provider_request(pipeline, &job)?;
+    match provider.poll(&request_id).await {
+        Ok(status) => settle(pipeline, &mut job, status).await,
+        Err(ProviderError::Transient { message, .. }) => Err(WorkError::ProviderUnavailable(message)),
+        Err(err) => Err(WorkError::Unusable(err.to_string())),
+    }
+}
+
+/// A client read a job whose provider sends no progress callbacks: ask the
+/// provider where it is. Still working: its detail (and progress) is recorded.
+/// Done: the job is finished by the same step a `finalize` takes. A provider
+/// that cannot answer now is not asked again for this message: the next read
+/// asks for another refresh, and the deadline's poll remains.
+pub(crate) async fn refresh(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
+    let mut job = load(pipeline, id).await?;
+    if !matches!(job.status, JobStatus::Submitted | JobStatus::Processing) || job.provider_request_id.is_none() {
+        tracing::info!(status = %job.status, "nothing to refresh");
+        return Ok(());
+    }
+    let (provider, request_id) = provider_request(pipeline, &job)?;
+    let observed_at = timestamp::now();
+    match provider.poll(&request_id).await {
+        Ok(status @ (ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. })) => {
+            let source = EventSource::Worker;
+            crate::services::progress::apply_working(
+                pipeline.jobs.as_ref(),
+                pipeline.progress.as_ref(),
+                &job,
+                &status,
+                source,
+                observed_at,
+            )
+            .await?;
+            tracing::info!(?status, "progress refreshed");
+            Ok(())
+        }
+        Ok(outcome) => settle(pipeline, &mut job, outcome).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "the provider did not answer a refresh; dropped");
+            Ok(())
+        }
+    }
+}
+
+fn provider_request(pipeline: &Pipeline, job: &Job) -> Result<(Arc<dyn Provider>, String), WorkError> {
+    let provider = provider_for(pipeline, job).cloned().ok_or_else(|| WorkError::Unusable(format!("no provider {}", job.provider)))?;
+    let request_id = job.provider_request_id.clone().ok_or_else(|| WorkError::Unusable("the job has no provider request".into()))?;
+    Ok((provider, request_id))
+}
+
+/// Applies what the provider says about a job we are waiting for.
+async fn settle(pipeline: &Pipeline, job: &mut Job, status: ProviderStatus) -> Result<(), WorkError> {
+    match status {
+        ProviderStatus::Succeeded(output) => complete(pipeline, job, output).await,
+        ProviderStatus::Failed { code, message } => {
+            tracing::info!(code, message, "the provider failed the job");
+            let error =
+                JobError { message: "The video could not be generated.".into(), next_step: Some(failure_advice(&code).into()), code };
+            fail_job(pipeline, job, error, task_errors::JOB_ENDED).await
+        }
+        ProviderStatus::Canceled => {
+            let error = JobError {
+                code: "canceled_by_provider".into(),
+                message: "The provider canceled the job.".into(),
+                next_step: Some("Try again.".into()),
+            };
+            fail_job(pipeline, job, error, task_errors::JOB_ENDED).await
+        }
+        ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. } => {
+            tracing::info!("the provider is still working");
+            Ok(())
+        }
+    }
+}
+
+/// Copies the output into our bucket, records it, completes the job and
+/// answers the waiting task.
+async fn complete(pipeline: &Pipeline, job: &mut Job, output: ProviderOutput) -> Result<(), WorkError> {
+    let video_key = format!("outputs/{}/video.mp4", job.job_id);
+    let copied = match pipeline.outputs.copy_from_url(&output.video_url, &video_key, "video/mp4").await {
+        Ok(copied) => copied,
+        Err(CopyError::SourceUnavailable(message)) => return Err(WorkError::ProviderUnavailable(message)),
+        Err(CopyError::Store(err)) => return Err(err.into()),
+        Err(CopyError::SourceUnusable(message)) => {
+            tracing::warn!(message, "the provider's output is unusable");
+            return fail_job(pipeline, job, unusable_output(), task_errors::JOB_ENDED).await;
+        }
+    };
+    let Some(video) = copied.video else {
+        let _ = pipeline.outputs.delete(std::slice::from_ref(&video_key)).await;
+        return fail_job(pipeline, job, unusable_output(), task_errors::JOB_ENDED).await;
+    };
+    let thumbnail = match &output.thumbnail_url {
+        Some(url) => {
+            let key = format!("outputs/{}/thumbnail.jpg", job.job_id);
+            match pipeline.outputs.copy_from_url(url, &key, "image/jpeg").await {
+                Ok(copied) => Some((key, copied.size_bytes)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "thumbnail not copied; the video is kept without one");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    tracing::info!(size_bytes = copied.size_bytes, sha256 = copied.sha256, "output stored");
+    let now = timestamp::now();
+    let artifact = Artifact {
+        video_key,
+        thumbnail_key: thumbnail.as_ref().map(|(key, _)| key.clone()),
+        thumbnail_size_bytes: thumbnail.map(|(_, size)| size),
+        mime_type: "video/mp4".into(),
+        size_bytes: copied.size_bytes,
+        duration_seconds: (video.duration_seconds * 1000.0).round() / 1000.0,
+        width: video.width,
+        height: video.height,
+    };
+    if job.status == JobStatus::Submitted {
+        move_job(pipeline, job, EventSource::Worker, JobStatus::Processing, "The provider finished generating", None, JobUpdate::default())
+            .await?;
+    }
+    let keys = artifact.object_keys();
+    let update = JobUpdate {
+        progress: Some(100),
+        output: Some(artifact),
+        output_expires_at: Some(now + Duration::from_secs(pipeline.retention_seconds)),
+        completed_at: Some(now),
+        ..JobUpdate::default()
+    };
+    let done = move_job(pipeline, job, EventSource::Worker, JobStatus::Completed, "The video is stored and ready for review", None, update)
+        .await?;
+    if !done && job.status == JobStatus::Approved {
+        // A duplicate of this step, beaten by one that completed the job and
+        // then by an approval: this copy replaced the approved objects (same
+        // keys, same bytes) tagged unreviewed. They are the approved video:
+        // marked kept again, never deleted.
+        pipeline.outputs.keep(&keys).await?;
+        return Ok(());
+    }
+    if !done && job.status != JobStatus::Completed {
+        // Canceled (or ended) while the output was copied: nothing points at
+        // the copy, so it goes now rather than stay in S3 for good.
+        tracing::info!(status = %job.status, "job moved on while its output was copied; deleting the copy");
+        pipeline.outputs.delete(&keys).await?;
+        return Ok(());
+    }
+    // Read now: a poll may have replaced the token since the job was read.
+    if let Some(token) = pipeline.jobs.task_token(&job.job_id).await? {
+        pipeline.tasks.succeed(&token, &json!({"job_id": job.job_id, "status": "completed"})).await?;
+    }
+    Ok(())
+}
+
+fn unusable_output() -> JobError {
+    JobError {
+        code: "output_unusable".into(),
+        message: "The provider returned a file that is not a playable video.".into(),
+        next_step: Some("Try again.".into()),
+    }
+}
+
+/// How many times the worker asks a provider after the deadline before the
+/// job is given up, and the waits between: about 35 s in all, inside the
+/// state machine's 300 s on `AskProvider`.
+pub const POLL_ROUNDS: u32 = 4;
+const POLL_WAITS: [u64; 3] = [5, 10, 20];
+
+/// No callback came before the deadline: ask the provider directly. Still
+/// working: ask again (a later round, through the queue) until the rounds
+/// are out, then answer the task `StillRunning` so that the job is given up.
+/// The rounds are the worker's, not a `Retry` of the state machine, for the
+/// same reason as the submission's (see `submission.rs`).
+async fn poll(pipeline: &Pipeline, id: &JobId, token: Option<&str>, round: u32) -> Result<(), WorkError> {
+    if let Some(token) = token {
+        // The poll's token replaces the submission's, whose wait timed out.
+        pipeline.jobs.save_task_token(id, token, true).await?;
+    }
+    let Some(token) = pipeline.jobs.task_token(id).await? else {
+        return Err(WorkError::Unusable("no task token to answer".into()));
+    };
+    let mut job = load(pipeline, id).await?;
+    match job.status {
+        JobStatus::Completed | JobStatus::Approved | JobStatus::Rejected => {
+            pipeline.tasks.succeed(&token, &json!({"job_id": id, "status": job.status})).await?;
+            return Ok(());
+        }
+        status if status.is_terminal() => {
+            pipeline.tasks.fail(&token, task_errors::JOB_ENDED, status.as_str()).await?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    let detail = if job.provider_request_id.is_none() {
+        "never accepted by the provider".to_owned()
+    } else {
+        let (provider, request_id) = provider_request(pipeline, &job)?;
+        match provider.poll(&request_id).await {
+            Ok(ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. }) => "the provider is still working".to_owned(),
+            Ok(status) => return settle(pipeline, &mut job, status).await,
+            Err(ProviderError::Transient { message, .. }) => message,
+            Err(err) => {
+                let error = JobError {
+                    code: "lost_at_provider".into(),
+                    message: "The provider lost the job.".into(),
+                    next_step: Some("Try again.".into()),
+                };
+                tracing::warn!(error = %err, "the provider does not know the job");
+                return fail_job(pipeline, &mut job, error, task_errors::JOB_ENDED).await;
+            }
+        }
+    };
+    match POLL_WAITS.get(round.saturating_sub(1) as usize).filter(|_| round < POLL_ROUNDS) {
+        Some(wait) => {
+            let next = WorkMessage::Poll { job_id: id.clone(), task_token: None, round: Some(round + 1) };
+            pipeline.queue.enqueue_after(&next, Duration::from_secs(*wait)).await?;
+            tracing::info!(round, detail, wait_seconds = wait, "still running after the deadline; asking again later");
+        }
+        None => {
+            tracing::info!(round, detail, "still running after the last round; the job is given up");
+            pipeline.tasks.fail(&token, task_errors::STILL_RUNNING, &detail).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The retention window starts (`KeepForReview`): keep its task's token for
+/// the approval to answer, then read the job. Saved first and read after,
+/// both strongly consistent, as the approval commits first and reads the
+/// token after: an approval that found no token is seen here, and answered.
+async fn await_review(pipeline: &Pipeline, id: &JobId, token: &str) -> Result<(), WorkError> {
+    pipeline.review_waits.save_review_token(id, token).await?;
+    let job = load(pipeline, id).await?;
+    if job.status == JobStatus::Approved {
+        pipeline.tasks.succeed(token, &json!({"job_id": id, "status": job.status})).await?;
+        tracing::info!("approved before its review wait was stored; answered");
+    }
+    Ok(())
+}
+
+/// The retention window is over: an output nobody approved is deleted. The
+/// status moves first (conditioned on `completed`), the objects go after: an
+/// approval that wins the race keeps its video, and one that loses finds the
+/// job expired. A redelivered message finishes a deletion that was cut short.
+async fn expire(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
+    let mut job = load(pipeline, id).await?;
+    if job.status == JobStatus::Completed {
+        let message = "Not reviewed within the retention window; the video was deleted";
+        let error = JobError {
+            code: "retention_expired".into(),
+            message: "The video was not reviewed in time and was deleted.".into(),
+            next_step: Some("Generate it again.".into()),
+        };
+        if !move_job(pipeline, &mut job, EventSource::Worker, JobStatus::Expired, message, Some(error), JobUpdate::default()).await? {
+            tracing::info!(status = %job.status, "the job moved on before it expired");
+        }
+    }
+    match job.status {
+        JobStatus::Expired | JobStatus::Rejected if job.output.is_some() => {
+            delete_output(pipeline, &job).await?;
+            tracing::info!(status = %job.status, "expired output deleted");
+        }
+        // The approval marked it kept before it committed, and its answer to
+        // the review wait ended the execution; reaching here, that answer was
+        // lost. Marking it again is harmless (and covers approvals made
+        // before the approval kept its video itself).
+        JobStatus::Approved => keep_output(pipeline, id).await?,
+        other => tracing::info!(status = %other, "nothing to expire"),
+    }
+    Ok(())
+}
+
+/// Deletes a job's stored objects, then forgets them (conditioned on the
+/// status it has, so an approval cannot lose its video to this).
+async fn delete_output(pipeline: &Pipeline, job: &Job) -> Result<(), WorkError> {
+    let Some(artifact) = &job.output else { return Ok(()) };
+    pipeline.outputs.delete(&artifact.object_keys()).await?;
+    let update = JobUpdate { remove_output: true, ..JobUpdate::default() };
+    pipeline.jobs.update_in_status(&job.job_id, job.status, &update).await?;
+    Ok(())
+}
+
+/// A reviewer rejected the video: delete its objects and forget them. Only a
+/// rejected job's output is touched, so a stray message cannot delete an
+/// approved video; a repeated one finds nothing left to do.
+async fn discard_output(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
+    let job = load(pipeline, id).await?;
+    if job.status != JobStatus::Rejected || job.output.is_none() {
+        tracing::info!(status = %job.status, "no rejected output to discard");
+        return Ok(());
+    }
+    delete_output(pipeline, &job).await?;
+    tracing::info!("rejected output deleted");
+    Ok(())
+}
+
+/// A reviewer approved the video: its objects are marked kept, so that the
+/// bucket's safety net for stray copies never takes them. Only an approved
+/// job's objects are marked; a repeated message marks them again, harmlessly.
+async fn keep_output(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
+    let job = load(pipeline, id).await?;
+    let Some(artifact) = job.output.as_ref().filter(|_| job.status == JobStatus::Approved) else {
+        tracing::info!(status = %job.status, "no approved output to keep");
+        return Ok(());
+    };
+    let keys = artifact.object_keys();
+    pipeline.outputs.keep(&keys).await?;
+    tracing::info!(objects = keys.len(), "approved output marked kept");
+    Ok(())
+}
+
+/// Ends a job the state machine gave up on, unless it already ended.
+///
+/// The worker fails a job itself before it answers its task with
+/// `ProviderBusy`, `ProviderRefused` or `JobEnded`, so for those the job is
+/// normally ended already and nothing happens. A job still in flight here ran
+/// out of time: a request the provider accepted is canceled there first (an
+/// unreachable provider makes the message come back, so nobody keeps paying
+/// for a video nobody will collect), then the job expires, conditioned on the
+/// status it was read in, so a job that moved on meanwhile is left alone.
+pub async fn give_up(pipeline: &Pipeline, id: &JobId, cause: Option<&str>) -> Result<(), WorkError> {
+    let (to, error) = match cause {
+        Some(task_errors::PROVIDER_BUSY) => (
+            JobStatus::Failed,
+            JobError {
+                code: "provider_busy".into(),
+                message: "The provider was too busy to take the job.".into(),
+                next_step: Some("Try again in a few minutes.".into()),
+            },
+        ),
+        Some(task_errors::PROVIDER_REFUSED | task_errors::JOB_ENDED) => (
+            JobStatus::Failed,
+            JobError {
+                code: "generation_failed".into(),
+                message: "The video could not be generated.".into(),
+                next_step: Some("Try again, or change the prompt.".into()),
+            },
+        ),
+        _ => (
+            JobStatus::Expired,
+            JobError {
+                code: "deadline_exceeded".into(),
+                message: "The video was not ready in time.".into(),
+                next_step: Some("Try again; a shorter video is usually faster.".into()),
+            },
+        ),
+    };
+    for _ in 0..5 {
+        let mut job = load(pipeline, id).await?;
+        if transition(job.status, to).is_err() {
+            tracing::info!(status = %job.status, "job already past giving up; nothing to do");
+            return Ok(());
+        }
+        if let (Some(request_id), Some(provider)) = (job.provider_request_id.clone(), provider_for(pipeline, &job).cloned()) {
+            match provider.cancel(&request_id).await {
+                Ok(()) | Err(ProviderError::NotFound(_) | ProviderError::Refused { .. }) => {}
+                Err(ProviderError::Transient { message, .. }) => return Err(WorkError::ProviderUnavailable(message)),
+            }
+        }
+        if move_job(pipeline, &mut job, EventSource::StateMachine, to, &error.message, Some(error.clone()), JobUpdate::default()).await? {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Unavailable("the job kept changing".into()).into())
+}
+
+/// A job `queued` longer than this has lost its execution's start (create
+/// died between its transaction and `StartExecution`): the check starts it.
+pub const QUEUED_STUCK_AFTER_SECONDS: i64 = 10;
+
+/// Starts the execution of every job that has been `queued` for over
+/// [`QUEUED_STUCK_AFTER_SECONDS`] (starting it twice is harmless: the
+/// execution's name is the job id), then counts the jobs stuck in flight
+/// (from the index), those among them, and reports them as the `StuckJobs`
+/// metric the stuck-jobs alarm watches; returns how many there are.
+pub async fn check_stuck(pipeline: &Pipeline) -> Result<u64, WorkError> {
+    let now = timestamp::now();
+    let restarted = restart_unstarted(pipeline, now).await?;
+    let stuck = crate::services::stats::stuck_jobs(pipeline.stats.as_ref(), pipeline.stuck_after_seconds, now).await?;
+    let count = stuck.count.max(restarted);
+    // What the stuck-jobs alarm watches.
+    MetricLine::new().metric("StuckJobs", count as f64, Unit::Count).emit();
+    for job in &stuck.oldest {
+        tracing::warn!(job_id = %job.job_id, status = %job.status, provider = job.provider, updated_at = %timestamp::format(job.updated_at), "job looks stuck");
+    }
+    tracing::info!(count, restarted, threshold_seconds = pipeline.stuck_after_seconds, "stuck jobs checked");
+    Ok(count)
+}
+
+async fn restart_unstarted(pipeline: &Pipeline, now: time::OffsetDateTime) -> Result<u64, WorkError> {
+    let before = now - time::Duration::seconds(QUEUED_STUCK_AFTER_SECONDS);
+    let page = pipeline.stats.stuck_jobs(JobStatus::Queued, before, crate::model::stats::STUCK_JOBS_LISTED).await?;
+    let mut restarted = 0;
+    for stuck in &page.oldest {
+        let Some(job) = pipeline.jobs.job(&stuck.job_id).await?.filter(|job| job.status == JobStatus::Queued) else { continue };
+        pipeline.workflows.start(&crate::services::workflow_input(&job, &pipeline.settings)).await?;
+        tracing::warn!(job_id = %job.job_id, created_at = %timestamp::format(job.created_at), "queued job had no running execution; started it");
+        restarted += 1;
+    }
+    Ok(restarted)
+}
+
+async fn cancel_at_provider(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
+    let job = load(pipeline, id).await?;
+    let (Some(request_id), Some(provider)) = (&job.provider_request_id, provider_for(pipeline, &job)) else {
+        return Ok(());
+    };
+    match provider.cancel(request_id).await {
+        Ok(()) | Err(ProviderError::NotFound(_) | ProviderError::Refused { .. }) => Ok(()),
+        Err(ProviderError::Transient { message, .. }) => Err(WorkError::ProviderUnavailable(message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_messages_are_not_retried_and_outages_are() {
+        assert!(!WorkError::Unusable("x".into()).is_retryable());
+        assert!(WorkError::Store(StoreError::Unavailable("x".into())).is_retryable());
+        assert!(!WorkError::Store(StoreError::Internal("x".into())).is_retryable());
+        assert!(WorkError::ProviderUnavailable("x".into()).is_retryable());
+    }
+}

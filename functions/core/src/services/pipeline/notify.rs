@@ -1,0 +1,273 @@
+//! Delivers client notifications (`notify` messages, queued by
+//! `crate::services::notifying::NotifyingJobs` after a status change).
+//!
+//! One attempt per message: check the job's `webhook_url` again (its host may
+//! resolve elsewhere now), sign the body with the user's secret, POST it to
+//! the checked address only (pinned: no second DNS lookup can swap it), follow
+//! no redirect. A 2xx is a delivery; anything else, a network error or a
+//! refused address is a failed attempt, retried through the queue on the
+//! schedule. Every attempt is an event on the job (source `notifier`).
+//! A delivery is recorded once per job and status, and checked before each
+//! attempt, so a message that comes again after a success posts nothing; an
+//! attempt holds a leased claim, so two copies of a message handled at the
+//! same moment post once (the other copy comes back later and finds the
+//! delivery, or makes the next attempt if this one failed).
+
+use super::{Pipeline, WorkError};
+use crate::model::ids::JobId;
+use crate::model::job::{timestamp, EventSource, Job, JobEvent};
+use crate::model::lifecycle::JobStatus;
+use crate::model::notify::{
+    message_id, signature_header, DestinationError, NotificationBody, RetrySchedule, WebhookPolicy, ATTEMPT_LEASE, MAX_QUEUE_DELAY,
+    SLOT_WAIT, USER_SLOTS,
+};
+use crate::model::signing::WebhookSecret;
+use crate::model::views::OutputLinks;
+use crate::model::work::WorkMessage;
+use crate::ports::NotificationLog;
+use crate::ports::WebhookSecrets;
+use crate::ports::{DelayedWorkQueue, HostResolver, NotificationPoster};
+use crate::services::notify::check_destination;
+use crate::services::notify::secrets_of;
+use crate::StoreError;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// What delivering notifications needs.
+#[derive(Clone)]
+pub struct Notifier {
+    pub secrets: Arc<dyn WebhookSecrets>,
+    pub deliveries: Arc<dyn NotificationLog>,
+    pub queue: Arc<dyn DelayedWorkQueue>,
+    pub resolver: Arc<dyn HostResolver>,
+    pub poster: Arc<dyn NotificationPoster>,
+    pub policy: WebhookPolicy,
+    pub schedule: RetrySchedule,
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Delivered(u16),
+    Answered(u16),
+    Failed { code: &'static str, detail: String },
+}
+
+pub async fn notify(
+    pipeline: &Pipeline,
+    id: &JobId,
+    status: JobStatus,
+    attempt: u32,
+    not_before: Option<OffsetDateTime>,
+) -> Result<(), WorkError> {
+    let notifier = &pipeline.notifier;
+    let now = timestamp::now();
+    if let Some(at) = not_before.filter(|at| *at > now) {
+        // A wait longer than one SQS delay: hop again.
+        let wait = Duration::try_from(at - now).unwrap_or_default();
+        let message = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before };
+        notifier.queue.enqueue_after(&message, round_up(wait)).await?;
+        tracing::info!(attempt, wait_seconds = wait.as_secs(), "notification not due yet; waiting again");
+        return Ok(());
+    }
+    let Some(job) = pipeline.jobs.job(id).await? else {
+        return Err(WorkError::Unusable(format!("no job {id}")));
+    };
+    let Some(url) = job.webhook_url.clone() else {
+        return Err(WorkError::Unusable("the job has no webhook_url".into()));
+    };
+    if notifier.deliveries.was_delivered(id, status).await? {
+        tracing::info!(%status, "notification already delivered; nothing to send");
+        return Ok(());
+    }
+    let holder = format!("{:032x}", crate::model::determinism::random_u128());
+    if !notifier.deliveries.claim_attempt(id, status, &holder, ATTEMPT_LEASE).await? {
+        // Another copy of this message is being handled: this one comes back later.
+        return Err(StoreError::Unavailable("another attempt at this notification is in progress".into()).into());
+    }
+    // The fairness rule: a tenant's deliveries in flight are capped, so slow
+    // receivers of one tenant cannot take every delivery of the consumer.
+    let Some(slot) = notifier.deliveries.claim_user_slot(&job.user_id, USER_SLOTS, &holder, ATTEMPT_LEASE).await? else {
+        release(notifier, id, status, &holder, None, &job).await;
+        let message = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before };
+        notifier.queue.enqueue_after(&message, SLOT_WAIT).await?;
+        tracing::info!(attempt, "every delivery slot of this user is busy; waiting for one");
+        return Ok(());
+    };
+    let outcome = attempt_and_record(pipeline, &job, status, attempt, &url, now).await;
+    release(notifier, id, status, &holder, Some(slot), &job).await;
+    outcome
+}
+
+/// Gives back what one attempt held. A failure is logged: leases run out on
+/// their own, and a message that finds one held comes back later.
+async fn release(notifier: &Notifier, id: &JobId, status: JobStatus, holder: &str, slot: Option<u32>, job: &Job) {
+    if let Some(slot) = slot {
+        if let Err(err) = notifier.deliveries.release_user_slot(&job.user_id, slot, holder).await {
+            tracing::warn!(error = %err, "could not release the delivery slot");
+        }
+    }
+    if let Err(err) = notifier.deliveries.release_attempt(id, status, holder).await {
+        tracing::warn!(error = %err, "could not release the notification claim");
+    }
+}
+
+/// One attempt under the claim: post, record, and queue the next attempt or give up.
+async fn attempt_and_record(
+    pipeline: &Pipeline,
+    job: &Job,
+    status: JobStatus,
+    attempt: u32,
+    url: &str,
+    now: OffsetDateTime,
+) -> Result<(), WorkError> {
+    let notifier = &pipeline.notifier;
+    let id = &job.job_id;
+    // A copy that held the claim a moment ago may have delivered it.
+    if notifier.deliveries.was_delivered(id, status).await? {
+        return Ok(());
+    }
+    let attempts = notifier.schedule.attempts();
+    let outcome = attempt_delivery(pipeline, job, status, url).await?;
+    let target = display_target(url);
+    let (message, error_code) = match &outcome {
+        Attempt::Delivered(code) => (format!("Delivered (HTTP {code})"), None),
+        Attempt::Answered(code) => (format!("The endpoint answered HTTP {code}"), Some(format!("notify_http_{code}"))),
+        Attempt::Failed { code, detail } => (detail.clone(), Some((*code).to_owned())),
+    };
+    let event = notifier_event(
+        job,
+        status,
+        format!("Notification of {status} to {target}, attempt {attempt} of {attempts}: {message}"),
+        error_code,
+    );
+    if let Attempt::Delivered(code) = outcome {
+        // Recorded before the event: a message that comes again must find it.
+        if !notifier.deliveries.record_delivery(id, status, attempt, code).await? {
+            tracing::info!("another attempt delivered this notification too");
+        }
+        pipeline.jobs.record_event(&event).await?;
+        tracing::info!(attempt, http_status = code, "notification delivered");
+        return Ok(());
+    }
+    pipeline.jobs.record_event(&event).await?;
+    tracing::warn!(attempt, message, "notification attempt failed");
+    match notifier.schedule.wait_after(attempt) {
+        Some(wait) => {
+            let not_before = (wait > MAX_QUEUE_DELAY).then(|| now + wait);
+            let next = WorkMessage::Notify { job_id: id.clone(), status, attempt: attempt + 1, not_before };
+            notifier.queue.enqueue_after(&next, wait).await?;
+        }
+        None => {
+            let event = notifier_event(
+                job,
+                status,
+                format!("Gave up notifying {target} of {status} after {attempt} attempts"),
+                Some("notify_gave_up".into()),
+            );
+            pipeline.jobs.record_event(&event).await?;
+            tracing::error!(attempt, metric = "NotificationsAbandoned", "gave up on the notification");
+        }
+    }
+    Ok(())
+}
+
+/// One POST; errors only when our own storage fails.
+async fn attempt_delivery(pipeline: &Pipeline, job: &Job, status: JobStatus, url: &str) -> Result<Attempt, WorkError> {
+    let notifier = &pipeline.notifier;
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(_) => return Ok(Attempt::Failed { code: "notify_bad_url", detail: "The webhook_url is not a URL".into() }),
+    };
+    let destination = match check_destination(&parsed, notifier.policy, notifier.resolver.as_ref()).await {
+        Ok(destination) => destination,
+        Err(err) => {
+            let code = if err.is_transient() { "notify_unresolved" } else { "notify_refused_address" };
+            if let DestinationError::Unresolved { detail } = &err {
+                tracing::info!(detail, "webhook host did not resolve");
+            }
+            return Ok(Attempt::Failed { code, detail: format!("Not sent: the webhook_url {err}") });
+        }
+    };
+    let secrets = secrets_of(notifier.secrets.as_ref(), &job.user_id).await?;
+    let now = timestamp::now();
+    let keys = secrets
+        .signing_secrets(now)
+        .into_iter()
+        .map(WebhookSecret::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| StoreError::Internal("a stored webhook secret does not parse".into()))?;
+    let links = output_links(pipeline, job, now).await?;
+    let body = serde_json::to_vec(&NotificationBody::new(job, status, &links, now))
+        .map_err(|e| StoreError::Internal(format!("encoding a notification: {e}")))?;
+    let id = message_id(&job.job_id, status);
+    let signature = signature_header(&keys, &id, now.unix_timestamp(), &body);
+    match notifier.poster.post(&destination, &id, now.unix_timestamp(), &signature, body).await {
+        Ok(code) if (200..300).contains(&code) => Ok(Attempt::Delivered(code)),
+        Ok(code) => Ok(Attempt::Answered(code)),
+        Err(detail) => {
+            tracing::info!(detail, "notification request failed");
+            Ok(Attempt::Failed { code: "notify_network", detail: "The endpoint could not be reached".into() })
+        }
+    }
+}
+
+/// Presigned links to the video, as the status response has them.
+async fn output_links(pipeline: &Pipeline, job: &Job, now: OffsetDateTime) -> Result<OutputLinks, StoreError> {
+    let Some(artifact) = &job.output else { return Ok(OutputLinks::default()) };
+    if job.status != JobStatus::Approved && job.output_expires_at.is_some_and(|at| at <= now) {
+        return Ok(OutputLinks::default());
+    }
+    let video = pipeline.media.presign_get(&artifact.video_key, pipeline.presign_ttl_seconds).await?;
+    let thumbnail = match &artifact.thumbnail_key {
+        Some(key) => Some(pipeline.media.presign_get(key, pipeline.presign_ttl_seconds).await?.url),
+        None => None,
+    };
+    Ok(OutputLinks { video_url: Some(video.url), thumbnail_url: thumbnail, expires_at: Some(video.expires_at) })
+}
+
+fn notifier_event(job: &Job, status: JobStatus, message: String, error_code: Option<String>) -> JobEvent {
+    JobEvent {
+        job_id: job.job_id.clone(),
+        at: timestamp::now(),
+        source: EventSource::Notifier,
+        previous_status: None,
+        status,
+        message,
+        error_code,
+        actor: None,
+    }
+}
+
+/// Scheme, host and port only: a path or query may carry the client's token.
+fn display_target(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => match u.port() {
+            Some(port) => format!("{}://{}:{port}", u.scheme(), u.host_str().unwrap_or("")),
+            None => format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")),
+        },
+        Err(_) => "the webhook_url".into(),
+    }
+}
+
+fn round_up(wait: Duration) -> Duration {
+    Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_name_the_endpoint_without_its_path_or_query() {
+        assert_eq!(display_target("https://hooks.example.com/in?token=secret"), "https://hooks.example.com");
+        assert_eq!(display_target("http://127.0.0.1:9000/hook"), "http://127.0.0.1:9000");
+        assert_eq!(display_target("not a url"), "the webhook_url");
+    }
+
+    #[test]
+    fn hop_waits_round_up_to_whole_seconds() {
+        assert_eq!(round_up(Duration::from_millis(1_200)), Duration::from_secs(2));
+        assert_eq!(round_up(Duration::from_secs(3)), Duration::from_secs(3));
+    }
+}

@@ -1,0 +1,47 @@
+//! The time every in-memory adapter reads: moved only by the test.
+//!
+//! On a thread whose time the core simulates (`determinism::simulate`,
+//! started at the same instant), the core's clock follows this one, so that
+//! the times the services stamp and the times the adapters compare agree.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// A clock shared by clones; it starts at 2026-01-01T00:00:00Z unless told.
+#[derive(Clone, Debug)]
+pub struct VirtualClock {
+    now: Arc<Mutex<OffsetDateTime>>,
+}
+
+impl Default for VirtualClock {
+    fn default() -> Self {
+        Self::starting_at(time::macros::datetime!(2026-01-01 00:00:00 UTC))
+    }
+}
+
+impl VirtualClock {
+    pub fn starting_at(at: OffsetDateTime) -> Self {
+        Self { now: Arc::new(Mutex::new(at)) }
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves time forward (never back: leases and timeouts assume it).
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        *now += by;
+        videojobs_core::model::determinism::set_now(*now);
+    }
+
+    /// Moves time to `at` if it is later; an earlier `at` changes nothing.
+    pub fn advance_to(&self, at: OffsetDateTime) {
+        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        if at > *now {
+            *now = at;
+        }
+        videojobs_core::model::determinism::set_now(*now);
+    }
+}

@@ -1,0 +1,726 @@
+//! The DynamoDB-backed ports, in memory: each method does what its
+//! DynamoDB adapter's writes do, conditions included, in one critical section.
+
+use crate::state::{AccountItem, Lease, Receipt, StoredJob};
+use crate::Memory;
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::time::Duration;
+use time::OffsetDateTime;
+use videojobs_core::model::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, UploadId, UserId};
+use videojobs_core::model::job::{timestamp, Job, JobEvent};
+use videojobs_core::model::notify::UserWebhookSecrets;
+use videojobs_core::model::progress::ProgressDetail;
+use videojobs_core::model::request::ProviderName;
+use videojobs_core::model::stats::{Counters, StuckJob, StuckPage};
+use videojobs_core::ports::ProgressDetails;
+use videojobs_core::ports::ProviderSwitch;
+use videojobs_core::ports::RateLimiter;
+use videojobs_core::ports::ReviewQueue;
+use videojobs_core::ports::StatsStore;
+use videojobs_core::ports::*;
+use videojobs_core::ports::{NotificationLog, WebhookSecrets};
+use videojobs_core::{JobStatus, StoreError};
+
+const DAY: i64 = 24 * 3600;
+const IDEMPOTENCY_TTL_SECONDS: i64 = DAY;
+const UPLOAD_TTL_SECONDS: i64 = DAY;
+const RECEIPT_TTL_SECONDS: i64 = 7 * DAY;
+/// The DynamoDB adapter's receipt lease (`RECEIPT_LEASE_SECONDS`).
+pub const RECEIPT_LEASE_SECONDS: i64 = 30;
+
+/// An opaque cursor naming one listing and a position in it.
+fn encode_cursor(listing: &str, position: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{listing}\n{position}"))
+}
+
+fn decode_cursor(cursor: &str, listing: &str) -> Result<String, ListError> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| ListError::BadCursor)?;
+    let text = String::from_utf8(bytes).map_err(|_| ListError::BadCursor)?;
+    match text.split_once('\n') {
+        Some((name, position)) if name == listing => Ok(position.to_owned()),
+        _ => Err(ListError::BadCursor),
+    }
+}
+
+/// A query page: DynamoDB stops at `limit` and then gives a position to go
+/// on from, even when nothing follows (the next page is then empty).
+fn page_of<T>(sorted: Vec<(String, T)>, limit: u32, listing: &str) -> Page<T> {
+    let limit = limit.max(1) as usize;
+    let full = sorted.len() >= limit;
+    let mut items: Vec<(String, T)> = sorted.into_iter().take(limit).collect();
+    let next_cursor = if full { items.last().map(|(position, _)| encode_cursor(listing, position)) } else { None };
+    Page { items: items.drain(..).map(|(_, item)| item).collect(), next_cursor }
+}
+
+/// The write fence of a submission attempt (`UpdateClauses::attempt_fence`).
+fn fence_holds(job: &StoredJob, only_in_attempt: Option<u32>) -> bool {
+    match only_in_attempt {
+        None => true,
+        Some(0) => !job.attempt_set,
+        Some(attempt) => job.attempt_set && job.job.submit_attempt == attempt,
+    }
+}
+
+/// The SET and REMOVE of `UpdateClauses`, on the item.
+fn apply_update(stored: &mut StoredJob, update: &JobUpdate, now: OffsetDateTime) {
+    let job = &mut stored.job;
+    job.updated_at = now;
+    if let Some(progress) = update.progress {
+        job.progress = progress;
+    }
+    if let Some((provider, request_id)) = &update.provider_request {
+        job.provider_request_id = Some(request_id.clone());
+        stored.provider_request = Some(format!("{provider}#{request_id}"));
+    }
+    if let Some(output) = &update.output {
+        job.output = Some(output.clone());
+    }
+    if let Some(at) = update.output_expires_at {
+        job.output_expires_at = Some(at);
+    }
+    if let Some(at) = update.completed_at {
+        job.completed_at = Some(at);
+    }
+    if update.remove_output {
+        job.output = None;
+    }
+    if let Some(attempt) = update.submit_attempt {
+        job.submit_attempt = attempt;
+        stored.attempt_set = true;
+    }
+    if let Some(review) = &update.review {
+        job.review = Some(review.clone());
+    }
+}
+
+fn is_at_provider(status: JobStatus) -> bool {
+    matches!(status, JobStatus::Submitted | JobStatus::Processing)
+}
+
+impl Memory {
+    fn lease_key(kind: &str, a: &str, b: &str) -> String {
+        format!("{kind}#{a}#{b}")
+    }
+
+    /// `claim_lease`: put unless another holder's lease has not run out.
+    fn claim(state: &mut crate::state::State, key: String, holder: &str, lease: Duration, now: OffsetDateTime) -> bool {
+        let now = now.unix_timestamp();
+        if state.leases.get(&key).is_some_and(|held| held.lease_until >= now) {
+            return false;
+        }
+        let lease_until = now + i64::try_from(lease.as_secs()).unwrap_or(i64::MAX / 2);
+        state.leases.insert(key, Lease { holder: holder.to_owned(), lease_until, expires: now + DAY });
+        true
+    }
+
+    fn release(state: &mut crate::state::State, key: &str, holder: &str) {
+        if state.leases.get(key).is_some_and(|held| held.holder == holder) {
+            state.leases.remove(key);
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for Memory {
+    async fn create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
+        self.call("JobStore::create", |state, now| {
+            let job = &new.job;
+            if let Some(record) = &new.idempotency {
+                if state.idempotency.contains_key(&(record.user_id.clone(), record.key.as_str().to_owned())) {
+                    return Ok(CreateOutcome::IdempotencyKeyTaken);
+                }
+            }
+            let Some(account) = state.accounts.get(&job.user_id) else { return Ok(CreateOutcome::NoAccount) };
+            if account.credits < i64::from(job.cost_credits) {
+                return Ok(CreateOutcome::InsufficientCredits { balance: account.credits });
+            }
+            if account.active_jobs >= i64::from(new.max_active_jobs) {
+                return Ok(CreateOutcome::TooManyActiveJobs);
+            }
+            if state.jobs.contains_key(&job.job_id) || (new.prompt.is_some() && state.prompts.contains_key(&job.job_id)) {
+                return Err(StoreError::Internal("create cancelled: the job exists".into()));
+            }
+            if let Some(account) = state.accounts.get_mut(&job.user_id) {
+                account.credits -= i64::from(job.cost_credits);
+                account.active_jobs += 1;
+            }
+            state.jobs.insert(job.job_id.clone(), StoredJob::of(job));
+            state.push_event(&new.first_event);
+            if let Some(prompt) = &new.prompt {
+                state.prompts.insert(job.job_id.clone(), (prompt.clone(), new.prompt_expires_at.map(|at| at.unix_timestamp())));
+            }
+            if let Some(record) = &new.idempotency {
+                let expires = now.unix_timestamp() + IDEMPOTENCY_TTL_SECONDS;
+                state.idempotency.insert((record.user_id.clone(), record.key.as_str().to_owned()), (record.clone(), expires));
+            }
+            state.add_counters(&videojobs_core::model::stats::creation_deltas(job));
+            state.reindex(&job.job_id, now);
+            Ok(CreateOutcome::Created)
+        })
+    }
+
+    async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        self.call("JobStore::job", |state, _| Ok(state.jobs.get(id).map(|stored| stored.job.clone())))
+    }
+
+    async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
+        self.call("JobStore::events", |state, _| Ok(state.events.get(id).cloned().unwrap_or_default()))
+    }
+
+    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
+        let listing = format!("jobs_of {user}");
+        let after = page.cursor.as_deref().map(|c| decode_cursor(c, &listing)).transpose()?;
+        Ok(self.call("JobStore::jobs_of", |state, _| {
+            let mut rows: Vec<(String, Job)> = state
+                .index
+                .copy
+                .values()
+                .filter(|stored| &stored.job.user_id == user)
+                .map(|stored| (stored.created_key(), stored.job.clone()))
+                .filter(|(key, _)| after.as_ref().is_none_or(|after| key < after))
+                .collect();
+            rows.sort_by(|a, b| b.0.cmp(&a.0));
+            Ok(page_of(rows, page.limit, &listing))
+        })?)
+    }
+
+    async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
+        self.call("JobStore::active_jobs_of", |state, _| {
+            let mut rows: Vec<(String, Job)> = state
+                .index
+                .copy
+                .values()
+                .filter(|stored| stored.active && &stored.job.user_id == user)
+                .map(|stored| (stored.created_key(), stored.job.clone()))
+                .collect();
+            rows.sort_by(|a, b| b.0.cmp(&a.0));
+            Ok(rows.into_iter().map(|(_, job)| job).collect())
+        })
+    }
+
+    async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError> {
+        self.call("JobStore::change_status", |state, now| {
+            let t = change.transition;
+            let Some(stored) = state.jobs.get(&change.job_id) else { return Ok(ChangeOutcome::NotFound) };
+            let holds = stored.job.status == t.from
+                && fence_holds(stored, change.update.only_in_attempt)
+                && !(t.refunds_credits && stored.refunded);
+            if !holds {
+                return Ok(ChangeOutcome::StatusWas(stored.job.status));
+            }
+            if (t.refunds_credits || t.frees_slot) && !state.accounts.contains_key(&change.user_id) {
+                // The account update's `attribute_exists(pk)` cancels the transaction.
+                return Err(StoreError::Internal("status change cancelled: no account".into()));
+            }
+            let Some(stored) = state.jobs.get_mut(&change.job_id) else { return Ok(ChangeOutcome::NotFound) };
+            apply_update(stored, &change.update, change.at);
+            stored.job.status = t.to;
+            if let Some(error) = &change.error {
+                stored.job.error = Some(error.clone());
+            }
+            if t.refunds_credits {
+                stored.refunded = true;
+            }
+            if t.frees_slot {
+                stored.active = false;
+            }
+            if t.to == JobStatus::Completed {
+                stored.review_pending = true;
+            }
+            if t.from == JobStatus::Completed {
+                stored.review_pending = false;
+            }
+            if !is_at_provider(t.to) {
+                stored.job.progress_detail = None;
+                stored.progress_detail_at = None;
+                stored.refresh_requested_at = None;
+            }
+            let watched = |s| videojobs_core::model::stats::WATCHED_STATUSES.contains(&s);
+            if watched(t.to) {
+                stored.watch_status = Some(t.to);
+            } else if watched(t.from) {
+                stored.watch_status = None;
+            }
+            if t.refunds_credits || t.frees_slot {
+                if let Some(account) = state.accounts.get_mut(&change.user_id) {
+                    if t.refunds_credits {
+                        account.credits += i64::from(change.cost_credits);
+                    }
+                    if t.frees_slot {
+                        account.active_jobs -= 1;
+                    }
+                }
+            }
+            state.push_event(&change.event);
+            state.add_counters(&videojobs_core::model::stats::change_deltas(change));
+            state.reindex(&change.job_id, now);
+            Ok(ChangeOutcome::Applied)
+        })
+    }
+
+    async fn idempotency_record(&self, user: &UserId, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.call("JobStore::idempotency_record", |state, _| {
+            Ok(state.idempotency.get(&(user.clone(), key.as_str().to_owned())).map(|(record, _)| record.clone()))
+        })
+    }
+
+    async fn update_in_status(&self, id: &JobId, status: JobStatus, update: &JobUpdate) -> Result<bool, StoreError> {
+        self.call("JobStore::update_in_status", |state, now| {
+            let Some(stored) = state.jobs.get_mut(id) else { return Ok(false) };
+            if stored.job.status != status {
+                return Ok(false);
+            }
+            if update.remove_output {
+                // `forget_output`: conditioned on the status and the output, not on an attempt.
+                let removed = videojobs_core::model::change::StoredBytes::of(stored.job.output.as_ref());
+                apply_update(stored, update, now);
+                state.add_counters(&videojobs_core::model::stats::removal_deltas(removed));
+            } else {
+                if !fence_holds(stored, update.only_in_attempt) {
+                    return Ok(false);
+                }
+                apply_update(stored, update, now);
+            }
+            state.reindex(id, now);
+            Ok(true)
+        })
+    }
+
+    async fn raise_progress(&self, id: &JobId, percent: u8) -> Result<(), StoreError> {
+        self.call("JobStore::raise_progress", |state, now| {
+            let percent = percent.min(99);
+            let Some(stored) = state.jobs.get_mut(id) else { return Ok(()) };
+            if stored.job.progress < percent && is_at_provider(stored.job.status) {
+                stored.job.progress = percent;
+                stored.job.updated_at = now;
+                state.reindex(id, now);
+            }
+            Ok(())
+        })
+    }
+
+    async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError> {
+        self.call("JobStore::record_event", |state, _| {
+            state.push_event(event);
+            Ok(())
+        })
+    }
+
+    async fn record_receipt(&self, provider: &str, event_id: &str, _request_id: &str) -> Result<ReceiptClaim, StoreError> {
+        self.call("JobStore::record_receipt", |state, now| {
+            let now = now.unix_timestamp();
+            let key = (provider.to_owned(), event_id.to_owned());
+            match state.receipts.get(&key) {
+                // New, or pending under a lease that ran out (`lease_until < :now`, in seconds).
+                None => {}
+                Some(held) if held.pending && held.lease_until.is_some_and(|until| until < now) => {}
+                Some(held) if held.pending => return Ok(ReceiptClaim::InProgress),
+                Some(_) => return Ok(ReceiptClaim::Done),
+            }
+            let receipt =
+                Receipt { pending: true, lease_until: Some(now + RECEIPT_LEASE_SECONDS), expires: Some(now + RECEIPT_TTL_SECONDS) };
+            state.receipts.insert(key, receipt);
+            Ok(ReceiptClaim::New)
+        })
+    }
+
+    async fn complete_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
+        self.call("JobStore::complete_receipt", |state, _| {
+            // An unconditional UpdateItem: it makes the item if there was none.
+            let receipt = state.receipts.entry((provider.to_owned(), event_id.to_owned())).or_insert(Receipt {
+                pending: false,
+                lease_until: None,
+                expires: None,
+            });
+            receipt.pending = false;
+            receipt.lease_until = None;
+            Ok(())
+        })
+    }
+
+    async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
+        self.call("JobStore::forget_receipt", |state, _| {
+            let key = (provider.to_owned(), event_id.to_owned());
+            if state.receipts.get(&key).is_some_and(|r| r.pending) {
+                state.receipts.remove(&key);
+            }
+            Ok(())
+        })
+    }
+
+    async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
+        self.call("JobStore::job_for_provider_request", |state, _| {
+            if let Some((job, _)) = state.owners.get(&(provider.to_owned(), request_id.to_owned())) {
+                return Ok(Some(job.clone()));
+            }
+            // Jobs submitted before owner records existed: the (lagging) index.
+            let wanted = format!("{provider}#{request_id}");
+            Ok(state.index.copy.values().find(|stored| stored.provider_request.as_deref() == Some(&wanted)).map(|s| s.job.job_id.clone()))
+        })
+    }
+
+    async fn save_task_token(&self, id: &JobId, token: &str, replace: bool) -> Result<(), StoreError> {
+        self.call("JobStore::save_task_token", |state, _| {
+            if replace || !state.task_tokens.contains_key(id) {
+                state.task_tokens.insert(id.clone(), token.to_owned());
+            }
+            Ok(())
+        })
+    }
+
+    async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
+        self.call("JobStore::task_token", |state, _| Ok(state.task_tokens.get(id).cloned()))
+    }
+
+    async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError> {
+        self.call("JobStore::prompt", |state, _| Ok(state.prompts.get(id).map(|(prompt, _)| prompt.clone())))
+    }
+}
+
+#[async_trait]
+impl ProviderRequests for Memory {
+    async fn record_owner(&self, provider: &str, request_id: &str, job: &JobId) -> Result<(), StoreError> {
+        self.call("ProviderRequests::record_owner", |state, now| {
+            state.owners.insert((provider.to_owned(), request_id.to_owned()), (job.clone(), now.unix_timestamp() + RECEIPT_TTL_SECONDS));
+            Ok(())
+        })
+    }
+
+    async fn note_early_callback(&self, provider: &str, request_id: &str) -> Result<(), StoreError> {
+        self.call("ProviderRequests::note_early_callback", |state, now| {
+            state.early.insert((provider.to_owned(), request_id.to_owned()), now.unix_timestamp() + RECEIPT_TTL_SECONDS);
+            Ok(())
+        })
+    }
+
+    async fn had_early_callback(&self, provider: &str, request_id: &str) -> Result<bool, StoreError> {
+        self.call("ProviderRequests::had_early_callback", |state, _| {
+            Ok(state.early.contains_key(&(provider.to_owned(), request_id.to_owned())))
+        })
+    }
+}
+
+#[async_trait]
+impl AccountStore for Memory {
+    async fn account(&self, user: &UserId) -> Result<Option<Account>, StoreError> {
+        self.call("AccountStore::account", |state, _| {
+            Ok(state.accounts.get(user).map(|a| Account {
+                user_id: user.clone(),
+                credits: a.credits,
+                active_jobs: u32::try_from(a.active_jobs.max(0)).unwrap_or(u32::MAX),
+            }))
+        })
+    }
+
+    async fn open_account(&self, user: &UserId, credits: i64) -> Result<bool, StoreError> {
+        self.call("AccountStore::open_account", |state, _| {
+            if state.accounts.contains_key(user) {
+                return Ok(false);
+            }
+            state.accounts.insert(user.clone(), AccountItem { credits, active_jobs: 0 });
+            Ok(true)
+        })
+    }
+
+    async fn grant_credits(&self, user: &UserId, credits: i64) -> Result<Account, StoreError> {
+        self.call("AccountStore::grant_credits", |state, _| {
+            // `attribute_exists(pk)`: a conditional check failure, which the adapter reports as an error.
+            let Some(account) = state.accounts.get_mut(user) else {
+                return Err(StoreError::Internal("UpdateItem: the conditional request failed".into()));
+            };
+            account.credits += credits;
+            Ok(Account {
+                user_id: user.clone(),
+                credits: account.credits,
+                active_jobs: u32::try_from(account.active_jobs.max(0)).unwrap_or(u32::MAX),
+            })
+        })
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for Memory {
+    async fn key_for(&self, key: &ApiKeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.call("ApiKeyStore::key_for", |state, _| Ok(state.keys.get(key.as_str()).map(|(record, _)| record.clone())))
+    }
+
+    async fn save_key_record(&self, key: &ApiKeyHash, record: &KeyRecord) -> Result<(), StoreError> {
+        self.call("ApiKeyStore::save_key_record", |state, _| {
+            let expires = |days: i64| record.expires_at.map(|at| at.unix_timestamp() + days * DAY);
+            state.keys.insert(key.as_str().to_owned(), (record.clone(), expires(1)));
+            state.key_listing.insert(record.key_id.clone(), (record.clone(), key.as_str().to_owned(), expires(30)));
+            Ok(())
+        })
+    }
+
+    async fn list_keys(&self, page: &PageRequest) -> Result<Page<KeyRecord>, ListError> {
+        const LISTING: &str = "keys";
+        let after = page.cursor.as_deref().map(|c| decode_cursor(c, LISTING)).transpose()?;
+        let mut listed = self.call("ApiKeyStore::list_keys", |state, _| {
+            let rows: Vec<(String, KeyRecord)> = state
+                .key_listing
+                .iter()
+                .map(|(id, (record, _, _))| (id.as_str().to_owned(), record.clone()))
+                .filter(|(id, _)| after.as_ref().is_none_or(|after| id > after))
+                .collect();
+            Ok(page_of(rows, page.limit, LISTING))
+        })?;
+        // The adapter gives no cursor after an empty page.
+        if listed.items.is_empty() {
+            listed.next_cursor = None;
+        }
+        Ok(listed)
+    }
+
+    async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
+        self.call("ApiKeyStore::revoke_key", |state, _| {
+            let Some((record, hash, _)) = state.key_listing.get_mut(id) else { return Ok(None) };
+            if record.revoked_at.is_some() {
+                return Ok(Some(record.clone()));
+            }
+            record.revoked_at = Some(at);
+            let mut answer = record.clone();
+            let hash = hash.clone();
+            if let Some((key_record, _)) = state.keys.get_mut(&hash) {
+                key_record.revoked_at.get_or_insert(at);
+            }
+            answer.revoked_at = Some(at);
+            Ok(Some(answer))
+        })
+    }
+}
+
+#[async_trait]
+impl UploadStore for Memory {
+    async fn save_upload(&self, upload: &Upload) -> Result<(), StoreError> {
+        self.call("UploadStore::save_upload", |state, now| {
+            if state.uploads.contains_key(&upload.upload_id) {
+                return Err(StoreError::Internal(format!("upload id {} already taken", upload.upload_id)));
+            }
+            state.uploads.insert(upload.upload_id.clone(), (upload.clone(), now.unix_timestamp() + UPLOAD_TTL_SECONDS));
+            Ok(())
+        })
+    }
+
+    async fn upload(&self, id: &UploadId) -> Result<Option<Upload>, StoreError> {
+        self.call("UploadStore::upload", |state, _| Ok(state.uploads.get(id).map(|(upload, _)| upload.clone())))
+    }
+}
+
+#[async_trait]
+impl ProgressDetails for Memory {
+    async fn record_detail(&self, id: &JobId, detail: &ProgressDetail) -> Result<bool, StoreError> {
+        self.call("ProgressDetails::record_detail", |state, now| {
+            let Some(stored) = state.jobs.get_mut(id) else { return Ok(false) };
+            let forward = stored.progress_detail_at.is_none_or(|at| timestamp::format(at) < timestamp::format(detail.observed_at));
+            if !detail.allowed_statuses().contains(&stored.job.status) || !forward {
+                return Ok(false);
+            }
+            stored.job.progress_detail = Some(detail.clone());
+            stored.progress_detail_at = Some(detail.observed_at);
+            state.reindex(id, now);
+            Ok(true)
+        })
+    }
+
+    async fn claim_refresh(&self, id: &JobId, at: OffsetDateTime, window_seconds: u64) -> Result<bool, StoreError> {
+        self.call("ProgressDetails::claim_refresh", |state, now| {
+            let cutoff = timestamp::format(at - Duration::from_secs(window_seconds));
+            let Some(stored) = state.jobs.get_mut(id) else { return Ok(false) };
+            let free = stored.refresh_requested_at.is_none_or(|last| timestamp::format(last) <= cutoff);
+            if !is_at_provider(stored.job.status) || !free {
+                return Ok(false);
+            }
+            stored.refresh_requested_at = Some(at);
+            state.reindex(id, now);
+            Ok(true)
+        })
+    }
+}
+
+#[async_trait]
+impl ProviderSwitch for Memory {
+    async fn switch_provider(&self, id: &JobId, from: &ProviderName, to: &ProviderName, event: &JobEvent) -> Result<bool, StoreError> {
+        self.call("ProviderSwitch::switch_provider", |state, now| {
+            let Some(stored) = state.jobs.get_mut(id) else { return Ok(false) };
+            let job = &mut stored.job;
+            if job.status != JobStatus::Submitted || &job.provider != from || job.provider_request_id.is_some() {
+                return Ok(false);
+            }
+            job.provider = to.clone();
+            job.updated_at = event.at;
+            state.push_event(event);
+            state.reindex(id, now);
+            Ok(true)
+        })
+    }
+}
+
+#[async_trait]
+impl RateLimiter for Memory {
+    async fn take(&self, bucket: &str, window_start: i64, window_seconds: u64, limit: u32) -> Result<bool, StoreError> {
+        self.call("RateLimiter::take", |state, _| {
+            let expires = window_start + i64::try_from(window_seconds).unwrap_or(60) * 2;
+            let entry = state.rate.entry((bucket.to_owned(), window_start)).or_insert((0, expires));
+            // `attribute_not_exists(hits) OR hits < :limit`: a first hit always counts.
+            if entry.0 > 0 && entry.0 >= limit {
+                return Ok(false);
+            }
+            entry.0 += 1;
+            Ok(true)
+        })
+    }
+}
+
+#[async_trait]
+impl WebhookSecrets for Memory {
+    async fn webhook_secrets(&self, user: &UserId) -> Result<Option<UserWebhookSecrets>, StoreError> {
+        self.call("WebhookSecrets::webhook_secrets", |state, _| Ok(state.secrets.get(user).cloned()))
+    }
+
+    async fn create_webhook_secret(&self, user: &UserId, secret: &str) -> Result<UserWebhookSecrets, StoreError> {
+        self.call("WebhookSecrets::create_webhook_secret", |state, _| {
+            Ok(state
+                .secrets
+                .entry(user.clone())
+                .or_insert_with(|| UserWebhookSecrets { current: secret.to_owned(), previous: None, previous_valid_until: None })
+                .clone())
+        })
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        user: &UserId,
+        expected: &str,
+        new: &str,
+        grace_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.call("WebhookSecrets::rotate_webhook_secret", |state, _| {
+            let Some(secrets) = state.secrets.get_mut(user).filter(|s| s.current == expected) else { return Ok(false) };
+            secrets.previous = Some(std::mem::replace(&mut secrets.current, new.to_owned()));
+            secrets.previous_valid_until = Some(grace_until);
+            Ok(true)
+        })
+    }
+}
+
+#[async_trait]
+impl NotificationLog for Memory {
+    async fn was_delivered(&self, job: &JobId, status: JobStatus) -> Result<bool, StoreError> {
+        self.call("NotificationLog::was_delivered", |state, _| Ok(state.delivered.contains(&(job.clone(), status))))
+    }
+
+    async fn record_delivery(&self, job: &JobId, status: JobStatus, _attempt: u32, _http_status: u16) -> Result<bool, StoreError> {
+        self.call("NotificationLog::record_delivery", |state, _| Ok(state.delivered.insert((job.clone(), status))))
+    }
+
+    async fn claim_attempt(&self, job: &JobId, status: JobStatus, holder: &str, lease: Duration) -> Result<bool, StoreError> {
+        self.call("NotificationLog::claim_attempt", |state, now| {
+            Ok(Memory::claim(state, Memory::lease_key("NOTIFYING", job.as_str(), status.as_str()), holder, lease, now))
+        })
+    }
+
+    async fn release_attempt(&self, job: &JobId, status: JobStatus, holder: &str) -> Result<(), StoreError> {
+        self.call("NotificationLog::release_attempt", |state, _| {
+            Memory::release(state, &Memory::lease_key("NOTIFYING", job.as_str(), status.as_str()), holder);
+            Ok(())
+        })
+    }
+
+    async fn claim_user_slot(&self, user: &UserId, slots: u32, holder: &str, lease: Duration) -> Result<Option<u32>, StoreError> {
+        self.call("NotificationLog::claim_user_slot", |state, now| {
+            // The adapter's order: from a point that depends on the holder.
+            let start = holder.bytes().fold(0u32, |acc, b| acc.wrapping_mul(31).wrapping_add(u32::from(b)));
+            for i in 0..slots {
+                let slot = start.wrapping_add(i) % slots.max(1);
+                if Memory::claim(state, Memory::lease_key("NOTIFY_SLOT", user.as_str(), &slot.to_string()), holder, lease, now) {
+                    return Ok(Some(slot));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    async fn release_user_slot(&self, user: &UserId, slot: u32, holder: &str) -> Result<(), StoreError> {
+        self.call("NotificationLog::release_user_slot", |state, _| {
+            Memory::release(state, &Memory::lease_key("NOTIFY_SLOT", user.as_str(), &slot.to_string()), holder);
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl StatsStore for Memory {
+    async fn counters(&self) -> Result<Counters, StoreError> {
+        self.call("StatsStore::counters", |state, _| Ok(state.counters.iter().map(|(k, v)| (k.clone(), *v)).collect()))
+    }
+
+    async fn stuck_jobs(&self, status: JobStatus, before: OffsetDateTime, limit: u32) -> Result<StuckPage, StoreError> {
+        self.call("StatsStore::stuck_jobs", |state, _| {
+            let before = timestamp::format(before);
+            let mut rows: Vec<(String, StuckJob)> = state
+                .index
+                .copy
+                .values()
+                .filter(|stored| stored.watch_status == Some(status) && timestamp::format(stored.job.updated_at) < before)
+                .map(|stored| {
+                    let job = &stored.job;
+                    let row =
+                        StuckJob { job_id: job.job_id.clone(), status, provider: job.provider.to_string(), updated_at: job.updated_at };
+                    (format!("{}#{}", timestamp::format(job.updated_at), job.job_id), row)
+                })
+                .collect();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            let count = rows.len() as u64;
+            Ok(StuckPage { count, oldest: rows.into_iter().take(limit as usize).map(|(_, row)| row).collect() })
+        })
+    }
+
+    async fn count_duplicate_callback(&self, _provider: &str) -> Result<(), StoreError> {
+        self.call("StatsStore::count_duplicate_callback", |state, _| {
+            *state.counters.entry(videojobs_core::model::stats::counter::DUPLICATE_CALLBACKS.to_owned()).or_insert(0) += 1;
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl ReviewQueue for Memory {
+    async fn waiting(&self, page: &PageRequest) -> Result<Page<Job>, ListError> {
+        const LISTING: &str = "review_queue";
+        let after = page.cursor.as_deref().map(|c| decode_cursor(c, LISTING)).transpose()?;
+        let mut listed = self.call("ReviewQueue::waiting", |state, _| {
+            let mut rows: Vec<(String, Job)> = state
+                .index
+                .copy
+                .values()
+                .filter(|stored| stored.review_pending)
+                .filter_map(|stored| {
+                    stored.job.completed_at.map(|at| (format!("{}#{}", timestamp::format(at), stored.job.job_id), stored.job.clone()))
+                })
+                .filter(|(key, _)| after.as_ref().is_none_or(|after| key > after))
+                .collect();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(page_of(rows, page.limit, LISTING))
+        })?;
+        // The adapter keeps only jobs whose (indexed) status says completed.
+        listed.items.retain(|job| job.status == JobStatus::Completed);
+        Ok(listed)
+    }
+}
+
+#[async_trait]
+impl videojobs_core::ports::ReviewWaits for Memory {
+    async fn save_review_token(&self, id: &JobId, token: &str) -> Result<(), StoreError> {
+        self.call("ReviewWaits::save_review_token", |state, _| {
+            state.review_tokens.insert(id.clone(), token.to_owned());
+            Ok(())
+        })
+    }
+
+    async fn review_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
+        self.call("ReviewWaits::review_token", |state, _| Ok(state.review_tokens.get(id).cloned()))
+    }
+}
