@@ -5,6 +5,7 @@
 mod harness;
 
 mod adapter_contract;
+mod approval;
 mod cancel;
 mod cli;
 mod concurrency;

@@ -86,3 +86,43 @@ async fn a_message_for_a_job_that_does_not_exist_is_dropped_not_retried() {
     assert!(missing.batch_item_failures.is_empty());
     assert!(unusable.batch_item_failures.is_empty());
 }
+
+/// The state machine as the template deploys it.
+fn definition() -> Value {
+    let path = crate::helpers::repo_root().join("infra/statemachine/job.asl.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("valid JSON")
+}
+
+#[test]
+fn the_review_wait_is_a_task_whose_timeout_is_the_window_and_only_its_timeout_reaches_expire() {
+    let asl = definition();
+
+    let wait = &asl["States"]["KeepForReview"];
+
+    assert_eq!(wait["Type"], "Task");
+    assert_eq!(wait["Resource"], "arn:aws:states:::sqs:sendMessage.waitForTaskToken");
+    assert_eq!(wait["Parameters"]["MessageBody"]["kind"], "await_review");
+    assert_eq!(wait["TimeoutSecondsPath"], "$.retention_seconds");
+    assert_eq!(wait["End"], true, "an approval's answer ends the execution");
+    let catches = wait["Catch"].as_array().expect("a catch");
+    assert_eq!(catches.len(), 1);
+    assert_eq!(catches[0]["ErrorEquals"], serde_json::json!(["States.Timeout"]));
+    assert_eq!(catches[0]["Next"], "Expire");
+    // Only the sending of its message is retried: States.TaskFailed never matches the timeout.
+    let retries = wait["Retry"].as_array().expect("a retry");
+    assert!(retries.iter().all(|r| r["ErrorEquals"] == serde_json::json!(["States.TaskFailed"])), "{retries:?}");
+    assert_eq!(asl["States"]["Submit"]["Next"], "KeepForReview");
+    assert_eq!(asl["States"]["AskProvider"]["Next"], "KeepForReview");
+}
+
+#[test]
+fn the_tasks_whose_token_the_worker_answers_have_no_retry() {
+    let asl = definition();
+
+    for name in ["Submit", "AskProvider"] {
+        let task = &asl["States"][name];
+
+        assert!(task["Resource"].as_str().unwrap().ends_with(".waitForTaskToken"), "{name}");
+        assert!(task.get("Retry").is_none(), "{name} must not be retried (docs/RELIABILITY.md)");
+    }
+}

@@ -1,12 +1,13 @@
 //! Two benchmarks against the local stack (moto must be running; scripts/bench
 //! starts it):
 //!
-//! - `--jobs N`: runs N text-to-video jobs that go well, end to end (create,
-//!   10 status polls and a result read each, provider callbacks, worker,
-//!   retention expiry), counts every AWS request the functions make (an SDK
-//!   interceptor), the state machine's transitions and service calls (from the
-//!   execution history) and the Lambda and API Gateway requests, and prices
-//!   them per 1,000 jobs at published us-east-1 prices.
+//! - `--jobs N`: runs N text-to-video jobs that go well and a reviewer
+//!   approves, then N that nobody approves, end to end (create, 10 status
+//!   polls and a result read each, provider callbacks, worker, the approval
+//!   or the retention expiry), counts every AWS request the functions make (an
+//!   SDK interceptor), the state machine's transitions and service calls (from
+//!   the execution history) and the Lambda and API Gateway requests, and
+//!   prices each kind per 1,000 jobs at published us-east-1 prices.
 //! - `--copy-mib M`: streams an M MiB output from the provider into S3 the way
 //!   the worker does, and reports the process's peak memory and the throughput.
 
@@ -99,12 +100,179 @@ async fn copy_bench(mib: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// What one run of jobs used, and the durations AWS bills.
+struct Phase {
+    jobs: f64,
+    counts: BTreeMap<(String, String), u64>,
+    api: u64,
+    callbacks: u64,
+    messages: u64,
+    transitions: u64,
+    sm_sqs: u64,
+    api_ms_per_call: f64,
+    worker_ms_total: f64,
+    states: BTreeMap<String, u64>,
+}
+
+/// The pieces of the local stack a bench run drives.
+struct Bench {
+    app: Arc<local_api::App>,
+    meter: RequestMeter,
+    /// Unmetered: what the bench itself reads (waiting, histories) is not the pipeline's.
+    quiet: AwsClients,
+    quiet_store: videojobs_aws::DynamoStore,
+    resources: Resources,
+    base: String,
+    provider_url: String,
+    user_key: ApiKey,
+    reviewer_key: ApiKey,
+    delivered: Arc<std::sync::atomic::AtomicU64>,
+    worker_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Bench {
+    async fn provider_deliveries(&self) -> Result<u64, Error> {
+        let stats: serde_json::Value = reqwest::get(format!("{}/v1/stats", self.provider_url)).await?.json().await?;
+        Ok(stats["deliveries"].as_u64().unwrap_or(0))
+    }
+
+    async fn execution_running(&self, id: &str) -> Result<bool, Error> {
+        let sfn = videojobs_aws::StepFunctions::new(self.quiet.sfn.clone(), &self.resources.state_machine_arn);
+        let out = self.quiet.sfn.describe_execution().execution_arn(sfn.execution_arn(&id.parse()?)).send().await?;
+        Ok(out.status().as_str() == "RUNNING")
+    }
+
+    /// `jobs` jobs that go well: create, 10 status polls, a result read each,
+    /// then either a reviewer's approval (once the review wait is stored) or
+    /// nothing until the retention window has passed; every request counted.
+    async fn run(&self, jobs: usize, approve: bool) -> Result<Phase, Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        use videojobs_core::ports::{JobStore, ReviewWaits};
+        let (delivered_before, worker_ms_before) = (self.delivered.load(Relaxed), self.worker_ms.load(Relaxed));
+        let callbacks_before = self.provider_deliveries().await?;
+        self.meter.reset();
+        let client = reqwest::Client::new();
+        let base = &self.base;
+        let mut api_requests = 0u64;
+        let mut api_ms = 0f64;
+        let mut job_ids = Vec::new();
+        for i in 0..jobs {
+            let started = Instant::now();
+            let reply: serde_json::Value = client
+                .post(format!("{base}/videos/generate"))
+                .bearer_auth(self.user_key.expose())
+                .json(&serde_json::json!({"prompt": format!("Benchmark clip number {i}"), "duration_seconds": 1, "resolution": "480p"}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            api_ms += started.elapsed().as_secs_f64() * 1000.0;
+            api_requests += 1;
+            let id = reply["job_id"].as_str().ok_or("no job id")?.to_owned();
+            let mut polls = 0;
+            let mut status = String::new();
+            while polls < 10 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let started = Instant::now();
+                let body: serde_json::Value =
+                    client.get(format!("{base}/videos/jobs/{id}/status")).bearer_auth(self.user_key.expose()).send().await?.json().await?;
+                api_ms += started.elapsed().as_secs_f64() * 1000.0;
+                polls += 1;
+                status = body["status"].as_str().unwrap_or("").to_owned();
+            }
+            if status != "completed" {
+                return Err(format!("job {id} is {status} after 10 polls").into());
+            }
+            let started = Instant::now();
+            client.get(format!("{base}/videos/jobs/{id}/result")).bearer_auth(self.user_key.expose()).send().await?;
+            api_ms += started.elapsed().as_secs_f64() * 1000.0;
+            api_requests += 11;
+            if approve {
+                // A person reviews later than this: the wait is stored by then.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while self.quiet_store.review_token(&id.parse()?).await?.is_none() {
+                    if Instant::now() > deadline {
+                        return Err(format!("no review wait stored for {id}").into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let started = Instant::now();
+                let reply = client
+                    .post(format!("{base}/videos/jobs/{id}/review"))
+                    .bearer_auth(self.reviewer_key.expose())
+                    .json(&serde_json::json!({"decision": "approve"}))
+                    .send()
+                    .await?;
+                api_ms += started.elapsed().as_secs_f64() * 1000.0;
+                api_requests += 1;
+                if !reply.status().is_success() {
+                    return Err(format!("approving {id}: {}", reply.status()).into());
+                }
+            }
+            job_ids.push(id);
+        }
+        // Unapproved jobs: until they expired. Approved ones: until their
+        // executions ended, then past the retention window, so that anything
+        // it would still do is counted.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut done = true;
+            for id in &job_ids {
+                done &= if approve {
+                    !self.execution_running(id).await?
+                } else {
+                    let job = self.quiet_store.job(&id.parse()?).await?.ok_or("job gone")?;
+                    job.status == videojobs_core::JobStatus::Expired
+                };
+            }
+            if done || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let settle = if approve { self.app.services.settings.retention_seconds + 2 } else { 1 };
+        tokio::time::sleep(Duration::from_secs(settle)).await;
+        let counts = self.meter.snapshot();
+        let callbacks = self.provider_deliveries().await? - callbacks_before;
+        let messages = self.delivered.load(Relaxed) - delivered_before;
+        let worker_ms_total = (self.worker_ms.load(Relaxed) - worker_ms_before) as f64;
+        let (mut transitions, mut sm_sqs) = (0u64, 0u64);
+        let mut states = BTreeMap::new();
+        for id in &job_ids {
+            let arn =
+                videojobs_aws::StepFunctions::new(self.quiet.sfn.clone(), &self.resources.state_machine_arn).execution_arn(&id.parse()?);
+            let history = self.quiet.sfn.get_execution_history().execution_arn(arn).max_results(1000).send().await?;
+            for event in history.events() {
+                if let Some(entered) = event.state_entered_event_details() {
+                    transitions += 1;
+                    *states.entry(entered.name().to_owned()).or_insert(0) += 1;
+                }
+                if event.r#type().as_str() == "TaskScheduled" {
+                    sm_sqs += 1;
+                }
+            }
+        }
+        Ok(Phase {
+            jobs: jobs as f64,
+            counts,
+            api: api_requests,
+            callbacks,
+            messages,
+            transitions,
+            sm_sqs,
+            api_ms_per_call: api_ms / api_requests as f64,
+            worker_ms_total,
+            states,
+        })
+    }
+}
+
 async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     let resources = bootstrap()?;
     let meter = RequestMeter::default();
     let clients = AwsClients::metered(&meter).await;
     // The event source mapping's polling is Lambda's, counted apart.
-    let poller_clients = AwsClients::from_env();
+    let quiet = AwsClients::from_env();
     let secret_text = WebhookSecret::generate_text();
     let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let provider_dir = std::env::temp_dir().join(format!("pipeline-bench-{}", ulid::Ulid::new()));
@@ -125,20 +293,17 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     let base = format!("http://{}", listener.local_addr()?);
     let app = Arc::new(local_api::App::on_aws(&clients, &resources, settings, providers, http.clone(), base.clone()));
     let user: UserId = "bench-user".parse()?;
-    let key = ApiKey::generate();
-    app.services
-        .keys
-        .save_key_record(
-            &key.hash(),
-            &videojobs_core::ports::KeyRecord::for_key(&key.hash(), Principal { user_id: user.clone(), role: Role::User }, "bench"),
-        )
-        .await?;
+    let user_key = ApiKey::generate();
+    app.services.keys.save_key_record(&user_key.hash(), &videojobs_core::ports::KeyRecord::for_key(&user_key.hash(), Principal { user_id: user.clone(), role: Role::User }, "bench")).await?;
     app.services.accounts.open_account(&user, 1_000_000).await?;
+    let reviewer_key = ApiKey::generate();
+    let reviewer = Principal { user_id: "bench-reviewer".parse()?, role: Role::Reviewer };
+    app.services.keys.save_key_record(&reviewer_key.hash(), &videojobs_core::ports::KeyRecord::for_key(&reviewer_key.hash(), reviewer.clone(), "bench")).await?;
     tokio::spawn(local_api::serve(listener, app.clone()));
     let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let worker_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
     {
-        let (sqs, url, worker) = (poller_clients.sqs.clone(), resources.work_queue_url.clone(), app.worker.clone());
+        let (sqs, url, worker) = (quiet.sqs.clone(), resources.work_queue_url.clone(), app.worker.clone());
         let (delivered, worker_ms) = (delivered.clone(), worker_ms.clone());
         tokio::spawn(async move {
             loop {
@@ -150,98 +315,30 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
             }
         });
     }
-    meter.reset();
-    let client = reqwest::Client::new();
-    let mut api_requests = 0u64;
-    let mut api_ms = 0f64;
-    let mut job_ids = Vec::new();
-    for i in 0..jobs {
-        let started = Instant::now();
-        let reply: serde_json::Value = client
-            .post(format!("{base}/videos/generate"))
-            .bearer_auth(key.expose())
-            .json(&serde_json::json!({"prompt": format!("Benchmark clip number {i}"), "duration_seconds": 1, "resolution": "480p"}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        api_ms += started.elapsed().as_secs_f64() * 1000.0;
-        api_requests += 1;
-        let id = reply["job_id"].as_str().ok_or("no job id")?.to_owned();
-        let mut polls = 0;
-        let mut status = String::new();
-        while polls < 10 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let started = Instant::now();
-            let body: serde_json::Value =
-                client.get(format!("{base}/videos/jobs/{id}/status")).bearer_auth(key.expose()).send().await?.json().await?;
-            api_ms += started.elapsed().as_secs_f64() * 1000.0;
-            polls += 1;
-            status = body["status"].as_str().unwrap_or("").to_owned();
-        }
-        if status != "completed" {
-            return Err(format!("job {id} is {status} after 10 polls").into());
-        }
-        let started = Instant::now();
-        client.get(format!("{base}/videos/jobs/{id}/result")).bearer_auth(key.expose()).send().await?;
-        api_ms += started.elapsed().as_secs_f64() * 1000.0;
-        api_requests += 11;
-        job_ids.push(id);
-    }
-    // Let the retention window pass so that expiry is counted too.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut all_expired = true;
-        for id in &job_ids {
-            let job = app.services.jobs.job(&id.parse()?).await?.ok_or("job gone")?;
-            all_expired &= job.status == videojobs_core::JobStatus::Expired;
-        }
-        if all_expired || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let counts = meter.snapshot();
-    let stats: serde_json::Value = reqwest::get(format!("{}/v1/stats", provider.base_url)).await?.json().await?;
-    let callbacks = stats["deliveries"].as_u64().unwrap_or(0);
-    let messages = delivered.load(std::sync::atomic::Ordering::Relaxed);
-    let (mut transitions, mut sm_sqs) = (0u64, 0u64);
-    for id in &job_ids {
-        let arn = videojobs_aws::StepFunctions::new(poller_clients.sfn.clone(), &resources.state_machine_arn).execution_arn(&id.parse()?);
-        let history = poller_clients.sfn.get_execution_history().execution_arn(arn).max_results(1000).send().await?;
-        for event in history.events() {
-            let kind = event.r#type().as_str();
-            if kind.ends_with("StateEntered") {
-                transitions += 1;
-            }
-            if kind == "TaskScheduled" {
-                sm_sqs += 1;
-            }
-        }
-    }
-    let largest_job_item = largest_job_item(&poller_clients, &resources, &job_ids).await?;
-    let measured = Durations {
-        api_ms_per_call: api_ms / api_requests as f64,
-        worker_ms_total: worker_ms.load(std::sync::atomic::Ordering::Relaxed) as f64,
-        largest_job_item,
+    let bench = Bench {
+        quiet_store: videojobs_aws::DynamoStore::new(quiet.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table),
+        app,
+        meter,
+        quiet,
+        resources,
+        base,
+        provider_url: provider.base_url.clone(),
+        user_key,
+        reviewer_key,
+        delivered,
+        worker_ms,
     };
-    report(jobs as f64, &counts, api_requests, callbacks, messages, transitions, sm_sqs, &measured);
+    let approved = bench.run(jobs, true).await?;
+    let unapproved = bench.run(jobs, false).await?;
+    let largest_job_item = largest_job_item(&bench.quiet, &bench.resources).await?;
+    report(&approved, &unapproved, largest_job_item);
     let _ = std::fs::remove_dir_all(provider_dir);
     Ok(())
 }
 
-/// What was timed and sized, for the parts AWS bills by duration and size.
-struct Durations {
-    /// Mean round trip of an API call through the local API (an upper bound
-    /// on the function's own time; the webhook is billed at the same rate).
-    api_ms_per_call: f64,
-    worker_ms_total: f64,
-    largest_job_item: usize,
-}
-
-/// The size DynamoDB bills a job item at: names and values, as it counts them.
-async fn largest_job_item(clients: &AwsClients, resources: &Resources, ids: &[String]) -> Result<usize, Error> {
+/// The largest job item of the bench's user, at the size DynamoDB bills it
+/// (names and values, as it counts them).
+async fn largest_job_item(clients: &AwsClients, resources: &Resources) -> Result<usize, Error> {
     use aws_sdk_dynamodb::types::AttributeValue;
     fn size(value: &AttributeValue) -> usize {
         match value {
@@ -252,90 +349,127 @@ async fn largest_job_item(clients: &AwsClients, resources: &Resources, ids: &[St
         }
     }
     let mut largest = 0;
-    for id in ids {
+    let mut start = None;
+    loop {
         let out = clients
             .dynamodb
-            .get_item()
+            .scan()
             .table_name(&resources.jobs_table)
-            .key("pk", AttributeValue::S(format!("JOB#{id}")))
-            .key("sk", AttributeValue::S("JOB".into()))
+            .filter_expression("sk = :job")
+            .expression_attribute_values(":job", AttributeValue::S("JOB".into()))
+            .set_exclusive_start_key(start)
             .send()
             .await?;
-        let item = out.item.unwrap_or_default();
-        largest = largest.max(item.iter().map(|(k, v)| k.len() + size(v)).sum());
+        for item in out.items() {
+            largest = largest.max(item.iter().map(|(k, v)| k.len() + size(v)).sum());
+        }
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return Ok(largest);
+        }
     }
-    Ok(largest)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn report(
-    jobs: f64,
-    counts: &BTreeMap<(String, String), u64>,
-    api: u64,
-    callbacks: u64,
-    messages: u64,
-    transitions: u64,
-    sm_sqs: u64,
-    measured: &Durations,
-) {
-    let per = |n: u64| n as f64 / jobs;
-    println!("## AWS requests per job that goes well ({jobs} jobs, 10 status polls and 1 result read each)\n");
-    println!("| service | operation | per job |");
-    println!("|---|---|---|");
-    for ((service, op), n) in counts {
-        println!("| {service} | {op} | {:.1} |", per(*n));
-    }
-    println!("| Step Functions | state transitions | {:.1} |", per(transitions));
-    println!("| SQS (from the state machine) | SendMessage | {:.1} |", per(sm_sqs));
-    println!("| API Gateway | HTTP API requests | {:.1} |", per(api));
-    println!(
-        "| Lambda | invocations: API {:.1} + webhook {:.1} + worker {:.1} | {:.1} |",
-        per(api),
-        per(callbacks),
-        per(messages),
-        per(api + callbacks + messages)
-    );
-    println!("| SQS (event source mapping) | ReceiveMessage + DeleteMessage, one each per message at most | {:.1} |", per(2 * messages));
-
-    let get = |service: &str, op: &str| counts.get(&(service.to_owned(), op.to_owned())).copied().unwrap_or(0) as f64;
-    let dynamo_ops: Vec<(&str, u64)> = counts.iter().filter(|((s, _), _)| s == "DynamoDB").map(|((_, o), n)| (o.as_str(), *n)).collect();
-    let sum = |names: &[&str]| dynamo_ops.iter().filter(|(o, _)| names.contains(o)).map(|(_, n)| *n as f64).sum::<f64>();
-    // Items are under 1 KB (the largest job item is measured below) but for
-    // the task token's item: a real token is up to about 1 KB, so every
-    // PutItem is counted at 2 units to be safe. Transactions cost double.
-    let wru = 2.0 * sum(&["PutItem"]) + sum(&["UpdateItem", "DeleteItem"]) + 2.0 * get("DynamoDB", "TransactWriteItems (items)");
-    let rru = sum(&["GetItem", "Query"]);
-    let s3_put = ["PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"].iter().map(|o| get("S3", o)).sum::<f64>();
+/// Dollars per 1,000 jobs, line by line, for one phase.
+fn costs(p: &Phase) -> Vec<(&'static str, f64)> {
+    let get = |service: &str, op: &str| p.counts.get(&(service.to_owned(), op.to_owned())).copied().unwrap_or(0) as f64;
+    let dynamo = |names: &[&str]| names.iter().map(|o| get("DynamoDB", o)).sum::<f64>();
+    // Items are under 1 KB (the largest job item is measured) but for the
+    // task tokens' items: a real token is up to about 1 KB, so every PutItem
+    // is counted at 2 units to be safe. Transactions cost double.
+    let wru = 2.0 * dynamo(&["PutItem"]) + dynamo(&["UpdateItem", "DeleteItem"]) + 2.0 * get("DynamoDB", "TransactWriteItems (items)");
+    let rru = dynamo(&["GetItem", "Query"]);
+    // PUT, COPY, POST and LIST are one price (tagging an object is a PUT); DELETE is free.
+    let s3_put = ["PutObject", "PutObjectTagging", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"]
+        .iter()
+        .map(|o| get("S3", o))
+        .sum::<f64>();
     let s3_get = get("S3", "HeadObject") + get("S3", "GetObject");
-    let sqs = counts.iter().filter(|((s, _), _)| s == "SQS").map(|(_, n)| *n as f64).sum::<f64>() + sm_sqs as f64 + 2.0 * messages as f64;
-    let invocations = (api + callbacks + messages) as f64;
+    let sqs =
+        p.counts.iter().filter(|((s, _), _)| s == "SQS").map(|(_, n)| *n as f64).sum::<f64>() + p.sm_sqs as f64 + 2.0 * p.messages as f64;
+    let invocations = (p.api + p.callbacks + p.messages) as f64;
     // API and webhook functions have 256 MB, the worker 512 MB (template.yaml).
-    let gb_seconds = (api + callbacks) as f64 * 0.25 * measured.api_ms_per_call.ceil() / 1000.0 + 0.5 * measured.worker_ms_total / 1000.0;
+    let gb_seconds = (p.api + p.callbacks) as f64 * 0.25 * p.api_ms_per_call.ceil() / 1000.0 + 0.5 * p.worker_ms_total / 1000.0;
     let lines = [
-        ("API Gateway HTTP API", api as f64 * price::API_GATEWAY_HTTP),
+        ("API Gateway HTTP API", p.api as f64 * price::API_GATEWAY_HTTP),
         ("Lambda requests", invocations * price::LAMBDA_REQUEST),
         ("Lambda duration (arm64, as timed here)", gb_seconds * price::LAMBDA_ARM_GB_SECOND),
         ("DynamoDB writes (on-demand)", wru * price::DYNAMODB_WRU),
         ("DynamoDB reads (on-demand)", rru * price::DYNAMODB_RRU),
         ("SQS", sqs * price::SQS_REQUEST),
-        ("Step Functions transitions", transitions as f64 * price::SFN_TRANSITION),
+        ("Step Functions transitions", p.transitions as f64 * price::SFN_TRANSITION),
         ("S3 requests", s3_put * price::S3_PUT + s3_get * price::S3_GET),
     ];
-    println!("\n## Cost per 1,000 jobs (us-east-1 list prices; storage not included)\n");
-    println!("| item | $ per 1,000 jobs |");
-    println!("|---|---|");
-    let mut total = 0.0;
-    for (name, dollars) in lines {
-        let per_thousand = dollars / jobs * 1000.0;
-        total += per_thousand;
-        println!("| {name} | {per_thousand:.4} |");
-    }
-    println!("| **total** | **{total:.4}** (target ≤ 0.15: {}) |", if total <= 0.15 { "met" } else { "NOT met" });
+    lines.into_iter().map(|(name, dollars)| (name, dollars / p.jobs * 1000.0)).collect()
+}
+
+/// The target for 1,000 approved jobs (issue 13).
+const APPROVED_TARGET: f64 = 0.10;
+
+fn report(approved: &Phase, unapproved: &Phase, largest_job_item: usize) {
+    let jobs = approved.jobs;
     println!(
-        "\nTimed here: {:.1} ms per API call (round trip, against moto), {:.1} ms of worker time per job. Largest job item: {} bytes. DynamoDB: {wru:.0} write units and {rru:.0} read units per {jobs} jobs.",
-        measured.api_ms_per_call,
-        measured.worker_ms_total / jobs,
-        measured.largest_job_item
+        "## AWS requests per job ({jobs} approved and {} unapproved jobs; create, 10 status polls and 1 result read each)\n",
+        unapproved.jobs
+    );
+    println!("| service | operation | approved | unapproved |");
+    println!("|---|---|---|---|");
+    let mut ops: Vec<&(String, String)> = approved.counts.keys().chain(unapproved.counts.keys()).collect();
+    ops.sort();
+    ops.dedup();
+    let per = |p: &Phase, n: u64| n as f64 / p.jobs;
+    for op in ops {
+        let a = approved.counts.get(op).copied().unwrap_or(0);
+        let u = unapproved.counts.get(op).copied().unwrap_or(0);
+        println!("| {} | {} | {:.1} | {:.1} |", op.0, op.1, per(approved, a), per(unapproved, u));
+    }
+    let states = |p: &Phase| p.states.iter().map(|(name, n)| format!("{name} {:.0}", per(p, *n))).collect::<Vec<_>>().join(", ");
+    println!(
+        "| Step Functions | state transitions ({} / {}) | {:.1} | {:.1} |",
+        states(approved),
+        states(unapproved),
+        per(approved, approved.transitions),
+        per(unapproved, unapproved.transitions)
+    );
+    println!(
+        "| SQS (from the state machine) | SendMessage | {:.1} | {:.1} |",
+        per(approved, approved.sm_sqs),
+        per(unapproved, unapproved.sm_sqs)
+    );
+    println!("| API Gateway | HTTP API requests | {:.1} | {:.1} |", per(approved, approved.api), per(unapproved, unapproved.api));
+    let lambda = |p: &Phase| format!("API {:.1} + webhook {:.1} + worker {:.1}", per(p, p.api), per(p, p.callbacks), per(p, p.messages));
+    println!(
+        "| Lambda | invocations ({} / {}) | {:.1} | {:.1} |",
+        lambda(approved),
+        lambda(unapproved),
+        per(approved, approved.api + approved.callbacks + approved.messages),
+        per(unapproved, unapproved.api + unapproved.callbacks + unapproved.messages)
+    );
+    println!(
+        "| SQS (event source mapping) | ReceiveMessage + DeleteMessage, one each per message at most | {:.1} | {:.1} |",
+        per(approved, 2 * approved.messages),
+        per(unapproved, 2 * unapproved.messages)
+    );
+
+    println!("\n## Cost per 1,000 jobs (us-east-1 list prices; storage not included)\n");
+    println!("| item | approved | unapproved |");
+    println!("|---|---|---|");
+    let (a, u) = (costs(approved), costs(unapproved));
+    for ((name, da), (_, du)) in a.iter().zip(&u) {
+        println!("| {name} | {da:.4} | {du:.4} |");
+    }
+    let (ta, tu) = (a.iter().map(|(_, d)| d).sum::<f64>(), u.iter().map(|(_, d)| d).sum::<f64>());
+    println!("| **total** | **{ta:.4}** | **{tu:.4}** |");
+    println!(
+        "| target (approved) | ≤ {APPROVED_TARGET:.2}: {} | |",
+        if ta <= APPROVED_TARGET { "met".to_owned() } else { format!("NOT met, {:.4} over", ta - APPROVED_TARGET) }
+    );
+    println!(
+        "\nTimed here: {:.1} / {:.1} ms per API call (round trip, against moto), {:.1} / {:.1} ms of worker time per job (approved / unapproved). Largest job item: {largest_job_item} bytes.",
+        approved.api_ms_per_call,
+        unapproved.api_ms_per_call,
+        approved.worker_ms_total / approved.jobs,
+        unapproved.worker_ms_total / unapproved.jobs,
     );
 }
 

@@ -815,6 +815,23 @@ impl JobStore for DynamoStore {
 }
 
 #[async_trait]
+impl videojobs_core::ports::ReviewWaits for DynamoStore {
+    /// Put whole: an execution has one review wait, so a repeated message
+    /// carries the same token.
+    async fn save_review_token(&self, id: &JobId, token: &str) -> Result<(), StoreError> {
+        let mut item = key(job_pk(id), "REVIEW_TOKEN");
+        item.insert("kind".into(), s("review_token"));
+        item.insert("token".into(), s(token));
+        item.insert("saved_at".into(), s(timestamp::format(timestamp::now())));
+        self.put_item(item).await
+    }
+
+    async fn review_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
+        self.get(key(job_pk(id), "REVIEW_TOKEN")).await?.map(|item| text(&item, "token")).transpose()
+    }
+}
+
+#[async_trait]
 impl ProviderRequests for DynamoStore {
     async fn record_owner(&self, provider: &str, request_id: &str, job: &JobId) -> Result<(), StoreError> {
         let mut item = key(owner_pk(provider, request_id), "OWNER");

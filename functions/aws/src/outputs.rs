@@ -187,25 +187,29 @@ impl OutputStore for S3Outputs {
     }
 
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        let tag = aws_sdk_s3::types::Tag::builder()
-            .key(RETENTION_TAG)
-            .value(KEPT)
-            .build()
-            .map_err(|e| StoreError::Internal(format!("building a tag: {e}")))?;
-        let tagging = aws_sdk_s3::types::Tagging::builder()
-            .tag_set(tag)
-            .build()
-            .map_err(|e| StoreError::Internal(format!("building a tagging: {e}")))?;
-        for key in keys {
-            self.client
-                .put_object_tagging()
-                .bucket(&self.bucket)
-                .key(key)
-                .tagging(tagging.clone())
-                .send()
-                .await
-                .map_err(|e| store_error("PutObjectTagging", e))?;
-        }
-        Ok(())
+        tag_kept(&self.client, &self.bucket, keys).await
     }
+}
+
+/// Tags each object `kept`, one PutObjectTagging each. A key with no object
+/// (404) is skipped: nothing there for the safety net to take.
+pub(crate) async fn tag_kept(client: &Client, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
+    let tag = aws_sdk_s3::types::Tag::builder()
+        .key(RETENTION_TAG)
+        .value(KEPT)
+        .build()
+        .map_err(|e| StoreError::Internal(format!("building a tag: {e}")))?;
+    let tagging =
+        aws_sdk_s3::types::Tagging::builder().tag_set(tag).build().map_err(|e| StoreError::Internal(format!("building a tagging: {e}")))?;
+    for key in keys {
+        match client.put_object_tagging().bucket(bucket).key(key).tagging(tagging.clone()).send().await {
+            Ok(_) => {}
+            // S3 models no error type for a missing key here; its status says it.
+            Err(aws_sdk_s3::error::SdkError::ServiceError(err)) if err.raw().status().as_u16() == 404 => {
+                tracing::info!(key, "no object to mark kept");
+            }
+            Err(err) => return Err(store_error("PutObjectTagging", err)),
+        }
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
 use aws_sdk_s3::Client;
 use std::time::Duration;
-use videojobs_core::ports::{MediaStore, PresignedUrl};
+use videojobs_core::ports::{KeepOutputs, MediaStore, PresignedUrl};
 use videojobs_core::StoreError;
 
 #[derive(Clone)]
@@ -21,6 +21,15 @@ impl S3Media {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+}
+
+/// The status function's side of the safety net: an approval marks the
+/// video's objects kept before it commits (see `videojobs_core::services::review`).
+#[async_trait]
+impl KeepOutputs for S3Media {
+    async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
+        crate::outputs::tag_kept(&self.client, &self.bucket, keys).await
     }
 }
 

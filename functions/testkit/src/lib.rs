@@ -113,6 +113,9 @@ impl Memory {
             stats: Arc::new(self.clone()),
             progress: Arc::new(self.clone()),
             rate_limiter: Arc::new(self.clone()),
+            kept: Arc::new(self.clone()),
+            review_waits: Arc::new(self.clone()),
+            tasks: Arc::new(self.clone()),
             settings,
         }
     }
@@ -130,6 +133,7 @@ impl Memory {
             media: Arc::new(self.clone()),
             outputs: Arc::new(self.clone()),
             tasks: Arc::new(self.clone()),
+            review_waits: Arc::new(self.clone()),
             providers,
             failover: settings.failover.clone(),
             switches: Arc::new(self.clone()),

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use videojobs_core::ports::{CopiedObject, CopyError, MediaStore, OutputStore, PresignedUrl};
+use videojobs_core::ports::{CopiedObject, CopyError, KeepOutputs, MediaStore, OutputStore, PresignedUrl};
 use videojobs_core::StoreError;
 
 /// The tag the output store sets (`videojobs_aws::outputs::RETENTION_TAG`).
@@ -140,13 +140,25 @@ impl OutputStore for Memory {
     }
 
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.call("OutputStore::keep", |state, _| {
+        self.tag_kept("OutputStore::keep", keys)
+    }
+}
+
+#[async_trait]
+impl KeepOutputs for Memory {
+    async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.tag_kept("KeepOutputs::keep", keys)
+    }
+}
+
+impl Memory {
+    fn tag_kept(&self, op: &'static str, keys: &[String]) -> Result<(), StoreError> {
+        self.call(op, |state, _| {
             for key in keys {
-                // PutObjectTagging on a missing key: 404 NoSuchKey, which the adapter reports as an internal error.
-                let Some(object) = state.bucket.objects.get_mut(key) else {
-                    return Err(StoreError::Internal(format!("PutObjectTagging: NoSuchKey {key}")));
-                };
-                object.tags = BTreeMap::from([(RETENTION_TAG.to_owned(), "kept".to_owned())]);
+                // PutObjectTagging on a missing key is a 404, which the adapter skips: nothing there to keep.
+                if let Some(object) = state.bucket.objects.get_mut(key) {
+                    object.tags = BTreeMap::from([(RETENTION_TAG.to_owned(), "kept".to_owned())]);
+                }
             }
             Ok(())
         })

@@ -124,6 +124,7 @@ pub(crate) struct State {
     pub owners: HashMap<(String, String), (JobId, i64)>,
     pub early: HashMap<(String, String), i64>,
     pub task_tokens: HashMap<JobId, String>,
+    pub review_tokens: HashMap<JobId, String>,
     pub secrets: HashMap<UserId, UserWebhookSecrets>,
     pub delivered: HashSet<(JobId, JobStatus)>,
     /// Notification claims and delivery slots, by item key.

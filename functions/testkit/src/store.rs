@@ -710,3 +710,17 @@ impl ReviewQueue for Memory {
         Ok(listed)
     }
 }
+
+#[async_trait]
+impl videojobs_core::ports::ReviewWaits for Memory {
+    async fn save_review_token(&self, id: &JobId, token: &str) -> Result<(), StoreError> {
+        self.call("ReviewWaits::save_review_token", |state, _| {
+            state.review_tokens.insert(id.clone(), token.to_owned());
+            Ok(())
+        })
+    }
+
+    async fn review_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
+        self.call("ReviewWaits::review_token", |state, _| Ok(state.review_tokens.get(id).cloned()))
+    }
+}

@@ -40,6 +40,7 @@ pub fn pipeline_on_aws(
         switches: store.clone(),
         progress: store.clone(),
         requests: store.clone(),
+        review_waits: store.clone(),
         queue,
         dead_letters: Arc::new(videojobs_aws::sqs::SqsDeadLetters::new(clients.sqs.clone(), resources)),
         workflows: workflows.clone(),

@@ -1,5 +1,6 @@
 //! The messages on the work queue. The state machine sends `submit`, `poll`,
-//! `expire` and `give_up` (see `infra/statemachine/job.asl.json`); the
+//! `await_review`, `expire` and `give_up` (see
+//! `infra/statemachine/job.asl.json`); the
 //! webhook sends `finalize`; a cancel sends `cancel_at_provider`; a rejection
 //! sends `discard_output`; a status read sends `refresh`.
 
@@ -34,6 +35,10 @@ pub enum WorkMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         round: Option<u32>,
     },
+    /// The video is stored and the retention window starts: keep the token
+    /// of the task that waits for the review (its timeout is the window), so
+    /// that an approval can answer it and end the execution.
+    AwaitReview { job_id: JobId, task_token: String },
     /// The retention window is over: delete an output nobody approved.
     Expire { job_id: JobId },
     /// The execution ran out of time or retries.
@@ -43,9 +48,10 @@ pub enum WorkMessage {
     /// A reviewer rejected the video: delete it now rather than at the end of
     /// the retention window.
     DiscardOutput { job_id: JobId },
-    /// A reviewer approved the video: tag its objects as kept, so that the
-    /// bucket's safety-net lifecycle rule (for objects no job points to)
-    /// never takes them.
+    /// Tag an approved video's objects as kept, so that the bucket's
+    /// safety-net lifecycle rule (for objects no job points to) never takes
+    /// them. An approval now marks them itself before it commits, so nothing
+    /// sends this any more; it is still handled for messages queued before.
     KeepOutput { job_id: JobId },
     /// A client read an in-flight job whose provider sends no progress
     /// callbacks: ask the provider where the job is (see `progress`).
@@ -69,6 +75,7 @@ impl WorkMessage {
             WorkMessage::Submit { .. } => "submit",
             WorkMessage::Finalize { .. } => "finalize",
             WorkMessage::Poll { .. } => "poll",
+            WorkMessage::AwaitReview { .. } => "await_review",
             WorkMessage::Expire { .. } => "expire",
             WorkMessage::GiveUp { .. } => "give_up",
             WorkMessage::CancelAtProvider { .. } => "cancel_at_provider",
@@ -84,6 +91,7 @@ impl WorkMessage {
             WorkMessage::Submit { job_id, .. }
             | WorkMessage::Finalize { job_id }
             | WorkMessage::Poll { job_id, .. }
+            | WorkMessage::AwaitReview { job_id, .. }
             | WorkMessage::Expire { job_id }
             | WorkMessage::GiveUp { job_id, .. }
             | WorkMessage::CancelAtProvider { job_id }
@@ -129,6 +137,14 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<WorkMessage>(&poll).unwrap(),
             WorkMessage::Poll { job_id: id.clone(), task_token: Some("tok".into()), round: None }
+        );
+        let await_review = format!(r#"{{"kind":"await_review","job_id":"{id}","task_token":"tok"}}"#);
+        let parsed: WorkMessage = serde_json::from_str(&await_review).unwrap();
+        assert_eq!(parsed, WorkMessage::AwaitReview { job_id: id.clone(), task_token: "tok".into() });
+        assert_eq!(parsed.job_id(), &id);
+        assert!(
+            serde_json::from_str::<WorkMessage>(&format!(r#"{{"kind":"await_review","job_id":"{id}"}}"#)).is_err(),
+            "a wait needs its token"
         );
         let notify = format!(r#"{{"kind":"notify","job_id":"{id}","status":"completed","attempt":2}}"#);
         let parsed: WorkMessage = serde_json::from_str(&notify).unwrap();

@@ -219,6 +219,26 @@ pub trait TaskTokens: Send + Sync {
     async fn fail(&self, token: &str, error: &str, cause: &str) -> Result<(), StoreError>;
 }
 
+/// The token of the task that waits for a job's review: the state machine's
+/// `KeepForReview`, whose timeout is the retention window. The worker keeps
+/// it (an `await_review` message); an approval answers it, which ends the
+/// execution. An item of its own, apart from the submission's token
+/// ([`JobStore::save_task_token`]): no worker step that answers the
+/// submission's token (a late `poll`) can ever answer this one.
+#[async_trait]
+pub trait ReviewWaits: Send + Sync {
+    async fn save_review_token(&self, id: &JobId, token: &str) -> Result<(), StoreError>;
+    async fn review_token(&self, id: &JobId) -> Result<Option<String>, StoreError>;
+}
+
+/// Marks a job's stored objects kept, so that the bucket's safety net for
+/// stray copies (objects still tagged unreviewed) never takes them. A key
+/// with no object is skipped: there is nothing to keep.
+#[async_trait]
+pub trait KeepOutputs: Send + Sync {
+    async fn keep(&self, keys: &[String]) -> Result<(), StoreError>;
+}
+
 /// A source image a user asked to upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {

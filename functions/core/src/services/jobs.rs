@@ -38,6 +38,11 @@ pub struct Services {
     pub progress: Arc<dyn crate::ports::ProgressDetails>,
     /// Counts each key's requests (`ratelimit`).
     pub rate_limiter: Arc<dyn crate::ports::RateLimiter>,
+    /// An approval marks the video's objects kept before it commits…
+    pub kept: Arc<dyn KeepOutputs>,
+    /// …and then answers the task that waits for the review (see `review`).
+    pub review_waits: Arc<dyn ReviewWaits>,
+    pub tasks: Arc<dyn TaskTokens>,
     pub settings: Settings,
 }
 

@@ -7,8 +7,10 @@
 //! use", until a reviewer approves it. A review is a status change
 //! (`completed → approved | rejected`) conditioned on `completed`, so of many
 //! simultaneous reviews exactly one is applied. Approving keeps the video past
-//! the retention window; rejecting hands its deletion to the worker
-//! (`discard_output`).
+//! the retention window and ends the job's execution (it answers the task
+//! that waits for the review); rejecting hands the video's deletion to the
+//! worker (`discard_output`) and leaves the execution to reach `Expire` at
+//! the window's end, which deletes the video should that message be lost.
 
 use crate::model::error::StoreError;
 use crate::model::job::{timestamp, EventSource, Job, Review};
@@ -62,6 +64,14 @@ impl Services {
         let update = JobUpdate { review: Some(review.clone()), ..JobUpdate::default() };
         let change =
             StatusChange::new(&job, t, EventSource::Reviewer, request.event_message(), request.job_error(), update).by(&who.user_id);
+        if let (JobStatus::Approved, Some(artifact)) = (t.to, &job.output) {
+            // Kept before the approval commits: once it has, the execution ends
+            // and no `expire` comes for this video, so nothing else would stop
+            // the bucket's safety net from taking it. A tag on an approval that
+            // then loses the race is harmless: the rejection or expiry that won
+            // deletes the objects itself.
+            self.kept.keep(&artifact.object_keys()).await?;
+        }
         match self.jobs.change_status(&change).await? {
             ChangeOutcome::Applied => {}
             ChangeOutcome::StatusWas(now) => return Err(refused(now)),
@@ -75,7 +85,7 @@ impl Services {
         if t.to == JobStatus::Rejected {
             self.discard_output(&job).await;
         } else {
-            self.keep_output(&job).await;
+            self.end_review_wait(&job).await;
         }
         self.status_body(&job).await
     }
@@ -89,12 +99,24 @@ impl Services {
         }
     }
 
-    /// Asks the worker to mark an approved video's objects kept. If the
-    /// message cannot be sent, the retention window's `expire` marks them.
-    async fn keep_output(&self, job: &Job) {
-        let message = WorkMessage::KeepOutput { job_id: job.job_id.clone() };
-        if let Err(err) = self.work.enqueue(&message).await {
-            tracing::warn!(job_id = %job.job_id, error = %err, "could not ask the worker to keep the approved video");
+    /// Answers the task that waits for the review: the execution ends here,
+    /// two state transitions in all. Best effort, after the commit: a token
+    /// not stored yet is answered by the worker when it stores it (it reads
+    /// the job after, and finds it approved); a failed answer leaves the
+    /// execution to reach `Expire` at the window's end, which finds the job
+    /// approved and leaves its video alone.
+    async fn end_review_wait(&self, job: &Job) {
+        let answered = async {
+            let Some(token) = self.review_waits.review_token(&job.job_id).await? else { return Ok(false) };
+            self.tasks.succeed(&token, &serde_json::json!({"job_id": job.job_id, "status": job.status})).await?;
+            Ok::<bool, StoreError>(true)
+        };
+        match answered.await {
+            Ok(true) => tracing::info!(job_id = %job.job_id, "review wait answered; the execution ends"),
+            Ok(false) => tracing::info!(job_id = %job.job_id, "review wait not stored yet; the worker answers it"),
+            Err(err) => {
+                tracing::warn!(job_id = %job.job_id, error = %err, "could not answer the review wait; the execution reaches Expire")
+            }
         }
     }
 

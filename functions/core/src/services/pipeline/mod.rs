@@ -48,6 +48,8 @@ pub struct Pipeline {
     pub media: Arc<dyn MediaStore>,
     pub outputs: Arc<dyn OutputStore>,
     pub tasks: Arc<dyn TaskTokens>,
+    /// Where the token of the task that waits for the review is kept.
+    pub review_waits: Arc<dyn ReviewWaits>,
     pub providers: Providers,
     /// Where a job goes when its provider refuses it or keeps failing to accept it.
     pub failover: Option<crate::model::failover::Failover>,
@@ -120,6 +122,7 @@ pub async fn handle(pipeline: &Pipeline, message: WorkMessage) -> Result<(), Wor
         WorkMessage::Submit { job_id, task_token, attempt } => submission::submit(pipeline, &job_id, task_token.as_deref(), attempt).await,
         WorkMessage::Finalize { job_id } => finalize(pipeline, &job_id).await,
         WorkMessage::Poll { job_id, task_token, round } => poll(pipeline, &job_id, task_token.as_deref(), round.unwrap_or(1)).await,
+        WorkMessage::AwaitReview { job_id, task_token } => await_review(pipeline, &job_id, &task_token).await,
         WorkMessage::Expire { job_id } => expire(pipeline, &job_id).await,
         WorkMessage::GiveUp { job_id, error } => give_up(pipeline, &job_id, error.as_deref()).await,
         WorkMessage::CancelAtProvider { job_id } => cancel_at_provider(pipeline, &job_id).await,
@@ -344,6 +347,14 @@ async fn complete(pipeline: &Pipeline, job: &mut Job, output: ProviderOutput) ->
     };
     let done = move_job(pipeline, job, EventSource::Worker, JobStatus::Completed, "The video is stored and ready for review", None, update)
         .await?;
+    if !done && job.status == JobStatus::Approved {
+        // A duplicate of this step, beaten by one that completed the job and
+        // then by an approval: this copy replaced the approved objects (same
+        // keys, same bytes) tagged unreviewed. They are the approved video:
+        // marked kept again, never deleted.
+        pipeline.outputs.keep(&keys).await?;
+        return Ok(());
+    }
     if !done && job.status != JobStatus::Completed {
         // The keys are fixed: when another copy of this step completed the
         // job first (then it was reviewed or expired), this copy replaced
@@ -436,6 +447,20 @@ async fn poll(pipeline: &Pipeline, id: &JobId, token: Option<&str>, round: u32) 
     Ok(())
 }
 
+/// The retention window starts (`KeepForReview`): keep its task's token for
+/// the approval to answer, then read the job. Saved first and read after,
+/// both strongly consistent, as the approval commits first and reads the
+/// token after: an approval that found no token is seen here, and answered.
+async fn await_review(pipeline: &Pipeline, id: &JobId, token: &str) -> Result<(), WorkError> {
+    pipeline.review_waits.save_review_token(id, token).await?;
+    let job = load(pipeline, id).await?;
+    if job.status == JobStatus::Approved {
+        pipeline.tasks.succeed(token, &json!({"job_id": id, "status": job.status})).await?;
+        tracing::info!("approved before its review wait was stored; answered");
+    }
+    Ok(())
+}
+
 /// The retention window is over: an output nobody approved is deleted. The
 /// status moves first (conditioned on `completed`), the objects go after: an
 /// approval that wins the race keeps its video, and one that loses finds the
@@ -454,7 +479,10 @@ async fn expire(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
             delete_output(pipeline, &job).await?;
             tracing::info!(status = %job.status, "expired output deleted");
         }
-        // Marked again in case the approval's own message was lost.
+        // The approval marked it kept before it committed, and its answer to
+        // the review wait ended the execution; reaching here, that answer was
+        // lost. Marking it again is harmless (and covers approvals made
+        // before the approval kept its video itself).
         JobStatus::Approved => keep_output(pipeline, id).await?,
         other => tracing::info!(status = %other, "nothing to expire"),
     }
