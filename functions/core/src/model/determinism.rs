@@ -48,6 +48,12 @@ pub fn advance(by: std::time::Duration) {
     }
 }
 
+/// Whether this thread's clock is simulated: code that would wait moves the
+/// clock instead (a simulation's executor drives no timers).
+pub fn simulated() -> bool {
+    CLOCK.get().is_some()
+}
+
 /// Now: the simulated time on a simulated thread, the system's otherwise.
 pub fn now() -> OffsetDateTime {
     CLOCK.get().unwrap_or_else(OffsetDateTime::now_utc)
@@ -90,12 +96,14 @@ mod tests {
         let start = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         {
             let _simulated = simulate(start, 7);
+            assert!(simulated());
             assert_eq!(now(), start);
             advance(Duration::from_secs(5));
             assert_eq!(now(), start + Duration::from_secs(5));
             set_now(start);
             assert_eq!(now(), start + Duration::from_secs(5), "the clock never goes back");
         }
+        assert!(!simulated());
         assert!(now() > start + Duration::from_secs(1_000_000_000));
     }
 

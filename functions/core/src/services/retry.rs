@@ -62,10 +62,20 @@ where
             Err(Failed::Stop(err)) => return Err(err),
             Err(Failed::Retry(err)) if n + 1 >= backoff.attempts => return Err(err),
             Err(Failed::Retry(_)) => {
-                tokio::time::sleep(backoff.wait(n)).await;
+                pause(backoff.wait(n)).await;
                 n += 1;
             }
         }
+    }
+}
+
+/// Waits `by`, or on a simulated thread moves its clock by `by` at once: a
+/// simulation polls futures on its own executor, which drives no timers.
+async fn pause(by: Duration) {
+    if crate::model::determinism::simulated() {
+        crate::model::determinism::advance(by);
+    } else {
+        tokio::time::sleep(by).await;
     }
 }
 
@@ -116,5 +126,37 @@ mod tests {
         assert_eq!(tries.get(), 3);
         let stopped: Result<(), &str> = retry(Backoff::linear(3, Duration::from_millis(10)), |_| async { Err(Failed::Stop("no")) }).await;
         assert_eq!(stopped, Err("no"));
+    }
+
+    #[test]
+    fn on_a_simulated_thread_a_wait_moves_the_clock_and_needs_no_timer() {
+        use crate::model::determinism;
+        let start = time::OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let _simulated = determinism::simulate(start, 1);
+        let tries = Cell::new(0);
+        // Polled once with no runtime at all: a tokio timer would panic here.
+        let answer: Result<u32, &str> = futures_poll_once(retry(Backoff::linear(3, Duration::from_secs(2)), |n| {
+            tries.set(tries.get() + 1);
+            async move {
+                if n < 2 {
+                    Err(Failed::Retry("busy"))
+                } else {
+                    Ok(n)
+                }
+            }
+        }));
+        assert_eq!(answer, Ok(2));
+        assert_eq!(tries.get(), 3);
+        assert_eq!(determinism::now(), start + Duration::from_secs(2 + 4), "the two waits, on the simulated clock");
+    }
+
+    /// Polls `future` once on this thread, with no runtime; it must be ready.
+    fn futures_poll_once<T>(future: impl std::future::Future<Output = T>) -> T {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("the future waited"),
+        }
     }
 }
