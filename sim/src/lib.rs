@@ -5,6 +5,7 @@
 
 pub mod asl;
 pub mod exec;
+pub mod gated;
 pub mod handlers;
 pub mod invariants;
 pub mod rng;

@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
-//! The simulator's fixes that can be replayed one call after another, on
-//! core's own rules (`services::pipeline`) over the in-memory adapters. (The
-//! others need two handlers interleaved between their port calls: the seeds
-//! in `seeds.rs` replay them on the simulator's handlers.)
+//! The simulator's four fixes, each replayed on core's own rules
+//! (`services::pipeline`) over the in-memory adapters: two one call after
+//! another, two with handlers interleaved between their port calls (the
+//! simulator's gate, `videojobs_sim::gated`). Each fails with its fix undone.
 
 use std::sync::Arc;
 use videojobs_core::model::job::Job;
@@ -11,9 +11,10 @@ use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::*;
 use videojobs_core::services::pipeline::{handle, Pipeline, WorkError};
 use videojobs_core::JobStatus;
+use videojobs_sim::gated::{Handler, Stepped, Stepper};
 use videojobs_testkit::contract::{at, change, fresh_user, new_job};
 use videojobs_testkit::provider::ProviderCall;
-use videojobs_testkit::{Memory, ScriptedProvider};
+use videojobs_testkit::{Memory, ScriptedProvider, WebResource};
 
 async fn world() -> (Memory, Arc<ScriptedProvider>, Pipeline, Job) {
     let memory = Memory::default();
@@ -62,4 +63,83 @@ async fn an_attempt_a_progress_callback_moved_to_processing_resumes_and_stores_i
     let stored = memory.job(&job.job_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.provider_request_id.as_deref()), (JobStatus::Processing, Some("req-1")));
     assert!(!provider.calls().iter().any(|call| matches!(call, ProviderCall::Cancel(_))), "{:?}", provider.calls().len());
+}
+
+/// Core's handling of `message`, to be stepped one port call at a time.
+fn handler(pipeline: &Arc<Pipeline>, message: WorkMessage) -> Handler<Result<(), WorkError>> {
+    let pipeline = pipeline.clone();
+    Box::pin(async move { handle(&pipeline, message).await })
+}
+
+fn gated(memory: &Memory) -> Stepper {
+    let stepper = Stepper::default();
+    memory.set_gate(Arc::new(stepper.clone()));
+    stepper
+}
+
+/// Found by seed 2747 of the first simulator.
+#[tokio::test]
+async fn a_submit_copy_that_loses_the_claim_to_a_copy_still_midway_comes_back() {
+    let (memory, _provider, pipeline, mut job) = world().await;
+    let stepper = gated(&memory);
+    let pipeline = Arc::new(pipeline);
+    let mut late = handler(&pipeline, WorkMessage::Submit { job_id: job.job_id.clone(), task_token: None, attempt: Some(1) });
+    // The late copy read the job queued and is about to claim attempt 1…
+    stepper.run_until_before(1, &mut late, "JobStore::change_status", 1);
+    // …when the other copy claims it, and dies before it stores the request id.
+    submitted_in_attempt_1(&memory, &mut job, None).await;
+
+    let outcome = stepper.run_to_end(1, &mut late);
+
+    // Succeeding would delete the message the dead copy's attempt needs.
+    assert!(matches!(outcome, Stepped::Done(Err(WorkError::NotYet(_)))), "{outcome:?}");
+}
+
+/// A one-track MP4 header the output copy's probe reads as a video.
+fn small_mp4() -> Vec<u8> {
+    fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        [&((body.len() + 8) as u32).to_be_bytes()[..], kind, body].concat()
+    }
+    let mut mvhd = vec![0u8; 100];
+    mvhd[12..16].copy_from_slice(&1000u32.to_be_bytes());
+    mvhd[16..20].copy_from_slice(&4_500u32.to_be_bytes());
+    let mut tkhd = vec![0u8; 84];
+    tkhd[76..80].copy_from_slice(&(1280u32 << 16).to_be_bytes());
+    tkhd[80..84].copy_from_slice(&(720u32 << 16).to_be_bytes());
+    let moov = boxed(b"moov", &[boxed(b"mvhd", &mvhd), boxed(b"trak", &boxed(b"tkhd", &tkhd))].concat());
+    [boxed(b"ftyp", b"isom\0\0\x02\0isomiso2mp41"), moov, boxed(b"mdat", &[7u8; 64])].concat()
+}
+
+/// Found by seed 274252 of a million-seed run.
+#[tokio::test]
+async fn a_second_completer_leaves_the_approved_jobs_video_alone() {
+    let (memory, provider, pipeline, mut job) = world().await;
+    submitted_in_attempt_1(&memory, &mut job, Some(JobStatus::Processing)).await;
+    let stored =
+        JobUpdate { provider_request: Some((job.provider.to_string(), "req-1".into())), only_in_attempt: Some(1), ..JobUpdate::default() };
+    assert!(memory.update_in_status(&job.job_id, JobStatus::Processing, &stored).await.unwrap());
+    let url = "https://provider.example/req-1.mp4";
+    memory.serve(url, WebResource::Body { bytes: small_mp4(), sha256: None });
+    let output = videojobs_core::model::provider::ProviderOutput { video_url: url.into(), thumbnail_url: None };
+    provider.set_status("req-1", Ok(videojobs_core::model::provider::ProviderStatus::Succeeded(output)));
+    let stepper = gated(&memory);
+    let pipeline = Arc::new(pipeline);
+    let finalize = WorkMessage::Finalize { job_id: job.job_id.clone() };
+    let (mut first, mut second) = (handler(&pipeline, finalize.clone()), handler(&pipeline, finalize));
+    // The second copy has copied the video to its fixed key, and is about to complete the job…
+    stepper.run_until_before(2, &mut second, "JobStore::change_status", 1);
+    assert!(stepper.calls(2).contains(&"OutputStore::copy_from_url"), "{:?}", stepper.calls(2));
+    // …when the first copy completes it, and a reviewer approves it (the approval keeps the video first).
+    assert!(matches!(stepper.run_to_end(1, &mut first), Stepped::Done(Ok(()))));
+    let completed = memory.job(&job.job_id).await.unwrap().unwrap();
+    let key = completed.output.as_ref().map(|o| o.object_keys()[0].clone()).expect("the completed job's video");
+    KeepOutputs::keep(&memory, std::slice::from_ref(&key)).await.unwrap();
+    let approve = change(&completed, JobStatus::Approved, at(9), JobUpdate::default());
+    assert_eq!(memory.change_status(&approve).await.unwrap(), ChangeOutcome::Applied);
+
+    let outcome = stepper.run_to_end(2, &mut second);
+
+    assert!(matches!(outcome, Stepped::Done(Ok(()))), "{outcome:?}");
+    let video = memory.object(&key).expect("the approved job's video is still in the bucket");
+    assert_eq!(video.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str), Some("kept"), "{:?}", video.tags);
 }

@@ -59,6 +59,7 @@ impl NotificationPoster for Memory {
         _signature: &str,
         body: Vec<u8>,
     ) -> Result<u16, String> {
+        self.pause_outside("NotificationPoster::post").await;
         self.faults().enter("NotificationPoster::post", Moment::Before).map_err(|e| e.to_string())?;
         let url = destination.url.to_string();
         let mut state = self.lock();

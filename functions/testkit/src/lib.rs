@@ -26,7 +26,7 @@ mod workflows;
 pub use clock::VirtualClock;
 pub use dns::Posted;
 pub use faults::{Call, Faults, Moment};
-pub use objects::{StoredObject, WebResource};
+pub use objects::{StoredObject, WebResource, RETENTION_TAG};
 pub use provider::ScriptedProvider;
 pub use queues::{QueueName, Received, WorkQueueHandle};
 pub use workflows::{Execution, ExecutionStatus, TaskAnswer};
@@ -47,6 +47,23 @@ struct Shared {
     state: Mutex<state::State>,
     clock: VirtualClock,
     faults: Faults,
+    gate: Mutex<Option<Arc<dyn Gate>>>,
+}
+
+/// A future a [`Gate`] answers with.
+pub type Pause = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Where a simulator takes hold of the port calls: every call awaits
+/// [`Gate::before`] before it acts and [`Gate::after`] after it acted (or
+/// failed), so a simulator polling the handlers' futures on its own executor
+/// chooses which handler goes on at each call, and makes one "die" right
+/// after a write by answering `after` with a future that never completes (the
+/// handler's future is then dropped). None is installed unless a simulator
+/// installs one ([`Memory::set_gate`]): a call then runs straight through.
+pub trait Gate: Send + Sync {
+    fn before(&self, op: &'static str) -> Pause;
+    /// `acted`: the call changed the world (it succeeded, or a fault struck after it wrote).
+    fn after(&self, op: &'static str, acted: bool) -> Pause;
 }
 
 impl Default for Memory {
@@ -58,11 +75,33 @@ impl Default for Memory {
 impl Memory {
     /// A world that reads `clock` for every lease, delay, timeout and TTL.
     pub fn new(clock: VirtualClock) -> Self {
-        Self { shared: Arc::new(Shared { state: Mutex::new(state::State::default()), clock, faults: Faults::default() }) }
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state::State::default()),
+                clock,
+                faults: Faults::default(),
+                gate: Mutex::new(None),
+            }),
+        }
     }
 
     pub fn clock(&self) -> &VirtualClock {
         &self.shared.clock
+    }
+
+    /// Every port call from now on passes through `gate` (see [`Gate`]).
+    pub fn set_gate(&self, gate: Arc<dyn Gate>) {
+        *self.shared.gate.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate);
+    }
+
+    fn gate(&self) -> Option<Arc<dyn Gate>> {
+        self.shared.gate.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the whole world at once (a simulator's invariants).
+    pub fn inspect<T>(&self, read: impl FnOnce(&Snapshot<'_>) -> T) -> T {
+        let state = self.lock();
+        read(&Snapshot { state: &state })
     }
 
     /// Where port calls are made to fail (see [`Faults`]).
@@ -181,23 +220,93 @@ impl Memory {
         self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs one port call: the faults are consulted before and after, the
-    /// body runs in one critical section with the clock's `now`.
-    fn call<T>(
+    /// A call to the outside (a client's endpoint): a point where the gate
+    /// may pause the caller, not a write of ours.
+    async fn pause_outside(&self, op: &'static str) {
+        if let Some(gate) = self.gate() {
+            gate.before(op).await;
+        }
+    }
+
+    /// Runs one port call through the gate, if one is installed (see [`Gate`]).
+    async fn call<T>(
         &self,
         op: &'static str,
         body: impl FnOnce(&mut state::State, OffsetDateTime) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let n = self.shared.faults.enter(op, Moment::Before)?;
+        let Some(gate) = self.gate() else { return self.call_now(op, body) };
+        gate.before(op).await;
+        let (result, acted) = self.call_acting(op, body);
+        gate.after(op, acted).await;
+        result
+    }
+
+    /// Runs one port call: the faults are consulted before and after, the
+    /// body runs in one critical section with the clock's `now`.
+    fn call_now<T>(
+        &self,
+        op: &'static str,
+        body: impl FnOnce(&mut state::State, OffsetDateTime) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.call_acting(op, body).0
+    }
+
+    /// As [`Memory::call_now`], and whether the body ran to success (its
+    /// effect stays, even when a fault after it loses the answer).
+    fn call_acting<T>(
+        &self,
+        op: &'static str,
+        body: impl FnOnce(&mut state::State, OffsetDateTime) -> Result<T, StoreError>,
+    ) -> (Result<T, StoreError>, bool) {
+        let n = match self.shared.faults.enter(op, Moment::Before) {
+            Ok(n) => n,
+            Err(err) => return (Err(err), false),
+        };
         let now = self.now();
         let result = {
             let mut state = self.lock();
             state.index.propagate_due(now);
             body(&mut state, now)
         };
-        if result.is_ok() {
-            self.shared.faults.check(op, n, Moment::AfterWrite)?;
+        let acted = result.is_ok();
+        if acted {
+            if let Err(err) = self.shared.faults.check(op, n, Moment::AfterWrite) {
+                return (Err(err), true);
+            }
         }
-        result
+        (result, acted)
+    }
+}
+
+/// The whole world read at once, under the lock (see [`Memory::inspect`]):
+/// what a simulator's invariants check after every step.
+pub struct Snapshot<'a> {
+    state: &'a state::State,
+}
+
+impl Snapshot<'_> {
+    /// Every job, in id order, and whether its credits were refunded.
+    pub fn jobs(&self) -> impl Iterator<Item = (&videojobs_core::model::job::Job, bool)> {
+        self.state.jobs.values().map(|stored| (&stored.job, stored.refunded))
+    }
+
+    /// The job's events, oldest first.
+    pub fn events(&self, id: &videojobs_core::model::ids::JobId) -> &[videojobs_core::model::job::JobEvent] {
+        self.state.events.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// An account's credits, if it was opened.
+    pub fn credits(&self, user: &videojobs_core::model::ids::UserId) -> Option<i64> {
+        self.state.accounts.get(user).map(|account| account.credits)
+    }
+
+    /// Every object in the bucket, by key.
+    pub fn objects(&self) -> impl Iterator<Item = (&String, &StoredObject)> {
+        self.state.bucket.objects.iter()
+    }
+
+    /// The review wait's token the worker stored for the job.
+    pub fn review_token(&self, id: &videojobs_core::model::ids::JobId) -> Option<&str> {
+        self.state.review_tokens.get(id).map(String::as_str)
     }
 }

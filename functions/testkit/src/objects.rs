@@ -67,19 +67,19 @@ impl Memory {
 #[async_trait]
 impl MediaStore for Memory {
     async fn presign_put(&self, key: &str, size_bytes: u64, ttl_seconds: u64) -> Result<PresignedUrl, StoreError> {
-        self.call("MediaStore::presign_put", |_, _| Ok(()))?;
+        self.call("MediaStore::presign_put", |_, _| Ok(())).await?;
         let headers =
             vec![("content-length".to_owned(), size_bytes.to_string()), ("content-type".to_owned(), "application/octet-stream".to_owned())];
         Ok(self.presigned(key, "PUT", ttl_seconds, headers))
     }
 
     async fn presign_get(&self, key: &str, ttl_seconds: u64) -> Result<PresignedUrl, StoreError> {
-        self.call("MediaStore::presign_get", |_, _| Ok(()))?;
+        self.call("MediaStore::presign_get", |_, _| Ok(())).await?;
         Ok(self.presigned(key, "GET", ttl_seconds, Vec::new()))
     }
 
     async fn object_size(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        self.call("MediaStore::object_size", |state, _| Ok(state.bucket.objects.get(key).map(|o| o.bytes.len() as u64)))
+        self.call("MediaStore::object_size", |state, _| Ok(state.bucket.objects.get(key).map(|o| o.bytes.len() as u64))).await
     }
 
     async fn read_prefix(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -90,42 +90,47 @@ impl MediaStore for Memory {
             let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
             Ok(state.bucket.objects.get(key).map(|o| o.bytes[..o.bytes.len().min(max)].to_vec()))
         })
+        .await
     }
 }
 
 #[async_trait]
 impl OutputStore for Memory {
     async fn copy_from_url(&self, url: &str, key: &str, content_type: &str) -> Result<CopiedObject, CopyError> {
-        let copied = self.call("OutputStore::copy_from_url", |state, _| {
-            let bytes = match state.bucket.web.get(url) {
-                None | Some(WebResource::Unreachable) => {
-                    return Ok(Err(CopyError::SourceUnavailable("fetching the output: unreachable".into())))
-                }
-                Some(WebResource::Status(status)) if *status >= 500 || *status == 429 => {
-                    return Ok(Err(CopyError::SourceUnavailable(format!("fetching the output: HTTP {status}"))))
-                }
-                Some(WebResource::Status(status)) => {
-                    return Ok(Err(CopyError::SourceUnusable(format!("fetching the output: HTTP {status}"))))
-                }
-                Some(WebResource::Body { bytes, sha256: declared }) => {
-                    let sha256 = hex::encode(Sha256::digest(bytes));
-                    if bytes.is_empty() {
-                        return Ok(Err(CopyError::SourceUnusable("the output is empty".into())));
+        let copied = self
+            .call("OutputStore::copy_from_url", |state, _| {
+                let bytes = match state.bucket.web.get(url) {
+                    None | Some(WebResource::Unreachable) => {
+                        return Ok(Err(CopyError::SourceUnavailable("fetching the output: unreachable".into())))
                     }
-                    if declared.as_ref().is_some_and(|d| d.trim().to_ascii_lowercase() != sha256) {
-                        return Ok(Err(CopyError::SourceUnusable(format!("checksum mismatch: got {sha256}, provider says {declared:?}"))));
+                    Some(WebResource::Status(status)) if *status >= 500 || *status == 429 => {
+                        return Ok(Err(CopyError::SourceUnavailable(format!("fetching the output: HTTP {status}"))))
                     }
-                    (bytes.clone(), sha256)
-                }
-            };
-            let (bytes, sha256) = bytes;
-            let mut probe = videojobs_core::model::mp4::Mp4Probe::new();
-            probe.feed(&bytes);
-            let copied = CopiedObject { size_bytes: bytes.len() as u64, sha256, video: probe.finish() };
-            let tags = BTreeMap::from([(RETENTION_TAG.to_owned(), "unreviewed".to_owned())]);
-            state.bucket.objects.insert(key.to_owned(), StoredObject { bytes, content_type: content_type.to_owned(), tags });
-            Ok(Ok(copied))
-        })?;
+                    Some(WebResource::Status(status)) => {
+                        return Ok(Err(CopyError::SourceUnusable(format!("fetching the output: HTTP {status}"))))
+                    }
+                    Some(WebResource::Body { bytes, sha256: declared }) => {
+                        let sha256 = hex::encode(Sha256::digest(bytes));
+                        if bytes.is_empty() {
+                            return Ok(Err(CopyError::SourceUnusable("the output is empty".into())));
+                        }
+                        if declared.as_ref().is_some_and(|d| d.trim().to_ascii_lowercase() != sha256) {
+                            return Ok(Err(CopyError::SourceUnusable(format!(
+                                "checksum mismatch: got {sha256}, provider says {declared:?}"
+                            ))));
+                        }
+                        (bytes.clone(), sha256)
+                    }
+                };
+                let (bytes, sha256) = bytes;
+                let mut probe = videojobs_core::model::mp4::Mp4Probe::new();
+                probe.feed(&bytes);
+                let copied = CopiedObject { size_bytes: bytes.len() as u64, sha256, video: probe.finish() };
+                let tags = BTreeMap::from([(RETENTION_TAG.to_owned(), "unreviewed".to_owned())]);
+                state.bucket.objects.insert(key.to_owned(), StoredObject { bytes, content_type: content_type.to_owned(), tags });
+                Ok(Ok(copied))
+            })
+            .await?;
         copied
     }
 
@@ -137,22 +142,23 @@ impl OutputStore for Memory {
             }
             Ok(())
         })
+        .await
     }
 
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.tag_kept("OutputStore::keep", keys)
+        self.tag_kept("OutputStore::keep", keys).await
     }
 }
 
 #[async_trait]
 impl KeepOutputs for Memory {
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.tag_kept("KeepOutputs::keep", keys)
+        self.tag_kept("KeepOutputs::keep", keys).await
     }
 }
 
 impl Memory {
-    fn tag_kept(&self, op: &'static str, keys: &[String]) -> Result<(), StoreError> {
+    async fn tag_kept(&self, op: &'static str, keys: &[String]) -> Result<(), StoreError> {
         self.call(op, |state, _| {
             for key in keys {
                 // PutObjectTagging on a missing key is a 404, which the adapter skips: nothing there to keep.
@@ -162,5 +168,6 @@ impl Memory {
             }
             Ok(())
         })
+        .await
     }
 }

@@ -218,10 +218,12 @@ fn body_of(message: &WorkMessage) -> Result<String, StoreError> {
 impl WorkQueue for WorkQueueHandle {
     async fn enqueue(&self, message: &WorkMessage) -> Result<(), StoreError> {
         let body = body_of(message)?;
-        self.memory.call("WorkQueue::enqueue", |state, now| {
-            state.queues.send(self.queue, body, None, now);
-            Ok(())
-        })
+        self.memory
+            .call("WorkQueue::enqueue", |state, now| {
+                state.queues.send(self.queue, body, None, now);
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -231,10 +233,12 @@ impl DelayedWorkQueue for WorkQueueHandle {
         let body = body_of(message)?;
         // SQS delays whole seconds, 15 minutes at most (the adapter cuts it so).
         let delay = Duration::from_secs(delay.min(videojobs_core::model::notify::MAX_QUEUE_DELAY).as_secs());
-        self.memory.call("DelayedWorkQueue::enqueue_after", |state, now| {
-            state.queues.send(self.queue, body, None, now + delay);
-            Ok(())
-        })
+        self.memory
+            .call("DelayedWorkQueue::enqueue_after", |state, now| {
+                state.queues.send(self.queue, body, None, now + delay);
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -248,5 +252,6 @@ impl DeadLetters for Memory {
             state.queues.send(queue, body, Some(reason), now);
             Ok(())
         })
+        .await
     }
 }

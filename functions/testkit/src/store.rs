@@ -159,31 +159,34 @@ impl JobStore for Memory {
             state.reindex(&job.job_id, now);
             Ok(CreateOutcome::Created)
         })
+        .await
     }
 
     async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        self.call("JobStore::job", |state, _| Ok(state.jobs.get(id).map(|stored| stored.job.clone())))
+        self.call("JobStore::job", |state, _| Ok(state.jobs.get(id).map(|stored| stored.job.clone()))).await
     }
 
     async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
-        self.call("JobStore::events", |state, _| Ok(state.events.get(id).cloned().unwrap_or_default()))
+        self.call("JobStore::events", |state, _| Ok(state.events.get(id).cloned().unwrap_or_default())).await
     }
 
     async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
         let listing = format!("jobs_of {user}");
         let after = page.cursor.as_deref().map(|c| decode_cursor(c, &listing)).transpose()?;
-        Ok(self.call("JobStore::jobs_of", |state, _| {
-            let mut rows: Vec<(String, Job)> = state
-                .index
-                .copy
-                .values()
-                .filter(|stored| &stored.job.user_id == user)
-                .map(|stored| (stored.created_key(), stored.job.clone()))
-                .filter(|(key, _)| after.as_ref().is_none_or(|after| key < after))
-                .collect();
-            rows.sort_by(|a, b| b.0.cmp(&a.0));
-            Ok(page_of(rows, page.limit, &listing))
-        })?)
+        Ok(self
+            .call("JobStore::jobs_of", |state, _| {
+                let mut rows: Vec<(String, Job)> = state
+                    .index
+                    .copy
+                    .values()
+                    .filter(|stored| &stored.job.user_id == user)
+                    .map(|stored| (stored.created_key(), stored.job.clone()))
+                    .filter(|(key, _)| after.as_ref().is_none_or(|after| key < after))
+                    .collect();
+                rows.sort_by(|a, b| b.0.cmp(&a.0));
+                Ok(page_of(rows, page.limit, &listing))
+            })
+            .await?)
     }
 
     async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
@@ -198,6 +201,7 @@ impl JobStore for Memory {
             rows.sort_by(|a, b| b.0.cmp(&a.0));
             Ok(rows.into_iter().map(|(_, job)| job).collect())
         })
+        .await
     }
 
     async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError> {
@@ -258,12 +262,14 @@ impl JobStore for Memory {
             state.reindex(&change.job_id, now);
             Ok(ChangeOutcome::Applied)
         })
+        .await
     }
 
     async fn idempotency_record(&self, user: &UserId, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.call("JobStore::idempotency_record", |state, _| {
             Ok(state.idempotency.get(&(user.clone(), key.as_str().to_owned())).map(|(record, _)| record.clone()))
         })
+        .await
     }
 
     async fn update_in_status(&self, id: &JobId, status: JobStatus, update: &JobUpdate) -> Result<bool, StoreError> {
@@ -286,6 +292,7 @@ impl JobStore for Memory {
             state.reindex(id, now);
             Ok(true)
         })
+        .await
     }
 
     async fn raise_progress(&self, id: &JobId, percent: u8) -> Result<(), StoreError> {
@@ -299,6 +306,7 @@ impl JobStore for Memory {
             }
             Ok(())
         })
+        .await
     }
 
     async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError> {
@@ -306,6 +314,7 @@ impl JobStore for Memory {
             state.push_event(event);
             Ok(())
         })
+        .await
     }
 
     async fn record_receipt(&self, provider: &str, event_id: &str, _request_id: &str) -> Result<ReceiptClaim, StoreError> {
@@ -324,6 +333,7 @@ impl JobStore for Memory {
             state.receipts.insert(key, receipt);
             Ok(ReceiptClaim::New)
         })
+        .await
     }
 
     async fn complete_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
@@ -338,6 +348,7 @@ impl JobStore for Memory {
             receipt.lease_until = None;
             Ok(())
         })
+        .await
     }
 
     async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
@@ -348,6 +359,7 @@ impl JobStore for Memory {
             }
             Ok(())
         })
+        .await
     }
 
     async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
@@ -359,6 +371,7 @@ impl JobStore for Memory {
             let wanted = format!("{provider}#{request_id}");
             Ok(state.index.copy.values().find(|stored| stored.provider_request.as_deref() == Some(&wanted)).map(|s| s.job.job_id.clone()))
         })
+        .await
     }
 
     async fn save_task_token(&self, id: &JobId, token: &str, replace: bool) -> Result<(), StoreError> {
@@ -368,14 +381,15 @@ impl JobStore for Memory {
             }
             Ok(())
         })
+        .await
     }
 
     async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
-        self.call("JobStore::task_token", |state, _| Ok(state.task_tokens.get(id).cloned()))
+        self.call("JobStore::task_token", |state, _| Ok(state.task_tokens.get(id).cloned())).await
     }
 
     async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError> {
-        self.call("JobStore::prompt", |state, _| Ok(state.prompts.get(id).map(|(prompt, _)| prompt.clone())))
+        self.call("JobStore::prompt", |state, _| Ok(state.prompts.get(id).map(|(prompt, _)| prompt.clone()))).await
     }
 }
 
@@ -386,6 +400,7 @@ impl ProviderRequests for Memory {
             state.owners.insert((provider.to_owned(), request_id.to_owned()), (job.clone(), now.unix_timestamp() + RECEIPT_TTL_SECONDS));
             Ok(())
         })
+        .await
     }
 
     async fn note_early_callback(&self, provider: &str, request_id: &str) -> Result<(), StoreError> {
@@ -393,12 +408,14 @@ impl ProviderRequests for Memory {
             state.early.insert((provider.to_owned(), request_id.to_owned()), now.unix_timestamp() + RECEIPT_TTL_SECONDS);
             Ok(())
         })
+        .await
     }
 
     async fn had_early_callback(&self, provider: &str, request_id: &str) -> Result<bool, StoreError> {
         self.call("ProviderRequests::had_early_callback", |state, _| {
             Ok(state.early.contains_key(&(provider.to_owned(), request_id.to_owned())))
         })
+        .await
     }
 }
 
@@ -412,6 +429,7 @@ impl AccountStore for Memory {
                 active_jobs: u32::try_from(a.active_jobs.max(0)).unwrap_or(u32::MAX),
             }))
         })
+        .await
     }
 
     async fn open_account(&self, user: &UserId, credits: i64) -> Result<bool, StoreError> {
@@ -422,6 +440,7 @@ impl AccountStore for Memory {
             state.accounts.insert(user.clone(), AccountItem { credits, active_jobs: 0 });
             Ok(true)
         })
+        .await
     }
 
     async fn grant_credits(&self, user: &UserId, credits: i64) -> Result<Account, StoreError> {
@@ -437,13 +456,14 @@ impl AccountStore for Memory {
                 active_jobs: u32::try_from(account.active_jobs.max(0)).unwrap_or(u32::MAX),
             })
         })
+        .await
     }
 }
 
 #[async_trait]
 impl ApiKeyStore for Memory {
     async fn key_for(&self, key: &ApiKeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        self.call("ApiKeyStore::key_for", |state, _| Ok(state.keys.get(key.as_str()).map(|(record, _)| record.clone())))
+        self.call("ApiKeyStore::key_for", |state, _| Ok(state.keys.get(key.as_str()).map(|(record, _)| record.clone()))).await
     }
 
     async fn save_key_record(&self, key: &ApiKeyHash, record: &KeyRecord) -> Result<(), StoreError> {
@@ -453,20 +473,23 @@ impl ApiKeyStore for Memory {
             state.key_listing.insert(record.key_id.clone(), (record.clone(), key.as_str().to_owned(), expires(30)));
             Ok(())
         })
+        .await
     }
 
     async fn list_keys(&self, page: &PageRequest) -> Result<Page<KeyRecord>, ListError> {
         const LISTING: &str = "keys";
         let after = page.cursor.as_deref().map(|c| decode_cursor(c, LISTING)).transpose()?;
-        let mut listed = self.call("ApiKeyStore::list_keys", |state, _| {
-            let rows: Vec<(String, KeyRecord)> = state
-                .key_listing
-                .iter()
-                .map(|(id, (record, _, _))| (id.as_str().to_owned(), record.clone()))
-                .filter(|(id, _)| after.as_ref().is_none_or(|after| id > after))
-                .collect();
-            Ok(page_of(rows, page.limit, LISTING))
-        })?;
+        let mut listed = self
+            .call("ApiKeyStore::list_keys", |state, _| {
+                let rows: Vec<(String, KeyRecord)> = state
+                    .key_listing
+                    .iter()
+                    .map(|(id, (record, _, _))| (id.as_str().to_owned(), record.clone()))
+                    .filter(|(id, _)| after.as_ref().is_none_or(|after| id > after))
+                    .collect();
+                Ok(page_of(rows, page.limit, LISTING))
+            })
+            .await?;
         // The adapter gives no cursor after an empty page.
         if listed.items.is_empty() {
             listed.next_cursor = None;
@@ -489,6 +512,7 @@ impl ApiKeyStore for Memory {
             answer.revoked_at = Some(at);
             Ok(Some(answer))
         })
+        .await
     }
 }
 
@@ -502,10 +526,11 @@ impl UploadStore for Memory {
             state.uploads.insert(upload.upload_id.clone(), (upload.clone(), now.unix_timestamp() + UPLOAD_TTL_SECONDS));
             Ok(())
         })
+        .await
     }
 
     async fn upload(&self, id: &UploadId) -> Result<Option<Upload>, StoreError> {
-        self.call("UploadStore::upload", |state, _| Ok(state.uploads.get(id).map(|(upload, _)| upload.clone())))
+        self.call("UploadStore::upload", |state, _| Ok(state.uploads.get(id).map(|(upload, _)| upload.clone()))).await
     }
 }
 
@@ -523,6 +548,7 @@ impl ProgressDetails for Memory {
             state.reindex(id, now);
             Ok(true)
         })
+        .await
     }
 
     async fn claim_refresh(&self, id: &JobId, at: OffsetDateTime, window_seconds: u64) -> Result<bool, StoreError> {
@@ -537,6 +563,7 @@ impl ProgressDetails for Memory {
             state.reindex(id, now);
             Ok(true)
         })
+        .await
     }
 }
 
@@ -555,6 +582,7 @@ impl ProviderSwitch for Memory {
             state.reindex(id, now);
             Ok(true)
         })
+        .await
     }
 }
 
@@ -571,13 +599,14 @@ impl RateLimiter for Memory {
             entry.0 += 1;
             Ok(true)
         })
+        .await
     }
 }
 
 #[async_trait]
 impl WebhookSecrets for Memory {
     async fn webhook_secrets(&self, user: &UserId) -> Result<Option<UserWebhookSecrets>, StoreError> {
-        self.call("WebhookSecrets::webhook_secrets", |state, _| Ok(state.secrets.get(user).cloned()))
+        self.call("WebhookSecrets::webhook_secrets", |state, _| Ok(state.secrets.get(user).cloned())).await
     }
 
     async fn create_webhook_secret(&self, user: &UserId, secret: &str) -> Result<UserWebhookSecrets, StoreError> {
@@ -588,6 +617,7 @@ impl WebhookSecrets for Memory {
                 .or_insert_with(|| UserWebhookSecrets { current: secret.to_owned(), previous: None, previous_valid_until: None })
                 .clone())
         })
+        .await
     }
 
     async fn rotate_webhook_secret(
@@ -603,23 +633,25 @@ impl WebhookSecrets for Memory {
             secrets.previous_valid_until = Some(grace_until);
             Ok(true)
         })
+        .await
     }
 }
 
 #[async_trait]
 impl NotificationLog for Memory {
     async fn was_delivered(&self, job: &JobId, status: JobStatus) -> Result<bool, StoreError> {
-        self.call("NotificationLog::was_delivered", |state, _| Ok(state.delivered.contains(&(job.clone(), status))))
+        self.call("NotificationLog::was_delivered", |state, _| Ok(state.delivered.contains(&(job.clone(), status)))).await
     }
 
     async fn record_delivery(&self, job: &JobId, status: JobStatus, _attempt: u32, _http_status: u16) -> Result<bool, StoreError> {
-        self.call("NotificationLog::record_delivery", |state, _| Ok(state.delivered.insert((job.clone(), status))))
+        self.call("NotificationLog::record_delivery", |state, _| Ok(state.delivered.insert((job.clone(), status)))).await
     }
 
     async fn claim_attempt(&self, job: &JobId, status: JobStatus, holder: &str, lease: Duration) -> Result<bool, StoreError> {
         self.call("NotificationLog::claim_attempt", |state, now| {
             Ok(Memory::claim(state, Memory::lease_key("NOTIFYING", job.as_str(), status.as_str()), holder, lease, now))
         })
+        .await
     }
 
     async fn release_attempt(&self, job: &JobId, status: JobStatus, holder: &str) -> Result<(), StoreError> {
@@ -627,6 +659,7 @@ impl NotificationLog for Memory {
             Memory::release(state, &Memory::lease_key("NOTIFYING", job.as_str(), status.as_str()), holder);
             Ok(())
         })
+        .await
     }
 
     async fn claim_user_slot(&self, user: &UserId, slots: u32, holder: &str, lease: Duration) -> Result<Option<u32>, StoreError> {
@@ -641,6 +674,7 @@ impl NotificationLog for Memory {
             }
             Ok(None)
         })
+        .await
     }
 
     async fn release_user_slot(&self, user: &UserId, slot: u32, holder: &str) -> Result<(), StoreError> {
@@ -648,13 +682,14 @@ impl NotificationLog for Memory {
             Memory::release(state, &Memory::lease_key("NOTIFY_SLOT", user.as_str(), &slot.to_string()), holder);
             Ok(())
         })
+        .await
     }
 }
 
 #[async_trait]
 impl StatsStore for Memory {
     async fn counters(&self) -> Result<Counters, StoreError> {
-        self.call("StatsStore::counters", |state, _| Ok(state.counters.iter().map(|(k, v)| (k.clone(), *v)).collect()))
+        self.call("StatsStore::counters", |state, _| Ok(state.counters.iter().map(|(k, v)| (k.clone(), *v)).collect())).await
     }
 
     async fn stuck_jobs(&self, status: JobStatus, before: OffsetDateTime, limit: u32) -> Result<StuckPage, StoreError> {
@@ -676,6 +711,7 @@ impl StatsStore for Memory {
             let count = rows.len() as u64;
             Ok(StuckPage { count, oldest: rows.into_iter().take(limit as usize).map(|(_, row)| row).collect() })
         })
+        .await
     }
 
     async fn count_duplicate_callback(&self, _provider: &str) -> Result<(), StoreError> {
@@ -683,6 +719,7 @@ impl StatsStore for Memory {
             *state.counters.entry(videojobs_core::model::stats::counter::DUPLICATE_CALLBACKS.to_owned()).or_insert(0) += 1;
             Ok(())
         })
+        .await
     }
 }
 
@@ -691,20 +728,22 @@ impl ReviewQueue for Memory {
     async fn waiting(&self, page: &PageRequest) -> Result<Page<Job>, ListError> {
         const LISTING: &str = "review_queue";
         let after = page.cursor.as_deref().map(|c| decode_cursor(c, LISTING)).transpose()?;
-        let mut listed = self.call("ReviewQueue::waiting", |state, _| {
-            let mut rows: Vec<(String, Job)> = state
-                .index
-                .copy
-                .values()
-                .filter(|stored| stored.review_pending)
-                .filter_map(|stored| {
-                    stored.job.completed_at.map(|at| (format!("{}#{}", timestamp::format(at), stored.job.job_id), stored.job.clone()))
-                })
-                .filter(|(key, _)| after.as_ref().is_none_or(|after| key > after))
-                .collect();
-            rows.sort_by(|a, b| a.0.cmp(&b.0));
-            Ok(page_of(rows, page.limit, LISTING))
-        })?;
+        let mut listed = self
+            .call("ReviewQueue::waiting", |state, _| {
+                let mut rows: Vec<(String, Job)> = state
+                    .index
+                    .copy
+                    .values()
+                    .filter(|stored| stored.review_pending)
+                    .filter_map(|stored| {
+                        stored.job.completed_at.map(|at| (format!("{}#{}", timestamp::format(at), stored.job.job_id), stored.job.clone()))
+                    })
+                    .filter(|(key, _)| after.as_ref().is_none_or(|after| key > after))
+                    .collect();
+                rows.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok(page_of(rows, page.limit, LISTING))
+            })
+            .await?;
         // The adapter keeps only jobs whose (indexed) status says completed.
         listed.items.retain(|job| job.status == JobStatus::Completed);
         Ok(listed)
@@ -718,9 +757,10 @@ impl videojobs_core::ports::ReviewWaits for Memory {
             state.review_tokens.insert(id.clone(), token.to_owned());
             Ok(())
         })
+        .await
     }
 
     async fn review_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
-        self.call("ReviewWaits::review_token", |state, _| Ok(state.review_tokens.get(id).cloned()))
+        self.call("ReviewWaits::review_token", |state, _| Ok(state.review_tokens.get(id).cloned())).await
     }
 }

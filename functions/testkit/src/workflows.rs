@@ -87,7 +87,7 @@ impl Memory {
         }
     }
 
-    fn answer(&self, op: &'static str, token: &str, answer: TaskAnswer) -> Result<(), StoreError> {
+    async fn answer(&self, op: &'static str, token: &str, answer: TaskAnswer) -> Result<(), StoreError> {
         self.call(op, |state, _| {
             let executions = &mut state.executions;
             let Some(entry) = executions.tokens.get_mut(token) else {
@@ -102,6 +102,7 @@ impl Memory {
             }
             Ok(())
         })
+        .await
     }
 }
 
@@ -118,6 +119,7 @@ impl Workflows for Memory {
                 .starts += 1;
             Ok(())
         })
+        .await
     }
 
     async fn stop(&self, job: &JobId, cause: &str) -> Result<(), StoreError> {
@@ -128,16 +130,17 @@ impl Workflows for Memory {
             }
             Ok(())
         })
+        .await
     }
 }
 
 #[async_trait]
 impl TaskTokens for Memory {
     async fn succeed(&self, token: &str, output: &serde_json::Value) -> Result<(), StoreError> {
-        self.answer("TaskTokens::succeed", token, TaskAnswer::Success(output.clone()))
+        self.answer("TaskTokens::succeed", token, TaskAnswer::Success(output.clone())).await
     }
 
     async fn fail(&self, token: &str, error: &str, cause: &str) -> Result<(), StoreError> {
-        self.answer("TaskTokens::fail", token, TaskAnswer::Failure { error: error.to_owned(), cause: cause.to_owned() })
+        self.answer("TaskTokens::fail", token, TaskAnswer::Failure { error: error.to_owned(), cause: cause.to_owned() }).await
     }
 }
