@@ -120,6 +120,11 @@ impl Stepper {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The handler being polled now, if any.
+    pub fn running(&self) -> Option<usize> {
+        self.lock().current
+    }
+
     /// Plans the handler's death right after its `n`th write.
     pub fn crash_after(&self, task: usize, n: u32) {
         self.lock().crash_after.insert(task, n);

@@ -4,6 +4,7 @@
 //! checked after every step. One seed replays one run exactly.
 
 pub mod asl;
+pub mod core_run;
 pub mod exec;
 pub mod gated;
 pub mod handlers;

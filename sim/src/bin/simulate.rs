@@ -9,6 +9,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<u64>().ok());
     let verbose = args.iter().any(|a| a == "--verbose");
+    // Work in progress: core's own code over the in-memory adapters.
+    let core = args.iter().any(|a| a == "--core");
+    let run_with = |seed: u64, verbose: bool, rules: videojobs_sim::Rules| {
+        if core {
+            videojobs_sim::core_run::run(seed, verbose)
+        } else {
+            videojobs_sim::run_with(seed, verbose, rules)
+        }
+    };
     let undo = args.iter().position(|a| a == "--undo-fix").and_then(|i| args.get(i + 1));
     let rules = match undo.map(|name| videojobs_sim::Fix::parse(name).ok_or(name)) {
         None => videojobs_sim::Rules::default(),
@@ -20,7 +29,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(seed) = value("--seed") {
-        let report = videojobs_sim::run_with(seed, verbose, rules);
+        let report = run_with(seed, verbose, rules);
         for line in &report.trace {
             println!("{line}");
         }
@@ -42,7 +51,7 @@ fn main() -> ExitCode {
     let (mut failed, mut steps, mut most) = (0u64, 0u64, 0u64);
     let mut gaps = std::collections::BTreeMap::<&str, (u64, u64)>::new();
     for seed in from..from.saturating_add(count) {
-        let report = videojobs_sim::run_with(seed, false, rules);
+        let report = run_with(seed, false, rules);
         steps += report.steps;
         most = most.max(report.steps);
         match (&report.failure, report.known_gap) {

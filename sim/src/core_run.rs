@@ -1,0 +1,916 @@
+//! Work in progress (see docs/SIMULATION.md, "What is left"): a run that
+//! drives core's own code — `pipeline::handle`, `check_stuck`,
+//! `callbacks::receive` and `Services` — over testkit's `Memory`, stepped
+//! one port call at a time by the gate (`gated::Stepper`), with the
+//! simulator's provider and state machine models. `simulate --core` runs it.
+
+use crate::gated::{Handler, Stepped, Stepper};
+use crate::rng::Rng;
+use crate::{asl, Report};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use videojobs_core::model::ids::{JobId, Principal, Role, UserId};
+use videojobs_core::model::lifecycle::{transition, JobStatus};
+use videojobs_core::model::provider::{
+    Callback as ProviderCallback, CallbackError, ProviderError, ProviderEvent, ProviderOutput, ProviderStatus, SubmitRequest,
+};
+use videojobs_core::model::request::{GenerateRequest, ProviderName};
+use videojobs_core::model::review::{ReviewReason, ReviewRequest};
+use videojobs_core::model::settings::Settings;
+use videojobs_core::model::work::WorkMessage;
+use videojobs_core::ports::{AccountStore, Provider, Providers, WorkQueue};
+use videojobs_core::services::callbacks::{receive, CallbackOutcome, Callbacks};
+use videojobs_core::services::jobs::JobSpec;
+use videojobs_core::services::pipeline::{check_stuck, handle, Pipeline};
+use videojobs_core::services::Services;
+use videojobs_testkit::{ExecutionStatus, Memory, Moment, QueueName, TaskAnswer, VirtualClock, WebResource};
+
+type Secs = i64;
+const VISIBILITY: Duration = Duration::from_secs(90);
+const CHECK_EVERY: Secs = 60;
+const MAX_STEPS: u64 = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Succeeds,
+    Unusable,
+    Fails,
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestState {
+    Running,
+    Finished(Finish),
+    Canceled,
+}
+
+struct Request {
+    state: RequestState,
+    finishes_at: Secs,
+    outcome: Finish,
+}
+
+struct Due {
+    at: Secs,
+    body: String,
+    tries: u32,
+}
+
+/// What the simulator's provider and its choices share with the run.
+struct Model {
+    rng: Rng,
+    now: Secs,
+    calm: bool,
+    requests: BTreeMap<String, Request>,
+    by_key: BTreeMap<String, String>,
+    callbacks: Vec<Due>,
+    next_event: u64,
+    log: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Model>>;
+
+fn lock(model: &Shared) -> std::sync::MutexGuard<'_, Model> {
+    model.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn video_url(request: &str) -> String {
+    format!("https://provider.example/{request}.mp4")
+}
+
+/// The provider: accepts, answers busy, refuses, or accepts and loses its
+/// answer; finishes after a while; its callbacks are its own JSON bodies,
+/// which its `verify_callback` accepts.
+struct SimProvider {
+    name: ProviderName,
+    model: Shared,
+    gate: Stepper,
+}
+
+impl SimProvider {
+    async fn outside(&self) {
+        videojobs_testkit::Gate::before(&self.gate, "Provider::call").await;
+    }
+}
+
+fn busy() -> ProviderError {
+    ProviderError::Transient { message: "busy".into(), retry_after: None }
+}
+
+#[async_trait]
+impl Provider for SimProvider {
+    fn name(&self) -> &ProviderName {
+        &self.name
+    }
+
+    async fn submit(&self, request: &SubmitRequest) -> Result<String, ProviderError> {
+        self.outside().await;
+        let mut m = lock(&self.model);
+        let m = &mut *m;
+        m.log.push(format!("  provider: submit {}", request.idempotency_key));
+        if let Some(id) = m.by_key.get(&request.idempotency_key) {
+            return Ok(id.clone());
+        }
+        match m.rng.weighted(&[75, 15, 3, 7]) {
+            1 => return Err(busy()),
+            2 => return Err(ProviderError::Refused { code: "policy".into(), message: "refused".into() }),
+            _ => {}
+        }
+        let id = format!("req{}", m.requests.len() + 1);
+        let outcome = [Finish::Succeeds, Finish::Fails, Finish::Unusable, Finish::Lost][m.rng.weighted(&[85, 7, 3, 5])];
+        let duration = [m.rng.between(5, 120), m.rng.between(120, 800), m.rng.between(900, 1_500)][m.rng.weighted(&[50, 40, 10])];
+        m.requests.insert(id.clone(), Request { state: RequestState::Running, finishes_at: m.now + duration, outcome });
+        m.by_key.insert(request.idempotency_key.clone(), id.clone());
+        if !m.rng.percent(10) {
+            let at = m.now + m.rng.between(0, 20);
+            m.next_event += 1;
+            let body = serde_json::json!({"event_id": format!("evt{}", m.next_event), "request_id": id, "state": "processing"});
+            m.callbacks.push(Due { at, body: body.to_string(), tries: 0 });
+        }
+        if m.rng.weighted(&[93, 7]) == 1 {
+            return Err(busy());
+        }
+        Ok(id)
+    }
+
+    async fn poll(&self, request_id: &str) -> Result<ProviderStatus, ProviderError> {
+        self.outside().await;
+        let mut m = lock(&self.model);
+        if !m.calm && m.rng.percent(10) {
+            return Err(busy());
+        }
+        status_of(&m, request_id)
+    }
+
+    async fn cancel(&self, request_id: &str) -> Result<(), ProviderError> {
+        self.outside().await;
+        let mut m = lock(&self.model);
+        if !m.calm && m.rng.percent(10) {
+            return Err(busy());
+        }
+        match m.requests.get_mut(request_id) {
+            Some(r) if r.state == RequestState::Running => {
+                r.state = RequestState::Canceled;
+                Ok(())
+            }
+            Some(_) => Err(ProviderError::Refused { code: "finished".into(), message: "already finished".into() }),
+            None => Err(ProviderError::NotFound(request_id.to_owned())),
+        }
+    }
+
+    async fn verify_callback(&self, callback: &ProviderCallback<'_>) -> Result<ProviderEvent, CallbackError> {
+        let body: serde_json::Value = serde_json::from_slice(callback.body).map_err(|e| CallbackError::Malformed(e.to_string()))?;
+        let text = |name: &str| body.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        let (Some(event_id), Some(request_id), Some(state)) = (text("event_id"), text("request_id"), text("state")) else {
+            return Err(CallbackError::Malformed("event_id, request_id and state".into()));
+        };
+        let status = match state.as_str() {
+            "processing" => ProviderStatus::Processing { percent: None },
+            "succeeded" => ProviderStatus::Succeeded(ProviderOutput { video_url: video_url(&request_id), thumbnail_url: None }),
+            "canceled" => ProviderStatus::Canceled,
+            _ => ProviderStatus::Failed { code: "failed".into(), message: "the provider failed".into() },
+        };
+        Ok(ProviderEvent { event_id, request_id, status })
+    }
+
+    fn sends_progress_callbacks(&self) -> bool {
+        true
+    }
+}
+
+fn status_of(m: &Model, request_id: &str) -> Result<ProviderStatus, ProviderError> {
+    match m.requests.get(request_id).map(|r| r.state) {
+        None | Some(RequestState::Finished(Finish::Lost)) => Err(ProviderError::NotFound(request_id.to_owned())),
+        Some(RequestState::Running) => Ok(ProviderStatus::Processing { percent: None }),
+        Some(RequestState::Canceled) => Ok(ProviderStatus::Canceled),
+        Some(RequestState::Finished(Finish::Fails)) => Ok(ProviderStatus::Failed { code: "failed".into(), message: "failed".into() }),
+        Some(RequestState::Finished(_)) => {
+            Ok(ProviderStatus::Succeeded(ProviderOutput { video_url: video_url(request_id), thumbnail_url: None }))
+        }
+    }
+}
+
+/// A one-track MP4 header the output copy's probe reads as a video.
+pub fn small_mp4() -> Vec<u8> {
+    fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        [&((body.len() + 8) as u32).to_be_bytes()[..], kind, body].concat()
+    }
+    let mut mvhd = vec![0u8; 100];
+    mvhd[12..16].copy_from_slice(&1000u32.to_be_bytes());
+    mvhd[16..20].copy_from_slice(&4_500u32.to_be_bytes());
+    let mut tkhd = vec![0u8; 84];
+    tkhd[76..80].copy_from_slice(&(1280u32 << 16).to_be_bytes());
+    tkhd[80..84].copy_from_slice(&(720u32 << 16).to_be_bytes());
+    let moov = boxed(b"moov", &[boxed(b"mvhd", &mvhd), boxed(b"trak", &boxed(b"tkhd", &tkhd))].concat());
+    [boxed(b"ftyp", b"isom\0\0\x02\0isomiso2mp41"), moov, boxed(b"mdat", &[7u8; 64])].concat()
+}
+
+/// Polls a future that must not wait (the run's own calls: no handler is current, the gate lets them through).
+fn now_or_never<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// An execution of the state machine model, over testkit's executions and tokens.
+struct Exec {
+    state: &'static str,
+    token: Option<String>,
+    timer: Option<Secs>,
+    ended: bool,
+    error: Option<String>,
+}
+
+enum Work {
+    Message { queue: QueueName, handle: String },
+    Callback(Due),
+    Other,
+}
+
+struct Task {
+    id: usize,
+    what: Work,
+    label: String,
+    future: Handler<Ended>,
+}
+
+#[derive(Debug)]
+enum Ended {
+    Ok,
+    Retry(String),
+    Unusable(String),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Chaos,
+    Drain,
+    Retention,
+}
+
+struct Run {
+    memory: Memory,
+    stepper: Stepper,
+    model: Shared,
+    pipeline: Arc<Pipeline>,
+    callbacks: Arc<Callbacks>,
+    services: Arc<Services>,
+    provider: ProviderName,
+    execs: BTreeMap<JobId, Exec>,
+    users: Vec<(UserId, i64)>,
+    tasks: Vec<Task>,
+    next_task: usize,
+    phase: Phase,
+    api_left: u32,
+    next_check: Secs,
+    start: time::OffsetDateTime,
+    verbose: bool,
+    trace: Vec<String>,
+    faults: Arc<Mutex<(Rng, u64)>>,
+    /// A breach seen while settling a handler.
+    broken: Option<String>,
+}
+
+/// Runs seed `seed` on core's own code.
+pub fn run(seed: u64, verbose: bool) -> Report {
+    let start = time::OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let _simulated = videojobs_core::model::determinism::simulate(start, seed);
+    let mut rng = Rng::new(seed);
+    let memory = Memory::new(VirtualClock::starting_at(start));
+    let stepper = Stepper::default();
+    memory.set_gate(Arc::new(stepper.clone()));
+    let settings = Settings::from_lookup(|_| None).unwrap_or_else(|e| panic!("default settings: {e}"));
+    let provider = settings.default_provider.clone();
+    let model: Shared = Arc::new(Mutex::new(Model {
+        rng: Rng::new(seed ^ 0x5eed),
+        now: 0,
+        calm: false,
+        requests: BTreeMap::new(),
+        by_key: BTreeMap::new(),
+        callbacks: Vec::new(),
+        next_event: 0,
+        log: Vec::new(),
+    }));
+    let sim_provider = Arc::new(SimProvider { name: provider.clone(), model: model.clone(), gate: stepper.clone() });
+    let providers = Providers::default().with(sim_provider);
+    let pipeline = Arc::new(memory.pipeline(settings.clone(), providers.clone(), "https://api.example"));
+    let callbacks = Arc::new(memory.callbacks(providers));
+    let services = Arc::new(memory.services(settings));
+    memory.resolve_to("client.example", vec![std::net::IpAddr::from([93, 184, 216, 34])]);
+    memory.endpoint_answers("https://client.example/hook", Some(200));
+    let mut users = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let user: UserId = name.parse().unwrap_or_else(|_| panic!("a user id"));
+        let credits = rng.between(20, 120);
+        let _ = now_or_never(memory.open_account(&user, credits));
+        let _ = now_or_never(videojobs_core::ports::WebhookSecrets::create_webhook_secret(
+            &memory,
+            &user,
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ));
+        users.push((user, credits));
+    }
+    // Faults strike only inside a handler, never the run's own calls.
+    let faults = Arc::new(Mutex::new((Rng::new(seed ^ 0xfa17), 3u64)));
+    for moment in [Moment::Before, Moment::AfterWrite] {
+        let (faults, stepper) = (faults.clone(), stepper.clone());
+        memory.faults().fail_when(moment, move |_| {
+            if stepper.running().is_none() {
+                return false;
+            }
+            let mut f = faults.lock().unwrap_or_else(|p| p.into_inner());
+            let p = f.1;
+            p > 0 && f.0.percent(p) && f.0.percent(50)
+        });
+    }
+    let api_left = rng.between(3, 14) as u32;
+    lock(&model).rng = rng;
+    let mut run = Run {
+        memory,
+        stepper,
+        model,
+        pipeline,
+        callbacks,
+        services,
+        provider,
+        execs: BTreeMap::new(),
+        users,
+        tasks: Vec::new(),
+        next_task: 0,
+        phase: Phase::Chaos,
+        api_left,
+        next_check: CHECK_EVERY,
+        start,
+        verbose,
+        trace: Vec::new(),
+        faults,
+        broken: None,
+    };
+    let mut steps = 0;
+    let failure = loop {
+        steps += 1;
+        if steps > MAX_STEPS {
+            break Some(format!("the run did not settle in {MAX_STEPS} steps"));
+        }
+        match run.step() {
+            Ok(true) => {}
+            Ok(false) => break None,
+            Err(broken) => break Some(format!("step {steps}: {broken}")),
+        }
+    };
+    let jobs = run.memory.inspect(|s| s.jobs().count());
+    Report { seed, steps, jobs, failure, known_gap: None, trace: run.trace }
+}
+
+impl Run {
+    fn rng<T>(&self, f: impl FnOnce(&mut Rng) -> T) -> T {
+        f(&mut lock(&self.model).rng)
+    }
+
+    fn now(&self) -> Secs {
+        lock(&self.model).now
+    }
+
+    fn note(&mut self, what: impl FnOnce() -> String) {
+        if self.verbose {
+            let now = self.now();
+            self.trace.push(format!("[t={now:>7}s] {}", what()));
+        }
+    }
+
+    fn advance_to(&self, at: Secs) {
+        let mut m = lock(&self.model);
+        if at > m.now {
+            m.now = at;
+            self.memory.clock().advance_to(self.start + Duration::from_secs(at as u64));
+        }
+    }
+
+    fn secs(&self, at: time::OffsetDateTime) -> Secs {
+        (at - self.start).whole_seconds()
+    }
+
+    fn spawn(&mut self, what: Work, label: String, future: Handler<Ended>) {
+        self.next_task += 1;
+        let id = self.next_task;
+        if self.phase == Phase::Chaos && self.rng(|r| r.percent(10)) {
+            let n = self.rng(|r| r.between(1, 8)) as u32;
+            self.stepper.crash_after(id, n);
+        }
+        self.note(|| label.clone());
+        self.tasks.push(Task { id, what, label, future });
+    }
+
+    fn send(&self, message: &WorkMessage) {
+        let queue = self.memory.queue(QueueName::Work);
+        let _ = now_or_never(queue.enqueue(message));
+    }
+
+    /// Enters `state` of the job's execution.
+    fn enter(&mut self, job: &JobId, state: &'static str) {
+        let model = asl::state(state);
+        let error = self.execs.get(job).and_then(|e| e.error.clone());
+        let mut exec = Exec { state, token: None, timer: None, ended: false, error: error.clone() };
+        let now = self.now();
+        match model.kind {
+            asl::Kind::WaitForToken { message, timeout, .. } => {
+                let token = self.memory.issue_task_token(job);
+                let body = match message {
+                    "submit" => WorkMessage::Submit { job_id: job.clone(), task_token: Some(token.clone()), attempt: None },
+                    "await_review" => WorkMessage::AwaitReview { job_id: job.clone(), task_token: token.clone() },
+                    _ => WorkMessage::Poll { job_id: job.clone(), task_token: Some(token.clone()), round: None },
+                };
+                self.send(&body);
+                exec.token = Some(token);
+                exec.timer = Some(
+                    now + match timeout {
+                        asl::Timeout::Path("$.retention_seconds") => self.pipeline.retention_seconds as Secs,
+                        asl::Timeout::Path(_) => 900,
+                        asl::Timeout::Seconds(s) => s as Secs,
+                    },
+                );
+            }
+            asl::Kind::Send { message } => {
+                let body = match message {
+                    "expire" => WorkMessage::Expire { job_id: job.clone() },
+                    _ => WorkMessage::GiveUp { job_id: job.clone(), error },
+                };
+                self.send(&body);
+            }
+            asl::Kind::Wait { .. } => {}
+            asl::Kind::Fail => exec.ended = true,
+        }
+        self.note(|| format!("state machine: {job} enters {state}"));
+        self.execs.insert(job.clone(), exec);
+        if let asl::Kind::Send { .. } = model.kind {
+            match model.next {
+                Some(next) => self.enter(job, next),
+                None => self.end(job, ExecutionStatus::Succeeded),
+            }
+        } else if model.kind == asl::Kind::Fail {
+            self.end(job, ExecutionStatus::Failed);
+        }
+    }
+
+    fn end(&mut self, job: &JobId, status: ExecutionStatus) {
+        if let Some(e) = self.execs.get_mut(job) {
+            e.ended = true;
+            e.token = None;
+            e.timer = None;
+        }
+        self.memory.finish_execution(job, status);
+    }
+
+    fn catch(&mut self, job: &JobId, error: &str) {
+        let state = self.execs.get(job).map(|e| e.state).unwrap_or(asl::START);
+        match asl::catch(asl::state(state), error) {
+            Some(next) => {
+                if let Some(e) = self.execs.get_mut(job) {
+                    e.error = Some(error.to_owned());
+                }
+                self.enter(job, next);
+            }
+            None => self.end(job, ExecutionStatus::Failed),
+        }
+    }
+
+    /// New executions, answered tokens, stopped executions.
+    fn follow_executions(&mut self) {
+        let jobs: Vec<JobId> = self.memory.inspect(|s| s.jobs().map(|(j, _)| j.job_id.clone()).collect());
+        for job in jobs {
+            let Some(execution) = self.memory.execution(&job) else { continue };
+            if !self.execs.contains_key(&job) {
+                self.enter(&job, asl::START);
+                continue;
+            }
+            if execution.status == ExecutionStatus::Aborted {
+                if let Some(e) = self.execs.get_mut(&job).filter(|e| !e.ended) {
+                    e.ended = true;
+                    e.token = None;
+                    e.timer = None;
+                }
+                continue;
+            }
+            let Some(token) = self.execs.get(&job).filter(|e| !e.ended).and_then(|e| e.token.clone()) else { continue };
+            match self.memory.task_answers(&token).0 {
+                Some(TaskAnswer::Success(_)) => {
+                    let state = self.execs.get(&job).map(|e| e.state).unwrap_or(asl::START);
+                    match asl::state(state).next {
+                        Some(next) => self.enter(&job, next),
+                        None => self.end(&job, ExecutionStatus::Succeeded),
+                    }
+                }
+                Some(TaskAnswer::Failure { error, .. }) => self.catch(&job, &error),
+                None => {}
+            }
+        }
+    }
+
+    fn fire_due(&mut self) {
+        let now = self.now();
+        let finished: Vec<String> = {
+            let m = lock(&self.model);
+            m.requests.iter().filter(|(_, r)| r.state == RequestState::Running && r.finishes_at <= now).map(|(id, _)| id.clone()).collect()
+        };
+        for request in finished {
+            let mut m = lock(&self.model);
+            let m = &mut *m;
+            let Some(r) = m.requests.get_mut(&request) else { continue };
+            r.state = RequestState::Finished(r.outcome);
+            let outcome = r.outcome;
+            let bytes = if outcome == Finish::Unusable { b"not a video".to_vec() } else { small_mp4() };
+            self.memory.serve(&video_url(&request), WebResource::Body { bytes, sha256: None });
+            if outcome != Finish::Lost && !m.rng.percent(10) {
+                m.next_event += 1;
+                let state = if outcome == Finish::Fails { "failed" } else { "succeeded" };
+                let body =
+                    serde_json::json!({"event_id": format!("evt{}", m.next_event), "request_id": request, "state": state}).to_string();
+                let at = now + m.rng.between(0, 60);
+                m.callbacks.push(Due { at, body: body.clone(), tries: 0 });
+                if m.rng.percent(15) {
+                    let again = now + m.rng.between(0, 120);
+                    m.callbacks.push(Due { at: again, body, tries: 0 });
+                }
+            }
+            m.log.push(format!("provider: {request} finished {outcome:?}"));
+        }
+        let timers: Vec<JobId> = self
+            .execs
+            .iter()
+            .filter(|(_, e)| {
+                !e.ended && e.timer.is_some_and(|t| t <= now) && (self.phase == Phase::Retention || e.state != "KeepForReview")
+            })
+            .map(|(j, _)| j.clone())
+            .collect();
+        for job in timers {
+            self.note(|| format!("state machine: {job}'s timer fired"));
+            self.catch(&job, "States.Timeout");
+        }
+        if now >= self.next_check {
+            self.next_check = now + CHECK_EVERY;
+            let queued = self.memory.inspect(|s| s.jobs().any(|(j, _)| j.status == JobStatus::Queued));
+            if self.phase == Phase::Chaos || queued {
+                let pipeline = self.pipeline.clone();
+                let future: Handler<Ended> = Box::pin(async move {
+                    match check_stuck(&pipeline).await {
+                        Ok(_) => Ended::Ok,
+                        Err(e) => Ended::Retry(e.to_string()),
+                    }
+                });
+                self.spawn(Work::Other, "schedule: check_stuck".into(), future);
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<Secs> {
+        let m = lock(&self.model);
+        let queues = [QueueName::Work, QueueName::Notify].into_iter().filter_map(|q| self.memory.next_visible_at(q)).map(|t| self.secs(t));
+        let callbacks = m.callbacks.iter().map(|c| c.at);
+        let provider = m.requests.values().filter(|r| r.state == RequestState::Running).map(|r| r.finishes_at);
+        let execs = self
+            .execs
+            .values()
+            .filter(|e| !e.ended && (self.phase == Phase::Retention || e.state != "KeepForReview"))
+            .filter_map(|e| e.timer);
+        let queued = self.memory.inspect(|s| s.jobs().any(|(j, _)| j.status == JobStatus::Queued));
+        let now = m.now;
+        queues.map(move |t| t.max(now + 1)).chain(callbacks).chain(provider).chain(execs).chain(queued.then_some(self.next_check)).min()
+    }
+
+    fn step(&mut self) -> Result<bool, String> {
+        self.fire_due();
+        let now = self.now();
+        let due: Vec<usize> = lock(&self.model).callbacks.iter().enumerate().filter(|(_, c)| c.at <= now).map(|(i, _)| i).collect();
+        let visible = [QueueName::Work, QueueName::Notify]
+            .into_iter()
+            .filter(|q| self.memory.next_visible_at(*q).is_some_and(|t| self.secs(t) <= now))
+            .collect::<Vec<_>>();
+        if self.phase == Phase::Chaos && self.api_left == 0 {
+            self.phase = Phase::Drain;
+            lock(&self.model).calm = true;
+            self.faults.lock().unwrap_or_else(|p| p.into_inner()).1 = 0;
+            self.note(|| "the API calls are over; draining".into());
+        }
+        let chaos = self.phase == Phase::Chaos;
+        let weights = [
+            4 * self.tasks.len() as u64,
+            2 * visible.len() as u64,
+            2 * due.len() as u64,
+            if chaos && self.api_left > 0 { 2 } else { 0 },
+            u64::from(chaos),
+        ];
+        if weights.iter().all(|w| *w == 0) {
+            return self.idle();
+        }
+        match self.rng(|r| r.weighted(&weights)) {
+            0 => {
+                let i = self.rng(|r| r.below(self.tasks.len() as u64)) as usize;
+                self.step_task(i);
+            }
+            1 => {
+                let queue = visible[self.rng(|r| r.below(visible.len() as u64)) as usize];
+                self.receive(queue);
+            }
+            2 => {
+                let i = due[self.rng(|r| r.below(due.len() as u64)) as usize];
+                let cb = lock(&self.model).callbacks.remove(i);
+                let callbacks = self.callbacks.clone();
+                let (name, body) = (self.provider.to_string(), cb.body.clone());
+                let future: Handler<Ended> = Box::pin(async move {
+                    match receive(&callbacks, &name, &HashMap::new(), body.as_bytes()).await {
+                        CallbackOutcome::Applied | CallbackOutcome::Duplicate | CallbackOutcome::Unmatched => Ended::Ok,
+                        CallbackOutcome::InProgress => Ended::Retry("in progress".into()),
+                        other => Ended::Retry(format!("{other:?}")),
+                    }
+                });
+                let label = format!("provider: delivers {}", cb.body);
+                self.spawn(Work::Callback(cb), label, future);
+            }
+            3 => self.api_call(),
+            _ => {
+                let by = self.rng(|r| r.between(1, 20));
+                self.advance_to(now + by);
+            }
+        }
+        self.follow_executions();
+        let log = std::mem::take(&mut lock(&self.model).log);
+        for line in log {
+            self.note(|| line);
+        }
+        self.each_step()?;
+        Ok(true)
+    }
+
+    fn idle(&mut self) -> Result<bool, String> {
+        if let Some(at) = self.next_timer() {
+            self.advance_to(at.max(self.now() + 1));
+            self.follow_executions();
+            return Ok(true);
+        }
+        match self.phase {
+            Phase::Chaos | Phase::Drain => {
+                self.settled()?;
+                self.phase = Phase::Retention;
+                self.note(|| "settled; the retention windows end".into());
+                Ok(true)
+            }
+            Phase::Retention => {
+                let now = self.now();
+                self.advance_to(now + self.pipeline.retention_seconds as Secs + 7 * 86_400);
+                // The bucket's safety net: objects still tagged unreviewed go.
+                let unkept: Vec<String> = self.memory.inspect(|s| {
+                    s.objects()
+                        .filter(|(_, o)| o.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str) != Some("kept"))
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                });
+                let _ = now_or_never(videojobs_core::ports::OutputStore::delete(&self.memory, &unkept));
+                self.each_step()?;
+                self.at_end()?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn receive(&mut self, queue: QueueName) {
+        let batch = self.memory.receive(queue, 1, VISIBILITY);
+        for message in batch {
+            if self.phase == Phase::Chaos && self.rng(|r| r.percent(3)) {
+                self.memory.duplicate(queue, &message.message_id);
+            }
+            let body = message.body.clone();
+            let pipeline = self.pipeline.clone();
+            let future: Handler<Ended> = Box::pin(async move {
+                let parsed: WorkMessage = match serde_json::from_str(&body) {
+                    Ok(parsed) => parsed,
+                    Err(e) => return Ended::Unusable(e.to_string()),
+                };
+                match handle(&pipeline, parsed).await {
+                    Ok(()) => Ended::Ok,
+                    Err(e) if e.is_retryable() => Ended::Retry(e.to_string()),
+                    Err(e) => Ended::Unusable(e.to_string()),
+                }
+            });
+            let label = format!("worker: receives {} (receive {})", message.body, message.receive_count);
+            self.spawn(Work::Message { queue, handle: message.receipt_handle }, label, future);
+        }
+    }
+
+    fn api_call(&mut self) {
+        self.api_left -= 1;
+        let kind = self.rng(|r| r.weighted(&[40, 15, 25, 20]));
+        let (user, _) = self.users[self.rng(|r| r.below(3)) as usize].clone();
+        let jobs: Vec<(JobId, JobStatus)> = self.memory.inspect(|s| s.jobs().map(|(j, _)| (j.job_id.clone(), j.status)).collect());
+        let completed: Vec<&(JobId, JobStatus)> = jobs.iter().filter(|(_, s)| *s == JobStatus::Completed).collect();
+        let pool: Vec<&(JobId, JobStatus)> = if kind == 2 && !completed.is_empty() { completed } else { jobs.iter().collect() };
+        let job = (!pool.is_empty()).then(|| pool[self.rng(|r| r.below(pool.len() as u64)) as usize].0.clone());
+        let key = self.rng(|r| r.percent(50).then(|| r.below(3)));
+        let flag = self.rng(|r| r.percent(50));
+        let services = self.services.clone();
+        let admin = Principal { user_id: user.clone(), role: Role::Admin };
+        let (label, future): (String, Handler<Ended>) = match (kind, job) {
+            (1, Some(job)) => (format!("api: cancel {job}"), Box::pin(async move { api(services.cancel(&admin, job.as_str()).await) })),
+            (2, Some(job)) => {
+                let request = if flag {
+                    ReviewRequest::Approve { reason: None, note: None }
+                } else {
+                    ReviewRequest::Reject { reason: ReviewReason::OffBrief, note: None }
+                };
+                // A reviewer reviews others' jobs only.
+                let reviewer = Principal { user_id: "rita".parse().unwrap_or_else(|_| panic!("a user id")), role: Role::Reviewer };
+                (
+                    format!("api: review {job} (approve {flag})"),
+                    Box::pin(async move { api(services.review(&reviewer, job.as_str(), request).await) }),
+                )
+            }
+            (3, Some(job)) => (format!("api: read {job}"), Box::pin(async move { api(services.status(&admin, job.as_str()).await) })),
+            _ => {
+                let mut body = serde_json::json!({"prompt": "a paper boat", "duration_seconds": 5});
+                if flag {
+                    body["webhook_url"] = "https://client.example/hook".into();
+                }
+                let bytes = body.to_string().into_bytes();
+                let label = format!("api: create for {user} (key {key:?}, webhook {flag})");
+                let who = Principal { user_id: user.clone(), role: Role::User };
+                let future: Handler<Ended> = Box::pin(async move {
+                    let limits = &services.settings.limits;
+                    let request = match GenerateRequest::parse(&bytes, limits) {
+                        Ok(request) => request,
+                        Err(e) => return Ended::Unusable(format!("{e:?}")),
+                    };
+                    let idempotency = key.map(|k| videojobs_core::services::jobs::Idempotency {
+                        key: format!("key-{k}").parse().unwrap_or_else(|_| panic!("an idempotency key")),
+                        fingerprint: format!("POST /videos/generate:{}", String::from_utf8_lossy(&bytes)),
+                    });
+                    api(services.create_job(&who, JobSpec::Generate(request), idempotency).await)
+                });
+                (label, future)
+            }
+        };
+        self.spawn(Work::Other, label, future);
+    }
+
+    fn step_task(&mut self, i: usize) {
+        let id = self.tasks[i].id;
+        let stepped = self.stepper.step(id, &mut self.tasks[i].future);
+        let ended = match stepped {
+            Stepped::Running => return,
+            Stepped::Done(ended) => Some(ended),
+            Stepped::Crashed => None,
+        };
+        let task = self.tasks.remove(i);
+        self.note(|| format!("  {} ended: {}", task.label, ended.as_ref().map_or("crashed".to_owned(), Ended::describe)));
+        match (task.what, ended) {
+            (Work::Message { queue, handle }, Some(Ended::Ok)) => {
+                self.memory.delete(queue, &handle);
+            }
+            (Work::Message { .. }, Some(Ended::Unusable(why))) => {
+                lock(&self.model).log.push(format!("BUG: a message could not be handled: {why}"));
+                self.broken = Some(format!("a message went to the dead-letter queue: {}: {why}", task.label));
+            }
+            (Work::Callback(mut cb), ended) if !matches!(ended, Some(Ended::Ok)) && cb.tries < 8 => {
+                cb.tries += 1;
+                cb.at = self.now() + self.rng(|r| r.between(5, 60));
+                lock(&self.model).callbacks.push(cb);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Ended {
+    fn describe(&self) -> String {
+        match self {
+            Ended::Ok => "ok".into(),
+            Ended::Retry(why) => format!("comes back ({why})"),
+            Ended::Unusable(why) => format!("unusable ({why})"),
+        }
+    }
+}
+
+fn api<T>(answer: Result<T, videojobs_core::services::AppError>) -> Ended {
+    match answer {
+        Ok(_) => Ended::Ok,
+        Err(e) => Ended::Retry(format!("{e:?}")),
+    }
+}
+
+impl Run {
+    /// After every step, over the whole world read at once.
+    fn each_step(&mut self) -> Result<(), String> {
+        if let Some(broken) = self.broken.take() {
+            return Err(broken);
+        }
+        let dead = self.memory.messages(QueueName::WorkDeadLetters).len() + self.memory.messages(QueueName::NotifyDeadLetters).len();
+        if dead > 0 {
+            return Err(format!("{dead} message(s) in a dead-letter queue: {:?}", self.memory.messages(QueueName::WorkDeadLetters)));
+        }
+        let users = self.users.clone();
+        self.memory.inspect(|s| {
+            for (user, opened) in &users {
+                let mut expected = *opened;
+                for (job, refunded) in s.jobs().filter(|(j, _)| &j.user_id == user) {
+                    expected -= i64::from(job.cost_credits);
+                    if refunded {
+                        expected += i64::from(job.cost_credits);
+                    }
+                }
+                let held = s.credits(user).unwrap_or_default();
+                if held != expected || held < 0 {
+                    return Err(format!("credits of {user} not conserved: {held} held, {expected} by the jobs"));
+                }
+            }
+            let objects: BTreeMap<&String, bool> =
+                s.objects().map(|(k, o)| (k, o.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str) == Some("kept"))).collect();
+            for (job, refunded) in s.jobs() {
+                let id = &job.job_id;
+                // The status changes: the first event, then those with a previous status (a
+                // note on the job carries the status its writer last read, no change).
+                let events = s.events(id);
+                let history: Vec<JobStatus> = events
+                    .iter()
+                    .take(1)
+                    .chain(events.iter().skip(1).filter(|e| e.previous_status.is_some_and(|p| p != e.status)))
+                    .map(|e| e.status)
+                    .collect();
+                for pair in history.windows(2) {
+                    if transition(pair[0], pair[1]).is_err() {
+                        let all: Vec<String> =
+                            events.iter().map(|e| format!("{:?}->{}: {}", e.previous_status, e.status, e.message)).collect();
+                        return Err(format!("job {id} moved backwards or sideways: {history:?} (events {all:?})"));
+                    }
+                }
+                if history.last() != Some(&job.status) {
+                    return Err(format!("job {id} is {} but its history ends {:?}", job.status, history.last()));
+                }
+                let owed = history.windows(2).any(|p| transition(p[0], p[1]).is_ok_and(|t| t.refunds_credits));
+                if refunded != owed {
+                    return Err(format!("job {id} ({history:?}) refunded {refunded}, owed {owed}"));
+                }
+                let keys = job.output.as_ref().map(|o| o.object_keys()).unwrap_or_default();
+                if job.status == JobStatus::Approved && (keys.is_empty() || keys.iter().any(|k| !objects.contains_key(k))) {
+                    return Err(format!("approved job {id} has no video (output {keys:?})"));
+                }
+                if keys.iter().any(|k| !objects.contains_key(k)) && !matches!(job.status, JobStatus::Expired | JobStatus::Rejected) {
+                    return Err(format!("job {id} is {} and points at a deleted video", job.status));
+                }
+            }
+            for (key, kept) in &objects {
+                let owner = s.jobs().any(|(j, _)| j.output.as_ref().is_some_and(|o| o.object_keys().contains(key)));
+                if *kept && !owner {
+                    return Err(format!("{key} is kept but no job points at it"));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Once only the retention windows are left.
+    fn settled(&self) -> Result<(), String> {
+        let waiting: Vec<JobId> = self
+            .execs
+            .iter()
+            .filter(|(_, e)| !e.ended && e.state == "KeepForReview" && e.timer.is_some())
+            .map(|(j, _)| j.clone())
+            .collect();
+        self.memory.inspect(|s| {
+            for (job, _) in s.jobs() {
+                if !(job.status.is_terminal() || (job.status == JobStatus::Completed && waiting.contains(&job.job_id))) {
+                    return Err(format!("job {} settled {} without a pending expiry", job.job_id, job.status));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// At the end, after the windows and the bucket's safety net.
+    fn at_end(&self) -> Result<(), String> {
+        self.memory.inspect(|s| {
+            for (key, object) in s.objects() {
+                let owners: Vec<JobStatus> = s
+                    .jobs()
+                    .filter(|(j, _)| j.output.as_ref().is_some_and(|o| o.object_keys().contains(key)))
+                    .map(|(j, _)| j.status)
+                    .collect();
+                if owners.is_empty() {
+                    return Err(format!("{key} is in the bucket but no job points at it"));
+                }
+                let kept = object.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str) == Some("kept");
+                if kept && !owners.contains(&JobStatus::Approved) {
+                    return Err(format!("{key} is kept but no approved job points at it"));
+                }
+            }
+            for (job, _) in s.jobs() {
+                if !job.status.is_terminal() {
+                    return Err(format!("job {} ended {}", job.job_id, job.status));
+                }
+            }
+            Ok(())
+        })
+    }
+}
