@@ -274,6 +274,10 @@ struct Run {
     faults: Arc<Mutex<(Rng, u64)>>,
     /// A breach seen while settling a handler.
     broken: Option<String>,
+    /// The known gap the failure is, if one (see `invariants`).
+    gap: Option<&'static str>,
+    /// `(job, status)` of every notification the notify queue delivered to the worker.
+    queued: std::collections::BTreeSet<(JobId, &'static str)>,
 }
 
 /// Runs seed `seed` on core's own code.
@@ -319,12 +323,16 @@ pub fn run(seed: u64, verbose: bool) -> Report {
     let faults = Arc::new(Mutex::new((Rng::new(seed ^ 0xfa17), 3u64)));
     for moment in [Moment::Before, Moment::AfterWrite] {
         let (faults, stepper) = (faults.clone(), stepper.clone());
-        memory.faults().fail_when(moment, move |_| {
+        memory.faults().fail_when(moment, move |call| {
             if stepper.running().is_none() {
                 return false;
             }
             let mut f = faults.lock().unwrap_or_else(|p| p.into_inner());
             let p = f.1;
+            if call.op == "NotificationPoster::post" {
+                // A client's endpoint fails now and then while the calls last.
+                return moment == Moment::Before && p > 0 && f.0.percent(30);
+            }
             p > 0 && f.0.percent(p) && f.0.percent(50)
         });
     }
@@ -350,6 +358,8 @@ pub fn run(seed: u64, verbose: bool) -> Report {
         trace: Vec::new(),
         faults,
         broken: None,
+        gap: None,
+        queued: Default::default(),
     };
     let mut steps = 0;
     let failure = loop {
@@ -364,7 +374,8 @@ pub fn run(seed: u64, verbose: bool) -> Report {
         }
     };
     let jobs = run.memory.inspect(|s| s.jobs().count());
-    Report { seed, steps, jobs, failure, known_gap: None, trace: run.trace }
+    let known_gap = failure.as_ref().and(run.gap);
+    Report { seed, steps, jobs, failure, known_gap, trace: run.trace }
 }
 
 impl Run {
@@ -680,6 +691,9 @@ impl Run {
     fn receive(&mut self, queue: QueueName) {
         let batch = self.memory.receive(queue, 1, VISIBILITY);
         for message in batch {
+            if let Ok(WorkMessage::Notify { job_id, status, .. }) = serde_json::from_str(&message.body) {
+                self.queued.insert((job_id, status.as_str()));
+            }
             if self.phase == Phase::Chaos && self.rng(|r| r.percent(3)) {
                 self.memory.duplicate(queue, &message.message_id);
             }
@@ -889,7 +903,7 @@ impl Run {
     }
 
     /// At the end, after the windows and the bucket's safety net.
-    fn at_end(&self) -> Result<(), String> {
+    fn at_end(&mut self) -> Result<(), String> {
         self.memory.inspect(|s| {
             for (key, object) in s.objects() {
                 let owners: Vec<JobStatus> = s
@@ -911,6 +925,42 @@ impl Run {
                 }
             }
             Ok(())
-        })
+        })?;
+        // Every status a client is told of was delivered at least once.
+        let posted: std::collections::BTreeSet<String> =
+            self.memory.posted().into_iter().filter(|p| (200..300).contains(&p.status)).map(|p| p.id).collect();
+        let owed: Vec<(JobId, JobStatus)> = self.memory.inspect(|s| {
+            s.jobs()
+                .filter(|(j, _)| j.webhook_url.is_some())
+                .flat_map(|(j, _)| {
+                    let events = s.events(&j.job_id);
+                    events
+                        .iter()
+                        .take(1)
+                        .chain(events.iter().skip(1).filter(|e| e.previous_status.is_some_and(|p| p != e.status)))
+                        .map(|e| (j.job_id.clone(), e.status))
+                        .collect::<Vec<_>>()
+                })
+                .filter(|(_, status)| videojobs_core::model::notify::is_notified(*status))
+                .collect()
+        });
+        for (job, status) in owed {
+            if !posted.contains(&videojobs_core::model::notify::message_id(&job, status)) {
+                let queued = self.queued.contains(&(job.clone(), status.as_str()));
+                return Err(self.gap_if(
+                    !queued,
+                    crate::invariants::GAP_NOTIFICATION_NOT_QUEUED,
+                    format!("job {job}'s client was never told it was {status}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn gap_if(&mut self, known: bool, gap: &'static str, what: String) -> String {
+        if known {
+            self.gap = Some(gap);
+        }
+        what
     }
 }
