@@ -9,27 +9,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<u64>().ok());
     let verbose = args.iter().any(|a| a == "--verbose");
-    // Work in progress: core's own code over the in-memory adapters.
-    let core = args.iter().any(|a| a == "--core");
-    let run_with = |seed: u64, verbose: bool, rules: videojobs_sim::Rules| {
-        if core {
-            videojobs_sim::core_run::run(seed, verbose)
-        } else {
-            videojobs_sim::run_with(seed, verbose, rules)
-        }
-    };
-    let undo = args.iter().position(|a| a == "--undo-fix").and_then(|i| args.get(i + 1));
-    let rules = match undo.map(|name| videojobs_sim::Fix::parse(name).ok_or(name)) {
-        None => videojobs_sim::Rules::default(),
-        Some(Ok(fix)) => videojobs_sim::Rules { undo: Some(fix) },
-        Some(Err(name)) => {
-            let known: Vec<&str> = videojobs_sim::Fix::ALL.iter().map(|f| f.name()).collect();
-            eprintln!("no fix named {name}; the fixes: {}", known.join(", "));
-            return ExitCode::from(2);
-        }
-    };
     if let Some(seed) = value("--seed") {
-        let report = run_with(seed, verbose, rules);
+        let report = videojobs_sim::run(seed, verbose);
         for line in &report.trace {
             println!("{line}");
         }
@@ -43,7 +24,7 @@ fn main() -> ExitCode {
         return if report.found_bug() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
     }
     let Some(count) = value("--seeds") else {
-        eprintln!("usage: simulate --seeds N [--from S] [--undo-fix NAME] | --seed S [--verbose] [--undo-fix NAME]");
+        eprintln!("usage: simulate --seeds N [--from S] | --seed S [--verbose]");
         return ExitCode::from(2);
     };
     let from = value("--from").unwrap_or(0);
@@ -51,7 +32,7 @@ fn main() -> ExitCode {
     let (mut failed, mut steps, mut most) = (0u64, 0u64, 0u64);
     let mut gaps = std::collections::BTreeMap::<&str, (u64, u64)>::new();
     for seed in from..from.saturating_add(count) {
-        let report = run_with(seed, false, rules);
+        let report = videojobs_sim::run(seed, false);
         steps += report.steps;
         most = most.max(report.steps);
         match (&report.failure, report.known_gap) {

@@ -1,8 +1,8 @@
-//! Work in progress (see docs/SIMULATION.md, "What is left"): a run that
-//! drives core's own code — `pipeline::handle`, `check_stuck`,
+//! One run: core's own code — `pipeline::handle`, `check_stuck`,
 //! `callbacks::receive` and `Services` — over testkit's `Memory`, stepped
 //! one port call at a time by the gate (`gated::Stepper`), with the
-//! simulator's provider and state machine models. `simulate --core` runs it.
+//! simulator's provider and state machine models, and the invariants over
+//! the whole world (`Memory::inspect`) after every step.
 
 use crate::gated::{Handler, Stepped, Stepper};
 use crate::rng::Rng;
@@ -949,7 +949,7 @@ impl Run {
                 let queued = self.queued.contains(&(job.clone(), status.as_str()));
                 return Err(self.gap_if(
                     !queued,
-                    crate::invariants::GAP_NOTIFICATION_NOT_QUEUED,
+                    crate::GAP_NOTIFICATION_NOT_QUEUED,
                     format!("job {job}'s client was never told it was {status}"),
                 ));
             }
