@@ -10,7 +10,7 @@ pub mod gated;
 pub mod rng;
 mod run;
 
-pub use run::run;
+pub use run::{run, small_mp4};
 
 /// A status change's notification is queued by a write of its own after
 /// the change (`NotifyingJobs`): a writer that dies in between, or a queue

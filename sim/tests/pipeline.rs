@@ -12,6 +12,7 @@ use videojobs_core::ports::*;
 use videojobs_core::services::pipeline::{handle, Pipeline, WorkError};
 use videojobs_core::JobStatus;
 use videojobs_sim::gated::{Handler, Stepped, Stepper};
+use videojobs_sim::small_mp4;
 use videojobs_testkit::contract::{at, change, fresh_user, new_job};
 use videojobs_testkit::provider::ProviderCall;
 use videojobs_testkit::{Memory, ScriptedProvider, WebResource};
@@ -93,21 +94,6 @@ async fn a_submit_copy_that_loses_the_claim_to_a_copy_still_midway_comes_back() 
 
     // Succeeding would delete the message the dead copy's attempt needs.
     assert!(matches!(outcome, Stepped::Done(Err(WorkError::NotYet(_)))), "{outcome:?}");
-}
-
-/// A one-track MP4 header the output copy's probe reads as a video.
-fn small_mp4() -> Vec<u8> {
-    fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
-        [&((body.len() + 8) as u32).to_be_bytes()[..], kind, body].concat()
-    }
-    let mut mvhd = vec![0u8; 100];
-    mvhd[12..16].copy_from_slice(&1000u32.to_be_bytes());
-    mvhd[16..20].copy_from_slice(&4_500u32.to_be_bytes());
-    let mut tkhd = vec![0u8; 84];
-    tkhd[76..80].copy_from_slice(&(1280u32 << 16).to_be_bytes());
-    tkhd[80..84].copy_from_slice(&(720u32 << 16).to_be_bytes());
-    let moov = boxed(b"moov", &[boxed(b"mvhd", &mvhd), boxed(b"trak", &boxed(b"tkhd", &tkhd))].concat());
-    [boxed(b"ftyp", b"isom\0\0\x02\0isomiso2mp41"), moov, boxed(b"mdat", &[7u8; 64])].concat()
 }
 
 /// Found by seed 274252 of a million-seed run.
