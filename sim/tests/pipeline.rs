@@ -129,3 +129,41 @@ async fn a_second_completer_leaves_the_approved_jobs_video_alone() {
     let video = memory.object(&key).expect("the approved job's video is still in the bucket");
     assert_eq!(video.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str), Some("kept"), "{:?}", video.tags);
 }
+
+/// Found by seed 1495069 of a million-seed run on core's code.
+#[tokio::test]
+async fn a_finalize_that_died_after_its_copy_keeps_the_approved_video_when_it_comes_back() {
+    let (memory, provider, pipeline, mut job) = world().await;
+    submitted_in_attempt_1(&memory, &mut job, Some(JobStatus::Processing)).await;
+    let stored =
+        JobUpdate { provider_request: Some((job.provider.to_string(), "req-1".into())), only_in_attempt: Some(1), ..JobUpdate::default() };
+    assert!(memory.update_in_status(&job.job_id, JobStatus::Processing, &stored).await.unwrap());
+    let url = "https://provider.example/req-1.mp4";
+    memory.serve(url, WebResource::Body { bytes: small_mp4(), sha256: None });
+    let output = videojobs_core::model::provider::ProviderOutput { video_url: url.into(), thumbnail_url: None };
+    provider.set_status("req-1", Ok(videojobs_core::model::provider::ProviderStatus::Succeeded(output)));
+    let stepper = gated(&memory);
+    let pipeline = Arc::new(pipeline);
+    let finalize = WorkMessage::Finalize { job_id: job.job_id.clone() };
+    let (mut first, mut second) = (handler(&pipeline, finalize.clone()), handler(&pipeline, finalize.clone()));
+    // The second copy read the job processing and is about to copy the video…
+    stepper.run_until_before(2, &mut second, "OutputStore::copy_from_url", 1);
+    // …when the first completes the job and a reviewer approves it (keeping the video first)…
+    assert!(matches!(stepper.run_to_end(1, &mut first), Stepped::Done(Ok(()))));
+    let completed = memory.job(&job.job_id).await.unwrap().unwrap();
+    let key = completed.output.as_ref().map(|o| o.object_keys()[0].clone()).expect("the completed job's video");
+    KeepOutputs::keep(&memory, std::slice::from_ref(&key)).await.unwrap();
+    let approve = change(&completed, JobStatus::Approved, at(9), JobUpdate::default());
+    assert_eq!(memory.change_status(&approve).await.unwrap(), ChangeOutcome::Applied);
+    // …then the second copies it over the approved one (tagged unreviewed) and dies.
+    stepper.crash_after(2, 1);
+    assert!(matches!(stepper.run_to_end(2, &mut second), Stepped::Crashed));
+    let retagged = memory.object(&key).expect("the video");
+    assert_eq!(retagged.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str), Some("unreviewed"));
+
+    // Its message comes back.
+    handle(&pipeline, finalize).await.unwrap();
+
+    let video = memory.object(&key).expect("the approved job's video is still in the bucket");
+    assert_eq!(video.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str), Some("kept"), "{:?}", video.tags);
+}

@@ -215,7 +215,7 @@ async fn finalize(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
     let mut job = load(pipeline, id).await?;
     if !matches!(job.status, JobStatus::Submitted | JobStatus::Processing) {
         tracing::info!(status = %job.status, "nothing to finalize");
-        return Ok(());
+        return keep_if_approved(pipeline, &job).await;
     }
     if job.provider_request_id.is_none() {
         // The webhook found the request's owner before the submission stored
@@ -240,7 +240,7 @@ pub(crate) async fn refresh(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkE
     let mut job = load(pipeline, id).await?;
     if !matches!(job.status, JobStatus::Submitted | JobStatus::Processing) || job.provider_request_id.is_none() {
         tracing::info!(status = %job.status, "nothing to refresh");
-        return Ok(());
+        return keep_if_approved(pipeline, &job).await;
     }
     let (provider, request_id) = provider_request(pipeline, &job)?;
     let observed_at = timestamp::now();
@@ -516,6 +516,20 @@ async fn discard_output(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError
 /// A reviewer approved the video: its objects are marked kept, so that the
 /// bucket's safety net for stray copies never takes them. Only an approved
 /// job's objects are marked; a repeated message marks them again, harmlessly.
+/// A copy of this step (a `finalize` or a `refresh`) that died, or lost its
+/// answer, right after it copied the output to its fixed key replaced the
+/// objects of a job completed and approved meanwhile, tagged unreviewed; its
+/// message comes back and finds the job approved. Nothing else would mark
+/// them kept again (the approval ended the execution: no `expire` comes), and
+/// the bucket's safety net would take the approved video. Found by the
+/// simulator (seed 1495069 of a million-seed run on core's code).
+async fn keep_if_approved(pipeline: &Pipeline, job: &Job) -> Result<(), WorkError> {
+    if let Some(artifact) = job.output.as_ref().filter(|_| job.status == JobStatus::Approved) {
+        pipeline.outputs.keep(&artifact.object_keys()).await?;
+    }
+    Ok(())
+}
+
 async fn keep_output(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
     let job = load(pipeline, id).await?;
     let Some(artifact) = job.output.as_ref().filter(|_| job.status == JobStatus::Approved) else {
