@@ -410,6 +410,7 @@ async fn poll(pipeline: &Pipeline, id: &JobId, token: Option<&str>, round: u32) 
     let mut job = load(pipeline, id).await?;
     match job.status {
         JobStatus::Completed | JobStatus::Approved | JobStatus::Rejected => {
+            keep_if_approved(pipeline, &job).await?;
             pipeline.tasks.succeed(&token, &json!({"job_id": id, "status": job.status})).await?;
             return Ok(());
         }
@@ -516,7 +517,7 @@ async fn discard_output(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError
 /// A reviewer approved the video: its objects are marked kept, so that the
 /// bucket's safety net for stray copies never takes them. Only an approved
 /// job's objects are marked; a repeated message marks them again, harmlessly.
-/// A copy of this step (a `finalize` or a `refresh`) that died, or lost its
+/// A copy of this step (a `finalize`, a `refresh` or a `poll`) that died, or lost its
 /// answer, right after it copied the output to its fixed key replaced the
 /// objects of a job completed and approved meanwhile, tagged unreviewed; its
 /// message comes back and finds the job approved. Nothing else would mark
