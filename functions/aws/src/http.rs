@@ -74,17 +74,20 @@ fn tls_config() -> rustls::ClientConfig {
 type HyperClient =
     hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, SdkBody>;
 
+/// Connect and read timeouts.
+type Timeouts = (Option<Duration>, Option<Duration>);
+
 /// One hyper client (one connection pool) per distinct timeout settings; the
 /// SDK clients of a function all ask with the same ones.
 #[derive(Debug)]
 struct Https {
     tls: Arc<rustls::ClientConfig>,
-    connectors: Mutex<Vec<((Option<Duration>, Option<Duration>), SharedHttpConnector)>>,
+    connectors: Mutex<Vec<(Timeouts, SharedHttpConnector)>>,
 }
 
 impl HttpClient for Https {
     fn http_connector(&self, settings: &HttpConnectorSettings, _components: &RuntimeComponents) -> SharedHttpConnector {
-        let key = (settings.connect_timeout(), settings.read_timeout());
+        let key: Timeouts = (settings.connect_timeout(), settings.read_timeout());
         let mut connectors = self.connectors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((_, connector)) = connectors.iter().find(|(k, _)| *k == key) {
             return connector.clone();
