@@ -100,7 +100,14 @@ impl Share {
 impl Drop for Share {
     fn drop(&mut self) {
         if let Some(dir) = &self.cgroup {
-            let _ = std::fs::remove_dir(dir);
+            // A spawning thread that has just exited may still be listed for a moment.
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!("could not remove {}", dir.display());
         }
     }
 }
