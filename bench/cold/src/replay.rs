@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// The answers, written from the API shapes and checked against moto's (what
-/// moto answered to the same requests of the create function, ids aside).
-/// The key's item is the one `DynamoStore` saves for an active user key.
+/// The answers, written by hand from the API shapes (DynamoDB's and Step
+/// Functions' JSON 1.0 responses); the bench fails if the function refuses one
+/// (every create must be answered 202). The key's item is the one
+/// `DynamoStore` saves for an active user key.
 const ANSWERS: &[(&str, &str)] = &[
     (
         "DynamoDB_20120810.GetItem",
