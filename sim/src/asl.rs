@@ -8,7 +8,9 @@
 pub enum Kind {
     /// Sends a work message with a task token and waits for the token's
     /// answer, or the timeout.
-    WaitForToken { message: &'static str, timeout: Timeout },
+    /// `retries_sending`: Step Functions retries a failed send of the
+    /// message (`States.TaskFailed` only); nobody fails such a token.
+    WaitForToken { message: &'static str, timeout: Timeout, retries_sending: bool },
     /// Sends a work message and goes on (Step Functions retries the send).
     Send { message: &'static str },
     /// Waits a number of seconds read from the execution's input.
@@ -41,17 +43,24 @@ pub const START: &str = "Submit";
 pub const STATES: &[State] = &[
     State {
         name: "Submit",
-        kind: Kind::WaitForToken { message: "submit", timeout: Timeout::Path("$.deadline_seconds") },
+        kind: Kind::WaitForToken { message: "submit", timeout: Timeout::Path("$.deadline_seconds"), retries_sending: false },
         next: Some("KeepForReview"),
         catches: &[(&["States.Timeout"], "AskProvider"), (&["States.ALL"], "GiveUp")],
     },
     State {
         name: "AskProvider",
-        kind: Kind::WaitForToken { message: "poll", timeout: Timeout::Seconds(300) },
+        kind: Kind::WaitForToken { message: "poll", timeout: Timeout::Seconds(300), retries_sending: false },
         next: Some("KeepForReview"),
         catches: &[(&["States.ALL"], "GiveUp")],
     },
-    State { name: "KeepForReview", kind: Kind::Wait { seconds_path: "$.retention_seconds" }, next: Some("Expire"), catches: &[] },
+    // The retention window, as a task an approval answers (which ends the
+    // execution); only its timeout reaches Expire.
+    State {
+        name: "KeepForReview",
+        kind: Kind::WaitForToken { message: "await_review", timeout: Timeout::Path("$.retention_seconds"), retries_sending: true },
+        next: None,
+        catches: &[(&["States.Timeout"], "Expire")],
+    },
     State { name: "Expire", kind: Kind::Send { message: "expire" }, next: None, catches: &[] },
     State { name: "GiveUp", kind: Kind::Send { message: "give_up" }, next: Some("GaveUp"), catches: &[] },
     State { name: "GaveUp", kind: Kind::Fail, next: None, catches: &[] },
@@ -95,7 +104,7 @@ pub fn differences(asl: &serde_json::Value) -> Vec<String> {
         let resource = file["Resource"].as_str().unwrap_or("").to_owned();
         let kind = file["Parameters"]["MessageBody"]["kind"].to_string();
         match model.kind {
-            Kind::WaitForToken { message, timeout } => {
+            Kind::WaitForToken { message, timeout, .. } => {
                 differ("Type", file["Type"].to_string(), "\"Task\"".into());
                 differ("Resource", resource, "arn:aws:states:::sqs:sendMessage.waitForTaskToken".into());
                 differ("message kind", kind, format!("\"{message}\""));
@@ -140,9 +149,14 @@ pub fn differences(asl: &serde_json::Value) -> Vec<String> {
         let model_catches: Vec<String> =
             model.catches.iter().map(|(errors, next)| format!("{} -> {next}", serde_json::json!(errors))).collect();
         differ("Catch", format!("{catches:?}"), format!("{model_catches:?}"));
-        // A task the model expects to wait on a token has no Retry: the worker retries itself.
-        if matches!(model.kind, Kind::WaitForToken { .. }) && !file["Retry"].is_null() {
-            found.push(format!("{}: the file retries a token task; the model does not", model.name));
+        // A task whose token the worker answers has no Retry (the worker
+        // retries itself); one whose token only a review answers retries the
+        // sending of its message, nothing else.
+        if let Kind::WaitForToken { retries_sending, .. } = model.kind {
+            let retried: Vec<String> =
+                file["Retry"].as_array().map(|all| all.iter().map(|r| r["ErrorEquals"].to_string()).collect()).unwrap_or_default();
+            let model_retried = if retries_sending { vec![r#"["States.TaskFailed"]"#.to_owned()] } else { Vec::new() };
+            differ("Retry", format!("{retried:?}"), format!("{model_retried:?}"));
         }
     }
     found
@@ -176,6 +190,13 @@ mod tests {
         assert_eq!(catch(state("Submit"), "States.Timeout"), Some("AskProvider"));
         assert_eq!(catch(state("Submit"), "ProviderRefused"), Some("GiveUp"));
         assert_eq!(catch(state("AskProvider"), "States.Timeout"), Some("GiveUp"));
-        assert_eq!(catch(state("KeepForReview"), "States.Timeout"), None);
+        assert_eq!(catch(state("AskProvider"), "StillRunning"), Some("GiveUp"));
+    }
+
+    #[test]
+    fn only_the_review_waits_timeout_reaches_expire_and_its_answer_ends_the_execution() {
+        assert_eq!(catch(state("KeepForReview"), "States.Timeout"), Some("Expire"));
+        assert_eq!(catch(state("KeepForReview"), "States.TaskFailed"), None);
+        assert_eq!(state("KeepForReview").next, None);
     }
 }

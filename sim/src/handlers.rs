@@ -60,6 +60,7 @@ pub async fn work(ctx: Rc<Ctx>, message: WorkMessage) -> Ended {
         WorkMessage::Submit { job_id, task_token, attempt } => submit(c, job_id.as_str(), task_token, attempt.unwrap_or(1).max(1)).await,
         WorkMessage::Finalize { job_id } => finalize(c, job_id.as_str()).await,
         WorkMessage::Poll { job_id, task_token, round } => poll(c, job_id.as_str(), task_token, round.unwrap_or(1)).await,
+        WorkMessage::AwaitReview { job_id, task_token } => await_review(c, job_id.as_str(), task_token).await,
         WorkMessage::Expire { job_id } => expire(c, job_id.as_str()).await,
         WorkMessage::GiveUp { job_id, error } => give_up(c, job_id.as_str(), error.as_deref()).await,
         WorkMessage::CancelAtProvider { job_id } => cancel_at_provider(c, job_id.as_str()).await,
@@ -458,6 +459,23 @@ async fn poll(ctx: &Ctx, id: &str, token: Option<String>, round: u32) -> R {
 
 // ---------------------------------------------------------------- the end of a job
 
+/// The review wait's token is saved first, the job read after: an approval
+/// that committed before the token was there is answered here.
+async fn await_review(ctx: &Ctx, id: &str, token: String) -> R {
+    let saved = token.clone();
+    ctx.write(|w| {
+        if let Some(j) = w.jobs.get_mut(id) {
+            j.review_token = Some(saved);
+        }
+    })
+    .await?;
+    let job = load(ctx, id).await?;
+    if job.status == JobStatus::Approved {
+        ctx.write(|w| w.answer(&token, Ok(()))).await?;
+    }
+    Ok(())
+}
+
 async fn expire(ctx: &Ctx, id: &str) -> R {
     let mut job = load(ctx, id).await?;
     if job.status == JobStatus::Completed {
@@ -673,6 +691,7 @@ async fn create_job(ctx: &Ctx, user: &str, key: Option<String>, webhook: bool) -
                 created_at: w.now,
                 completed_at: None,
                 task_token: None,
+                review_token: None,
             };
             w.jobs.insert(text.clone(), job);
             w.order.push(text);
@@ -742,12 +761,29 @@ async fn review_job(ctx: &Ctx, id: &str, approve: bool) -> R {
         return Ok(());
     }
     let to = if approve { JobStatus::Approved } else { JobStatus::Rejected };
+    if let Some(key) = job.output.clone().filter(|_| approve) {
+        // Kept before the approval commits: once it has, nothing else keeps it.
+        ctx.write(|w| {
+            if let Some(object) = w.objects.get_mut(&key) {
+                object.0 = true;
+            }
+        })
+        .await?;
+    }
     if !move_job(ctx, &mut job, to, None, None, None).await? {
         return Ok(());
     }
-    let message =
-        if approve { WorkMessage::KeepOutput { job_id: job.id.clone() } } else { WorkMessage::DiscardOutput { job_id: job.id.clone() } };
-    let _ = ctx.write(|w| w.enqueue(QueueName::Work, message, 0)).await;
+    if approve {
+        // Answers the review wait (best effort): the execution ends. A token
+        // not stored yet is answered by `await_review`; a lost answer leaves
+        // the execution to reach Expire.
+        if let Ok(Some(token)) = ctx.read(|w| w.job(id).and_then(|j| j.review_token.clone())).await {
+            let _ = ctx.write(|w| w.answer(&token, Ok(()))).await;
+        }
+    } else {
+        let message = WorkMessage::DiscardOutput { job_id: job.id.clone() };
+        let _ = ctx.write(|w| w.enqueue(QueueName::Work, message, 0)).await;
+    }
     Ok(())
 }
 

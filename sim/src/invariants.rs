@@ -90,9 +90,12 @@ pub fn each_step(w: &World) -> Result<(), Broken> {
             return Err(format!("job {id} is {} but its video was deleted", job.status).into());
         }
     }
+    // An approval tags the video kept before it commits: until a rejection
+    // or an expiry that won the race deletes it, a kept object may belong to
+    // a job that is not approved, but always to a job.
     for (key, (kept, _)) in &w.objects {
-        if *kept && !w.jobs.values().any(|j| j.status == JobStatus::Approved && j.output.as_ref() == Some(key)) {
-            return Err(format!("{key} is kept but no approved job points at it").into());
+        if *kept && !w.jobs.values().any(|j| j.output.as_ref() == Some(key)) {
+            return Err(format!("{key} is kept but no job points at it").into());
         }
     }
     let mut ids: BTreeMap<(&str, &str), &str> = BTreeMap::new();
@@ -117,9 +120,12 @@ pub fn settled(w: &World) -> Result<(), Broken> {
 
 /// At the end, after the windows and the bucket's safety net.
 pub fn at_end(w: &World) -> Result<(), Broken> {
-    for key in w.objects.keys() {
+    for (key, (kept, _)) in &w.objects {
         if !w.jobs.values().any(|j| j.output.as_ref() == Some(key)) {
             return Err(format!("{key} is in the bucket but no job points at it").into());
+        }
+        if *kept && !w.jobs.values().any(|j| j.status == JobStatus::Approved && j.output.as_ref() == Some(key)) {
+            return Err(format!("{key} is kept but no approved job points at it").into());
         }
     }
     for (id, job) in &w.jobs {

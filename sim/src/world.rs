@@ -40,6 +40,8 @@ pub struct JobRec {
     pub created_at: Secs,
     pub completed_at: Option<Secs>,
     pub task_token: Option<String>,
+    /// The token of the task that waits for the review (`ReviewWaits`).
+    pub review_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,10 +249,11 @@ impl World {
         let id = self.jobs.get(job).map(|j| j.id.clone());
         let Some(id) = id else { return };
         match model.kind {
-            asl::Kind::WaitForToken { message, timeout } => {
+            asl::Kind::WaitForToken { message, timeout, .. } => {
                 let t = self.new_token(job);
                 let body = match message {
                     "submit" => WorkMessage::Submit { job_id: id, task_token: Some(t.clone()), attempt: None },
+                    "await_review" => WorkMessage::AwaitReview { job_id: id, task_token: t.clone() },
                     _ => WorkMessage::Poll { job_id: id, task_token: Some(t.clone()), round: None },
                 };
                 self.enqueue(QueueName::Work, body, 0);

@@ -66,10 +66,10 @@ fn a_submit_copy_that_loses_the_claim_comes_back_for_a_copy_that_dies() {
     assert_eq!(run(seed, false).failure, None, "seed {seed}");
 }
 
-/// Found by seed 274252 (a million-seed run).
+/// Found by seed 274252 (a million-seed run); shown again by seed 888092 since the review wait changed the runs.
 #[test]
 fn a_second_completer_leaves_the_approved_jobs_video_alone() {
-    let (seed, before) = seed_showing(Fix::SecondCompleterKeepsTheVideo, 274_252);
+    let (seed, before) = seed_showing(Fix::SecondCompleterKeepsTheVideo, 888_092);
     assert!(before.failure.as_deref().is_some_and(|f| f.contains("has no video")), "{before:?}");
     assert_eq!(run(seed, false).failure, None, "seed {seed}");
 }
