@@ -4,16 +4,16 @@
 //! approved reaches `Expire`. The approval marks the video's objects kept
 //! before it commits, since no `expire` comes for it afterwards.
 
-use crate::helpers::{all_at_once, fresh_resources, next_message, settings, Pipeline, TestApp};
+use crate::harness::api::Caller;
+use crate::harness::{all_at_once, next_message, settings, TestApp};
 use async_trait::async_trait;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use serde_json::json;
 use std::sync::Arc;
 use videojobs_core::model::ids::{JobId, Role};
 use videojobs_core::model::job::{timestamp, Artifact};
 use videojobs_core::model::settings::Settings;
 use videojobs_core::model::work::WorkMessage;
-use videojobs_core::ports::Providers;
 use videojobs_core::ports::{KeepOutputs, ReviewWaits, TaskTokens};
 use videojobs_core::{JobStatus, StoreError};
 
@@ -53,14 +53,7 @@ fn keys_of(id: &JobId) -> [String; 2] {
 }
 
 async fn review_as(app: &local_api::App, key: &str, id: &JobId, body: &str) -> StatusCode {
-    let request = lambda_http::http::Request::builder()
-        .method(Method::POST)
-        .uri(format!("https://api.test/videos/jobs/{id}/review"))
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(lambda_http::Body::Text(body.into()))
-        .expect("request");
-    local_api::dispatch(app, request).await.status()
+    Caller::on_handlers(app, key).review_job(id, body).await.status
 }
 
 const APPROVE: &str = r#"{"decision":"approve"}"#;
@@ -80,7 +73,7 @@ async fn review_wait_stored(app: &TestApp, id: &JobId) {
 /// completed, and the submission's token answered as the worker would. The
 /// state machine's `await_review` message is left on the queue.
 async fn waiting_for_review(app: &TestApp) -> JobId {
-    let id = app.generate(2).await;
+    let id = app.new_job(2).await;
     let (submit, _) = next_message(app, &id, "submit").await;
     for key in keys_of(&id) {
         app.clients
@@ -147,96 +140,96 @@ impl KeepOutputs for Refusing {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_ends_the_execution_after_two_transitions_and_the_video_outlives_the_window() {
     // Arrange: a finished video whose review wait the worker holds.
-    let p = Pipeline::start(with_retention(12)).await;
-    let id = p.app.generate_with(&one_second()).await;
+    let p = TestApp::builder().settings(with_retention(12)).with_local_provider().build().await;
+    let id = p.new_job_with(&one_second()).await;
     let job = p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await;
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
-    review_wait_stored(&p.app, &id).await;
-    let (_, reviewer) = p.app.another_user(0, Role::Reviewer).await;
+    review_wait_stored(&p, &id).await;
+    let (_, reviewer) = p.another_user(0, Role::Reviewer).await;
 
     // Act
-    let status = review_as(&p.app.app, &reviewer, &id, APPROVE).await;
+    let status = review_as(&p.app, &reviewer, &id, APPROVE).await;
 
     // Assert: the execution ended at the approval, two states entered.
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(p.app.settled_execution_status(&id).await.as_deref(), Some("SUCCEEDED"));
-    assert_eq!(states_entered(&p.app, &id).await, ["Submit", "KeepForReview"]);
+    assert_eq!(p.settled_execution_status(&id).await.as_deref(), Some("SUCCEEDED"));
+    assert_eq!(states_entered(&p, &id).await, ["Submit", "KeepForReview"]);
     let keys = job.output.as_ref().expect("an output").object_keys();
     assert_eq!(keys.len(), 2, "a video and its thumbnail");
     for key in &keys {
-        assert_eq!(retention_tags(&p.app, key).await, ["kept"], "{key}");
+        assert_eq!(retention_tags(&p, key).await, ["kept"], "{key}");
     }
     // ...and past the retention window the video is still there, and nothing else ran.
     let window_end = job.output_expires_at.expect("a window") + time::Duration::seconds(3);
     tokio::time::sleep((window_end - timestamp::now()).try_into().unwrap_or_default()).await;
-    assert_eq!(p.app.job(&id).await.status, JobStatus::Approved);
+    assert_eq!(p.job(&id).await.status, JobStatus::Approved);
     for key in &keys {
-        assert!(object_exists(&p.app, key).await, "{key}");
+        assert!(object_exists(&p, key).await, "{key}");
     }
-    assert_eq!(p.app.get(&format!("/videos/jobs/{id}/result")).await.status, StatusCode::OK);
-    assert_eq!(states_entered(&p.app, &id).await, ["Submit", "KeepForReview"]);
+    assert_eq!(p.job_result(&id).await.status, StatusCode::OK);
+    assert_eq!(states_entered(&p, &id).await, ["Submit", "KeepForReview"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_nobody_approved_reaches_expire_after_three_transitions_and_is_deleted() {
-    let p = Pipeline::start(with_retention(3)).await;
-    let id = p.app.generate_with(&one_second()).await;
+    let p = TestApp::builder().settings(with_retention(3)).with_local_provider().build().await;
+    let id = p.new_job_with(&one_second()).await;
     let job = p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await;
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
 
     p.wait_for(&id, 30, |s| s == JobStatus::Expired).await;
     // The status moves first and the objects go after: wait for the deletion too.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while p.app.job(&id).await.output.is_some() && std::time::Instant::now() < deadline {
+    while p.job(&id).await.output.is_some() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    assert!(p.app.job(&id).await.output.is_none());
+    assert!(p.job(&id).await.output.is_none());
     for key in job.output.expect("an output").object_keys() {
-        assert!(!object_exists(&p.app, &key).await, "{key} was deleted");
+        assert!(!object_exists(&p, &key).await, "{key} was deleted");
     }
-    assert_eq!(p.app.settled_execution_status(&id).await.as_deref(), Some("SUCCEEDED"));
-    assert_eq!(states_entered(&p.app, &id).await, ["Submit", "KeepForReview", "Expire"]);
+    assert_eq!(p.settled_execution_status(&id).await.as_deref(), Some("SUCCEEDED"));
+    assert_eq!(states_entered(&p, &id).await, ["Submit", "KeepForReview", "Expire"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_video_is_deleted_at_once_and_its_execution_still_reaches_expire() {
     // Arrange
-    let p = Pipeline::start(with_retention(6)).await;
-    let id = p.app.generate_with(&one_second()).await;
+    let p = TestApp::builder().settings(with_retention(6)).with_local_provider().build().await;
+    let id = p.new_job_with(&one_second()).await;
     let job = p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await;
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
-    review_wait_stored(&p.app, &id).await;
-    let (_, reviewer) = p.app.another_user(0, Role::Reviewer).await;
+    review_wait_stored(&p, &id).await;
+    let (_, reviewer) = p.another_user(0, Role::Reviewer).await;
 
     // Act
-    let status = review_as(&p.app.app, &reviewer, &id, REJECT).await;
+    let status = review_as(&p.app, &reviewer, &id, REJECT).await;
 
     // Assert: deleted by the worker's discard_output long before the window ends...
     assert_eq!(status, StatusCode::OK);
     let keys = job.output.expect("an output").object_keys();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while object_exists(&p.app, &keys[0]).await && std::time::Instant::now() < deadline {
+    while object_exists(&p, &keys[0]).await && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     for key in &keys {
-        assert!(!object_exists(&p.app, key).await, "{key} was deleted");
+        assert!(!object_exists(&p, key).await, "{key} was deleted");
     }
-    assert_eq!(p.app.execution_status(&id).await.as_deref(), Some("RUNNING"), "a rejection does not answer the wait");
+    assert_eq!(p.execution_status(&id).await.as_deref(), Some("RUNNING"), "a rejection does not answer the wait");
     // ...and the window's Expire, the guarantee should that message be lost, changes nothing.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while p.app.execution_status(&id).await.as_deref() == Some("RUNNING") && std::time::Instant::now() < deadline {
+    while p.execution_status(&id).await.as_deref() == Some("RUNNING") && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert_eq!(states_entered(&p.app, &id).await, ["Submit", "KeepForReview", "Expire"]);
+    assert_eq!(states_entered(&p, &id).await, ["Submit", "KeepForReview", "Expire"]);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(p.app.job(&id).await.status, JobStatus::Rejected);
+    assert_eq!(p.job(&id).await.status, JobStatus::Rejected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_before_the_review_wait_is_stored_is_answered_by_the_worker_that_stores_it() {
     // Arrange: the execution waits for the review; its token is still on the queue.
-    let app = TestApp::isolated(100).await;
+    let app = TestApp::builder().credits(100).own_stack().build().await;
     let id = waiting_for_review(&app).await;
     let (_, reviewer) = app.another_user(0, Role::Reviewer).await;
 
@@ -258,7 +251,7 @@ async fn an_approval_before_the_review_wait_is_stored_is_answered_by_the_worker_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_whose_answer_is_lost_reaches_expire_which_keeps_the_video() {
     // Arrange: a short window; the wait stored; Step Functions refuses the answer.
-    let app = TestApp::on(fresh_resources(), 100, with_retention(3), Providers::default(), "http://127.0.0.1:9".into()).await;
+    let app = TestApp::builder().credits(100).settings(with_retention(3)).own_stack().build().await;
     let id = waiting_for_review(&app).await;
     deliver_await_review(&app, &id).await;
     let (_, reviewer) = app.another_user(0, Role::Reviewer).await;
@@ -302,7 +295,7 @@ async fn an_approval_whose_answer_is_lost_reaches_expire_which_keeps_the_video()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_that_cannot_mark_the_video_kept_is_refused_and_changes_nothing() {
     // Arrange
-    let app = TestApp::isolated(100).await;
+    let app = TestApp::builder().credits(100).own_stack().build().await;
     let id = waiting_for_review(&app).await;
     deliver_await_review(&app, &id).await;
     let (_, reviewer) = app.another_user(0, Role::Reviewer).await;
@@ -324,7 +317,7 @@ async fn an_approval_that_cannot_mark_the_video_kept_is_refused_and_changes_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_rejections_and_the_expiry_racing_keep_one_outcome_and_never_delete_an_approved_video() {
-    let app = TestApp::isolated(1_000).await;
+    let app = TestApp::builder().credits(1_000).own_stack().build().await;
     let (_, reviewer) = app.another_user(0, Role::Reviewer).await;
     for round in 0..4 {
         // Arrange: a video whose review wait the worker holds.
@@ -354,7 +347,7 @@ async fn approvals_rejections_and_the_expiry_racing_keep_one_outcome_and_never_d
         // Assert: one decision, and S3 agrees with it.
         let accepted = answers.iter().flatten().filter(|s| **s == StatusCode::OK).count();
         let conflicts = answers.iter().flatten().filter(|s| **s == StatusCode::CONFLICT || **s == StatusCode::GONE).count();
-        let events = app.get(&format!("/videos/jobs/{id}/events")).await;
+        let events = app.job_events(&id).await;
         let decisions = events.body["events"].as_array().unwrap().iter().filter(|e| e["previous_status"] == "completed").count();
         assert_eq!(decisions, 1, "{}", events.body);
         assert_eq!(accepted + conflicts, 6);

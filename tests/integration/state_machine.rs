@@ -89,7 +89,7 @@ async fn a_message_for_a_job_that_does_not_exist_is_dropped_not_retried() {
 
 /// The state machine as the template deploys it.
 fn definition() -> Value {
-    let path = crate::helpers::repo_root().join("infra/statemachine/job.asl.json");
+    let path = crate::harness::repo_root().join("infra/statemachine/job.asl.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("valid JSON")
 }
 

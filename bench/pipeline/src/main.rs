@@ -294,11 +294,20 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     let app = Arc::new(local_api::App::on_aws(&clients, &resources, settings, providers, http.clone(), base.clone()));
     let user: UserId = "bench-user".parse()?;
     let user_key = ApiKey::generate();
-    app.services.keys.save_key_record(&user_key.hash(), &videojobs_core::ports::KeyRecord::for_key(&user_key.hash(), Principal { user_id: user.clone(), role: Role::User }, "bench")).await?;
+    app.services
+        .keys
+        .save_key_record(
+            &user_key.hash(),
+            &videojobs_core::ports::KeyRecord::for_key(&user_key.hash(), Principal { user_id: user.clone(), role: Role::User }, "bench"),
+        )
+        .await?;
     app.services.accounts.open_account(&user, 1_000_000).await?;
     let reviewer_key = ApiKey::generate();
     let reviewer = Principal { user_id: "bench-reviewer".parse()?, role: Role::Reviewer };
-    app.services.keys.save_key_record(&reviewer_key.hash(), &videojobs_core::ports::KeyRecord::for_key(&reviewer_key.hash(), reviewer.clone(), "bench")).await?;
+    app.services
+        .keys
+        .save_key_record(&reviewer_key.hash(), &videojobs_core::ports::KeyRecord::for_key(&reviewer_key.hash(), reviewer.clone(), "bench"))
+        .await?;
     tokio::spawn(local_api::serve(listener, app.clone()));
     let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let worker_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));

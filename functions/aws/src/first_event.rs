@@ -3,7 +3,8 @@
 //! Lambda hands over the first event only once the runtime asks for it, and
 //! building the AWS clients before that costs more than the rest of a start
 //! put together: each SDK crate parses its endpoint rules once per process,
-//! and the HTTPS client loads the trust store. Built on the first event, that
+//! and the HTTPS client builds its TLS configuration (its roots are compiled
+//! in: see `crate::http`). Built on the first event, that
 //! work is done by the first invocation instead. Settings are still read and
 //! checked at init (before the `OnFirstEvent` is made), so a missing or bad
 //! setting fails the start, not a request.

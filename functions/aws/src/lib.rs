@@ -89,11 +89,27 @@ impl AwsClients {
 
     fn build(meter: Option<&metering::RequestMeter>) -> Self {
         let config = sdk_config_from_env();
+        let s3_endpoint = service_endpoint("S3");
         // Emulators answer on one host, so buckets go in the path, not the host name.
-        let mut s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some());
+        let path_style = config.endpoint_url().is_some() || s3_endpoint.is_some();
+        let mut s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(path_style);
         let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&config);
         let mut sfn = aws_sdk_sfn::config::Builder::from(&config);
         let mut sqs = aws_sdk_sqs::config::Builder::from(&config);
+        // A service's own endpoint wins over `AWS_ENDPOINT_URL`, as in the SDK's
+        // shared configuration (the cold-request bench gives each service a host).
+        if let Some(url) = s3_endpoint {
+            s3 = s3.endpoint_url(url);
+        }
+        if let Some(url) = service_endpoint("DYNAMODB") {
+            dynamodb = dynamodb.endpoint_url(url);
+        }
+        if let Some(url) = service_endpoint("SFN") {
+            sfn = sfn.endpoint_url(url);
+        }
+        if let Some(url) = service_endpoint("SQS") {
+            sqs = sqs.endpoint_url(url);
+        }
         if let Some(meter) = meter {
             s3 = s3.interceptor(meter.clone());
             dynamodb = dynamodb.interceptor(meter.clone());
@@ -125,6 +141,11 @@ pub fn sdk_config_from_env() -> aws_types::SdkConfig {
         builder = builder.endpoint_url(endpoint);
     }
     builder.build()
+}
+
+/// `AWS_ENDPOINT_URL_<SERVICE>` (the SDK's name for one service's endpoint), when set.
+fn service_endpoint(service: &str) -> Option<String> {
+    std::env::var(format!("AWS_ENDPOINT_URL_{service}")).ok().filter(|v| !v.is_empty())
 }
 
 /// Credentials read from the environment when a request is signed.

@@ -136,6 +136,11 @@ impl Provider for LocalProvider {
         &self.name
     }
 
+    /// The local provider keeps one request per `idempotency-key`.
+    fn dedupes_submissions(&self) -> bool {
+        true
+    }
+
     async fn submit(&self, request: &SubmitRequest) -> Result<String, ProviderError> {
         let mut body = json!({"input": input(request), "webhook": request.callback_url});
         if let Some(faults) = &request.faults {

@@ -104,6 +104,11 @@ impl Provider for ScriptedProvider {
         &self.name
     }
 
+    /// A repeated idempotency key finds its request (see `by_idempotency_key`).
+    fn dedupes_submissions(&self) -> bool {
+        true
+    }
+
     async fn submit(&self, request: &SubmitRequest) -> Result<String, ProviderError> {
         let mut script = self.script();
         script.calls.push(ProviderCall::Submit(request.clone()));

@@ -221,6 +221,8 @@ fn method_of(name: &str) -> Method {
 #[derive(Clone, Copy)]
 enum Transport<'a> {
     InProcess(&'a TestApp),
+    /// Handlers wired differently from the test's app (a port swapped for a failing one).
+    Handlers(&'a local_api::App),
     Http(&'a HttpApi),
 }
 
@@ -234,6 +236,11 @@ pub struct Caller<'a> {
 impl<'a> Caller<'a> {
     pub(super) fn in_process(app: &'a TestApp, key: Option<&str>) -> Self {
         Caller { transport: Transport::InProcess(app), key: key.map(str::to_owned), headers: Vec::new() }
+    }
+
+    /// The holder of `key` calling these handlers (for a test that swapped one of their ports).
+    pub fn on_handlers(app: &'a local_api::App, key: &str) -> Self {
+        Caller { transport: Transport::Handlers(app), key: Some(key.to_owned()), headers: Vec::new() }
     }
 
     /// A header on every request of this caller (`idempotency-key`, …).
@@ -252,6 +259,7 @@ impl<'a> Caller<'a> {
     pub async fn request(&self, method: Method, path: &str, payload: Payload) -> Reply {
         match self.transport {
             Transport::InProcess(app) => app.dispatch(method, path, self.key.as_deref(), &self.headers, payload).await,
+            Transport::Handlers(app) => dispatch(app, method, path, self.key.as_deref(), &self.headers, payload).await,
             Transport::Http(api) => api.send(method, path, self.key.as_deref(), &self.headers, payload).await,
         }
     }

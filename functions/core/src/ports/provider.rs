@@ -19,6 +19,12 @@ pub trait Provider: Send + Sync {
     fn sends_progress_callbacks(&self) -> bool {
         true
     }
+    /// Whether a submission with an idempotency key it has seen finds the
+    /// request made before (the job id is the key). One that does answers
+    /// every attempt of a job with one request id.
+    fn dedupes_submissions(&self) -> bool {
+        false
+    }
 }
 
 /// The providers a deployment has, by name.

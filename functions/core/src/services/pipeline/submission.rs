@@ -131,7 +131,13 @@ async fn attempt_at_provider(pipeline: &Pipeline, job: &mut Job, n: u32) -> Resu
             let stored = pipeline.jobs.update_in_status(&job.job_id, JobStatus::Submitted, &update).await?
                 || pipeline.jobs.update_in_status(&job.job_id, JobStatus::Processing, &update).await?;
             if !stored {
-                // Canceled, or no longer this attempt's: stop the provider too.
+                // Canceled, or no longer this attempt's: stop the provider too,
+                // unless the job will use this very request (see `uses_request`).
+                let now = load(pipeline, &job.job_id).await?;
+                if uses_request(&now, job, provider.as_ref(), &request_id) {
+                    tracing::info!(request_id, attempt = n, "a newer attempt of this job shares the request; left running");
+                    return Ok(());
+                }
                 tracing::info!(request_id, attempt = n, "job moved on during submission; canceling at the provider");
                 if let Err(err) = provider.cancel(&request_id).await {
                     tracing::warn!(error = %err, request_id, "the provider did not take the cancel");
@@ -171,6 +177,18 @@ async fn attempt_at_provider(pipeline: &Pipeline, job: &mut Job, n: u32) -> Resu
         }
         Err(ProviderError::NotFound(message)) => Err(WorkError::ProviderUnavailable(message)),
     }
+}
+
+/// Whether `now` (the job as it is) will use `request_id`, which an attempt
+/// that lost its write got from `provider`. A provider that dedupes by the
+/// job id answers every attempt with one request: while the job is in flight
+/// on that provider with no other request id, a newer attempt has, or will
+/// get, this one, and canceling it would stop the job's own video.
+pub fn uses_request(now: &Job, attempt_saw: &Job, provider: &dyn crate::ports::Provider, request_id: &str) -> bool {
+    provider.dedupes_submissions()
+        && now.status.is_in_flight()
+        && now.provider == attempt_saw.provider
+        && now.provider_request_id.as_deref().is_none_or(|stored| stored == request_id)
 }
 
 /// Queues attempt `n + 1` after its backoff.
@@ -237,6 +255,52 @@ mod tests {
         job.submit_attempt = attempt;
         job.provider_request_id = request.map(str::to_owned);
         job
+    }
+
+    /// A provider as far as the cancel rule asks: whether it dedupes submissions.
+    struct Dedupes(bool, crate::model::request::ProviderName);
+
+    #[async_trait::async_trait]
+    impl crate::ports::Provider for Dedupes {
+        fn name(&self) -> &crate::model::request::ProviderName {
+            &self.1
+        }
+        async fn submit(&self, _: &crate::model::provider::SubmitRequest) -> Result<String, ProviderError> {
+            unreachable!("the rule only asks")
+        }
+        async fn poll(&self, _: &str) -> Result<crate::model::provider::ProviderStatus, ProviderError> {
+            unreachable!("the rule only asks")
+        }
+        async fn cancel(&self, _: &str) -> Result<(), ProviderError> {
+            unreachable!("the rule only asks")
+        }
+        async fn verify_callback(
+            &self,
+            _: &crate::model::provider::Callback<'_>,
+        ) -> Result<crate::model::provider::ProviderEvent, crate::model::provider::CallbackError> {
+            unreachable!("the rule only asks")
+        }
+        fn dedupes_submissions(&self) -> bool {
+            self.0
+        }
+    }
+
+    #[test]
+    fn a_request_a_newer_attempt_shares_is_left_running_and_any_other_is_canceled() {
+        let (dedupes, each_new) = (Dedupes(true, "local".parse().unwrap()), Dedupes(false, "local".parse().unwrap()));
+        let saw = job(JobStatus::Submitted, 1, None);
+        // A newer attempt is under way (retrying, or submitted without an id yet), or stored this same id: shared.
+        assert!(uses_request(&job(JobStatus::Retrying, 2, None), &saw, &dedupes, "r1"));
+        assert!(uses_request(&job(JobStatus::Submitted, 2, None), &saw, &dedupes, "r1"));
+        assert!(uses_request(&job(JobStatus::Processing, 2, Some("r1")), &saw, &dedupes, "r1"));
+        // Ended, holding another request, or on another provider: this request is an orphan.
+        assert!(!uses_request(&job(JobStatus::Canceled, 2, None), &saw, &dedupes, "r1"));
+        assert!(!uses_request(&job(JobStatus::Submitted, 2, Some("r2")), &saw, &dedupes, "r1"));
+        let mut moved = job(JobStatus::Submitted, 2, None);
+        moved.provider = "fal".parse().unwrap();
+        assert!(!uses_request(&moved, &saw, &dedupes, "r1"));
+        // A provider that makes a new request per submission never shares one.
+        assert!(!uses_request(&job(JobStatus::Retrying, 2, None), &saw, &each_new, "r1"));
     }
 
     #[test]
