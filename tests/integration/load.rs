@@ -25,7 +25,7 @@
 //! | `CRASH_USERS`, `CRASH_DOWN_SECONDS` | 3, 3 | users × cap jobs; how long local-api stays down |
 //! | `ISOLATION_HOSTILE_JOBS` | 20 | created and canceled before each quiet job |
 //! | `ISOLATION_ALONE_ROUNDS`, `ISOLATION_BESIDE_ROUNDS` | 0, 1 | quiet jobs alone (for the ratio), beside the hostile tenant |
-//! | `ISOLATION_TRICKLE` | 1 | the hostile tenant goes on (one job a second) during the quiet job; 0: the issue's scenario, and the structural check is only reported |
+//! | `ISOLATION_TRICKLE` | 1 | the hostile tenant goes on (one job a second) during the quiet job; 0: the issue's scenario |
 //! | `ISOLATION_LIMIT_SECONDS` | 120 | the bound on each quiet job |
 //!
 //! Seeds: `STORM_SEED`, `CRASH_SEED` (printed by each run).
@@ -642,15 +642,14 @@ async fn isolation_a_tenant_whose_receivers_never_answer_does_not_hold_back_anot
                      receiver held {open} open connection(s) (of {} accepted, {closed_before} already given up, none answered)",
                     connections.len(),
                 );
-                // Structural, not a timing: with the hostile flood kept on, the
-                // quiet job must complete while a hostile attempt is hanging.
-                if open == 0 && trickle_on {
-                    problems.push(format!(
-                        "round {round}: the quiet job completed ({seconds:.1} s) at a moment when none of the hostile tenant's \
-                         notifications was in flight ({closed_before} attempts had already been given up, by waiting them out): \
-                         the pipeline waited for the hostile endpoints instead of working beside them"
-                    ));
-                }
+                // The guard is structural: the quiet job was created while a
+                // hostile attempt hung (the wait above), and it and its own
+                // notification had to finish within the limit, which a notifier
+                // serialised behind the hostile tenant's attempts (10 s each,
+                // four at a time, dozens queued) cannot do. Whether a hostile
+                // connection is open at the very instant of completion is not
+                // asked: between one attempt's timeout and the next one's slot
+                // there is a gap of up to `SLOT_WAIT`, as it should be.
             }
             Err(e) => problems.push(format!(
                 "round {round}: the quiet tenant's 1-second job did not complete within {} s beside the hostile tenant ({:.0} s): {e}",
