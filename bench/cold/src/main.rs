@@ -30,23 +30,6 @@ const CFS_PERIOD_US: u64 = 20_000;
 const CPU_CGROUPS: &str = "/sys/fs/cgroup/cpu";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What Lambda sets, and the resource names the functions read at init.
-const LAMBDA_ENV: &[(&str, &str)] = &[
-    ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
-    ("AWS_LAMBDA_FUNCTION_VERSION", "1"),
-    ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/01/01/[1]bench"),
-    ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench"),
-    ("AWS_REGION", "us-east-1"),
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ("JOBS_TABLE", "jobs"),
-    ("PROMPTS_TABLE", "prompts"),
-    ("MEDIA_BUCKET", "media"),
-    ("STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:jobs"),
-    ("WORK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/work"),
-    ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/notify"),
-];
-
 /// Where a system keeps its CA bundle (Debian, Amazon Linux, others).
 const SYSTEM_BUNDLES: &[&str] = &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
 
@@ -176,7 +159,7 @@ impl Setup {
             .env_clear()
             .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", share.memory_mb.to_string())
-            .envs(LAMBDA_ENV.iter().copied())
+            .envs(bench_support::LAMBDA_ENV.iter().copied())
             // One host per service, as on AWS. S3 and SQS are not called by a
             // create; sent to the replay, a call would show as unanswered.
             .env("AWS_ENDPOINT_URL_DYNAMODB", &dynamodb)

@@ -5,7 +5,7 @@
 //! AWS, so a client opens one connection per service, as it would there.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
@@ -113,38 +113,14 @@ fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, seen: &Mutex<Seen>) 
     let Ok(connection) = rustls::ServerConnection::new(config) else { return };
     let mut reader = BufReader::new(rustls::StreamOwned::new(connection, tcp));
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let (mut length, mut target) = (0usize, String::new());
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                } else if name.eq_ignore_ascii_case("x-amz-target") {
-                    target = value.trim().to_string();
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+        let Some(request) = bench_support::read_request(&mut reader) else { return };
+        let (line, target) = (request.line.as_str(), request.header("x-amz-target").unwrap_or("").to_owned());
         let answer = ANSWERS.iter().find(|(t, _)| *t == target).map(|(_, a)| *a);
         {
             let mut seen = seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             *seen.by_target.entry(target.clone()).or_default() += 1;
             if answer.is_none() {
-                seen.unknown.push(format!("{} {target}", line.trim_end()));
+                seen.unknown.push(format!("{line} {target}"));
             }
         }
         let (status, body) = match answer {

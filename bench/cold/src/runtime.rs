@@ -1,11 +1,11 @@
 //! A fake Lambda Runtime API that hands over a list of events in turn and
 //! notes when each answer arrives (and when each event was handed over).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const NEXT: &str = "GET /2018-06-01/runtime/invocation/next";
 
@@ -101,51 +101,19 @@ fn serve(stream: TcpStream, events: &[String], next: &AtomicUsize, tx: &mpsc::Se
     let Ok(mut writer) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut length = 0usize;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+        let Some(request) = bench_support::read_request(&mut reader) else { return };
         let at = Instant::now();
-        let line = line.trim_end();
+        let line = request.line.as_str();
         if line.starts_with(NEXT) {
             let index = next.fetch_add(1, Ordering::SeqCst);
             let Some(event) = events.get(index) else { return };
-            let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() + 30_000;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: {}\r\n\
-                 lambda-runtime-deadline-ms: {deadline}\r\n\
-                 lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:bench\r\n\
-                 lambda-runtime-trace-id: Root=1-00000000-000000000000000000000000;Sampled=0\r\n\
-                 content-length: {}\r\n\r\n",
-                request_id(index),
-                event.len()
-            );
+            let head = bench_support::next_event_head(&request_id(index), event.len());
             // Noted before the write, so that it is in the channel before any answer.
             let _ = tx.send(Seen::Handed { index, at: Instant::now() });
             let _ = writer.write_all(head.as_bytes()).and_then(|_| writer.write_all(event.as_bytes()));
             continue;
         }
-        let body = String::from_utf8_lossy(&body).into_owned();
+        let body = String::from_utf8_lossy(&request.body).into_owned();
         let index = (0..events.len()).find(|&i| line.contains(&format!("/invocation/{}/", request_id(i))));
         // Noted before the 202, which lets the function ask for the next event.
         match index {

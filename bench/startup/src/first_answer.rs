@@ -5,11 +5,11 @@
 //! that is not a work message), so the figure is start-up plus what the first
 //! event builds, not a network round trip.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const ANSWER: &str = "POST /2018-06-01/runtime/invocation/bench-1/response";
 const FAILED: &str = "POST /2018-06-01/runtime/invocation/bench-1/error";
@@ -87,46 +87,15 @@ fn serve(stream: TcpStream, event: &str, tx: &mpsc::Sender<String>, given: &Atom
     let Ok(mut writer) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut length = 0usize;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let line = line.trim_end().to_string();
+        let Some(request) = bench_support::read_request(&mut reader) else { return };
+        let line = request.line;
         let is_next = line.starts_with(crate::NEXT_EVENT);
         let _ = tx.send(line);
         if is_next {
             if given.swap(true, Ordering::SeqCst) {
                 return;
             }
-            let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() + 30_000;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: bench-1\r\n\
-                 lambda-runtime-deadline-ms: {deadline}\r\n\
-                 lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:bench\r\n\
-                 lambda-runtime-trace-id: Root=1-00000000-000000000000000000000000;Sampled=0\r\n\
-                 content-length: {}\r\n\r\n",
-                event.len()
-            );
+            let head = bench_support::next_event_head("bench-1", event.len());
             let _ = writer.write_all(head.as_bytes()).and_then(|_| writer.write_all(event.as_bytes()));
         } else {
             let _ = writer.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n");

@@ -26,22 +26,9 @@ const SIZE_TARGET_MB: f64 = 8.0;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const NEXT_EVENT: &str = "GET /2018-06-01/runtime/invocation/next";
 
-/// What Lambda sets, and the resource names the functions read at init.
-const LAMBDA_ENV: &[(&str, &str)] = &[
-    ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
+/// What the start-up bench sets besides what every bench does (`bench_support::LAMBDA_ENV`).
+const MORE_ENV: &[(&str, &str)] = &[
     ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
-    ("AWS_LAMBDA_FUNCTION_VERSION", "1"),
-    ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/01/01/[1]bench"),
-    ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench"),
-    ("AWS_REGION", "us-east-1"),
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ("JOBS_TABLE", "jobs"),
-    ("PROMPTS_TABLE", "prompts"),
-    ("MEDIA_BUCKET", "media"),
-    ("STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:jobs"),
-    ("WORK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/work"),
-    ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/notify"),
     // The worker also needs the URL providers call back.
     ("WEBHOOK_BASE_URL", "https://example.lambda-url.us-east-1.on.aws/"),
 ];
@@ -60,7 +47,7 @@ fn lambda_command(binary: &str, runtime_api: std::net::SocketAddr, stderr_log: &
     command
         .env_clear()
         .env("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string())
-        .envs(LAMBDA_ENV.iter().copied())
+        .envs(bench_support::LAMBDA_ENV.iter().chain(MORE_ENV).copied())
         .envs(ca_bundle().map(|file| ("SSL_CERT_FILE", file)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())

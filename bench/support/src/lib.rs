@@ -1,0 +1,95 @@
+//! What the start-up and cold-request benches share: the environment Lambda
+//! gives a function, and the plain HTTP/1.1 their stand-in servers speak
+//! (the runtime API, the replaying AWS endpoint).
+
+use std::io::BufRead;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What Lambda sets, and the resource names the functions read at init.
+pub const LAMBDA_ENV: &[(&str, &str)] = &[
+    ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
+    ("AWS_LAMBDA_FUNCTION_VERSION", "1"),
+    ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/01/01/[1]bench"),
+    ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("JOBS_TABLE", "jobs"),
+    ("PROMPTS_TABLE", "prompts"),
+    ("MEDIA_BUCKET", "media"),
+    ("STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:jobs"),
+    ("WORK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/work"),
+    ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/notify"),
+];
+
+/// One request as a stand-in server reads it.
+pub struct Request {
+    /// The request line, without its line end.
+    pub line: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads the next request of a keep-alive connection; `None` when it closed.
+pub fn read_request(reader: &mut impl BufRead) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let length = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Request { line: line.trim_end().to_owned(), headers, body })
+}
+
+/// The head of the runtime API's answer to `next`: the event `request_id`, of `length` bytes.
+pub fn next_event_head(request_id: &str, length: usize) -> String {
+    let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() + 30_000;
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: {request_id}\r\n\
+         lambda-runtime-deadline-ms: {deadline}\r\n\
+         lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:bench\r\n\
+         lambda-runtime-trace-id: Root=1-00000000-000000000000000000000000;Sampled=0\r\n\
+         content-length: {length}\r\n\r\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_of_a_keep_alive_connection_are_read_one_after_another_with_their_bodies() {
+        let wire = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\nX-Amz-Target: T.Op\r\n\r\nabcGET /b HTTP/1.1\r\n\r\n";
+        let mut reader = std::io::BufReader::new(&wire[..]);
+        let first = read_request(&mut reader).expect("a first request");
+        assert_eq!(
+            (first.line.as_str(), first.body.as_slice(), first.header("x-amz-target")),
+            ("POST /a HTTP/1.1", &b"abc"[..], Some("T.Op"))
+        );
+        let second = read_request(&mut reader).expect("a second request");
+        assert_eq!((second.line.as_str(), second.body.len()), ("GET /b HTTP/1.1", 0));
+        assert!(read_request(&mut reader).is_none());
+    }
+}
