@@ -96,11 +96,10 @@ async fn a_submit_copy_that_loses_the_claim_to_a_copy_still_midway_comes_back() 
     assert!(matches!(outcome, Stepped::Done(Err(WorkError::NotYet(_)))), "{outcome:?}");
 }
 
-/// Found by seed 274252 of a million-seed run.
-#[tokio::test]
-async fn a_second_completer_leaves_the_approved_jobs_video_alone() {
-    let (memory, provider, pipeline, mut job) = world().await;
-    submitted_in_attempt_1(&memory, &mut job, Some(JobStatus::Processing)).await;
+/// `job` in `processing` with its request `req-1` stored, and the provider
+/// saying that request succeeded, its video served.
+async fn processing_with_a_finished_request(memory: &Memory, provider: &ScriptedProvider, job: &mut Job) {
+    submitted_in_attempt_1(memory, job, Some(JobStatus::Processing)).await;
     let stored =
         JobUpdate { provider_request: Some((job.provider.to_string(), "req-1".into())), only_in_attempt: Some(1), ..JobUpdate::default() };
     assert!(memory.update_in_status(&job.job_id, JobStatus::Processing, &stored).await.unwrap());
@@ -108,6 +107,13 @@ async fn a_second_completer_leaves_the_approved_jobs_video_alone() {
     memory.serve(url, WebResource::Body { bytes: small_mp4(), sha256: None });
     let output = videojobs_core::model::provider::ProviderOutput { video_url: url.into(), thumbnail_url: None };
     provider.set_status("req-1", Ok(videojobs_core::model::provider::ProviderStatus::Succeeded(output)));
+}
+
+/// Found by seed 274252 of a million-seed run.
+#[tokio::test]
+async fn a_second_completer_leaves_the_approved_jobs_video_alone() {
+    let (memory, provider, pipeline, mut job) = world().await;
+    processing_with_a_finished_request(&memory, &provider, &mut job).await;
     let stepper = gated(&memory);
     let pipeline = Arc::new(pipeline);
     let finalize = WorkMessage::Finalize { job_id: job.job_id.clone() };
@@ -134,14 +140,7 @@ async fn a_second_completer_leaves_the_approved_jobs_video_alone() {
 #[tokio::test]
 async fn a_finalize_that_died_after_its_copy_keeps_the_approved_video_when_it_comes_back() {
     let (memory, provider, pipeline, mut job) = world().await;
-    submitted_in_attempt_1(&memory, &mut job, Some(JobStatus::Processing)).await;
-    let stored =
-        JobUpdate { provider_request: Some((job.provider.to_string(), "req-1".into())), only_in_attempt: Some(1), ..JobUpdate::default() };
-    assert!(memory.update_in_status(&job.job_id, JobStatus::Processing, &stored).await.unwrap());
-    let url = "https://provider.example/req-1.mp4";
-    memory.serve(url, WebResource::Body { bytes: small_mp4(), sha256: None });
-    let output = videojobs_core::model::provider::ProviderOutput { video_url: url.into(), thumbnail_url: None };
-    provider.set_status("req-1", Ok(videojobs_core::model::provider::ProviderStatus::Succeeded(output)));
+    processing_with_a_finished_request(&memory, &provider, &mut job).await;
     let stepper = gated(&memory);
     let pipeline = Arc::new(pipeline);
     let finalize = WorkMessage::Finalize { job_id: job.job_id.clone() };
