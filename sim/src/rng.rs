@@ -1,30 +1,24 @@
-//! The simulator's one source of choices: SplitMix64, written out here so
-//! that a seed means the same run whatever version of a random-number crate
-//! the workspace moves to.
+//! The simulator's one source of choices: SplitMix64 (testkit's, so that a
+//! seed means the same run whatever version of a random-number crate the
+//! workspace moves to), with the draws the simulator makes.
+
+use videojobs_testkit::splitmix::SplitMix64;
 
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+        Rng(SplitMix64::new(seed ^ 0x5DEE_CE66_D1CE_4E5B))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
+        self.0.below(n)
     }
 
     /// A number in `lo..=hi`.

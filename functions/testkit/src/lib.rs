@@ -19,6 +19,7 @@ pub mod faults;
 mod objects;
 pub mod provider;
 mod queues;
+pub mod splitmix;
 mod state;
 mod store;
 mod workflows;

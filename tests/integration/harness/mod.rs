@@ -813,9 +813,9 @@ pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
-/// A small seeded generator (SplitMix64): a run prints its seed and can be
-/// replayed with it.
-pub struct SeededRng(u64);
+/// A seeded generator (testkit's SplitMix64): a run prints its seed and can
+/// be replayed with it.
+pub struct SeededRng(videojobs_testkit::splitmix::SplitMix64);
 
 impl SeededRng {
     /// Seeded from `$var` when it is set, else from the clock; prints the seed.
@@ -824,20 +824,12 @@ impl SeededRng {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
         });
         println!("{what}: seed {seed} (replay with {var}={seed})");
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        Self(videojobs_testkit::splitmix::SplitMix64::new(seed))
     }
 
     /// A number in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
+        self.0.below(n)
     }
 }
 
