@@ -12,30 +12,22 @@ mod run;
 
 pub use run::{run, small_mp4};
 
-/// A status change's notification is queued by a write of its own after
-/// the change (`NotifyingJobs`): a writer that dies in between, or a queue
-/// that refuses three times, loses it. Not small to fix (an outbox written
-/// with the change); a run that loses one this way counts as this gap.
-pub const GAP_NOTIFICATION_NOT_QUEUED: &str = "notification-not-queued";
-
 /// How a run went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub seed: u64,
     pub steps: u64,
     pub jobs: usize,
-    /// The first invariant that broke, at which step (a bug, or a known gap).
+    /// The first invariant that broke, at which step.
     pub failure: Option<String>,
-    /// The known gap the failure is; `None`: a bug.
-    pub known_gap: Option<&'static str>,
     /// What happened, step by step (with `verbose`).
     pub trace: Vec<String>,
 }
 
 impl Report {
-    /// Whether the run found a bug (a broken invariant that is no known gap).
+    /// Whether the run found a bug (an invariant that broke).
     pub fn found_bug(&self) -> bool {
-        self.failure.is_some() && self.known_gap.is_none()
+        self.failure.is_some()
     }
 
     /// The command that replays this run, printed for a failing seed.

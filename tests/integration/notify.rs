@@ -2,7 +2,7 @@
 //! (served by the test on loopback) of its statuses, signed with the user's
 //! secret, retried through the real queue, checked against SSRF.
 
-use crate::harness::{all_at_once, next_message, settings, work_message, Receiver, TestApp};
+use crate::harness::{all_at_once, next_message, queue_of, settings, work_message, Receiver, TestApp};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use videojobs_core::model::ids::JobId;
@@ -258,4 +258,79 @@ async fn copies_of_one_notify_message_handled_at_once_post_once() {
     // A copy coming back later finds the delivery and posts nothing.
     app.handle_work(message).await;
     assert_eq!(hook.received().len(), 1);
+}
+
+// A status change queues its notification just before it is written (so
+// that a writer dying in between cannot lose it); the notifier posts only
+// once the job shows the status.
+
+#[tokio::test]
+async fn a_notification_that_arrives_before_its_change_waits_for_it_then_posts_once() {
+    let hook = Receiver::answering(204).await;
+    let app = isolated().await;
+    let id = app.new_job_with_webhook(&hook.url(HOOK)).await;
+    let queued_at = timestamp::format(timestamp::now());
+    let early = json!({"kind": "notify", "job_id": id, "status": "canceled", "attempt": 1, "queued_at": queued_at});
+
+    app.handle_work(work_message(early)).await;
+    assert!(hook.received().is_empty(), "the job is still queued: nothing to tell");
+    let (hop, _) = next_message(&app, &id, "notify").await;
+    assert_eq!((hop["status"].as_str(), hop["queued_at"].as_str()), (Some("canceled"), Some(queued_at.as_str())), "{hop}");
+    let own = cancel_and_deliver(&app, &id).await;
+    app.handle_work(work_message(hop)).await;
+
+    assert_eq!(own["status"], "canceled");
+    let received = hook.received();
+    assert_eq!(received.len(), 1, "one POST for the early message and the cancel's own");
+    assert_eq!(received[0].headers["webhook-id"], format!("msg_{id}_canceled"));
+}
+
+#[tokio::test]
+async fn a_notification_whose_change_never_came_within_the_writers_window_sends_nothing_and_stops() {
+    let hook = Receiver::answering(204).await;
+    let app = isolated().await;
+    let id = app.new_job_with_webhook(&hook.url(HOOK)).await;
+    let long_ago = timestamp::format(timestamp::now() - time::Duration::minutes(16));
+
+    app.handle_work(work_message(json!({"kind": "notify", "job_id": id, "status": "canceled", "attempt": 1, "queued_at": long_ago}))).await;
+
+    assert_eq!(messages_on_the_notify_queue(&app).await, 0, "the old message did not wait again");
+    assert!(hook.received().is_empty(), "and posted nothing");
+}
+
+/// Every message on the notification queue, visible or delayed.
+async fn messages_on_the_notify_queue(app: &TestApp) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName::{ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed};
+    let attributes = app
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(queue_of(app, "notify"))
+        .attribute_names(ApproximateNumberOfMessages)
+        .attribute_names(ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    [ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed]
+        .iter()
+        .map(|name| attributes.get(name).and_then(|n| n.parse::<u64>().ok()).expect("a count"))
+        .sum()
+}
+
+#[tokio::test]
+async fn a_notification_of_a_status_the_job_can_no_longer_have_sends_nothing() {
+    let hook = Receiver::answering(204).await;
+    let app = isolated().await;
+    let id = app.new_job_with_webhook(&hook.url(HOOK)).await;
+    cancel_and_deliver(&app, &id).await;
+    let now = timestamp::format(timestamp::now());
+
+    app.handle_work(work_message(json!({"kind": "notify", "job_id": id, "status": "completed", "attempt": 1, "queued_at": now}))).await;
+
+    assert_eq!(messages_on_the_notify_queue(&app).await, 0, "it does not wait either");
+    let received = hook.received();
+    assert_eq!(received.len(), 1, "the cancel's notification only");
+    assert_eq!(received[0].headers["webhook-id"], format!("msg_{id}_canceled"));
 }

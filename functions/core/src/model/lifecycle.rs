@@ -154,6 +154,56 @@ pub fn transition(from: JobStatus, to: JobStatus) -> Result<Transition, Transiti
     Ok(Transition { from, to, refunds_credits: gave_up && from.is_in_flight(), frees_slot: from.is_in_flight() && !to.is_in_flight() })
 }
 
+/// Whether a job now `current` has been `status` at some point, as far as
+/// the lifecycle alone can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passed {
+    Yes,
+    /// It is not `status`, and can never be: no path leads there from `current`.
+    Never,
+    /// It may still get there.
+    NotYet,
+    /// It may or may not have passed `status` on the way (an `expired` job
+    /// may have been `completed`, a `processing` one `retrying`): only its
+    /// history can say.
+    Perhaps,
+}
+
+/// Where a job now `current` stands with respect to `status`.
+pub fn passed(current: JobStatus, status: JobStatus) -> Passed {
+    if current == status {
+        Passed::Yes
+    } else if reaches(current, status, None) {
+        Passed::NotYet
+    } else if !reaches(status, current, None) {
+        Passed::Never
+    } else if status == JobStatus::Queued || !reaches(JobStatus::Queued, current, Some(status)) {
+        // Every way from the start (`queued`) to `current` goes through `status`.
+        Passed::Yes
+    } else {
+        Passed::Perhaps
+    }
+}
+
+/// Can a job get from `from` to `to` in one or more moves, never entering `avoiding`?
+fn reaches(from: JobStatus, to: JobStatus, avoiding: Option<JobStatus>) -> bool {
+    let mut seen = vec![from];
+    let mut next = vec![from];
+    while let Some(status) = next.pop() {
+        for &successor in status.successors() {
+            if Some(successor) == avoiding || seen.contains(&successor) {
+                continue;
+            }
+            if successor == to {
+                return true;
+            }
+            seen.push(successor);
+            next.push(successor);
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::JobStatus::*;
@@ -316,5 +366,50 @@ mod tests {
         }
         assert_eq!(JobStatus::parse("Queued"), None);
         assert_eq!(JobStatus::parse(""), None);
+    }
+    #[test]
+    fn a_job_has_passed_a_status_it_is_in_or_that_every_way_to_its_status_goes_through() {
+        assert_eq!(passed(Completed, Completed), Passed::Yes);
+        assert_eq!(passed(Approved, Completed), Passed::Yes);
+        assert_eq!(passed(Rejected, Completed), Passed::Yes);
+        assert_eq!(passed(Processing, Submitted), Passed::Yes);
+        assert_eq!(passed(Completed, Queued), Passed::Yes);
+    }
+
+    #[test]
+    fn a_job_still_moving_towards_a_status_has_not_passed_it_yet() {
+        assert_eq!(passed(Queued, Completed), Passed::NotYet);
+        assert_eq!(passed(Processing, Canceled), Passed::NotYet);
+        assert_eq!(passed(Completed, Expired), Passed::NotYet);
+        assert_eq!(passed(Retrying, Submitted), Passed::NotYet);
+    }
+
+    #[test]
+    fn a_job_on_another_branch_never_passed_the_status() {
+        assert_eq!(passed(Failed, Completed), Passed::Never);
+        assert_eq!(passed(Canceled, Completed), Passed::Never);
+        assert_eq!(passed(Approved, Rejected), Passed::Never);
+        assert_eq!(passed(Expired, Canceled), Passed::Never);
+    }
+
+    #[test]
+    fn only_the_history_says_whether_an_expired_job_was_completed() {
+        assert_eq!(passed(Expired, Completed), Passed::Perhaps);
+        assert_eq!(passed(Expired, Processing), Passed::Perhaps);
+    }
+
+    #[test]
+    fn every_pair_of_statuses_gets_an_answer_consistent_with_the_moves() {
+        for current in JobStatus::ALL {
+            for status in JobStatus::ALL {
+                let pair = format!("{current} / {status}");
+                match passed(current, status) {
+                    Passed::Yes => assert!(current == status || reaches(status, current, None), "{pair}"),
+                    Passed::NotYet => assert!(!current.is_terminal() && reaches(current, status, None), "{pair}"),
+                    Passed::Never => assert!(!reaches(current, status, None) && !reaches(status, current, None), "{pair}"),
+                    Passed::Perhaps => assert!(reaches(status, current, None) && reaches(Queued, current, Some(status)), "{pair}"),
+                }
+            }
+        }
     }
 }

@@ -65,6 +65,12 @@ pub enum WorkMessage {
         attempt: u32,
         #[serde(default, with = "crate::model::job::timestamp::option", skip_serializing_if = "Option::is_none")]
         not_before: Option<time::OffsetDateTime>,
+        /// When the status change that queued it began. The first message is
+        /// queued before the change is written, so that no crash between the
+        /// two can lose it: until the job shows `status`, it waits for the
+        /// change, at most [`crate::model::notify::WRITER_WINDOW`] from then.
+        #[serde(default, with = "crate::model::job::timestamp::option", skip_serializing_if = "Option::is_none")]
+        queued_at: Option<time::OffsetDateTime>,
     },
 }
 
@@ -148,12 +154,16 @@ mod tests {
         );
         let notify = format!(r#"{{"kind":"notify","job_id":"{id}","status":"completed","attempt":2}}"#);
         let parsed: WorkMessage = serde_json::from_str(&notify).unwrap();
-        assert_eq!(parsed, WorkMessage::Notify { job_id: id.clone(), status: crate::JobStatus::Completed, attempt: 2, not_before: None });
+        assert_eq!(
+            parsed,
+            WorkMessage::Notify { job_id: id.clone(), status: crate::JobStatus::Completed, attempt: 2, not_before: None, queued_at: None }
+        );
         let later = WorkMessage::Notify {
             job_id: id,
             status: crate::JobStatus::Failed,
             attempt: 5,
             not_before: Some(crate::model::job::timestamp::now()),
+            queued_at: Some(crate::model::job::timestamp::now()),
         };
         assert_eq!(serde_json::from_str::<WorkMessage>(&serde_json::to_string(&later).unwrap()).unwrap(), later);
     }

@@ -73,6 +73,23 @@ pub const ATTEMPT_LEASE: Duration = Duration::from_secs(60);
 /// The longest delay one SQS message can carry.
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
 
+/// How long after a status change began its writer can still be writing it:
+/// Lambda stops every function within 15 minutes. A notification queued
+/// before its change that still does not see the status after this never
+/// will from that writer (one that died is retried, and queues again).
+pub const WRITER_WINDOW: Duration = Duration::from_secs(900);
+
+/// The delay of a notification queued before its status change is written:
+/// long enough that the change has almost always landed when it arrives.
+pub const AFTER_THE_CHANGE: Duration = Duration::from_secs(2);
+
+/// How long a notification that arrived before its change waits before it
+/// looks again: as long as it has waited so far, from [`AFTER_THE_CHANGE`]
+/// up to a minute.
+pub fn wait_for_the_change(waited: Duration) -> Duration {
+    waited.clamp(AFTER_THE_CHANGE, Duration::from_secs(60))
+}
+
 // ---------------------------------------------------------------- retries
 
 /// Waits between delivery attempts. The default, 30 s, 2 min, 10 min, 30 min,

@@ -1,7 +1,10 @@
 //! Delivers client notifications (`notify` messages, queued by
-//! `crate::services::notifying::NotifyingJobs` after a status change).
+//! `crate::services::notifying::NotifyingJobs` just before a status change
+//! is written).
 //!
-//! One attempt per message: check the job's `webhook_url` again (its host may
+//! A message first checks that the job has the status it tells of: one that
+//! arrived before its change waits for it on the queue, and one whose change
+//! never landed sends nothing. Then one attempt per message: check the job's `webhook_url` again (its host may
 //! resolve elsewhere now), sign the body with the user's secret, POST it to
 //! the checked address only (pinned: no second DNS lookup can swap it), follow
 //! no redirect. A 2xx is a delivery; anything else, a network error or a
@@ -16,10 +19,10 @@
 use super::{Pipeline, WorkError};
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, EventSource, Job, JobEvent};
-use crate::model::lifecycle::JobStatus;
+use crate::model::lifecycle::{passed, JobStatus, Passed};
 use crate::model::notify::{
-    message_id, signature_header, DestinationError, NotificationBody, RetrySchedule, WebhookPolicy, ATTEMPT_LEASE, MAX_QUEUE_DELAY,
-    SLOT_WAIT, USER_SLOTS,
+    message_id, signature_header, wait_for_the_change, DestinationError, NotificationBody, RetrySchedule, WebhookPolicy, ATTEMPT_LEASE,
+    MAX_QUEUE_DELAY, SLOT_WAIT, USER_SLOTS, WRITER_WINDOW,
 };
 use crate::model::signing::WebhookSecret;
 use crate::model::views::OutputLinks;
@@ -59,13 +62,14 @@ pub async fn notify(
     status: JobStatus,
     attempt: u32,
     not_before: Option<OffsetDateTime>,
+    queued_at: Option<OffsetDateTime>,
 ) -> Result<(), WorkError> {
     let notifier = &pipeline.notifier;
     let now = timestamp::now();
     if let Some(at) = not_before.filter(|at| *at > now) {
         // A wait longer than one SQS delay: hop again.
         let wait = Duration::try_from(at - now).unwrap_or_default();
-        let message = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before };
+        let message = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at };
         notifier.queue.enqueue_after(&message, round_up(wait)).await?;
         tracing::info!(attempt, wait_seconds = wait.as_secs(), "notification not due yet; waiting again");
         return Ok(());
@@ -76,6 +80,9 @@ pub async fn notify(
     let Some(url) = job.webhook_url.clone() else {
         return Err(WorkError::Unusable("the job has no webhook_url".into()));
     };
+    if !shows_the_status(pipeline, &job, status, attempt, queued_at, now).await? {
+        return Ok(());
+    }
     if notifier.deliveries.was_delivered(id, status).await? {
         tracing::info!(%status, "notification already delivered; nothing to send");
         return Ok(());
@@ -89,7 +96,7 @@ pub async fn notify(
     // receivers of one tenant cannot take every delivery of the consumer.
     let Some(slot) = notifier.deliveries.claim_user_slot(&job.user_id, USER_SLOTS, &holder, ATTEMPT_LEASE).await? else {
         release(notifier, id, status, &holder, None, &job).await;
-        let message = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before };
+        let message = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at };
         notifier.queue.enqueue_after(&message, SLOT_WAIT).await?;
         tracing::info!(attempt, "every delivery slot of this user is busy; waiting for one");
         return Ok(());
@@ -97,6 +104,45 @@ pub async fn notify(
     let outcome = attempt_and_record(pipeline, &job, status, attempt, &url, now).await;
     release(notifier, id, status, &holder, Some(slot), &job).await;
     outcome
+}
+
+/// Whether the job has been `status`, so that the client may be told of it.
+/// A message is queued before its status change is written
+/// (`NotifyingJobs`): one that arrives first waits on the queue for the
+/// change, up to [`WRITER_WINDOW`] after it was queued, and a message whose
+/// change lost its race, or never came, sends nothing.
+async fn shows_the_status(
+    pipeline: &Pipeline,
+    job: &Job,
+    status: JobStatus,
+    attempt: u32,
+    queued_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<bool, WorkError> {
+    match passed(job.status, status) {
+        Passed::Yes => return Ok(true),
+        Passed::Perhaps => {
+            // The job is past the status's branch (an `expired` job and
+            // `completed`): its history is written with each change.
+            let events = pipeline.jobs.events(&job.job_id).await?;
+            if events.iter().any(|event| event.previous_status.is_some() && event.status == status) {
+                return Ok(true);
+            }
+        }
+        Passed::NotYet => {
+            let waited = queued_at.map(|at| Duration::try_from(now - at).unwrap_or_default());
+            if let Some(waited) = waited.filter(|waited| *waited < WRITER_WINDOW) {
+                let wait = wait_for_the_change(waited);
+                let message = WorkMessage::Notify { job_id: job.job_id.clone(), status, attempt, not_before: None, queued_at };
+                pipeline.notifier.queue.enqueue_after(&message, wait).await?;
+                tracing::info!(%status, current = %job.status, wait_seconds = wait.as_secs(), "the job is not yet as this notification says; waiting for the change");
+                return Ok(false);
+            }
+        }
+        Passed::Never => {}
+    }
+    tracing::info!(%status, current = %job.status, "the job never became what this notification says: its change lost a race or was never written; nothing to send");
+    Ok(false)
 }
 
 /// Gives back what one attempt held. A failure is logged: leases run out on
@@ -155,7 +201,7 @@ async fn attempt_and_record(
     match notifier.schedule.wait_after(attempt) {
         Some(wait) => {
             let not_before = (wait > MAX_QUEUE_DELAY).then(|| now + wait);
-            let next = WorkMessage::Notify { job_id: id.clone(), status, attempt: attempt + 1, not_before };
+            let next = WorkMessage::Notify { job_id: id.clone(), status, attempt: attempt + 1, not_before, queued_at: None };
             notifier.queue.enqueue_after(&next, wait).await?;
         }
         None => {
