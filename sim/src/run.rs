@@ -69,6 +69,10 @@ struct Model {
     callbacks: Vec<Due>,
     next_event: u64,
     log: Vec<String>,
+    /// The submission attempt of each running `submit` handler, by task.
+    attempts: BTreeMap<usize, u32>,
+    /// A provider request made for an attempt that was no longer current.
+    stale: Option<String>,
 }
 
 type Shared = Arc<Mutex<Model>>;
@@ -88,6 +92,7 @@ struct SimProvider {
     name: ProviderName,
     model: Shared,
     gate: Stepper,
+    memory: Memory,
 }
 
 impl SimProvider {
@@ -111,6 +116,19 @@ impl Provider for SimProvider {
         let mut m = lock(&self.model);
         let m = &mut *m;
         m.log.push(format!("  provider: submit {}", request.idempotency_key));
+        // The invariant: no request from an attempt that a newer one replaced,
+        // or that already recorded its retry.
+        if let Some(n) = self.gate.running().and_then(|task| m.attempts.get(&task).copied()) {
+            let current = self.memory.inspect(|s| {
+                s.jobs().find(|(j, _)| j.job_id.as_str() == request.idempotency_key).map(|(j, _)| (j.submit_attempt, j.status))
+            });
+            if let Some((current, status)) = current.filter(|(c, s)| *c > n || (*c == n && *s == JobStatus::Retrying)) {
+                m.stale.get_or_insert(format!(
+                    "attempt {n} of {} asked the provider while the job was {status} at attempt {current}",
+                    request.idempotency_key
+                ));
+            }
+        }
         if let Some(id) = m.by_key.get(&request.idempotency_key) {
             return Ok(id.clone());
         }
@@ -237,7 +255,15 @@ struct Task {
     what: Work,
     label: String,
     future: Handler<Ended>,
+    /// When it started: Lambda stops a function at its timeout.
+    started: Secs,
 }
+
+/// The functions' timeouts (template.yaml): the pipeline's worker and the
+/// notifier. A handler still running after its timeout is stopped, as
+/// Lambda stops it; the leases that fence its work outlast these.
+const WORKER_TIMEOUT: Secs = 60;
+const NOTIFIER_TIMEOUT: Secs = 30;
 
 #[derive(Debug)]
 enum Ended {
@@ -297,8 +323,11 @@ pub fn run(seed: u64, verbose: bool) -> Report {
         callbacks: Vec::new(),
         next_event: 0,
         log: Vec::new(),
+        attempts: BTreeMap::new(),
+        stale: None,
     }));
-    let sim_provider = Arc::new(SimProvider { name: provider.clone(), model: model.clone(), gate: stepper.clone() });
+    let sim_provider =
+        Arc::new(SimProvider { name: provider.clone(), model: model.clone(), gate: stepper.clone(), memory: memory.clone() });
     let providers = Providers::default().with(sim_provider);
     let pipeline = Arc::new(memory.pipeline(settings.clone(), providers.clone(), "https://api.example"));
     let callbacks = Arc::new(memory.callbacks(providers));
@@ -410,7 +439,8 @@ impl Run {
             self.stepper.crash_after(id, n);
         }
         self.note(|| label.clone());
-        self.tasks.push(Task { id, what, label, future });
+        let started = self.now();
+        self.tasks.push(Task { id, what, label, future, started });
     }
 
     fn send(&self, message: &WorkMessage) {
@@ -592,6 +622,7 @@ impl Run {
     fn step(&mut self) -> Result<bool, String> {
         self.fire_due();
         let now = self.now();
+        self.stop_timed_out(now);
         let due: Vec<usize> = lock(&self.model).callbacks.iter().enumerate().filter(|(_, c)| c.at <= now).map(|(i, _)| i).collect();
         let visible = [QueueName::Work, QueueName::Notify]
             .into_iter()
@@ -704,6 +735,9 @@ impl Run {
                 }
             });
             let label = format!("worker: receives {} (receive {})", message.body, message.receive_count);
+            if let Ok(WorkMessage::Submit { attempt, .. }) = serde_json::from_str(&message.body) {
+                lock(&self.model).attempts.insert(self.next_task + 1, attempt.unwrap_or(1).max(1));
+            }
             self.spawn(Work::Message { queue, handle: message.receipt_handle }, label, future);
         }
     }
@@ -762,6 +796,20 @@ impl Run {
         self.spawn(Work::Other, label, future);
     }
 
+    /// Stops the worker's handlers that ran past their function's timeout:
+    /// like a crash, the message comes back after its visibility timeout.
+    fn stop_timed_out(&mut self, now: Secs) {
+        let timed_out = |task: &Task| match task.what {
+            Work::Message { queue: QueueName::Notify, .. } => now - task.started > NOTIFIER_TIMEOUT,
+            Work::Message { .. } => now - task.started > WORKER_TIMEOUT,
+            _ => false,
+        };
+        while let Some(i) = self.tasks.iter().position(timed_out) {
+            let task = self.tasks.remove(i);
+            self.note(|| format!("  {} stopped at its timeout", task.label));
+        }
+    }
+
     fn step_task(&mut self, i: usize) {
         let id = self.tasks[i].id;
         let stepped = self.stepper.step(id, &mut self.tasks[i].future);
@@ -810,6 +858,9 @@ fn api<T>(answer: Result<T, videojobs_core::services::AppError>) -> Ended {
 impl Run {
     /// After every step, over the whole world read at once.
     fn each_step(&mut self) -> Result<(), String> {
+        if let Some(stale) = lock(&self.model).stale.take() {
+            return Err(stale);
+        }
         if let Some(broken) = self.broken.take() {
             return Err(broken);
         }

@@ -37,3 +37,16 @@ fn a_writer_that_dies_right_after_a_status_change_no_longer_loses_its_notificati
     let report = run(137, false);
     assert_eq!(report.failure, None, "{}", report.replay_command());
 }
+
+/// Seeds 16867 and 19855 delivered one `submit` twice at once: both copies
+/// resumed the attempt, the first recorded a retry, and the second then
+/// asked the provider for an attempt that was over. The copy that claims an
+/// attempt now holds its lease, and another copy resumes it only once the
+/// lease has run out (the holder is dead by then: Lambda's timeout).
+#[test]
+fn a_duplicate_submit_no_longer_asks_the_provider_for_a_stale_attempt() {
+    for seed in [16_867, 19_855] {
+        let report = run(seed, false);
+        assert_eq!(report.failure, None, "{}", report.replay_command());
+    }
+}

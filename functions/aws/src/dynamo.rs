@@ -39,7 +39,9 @@
 //!   after the event is applied; a failed apply deletes the pending receipt;
 //! - a submission attempt is fenced: the job's `submit_attempt` is raised by
 //!   the status change that claims an attempt, and every write an attempt
-//!   makes afterwards is conditioned on it still being current;
+//!   makes afterwards is conditioned on it still being current; the claim
+//!   sets `submit_lease_until` (unix ms), and a copy that resumes the
+//!   attempt takes it over only under `submit_lease_until <= :now`;
 //! - progress only rises: `progress < :p` on its update; the progress detail
 //!   only moves forward (`progress_detail_at < :at`, and only in the statuses
 //!   its stage allows) and goes when the job leaves `submitted`/`processing`;
@@ -117,6 +119,11 @@ fn s(value: impl Into<String>) -> AttributeValue {
 
 fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
+}
+
+/// A moment as a number a condition can compare.
+fn unix_millis(at: time::OffsetDateTime) -> i128 {
+    at.unix_timestamp_nanos() / 1_000_000
 }
 
 fn key(pk: String, sk: &str) -> Item {
@@ -298,7 +305,7 @@ impl DynamoStore {
         clauses.values.insert(":from".into(), s(t.from.as_str()));
         if let Some(fence) = clauses.attempt_fence(&change.update) {
             condition.push_str(" AND ");
-            condition.push_str(fence);
+            condition.push_str(&fence);
         }
         clauses.values.insert(":now".into(), s(timestamp::format(change.at)));
         if let Some(error) = &change.error {
@@ -479,6 +486,10 @@ impl UpdateClauses {
             c.set.push("submit_attempt = :submit_attempt".into());
             c.values.insert(":submit_attempt".into(), n(attempt));
         }
+        if let Some(lease) = &update.submit_lease {
+            c.set.push("submit_lease_until = :lease_until".into());
+            c.values.insert(":lease_until".into(), n(unix_millis(lease.until)));
+        }
         if let Some(review) = &update.review {
             c.set.push("#review = :review".into());
             c.names.insert("#review".into(), "review".into());
@@ -488,14 +499,23 @@ impl UpdateClauses {
     }
 
     /// The condition that fences a write to one submission attempt, if the
-    /// update asks for it (attempt 0: the job was never submitted).
-    fn attempt_fence(&mut self, update: &JobUpdate) -> Option<&'static str> {
-        let attempt = update.only_in_attempt?;
-        if attempt == 0 {
-            return Some("attribute_not_exists(submit_attempt)");
+    /// update asks for it (attempt 0: the job was never submitted), and
+    /// that the attempt's lease has run out, if the update takes it over.
+    fn attempt_fence(&mut self, update: &JobUpdate) -> Option<String> {
+        let mut fences = Vec::new();
+        match update.only_in_attempt {
+            Some(0) => fences.push("attribute_not_exists(submit_attempt)"),
+            Some(attempt) => {
+                self.values.insert(":only_in_attempt".into(), n(attempt));
+                fences.push("submit_attempt = :only_in_attempt");
+            }
+            None => {}
         }
-        self.values.insert(":only_in_attempt".into(), n(attempt));
-        Some("submit_attempt = :only_in_attempt")
+        if let Some(at) = update.submit_lease.and_then(|lease| lease.if_run_out_at) {
+            self.values.insert(":lease_run_out_at".into(), n(unix_millis(at)));
+            fences.push("(attribute_not_exists(submit_lease_until) OR submit_lease_until <= :lease_run_out_at)");
+        }
+        (!fences.is_empty()).then(|| fences.join(" AND "))
     }
 
     fn expression(&self) -> String {
@@ -663,7 +683,7 @@ impl JobStore for DynamoStore {
         let mut condition = String::from("#status = :status");
         if let Some(fence) = clauses.attempt_fence(update) {
             condition.push_str(" AND ");
-            condition.push_str(fence);
+            condition.push_str(&fence);
         }
         let expression = clauses.expression();
         let result = self

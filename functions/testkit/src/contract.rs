@@ -127,6 +127,7 @@ macro_rules! contract_suite {
             racing_writers_cannot_both_win,
             a_refunding_change_gives_the_credits_back_once_and_frees_the_slot,
             the_attempt_fence_refuses_writes_of_a_stale_attempt,
+            a_submission_lease_is_taken_over_only_once_it_has_run_out,
             updates_in_status_and_progress_only_move_forward,
             a_receipt_is_new_then_in_progress_then_done,
             an_owner_record_and_an_early_callback_note_are_found_again,
@@ -434,6 +435,29 @@ pub async fn the_attempt_fence_refuses_writes_of_a_stale_attempt(s: &Subject) {
     let stored = s.tables.job(&job.job_id).await.unwrap().unwrap();
     assert_eq!((stored.progress, stored.provider_request_id.as_deref()), (0, Some("req-fence")));
     assert_eq!(s.tables.job_for_provider_request("local", "req-fence").await.unwrap(), Some(job.job_id.clone()), "found by the index");
+}
+
+pub async fn a_submission_lease_is_taken_over_only_once_it_has_run_out(s: &Subject) {
+    let user = account_with(s, 10).await;
+    let job = job_through(s, &user, at(0), &[]).await;
+    let lease = |until: i64, if_run_out_at: Option<i64>| Some(SubmitLease { until: at(until), if_run_out_at: if_run_out_at.map(at) });
+    let claim = JobUpdate { submit_attempt: Some(1), only_in_attempt: Some(0), submit_lease: lease(100, None), ..JobUpdate::default() };
+    assert_eq!(s.tables.change_status(&change(&job, JobStatus::Submitted, at(1), claim)).await.unwrap(), ChangeOutcome::Applied);
+    let resume = |now: i64, attempt: u32| JobUpdate {
+        only_in_attempt: Some(attempt),
+        submit_lease: lease(now + 75, Some(now)),
+        ..JobUpdate::default()
+    };
+
+    let while_held = s.tables.update_in_status(&job.job_id, JobStatus::Submitted, &resume(99, 1)).await.unwrap();
+    let other_attempt = s.tables.update_in_status(&job.job_id, JobStatus::Submitted, &resume(100, 2)).await.unwrap();
+    let run_out = s.tables.update_in_status(&job.job_id, JobStatus::Submitted, &resume(100, 1)).await.unwrap();
+    let again = s.tables.update_in_status(&job.job_id, JobStatus::Submitted, &resume(101, 1)).await.unwrap();
+
+    assert!(!while_held, "the lease runs until 100");
+    assert!(!other_attempt, "a lease is taken within its attempt only");
+    assert!(run_out, "taken over once run out");
+    assert!(!again, "the new holder's lease runs until 175");
 }
 
 pub async fn updates_in_status_and_progress_only_move_forward(s: &Subject) {

@@ -27,6 +27,8 @@ pub(crate) struct StoredJob {
     /// Whether the `submit_attempt` attribute exists (the fence of attempt 0 is its absence).
     pub attempt_set: bool,
     pub refunded: bool,
+    /// `submit_lease_until`: until when the current submission attempt is held.
+    pub submit_lease_until: Option<OffsetDateTime>,
     pub progress_detail_at: Option<OffsetDateTime>,
     pub refresh_requested_at: Option<OffsetDateTime>,
 }
@@ -41,6 +43,7 @@ impl StoredJob {
             watch_status: videojobs_core::model::stats::WATCHED_STATUSES.contains(&job.status).then_some(job.status),
             attempt_set: job.submit_attempt != 0,
             refunded: false,
+            submit_lease_until: None,
             progress_detail_at: None,
             refresh_requested_at: None,
             job: job.clone(),

@@ -54,13 +54,18 @@ fn page_of<T>(sorted: Vec<(String, T)>, limit: u32, listing: &str) -> Page<T> {
     Page { items: items.drain(..).map(|(_, item)| item).collect(), next_cursor }
 }
 
-/// The write fence of a submission attempt (`UpdateClauses::attempt_fence`).
-fn fence_holds(job: &StoredJob, only_in_attempt: Option<u32>) -> bool {
-    match only_in_attempt {
+/// The write fence of a submission attempt and its lease (`UpdateClauses::attempt_fence`).
+fn fence_holds(job: &StoredJob, update: &JobUpdate) -> bool {
+    let attempt_holds = match update.only_in_attempt {
         None => true,
         Some(0) => !job.attempt_set,
         Some(attempt) => job.attempt_set && job.job.submit_attempt == attempt,
-    }
+    };
+    let lease_free = match (update.submit_lease.and_then(|lease| lease.if_run_out_at), job.submit_lease_until) {
+        (Some(at), Some(until)) => until <= at,
+        _ => true,
+    };
+    attempt_holds && lease_free
 }
 
 /// The SET and REMOVE of `UpdateClauses`, on the item.
@@ -69,6 +74,9 @@ fn apply_update(stored: &mut StoredJob, update: &JobUpdate, now: OffsetDateTime)
     job.updated_at = now;
     if let Some(progress) = update.progress {
         job.progress = progress;
+    }
+    if let Some(lease) = update.submit_lease {
+        stored.submit_lease_until = Some(lease.until);
     }
     if let Some((provider, request_id)) = &update.provider_request {
         job.provider_request_id = Some(request_id.clone());
@@ -208,9 +216,7 @@ impl JobStore for Memory {
         self.call("JobStore::change_status", |state, now| {
             let t = change.transition;
             let Some(stored) = state.jobs.get(&change.job_id) else { return Ok(ChangeOutcome::NotFound) };
-            let holds = stored.job.status == t.from
-                && fence_holds(stored, change.update.only_in_attempt)
-                && !(t.refunds_credits && stored.refunded);
+            let holds = stored.job.status == t.from && fence_holds(stored, &change.update) && !(t.refunds_credits && stored.refunded);
             if !holds {
                 return Ok(ChangeOutcome::StatusWas(stored.job.status));
             }
@@ -284,7 +290,7 @@ impl JobStore for Memory {
                 apply_update(stored, update, now);
                 state.add_counters(&videojobs_core::model::stats::removal_deltas(removed));
             } else {
-                if !fence_holds(stored, update.only_in_attempt) {
+                if !fence_holds(stored, update) {
                     return Ok(false);
                 }
                 apply_update(stored, update, now);

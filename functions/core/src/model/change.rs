@@ -87,6 +87,21 @@ pub struct JobUpdate {
     /// Applies the write only while this is the job's current submission
     /// attempt (0: none yet): a message of an older attempt changes nothing.
     pub only_in_attempt: Option<u32>,
+    /// Takes the lease of the current submission attempt: only its holder
+    /// calls the provider for it.
+    pub submit_lease: Option<SubmitLease>,
+}
+
+/// The lease on a submission attempt. The copy of a `submit` message that
+/// makes an attempt current takes it with that change; another copy may
+/// resume the attempt only once the lease has run out (its holder died), so
+/// two live copies never both ask the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmitLease {
+    pub until: OffsetDateTime,
+    /// Take it only if the lease held so far ran out by then (a resume);
+    /// `None` with the change that makes the attempt current.
+    pub if_run_out_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

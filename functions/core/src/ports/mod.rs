@@ -21,7 +21,7 @@ pub use stats::StatsStore;
 
 // The values the ports speak most, at hand with the ports.
 pub use crate::model::admin::KeyRecord;
-pub use crate::model::change::{ChangeOutcome, JobUpdate, StatusChange};
+pub use crate::model::change::{ChangeOutcome, JobUpdate, StatusChange, SubmitLease};
 pub use crate::model::ids::Principal;
 
 use crate::model::error::StoreError;

@@ -23,10 +23,21 @@
 //! and every write the attempt makes afterwards (the request id, `retrying`,
 //! `failed`) is conditioned on `submit_attempt = n`. A request the provider
 //! accepted for an attempt whose write is refused is canceled there at once.
+//!
+//! Only one copy of a message works an attempt at a time: the copy that
+//! claims it takes the attempt's lease ([`SUBMIT_LEASE`]) with the claim,
+//! and a copy that would resume it takes the lease over only once it has run
+//! out. The lease outlasts the worker's timeout (60 s), so its holder is dead
+//! by then; it is shorter than the work queue's visibility timeout (90 s), so
+//! the message of a holder that died finds it run out when it comes back.
+//! Without it, a duplicate delivered while the first copy was still at work
+//! resumed the attempt too: both asked the provider, and after the first
+//! recorded a retry the second's request was one for a stale attempt.
 
 use super::{fail_job, load, provider_for, submit_request, task_errors, Pipeline, WorkError};
+use crate::model::change::SubmitLease;
 use crate::model::ids::JobId;
-use crate::model::job::{EventSource, Failure, Job, JobError};
+use crate::model::job::{timestamp, EventSource, Failure, Job, JobError};
 use crate::model::lifecycle::JobStatus;
 use crate::model::provider::{failure_advice, ProviderError};
 use crate::model::work::WorkMessage;
@@ -35,6 +46,8 @@ use std::time::Duration;
 
 /// Submissions per job: the first and up to four retries.
 pub const MAX_SUBMISSIONS: u32 = 5;
+/// How long the copy working a submission attempt holds it (see above).
+pub const SUBMIT_LEASE: Duration = Duration::from_secs(75);
 /// The backoff before retry `n` is drawn from `[1 s, min(BASE · 2^(n−1), CAP)]`.
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
@@ -83,7 +96,12 @@ pub async fn submit(pipeline: &Pipeline, id: &JobId, token: Option<&str>, attemp
     match claim_for(&job, n) {
         Claim::Take { from } => {
             let message = if from == JobStatus::Retrying { "Submitting to the provider again" } else { "Submitted to the provider" };
-            let update = JobUpdate { submit_attempt: Some(n), only_in_attempt: Some(n - 1), ..JobUpdate::default() };
+            let update = JobUpdate {
+                submit_attempt: Some(n),
+                only_in_attempt: Some(n - 1),
+                submit_lease: Some(lease(None)),
+                ..JobUpdate::default()
+            };
             if !fenced_move(pipeline, &mut job, JobStatus::Submitted, message, None, update).await? {
                 tracing::info!(attempt = n, status = %job.status, "another copy took this attempt");
                 if claim_for(&job, n) == Claim::Resume {
@@ -96,7 +114,15 @@ pub async fn submit(pipeline: &Pipeline, id: &JobId, token: Option<&str>, attemp
             }
             job.submit_attempt = n;
         }
-        Claim::Resume => tracing::info!(attempt = n, "resuming an attempt that did not finish"),
+        Claim::Resume => {
+            let update = JobUpdate { only_in_attempt: Some(n), submit_lease: Some(lease(Some(timestamp::now()))), ..JobUpdate::default() };
+            if !pipeline.jobs.update_in_status(id, job.status, &update).await? {
+                // Its holder is still at work (or the job moved on): come back
+                // and look again once the lease has run out.
+                return Err(WorkError::NotYet("another copy holds this submission attempt".into()));
+            }
+            tracing::info!(attempt = n, "resuming an attempt whose holder did not finish");
+        }
         Claim::Requeue => return queue_retry(pipeline, id, n).await,
         Claim::Stale => {
             tracing::info!(attempt = n, current = job.submit_attempt, status = %job.status, "stale submit message; nothing to do");
@@ -189,6 +215,11 @@ pub fn uses_request(now: &Job, attempt_saw: &Job, provider: &dyn crate::ports::P
         && now.status.is_in_flight()
         && now.provider == attempt_saw.provider
         && now.provider_request_id.as_deref().is_none_or(|stored| stored == request_id)
+}
+
+/// The lease of an attempt, from now; taken over only if run out by `if_run_out_at`.
+fn lease(if_run_out_at: Option<time::OffsetDateTime>) -> SubmitLease {
+    SubmitLease { until: timestamp::now() + SUBMIT_LEASE, if_run_out_at }
 }
 
 /// Queues attempt `n + 1` after its backoff.
