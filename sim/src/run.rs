@@ -31,6 +31,8 @@ type Secs = i64;
 const VISIBILITY: Duration = Duration::from_secs(90);
 const CHECK_EVERY: Secs = 60;
 const MAX_STEPS: u64 = 100_000;
+/// The second provider, which jobs fail over to in half the runs.
+const FALLBACK: &str = "backup";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Finish {
@@ -48,12 +50,16 @@ enum RequestState {
 }
 
 struct Request {
+    /// The provider that took it.
+    provider: String,
     state: RequestState,
     finishes_at: Secs,
     outcome: Finish,
 }
 
 struct Due {
+    /// The provider whose webhook it calls.
+    provider: String,
     at: Secs,
     body: String,
     tries: u32,
@@ -65,7 +71,8 @@ struct Model {
     now: Secs,
     calm: bool,
     requests: BTreeMap<String, Request>,
-    by_key: BTreeMap<String, String>,
+    /// The request each provider made for an idempotency key.
+    by_key: BTreeMap<(String, String), String>,
     callbacks: Vec<Due>,
     next_event: u64,
     log: Vec<String>,
@@ -115,7 +122,7 @@ impl Provider for SimProvider {
         self.outside().await;
         let mut m = lock(&self.model);
         let m = &mut *m;
-        m.log.push(format!("  provider: submit {}", request.idempotency_key));
+        m.log.push(format!("  provider {}: submit {}", self.name, request.idempotency_key));
         // The invariant: no request from an attempt that a newer one replaced,
         // or that already recorded its retry.
         if let Some(n) = self.gate.running().and_then(|task| m.attempts.get(&task).copied()) {
@@ -129,7 +136,8 @@ impl Provider for SimProvider {
                 ));
             }
         }
-        if let Some(id) = m.by_key.get(&request.idempotency_key) {
+        let key = (self.name.to_string(), request.idempotency_key.clone());
+        if let Some(id) = m.by_key.get(&key) {
             return Ok(id.clone());
         }
         match m.rng.weighted(&[75, 15, 3, 7]) {
@@ -140,13 +148,16 @@ impl Provider for SimProvider {
         let id = format!("req{}", m.requests.len() + 1);
         let outcome = [Finish::Succeeds, Finish::Fails, Finish::Unusable, Finish::Lost][m.rng.weighted(&[85, 7, 3, 5])];
         let duration = [m.rng.between(5, 120), m.rng.between(120, 800), m.rng.between(900, 1_500)][m.rng.weighted(&[50, 40, 10])];
-        m.requests.insert(id.clone(), Request { state: RequestState::Running, finishes_at: m.now + duration, outcome });
-        m.by_key.insert(request.idempotency_key.clone(), id.clone());
+        m.requests.insert(
+            id.clone(),
+            Request { provider: self.name.to_string(), state: RequestState::Running, finishes_at: m.now + duration, outcome },
+        );
+        m.by_key.insert(key, id.clone());
         if !m.rng.percent(10) {
             let at = m.now + m.rng.between(0, 20);
             m.next_event += 1;
             let body = serde_json::json!({"event_id": format!("evt{}", m.next_event), "request_id": id, "state": "processing"});
-            m.callbacks.push(Due { at, body: body.to_string(), tries: 0 });
+            m.callbacks.push(Due { provider: self.name.to_string(), at, body: body.to_string(), tries: 0 });
         }
         if m.rng.weighted(&[93, 7]) == 1 {
             return Err(busy());
@@ -160,7 +171,7 @@ impl Provider for SimProvider {
         if !m.calm && m.rng.percent(10) {
             return Err(busy());
         }
-        status_of(&m, request_id)
+        status_of(&m, self.name.as_str(), request_id)
     }
 
     async fn cancel(&self, request_id: &str) -> Result<(), ProviderError> {
@@ -169,7 +180,7 @@ impl Provider for SimProvider {
         if !m.calm && m.rng.percent(10) {
             return Err(busy());
         }
-        match m.requests.get_mut(request_id) {
+        match m.requests.get_mut(request_id).filter(|r| r.provider == self.name.as_str()) {
             Some(r) if r.state == RequestState::Running => {
                 r.state = RequestState::Canceled;
                 Ok(())
@@ -199,8 +210,8 @@ impl Provider for SimProvider {
     }
 }
 
-fn status_of(m: &Model, request_id: &str) -> Result<ProviderStatus, ProviderError> {
-    match m.requests.get(request_id).map(|r| r.state) {
+fn status_of(m: &Model, provider: &str, request_id: &str) -> Result<ProviderStatus, ProviderError> {
+    match m.requests.get(request_id).filter(|r| r.provider == provider).map(|r| r.state) {
         None | Some(RequestState::Finished(Finish::Lost)) => Err(ProviderError::NotFound(request_id.to_owned())),
         Some(RequestState::Running) => Ok(ProviderStatus::Processing { percent: None }),
         Some(RequestState::Canceled) => Ok(ProviderStatus::Canceled),
@@ -286,7 +297,6 @@ struct Run {
     pipeline: Arc<Pipeline>,
     callbacks: Arc<Callbacks>,
     services: Arc<Services>,
-    provider: ProviderName,
     execs: BTreeMap<JobId, Exec>,
     users: Vec<(UserId, i64)>,
     tasks: Vec<Task>,
@@ -316,7 +326,17 @@ pub fn run(seed: u64, verbose: bool) -> Report {
     // more than DynamoDB's usual second, to stress the readers. Drawn apart,
     // so that the seeds kept as regressions replay the runs they did.
     memory.set_index_lag(Duration::from_secs(Rng::new(seed ^ 0x1a6).between(0, 30) as u64));
-    let settings = Settings::from_lookup(|_| None).unwrap_or_else(|e| panic!("default settings: {e}"));
+    // Half the runs fail a job over to a second provider after 1 to 3 busy
+    // answers or a refusal (drawn apart too).
+    let mut failover = Rng::new(seed ^ 0xfa11);
+    let fallback = failover.percent(50).then(|| FALLBACK.to_owned());
+    let after_attempts = failover.between(1, 3).to_string();
+    let settings = Settings::from_lookup(|name| match name {
+        "FALLBACK_PROVIDER" => fallback.clone(),
+        "FALLBACK_AFTER_ATTEMPTS" => Some(after_attempts.clone()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("settings: {e}"));
     let provider = settings.default_provider.clone();
     let model: Shared = Arc::new(Mutex::new(Model {
         rng: Rng::new(seed ^ 0x5eed),
@@ -331,8 +351,9 @@ pub fn run(seed: u64, verbose: bool) -> Report {
         stale: None,
     }));
     let sim_provider =
-        Arc::new(SimProvider { name: provider.clone(), model: model.clone(), gate: stepper.clone(), memory: memory.clone() });
-    let providers = Providers::default().with(sim_provider);
+        |name: ProviderName| Arc::new(SimProvider { name, model: model.clone(), gate: stepper.clone(), memory: memory.clone() });
+    let fallback_name: ProviderName = FALLBACK.parse().unwrap_or_else(|_| panic!("a provider name"));
+    let providers = Providers::default().with(sim_provider(provider.clone())).with(sim_provider(fallback_name));
     let pipeline = Arc::new(memory.pipeline(settings.clone(), providers.clone(), "https://api.example"));
     let callbacks = Arc::new(memory.callbacks(providers));
     let services = Arc::new(memory.services(settings));
@@ -376,7 +397,6 @@ pub fn run(seed: u64, verbose: bool) -> Report {
         pipeline,
         callbacks,
         services,
-        provider,
         execs: BTreeMap::new(),
         users,
         tasks: Vec::new(),
@@ -563,7 +583,7 @@ impl Run {
             let m = &mut *m;
             let Some(r) = m.requests.get_mut(&request) else { continue };
             r.state = RequestState::Finished(r.outcome);
-            let outcome = r.outcome;
+            let (outcome, provider) = (r.outcome, r.provider.clone());
             let bytes = if outcome == Finish::Unusable { b"not a video".to_vec() } else { small_mp4() };
             self.memory.serve(&video_url(&request), WebResource::Body { bytes, sha256: None });
             if outcome != Finish::Lost && !m.rng.percent(10) {
@@ -572,10 +592,10 @@ impl Run {
                 let body =
                     serde_json::json!({"event_id": format!("evt{}", m.next_event), "request_id": request, "state": state}).to_string();
                 let at = now + m.rng.between(0, 60);
-                m.callbacks.push(Due { at, body: body.clone(), tries: 0 });
+                m.callbacks.push(Due { provider: provider.clone(), at, body: body.clone(), tries: 0 });
                 if m.rng.percent(15) {
                     let again = now + m.rng.between(0, 120);
-                    m.callbacks.push(Due { at: again, body, tries: 0 });
+                    m.callbacks.push(Due { provider, at: again, body, tries: 0 });
                 }
             }
             m.log.push(format!("provider: {request} finished {outcome:?}"));
@@ -662,7 +682,7 @@ impl Run {
                 let i = due[self.rng(|r| r.below(due.len() as u64)) as usize];
                 let cb = lock(&self.model).callbacks.remove(i);
                 let callbacks = self.callbacks.clone();
-                let (name, body) = (self.provider.to_string(), cb.body.clone());
+                let (name, body) = (cb.provider.clone(), cb.body.clone());
                 let future: Handler<Ended> = Box::pin(async move {
                     match receive(&callbacks, &name, &HashMap::new(), body.as_bytes()).await {
                         CallbackOutcome::Applied | CallbackOutcome::Duplicate | CallbackOutcome::Unmatched => Ended::Ok,
