@@ -770,6 +770,10 @@ impl JobStore for DynamoStore {
         Ok(())
     }
 
+    // Conditioned on the receipt being pending, not on who holds it: its
+    // lease (30 s) outlasts the webhook function's timeout (5 s), so a
+    // receipt another delivery took over is never forgotten by the one that
+    // held it before.
     async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
         let result = self
             .client

@@ -15,12 +15,12 @@ mod poster;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::Instrument;
 use videojobs_core::model::settings::Settings;
 use videojobs_core::model::stats::ScheduledMessage;
 use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::Providers;
+use videojobs_core::services::pipeline::budget_for;
 pub use videojobs_core::services::pipeline::{check_stuck, handle, notify::Notifier, Pipeline, WorkError};
 
 /// The pipeline wired to AWS, the configured providers and the notifier's HTTPS client.
@@ -66,17 +66,6 @@ pub fn pipeline_on_aws(
         callback_base_url,
         retention_seconds: settings.retention_seconds,
         presign_ttl_seconds: settings.presign_ttl_seconds,
-    }
-}
-
-/// How long one message may take, well inside the functions' timeouts (60 s
-/// for the pipeline's worker, 30 s for the notifier): a client endpoint gets
-/// 20 s (its connect and request timeouts are 5 s and 10 s); a pipeline step
-/// (a provider call, an output copy) 45 s.
-pub fn budget_for(message: Option<&WorkMessage>) -> Duration {
-    match message {
-        Some(WorkMessage::Notify { .. }) => Duration::from_secs(20),
-        _ => Duration::from_secs(45),
     }
 }
 

@@ -106,7 +106,7 @@ impl WorkError {
 }
 
 /// How long one message may take, well inside the functions' timeouts (60 s
-/// for the pipeline's pipeline, 30 s for the notifier): a client endpoint gets
+/// for the pipeline's worker, 30 s for the notifier): a client endpoint gets
 /// 20 s (its connect and request timeouts are 5 s and 10 s); a pipeline step
 /// (a provider call, an output copy) 45 s.
 pub fn budget_for(message: Option<&WorkMessage>) -> Duration {
