@@ -194,8 +194,8 @@ impl OutputStore for S3Outputs {
 /// Removes each object's tags, one DeleteObjectTagging each: without the
 /// `unreviewed` tag the safety net's rule no longer matches it. A DELETE
 /// request, which S3 does not charge for (a PutObjectTagging of another
-/// value is billed as a PUT). A key with no object (404) is skipped: nothing
-/// there for the safety net to take.
+/// value is billed as a PUT). A key with no object is skipped: nothing there
+/// for the safety net to take.
 pub(crate) async fn untag(client: &Client, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
     for key in keys {
         match client.delete_object_tagging().bucket(bucket).key(key).send().await {
@@ -204,7 +204,14 @@ pub(crate) async fn untag(client: &Client, bucket: &str, keys: &[String]) -> Res
             Err(aws_sdk_s3::error::SdkError::ServiceError(err)) if err.raw().status().as_u16() == 404 => {
                 tracing::info!(key, "no object to keep");
             }
-            Err(err) => return Err(store_error("DeleteObjectTagging", err)),
+            // moto answers a missing key with a 500, not S3's 404: a failure
+            // is only one when the object is there.
+            Err(err) => match client.head_object().bucket(bucket).key(key).send().await {
+                Err(head) if head.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                    tracing::info!(key, "no object to keep");
+                }
+                _ => return Err(store_error("DeleteObjectTagging", err)),
+            },
         }
     }
     Ok(())
