@@ -725,12 +725,8 @@ impl Run {
                 let now = self.now();
                 self.advance_to(now + self.pipeline.retention_seconds as Secs + 7 * 86_400);
                 // The bucket's safety net: objects still tagged unreviewed go.
-                let unkept: Vec<String> = self.memory.inspect(|s| {
-                    s.objects()
-                        .filter(|(_, o)| o.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str) != Some("kept"))
-                        .map(|(k, _)| k.clone())
-                        .collect()
-                });
+                let unkept: Vec<String> =
+                    self.memory.inspect(|s| s.objects().filter(|(_, o)| o.unreviewed()).map(|(k, _)| k.clone()).collect());
                 let _ = now_or_never(videojobs_core::ports::OutputStore::delete(&self.memory, &unkept));
                 self.each_step()?;
                 self.at_end()?;
@@ -908,8 +904,7 @@ impl Run {
                     return Err(format!("credits of {user} not conserved: {held} held, {expected} by the jobs"));
                 }
             }
-            let objects: BTreeMap<&String, bool> =
-                s.objects().map(|(k, o)| (k, o.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str) == Some("kept"))).collect();
+            let objects: BTreeMap<&String, bool> = s.objects().map(|(k, o)| (k, !o.unreviewed())).collect();
             for (job, refunded) in s.jobs() {
                 let id = &job.job_id;
                 // The history as the simulator saw it change, step by step (a
@@ -940,7 +935,7 @@ impl Run {
             for (key, kept) in &objects {
                 let owner = s.jobs().any(|(j, _)| j.output.as_ref().is_some_and(|o| o.object_keys().contains(key)));
                 if *kept && !owner {
-                    return Err(format!("{key} is kept but no job points at it"));
+                    return Err(format!("{key} is untagged (kept) but no job points at it"));
                 }
             }
             Ok(())
@@ -977,9 +972,8 @@ impl Run {
                 if owners.is_empty() {
                     return Err(format!("{key} is in the bucket but no job points at it"));
                 }
-                let kept = object.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str) == Some("kept");
-                if kept && !owners.contains(&JobStatus::Approved) {
-                    return Err(format!("{key} is kept but no approved job points at it"));
+                if !object.unreviewed() && !owners.contains(&JobStatus::Approved) {
+                    return Err(format!("{key} is untagged (kept) but no approved job points at it"));
                 }
             }
             for (job, _) in s.jobs() {

@@ -133,7 +133,7 @@ async fn a_second_completer_leaves_the_approved_jobs_video_alone() {
 
     assert!(matches!(outcome, Stepped::Done(Ok(()))), "{outcome:?}");
     let video = memory.object(&key).expect("the approved job's video is still in the bucket");
-    assert_eq!(video.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str), Some("kept"), "{:?}", video.tags);
+    assert!(!video.unreviewed(), "kept: untagged, {:?}", video.tags);
 }
 
 /// Found by seed 1495069 of a million-seed run on core's code.
@@ -158,11 +158,11 @@ async fn a_finalize_that_died_after_its_copy_keeps_the_approved_video_when_it_co
     stepper.crash_after(2, 1);
     assert!(matches!(stepper.run_to_end(2, &mut second), Stepped::Crashed));
     let retagged = memory.object(&key).expect("the video");
-    assert_eq!(retagged.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str), Some("unreviewed"));
+    assert!(retagged.unreviewed(), "{:?}", retagged.tags);
 
     // Its message comes back.
     handle(&pipeline, finalize).await.unwrap();
 
     let video = memory.object(&key).expect("the approved job's video is still in the bucket");
-    assert_eq!(video.tags.get(videojobs_testkit::RETENTION_TAG).map(String::as_str), Some("kept"), "{:?}", video.tags);
+    assert!(!video.unreviewed(), "kept: untagged, {:?}", video.tags);
 }

@@ -407,10 +407,10 @@ async fn outputs_are_tagged_unreviewed_for_the_safety_net_until_approved() {
     let reply = p.as_key(&reviewer_key).review_job(&id, r#"{"decision":"approve"}"#).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while retention_tags(&p, &video_key).await != ["kept"] && std::time::Instant::now() < deadline {
+    while !retention_tags(&p, &video_key).await.is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 
     // Assert
-    assert_eq!(retention_tags(&p, &video_key).await, ["kept"]);
+    assert!(retention_tags(&p, &video_key).await.is_empty(), "kept: untagged");
 }

@@ -5,7 +5,7 @@
 
 use lambda_http::{run, service_fn, Error};
 use videojobs_aws::{AwsClients, Resources};
-use videojobs_core::settings::Settings;
+use videojobs_core::model::settings::Settings;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

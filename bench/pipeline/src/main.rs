@@ -339,15 +339,24 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     };
     let approved = bench.run(jobs, true).await?;
     let unapproved = bench.run(jobs, false).await?;
-    let largest_job_item = largest_job_item(&bench.quiet, &bench.resources).await?;
-    report(&approved, &unapproved, largest_job_item);
+    let largest = largest_items(&bench.quiet, &bench.resources).await?;
+    report(&approved, &unapproved, &largest);
     let _ = std::fs::remove_dir_all(provider_dir);
     Ok(())
 }
 
-/// The largest job item of the bench's user, at the size DynamoDB bills it
+/// The largest items in the jobs table, at the size DynamoDB bills them
 /// (names and values, as it counts them).
-async fn largest_job_item(clients: &AwsClients, resources: &Resources) -> Result<usize, Error> {
+struct Largest {
+    /// The largest job item.
+    job: usize,
+    /// The largest item of any kind but the task tokens' (which are only
+    /// ever put, and sized from the request): what bounds the billed size of
+    /// an update, a delete or a condition check, counted at one unit.
+    updated: (usize, String),
+}
+
+async fn largest_items(clients: &AwsClients, resources: &Resources) -> Result<Largest, Error> {
     use aws_sdk_dynamodb::types::AttributeValue;
     fn size(value: &AttributeValue) -> usize {
         match value {
@@ -357,20 +366,19 @@ async fn largest_job_item(clients: &AwsClients, resources: &Resources) -> Result
             _ => 1,
         }
     }
-    let mut largest = 0;
+    let mut largest = Largest { job: 0, updated: (0, String::new()) };
     let mut start = None;
     loop {
-        let out = clients
-            .dynamodb
-            .scan()
-            .table_name(&resources.jobs_table)
-            .filter_expression("sk = :job")
-            .expression_attribute_values(":job", AttributeValue::S("JOB".into()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
+        let out = clients.dynamodb.scan().table_name(&resources.jobs_table).set_exclusive_start_key(start).send().await?;
         for item in out.items() {
-            largest = largest.max(item.iter().map(|(k, v)| k.len() + size(v)).sum());
+            let bytes = item.iter().map(|(k, v)| k.len() + size(v)).sum();
+            let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            if sk == "JOB" {
+                largest.job = largest.job.max(bytes);
+            }
+            if !item.contains_key("token") && bytes > largest.updated.0 {
+                largest.updated = (bytes, sk);
+            }
         }
         start = out.last_evaluated_key;
         if start.is_none() {
@@ -383,17 +391,19 @@ async fn largest_job_item(clients: &AwsClients, resources: &Resources) -> Result
 fn costs(p: &Phase) -> Vec<(&'static str, f64)> {
     let get = |service: &str, op: &str| p.counts.get(&(service.to_owned(), op.to_owned())).copied().unwrap_or(0) as f64;
     let dynamo = |names: &[&str]| names.iter().map(|o| get("DynamoDB", o)).sum::<f64>();
-    // Items are under 1 KB (the largest job item is measured) but for the
-    // task tokens' items: a real token is up to about 1 KB, so every PutItem
-    // is counted at 2 units to be safe. Transactions cost double.
-    let wru = 2.0 * dynamo(&["PutItem"]) + dynamo(&["UpdateItem", "DeleteItem"]) + 2.0 * get("DynamoDB", "TransactWriteItems (items)");
+    // Measured by the meter from each request's items (see
+    // `videojobs_aws::metering::write_units`): transactions cost double.
+    let wru = write_units(p);
     let rru = dynamo(&["GetItem", "Query"]);
-    // PUT, COPY, POST and LIST are one price (tagging an object is a PUT); DELETE is free.
+    // PUT, COPY, POST and LIST are one price (tagging an object is a PUT).
     let s3_put = ["PutObject", "PutObjectTagging", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"]
         .iter()
         .map(|o| get("S3", o))
         .sum::<f64>();
-    let s3_get = get("S3", "HeadObject") + get("S3", "GetObject");
+    // DELETE requests are free on S3's price list; taking an object's tags
+    // off (DeleteObjectTagging) is counted at the GET price all the same, in
+    // case AWS bills it as a request of its own.
+    let s3_get = get("S3", "HeadObject") + get("S3", "GetObject") + get("S3", "DeleteObjectTagging");
     let sqs =
         p.counts.iter().filter(|((s, _), _)| s == "SQS").map(|(_, n)| *n as f64).sum::<f64>() + p.sm_sqs as f64 + 2.0 * p.messages as f64;
     let invocations = (p.api + p.callbacks + p.messages) as f64;
@@ -412,10 +422,15 @@ fn costs(p: &Phase) -> Vec<(&'static str, f64)> {
     lines.into_iter().map(|(name, dollars)| (name, dollars / p.jobs * 1000.0)).collect()
 }
 
+/// DynamoDB write units of a phase, as the meter measured them.
+fn write_units(p: &Phase) -> f64 {
+    p.counts.iter().filter(|((s, op), _)| s == "DynamoDB" && op.ends_with("(write units)")).map(|(_, n)| *n as f64).sum()
+}
+
 /// The target for 1,000 approved jobs (issue 13).
 const APPROVED_TARGET: f64 = 0.10;
 
-fn report(approved: &Phase, unapproved: &Phase, largest_job_item: usize) {
+fn report(approved: &Phase, unapproved: &Phase, largest: &Largest) {
     let jobs = approved.jobs;
     println!(
         "## AWS requests per job ({jobs} approved and {} unapproved jobs; create, 10 status polls and 1 result read each)\n",
@@ -474,11 +489,21 @@ fn report(approved: &Phase, unapproved: &Phase, largest_job_item: usize) {
         if ta <= APPROVED_TARGET { "met".to_owned() } else { format!("NOT met, {:.4} over", ta - APPROVED_TARGET) }
     );
     println!(
-        "\nTimed here: {:.1} / {:.1} ms per API call (round trip, against moto), {:.1} / {:.1} ms of worker time per job (approved / unapproved). Largest job item: {largest_job_item} bytes.",
+        "\nTimed here: {:.1} / {:.1} ms per API call (round trip, against moto), {:.1} / {:.1} ms of worker time per job (approved / unapproved). Largest job item: {} bytes.",
         approved.api_ms_per_call,
         unapproved.api_ms_per_call,
         approved.worker_ms_total / approved.jobs,
         unapproved.worker_ms_total / unapproved.jobs,
+        largest.job,
+    );
+    println!(
+        "DynamoDB write units per job, measured from the items written (task tokens' items sized with a {}-character token): {:.1} / {:.1}. Largest item but the tokens': {} bytes (`{}`): updates, deletes and condition checks counted at one unit each are {}.",
+        videojobs_aws::metering::LONGEST_TASK_TOKEN,
+        write_units(approved) / approved.jobs,
+        write_units(unapproved) / unapproved.jobs,
+        largest.updated.0,
+        largest.updated.1,
+        if largest.updated.0 <= 1024 { "exact" } else { "UNDERCOUNTED (an item is over 1 KB)" },
     );
 }
 

@@ -1,13 +1,14 @@
-//! What a function builds when its first event arrives instead of at init.
+//! What a function builds when its first event needs it instead of at init.
 //!
 //! Lambda hands over the first event only once the runtime asks for it, and
 //! building the AWS clients before that costs more than the rest of a start
 //! put together: each SDK crate parses its endpoint rules once per process,
 //! and the HTTPS client builds its TLS configuration (its roots are compiled
-//! in: see `crate::http`). Built on the first event, that
-//! work is done by the first invocation instead. Settings are still read and
-//! checked at init (before the `OnFirstEvent` is made), so a missing or bad
-//! setting fails the start, not a request.
+//! in: see `crate::http`). Built on first use, that work is done by the first
+//! invocation that calls AWS instead, and an event answered without AWS (a
+//! route no function has, the API's description) builds nothing. Settings
+//! are still read and checked at init (before the `OnFirstEvent` is made),
+//! so a missing or bad setting fails the start, not a request.
 
 use std::sync::OnceLock;
 
@@ -27,6 +28,25 @@ impl<T, F: Fn() -> T> OnFirstEvent<T, F> {
     /// at a time, so nothing waits on another caller here.
     pub fn get(&self) -> &T {
         self.value.get_or_init(&self.build)
+    }
+}
+
+/// What a handler is given to reach its services: the value itself (the
+/// local API, the tests) or an [`OnFirstEvent`] that builds it when the
+/// handler first needs it.
+pub trait Provide<T> {
+    fn get(&self) -> &T;
+}
+
+impl Provide<videojobs_core::services::Services> for videojobs_core::services::Services {
+    fn get(&self) -> &Self {
+        self
+    }
+}
+
+impl<T, F: Fn() -> T> Provide<T> for OnFirstEvent<T, F> {
+    fn get(&self) -> &T {
+        OnFirstEvent::get(self)
     }
 }
 

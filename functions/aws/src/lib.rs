@@ -1,7 +1,7 @@
 //! Adapters from the ports of `videojobs-core` to AWS: DynamoDB, S3, Step
 //! Functions (and SQS, which the worker uses). Clients are built once per
-//! Lambda instance, on its first event ([`OnFirstEvent`]), and shared by every
-//! invocation.
+//! Lambda instance, on the first event that needs them ([`OnFirstEvent`]),
+//! and shared by every invocation.
 
 pub mod cursor;
 pub mod dynamo;
@@ -25,7 +25,7 @@ use videojobs_core::model::settings::{ConfigError, Settings};
 use videojobs_core::services::Services;
 
 pub use dynamo::DynamoStore;
-pub use first_event::OnFirstEvent;
+pub use first_event::{OnFirstEvent, Provide};
 pub use outputs::S3Outputs;
 pub use s3::S3Media;
 pub use sfn::StepFunctions;
@@ -205,7 +205,7 @@ pub fn notifying(store: Arc<DynamoStore>, queue: Arc<SqsWorkQueue>) -> Arc<dyn v
 
 /// What every API function's `main` does once: reads and checks settings and
 /// resources now (a bad one fails the start) and builds the services, with
-/// their AWS clients, on the first event.
+/// their AWS clients, when the first event that needs them arrives.
 pub fn services_on_first_event() -> Result<OnFirstEvent<Services, impl Fn() -> Services>, ConfigError> {
     let settings = Settings::from_env()?;
     let resources = Resources::from_env()?;

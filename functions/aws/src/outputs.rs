@@ -16,10 +16,10 @@ use videojobs_core::ports::{CopiedObject, CopyError, OutputStore};
 use videojobs_core::StoreError;
 
 /// The object tag the bucket's safety-net lifecycle rule reads: a copy is
-/// `unreviewed` until its job is approved, then `kept`.
+/// `unreviewed` until its job is approved, then has no tag at all (the rule
+/// takes only objects tagged unreviewed).
 pub const RETENTION_TAG: &str = "videojobs-retention";
 pub const UNREVIEWED: &str = "unreviewed";
-pub const KEPT: &str = "kept";
 
 /// S3's smallest part (but the last) is 5 MiB; 8 MiB keeps a 1 GiB copy to 128 parts.
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
@@ -187,28 +187,31 @@ impl OutputStore for S3Outputs {
     }
 
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        tag_kept(&self.client, &self.bucket, keys).await
+        untag(&self.client, &self.bucket, keys).await
     }
 }
 
-/// Tags each object `kept`, one PutObjectTagging each. A key with no object
-/// (404) is skipped: nothing there for the safety net to take.
-pub(crate) async fn tag_kept(client: &Client, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
-    let tag = aws_sdk_s3::types::Tag::builder()
-        .key(RETENTION_TAG)
-        .value(KEPT)
-        .build()
-        .map_err(|e| StoreError::Internal(format!("building a tag: {e}")))?;
-    let tagging =
-        aws_sdk_s3::types::Tagging::builder().tag_set(tag).build().map_err(|e| StoreError::Internal(format!("building a tagging: {e}")))?;
+/// Removes each object's tags, one DeleteObjectTagging each: without the
+/// `unreviewed` tag the safety net's rule no longer matches it. A DELETE
+/// request, which S3 does not charge for (a PutObjectTagging of another
+/// value is billed as a PUT). A key with no object is skipped: nothing there
+/// for the safety net to take.
+pub(crate) async fn untag(client: &Client, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
     for key in keys {
-        match client.put_object_tagging().bucket(bucket).key(key).tagging(tagging.clone()).send().await {
+        match client.delete_object_tagging().bucket(bucket).key(key).send().await {
             Ok(_) => {}
             // S3 models no error type for a missing key here; its status says it.
             Err(aws_sdk_s3::error::SdkError::ServiceError(err)) if err.raw().status().as_u16() == 404 => {
-                tracing::info!(key, "no object to mark kept");
+                tracing::info!(key, "no object to keep");
             }
-            Err(err) => return Err(store_error("PutObjectTagging", err)),
+            // moto answers a missing key with a 500, not S3's 404: a failure
+            // is only one when the object is there.
+            Err(err) => match client.head_object().bucket(bucket).key(key).send().await {
+                Err(head) if head.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                    tracing::info!(key, "no object to keep");
+                }
+                _ => return Err(store_error("DeleteObjectTagging", err)),
+            },
         }
     }
     Ok(())

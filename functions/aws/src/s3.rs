@@ -24,12 +24,13 @@ impl S3Media {
     }
 }
 
-/// The status function's side of the safety net: an approval marks the
-/// video's objects kept before it commits (see `videojobs_core::services::review`).
+/// The status function's side of the safety net: an approval takes the
+/// `unreviewed` tag off the video's objects before it commits (see
+/// `videojobs_core::services::review`).
 #[async_trait]
 impl KeepOutputs for S3Media {
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        crate::outputs::tag_kept(&self.client, &self.bucket, keys).await
+        crate::outputs::untag(&self.client, &self.bucket, keys).await
     }
 }
 

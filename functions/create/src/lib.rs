@@ -5,6 +5,7 @@ use lambda_http::http::{HeaderValue, Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use tracing::Instrument;
 use videojobs_api::{error_response, header_text, json_body, path_segments, presented_key, raw_json_response, respond};
+use videojobs_aws::Provide;
 use videojobs_core::model::request::{request_fingerprint, AnimateRequest, GenerateRequest, InvalidUpload, UploadRequest};
 use videojobs_core::services::{Idempotency, JobSpec, Services};
 use videojobs_core::AppError;
@@ -36,13 +37,16 @@ pub fn serves(request: &Request) -> bool {
     route(request).is_some()
 }
 
-pub async fn handler(services: &Services, request: Request) -> Result<Response<Body>, Error> {
+/// `services` are built (with their AWS clients) only once a request needs
+/// them: a route this function does not have is answered without them.
+pub async fn handler(services: &impl Provide<Services>, request: Request) -> Result<Response<Body>, Error> {
     let span = videojobs_api::request_span(&request);
     Ok(handle(services, &request).instrument(span).await)
 }
 
-async fn handle(services: &Services, request: &Request) -> Response<Body> {
+async fn handle(services: &impl Provide<Services>, request: &Request) -> Response<Body> {
     let Some(route) = route(request) else { return error_response(&AppError::RouteNotFound) };
+    let services = services.get();
     match route {
         Route::Upload => respond(StatusCode::CREATED, create_upload(services, request).await),
         Route::Generate | Route::Animate => match create_job(services, request, route).await {
@@ -89,4 +93,23 @@ async fn create_upload(services: &Services, request: &Request) -> Result<videojo
         too_large @ InvalidUpload::TooLarge { .. } => AppError::UploadTooLarge { message: too_large.to_string() },
     })?;
     services.create_upload(&who, upload).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use videojobs_aws::OnFirstEvent;
+
+    #[tokio::test]
+    async fn a_route_this_function_does_not_have_is_answered_without_building_the_services() {
+        // Arrange: services that fail the test if they are ever built.
+        let services = OnFirstEvent::new(|| -> Services { panic!("the services were built for a request that needs none") });
+        let request = lambda_http::http::Request::builder().method("GET").uri("/no/such/route").body(Body::Empty).expect("a request");
+
+        // Act
+        let response = handler(&services, request).await.expect("an answer");
+
+        // Assert
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
 }

@@ -3,7 +3,7 @@ use lambda_http::{run, service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     videojobs_aws::telemetry::init();
-    // Settings are checked now; the AWS clients are built on the first request.
+    // Settings are checked now; the AWS clients are built by the first request that needs them.
     let services = videojobs_aws::services_on_first_event()?;
-    run(service_fn(|request| create::handler(services.get(), request))).await
+    run(service_fn(|request| create::handler(&services, request))).await
 }

@@ -12,6 +12,7 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use tracing::Instrument;
 use videojobs_api::{error_response, json_body, path_segments, presented_key, query_param, respond};
+use videojobs_aws::Provide;
 use videojobs_core::model::admin::{GrantRequest, NewKeyRequest};
 use videojobs_core::model::request::InvalidRequest;
 use videojobs_core::model::review::ReviewRequest;
@@ -79,12 +80,15 @@ pub fn serves(request: &Request) -> bool {
     route(request).is_some()
 }
 
-pub async fn handler(services: &Services, request: Request) -> Result<Response<Body>, Error> {
+/// `services` are built (with their AWS clients) only once a request needs
+/// them: an unknown route, the pages and the API's description are answered
+/// without them.
+pub async fn handler(services: &impl Provide<Services>, request: Request) -> Result<Response<Body>, Error> {
     let span = videojobs_api::request_span(&request);
     Ok(handle(services, &request).instrument(span).await)
 }
 
-async fn handle(services: &Services, request: &Request) -> Response<Body> {
+async fn handle(services: &impl Provide<Services>, request: &Request) -> Response<Body> {
     let Some(route) = route(request) else { return error_response(&AppError::RouteNotFound) };
     // The pages and the API's description hold no data: no key.
     match route {
@@ -93,6 +97,7 @@ async fn handle(services: &Services, request: &Request) -> Response<Body> {
         Route::DocsPage => return docs::docs_page(),
         _ => {}
     }
+    let services = services.get();
     if let Route::Status(id) | Route::Result(id) | Route::Events(id) | Route::Cancel(id) | Route::Review(id) = &route {
         tracing::Span::current().record("job_id", *id);
     }
@@ -183,4 +188,24 @@ fn page_request(request: &Request) -> Result<PageRequest, AppError> {
             .ok_or_else(|| InvalidRequest::new("limit", format!("must be a whole number from 1 to {MAX_PAGE_SIZE}")))?,
     };
     Ok(PageRequest { limit, cursor: query_param(request, "cursor").filter(|c| !c.is_empty()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use videojobs_aws::OnFirstEvent;
+
+    #[tokio::test]
+    async fn an_unknown_route_and_the_apis_description_are_answered_without_building_the_services() {
+        // Arrange: services that fail the test if they are ever built.
+        let services = OnFirstEvent::new(|| -> Services { panic!("the services were built for a request that needs none") });
+        let get = |uri: &str| lambda_http::http::Request::builder().method("GET").uri(uri).body(Body::Empty).expect("a request");
+
+        // Act
+        let unknown = handler(&services, get("/no/such/route")).await.expect("an answer");
+        let described = handler(&services, get("/openapi.json")).await.expect("an answer");
+
+        // Assert
+        assert_eq!((unknown.status(), described.status()), (StatusCode::NOT_FOUND, StatusCode::OK));
+    }
 }

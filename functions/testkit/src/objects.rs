@@ -20,6 +20,15 @@ pub struct StoredObject {
     pub tags: BTreeMap<String, String>,
 }
 
+impl StoredObject {
+    /// Whether the bucket's safety net (the lifecycle rule
+    /// `DeleteStrayOutputs`) would take it: tagged `unreviewed`. An approval
+    /// takes the tag off.
+    pub fn unreviewed(&self) -> bool {
+        self.tags.get(RETENTION_TAG).map(String::as_str) == Some("unreviewed")
+    }
+}
+
 /// What a URL answers when the output store fetches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebResource {
@@ -146,24 +155,24 @@ impl OutputStore for Memory {
     }
 
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.tag_kept("OutputStore::keep", keys).await
+        self.untag("OutputStore::keep", keys).await
     }
 }
 
 #[async_trait]
 impl KeepOutputs for Memory {
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.tag_kept("KeepOutputs::keep", keys).await
+        self.untag("KeepOutputs::keep", keys).await
     }
 }
 
 impl Memory {
-    async fn tag_kept(&self, op: &'static str, keys: &[String]) -> Result<(), StoreError> {
+    async fn untag(&self, op: &'static str, keys: &[String]) -> Result<(), StoreError> {
         self.call(op, |state, _| {
             for key in keys {
-                // PutObjectTagging on a missing key is a 404, which the adapter skips: nothing there to keep.
+                // DeleteObjectTagging on a missing key is a 404, which the adapter skips: nothing there to keep.
                 if let Some(object) = state.bucket.objects.get_mut(key) {
-                    object.tags = BTreeMap::from([(RETENTION_TAG.to_owned(), "kept".to_owned())]);
+                    object.tags.clear();
                 }
             }
             Ok(())

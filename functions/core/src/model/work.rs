@@ -48,7 +48,7 @@ pub enum WorkMessage {
     /// A reviewer rejected the video: delete it now rather than at the end of
     /// the retention window.
     DiscardOutput { job_id: JobId },
-    /// Tag an approved video's objects as kept, so that the bucket's
+    /// Keep an approved video's objects (their `unreviewed` tag off), so that the bucket's
     /// safety-net lifecycle rule (for objects no job points to) never takes
     /// them. An approval now marks them itself before it commits, so nothing
     /// sends this any more; it is still handled for messages queued before.

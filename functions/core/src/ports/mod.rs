@@ -231,9 +231,10 @@ pub trait ReviewWaits: Send + Sync {
     async fn review_token(&self, id: &JobId) -> Result<Option<String>, StoreError>;
 }
 
-/// Marks a job's stored objects kept, so that the bucket's safety net for
-/// stray copies (objects still tagged unreviewed) never takes them. A key
-/// with no object is skipped: there is nothing to keep.
+/// Keeps a job's stored objects: takes their `unreviewed` tag off, so that
+/// the bucket's safety net for stray copies (objects still tagged
+/// unreviewed) never takes them. A key with no object is skipped: there is
+/// nothing to keep.
 #[async_trait]
 pub trait KeepOutputs: Send + Sync {
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError>;
@@ -333,6 +334,7 @@ pub trait OutputStore: Send + Sync {
     /// copy that no job points to.
     async fn copy_from_url(&self, url: &str, key: &str, content_type: &str) -> Result<CopiedObject, CopyError>;
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
-    /// Marks approved objects kept: the safety net leaves them alone.
+    /// Keeps approved objects: their `unreviewed` tag is taken off, so the
+    /// safety net leaves them alone.
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError>;
 }
