@@ -127,7 +127,7 @@ async fn every_sample_event_runs_through_its_handler() {
                 let response = match function {
                     Function::Create => create::handler(&app.services, request).await,
                     Function::Status => status::handler(&app.services, request).await,
-                    _ => webhook::handler(&app.app.webhook, request).await,
+                    _ => webhook::handler(&app.app.webhook.providers, &app.app.webhook, request).await,
                 }
                 .unwrap();
                 // What each sample answers follows the published contract too.

@@ -44,6 +44,12 @@ impl Provide<videojobs_core::services::Services> for videojobs_core::services::S
     }
 }
 
+impl Provide<videojobs_core::services::callbacks::Callbacks> for videojobs_core::services::callbacks::Callbacks {
+    fn get(&self) -> &Self {
+        self
+    }
+}
+
 impl<T, F: Fn() -> T> Provide<T> for OnFirstEvent<T, F> {
     fn get(&self) -> &T {
         OnFirstEvent::get(self)

@@ -22,8 +22,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::Instrument;
 use videojobs_api::{json_response, path_segments};
+use videojobs_aws::Provide;
 use videojobs_core::ports::Providers;
-pub use videojobs_core::services::callbacks::{receive, CallbackOutcome, Callbacks};
+pub use videojobs_core::services::callbacks::{apply_verified, receive, verify, CallbackOutcome, Callbacks};
 
 /// The callbacks' rules wired to AWS: status changes go through the store that
 /// queues client notifications.
@@ -49,12 +50,22 @@ pub fn provider_of(request: &Request) -> Option<&str> {
     }
 }
 
-pub async fn handler(callbacks: &Callbacks, request: Request) -> Result<Response<Body>, Error> {
+/// Verifies the callback with `providers` alone, and reaches for the
+/// storage behind `callbacks` (built when first needed) only for one that
+/// verified: a forged or misaddressed callback builds no AWS client.
+pub async fn handler(providers: &Providers, callbacks: &impl Provide<Callbacks>, request: Request) -> Result<Response<Body>, Error> {
     let provider = provider_of(&request).unwrap_or("").to_owned();
     let span = tracing::info_span!("callback", provider, request_id = tracing::field::Empty, job_id = tracing::field::Empty);
     let headers: HashMap<String, String> =
         request.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_ascii_lowercase(), v.to_owned()))).collect();
-    let outcome = receive(callbacks, &provider, &headers, request.body().as_ref()).instrument(span).await;
+    let outcome = async {
+        match verify(providers, &provider, &headers, request.body().as_ref()).await {
+            Ok(event) => apply_verified(callbacks.get(), &provider, &event).await,
+            Err(refused) => refused,
+        }
+    }
+    .instrument(span)
+    .await;
     Ok(answer(&outcome))
 }
 
@@ -73,4 +84,47 @@ pub fn answer(outcome: &CallbackOutcome) -> Response<Body> {
         CallbackOutcome::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, error("unavailable", "try again")),
     };
     json_response(status, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use videojobs_aws::OnFirstEvent;
+
+    /// The local provider, with a secret the tests' callbacks are not signed with.
+    fn providers() -> Providers {
+        let settings = |name: &str| match name {
+            "LOCAL_PROVIDER_URL" => Some("http://127.0.0.1:9".to_owned()),
+            "LOCAL_PROVIDER_WEBHOOK_SECRETS" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()),
+            _ => None,
+        };
+        videojobs_providers::from_lookup(settings, videojobs_providers::http_client_on_first_use()).expect("the local provider")
+    }
+
+    fn post(path: &str, body: &str) -> Request {
+        lambda_http::http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("webhook-id", "msg_1")
+            .header("webhook-timestamp", "1")
+            .header("webhook-signature", "v1,Zm9yZ2Vk")
+            .body(Body::from(body))
+            .expect("a request")
+    }
+
+    #[tokio::test]
+    async fn forged_and_misaddressed_callbacks_are_answered_without_building_the_storage() {
+        // Arrange: storage that fails the test if it is ever built.
+        let callbacks = OnFirstEvent::new(|| -> Callbacks { panic!("the storage was built for a callback that needs none") });
+        let providers = providers();
+
+        // Act
+        let forged = handler(&providers, &callbacks, post("/webhooks/local", r#"{"request_id":"r1"}"#)).await.expect("an answer");
+        let unknown = handler(&providers, &callbacks, post("/webhooks/nobody", "{}")).await.expect("an answer");
+        let elsewhere = handler(&providers, &callbacks, post("/no/such/route", "{}")).await.expect("an answer");
+
+        // Assert
+        assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!((unknown.status(), elsewhere.status()), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
+    }
 }

@@ -7,7 +7,7 @@ async fn main() -> Result<(), Error> {
     videojobs_providers::tls::install_crypto_provider();
     let resources = Resources::from_env()?;
     let providers = videojobs_providers::from_env(videojobs_providers::http_client_on_first_use())?;
-    // The AWS clients are built on the first request (see `OnFirstEvent`).
+    // The AWS clients are built by the first callback that verifies (see `OnFirstEvent`).
     let callbacks = OnFirstEvent::new(|| webhook::callbacks_on_aws(&AwsClients::from_env(), &resources, providers.clone()));
-    run(service_fn(|request| webhook::handler(callbacks.get(), request))).await
+    run(service_fn(|request| webhook::handler(&providers, &callbacks, request))).await
 }

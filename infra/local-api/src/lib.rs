@@ -51,7 +51,7 @@ impl App {
 /// functions would.
 pub async fn dispatch(app: &App, request: lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
     let outcome = if webhook::provider_of(&request).is_some() {
-        webhook::handler(&app.webhook, request).await
+        webhook::handler(&app.webhook.providers, &app.webhook, request).await
     } else if create::serves(&request) {
         create::handler(&app.services, request).await
     } else {

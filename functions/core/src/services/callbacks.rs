@@ -62,27 +62,49 @@ pub enum CallbackOutcome {
 
 /// Receives one delivery for `provider`: headers (names lower case) and raw body.
 pub async fn receive(callbacks: &Callbacks, provider_name: &str, headers: &HashMap<String, String>, body: &[u8]) -> CallbackOutcome {
-    let Some(provider) = callbacks.providers.get(provider_name) else {
-        return CallbackOutcome::UnknownProvider;
+    match verify(&callbacks.providers, provider_name, headers, body).await {
+        Ok(event) => apply_verified(callbacks, provider_name, &event).await,
+        Err(refused) => refused,
+    }
+}
+
+/// The first half of [`receive`], which touches no storage: the delivery's
+/// event, or why it is refused (an unknown provider, a body too large, a bad
+/// signature, a body not understood). The webhook answers a forged callback
+/// from this alone, without building its storage clients.
+pub async fn verify(
+    providers: &Providers,
+    provider_name: &str,
+    headers: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<ProviderEvent, CallbackOutcome> {
+    let Some(provider) = providers.get(provider_name) else {
+        return Err(CallbackOutcome::UnknownProvider);
     };
     // Anyone may call this URL: a body too big to be a callback costs no cryptography.
     if body.len() > crate::model::signing::MAX_BODY_BYTES {
-        return CallbackOutcome::TooLarge;
+        return Err(CallbackOutcome::TooLarge);
     }
     let callback = Callback { headers, body, now: timestamp::now().unix_timestamp() };
-    let event = match provider.verify_callback(&callback).await {
-        Ok(event) => event,
+    match provider.verify_callback(&callback).await {
+        Ok(event) => {
+            tracing::Span::current().record("request_id", event.request_id.as_str());
+            Ok(event)
+        }
         Err(CallbackError::BadSignature(reason)) => {
             tracing::warn!(reason, "callback refused");
-            return CallbackOutcome::BadSignature;
+            Err(CallbackOutcome::BadSignature)
         }
         Err(CallbackError::Malformed(reason)) => {
             tracing::warn!(reason, "callback not understood");
-            return CallbackOutcome::Malformed;
+            Err(CallbackOutcome::Malformed)
         }
-    };
-    tracing::Span::current().record("request_id", event.request_id.as_str());
-    match apply(callbacks, provider_name, &event).await {
+    }
+}
+
+/// The second half of [`receive`]: applies an event [`verify`] accepted.
+pub async fn apply_verified(callbacks: &Callbacks, provider_name: &str, event: &ProviderEvent) -> CallbackOutcome {
+    match apply(callbacks, provider_name, event).await {
         Ok(outcome) => outcome,
         Err(err) => {
             // The provider retries a failed delivery; the receipt is only kept once applied.
