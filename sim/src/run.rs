@@ -256,9 +256,15 @@ struct Exec {
 }
 
 enum Work {
-    Message { queue: QueueName, handle: String },
+    Message {
+        queue: QueueName,
+        handle: String,
+    },
     Callback(Due),
-    Other,
+    /// A client's API call.
+    Api,
+    /// The scheduled check (the worker function).
+    Check,
 }
 
 struct Task {
@@ -270,11 +276,15 @@ struct Task {
     started: Secs,
 }
 
-/// The functions' timeouts (template.yaml): the pipeline's worker and the
-/// notifier. A handler still running after its timeout is stopped, as
-/// Lambda stops it; the leases that fence its work outlast these.
+/// The functions' timeouts (template.yaml): the pipeline's worker (and its
+/// scheduled check), the notifier and the webhook. A handler still running
+/// after its timeout is stopped, as Lambda stops it; the leases that fence
+/// its work outlast these. The API's 10 s are not applied: the clock moves
+/// in steps of up to 20 s, far coarser than a call's real time, and would
+/// stop most calls (a call's death after any write is simulated all the same).
 const WORKER_TIMEOUT: Secs = 60;
 const NOTIFIER_TIMEOUT: Secs = 30;
+const WEBHOOK_TIMEOUT: Secs = 5;
 
 #[derive(Debug)]
 enum Ended {
@@ -623,7 +633,7 @@ impl Run {
                         Err(e) => Ended::Retry(e.to_string()),
                     }
                 });
-                self.spawn(Work::Other, "schedule: check_stuck".into(), future);
+                self.spawn(Work::Check, "schedule: check_stuck".into(), future);
             }
         }
     }
@@ -813,20 +823,30 @@ impl Run {
                 (label, future)
             }
         };
-        self.spawn(Work::Other, label, future);
+        self.spawn(Work::Api, label, future);
     }
 
-    /// Stops the worker's handlers that ran past their function's timeout:
-    /// like a crash, the message comes back after its visibility timeout.
+    /// Stops the handlers that ran past their function's timeout. Like a
+    /// crash: a message comes back after its visibility timeout, and the
+    /// provider delivers a callback again (it got no answer).
     fn stop_timed_out(&mut self, now: Secs) {
-        let timed_out = |task: &Task| match task.what {
-            Work::Message { queue: QueueName::Notify, .. } => now - task.started > NOTIFIER_TIMEOUT,
-            Work::Message { .. } => now - task.started > WORKER_TIMEOUT,
-            _ => false,
+        let timed_out = |task: &Task| {
+            let timeout = match task.what {
+                Work::Message { queue: QueueName::Notify, .. } => NOTIFIER_TIMEOUT,
+                Work::Message { .. } | Work::Check => WORKER_TIMEOUT,
+                Work::Callback(_) => WEBHOOK_TIMEOUT,
+                Work::Api => return false,
+            };
+            now - task.started > timeout
         };
         while let Some(i) = self.tasks.iter().position(timed_out) {
             let task = self.tasks.remove(i);
             self.note(|| format!("  {} stopped at its timeout", task.label));
+            if let Work::Callback(mut cb) = task.what {
+                cb.tries += 1;
+                cb.at = now + self.rng(|r| r.between(5, 60));
+                lock(&self.model).callbacks.push(cb);
+            }
         }
     }
 
