@@ -842,11 +842,19 @@ impl Run {
         while let Some(i) = self.tasks.iter().position(timed_out) {
             let task = self.tasks.remove(i);
             self.note(|| format!("  {} stopped at its timeout", task.label));
-            if let Work::Callback(mut cb) = task.what {
-                cb.tries += 1;
-                cb.at = now + self.rng(|r| r.between(5, 60));
-                lock(&self.model).callbacks.push(cb);
+            if let Work::Callback(cb) = task.what {
+                self.deliver_again(cb);
             }
+        }
+    }
+
+    /// The provider got no success for a callback: it delivers it again
+    /// later, up to eight more times.
+    fn deliver_again(&mut self, mut cb: Due) {
+        if cb.tries < 8 {
+            cb.tries += 1;
+            cb.at = self.now() + self.rng(|r| r.between(5, 60));
+            lock(&self.model).callbacks.push(cb);
         }
     }
 
@@ -868,11 +876,7 @@ impl Run {
                 lock(&self.model).log.push(format!("BUG: a message could not be handled: {why}"));
                 self.broken = Some(format!("a message went to the dead-letter queue: {}: {why}", task.label));
             }
-            (Work::Callback(mut cb), ended) if !matches!(ended, Some(Ended::Ok)) && cb.tries < 8 => {
-                cb.tries += 1;
-                cb.at = self.now() + self.rng(|r| r.between(5, 60));
-                lock(&self.model).callbacks.push(cb);
-            }
+            (Work::Callback(cb), ended) if !matches!(ended, Some(Ended::Ok)) => self.deliver_again(cb),
             _ => {}
         }
     }
