@@ -254,22 +254,9 @@ fn setup() -> Result<Setup, String> {
 }
 
 fn main() {
-    let mut rounds = 10usize;
-    let mut binaries = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--rounds" => match args.next().and_then(|n| n.parse().ok()) {
-                Some(n) if n > 0 => rounds = n,
-                _ => usage(),
-            },
-            flag if flag.starts_with("--") => usage(),
-            _ => binaries.push(arg),
-        }
-    }
-    if binaries.len() < 3 {
-        usage();
-    }
+    let Some(bench_support::Args { rounds, binaries, .. }) = bench_support::parse_args(std::env::args().skip(1), 10, &[], 3) else {
+        usage()
+    };
     let setup = setup().unwrap_or_else(|e| fail(e));
     let creates = &binaries[1..];
     let names: Vec<String> = binaries.iter().map(|b| file_name(b)).collect();

@@ -175,24 +175,11 @@ fn usage() -> ! {
 }
 
 fn main() {
-    let mut rounds = 30usize;
-    let mut check = false;
-    let mut binaries = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--rounds" => match args.next().and_then(|n| n.parse().ok()) {
-                Some(n) if n > 0 => rounds = n,
-                _ => usage(),
-            },
-            "--check" => check = true,
-            flag if flag.starts_with("--") => usage(),
-            _ => binaries.push(arg),
-        }
-    }
-    if binaries.len() < 2 {
-        usage();
-    }
+    let Some(bench_support::Args { rounds, flags, binaries }) = bench_support::parse_args(std::env::args().skip(1), 30, &["--check"], 2)
+    else {
+        usage()
+    };
+    let check = flags.iter().any(|flag| flag == "--check");
     let scratch: PathBuf = std::env::temp_dir().join(format!("startup-bench-{}", std::process::id()));
 
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); binaries.len()];

@@ -1,6 +1,6 @@
-//! What the start-up and cold-request benches share: the environment Lambda
-//! gives a function, and the plain HTTP/1.1 their stand-in servers speak
-//! (the runtime API, the replaying AWS endpoint).
+//! What the start-up and cold-request benches share: their command line,
+//! the environment Lambda gives a function, and the plain HTTP/1.1 their
+//! stand-in servers speak (the runtime API, the replaying AWS endpoint).
 
 use std::io::BufRead;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,6 +21,37 @@ pub const LAMBDA_ENV: &[(&str, &str)] = &[
     ("WORK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/work"),
     ("NOTIFY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/notify"),
 ];
+
+/// A bench's command line: `[--rounds N] [--FLAG…] BINARY…`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Args {
+    pub rounds: usize,
+    /// The flags given, of those the bench knows.
+    pub flags: Vec<String>,
+    pub binaries: Vec<String>,
+}
+
+/// Reads a bench's arguments (without the program's name); `None` for a
+/// usage error: `--rounds` without a positive number, an unknown flag, or
+/// fewer than `min_binaries` binaries.
+pub fn parse_args(
+    args: impl IntoIterator<Item = String>,
+    default_rounds: usize,
+    known_flags: &[&str],
+    min_binaries: usize,
+) -> Option<Args> {
+    let mut parsed = Args { rounds: default_rounds, flags: Vec::new(), binaries: Vec::new() };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--rounds" => parsed.rounds = args.next()?.parse().ok().filter(|n| *n > 0)?,
+            flag if known_flags.contains(&flag) => parsed.flags.push(arg),
+            flag if flag.starts_with("--") => return None,
+            _ => parsed.binaries.push(arg),
+        }
+    }
+    (parsed.binaries.len() >= min_binaries).then_some(parsed)
+}
 
 /// One request as a stand-in server reads it.
 pub struct Request {
@@ -78,6 +109,28 @@ pub fn next_event_head(request_id: &str, length: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(line: &str) -> Option<Args> {
+        parse_args(line.split_whitespace().map(str::to_owned), 30, &["--check"], 2)
+    }
+
+    #[test]
+    fn a_command_line_gives_its_rounds_known_flags_and_binaries() {
+        assert_eq!(
+            args("--rounds 5 --check bare one"),
+            Some(Args { rounds: 5, flags: vec!["--check".into()], binaries: vec!["bare".into(), "one".into()] })
+        );
+        assert_eq!(args("bare one").map(|a| a.rounds), Some(30), "the default rounds");
+    }
+
+    #[test]
+    fn a_usage_error_gives_nothing() {
+        assert_eq!(args("--rounds 0 bare one"), None);
+        assert_eq!(args("--rounds many bare one"), None);
+        assert_eq!(args("bare one --rounds"), None);
+        assert_eq!(args("--fast bare one"), None);
+        assert_eq!(args("bare"), None, "too few binaries");
+    }
 
     #[test]
     fn requests_of_a_keep_alive_connection_are_read_one_after_another_with_their_bodies() {
