@@ -7,9 +7,14 @@
 //!   or the retention expiry), counts every AWS request the functions make (an
 //!   SDK interceptor), the state machine's transitions and service calls (from
 //!   the execution history) and the Lambda and API Gateway requests, and
-//!   prices each kind per 1,000 jobs at published us-east-1 prices.
+//!   prices each kind per 1,000 jobs at published us-east-1 prices. The
+//!   writes DynamoDB makes to the jobs table's global secondary indexes are
+//!   computed from the table's stream (see `index_writes`).
 //! - `--copy-mib M`: streams an M MiB output from the provider into S3 the way
 //!   the worker does, and reports the process's peak memory and the throughput.
+
+mod index_writes;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -22,7 +27,7 @@ use videojobs_core::model::settings::Settings;
 use videojobs_core::model::signing::WebhookSecret;
 use videojobs_core::ports::{OutputStore, Principal};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// us-east-1 list prices, in dollars per request (or unit).
 mod price {
@@ -112,6 +117,8 @@ struct Phase {
     api_ms_per_call: f64,
     worker_ms_total: f64,
     states: BTreeMap<String, u64>,
+    /// What the phase's writes cost the jobs table's indexes.
+    index: stream::IndexWrites,
 }
 
 /// The pieces of the local stack a bench run drives.
@@ -122,6 +129,8 @@ struct Bench {
     quiet: AwsClients,
     quiet_store: videojobs_aws::DynamoStore,
     resources: Resources,
+    /// The jobs table's stream: every write's item before and after.
+    stream: stream::JobsStream,
     base: String,
     provider_url: String,
     user_key: ApiKey,
@@ -151,6 +160,7 @@ impl Bench {
         let (delivered_before, worker_ms_before) = (self.delivered.load(Relaxed), self.worker_ms.load(Relaxed));
         let callbacks_before = self.provider_deliveries().await?;
         self.meter.reset();
+        let stream_position = self.stream.position().await?;
         let client = reqwest::Client::new();
         let base = &self.base;
         let mut api_requests = 0u64;
@@ -233,6 +243,7 @@ impl Bench {
         let settle = if approve { self.app.services.settings.retention_seconds + 2 } else { 1 };
         tokio::time::sleep(Duration::from_secs(settle)).await;
         let counts = self.meter.snapshot();
+        let index = self.stream.tally(&self.stream.records_since(stream_position).await?);
         let callbacks = self.provider_deliveries().await? - callbacks_before;
         let messages = self.delivered.load(Relaxed) - delivered_before;
         let worker_ms_total = (self.worker_ms.load(Relaxed) - worker_ms_before) as f64;
@@ -263,6 +274,7 @@ impl Bench {
             api_ms_per_call: api_ms / api_requests as f64,
             worker_ms_total,
             states,
+            index,
         })
     }
 }
@@ -270,6 +282,8 @@ impl Bench {
 async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     let resources = bootstrap()?;
     let meter = RequestMeter::default();
+    // Unmetered: turning the stream on and reading it are the bench's.
+    let stream = stream::JobsStream::enable(&AwsClients::from_env().dynamodb, &resources.jobs_table).await?;
     let clients = AwsClients::metered(&meter).await;
     // The event source mapping's polling is Lambda's, counted apart.
     let quiet = AwsClients::from_env();
@@ -330,6 +344,7 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
         meter,
         quiet,
         resources,
+        stream,
         base,
         provider_url: provider.base_url.clone(),
         user_key,
@@ -414,6 +429,7 @@ fn costs(p: &Phase) -> Vec<(&'static str, f64)> {
         ("Lambda requests", invocations * price::LAMBDA_REQUEST),
         ("Lambda duration (arm64, as timed here)", gb_seconds * price::LAMBDA_ARM_GB_SECOND),
         ("DynamoDB writes (on-demand)", wru * price::DYNAMODB_WRU),
+        ("DynamoDB index writes (on-demand, from the table's stream)", p.index.total() as f64 * price::DYNAMODB_WRU),
         ("DynamoDB reads (on-demand)", rru * price::DYNAMODB_RRU),
         ("SQS", sqs * price::SQS_REQUEST),
         ("Step Functions transitions", p.transitions as f64 * price::SFN_TRANSITION),
@@ -438,13 +454,22 @@ fn report(approved: &Phase, unapproved: &Phase, largest: &Largest) {
     );
     println!("| service | operation | approved | unapproved |");
     println!("|---|---|---|---|");
-    let mut ops: Vec<&(String, String)> = approved.counts.keys().chain(unapproved.counts.keys()).collect();
+    // The requests, and beside DynamoDB's the index writes they caused.
+    let rows = |p: &Phase| {
+        let mut rows = p.counts.clone();
+        for (index, units) in &p.index.per_index {
+            rows.insert(("DynamoDB".to_owned(), format!("index writes: {index} (write units)")), *units);
+        }
+        rows
+    };
+    let (approved_rows, unapproved_rows) = (rows(approved), rows(unapproved));
+    let mut ops: Vec<&(String, String)> = approved_rows.keys().chain(unapproved_rows.keys()).collect();
     ops.sort();
     ops.dedup();
     let per = |p: &Phase, n: u64| n as f64 / p.jobs;
     for op in ops {
-        let a = approved.counts.get(op).copied().unwrap_or(0);
-        let u = unapproved.counts.get(op).copied().unwrap_or(0);
+        let a = approved_rows.get(op).copied().unwrap_or(0);
+        let u = unapproved_rows.get(op).copied().unwrap_or(0);
         println!("| {} | {} | {:.1} | {:.1} |", op.0, op.1, per(approved, a), per(unapproved, u));
     }
     let states = |p: &Phase| p.states.iter().map(|(name, n)| format!("{name} {:.0}", per(p, *n))).collect::<Vec<_>>().join(", ");
@@ -504,6 +529,27 @@ fn report(approved: &Phase, unapproved: &Phase, largest: &Largest) {
         largest.updated.0,
         largest.updated.1,
         if largest.updated.0 <= 1024 { "exact" } else { "UNDERCOUNTED (an item is over 1 KB)" },
+    );
+    let per_index = approved
+        .index
+        .per_index
+        .iter()
+        .map(|(index, units)| {
+            let u = unapproved.index.per_index.get(index).copied().unwrap_or(0);
+            format!("{index} {:.1} / {:.1}", *units as f64 / approved.jobs, u as f64 / unapproved.jobs)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "DynamoDB index write units per job, from the jobs table's stream (each write's item before and after, by DynamoDB's rules per global secondary index; an index write caused by a transaction is counted once, on the assumption that a transaction's doubling applies to the table's writes only): {:.1} / {:.1} ({per_index}). The table's own write units from the same images, each write once (not doubled in a transaction; condition checks and refused conditional writes, which leave no record, not included): {:.1} / {:.1} in {:.1} / {:.1} writes, beside the meter's {:.1} / {:.1}.",
+        approved.index.total() as f64 / approved.jobs,
+        unapproved.index.total() as f64 / unapproved.jobs,
+        approved.index.table_units as f64 / approved.jobs,
+        unapproved.index.table_units as f64 / unapproved.jobs,
+        approved.index.writes as f64 / approved.jobs,
+        unapproved.index.writes as f64 / unapproved.jobs,
+        write_units(approved) / approved.jobs,
+        write_units(unapproved) / unapproved.jobs,
     );
 }
 
