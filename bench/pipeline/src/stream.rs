@@ -18,6 +18,8 @@ pub struct JobsStream {
     access_key: String,
     arn: String,
     shard_id: String,
+    /// The sequence number of the shard's first record.
+    first: u128,
     table_keys: Vec<String>,
     pub indexes: Vec<Index>,
 }
@@ -78,11 +80,14 @@ impl JobsStream {
             access_key: env("AWS_ACCESS_KEY_ID", "testing"),
             arn,
             shard_id: String::new(),
+            first: 0,
             table_keys: key_names(description.key_schema()),
             indexes,
         };
         let described = stream.call("DescribeStream", json!({"StreamArn": stream.arn})).await?;
-        stream.shard_id = described["StreamDescription"]["Shards"][0]["ShardId"].as_str().ok_or("the stream has no shard")?.to_owned();
+        let shard = &described["StreamDescription"]["Shards"][0];
+        stream.shard_id = shard["ShardId"].as_str().ok_or("the stream has no shard")?.to_owned();
+        stream.first = sequence_number(&shard["SequenceNumberRange"]["StartingSequenceNumber"])?;
         Ok(stream)
     }
 
@@ -111,16 +116,25 @@ impl JobsStream {
         Ok(serde_json::from_str(&text)?)
     }
 
-    /// Where the stream ends now: what is written from here on is read from it.
-    pub async fn position(&self) -> Result<String, Error> {
-        let reply =
-            self.call("GetShardIterator", json!({"StreamArn": self.arn, "ShardId": self.shard_id, "ShardIteratorType": "LATEST"})).await?;
-        Ok(reply["ShardIterator"].as_str().ok_or("GetShardIterator: no iterator")?.to_owned())
+    /// Where the stream ends now: the sequence number its next record gets.
+    pub async fn position(&self) -> Result<u128, Error> {
+        let records = self.records_since(self.first).await?;
+        records.last().map_or(Ok(self.first), |last| Ok(sequence_number(&last["dynamodb"]["SequenceNumber"])? + 1))
     }
 
-    /// Every record from `position` to the end of the stream.
-    pub async fn records_since(&self, position: String) -> Result<Vec<Value>, Error> {
-        let mut iterator = position;
+    /// Every record from sequence number `position` to the end of the stream.
+    /// An iterator is taken anew each time, by number: moto rolls a
+    /// cancelled transaction back by putting a copy of the table in its
+    /// place, stream included, and an iterator taken before reads the
+    /// replaced stream from then on (the records rolled back, none after).
+    pub async fn records_since(&self, position: u128) -> Result<Vec<Value>, Error> {
+        let reply = self
+            .call(
+                "GetShardIterator",
+                json!({"StreamArn": self.arn, "ShardId": self.shard_id, "ShardIteratorType": "AT_SEQUENCE_NUMBER", "SequenceNumber": position.to_string()}),
+            )
+            .await?;
+        let mut iterator = reply["ShardIterator"].as_str().ok_or("GetShardIterator: no iterator")?.to_owned();
         let mut records = Vec::new();
         loop {
             let mut reply = self.call("GetRecords", json!({"ShardIterator": iterator, "Limit": 1000})).await?;
@@ -137,6 +151,11 @@ impl JobsStream {
     pub fn tally(&self, records: &[Value]) -> IndexWrites {
         tally(&self.table_keys, &self.indexes, records)
     }
+}
+
+/// Sequence numbers are decimal strings, longer than a u64 holds.
+fn sequence_number(value: &Value) -> Result<u128, Error> {
+    Ok(value.as_str().ok_or("a sequence number is missing")?.parse()?)
 }
 
 /// The index (and table) write units of a run of stream records.
