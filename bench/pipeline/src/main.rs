@@ -541,7 +541,7 @@ fn report(approved: &Phase, unapproved: &Phase, largest: &Largest) {
         .collect::<Vec<_>>()
         .join(", ");
     println!(
-        "DynamoDB index write units per job, from the jobs table's stream (each write's item before and after, by DynamoDB's rules per global secondary index; an index write caused by a transaction is counted once, on the assumption that a transaction's doubling applies to the table's writes only): {:.1} / {:.1} ({per_index}). The table's own write units from the same images, each write once (not doubled in a transaction; condition checks and refused conditional writes, which leave no record, not included): {:.1} / {:.1} in {:.1} / {:.1} writes, beside the meter's {:.1} / {:.1}.",
+        "DynamoDB index write units per job, from the jobs table's stream (each write's item before and after, by DynamoDB's rules per global secondary index; an index write caused by a transaction is counted once, on the assumption that a transaction's doubling applies to the table's writes only): {:.1} / {:.1} ({per_index}). The jobs table's own write units from the same images, each write once (not doubled in a transaction; condition checks and refused conditional writes, which leave no record, not included): {:.1} / {:.1} in {:.1} / {:.1} writes, beside the meter's {:.1} / {:.1} (every table, transactions doubled).",
         approved.index.total() as f64 / approved.jobs,
         unapproved.index.total() as f64 / unapproved.jobs,
         approved.index.table_units as f64 / approved.jobs,
