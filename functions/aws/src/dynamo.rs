@@ -465,11 +465,17 @@ impl DynamoStore {
     }
 
     /// Removes a job's output and takes its bytes off the counters in one
-    /// transaction, conditioned on that very output: counted once.
-    async fn forget_output(&self, id: &JobId, status: JobStatus, mut clauses: UpdateClauses) -> Result<bool, StoreError> {
+    /// transaction, conditioned on that very output (and on `condition`,
+    /// the status and any attempt fence): counted once.
+    async fn forget_output(
+        &self,
+        id: &JobId,
+        status: JobStatus,
+        mut clauses: UpdateClauses,
+        mut condition: String,
+    ) -> Result<bool, StoreError> {
         let Some(job) = self.job(id).await?.filter(|job| job.status == status) else { return Ok(false) };
         let stored = videojobs_core::model::change::StoredBytes::of(job.output.as_ref());
-        let mut condition = String::from("#status = :status");
         if let Some(output) = &job.output {
             clauses.values.insert(":video_key".into(), s(output.video_key.as_str()));
             condition.push_str(" AND #output.video_key = :video_key");
@@ -726,16 +732,16 @@ impl JobStore for DynamoStore {
         let mut clauses = UpdateClauses::new(update)?;
         clauses.values.insert(":now".into(), s(timestamp::format(timestamp::now())));
         clauses.values.insert(":status".into(), s(status.as_str()));
-        if update.remove_output {
-            return self.forget_output(id, status, clauses).await;
-        }
-        if update.progress.is_some() && crate::stats::is_watched(status) {
-            clauses.set.push(format!("{} = :now", crate::stats::WATCH_SINCE));
-        }
         let mut condition = String::from("#status = :status");
         if let Some(fence) = clauses.attempt_fence(update) {
             condition.push_str(" AND ");
             condition.push_str(&fence);
+        }
+        if update.remove_output {
+            return self.forget_output(id, status, clauses, condition).await;
+        }
+        if update.progress.is_some() && crate::stats::is_watched(status) {
+            clauses.set.push(format!("{} = :now", crate::stats::WATCH_SINCE));
         }
         let expression = clauses.expression();
         let result = self

@@ -800,7 +800,10 @@ pub async fn forgetting_an_output_takes_its_bytes_off_the_counters_once(s: &Subj
     assert_eq!(video_bytes(&s.tables.counters().await.unwrap()) - video_bytes(&before), 1_000);
 
     let forget = JobUpdate { remove_output: true, ..JobUpdate::default() };
+    let stale = JobUpdate { remove_output: true, only_in_attempt: Some(5), ..JobUpdate::default() };
     assert!(!s.tables.update_in_status(&job.job_id, JobStatus::Approved, &forget).await.unwrap(), "not in that status");
+    assert!(!s.tables.update_in_status(&job.job_id, JobStatus::Completed, &stale).await.unwrap(), "fenced to an attempt that never began");
+    assert!(s.tables.job(&job.job_id).await.unwrap().unwrap().output.is_some(), "the fenced removal left the output");
     assert!(s.tables.update_in_status(&job.job_id, JobStatus::Completed, &forget).await.unwrap());
     assert!(s.tables.update_in_status(&job.job_id, JobStatus::Completed, &forget).await.unwrap(), "nothing left to forget: no error");
 

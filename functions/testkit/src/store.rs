@@ -286,15 +286,15 @@ impl JobStore for Memory {
             if stored.job.status != status {
                 return Ok(false);
             }
+            if !fence_holds(stored, update) {
+                return Ok(false);
+            }
             if update.remove_output {
-                // `forget_output`: conditioned on the status and the output, not on an attempt.
+                // `forget_output`: conditioned on the status, the output and the fence.
                 let removed = videojobs_core::model::change::StoredBytes::of(stored.job.output.as_ref());
                 apply_update(stored, update, now);
                 state.add_counters(&videojobs_core::model::stats::removal_deltas(removed));
             } else {
-                if !fence_holds(stored, update) {
-                    return Ok(false);
-                }
                 apply_update(stored, update, now);
                 if update.progress.is_some() && stored.watch_status.is_some() {
                     stored.watch_since = Some(now);
