@@ -60,7 +60,7 @@ mod notifications;
 
 use crate::errors::{conditional_write, store_error, transaction_cancellation};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use videojobs_core::model::ids::{ApiKeyHash, IdempotencyKey, JobId, Role, UploadId, UserId};
@@ -189,6 +189,7 @@ pub fn job_item(job: &Job) -> Result<Item, StoreError> {
     }
     if crate::stats::is_watched(job.status) {
         item.insert(crate::stats::WATCH_ATTRIBUTE.into(), s(job.status.as_str()));
+        item.insert(crate::stats::WATCH_SINCE.into(), s(timestamp::format(job.updated_at)));
     }
     Ok(item)
 }
@@ -332,9 +333,10 @@ impl DynamoStore {
             clauses.remove.extend(progress::WHILE_AT_PROVIDER);
         }
         if crate::stats::is_watched(t.to) {
-            clauses.set.push(format!("{} = :to", crate::stats::WATCH_ATTRIBUTE));
+            clauses.set.push(format!("{} = :to, {} = :now", crate::stats::WATCH_ATTRIBUTE, crate::stats::WATCH_SINCE));
         } else if crate::stats::is_watched(t.from) {
             clauses.remove.push(crate::stats::WATCH_ATTRIBUTE);
+            clauses.remove.push(crate::stats::WATCH_SINCE);
         }
         let job_update = clauses
             .into_update(&self.jobs_table, key(job_pk(&change.job_id), "JOB"), condition)
@@ -371,6 +373,8 @@ impl DynamoStore {
         }
     }
 
+    /// A page of a user's jobs from a keys-only index, newest first: the
+    /// index gives the keys, one `BatchGetItem` the items as they are now.
     async fn query_jobs(
         &self,
         index: &str,
@@ -393,8 +397,52 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| store_error("Query", e))?;
-        let jobs = out.items.unwrap_or_default().into_iter().map(from_item).collect::<Result<_, _>>()?;
+        let keys: Vec<Item> = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|found| found.into_iter().filter(|(name, _)| name == "pk" || name == "sk").collect())
+            .collect();
+        let jobs = self.jobs_by_keys(&keys).await?;
         Ok((jobs, out.last_evaluated_key))
+    }
+
+    /// The job items of `keys`, in their order; one gone since the index
+    /// listed it (expired) is left out.
+    async fn jobs_by_keys(&self, keys: &[Item]) -> Result<Vec<Job>, StoreError> {
+        let mut found: HashMap<String, Job> = HashMap::new();
+        // BatchGetItem takes 100 keys; a page is at most that (`PageRequest`).
+        for chunk in keys.chunks(100) {
+            let mut request = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Internal(format!("building a batch get: {e}")))?;
+            let mut rounds = 0;
+            loop {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.jobs_table, request)
+                    .send()
+                    .await
+                    .map_err(|e| store_error("BatchGetItem", e))?;
+                for item in out.responses.unwrap_or_default().into_values().flatten() {
+                    let job: Job = from_item(item)?;
+                    found.insert(job_pk(&job.job_id), job);
+                }
+                match out.unprocessed_keys.and_then(|mut u| u.remove(&self.jobs_table)) {
+                    Some(rest) if !rest.keys().is_empty() => request = rest,
+                    _ => break,
+                }
+                rounds += 1;
+                if rounds == 10 {
+                    return Err(StoreError::Unavailable("job items kept coming back unprocessed".into()));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20 * rounds)).await;
+            }
+        }
+        Ok(keys.iter().filter_map(|key| key.get("pk").and_then(|pk| pk.as_s().ok()).and_then(|pk| found.remove(pk))).collect())
     }
 
     /// An unconditional put of one item into the jobs table.
@@ -417,11 +465,17 @@ impl DynamoStore {
     }
 
     /// Removes a job's output and takes its bytes off the counters in one
-    /// transaction, conditioned on that very output: counted once.
-    async fn forget_output(&self, id: &JobId, status: JobStatus, mut clauses: UpdateClauses) -> Result<bool, StoreError> {
+    /// transaction, conditioned on that very output (and on `condition`,
+    /// the status and any attempt fence): counted once.
+    async fn forget_output(
+        &self,
+        id: &JobId,
+        status: JobStatus,
+        mut clauses: UpdateClauses,
+        mut condition: String,
+    ) -> Result<bool, StoreError> {
         let Some(job) = self.job(id).await?.filter(|job| job.status == status) else { return Ok(false) };
         let stored = videojobs_core::model::change::StoredBytes::of(job.output.as_ref());
-        let mut condition = String::from("#status = :status");
         if let Some(output) = &job.output {
             clauses.values.insert(":video_key".into(), s(output.video_key.as_str()));
             condition.push_str(" AND #output.video_key = :video_key");
@@ -629,9 +683,10 @@ impl JobStore for DynamoStore {
     }
 
     async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
-        // The cap keeps this list short: one page is all of it.
+        // The cap keeps this list short: one page is all of it. The index
+        // lags the table: a job it still lists may have left flight since.
         let (jobs, _) = self.query_jobs(INDEX_ACTIVE_BY_USER, "active_user_id", user, None, None).await?;
-        Ok(jobs)
+        Ok(jobs.into_iter().filter(|job| job.status.is_in_flight()).collect())
     }
 
     async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError> {
@@ -677,13 +732,16 @@ impl JobStore for DynamoStore {
         let mut clauses = UpdateClauses::new(update)?;
         clauses.values.insert(":now".into(), s(timestamp::format(timestamp::now())));
         clauses.values.insert(":status".into(), s(status.as_str()));
-        if update.remove_output {
-            return self.forget_output(id, status, clauses).await;
-        }
         let mut condition = String::from("#status = :status");
         if let Some(fence) = clauses.attempt_fence(update) {
             condition.push_str(" AND ");
             condition.push_str(&fence);
+        }
+        if update.remove_output {
+            return self.forget_output(id, status, clauses, condition).await;
+        }
+        if update.progress.is_some() && crate::stats::is_watched(status) {
+            clauses.set.push(format!("{} = :now", crate::stats::WATCH_SINCE));
         }
         let expression = clauses.expression();
         let result = self
@@ -706,7 +764,7 @@ impl JobStore for DynamoStore {
             .update_item()
             .table_name(&self.jobs_table)
             .set_key(Some(key(job_pk(id), "JOB")))
-            .update_expression("SET progress = :p, updated_at = :now")
+            .update_expression("SET progress = :p, updated_at = :now, watch_since = :now")
             .condition_expression("progress < :p AND #status IN (:submitted, :processing)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":p", n(percent.min(99)))

@@ -12,9 +12,14 @@
 //! item takes about 1,000 writes a second: eight spread both limits while a
 //! read stays one `BatchGetItem` of eight items, summed.
 //!
-//! The job item carries `watch_status` (the status) only while `submitted` or
-//! `processing`, so index `stuck_watch` (`watch_status`, `updated_at`) holds
-//! exactly those jobs, oldest update first: stuck jobs are one query away.
+//! The job item carries `watch_status` (the status) only while `queued`,
+//! `submitted` or `processing`, so index `stuck_watch` (`watch_status`,
+//! `watch_since`) holds exactly those jobs, the longest without news first:
+//! stuck jobs are one query away. `watch_since` moves only with what the
+//! figures call an update (a change of status, a rise in progress); the
+//! job's other writes (the provider's request id, a lease, the provider's
+//! last word) leave it, and so cost the index nothing: a changed sort key is
+//! two index writes, a delete and a put.
 
 use crate::emf::{MetricLine, Unit};
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
@@ -25,6 +30,8 @@ use videojobs_core::{JobStatus, StoreError};
 
 pub const INDEX_STUCK_WATCH: &str = "stuck_watch";
 pub const WATCH_ATTRIBUTE: &str = "watch_status";
+/// The sort key of `stuck_watch`: when the job last changed status or progress.
+pub const WATCH_SINCE: &str = "watch_since";
 pub const COUNTER_SHARDS: u32 = 8;
 
 type Item = HashMap<String, AttributeValue>;

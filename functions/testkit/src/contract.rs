@@ -149,6 +149,7 @@ macro_rules! contract_suite {
             workflows_start_and_stop_idempotently_and_unknown_tokens_are_no_error,
             a_task_token_answered_again_is_no_error,
             stuck_jobs_are_counted_and_listed_oldest_first,
+            only_a_change_of_status_or_progress_takes_a_job_off_the_stuck_list,
             the_queue_redelivers_until_deleted,
             a_delayed_message_waits_its_delay
         );
@@ -799,7 +800,10 @@ pub async fn forgetting_an_output_takes_its_bytes_off_the_counters_once(s: &Subj
     assert_eq!(video_bytes(&s.tables.counters().await.unwrap()) - video_bytes(&before), 1_000);
 
     let forget = JobUpdate { remove_output: true, ..JobUpdate::default() };
+    let stale = JobUpdate { remove_output: true, only_in_attempt: Some(5), ..JobUpdate::default() };
     assert!(!s.tables.update_in_status(&job.job_id, JobStatus::Approved, &forget).await.unwrap(), "not in that status");
+    assert!(!s.tables.update_in_status(&job.job_id, JobStatus::Completed, &stale).await.unwrap(), "fenced to an attempt that never began");
+    assert!(s.tables.job(&job.job_id).await.unwrap().unwrap().output.is_some(), "the fenced removal left the output");
     assert!(s.tables.update_in_status(&job.job_id, JobStatus::Completed, &forget).await.unwrap());
     assert!(s.tables.update_in_status(&job.job_id, JobStatus::Completed, &forget).await.unwrap(), "nothing left to forget: no error");
 
@@ -823,6 +827,21 @@ pub async fn stuck_jobs_are_counted_and_listed_oldest_first(s: &Subject) {
     assert_eq!(page.oldest[0].provider, "local");
     assert_eq!(processing.oldest.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(), vec![moved_on.job_id]);
     let _ = (middle, recent);
+}
+
+pub async fn only_a_change_of_status_or_progress_takes_a_job_off_the_stuck_list(s: &Subject) {
+    let user = account_with(s, 10).await;
+    let bookkept = job_through(s, &user, at(0), &[JobStatus::Submitted]).await;
+    let progressed = job_through(s, &user, at(0), &[JobStatus::Submitted]).await;
+    let bookkeeping = JobUpdate { provider_request: Some(("local".into(), "req-stuck".into())), ..JobUpdate::default() };
+
+    assert!(s.tables.update_in_status(&bookkept.job_id, JobStatus::Submitted, &bookkeeping).await.unwrap());
+    s.tables.raise_progress(&progressed.job_id, 40).await.unwrap();
+    let page = s.tables.stuck_jobs(JobStatus::Submitted, at(500), 10).await.unwrap();
+
+    assert_eq!(page.count, 1, "the job with news is no longer stuck");
+    assert_eq!(page.oldest.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(), vec![bookkept.job_id]);
+    assert_eq!(page.oldest[0].updated_at, at(1), "still since its change of status");
 }
 
 // ------------------------------------------------------------- SQS

@@ -22,8 +22,10 @@ pub(crate) struct StoredJob {
     pub active: bool,
     /// `review_state = pending` (index `review_queue`, with `completed_at`).
     pub review_pending: bool,
-    /// `watch_status` (index `stuck_watch`, with `updated_at`).
+    /// `watch_status` (index `stuck_watch`, with `watch_since`).
     pub watch_status: Option<JobStatus>,
+    /// `watch_since`: the last change of status or rise in progress while watched.
+    pub watch_since: Option<OffsetDateTime>,
     /// Whether the `submit_attempt` attribute exists (the fence of attempt 0 is its absence).
     pub attempt_set: bool,
     pub refunded: bool,
@@ -41,6 +43,7 @@ impl StoredJob {
             active: job.status.is_in_flight(),
             review_pending: job.status == JobStatus::Completed,
             watch_status: videojobs_core::model::stats::WATCHED_STATUSES.contains(&job.status).then_some(job.status),
+            watch_since: videojobs_core::model::stats::WATCHED_STATUSES.contains(&job.status).then_some(job.updated_at),
             attempt_set: job.submit_attempt != 0,
             refunded: false,
             submit_lease_until: None,

@@ -250,8 +250,10 @@ impl JobStore for Memory {
             let watched = |s| videojobs_core::model::stats::WATCHED_STATUSES.contains(&s);
             if watched(t.to) {
                 stored.watch_status = Some(t.to);
+                stored.watch_since = Some(change.at);
             } else if watched(t.from) {
                 stored.watch_status = None;
+                stored.watch_since = None;
             }
             if t.refunds_credits || t.frees_slot {
                 if let Some(account) = state.accounts.get_mut(&change.user_id) {
@@ -284,16 +286,19 @@ impl JobStore for Memory {
             if stored.job.status != status {
                 return Ok(false);
             }
+            if !fence_holds(stored, update) {
+                return Ok(false);
+            }
             if update.remove_output {
-                // `forget_output`: conditioned on the status and the output, not on an attempt.
+                // `forget_output`: conditioned on the status, the output and the fence.
                 let removed = videojobs_core::model::change::StoredBytes::of(stored.job.output.as_ref());
                 apply_update(stored, update, now);
                 state.add_counters(&videojobs_core::model::stats::removal_deltas(removed));
             } else {
-                if !fence_holds(stored, update) {
-                    return Ok(false);
-                }
                 apply_update(stored, update, now);
+                if update.progress.is_some() && stored.watch_status.is_some() {
+                    stored.watch_since = Some(now);
+                }
             }
             state.reindex(id, now);
             Ok(true)
@@ -308,6 +313,7 @@ impl JobStore for Memory {
             if stored.job.progress < percent && is_at_provider(stored.job.status) {
                 stored.job.progress = percent;
                 stored.job.updated_at = now;
+                stored.watch_since = Some(now);
                 state.reindex(id, now);
             }
             Ok(())
@@ -705,12 +711,12 @@ impl StatsStore for Memory {
                 .index
                 .copy
                 .values()
-                .filter(|stored| stored.watch_status == Some(status) && timestamp::format(stored.job.updated_at) < before)
-                .map(|stored| {
+                .filter_map(|stored| Some((stored, stored.watch_since?)))
+                .filter(|(stored, since)| stored.watch_status == Some(status) && timestamp::format(*since) < before)
+                .map(|(stored, since)| {
                     let job = &stored.job;
-                    let row =
-                        StuckJob { job_id: job.job_id.clone(), status, provider: job.provider.to_string(), updated_at: job.updated_at };
-                    (format!("{}#{}", timestamp::format(job.updated_at), job.job_id), row)
+                    let row = StuckJob { job_id: job.job_id.clone(), status, provider: job.provider.to_string(), updated_at: since };
+                    (format!("{}#{}", timestamp::format(since), job.job_id), row)
                 })
                 .collect();
             rows.sort_by(|a, b| a.0.cmp(&b.0));

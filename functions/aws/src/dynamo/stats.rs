@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::emf::{MetricLine, Unit};
-use crate::stats::{counter_update, shard_key, COUNTER_SHARDS, INDEX_STUCK_WATCH, WATCH_ATTRIBUTE};
+use crate::stats::{counter_update, shard_key, COUNTER_SHARDS, INDEX_STUCK_WATCH, WATCH_ATTRIBUTE, WATCH_SINCE};
 use aws_sdk_dynamodb::types::{KeysAndAttributes, Select};
 use videojobs_core::model::stats::{counter, Counters, Deltas, StuckJob, StuckPage};
 use videojobs_core::ports::StatsStore;
@@ -50,8 +50,9 @@ impl DynamoStore {
             .query()
             .table_name(self.jobs_table())
             .index_name(INDEX_STUCK_WATCH)
-            .key_condition_expression("#watch = :status AND updated_at < :before")
+            .key_condition_expression("#watch = :status AND #since < :before")
             .expression_attribute_names("#watch", WATCH_ATTRIBUTE)
+            .expression_attribute_names("#since", WATCH_SINCE)
             .expression_attribute_values(":status", AttributeValue::S(status.as_str().into()))
             .expression_attribute_values(":before", AttributeValue::S(before.into()))
             .scan_index_forward(true)
@@ -72,8 +73,8 @@ fn stuck_job(item: &Item, status: JobStatus) -> Result<StuckJob, StoreError> {
         job_id: text("job_id")?.parse().map_err(|_| StoreError::Internal("stuck_watch item has a bad job id".into()))?,
         status,
         provider: text("provider")?,
-        updated_at: timestamp::parse(&text("updated_at")?)
-            .ok_or_else(|| StoreError::Internal("stuck_watch item has a bad updated_at".into()))?,
+        updated_at: timestamp::parse(&text(WATCH_SINCE)?)
+            .ok_or_else(|| StoreError::Internal("stuck_watch item has a bad watch_since".into()))?,
     })
 }
 
