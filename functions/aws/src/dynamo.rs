@@ -682,6 +682,29 @@ impl JobStore for DynamoStore {
         Ok(Page { items, next_cursor })
     }
 
+    async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {
+        let start = page.cursor.as_deref().map(|c| decode_cursor(c, user)).transpose()?;
+        let out = self
+            .client
+            .query()
+            .table_name(&self.jobs_table)
+            .index_name(INDEX_BY_USER)
+            .key_condition_expression("user_id = :user")
+            .expression_attribute_values(":user", s(user.as_str()))
+            .scan_index_forward(false)
+            .limit(page.limit as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| store_error("Query", e))?;
+        let status_of = |item: &Item| {
+            JobStatus::parse(&text(item, "status")?).ok_or_else(|| StoreError::Internal("a job's status does not parse".into()))
+        };
+        let items = out.items.unwrap_or_default().iter().map(status_of).collect::<Result<_, _>>()?;
+        let next_cursor = out.last_evaluated_key.map(|k| encode_cursor(&k)).transpose()?;
+        Ok(Page { items, next_cursor })
+    }
+
     async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
         // The cap keeps this list short: one page is all of it. The index
         // lags the table: a job it still lists may have left flight since.

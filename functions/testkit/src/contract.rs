@@ -571,6 +571,26 @@ pub async fn a_users_jobs_page_newest_first_and_refuse_foreign_cursors(s: &Subje
     assert_eq!(stolen, Err(ListError::BadCursor), "a cursor is good only for its own listing");
     assert_eq!(s.tables.jobs_of(&user, &page(2, Some("not a cursor".into()))).await, Err(ListError::BadCursor));
     assert_eq!(s.tables.active_jobs_of(&user).await.unwrap().len(), 5);
+
+    let newest = s.tables.job(&made[0]).await.unwrap().unwrap();
+    job_through_existing(s, newest, JobStatus::Submitted, at(300)).await;
+    let mut statuses = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let listed = s.tables.statuses_of(&user, &page(2, cursor.clone())).await.unwrap();
+        statuses.extend(listed.items);
+        cursor = listed.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let queued = JobStatus::Queued;
+    assert_eq!(statuses, [JobStatus::Submitted, queued, queued, queued, queued], "the statuses page like the jobs, newest first");
+    assert_eq!(
+        s.tables.jobs_of(&user, &page(1, None)).await.unwrap().items[0].status,
+        JobStatus::Submitted,
+        "a list reads each job as it is now"
+    );
 }
 
 pub async fn keys_list_oldest_first_and_a_revocation_sticks(s: &Subject) {

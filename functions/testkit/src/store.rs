@@ -183,12 +183,34 @@ impl JobStore for Memory {
         let after = page.cursor.as_deref().map(|c| decode_cursor(c, &listing)).transpose()?;
         Ok(self
             .call("JobStore::jobs_of", |state, _| {
+                // The index (keys only) finds them; the items are read as they are now.
                 let mut rows: Vec<(String, Job)> = state
                     .index
                     .copy
                     .values()
                     .filter(|stored| &stored.job.user_id == user)
-                    .map(|stored| (stored.created_key(), stored.job.clone()))
+                    .map(|stored| (stored.created_key(), &stored.job.job_id))
+                    .filter(|(key, _)| after.as_ref().is_none_or(|after| key < after))
+                    .filter_map(|(key, id)| Some((key, state.jobs.get(id)?.job.clone())))
+                    .collect();
+                rows.sort_by(|a, b| b.0.cmp(&a.0));
+                Ok(page_of(rows, page.limit, &listing))
+            })
+            .await?)
+    }
+
+    async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {
+        let listing = format!("jobs_of {user}");
+        let after = page.cursor.as_deref().map(|c| decode_cursor(c, &listing)).transpose()?;
+        Ok(self
+            .call("JobStore::statuses_of", |state, _| {
+                // `by_user` holds the status too: read as the index has it.
+                let mut rows: Vec<(String, JobStatus)> = state
+                    .index
+                    .copy
+                    .values()
+                    .filter(|stored| &stored.job.user_id == user)
+                    .map(|stored| (stored.created_key(), stored.job.status))
                     .filter(|(key, _)| after.as_ref().is_none_or(|after| key < after))
                     .collect();
                 rows.sort_by(|a, b| b.0.cmp(&a.0));
@@ -199,12 +221,14 @@ impl JobStore for Memory {
 
     async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
         self.call("JobStore::active_jobs_of", |state, _| {
+            // Found by the lagging index, read as they are now: one that left flight since is left out.
             let mut rows: Vec<(String, Job)> = state
                 .index
                 .copy
                 .values()
                 .filter(|stored| stored.active && &stored.job.user_id == user)
-                .map(|stored| (stored.created_key(), stored.job.clone()))
+                .filter_map(|stored| Some((stored.created_key(), state.jobs.get(&stored.job.job_id)?.job.clone())))
+                .filter(|(_, job)| job.status.is_in_flight())
                 .collect();
             rows.sort_by(|a, b| b.0.cmp(&a.0));
             Ok(rows.into_iter().map(|(_, job)| job).collect())

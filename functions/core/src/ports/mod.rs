@@ -129,6 +129,10 @@ pub trait JobStore: Send + Sync {
     async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError>;
     /// The user's jobs, newest first.
     async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError>;
+    /// The statuses of the user's jobs, newest first, as the user's index
+    /// holds them: it lags the table, and reading it costs far less than
+    /// reading the jobs (the user's own figures need nothing else).
+    async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError>;
     /// The user's in-flight jobs, newest first.
     async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError>;
     async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError>;

@@ -80,6 +80,9 @@ impl JobStore for NotifyingJobs {
     async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
         self.inner.jobs_of(user, page).await
     }
+    async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {
+        self.inner.statuses_of(user, page).await
+    }
     async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
         self.inner.active_jobs_of(user).await
     }
@@ -154,6 +157,9 @@ mod tests {
             not_asked()
         }
         async fn jobs_of(&self, _: &UserId, _: &PageRequest) -> Result<Page<Job>, ListError> {
+            Ok(not_asked()?)
+        }
+        async fn statuses_of(&self, _: &UserId, _: &PageRequest) -> Result<Page<JobStatus>, ListError> {
             Ok(not_asked()?)
         }
         async fn active_jobs_of(&self, _: &UserId) -> Result<Vec<Job>, StoreError> {

@@ -32,11 +32,11 @@ impl Services {
         let mut cursor = None;
         while (statuses.len() as u32) < OWN_JOBS_COUNTED {
             let request = crate::ports::PageRequest { limit: OWN_JOBS_PAGE, cursor: cursor.take() };
-            let page = self.jobs.jobs_of(&who.user_id, &request).await.map_err(|err| match err {
+            let page = self.jobs.statuses_of(&who.user_id, &request).await.map_err(|err| match err {
                 crate::ports::ListError::Store(err) => AppError::from(err),
                 crate::ports::ListError::BadCursor => AppError::Internal("our own cursor was refused".into()),
             })?;
-            statuses.extend(page.items.iter().map(|job| job.status));
+            statuses.extend(page.items);
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => return Ok((statuses, true)),
