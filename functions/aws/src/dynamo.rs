@@ -373,16 +373,16 @@ impl DynamoStore {
         }
     }
 
-    /// A page of a user's jobs from a keys-only index, newest first: the
-    /// index gives the keys, one `BatchGetItem` the items as they are now.
-    async fn query_jobs(
+    /// A page of a user's entries in one of the user indexes, newest first:
+    /// the entries as the index holds them, and where the next page starts.
+    async fn query_user_index(
         &self,
         index: &str,
         attribute: &str,
         user: &UserId,
         limit: Option<u32>,
         start: Option<Item>,
-    ) -> Result<(Vec<Job>, Option<Item>), StoreError> {
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
         let out = self
             .client
             .query()
@@ -397,14 +397,23 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| store_error("Query", e))?;
-        let keys: Vec<Item> = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|found| found.into_iter().filter(|(name, _)| name == "pk" || name == "sk").collect())
-            .collect();
-        let jobs = self.jobs_by_keys(&keys).await?;
-        Ok((jobs, out.last_evaluated_key))
+        Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
+    }
+
+    /// A page of a user's jobs, newest first: the index gives the keys, one
+    /// `BatchGetItem` the items as they are now.
+    async fn query_jobs(
+        &self,
+        index: &str,
+        attribute: &str,
+        user: &UserId,
+        limit: Option<u32>,
+        start: Option<Item>,
+    ) -> Result<(Vec<Job>, Option<Item>), StoreError> {
+        let (found, last) = self.query_user_index(index, attribute, user, limit, start).await?;
+        let keys: Vec<Item> =
+            found.into_iter().map(|entry| entry.into_iter().filter(|(name, _)| name == "pk" || name == "sk").collect()).collect();
+        Ok((self.jobs_by_keys(&keys).await?, last))
     }
 
     /// The job items of `keys`, in their order; one gone since the index
@@ -684,24 +693,12 @@ impl JobStore for DynamoStore {
 
     async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {
         let start = page.cursor.as_deref().map(|c| decode_cursor(c, user)).transpose()?;
-        let out = self
-            .client
-            .query()
-            .table_name(&self.jobs_table)
-            .index_name(INDEX_BY_USER)
-            .key_condition_expression("user_id = :user")
-            .expression_attribute_values(":user", s(user.as_str()))
-            .scan_index_forward(false)
-            .limit(page.limit as i32)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| store_error("Query", e))?;
-        let status_of = |item: &Item| {
-            JobStatus::parse(&text(item, "status")?).ok_or_else(|| StoreError::Internal("a job's status does not parse".into()))
+        let (found, last) = self.query_user_index(INDEX_BY_USER, "user_id", user, Some(page.limit), start).await?;
+        let status_of = |entry: &Item| {
+            JobStatus::parse(&text(entry, "status")?).ok_or_else(|| StoreError::Internal("a job's status does not parse".into()))
         };
-        let items = out.items.unwrap_or_default().iter().map(status_of).collect::<Result<_, _>>()?;
-        let next_cursor = out.last_evaluated_key.map(|k| encode_cursor(&k)).transpose()?;
+        let items = found.iter().map(status_of).collect::<Result<_, _>>()?;
+        let next_cursor = last.map(|k| encode_cursor(&k)).transpose()?;
         Ok(Page { items, next_cursor })
     }
 

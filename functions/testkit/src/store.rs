@@ -1,7 +1,7 @@
 //! The DynamoDB-backed ports, in memory: each method does what its
 //! DynamoDB adapter's writes do, conditions included, in one critical section.
 
-use crate::state::{AccountItem, Lease, Receipt, StoredJob};
+use crate::state::{AccountItem, Lease, Receipt, State, StoredJob};
 use crate::Memory;
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -130,6 +130,36 @@ impl Memory {
     }
 }
 
+impl Memory {
+    /// A page of `user`'s entries in `by_user` (the lagging index copy),
+    /// newest first, each made into an item by `read` (`None`: left out).
+    async fn user_index_page<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        user: &UserId,
+        page: &PageRequest,
+        read: impl Fn(&State, &StoredJob) -> Option<T> + Send + 'static,
+    ) -> Result<Page<T>, ListError> {
+        let listing = format!("jobs_of {user}");
+        let after = page.cursor.as_deref().map(|c| decode_cursor(c, &listing)).transpose()?;
+        let (user, limit) = (user.clone(), page.limit);
+        Ok(self
+            .call(operation, move |state, _| {
+                let mut rows: Vec<(String, T)> = state
+                    .index
+                    .copy
+                    .values()
+                    .filter(|found| found.job.user_id == user)
+                    .filter(|found| after.as_ref().is_none_or(|after| &found.created_key() < after))
+                    .filter_map(|found| Some((found.created_key(), read(state, found)?)))
+                    .collect();
+                rows.sort_by(|a, b| b.0.cmp(&a.0));
+                Ok(page_of(rows, limit, &listing))
+            })
+            .await?)
+    }
+}
+
 #[async_trait]
 impl JobStore for Memory {
     async fn create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
@@ -179,44 +209,13 @@ impl JobStore for Memory {
     }
 
     async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
-        let listing = format!("jobs_of {user}");
-        let after = page.cursor.as_deref().map(|c| decode_cursor(c, &listing)).transpose()?;
-        Ok(self
-            .call("JobStore::jobs_of", |state, _| {
-                // The index (keys only) finds them; the items are read as they are now.
-                let mut rows: Vec<(String, Job)> = state
-                    .index
-                    .copy
-                    .values()
-                    .filter(|stored| &stored.job.user_id == user)
-                    .map(|stored| (stored.created_key(), &stored.job.job_id))
-                    .filter(|(key, _)| after.as_ref().is_none_or(|after| key < after))
-                    .filter_map(|(key, id)| Some((key, state.jobs.get(id)?.job.clone())))
-                    .collect();
-                rows.sort_by(|a, b| b.0.cmp(&a.0));
-                Ok(page_of(rows, page.limit, &listing))
-            })
-            .await?)
+        // The index (keys only) finds them; the items are read as they are now.
+        self.user_index_page("JobStore::jobs_of", user, page, |state, found| state.jobs.get(&found.job.job_id).map(|s| s.job.clone())).await
     }
 
     async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {
-        let listing = format!("jobs_of {user}");
-        let after = page.cursor.as_deref().map(|c| decode_cursor(c, &listing)).transpose()?;
-        Ok(self
-            .call("JobStore::statuses_of", |state, _| {
-                // `by_user` holds the status too: read as the index has it.
-                let mut rows: Vec<(String, JobStatus)> = state
-                    .index
-                    .copy
-                    .values()
-                    .filter(|stored| &stored.job.user_id == user)
-                    .map(|stored| (stored.created_key(), stored.job.status))
-                    .filter(|(key, _)| after.as_ref().is_none_or(|after| key < after))
-                    .collect();
-                rows.sort_by(|a, b| b.0.cmp(&a.0));
-                Ok(page_of(rows, page.limit, &listing))
-            })
-            .await?)
+        // `by_user` holds the status too: read as the index has it.
+        self.user_index_page("JobStore::statuses_of", user, page, |_, found| Some(found.job.status)).await
     }
 
     async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
