@@ -24,7 +24,7 @@ use tracing::Instrument;
 use videojobs_api::{json_response, path_segments};
 use videojobs_aws::Provide;
 use videojobs_core::ports::Providers;
-pub use videojobs_core::services::callbacks::{apply_verified, receive, verify, CallbackOutcome, Callbacks};
+pub use videojobs_core::services::callbacks::{receive, receive_with, CallbackOutcome, Callbacks};
 
 /// The callbacks' rules wired to AWS: status changes go through the store that
 /// queues client notifications.
@@ -58,14 +58,7 @@ pub async fn handler(providers: &Providers, callbacks: &impl Provide<Callbacks>,
     let span = tracing::info_span!("callback", provider, request_id = tracing::field::Empty, job_id = tracing::field::Empty);
     let headers: HashMap<String, String> =
         request.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_ascii_lowercase(), v.to_owned()))).collect();
-    let outcome = async {
-        match verify(providers, &provider, &headers, request.body().as_ref()).await {
-            Ok(event) => apply_verified(callbacks.get(), &provider, &event).await,
-            Err(refused) => refused,
-        }
-    }
-    .instrument(span)
-    .await;
+    let outcome = receive_with(providers, || callbacks.get(), &provider, &headers, request.body().as_ref()).instrument(span).await;
     Ok(answer(&outcome))
 }
 

@@ -62,17 +62,29 @@ pub enum CallbackOutcome {
 
 /// Receives one delivery for `provider`: headers (names lower case) and raw body.
 pub async fn receive(callbacks: &Callbacks, provider_name: &str, headers: &HashMap<String, String>, body: &[u8]) -> CallbackOutcome {
-    match verify(&callbacks.providers, provider_name, headers, body).await {
-        Ok(event) => apply_verified(callbacks, provider_name, &event).await,
+    receive_with(&callbacks.providers, || callbacks, provider_name, headers, body).await
+}
+
+/// [`receive`], verifying with `providers` alone and asking `callbacks` for
+/// the storage only once the delivery verified: the webhook answers a forged
+/// callback without building its storage clients.
+pub async fn receive_with<'c>(
+    providers: &Providers,
+    callbacks: impl FnOnce() -> &'c Callbacks,
+    provider_name: &str,
+    headers: &HashMap<String, String>,
+    body: &[u8],
+) -> CallbackOutcome {
+    match verify(providers, provider_name, headers, body).await {
+        Ok(event) => apply_verified(callbacks(), provider_name, &event).await,
         Err(refused) => refused,
     }
 }
 
-/// The first half of [`receive`], which touches no storage: the delivery's
-/// event, or why it is refused (an unknown provider, a body too large, a bad
-/// signature, a body not understood). The webhook answers a forged callback
-/// from this alone, without building its storage clients.
-pub async fn verify(
+/// The first half of a delivery, which touches no storage: its event, or
+/// why it is refused (an unknown provider, a body too large, a bad
+/// signature, a body not understood).
+async fn verify(
     providers: &Providers,
     provider_name: &str,
     headers: &HashMap<String, String>,
@@ -102,8 +114,8 @@ pub async fn verify(
     }
 }
 
-/// The second half of [`receive`]: applies an event [`verify`] accepted.
-pub async fn apply_verified(callbacks: &Callbacks, provider_name: &str, event: &ProviderEvent) -> CallbackOutcome {
+/// The second half of a delivery: applies an event [`verify`] accepted.
+async fn apply_verified(callbacks: &Callbacks, provider_name: &str, event: &ProviderEvent) -> CallbackOutcome {
     match apply(callbacks, provider_name, event).await {
         Ok(outcome) => outcome,
         Err(err) => {
