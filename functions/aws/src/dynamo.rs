@@ -422,36 +422,40 @@ impl DynamoStore {
         let mut found: HashMap<String, Job> = HashMap::new();
         // BatchGetItem takes 100 keys; a page is at most that (`PageRequest`).
         for chunk in keys.chunks(100) {
-            let mut request = KeysAndAttributes::builder()
-                .set_keys(Some(chunk.to_vec()))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| StoreError::Internal(format!("building a batch get: {e}")))?;
-            let mut rounds = 0;
-            loop {
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.jobs_table, request)
-                    .send()
-                    .await
-                    .map_err(|e| store_error("BatchGetItem", e))?;
-                for item in out.responses.unwrap_or_default().into_values().flatten() {
-                    let job: Job = from_item(item)?;
-                    found.insert(job_pk(&job.job_id), job);
-                }
-                match out.unprocessed_keys.and_then(|mut u| u.remove(&self.jobs_table)) {
-                    Some(rest) if !rest.keys().is_empty() => request = rest,
-                    _ => break,
-                }
-                rounds += 1;
-                if rounds == 10 {
-                    return Err(StoreError::Unavailable("job items kept coming back unprocessed".into()));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20 * rounds)).await;
+            for item in self.batch_get(chunk.to_vec()).await? {
+                let job: Job = from_item(item)?;
+                found.insert(job_pk(&job.job_id), job);
             }
         }
         Ok(keys.iter().filter_map(|key| key.get("pk").and_then(|pk| pk.as_s().ok()).and_then(|pk| found.remove(pk))).collect())
+    }
+
+    /// The items of up to 100 `keys` of the jobs table, read consistently,
+    /// in no particular order; keys DynamoDB leaves unprocessed are asked
+    /// again, a little later each time, ten rounds at most.
+    pub(crate) async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| StoreError::Internal(format!("building a batch get: {e}")))?;
+        let mut items = Vec::new();
+        for round in 1..=10u64 {
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.jobs_table, request)
+                .send()
+                .await
+                .map_err(|e| store_error("BatchGetItem", e))?;
+            items.extend(out.responses.unwrap_or_default().into_values().flatten());
+            match out.unprocessed_keys.and_then(|mut u| u.remove(&self.jobs_table)) {
+                Some(rest) if !rest.keys().is_empty() => request = rest,
+                _ => return Ok(items),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20 * round)).await;
+        }
+        Err(StoreError::Unavailable("items kept coming back unprocessed".into()))
     }
 
     /// An unconditional put of one item into the jobs table.
@@ -784,7 +788,7 @@ impl JobStore for DynamoStore {
             .update_item()
             .table_name(&self.jobs_table)
             .set_key(Some(key(job_pk(id), "JOB")))
-            .update_expression("SET progress = :p, updated_at = :now, watch_since = :now")
+            .update_expression(format!("SET progress = :p, updated_at = :now, {} = :now", crate::stats::WATCH_SINCE))
             .condition_expression("progress < :p AND #status IN (:submitted, :processing)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":p", n(percent.min(99)))

@@ -4,7 +4,7 @@
 use super::*;
 use crate::emf::{MetricLine, Unit};
 use crate::stats::{counter_update, shard_key, COUNTER_SHARDS, INDEX_STUCK_WATCH, WATCH_ATTRIBUTE, WATCH_SINCE};
-use aws_sdk_dynamodb::types::{KeysAndAttributes, Select};
+use aws_sdk_dynamodb::types::Select;
 use videojobs_core::model::stats::{counter, Counters, Deltas, StuckJob, StuckPage};
 use videojobs_core::ports::StatsStore;
 
@@ -14,28 +14,7 @@ fn number(value: &AttributeValue) -> Option<i64> {
 
 impl DynamoStore {
     async fn counter_shards(&self) -> Result<Vec<Item>, StoreError> {
-        let keys: Vec<Item> = (0..COUNTER_SHARDS).map(shard_key).collect();
-        let mut request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .build()
-            .map_err(|e| StoreError::Internal(format!("building a batch get: {e}")))?;
-        let mut items = Vec::new();
-        for _ in 0..10 {
-            let out = self
-                .client()
-                .batch_get_item()
-                .request_items(self.jobs_table(), request)
-                .send()
-                .await
-                .map_err(|e| store_error("BatchGetItem", e))?;
-            items.extend(out.responses.unwrap_or_default().into_values().flatten());
-            match out.unprocessed_keys.and_then(|mut u| u.remove(self.jobs_table())) {
-                Some(rest) if !rest.keys().is_empty() => request = rest,
-                _ => return Ok(items),
-            }
-        }
-        Err(StoreError::Unavailable("counter shards kept coming back unprocessed".into()))
+        self.batch_get((0..COUNTER_SHARDS).map(shard_key).collect()).await
     }
 
     async fn stuck_page(
