@@ -163,10 +163,10 @@ pub fn tally(table_keys: &[String], indexes: &[Index], records: &[Value]) -> Ind
     let image = |record: &Value, which: &str| record["dynamodb"][which].as_object().cloned();
     let mut writes = IndexWrites { per_index: indexes.iter().map(|i| (i.name.clone(), 0)).collect(), ..IndexWrites::default() };
     for (i, record) in records.iter().enumerate() {
-        let (old, new): (Option<Image>, Option<Image>) = (image(record, "OldImage"), image(record, "NewImage"));
         if is_moto_placeholder(table_keys, records, i) {
             continue;
         }
+        let (old, new): (Option<Image>, Option<Image>) = (image(record, "OldImage"), image(record, "NewImage"));
         writes.writes += 1;
         writes.table_units += index_writes::table_write_units(old.as_ref(), new.as_ref());
         for index in indexes {
