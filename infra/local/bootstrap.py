@@ -338,6 +338,21 @@ def enable_step_functions_interpreter():
         raise SystemExit(f"moto does not answer at {endpoint}: {err}")
 
 
+def register_with_gate(stack):
+    """Tells the gate in front of moto (gate/__init__.py) this stack's physical
+    names, so that it can resolve each function's role against them."""
+    endpoint = os.environ["AWS_ENDPOINT_URL"].rstrip("/")
+    document = {"name": stack.name, "region": stack.region, "account": stack.account, "physical": stack.physical,
+                "parameters": {name: stack.parameter(name) for name in stack.template.get("Parameters", {})}}
+    request = urllib.request.Request(f"{endpoint}/_gate/stacks", data=json.dumps(document).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    try:
+        urllib.request.urlopen(request, timeout=10).read()
+    except urllib.error.HTTPError as err:
+        # A moto started without the gate: nothing checks roles there.
+        print(f"the gate did not take the stack ({err}): roles are not checked", file=sys.stderr)
+
+
 def shell_quote(value):
     return "'" + value.replace("'", "'\"'\"'") + "'"
 
@@ -359,6 +374,7 @@ def main():
     stack.queues()
     stack.buckets()
     stack.state_machines()
+    register_with_gate(stack)
     lines = [f"export {name}={shell_quote(value)}" for name, value in sorted(stack.environment().items())]
     text = "\n".join(lines) + "\n"
     if args.env_out:

@@ -8,31 +8,22 @@ DynamoDB requests gives the same guarantees, so the concurrency tests test our
 conditions rather than moto's races. Other services run concurrently as usual
 (SQS long polls must not block, and Step Functions calls back into moto).
 
+In front of moto sits the gate (gate/__init__.py): each call a function makes
+is checked against its role in template.yaml, and AWS's limits and faults are
+applied. The DynamoDB lock is the gate's, held around moto's work only. The
+Step Functions interpreter signs its calls with moto's hard-coded key "ak",
+which the gate takes for the template's state machine (gate/iam.py).
+
 Usage: python moto_server.py [-H HOST] [-p PORT]   (same as moto_server)
 """
 
 import argparse
 import os
-import threading
 
+from gate import Gate
 from moto.moto_server.threaded_moto_server import MotoRequestHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import run_simple
-
-DYNAMODB_TARGET_PREFIX = "DynamoDB_"
-
-
-class SerialisedDynamoDB:
-    def __init__(self, app):
-        self.app = app
-        self.lock = threading.Lock()
-
-    def __call__(self, environ, start_response):
-        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith(DYNAMODB_TARGET_PREFIX):
-            return self.app(environ, start_response)
-        with self.lock:
-            # Materialise the body while holding the lock: the work happens here.
-            return list(self.app(environ, start_response))
 
 
 def main():
@@ -46,7 +37,7 @@ def main():
     run_simple(
         args.host,
         args.port,
-        SerialisedDynamoDB(app),
+        Gate(app, port=args.port),
         threaded=True,
         request_handler=MotoRequestHandler,
     )

@@ -9,8 +9,10 @@ pub mod asl;
 pub mod gated;
 pub mod rng;
 mod run;
+pub mod scale;
 
 pub use run::{run, small_mp4};
+pub use scale::{run_scale, ScaleOptions, ScaleReport};
 
 /// How a run went.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -257,7 +257,7 @@ async fn an_approval_whose_answer_is_lost_reaches_expire_which_keeps_the_video()
     deliver_await_review(&app, &id).await;
     let (_, reviewer) = app.another_user(0, Role::Reviewer).await;
     let mut refusing = app.app.clone();
-    refusing.services.tasks = Arc::new(Refusing);
+    refusing.status.tasks = Arc::new(Refusing);
 
     // Act: approved (the answer is lost), and as if its keep were lost too.
     let status = review_as(&refusing, &reviewer, &id, APPROVE).await;
@@ -301,7 +301,7 @@ async fn an_approval_that_cannot_mark_the_video_kept_is_refused_and_changes_noth
     deliver_await_review(&app, &id).await;
     let (_, reviewer) = app.another_user(0, Role::Reviewer).await;
     let mut refusing = app.app.clone();
-    refusing.services.kept = Arc::new(Refusing);
+    refusing.status.kept = Arc::new(Refusing);
 
     // Act
     let refused = review_as(&refusing, &reviewer, &id, APPROVE).await;

@@ -31,8 +31,8 @@
 //! Seeds: `STORM_SEED`, `CRASH_SEED` (printed by each run).
 
 use crate::harness::{
-    env_number, fresh_stack, history_problems, settings, wait_until_settled, BlackHole, HttpApi, LocalApiProcess, Receiver, SeededRng,
-    TestApp,
+    env_number, fresh_stack, gate_fault_counts, history_problems, settings, wait_until_settled, BlackHole, HttpApi, LocalApiProcess,
+    Receiver, SeededRng, TestApp,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -324,11 +324,15 @@ async fn storm_of_users_at_their_cap_with_faults_and_cancels_ends_completed_or_c
     let mut rng = SeededRng::from_env("STORM_SEED", "storm");
     let s = settings();
     let per_user = s.max_active_jobs as usize;
-    let p = TestApp::builder().settings(s).with_local_provider().build().await;
+    // Every function's AWS calls under the local gate's storm profile:
+    // throttles, 500s, slow and lost answers, far more often than by default.
+    let profile = std::env::var("STORM_FAULT_PROFILE").unwrap_or_else(|_| "storm".to_owned());
+    let p = TestApp::builder().settings(s).fault_profile(&profile).with_local_provider().build().await;
     let api = p.http();
     let receiver = Receiver::answering(200).await;
     let tenants = tenants(&p, users, 1_000, &receiver).await;
     let faults = storm_faults();
+    let gate_before = gate_fault_counts(&profile).await;
 
     let storm_started = Instant::now();
     let jobs = create_twice_at_once(&api, &tenants, per_user, |t, slot, tenant| {
@@ -360,11 +364,13 @@ async fn storm_of_users_at_their_cap_with_faults_and_cancels_ends_completed_or_c
         cancels.len()
     );
     let (median, longest) = job_times(&finals);
+    let gate_faults = fault_summary(&gate_before, &gate_fault_counts(&profile).await);
+    println!("storm: the gate's faults ({profile}): {gate_faults}");
     bench_table(
         "Storm",
-        "| users × cap | jobs (each create sent twice) | time s (creates → last job finished) | job time s, median / max | completed | canceled | failed | cancels sent | notifications, webhook-ids, repeats |",
+        "| users × cap | jobs (each create sent twice) | time s (creates → last job finished) | job time s, median / max | completed | canceled | failed | cancels sent | notifications, webhook-ids, repeats | AWS calls, faults by kind (gate) |",
         &format!(
-            "| {users} × {per_user} | {} | {storm_seconds:.1} | {median:.1} / {longest:.1} | {completed} | {canceled} | {failed} | {} | {}, {}, {} |",
+            "| {users} × {per_user} | {} | {storm_seconds:.1} | {median:.1} / {longest:.1} | {completed} | {canceled} | {failed} | {} | {}, {}, {} | {gate_faults} |",
             jobs.len(),
             cancels.len(),
             notify_summary.deliveries,
@@ -375,6 +381,21 @@ async fn storm_of_users_at_their_cap_with_faults_and_cancels_ends_completed_or_c
     if !problems.is_empty() {
         fail_with("the storm", &problems);
     }
+}
+
+/// The gate's counts between two readings: the calls the profile's
+/// principals made and each kind of fault they met.
+fn fault_summary(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> String {
+    let delta = |kind: &str| after.get(kind).copied().unwrap_or(0).saturating_sub(before.get(kind).copied().unwrap_or(0));
+    let mut by_group: BTreeMap<&str, u64> = BTreeMap::new();
+    for kind in after.keys().filter(|k| *k != "calls") {
+        // "error:ThrottlingException" and "error:SlowDown" are errors; "lost:drop", "lost:500" lost answers.
+        let group = kind.split(':').next().unwrap_or(kind);
+        *by_group.entry(group).or_default() += delta(kind);
+    }
+    let kinds: Vec<String> = after.keys().filter(|k| *k != "calls" && delta(k) > 0).map(|k| format!("{k} {}", delta(k))).collect();
+    let groups: Vec<String> = by_group.iter().map(|(g, n)| format!("{g} {n}")).collect();
+    format!("{} calls; {} ({})", delta("calls"), groups.join(", "), kinds.join(", "))
 }
 
 // ------------------------------------------------------------------ crash

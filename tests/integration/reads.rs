@@ -198,6 +198,41 @@ async fn a_bad_cursor_or_limit_is_400_and_another_users_cursor_is_refused() {
 }
 
 #[tokio::test]
+async fn a_crafted_cursor_naming_an_empty_or_oversized_key_is_400_as_it_would_be_on_dynamodb() {
+    // Arrange: the user's own position, then the same with each key value
+    // emptied or made longer than DynamoDB takes (1,024 bytes for a sort key).
+    use base64::Engine;
+    let app = TestApp::new(100).await;
+    for _ in 0..2 {
+        app.new_job(1).await;
+    }
+    let page = app.list_jobs(Page::of(1)).await;
+    let cursor = page.body["next_cursor"].as_str().unwrap();
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let position: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&engine.decode(cursor).unwrap()).unwrap();
+    let mut crafted = Vec::new();
+    for field in ["pk", "sk", "created_key"] {
+        for value in [String::new(), "x".repeat(1_025), format!("{}{}", position[field].as_str().unwrap(), "x".repeat(2_100))] {
+            let mut changed = position.clone();
+            changed.insert(field.to_owned(), value.into());
+            crafted.push(engine.encode(serde_json::Value::Object(changed).to_string()));
+        }
+    }
+
+    // Act
+    let mut replies = Vec::new();
+    for cursor in &crafted {
+        replies.push(app.list_jobs(Page::first().after(cursor)).await);
+    }
+
+    // Assert: each refused as a bad cursor, none reaching DynamoDB as a 500.
+    for reply in replies {
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+        assert_eq!(reply.body["error"]["field"], "cursor");
+    }
+}
+
+#[tokio::test]
 async fn active_lists_only_in_flight_jobs_of_the_caller() {
     let app = TestApp::new(100).await;
     let running = app.new_job(1).await;

@@ -125,8 +125,8 @@ async fn every_sample_event_runs_through_its_handler() {
                 let request = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
                 let (method, path) = (request.method().clone(), request.uri().path().to_owned());
                 let response = match function {
-                    Function::Create => create::handler(&app.services, request).await,
-                    Function::Status => status::handler(&app.services, request).await,
+                    Function::Create => create::handler(&app.app.create, request).await,
+                    Function::Status => status::handler(&app.app.status, request).await,
                     _ => webhook::handler(&app.app.webhook.providers, &app.app.webhook, request).await,
                 }
                 .unwrap();
@@ -145,7 +145,7 @@ async fn every_sample_event_runs_through_its_handler() {
             }
             Function::Notifier => {
                 let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-                let response = worker::handler(&app.app.worker, LambdaEvent::new(event, Context::default())).await.unwrap();
+                let response = worker::handler(&app.app.notifier, LambdaEvent::new(event, Context::default())).await.unwrap();
                 assert!(response.batch_item_failures.is_empty(), "{name}: dead-lettered, not retried");
                 let dlq = app.resources.notify_dlq_url.clone().expect("a notification dead-letter queue");
                 let out = app.clients.sqs.receive_message().queue_url(&dlq).max_number_of_messages(10).send().await.unwrap();

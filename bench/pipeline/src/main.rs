@@ -240,7 +240,7 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let settle = if approve { self.app.services.settings.retention_seconds + 2 } else { 1 };
+        let settle = if approve { self.app.status.settings.retention_seconds + 2 } else { 1 };
         tokio::time::sleep(Duration::from_secs(settle)).await;
         let counts = self.meter.snapshot();
         let index = self.stream.tally(&self.stream.records_since(stream_position).await?);
@@ -305,20 +305,29 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
     settings.rate_limits = videojobs_core::model::ratelimit::RateLimits { requests_per_minute: 0, creates_per_minute: 0 };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = Arc::new(local_api::App::on_aws(&clients, &resources, settings, providers, http.clone(), base.clone()));
+    // Each function signs as itself (its role checked by the local gate), with
+    // no injected faults or duplicate deliveries: the counts are the pipeline's own.
+    let signed_as = |function| {
+        let mut options = AwsClients::local_options(function, Some("none"));
+        options.meter = Some(meter.clone());
+        AwsClients::build(options)
+    };
+    let app = Arc::new(local_api::App::on_aws(signed_as, &resources, settings.clone(), providers, http.clone(), base.clone()));
+    // Accounts and keys are an operator's setup, metered like the rest.
+    let admin = videojobs_aws::services(&clients, &resources, settings);
     let user: UserId = "bench-user".parse()?;
     let user_key = ApiKey::generate();
-    app.services
+    admin
         .keys
         .save_key_record(
             &user_key.hash(),
             &videojobs_core::ports::KeyRecord::for_key(&user_key.hash(), Principal { user_id: user.clone(), role: Role::User }, "bench"),
         )
         .await?;
-    app.services.accounts.open_account(&user, 1_000_000).await?;
+    admin.accounts.open_account(&user, 1_000_000).await?;
     let reviewer_key = ApiKey::generate();
     let reviewer = Principal { user_id: "bench-reviewer".parse()?, role: Role::Reviewer };
-    app.services
+    admin
         .keys
         .save_key_record(&reviewer_key.hash(), &videojobs_core::ports::KeyRecord::for_key(&reviewer_key.hash(), reviewer.clone(), "bench"))
         .await?;
@@ -330,7 +339,9 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
         let (delivered, worker_ms) = (delivered.clone(), worker_ms.clone());
         tokio::spawn(async move {
             loop {
-                if let Ok((n, took)) = local_api::queue::poll_once(&sqs, &url, &worker, 1).await {
+                if let Ok((n, took)) =
+                    local_api::queue::poll_once(&sqs, &url, &worker, 1, &local_api::queue::Delivery::exactly_once()).await
+                {
                     delivered.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     // Lambda bills each invocation to the next millisecond.
                     worker_ms.fetch_add(took.as_millis() as u64 + u64::from(n > 0), std::sync::atomic::Ordering::Relaxed);

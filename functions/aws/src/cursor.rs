@@ -25,12 +25,21 @@ pub fn encode(last: &Item, fields: &[&str]) -> Result<String, ListError> {
     Ok(URL_SAFE_NO_PAD.encode(serde_json::Value::Object(values).to_string()))
 }
 
-/// The position a cursor names: exactly `fields`, all strings, and one the
-/// listing `belongs` to; anything else is a bad cursor.
+/// The longest key value a cursor may carry: DynamoDB's sort key limit
+/// (1,024 bytes), the lower of its two key limits. DynamoDB refuses an
+/// `ExclusiveStartKey` with a longer or an empty key value (a
+/// ValidationException, which would be a 500); a cursor that could carry one
+/// is refused here as a bad cursor (400) instead.
+pub const MAX_KEY_VALUE_BYTES: usize = 1_024;
+
+/// The position a cursor names: exactly `fields`, all non-empty strings
+/// within DynamoDB's key sizes, and one the listing `belongs` to; anything
+/// else is a bad cursor.
 pub fn decode(cursor: &str, fields: &[&str], belongs: impl Fn(&HashMap<String, String>) -> bool) -> Result<Item, ListError> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| ListError::BadCursor)?;
     let values: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| ListError::BadCursor)?;
-    if values.len() != fields.len() || !belongs(&values) {
+    let key_sized = |v: &String| !v.is_empty() && v.len() <= MAX_KEY_VALUE_BYTES;
+    if values.len() != fields.len() || !values.values().all(key_sized) || !belongs(&values) {
         return Err(ListError::BadCursor);
     }
     fields
@@ -79,5 +88,15 @@ mod tests {
         assert_eq!(decode(&number, &FIELDS, is_job), Err(ListError::BadCursor));
         assert_eq!(decode("%%%", &FIELDS, is_job), Err(ListError::BadCursor));
         assert_eq!(decode(&URL_SAFE_NO_PAD.encode("[1]"), &FIELDS, is_job), Err(ListError::BadCursor));
+    }
+
+    #[test]
+    fn a_cursor_with_an_empty_or_oversized_key_value_is_refused_before_dynamodb_sees_it() {
+        let empty = URL_SAFE_NO_PAD.encode(r#"{"pk":"JOB#a","sk":""}"#);
+        assert_eq!(decode(&empty, &FIELDS, is_job), Err(ListError::BadCursor));
+        let long = URL_SAFE_NO_PAD.encode(format!(r#"{{"pk":"JOB#a","sk":"{}"}}"#, "x".repeat(MAX_KEY_VALUE_BYTES + 1)));
+        assert_eq!(decode(&long, &FIELDS, is_job), Err(ListError::BadCursor));
+        let longest = URL_SAFE_NO_PAD.encode(format!(r#"{{"pk":"JOB#a","sk":"{}"}}"#, "x".repeat(MAX_KEY_VALUE_BYTES)));
+        assert!(decode(&longest, &FIELDS, is_job).is_ok());
     }
 }

@@ -363,13 +363,32 @@ impl DynamoStore {
         Ok(items)
     }
 
+    /// One transaction, applied at most once. Its client request token is
+    /// kept across the SDK's retries and our own: an attempt that timed out
+    /// or lost its answer may still be being applied when the retry comes,
+    /// and DynamoDB then answers `TransactionInProgressException`; asked
+    /// again with the same token a moment later, it answers the first
+    /// attempt's outcome. A new token would be a second transaction.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactFailure> {
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(()),
-            Err(err) => Err(match transaction_cancellation(&err) {
-                Some(reasons) => TransactFailure::Cancelled(reasons),
-                None => TransactFailure::Store(store_error("TransactWriteItems", err)),
-            }),
+        let token = ulid::Ulid::new().to_string();
+        let mut wait = std::time::Duration::from_millis(100);
+        let mut tries_left = IN_PROGRESS_TRIES;
+        loop {
+            let sent = self.client.transact_write_items().set_transact_items(Some(items.clone())).client_request_token(&token).send().await;
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(err) if tries_left > 1 && err.as_service_error().is_some_and(|e| e.is_transaction_in_progress_exception()) => {
+                    tries_left -= 1;
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(err) => {
+                    return Err(match transaction_cancellation(&err) {
+                        Some(reasons) => TransactFailure::Cancelled(reasons),
+                        None => TransactFailure::Store(store_error("TransactWriteItems", err)),
+                    })
+                }
+            }
         }
     }
 
@@ -465,15 +484,27 @@ impl DynamoStore {
     }
 
     /// Puts an item unless its key exists: `false` when it did.
+    /// Writes `item` unless its key is taken. An item already there that is
+    /// exactly `item` is this very write: an attempt whose answer was lost
+    /// (a dropped connection, a timeout) and the SDK's retry found it
+    /// applied. That is written, not taken.
     async fn put_if_absent(&self, item: Item) -> Result<bool, StoreError> {
         let result = self
             .client
             .put_item()
             .table_name(&self.jobs_table)
-            .set_item(Some(item))
+            .set_item(Some(item.clone()))
             .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
+        if let Err(err) = &result {
+            if let Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) =
+                err.as_service_error()
+            {
+                return Ok(failed.item() == Some(&item));
+            }
+        }
         conditional_write("PutItem", result)
     }
 
@@ -604,6 +635,10 @@ impl UpdateClauses {
             .build()
     }
 }
+
+/// How often a transaction still in progress is asked again (waits of 0.1,
+/// 0.2, 0.4, 0.8 s: a DynamoDB transaction takes milliseconds).
+const IN_PROGRESS_TRIES: u32 = 5;
 
 enum TransactFailure {
     /// The transaction was cancelled; one reason code per item, in order.
@@ -970,7 +1005,9 @@ fn encode_cursor(last: &Item) -> Result<String, ListError> {
 /// A cursor is good only for the listing it came from: this user's jobs.
 fn decode_cursor(cursor: &str, user: &UserId) -> Result<Item, ListError> {
     crate::cursor::decode(cursor, &JOB_LIST_CURSOR, |fields| {
-        fields.get("user_id").map(String::as_str) == Some(user.as_str()) && fields.get("pk").is_some_and(|pk| pk.starts_with("JOB#"))
+        fields.get("user_id").map(String::as_str) == Some(user.as_str())
+            && fields.get("pk").and_then(|pk| pk.strip_prefix("JOB#")).is_some_and(|id| id.parse::<JobId>().is_ok())
+            && fields.get("sk").map(String::as_str) == Some("JOB")
     })
 }
 
@@ -1067,10 +1104,10 @@ mod tests {
 
     fn sample_last_key(user_id: &str) -> Item {
         HashMap::from([
-            ("pk".to_owned(), s("JOB#job_x")),
+            ("pk".to_owned(), s("JOB#job_01j0000000000000000000000a")),
             ("sk".to_owned(), s("JOB")),
             ("user_id".to_owned(), s(user_id)),
-            ("created_key".to_owned(), s("2026-01-01T00:00:00.000Z#job_x")),
+            ("created_key".to_owned(), s("2026-01-01T00:00:00.000Z#job_01j0000000000000000000000a")),
         ])
     }
 
@@ -1088,7 +1125,8 @@ mod tests {
         assert_eq!(decode_cursor("not-base64!", &user("alice")), Err(ListError::BadCursor));
         let forged = URL_SAFE_NO_PAD.encode(r#"{"pk":"USER#alice","sk":"ACCOUNT","user_id":"alice","created_key":"x"}"#);
         assert_eq!(decode_cursor(&forged, &user("alice")), Err(ListError::BadCursor));
-        let extra = URL_SAFE_NO_PAD.encode(r#"{"pk":"JOB#a","sk":"JOB","user_id":"alice","created_key":"x","z":"1"}"#);
+        let extra =
+            URL_SAFE_NO_PAD.encode(r#"{"pk":"JOB#job_01j0000000000000000000000a","sk":"JOB","user_id":"alice","created_key":"x","z":"1"}"#);
         assert_eq!(decode_cursor(&extra, &user("alice")), Err(ListError::BadCursor));
     }
 }

@@ -72,7 +72,10 @@ fn encode_cursor(last: &Item) -> Result<String, ListError> {
 fn decode_cursor(cursor: &str) -> Result<Item, ListError> {
     crate::cursor::decode(cursor, &CURSOR_FIELDS, |fields| {
         fields.get("review_state").map(String::as_str) == Some(REVIEW_PENDING)
-            && fields.get("pk").is_some_and(|pk| pk.starts_with("JOB#"))
+            && fields
+                .get("pk")
+                .and_then(|pk| pk.strip_prefix("JOB#"))
+                .is_some_and(|id| id.parse::<videojobs_core::model::ids::JobId>().is_ok())
             && fields.get("sk").map(String::as_str) == Some("JOB")
     })
 }
@@ -85,7 +88,7 @@ mod tests {
 
     fn position() -> Item {
         HashMap::from([
-            ("pk".to_owned(), AttributeValue::S("JOB#job_x".into())),
+            ("pk".to_owned(), AttributeValue::S("JOB#job_01j0000000000000000000000a".into())),
             ("sk".to_owned(), AttributeValue::S("JOB".into())),
             ("review_state".to_owned(), AttributeValue::S("pending".into())),
             ("completed_at".to_owned(), AttributeValue::S("2026-01-01T00:00:00.000Z".into())),
@@ -100,10 +103,12 @@ mod tests {
 
     #[test]
     fn a_cursor_from_another_listing_or_tampered_with_is_refused() {
-        let user_listing =
-            URL_SAFE_NO_PAD.encode(r#"{"pk":"JOB#a","sk":"JOB","user_id":"alice","created_key":"2026-01-01T00:00:00.000Z#job_a"}"#);
+        let user_listing = URL_SAFE_NO_PAD.encode(
+            r#"{"pk":"JOB#job_01j0000000000000000000000a","sk":"JOB","user_id":"alice","created_key":"2026-01-01T00:00:00.000Z#job_a"}"#,
+        );
         assert_eq!(decode_cursor(&user_listing), Err(ListError::BadCursor));
-        let other_state = URL_SAFE_NO_PAD.encode(r#"{"pk":"JOB#a","sk":"JOB","review_state":"done","completed_at":"x"}"#);
+        let other_state =
+            URL_SAFE_NO_PAD.encode(r#"{"pk":"JOB#job_01j0000000000000000000000a","sk":"JOB","review_state":"done","completed_at":"x"}"#);
         assert_eq!(decode_cursor(&other_state), Err(ListError::BadCursor));
         let not_a_job = URL_SAFE_NO_PAD.encode(r#"{"pk":"USER#a","sk":"ACCOUNT","review_state":"pending","completed_at":"x"}"#);
         assert_eq!(decode_cursor(&not_a_job), Err(ListError::BadCursor));

@@ -22,6 +22,7 @@ mod queues;
 pub mod splitmix;
 mod state;
 mod store;
+pub mod tally;
 mod workflows;
 
 pub use clock::VirtualClock;

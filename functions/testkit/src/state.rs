@@ -147,6 +147,8 @@ pub(crate) struct State {
     pub endpoints: HashMap<String, u16>,
     /// Every notification posted, in order.
     pub posted: Vec<crate::dns::Posted>,
+    /// Reads and writes per partition key, while counted (`Memory::tally_partitions`).
+    pub tally: Option<crate::tally::Tally>,
 }
 
 impl State {
@@ -154,6 +156,9 @@ impl State {
     pub fn reindex(&mut self, id: &JobId, now: OffsetDateTime) {
         if let Some(job) = self.jobs.get(id) {
             self.index.record(now, job);
+            if let Some(tally) = self.tally.as_mut() {
+                tally.job_written(job);
+            }
         }
     }
 

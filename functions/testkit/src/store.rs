@@ -2,6 +2,7 @@
 //! DynamoDB adapter's writes do, conditions included, in one critical section.
 
 use crate::state::{AccountItem, Lease, Receipt, State, StoredJob};
+use crate::tally::{key, Place, TOKEN_ITEM_UNITS};
 use crate::Memory;
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,6 +30,15 @@ const UPLOAD_TTL_SECONDS: i64 = DAY;
 const RECEIPT_TTL_SECONDS: i64 = 7 * DAY;
 /// The DynamoDB adapter's receipt lease (`RECEIPT_LEASE_SECONDS`).
 pub const RECEIPT_LEASE_SECONDS: i64 = 30;
+
+/// The adapter's partition keys of a callback receipt and of a provider request's owner record.
+fn receipt_pk(provider: &str, event_id: &str) -> String {
+    format!("RECEIPT#{provider}#{event_id}")
+}
+
+fn owner_pk(provider: &str, request_id: &str) -> String {
+    format!("PROVREQ#{provider}#{request_id}")
+}
 
 /// An opaque cursor naming one listing and a position in it.
 fn encode_cursor(listing: &str, position: &str) -> String {
@@ -133,11 +143,13 @@ impl Memory {
 impl Memory {
     /// A page of `user`'s entries in `by_user` (the lagging index copy),
     /// newest first, each made into an item by `read` (`None`: left out).
+    /// `reads_items`: the adapter reads each entry's item too (one `BatchGetItem`).
     async fn user_index_page<T: Send + 'static>(
         &self,
         operation: &'static str,
         user: &UserId,
         page: &PageRequest,
+        reads_items: bool,
         read: impl Fn(&State, &StoredJob) -> Option<T> + Send + 'static,
     ) -> Result<Page<T>, ListError> {
         let listing = format!("jobs_of {user}");
@@ -154,6 +166,16 @@ impl Memory {
                     .filter_map(|found| Some((found.created_key(), read(state, found)?)))
                     .collect();
                 rows.sort_by(|a, b| b.0.cmp(&a.0));
+                if state.tally.is_some() {
+                    // A query reads at least one unit; the page's items are read by their keys
+                    // (`created_key` ends with the job id).
+                    let listed: Vec<String> = rows.iter().take(limit.max(1) as usize).map(|(position, _)| position.clone()).collect();
+                    state.tally_read(Place::ByUser, || user.to_string(), (listed.len() as u64).max(1));
+                    for position in listed.iter().filter(|_| reads_items) {
+                        let id = position.rsplit_once('#').map_or(position.as_str(), |(_, id)| id);
+                        state.tally_read(Place::Jobs, || key::job(id), 1);
+                    }
+                }
                 Ok(page_of(rows, limit, &listing))
             })
             .await?)
@@ -165,16 +187,25 @@ impl JobStore for Memory {
     async fn create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
         self.call("JobStore::create", |state, now| {
             let job = &new.job;
+            state.tally_create(new);
             if let Some(record) = &new.idempotency {
                 if state.idempotency.contains_key(&(record.user_id.clone(), record.key.as_str().to_owned())) {
                     return Ok(CreateOutcome::IdempotencyKeyTaken);
                 }
             }
-            let Some(account) = state.accounts.get(&job.user_id) else { return Ok(CreateOutcome::NoAccount) };
+            // A refused debit: the adapter reads the account back to say why.
+            let refused = |state: &mut State| state.tally_read(Place::Jobs, || key::user(&job.user_id), 1);
+            let Some(account) = state.accounts.get(&job.user_id) else {
+                refused(state);
+                return Ok(CreateOutcome::NoAccount);
+            };
             if account.credits < i64::from(job.cost_credits) {
-                return Ok(CreateOutcome::InsufficientCredits { balance: account.credits });
+                let balance = account.credits;
+                refused(state);
+                return Ok(CreateOutcome::InsufficientCredits { balance });
             }
             if account.active_jobs >= i64::from(new.max_active_jobs) {
+                refused(state);
                 return Ok(CreateOutcome::TooManyActiveJobs);
             }
             if state.jobs.contains_key(&job.job_id) || (new.prompt.is_some() && state.prompts.contains_key(&job.job_id)) {
@@ -201,21 +232,31 @@ impl JobStore for Memory {
     }
 
     async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        self.call("JobStore::job", |state, _| Ok(state.jobs.get(id).map(|stored| stored.job.clone()))).await
+        self.call("JobStore::job", |state, _| {
+            state.tally_read(Place::Jobs, || key::job(id), 1);
+            Ok(state.jobs.get(id).map(|stored| stored.job.clone()))
+        })
+        .await
     }
 
     async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
-        self.call("JobStore::events", |state, _| Ok(state.events.get(id).cloned().unwrap_or_default())).await
+        self.call("JobStore::events", |state, _| {
+            let events = state.events.get(id).cloned().unwrap_or_default();
+            state.tally_read(Place::Jobs, || key::job(id), (events.len() as u64).max(1));
+            Ok(events)
+        })
+        .await
     }
 
     async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
         // The index (keys only) finds them; the items are read as they are now.
-        self.user_index_page("JobStore::jobs_of", user, page, |state, found| state.jobs.get(&found.job.job_id).map(|s| s.job.clone())).await
+        self.user_index_page("JobStore::jobs_of", user, page, true, |state, found| state.jobs.get(&found.job.job_id).map(|s| s.job.clone()))
+            .await
     }
 
     async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {
         // `by_user` holds the status too: read as the index has it.
-        self.user_index_page("JobStore::statuses_of", user, page, |_, found| Some(found.job.status)).await
+        self.user_index_page("JobStore::statuses_of", user, page, false, |_, found| Some(found.job.status)).await
     }
 
     async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
@@ -230,6 +271,20 @@ impl JobStore for Memory {
                 .filter(|(_, job)| job.status.is_in_flight())
                 .collect();
             rows.sort_by(|a, b| b.0.cmp(&a.0));
+            if state.tally.is_some() {
+                // The index query, then each entry's item (found ones; those that left flight were read too).
+                let found: Vec<JobId> = state
+                    .index
+                    .copy
+                    .values()
+                    .filter(|stored| stored.active && &stored.job.user_id == user)
+                    .map(|s| s.job.job_id.clone())
+                    .collect();
+                state.tally_read(Place::ActiveByUser, || user.to_string(), (found.len() as u64).max(1));
+                for id in &found {
+                    state.tally_read(Place::Jobs, || key::job(id), 1);
+                }
+            }
             Ok(rows.into_iter().map(|(_, job)| job).collect())
         })
         .await
@@ -238,10 +293,18 @@ impl JobStore for Memory {
     async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError> {
         self.call("JobStore::change_status", |state, now| {
             let t = change.transition;
-            let Some(stored) = state.jobs.get(&change.job_id) else { return Ok(ChangeOutcome::NotFound) };
+            state.tally_change(change);
+            // A refused change: the adapter reads the job back to say what it was.
+            let refused = |state: &mut State| state.tally_read(Place::Jobs, || key::job(&change.job_id), 1);
+            let Some(stored) = state.jobs.get(&change.job_id) else {
+                refused(state);
+                return Ok(ChangeOutcome::NotFound);
+            };
             let holds = stored.job.status == t.from && fence_holds(stored, &change.update) && !(t.refunds_credits && stored.refunded);
             if !holds {
-                return Ok(ChangeOutcome::StatusWas(stored.job.status));
+                let was = stored.job.status;
+                refused(state);
+                return Ok(ChangeOutcome::StatusWas(was));
             }
             if (t.refunds_credits || t.frees_slot) && !state.accounts.contains_key(&change.user_id) {
                 // The account update's `attribute_exists(pk)` cancels the transaction.
@@ -298,6 +361,7 @@ impl JobStore for Memory {
 
     async fn idempotency_record(&self, user: &UserId, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.call("JobStore::idempotency_record", |state, _| {
+            state.tally_read(Place::Jobs, || format!("IDEM#{user}#{}", key.as_str()), 1);
             Ok(state.idempotency.get(&(user.clone(), key.as_str().to_owned())).map(|(record, _)| record.clone()))
         })
         .await
@@ -305,6 +369,13 @@ impl JobStore for Memory {
 
     async fn update_in_status(&self, id: &JobId, status: JobStatus, update: &JobUpdate) -> Result<bool, StoreError> {
         self.call("JobStore::update_in_status", |state, now| {
+            if update.remove_output {
+                // `forget_output` is a transaction: the job and a counter shard.
+                state.tally_write(Place::Jobs, || key::job(id), 2);
+                state.tally_shard_write(2);
+            } else {
+                state.tally_write(Place::Jobs, || key::job(id), 1);
+            }
             let Some(stored) = state.jobs.get_mut(id) else { return Ok(false) };
             if stored.job.status != status {
                 return Ok(false);
@@ -331,6 +402,8 @@ impl JobStore for Memory {
 
     async fn raise_progress(&self, id: &JobId, percent: u8) -> Result<(), StoreError> {
         self.call("JobStore::raise_progress", |state, now| {
+            // Sent whatever the job's progress: refused by its condition, it still costs its unit.
+            state.tally_write(Place::Jobs, || key::job(id), 1);
             let percent = percent.min(99);
             let Some(stored) = state.jobs.get_mut(id) else { return Ok(()) };
             if stored.job.progress < percent && is_at_provider(stored.job.status) {
@@ -346,6 +419,7 @@ impl JobStore for Memory {
 
     async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError> {
         self.call("JobStore::record_event", |state, _| {
+            state.tally_write(Place::Jobs, || key::job(&event.job_id), 1);
             state.push_event(event);
             Ok(())
         })
@@ -356,12 +430,21 @@ impl JobStore for Memory {
         self.call("JobStore::record_receipt", |state, now| {
             let now = now.unix_timestamp();
             let key = (provider.to_owned(), event_id.to_owned());
+            state.tally_write(Place::Jobs, || receipt_pk(provider, event_id), 1);
+            // A refused put: the adapter reads the receipt to say which.
+            let held = |state: &mut State| state.tally_read(Place::Jobs, || receipt_pk(provider, event_id), 1);
             match state.receipts.get(&key) {
                 // New, or pending under a lease that ran out (`lease_until < :now`, in seconds).
                 None => {}
                 Some(held) if held.pending && held.lease_until.is_some_and(|until| until < now) => {}
-                Some(held) if held.pending => return Ok(ReceiptClaim::InProgress),
-                Some(_) => return Ok(ReceiptClaim::Done),
+                Some(receipt) if receipt.pending => {
+                    held(state);
+                    return Ok(ReceiptClaim::InProgress);
+                }
+                Some(_) => {
+                    held(state);
+                    return Ok(ReceiptClaim::Done);
+                }
             }
             let receipt =
                 Receipt { pending: true, lease_until: Some(now + RECEIPT_LEASE_SECONDS), expires: Some(now + RECEIPT_TTL_SECONDS) };
@@ -373,6 +456,7 @@ impl JobStore for Memory {
 
     async fn complete_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
         self.call("JobStore::complete_receipt", |state, _| {
+            state.tally_write(Place::Jobs, || receipt_pk(provider, event_id), 1);
             // An unconditional UpdateItem: it makes the item if there was none.
             let receipt = state.receipts.entry((provider.to_owned(), event_id.to_owned())).or_insert(Receipt {
                 pending: false,
@@ -388,6 +472,7 @@ impl JobStore for Memory {
 
     async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
         self.call("JobStore::forget_receipt", |state, _| {
+            state.tally_write(Place::Jobs, || receipt_pk(provider, event_id), 1);
             let key = (provider.to_owned(), event_id.to_owned());
             if state.receipts.get(&key).is_some_and(|r| r.pending) {
                 state.receipts.remove(&key);
@@ -399,11 +484,13 @@ impl JobStore for Memory {
 
     async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
         self.call("JobStore::job_for_provider_request", |state, _| {
+            state.tally_read(Place::Jobs, || owner_pk(provider, request_id), 1);
             if let Some((job, _)) = state.owners.get(&(provider.to_owned(), request_id.to_owned())) {
                 return Ok(Some(job.clone()));
             }
             // Jobs submitted before owner records existed: the (lagging) index.
             let wanted = format!("{provider}#{request_id}");
+            state.tally_read(Place::ByProviderRequest, || wanted.clone(), 1);
             Ok(state.index.copy.values().find(|stored| stored.provider_request.as_deref() == Some(&wanted)).map(|s| s.job.job_id.clone()))
         })
         .await
@@ -411,6 +498,7 @@ impl JobStore for Memory {
 
     async fn save_task_token(&self, id: &JobId, token: &str, replace: bool) -> Result<(), StoreError> {
         self.call("JobStore::save_task_token", |state, _| {
+            state.tally_write(Place::Jobs, || key::job(id), TOKEN_ITEM_UNITS);
             if replace || !state.task_tokens.contains_key(id) {
                 state.task_tokens.insert(id.clone(), token.to_owned());
             }
@@ -420,11 +508,19 @@ impl JobStore for Memory {
     }
 
     async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
-        self.call("JobStore::task_token", |state, _| Ok(state.task_tokens.get(id).cloned())).await
+        self.call("JobStore::task_token", |state, _| {
+            state.tally_read(Place::Jobs, || key::job(id), 1);
+            Ok(state.task_tokens.get(id).cloned())
+        })
+        .await
     }
 
     async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError> {
-        self.call("JobStore::prompt", |state, _| Ok(state.prompts.get(id).map(|(prompt, _)| prompt.clone()))).await
+        self.call("JobStore::prompt", |state, _| {
+            state.tally_read(Place::Prompts, || id.to_string(), 1);
+            Ok(state.prompts.get(id).map(|(prompt, _)| prompt.clone()))
+        })
+        .await
     }
 }
 
@@ -432,6 +528,7 @@ impl JobStore for Memory {
 impl ProviderRequests for Memory {
     async fn record_owner(&self, provider: &str, request_id: &str, job: &JobId) -> Result<(), StoreError> {
         self.call("ProviderRequests::record_owner", |state, now| {
+            state.tally_write(Place::Jobs, || owner_pk(provider, request_id), 1);
             state.owners.insert((provider.to_owned(), request_id.to_owned()), (job.clone(), now.unix_timestamp() + RECEIPT_TTL_SECONDS));
             Ok(())
         })
@@ -440,6 +537,7 @@ impl ProviderRequests for Memory {
 
     async fn note_early_callback(&self, provider: &str, request_id: &str) -> Result<(), StoreError> {
         self.call("ProviderRequests::note_early_callback", |state, now| {
+            state.tally_write(Place::Jobs, || owner_pk(provider, request_id), 1);
             state.early.insert((provider.to_owned(), request_id.to_owned()), now.unix_timestamp() + RECEIPT_TTL_SECONDS);
             Ok(())
         })
@@ -448,6 +546,7 @@ impl ProviderRequests for Memory {
 
     async fn had_early_callback(&self, provider: &str, request_id: &str) -> Result<bool, StoreError> {
         self.call("ProviderRequests::had_early_callback", |state, _| {
+            state.tally_read(Place::Jobs, || owner_pk(provider, request_id), 1);
             Ok(state.early.contains_key(&(provider.to_owned(), request_id.to_owned())))
         })
         .await
@@ -458,6 +557,7 @@ impl ProviderRequests for Memory {
 impl AccountStore for Memory {
     async fn account(&self, user: &UserId) -> Result<Option<Account>, StoreError> {
         self.call("AccountStore::account", |state, _| {
+            state.tally_read(Place::Jobs, || key::user(user), 1);
             Ok(state.accounts.get(user).map(|a| Account {
                 user_id: user.clone(),
                 credits: a.credits,
@@ -469,6 +569,7 @@ impl AccountStore for Memory {
 
     async fn open_account(&self, user: &UserId, credits: i64) -> Result<bool, StoreError> {
         self.call("AccountStore::open_account", |state, _| {
+            state.tally_write(Place::Jobs, || key::user(user), 1);
             if state.accounts.contains_key(user) {
                 return Ok(false);
             }
@@ -480,6 +581,7 @@ impl AccountStore for Memory {
 
     async fn grant_credits(&self, user: &UserId, credits: i64) -> Result<Account, StoreError> {
         self.call("AccountStore::grant_credits", |state, _| {
+            state.tally_write(Place::Jobs, || key::user(user), 1);
             // `attribute_exists(pk)`: a conditional check failure, which the adapter reports as an error.
             let Some(account) = state.accounts.get_mut(user) else {
                 return Err(StoreError::Internal("UpdateItem: the conditional request failed".into()));
@@ -498,11 +600,18 @@ impl AccountStore for Memory {
 #[async_trait]
 impl ApiKeyStore for Memory {
     async fn key_for(&self, key: &ApiKeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        self.call("ApiKeyStore::key_for", |state, _| Ok(state.keys.get(key.as_str()).map(|(record, _)| record.clone()))).await
+        self.call("ApiKeyStore::key_for", |state, _| {
+            state.tally_read(Place::Jobs, || format!("APIKEY#{}", key.as_str()), 1);
+            Ok(state.keys.get(key.as_str()).map(|(record, _)| record.clone()))
+        })
+        .await
     }
 
     async fn save_key_record(&self, key: &ApiKeyHash, record: &KeyRecord) -> Result<(), StoreError> {
         self.call("ApiKeyStore::save_key_record", |state, _| {
+            // One transaction: the key's item and its listing entry.
+            state.tally_write(Place::Jobs, || format!("APIKEY#{}", key.as_str()), 2);
+            state.tally_write(Place::Jobs, || "KEYS".to_owned(), 2);
             let expires = |days: i64| record.expires_at.map(|at| at.unix_timestamp() + days * DAY);
             state.keys.insert(key.as_str().to_owned(), (record.clone(), expires(1)));
             state.key_listing.insert(record.key_id.clone(), (record.clone(), key.as_str().to_owned(), expires(30)));
@@ -522,6 +631,7 @@ impl ApiKeyStore for Memory {
                     .map(|(id, (record, _, _))| (id.as_str().to_owned(), record.clone()))
                     .filter(|(id, _)| after.as_ref().is_none_or(|after| id > after))
                     .collect();
+                state.tally_read(Place::Jobs, || "KEYS".to_owned(), (rows.len().min(page.limit.max(1) as usize) as u64).max(1));
                 Ok(page_of(rows, page.limit, LISTING))
             })
             .await?;
@@ -534,6 +644,7 @@ impl ApiKeyStore for Memory {
 
     async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
         self.call("ApiKeyStore::revoke_key", |state, _| {
+            state.tally_read(Place::Jobs, || "KEYS".to_owned(), 1);
             let Some((record, hash, _)) = state.key_listing.get_mut(id) else { return Ok(None) };
             if record.revoked_at.is_some() {
                 return Ok(Some(record.clone()));
@@ -544,6 +655,9 @@ impl ApiKeyStore for Memory {
             if let Some((key_record, _)) = state.keys.get_mut(&hash) {
                 key_record.revoked_at.get_or_insert(at);
             }
+            // One transaction: the key's item and its listing entry.
+            state.tally_write(Place::Jobs, || format!("APIKEY#{hash}"), 2);
+            state.tally_write(Place::Jobs, || "KEYS".to_owned(), 2);
             answer.revoked_at = Some(at);
             Ok(Some(answer))
         })
@@ -555,6 +669,7 @@ impl ApiKeyStore for Memory {
 impl UploadStore for Memory {
     async fn save_upload(&self, upload: &Upload) -> Result<(), StoreError> {
         self.call("UploadStore::save_upload", |state, now| {
+            state.tally_write(Place::Jobs, || format!("UPLOAD#{}", upload.upload_id), 1);
             if state.uploads.contains_key(&upload.upload_id) {
                 return Err(StoreError::Internal(format!("upload id {} already taken", upload.upload_id)));
             }
@@ -565,7 +680,11 @@ impl UploadStore for Memory {
     }
 
     async fn upload(&self, id: &UploadId) -> Result<Option<Upload>, StoreError> {
-        self.call("UploadStore::upload", |state, _| Ok(state.uploads.get(id).map(|(upload, _)| upload.clone()))).await
+        self.call("UploadStore::upload", |state, _| {
+            state.tally_read(Place::Jobs, || format!("UPLOAD#{id}"), 1);
+            Ok(state.uploads.get(id).map(|(upload, _)| upload.clone()))
+        })
+        .await
     }
 }
 
@@ -573,6 +692,7 @@ impl UploadStore for Memory {
 impl ProgressDetails for Memory {
     async fn record_detail(&self, id: &JobId, detail: &ProgressDetail) -> Result<bool, StoreError> {
         self.call("ProgressDetails::record_detail", |state, now| {
+            state.tally_write(Place::Jobs, || key::job(id), 1);
             let Some(stored) = state.jobs.get_mut(id) else { return Ok(false) };
             let forward = stored.progress_detail_at.is_none_or(|at| timestamp::format(at) < timestamp::format(detail.observed_at));
             if !detail.allowed_statuses().contains(&stored.job.status) || !forward {
@@ -588,6 +708,7 @@ impl ProgressDetails for Memory {
 
     async fn claim_refresh(&self, id: &JobId, at: OffsetDateTime, window_seconds: u64) -> Result<bool, StoreError> {
         self.call("ProgressDetails::claim_refresh", |state, now| {
+            state.tally_write(Place::Jobs, || key::job(id), 1);
             let cutoff = timestamp::format(at - Duration::from_secs(window_seconds));
             let Some(stored) = state.jobs.get_mut(id) else { return Ok(false) };
             let free = stored.refresh_requested_at.is_none_or(|last| timestamp::format(last) <= cutoff);
@@ -606,6 +727,8 @@ impl ProgressDetails for Memory {
 impl ProviderSwitch for Memory {
     async fn switch_provider(&self, id: &JobId, from: &ProviderName, to: &ProviderName, event: &JobEvent) -> Result<bool, StoreError> {
         self.call("ProviderSwitch::switch_provider", |state, now| {
+            // One transaction: the job and its event.
+            state.tally_write(Place::Jobs, || key::job(id), 4);
             let Some(stored) = state.jobs.get_mut(id) else { return Ok(false) };
             let job = &mut stored.job;
             if job.status != JobStatus::Submitted || &job.provider != from || job.provider_request_id.is_some() {
@@ -625,6 +748,8 @@ impl ProviderSwitch for Memory {
 impl RateLimiter for Memory {
     async fn take(&self, bucket: &str, window_start: i64, window_seconds: u64, limit: u32) -> Result<bool, StoreError> {
         self.call("RateLimiter::take", |state, _| {
+            // Refused over the limit, the update still costs its unit.
+            state.tally_write(Place::Jobs, || format!("RATE#{bucket}#{window_start}"), 1);
             let expires = window_start + i64::try_from(window_seconds).unwrap_or(60) * 2;
             let entry = state.rate.entry((bucket.to_owned(), window_start)).or_insert((0, expires));
             // `attribute_not_exists(hits) OR hits < :limit`: a first hit always counts.
@@ -641,11 +766,16 @@ impl RateLimiter for Memory {
 #[async_trait]
 impl WebhookSecrets for Memory {
     async fn webhook_secrets(&self, user: &UserId) -> Result<Option<UserWebhookSecrets>, StoreError> {
-        self.call("WebhookSecrets::webhook_secrets", |state, _| Ok(state.secrets.get(user).cloned())).await
+        self.call("WebhookSecrets::webhook_secrets", |state, _| {
+            state.tally_read(Place::Jobs, || key::user(user), 1);
+            Ok(state.secrets.get(user).cloned())
+        })
+        .await
     }
 
     async fn create_webhook_secret(&self, user: &UserId, secret: &str) -> Result<UserWebhookSecrets, StoreError> {
         self.call("WebhookSecrets::create_webhook_secret", |state, _| {
+            state.tally_write(Place::Jobs, || key::user(user), 1);
             Ok(state
                 .secrets
                 .entry(user.clone())
@@ -663,6 +793,7 @@ impl WebhookSecrets for Memory {
         grace_until: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.call("WebhookSecrets::rotate_webhook_secret", |state, _| {
+            state.tally_write(Place::Jobs, || key::user(user), 1);
             let Some(secrets) = state.secrets.get_mut(user).filter(|s| s.current == expected) else { return Ok(false) };
             secrets.previous = Some(std::mem::replace(&mut secrets.current, new.to_owned()));
             secrets.previous_valid_until = Some(grace_until);
@@ -675,15 +806,24 @@ impl WebhookSecrets for Memory {
 #[async_trait]
 impl NotificationLog for Memory {
     async fn was_delivered(&self, job: &JobId, status: JobStatus) -> Result<bool, StoreError> {
-        self.call("NotificationLog::was_delivered", |state, _| Ok(state.delivered.contains(&(job.clone(), status)))).await
+        self.call("NotificationLog::was_delivered", |state, _| {
+            state.tally_read(Place::Jobs, || key::job(job), 1);
+            Ok(state.delivered.contains(&(job.clone(), status)))
+        })
+        .await
     }
 
     async fn record_delivery(&self, job: &JobId, status: JobStatus, _attempt: u32, _http_status: u16) -> Result<bool, StoreError> {
-        self.call("NotificationLog::record_delivery", |state, _| Ok(state.delivered.insert((job.clone(), status)))).await
+        self.call("NotificationLog::record_delivery", |state, _| {
+            state.tally_write(Place::Jobs, || key::job(job), 1);
+            Ok(state.delivered.insert((job.clone(), status)))
+        })
+        .await
     }
 
     async fn claim_attempt(&self, job: &JobId, status: JobStatus, holder: &str, lease: Duration) -> Result<bool, StoreError> {
         self.call("NotificationLog::claim_attempt", |state, now| {
+            state.tally_write(Place::Jobs, || key::job(job), 1);
             Ok(Memory::claim(state, Memory::lease_key("NOTIFYING", job.as_str(), status.as_str()), holder, lease, now))
         })
         .await
@@ -691,6 +831,7 @@ impl NotificationLog for Memory {
 
     async fn release_attempt(&self, job: &JobId, status: JobStatus, holder: &str) -> Result<(), StoreError> {
         self.call("NotificationLog::release_attempt", |state, _| {
+            state.tally_write(Place::Jobs, || key::job(job), 1);
             Memory::release(state, &Memory::lease_key("NOTIFYING", job.as_str(), status.as_str()), holder);
             Ok(())
         })
@@ -703,6 +844,8 @@ impl NotificationLog for Memory {
             let start = holder.bytes().fold(0u32, |acc, b| acc.wrapping_mul(31).wrapping_add(u32::from(b)));
             for i in 0..slots {
                 let slot = start.wrapping_add(i) % slots.max(1);
+                // Each slot tried is a conditional put on the user's partition.
+                state.tally_write(Place::Jobs, || key::user(user), 1);
                 if Memory::claim(state, Memory::lease_key("NOTIFY_SLOT", user.as_str(), &slot.to_string()), holder, lease, now) {
                     return Ok(Some(slot));
                 }
@@ -714,6 +857,7 @@ impl NotificationLog for Memory {
 
     async fn release_user_slot(&self, user: &UserId, slot: u32, holder: &str) -> Result<(), StoreError> {
         self.call("NotificationLog::release_user_slot", |state, _| {
+            state.tally_write(Place::Jobs, || key::user(user), 1);
             Memory::release(state, &Memory::lease_key("NOTIFY_SLOT", user.as_str(), &slot.to_string()), holder);
             Ok(())
         })
@@ -724,7 +868,14 @@ impl NotificationLog for Memory {
 #[async_trait]
 impl StatsStore for Memory {
     async fn counters(&self) -> Result<Counters, StoreError> {
-        self.call("StatsStore::counters", |state, _| Ok(state.counters.iter().map(|(k, v)| (k.clone(), *v)).collect())).await
+        self.call("StatsStore::counters", |state, _| {
+            // One BatchGetItem of every shard.
+            for shard in 0..crate::tally::COUNTER_SHARDS {
+                state.tally_read(Place::Jobs, || format!("STATS#{shard}"), 1);
+            }
+            Ok(state.counters.iter().map(|(k, v)| (k.clone(), *v)).collect())
+        })
+        .await
     }
 
     async fn stuck_jobs(&self, status: JobStatus, before: OffsetDateTime, limit: u32) -> Result<StuckPage, StoreError> {
@@ -744,6 +895,8 @@ impl StatsStore for Memory {
                 .collect();
             rows.sort_by(|a, b| a.0.cmp(&b.0));
             let count = rows.len() as u64;
+            // Two queries of the status's partition: the oldest page, and the count, which reads every entry.
+            state.tally_read(Place::StuckWatch, || status.as_str().to_owned(), count.min(u64::from(limit)).max(1) + count.max(1));
             Ok(StuckPage { count, oldest: rows.into_iter().take(limit as usize).map(|(_, row)| row).collect() })
         })
         .await
@@ -751,6 +904,7 @@ impl StatsStore for Memory {
 
     async fn count_duplicate_callback(&self, _provider: &str) -> Result<(), StoreError> {
         self.call("StatsStore::count_duplicate_callback", |state, _| {
+            state.tally_shard_write(1);
             *state.counters.entry(videojobs_core::model::stats::counter::DUPLICATE_CALLBACKS.to_owned()).or_insert(0) += 1;
             Ok(())
         })
@@ -765,17 +919,21 @@ impl ReviewQueue for Memory {
         let after = page.cursor.as_deref().map(|c| decode_cursor(c, LISTING)).transpose()?;
         let mut listed = self
             .call("ReviewQueue::waiting", |state, _| {
-                let mut rows: Vec<(String, Job)> = state
+                let mut rows: Vec<(String, &StoredJob)> = state
                     .index
                     .copy
                     .values()
                     .filter(|stored| stored.review_pending)
                     .filter_map(|stored| {
-                        stored.job.completed_at.map(|at| (format!("{}#{}", timestamp::format(at), stored.job.job_id), stored.job.clone()))
+                        stored.job.completed_at.map(|at| (format!("{}#{}", timestamp::format(at), stored.job.job_id), stored))
                     })
                     .filter(|(key, _)| after.as_ref().is_none_or(|after| key > after))
                     .collect();
                 rows.sort_by(|a, b| a.0.cmp(&b.0));
+                // Only the page is copied: the queue may hold many jobs.
+                rows.truncate(page.limit.max(1) as usize);
+                let rows: Vec<(String, Job)> = rows.into_iter().map(|(key, stored)| (key, stored.job.clone())).collect();
+                state.tally_read(Place::ReviewQueue, || "pending".to_owned(), (rows.len() as u64).max(1));
                 Ok(page_of(rows, page.limit, LISTING))
             })
             .await?;
@@ -789,6 +947,7 @@ impl ReviewQueue for Memory {
 impl videojobs_core::ports::ReviewWaits for Memory {
     async fn save_review_token(&self, id: &JobId, token: &str) -> Result<(), StoreError> {
         self.call("ReviewWaits::save_review_token", |state, _| {
+            state.tally_write(Place::Jobs, || key::job(id), TOKEN_ITEM_UNITS);
             state.review_tokens.insert(id.clone(), token.to_owned());
             Ok(())
         })
@@ -796,6 +955,10 @@ impl videojobs_core::ports::ReviewWaits for Memory {
     }
 
     async fn review_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
-        self.call("ReviewWaits::review_token", |state, _| Ok(state.review_tokens.get(id).cloned())).await
+        self.call("ReviewWaits::review_token", |state, _| {
+            state.tally_read(Place::Jobs, || key::job(id), 1);
+            Ok(state.review_tokens.get(id).cloned())
+        })
+        .await
     }
 }

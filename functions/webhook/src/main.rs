@@ -1,5 +1,5 @@
 use lambda_http::{run, service_fn, Error};
-use videojobs_aws::{AwsClients, OnFirstEvent, Resources};
+use videojobs_aws::{AwsClients, Function, OnFirstEvent, Resources};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -8,6 +8,7 @@ async fn main() -> Result<(), Error> {
     let resources = Resources::from_env()?;
     let providers = videojobs_providers::from_env(videojobs_providers::http_client_on_first_use())?;
     // The AWS clients are built by the first callback that verifies (see `OnFirstEvent`).
-    let callbacks = OnFirstEvent::new(|| webhook::callbacks_on_aws(&AwsClients::from_env(), &resources, providers.clone()));
+    let callbacks =
+        OnFirstEvent::new(|| webhook::callbacks_on_aws(&AwsClients::for_function(Function::Webhook), &resources, providers.clone()));
     run(service_fn(|request| webhook::handler(&providers, &callbacks, request))).await
 }

@@ -1,5 +1,5 @@
 use lambda_runtime::{run, service_fn, Error};
-use videojobs_aws::{AwsClients, OnFirstEvent};
+use videojobs_aws::{AwsClients, Function, OnFirstEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     let providers = videojobs_providers::from_env(http.clone())?;
     let callback_base_url = std::env::var("WEBHOOK_BASE_URL").map_err(|_| "WEBHOOK_BASE_URL is not set")?;
     let worker = OnFirstEvent::new(|| {
-        let clients = AwsClients::from_env();
+        let clients = AwsClients::for_function(Function::from_env_or(Function::Worker));
         worker::pipeline_on_aws(&clients, &resources, &settings, providers.clone(), http.clone(), callback_base_url.clone())
     });
     run(service_fn(|event| worker::handler(worker.get(), event))).await

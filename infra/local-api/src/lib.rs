@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use videojobs_aws::{AwsClients, Function};
 use videojobs_core::model::ids::{ApiKey, Role, UserId};
 use videojobs_core::ports::Principal;
 use videojobs_core::services::Services;
@@ -22,45 +23,129 @@ pub mod queue;
 /// API Gateway's own cap on a request body.
 const GATEWAY_BODY_LIMIT: usize = 10 * 1024 * 1024;
 
-/// Everything the functions need, wired once: what each Lambda would build.
+/// Lambda's cap on a synchronous invocation's response (its JSON, a binary
+/// body base64-encoded): over it the invocation fails.
+pub const LAMBDA_RESPONSE_LIMIT: usize = 6 * 1024 * 1024;
+
+/// The functions' timeouts in template.yaml (a test holds them equal), each
+/// below API Gateway's 30 s integration timeout: Lambda stops the function first.
+pub const API_FUNCTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const WEBHOOK_FUNCTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Everything the functions need, wired once: what each Lambda would build,
+/// each with its own AWS clients.
 #[derive(Clone)]
 pub struct App {
-    pub services: Services,
+    pub create: Services,
+    pub status: Services,
     pub webhook: webhook::Callbacks,
+    /// The worker, on the work queue.
     pub worker: worker::Pipeline,
+    /// The same binary as the notify function, on the notification queue.
+    pub notifier: worker::Pipeline,
+    /// Lambda's SQS event source polls a queue with the role of the function it feeds.
+    pub worker_sqs: aws_sdk_sqs::Client,
+    pub notify_sqs: aws_sdk_sqs::Client,
 }
 
 impl App {
+    /// Each function wired as its own Lambda would be, with the clients
+    /// `clients_for` gives it.
     pub fn on_aws(
-        clients: &videojobs_aws::AwsClients,
+        clients_for: impl Fn(Function) -> AwsClients,
         resources: &videojobs_aws::Resources,
         settings: videojobs_core::model::settings::Settings,
         providers: videojobs_core::ports::Providers,
         http: videojobs_providers::HttpClient,
         callback_base_url: String,
     ) -> Self {
-        // Each function's own wiring: the local stack runs them as AWS would.
-        let worker = worker::pipeline_on_aws(clients, resources, &settings, providers.clone(), http, callback_base_url);
-        let webhook = webhook::callbacks_on_aws(clients, resources, providers);
-        let services = videojobs_aws::services(clients, resources, settings);
-        Self { services, webhook, worker }
+        let (worker_clients, notify_clients) = (clients_for(Function::Worker), clients_for(Function::Notify));
+        let worker =
+            worker::pipeline_on_aws(&worker_clients, resources, &settings, providers.clone(), http.clone(), callback_base_url.clone());
+        let notifier = worker::pipeline_on_aws(&notify_clients, resources, &settings, providers.clone(), http, callback_base_url);
+        let webhook = webhook::callbacks_on_aws(&clients_for(Function::Webhook), resources, providers);
+        let create = videojobs_aws::services(&clients_for(Function::Create), resources, settings.clone());
+        let status = videojobs_aws::services(&clients_for(Function::Status), resources, settings);
+        Self { create, status, webhook, worker, notifier, worker_sqs: worker_clients.sqs, notify_sqs: notify_clients.sqs }
+    }
+
+    /// The local stack's wiring: each function signs as itself, so the local
+    /// gate checks every call against its role in template.yaml; the gate's
+    /// fault profile `fault_profile` (its default when `None`).
+    pub fn local(
+        resources: &videojobs_aws::Resources,
+        settings: videojobs_core::model::settings::Settings,
+        providers: videojobs_core::ports::Providers,
+        http: videojobs_providers::HttpClient,
+        callback_base_url: String,
+        fault_profile: Option<&str>,
+    ) -> Self {
+        Self::on_aws(|function| AwsClients::local_for(function, fault_profile), resources, settings, providers, http, callback_base_url)
+    }
+
+    /// The pipeline that handles `message` where it runs on AWS: the
+    /// notifier for client notifications, the worker for the rest.
+    pub fn consumer_of(&self, message: &videojobs_core::model::work::WorkMessage) -> &worker::Pipeline {
+        if matches!(message, videojobs_core::model::work::WorkMessage::Notify { .. }) {
+            &self.notifier
+        } else {
+            &self.worker
+        }
     }
 }
 
 /// Answers one HTTP request the way API Gateway, the function URL and the
 /// functions would.
 pub async fn dispatch(app: &App, request: lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
-    let outcome = if webhook::provider_of(&request).is_some() {
-        webhook::handler(&app.webhook.providers, &app.webhook, request).await
-    } else if create::serves(&request) {
-        create::handler(&app.services, request).await
-    } else {
-        status::handler(&app.services, request).await
+    let is_webhook = webhook::provider_of(&request).is_some();
+    let timeout = if is_webhook { WEBHOOK_FUNCTION_TIMEOUT } else { API_FUNCTION_TIMEOUT };
+    let handled = async {
+        if is_webhook {
+            webhook::handler(&app.webhook.providers, &app.webhook, request).await
+        } else if create::serves(&request) {
+            create::handler(&app.create, request).await
+        } else {
+            status::handler(&app.status, request).await
+        }
     };
-    outcome.unwrap_or_else(|err| {
-        tracing::error!(error = %err, "handler failed");
-        videojobs_api::error_response(&videojobs_core::AppError::Internal(err.to_string()))
-    })
+    let response = match tokio::time::timeout(timeout, handled).await {
+        Ok(outcome) => outcome.unwrap_or_else(|err| {
+            tracing::error!(error = %err, "handler failed");
+            videojobs_api::error_response(&videojobs_core::AppError::Internal(err.to_string()))
+        }),
+        Err(_) => {
+            tracing::error!(timeout_seconds = timeout.as_secs(), "the function timed out");
+            return invocation_failed(is_webhook);
+        }
+    };
+    if invocation_size(&response) > LAMBDA_RESPONSE_LIMIT {
+        tracing::error!("the response is over Lambda's 6 MB");
+        return invocation_failed(is_webhook);
+    }
+    response
+}
+
+/// What the caller sees when the invocation itself fails (timed out, or its
+/// response too large): API Gateway answers 500, a function URL 502.
+fn invocation_failed(function_url: bool) -> lambda_http::Response<lambda_http::Body> {
+    let (status, message) = if function_url { (502, "Bad Gateway") } else { (500, "Internal Server Error") };
+    let mut response = lambda_http::Response::new(lambda_http::Body::Text(format!("{{\"message\":\"{message}\"}}")));
+    *response.status_mut() = lambda_http::http::StatusCode::from_u16(status).unwrap_or(lambda_http::http::StatusCode::BAD_GATEWAY);
+    response.headers_mut().insert("content-type", lambda_http::http::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The bytes Lambda counts for a response: the body as it travels in the
+/// invocation's JSON (binary bodies base64-encoded), headers included.
+pub fn invocation_size(response: &lambda_http::Response<lambda_http::Body>) -> usize {
+    let body = match response.body() {
+        lambda_http::Body::Empty => 0,
+        lambda_http::Body::Text(text) => text.len(),
+        lambda_http::Body::Binary(bytes) => bytes.len().div_ceil(3) * 4,
+        _ => response.body().as_ref().len(),
+    };
+    let headers: usize = response.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 6).sum();
+    body + headers + 64
 }
 
 async fn serve_one(app: Arc<App>, request: hyper::Request<Incoming>) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
@@ -170,4 +255,28 @@ pub fn banner(base: &str, keys: &DemoKeys) -> String {
          \nTry:\n  curl -s -X POST {base}/videos/generate \\\n    -H 'Authorization: Bearer {}' \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"prompt\":\"A paper boat drifting down a rainy street\",\"duration_seconds\":4}}'\n",
         keys.user_id, keys.user_key, keys.reviewer_id, keys.reviewer_key, keys.admin_id, keys.admin_key, keys.user_key
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(body: lambda_http::Body) -> lambda_http::Response<lambda_http::Body> {
+        lambda_http::Response::new(body)
+    }
+
+    #[test]
+    fn a_binary_body_counts_as_its_base64_against_lambdas_response_limit() {
+        let raw = LAMBDA_RESPONSE_LIMIT * 3 / 4;
+        assert!(invocation_size(&response(lambda_http::Body::Text("x".repeat(raw)))) < LAMBDA_RESPONSE_LIMIT);
+        assert!(invocation_size(&response(lambda_http::Body::Binary(vec![0; raw]))) > LAMBDA_RESPONSE_LIMIT);
+        assert!(invocation_size(&response(lambda_http::Body::Text("x".repeat(LAMBDA_RESPONSE_LIMIT)))) > LAMBDA_RESPONSE_LIMIT);
+    }
+
+    #[test]
+    fn a_failed_invocation_is_a_500_behind_api_gateway_and_a_502_behind_a_function_url() {
+        assert_eq!(invocation_failed(false).status(), 500);
+        assert_eq!(invocation_failed(true).status(), 502);
+        assert_eq!(invocation_failed(false).body().as_ref(), br#"{"message":"Internal Server Error"}"#);
+    }
 }

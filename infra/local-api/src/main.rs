@@ -15,16 +15,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let http = videojobs_providers::http_client();
     let providers = videojobs_providers::from_env(http.clone())?;
     let callback_base = std::env::var("WEBHOOK_BASE_URL").unwrap_or_else(|_| format!("http://{addr}"));
-    let clients = videojobs_aws::AwsClients::from_env();
-    let app = Arc::new(local_api::App::on_aws(&clients, &resources, settings, providers, http, callback_base));
-    let keys = local_api::seed_demo(&app.services, &keys_file).await?;
+    // Each function signs as itself: the local gate checks its calls against its role.
+    let fault_profile = std::env::var("LOCAL_FAULT_PROFILE").ok().filter(|p| !p.is_empty());
+    let app = Arc::new(local_api::App::local(&resources, settings.clone(), providers, http, callback_base, fault_profile.as_deref()));
+    // The demo accounts are an operator's setup, not a function's: the environment's credentials.
+    let admin = videojobs_aws::services(&videojobs_aws::AwsClients::from_env(), &resources, settings);
+    let keys = local_api::seed_demo(&admin, &keys_file).await?;
     let listener = local_api::bind(addr).await?;
-    local_api::queue::spawn_pollers(&clients.sqs, &resources, &app.worker);
+    local_api::queue::spawn_pollers(&app, &resources);
     // What the template's one-minute schedule does; more often here, so that
     // a job whose execution never started is found within half a minute.
     let check_every =
         std::time::Duration::from_secs(std::env::var("CHECK_STUCK_EVERY_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30));
-    tokio::spawn(local_api::queue::schedule_check_stuck_forever(clients.sqs.clone(), resources.work_queue_url.clone(), check_every));
+    let schedule = videojobs_aws::AwsClients::signing_as(local_api::queue::SCHEDULE_ROLE).sqs;
+    tokio::spawn(local_api::queue::schedule_check_stuck_forever(schedule, resources.work_queue_url.clone(), check_every));
     println!("{}", local_api::banner(&format!("http://{addr}"), &keys));
     local_api::serve(listener, app).await;
     Ok(())

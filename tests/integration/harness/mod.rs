@@ -155,6 +155,7 @@ pub struct TestAppBuilder {
     provider_env: Vec<(String, String)>,
     local_provider: bool,
     callback_base_url: String,
+    fault_profile: Option<String>,
 }
 
 impl TestAppBuilder {
@@ -202,6 +203,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// The local gate's fault profile for every function's calls (`storm`:
+    /// many more throttles, 500s and lost answers than the default).
+    pub fn fault_profile(mut self, profile: &str) -> Self {
+        self.fault_profile = Some(profile.to_owned());
+        self
+    }
+
     /// The whole pipeline, on a stack of its own: the local provider, the
     /// API and webhook on a local port, and the queue pollers (the worker
     /// and the notifier), as `local-api` runs them.
@@ -227,7 +235,7 @@ impl TestAppBuilder {
                 videojobs_providers::from_lookup(lookup, http).expect("providers")
             };
             let credits = self.credits.unwrap_or(100);
-            return TestApp::on(resources, credits, self.role, self.settings, providers, self.callback_base_url, None).await;
+            return TestApp::on(resources, credits, self.role, self.settings, providers, self.callback_base_url, self.fault_profile).await;
         }
         let secret = videojobs_core::model::signing::WebhookSecret::generate_text();
         let provider_dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
@@ -247,12 +255,12 @@ impl TestAppBuilder {
         let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let base_url = format!("http://{}", api_listener.local_addr().expect("an address"));
         let credits = self.credits.unwrap_or(1_000);
-        let mut app = TestApp::on(resources, credits, self.role, self.settings, providers, base_url.clone(), None).await;
+        let mut app = TestApp::on(resources, credits, self.role, self.settings, providers, base_url.clone(), self.fault_profile).await;
         let server = tokio::spawn(local_api::serve(api_listener, Arc::new(app.app.clone())));
         // What the SQS event source mappings do on AWS (and `local-api` does
         // locally): pollers on the work queue and on the notification queue.
         let mut tasks = vec![server];
-        tasks.extend(local_api::queue::spawn_pollers(&app.clients.sqs, &app.resources, &app.app.worker));
+        tasks.extend(local_api::queue::spawn_pollers(&app.app, &app.resources));
         app.running =
             Some(Running { base_url, provider_url: provider.base_url.clone(), provider_secret: secret, _provider: provider, tasks });
         app
@@ -271,6 +279,7 @@ impl TestApp {
             provider_env: Vec::new(),
             local_provider: false,
             callback_base_url: "http://127.0.0.1:9".into(),
+            fault_profile: None,
         }
     }
 
@@ -286,15 +295,18 @@ impl TestApp {
         settings: Settings,
         providers: Providers,
         callback_base_url: String,
-        running: Option<Running>,
+        fault_profile: Option<String>,
     ) -> Self {
+        // The test's own reads and setup sign with the environment's
+        // credentials (unchecked); each function signs as itself, so the
+        // local gate checks its calls against its role.
         let clients = AwsClients::from_env();
         let store = DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table);
         let http = videojobs_providers::http_client();
-        let app = local_api::App::on_aws(&clients, &resources, settings, providers, http, callback_base_url);
-        let services = app.services.clone();
+        let services = videojobs_aws::services(&clients, &resources, settings.clone());
+        let app = local_api::App::local(&resources, settings, providers, http, callback_base_url, fault_profile.as_deref());
         let (user, key) = new_user(&services, credits, role).await;
-        Self { app, services, clients, store, resources, user, key, running }
+        Self { app, services, clients, store, resources, user, key, running: None }
     }
 
     // ------------------------------------------------------------------ users and callers
@@ -443,7 +455,8 @@ impl TestApp {
 
     /// Hands `message` to the worker, as its queue's poller does; it must be handled.
     pub async fn handle_work(&self, message: WorkMessage) {
-        worker::handle(&self.app.worker, message).await.expect("the worker handles it");
+        // As on AWS: notifications by the notify function, the rest by the worker.
+        worker::handle(self.app.consumer_of(&message), message.clone()).await.expect("the function handles it");
     }
 
     /// Waits until the job's stored output is forgotten (its objects deleted
@@ -811,6 +824,19 @@ pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
         Ok(text) => text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a number")),
         Err(_) => default,
     }
+}
+
+/// What the local gate's fault layer counted for the principals that name
+/// `profile` (`WorkerFunction~storm`): calls seen and faults by kind.
+pub async fn gate_fault_counts(profile: &str) -> std::collections::BTreeMap<String, u64> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("the local stack");
+    let url = format!("{}/_gate/faults/counts", endpoint.trim_end_matches('/'));
+    let Ok(response) = reqwest::get(&url).await else { return Default::default() };
+    let document: Value = response.json().await.unwrap_or_default();
+    document["by_profile"][profile]
+        .as_object()
+        .map(|kinds| kinds.iter().filter_map(|(kind, n)| Some((kind.clone(), n.as_u64()?))).collect())
+        .unwrap_or_default()
 }
 
 /// A seeded generator (testkit's SplitMix64): a run prints its seed and can
