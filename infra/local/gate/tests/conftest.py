@@ -2,6 +2,7 @@
 with one stack bootstrapped into it (bootstrap.py, as scripts/up runs it)."""
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -20,6 +21,37 @@ STACK = "gatetest"
 @pytest.fixture(scope="session")
 def template():
     return iam.Template()
+
+
+# The template before issue 19's fix: the notifier without Query on the jobs
+# table, and no role with s3:ListBucket. The role check must catch both gaps.
+NOTIFIER_FIXED = "Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:DeleteItem, dynamodb:Query]\n"
+NOTIFIER_BEFORE = "Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem, dynamodb:DeleteItem]\n"
+LIST_BUCKET = re.compile(r"            - Effect: Allow\n(?:              #.*\n)*              Action: \[s3:ListBucket\]\n"
+                         r"              Resource: !GetAtt MediaBucket.Arn\n")
+
+
+@pytest.fixture(scope="session")
+def template_before_fix(tmp_path_factory):
+    text = iam.TEMPLATE.read_text()
+    assert text.count(NOTIFIER_FIXED) == 1, "the notifier's jobs-table statement changed: update NOTIFIER_FIXED"
+    text, removed = LIST_BUCKET.subn("", text.replace(NOTIFIER_FIXED, NOTIFIER_BEFORE))
+    assert removed == 3, "expected the ListBucket statements of create, status and worker"
+    path = tmp_path_factory.mktemp("before-fix") / "template.yaml"
+    path.write_text(text)
+    return iam.Template(path)
+
+
+@pytest.fixture
+def gate_before_fix(moto_gate, template_before_fix):
+    """moto_gate, judging by the template before the fix for the test's duration."""
+    gate = moto_gate[1]
+    fixed = gate.checker
+    before = iam.Checker(template_before_fix)
+    before.stacks = fixed.stacks
+    gate.checker = before
+    yield moto_gate
+    gate.checker = fixed
 
 
 @pytest.fixture(scope="session")

@@ -176,13 +176,21 @@ def test_query_partition_value_uses_the_index_key(template, stack):
 # --- the real template: the known bugs and the allowed calls beside them -------------------
 
 
-def test_notifier_query_on_the_jobs_table_is_denied(checker):
+@pytest.fixture(scope="module")
+def checker_before_fix(template_before_fix, stack):
+    checker = iam.Checker(template_before_fix)
+    checker.register({"name": stack.name, "physical": stack.physical})
+    return checker
+
+
+def test_notifier_query_on_the_jobs_table_was_denied_and_is_allowed_since_the_fix(checker, checker_before_fix):
     params = {"TableName": "s1-JobsTable", "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
               "ExpressionAttributeValues": {":pk": {"S": "JOB#1"}, ":prefix": {"S": "EVENT#"}}}
-    verdict = checker.check(ddb("NotifyFunction", "Query", params))
+    verdict = checker_before_fix.check(ddb("NotifyFunction", "Query", params))
     assert not verdict.allowed
     assert [(n.action, n.resource) for n, _ in verdict.denials] == [("dynamodb:Query", TABLE)]
-    assert checker.check(ddb("WorkerFunction", "Query", params)).allowed
+    assert checker_before_fix.check(ddb("WorkerFunction", "Query", params)).allowed
+    assert checker.check(ddb("NotifyFunction", "Query", params)).allowed
 
 
 @pytest.mark.parametrize("principal", ["StatusFunction", "WorkerFunction", "WorkerFunction~storm"])
@@ -194,13 +202,14 @@ def test_index_queries_are_allowed(checker, principal):
     assert any(u[3] == "dynamodb:Query" and u[4] == "!Sub ${JobsTable.Arn}/index/*" for u in verdict.used)
 
 
-def test_create_may_not_list_the_bucket(checker):
+def test_create_could_not_list_the_bucket_before_the_fix_and_can_since(checker, checker_before_fix):
     call = Call(service="s3", operation="HeadObject", principal="CreateFunction", method="HEAD",
                 bucket="s1-mediabucket", key="uploads/missing.png", protocol="rest-xml")
-    verdict = checker.check(call)
+    verdict = checker_before_fix.check(call)
     assert verdict.allowed  # s3:GetObject on uploads/*
-    allowed_, need, _ = checker.list_bucket(call, verdict)
+    allowed_, need, _ = checker_before_fix.list_bucket(call, verdict)
     assert not allowed_ and (need.action, need.resource) == ("s3:ListBucket", "arn:aws:s3:::s1-mediabucket")
+    assert checker.list_bucket(call, checker.check(call))[0]
 
 
 def test_other_principals_are_not_checked(checker):
@@ -237,7 +246,9 @@ def test_step_functions_resources(checker):
     assert checker.check(sfn("StatusFunction", "StopExecution", {"executionArn": execution})).allowed
     assert checker.check(sfn("StatusFunction", "SendTaskSuccess", {"taskToken": "t"})).allowed
     assert not checker.check(sfn("StatusFunction", "SendTaskFailure", {"taskToken": "t"})).allowed
-    assert checker.check(sfn("WorkerFunction", "SendTaskHeartbeat", {"taskToken": "t"})).allowed
+    assert checker.check(sfn("WorkerFunction", "SendTaskFailure", {"taskToken": "t"})).allowed
+    # No code sends heartbeats: the grant was dropped.
+    assert not checker.check(sfn("WorkerFunction", "SendTaskHeartbeat", {"taskToken": "t"})).allowed
 
 
 def test_s3_needs():

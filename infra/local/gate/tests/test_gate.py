@@ -33,8 +33,8 @@ def error_of(send):
 # --- the two known bugs ---------------------------------------------------------------
 
 
-def test_notifier_query_of_job_events_is_denied_and_recorded(moto_gate, client):
-    _, gate, env = moto_gate
+def test_notifier_query_of_job_events_is_denied_and_recorded(gate_before_fix, client):
+    _, gate, env = gate_before_fix
     before = denials(gate)
     response = error_of(lambda: client("dynamodb", "NotifyFunction").query(
         TableName=env["JOBS_TABLE"], KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
@@ -49,8 +49,8 @@ def test_notifier_query_of_job_events_is_denied_and_recorded(moto_gate, client):
     assert json.loads(lines[-1])["action"] == "dynamodb:Query"
 
 
-def test_create_head_of_a_missing_upload_answers_403_and_is_recorded(moto_gate, client):
-    _, gate, env = moto_gate
+def test_create_head_of_a_missing_upload_answers_403_and_is_recorded(gate_before_fix, client):
+    _, gate, env = gate_before_fix
     s3 = client("s3", "CreateFunction")
     before = denials(gate)
     response = error_of(lambda: s3.head_object(Bucket=env["MEDIA_BUCKET"], Key="uploads/missing.png"))
@@ -71,6 +71,17 @@ def test_create_head_of_a_missing_upload_answers_403_and_is_recorded(moto_gate, 
     # Unchecked credentials keep moto's 404.
     response = error_of(lambda: client("s3", "testing").head_object(Bucket=env["MEDIA_BUCKET"], Key="uploads/missing.png"))
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_since_the_fix_both_calls_pass(moto_gate, client):
+    _, gate, env = moto_gate
+    before = denials(gate)
+    answer = client("dynamodb", "NotifyFunction").query(
+        TableName=env["JOBS_TABLE"], KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": "JOB#1"}})
+    assert answer["Items"] == []
+    response = error_of(lambda: client("s3", "CreateFunction").head_object(Bucket=env["MEDIA_BUCKET"], Key="uploads/gone.png"))
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert new_denials(gate, before) == []
 
 
 # --- what must pass -----------------------------------------------------------------------
@@ -142,8 +153,8 @@ def test_unchecked_principals_pass(moto_gate, client):
     assert new_denials(gate, before) == []
 
 
-def test_usage_and_the_report(moto_gate, client, capsys):
-    _, gate, env = moto_gate
+def test_usage_and_the_report(gate_before_fix, client, capsys):
+    _, gate, env = gate_before_fix
     # The two bugs, again: this test must not depend on the others having run.
     error_of(lambda: client("dynamodb", "NotifyFunction").query(
         TableName=env["JOBS_TABLE"], KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": "JOB#1"}}))
@@ -166,23 +177,16 @@ def test_report_without_denials_passes(tmp_path, capsys):
     assert report.main([str(tmp_path / "none")]) == 0
 
 
-def test_unused_permissions_metadata_justifies(tmp_path):
+def test_unused_permissions_metadata_justifies():
     from gate import iam
 
-    text = iam.TEMPLATE.read_text().replace(
-        "      BuildProperties:\n        Binary: worker\n    Properties:\n      CodeUri: .\n      Description: Consumes",
-        "      BuildProperties:\n        Binary: worker\n      UnusedPermissions:\n"
-        "        \"s3:ListMultipartUploadParts\": \"a resumed upload lists its parts\"\n"
-        "        \"sqs:SendMessage !GetAtt WorkDeadLetterQueue.Arn\": \"only a message never handled\"\n"
-        "    Properties:\n      CodeUri: .\n      Description: Consumes", 1)
-    assert "UnusedPermissions" in text
-    path = tmp_path / "template.yaml"
-    path.write_text(text)
-    template = iam.Template(path)
+    template = iam.Template()
     units = template.all_units()["WorkerFunctionRole"]
     by = {(u[3], u[4]): report.justification(template, u) for u in units}
-    assert by[("s3:ListMultipartUploadParts", "!Sub ${MediaBucket.Arn}/outputs/*")] == "a resumed upload lists its parts"
-    assert by[("sqs:SendMessage", "!GetAtt WorkDeadLetterQueue.Arn")] == "only a message never handled"
+    # By action (every resource of it) and by action and resource.
+    assert by[("s3:AbortMultipartUpload", "!Sub ${MediaBucket.Arn}/outputs/*")].startswith("Only an output larger")
+    assert by[("s3:GetObject", "!Sub ${MediaBucket.Arn}/outputs/*")].startswith("The HeadObject")
+    assert by[("s3:GetObject", "!Sub ${MediaBucket.Arn}/uploads/*")] is None
     assert by[("sqs:SendMessage", "!GetAtt WorkQueue.Arn")] is None
 
 
@@ -246,12 +250,11 @@ def test_order_and_body_given_again(stand_in):
 def test_a_denial_stops_before_limits_and_moto(stand_in):
     events, make = stand_in
     gate, http = make()
-    headers, body = signed("DynamoDB_20120810.Query", "NotifyFunction",
-                           {"TableName": "s1-JobsTable", "KeyConditionExpression": "pk = :p",
-                            "ExpressionAttributeValues": {":p": {"S": "JOB#1"}}})
+    headers, body = signed("DynamoDB_20120810.DeleteItem", "StatusFunction",
+                           {"TableName": "s1-JobsTable", "Key": {"pk": {"S": "JOB#1"}, "sk": {"S": "JOB"}}})
     response = http.post("/", headers=headers, data=body)
     assert response.status_code == 400 and b"AccessDeniedException" in response.data
-    assert events == [] and gate.recorder.denials[-1]["action"] == "dynamodb:Query"
+    assert events == [] and gate.recorder.denials[-1]["action"] == "dynamodb:DeleteItem"
 
 
 def test_layers_answer_instead_of_moto(stand_in):
