@@ -122,6 +122,25 @@ pub fn json_body(request: &Request, max_bytes: usize) -> Result<&[u8], AppError>
     Ok(body)
 }
 
+/// How long an API request may take: inside the create and status
+/// functions' 10 s timeout (template.yaml), so that a request that runs out of
+/// time answers `503 unavailable` (retry with the same `Idempotency-Key`), not
+/// API Gateway's own `500` for a function that timed out.
+pub const API_DEADLINE: std::time::Duration = std::time::Duration::from_secs(9);
+
+/// `respond`'s answer, or `503 unavailable` once `deadline` has passed. A
+/// write already sent may still be applied: the client's retry with the same
+/// `Idempotency-Key` finds it.
+pub async fn within_deadline(deadline: std::time::Duration, respond: impl std::future::Future<Output = Response<Body>>) -> Response<Body> {
+    match tokio::time::timeout(deadline, respond).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(deadline_ms = deadline.as_millis() as u64, "the request ran out of time");
+            error_response(&AppError::Unavailable("the request ran out of time".into()))
+        }
+    }
+}
+
 /// The span every API request runs in; `job_id` is recorded once known.
 pub fn request_span(request: &Request) -> tracing::Span {
     tracing::info_span!(
@@ -251,5 +270,23 @@ mod tests {
         assert_eq!(query_param(&r, "cursor").as_deref(), Some("a+b"));
         assert_eq!(query_param(&r, "nope"), None);
         assert_eq!(path_segments(&r), ["videos", "generate"]);
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_answers_503_unavailable() {
+        let slow = async {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            Response::new(Body::Empty)
+        };
+        let response = within_deadline(std::time::Duration::from_millis(10), slow).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert_eq!(body["error"]["code"], "unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_request_inside_its_deadline_answers_as_it_would() {
+        let response = within_deadline(std::time::Duration::from_secs(5), async { Response::new(Body::from("done")) }).await;
+        assert_eq!(response.body().as_ref(), b"done");
     }
 }

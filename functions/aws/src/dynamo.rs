@@ -483,17 +483,20 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Puts an item unless its key exists: `false` when it did.
-    /// Writes `item` unless its key is taken. An item already there that is
-    /// exactly `item` is this very write: an attempt whose answer was lost
-    /// (a dropped connection, a timeout) and the SDK's retry found it
-    /// applied. That is written, not taken.
-    async fn put_if_absent(&self, item: Item) -> Result<bool, StoreError> {
+    /// Writes `item` unless its key is taken: `false` when it was. The item
+    /// carries a `put_id` of this call's own, which the SDK sends again on
+    /// every retry: an item already there with this `put_id` is this very
+    /// write, whose answer was lost (a dropped connection, a timeout) after
+    /// it was applied. That is written, not taken; another caller's item,
+    /// even an identical one, is taken.
+    async fn put_if_absent(&self, mut item: Item) -> Result<bool, StoreError> {
+        let put_id = s(ulid::Ulid::new().to_string());
+        item.insert("put_id".into(), put_id.clone());
         let result = self
             .client
             .put_item()
             .table_name(&self.jobs_table)
-            .set_item(Some(item.clone()))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -502,7 +505,7 @@ impl DynamoStore {
             if let Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) =
                 err.as_service_error()
             {
-                return Ok(failed.item() == Some(&item));
+                return Ok(failed.item().and_then(|existing| existing.get("put_id")) == Some(&put_id));
             }
         }
         conditional_write("PutItem", result)

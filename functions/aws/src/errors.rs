@@ -1,7 +1,9 @@
 //! SDK errors turned into the domain's [`StoreError`]: retryable or not,
-//! decided from the error's type and kind, never from its text.
+//! decided from the error's type and kind (and, for throttles, the SDK's
+//! own list of their codes), never from its text.
 
-use aws_sdk_dynamodb::error::SdkError;
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::retry::{ErrorKind, ProvideErrorKind};
@@ -10,7 +12,7 @@ use videojobs_core::StoreError;
 /// Classifies a failed call. `operation` names the call in the log detail.
 pub fn store_error<E>(operation: &str, err: SdkError<E, Response>) -> StoreError
 where
-    E: ProvideErrorKind + std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorKind + ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let detail = format!("{operation}: {}", aws_smithy_types::error::display::DisplayErrorContext(&err));
     match &err {
@@ -19,7 +21,13 @@ where
         SdkError::ServiceError(service) => {
             let kind = service.err().retryable_error_kind();
             let status = service.raw().status().as_u16();
+            // A throttle is a 400 whose modeled error is often not marked
+            // retryable (DynamoDB's ThrottlingException): the SDK's retry
+            // classifier knows it by its code, and so do we, from its list.
+            let code = ProvideErrorMetadata::code(service.err());
+            let throttled = code.is_some_and(|code| THROTTLING_ERRORS.contains(&code) || TRANSIENT_ERRORS.contains(&code));
             if matches!(kind, Some(ErrorKind::ThrottlingError | ErrorKind::TransientError | ErrorKind::ServerError))
+                || throttled
                 || status >= 500
                 || status == 429
             {
@@ -59,7 +67,7 @@ impl ConditionFailed for aws_sdk_dynamodb::operation::update_item::UpdateItemErr
 /// its condition did not hold, an error otherwise.
 pub fn conditional_write<T, E>(operation: &str, result: Result<T, SdkError<E, Response>>) -> Result<bool, StoreError>
 where
-    E: ConditionFailed + ProvideErrorKind + std::error::Error + Send + Sync + 'static,
+    E: ConditionFailed + ProvideErrorKind + ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match result {
         Ok(_) => Ok(true),
@@ -101,5 +109,21 @@ mod tests {
         assert!(matches!(conditional_write("PutItem", PutResult::Ok(())), Ok(true)));
         assert!(matches!(conditional_write("PutItem", PutResult::Err(failed(condition, 400))), Ok(false)));
         assert!(matches!(conditional_write("PutItem", PutResult::Err(failed(server, 500))), Err(StoreError::Unavailable(_))));
+    }
+
+    #[test]
+    fn a_throttle_answered_with_400_is_retryable_and_a_validation_error_is_not() {
+        use aws_sdk_dynamodb::types::error::ThrottlingException;
+        let throttled = PutItemError::ThrottlingException(
+            ThrottlingException::builder()
+                .message("slow down")
+                .meta(aws_sdk_dynamodb::error::ErrorMetadata::builder().code("ThrottlingException").build())
+                .build(),
+        );
+        let invalid =
+            PutItemError::generic(aws_sdk_dynamodb::error::ErrorMetadata::builder().code("ValidationException").message("bad").build());
+
+        assert!(matches!(store_error("PutItem", failed(throttled, 400)), StoreError::Unavailable(_)));
+        assert!(matches!(store_error("PutItem", failed(invalid, 400)), StoreError::Internal(_)));
     }
 }

@@ -85,7 +85,7 @@ pub fn serves(request: &Request) -> bool {
 /// without them.
 pub async fn handler(services: &impl Provide<Services>, request: Request) -> Result<Response<Body>, Error> {
     let span = videojobs_api::request_span(&request);
-    Ok(handle(services, &request).instrument(span).await)
+    Ok(videojobs_api::within_deadline(videojobs_api::API_DEADLINE, handle(services, &request)).instrument(span).await)
 }
 
 async fn handle(services: &impl Provide<Services>, request: &Request) -> Response<Body> {

@@ -220,6 +220,10 @@ impl TestAppBuilder {
     }
 
     pub async fn build(self) -> TestApp {
+        // `TEST_LOG=1`: the functions' log lines on stdout, as in a Lambda (`RUST_LOG` filters them).
+        if std::env::var_os("TEST_LOG").is_some() {
+            videojobs_aws::telemetry::init();
+        }
         let resources = match self.stack {
             StackChoice::Shared => resources().clone(),
             StackChoice::Own => fresh_resources(),
@@ -453,10 +457,24 @@ impl TestApp {
         }
     }
 
-    /// Hands `message` to the worker, as its queue's poller does; it must be handled.
+    /// Hands `message` to the worker, as its queue's poller does; it must be
+    /// handled. A storage failure (AWS's faults are on in every suite) is
+    /// delivered again, as SQS redelivers a message its handler reported
+    /// failed, at most `HANDLE_WORK_DELIVERIES` times; any other error fails.
     pub async fn handle_work(&self, message: WorkMessage) {
+        const HANDLE_WORK_DELIVERIES: u32 = 5;
         // As on AWS: notifications by the notify function, the rest by the worker.
-        worker::handle(self.app.consumer_of(&message), message.clone()).await.expect("the function handles it");
+        let consumer = self.app.consumer_of(&message);
+        for delivery in 1..=HANDLE_WORK_DELIVERIES {
+            match worker::handle(consumer, message.clone()).await {
+                Ok(()) => return,
+                Err(worker::WorkError::Store(err)) if err.is_retryable() && delivery < HANDLE_WORK_DELIVERIES => {
+                    eprintln!("delivery {delivery} of {message:?} failed, delivered again: {err:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(err) => panic!("the function handles it: {err:?}"),
+            }
+        }
     }
 
     /// Waits until the job's stored output is forgotten (its objects deleted
@@ -1065,7 +1083,15 @@ pub async fn wait_until_settled(store: &DynamoStore, ids: &[JobId], deadline: st
             if settled.contains_key(id) {
                 continue;
             }
-            let job = store.job(id).await.expect("job read").expect("job exists");
+            // A read that fails (moto busy, an injected fault past the SDK's
+            // retries) is asked again next round; the deadline bounds the wait.
+            let job = match store.job(id).await {
+                Ok(job) => job.expect("job exists"),
+                Err(err) => {
+                    eprintln!("reading job {id} failed, asked again next round: {err}");
+                    continue;
+                }
+            };
             if !job.status.is_in_flight() {
                 settled.insert(id.clone(), job);
             }
