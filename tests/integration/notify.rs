@@ -47,7 +47,7 @@ async fn an_endpoint_that_fails_three_times_then_succeeds_gets_one_signed_delive
     let events = p.wait_for_events_from(&id, "notifier", 4).await;
 
     let received = hook.received();
-    assert_eq!(received.len(), 4, "three failures and one success");
+    assert_eq!(received.len(), 4, "three failures and one success; events {events:?}");
     assert_eq!(events.len(), 4, "{events:?}");
     let codes: Vec<&Value> = events.iter().map(|e| &e["error_code"]).collect();
     assert_eq!(codes, [&json!("notify_http_500"), &json!("notify_http_503"), &json!("notify_http_429"), &Value::Null]);
