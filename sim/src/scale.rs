@@ -9,7 +9,13 @@
 //! a time: each handler runs to its end at once (nothing in core waits but
 //! on the queues), events come in time order from one seeded generator, and
 //! the state machine follows the same model (`asl`). What it measures is
-//! load, not interleavings; the seeds' runs check the interleavings.
+//! load, not interleavings; the seeds' runs check the interleavings. The
+//! scheduled check makes `check_stuck`'s store calls without its metric
+//! line, so that stdout carries the report only.
+//!
+//! The default run is docs/SCALE.md's: a million jobs a day (11.57 a
+//! second), about 10,000 in flight, 31 minutes of virtual time measured over
+//! the last 5; about two minutes in a debug build, half a minute in release.
 
 use crate::asl;
 use crate::rng::Rng;
@@ -28,16 +34,20 @@ use videojobs_core::model::provider::{
 use videojobs_core::model::request::{GenerateRequest, ProviderName};
 use videojobs_core::model::review::{ReviewReason, ReviewRequest};
 use videojobs_core::model::settings::Settings;
+use videojobs_core::model::stats::STUCK_JOBS_LISTED;
+use videojobs_core::model::timestamp;
 use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::{AccountStore, ApiKeyStore, PageRequest, Provider, Providers, WebhookSecrets, WorkQueue};
 use videojobs_core::services::callbacks::{receive, Callbacks};
 use videojobs_core::services::jobs::{Idempotency, JobSpec};
-use videojobs_core::services::pipeline::{check_stuck, handle, Pipeline};
+use videojobs_core::services::pipeline::{handle, Pipeline, QUEUED_STUCK_AFTER_SECONDS};
+use videojobs_core::services::stats::stuck_jobs;
 use videojobs_core::services::Services;
 use videojobs_testkit::tally::{PartitionTally, Place, Units};
 use videojobs_testkit::{ExecutionStatus, Memory, QueueName, TaskAnswer, VirtualClock, WebResource};
 
-/// What a scale run does. The defaults are docs/SCALE.md's run.
+/// What a scale run does. The defaults are docs/SCALE.md's run: a million
+/// jobs a day with about 10,000 of them at the provider at any moment.
 #[derive(Debug, Clone)]
 pub struct ScaleOptions {
     /// Users creating jobs (each with its own key and account).
@@ -48,8 +58,12 @@ pub struct ScaleOptions {
     pub seconds: u64,
     /// Virtual seconds before the measurement starts (the pipeline fills up first).
     pub warmup: u64,
-    /// How long the provider takes to make a video, seconds (uniform).
+    /// How long the provider takes to make a video, seconds (uniform). By
+    /// Little's law the jobs in flight are `jobs_per_second` times its mean.
     pub generation: (u64, u64),
+    /// The state machine's deadline for a video (`GenerationTimeoutSeconds`),
+    /// seconds: above the longest `generation`, or jobs are given up.
+    pub deadline: u64,
     /// Progress callbacks per job, each with a higher percent (BENCHMARKS.md's
     /// local provider sends one); each rise moves the job in `stuck_watch`.
     pub progress_callbacks: u32,
@@ -75,11 +89,15 @@ pub struct ScaleOptions {
 impl Default for ScaleOptions {
     fn default() -> Self {
         Self {
-            users: 10_000,
-            jobs_per_second: 58.0,
-            seconds: 900,
-            warmup: 450,
-            generation: (60, 285),
+            users: 20_000,
+            // A million a day.
+            jobs_per_second: 1_000_000.0 / 86_400.0,
+            // 8 to 21 minutes, 14.4 on average: 11.57 jobs/s × 864 s ≈ 10,000 in flight.
+            generation: (480, 1_248),
+            deadline: 1_800,
+            // The longest generation, then the reviews: the window starts in the steady state.
+            warmup: 1_560,
+            seconds: 1_860,
             progress_callbacks: 1,
             poll_every: 20,
             webhooks_percent: 50,
@@ -93,6 +111,13 @@ impl Default for ScaleOptions {
     }
 }
 
+impl ScaleOptions {
+    /// The jobs in flight Little's law expects: the rate times the mean time at the provider.
+    pub fn expected_in_flight(&self) -> f64 {
+        self.jobs_per_second * (self.generation.0 + self.generation.1) as f64 / 2.0
+    }
+}
+
 /// What a scale run measured over its window.
 pub struct ScaleReport {
     pub options: ScaleOptions,
@@ -103,6 +128,8 @@ pub struct ScaleReport {
     pub counts: HashMap<&'static str, u64>,
     /// Jobs in flight (queued, submitted, retrying, processing), sampled every 10 s in the window.
     pub in_flight: Vec<u64>,
+    /// Jobs completed and waiting for a review (the `review_queue` partition's entries), sampled with `in_flight`.
+    pub awaiting_review: Vec<u64>,
     /// Executions still open at the end.
     pub open_executions: u64,
     /// Handlers that failed in a way a healthy run never shows (a message that could not be handled).
@@ -328,6 +355,7 @@ struct Scale {
     execs: HashMap<JobId, Exec>,
     counts: HashMap<&'static str, u64>,
     in_flight: Vec<u64>,
+    awaiting_review: Vec<u64>,
     measuring: bool,
     /// The hot tenant's attempts due and not yet made (a fraction of one).
     hot_due: f64,
@@ -357,7 +385,10 @@ pub fn run_scale(options: ScaleOptions) -> ScaleReport {
     let start = time::OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let _simulated = videojobs_core::model::determinism::simulate(start, options.seed);
     let memory = Memory::new(VirtualClock::starting_at(start));
-    let settings = Settings::from_lookup(|_| None).unwrap_or_else(|e| panic!("settings: {e}"));
+    // The template's defaults, but for the deadline (`GenerationTimeoutSeconds`).
+    let deadline = options.deadline.to_string();
+    let settings = Settings::from_lookup(|name| (name == "GENERATION_TIMEOUT_SECONDS").then(|| deadline.clone()))
+        .unwrap_or_else(|e| panic!("settings: {e}"));
     let provider = Arc::new(Mutex::new(ProviderModel {
         now: 0,
         rng: Rng::new(options.seed ^ 0x9e0),
@@ -413,6 +444,7 @@ pub fn run_scale(options: ScaleOptions) -> ScaleReport {
         execs: HashMap::new(),
         counts: HashMap::new(),
         in_flight: Vec::new(),
+        awaiting_review: Vec::new(),
         measuring: false,
         hot_due: 0.0,
         calls_at_window: vec![0; CALLS.len()],
@@ -494,6 +526,7 @@ impl Scale {
             tally: self.memory.partition_tally(),
             counts: self.counts,
             in_flight: self.in_flight,
+            awaiting_review: self.awaiting_review,
             open_executions,
             errors: self.errors,
             options: self.options,
@@ -537,10 +570,7 @@ impl Scale {
             }
             Event::Check => {
                 self.count("worker.check_stuck", 1);
-                if let Err(e) = now(check_stuck(&self.pipeline)) {
-                    self.errors.push(format!("check_stuck: {e}"));
-                }
-                self.after_handler(None);
+                self.check();
                 self.at(self.now + CHECK_EVERY, Event::Check);
             }
             Event::Stats => {
@@ -553,8 +583,13 @@ impl Scale {
                 self.at(next, Event::Stats);
             }
             Event::Sample => {
-                let flying = self.memory.inspect(|s| s.jobs().filter(|(j, _)| j.status.is_in_flight()).count()) as u64;
+                let (flying, waiting) = self.memory.inspect(|s| {
+                    s.jobs().fold((0, 0), |(flying, waiting), (job, _)| {
+                        (flying + u64::from(job.status.is_in_flight()), waiting + u64::from(job.status == JobStatus::Completed))
+                    })
+                });
                 self.in_flight.push(flying);
+                self.awaiting_review.push(waiting);
                 self.at(self.now + SAMPLE_EVERY, Event::Sample);
             }
             Event::WindowStarts => {
@@ -563,6 +598,32 @@ impl Scale {
                 self.calls_at_window = CALLS.iter().map(|(_, op)| self.memory.faults().count(op)).collect();
                 self.at(self.now, Event::Sample);
             }
+        }
+    }
+
+    /// The scheduled check: the reads and writes of core's `check_stuck`
+    /// (the queued jobs without an execution, then the stuck jobs of every
+    /// watched status), made through the same ports, without the metric line
+    /// it prints: in the scale mode stdout carries the report only.
+    fn check(&mut self) {
+        let stats = self.pipeline.stats.clone();
+        let at = timestamp::now();
+        let queued = now(stats.stuck_jobs(JobStatus::Queued, at - time::Duration::seconds(QUEUED_STUCK_AFTER_SECONDS), STUCK_JOBS_LISTED));
+        match queued {
+            Ok(page) => {
+                for stuck in &page.oldest {
+                    // Every create starts its execution at once: a job queued this long lost its start.
+                    if let Ok(Some(job)) = now(self.pipeline.jobs.job(&stuck.job_id)) {
+                        if job.status == JobStatus::Queued {
+                            self.errors.push(format!("job {} stayed queued: its execution never started", job.job_id));
+                        }
+                    }
+                }
+            }
+            Err(e) => self.errors.push(format!("check_stuck: {e}")),
+        }
+        if let Err(e) = now(stuck_jobs(stats.as_ref(), self.pipeline.stuck_after_seconds, at)) {
+            self.errors.push(format!("check_stuck: {e}"));
         }
     }
 
@@ -840,13 +901,19 @@ const PARTITION_WRITES: f64 = 1_000.0;
 const PARTITION_READS: f64 = 3_000.0;
 
 impl ScaleReport {
-    /// A partition key as printed: the hot tenant's key named, a long hash cut.
+    /// A partition key as printed: the hot tenant's key named, a rate limit
+    /// window's start shown as `{minute}`, a long hash cut.
     fn shown(&self, key: &str) -> String {
         let mut shown = key.to_owned();
         for (from, to) in &self.aliases {
             shown = shown.replace(from.as_str(), to);
         }
-        match shown.char_indices().nth(40) {
+        if shown.starts_with("RATE#") {
+            if let Some(at) = shown.rfind('#') {
+                shown.replace_range(at + 1.., "{minute}");
+            }
+        }
+        match shown.char_indices().nth(48) {
             Some((cut, _)) => format!("{}…", &shown[..cut]),
             None => shown,
         }
@@ -861,21 +928,35 @@ impl ScaleReport {
         let o = &self.options;
         let mut out = String::new();
         let rate = |name: &str| self.per_second(name);
-        let mean = self.in_flight.iter().sum::<u64>() as f64 / self.in_flight.len().max(1) as f64;
-        let most = self.in_flight.iter().copied().max().unwrap_or(0);
+        let mean = |samples: &[u64]| samples.iter().sum::<u64>() as f64 / samples.len().max(1) as f64;
+        let most = |samples: &[u64]| samples.iter().copied().max().unwrap_or(0);
         let _ = writeln!(
             out,
-            "scale run (seed {}): {} users at {} jobs/s in all (Poisson), one hot tenant at {} create attempts/s, \
-             {} progress callback(s) per job, {} s of virtual time; measured from {} s to {} s",
-            o.seed, o.users, o.jobs_per_second, o.hot_user_per_second, o.progress_callbacks, o.seconds, o.warmup, o.seconds
+            "scale run (seed {}): {} users at {:.2} jobs/s in all (Poisson), the provider taking {} to {} s, \
+             one hot tenant at {} create attempts/s, {} progress callback(s) per job, a poll every {} s; \
+             {} s of virtual time, measured from {} s to {} s",
+            o.seed,
+            o.users,
+            o.jobs_per_second,
+            o.generation.0,
+            o.generation.1,
+            o.hot_user_per_second,
+            o.progress_callbacks,
+            o.poll_every,
+            o.seconds,
+            o.warmup,
+            o.seconds
         );
         let _ = writeln!(
             out,
-            "jobs: {:.1} created/s, {:.1} refused/s; in flight {:.0} on average, {} at most; {} executions open at the end",
+            "jobs: {:.2} created/s, {:.2} refused/s; in flight {:.0} on average (Little's law: {:.0}), {} at most; \
+             waiting for a review {:.0} on average; {} executions open at the end",
             rate("jobs.created"),
             rate("jobs.refused"),
-            mean,
-            most,
+            mean(&self.in_flight),
+            o.expected_in_flight(),
+            most(&self.in_flight),
+            mean(&self.awaiting_review),
             self.open_executions
         );
         let _ = writeln!(
@@ -945,17 +1026,43 @@ impl ScaleReport {
                 }
                 kinds.sort_by_key(|(kind, rows)| (Reverse(rows.iter().map(|(_, u)| u.writes).max().unwrap_or(0)), *kind));
                 for (kind, rows) in kinds {
-                    let most = |pick: fn(&Units) -> u64| {
-                        rows.iter().max_by(|a, b| pick(&a.1).cmp(&pick(&b.1)).then_with(|| b.0.cmp(a.0))).map(|(k, u)| (*k, pick(u)))
-                    };
                     // A rate limit window's item lives one minute: its rate is over that minute.
                     let minute = |n: u64| if kind == "RATE#" { n * self.window.max(1.0) as u64 / 60 } else { n };
-                    let mut line = format!("    {kind:<9} {:>6} keys", rows.len());
-                    if let Some((key, n)) = most(|u| u.writes).filter(|(_, n)| *n > 0) {
-                        let _ = write!(line, "; most written {} {}", self.shown(key), share(minute(n), PARTITION_WRITES));
+                    // The busiest keys of the kind: those over one unit a second, three at most, or the first.
+                    let busiest = |pick: fn(&Units) -> u64, limit: f64| {
+                        let mut ranked: Vec<&(&str, Units)> = rows.iter().filter(|(_, u)| pick(u) > 0).collect();
+                        ranked.sort_by(|a, b| pick(&b.1).cmp(&pick(&a.1)).then_with(|| a.0.cmp(b.0)));
+                        // A key's other minutes are the same key: its busiest minute stands for it.
+                        let mut names: Vec<String> = Vec::new();
+                        let mut shown: Vec<String> = Vec::new();
+                        for (key, units) in ranked {
+                            let name = self.shown(key);
+                            if names.contains(&name) {
+                                continue;
+                            }
+                            if shown.len() == 3 || (!shown.is_empty() && per(minute(pick(units))) < 1.0) {
+                                break;
+                            }
+                            shown.push(format!("{name} {}", share(minute(pick(units)), limit)));
+                            names.push(name);
+                        }
+                        shown.join(", ")
+                    };
+                    let sum =
+                        rows.iter().fold(Units::default(), |s, (_, u)| Units { reads: s.reads + u.reads, writes: s.writes + u.writes });
+                    let mut line = format!(
+                        "    {kind:<9} {:>6} keys, {:.0} writes/s and {:.0} reads/s in all",
+                        rows.len(),
+                        per(sum.writes),
+                        per(sum.reads)
+                    );
+                    let written = busiest(|u| u.writes, PARTITION_WRITES);
+                    if !written.is_empty() {
+                        let _ = write!(line, "; most written {written}");
                     }
-                    if let Some((key, n)) = most(|u| u.reads).filter(|(_, n)| *n > 0) {
-                        let _ = write!(line, "; most read {} {}", self.shown(key), share(minute(n), PARTITION_READS));
+                    let read = busiest(|u| u.reads, PARTITION_READS);
+                    if !read.is_empty() {
+                        let _ = write!(line, "; most read {read}");
                     }
                     let _ = writeln!(out, "{line}");
                 }

@@ -370,9 +370,13 @@ impl JobStore for Memory {
     async fn update_in_status(&self, id: &JobId, status: JobStatus, update: &JobUpdate) -> Result<bool, StoreError> {
         self.call("JobStore::update_in_status", |state, now| {
             if update.remove_output {
-                // `forget_output` is a transaction: the job and a counter shard.
-                state.tally_write(Place::Jobs, || key::job(id), 2);
-                state.tally_shard_write(2);
+                // `forget_output` reads the job first, and writes (a transaction: the job and a
+                // counter shard) only if it is in the status.
+                state.tally_read(Place::Jobs, || key::job(id), 1);
+                if state.jobs.get(id).is_some_and(|stored| stored.job.status == status) {
+                    state.tally_write(Place::Jobs, || key::job(id), 2);
+                    state.tally_shard_write(2);
+                }
             } else {
                 state.tally_write(Place::Jobs, || key::job(id), 1);
             }
@@ -776,6 +780,10 @@ impl WebhookSecrets for Memory {
     async fn create_webhook_secret(&self, user: &UserId, secret: &str) -> Result<UserWebhookSecrets, StoreError> {
         self.call("WebhookSecrets::create_webhook_secret", |state, _| {
             state.tally_write(Place::Jobs, || key::user(user), 1);
+            if state.secrets.contains_key(user) {
+                // The put found one (a concurrent first request made it): the adapter reads that one.
+                state.tally_read(Place::Jobs, || key::user(user), 1);
+            }
             Ok(state
                 .secrets
                 .entry(user.clone())

@@ -143,38 +143,47 @@ pub(crate) mod key {
 }
 
 /// One index entry of a job item: its partition, its sort key, and what it
-/// projects beyond the keys.
+/// projects beyond the keys. A sort key is a time (`created_key` begins
+/// with `created_at`, and a job's id, its rest, never changes), kept as the
+/// whole milliseconds the adapter writes: two equal when their text would be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     partition: String,
-    sort: String,
+    sort: i128,
     projected: String,
 }
 
 /// A job item's entries in the five indexes, in [`Place::INDEXES`] order.
 type Entries = [Option<Entry>; 5];
 
+/// A time as the adapter's keys hold it: whole milliseconds.
+fn millis(at: time::OffsetDateTime) -> i128 {
+    at.unix_timestamp_nanos() / 1_000_000
+}
+
 /// What `dynamo::job_item` puts in each index for the item as stored now.
 fn entries(stored: &StoredJob) -> Entries {
     let job = &stored.job;
-    let entry = |partition: String, sort: String, projected: String| Some(Entry { partition, sort, projected });
+    let entry = |partition: String, sort: i128, projected: String| Some(Entry { partition, sort, projected });
+    let created = millis(job.created_at);
     [
         // by_user: keys and the status.
-        entry(job.user_id.to_string(), stored.created_key(), job.status.as_str().to_owned()),
+        entry(job.user_id.to_string(), created, job.status.as_str().to_owned()),
         // active_by_user: keys only, while in flight.
-        stored.active.then(|| Entry { partition: job.user_id.to_string(), sort: stored.created_key(), projected: String::new() }),
+        stored.active.then(|| Entry { partition: job.user_id.to_string(), sort: created, projected: String::new() }),
         // by_provider_request: keys only, once submitted.
-        stored.provider_request.clone().map(|request| Entry { partition: request, sort: String::new(), projected: String::new() }),
+        stored.provider_request.clone().map(|request| Entry { partition: request, sort: 0, projected: String::new() }),
         // review_queue: "pending" while completed, by completed_at; the whole item (see `whole_item`).
         stored.review_pending.then(|| Entry {
             partition: "pending".to_owned(),
-            sort: job.completed_at.map(videojobs_core::model::job::timestamp::format).unwrap_or_default(),
+            sort: job.completed_at.map(millis).unwrap_or_default(),
             projected: String::new(),
         }),
         // stuck_watch: the status while watched, by watch_since; job_id and provider.
-        stored.watch_status.zip(stored.watch_since).and_then(|(status, since)| {
-            entry(status.as_str().to_owned(), videojobs_core::model::job::timestamp::format(since), job.provider.to_string())
-        }),
+        stored
+            .watch_status
+            .zip(stored.watch_since)
+            .and_then(|(status, since)| entry(status.as_str().to_owned(), millis(since), job.provider.to_string())),
     ]
 }
 
@@ -396,6 +405,35 @@ mod tests {
         // Reading the queue reads its one partition.
         memory.waiting(&videojobs_core::ports::PageRequest { limit: 20, cursor: None }).await.unwrap();
         assert_eq!(memory.partition_tally().get(Place::ReviewQueue, "pending").reads, 1);
+    }
+
+    #[tokio::test]
+    async fn the_reads_the_adapter_makes_around_a_write_are_counted() {
+        use videojobs_core::ports::WebhookSecrets;
+        let memory = Memory::default();
+        let user: UserId = "alice".parse().unwrap();
+        memory.open_account(&user, 10).await.unwrap();
+        memory.create_webhook_secret(&user, "whsec_first").await.unwrap();
+        let new = new_job(&user, 1, at(0));
+        let id = new.job.job_id.clone();
+        memory.create(&new).await.unwrap();
+        memory.tally_partitions();
+        // A first secret that was already made: the put is refused, and the adapter reads the one there.
+        memory.create_webhook_secret(&user, "whsec_second").await.unwrap();
+        assert_eq!(memory.partition_tally().get(Place::Jobs, "USER#alice"), Units { reads: 1, writes: 1 });
+        // Forgetting the output of a job in another status: the adapter reads the job and writes nothing.
+        memory.clear_partition_tally();
+        let forget = JobUpdate { remove_output: true, ..JobUpdate::default() };
+        assert!(!memory.update_in_status(&id, JobStatus::Completed, &forget).await.unwrap());
+        let t = memory.partition_tally();
+        assert_eq!(t.get(Place::Jobs, &key::job(&id)), Units { reads: 1, writes: 0 });
+        assert_eq!(shard_writes(&t), 0);
+        // In its status: the read, then the transaction of the job and a shard.
+        memory.clear_partition_tally();
+        assert!(memory.update_in_status(&id, JobStatus::Queued, &forget).await.unwrap());
+        let t = memory.partition_tally();
+        assert_eq!(t.get(Place::Jobs, &key::job(&id)), Units { reads: 1, writes: 2 });
+        assert_eq!(shard_writes(&t), 2);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `simulate --seeds N [--from S]`: runs seeds S..S+N and prints one line per
 //! failing seed, with the command that replays it. `simulate --seed S
 //! --verbose`: replays one seed and prints what happened, step by step.
-//! `simulate --scale [--users N] [--rate JOBS_PER_S] [--seconds S]
-//! [--warmup S] [--hot RATE] [--progress N] [--seed S]`: many users at a target rate in
-//! virtual time, and the partition keys that carry the most (docs/SCALE.md).
+//! `simulate --scale [--users N] [--rate JOBS_PER_S] [--generation LO,HI]
+//! [--deadline S] [--poll S] [--seconds S] [--warmup S] [--hot RATE]
+//! [--progress N] [--seed S]`: many users at a target rate in virtual time,
+//! and the partition keys that carry the most (docs/SCALE.md). Without
+//! options: a million jobs a day, about 10,000 in flight.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -30,7 +32,7 @@ fn main() -> ExitCode {
     }
     let Some(count) = value("--seeds") else {
         eprintln!(
-            "usage: simulate --seeds N [--from S] | --seed S [--verbose] | --scale [--users N] [--rate JOBS_PER_S] [--seconds S] [--warmup S] [--hot RATE] [--progress N] [--seed S]"
+            "usage: simulate --seeds N [--from S] | --seed S [--verbose] | --scale [--users N] [--rate JOBS_PER_S] [--generation LO,HI] [--deadline S] [--poll S] [--seconds S] [--warmup S] [--hot RATE] [--progress N] [--seed S]"
         );
         return ExitCode::from(2);
     };
@@ -68,6 +70,22 @@ fn scale(args: &[String]) -> ExitCode {
     }
     if let Some(rate) = number("--rate") {
         options.jobs_per_second = rate;
+    }
+    let text = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    if let Some(range) = text("--generation") {
+        match range.split_once(',').and_then(|(lo, hi)| Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?))) {
+            Some((lo, hi)) if lo <= hi => options.generation = (lo, hi),
+            _ => {
+                eprintln!("--generation takes LO,HI in seconds, LO at most HI");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(deadline) = number("--deadline") {
+        options.deadline = deadline as u64;
+    }
+    if let Some(poll) = number("--poll") {
+        options.poll_every = (poll as u64).max(1);
     }
     if let Some(seconds) = number("--seconds") {
         options.seconds = seconds as u64;
