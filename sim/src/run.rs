@@ -817,6 +817,7 @@ impl Run {
                     let idempotency = key.map(|k| videojobs_core::services::jobs::Idempotency {
                         key: format!("key-{k}").parse().unwrap_or_else(|_| panic!("an idempotency key")),
                         fingerprint: format!("POST /videos/generate:{}", String::from_utf8_lossy(&bytes)),
+                        legacy_fingerprint: None,
                     });
                     api(services.create_job(&who, JobSpec::Generate(request), idempotency).await)
                 });

@@ -671,6 +671,7 @@ impl Scale {
             Idempotency {
                 key: format!("order-{}", self.seq).parse().unwrap_or_else(|_| panic!("an idempotency key")),
                 fingerprint: format!("POST /videos/generate:{}", String::from_utf8_lossy(&bytes)),
+                legacy_fingerprint: None,
             }
         });
         match now(self.services.create_job(&who, JobSpec::Generate(request), idempotency)) {

@@ -33,6 +33,7 @@ pub(crate) fn provider_env(server: &ReplayServer) -> Vec<(&'static str, String)>
         ("FAL_QUEUE_URL", server.base_url.clone()),
         ("FAL_KEY", "key-id:key-secret".into()),
         ("FAL_JWKS_URL", format!("{}/.well-known/jwks.json", server.base_url)),
+        ("FAL_USER_ID", "user-1".into()),
     ]
 }
 

@@ -155,6 +155,7 @@ async fn a_fal_job_completes_from_its_ed25519_signed_callback_and_the_queue_resu
         ("FAL_QUEUE_URL", fal.base_url.clone()),
         ("FAL_KEY", "key-id:key-secret".into()),
         ("FAL_JWKS_URL", format!("{}/.well-known/jwks.json", fal.base_url)),
+        ("FAL_USER_ID", "user-1".into()),
     ])
     .await;
 

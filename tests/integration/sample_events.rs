@@ -105,6 +105,7 @@ async fn every_sample_event_runs_through_its_handler() {
             ("LOCAL_PROVIDER_WEBHOOK_SECRETS", secret()),
             ("REPLICATE_WEBHOOK_SECRET", secret()),
             ("FAL_JWKS_URL", "http://127.0.0.1:9/.well-known/jwks.json".to_owned()),
+            ("FAL_USER_ID", "sample-fal-user".to_owned()),
         ])
         .build()
         .await;

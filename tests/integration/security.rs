@@ -1,6 +1,8 @@
 //! Attacks on the deployment, each refused (issue 10): forged or oversized
 //! provider callbacks, uploads that are not images, switched-on faults,
-//! capability URLs in logs, inward image URLs, format characters.
+//! capability URLs in logs, inward image URLs, format characters; and (issue
+//! 20) guessed prompts against idempotency fingerprints, file link signatures
+//! posted as callbacks, fal turned on without our account pinned.
 
 use crate::harness::{settings, work_message, Page, Payload, Reply, TestApp};
 use lambda_http::http::StatusCode;
@@ -477,4 +479,178 @@ async fn the_local_provider_takes_a_token_from_the_worker_and_serves_files_only_
     assert_eq!(client.get(&stretched).send().await.expect("answered").status(), 403);
     let other_file = output.video_url.replace("video.mp4", "thumbnail.jpg");
     assert_eq!(client.get(&other_file).send().await.expect("answered").status(), 403, "a link is good for its own file only");
+}
+
+/// The idempotency record of `key` for the app's user, as someone who can read the jobs table sees it.
+async fn idempotency_item(app: &TestApp, key: &str) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    app.clients
+        .dynamodb
+        .get_item()
+        .table_name(&app.resources.jobs_table)
+        .key("pk", AttributeValue::S(format!("IDEM#{}#{key}", app.user)))
+        .key("sk", AttributeValue::S("IDEM".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("idempotency record read")
+        .item
+        .expect("the idempotency record")
+}
+
+/// What the idempotency record used to keep: the plain SHA-256 of the route and the canonical body.
+fn unkeyed_fingerprint(route: &str, body: &str) -> String {
+    let canonical = serde_json::from_str::<serde_json::Value>(body).expect("JSON").to_string();
+    videojobs_core::model::request::sha256_hex(format!("{route}\0{canonical}").as_bytes())
+}
+
+#[tokio::test]
+async fn a_guessed_prompt_cannot_be_confirmed_from_the_idempotency_records_fingerprint() {
+    let app = TestApp::new(100).await;
+    let key = format!("order-{}", ulid::Ulid::new());
+    let headers = [("idempotency-key", key.as_str())];
+    let body = r#"{"prompt":"A lighthouse at dawn","duration_seconds":1}"#;
+    let first = app.with_headers(&headers).generate(body).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+
+    // The reader of the jobs table guesses the prompt and hashes the guess as the record was made.
+    let item = idempotency_item(&app, &key).await;
+    let stored = item.get("fingerprint").and_then(|v| v.as_s().ok()).expect("a fingerprint").clone();
+    assert_ne!(stored, unkeyed_fingerprint("generate", body), "the fingerprint is the plain SHA-256 of the guessed body");
+    assert_ne!(stored, videojobs_core::model::request::sha256_hex(body.as_bytes()));
+    assert!(!item.values().any(|v| v.as_s().is_ok_and(|s| s.contains("lighthouse"))), "no prompt on the record");
+
+    // The same key and body still replay the first answer; another body is still a conflict.
+    let again = app.with_headers(&headers).generate(r#"{ "duration_seconds": 1, "prompt": "A lighthouse at dawn" }"#).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers.get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+    let other = app.with_headers(&headers).generate(r#"{"prompt":"A lighthouse at dusk","duration_seconds":1}"#).await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", other.body);
+    assert_eq!(other.error_code(), "idempotency_conflict");
+    assert_eq!(app.job_count().await, 1);
+}
+
+#[tokio::test]
+async fn an_idempotency_record_written_before_the_fingerprint_was_keyed_still_replays() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let app = TestApp::new(100).await;
+    let key = format!("order-{}", ulid::Ulid::new());
+    let headers = [("idempotency-key", key.as_str())];
+    let body = r#"{"prompt":"A kite over the dunes","duration_seconds":1}"#;
+    let first = app.with_headers(&headers).generate(body).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    // The record as the code before the change wrote it.
+    app.clients
+        .dynamodb
+        .update_item()
+        .table_name(&app.resources.jobs_table)
+        .key("pk", AttributeValue::S(format!("IDEM#{}#{key}", app.user)))
+        .key("sk", AttributeValue::S("IDEM".into()))
+        .update_expression("SET fingerprint = :f")
+        .expression_attribute_values(":f", AttributeValue::S(unkeyed_fingerprint("generate", body)))
+        .send()
+        .await
+        .expect("the record rewritten");
+
+    let again = app.with_headers(&headers).generate(body).await;
+    let other = app.with_headers(&headers).generate(r#"{"prompt":"A kite over the sea","duration_seconds":1}"#).await;
+
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+    assert_eq!(again.body, first.body);
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", other.body);
+    assert_eq!(app.job_count().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_links_signature_from_the_local_provider_does_not_pass_as_its_callback() {
+    let token = "tok-0123456789abcdef-links".to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
+    let secret_text = WebhookSecret::generate_text();
+    let config = local_provider::Config {
+        token: Some(token.clone()),
+        ..local_provider::Config::local(dir, WebhookSecret::parse(&secret_text).expect("a secret"))
+    };
+    let provider = local_provider::spawn(listener, config).expect("the provider starts");
+    // The webhook trusts the provider's callback secret.
+    let app = app_trusting(&secret_text).await;
+    // A finished prediction's links, as anyone who sees a job's provider output does.
+    let client = reqwest::Client::new();
+    let body = json!({"input": {"mode": "text", "prompt": "A kite", "width": 64, "height": 64, "duration_seconds": 0.5}});
+    let created: serde_json::Value = client
+        .post(format!("{}/v1/predictions", provider.base_url))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .expect("submitted")
+        .json()
+        .await
+        .expect("JSON");
+    let id = created["id"].as_str().expect("a prediction id").to_owned();
+    let mut output = serde_json::Value::Null;
+    for _ in 0..150 {
+        let now: serde_json::Value = client
+            .get(format!("{}/v1/predictions/{id}", provider.base_url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("read")
+            .json()
+            .await
+            .expect("JSON");
+        assert_ne!(now["status"], "failed", "{now}");
+        if now["status"] == "succeeded" {
+            output = now["output"].clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    for field in ["video", "thumbnail"] {
+        let link = url::Url::parse(output[field].as_str().expect("a file link")).expect("a URL");
+        let query: std::collections::HashMap<String, String> = link.query_pairs().into_owned().collect();
+        let (expires, signature) = (query["expires"].clone(), query["sig"].clone());
+        let file = link.path().trim_start_matches("/files/").to_owned();
+        // The attacker waits until the link is about to expire, when its expiry is a fresh callback timestamp,
+        // and presents the link's signature as a callback's (id and timestamp as the link signed them).
+        let at = time::OffsetDateTime::from_unix_timestamp(expires.parse().expect("an expiry")).expect("a time");
+        let reply = {
+            let _clock = videojobs_core::model::determinism::simulate(at, 20);
+            let webhook_id = format!("file:{file}");
+            let headers = [("webhook-id", webhook_id.as_str()), ("webhook-timestamp", expires.as_str()), ("webhook-signature", &signature)];
+            app.anonymous()
+                .provider_callback("local", &headers, Payload::Bytes { content_type: "application/json", bytes: Vec::new() })
+                .await
+        };
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{field}: the link's signature verified as a callback: {}", reply.body);
+        assert_eq!(reply.error_code(), "bad_signature");
+    }
+    // The links still serve their files.
+    let video = output["video"].as_str().unwrap();
+    assert_eq!(client.get(video).send().await.expect("answered").status(), 200);
+}
+
+#[test]
+fn a_webhook_with_fal_on_and_no_fal_user_id_refuses_to_start() {
+    // The webhook's environment as the template gave it with fal on and FalUserId empty.
+    let webhook_env = |user: Option<&str>| {
+        let user = user.map(str::to_owned);
+        move |name: &str| match name {
+            "FAL_JWKS_URL" => Some(videojobs_providers::fal::DEFAULT_JWKS_URL.to_owned()),
+            "FAL_USER_ID" => user.clone(),
+            _ => None,
+        }
+    };
+
+    let refused = videojobs_providers::from_lookup(webhook_env(None), videojobs_providers::http_client_on_first_use());
+    let blank = videojobs_providers::from_lookup(webhook_env(Some("  ")), videojobs_providers::http_client_on_first_use());
+    let pinned = videojobs_providers::from_lookup(webhook_env(Some("5b4d1e6c-user")), videojobs_providers::http_client_on_first_use());
+
+    let err = refused.err().expect("fal on without FAL_USER_ID accepts every fal customer's callbacks: it must not start");
+    assert_eq!(err.name, "FAL_USER_ID", "{err}");
+    assert!(err.to_string().contains("FAL_USER_ID"), "{err}");
+    assert_eq!(blank.err().map(|e| e.name), Some("FAL_USER_ID"));
+    assert!(pinned.expect("starts with our account pinned").get("fal").is_some());
 }

@@ -6,7 +6,7 @@ use lambda_http::{Body, Error, Request, Response};
 use tracing::Instrument;
 use videojobs_api::{error_response, header_text, json_body, path_segments, presented_key, raw_json_response, respond};
 use videojobs_aws::Provide;
-use videojobs_core::model::request::{request_fingerprint, AnimateRequest, GenerateRequest, InvalidUpload, UploadRequest};
+use videojobs_core::model::request::{AnimateRequest, GenerateRequest, InvalidUpload, UploadRequest};
 use videojobs_core::services::{Idempotency, JobSpec, Services};
 use videojobs_core::AppError;
 
@@ -75,7 +75,7 @@ async fn create_job(services: &Services, request: &Request, route: Route) -> Res
     };
     let idempotency = header_text(request, IDEMPOTENCY_HEADER)
         .map(|text| {
-            text.parse().map(|key| Idempotency { key, fingerprint: request_fingerprint(name, body) }).map_err(
+            text.parse().map(|key| Idempotency::for_request(key, &services.settings.prompt_hash_key, name, body)).map_err(
                 |e: videojobs_core::model::ids::InvalidId| {
                     AppError::from(videojobs_core::model::request::InvalidRequest::new("Idempotency-Key", e.0))
                 },

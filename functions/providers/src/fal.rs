@@ -54,7 +54,10 @@ pub const TOLERANCE_SECONDS: i64 = videojobs_core::model::signing::TOLERANCE_SEC
 
 /// fal's settings: `FAL_KEY` (only where jobs are submitted) or `FAL_JWKS_URL`
 /// (where callbacks are verified) enables it; `FAL_TEXT_MODEL`,
-/// `FAL_IMAGE_MODEL` and `FAL_QUEUE_URL` are optional.
+/// `FAL_IMAGE_MODEL` and `FAL_QUEUE_URL` are optional. Where callbacks are
+/// verified (`FAL_JWKS_URL`), `FAL_USER_ID` is required: without it, every fal
+/// customer's signed callbacks would be accepted, so the configuration is
+/// refused (the webhook does not start).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub queue_url: String,
@@ -64,7 +67,8 @@ pub struct Config {
     pub image_model: String,
     /// `FAL_USER_ID`: our fal account. fal signs every customer's callbacks
     /// with the same keys, so a callback signed for another account is
-    /// refused when this is set (it should be, wherever callbacks arrive).
+    /// refused; without it (a configuration that only submits), every
+    /// callback is refused.
     pub user_id: Option<String>,
 }
 
@@ -79,13 +83,22 @@ impl Config {
             let model = non_empty(get, name).unwrap_or_else(|| default.to_owned());
             app_of(&model).map(|_| model).ok_or(ConfigError { name, problem: "is not a fal model id (owner/app[/path])".into() })
         };
+        let user_id = non_empty(get, "FAL_USER_ID");
+        if jwks_url.is_some() && user_id.is_none() {
+            return Err(ConfigError {
+                name: "FAL_USER_ID",
+                problem: "is not set, but FAL_JWKS_URL is: fal signs every customer's callbacks with the same keys, so without \
+                          our account's user id any fal customer's callbacks would be accepted (the template's FalUserId)"
+                    .into(),
+            });
+        }
         Ok(Some(Self {
             queue_url: non_empty(get, "FAL_QUEUE_URL").unwrap_or_else(|| DEFAULT_QUEUE_URL.to_owned()).trim_end_matches('/').to_owned(),
             key,
             jwks_url: jwks_url.unwrap_or_else(|| DEFAULT_JWKS_URL.to_owned()),
             text_model: model("FAL_TEXT_MODEL", DEFAULT_TEXT_MODEL)?,
             image_model: model("FAL_IMAGE_MODEL", DEFAULT_IMAGE_MODEL)?,
-            user_id: non_empty(get, "FAL_USER_ID"),
+            user_id,
         }))
     }
 }
@@ -337,13 +350,12 @@ impl Provider for FalProvider {
         };
         let request_id = header("x-fal-webhook-request-id")?;
         let user_id = header("x-fal-webhook-user-id")?;
-        // Another fal customer's callback is validly signed too: the user id is pinned.
-        if self
-            .config
-            .user_id
-            .as_deref()
-            .is_some_and(|ours| !videojobs_core::model::signing::constant_time_eq(ours.as_bytes(), user_id.trim().as_bytes()))
-        {
+        // Another fal customer's callback is validly signed too: the user id is
+        // pinned, and with none configured no callback is ours.
+        let Some(ours) = self.config.user_id.as_deref() else {
+            return Err(CallbackError::BadSignature("no FAL_USER_ID is configured here: fal callbacks are refused".into()));
+        };
+        if !videojobs_core::model::signing::constant_time_eq(ours.as_bytes(), user_id.trim().as_bytes()) {
             return Err(CallbackError::BadSignature("the callback is for another fal account".into()));
         }
         let timestamp = header("x-fal-webhook-timestamp")?;
@@ -420,6 +432,7 @@ mod tests {
             ("FAL_KEY", "key-id:key-secret".to_owned()),
             ("FAL_QUEUE_URL", base.to_owned()),
             ("FAL_JWKS_URL", format!("{base}{JWKS_PATH}")),
+            ("FAL_USER_ID", "5b4d1e6c-user".to_owned()),
             ("FAL_IMAGE_MODEL", "acme/animator".to_owned()),
         ]);
         Config::from_lookup(&|name: &str| map.get(name).cloned()).unwrap().unwrap()
@@ -720,9 +733,14 @@ mod tests {
         let theirs = FalProvider::new(pinned("our-account"), crate::http_client_on_first_use());
         let ours = FalProvider::new(pinned("5b4d1e6c-user"), crate::http_client_on_first_use());
 
+        let unpinned = FalProvider::new(Config { user_id: None, ..config(&server.base_url) }, crate::http_client_on_first_use());
+
         let refused = verify(&theirs, &signed, &body, 1_000).await;
         assert!(matches!(&refused, Err(CallbackError::BadSignature(m)) if m.contains("another fal account")), "{refused:?}");
         assert!(verify(&ours, &signed, &body, 1_000).await.is_ok());
+        // A configuration with no account pinned (one that only submits) accepts none.
+        let refused = verify(&unpinned, &signed, &body, 1_000).await;
+        assert!(matches!(&refused, Err(CallbackError::BadSignature(m)) if m.contains("FAL_USER_ID")), "{refused:?}");
     }
 
     #[tokio::test]
@@ -747,15 +765,19 @@ mod tests {
             Config::from_lookup(&|name: &str| map.get(name).cloned())
         };
         assert!(lookup(&[]).unwrap().is_none());
-        let webhook_only = lookup(&[("FAL_JWKS_URL", DEFAULT_JWKS_URL)]).unwrap().unwrap();
+        let webhook_only = lookup(&[("FAL_JWKS_URL", DEFAULT_JWKS_URL), ("FAL_USER_ID", " u-1 ")]).unwrap().unwrap();
         assert_eq!(webhook_only.key, None);
         assert_eq!(webhook_only.queue_url, DEFAULT_QUEUE_URL);
-        assert_eq!(webhook_only.user_id, None);
-        assert_eq!(
-            lookup(&[("FAL_JWKS_URL", DEFAULT_JWKS_URL), ("FAL_USER_ID", " u-1 ")]).unwrap().unwrap().user_id.as_deref(),
-            Some("u-1")
-        );
+        assert_eq!(webhook_only.user_id.as_deref(), Some("u-1"));
+        // Verifying callbacks without our account pinned would accept any fal customer's: refused.
+        for unpinned in [&[("FAL_JWKS_URL", DEFAULT_JWKS_URL)][..], &[("FAL_JWKS_URL", DEFAULT_JWKS_URL), ("FAL_USER_ID", " ")]] {
+            let err = lookup(unpinned).unwrap_err();
+            assert_eq!(err.name, "FAL_USER_ID");
+            assert!(err.to_string().contains("any fal customer's callbacks"), "{err}");
+        }
+        // The worker only submits: its key alone is enough.
         let worker = lookup(&[("FAL_KEY", "k")]).unwrap().unwrap();
+        assert_eq!(worker.user_id, None);
         assert_eq!(worker.jwks_url, DEFAULT_JWKS_URL);
         assert_eq!((worker.text_model.as_str(), worker.image_model.as_str()), (DEFAULT_TEXT_MODEL, DEFAULT_IMAGE_MODEL));
         assert_eq!(lookup(&[("FAL_KEY", "k"), ("FAL_TEXT_MODEL", "nope")]).unwrap_err().name, "FAL_TEXT_MODEL");

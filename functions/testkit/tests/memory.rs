@@ -324,7 +324,7 @@ async fn the_apis_services_run_on_the_memory_world_alone() {
     let who = Principal { user_id: fresh_user(), role: Role::User };
     memory.open_account(&who.user_id, 100).await.unwrap();
     let request = || JobSpec::Generate(GenerateRequest::parse(br#"{"prompt": "a cat", "duration_seconds": 4}"#, &settings.limits).unwrap());
-    let idempotency = Idempotency { key: "once".parse().unwrap(), fingerprint: "f".into() };
+    let idempotency = Idempotency { key: "once".parse().unwrap(), fingerprint: "f".into(), legacy_fingerprint: None };
 
     let first = services.create_job(&who, request(), Some(idempotency.clone())).await.unwrap();
     let replayed = services.create_job(&who, request(), Some(idempotency)).await.unwrap();

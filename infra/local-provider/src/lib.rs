@@ -84,6 +84,8 @@ struct Prediction {
 pub struct Config {
     /// Where videos are written.
     pub dir: PathBuf,
+    /// Signs callbacks; file links are signed with a key derived from it
+    /// ([`LINK_KEY_PURPOSE`]), never with it.
     pub secret: WebhookSecret,
     /// Where source images may be fetched from: public addresses only, unless
     /// the local stack allows loopback and `http` (its S3 is moto on 127.0.0.1).
@@ -108,6 +110,8 @@ impl Config {
 
 struct State {
     config: Config,
+    /// Signs file links (derived from `config.secret`; see [`link_signature`]).
+    link_key: WebhookSecret,
     base_url: String,
     predictions: Mutex<HashMap<String, Prediction>>,
     by_key: Mutex<HashMap<String, String>>,
@@ -146,6 +150,7 @@ pub fn spawn(listener: TcpListener, config: Config) -> std::io::Result<Handle> {
     let base_url = format!("http://{addr}");
     std::fs::create_dir_all(&config.dir)?;
     let state = Arc::new(State {
+        link_key: config.secret.derive(LINK_KEY_PURPOSE),
         config,
         base_url: base_url.clone(),
         predictions: Mutex::default(),
@@ -302,9 +307,14 @@ fn authorized(state: &State, request: &Request<Incoming>) -> bool {
     presented.is_some_and(|p| videojobs_core::model::signing::constant_time_eq(p.trim().as_bytes(), token.as_bytes()))
 }
 
-/// The signature of a file link: the provider's secret over the file and the link's expiry.
+/// What the key of file links is derived from the callback secret with.
+pub const LINK_KEY_PURPOSE: &str = "local-provider/file-links/v1";
+
+/// The signature of a file link: over the file and the link's expiry, under
+/// a key of its own ([`LINK_KEY_PURPOSE`], derived from the secret), never the
+/// callback secret itself: a link's signature must not verify as a callback.
 fn link_signature(state: &State, id: &str, name: &str, expires: i64) -> String {
-    state.config.secret.sign(&format!("file:{id}/{name}"), expires, b"")
+    state.link_key.sign(&format!("file:{id}/{name}"), expires, b"")
 }
 
 /// A link to one of a prediction's files: signed and expiring where a token is configured.

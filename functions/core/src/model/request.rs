@@ -651,15 +651,42 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// A fingerprint of a request body, to tell a replay from a different request
 /// under the same `Idempotency-Key`. Parsed and re-serialised so that spacing
-/// and key order do not matter.
-pub fn request_fingerprint(route: &str, body: &[u8]) -> String {
+/// and key order do not matter. A hex HMAC-SHA256 under a key derived from the
+/// deployment's prompt hash `key`: the body holds the prompt, and the
+/// idempotency record sits in the jobs table, so an unkeyed hash there would
+/// confirm a guessed prompt. The derived key (the domain prefix
+/// [`FINGERPRINT_KEY_PURPOSE`] under `key`) keeps fingerprints and prompt hashes
+/// apart.
+pub fn request_fingerprint(key: &[u8], route: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut derive = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    derive.update(FINGERPRINT_KEY_PURPOSE);
+    let derived = derive.finalize().into_bytes();
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&derived).expect("HMAC takes any key length");
+    mac.update(&fingerprint_message(route, body));
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// What the key of [`request_fingerprint`] is derived with.
+pub const FINGERPRINT_KEY_PURPOSE: &[u8] = b"videojobs/idempotency-fingerprint/v1";
+
+/// The fingerprint idempotency records written before it was keyed carry: the
+/// plain SHA-256 of the same message. Only compared with, never written, so
+/// that a retry of such a request still replays while its record lasts
+/// (a day); drop it once none can be left.
+pub fn legacy_request_fingerprint(route: &str, body: &[u8]) -> String {
+    sha256_hex(&fingerprint_message(route, body))
+}
+
+/// The route, a NUL, and the body parsed and re-serialised (or as sent, if it is not JSON).
+fn fingerprint_message(route: &str, body: &[u8]) -> Vec<u8> {
     let canonical =
         serde_json::from_slice::<Value>(body).map(|v| v.to_string()).unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
-    let mut hasher = Sha256::new();
-    hasher.update(route.as_bytes());
-    hasher.update([0]);
-    hasher.update(canonical.as_bytes());
-    hex::encode(hasher.finalize())
+    let mut message = Vec::with_capacity(route.len() + 1 + canonical.len());
+    message.extend_from_slice(route.as_bytes());
+    message.push(0);
+    message.extend_from_slice(canonical.as_bytes());
+    message
 }
 
 #[cfg(test)]
@@ -983,13 +1010,27 @@ mod tests {
 
     #[test]
     fn fingerprints_ignore_spacing_and_key_order_but_not_values_or_route() {
-        let a = request_fingerprint("generate", br#"{"prompt":"p","duration_seconds":5}"#);
-        let b = request_fingerprint("generate", br#"{ "duration_seconds": 5, "prompt": "p" }"#);
-        let c = request_fingerprint("generate", br#"{"prompt":"q","duration_seconds":5}"#);
-        let d = request_fingerprint("animate", br#"{"prompt":"p","duration_seconds":5}"#);
+        let a = request_fingerprint(b"k", "generate", br#"{"prompt":"p","duration_seconds":5}"#);
+        let b = request_fingerprint(b"k", "generate", br#"{ "duration_seconds": 5, "prompt": "p" }"#);
+        let c = request_fingerprint(b"k", "generate", br#"{"prompt":"q","duration_seconds":5}"#);
+        let d = request_fingerprint(b"k", "animate", br#"{"prompt":"p","duration_seconds":5}"#);
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_apart_from_prompt_hashes_and_the_legacy_form_is_the_plain_sha256() {
+        let body = br#"{"prompt":"p"}"#;
+        let keyed = request_fingerprint(b"k", "generate", body);
+        assert_eq!(keyed.len(), 64);
+        // The plain SHA-256 of a guessed body does not match it, nor does another deployment's.
+        assert_ne!(keyed, sha256_hex(b"generate\0{\"prompt\":\"p\"}"));
+        assert_ne!(keyed, request_fingerprint(b"k2", "generate", body));
+        // Not the prompt hash of the same text either: the key is derived for its purpose.
+        assert_ne!(keyed, prompt_hash(b"k", "generate\0{\"prompt\":\"p\"}"));
+        // The form records had before it was keyed.
+        assert_eq!(legacy_request_fingerprint("generate", br#"{ "prompt": "p" }"#), sha256_hex(b"generate\0{\"prompt\":\"p\"}"));
     }
 
     #[test]

@@ -91,6 +91,17 @@ impl WebhookSecret {
         mac
     }
 
+    /// A key for another purpose than signing webhooks, derived from this
+    /// secret: the HMAC-SHA256, under it, of a domain prefix and `purpose`.
+    /// What the derived key signs never verifies as a webhook under this
+    /// secret, nor under a key derived for another purpose.
+    pub fn derive(&self, purpose: &str) -> Self {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"videojobs/derived-key/");
+        mac.update(purpose.as_bytes());
+        Self(mac.finalize().into_bytes().to_vec())
+    }
+
     /// The `webhook-signature` value for a message.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
         let tag = self.mac(id, &timestamp.to_string(), body).finalize().into_bytes();
@@ -198,6 +209,24 @@ mod tests {
 
     fn spec_secret() -> Vec<WebhookSecret> {
         vec![WebhookSecret::parse(SPEC_SECRET).unwrap()]
+    }
+
+    #[test]
+    fn what_a_derived_key_signs_does_not_verify_under_the_secret_it_came_from() {
+        let secret = WebhookSecret::parse(SPEC_SECRET).unwrap();
+        let links = secret.derive("file-links");
+        let signature = links.sign(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY);
+
+        let as_webhook = verify(&spec_secret(), headers(SPEC_ID, &SPEC_TIMESTAMP.to_string(), &signature), SPEC_BODY, SPEC_TIMESTAMP);
+        let as_other_purpose =
+            verify(&[secret.derive("other")], headers(SPEC_ID, &SPEC_TIMESTAMP.to_string(), &signature), SPEC_BODY, SPEC_TIMESTAMP);
+        let as_itself =
+            verify(&[secret.derive("file-links")], headers(SPEC_ID, &SPEC_TIMESTAMP.to_string(), &signature), SPEC_BODY, SPEC_TIMESTAMP);
+
+        assert_eq!(as_webhook, Err(SignatureError::NoMatch));
+        assert_eq!(as_other_purpose, Err(SignatureError::NoMatch));
+        assert_eq!(as_itself, Ok(()));
+        assert_ne!(signature, SPEC_SIGNATURE);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::model::ids::{ApiKey, IdempotencyKey, JobId, UploadId, UserId};
 use crate::model::job::{timestamp, EventSource, Failure, Job, JobError, JobEvent, JobParams};
 use crate::model::lifecycle::{transition, JobStatus};
 use crate::model::request::{
-    prompt_hash, AnimateRequest, CommonOptions, GenerateRequest, ImageSource, InvalidRequest, ProviderName, UploadRequest,
+    legacy_request_fingerprint, prompt_hash, request_fingerprint, AnimateRequest, CommonOptions, GenerateRequest, ImageSource,
+    InvalidRequest, ProviderName, UploadRequest,
 };
 use crate::model::settings::Settings;
 use crate::model::views::*;
@@ -57,7 +58,28 @@ pub enum JobSpec {
 #[derive(Debug, Clone)]
 pub struct Idempotency {
     pub key: IdempotencyKey,
+    /// What the record keeps (keyed: see [`request_fingerprint`]).
     pub fingerprint: String,
+    /// The unkeyed form records written before had, compared with but never
+    /// written: a retry of such a request still replays while its record lasts.
+    pub legacy_fingerprint: Option<String>,
+}
+
+impl Idempotency {
+    /// The key and fingerprints of a request to `route` with `body`, under
+    /// the deployment's prompt hash key (`Settings::prompt_hash_key`).
+    pub fn for_request(key: IdempotencyKey, prompt_hash_key: &[u8], route: &str, body: &[u8]) -> Self {
+        Self {
+            key,
+            fingerprint: request_fingerprint(prompt_hash_key, route, body),
+            legacy_fingerprint: Some(legacy_request_fingerprint(route, body)),
+        }
+    }
+
+    /// Whether `record` was written for this same request.
+    fn matches(&self, record: &IdempotencyRecord) -> bool {
+        record.fingerprint == self.fingerprint || self.legacy_fingerprint.as_ref().is_some_and(|legacy| record.fingerprint == *legacy)
+    }
 }
 
 /// The answer to a create request: the first answer again on a replay.
@@ -195,7 +217,7 @@ impl Services {
     /// The first answer again, after making sure its job's execution exists
     /// (the first request may have died between its write and the start).
     async fn replay(&self, previous: IdempotencyRecord, idem: &Idempotency) -> Result<Accepted, AppError> {
-        if previous.fingerprint != idem.fingerprint {
+        if !idem.matches(&previous) {
             return Err(AppError::IdempotencyConflict);
         }
         if let Some(job) = self.jobs.job(&previous.job_id).await? {
