@@ -123,6 +123,10 @@ fn slot_key(user: &UserId, slot: u32) -> Item {
 
 impl DynamoStore {
     /// Puts a leased claim unless another holder's lease is still running.
+    /// A claim already held by `holder` (unique to one handling) is this very
+    /// write, whose answer was lost after it was applied and which the SDK
+    /// sent again: claimed, not taken, or the notification would wait a
+    /// whole lease on a claim nobody holds.
     async fn claim_lease(&self, mut item: Item, kind: &str, holder: &str, lease: std::time::Duration) -> Result<bool, StoreError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         item.insert("kind".into(), s(kind));
@@ -137,8 +141,16 @@ impl DynamoStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk) OR lease_until < :now")
             .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
+        if let Err(err) = &result {
+            if let Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) =
+                err.as_service_error()
+            {
+                return Ok(failed.item().and_then(|existing| existing.get("holder")) == Some(&s(holder)));
+            }
+        }
         conditional_write("PutItem", result)
     }
 
