@@ -32,6 +32,11 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Added to every wait for the pipeline: SQS may lose a receive's answer
+/// (AWS's faults are on in every suite), and its messages then come back only
+/// after the work queue's visibility timeout (90 s, template.yaml).
+pub const REDELIVERY_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// The stack's resource names. Created once per test run; clients are not
 /// shared because each test has its own async runtime.
 pub fn resources() -> &'static Resources {
@@ -410,7 +415,7 @@ impl TestApp {
 
     /// The job's events from `source`, once there are `count` of them (or after 30 s).
     pub async fn wait_for_events_from(&self, id: &JobId, source: &str, count: usize) -> Vec<Value> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30) + REDELIVERY_ALLOWANCE;
         loop {
             let events = self.events_from(id, source).await;
             if events.len() >= count || std::time::Instant::now() > deadline {
@@ -443,7 +448,7 @@ impl TestApp {
 
     /// Waits until the job's status satisfies `done`, or panics after `seconds`.
     pub async fn wait_for(&self, id: &JobId, seconds: u64, done: impl Fn(JobStatus) -> bool) -> Job {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds) + REDELIVERY_ALLOWANCE;
         loop {
             let job = self.job(id).await;
             if done(job.status) {
@@ -451,7 +456,7 @@ impl TestApp {
             }
             if std::time::Instant::now() > deadline {
                 let events = self.job_events(id).await;
-                panic!("job {id} is still {} after {seconds} s; events: {}", job.status, events.body);
+                panic!("job {id} is still {} after {} s; events: {}", job.status, seconds + REDELIVERY_ALLOWANCE.as_secs(), events.body);
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
