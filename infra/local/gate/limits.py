@@ -151,19 +151,8 @@ _load_lock = threading.Lock()
 def _template():
     import yaml
 
-    class CfnLoader(yaml.SafeLoader):
-        """YAML with CloudFormation's short-form tags (as infra/local/bootstrap.py reads it)."""
+    from .iam import CfnLoader
 
-    def construct(loader, suffix, node):
-        if isinstance(node, yaml.ScalarNode):
-            value = loader.construct_scalar(node)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)
-        return {("Ref" if suffix == "Ref" else f"Fn::{suffix}"): value}
-
-    CfnLoader.add_multi_constructor("!", construct)
     with open(TEMPLATE) as f:
         return yaml.load(f, Loader=CfnLoader)
 
