@@ -501,14 +501,30 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        if let Err(err) = &result {
-            if let Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) =
-                err.as_service_error()
-            {
-                return Ok(failed.item().and_then(|existing| existing.get("put_id")) == Some(&put_id));
-            }
+        if let Some(ours) = Self::condition_failed_on_own_write(&result, "put_id", &put_id) {
+            return Ok(ours);
         }
         conditional_write("PutItem", result)
+    }
+
+    /// For a conditional PutItem sent with `ReturnValuesOnConditionCheckFailure::AllOld`:
+    /// when its condition failed, whether the item there carries `marker` = `value`,
+    /// that is, whether it is this very write, applied before its answer was lost
+    /// and sent again by the SDK. `None` when the condition did not fail.
+    pub(crate) fn condition_failed_on_own_write(
+        result: &Result<
+            aws_sdk_dynamodb::operation::put_item::PutItemOutput,
+            aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, aws_smithy_runtime_api::http::Response>,
+        >,
+        marker: &str,
+        value: &AttributeValue,
+    ) -> Option<bool> {
+        match result.as_ref().err()?.as_service_error()? {
+            aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed) => {
+                Some(failed.item().and_then(|existing| existing.get(marker)) == Some(value))
+            }
+            _ => None,
+        }
     }
 
     /// Removes a job's output and takes its bytes off the counters in one

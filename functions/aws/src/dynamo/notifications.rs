@@ -144,12 +144,8 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        if let Err(err) = &result {
-            if let Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) =
-                err.as_service_error()
-            {
-                return Ok(failed.item().and_then(|existing| existing.get("holder")) == Some(&s(holder)));
-            }
+        if let Some(ours) = Self::condition_failed_on_own_write(&result, "holder", &s(holder)) {
+            return Ok(ours);
         }
         conditional_write("PutItem", result)
     }
