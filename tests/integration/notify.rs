@@ -2,7 +2,7 @@
 //! (served by the test on loopback) of its statuses, signed with the user's
 //! secret, retried through the real queue, checked against SSRF.
 
-use crate::harness::{all_at_once, next_message, queue_of, settings, work_message, Receiver, TestApp};
+use crate::harness::{all_at_once, message_body, next_message, queue_of, receive_from, settings, work_message, Receiver, TestApp};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use videojobs_core::model::ids::JobId;
@@ -35,6 +35,22 @@ async fn isolated() -> TestApp {
 
 async fn isolated_with(settings: videojobs_core::model::settings::Settings) -> TestApp {
     TestApp::builder().settings(settings).own_stack().build().await
+}
+
+/// Every distinct message (by SQS message id: a redelivery is the same one)
+/// that reaches the notify queue of an isolated stack within `window`, taken off it.
+async fn notify_messages_within(app: &TestApp, window: std::time::Duration) -> Vec<Value> {
+    let queue_url = queue_of(app, "notify");
+    let deadline = std::time::Instant::now() + window;
+    let mut seen = std::collections::BTreeMap::new();
+    while std::time::Instant::now() < deadline {
+        for message in receive_from(app, queue_url).await {
+            let handle = message.receipt_handle().unwrap_or_default();
+            app.clients.sqs.delete_message().queue_url(queue_url).receipt_handle(handle).send().await.expect("delete");
+            seen.insert(message.message_id().unwrap_or_default().to_owned(), message_body(&message));
+        }
+    }
+    seen.into_values().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,14 +267,46 @@ async fn copies_of_one_notify_message_handled_at_once_post_once() {
     let outcomes = all_at_once(6, |_| worker::handle(&app.app.notifier, message.clone())).await;
 
     assert_eq!(hook.received().len(), 1, "one POST for six copies");
-    assert!(outcomes.iter().any(|o| o.is_ok()));
-    assert!(outcomes.iter().filter_map(|o| o.as_ref().err()).all(|e| e.is_retryable()), "a copy that lost comes back later");
+    assert!(outcomes.iter().all(|o| o.is_ok()), "a copy that found the attempt in progress looks again later");
     let events = app.wait_for_events_from(&id, "notifier", 1).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["error_code"], Value::Null);
-    // A copy coming back later finds the delivery and posts nothing.
+    // Those copies looking again, and one more coming back later, find the delivery and post nothing.
+    let looking_again = notify_messages_within(&app, std::time::Duration::from_secs(7)).await;
+    assert!(looking_again.len() <= 5, "each losing copy looks again once: {looking_again:?}");
+    for copy in looking_again {
+        app.handle_work(work_message(copy)).await;
+    }
     app.handle_work(message).await;
     assert_eq!(hook.received().len(), 1);
+}
+
+#[tokio::test]
+async fn copies_of_a_failed_attempts_message_arriving_after_it_post_nothing_and_queue_no_second_retry() {
+    // Arrange: an endpoint that always fails; attempt 1 is made and queues attempt 2.
+    let hook = Receiver::answering(500).await;
+    let app = isolated().await;
+    let id = app.new_job_with_webhook(&hook.url(HOOK)).await;
+    let first = cancel_and_deliver(&app, &id).await;
+    let (second, _) = next_message(&app, &id, "notify").await;
+    assert_eq!((first["attempt"].as_u64(), second["attempt"].as_u64()), (Some(1), Some(2)));
+
+    // Act: SQS delivers attempt 1 again (three times, as it may), then attempt 2 twice.
+    for _ in 0..3 {
+        app.handle_work(work_message(first.clone())).await;
+    }
+    app.handle_work(work_message(second.clone())).await;
+    app.handle_work(work_message(second)).await;
+
+    // Assert: one POST per attempt, one event per attempt, one chain of retries.
+    assert_eq!(hook.received().len(), 2, "attempts 1 and 2, each once");
+    let events = app.events_from(&id, "notifier").await;
+    let messages: Vec<&str> = events.iter().filter_map(|e| e["message"].as_str()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].contains("attempt 1 of 6") && messages[1].contains("attempt 2 of 6"), "{messages:?}");
+    let queued = notify_messages_within(&app, std::time::Duration::from_secs(4)).await;
+    let attempts: Vec<Option<u64>> = queued.iter().map(|m| m["attempt"].as_u64()).collect();
+    assert_eq!(attempts, [Some(3)], "one attempt 3 and nothing else: {queued:?}");
 }
 
 // A status change queues its notification just before it is written (so

@@ -10,6 +10,7 @@ use serde_json::json;
 use std::sync::Arc;
 use videojobs_core::model::ids::{JobId, Role};
 use videojobs_core::model::job::{timestamp, Job, JobParams};
+use videojobs_core::model::notify::AttemptClaim;
 use videojobs_core::model::request::{AspectRatio, Resolution};
 use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::NotificationLog;
@@ -338,17 +339,20 @@ async fn a_notification_claim_is_released_only_by_the_attempt_that_holds_it() {
     let app = TestApp::builder().credits(10).own_stack().build().await;
     let id = JobId::generate();
     let status = JobStatus::Completed;
-    assert!(app.store.claim_attempt(&id, status, "a", std::time::Duration::ZERO).await.unwrap());
+    let minute = std::time::Duration::from_secs(60);
+    assert_eq!(app.store.claim_attempt(&id, status, 1, "a", std::time::Duration::ZERO).await.unwrap(), AttemptClaim::Taken);
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
-    assert!(app.store.claim_attempt(&id, status, "b", std::time::Duration::from_secs(60)).await.unwrap());
+    assert_eq!(app.store.claim_attempt(&id, status, 1, "b", minute).await.unwrap(), AttemptClaim::Taken);
 
     // Act: A finishes late and gives back what it thinks it holds.
-    app.store.release_attempt(&id, status, "a").await.unwrap();
+    app.store.finish_attempt(&id, status, 1, "a").await.unwrap();
 
-    // Assert: B still holds it; B's own release frees it.
-    assert!(!app.store.claim_attempt(&id, status, "c", std::time::Duration::from_secs(60)).await.unwrap());
+    // Assert: B still holds it; B's own release frees it, and B's attempt is the one recorded made.
+    assert_eq!(app.store.claim_attempt(&id, status, 1, "c", minute).await.unwrap(), AttemptClaim::Held);
     app.store.release_attempt(&id, status, "b").await.unwrap();
-    assert!(app.store.claim_attempt(&id, status, "c", std::time::Duration::from_secs(60)).await.unwrap());
+    assert_eq!(app.store.claim_attempt(&id, status, 1, "c", minute).await.unwrap(), AttemptClaim::Taken);
+    app.store.finish_attempt(&id, status, 1, "c").await.unwrap();
+    assert_eq!(app.store.claim_attempt(&id, status, 1, "d", minute).await.unwrap(), AttemptClaim::AlreadyMade);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

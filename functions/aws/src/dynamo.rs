@@ -17,7 +17,7 @@
 //! | early callback    | `PROVREQ#{provider}#{request_id}` | `EARLY`    | a verified callback that found no owner yet; the worker looks for it after recording the owner |
 //! | webhook secret    | `USER#{user}`           | `WEBHOOK_SECRET`     | `secret` (`whsec_…`, kept readable: it signs), `previous_secret` + `previous_valid_until` after a rotation |
 //! | notification sent | `JOB#{job_id}`          | `NOTIFIED#{status}`  | the client was told of this status: put once (`attribute_not_exists`), checked before each attempt |
-//! | notification claim | `JOB#{job_id}`         | `NOTIFYING#{status}` | an attempt in progress: put unless held (`lease_until` not passed), deleted after by its `holder` only; TTL a day |
+//! | notification claim | `JOB#{job_id}`         | `NOTIFYING#{status}` | an attempt in progress (`holder`, `lease_until`) and the attempts made (`made_through`): taken unless held or that attempt was made, given back by its `holder` only; TTL a week |
 //! | delivery slot     | `USER#{user}`           | `NOTIFY_SLOT#{0..3}` | one of a tenant's 4 deliveries in flight: leased as the claim is |
 //! | rate limit window | `RATE#{policy}#{key_id}#{window start}` | `RATE` | `hits` in one minute, counted only under the limit; TTL two minutes (`dynamo/ratelimit.rs`) |
 //! | counter shard     | `STATS#{0..7}`          | `COUNTERS`           | operational counters (see `stats.rs`); a job item also carries `watch_status` while `submitted`/`processing` (index `stuck_watch`) |
@@ -49,7 +49,9 @@
 //! - a user's first webhook secret is put under `attribute_not_exists(pk)`,
 //!   so concurrent first requests agree; a rotation is conditioned on the
 //!   secret it replaces; a notification is recorded delivered once, and
-//!   attempted by one worker at a time (a leased claim);
+//!   attempted by one worker at a time (a leased claim), and each numbered
+//!   attempt is made once (the claim's `made_through` rises only after the
+//!   next attempt is queued);
 //! - a refund also sets `refunded_at` under `attribute_not_exists(refunded_at)`,
 //!   so a job's credits come back at most once even if a transition were wrong.
 //! - the stats counters move in the same transaction as the creation or change

@@ -17,6 +17,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use videojobs_core::model::ids::{ApiKey, IdempotencyKey, JobId, KeyId, Role, UploadId, UserId};
 use videojobs_core::model::job::{EventSource, Job, JobEvent, JobParams};
+use videojobs_core::model::notify::AttemptClaim;
 use videojobs_core::model::progress::{ProgressDetail, Stage};
 use videojobs_core::model::request::{AspectRatio, ImageType, ProviderName, Resolution};
 use videojobs_core::model::work::WorkMessage;
@@ -735,12 +736,22 @@ pub async fn notifications_are_recorded_once_and_claims_are_leased(s: &Subject) 
     assert!(s.tables.was_delivered(&job, done).await.unwrap());
 
     let lease = Duration::from_secs(1);
-    assert!(s.tables.claim_attempt(&job, done, "a", lease).await.unwrap());
-    assert!(!s.tables.claim_attempt(&job, done, "b", lease).await.unwrap(), "held");
+    // Long enough that no claim lapses before the clock is moved on purpose.
+    let long = Duration::from_secs(60);
+    assert_eq!(s.tables.claim_attempt(&job, done, 1, "a", long).await.unwrap(), AttemptClaim::Taken);
+    assert_eq!(s.tables.claim_attempt(&job, done, 1, "a2", long).await.unwrap(), AttemptClaim::Held);
     s.tables.release_attempt(&job, done, "b").await.unwrap();
-    assert!(!s.tables.claim_attempt(&job, done, "b", lease).await.unwrap(), "only the holder gives it back");
+    s.tables.finish_attempt(&job, done, 1, "b").await.unwrap();
+    assert_eq!(s.tables.claim_attempt(&job, done, 1, "a2", long).await.unwrap(), AttemptClaim::Held, "only the holder gives it back");
     s.tables.release_attempt(&job, done, "a").await.unwrap();
-    assert!(s.tables.claim_attempt(&job, done, "b", lease).await.unwrap());
+    assert_eq!(s.tables.claim_attempt(&job, done, 1, "b", long).await.unwrap(), AttemptClaim::Taken, "released, not made");
+    s.tables.finish_attempt(&job, done, 1, "b").await.unwrap();
+    assert_eq!(s.tables.claim_attempt(&job, done, 1, "c", long).await.unwrap(), AttemptClaim::AlreadyMade, "a copy of attempt 1");
+    assert_eq!(s.tables.claim_attempt(&job, done, 2, "b", long).await.unwrap(), AttemptClaim::Taken, "the next attempt");
+    assert_eq!(s.tables.claim_attempt(&job, done, 2, "b", long).await.unwrap(), AttemptClaim::Taken, "its own write, sent again");
+    s.tables.finish_attempt(&job, done, 2, "b").await.unwrap();
+    assert_eq!(s.tables.claim_attempt(&job, done, 1, "d", long).await.unwrap(), AttemptClaim::AlreadyMade, "older than the last made");
+    assert_eq!(s.tables.claim_attempt(&job, done, 3, "d", lease).await.unwrap(), AttemptClaim::Taken);
 
     let mut slots = Vec::new();
     for holder in ["h1", "h2", "h3"] {
@@ -751,7 +762,9 @@ pub async fn notifications_are_recorded_once_and_claims_are_leased(s: &Subject) 
 
     // A lease runs out: in whole seconds, after `lease_until < now`.
     s.time.pass(Duration::from_millis(2_100)).await;
-    assert!(s.tables.claim_attempt(&job, done, "c", lease).await.unwrap(), "a lapsed claim is taken over");
+    assert_eq!(s.tables.claim_attempt(&job, done, 3, "c", long).await.unwrap(), AttemptClaim::Taken, "a lapsed claim is taken over");
+    s.tables.finish_attempt(&job, done, 3, "d").await.unwrap();
+    assert_eq!(s.tables.claim_attempt(&job, done, 3, "e", long).await.unwrap(), AttemptClaim::Held, "the late holder records nothing");
     assert!(s.tables.claim_user_slot(&user, 2, "h3", lease).await.unwrap().is_some(), "a lapsed slot is taken over");
 }
 

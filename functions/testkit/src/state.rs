@@ -135,6 +135,8 @@ pub(crate) struct State {
     pub delivered: HashSet<(JobId, JobStatus)>,
     /// Notification claims and delivery slots, by item key.
     pub leases: HashMap<String, Lease>,
+    /// The attempts made of each notification (`made_through` on the claim item).
+    pub attempts_made: HashMap<(JobId, JobStatus), u32>,
     pub rate: HashMap<(String, i64), (u32, i64)>,
     pub counters: BTreeMap<String, i64>,
     pub index: Indexes,

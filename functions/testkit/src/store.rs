@@ -11,7 +11,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use videojobs_core::model::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, UploadId, UserId};
 use videojobs_core::model::job::{timestamp, Job, JobEvent};
-use videojobs_core::model::notify::UserWebhookSecrets;
+use videojobs_core::model::notify::{AttemptClaim, UserWebhookSecrets};
 use videojobs_core::model::progress::ProgressDetail;
 use videojobs_core::model::request::ProviderName;
 use videojobs_core::model::stats::{Counters, StuckJob, StuckPage};
@@ -125,7 +125,8 @@ impl Memory {
     /// `claim_lease`: put unless another holder's lease has not run out.
     fn claim(state: &mut crate::state::State, key: String, holder: &str, lease: Duration, now: OffsetDateTime) -> bool {
         let now = now.unix_timestamp();
-        if state.leases.get(&key).is_some_and(|held| held.lease_until >= now) {
+        // A claim held by `holder` itself is its own write sent again (the adapter's lost answer).
+        if state.leases.get(&key).is_some_and(|held| held.lease_until >= now && held.holder != holder) {
             return false;
         }
         let lease_until = now + i64::try_from(lease.as_secs()).unwrap_or(i64::MAX / 2);
@@ -829,10 +830,23 @@ impl NotificationLog for Memory {
         .await
     }
 
-    async fn claim_attempt(&self, job: &JobId, status: JobStatus, holder: &str, lease: Duration) -> Result<bool, StoreError> {
+    async fn claim_attempt(
+        &self,
+        job: &JobId,
+        status: JobStatus,
+        attempt: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
         self.call("NotificationLog::claim_attempt", |state, now| {
             state.tally_write(Place::Jobs, || key::job(job), 1);
-            Ok(Memory::claim(state, Memory::lease_key("NOTIFYING", job.as_str(), status.as_str()), holder, lease, now))
+            if state.attempts_made.get(&(job.clone(), status)).is_some_and(|made| *made >= attempt) {
+                return Ok(AttemptClaim::AlreadyMade);
+            }
+            Ok(match Memory::claim(state, Memory::lease_key("NOTIFYING", job.as_str(), status.as_str()), holder, lease, now) {
+                true => AttemptClaim::Taken,
+                false => AttemptClaim::Held,
+            })
         })
         .await
     }
@@ -841,6 +855,19 @@ impl NotificationLog for Memory {
         self.call("NotificationLog::release_attempt", |state, _| {
             state.tally_write(Place::Jobs, || key::job(job), 1);
             Memory::release(state, &Memory::lease_key("NOTIFYING", job.as_str(), status.as_str()), holder);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_attempt(&self, job: &JobId, status: JobStatus, attempt: u32, holder: &str) -> Result<(), StoreError> {
+        self.call("NotificationLog::finish_attempt", |state, _| {
+            state.tally_write(Place::Jobs, || key::job(job), 1);
+            let key = Memory::lease_key("NOTIFYING", job.as_str(), status.as_str());
+            if state.leases.get(&key).is_some_and(|held| held.holder == holder) {
+                state.attempts_made.insert((job.clone(), status), attempt);
+                state.leases.remove(&key);
+            }
             Ok(())
         })
         .await

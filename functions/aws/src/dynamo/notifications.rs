@@ -3,7 +3,8 @@
 //! that its notification was delivered.
 
 use super::*;
-use videojobs_core::model::notify::UserWebhookSecrets;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use videojobs_core::model::notify::{AttemptClaim, UserWebhookSecrets};
 use videojobs_core::ports::NotificationLog;
 use videojobs_core::ports::WebhookSecrets;
 
@@ -85,12 +86,60 @@ impl NotificationLog for DynamoStore {
         self.put_if_absent(item).await
     }
 
-    async fn claim_attempt(&self, job: &JobId, status: JobStatus, holder: &str, lease: std::time::Duration) -> Result<bool, StoreError> {
-        self.claim_lease(claim_key(job, status), "notification_claim", holder, lease).await
+    async fn claim_attempt(
+        &self,
+        job: &JobId,
+        status: JobStatus,
+        attempt: u32,
+        holder: &str,
+        lease: std::time::Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        // An update, not a put: `made_through` (the attempts made) outlives each claim.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(claim_key(job, status)))
+            .update_expression("SET kind = :kind, holder = :holder, lease_until = :until, ttl_epoch = :ttl")
+            .condition_expression(
+                "(attribute_not_exists(lease_until) OR lease_until < :now) AND (attribute_not_exists(made_through) OR made_through < :attempt)",
+            )
+            .expression_attribute_values(":kind", s("notification_claim"))
+            .expression_attribute_values(":holder", s(holder))
+            .expression_attribute_values(":until", n(now + lease.as_secs() as i64))
+            .expression_attribute_values(":ttl", epoch_after(CLAIM_TTL_SECONDS))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":attempt", n(attempt))
+            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(AttemptClaim::Taken),
+            Err(err) => err,
+        };
+        let Some(UpdateItemError::ConditionalCheckFailedException(failed)) = err.as_service_error() else {
+            return Err(store_error("UpdateItem", err));
+        };
+        let existing = failed.item();
+        let made_through =
+            existing.and_then(|item| item.get("made_through")).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u32>().ok());
+        Ok(if existing.and_then(|item| item.get("holder")) == Some(&s(holder)) {
+            // This very write, applied, whose answer was lost and which the SDK sent again.
+            AttemptClaim::Taken
+        } else if made_through.is_some_and(|made| made >= attempt) {
+            AttemptClaim::AlreadyMade
+        } else {
+            AttemptClaim::Held
+        })
     }
 
     async fn release_attempt(&self, job: &JobId, status: JobStatus, holder: &str) -> Result<(), StoreError> {
-        self.release_lease(claim_key(job, status), holder).await
+        self.end_claim(job, status, holder, "REMOVE holder, lease_until", None).await
+    }
+
+    async fn finish_attempt(&self, job: &JobId, status: JobStatus, attempt: u32, holder: &str) -> Result<(), StoreError> {
+        self.end_claim(job, status, holder, "SET made_through = :attempt REMOVE holder, lease_until", Some(attempt)).await
     }
 
     async fn claim_user_slot(
@@ -121,7 +170,29 @@ fn slot_key(user: &UserId, slot: u32) -> Item {
     key(format!("USER#{user}"), &format!("NOTIFY_SLOT#{slot}"))
 }
 
+/// How long a notification claim (and the attempts it records made) is
+/// kept: a week, longer than any wait between two attempts (at most a day).
+const CLAIM_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
 impl DynamoStore {
+    /// Ends `holder`'s claim on a notification with `update`; a claim that
+    /// passed to another handling (the lease ran out) is left alone.
+    async fn end_claim(&self, job: &JobId, status: JobStatus, holder: &str, update: &str, attempt: Option<u32>) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(claim_key(job, status)))
+            .update_expression(update)
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", s(holder));
+        if let Some(attempt) = attempt {
+            request = request.expression_attribute_values(":attempt", n(attempt));
+        }
+        let result = request.send().await;
+        conditional_write("UpdateItem", result).map(|_| ())
+    }
+
     /// Puts a leased claim unless another holder's lease is still running.
     /// A claim already held by `holder` (unique to one handling) is this very
     /// write, whose answer was lost after it was applied and which the SDK

@@ -1,7 +1,7 @@
 use crate::model::error::StoreError;
 use crate::model::ids::{JobId, UserId};
 use crate::model::lifecycle::JobStatus;
-use crate::model::notify::{Destination, UserWebhookSecrets};
+use crate::model::notify::{AttemptClaim, Destination, UserWebhookSecrets};
 use async_trait::async_trait;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -14,13 +14,27 @@ pub trait NotificationLog: Send + Sync {
     async fn was_delivered(&self, job: &JobId, status: JobStatus) -> Result<bool, StoreError>;
     /// Records a delivery once: `false` if it was already recorded.
     async fn record_delivery(&self, job: &JobId, status: JobStatus, attempt: u32, http_status: u16) -> Result<bool, StoreError>;
-    /// Takes the right to attempt this notification for `lease` (unless
-    /// someone holds it and it has not run out) as `holder`: `false` when
-    /// someone else does.
-    async fn claim_attempt(&self, job: &JobId, status: JobStatus, holder: &str, lease: Duration) -> Result<bool, StoreError>;
-    /// Gives the right back once the attempt is over, only if `holder` still
-    /// holds it (a lease that ran out may have passed to another attempt).
+    /// Takes the right to make attempt `attempt` of this notification for
+    /// `lease` as `holder`, unless another holder's lease is still running
+    /// ([`AttemptClaim::Held`]) or that attempt or a later one was already
+    /// made ([`AttemptClaim::AlreadyMade`]: the message is a stale copy).
+    async fn claim_attempt(
+        &self,
+        job: &JobId,
+        status: JobStatus,
+        attempt: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<AttemptClaim, StoreError>;
+    /// Gives the right back without the attempt being made (it is made again
+    /// later), only if `holder` still holds it (a lease that ran out may have
+    /// passed to another handling).
     async fn release_attempt(&self, job: &JobId, status: JobStatus, holder: &str) -> Result<(), StoreError>;
+    /// Records that `attempt` was made (and its successor queued, or the
+    /// notification delivered or given up) and gives the right back, only if
+    /// `holder` still holds it: copies of that attempt's message now find
+    /// [`AttemptClaim::AlreadyMade`].
+    async fn finish_attempt(&self, job: &JobId, status: JobStatus, attempt: u32, holder: &str) -> Result<(), StoreError>;
     /// Takes one of the user's `slots` delivery slots for `lease` as `holder`:
     /// the slot's number, or `None` when all are held (see [`USER_SLOTS`]).
     async fn claim_user_slot(&self, user: &UserId, slots: u32, holder: &str, lease: Duration) -> Result<Option<u32>, StoreError>;

@@ -70,6 +70,20 @@ pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 /// copy of the message that found the claim held comes back after that).
 pub const ATTEMPT_LEASE: Duration = Duration::from_secs(60);
 
+/// What a claim on one attempt of a notification came to. Attempts are
+/// numbered and a copy of a message (SQS delivers at least once) carries
+/// the same number: the claim lets one handling make each attempt once,
+/// so a duplicate never posts again nor forks a second chain of retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptClaim {
+    /// This handling makes the attempt.
+    Taken,
+    /// Another handling is making an attempt right now.
+    Held,
+    /// This attempt, or a later one, was made already.
+    AlreadyMade,
+}
+
 /// The longest delay one SQS message can carry.
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
 

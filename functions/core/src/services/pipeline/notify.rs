@@ -13,16 +13,17 @@
 //! A delivery is recorded once per job and status, and checked before each
 //! attempt, so a message that comes again after a success posts nothing; an
 //! attempt holds a leased claim, so two copies of a message handled at the
-//! same moment post once (the other copy comes back later and finds the
-//! delivery, or makes the next attempt if this one failed).
+//! same moment post once, and an attempt is recorded made (after its
+//! successor is queued), so a copy of its message that comes later posts
+//! nothing and queues nothing: one chain of attempts, each made once.
 
 use super::{Pipeline, WorkError};
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, EventSource, Job, JobEvent};
 use crate::model::lifecycle::{passed, JobStatus, Passed};
 use crate::model::notify::{
-    message_id, signature_header, wait_for_the_change, DestinationError, NotificationBody, RetrySchedule, WebhookPolicy, ATTEMPT_LEASE,
-    MAX_QUEUE_DELAY, SLOT_WAIT, USER_SLOTS, WRITER_WINDOW,
+    message_id, signature_header, wait_for_the_change, AttemptClaim, DestinationError, NotificationBody, RetrySchedule, WebhookPolicy,
+    ATTEMPT_LEASE, MAX_QUEUE_DELAY, SLOT_WAIT, USER_SLOTS, WRITER_WINDOW,
 };
 use crate::model::signing::WebhookSecret;
 use crate::model::views::OutputLinks;
@@ -88,21 +89,34 @@ pub async fn notify(
         return Ok(());
     }
     let holder = format!("{:032x}", crate::model::determinism::random_u128());
-    if !notifier.deliveries.claim_attempt(id, status, &holder, ATTEMPT_LEASE).await? {
-        // Another copy of this message is being handled: this one comes back later.
-        return Err(StoreError::Unavailable("another attempt at this notification is in progress".into()).into());
+    let again_later = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at };
+    match notifier.deliveries.claim_attempt(id, status, attempt, &holder, ATTEMPT_LEASE).await? {
+        AttemptClaim::Taken => {}
+        AttemptClaim::AlreadyMade => {
+            tracing::info!(attempt, "a copy of this message made this attempt already; nothing to send");
+            return Ok(());
+        }
+        AttemptClaim::Held => {
+            // A copy of this message, or the attempt before it finishing:
+            // this one looks again shortly (and then finds it made, or free).
+            notifier.queue.enqueue_after(&again_later, SLOT_WAIT).await?;
+            tracing::info!(attempt, "another attempt at this notification is in progress; looking again shortly");
+            return Ok(());
+        }
     }
     // The fairness rule: a tenant's deliveries in flight are capped, so slow
     // receivers of one tenant cannot take every delivery of the consumer.
     let Some(slot) = notifier.deliveries.claim_user_slot(&job.user_id, USER_SLOTS, &holder, ATTEMPT_LEASE).await? else {
-        release(notifier, id, status, &holder, None, &job).await;
-        let message = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at };
-        notifier.queue.enqueue_after(&message, SLOT_WAIT).await?;
+        release(notifier, id, status, &holder, None, None, &job).await;
+        notifier.queue.enqueue_after(&again_later, SLOT_WAIT).await?;
         tracing::info!(attempt, "every delivery slot of this user is busy; waiting for one");
         return Ok(());
     };
     let outcome = attempt_and_record(pipeline, &job, status, attempt, &url, now).await;
-    release(notifier, id, status, &holder, Some(slot), &job).await;
+    // Made only once its successor is queued (or none is due): a handling
+    // that died before that leaves the attempt to be made again.
+    let made = outcome.is_ok().then_some(attempt);
+    release(notifier, id, status, &holder, Some(slot), made, &job).await;
     outcome
 }
 
@@ -145,15 +159,21 @@ async fn shows_the_status(
     Ok(false)
 }
 
-/// Gives back what one attempt held. A failure is logged: leases run out on
-/// their own, and a message that finds one held comes back later.
-async fn release(notifier: &Notifier, id: &JobId, status: JobStatus, holder: &str, slot: Option<u32>, job: &Job) {
+/// Gives back what one attempt held, recording the attempt `made` if it was.
+/// A failure is logged: leases run out on their own, a message that finds
+/// one held comes back later, and an attempt not recorded made is made again
+/// by a copy of its message (the receiver dedupes by `webhook-id`).
+async fn release(notifier: &Notifier, id: &JobId, status: JobStatus, holder: &str, slot: Option<u32>, made: Option<u32>, job: &Job) {
     if let Some(slot) = slot {
         if let Err(err) = notifier.deliveries.release_user_slot(&job.user_id, slot, holder).await {
             tracing::warn!(error = %err, "could not release the delivery slot");
         }
     }
-    if let Err(err) = notifier.deliveries.release_attempt(id, status, holder).await {
+    let given_back = match made {
+        Some(attempt) => notifier.deliveries.finish_attempt(id, status, attempt, holder).await,
+        None => notifier.deliveries.release_attempt(id, status, holder).await,
+    };
+    if let Err(err) = given_back {
         tracing::warn!(error = %err, "could not release the notification claim");
     }
 }
