@@ -25,7 +25,8 @@ def template():
 
 # The template before issue 19's fix: the notifier without Query on the jobs
 # table, and no role with s3:ListBucket. The role check must catch both gaps.
-NOTIFIER_FIXED = "Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:DeleteItem, dynamodb:Query]\n"
+# (The notifier's UpdateItem came later, with numbered attempts: kept.)
+NOTIFIER_FIXED = "Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem, dynamodb:DeleteItem, dynamodb:Query]\n"
 NOTIFIER_BEFORE = "Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem, dynamodb:DeleteItem]\n"
 LIST_BUCKET = re.compile(r"            - Effect: Allow\n(?:              #.*\n)*              Action: \[s3:ListBucket\]\n"
                          r"              Resource: !GetAtt MediaBucket.Arn\n")
