@@ -485,9 +485,13 @@ impl TestApp {
     /// Waits until the job's stored output is forgotten (its objects deleted
     /// by the worker after a rejection or an expiry), or panics after `seconds`.
     pub async fn wait_for_output_gone(&self, id: &JobId, seconds: u64) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds) + REDELIVERY_ALLOWANCE;
         while self.job(id).await.output.is_some() {
-            assert!(std::time::Instant::now() < deadline, "the output of {id} was not deleted within {seconds} s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the output of {id} was not deleted within {} s",
+                seconds + REDELIVERY_ALLOWANCE.as_secs()
+            );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
@@ -495,12 +499,16 @@ impl TestApp {
     /// Waits until the worker has stored the provider's request id (the
     /// provider accepted the job), or panics after `seconds`; returns it.
     pub async fn wait_for_provider_request(&self, id: &JobId, seconds: u64) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds) + REDELIVERY_ALLOWANCE;
         loop {
             if let Some(request_id) = self.job(id).await.provider_request_id {
                 return request_id;
             }
-            assert!(std::time::Instant::now() < deadline, "the provider never accepted {id} within {seconds} s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the provider never accepted {id} within {} s",
+                seconds + REDELIVERY_ALLOWANCE.as_secs()
+            );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
