@@ -500,7 +500,7 @@ impl Run {
                 exec.token = Some(token);
                 exec.timer = Some(
                     now + match timeout {
-                        asl::Timeout::Path("$.retention_seconds") => self.pipeline.retention_seconds as Secs,
+                        asl::Timeout::Path("$.retention_seconds") => self.pipeline.settings.retention_seconds as Secs,
                         asl::Timeout::Path(_) => 900,
                         asl::Timeout::Seconds(s) => s as Secs,
                     },
@@ -733,7 +733,7 @@ impl Run {
             }
             Phase::Retention => {
                 let now = self.now();
-                self.advance_to(now + self.pipeline.retention_seconds as Secs + 7 * 86_400);
+                self.advance_to(now + self.pipeline.settings.retention_seconds as Secs + 7 * 86_400);
                 // The bucket's safety net: objects still tagged unreviewed go.
                 let unkept: Vec<String> =
                     self.memory.inspect(|s| s.objects().filter(|(_, o)| o.unreviewed()).map(|(k, _)| k.clone()).collect());

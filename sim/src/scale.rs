@@ -613,7 +613,7 @@ impl Scale {
             Ok(page) => {
                 for stuck in &page.oldest {
                     // Every create starts its execution at once: a job queued this long lost its start.
-                    if let Ok(Some(job)) = now(self.pipeline.jobs.job(&stuck.job_id)) {
+                    if let Ok(Some(job)) = now(self.pipeline.reads.job(&stuck.job_id)) {
                         if job.status == JobStatus::Queued {
                             self.errors.push(format!("job {} stayed queued: its execution never started", job.job_id));
                         }
@@ -622,7 +622,7 @@ impl Scale {
             }
             Err(e) => self.errors.push(format!("check_stuck: {e}")),
         }
-        if let Err(e) = now(stuck_jobs(stats.as_ref(), self.pipeline.stuck_after_seconds, at)) {
+        if let Err(e) = now(stuck_jobs(stats.as_ref(), self.pipeline.settings.stuck_after_seconds, at)) {
             self.errors.push(format!("check_stuck: {e}"));
         }
     }
@@ -820,7 +820,7 @@ impl Scale {
                 };
                 self.send(&body);
                 let seconds = match timeout {
-                    asl::Timeout::Path("$.retention_seconds") => self.pipeline.retention_seconds,
+                    asl::Timeout::Path("$.retention_seconds") => self.pipeline.settings.retention_seconds,
                     asl::Timeout::Path(_) => self.services.settings.generation_timeout_seconds,
                     asl::Timeout::Seconds(s) => s,
                 };

@@ -86,7 +86,7 @@ async fn a_submit_copy_that_loses_the_claim_to_a_copy_still_midway_comes_back() 
     let pipeline = Arc::new(pipeline);
     let mut late = handler(&pipeline, WorkMessage::Submit { job_id: job.job_id.clone(), task_token: None, attempt: Some(1) });
     // The late copy read the job queued and is about to claim attempt 1…
-    stepper.run_until_before(1, &mut late, "JobStore::change_status", 1);
+    stepper.run_until_before(1, &mut late, "JobWrites::change_status", 1);
     // …when the other copy claims it, and dies before it stores the request id.
     submitted_in_attempt_1(&memory, &mut job, None).await;
 
@@ -119,7 +119,7 @@ async fn a_second_completer_leaves_the_approved_jobs_video_alone() {
     let finalize = WorkMessage::Finalize { job_id: job.job_id.clone() };
     let (mut first, mut second) = (handler(&pipeline, finalize.clone()), handler(&pipeline, finalize));
     // The second copy has copied the video to its fixed key, and is about to complete the job…
-    stepper.run_until_before(2, &mut second, "JobStore::change_status", 1);
+    stepper.run_until_before(2, &mut second, "JobWrites::change_status", 1);
     assert!(stepper.calls(2).contains(&"OutputStore::copy_from_url"), "{:?}", stepper.calls(2));
     // …when the first copy completes it, and a reviewer approves it (the approval keeps the video first).
     assert!(matches!(stepper.run_to_end(1, &mut first), Stepped::Done(Ok(()))));

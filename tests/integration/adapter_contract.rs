@@ -11,7 +11,7 @@ use videojobs_aws::review_queue::DynamoReviewQueue;
 use videojobs_aws::{AwsClients, DynamoStore, Resources, S3Media, S3Outputs, SqsWorkQueue, StepFunctions};
 use videojobs_core::model::ids::JobId;
 use videojobs_core::model::work::WorkMessage;
-use videojobs_core::ports::{CopiedObject, CopyError, DelayedWorkQueue, MediaStore, OutputStore, PresignedUrl, WorkQueue};
+use videojobs_core::ports::{CopiedObject, CopyError, DelayedWorkQueue, KeepOutputs, MediaStore, OutputStore, PresignedUrl, WorkQueue};
 use videojobs_core::StoreError;
 use videojobs_testkit::contract::{Delivery, ObjectsUnderTest, QueueUnderTest, Subject, Time, TokenSource};
 
@@ -100,9 +100,12 @@ impl OutputStore for S3 {
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
         self.outputs.delete(keys).await
     }
+}
 
+#[async_trait]
+impl KeepOutputs for S3 {
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.outputs.keep(keys).await
+        self.media.keep(keys).await
     }
 }
 

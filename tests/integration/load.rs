@@ -42,7 +42,7 @@ use time::OffsetDateTime;
 use videojobs_aws::DynamoStore;
 use videojobs_core::model::ids::{JobId, Role, UserId};
 use videojobs_core::model::job::Job;
-use videojobs_core::ports::{AccountStore, JobStore};
+use videojobs_core::ports::{AccountStore, JobReads};
 use videojobs_core::JobStatus;
 
 /// The storm's whole run, setup included, fails past this.

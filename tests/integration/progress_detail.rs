@@ -14,7 +14,7 @@ use videojobs_core::model::lifecycle::transition;
 use videojobs_core::model::progress::{ProgressDetail, Stage};
 use videojobs_core::model::request::{AspectRatio, Resolution};
 use videojobs_core::ports::ProgressDetails;
-use videojobs_core::ports::{ChangeOutcome, JobStore, JobUpdate, StatusChange};
+use videojobs_core::ports::{ChangeOutcome, JobUpdate, JobWrites, StatusChange};
 use videojobs_core::JobStatus;
 use videojobs_providers::replay::{ReplayServer, Reply};
 

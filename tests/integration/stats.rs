@@ -11,7 +11,7 @@ use videojobs_core::model::lifecycle::transition;
 use videojobs_core::model::request::{AspectRatio, Resolution};
 use videojobs_core::model::stats::{bucket_of, p95_of, percentile_of};
 use videojobs_core::model::work::WorkMessage;
-use videojobs_core::ports::{ChangeOutcome, JobStore, JobUpdate, NewJob, StatusChange};
+use videojobs_core::ports::{ChangeOutcome, JobUpdate, JobWrites, NewJob, StatusChange};
 use videojobs_core::JobStatus;
 
 const WAIT: u64 = 90;

@@ -14,7 +14,8 @@ use videojobs_core::model::notify::AttemptClaim;
 use videojobs_core::model::request::{AspectRatio, Resolution};
 use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::NotificationLog;
-use videojobs_core::ports::{CopiedObject, CopyError, JobStore, OutputStore, ReceiptClaim};
+use videojobs_core::ports::{CallbackLedger, CopiedObject, CopyError, OutputStore, ReceiptClaim};
+use videojobs_core::services::callbacks::RECEIPT_LEASE;
 use videojobs_core::{JobStatus, StoreError};
 
 const WAIT: u64 = 60;
@@ -209,9 +210,6 @@ impl OutputStore for Interleaved {
         }
         self.inner.delete(keys).await
     }
-    async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.inner.keep(keys).await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,10 +310,10 @@ async fn a_callback_whose_applier_died_is_applied_by_the_providers_retry() {
     // Arrange: a delivery claimed its receipt and died before marking it done.
     let app = TestApp::builder().credits(10).own_stack().build().await;
     let event_id = format!("evt_{}", ulid::Ulid::new());
-    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x").await.unwrap(), ReceiptClaim::New);
+    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::New);
 
     // Act / Assert: while its lease runs, a retry is asked to come back later...
-    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x").await.unwrap(), ReceiptClaim::InProgress);
+    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::InProgress);
     // ...once it has run out, the retry takes the receipt over and applies it.
     app.clients
         .dynamodb
@@ -328,9 +326,9 @@ async fn a_callback_whose_applier_died_is_applied_by_the_providers_retry() {
         .send()
         .await
         .expect("lease aged");
-    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x").await.unwrap(), ReceiptClaim::New);
+    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::New);
     app.store.complete_receipt("local", &event_id).await.unwrap();
-    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x").await.unwrap(), ReceiptClaim::Done);
+    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::Done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

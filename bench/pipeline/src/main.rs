@@ -156,7 +156,7 @@ impl Bench {
     /// nothing until the retention window has passed; every request counted.
     async fn run(&self, jobs: usize, approve: bool) -> Result<Phase, Error> {
         use std::sync::atomic::Ordering::Relaxed;
-        use videojobs_core::ports::{JobStore, ReviewWaits};
+        use videojobs_core::ports::{JobReads, ReviewWaits};
         let (delivered_before, worker_ms_before) = (self.delivered.load(Relaxed), self.worker_ms.load(Relaxed));
         let callbacks_before = self.provider_deliveries().await?;
         self.meter.reset();

@@ -92,9 +92,6 @@ const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
 const UPLOAD_TTL_SECONDS: i64 = 24 * 3600;
 /// Providers retry callbacks for a day at most; a receipt outlives that.
 const RECEIPT_TTL_SECONDS: i64 = 7 * 24 * 3600;
-/// How long a callback being applied holds its receipt: a delivery that finds
-/// it pending is asked to retry; after this, a retry takes the receipt over.
-const RECEIPT_LEASE_SECONDS: i64 = 30;
 const RECEIPT_PENDING: &str = "pending";
 const RECEIPT_DONE: &str = "done";
 
@@ -685,7 +682,7 @@ pub(crate) fn conflicted(what: &str) -> Failed<StoreError> {
 }
 
 #[async_trait]
-impl JobStore for DynamoStore {
+impl JobWrites for DynamoStore {
     async fn create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
         const DEBIT: usize = 2;
         let idempotency_index = new.idempotency.as_ref().map(|_| if new.prompt.is_some() { 4 } else { 3 });
@@ -714,61 +711,6 @@ impl JobStore for DynamoStore {
         Ok(outcome.unwrap_or(CreateOutcome::Created))
     }
 
-    async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        self.get(key(job_pk(id), "JOB")).await?.map(from_item).transpose()
-    }
-
-    async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
-        let mut events = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.jobs_table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(job_pk(id)))
-                .expression_attribute_values(":prefix", s("EVENT#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| store_error("Query", e))?;
-            for item in out.items.unwrap_or_default() {
-                events.push(from_item(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(events);
-            }
-        }
-    }
-
-    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
-        let start = page.cursor.as_deref().map(|c| decode_cursor(c, user)).transpose()?;
-        let (items, last) = self.query_jobs(INDEX_BY_USER, "user_id", user, Some(page.limit), start).await?;
-        let next_cursor = last.map(|k| encode_cursor(&k)).transpose()?;
-        Ok(Page { items, next_cursor })
-    }
-
-    async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {
-        let start = page.cursor.as_deref().map(|c| decode_cursor(c, user)).transpose()?;
-        let (found, last) = self.query_user_index(INDEX_BY_USER, "user_id", user, Some(page.limit), start).await?;
-        let status_of = |entry: &Item| {
-            JobStatus::parse(&text(entry, "status")?).ok_or_else(|| StoreError::Internal("a job's status does not parse".into()))
-        };
-        let items = found.iter().map(status_of).collect::<Result<_, _>>()?;
-        let next_cursor = last.map(|k| encode_cursor(&k)).transpose()?;
-        Ok(Page { items, next_cursor })
-    }
-
-    async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
-        // The cap keeps this list short: one page is all of it. The index
-        // lags the table: a job it still lists may have left flight since.
-        let (jobs, _) = self.query_jobs(INDEX_ACTIVE_BY_USER, "active_user_id", user, None, None).await?;
-        Ok(jobs.into_iter().filter(|job| job.status.is_in_flight()).collect())
-    }
-
     async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError> {
         let items = self.change_items(change)?;
         let applied = retry(ON_CONFLICT, |_| async {
@@ -791,21 +733,6 @@ impl JobStore for DynamoStore {
             Some(job) => ChangeOutcome::StatusWas(job.status),
             None => ChangeOutcome::NotFound,
         })
-    }
-
-    async fn idempotency_record(&self, user: &UserId, idem: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let Some(item) = self.get(idempotency_key(user, idem)).await? else { return Ok(None) };
-        Ok(Some(IdempotencyRecord {
-            user_id: user.clone(),
-            key: idem.clone(),
-            fingerprint: text(&item, "fingerprint")?,
-            job_id: parsed(&item, "job_id")?,
-            response_status: u16::try_from(number(&item, "response_status")?)
-                .map_err(|_| StoreError::Internal("response_status out of range".into()))?,
-            response_body: text(&item, "response_body")?,
-            created_at: timestamp::parse(&text(&item, "created_at")?)
-                .ok_or_else(|| StoreError::Internal("created_at does not parse".into()))?,
-        }))
     }
 
     async fn update_in_status(&self, id: &JobId, status: JobStatus, update: &JobUpdate) -> Result<bool, StoreError> {
@@ -864,14 +791,112 @@ impl JobStore for DynamoStore {
     async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError> {
         self.put_item(event_item(event)?).await
     }
+}
 
-    async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<ReceiptClaim, StoreError> {
+#[async_trait]
+impl JobReads for DynamoStore {
+    async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        self.get(key(job_pk(id), "JOB")).await?.map(from_item).transpose()
+    }
+
+    async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
+        let mut events = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.jobs_table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(job_pk(id)))
+                .expression_attribute_values(":prefix", s("EVENT#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| store_error("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                events.push(from_item(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(events);
+            }
+        }
+    }
+
+    async fn idempotency_record(&self, user: &UserId, idem: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let Some(item) = self.get(idempotency_key(user, idem)).await? else { return Ok(None) };
+        Ok(Some(IdempotencyRecord {
+            user_id: user.clone(),
+            key: idem.clone(),
+            fingerprint: text(&item, "fingerprint")?,
+            job_id: parsed(&item, "job_id")?,
+            response_status: u16::try_from(number(&item, "response_status")?)
+                .map_err(|_| StoreError::Internal("response_status out of range".into()))?,
+            response_body: text(&item, "response_body")?,
+            created_at: timestamp::parse(&text(&item, "created_at")?)
+                .ok_or_else(|| StoreError::Internal("created_at does not parse".into()))?,
+        }))
+    }
+
+    async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.prompts_table)
+            .key("job_id", s(id.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        out.item.map(|item| text(&item, "prompt")).transpose()
+    }
+}
+
+#[async_trait]
+impl JobListings for DynamoStore {
+    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
+        let start = page.cursor.as_deref().map(|c| decode_cursor(c, user)).transpose()?;
+        let (items, last) = self.query_jobs(INDEX_BY_USER, "user_id", user, Some(page.limit), start).await?;
+        let next_cursor = last.map(|k| encode_cursor(&k)).transpose()?;
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {
+        let start = page.cursor.as_deref().map(|c| decode_cursor(c, user)).transpose()?;
+        let (found, last) = self.query_user_index(INDEX_BY_USER, "user_id", user, Some(page.limit), start).await?;
+        let status_of = |entry: &Item| {
+            JobStatus::parse(&text(entry, "status")?).ok_or_else(|| StoreError::Internal("a job's status does not parse".into()))
+        };
+        let items = found.iter().map(status_of).collect::<Result<_, _>>()?;
+        let next_cursor = last.map(|k| encode_cursor(&k)).transpose()?;
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
+        // The cap keeps this list short: one page is all of it. The index
+        // lags the table: a job it still lists may have left flight since.
+        let (jobs, _) = self.query_jobs(INDEX_ACTIVE_BY_USER, "active_user_id", user, None, None).await?;
+        Ok(jobs.into_iter().filter(|job| job.status.is_in_flight()).collect())
+    }
+}
+
+#[async_trait]
+impl CallbackLedger for DynamoStore {
+    async fn record_receipt(
+        &self,
+        provider: &str,
+        event_id: &str,
+        request_id: &str,
+        lease: std::time::Duration,
+    ) -> Result<ReceiptClaim, StoreError> {
         let now = timestamp::now();
         let mut item = key(receipt_pk(provider, event_id), "RECEIPT");
         item.insert("kind".into(), s("receipt"));
         item.insert("request_id".into(), s(request_id));
         item.insert("receipt_state".into(), s(RECEIPT_PENDING));
-        item.insert("lease_until".into(), n(now.unix_timestamp() + RECEIPT_LEASE_SECONDS));
+        item.insert("lease_until".into(), n(now.unix_timestamp() + lease.as_secs() as i64));
         item.insert("received_at".into(), s(timestamp::format(now)));
         item.insert("ttl_epoch".into(), epoch_after(RECEIPT_TTL_SECONDS));
         let result = self
@@ -912,6 +937,7 @@ impl JobStore for DynamoStore {
     // lease (30 s) outlasts the webhook function's timeout (5 s), so a
     // receipt another delivery took over is never forgotten by the one that
     // held it before.
+
     async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
         let result = self
             .client
@@ -924,55 +950,23 @@ impl JobStore for DynamoStore {
             .await;
         conditional_write("DeleteItem", result).map(|_| ())
     }
+}
 
-    async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
-        if let Some(owner) = self.get(key(owner_pk(provider, request_id), "OWNER")).await? {
-            return parsed(&owner, "job_id").map(Some);
-        }
-        // Jobs submitted before owner records existed are found by the index.
-        let out = self
-            .client
-            .query()
-            .table_name(&self.jobs_table)
-            .index_name(INDEX_BY_PROVIDER_REQUEST)
-            .key_condition_expression("provider_request = :key")
-            .expression_attribute_values(":key", s(format!("{provider}#{request_id}")))
-            .limit(1)
-            .send()
-            .await
-            .map_err(|e| store_error("Query", e))?;
-        let Some(item) = out.items.unwrap_or_default().into_iter().next() else { return Ok(None) };
-        let pk = text(&item, "pk")?;
-        let id = pk.strip_prefix("JOB#").ok_or_else(|| StoreError::Internal("index item is not a job".into()))?;
-        id.parse().map(Some).map_err(|_| StoreError::Internal("index item has a bad job id".into()))
-    }
-
-    async fn save_task_token(&self, id: &JobId, token: &str, replace: bool) -> Result<(), StoreError> {
+#[async_trait]
+impl SubmissionTokens for DynamoStore {
+    async fn save_task_token(&self, id: &JobId, token: &str, save: TokenSave) -> Result<(), StoreError> {
         let mut item = key(job_pk(id), "TASK_TOKEN");
         item.insert("kind".into(), s("task_token"));
         item.insert("token".into(), s(token));
         item.insert("saved_at".into(), s(timestamp::format(timestamp::now())));
-        if replace {
-            return self.put_item(item).await;
+        match save {
+            TokenSave::Replace => self.put_item(item).await,
+            TokenSave::KeepExisting => self.put_if_absent(item).await.map(|_| ()),
         }
-        self.put_if_absent(item).await.map(|_| ())
     }
 
     async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
         self.get(key(job_pk(id), "TASK_TOKEN")).await?.map(|item| text(&item, "token")).transpose()
-    }
-
-    async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.prompts_table)
-            .key("job_id", s(id.as_str()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error("GetItem", e))?;
-        out.item.map(|item| text(&item, "prompt")).transpose()
     }
 }
 
@@ -995,6 +989,28 @@ impl videojobs_core::ports::ReviewWaits for DynamoStore {
 
 #[async_trait]
 impl ProviderRequests for DynamoStore {
+    async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
+        if let Some(owner) = self.get(key(owner_pk(provider, request_id), "OWNER")).await? {
+            return parsed(&owner, "job_id").map(Some);
+        }
+        // Jobs submitted before owner records existed are found by the index.
+        let out = self
+            .client
+            .query()
+            .table_name(&self.jobs_table)
+            .index_name(INDEX_BY_PROVIDER_REQUEST)
+            .key_condition_expression("provider_request = :key")
+            .expression_attribute_values(":key", s(format!("{provider}#{request_id}")))
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| store_error("Query", e))?;
+        let Some(item) = out.items.unwrap_or_default().into_iter().next() else { return Ok(None) };
+        let pk = text(&item, "pk")?;
+        let id = pk.strip_prefix("JOB#").ok_or_else(|| StoreError::Internal("index item is not a job".into()))?;
+        id.parse().map(Some).map_err(|_| StoreError::Internal("index item has a bad job id".into()))
+    }
+
     async fn record_owner(&self, provider: &str, request_id: &str, job: &JobId) -> Result<(), StoreError> {
         let mut item = key(owner_pk(provider, request_id), "OWNER");
         item.insert("kind".into(), s("provider_request_owner"));

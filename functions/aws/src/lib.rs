@@ -12,6 +12,7 @@ pub mod first_event;
 pub mod http;
 pub mod metering;
 pub mod outputs;
+pub mod poster;
 pub mod resolver;
 pub mod review_queue;
 pub mod s3;
@@ -19,8 +20,8 @@ pub mod sfn;
 pub mod sqs;
 pub mod stats;
 pub mod telemetry;
+pub mod wiring;
 
-use std::sync::Arc;
 use std::time::Duration;
 use videojobs_core::model::settings::{ConfigError, Settings};
 use videojobs_core::services::Services;
@@ -31,6 +32,7 @@ pub use outputs::S3Outputs;
 pub use s3::S3Media;
 pub use sfn::StepFunctions;
 pub use sqs::SqsWorkQueue;
+pub use wiring::{callbacks, pipeline, services};
 
 /// The names of the resources the template creates, from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,39 +341,6 @@ impl aws_credential_types::provider::ProvideCredentials for EnvCredentials {
         };
         aws_credential_types::provider::future::ProvideCredentials::ready(credentials)
     }
-}
-
-/// Everything the API handlers need, wired to AWS.
-pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings) -> Services {
-    let store = Arc::new(DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table));
-    let work = Arc::new(SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
-    let notifications = Arc::new(SqsWorkQueue::new(clients.sqs.clone(), &resources.notify_queue_url));
-    Services {
-        jobs: notifying(store.clone(), notifications),
-        keys: store.clone(),
-        accounts: store.clone(),
-        webhook_secrets: store.clone(),
-        stats: store.clone(),
-        progress: store.clone(),
-        rate_limiter: store.clone(),
-        review_waits: store.clone(),
-        uploads: store,
-        media: Arc::new(S3Media::new(clients.s3.clone(), &resources.media_bucket)),
-        kept: Arc::new(S3Media::new(clients.s3.clone(), &resources.media_bucket)),
-        workflows: Arc::new(StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),
-        tasks: Arc::new(StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn)),
-        review_queue: Arc::new(review_queue::DynamoReviewQueue::new(clients.dynamodb.clone(), &resources.jobs_table)),
-        work,
-        resolver: Arc::new(resolver::SystemResolver),
-        settings,
-    }
-}
-
-/// The job store that queues a client notification (on the notification
-/// queue) after each status change a client asked to be told of: every
-/// function that changes statuses uses it.
-pub fn notifying(store: Arc<DynamoStore>, queue: Arc<SqsWorkQueue>) -> Arc<dyn videojobs_core::ports::JobStore> {
-    Arc::new(videojobs_core::services::notifying::NotifyingJobs::new(store, queue))
 }
 
 /// What every API function's `main` does once: reads and checks settings and

@@ -185,10 +185,6 @@ impl OutputStore for S3Outputs {
         }
         Ok(())
     }
-
-    async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        untag(&self.client, &self.bucket, keys).await
-    }
 }
 
 /// Removes each object's tags, one DeleteObjectTagging each: without the

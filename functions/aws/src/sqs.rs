@@ -4,7 +4,7 @@ use crate::errors::store_error;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use videojobs_core::model::work::WorkMessage;
-use videojobs_core::ports::WorkQueue;
+use videojobs_core::ports::{MessageQueue, WorkQueue};
 use videojobs_core::StoreError;
 
 #[derive(Clone)]
@@ -62,8 +62,11 @@ impl SqsDeadLetters {
 
 #[async_trait]
 impl videojobs_core::ports::DeadLetters for SqsDeadLetters {
-    async fn dead_letter(&self, body: &str, reason: &str, notification: bool) -> Result<(), StoreError> {
-        let queue = if notification { &self.notifications } else { &self.work };
+    async fn dead_letter(&self, body: &str, reason: &str, queue: MessageQueue) -> Result<(), StoreError> {
+        let queue = match queue {
+            MessageQueue::Notifications => &self.notifications,
+            MessageQueue::Work => &self.work,
+        };
         let Some(queue) = queue else {
             return Err(StoreError::Internal("no dead-letter queue is configured".into()));
         };

@@ -28,11 +28,16 @@ use videojobs_core::ports::ReviewQueue;
 use videojobs_core::ports::StatsStore;
 use videojobs_core::ports::*;
 use videojobs_core::ports::{NotificationLog, WebhookSecrets};
+use videojobs_core::services::callbacks::RECEIPT_LEASE;
 use videojobs_core::{transition, JobStatus, StoreError};
 
 /// Every port the jobs table backs.
 pub trait Tables:
-    JobStore
+    JobWrites
+    + JobReads
+    + JobListings
+    + CallbackLedger
+    + SubmissionTokens
     + AccountStore
     + ApiKeyStore
     + ProviderRequests
@@ -47,7 +52,11 @@ pub trait Tables:
 }
 
 impl<T> Tables for T where
-    T: JobStore
+    T: JobWrites
+        + JobReads
+        + JobListings
+        + CallbackLedger
+        + SubmissionTokens
         + AccountStore
         + ApiKeyStore
         + ProviderRequests
@@ -87,7 +96,7 @@ pub trait QueueUnderTest: WorkQueue + DelayedWorkQueue {
 
 /// The bucket: the ports plus what the contract needs to look inside.
 #[async_trait]
-pub trait ObjectsUnderTest: OutputStore + MediaStore {
+pub trait ObjectsUnderTest: OutputStore + KeepOutputs + MediaStore {
     /// A URL the output store can copy `bytes` from.
     async fn source_url(&self, bytes: &[u8]) -> String;
     /// Puts an object (as a client's presigned PUT would).
@@ -378,7 +387,7 @@ pub async fn racing_writers_cannot_both_win(s: &Subject) {
         races.spawn(async move {
             let changed = tables.change_status(&submit).await.unwrap() == ChangeOutcome::Applied;
             let created = tables.create(&create).await.unwrap() == CreateOutcome::Created;
-            let claimed = tables.record_receipt("local", &event_id, "req").await.unwrap() == ReceiptClaim::New;
+            let claimed = tables.record_receipt("local", &event_id, "req", RECEIPT_LEASE).await.unwrap() == ReceiptClaim::New;
             let opened = tables.open_account(&user, 99).await.unwrap();
             (changed, created, claimed, opened)
         });
@@ -488,34 +497,40 @@ async fn job_through_existing(s: &Subject, job: Job, to: JobStatus, when: Offset
 pub async fn a_receipt_is_new_then_in_progress_then_done(s: &Subject) {
     let event_id = format!("evt-{}", JobId::generate());
     let t = &s.tables;
-    assert_eq!(t.record_receipt("local", &event_id, "req-1").await.unwrap(), ReceiptClaim::New);
-    assert_eq!(t.record_receipt("local", &event_id, "req-1").await.unwrap(), ReceiptClaim::InProgress);
-    assert_eq!(t.record_receipt("fal", &event_id, "req-1").await.unwrap(), ReceiptClaim::New, "receipts are per provider");
+    assert_eq!(t.record_receipt("local", &event_id, "req-1", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::New);
+    assert_eq!(t.record_receipt("local", &event_id, "req-1", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::InProgress);
+    assert_eq!(t.record_receipt("fal", &event_id, "req-1", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::New, "receipts are per provider");
     t.complete_receipt("local", &event_id).await.unwrap();
-    assert_eq!(t.record_receipt("local", &event_id, "req-1").await.unwrap(), ReceiptClaim::Done);
+    assert_eq!(t.record_receipt("local", &event_id, "req-1", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::Done);
     t.forget_receipt("local", &event_id).await.unwrap();
-    assert_eq!(t.record_receipt("local", &event_id, "req-1").await.unwrap(), ReceiptClaim::Done, "a done receipt is never forgotten");
+    assert_eq!(
+        t.record_receipt("local", &event_id, "req-1", RECEIPT_LEASE).await.unwrap(),
+        ReceiptClaim::Done,
+        "a done receipt is never forgotten"
+    );
 
     // A failed apply forgets its pending receipt: the retry applies it.
     t.forget_receipt("fal", &event_id).await.unwrap();
-    assert_eq!(t.record_receipt("fal", &event_id, "req-1").await.unwrap(), ReceiptClaim::New);
+    assert_eq!(t.record_receipt("fal", &event_id, "req-1", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::New);
 
     // Completing a receipt nobody claimed makes it done (an unconditional update).
     let unclaimed = format!("evt-{}", JobId::generate());
     t.complete_receipt("local", &unclaimed).await.unwrap();
-    assert_eq!(t.record_receipt("local", &unclaimed, "req-1").await.unwrap(), ReceiptClaim::Done);
+    assert_eq!(t.record_receipt("local", &unclaimed, "req-1", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::Done);
 
-    // The lease is 30 s of wall clock in the adapter: on AWS too long to wait, so in memory only.
-    let lease = Duration::from_secs(31);
-    if s.time.can_pass(lease + Duration::from_secs(1)) {
-        let dying = format!("evt-{}", JobId::generate());
-        assert_eq!(t.record_receipt("local", &dying, "req-1").await.unwrap(), ReceiptClaim::New);
-        s.time.pass(Duration::from_secs(30)).await;
-        assert_eq!(t.record_receipt("local", &dying, "req-1").await.unwrap(), ReceiptClaim::InProgress, "the lease still holds at 30 s");
-        s.time.pass(Duration::from_secs(2)).await;
-        assert_eq!(t.record_receipt("local", &dying, "req-1").await.unwrap(), ReceiptClaim::New, "a retry takes over a lapsed lease");
-        assert_eq!(t.record_receipt("local", &dying, "req-1").await.unwrap(), ReceiptClaim::InProgress, "under a new lease");
-    }
+    // The lease is the caller's: a short one proves its takeover on DynamoDB too.
+    let short = Duration::from_secs(1);
+    let dying = format!("evt-{}", JobId::generate());
+    assert_eq!(t.record_receipt("local", &dying, "req-1", short).await.unwrap(), ReceiptClaim::New);
+    assert_eq!(t.record_receipt("local", &dying, "req-1", short).await.unwrap(), ReceiptClaim::InProgress, "the lease still holds");
+    // A lease runs out in whole seconds, after `lease_until < now`.
+    s.time.pass(Duration::from_millis(2_100)).await;
+    assert_eq!(
+        t.record_receipt("local", &dying, "req-1", RECEIPT_LEASE).await.unwrap(),
+        ReceiptClaim::New,
+        "a retry takes over a lapsed lease"
+    );
+    assert_eq!(t.record_receipt("local", &dying, "req-1", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::InProgress, "under a new lease");
 }
 
 pub async fn an_owner_record_and_an_early_callback_note_are_found_again(s: &Subject) {
@@ -536,10 +551,10 @@ pub async fn an_owner_record_and_an_early_callback_note_are_found_again(s: &Subj
 pub async fn a_task_token_is_kept_unless_replaced(s: &Subject) {
     let job = JobId::generate();
     assert_eq!(s.tables.task_token(&job).await.unwrap(), None);
-    s.tables.save_task_token(&job, "token-submit", false).await.unwrap();
-    s.tables.save_task_token(&job, "token-late-copy", false).await.unwrap();
+    s.tables.save_task_token(&job, "token-submit", TokenSave::KeepExisting).await.unwrap();
+    s.tables.save_task_token(&job, "token-late-copy", TokenSave::KeepExisting).await.unwrap();
     assert_eq!(s.tables.task_token(&job).await.unwrap().as_deref(), Some("token-submit"));
-    s.tables.save_task_token(&job, "token-poll", true).await.unwrap();
+    s.tables.save_task_token(&job, "token-poll", TokenSave::Replace).await.unwrap();
     assert_eq!(s.tables.task_token(&job).await.unwrap().as_deref(), Some("token-poll"));
 }
 

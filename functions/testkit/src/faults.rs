@@ -3,7 +3,7 @@
 //! after (it acted, and its answer was lost: what a timeout looks like to
 //! the caller, and why everything downstream must be idempotent).
 //!
-//! Calls are named `Trait::method` (`"JobStore::change_status"`,
+//! Calls are named `Trait::method` (`"JobWrites::change_status"`,
 //! `"WorkQueue::enqueue"`, …) and counted per name from 1.
 
 use std::collections::HashMap;

@@ -131,9 +131,9 @@ impl Memory {
         self.lock().sweep_expired(now);
     }
 
-    /// The job store as the functions have it: every status change that
+    /// The job writes as the functions have them: every status change that
     /// lands queues its client notification on [`QueueName::Notify`].
-    pub fn notifying_jobs(&self) -> Arc<dyn videojobs_core::ports::JobStore> {
+    pub fn notifying_jobs(&self) -> Arc<dyn videojobs_core::ports::JobWrites> {
         Arc::new(videojobs_core::services::notifying::NotifyingJobs::new(Arc::new(self.clone()), Arc::new(self.queue(QueueName::Notify))))
     }
 
@@ -141,7 +141,9 @@ impl Memory {
     /// [`QueueName::Work`]; DNS answers what [`Memory::resolve_to`] says).
     pub fn services(&self, settings: videojobs_core::model::settings::Settings) -> videojobs_core::services::Services {
         videojobs_core::services::Services {
-            jobs: self.notifying_jobs(),
+            writes: self.notifying_jobs(),
+            reads: Arc::new(self.clone()),
+            listings: Arc::new(self.clone()),
             keys: Arc::new(self.clone()),
             accounts: Arc::new(self.clone()),
             uploads: Arc::new(self.clone()),
@@ -169,29 +171,26 @@ impl Memory {
         callback_base_url: &str,
     ) -> videojobs_core::services::pipeline::Pipeline {
         videojobs_core::services::pipeline::Pipeline {
-            jobs: self.notifying_jobs(),
+            writes: self.notifying_jobs(),
+            reads: Arc::new(self.clone()),
+            tokens: Arc::new(self.clone()),
             uploads: Arc::new(self.clone()),
             media: Arc::new(self.clone()),
             outputs: Arc::new(self.clone()),
+            kept: Arc::new(self.clone()),
             tasks: Arc::new(self.clone()),
             review_waits: Arc::new(self.clone()),
             providers,
-            failover: settings.failover.clone(),
             switches: Arc::new(self.clone()),
             callback_base_url: callback_base_url.to_owned(),
-            retention_seconds: settings.retention_seconds,
-            presign_ttl_seconds: settings.presign_ttl_seconds,
             notifier: videojobs_core::services::pipeline::notify::Notifier {
                 secrets: Arc::new(self.clone()),
                 deliveries: Arc::new(self.clone()),
                 queue: Arc::new(self.queue(QueueName::Notify)),
                 resolver: Arc::new(self.clone()),
                 poster: Arc::new(self.clone()),
-                policy: settings.limits.webhook_policy(),
-                schedule: settings.notify_retry_schedule.clone(),
             },
             stats: Arc::new(self.clone()),
-            stuck_after_seconds: settings.stuck_after_seconds,
             progress: Arc::new(self.clone()),
             queue: Arc::new(self.queue(QueueName::Work)),
             requests: Arc::new(self.clone()),
@@ -204,7 +203,9 @@ impl Memory {
     /// The provider callbacks' rules wired to this world alone, as the webhook has them.
     pub fn callbacks(&self, providers: videojobs_core::ports::Providers) -> videojobs_core::services::callbacks::Callbacks {
         videojobs_core::services::callbacks::Callbacks {
-            jobs: self.notifying_jobs(),
+            writes: self.notifying_jobs(),
+            reads: Arc::new(self.clone()),
+            ledger: Arc::new(self.clone()),
             queue: Arc::new(self.queue(QueueName::Work)),
             providers,
             stats: Arc::new(self.clone()),

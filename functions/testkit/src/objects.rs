@@ -153,10 +153,6 @@ impl OutputStore for Memory {
         })
         .await
     }
-
-    async fn keep(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.untag("OutputStore::keep", keys).await
-    }
 }
 
 #[async_trait]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use time::OffsetDateTime;
 use videojobs_core::model::work::WorkMessage;
-use videojobs_core::ports::{DeadLetters, DelayedWorkQueue, WorkQueue};
+use videojobs_core::ports::{DeadLetters, DelayedWorkQueue, MessageQueue, WorkQueue};
 use videojobs_core::StoreError;
 
 /// The stack's queues.
@@ -244,8 +244,11 @@ impl DelayedWorkQueue for WorkQueueHandle {
 
 #[async_trait]
 impl DeadLetters for Memory {
-    async fn dead_letter(&self, body: &str, reason: &str, notification: bool) -> Result<(), StoreError> {
-        let queue = if notification { QueueName::NotifyDeadLetters } else { QueueName::WorkDeadLetters };
+    async fn dead_letter(&self, body: &str, reason: &str, queue: MessageQueue) -> Result<(), StoreError> {
+        let queue = match queue {
+            MessageQueue::Notifications => QueueName::NotifyDeadLetters,
+            MessageQueue::Work => QueueName::WorkDeadLetters,
+        };
         let reason: String = reason.chars().take(1_000).collect();
         let body = if body.is_empty() { "(empty)".to_owned() } else { body.to_owned() };
         self.call("DeadLetters::dead_letter", |state, now| {

@@ -28,8 +28,6 @@ const DAY: i64 = 24 * 3600;
 const IDEMPOTENCY_TTL_SECONDS: i64 = DAY;
 const UPLOAD_TTL_SECONDS: i64 = DAY;
 const RECEIPT_TTL_SECONDS: i64 = 7 * DAY;
-/// The DynamoDB adapter's receipt lease (`RECEIPT_LEASE_SECONDS`).
-pub const RECEIPT_LEASE_SECONDS: i64 = 30;
 
 /// The adapter's partition keys of a callback receipt and of a provider request's owner record.
 fn receipt_pk(provider: &str, event_id: &str) -> String {
@@ -184,9 +182,9 @@ impl Memory {
 }
 
 #[async_trait]
-impl JobStore for Memory {
+impl JobWrites for Memory {
     async fn create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
-        self.call("JobStore::create", |state, now| {
+        self.call("JobWrites::create", |state, now| {
             let job = &new.job;
             state.tally_create(new);
             if let Some(record) = &new.idempotency {
@@ -232,67 +230,8 @@ impl JobStore for Memory {
         .await
     }
 
-    async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        self.call("JobStore::job", |state, _| {
-            state.tally_read(Place::Jobs, || key::job(id), 1);
-            Ok(state.jobs.get(id).map(|stored| stored.job.clone()))
-        })
-        .await
-    }
-
-    async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
-        self.call("JobStore::events", |state, _| {
-            let events = state.events.get(id).cloned().unwrap_or_default();
-            state.tally_read(Place::Jobs, || key::job(id), (events.len() as u64).max(1));
-            Ok(events)
-        })
-        .await
-    }
-
-    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
-        // The index (keys only) finds them; the items are read as they are now.
-        self.user_index_page("JobStore::jobs_of", user, page, true, |state, found| state.jobs.get(&found.job.job_id).map(|s| s.job.clone()))
-            .await
-    }
-
-    async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {
-        // `by_user` holds the status too: read as the index has it.
-        self.user_index_page("JobStore::statuses_of", user, page, false, |_, found| Some(found.job.status)).await
-    }
-
-    async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
-        self.call("JobStore::active_jobs_of", |state, _| {
-            // Found by the lagging index, read as they are now: one that left flight since is left out.
-            let mut rows: Vec<(String, Job)> = state
-                .index
-                .copy
-                .values()
-                .filter(|stored| stored.active && &stored.job.user_id == user)
-                .filter_map(|stored| Some((stored.created_key(), state.jobs.get(&stored.job.job_id)?.job.clone())))
-                .filter(|(_, job)| job.status.is_in_flight())
-                .collect();
-            rows.sort_by(|a, b| b.0.cmp(&a.0));
-            if state.tally.is_some() {
-                // The index query, then each entry's item (found ones; those that left flight were read too).
-                let found: Vec<JobId> = state
-                    .index
-                    .copy
-                    .values()
-                    .filter(|stored| stored.active && &stored.job.user_id == user)
-                    .map(|s| s.job.job_id.clone())
-                    .collect();
-                state.tally_read(Place::ActiveByUser, || user.to_string(), (found.len() as u64).max(1));
-                for id in &found {
-                    state.tally_read(Place::Jobs, || key::job(id), 1);
-                }
-            }
-            Ok(rows.into_iter().map(|(_, job)| job).collect())
-        })
-        .await
-    }
-
     async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError> {
-        self.call("JobStore::change_status", |state, now| {
+        self.call("JobWrites::change_status", |state, now| {
             let t = change.transition;
             state.tally_change(change);
             // A refused change: the adapter reads the job back to say what it was.
@@ -360,16 +299,8 @@ impl JobStore for Memory {
         .await
     }
 
-    async fn idempotency_record(&self, user: &UserId, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.call("JobStore::idempotency_record", |state, _| {
-            state.tally_read(Place::Jobs, || format!("IDEM#{user}#{}", key.as_str()), 1);
-            Ok(state.idempotency.get(&(user.clone(), key.as_str().to_owned())).map(|(record, _)| record.clone()))
-        })
-        .await
-    }
-
     async fn update_in_status(&self, id: &JobId, status: JobStatus, update: &JobUpdate) -> Result<bool, StoreError> {
-        self.call("JobStore::update_in_status", |state, now| {
+        self.call("JobWrites::update_in_status", |state, now| {
             if update.remove_output {
                 // `forget_output` reads the job first, and writes (a transaction: the job and a
                 // counter shard) only if it is in the status.
@@ -406,7 +337,7 @@ impl JobStore for Memory {
     }
 
     async fn raise_progress(&self, id: &JobId, percent: u8) -> Result<(), StoreError> {
-        self.call("JobStore::raise_progress", |state, now| {
+        self.call("JobWrites::raise_progress", |state, now| {
             // Sent whatever the job's progress: refused by its condition, it still costs its unit.
             state.tally_write(Place::Jobs, || key::job(id), 1);
             let percent = percent.min(99);
@@ -423,16 +354,102 @@ impl JobStore for Memory {
     }
 
     async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError> {
-        self.call("JobStore::record_event", |state, _| {
+        self.call("JobWrites::record_event", |state, _| {
             state.tally_write(Place::Jobs, || key::job(&event.job_id), 1);
             state.push_event(event);
             Ok(())
         })
         .await
     }
+}
 
-    async fn record_receipt(&self, provider: &str, event_id: &str, _request_id: &str) -> Result<ReceiptClaim, StoreError> {
-        self.call("JobStore::record_receipt", |state, now| {
+#[async_trait]
+impl JobReads for Memory {
+    async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        self.call("JobReads::job", |state, _| {
+            state.tally_read(Place::Jobs, || key::job(id), 1);
+            Ok(state.jobs.get(id).map(|stored| stored.job.clone()))
+        })
+        .await
+    }
+
+    async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
+        self.call("JobReads::events", |state, _| {
+            let events = state.events.get(id).cloned().unwrap_or_default();
+            state.tally_read(Place::Jobs, || key::job(id), (events.len() as u64).max(1));
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn idempotency_record(&self, user: &UserId, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.call("JobReads::idempotency_record", |state, _| {
+            state.tally_read(Place::Jobs, || format!("IDEM#{user}#{}", key.as_str()), 1);
+            Ok(state.idempotency.get(&(user.clone(), key.as_str().to_owned())).map(|(record, _)| record.clone()))
+        })
+        .await
+    }
+
+    async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError> {
+        self.call("JobReads::prompt", |state, _| {
+            state.tally_read(Place::Prompts, || id.to_string(), 1);
+            Ok(state.prompts.get(id).map(|(prompt, _)| prompt.clone()))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl JobListings for Memory {
+    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
+        // The index (keys only) finds them; the items are read as they are now.
+        self.user_index_page("JobListings::jobs_of", user, page, true, |state, found| {
+            state.jobs.get(&found.job.job_id).map(|s| s.job.clone())
+        })
+        .await
+    }
+
+    async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {
+        // `by_user` holds the status too: read as the index has it.
+        self.user_index_page("JobListings::statuses_of", user, page, false, |_, found| Some(found.job.status)).await
+    }
+
+    async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
+        self.call("JobListings::active_jobs_of", |state, _| {
+            // Found by the lagging index, read as they are now: one that left flight since is left out.
+            let mut rows: Vec<(String, Job)> = state
+                .index
+                .copy
+                .values()
+                .filter(|stored| stored.active && &stored.job.user_id == user)
+                .filter_map(|stored| Some((stored.created_key(), state.jobs.get(&stored.job.job_id)?.job.clone())))
+                .filter(|(_, job)| job.status.is_in_flight())
+                .collect();
+            rows.sort_by(|a, b| b.0.cmp(&a.0));
+            if state.tally.is_some() {
+                // The index query, then each entry's item (found ones; those that left flight were read too).
+                let found: Vec<JobId> = state
+                    .index
+                    .copy
+                    .values()
+                    .filter(|stored| stored.active && &stored.job.user_id == user)
+                    .map(|s| s.job.job_id.clone())
+                    .collect();
+                state.tally_read(Place::ActiveByUser, || user.to_string(), (found.len() as u64).max(1));
+                for id in &found {
+                    state.tally_read(Place::Jobs, || key::job(id), 1);
+                }
+            }
+            Ok(rows.into_iter().map(|(_, job)| job).collect())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl CallbackLedger for Memory {
+    async fn record_receipt(&self, provider: &str, event_id: &str, _request_id: &str, lease: Duration) -> Result<ReceiptClaim, StoreError> {
+        self.call("CallbackLedger::record_receipt", |state, now| {
             let now = now.unix_timestamp();
             let key = (provider.to_owned(), event_id.to_owned());
             state.tally_write(Place::Jobs, || receipt_pk(provider, event_id), 1);
@@ -452,7 +469,7 @@ impl JobStore for Memory {
                 }
             }
             let receipt =
-                Receipt { pending: true, lease_until: Some(now + RECEIPT_LEASE_SECONDS), expires: Some(now + RECEIPT_TTL_SECONDS) };
+                Receipt { pending: true, lease_until: Some(now + lease.as_secs() as i64), expires: Some(now + RECEIPT_TTL_SECONDS) };
             state.receipts.insert(key, receipt);
             Ok(ReceiptClaim::New)
         })
@@ -460,7 +477,7 @@ impl JobStore for Memory {
     }
 
     async fn complete_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
-        self.call("JobStore::complete_receipt", |state, _| {
+        self.call("CallbackLedger::complete_receipt", |state, _| {
             state.tally_write(Place::Jobs, || receipt_pk(provider, event_id), 1);
             // An unconditional UpdateItem: it makes the item if there was none.
             let receipt = state.receipts.entry((provider.to_owned(), event_id.to_owned())).or_insert(Receipt {
@@ -476,7 +493,7 @@ impl JobStore for Memory {
     }
 
     async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
-        self.call("JobStore::forget_receipt", |state, _| {
+        self.call("CallbackLedger::forget_receipt", |state, _| {
             state.tally_write(Place::Jobs, || receipt_pk(provider, event_id), 1);
             let key = (provider.to_owned(), event_id.to_owned());
             if state.receipts.get(&key).is_some_and(|r| r.pending) {
@@ -486,9 +503,34 @@ impl JobStore for Memory {
         })
         .await
     }
+}
 
+#[async_trait]
+impl SubmissionTokens for Memory {
+    async fn save_task_token(&self, id: &JobId, token: &str, save: TokenSave) -> Result<(), StoreError> {
+        self.call("SubmissionTokens::save_task_token", |state, _| {
+            state.tally_write(Place::Jobs, || key::job(id), TOKEN_ITEM_UNITS);
+            if save == TokenSave::Replace || !state.task_tokens.contains_key(id) {
+                state.task_tokens.insert(id.clone(), token.to_owned());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
+        self.call("SubmissionTokens::task_token", |state, _| {
+            state.tally_read(Place::Jobs, || key::job(id), 1);
+            Ok(state.task_tokens.get(id).cloned())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ProviderRequests for Memory {
     async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
-        self.call("JobStore::job_for_provider_request", |state, _| {
+        self.call("ProviderRequests::job_for_provider_request", |state, _| {
             state.tally_read(Place::Jobs, || owner_pk(provider, request_id), 1);
             if let Some((job, _)) = state.owners.get(&(provider.to_owned(), request_id.to_owned())) {
                 return Ok(Some(job.clone()));
@@ -501,36 +543,6 @@ impl JobStore for Memory {
         .await
     }
 
-    async fn save_task_token(&self, id: &JobId, token: &str, replace: bool) -> Result<(), StoreError> {
-        self.call("JobStore::save_task_token", |state, _| {
-            state.tally_write(Place::Jobs, || key::job(id), TOKEN_ITEM_UNITS);
-            if replace || !state.task_tokens.contains_key(id) {
-                state.task_tokens.insert(id.clone(), token.to_owned());
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
-        self.call("JobStore::task_token", |state, _| {
-            state.tally_read(Place::Jobs, || key::job(id), 1);
-            Ok(state.task_tokens.get(id).cloned())
-        })
-        .await
-    }
-
-    async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError> {
-        self.call("JobStore::prompt", |state, _| {
-            state.tally_read(Place::Prompts, || id.to_string(), 1);
-            Ok(state.prompts.get(id).map(|(prompt, _)| prompt.clone()))
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl ProviderRequests for Memory {
     async fn record_owner(&self, provider: &str, request_id: &str, job: &JobId) -> Result<(), StoreError> {
         self.call("ProviderRequests::record_owner", |state, now| {
             state.tally_write(Place::Jobs, || owner_pk(provider, request_id), 1);

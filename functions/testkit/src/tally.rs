@@ -321,7 +321,7 @@ mod tests {
     use crate::contract::{at, change, new_job};
     use videojobs_core::model::change::JobUpdate;
     use videojobs_core::model::ids::UserId;
-    use videojobs_core::ports::{AccountStore, ChangeOutcome, CreateOutcome, JobStore, ReviewQueue};
+    use videojobs_core::ports::{AccountStore, ChangeOutcome, CreateOutcome, JobReads, JobWrites, ReviewQueue};
     use videojobs_core::JobStatus;
 
     fn shard_writes(tally: &PartitionTally) -> u64 {

@@ -28,7 +28,7 @@ async fn world_with_job() -> (Memory, videojobs_core::model::job::Job) {
 #[tokio::test]
 async fn a_fault_before_a_call_leaves_nothing_written() {
     let (memory, job) = world_with_job().await;
-    memory.faults().fail_nth("JobStore::change_status", 1, Moment::Before);
+    memory.faults().fail_nth("JobWrites::change_status", 1, Moment::Before);
     let submit = change(&job, JobStatus::Submitted, at(1), JobUpdate::default());
 
     let failed = memory.change_status(&submit).await;
@@ -37,13 +37,13 @@ async fn a_fault_before_a_call_leaves_nothing_written() {
     assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
     assert_eq!(retried, Ok(ChangeOutcome::Applied), "only the first call fails");
     assert_eq!(memory.events(&job.job_id).await.unwrap().len(), 2);
-    assert_eq!(memory.faults().count("JobStore::change_status"), 2);
+    assert_eq!(memory.faults().count("JobWrites::change_status"), 2);
 }
 
 #[tokio::test]
 async fn a_fault_after_a_write_loses_the_answer_but_not_the_write() {
     let (memory, job) = world_with_job().await;
-    memory.faults().fail_nth("JobStore::change_status", 1, Moment::AfterWrite);
+    memory.faults().fail_nth("JobWrites::change_status", 1, Moment::AfterWrite);
     let submit = change(&job, JobStatus::Submitted, at(1), JobUpdate::default());
 
     let lost = memory.change_status(&submit).await;
@@ -164,7 +164,9 @@ async fn a_delay_is_cut_to_fifteen_minutes_and_the_next_visible_time_is_known() 
 #[tokio::test]
 async fn a_dead_letter_keeps_its_reason() {
     let memory = Memory::default();
-    videojobs_core::ports::DeadLetters::dead_letter(&memory, "", "unreadable", true).await.unwrap();
+    videojobs_core::ports::DeadLetters::dead_letter(&memory, "", "unreadable", videojobs_core::ports::MessageQueue::Notifications)
+        .await
+        .unwrap();
     let dead = memory.receive(QueueName::NotifyDeadLetters, 10, Duration::from_secs(1));
     assert_eq!(dead.iter().map(|d| (d.body.as_str(), d.reason.as_deref())).collect::<Vec<_>>(), vec![("(empty)", Some("unreadable"))]);
 }

@@ -19,28 +19,11 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::Arc;
 use tracing::Instrument;
 use videojobs_api::{json_response, path_segments};
 use videojobs_aws::Provide;
 use videojobs_core::ports::Providers;
 pub use videojobs_core::services::callbacks::{receive, receive_with, CallbackOutcome, Callbacks};
-
-/// The callbacks' rules wired to AWS: status changes go through the store that
-/// queues client notifications.
-pub fn callbacks_on_aws(clients: &videojobs_aws::AwsClients, resources: &videojobs_aws::Resources, providers: Providers) -> Callbacks {
-    let store = Arc::new(videojobs_aws::DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table));
-    let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
-    let notifications = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.notify_queue_url));
-    Callbacks {
-        jobs: videojobs_aws::notifying(store.clone(), notifications),
-        queue,
-        providers,
-        progress: store.clone(),
-        requests: store.clone(),
-        stats: store,
-    }
-}
 
 /// The provider a callback is addressed to, from `/webhooks/{provider}`.
 pub fn provider_of(request: &Request) -> Option<&str> {

@@ -9,6 +9,6 @@ async fn main() -> Result<(), Error> {
     let providers = videojobs_providers::from_env(videojobs_providers::http_client_on_first_use())?;
     // The AWS clients are built by the first callback that verifies (see `OnFirstEvent`).
     let callbacks =
-        OnFirstEvent::new(|| webhook::callbacks_on_aws(&AwsClients::for_function(Function::Webhook), &resources, providers.clone()));
+        OnFirstEvent::new(|| videojobs_aws::callbacks(&AwsClients::for_function(Function::Webhook), &resources, providers.clone()));
     run(service_fn(|request| webhook::handler(&providers, &callbacks, request))).await
 }

@@ -10,64 +10,14 @@
 //! handled (unparseable, no such job, a 4xx from AWS) goes to the queue's
 //! dead-letter queue with the reason, where the alarm sees it.
 
-mod poster;
-
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
-use std::sync::Arc;
 use tracing::Instrument;
-use videojobs_core::model::settings::Settings;
 use videojobs_core::model::stats::ScheduledMessage;
 use videojobs_core::model::work::WorkMessage;
-use videojobs_core::ports::Providers;
+use videojobs_core::ports::MessageQueue;
 use videojobs_core::services::pipeline::budget_for;
 pub use videojobs_core::services::pipeline::{check_stuck, handle, notify::Notifier, Pipeline, WorkError};
-
-/// The pipeline wired to AWS, the configured providers and the notifier's HTTPS client.
-pub fn pipeline_on_aws(
-    clients: &videojobs_aws::AwsClients,
-    resources: &videojobs_aws::Resources,
-    settings: &Settings,
-    providers: Providers,
-    http: videojobs_providers::HttpClient,
-    callback_base_url: String,
-) -> Pipeline {
-    let store = Arc::new(videojobs_aws::DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table));
-    let queue = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.work_queue_url));
-    let notifications = Arc::new(videojobs_aws::SqsWorkQueue::new(clients.sqs.clone(), &resources.notify_queue_url));
-    let workflows = Arc::new(videojobs_aws::StepFunctions::new(clients.sfn.clone(), &resources.state_machine_arn));
-    Pipeline {
-        switches: store.clone(),
-        progress: store.clone(),
-        requests: store.clone(),
-        review_waits: store.clone(),
-        queue,
-        dead_letters: Arc::new(videojobs_aws::sqs::SqsDeadLetters::new(clients.sqs.clone(), resources)),
-        workflows: workflows.clone(),
-        settings: settings.clone(),
-        jobs: videojobs_aws::notifying(store.clone(), notifications.clone()),
-        notifier: Notifier {
-            secrets: store.clone(),
-            deliveries: store.clone(),
-            queue: notifications,
-            resolver: Arc::new(videojobs_aws::resolver::SystemResolver),
-            poster: Arc::new(poster::HttpsPoster),
-            policy: settings.limits.webhook_policy(),
-            schedule: settings.notify_retry_schedule.clone(),
-        },
-        uploads: store.clone(),
-        stats: store,
-        stuck_after_seconds: settings.stuck_after_seconds,
-        media: Arc::new(videojobs_aws::S3Media::new(clients.s3.clone(), &resources.media_bucket)),
-        outputs: Arc::new(videojobs_aws::S3Outputs::new(clients.s3.clone(), &resources.media_bucket, http)),
-        tasks: workflows,
-        providers,
-        failover: settings.failover.clone(),
-        callback_base_url,
-        retention_seconds: settings.retention_seconds,
-        presign_ttl_seconds: settings.presign_ttl_seconds,
-    }
-}
 
 pub async fn handler(pipeline: &Pipeline, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
     let outcomes = futures_util::future::join_all(event.payload.records.iter().map(|message| handle_record(pipeline, message))).await;
@@ -88,7 +38,7 @@ async fn handle_record(pipeline: &Pipeline, message: &SqsMessage) -> Option<Stri
     // Parsed once: the kind sets the budget and the dead-letter queue too.
     let parsed = message.body.as_deref().map(serde_json::from_str::<WorkMessage>);
     let budget = budget_for(parsed.as_ref().and_then(|p| p.as_ref().ok()));
-    let notification = matches!(parsed, Some(Ok(WorkMessage::Notify { .. })));
+    let queue = if matches!(parsed, Some(Ok(WorkMessage::Notify { .. }))) { MessageQueue::Notifications } else { MessageQueue::Work };
     let outcome = match tokio::time::timeout(budget, handle_message(pipeline, message, parsed).instrument(span.clone())).await {
         Ok(outcome) => outcome,
         Err(_) => Err(WorkError::OutOfTime(budget)),
@@ -101,7 +51,7 @@ async fn handle_record(pipeline: &Pipeline, message: &SqsMessage) -> Option<Stri
         }
         Err(err) if !err.is_retryable() => {
             let body = message.body.as_deref().unwrap_or("");
-            match pipeline.dead_letters.dead_letter(body, &err.to_string(), notification).await {
+            match pipeline.dead_letters.dead_letter(body, &err.to_string(), queue).await {
                 Ok(()) => {
                     tracing::error!(error = %err, metric = "MessagesDeadLettered", "message can never be handled; sent to the dead-letter queue");
                     None

@@ -61,9 +61,9 @@ impl App {
     ) -> Self {
         let (worker_clients, notify_clients) = (clients_for(Function::Worker), clients_for(Function::Notify));
         let worker =
-            worker::pipeline_on_aws(&worker_clients, resources, &settings, providers.clone(), http.clone(), callback_base_url.clone());
-        let notifier = worker::pipeline_on_aws(&notify_clients, resources, &settings, providers.clone(), http, callback_base_url);
-        let webhook = webhook::callbacks_on_aws(&clients_for(Function::Webhook), resources, providers);
+            videojobs_aws::pipeline(&worker_clients, resources, &settings, providers.clone(), http.clone(), callback_base_url.clone());
+        let notifier = videojobs_aws::pipeline(&notify_clients, resources, &settings, providers.clone(), http, callback_base_url);
+        let webhook = videojobs_aws::callbacks(&clients_for(Function::Webhook), resources, providers);
         let create = videojobs_aws::services(&clients_for(Function::Create), resources, settings.clone());
         let status = videojobs_aws::services(&clients_for(Function::Status), resources, settings);
         Self { create, status, webhook, worker, notifier, worker_sqs: worker_clients.sqs, notify_sqs: notify_clients.sqs }

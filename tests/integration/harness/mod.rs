@@ -24,7 +24,7 @@ use videojobs_core::model::job::Job;
 use videojobs_core::model::settings::Settings;
 use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::Providers;
-use videojobs_core::ports::{AccountStore, JobStore, Principal};
+use videojobs_core::ports::{AccountStore, JobListings, JobReads, Principal};
 use videojobs_core::services::Services;
 use videojobs_core::JobStatus;
 

@@ -1,6 +1,6 @@
 //! A change of a job's status as a value: the transition, the event that
 //! records it, and what else is written with it. The store applies it only if
-//! the job is still where the change starts (see `ports::JobStore`).
+//! the job is still where the change starts (see `ports::JobWrites`).
 
 use crate::model::ids::{JobId, UserId};
 use crate::model::job::{Artifact, Job, JobEvent};

@@ -3,21 +3,31 @@
 //! SQS, S3 and Step Functions, `videojobs-providers` the providers;
 //! `videojobs-testkit` has in-memory ones for tests and the simulator.
 
+mod callbacks;
 mod failover;
+mod job_reads;
+mod job_writes;
+mod listings;
 mod notify;
 mod progress;
 mod provider;
 mod ratelimit;
 mod review;
 mod stats;
+mod task_tokens;
 
+pub use callbacks::{CallbackLedger, ProviderRequests, ReceiptClaim};
 pub use failover::ProviderSwitch;
+pub use job_reads::JobReads;
+pub use job_writes::JobWrites;
+pub use listings::JobListings;
 pub use notify::{HostResolver, NotificationLog, NotificationPoster, WebhookSecrets};
 pub use progress::ProgressDetails;
 pub use provider::{Provider, Providers};
 pub use ratelimit::RateLimiter;
 pub use review::ReviewQueue;
 pub use stats::StatsStore;
+pub use task_tokens::{ReviewWaits, SubmissionTokens, TaskTokens, TokenSave};
 
 // The values the ports speak most, at hand with the ports.
 pub use crate::model::admin::KeyRecord;
@@ -27,7 +37,6 @@ pub use crate::model::ids::Principal;
 use crate::model::error::StoreError;
 use crate::model::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, UploadId, UserId};
 use crate::model::job::{Job, JobEvent};
-use crate::model::lifecycle::JobStatus;
 use crate::model::request::ImageType;
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -40,6 +49,7 @@ pub struct Account {
     pub active_jobs: u32,
 }
 
+/// API keys, by the hash of the key.
 #[async_trait]
 pub trait ApiKeyStore: Send + Sync {
     /// The key a presented key's hash names, whatever its state.
@@ -52,11 +62,14 @@ pub trait ApiKeyStore: Send + Sync {
     async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError>;
 }
 
+/// Users' accounts: their credits and in-flight jobs.
 #[async_trait]
 pub trait AccountStore: Send + Sync {
+    /// The user's account; `None` when they have none.
     async fn account(&self, user: &UserId) -> Result<Option<Account>, StoreError>;
     /// Opens an account with `credits` unless it exists; returns whether it was opened.
     async fn open_account(&self, user: &UserId, credits: i64) -> Result<bool, StoreError>;
+    /// Adds `credits` to an account (opening it if needed); the account after.
     async fn grant_credits(&self, user: &UserId, credits: i64) -> Result<Account, StoreError>;
 }
 
@@ -121,82 +134,10 @@ pub enum ListError {
     Store(#[from] StoreError),
 }
 
-#[async_trait]
-pub trait JobStore: Send + Sync {
-    async fn create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError>;
-    async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError>;
-    /// The job's events, oldest first.
-    async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError>;
-    /// The user's jobs, newest first.
-    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError>;
-    /// The statuses of the user's jobs, newest first, as the user's index
-    /// holds them: it lags the table, and reading it costs far less than
-    /// reading the jobs (the user's own figures need nothing else).
-    async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError>;
-    /// The user's in-flight jobs, newest first.
-    async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError>;
-    async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError>;
-    async fn idempotency_record(&self, user: &UserId, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError>;
-    /// Sets fields on a job that is still in `status`, without changing it;
-    /// `false` when it has moved on.
-    async fn update_in_status(&self, id: &JobId, status: JobStatus, update: &JobUpdate) -> Result<bool, StoreError>;
-    /// Raises the job's progress (never lowers it) while it is in flight.
-    async fn raise_progress(&self, id: &JobId, percent: u8) -> Result<(), StoreError>;
-    /// Keeps an event that changed nothing (a late or repeated callback).
-    async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError>;
-    /// Claims a provider callback for applying (see [`ReceiptClaim`]): the
-    /// receipt is pending, with a lease, until [`JobStore::complete_receipt`].
-    async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<ReceiptClaim, StoreError>;
-    /// Marks a claimed callback applied: from now on it is a duplicate.
-    async fn complete_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError>;
-    /// Forgets a pending receipt whose event could not be applied, so a retry applies it.
-    async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError>;
-    /// The job a provider request belongs to (a strongly consistent read of
-    /// the owner record, see [`ProviderRequests`]).
-    async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError>;
-    /// Keeps the Step Functions task token the job's execution waits on (it is
-    /// answered when the video is stored or the job fails). An item of its own,
-    /// so that the job item stays under 1 KB. `replace: false` keeps a token
-    /// already stored (a late copy of the first `submit` message must not
-    /// replace the token of a later `poll`).
-    async fn save_task_token(&self, id: &JobId, token: &str, replace: bool) -> Result<(), StoreError>;
-    async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError>;
-    /// The raw prompt, for the functions allowed to read it.
-    async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError>;
-}
-
-/// What a callback's receipt says. The receipt is put before the event is
-/// applied and marked done after: a function that dies in between leaves a
-/// pending receipt whose lease runs out, so the provider's retry applies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReceiptClaim {
-    /// First delivery (or the lease of a dead one ran out): apply it.
-    New,
-    /// Applied before: answer `200` and change nothing.
-    Done,
-    /// Another delivery of it is being applied right now: ask for a retry.
-    InProgress,
-}
-
-/// Ties a provider's request ids to our jobs so that no callback is lost,
-/// whichever comes first: the worker records the owner (before the job
-/// records its request id), then looks for an early callback; the webhook,
-/// finding no owner, notes the early callback, then looks for the owner
-/// again. Both are strongly consistent reads, so at least one side sees the
-/// other, and applying an event twice is harmless.
-#[async_trait]
-pub trait ProviderRequests: Send + Sync {
-    /// Records that `request_id` at `provider` belongs to `job`.
-    async fn record_owner(&self, provider: &str, request_id: &str, job: &JobId) -> Result<(), StoreError>;
-    /// Notes a verified callback for a request no job owns yet.
-    async fn note_early_callback(&self, provider: &str, request_id: &str) -> Result<(), StoreError>;
-    /// Whether a callback for the request came before its owner was recorded.
-    async fn had_early_callback(&self, provider: &str, request_id: &str) -> Result<bool, StoreError>;
-}
-
 /// Puts work on the queue the worker consumes.
 #[async_trait]
 pub trait WorkQueue: Send + Sync {
+    /// Puts the message on the queue, to be received at once.
     async fn enqueue(&self, message: &crate::model::work::WorkMessage) -> Result<(), StoreError>;
 }
 
@@ -204,6 +145,7 @@ pub trait WorkQueue: Send + Sync {
 /// minutes on SQS; longer waits hop, see `WorkMessage::Notify`).
 #[async_trait]
 pub trait DelayedWorkQueue: Send + Sync {
+    /// Puts the message on the queue, to be received after `delay`.
     async fn enqueue_after(&self, message: &crate::model::work::WorkMessage, delay: std::time::Duration) -> Result<(), StoreError>;
 }
 
@@ -211,37 +153,17 @@ pub trait DelayedWorkQueue: Send + Sync {
 /// an operator (and the dead-letter alarm) to see.
 #[async_trait]
 pub trait DeadLetters: Send + Sync {
-    /// `notification`: the message came from the notification queue.
-    async fn dead_letter(&self, body: &str, reason: &str, notification: bool) -> Result<(), StoreError>;
+    /// Keeps the message `body`, from `queue`, on that queue's dead-letter queue with `reason`.
+    async fn dead_letter(&self, body: &str, reason: &str, queue: MessageQueue) -> Result<(), StoreError>;
 }
 
-/// Answers the task a Step Functions execution is waiting on.
-#[async_trait]
-pub trait TaskTokens: Send + Sync {
-    /// `Ok` also when the task was already answered or the execution ended.
-    async fn succeed(&self, token: &str, output: &serde_json::Value) -> Result<(), StoreError>;
-    async fn fail(&self, token: &str, error: &str, cause: &str) -> Result<(), StoreError>;
-}
-
-/// The token of the task that waits for a job's review: the state machine's
-/// `KeepForReview`, whose timeout is the retention window. The worker keeps
-/// it (an `await_review` message); an approval answers it, which ends the
-/// execution. An item of its own, apart from the submission's token
-/// ([`JobStore::save_task_token`]): no worker step that answers the
-/// submission's token (a late `poll`) can ever answer this one.
-#[async_trait]
-pub trait ReviewWaits: Send + Sync {
-    async fn save_review_token(&self, id: &JobId, token: &str) -> Result<(), StoreError>;
-    async fn review_token(&self, id: &JobId) -> Result<Option<String>, StoreError>;
-}
-
-/// Keeps a job's stored objects: takes their `unreviewed` tag off, so that
-/// the bucket's safety net for stray copies (objects still tagged
-/// unreviewed) never takes them. A key with no object is skipped: there is
-/// nothing to keep.
-#[async_trait]
-pub trait KeepOutputs: Send + Sync {
-    async fn keep(&self, keys: &[String]) -> Result<(), StoreError>;
+/// The worker's two queues: the pipeline's, and client notifications'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageQueue {
+    /// The pipeline's messages (`submit`, `poll`, `finalize`, …).
+    Work,
+    /// Client notifications (`notify`).
+    Notifications,
 }
 
 /// A source image a user asked to upload.
@@ -261,9 +183,12 @@ impl Upload {
     }
 }
 
+/// The records of source images users asked to upload.
 #[async_trait]
 pub trait UploadStore: Send + Sync {
+    /// Keeps the upload's record (its object comes later, by a presigned PUT).
     async fn save_upload(&self, upload: &Upload) -> Result<(), StoreError>;
+    /// The upload's record; `None` when there is none (or it expired).
     async fn upload(&self, id: &UploadId) -> Result<Option<Upload>, StoreError>;
 }
 
@@ -277,9 +202,12 @@ pub struct PresignedUrl {
     pub expires_at: OffsetDateTime,
 }
 
+/// The media bucket as clients reach it: presigned URLs, and small reads.
 #[async_trait]
 pub trait MediaStore: Send + Sync {
+    /// A URL that lets a client PUT exactly `size_bytes` to `key` for `ttl_seconds`.
     async fn presign_put(&self, key: &str, size_bytes: u64, ttl_seconds: u64) -> Result<PresignedUrl, StoreError>;
+    /// A URL that lets a client GET `key` for `ttl_seconds`.
     async fn presign_get(&self, key: &str, ttl_seconds: u64) -> Result<PresignedUrl, StoreError>;
     /// The object's size, or `None` when there is no such object.
     async fn object_size(&self, key: &str) -> Result<Option<u64>, StoreError>;
@@ -299,6 +227,7 @@ pub struct WorkflowInput {
     pub retention_seconds: u64,
 }
 
+/// The jobs' Step Functions executions.
 #[async_trait]
 pub trait Workflows: Send + Sync {
     /// Starts the job's execution, named by its id. Starting it again is not an error.
@@ -337,8 +266,16 @@ pub trait OutputStore: Send + Sync {
     /// objects some days after the retention window, as a safety net for a
     /// copy that no job points to.
     async fn copy_from_url(&self, url: &str, key: &str, content_type: &str) -> Result<CopiedObject, CopyError>;
+    /// Deletes the objects; a missing key is no error.
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
-    /// Keeps approved objects: their `unreviewed` tag is taken off, so the
-    /// safety net leaves them alone.
+}
+
+/// Keeps a job's stored objects: takes their `unreviewed` tag off, so that
+/// the bucket's safety net for stray copies (objects still tagged
+/// unreviewed) never takes them. The one way to keep an output, for the
+/// approval (status function) and the worker alike.
+#[async_trait]
+pub trait KeepOutputs: Send + Sync {
+    /// Untags each key's object; a key with no object is skipped: there is nothing to keep.
     async fn keep(&self, keys: &[String]) -> Result<(), StoreError>;
 }

@@ -24,14 +24,26 @@ use crate::model::job::{timestamp, EventSource, Job, JobEvent};
 use crate::model::lifecycle::JobStatus;
 use crate::model::provider::{Callback, CallbackError, ProviderEvent, ProviderStatus};
 use crate::model::work::WorkMessage;
-use crate::ports::{JobStore, ProgressDetails, ProviderRequests, Providers, ReceiptClaim, StatsStore, WorkQueue};
+use crate::ports::{
+    CallbackLedger, JobReads, JobWrites, ProgressDetails, ProviderRequests, Providers, ReceiptClaim, StatsStore, WorkQueue,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// How long a callback being applied holds its receipt: longer than the
+/// webhook function's timeout (5 s), so a receipt is never taken over from a
+/// delivery still applying it; a delivery that finds it pending is asked to
+/// retry, and after this a retry takes the receipt over.
+pub const RECEIPT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What applying callbacks needs.
 #[derive(Clone)]
 pub struct Callbacks {
-    pub jobs: Arc<dyn JobStore>,
+    /// Status changes (wrapped so that a client is told of a change).
+    pub writes: Arc<dyn JobWrites>,
+    pub reads: Arc<dyn JobReads>,
+    /// The receipts that apply each callback once.
+    pub ledger: Arc<dyn CallbackLedger>,
     pub queue: Arc<dyn WorkQueue>,
     pub providers: Providers,
     /// Where duplicate deliveries are counted.
@@ -132,10 +144,10 @@ async fn apply(callbacks: &Callbacks, provider: &str, event: &ProviderEvent) -> 
         return Ok(CallbackOutcome::Unmatched);
     };
     tracing::Span::current().record("job_id", job_id.as_str());
-    let Some(job) = callbacks.jobs.job(&job_id).await? else {
+    let Some(job) = callbacks.reads.job(&job_id).await? else {
         return Ok(CallbackOutcome::Unmatched);
     };
-    match callbacks.jobs.record_receipt(provider, &event.event_id, &event.request_id).await? {
+    match callbacks.ledger.record_receipt(provider, &event.event_id, &event.request_id, RECEIPT_LEASE).await? {
         ReceiptClaim::New => {}
         ReceiptClaim::Done => {
             tracing::info!(event_id = event.event_id, "duplicate callback");
@@ -152,10 +164,10 @@ async fn apply(callbacks: &Callbacks, provider: &str, event: &ProviderEvent) -> 
     }
     if let Err(err) = apply_to_job(callbacks, job, &event.status).await {
         // Let the provider's retry of this delivery apply it.
-        callbacks.jobs.forget_receipt(provider, &event.event_id).await?;
+        callbacks.ledger.forget_receipt(provider, &event.event_id).await?;
         return Err(err);
     }
-    callbacks.jobs.complete_receipt(provider, &event.event_id).await?;
+    callbacks.ledger.complete_receipt(provider, &event.event_id).await?;
     Ok(CallbackOutcome::Applied)
 }
 
@@ -163,11 +175,11 @@ async fn apply(callbacks: &Callbacks, provider: &str, event: &ProviderEvent) -> 
 /// request id): the callback is noted, and the owner looked for once more,
 /// so that one of the two sides sees the other (see `ProviderRequests`).
 async fn owner_of(callbacks: &Callbacks, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
-    if let Some(job_id) = callbacks.jobs.job_for_provider_request(provider, request_id).await? {
+    if let Some(job_id) = callbacks.requests.job_for_provider_request(provider, request_id).await? {
         return Ok(Some(job_id));
     }
     callbacks.requests.note_early_callback(provider, request_id).await?;
-    callbacks.jobs.job_for_provider_request(provider, request_id).await
+    callbacks.requests.job_for_provider_request(provider, request_id).await
 }
 
 async fn apply_to_job(callbacks: &Callbacks, job: Job, status: &ProviderStatus) -> Result<(), StoreError> {
@@ -183,7 +195,7 @@ async fn apply_to_job(callbacks: &Callbacks, job: Job, status: &ProviderStatus) 
 }
 
 async fn progress(callbacks: &Callbacks, job: Job, status: &ProviderStatus) -> Result<(), StoreError> {
-    let (jobs, details) = (callbacks.jobs.as_ref(), callbacks.progress.as_ref());
+    let (jobs, details) = (callbacks.writes.as_ref(), callbacks.progress.as_ref());
     let now = timestamp::now();
     if !crate::services::progress::apply_working(jobs, details, &job, status, EventSource::Webhook, now).await? {
         ignored(callbacks, &job, status).await?;
@@ -202,7 +214,7 @@ async fn ignored(callbacks: &Callbacks, job: &Job, status: &ProviderStatus) -> R
     };
     tracing::info!(said, status = %job.status, "late callback ignored");
     callbacks
-        .jobs
+        .writes
         .record_event(&JobEvent {
             job_id: job.job_id.clone(),
             at: timestamp::now(),

@@ -21,7 +21,10 @@ use time::OffsetDateTime;
 /// The ports a handler works with, built once per Lambda instance.
 #[derive(Clone)]
 pub struct Services {
-    pub jobs: Arc<dyn JobStore>,
+    /// Creations and status changes (wrapped so that a client is told of a change).
+    pub writes: Arc<dyn JobWrites>,
+    pub reads: Arc<dyn JobReads>,
+    pub listings: Arc<dyn JobListings>,
     pub keys: Arc<dyn ApiKeyStore>,
     pub accounts: Arc<dyn AccountStore>,
     pub uploads: Arc<dyn UploadStore>,
@@ -139,7 +142,7 @@ impl Services {
 
     pub async fn create_job(&self, who: &Principal, spec: JobSpec, idempotency: Option<Idempotency>) -> Result<Accepted, AppError> {
         if let Some(idem) = &idempotency {
-            if let Some(previous) = self.jobs.idempotency_record(&who.user_id, &idem.key).await? {
+            if let Some(previous) = self.reads.idempotency_record(&who.user_id, &idem.key).await? {
                 return self.replay(previous, idem).await;
             }
         }
@@ -193,7 +196,7 @@ impl Services {
             max_active_jobs: self.settings.max_active_jobs,
             job,
         };
-        match self.jobs.create(&new).await? {
+        match self.writes.create(&new).await? {
             CreateOutcome::Created => {}
             CreateOutcome::IdempotencyKeyTaken => {
                 // Another request with this key won the race; answer as it did.
@@ -220,7 +223,7 @@ impl Services {
         if !idem.matches(&previous) {
             return Err(AppError::IdempotencyConflict);
         }
-        if let Some(job) = self.jobs.job(&previous.job_id).await? {
+        if let Some(job) = self.reads.job(&previous.job_id).await? {
             if job.status == JobStatus::Queued {
                 self.workflows.start(&workflow_input(&job, &self.settings)).await?;
             }
@@ -231,7 +234,7 @@ impl Services {
     async fn wait_for_idempotency_record(&self, user: &UserId, key: &IdempotencyKey) -> Result<IdempotencyRecord, AppError> {
         // The winner's transaction may still be committing when ours is cancelled.
         retry(Backoff::linear(20, Duration::from_millis(25)), |_| async {
-            match self.jobs.idempotency_record(user, key).await {
+            match self.reads.idempotency_record(user, key).await {
                 Ok(Some(record)) => Ok(record),
                 Ok(None) => Err(Failed::Retry(AppError::Unavailable("idempotency record did not appear".into()))),
                 Err(err) => Err(Failed::Stop(err.into())),
@@ -246,7 +249,7 @@ impl Services {
         tracing::error!(job_id = %job.job_id, error = %cause, "could not start the job's execution");
         let change = failure_change(job, JobStatus::Queued, EventSource::Api, Failure::StartFailed.error());
         if let Some(change) = change {
-            if let Err(err) = self.jobs.change_status(&change).await {
+            if let Err(err) = self.writes.change_status(&change).await {
                 tracing::error!(job_id = %job.job_id, error = %err, "could not fail the unstarted job");
             }
         }
@@ -336,7 +339,7 @@ impl Services {
     /// so that its existence is not disclosed.
     pub async fn visible_job(&self, who: &Principal, id: &str) -> Result<Job, AppError> {
         let id: JobId = id.parse().map_err(|_| AppError::JobNotFound)?;
-        match self.jobs.job(&id).await? {
+        match self.reads.job(&id).await? {
             Some(job) if job.is_owned_by(&who.user_id) || who.role.sees_every_job() => Ok(job),
             _ => Err(AppError::JobNotFound),
         }
@@ -415,12 +418,12 @@ impl Services {
 
     pub async fn events(&self, who: &Principal, id: &str) -> Result<EventsBody, AppError> {
         let job = self.visible_job(who, id).await?;
-        let events = self.jobs.events(&job.job_id).await?;
+        let events = self.reads.events(&job.job_id).await?;
         Ok(EventsBody { job_id: job.job_id, events: events.iter().map(EventView::from).collect() })
     }
 
     pub async fn list(&self, who: &Principal, page: PageRequest) -> Result<ListBody, AppError> {
-        let page = self.jobs.jobs_of(&who.user_id, &page).await.map_err(|err| match err {
+        let page = self.listings.jobs_of(&who.user_id, &page).await.map_err(|err| match err {
             ListError::BadCursor => InvalidRequest::new("cursor", "is not a cursor this API gave out").into(),
             ListError::Store(err) => AppError::from(err),
         })?;
@@ -434,7 +437,7 @@ impl Services {
     }
 
     pub async fn active(&self, who: &Principal) -> Result<ListBody, AppError> {
-        let jobs = self.jobs.active_jobs_of(&who.user_id).await?;
+        let jobs = self.listings.active_jobs_of(&who.user_id).await?;
         let refresher = self.refresher();
         for job in &jobs {
             refresher.after_read(job).await;
@@ -471,7 +474,7 @@ impl Services {
             let message = format!("Canceled by the user; {} credits refunded", job.cost_credits);
             let change = StatusChange::new(&job, t, EventSource::Api, message, None, JobUpdate::default()).by(&who.user_id);
             let now = change.at;
-            match self.jobs.change_status(&change).await? {
+            match self.writes.change_status(&change).await? {
                 ChangeOutcome::Applied => {
                     if let Err(err) = self.workflows.stop(&job.job_id, "canceled by the user").await {
                         // The execution then ends at its own deadline; the job is already canceled.

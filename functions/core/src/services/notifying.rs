@@ -3,8 +3,8 @@
 //! client asked to be told of the new status.
 
 use crate::model::error::StoreError;
-use crate::model::ids::{IdempotencyKey, JobId, UserId};
-use crate::model::job::{timestamp, Job, JobEvent};
+use crate::model::ids::JobId;
+use crate::model::job::{timestamp, JobEvent};
 use crate::model::lifecycle::JobStatus;
 use crate::model::notify::{is_notified, AFTER_THE_CHANGE};
 use crate::model::work::WorkMessage;
@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Wraps a [`JobStore`]; everything passes through, and a status change to
+/// Wraps a job store's [`JobWrites`]; everything passes through, and a status change to
 /// `completed` or a terminal status of a job with a `webhook_url` first puts
 /// a `notify` message on the queue, delayed [`AFTER_THE_CHANGE`].
 ///
@@ -28,12 +28,12 @@ use std::time::Duration;
 /// store error.
 #[derive(Clone)]
 pub struct NotifyingJobs {
-    inner: Arc<dyn JobStore>,
+    inner: Arc<dyn JobWrites>,
     queue: Arc<dyn DelayedWorkQueue>,
 }
 
 impl NotifyingJobs {
-    pub fn new(inner: Arc<dyn JobStore>, queue: Arc<dyn DelayedWorkQueue>) -> Self {
+    pub fn new(inner: Arc<dyn JobWrites>, queue: Arc<dyn DelayedWorkQueue>) -> Self {
         Self { inner, queue }
     }
 
@@ -60,7 +60,7 @@ impl NotifyingJobs {
 }
 
 #[async_trait]
-impl JobStore for NotifyingJobs {
+impl JobWrites for NotifyingJobs {
     async fn change_status(&self, change: &StatusChange) -> Result<ChangeOutcome, StoreError> {
         if change.webhook_url.is_some() && is_notified(change.transition.to) {
             self.queue_notification(change).await?;
@@ -71,24 +71,6 @@ impl JobStore for NotifyingJobs {
     async fn create(&self, new: &NewJob) -> Result<CreateOutcome, StoreError> {
         self.inner.create(new).await
     }
-    async fn job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        self.inner.job(id).await
-    }
-    async fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
-        self.inner.events(id).await
-    }
-    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
-        self.inner.jobs_of(user, page).await
-    }
-    async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {
-        self.inner.statuses_of(user, page).await
-    }
-    async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError> {
-        self.inner.active_jobs_of(user).await
-    }
-    async fn idempotency_record(&self, user: &UserId, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.inner.idempotency_record(user, key).await
-    }
     async fn update_in_status(&self, id: &JobId, status: JobStatus, update: &JobUpdate) -> Result<bool, StoreError> {
         self.inner.update_in_status(id, status, update).await
     }
@@ -98,33 +80,12 @@ impl JobStore for NotifyingJobs {
     async fn record_event(&self, event: &JobEvent) -> Result<(), StoreError> {
         self.inner.record_event(event).await
     }
-    async fn record_receipt(&self, provider: &str, event_id: &str, request_id: &str) -> Result<ReceiptClaim, StoreError> {
-        self.inner.record_receipt(provider, event_id, request_id).await
-    }
-    async fn complete_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
-        self.inner.complete_receipt(provider, event_id).await
-    }
-    async fn forget_receipt(&self, provider: &str, event_id: &str) -> Result<(), StoreError> {
-        self.inner.forget_receipt(provider, event_id).await
-    }
-    async fn job_for_provider_request(&self, provider: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
-        self.inner.job_for_provider_request(provider, request_id).await
-    }
-    async fn save_task_token(&self, id: &JobId, token: &str, replace: bool) -> Result<(), StoreError> {
-        self.inner.save_task_token(id, token, replace).await
-    }
-    async fn task_token(&self, id: &JobId) -> Result<Option<String>, StoreError> {
-        self.inner.task_token(id).await
-    }
-    async fn prompt(&self, id: &JobId) -> Result<Option<String>, StoreError> {
-        self.inner.prompt(id).await
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::job::{timestamp, EventSource, JobParams};
+    use crate::model::job::{timestamp, EventSource, Job, JobParams};
     use crate::model::lifecycle::transition;
     use crate::model::request::{AspectRatio, Resolution};
     use std::sync::Mutex;
@@ -142,30 +103,12 @@ mod tests {
     }
 
     #[async_trait]
-    impl JobStore for Changes {
+    impl JobWrites for Changes {
         async fn change_status(&self, _: &StatusChange) -> Result<ChangeOutcome, StoreError> {
             self.queued_at_write.lock().unwrap().push(self.queue.sent.lock().unwrap().len());
             Ok(self.outcome.clone())
         }
         async fn create(&self, _: &NewJob) -> Result<CreateOutcome, StoreError> {
-            not_asked()
-        }
-        async fn job(&self, _: &JobId) -> Result<Option<Job>, StoreError> {
-            not_asked()
-        }
-        async fn events(&self, _: &JobId) -> Result<Vec<JobEvent>, StoreError> {
-            not_asked()
-        }
-        async fn jobs_of(&self, _: &UserId, _: &PageRequest) -> Result<Page<Job>, ListError> {
-            Ok(not_asked()?)
-        }
-        async fn statuses_of(&self, _: &UserId, _: &PageRequest) -> Result<Page<JobStatus>, ListError> {
-            Ok(not_asked()?)
-        }
-        async fn active_jobs_of(&self, _: &UserId) -> Result<Vec<Job>, StoreError> {
-            not_asked()
-        }
-        async fn idempotency_record(&self, _: &UserId, _: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
             not_asked()
         }
         async fn update_in_status(&self, _: &JobId, _: JobStatus, _: &JobUpdate) -> Result<bool, StoreError> {
@@ -175,27 +118,6 @@ mod tests {
             not_asked()
         }
         async fn record_event(&self, _: &JobEvent) -> Result<(), StoreError> {
-            not_asked()
-        }
-        async fn record_receipt(&self, _: &str, _: &str, _: &str) -> Result<ReceiptClaim, StoreError> {
-            not_asked()
-        }
-        async fn complete_receipt(&self, _: &str, _: &str) -> Result<(), StoreError> {
-            not_asked()
-        }
-        async fn forget_receipt(&self, _: &str, _: &str) -> Result<(), StoreError> {
-            not_asked()
-        }
-        async fn job_for_provider_request(&self, _: &str, _: &str) -> Result<Option<JobId>, StoreError> {
-            not_asked()
-        }
-        async fn save_task_token(&self, _: &JobId, _: &str, _: bool) -> Result<(), StoreError> {
-            not_asked()
-        }
-        async fn task_token(&self, _: &JobId) -> Result<Option<String>, StoreError> {
-            not_asked()
-        }
-        async fn prompt(&self, _: &JobId) -> Result<Option<String>, StoreError> {
             not_asked()
         }
     }

@@ -17,7 +17,7 @@ use crate::model::job::{timestamp, EventSource, Job};
 use crate::model::lifecycle::{transition, JobStatus};
 use crate::model::provider::ProviderStatus;
 use crate::model::work::WorkMessage;
-use crate::ports::{ChangeOutcome, JobStore, JobUpdate, ProgressDetails, StatusChange, WorkQueue};
+use crate::ports::{ChangeOutcome, JobUpdate, JobWrites, ProgressDetails, StatusChange, WorkQueue};
 use time::OffsetDateTime;
 
 /// Applies a provider's "still working" answer to a job we wait for: the
@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 /// detail is recorded. `false` when the job no longer waits on the provider
 /// (the caller decides whether that is worth an event).
 pub async fn apply_working(
-    jobs: &dyn JobStore,
+    jobs: &dyn JobWrites,
     details: &dyn ProgressDetails,
     job: &Job,
     status: &ProviderStatus,

@@ -72,7 +72,7 @@ impl Services {
             // deletes the objects itself.
             self.kept.keep(&artifact.object_keys()).await?;
         }
-        match self.jobs.change_status(&change).await? {
+        match self.writes.change_status(&change).await? {
             ChangeOutcome::Applied => {}
             ChangeOutcome::StatusWas(now) => return Err(refused(now)),
             ChangeOutcome::NotFound => return Err(AppError::JobNotFound),
@@ -139,7 +139,7 @@ impl Services {
             AppError::Unavailable(detail) => StoreError::Unavailable(detail),
             other => StoreError::Internal(other.to_string()),
         })?;
-        let prompt = self.jobs.prompt(&job.job_id).await?;
+        let prompt = self.reads.prompt(&job.job_id).await?;
         let video = job.output.as_ref().map(|a| VideoFacts {
             width: a.width,
             height: a.height,

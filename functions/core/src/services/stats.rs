@@ -32,7 +32,7 @@ impl Services {
         let mut cursor = None;
         while (statuses.len() as u32) < OWN_JOBS_COUNTED {
             let request = crate::ports::PageRequest { limit: OWN_JOBS_PAGE, cursor: cursor.take() };
-            let page = self.jobs.statuses_of(&who.user_id, &request).await.map_err(|err| match err {
+            let page = self.listings.statuses_of(&who.user_id, &request).await.map_err(|err| match err {
                 crate::ports::ListError::Store(err) => AppError::from(err),
                 crate::ports::ListError::BadCursor => AppError::Internal("our own cursor was refused".into()),
             })?;

@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 /// The fallback provider the job now belongs to, or `None` to keep it where it is.
 pub(crate) async fn fail_over(pipeline: &Pipeline, job: &mut Job, error: &ProviderError) -> Result<Option<Arc<dyn Provider>>, WorkError> {
-    let Some(policy) = &pipeline.failover else { return Ok(None) };
+    let Some(policy) = &pipeline.settings.failover else { return Ok(None) };
     let earlier_failures = match error {
         ProviderError::Transient { .. } => {
-            let events = pipeline.jobs.events(&job.job_id).await?;
+            let events = pipeline.reads.events(&job.job_id).await?;
             events.iter().filter(|e| e.status == JobStatus::Retrying && e.previous_status == Some(JobStatus::Submitted)).count() as u32
         }
         _ => 0,

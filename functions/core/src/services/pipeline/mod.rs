@@ -43,7 +43,13 @@ pub mod task_errors {
 /// What the pipeline's rules need: one port per capability.
 #[derive(Clone)]
 pub struct Pipeline {
-    pub jobs: Arc<dyn JobStore>,
+    /// Status changes and what a job records (wrapped so that a client is told of a change).
+    pub writes: Arc<dyn JobWrites>,
+    pub reads: Arc<dyn JobReads>,
+    /// The token of the task that waits for the submission.
+    pub tokens: Arc<dyn SubmissionTokens>,
+    /// Takes the `unreviewed` tag off the objects of an approved video.
+    pub kept: Arc<dyn KeepOutputs>,
     pub uploads: Arc<dyn UploadStore>,
     pub media: Arc<dyn MediaStore>,
     pub outputs: Arc<dyn OutputStore>,
@@ -51,18 +57,13 @@ pub struct Pipeline {
     /// Where the token of the task that waits for the review is kept.
     pub review_waits: Arc<dyn ReviewWaits>,
     pub providers: Providers,
-    /// Where a job goes when its provider refuses it or keeps failing to accept it.
-    pub failover: Option<crate::model::failover::Failover>,
     pub switches: Arc<dyn crate::ports::ProviderSwitch>,
     /// Where providers call back: `{callback_base_url}/webhooks/{provider}`.
     pub callback_base_url: String,
-    pub retention_seconds: u64,
-    pub presign_ttl_seconds: u64,
     /// Client notifications (`notify` messages).
     pub notifier: notify::Notifier,
     /// The stuck-jobs index, for the scheduled `check_stuck`.
     pub stats: Arc<dyn crate::ports::StatsStore>,
-    pub stuck_after_seconds: u64,
     /// Where a `refresh` records what the provider said.
     pub progress: Arc<dyn crate::ports::ProgressDetails>,
     /// The pipeline's own queue, for the worker's delayed retries.
@@ -73,6 +74,8 @@ pub struct Pipeline {
     pub dead_letters: Arc<dyn DeadLetters>,
     /// Starts the execution of a job whose start was lost (see `check_stuck`).
     pub workflows: Arc<dyn Workflows>,
+    /// Every setting (retention, presigned links' lifetime, stuck threshold,
+    /// failover, …) is read from here, nowhere else.
     pub settings: crate::model::settings::Settings,
 }
 
@@ -136,7 +139,7 @@ pub async fn handle(pipeline: &Pipeline, message: WorkMessage) -> Result<(), Wor
 }
 
 pub(crate) async fn load(pipeline: &Pipeline, id: &JobId) -> Result<Job, WorkError> {
-    pipeline.jobs.job(id).await?.ok_or_else(|| WorkError::Unusable(format!("no job {id}")))
+    pipeline.reads.job(id).await?.ok_or_else(|| WorkError::Unusable(format!("no job {id}")))
 }
 
 /// Moves `job` to `to` with `update`; `Ok(false)` when the lifecycle refuses
@@ -152,7 +155,7 @@ pub(crate) async fn move_job(
 ) -> Result<bool, WorkError> {
     let Ok(t) = transition(job.status, to) else { return Ok(false) };
     let change = StatusChange::new(job, t, source, message, error, update);
-    match pipeline.jobs.change_status(&change).await? {
+    match pipeline.writes.change_status(&change).await? {
         ChangeOutcome::Applied => {
             job.status = to;
             Ok(true)
@@ -182,21 +185,21 @@ pub(crate) async fn fail_job(pipeline: &Pipeline, job: &mut Job, error: JobError
             break;
         }
     }
-    if let Some(token) = pipeline.jobs.task_token(&job.job_id).await? {
+    if let Some(token) = pipeline.tokens.task_token(&job.job_id).await? {
         pipeline.tasks.fail(&token, task_error, &code).await?;
     }
     Ok(())
 }
 
 pub(crate) async fn submit_request(pipeline: &Pipeline, job: &Job) -> Result<SubmitRequest, WorkError> {
-    let prompt = pipeline.jobs.prompt(&job.job_id).await?;
+    let prompt = pipeline.reads.prompt(&job.job_id).await?;
     let image_url = match &job.params {
         crate::model::job::JobParams::ImageToVideo { image: ImageSource::Url(url), .. } => Some(url.clone()),
         crate::model::job::JobParams::ImageToVideo { image: ImageSource::Upload(upload_id), .. } => {
             let upload =
                 pipeline.uploads.upload(upload_id).await?.ok_or_else(|| WorkError::Unusable(format!("upload {upload_id} is gone")))?;
             // Long enough for a queued provider to fetch it.
-            let ttl = pipeline.presign_ttl_seconds.max(3_600);
+            let ttl = pipeline.settings.presign_ttl_seconds.max(3_600);
             Some(pipeline.media.presign_get(&upload.object_key, ttl).await?.url)
         }
         _ => None,
@@ -250,7 +253,7 @@ pub(crate) async fn refresh(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkE
         Ok(status @ (ProviderStatus::Queued { .. } | ProviderStatus::Processing { .. })) => {
             let source = EventSource::Worker;
             crate::services::progress::apply_working(
-                pipeline.jobs.as_ref(),
+                pipeline.writes.as_ref(),
                 pipeline.progress.as_ref(),
                 &job,
                 &status,
@@ -343,7 +346,7 @@ async fn complete(pipeline: &Pipeline, job: &mut Job, output: ProviderOutput) ->
     let update = JobUpdate {
         progress: Some(100),
         output: Some(artifact),
-        output_expires_at: Some(now + Duration::from_secs(pipeline.retention_seconds)),
+        output_expires_at: Some(now + Duration::from_secs(pipeline.settings.retention_seconds)),
         completed_at: Some(now),
         ..JobUpdate::default()
     };
@@ -354,7 +357,7 @@ async fn complete(pipeline: &Pipeline, job: &mut Job, output: ProviderOutput) ->
         // then by an approval: this copy replaced the approved objects (same
         // keys, same bytes) tagged unreviewed. They are the approved video:
         // marked kept again, never deleted.
-        pipeline.outputs.keep(&keys).await?;
+        pipeline.kept.keep(&keys).await?;
         return Ok(());
     }
     if !done && job.status != JobStatus::Completed {
@@ -371,7 +374,7 @@ async fn complete(pipeline: &Pipeline, job: &mut Job, output: ProviderOutput) ->
             }
             Some(_) if current.status == JobStatus::Approved => {
                 tracing::info!("the job was completed and approved meanwhile; its video, copied again, is kept");
-                pipeline.outputs.keep(&keys).await?;
+                pipeline.kept.keep(&keys).await?;
             }
             Some(_) => {
                 tracing::info!(status = %current.status, "the job was completed meanwhile; its video is left to its review or expiry")
@@ -380,7 +383,7 @@ async fn complete(pipeline: &Pipeline, job: &mut Job, output: ProviderOutput) ->
         return Ok(());
     }
     // Read now: a poll may have replaced the token since the job was read.
-    if let Some(token) = pipeline.jobs.task_token(&job.job_id).await? {
+    if let Some(token) = pipeline.tokens.task_token(&job.job_id).await? {
         pipeline.tasks.succeed(&token, &json!({"job_id": job.job_id, "status": "completed"})).await?;
     }
     Ok(())
@@ -404,9 +407,9 @@ const POLL_WAITS: [u64; 3] = [5, 10, 20];
 async fn poll(pipeline: &Pipeline, id: &JobId, token: Option<&str>, round: u32) -> Result<(), WorkError> {
     if let Some(token) = token {
         // The poll's token replaces the submission's, whose wait timed out.
-        pipeline.jobs.save_task_token(id, token, true).await?;
+        pipeline.tokens.save_task_token(id, token, TokenSave::Replace).await?;
     }
-    let Some(token) = pipeline.jobs.task_token(id).await? else {
+    let Some(token) = pipeline.tokens.task_token(id).await? else {
         return Err(WorkError::Unusable("no task token to answer".into()));
     };
     let mut job = load(pipeline, id).await?;
@@ -498,7 +501,7 @@ async fn delete_output(pipeline: &Pipeline, job: &Job) -> Result<(), WorkError> 
     let Some(artifact) = &job.output else { return Ok(()) };
     pipeline.outputs.delete(&artifact.object_keys()).await?;
     let update = JobUpdate { remove_output: true, ..JobUpdate::default() };
-    pipeline.jobs.update_in_status(&job.job_id, job.status, &update).await?;
+    pipeline.writes.update_in_status(&job.job_id, job.status, &update).await?;
     Ok(())
 }
 
@@ -528,7 +531,7 @@ async fn discard_output(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError
 /// simulator (seed 1495069 of a million-seed run on core's code).
 async fn keep_if_approved(pipeline: &Pipeline, job: &Job) -> Result<(), WorkError> {
     if let Some(artifact) = job.output.as_ref().filter(|_| job.status == JobStatus::Approved) {
-        pipeline.outputs.keep(&artifact.object_keys()).await?;
+        pipeline.kept.keep(&artifact.object_keys()).await?;
     }
     Ok(())
 }
@@ -540,7 +543,7 @@ async fn keep_output(pipeline: &Pipeline, id: &JobId) -> Result<(), WorkError> {
         return Ok(());
     };
     let keys = artifact.object_keys();
-    pipeline.outputs.keep(&keys).await?;
+    pipeline.kept.keep(&keys).await?;
     tracing::info!(objects = keys.len(), "approved output marked kept");
     Ok(())
 }
@@ -592,14 +595,14 @@ pub const QUEUED_STUCK_AFTER_SECONDS: i64 = 10;
 pub async fn check_stuck(pipeline: &Pipeline) -> Result<u64, WorkError> {
     let now = timestamp::now();
     let restarted = restart_unstarted(pipeline, now).await?;
-    let stuck = crate::services::stats::stuck_jobs(pipeline.stats.as_ref(), pipeline.stuck_after_seconds, now).await?;
+    let stuck = crate::services::stats::stuck_jobs(pipeline.stats.as_ref(), pipeline.settings.stuck_after_seconds, now).await?;
     let count = stuck.count.max(restarted);
     // What the stuck-jobs alarm watches.
     MetricLine::new().metric("StuckJobs", count as f64, Unit::Count).emit();
     for job in &stuck.oldest {
         tracing::warn!(job_id = %job.job_id, status = %job.status, provider = job.provider, updated_at = %timestamp::format(job.updated_at), "job looks stuck");
     }
-    tracing::info!(count, restarted, threshold_seconds = pipeline.stuck_after_seconds, "stuck jobs checked");
+    tracing::info!(count, restarted, threshold_seconds = pipeline.settings.stuck_after_seconds, "stuck jobs checked");
     Ok(count)
 }
 
@@ -608,7 +611,7 @@ async fn restart_unstarted(pipeline: &Pipeline, now: time::OffsetDateTime) -> Re
     let page = pipeline.stats.stuck_jobs(JobStatus::Queued, before, crate::model::stats::STUCK_JOBS_LISTED).await?;
     let mut restarted = 0;
     for stuck in &page.oldest {
-        let Some(job) = pipeline.jobs.job(&stuck.job_id).await?.filter(|job| job.status == JobStatus::Queued) else { continue };
+        let Some(job) = pipeline.reads.job(&stuck.job_id).await?.filter(|job| job.status == JobStatus::Queued) else { continue };
         pipeline.workflows.start(&crate::services::workflow_input(&job, &pipeline.settings)).await?;
         tracing::warn!(job_id = %job.job_id, created_at = %timestamp::format(job.created_at), "queued job had no running execution; started it");
         restarted += 1;

@@ -22,8 +22,8 @@ use crate::model::ids::JobId;
 use crate::model::job::{timestamp, EventSource, Job, JobEvent};
 use crate::model::lifecycle::{passed, JobStatus, Passed};
 use crate::model::notify::{
-    message_id, signature_header, wait_for_the_change, AttemptClaim, DestinationError, NotificationBody, RetrySchedule, WebhookPolicy,
-    ATTEMPT_LEASE, MAX_QUEUE_DELAY, SLOT_WAIT, USER_SLOTS, WRITER_WINDOW,
+    message_id, signature_header, wait_for_the_change, AttemptClaim, DestinationError, NotificationBody, ATTEMPT_LEASE, MAX_QUEUE_DELAY,
+    SLOT_WAIT, USER_SLOTS, WRITER_WINDOW,
 };
 use crate::model::signing::WebhookSecret;
 use crate::model::views::OutputLinks;
@@ -46,8 +46,6 @@ pub struct Notifier {
     pub queue: Arc<dyn DelayedWorkQueue>,
     pub resolver: Arc<dyn HostResolver>,
     pub poster: Arc<dyn NotificationPoster>,
-    pub policy: WebhookPolicy,
-    pub schedule: RetrySchedule,
 }
 
 /// What one attempt came to.
@@ -75,7 +73,7 @@ pub async fn notify(
         tracing::info!(attempt, wait_seconds = wait.as_secs(), "notification not due yet; waiting again");
         return Ok(());
     }
-    let Some(job) = pipeline.jobs.job(id).await? else {
+    let Some(job) = pipeline.reads.job(id).await? else {
         return Err(WorkError::Unusable(format!("no job {id}")));
     };
     let Some(url) = job.webhook_url.clone() else {
@@ -138,7 +136,7 @@ async fn shows_the_status(
         Passed::Perhaps => {
             // The job is past the status's branch (an `expired` job and
             // `completed`): its history is written with each change.
-            let events = pipeline.jobs.events(&job.job_id).await?;
+            let events = pipeline.reads.events(&job.job_id).await?;
             if events.iter().any(|event| event.previous_status.is_some() && event.status == status) {
                 return Ok(true);
             }
@@ -193,7 +191,7 @@ async fn attempt_and_record(
     if notifier.deliveries.was_delivered(id, status).await? {
         return Ok(());
     }
-    let attempts = notifier.schedule.attempts();
+    let attempts = pipeline.settings.notify_retry_schedule.attempts();
     let outcome = attempt_delivery(pipeline, job, status, url).await?;
     let target = display_target(url);
     let (message, error_code) = match &outcome {
@@ -212,13 +210,13 @@ async fn attempt_and_record(
         if !notifier.deliveries.record_delivery(id, status, attempt, code).await? {
             tracing::info!("another attempt delivered this notification too");
         }
-        pipeline.jobs.record_event(&event).await?;
+        pipeline.writes.record_event(&event).await?;
         tracing::info!(attempt, http_status = code, "notification delivered");
         return Ok(());
     }
-    pipeline.jobs.record_event(&event).await?;
+    pipeline.writes.record_event(&event).await?;
     tracing::warn!(attempt, message, "notification attempt failed");
-    match notifier.schedule.wait_after(attempt) {
+    match pipeline.settings.notify_retry_schedule.wait_after(attempt) {
         Some(wait) => {
             let not_before = (wait > MAX_QUEUE_DELAY).then(|| now + wait);
             let next = WorkMessage::Notify { job_id: id.clone(), status, attempt: attempt + 1, not_before, queued_at: None };
@@ -231,7 +229,7 @@ async fn attempt_and_record(
                 format!("Gave up notifying {target} of {status} after {attempt} attempts"),
                 Some("notify_gave_up".into()),
             );
-            pipeline.jobs.record_event(&event).await?;
+            pipeline.writes.record_event(&event).await?;
             tracing::error!(attempt, metric = "NotificationsAbandoned", "gave up on the notification");
         }
     }
@@ -245,7 +243,7 @@ async fn attempt_delivery(pipeline: &Pipeline, job: &Job, status: JobStatus, url
         Ok(parsed) => parsed,
         Err(_) => return Ok(Attempt::Failed { code: "notify_bad_url", detail: "The webhook_url is not a URL".into() }),
     };
-    let destination = match check_destination(&parsed, notifier.policy, notifier.resolver.as_ref()).await {
+    let destination = match check_destination(&parsed, pipeline.settings.limits.webhook_policy(), notifier.resolver.as_ref()).await {
         Ok(destination) => destination,
         Err(err) => {
             let code = if err.is_transient() { "notify_unresolved" } else { "notify_refused_address" };
@@ -284,9 +282,9 @@ async fn output_links(pipeline: &Pipeline, job: &Job, now: OffsetDateTime) -> Re
     if job.status != JobStatus::Approved && job.output_expires_at.is_some_and(|at| at <= now) {
         return Ok(OutputLinks::default());
     }
-    let video = pipeline.media.presign_get(&artifact.video_key, pipeline.presign_ttl_seconds).await?;
+    let video = pipeline.media.presign_get(&artifact.video_key, pipeline.settings.presign_ttl_seconds).await?;
     let thumbnail = match &artifact.thumbnail_key {
-        Some(key) => Some(pipeline.media.presign_get(key, pipeline.presign_ttl_seconds).await?.url),
+        Some(key) => Some(pipeline.media.presign_get(key, pipeline.settings.presign_ttl_seconds).await?.url),
         None => None,
     };
     Ok(OutputLinks { video_url: Some(video.url), thumbnail_url: thumbnail, expires_at: Some(video.expires_at) })

@@ -41,7 +41,7 @@ use crate::model::job::{timestamp, EventSource, Failure, Job, JobError};
 use crate::model::lifecycle::JobStatus;
 use crate::model::provider::{failure_advice, ProviderError};
 use crate::model::work::WorkMessage;
-use crate::ports::JobUpdate;
+use crate::ports::{JobUpdate, TokenSave};
 use std::time::Duration;
 
 /// Submissions per job: the first and up to four retries.
@@ -90,7 +90,7 @@ pub async fn submit(pipeline: &Pipeline, id: &JobId, token: Option<&str>, attemp
     if let Some(token) = token {
         // Kept first, and never over a stored one: whatever happens next can
         // answer the wait, and a late copy cannot replace a poll's token.
-        pipeline.jobs.save_task_token(id, token, false).await?;
+        pipeline.tokens.save_task_token(id, token, TokenSave::KeepExisting).await?;
     }
     let mut job = load(pipeline, id).await?;
     match claim_for(&job, n) {
@@ -116,7 +116,7 @@ pub async fn submit(pipeline: &Pipeline, id: &JobId, token: Option<&str>, attemp
         }
         Claim::Resume => {
             let update = JobUpdate { only_in_attempt: Some(n), submit_lease: Some(lease(Some(timestamp::now()))), ..JobUpdate::default() };
-            if !pipeline.jobs.update_in_status(id, job.status, &update).await? {
+            if !pipeline.writes.update_in_status(id, job.status, &update).await? {
                 // Its holder is still at work (or the job moved on): come back
                 // and look again once the lease has run out.
                 return Err(WorkError::NotYet("another copy holds this submission attempt".into()));
@@ -154,8 +154,8 @@ async fn attempt_at_provider(pipeline: &Pipeline, job: &mut Job, n: u32) -> Resu
             };
             // A progress callback may have moved the job to processing since the
             // owner was recorded: the request id is stored there all the same.
-            let stored = pipeline.jobs.update_in_status(&job.job_id, JobStatus::Submitted, &update).await?
-                || pipeline.jobs.update_in_status(&job.job_id, JobStatus::Processing, &update).await?;
+            let stored = pipeline.writes.update_in_status(&job.job_id, JobStatus::Submitted, &update).await?
+                || pipeline.writes.update_in_status(&job.job_id, JobStatus::Processing, &update).await?;
             if !stored {
                 // Canceled, or no longer this attempt's: stop the provider too,
                 // unless the job will use this very request (see `uses_request`).
@@ -241,7 +241,7 @@ async fn fail_attempt(pipeline: &Pipeline, job: &mut Job, n: u32, error: JobErro
         tracing::info!(status = %job.status, attempt = n, "job moved on; not failed by this attempt");
         return Ok(());
     }
-    if let Some(token) = pipeline.jobs.task_token(&job.job_id).await? {
+    if let Some(token) = pipeline.tokens.task_token(&job.job_id).await? {
         pipeline.tasks.fail(&token, task_error, &code).await?;
     }
     Ok(())

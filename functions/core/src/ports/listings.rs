@@ -1,0 +1,21 @@
+//! A user's jobs, read from the indexes (which lag the table).
+
+use super::{ListError, Page, PageRequest};
+use crate::model::error::StoreError;
+use crate::model::ids::UserId;
+use crate::model::job::Job;
+use crate::model::lifecycle::JobStatus;
+use async_trait::async_trait;
+
+/// The listings of one user's jobs.
+#[async_trait]
+pub trait JobListings: Send + Sync {
+    /// The user's jobs, newest first.
+    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError>;
+    /// The statuses of the user's jobs, newest first, as the user's index
+    /// holds them: it lags the table, and reading it costs far less than
+    /// reading the jobs (the user's own figures need nothing else).
+    async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError>;
+    /// The user's in-flight jobs, newest first.
+    async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError>;
+}
