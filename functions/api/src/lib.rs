@@ -289,4 +289,91 @@ mod tests {
         let response = within_deadline(std::time::Duration::from_secs(5), async { Response::new(Body::from("done")) }).await;
         assert_eq!(response.body().as_ref(), b"done");
     }
+
+    /// One error of each kind. The match has no wildcard: a new variant
+    /// does not compile until it is listed here, and so in the table.
+    fn one_of_each() -> Vec<AppError> {
+        let limited = videojobs_core::model::ratelimit::Limited {
+            policy: videojobs_core::model::ratelimit::Policy::Requests,
+            limit: 1,
+            window_seconds: 60,
+            retry_after_seconds: 1,
+        };
+        let all = vec![
+            AppError::InvalidRequest(InvalidRequest::new("body", "x")),
+            AppError::UnsupportedMediaType,
+            AppError::BodyTooLarge { max_bytes: 1 },
+            AppError::UploadTooLarge { message: "x".into() },
+            AppError::UnsupportedImage { message: "x".into() },
+            AppError::Unauthenticated,
+            AppError::Forbidden("x"),
+            AppError::OwnJobReview,
+            AppError::InsufficientCredits { needed: 2, balance: 1 },
+            AppError::JobNotFound,
+            AppError::KeyNotFound,
+            AppError::RouteNotFound,
+            AppError::WrongState { status: videojobs_core::JobStatus::Queued, message: "x".into() },
+            AppError::Expired,
+            AppError::Rejected,
+            AppError::IdempotencyConflict,
+            AppError::TooManyActiveJobs { limit: 1 },
+            AppError::RateLimited(limited),
+            AppError::Unavailable("x".into()),
+            AppError::Internal("x".into()),
+        ];
+        for err in &all {
+            match err {
+                AppError::InvalidRequest(_)
+                | AppError::UnsupportedMediaType
+                | AppError::BodyTooLarge { .. }
+                | AppError::UploadTooLarge { .. }
+                | AppError::UnsupportedImage { .. }
+                | AppError::Unauthenticated
+                | AppError::Forbidden(_)
+                | AppError::OwnJobReview
+                | AppError::InsufficientCredits { .. }
+                | AppError::JobNotFound
+                | AppError::KeyNotFound
+                | AppError::RouteNotFound
+                | AppError::WrongState { .. }
+                | AppError::Expired
+                | AppError::Rejected
+                | AppError::IdempotencyConflict
+                | AppError::TooManyActiveJobs { .. }
+                | AppError::RateLimited(_)
+                | AppError::Unavailable(_)
+                | AppError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    /// `(status, code)` of each row of the refused requests' table in docs/ERRORS.md.
+    fn documented() -> std::collections::BTreeSet<(u16, String)> {
+        let doc = include_str!("../../../docs/ERRORS.md");
+        let section = doc.split("## Refused requests").nth(1).expect("the section").split("\n## ").next().unwrap_or_default();
+        section
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let status = cells.get(1)?.parse::<u16>().ok()?;
+                Some((status, cells.get(2)?.trim_matches('`').to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_error_table_in_errors_md_lists_every_code_with_its_status() {
+        let from_code: std::collections::BTreeSet<(u16, String)> =
+            one_of_each().iter().map(|err| (status_of(err).as_u16(), err.code().to_owned())).collect();
+
+        let from_docs = documented();
+
+        let undocumented: Vec<_> = from_code.difference(&from_docs).collect();
+        let stale: Vec<_> = from_docs.difference(&from_code).collect();
+        assert!(
+            undocumented.is_empty() && stale.is_empty(),
+            "missing from docs/ERRORS.md: {undocumented:?}; no longer in the code: {stale:?}"
+        );
+    }
 }

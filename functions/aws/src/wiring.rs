@@ -16,7 +16,7 @@ use videojobs_core::model::settings::Settings;
 use videojobs_core::ports::{JobWrites, Providers};
 use videojobs_core::services::callbacks::Callbacks;
 use videojobs_core::services::notifying::NotifyingJobs;
-use videojobs_core::services::pipeline::notify::Notifier;
+use videojobs_core::services::pipeline::Notifier;
 use videojobs_core::services::pipeline::Pipeline;
 use videojobs_core::services::Services;
 

@@ -25,8 +25,12 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::path::Path;
 
-    /// Each source file's module (`model::job`, `ports`, `services::pipeline`…)
-    /// and the modules its non-test code names through `crate::`.
+    /// Each source file's module (`model::job`, `ports::job_reads`,
+    /// `services::pipeline`…) and the modules its non-test code names: through
+    /// `crate::`, `super::` or `self::`, or a child module by its bare name
+    /// (`submission::submit(…)`). A path names the longest module it starts
+    /// with, so a parent's re-export is an edge to the parent, and a child
+    /// that takes a type from its parent's facade closes a loop.
     fn imports() -> BTreeMap<String, BTreeSet<String>> {
         fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
             for entry in std::fs::read_dir(dir).expect("source folder readable") {
@@ -41,40 +45,88 @@ mod tests {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut files = Vec::new();
         walk(&src, &mut files);
-        // A module is a file (`model::job`, `model::notify::address`); the ports are one.
-        let module_of = |file: &Path| -> Option<String> {
+        let module_of = |file: &Path| -> Option<Vec<String>> {
             let relative = file.strip_prefix(&src).ok()?.with_extension("");
             let parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).filter(|p| p != "mod").collect();
-            match parts.first().map(String::as_str) {
-                None | Some("lib") => None,
-                Some("ports") => Some("ports".to_owned()),
-                Some(_) => Some(parts.join("::")),
-            }
+            (parts.first().map(String::as_str) != Some("lib")).then_some(parts)
         };
-        let modules: BTreeSet<String> = files.iter().filter_map(|f| module_of(f)).collect();
+        let modules: BTreeSet<Vec<String>> = files.iter().filter_map(|f| module_of(f)).collect();
         let mut graph = BTreeMap::new();
         for file in &files {
             let Some(module) = module_of(file) else { continue };
             let text = std::fs::read_to_string(file).expect("source readable");
             let code = text.split("#[cfg(test)]").next().unwrap_or("");
-            let named = graph.entry(module.clone()).or_insert_with(BTreeSet::new);
-            for (at, _) in code.match_indices("crate::") {
-                let path: Vec<&str> = code[at + 7..]
-                    .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-                    .next()
-                    .unwrap_or("")
-                    .split("::")
-                    .collect();
-                // The longest prefix of the path that is a module.
-                let target = if path.first() == Some(&"ports") {
-                    Some("ports".to_owned())
+            // `mod child;` declares; it does not use.
+            let code: String =
+                code.lines().filter(|l| !l.trim_start().trim_start_matches("pub ").starts_with("mod ")).collect::<Vec<_>>().join("\n");
+            let mut named = BTreeSet::new();
+            let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+            for (at, _) in code.match_indices("::") {
+                // The whole path this `::` belongs to, from its first segment.
+                let start = code[..at].rfind(|c: char| !(is_ident(c) || c == ':')).map_or(0, |i| i + 1);
+                if code[start..at].contains("::") {
+                    continue; // not the path's first `::`
+                }
+                let text = code[start..].split(|c: char| !(is_ident(c) || c == ':')).next().unwrap_or("");
+                let path: Vec<&str> = text.split("::").filter(|s| !s.is_empty()).collect();
+                // `use super::{a, b::C}`: each item of the group is a path of its own.
+                let mut group = Vec::new();
+                if code[start + text.len()..].starts_with('{') {
+                    let inner = &code[start + text.len() + 1..];
+                    let (mut depth, mut item) = (0, String::new());
+                    for c in inner.chars() {
+                        match c {
+                            '{' => depth += 1,
+                            '}' if depth == 0 => break,
+                            '}' => depth -= 1,
+                            ',' if depth == 0 => group.push(std::mem::take(&mut item)),
+                            _ if depth == 0 => item.push(c),
+                            _ => {}
+                        }
+                    }
+                    group.push(item);
+                }
+                let items: Vec<Vec<&str>> = if group.is_empty() {
+                    vec![Vec::new()]
                 } else {
-                    (1..=path.len()).rev().map(|n| path[..n].join("::")).find(|p| modules.contains(p))
+                    group.iter().map(|i| i.trim().split("::").map(str::trim).filter(|s| !s.is_empty()).collect()).collect()
                 };
-                if let Some(target) = target.filter(|t| *t != module && !module.starts_with(&format!("{t}::"))) {
-                    named.insert(target);
+                for item in items {
+                    let path: Vec<&str> = path.iter().copied().chain(item).collect();
+                    if path.is_empty() {
+                        continue;
+                    }
+                    let (mut base, rest): (Vec<String>, &[&str]) = match path[0] {
+                        "crate" => (Vec::new(), &path[1..]),
+                        "self" => (module.clone(), &path[1..]),
+                        "super" => {
+                            let supers = path.iter().take_while(|s| **s == "super").count();
+                            (module[..module.len().saturating_sub(supers)].to_vec(), &path[supers..])
+                        }
+                        child => {
+                            let mut child_module = module.clone();
+                            child_module.push(child.to_owned());
+                            if !modules.contains(&child_module) {
+                                continue;
+                            }
+                            (module.clone(), &path[..])
+                        }
+                    };
+                    let mut target = None;
+                    for segment in rest {
+                        base.push((*segment).to_owned());
+                        if modules.contains(&base) {
+                            target = Some(base.clone());
+                        } else {
+                            break;
+                        }
+                    }
+                    if let Some(target) = target.filter(|t| *t != module) {
+                        named.insert(target.join("::"));
+                    }
                 }
             }
+            graph.insert(module.join("::"), named);
         }
         graph
     }
@@ -93,7 +145,16 @@ mod tests {
     }
 
     #[test]
-    fn no_module_imports_itself_through_others() {
+    fn the_import_graph_sees_child_modules_and_super_paths() {
+        let graph = imports();
+        assert!(graph["services::pipeline::dispatch"].contains("services::pipeline::submission"), "a bare child path or `super::`");
+        assert!(graph["services::pipeline::submission"].contains("services::pipeline::steps"), "`super::steps`");
+        assert!(graph["ports::job_reads"].contains("ports::records"), "`super::records`");
+        assert!(graph["ports"].contains("ports::job_reads"), "a facade's re-export");
+    }
+
+    #[test]
+    fn no_file_imports_itself_through_others() {
         let graph = imports();
         // Depth-first search for a path from each module back to itself.
         for start in graph.keys() {

@@ -183,7 +183,7 @@ impl Memory {
             providers,
             switches: Arc::new(self.clone()),
             callback_base_url: callback_base_url.to_owned(),
-            notifier: videojobs_core::services::pipeline::notify::Notifier {
+            notifier: videojobs_core::services::pipeline::Notifier {
                 secrets: Arc::new(self.clone()),
                 deliveries: Arc::new(self.clone()),
                 queue: Arc::new(self.queue(QueueName::Notify)),

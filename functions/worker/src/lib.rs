@@ -17,7 +17,7 @@ use videojobs_core::model::stats::ScheduledMessage;
 use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::MessageQueue;
 use videojobs_core::services::pipeline::budget_for;
-pub use videojobs_core::services::pipeline::{check_stuck, handle, notify::Notifier, Pipeline, WorkError};
+pub use videojobs_core::services::pipeline::{check_stuck, handle, Notifier, Pipeline, WorkError};
 
 pub async fn handler(pipeline: &Pipeline, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
     let outcomes = futures_util::future::join_all(event.payload.records.iter().map(|message| handle_record(pipeline, message))).await;

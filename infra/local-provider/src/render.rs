@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::process::Command;
 use videojobs_core::model::notify::{Destination, WebhookPolicy};
 use videojobs_core::ports::HostResolver;
-use videojobs_core::services::notify::check_destination;
+use videojobs_core::services::webhook_rules::check_destination;
 
 const FONT_CANDIDATES: &[&str] =
     &["/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"];

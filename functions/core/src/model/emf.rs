@@ -83,7 +83,12 @@ impl MetricLine {
     }
 
     /// Writes the line to stdout, where Lambda sends it to CloudWatch Logs.
+    /// A simulated thread writes nothing: a simulator's million runs would
+    /// bury its findings under their metric lines.
     pub fn emit(&self) {
+        if crate::model::determinism::simulated() {
+            return;
+        }
         let line = self.render(crate::model::determinism::now_millis() as i64);
         // println! rather than a raw stdout handle: test harnesses capture it.
         println!("{line}");

@@ -1,6 +1,6 @@
 //! Reading one job and what belongs to it.
 
-use super::IdempotencyRecord;
+use super::records::IdempotencyRecord;
 use crate::model::error::StoreError;
 use crate::model::ids::{IdempotencyKey, JobId, UserId};
 use crate::model::job::{Job, JobEvent};

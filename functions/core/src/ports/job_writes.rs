@@ -3,7 +3,8 @@
 //! (`services::notifying::NotifyingJobs`) wraps: a status change is the
 //! only write a client is told of.
 
-use super::{ChangeOutcome, CreateOutcome, JobUpdate, NewJob, StatusChange};
+use super::records::{CreateOutcome, NewJob};
+use crate::model::change::{ChangeOutcome, JobUpdate, StatusChange};
 use crate::model::error::StoreError;
 use crate::model::ids::JobId;
 use crate::model::job::JobEvent;

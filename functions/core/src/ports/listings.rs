@@ -1,6 +1,6 @@
 //! A user's jobs, read from the indexes (which lag the table).
 
-use super::{ListError, Page, PageRequest};
+use super::records::{ListError, Page, PageRequest};
 use crate::model::error::StoreError;
 use crate::model::ids::UserId;
 use crate::model::job::Job;

@@ -8,10 +8,11 @@ mod failover;
 mod job_reads;
 mod job_writes;
 mod listings;
-mod notify;
+mod notifications;
 mod progress;
 mod provider;
 mod ratelimit;
+mod records;
 mod review;
 mod stats;
 mod task_tokens;
@@ -21,10 +22,11 @@ pub use failover::ProviderSwitch;
 pub use job_reads::JobReads;
 pub use job_writes::JobWrites;
 pub use listings::JobListings;
-pub use notify::{HostResolver, NotificationLog, NotificationPoster, WebhookSecrets};
+pub use notifications::{HostResolver, NotificationLog, NotificationPoster, WebhookSecrets};
 pub use progress::ProgressDetails;
 pub use provider::{Provider, Providers};
 pub use ratelimit::RateLimiter;
+pub use records::{CreateOutcome, IdempotencyRecord, ListError, NewJob, Page, PageRequest};
 pub use review::ReviewQueue;
 pub use stats::StatsStore;
 pub use task_tokens::{ReviewWaits, SubmissionTokens, TaskTokens, TokenSave};
@@ -35,8 +37,7 @@ pub use crate::model::change::{ChangeOutcome, JobUpdate, StatusChange, SubmitLea
 pub use crate::model::ids::Principal;
 
 use crate::model::error::StoreError;
-use crate::model::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, UploadId, UserId};
-use crate::model::job::{Job, JobEvent};
+use crate::model::ids::{ApiKeyHash, JobId, KeyId, UploadId, UserId};
 use crate::model::request::ImageType;
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -71,67 +72,6 @@ pub trait AccountStore: Send + Sync {
     async fn open_account(&self, user: &UserId, credits: i64) -> Result<bool, StoreError>;
     /// Adds `credits` to an account (opening it if needed); the account after.
     async fn grant_credits(&self, user: &UserId, credits: i64) -> Result<Account, StoreError>;
-}
-
-/// The answer a create request got, kept under its `Idempotency-Key`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyRecord {
-    pub user_id: UserId,
-    pub key: IdempotencyKey,
-    /// Identifies the request (route and canonical body).
-    pub fingerprint: String,
-    pub job_id: JobId,
-    pub response_status: u16,
-    pub response_body: String,
-    pub created_at: OffsetDateTime,
-}
-
-/// Everything a create request writes, together or not at all.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub job: Job,
-    pub prompt: Option<String>,
-    /// When the raw prompt is deleted (its item's TTL): the end of the job's
-    /// retention window, counted from the latest the video could be ready.
-    pub prompt_expires_at: Option<OffsetDateTime>,
-    pub first_event: JobEvent,
-    pub idempotency: Option<IdempotencyRecord>,
-    /// The user's cap on in-flight jobs.
-    pub max_active_jobs: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CreateOutcome {
-    Created,
-    /// The idempotency key is taken: the caller compares fingerprints.
-    IdempotencyKeyTaken,
-    InsufficientCredits {
-        balance: i64,
-    },
-    TooManyActiveJobs,
-    NoAccount,
-}
-
-/// A page of a listing and the opaque cursor to the next one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageRequest {
-    pub limit: u32,
-    pub cursor: Option<String>,
-}
-
-/// Why a listing could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ListError {
-    #[error("the cursor is not one this API gave out")]
-    BadCursor,
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// Puts work on the queue the worker consumes.

@@ -6,12 +6,19 @@ use crate::model::request::ProviderName;
 use async_trait::async_trait;
 use std::collections::HashMap;
 
+/// One provider's API, as the worker and the webhook use it.
 #[async_trait]
 pub trait Provider: Send + Sync {
+    /// The name jobs and callbacks know it by (`/webhooks/{name}`).
     fn name(&self) -> &ProviderName;
+    /// Asks for a video; the provider's request id. The job id goes along as
+    /// the idempotency key where the provider takes one.
     async fn submit(&self, request: &SubmitRequest) -> Result<String, ProviderError>;
+    /// Where the request is now (queued, processing, done with an output, failed).
     async fn poll(&self, request_id: &str) -> Result<ProviderStatus, ProviderError>;
+    /// Asks the provider to stop the request; one already finished is no error.
     async fn cancel(&self, request_id: &str) -> Result<(), ProviderError>;
+    /// Checks a callback's signature and reads what it says.
     async fn verify_callback(&self, callback: &Callback<'_>) -> Result<ProviderEvent, CallbackError>;
     /// Whether it calls back while it works (queued, processing), not only
     /// when done. One that does not has its jobs' progress refreshed by

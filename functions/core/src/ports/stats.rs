@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 /// Where the counters and the stuck-jobs index are read.
 #[async_trait]
 pub trait StatsStore: Send + Sync {
+    /// Every operational counter, summed over its shards.
     async fn counters(&self) -> Result<Counters, StoreError>;
     /// Jobs in `status` (one of [`WATCHED_STATUSES`]) not updated since
     /// `before`: all counted, the oldest `limit` listed.

@@ -8,8 +8,8 @@ use crate::model::admin::*;
 use crate::model::ids::{ApiKey, KeyId, Role};
 use crate::model::request::InvalidRequest;
 use crate::ports::{KeyRecord, Page, PageRequest, Principal};
-use crate::services::AppError;
-use crate::services::Services;
+use crate::services::error::AppError;
+use crate::services::jobs::Services;
 
 /// Refuses anyone but an admin (before their request is even read).
 pub fn admin_only(who: &Principal) -> Result<(), AppError> {

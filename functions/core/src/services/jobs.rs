@@ -5,6 +5,7 @@ use crate::model::error::StoreError;
 use crate::model::ids::{ApiKey, IdempotencyKey, JobId, UploadId, UserId};
 use crate::model::job::{timestamp, EventSource, Failure, Job, JobError, JobEvent, JobParams};
 use crate::model::lifecycle::{transition, JobStatus};
+use crate::model::ratelimit::Policy;
 use crate::model::request::{
     legacy_request_fingerprint, prompt_hash, request_fingerprint, AnimateRequest, CommonOptions, GenerateRequest, ImageSource,
     InvalidRequest, ProviderName, UploadRequest,
@@ -12,8 +13,8 @@ use crate::model::request::{
 use crate::model::settings::Settings;
 use crate::model::views::*;
 use crate::ports::*;
+use crate::services::error::AppError;
 use crate::services::retry::{retry, Backoff, Failed};
-use crate::services::AppError;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -100,16 +101,17 @@ impl Services {
     /// key's public id goes on the request's span (`key_id`), for the logs.
     /// Each request counts against the key's rate limit.
     pub async fn authenticate(&self, presented: Option<&str>) -> Result<Principal, AppError> {
-        self.authenticate_for(presented, false).await
+        self.authenticate_for(presented, &[Policy::Requests]).await
     }
 
     /// As [`Services::authenticate`], for a request that creates a job: it
     /// also counts against the key's create limit.
     pub async fn authenticate_to_create(&self, presented: Option<&str>) -> Result<Principal, AppError> {
-        self.authenticate_for(presented, true).await
+        self.authenticate_for(presented, &[Policy::Requests, Policy::Creates]).await
     }
 
-    async fn authenticate_for(&self, presented: Option<&str>, creating: bool) -> Result<Principal, AppError> {
+    /// Checks the key, then counts the request against each of `limits`, in order.
+    async fn authenticate_for(&self, presented: Option<&str>, limits: &[Policy]) -> Result<Principal, AppError> {
         let key: ApiKey = presented.and_then(|text| text.trim().parse().ok()).ok_or(AppError::Unauthenticated)?;
         let record = self.keys.key_for(&key.hash()).await?.ok_or(AppError::Unauthenticated)?;
         tracing::Span::current().record("key_id", record.key_id.as_str());
@@ -118,21 +120,12 @@ impl Services {
             tracing::info!(key_id = %record.key_id, state = record.state(now), "key refused");
             return Err(AppError::Unauthenticated);
         }
-        let limits = self.settings.rate_limits;
-        crate::services::ratelimit::check(
-            self.rate_limiter.as_ref(),
-            limits,
-            &record.key_id,
-            crate::model::ratelimit::Policy::Requests,
-            now.unix_timestamp(),
-        )
-        .await?;
-        if creating {
+        for policy in limits {
             crate::services::ratelimit::check(
                 self.rate_limiter.as_ref(),
-                limits,
+                self.settings.rate_limits,
                 &record.key_id,
-                crate::model::ratelimit::Policy::Creates,
+                *policy,
                 now.unix_timestamp(),
             )
             .await?;
@@ -155,7 +148,7 @@ impl Services {
             // One that does not resolve (yet) is the provider's to fail: ours checks again when it fetches.
             let url = url::Url::parse(text).map_err(|_| InvalidRequest::new("image_url", "is not a URL"))?;
             let policy = self.settings.limits.webhook_policy();
-            match crate::services::notify::check_destination(&url, policy, self.resolver.as_ref()).await {
+            match crate::services::webhook_rules::check_destination(&url, policy, self.resolver.as_ref()).await {
                 Ok(_) | Err(crate::model::notify::DestinationError::Unresolved { .. }) => {}
                 Err(err) => return Err(InvalidRequest::new("image_url", err.to_string()).into()),
             }

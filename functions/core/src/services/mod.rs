@@ -5,7 +5,6 @@ pub mod admin;
 pub mod callbacks;
 pub mod error;
 pub mod jobs;
-pub mod notify;
 pub mod notifying;
 pub mod pipeline;
 pub mod progress;
@@ -13,6 +12,8 @@ pub mod ratelimit;
 pub mod retry;
 pub mod review;
 pub mod stats;
+pub mod webhook_rules;
+pub mod webhook_secrets;
 
 pub use error::AppError;
 pub use jobs::{failure_change, workflow_input, Accepted, Idempotency, JobSpec, Services};

@@ -21,7 +21,7 @@ use std::time::Duration;
 /// The message goes first so that a writer that dies right after its change
 /// cannot lose the notification (the change is in, nothing else remembers
 /// to tell the client). The notifier delivers only once the job shows the
-/// status, and waits for it a while (`pipeline::notify`): a message queued
+/// status, and waits for it a while (`pipeline::delivery`): a message queued
 /// for a change that lost its race or was never written sends nothing. If
 /// the queue refuses three times, the change is not made: the caller gets
 /// the store's `Unavailable` and retries the change as it retries any
@@ -198,7 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_that_loses_its_race_has_queued_its_message_all_the_same() {
-        // The notifier finds the job canceled, not completed, and sends nothing (pipeline::notify's tests).
+        // The notifier finds the job canceled, not completed, and sends nothing (pipeline::delivery's tests).
         let queue = Arc::new(Queue::default());
 
         let (outcome, _) = change(

@@ -4,7 +4,7 @@
 use crate::model::ids::KeyId;
 use crate::model::ratelimit::{window, Limited, Policy, RateLimits, WINDOW_SECONDS};
 use crate::ports::RateLimiter;
-use crate::services::AppError;
+use crate::services::error::AppError;
 
 /// Counts one request of `key` against `policy`; `Err(RateLimited)` over it.
 pub async fn check(limiter: &dyn RateLimiter, limits: RateLimits, key: &KeyId, policy: Policy, now: i64) -> Result<(), AppError> {

@@ -20,8 +20,8 @@ use crate::model::review::*;
 use crate::model::views::StatusBody;
 use crate::model::work::WorkMessage;
 use crate::ports::{ChangeOutcome, JobUpdate, PageRequest, Principal, StatusChange};
-use crate::services::AppError;
-use crate::services::Services;
+use crate::services::error::AppError;
+use crate::services::jobs::Services;
 
 fn forbidden_unless_reviewer(who: &Principal) -> Result<(), AppError> {
     if who.role.can_review() {

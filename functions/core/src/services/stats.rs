@@ -7,7 +7,8 @@ use crate::model::job::timestamp;
 use crate::model::lifecycle::JobStatus;
 use crate::model::stats::*;
 use crate::ports::StatsStore;
-use crate::services::{AppError, Services};
+use crate::services::error::AppError;
+use crate::services::jobs::Services;
 use time::OffsetDateTime;
 
 impl Services {

@@ -9,7 +9,7 @@
 //! on the job still being `submitted` to the first provider with no provider
 //! request, so it happens once and never after a provider accepted the job.
 
-use super::{Pipeline, WorkError};
+use super::context::{Pipeline, WorkError};
 use crate::model::job::{timestamp, EventSource, Job, JobEvent};
 use crate::model::provider::ProviderError;
 use crate::ports::Provider;
@@ -46,7 +46,7 @@ pub(crate) async fn fail_over(pipeline: &Pipeline, job: &mut Job, error: &Provid
     };
     if !pipeline.switches.switch_provider(&job.job_id, &from, &policy.fallback, &event).await? {
         // Another delivery of this message may have switched it already; anything else (a cancel) stops here.
-        let now = super::load(pipeline, &job.job_id).await?;
+        let now = super::steps::load(pipeline, &job.job_id).await?;
         let switched = now.status == JobStatus::Submitted && now.provider == policy.fallback && now.provider_request_id.is_none();
         *job = now;
         return Ok(switched.then_some(fallback));

@@ -34,7 +34,8 @@
 //! resumed the attempt too: both asked the provider, and after the first
 //! recorded a retry the second's request was one for a stale attempt.
 
-use super::{fail_job, load, provider_for, submit_request, task_errors, Pipeline, WorkError};
+use super::context::{task_errors, Pipeline, WorkError};
+use super::steps::{fail_job, load, provider_for, submit_request};
 use crate::model::change::SubmitLease;
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, EventSource, Failure, Job, JobError};
@@ -176,7 +177,7 @@ async fn attempt_at_provider(pipeline: &Pipeline, job: &mut Job, n: u32) -> Resu
                 // A callback came before the request id was stored: ask the
                 // provider now rather than wait for the deadline.
                 tracing::info!(request_id, "a callback came early; asking the provider");
-                super::refresh(pipeline, &job.job_id).await?;
+                super::finishing::refresh(pipeline, &job.job_id).await?;
             }
             Ok(())
         }
@@ -258,7 +259,7 @@ async fn fenced_move(
     error: Option<JobError>,
     update: JobUpdate,
 ) -> Result<bool, WorkError> {
-    if super::move_job(pipeline, job, EventSource::Worker, to, message, error, update).await? {
+    if super::steps::move_job(pipeline, job, EventSource::Worker, to, message, error, update).await? {
         return Ok(true);
     }
     *job = load(pipeline, &job.job_id).await?;

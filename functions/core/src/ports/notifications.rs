@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 /// who is attempting one right now.
 #[async_trait]
 pub trait NotificationLog: Send + Sync {
+    /// Whether the client was told of the job's `status` already.
     async fn was_delivered(&self, job: &JobId, status: JobStatus) -> Result<bool, StoreError>;
     /// Records a delivery once: `false` if it was already recorded.
     async fn record_delivery(&self, job: &JobId, status: JobStatus, attempt: u32, http_status: u16) -> Result<bool, StoreError>;
@@ -44,6 +45,7 @@ pub trait NotificationLog: Send + Sync {
 
 #[async_trait]
 pub trait WebhookSecrets: Send + Sync {
+    /// The user's signing secrets; `None` before their first.
     async fn webhook_secrets(&self, user: &UserId) -> Result<Option<UserWebhookSecrets>, StoreError>;
     /// Stores `secret` as the user's first secret unless they have one;
     /// answers what is stored (theirs if a concurrent request won).

@@ -17,7 +17,7 @@
 //! successor is queued), so a copy of its message that comes later posts
 //! nothing and queues nothing: one chain of attempts, each made once.
 
-use super::{Pipeline, WorkError};
+use super::context::{Pipeline, WorkError};
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, EventSource, Job, JobEvent};
 use crate::model::lifecycle::{passed, JobStatus, Passed};
@@ -28,25 +28,13 @@ use crate::model::notify::{
 use crate::model::signing::WebhookSecret;
 use crate::model::views::OutputLinks;
 use crate::model::work::WorkMessage;
-use crate::ports::NotificationLog;
-use crate::ports::WebhookSecrets;
-use crate::ports::{DelayedWorkQueue, HostResolver, NotificationPoster};
-use crate::services::notify::check_destination;
-use crate::services::notify::secrets_of;
+use crate::services::webhook_rules::check_destination;
+use crate::services::webhook_rules::secrets_of;
 use crate::StoreError;
-use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-/// What delivering notifications needs.
-#[derive(Clone)]
-pub struct Notifier {
-    pub secrets: Arc<dyn WebhookSecrets>,
-    pub deliveries: Arc<dyn NotificationLog>,
-    pub queue: Arc<dyn DelayedWorkQueue>,
-    pub resolver: Arc<dyn HostResolver>,
-    pub poster: Arc<dyn NotificationPoster>,
-}
+pub use super::context::Notifier;
 
 /// What one attempt came to.
 enum Attempt {

@@ -1,60 +1,15 @@
-//! Client notifications, the rules: where a notification may go (checked
-//! again at delivery, with DNS), a user's signing secrets, and the API's
-//! secret rotation. The values are in `model::notify`; delivery is in
-//! `services::pipeline::notify`.
+//! Where a client notification may go (checked at create, and again at
+//! delivery with DNS) and a user's signing secrets, made on first use: the
+//! rules the API and the notifier share. The values are in `model::notify`.
 
 use crate::model::error::StoreError;
-use crate::model::ids::{Principal, UserId};
-use crate::model::job::timestamp;
+use crate::model::ids::UserId;
 use crate::model::notify::*;
-use crate::model::request::InvalidRequest;
 use crate::model::signing::WebhookSecret;
 use crate::ports::{HostResolver, WebhookSecrets};
-use crate::services::{AppError, Services};
 use std::net::SocketAddr;
 use url::Url;
 
-impl Services {
-    pub async fn webhook_secret(&self, who: &Principal) -> Result<WebhookSecretBody, AppError> {
-        let secrets = secrets_of(self.webhook_secrets.as_ref(), &who.user_id).await?;
-        Ok(WebhookSecretBody { secret: secrets.current, previous_secret_valid_until: None })
-    }
-
-    /// A new secret; the old one keeps signing (next to it) for a grace period.
-    /// With no secret yet, the first one is made (there is nothing to keep).
-    pub async fn rotate_webhook_secret(&self, who: &Principal) -> Result<WebhookSecretBody, AppError> {
-        for _ in 0..5 {
-            let new = WebhookSecret::generate_text();
-            let Some(current) = self.webhook_secrets.webhook_secrets(&who.user_id).await? else {
-                let made = self.webhook_secrets.create_webhook_secret(&who.user_id, &new).await?;
-                if made.current == new {
-                    return Ok(WebhookSecretBody { secret: new, previous_secret_valid_until: None });
-                }
-                // A concurrent request made the first one: rotate that.
-                continue;
-            };
-            let until = timestamp::now() + time::Duration::seconds(ROTATION_GRACE_SECONDS);
-            if self.webhook_secrets.rotate_webhook_secret(&who.user_id, &current.current, &new, until).await? {
-                tracing::info!(user_id = %who.user_id, "webhook secret rotated");
-                return Ok(WebhookSecretBody { secret: new, previous_secret_valid_until: Some(timestamp::format(until)) });
-            }
-        }
-        Err(AppError::Unavailable("the webhook secret kept changing during a rotation".into()))
-    }
-
-    /// The create-time check of a `webhook_url`: refused with `400` naming the field.
-    pub async fn check_webhook_url(&self, url: &Url) -> Result<(), AppError> {
-        match check_destination(url, self.settings.limits.webhook_policy(), self.resolver.as_ref()).await {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                if let DestinationError::Unresolved { detail } = &err {
-                    tracing::info!(detail, "webhook_url host did not resolve");
-                }
-                Err(InvalidRequest::new("webhook_url", err.to_string()).into())
-            }
-        }
-    }
-}
 /// The user's secrets, made on first use.
 pub async fn secrets_of(store: &dyn WebhookSecrets, user: &UserId) -> Result<UserWebhookSecrets, StoreError> {
     if let Some(secrets) = store.webhook_secrets(user).await? {
