@@ -7,8 +7,9 @@ use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use videojobs_core::model::ids::JobId;
 use videojobs_core::model::job::timestamp;
-use videojobs_core::model::notify::RetrySchedule;
+use videojobs_core::model::notify::{RetrySchedule, SLOT_WAITS_PER_ATTEMPT, USER_SLOTS};
 use videojobs_core::model::signing::WebhookSecret;
+use videojobs_core::ports::NotificationLog;
 use videojobs_core::JobStatus;
 
 /// Where the tests' receivers take notifications: the query must stay out of events.
@@ -308,6 +309,39 @@ async fn copies_of_a_failed_attempts_message_arriving_after_it_post_nothing_and_
     let attempts: Vec<Option<u64>> = queued.iter().map(|m| m["attempt"].as_u64()).collect();
     // (A send whose answer was lost can put attempt 3 on the queue twice: SQS's own duplicate, not a fork.)
     assert!(!attempts.is_empty() && attempts.iter().all(|a| *a == Some(3)), "attempt 3 and nothing else: {queued:?}");
+}
+
+#[tokio::test]
+async fn a_notification_waits_for_a_busy_tenants_slot_a_bounded_number_of_times_then_counts_a_failed_attempt() {
+    // Arrange: every delivery slot of the user is held by deliveries still in progress.
+    let hook = Receiver::answering(204).await;
+    let app = isolated().await;
+    let id = app.new_job_with_webhook(&hook.url(HOOK)).await;
+    for i in 0..USER_SLOTS {
+        let held = app.store.claim_user_slot(&app.user, USER_SLOTS, &format!("slow-{i}"), std::time::Duration::from_secs(600)).await;
+        held.expect("claimed").expect("a free slot");
+    }
+    let first = cancel_and_deliver(&app, &id).await;
+    let (waiting, _) = next_message(&app, &id, "notify").await;
+    let mut last_wait = waiting.clone();
+    last_wait["slot_waits"] = json!(SLOT_WAITS_PER_ATTEMPT - 1);
+
+    // Act: the message waits again; then its last allowed wait comes back with the slots still busy.
+    app.handle_work(work_message(waiting.clone())).await;
+    let (waited_again, _) = next_message(&app, &id, "notify").await;
+    app.handle_work(work_message(last_wait)).await;
+    let (next_attempt, _) = next_message(&app, &id, "notify").await;
+
+    // Assert: each wait is counted on the message; the last one is attempt 1, failed, and attempt 2 follows.
+    assert_eq!((first["attempt"].as_u64(), first.get("slot_waits")), (Some(1), None));
+    assert_eq!((waiting["attempt"].as_u64(), waiting["slot_waits"].as_u64()), (Some(1), Some(1)));
+    assert_eq!((waited_again["attempt"].as_u64(), waited_again["slot_waits"].as_u64()), (Some(1), Some(2)));
+    assert_eq!((next_attempt["attempt"].as_u64(), next_attempt.get("slot_waits")), (Some(2), None), "{next_attempt}");
+    assert!(hook.received().is_empty(), "nothing was posted while the slots were busy");
+    let events = app.events_from(&id, "notifier").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["error_code"], "notify_slots_busy");
+    assert!(events[0]["message"].as_str().unwrap().contains("attempt 1 of 6"), "{}", events[0]);
 }
 
 // A status change queues its notification just before it is written (so

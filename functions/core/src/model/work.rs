@@ -71,7 +71,16 @@ pub enum WorkMessage {
         /// change, at most [`crate::model::notify::WRITER_WINDOW`] from then.
         #[serde(default, with = "crate::model::job::timestamp::option", skip_serializing_if = "Option::is_none")]
         queued_at: Option<time::OffsetDateTime>,
+        /// How many times this attempt has waited for one of its user's
+        /// delivery slots: past [`crate::model::notify::SLOT_WAITS_PER_ATTEMPT`]
+        /// the wait counts as a failed attempt.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        slot_waits: u32,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl WorkMessage {
@@ -156,7 +165,14 @@ mod tests {
         let parsed: WorkMessage = serde_json::from_str(&notify).unwrap();
         assert_eq!(
             parsed,
-            WorkMessage::Notify { job_id: id.clone(), status: crate::JobStatus::Completed, attempt: 2, not_before: None, queued_at: None }
+            WorkMessage::Notify {
+                job_id: id.clone(),
+                status: crate::JobStatus::Completed,
+                attempt: 2,
+                not_before: None,
+                queued_at: None,
+                slot_waits: 0
+            }
         );
         let later = WorkMessage::Notify {
             job_id: id,
@@ -164,6 +180,7 @@ mod tests {
             attempt: 5,
             not_before: Some(crate::model::job::timestamp::now()),
             queued_at: Some(crate::model::job::timestamp::now()),
+            slot_waits: 3,
         };
         assert_eq!(serde_json::from_str::<WorkMessage>(&serde_json::to_string(&later).unwrap()).unwrap(), later);
     }

@@ -44,6 +44,7 @@ impl NotifyingJobs {
             attempt: 1,
             not_before: None,
             queued_at: Some(timestamp::now()),
+            slot_waits: 0,
         };
         retry(Backoff::linear(3, Duration::from_millis(50)), |_| async {
             self.queue.enqueue_after(&message, AFTER_THE_CHANGE).await.map_err(Failed::Retry)

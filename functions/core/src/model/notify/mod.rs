@@ -65,6 +65,13 @@ pub const USER_SLOTS: u32 = 4;
 /// How long a notification waits for one of its user's slots.
 pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 
+/// How many times one attempt waits [`SLOT_WAIT`] for a slot (about a
+/// minute) before the wait counts as a failed attempt (`notify_slots_busy`)
+/// and the notification moves on the retry schedule: a tenant whose
+/// receivers keep every slot busy cannot keep its messages hopping without
+/// end, and every notification still ends within the schedule's attempts.
+pub const SLOT_WAITS_PER_ATTEMPT: u32 = 12;
+
 /// How long one attempt may hold its claim: longer than a lookup, a connection
 /// and a request together, shorter than the queue's visibility timeout (a
 /// copy of the message that found the claim held comes back after that).

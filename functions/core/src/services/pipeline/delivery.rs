@@ -23,7 +23,7 @@ use crate::model::job::{timestamp, EventSource, Job, JobEvent};
 use crate::model::lifecycle::{passed, JobStatus, Passed};
 use crate::model::notify::{
     message_id, signature_header, wait_for_the_change, AttemptClaim, DestinationError, NotificationBody, ATTEMPT_LEASE, MAX_QUEUE_DELAY,
-    SLOT_WAIT, USER_SLOTS, WRITER_WINDOW,
+    SLOT_WAIT, SLOT_WAITS_PER_ATTEMPT, USER_SLOTS, WRITER_WINDOW,
 };
 use crate::model::signing::WebhookSecret;
 use crate::model::views::OutputLinks;
@@ -50,13 +50,14 @@ pub async fn notify(
     attempt: u32,
     not_before: Option<OffsetDateTime>,
     queued_at: Option<OffsetDateTime>,
+    slot_waits: u32,
 ) -> Result<(), WorkError> {
     let notifier = &pipeline.notifier;
     let now = timestamp::now();
     if let Some(at) = not_before.filter(|at| *at > now) {
         // A wait longer than one SQS delay: hop again.
         let wait = Duration::try_from(at - now).unwrap_or_default();
-        let message = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at };
+        let message = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at, slot_waits };
         notifier.queue.enqueue_after(&message, round_up(wait)).await?;
         tracing::info!(attempt, wait_seconds = wait.as_secs(), "notification not due yet; waiting again");
         return Ok(());
@@ -75,7 +76,7 @@ pub async fn notify(
         return Ok(());
     }
     let holder = format!("{:032x}", crate::model::determinism::random_u128());
-    let again_later = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at };
+    let again_later = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at, slot_waits };
     match notifier.deliveries.claim_attempt(id, status, attempt, &holder, ATTEMPT_LEASE).await? {
         AttemptClaim::Taken => {}
         AttemptClaim::AlreadyMade => {
@@ -93,9 +94,20 @@ pub async fn notify(
     // The fairness rule: a tenant's deliveries in flight are capped, so slow
     // receivers of one tenant cannot take every delivery of the consumer.
     let Some(slot) = notifier.deliveries.claim_user_slot(&job.user_id, USER_SLOTS, &holder, ATTEMPT_LEASE).await? else {
+        if slot_waits + 1 >= SLOT_WAITS_PER_ATTEMPT {
+            // Waited long enough: the wait is this attempt, failed, and the schedule moves on.
+            let busy = Attempt::Failed {
+                code: "notify_slots_busy",
+                detail: format!("Not sent: {USER_SLOTS} deliveries to this account's endpoints stayed in progress"),
+            };
+            let outcome = record_outcome(pipeline, &job, status, attempt, &url, now, busy).await;
+            release(notifier, id, status, &holder, None, outcome.is_ok().then_some(attempt), &job).await;
+            return outcome;
+        }
         release(notifier, id, status, &holder, None, None, &job).await;
-        notifier.queue.enqueue_after(&again_later, SLOT_WAIT).await?;
-        tracing::info!(attempt, "every delivery slot of this user is busy; waiting for one");
+        let waiting = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at, slot_waits: slot_waits + 1 };
+        notifier.queue.enqueue_after(&waiting, SLOT_WAIT).await?;
+        tracing::info!(attempt, slot_waits = slot_waits + 1, "every delivery slot of this user is busy; waiting for one");
         return Ok(());
     };
     let outcome = attempt_and_record(pipeline, &job, status, attempt, &url, now).await;
@@ -133,7 +145,8 @@ async fn shows_the_status(
             let waited = queued_at.map(|at| Duration::try_from(now - at).unwrap_or_default());
             if let Some(waited) = waited.filter(|waited| *waited < WRITER_WINDOW) {
                 let wait = wait_for_the_change(waited);
-                let message = WorkMessage::Notify { job_id: job.job_id.clone(), status, attempt, not_before: None, queued_at };
+                let message =
+                    WorkMessage::Notify { job_id: job.job_id.clone(), status, attempt, not_before: None, queued_at, slot_waits: 0 };
                 pipeline.notifier.queue.enqueue_after(&message, wait).await?;
                 tracing::info!(%status, current = %job.status, wait_seconds = wait.as_secs(), "the job is not yet as this notification says; waiting for the change");
                 return Ok(false);
@@ -179,8 +192,24 @@ async fn attempt_and_record(
     if notifier.deliveries.was_delivered(id, status).await? {
         return Ok(());
     }
-    let attempts = pipeline.settings.notify_retry_schedule.attempts();
     let outcome = attempt_delivery(pipeline, job, status, url).await?;
+    record_outcome(pipeline, job, status, attempt, url, now, outcome).await
+}
+
+/// Records what an attempt came to, as an event and (for a delivery) the
+/// record that stops any later copy; queues the next attempt or gives up.
+async fn record_outcome(
+    pipeline: &Pipeline,
+    job: &Job,
+    status: JobStatus,
+    attempt: u32,
+    url: &str,
+    now: OffsetDateTime,
+    outcome: Attempt,
+) -> Result<(), WorkError> {
+    let notifier = &pipeline.notifier;
+    let id = &job.job_id;
+    let attempts = pipeline.settings.notify_retry_schedule.attempts();
     let target = display_target(url);
     let (message, error_code) = match &outcome {
         Attempt::Delivered(code) => (format!("Delivered (HTTP {code})"), None),
@@ -207,7 +236,7 @@ async fn attempt_and_record(
     match pipeline.settings.notify_retry_schedule.wait_after(attempt) {
         Some(wait) => {
             let not_before = (wait > MAX_QUEUE_DELAY).then(|| now + wait);
-            let next = WorkMessage::Notify { job_id: id.clone(), status, attempt: attempt + 1, not_before, queued_at: None };
+            let next = WorkMessage::Notify { job_id: id.clone(), status, attempt: attempt + 1, not_before, queued_at: None, slot_waits: 0 };
             notifier.queue.enqueue_after(&next, wait).await?;
         }
         None => {

@@ -30,8 +30,8 @@ pub async fn handle(pipeline: &Pipeline, message: WorkMessage) -> Result<(), Wor
         WorkMessage::DiscardOutput { job_id } => discard_output(pipeline, &job_id).await,
         WorkMessage::KeepOutput { job_id } => keep_output(pipeline, &job_id).await,
         WorkMessage::Refresh { job_id } => refresh(pipeline, &job_id).await,
-        WorkMessage::Notify { job_id, status, attempt, not_before, queued_at } => {
-            delivery::notify(pipeline, &job_id, status, attempt, not_before, queued_at).await
+        WorkMessage::Notify { job_id, status, attempt, not_before, queued_at, slot_waits } => {
+            delivery::notify(pipeline, &job_id, status, attempt, not_before, queued_at, slot_waits).await
         }
     }
 }
