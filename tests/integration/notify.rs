@@ -344,6 +344,33 @@ async fn a_notification_waits_for_a_busy_tenants_slot_a_bounded_number_of_times_
     assert!(events[0]["message"].as_str().unwrap().contains("attempt 1 of 6"), "{}", events[0]);
 }
 
+#[tokio::test]
+async fn racing_cancels_of_one_job_start_one_chain_of_notifications() {
+    // Arrange: a job whose receiver always fails, so that every attempt schedules the next.
+    let hook = Receiver::answering(500).await;
+    let app = isolated().await;
+    let id = app.new_job_with_webhook(&hook.url(HOOK)).await;
+
+    // Act: ten cancels at once (each queues its notification before trying
+    // its write, and one write wins); then every queued message is handled,
+    // each twice, as SQS may deliver it.
+    let answers = all_at_once(10, |_| app.cancel_job(&id)).await;
+    let queued = notify_messages_within(&app, std::time::Duration::from_secs(4)).await;
+    for message in queued.iter().chain(&queued) {
+        app.handle_work(work_message(message.clone())).await;
+    }
+    let next = notify_messages_within(&app, std::time::Duration::from_secs(4)).await;
+
+    // Assert: one winner, one POST for attempt 1 however many messages, and only attempt 2 queued after it.
+    assert_eq!(answers.iter().filter(|a| a.status == StatusCode::OK).count(), 1, "one cancel wins");
+    assert!(!queued.is_empty() && queued.iter().all(|m| m["attempt"] == 1 && m["status"] == "canceled"), "{queued:?}");
+    assert_eq!(hook.received().len(), 1, "one attempt 1 for {} messages", queued.len());
+    let events = app.events_from(&id, "notifier").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let attempts: Vec<Option<u64>> = next.iter().map(|m| m["attempt"].as_u64()).collect();
+    assert!(!attempts.is_empty() && attempts.iter().all(|a| *a == Some(2)), "one chain goes on: {next:?}");
+}
+
 // A status change queues its notification just before it is written (so
 // that a writer dying in between cannot lose it); the notifier posts only
 // once the job shows the status.
