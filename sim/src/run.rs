@@ -80,6 +80,22 @@ struct Model {
     attempts: BTreeMap<usize, u32>,
     /// A provider request made for an attempt that was no longer current.
     stale: Option<String>,
+    /// What the notifications' invariant counts (see `Run::at_end`).
+    notices: Notices,
+}
+
+/// Each notification attempt's POSTs, and the handlings that may make an
+/// attempt again: one that died, ran out of time or came back, or whose
+/// record of the attempt (`finish_attempt`) failed.
+#[derive(Default)]
+struct Notices {
+    /// The `notify` message each running handler has: job, status, attempt.
+    by_task: BTreeMap<usize, (JobId, JobStatus, u32)>,
+    posts: BTreeMap<(JobId, &'static str, u32), u32>,
+    /// Handlers whose `finish_attempt` failed.
+    unrecorded: std::collections::BTreeSet<usize>,
+    /// Per job: the handlings of its notifications that may be made again.
+    redos: BTreeMap<JobId, u32>,
 }
 
 type Shared = Arc<Mutex<Model>>;
@@ -322,6 +338,8 @@ struct Run {
     broken: Option<String>,
     /// Every status each job has had, in the order the simulator saw them.
     histories: BTreeMap<JobId, Vec<JobStatus>>,
+    /// Draws the extra copies of notification messages.
+    notify_copies: Rng,
 }
 
 /// Runs seed `seed` on core's own code.
@@ -359,6 +377,7 @@ pub fn run(seed: u64, verbose: bool) -> Report {
         log: Vec::new(),
         attempts: BTreeMap::new(),
         stale: None,
+        notices: Notices::default(),
     }));
     let sim_provider =
         |name: ProviderName| Arc::new(SimProvider { name, model: model.clone(), gate: stepper.clone(), memory: memory.clone() });
@@ -384,18 +403,29 @@ pub fn run(seed: u64, verbose: bool) -> Report {
     // Faults strike only inside a handler, never the run's own calls.
     let faults = Arc::new(Mutex::new((Rng::new(seed ^ 0xfa17), 3u64)));
     for moment in [Moment::Before, Moment::AfterWrite] {
-        let (faults, stepper) = (faults.clone(), stepper.clone());
+        let (faults, stepper, model) = (faults.clone(), stepper.clone(), model.clone());
         memory.faults().fail_when(moment, move |call| {
-            if stepper.running().is_none() {
+            let Some(task) = stepper.running() else {
                 return false;
-            }
+            };
             let mut f = faults.lock().unwrap_or_else(|p| p.into_inner());
             let p = f.1;
             if call.op == "NotificationPoster::post" {
                 // A client's endpoint fails now and then while the calls last.
-                return moment == Moment::Before && p > 0 && f.0.percent(30);
+                let fails = moment == Moment::Before && p > 0 && f.0.percent(30);
+                if moment == Moment::Before && !fails {
+                    let mut m = lock(&model);
+                    if let Some((job, status, attempt)) = m.notices.by_task.get(&task).cloned() {
+                        *m.notices.posts.entry((job, status.as_str(), attempt)).or_default() += 1;
+                    }
+                }
+                return fails;
             }
-            p > 0 && f.0.percent(p) && f.0.percent(50)
+            let fails = p > 0 && f.0.percent(p) && f.0.percent(50);
+            if fails && moment == Moment::Before && call.op == "NotificationLog::finish_attempt" {
+                lock(&model).notices.unrecorded.insert(task);
+            }
+            fails
         });
     }
     let api_left = rng.between(3, 14) as u32;
@@ -420,6 +450,7 @@ pub fn run(seed: u64, verbose: bool) -> Report {
         faults,
         broken: None,
         histories: BTreeMap::new(),
+        notify_copies: Rng::new(seed ^ 0xc0b1),
     };
     let mut steps = 0;
     let failure = loop {
@@ -751,6 +782,11 @@ impl Run {
             if self.phase == Phase::Chaos && self.rng(|r| r.percent(3)) {
                 self.memory.duplicate(queue, &message.message_id);
             }
+            // Notifications get copies far more often, to try the one-chain
+            // rule (drawn apart, so that the kept seeds replay their runs).
+            if self.phase == Phase::Chaos && queue == QueueName::Notify && self.notify_copies.percent(25) {
+                self.memory.duplicate(queue, &message.message_id);
+            }
             let body = message.body.clone();
             let pipeline = self.pipeline.clone();
             let future: Handler<Ended> = Box::pin(async move {
@@ -765,8 +801,14 @@ impl Run {
                 }
             });
             let label = format!("worker: receives {} (receive {})", message.body, message.receive_count);
-            if let Ok(WorkMessage::Submit { attempt, .. }) = serde_json::from_str(&message.body) {
-                lock(&self.model).attempts.insert(self.next_task + 1, attempt.unwrap_or(1).max(1));
+            match serde_json::from_str(&message.body) {
+                Ok(WorkMessage::Submit { attempt, .. }) => {
+                    lock(&self.model).attempts.insert(self.next_task + 1, attempt.unwrap_or(1).max(1));
+                }
+                Ok(WorkMessage::Notify { job_id, status, attempt, .. }) => {
+                    lock(&self.model).notices.by_task.insert(self.next_task + 1, (job_id, status, attempt));
+                }
+                _ => {}
             }
             self.spawn(Work::Message { queue, handle: message.receipt_handle }, label, future);
         }
@@ -843,6 +885,7 @@ impl Run {
         while let Some(i) = self.tasks.iter().position(timed_out) {
             let task = self.tasks.remove(i);
             self.note(|| format!("  {} stopped at its timeout", task.label));
+            self.notice_ended(task.id, false);
             if let Work::Callback(cb) = task.what {
                 self.deliver_again(cb);
             }
@@ -859,6 +902,18 @@ impl Run {
         }
     }
 
+    /// A notify handler ended: one that did not end well, or could not
+    /// record its attempt, leaves that attempt to be made again.
+    fn notice_ended(&mut self, task: usize, ok: bool) {
+        let mut m = lock(&self.model);
+        let unrecorded = m.notices.unrecorded.remove(&task);
+        if let Some((job, _, _)) = m.notices.by_task.remove(&task) {
+            if !ok || unrecorded {
+                *m.notices.redos.entry(job).or_default() += 1;
+            }
+        }
+    }
+
     fn step_task(&mut self, i: usize) {
         let id = self.tasks[i].id;
         let stepped = self.stepper.step(id, &mut self.tasks[i].future);
@@ -869,6 +924,7 @@ impl Run {
         };
         let task = self.tasks.remove(i);
         self.note(|| format!("  {} ended: {}", task.label, ended.as_ref().map_or("crashed".to_owned(), Ended::describe)));
+        self.notice_ended(task.id, matches!(ended, Some(Ended::Ok)));
         match (task.what, ended) {
             (Work::Message { queue, handle }, Some(Ended::Ok)) => {
                 self.memory.delete(queue, &handle);
@@ -1022,6 +1078,27 @@ impl Run {
                 .map(|(job, status)| (videojobs_core::model::notify::message_id(&job, status), (job, status)))
                 .collect()
         });
+        // One chain per job and status, each attempt posted once, but for
+        // the handlings that may make theirs again; none past the schedule.
+        let attempts = self.pipeline.settings.notify_retry_schedule.attempts();
+        {
+            let m = lock(&self.model);
+            let mut extra: BTreeMap<&JobId, u32> = BTreeMap::new();
+            for ((job, status, attempt), count) in &m.notices.posts {
+                if *attempt > attempts {
+                    return Err(format!("job {job}'s client was posted attempt {attempt} of {status}, past the schedule's {attempts}"));
+                }
+                *extra.entry(job).or_default() += count - 1;
+            }
+            for (job, extra) in extra {
+                let allowed = m.notices.redos.get(job).copied().unwrap_or(0);
+                if extra > allowed {
+                    return Err(format!(
+                        "job {job}'s notifications posted {extra} attempts twice, with {allowed} handlings that could make one again"
+                    ));
+                }
+            }
+        }
         if let Some(stray) = posted.iter().find(|p| !owed.contains_key(&p.id)) {
             return Err(format!("a client was told {} of a status its job never had", stray.id));
         }
