@@ -654,3 +654,22 @@ fn a_webhook_with_fal_on_and_no_fal_user_id_refuses_to_start() {
     assert_eq!(blank.err().map(|e| e.name), Some("FAL_USER_ID"));
     assert!(pinned.expect("starts with our account pinned").get("fal").is_some());
 }
+
+#[tokio::test]
+async fn an_idempotency_key_with_bytes_past_ascii_is_a_400_not_a_request_without_a_key() {
+    // Arrange: a key header that HTTP carries but that is not visible ASCII.
+    let app = TestApp::new(10).await;
+    let body = r#"{"prompt":"a retry must not make a second job","duration_seconds":2}"#;
+
+    // Act: the same request twice, as a client retrying with its key would send it.
+    let first = app.with_headers(&[("Idempotency-Key", "clé-1")]).generate(body).await;
+    let again = app.with_headers(&[("Idempotency-Key", "clé-1")]).generate(body).await;
+
+    // Assert: refused, naming the header, and nothing written or debited.
+    for reply in [&first, &again] {
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+        assert_eq!(reply.body["error"]["field"], "Idempotency-Key", "{}", reply.body);
+    }
+    assert_eq!(app.job_count().await, 0, "no job made without its key");
+    assert_eq!(app.credits().await, 10);
+}

@@ -4,7 +4,7 @@
 use lambda_http::http::{HeaderValue, Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use tracing::Instrument;
-use videojobs_api::{error_response, header_text, json_body, path_segments, presented_key, raw_json_response, respond};
+use videojobs_api::{error_response, json_body, path_segments, presented_key, raw_json_response, respond};
 use videojobs_aws::Provide;
 use videojobs_core::model::request::{AnimateRequest, GenerateRequest, InvalidUpload, UploadRequest};
 use videojobs_core::services::{Idempotency, JobSpec, Services};
@@ -73,13 +73,16 @@ async fn create_job(services: &Services, request: &Request, route: Route) -> Res
         Route::Animate => (JobSpec::Animate(AnimateRequest::parse(body, limits)?), "animate"),
         _ => (JobSpec::Generate(GenerateRequest::parse(body, limits)?), "generate"),
     };
-    let idempotency = header_text(request, IDEMPOTENCY_HEADER)
-        .map(|text| {
-            text.parse().map(|key| Idempotency::for_request(key, &services.settings.prompt_hash_key, name, body)).map_err(
-                |e: videojobs_core::model::ids::InvalidId| {
-                    AppError::from(videojobs_core::model::request::InvalidRequest::new("Idempotency-Key", e.0))
-                },
-            )
+    let refused = |why: &'static str| AppError::from(videojobs_core::model::request::InvalidRequest::new("Idempotency-Key", why));
+    // A key that is there but not text (bytes past ASCII) is refused, never
+    // taken for no key: the retry it guards would make a second job.
+    let idempotency = request
+        .headers()
+        .get(IDEMPOTENCY_HEADER)
+        .map(|value| {
+            let text = value.to_str().map_err(|_| refused("must be 1 to 255 visible ASCII characters"))?;
+            let key = text.parse().map_err(|e: videojobs_core::model::ids::InvalidId| refused(e.0))?;
+            Ok::<_, AppError>(Idempotency::for_request(key, &services.settings.prompt_hash_key, name, body))
         })
         .transpose()?;
     services.create_job(&who, spec, idempotency).await

@@ -2,8 +2,9 @@
 //! have, written once over the port traits. `tests/contract.rs` in this
 //! crate runs it on [`crate::Memory`]; `tests/integration/adapter_contract.rs`
 //! runs the same cases on the AWS adapters against moto. A case that needs
-//! more time than a test can wait for on AWS (the 30 s receipt lease) asks
-//! [`Time::can_pass`] and runs that part in memory only.
+//! more time than a test can wait for on AWS asks [`Time::can_pass`] and
+//! runs that part in memory only; every lease is the caller's argument, so
+//! a one-second lease proves its takeover on both.
 //!
 //! Each case names its own users and jobs, so cases can share one stack;
 //! the cases that read global figures (counters, the stuck index, the

@@ -14,7 +14,7 @@ pub enum WorkMessage {
     /// task token (answered when the video is stored) and no attempt: it is
     /// attempt 1. The worker's own retries carry `attempt` and no token (the
     /// token is read from the store). An attempt that is no longer the job's
-    /// current one does nothing (see `functions/worker/src/submission.rs`).
+    /// current one does nothing (see `services/pipeline/submission.rs`).
     Submit {
         job_id: JobId,
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -379,3 +379,16 @@ def test_task_failure_error_and_cause_lengths():
 def test_other_calls_pass():
     assert limits.check(Call(service="s3", operation="PutObject", principal="WorkerFunction", protocol="rest-xml")) is None
     assert limits.check(Call(service="sts", operation="GetCallerIdentity", principal="testing")) is None
+
+
+def test_the_retention_window_always_ends_before_the_stray_output_rule():
+    """The bucket's safety net deletes unreviewed outputs after StrayOutputDays:
+    no allowed RetentionSeconds may outlast it (a rule cannot compare numbers,
+    so the parameters' bounds must)."""
+    from gate import iam
+    params = iam.Template().raw["Parameters"]
+    longest_retention = params["RetentionSeconds"]["MaxValue"]
+    shortest_net = params["StrayOutputDays"]["MinValue"] * 86400
+    assert longest_retention < shortest_net
+    assert params["RetentionSeconds"]["Default"] <= longest_retention
+    assert params["StrayOutputDays"]["Default"] * 86400 >= shortest_net

@@ -4,8 +4,8 @@
 //!
 //! - [`NotifyingJobs`] wraps the job store: every status change that lands
 //!   (whoever makes it: worker, cancel, review, expiry) puts one `notify`
-//!   message on the work queue. No code path has to remember to notify.
-//! - The worker delivers (`functions/worker/src/notify.rs`): it checks the URL
+//!   message on the notification queue. No code path has to remember to notify.
+//! - The notifier delivers (`services/pipeline/delivery.rs`): it checks the URL
 //!   again ([`check_destination`]), signs, posts to the checked address only,
 //!   records each attempt as an event, and retries through the queue on the
 //!   [`RetrySchedule`].
