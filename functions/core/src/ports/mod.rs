@@ -3,6 +3,8 @@
 //! SQS, S3 and Step Functions, `videojobs-providers` the providers;
 //! `videojobs-testkit` has in-memory ones for tests and the simulator.
 
+#![warn(missing_docs)]
+
 mod callbacks;
 mod failover;
 mod job_reads;
@@ -45,8 +47,11 @@ use time::OffsetDateTime;
 /// A user's balance and how many of their jobs are in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// Whose account.
     pub user_id: UserId,
+    /// Credits left to spend.
     pub credits: i64,
+    /// Jobs in flight now (capped per user).
     pub active_jobs: u32,
 }
 
@@ -109,15 +114,22 @@ pub enum MessageQueue {
 /// A source image a user asked to upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
+    /// The upload's id, which `animate` names.
     pub upload_id: UploadId,
+    /// Who asked for it: only they may animate it.
     pub user_id: UserId,
+    /// The image type declared, checked against the bytes at `animate`.
     pub content_type: ImageType,
+    /// The size declared, which the presigned PUT must match.
     pub size_bytes: u64,
+    /// Where the bytes go in the media bucket.
     pub object_key: String,
+    /// When it was asked for.
     pub created_at: OffsetDateTime,
 }
 
 impl Upload {
+    /// The object key of a user's upload.
     pub fn object_key_for(user: &UserId, id: &UploadId) -> String {
         format!("uploads/{user}/{id}")
     }
@@ -135,10 +147,13 @@ pub trait UploadStore: Send + Sync {
 /// A URL that allows one request for a short time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignedUrl {
+    /// The URL, signed.
     pub url: String,
+    /// The one method it allows (`GET` or `PUT`).
     pub method: &'static str,
     /// Headers the request must carry exactly.
     pub headers: Vec<(String, String)>,
+    /// When the signature stops working.
     pub expires_at: OffsetDateTime,
 }
 
@@ -159,7 +174,9 @@ pub trait MediaStore: Send + Sync {
 /// The input a job's execution starts with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WorkflowInput {
+    /// The job; the execution is named after it.
     pub job_id: JobId,
+    /// `text_to_video` or `image_to_video`.
     pub workflow_type: String,
     /// How long the execution waits for the video before giving up.
     pub deadline_seconds: u64,
@@ -179,6 +196,7 @@ pub trait Workflows: Send + Sync {
 /// An object copied into our bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopiedObject {
+    /// Bytes copied.
     pub size_bytes: u64,
     /// Hex SHA-256 of the bytes, computed as they streamed through.
     pub sha256: String,
@@ -186,6 +204,7 @@ pub struct CopiedObject {
     pub video: Option<crate::model::mp4::VideoInfo>,
 }
 
+/// Why an output could not be copied into the bucket.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CopyError {
     /// The source could not be read right now (network, 5xx): try again.
@@ -194,6 +213,7 @@ pub enum CopyError {
     /// The source is gone or not what it claims (404, short body, bad checksum).
     #[error("source unusable: {0}")]
     SourceUnusable(String),
+    /// Writing to the bucket failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

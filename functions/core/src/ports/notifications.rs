@@ -43,6 +43,7 @@ pub trait NotificationLog: Send + Sync {
     async fn release_user_slot(&self, user: &UserId, slot: u32, holder: &str) -> Result<(), StoreError>;
 }
 
+/// Each user's webhook signing secrets (`whsec_…`), made on first use.
 #[async_trait]
 pub trait WebhookSecrets: Send + Sync {
     /// The user's signing secrets; `None` before their first.

@@ -41,11 +41,13 @@ pub struct Providers {
 }
 
 impl Providers {
+    /// Adds a provider, under its own name.
     pub fn with(mut self, provider: std::sync::Arc<dyn Provider>) -> Self {
         self.by_name.insert(provider.name().to_string(), provider);
         self
     }
 
+    /// The provider named `name`, if the deployment has it.
     pub fn get(&self, name: &str) -> Option<&std::sync::Arc<dyn Provider>> {
         self.by_name.get(name)
     }
