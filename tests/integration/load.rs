@@ -177,6 +177,25 @@ async fn generate_as_a_client(caller: &crate::harness::api::Caller<'_>, body: &V
     reply
 }
 
+/// A cancel as a client sends it: again after a `503`, which the API
+/// documents as safe to retry. A `409` after a retried `503` is the first
+/// try's cancel, applied before its answer was lost: canceled all the same.
+async fn cancel_as_a_client(caller: &crate::harness::api::Caller<'_>, id: &str) -> crate::harness::api::Reply {
+    let started = Instant::now();
+    let mut reply = caller.cancel_job(id).await;
+    let mut attempt = 0u32;
+    while reply.status.as_u16() == 503 && started.elapsed() < CLIENT_RETRY_WINDOW {
+        let ceiling_ms = 1_000u64 << attempt.min(3);
+        tokio::time::sleep(Duration::from_millis(ceiling_ms / 2 + (ulid::Ulid::new().random() as u64) % (ceiling_ms / 2))).await;
+        reply = caller.cancel_job(id).await;
+        attempt += 1;
+        if reply.status.as_u16() == 409 && caller.job_status(id).await.body["status"] == "canceled" {
+            reply.status = lambda_http::http::StatusCode::OK;
+        }
+    }
+    reply
+}
+
 /// Cancels `percent` of the jobs (rounded up), each after a random wait below
 /// `max_wait_ms`; answers each cancel's job and HTTP status.
 fn cancel_some(
@@ -604,7 +623,7 @@ async fn hostile_jobs(api: &HttpApi, key: &str, webhook_url: &str, jobs: usize, 
     let mut made = 0;
     while made < jobs {
         let round = per_round.min(jobs - made);
-        let created = futures::future::join_all((0..round).map(|_| async { api.as_key(key).generate(&body).await })).await;
+        let created = futures::future::join_all((0..round).map(|_| async { generate_as_a_client(&api.as_key(key), &body).await })).await;
         let mut ids = Vec::new();
         for reply in created {
             let (status, reply) = (reply.status.as_u16(), reply.body);
@@ -614,7 +633,7 @@ async fn hostile_jobs(api: &HttpApi, key: &str, webhook_url: &str, jobs: usize, 
             ids.push(reply["job_id"].as_str().expect("a job id").to_owned());
         }
         for id in ids {
-            let reply = api.as_key(key).cancel_job(&id).await;
+            let reply = cancel_as_a_client(&api.as_key(key), &id).await;
             let (status, reply) = (reply.status.as_u16(), reply.body);
             if status != 200 {
                 return Err(format!("a hostile cancel answered {status} {reply}"));
