@@ -77,20 +77,20 @@ ensure_moto() {
     log "port $MOTO_PORT answers, but not as moto: set MOTO_PORT to a free port"
     return 1
   fi
-  log "starting moto on port $MOTO_PORT (log: $LOCAL_DIR/moto.log)"
+  log "starting moto on port $MOTO_PORT (log: $LOCAL_DIR/moto-$MOTO_PORT.log)"
   mkdir -p "$LOCAL_DIR"
   # Its own session, so that Ctrl-C on scripts/up leaves it (and its data)
   # running. The shell writes its own pid and becomes moto (exec): $! would be
   # setsid's when setsid has to fork.
   # shellcheck disable=SC2016 # $$ is for the inner shell
-  setsid sh -c 'echo $$ > "$1"; shift; exec "$@"' sh "$LOCAL_DIR/moto.pid" \
+  setsid sh -c 'echo $$ > "$1"; shift; exec "$@"' sh "$LOCAL_DIR/moto-$MOTO_PORT.pid" \
     "$VENV/bin/python" infra/local/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" \
-    >"$LOCAL_DIR/moto.log" 2>&1 < /dev/null &
+    >"$LOCAL_DIR/moto-$MOTO_PORT.log" 2>&1 < /dev/null &
   MOTO_STARTED_HERE=1
   local pid=""
   for _ in $(seq 1 60); do
     moto_answers && return
-    [ -n "$pid" ] || pid=$(cat "$LOCAL_DIR/moto.pid" 2>/dev/null || true)
+    [ -n "$pid" ] || pid=$(cat "$LOCAL_DIR/moto-$MOTO_PORT.pid" 2>/dev/null || true)
     if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
       # It exited: another moto may have taken the port first (two commands
       # starting at once); use that one, else give up.
@@ -102,16 +102,16 @@ ensure_moto() {
     fi
     sleep 0.5
   done
-  log "moto did not start; the end of $LOCAL_DIR/moto.log:"
-  tail -n 20 "$LOCAL_DIR/moto.log" >&2
+  log "moto did not start; the end of $LOCAL_DIR/moto-$MOTO_PORT.log:"
+  tail -n 20 "$LOCAL_DIR/moto-$MOTO_PORT.log" >&2
   return 1
 }
 
 # Stops the moto that ensure_moto started in this shell, if it did.
 stop_moto_if_started_here() {
-  if [ "${MOTO_STARTED_HERE:-}" = 1 ] && [ -f "$LOCAL_DIR/moto.pid" ]; then
-    kill "$(cat "$LOCAL_DIR/moto.pid")" 2>/dev/null || true
-    rm -f "$LOCAL_DIR/moto.pid"
+  if [ "${MOTO_STARTED_HERE:-}" = 1 ] && [ -f "$LOCAL_DIR/moto-$MOTO_PORT.pid" ]; then
+    kill "$(cat "$LOCAL_DIR/moto-$MOTO_PORT.pid")" 2>/dev/null || true
+    rm -f "$LOCAL_DIR/moto-$MOTO_PORT.pid"
   fi
 }
 
