@@ -54,11 +54,12 @@ pub async fn notify(
 ) -> Result<(), WorkError> {
     let notifier = &pipeline.notifier;
     let now = timestamp::now();
+    // This message again, later, after `slot_waits` waits for a slot.
+    let again = |slot_waits| WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at, slot_waits };
     if let Some(at) = not_before.filter(|at| *at > now) {
         // A wait longer than one SQS delay: hop again.
         let wait = Duration::try_from(at - now).unwrap_or_default();
-        let message = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at, slot_waits };
-        notifier.queue.enqueue_after(&message, round_up(wait)).await?;
+        notifier.queue.enqueue_after(&again(slot_waits), round_up(wait)).await?;
         tracing::info!(attempt, wait_seconds = wait.as_secs(), "notification not due yet; waiting again");
         return Ok(());
     }
@@ -76,7 +77,6 @@ pub async fn notify(
         return Ok(());
     }
     let holder = format!("{:032x}", crate::model::determinism::random_u128());
-    let again_later = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at, slot_waits };
     match notifier.deliveries.claim_attempt(id, status, attempt, &holder, ATTEMPT_LEASE).await? {
         AttemptClaim::Taken => {}
         AttemptClaim::AlreadyMade => {
@@ -86,7 +86,7 @@ pub async fn notify(
         AttemptClaim::Held => {
             // A copy of this message, or the attempt before it finishing:
             // this one looks again shortly (and then finds it made, or free).
-            notifier.queue.enqueue_after(&again_later, SLOT_WAIT).await?;
+            notifier.queue.enqueue_after(&again(slot_waits), SLOT_WAIT).await?;
             tracing::info!(attempt, "another attempt at this notification is in progress; looking again shortly");
             return Ok(());
         }
@@ -105,8 +105,7 @@ pub async fn notify(
             return outcome;
         }
         release(notifier, id, status, &holder, None, None, &job).await;
-        let waiting = WorkMessage::Notify { job_id: id.clone(), status, attempt, not_before, queued_at, slot_waits: slot_waits + 1 };
-        notifier.queue.enqueue_after(&waiting, SLOT_WAIT).await?;
+        notifier.queue.enqueue_after(&again(slot_waits + 1), SLOT_WAIT).await?;
         tracing::info!(attempt, slot_waits = slot_waits + 1, "every delivery slot of this user is busy; waiting for one");
         return Ok(());
     };
