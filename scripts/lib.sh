@@ -20,6 +20,13 @@ export MOTO_PORT="${MOTO_PORT:-5000}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# .local holds keys and secrets (the demo keys, the local provider's secret
+# and token, the stacks' environment): only its owner may enter it.
+private_local_dir() {
+  mkdir -p "$LOCAL_DIR"
+  chmod 700 "$LOCAL_DIR"
+}
+
 # A project-local Python with moto, cfn-lint, SAM CLI and cargo-lambda, pinned in
 # infra/local/requirements.txt; reinstalled only when that file changes.
 ensure_venv() {
@@ -78,7 +85,7 @@ ensure_moto() {
     return 1
   fi
   log "starting moto on port $MOTO_PORT (log: $LOCAL_DIR/moto-$MOTO_PORT.log)"
-  mkdir -p "$LOCAL_DIR"
+  private_local_dir
   # Its own session, so that Ctrl-C on scripts/up leaves it (and its data)
   # running. The shell writes its own pid and becomes moto (exec): $! would be
   # setsid's when setsid has to fork.
@@ -120,6 +127,7 @@ stop_moto_if_started_here() {
 bootstrap_stack() {
   local name="${1:-${STACK_NAME:-videojobs-local}}"
   local env_file="$LOCAL_DIR/$name.env"
+  private_local_dir
   "$VENV/bin/python" infra/local/bootstrap.py --stack-name "$name" --env-out "$env_file" >/dev/null
   # shellcheck disable=SC1090
   source "$env_file"
@@ -130,7 +138,7 @@ bootstrap_stack() {
 # still trusts (and is trusted by) a provider left running.
 ensure_local_provider() {
   local port="${LOCAL_PROVIDER_PORT:-4010}"
-  mkdir -p "$LOCAL_DIR"
+  private_local_dir
   if [ ! -s "$LOCAL_DIR/provider-secret" ]; then
     python3 -c 'import base64, os; print("whsec_" + base64.b64encode(os.urandom(24)).decode())' > "$LOCAL_DIR/provider-secret"
   fi

@@ -901,7 +901,6 @@ fn print_status(status: &Value, console: &mut Console<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn errors_read_as_one_sentence_with_the_next_step() {
@@ -994,44 +993,28 @@ mod tests {
         assert!(err.starts_with(&format!("error: Could not reach the videojobs API at {url}: nothing answered there")), "{err}");
     }
 
-    /// A one-request HTTP server: answers `status` and `body`, hands back what it got.
-    async fn one_request_server(status: u16, body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            let mut buffer = [0u8; 4096];
-            loop {
-                let n = stream.read(&mut buffer).await.unwrap();
-                request.extend_from_slice(&buffer[..n]);
-                let text = String::from_utf8_lossy(&request).to_string();
-                if let Some(head_end) = text.find("\r\n\r\n") {
-                    let length = text[..head_end]
-                        .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
-                        .unwrap_or(0);
-                    if request.len() >= head_end + 4 + length {
-                        break;
-                    }
-                }
-                if n == 0 {
-                    break;
-                }
-            }
-            let response = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(response.as_bytes()).await.unwrap();
-            String::from_utf8(request).unwrap()
-        });
-        (url, task)
+    /// The API's stand-in: answers every request with `status` and `body`
+    /// and keeps what it got.
+    async fn api_answering(status: u16, body: &'static str) -> wiremock::MockServer {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(wiremock::ResponseTemplate::new(status).set_body_raw(body, "application/json"))
+            .mount(&server)
+            .await;
+        server
+    }
+
+    /// The one request the stand-in received.
+    async fn the_request(server: &wiremock::MockServer) -> wiremock::Request {
+        let mut requests = server.received_requests().await.unwrap_or_default();
+        assert_eq!(requests.len(), 1, "one request");
+        requests.remove(0)
     }
 
     #[tokio::test]
     async fn review_reject_sends_the_decision_reason_and_note_to_the_review_endpoint() {
-        let (url, server) = one_request_server(200, r#"{"job_id":"job_1","status":"rejected"}"#).await;
+        let server = api_answering(200, r#"{"job_id":"job_1","status":"rejected"}"#).await;
+        let url = server.uri();
 
         let (code, out, err) = run_captured(
             &["videojobs", "review", "reject", "job_1", "--reason", "other", "--note", "logo is cut off"],
@@ -1041,32 +1024,31 @@ mod tests {
 
         assert_eq!(code, exit::OK, "{err}");
         assert_eq!(out, "job_1 rejected.\n");
-        let request = server.await.unwrap();
-        let (head, body) = request.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("POST /videos/jobs/job_1/review HTTP/1.1"), "{head}");
-        assert!(head.to_ascii_lowercase().contains("authorization: bearer vj_reviewer"), "{head}");
-        let sent: Value = serde_json::from_str(body).unwrap();
+        let request = the_request(&server).await;
+        assert_eq!((request.method.as_str(), request.url.path()), ("POST", "/videos/jobs/job_1/review"));
+        let authorization = request.headers.get("authorization").and_then(|v| v.to_str().ok());
+        assert_eq!(authorization, Some("Bearer vj_reviewer"));
+        let sent: Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(sent, json!({"decision": "reject", "reason": "other", "note": "logo is cut off"}));
     }
 
     #[tokio::test]
     async fn review_approve_sends_only_the_decision() {
-        let (url, server) = one_request_server(200, r#"{"job_id":"job_2","status":"approved"}"#).await;
-        let (code, out, _) = run_captured(&["videojobs", "--url", &url, "--key", "k", "review", "approve", "job_2"], &[]).await;
+        let server = api_answering(200, r#"{"job_id":"job_2","status":"approved"}"#).await;
+        let (code, out, _) = run_captured(&["videojobs", "--url", &server.uri(), "--key", "k", "review", "approve", "job_2"], &[]).await;
         assert_eq!((code, out.as_str()), (exit::OK, "job_2 approved.\n"));
-        let request = server.await.unwrap();
-        let body = request.split_once("\r\n\r\n").unwrap().1;
-        assert_eq!(serde_json::from_str::<Value>(body).unwrap(), json!({"decision": "approve"}));
+        let request = the_request(&server).await;
+        assert_eq!(serde_json::from_slice::<Value>(&request.body).unwrap(), json!({"decision": "approve"}));
     }
 
     #[tokio::test]
     async fn an_api_refusal_prints_its_message_and_next_step_as_one_sentence() {
-        let (url, _server) = one_request_server(
+        let server = api_answering(
             409,
             r#"{"error":{"code":"wrong_state","message":"only a completed job can be reviewed","next_step":"Wait for the video"}}"#,
         )
         .await;
-        let (code, _, err) = run_captured(&["videojobs", "--url", &url, "--key", "k", "review", "approve", "job_3"], &[]).await;
+        let (code, _, err) = run_captured(&["videojobs", "--url", &server.uri(), "--key", "k", "review", "approve", "job_3"], &[]).await;
         assert_eq!(code, exit::FAILED);
         assert_eq!(err, "error: Only a completed job can be reviewed. Wait for the video.\n");
     }

@@ -1074,8 +1074,8 @@ impl Run {
             s.jobs()
                 .filter(|(j, _)| j.webhook_url.is_some())
                 .flat_map(|(j, _)| histories.get(&j.job_id).into_iter().flatten().map(|status| (j.job_id.clone(), *status)))
-                .filter(|(_, status)| videojobs_core::model::notify::is_notified(*status))
-                .map(|(job, status)| (videojobs_core::model::notify::message_id(&job, status), (job, status)))
+                .filter(|(_, status)| videojobs_core::model::notification::is_notified(*status))
+                .map(|(job, status)| (videojobs_core::model::notification::message_id(&job, status), (job, status)))
                 .collect()
         });
         // One chain per job and status, each attempt posted once, but for

@@ -32,17 +32,19 @@ fn with_retention(seconds: u64) -> Settings {
 
 /// The states the job's execution entered, in order: each is one billed transition.
 async fn states_entered(app: &TestApp, id: &JobId) -> Vec<String> {
-    let history = app.clients.sfn.get_execution_history().execution_arn(app.execution_arn(id)).max_results(1000).send().await.unwrap();
+    let history =
+        app.stack().clients.sfn.get_execution_history().execution_arn(app.execution_arn(id)).max_results(1000).send().await.unwrap();
     history.events().iter().filter_map(|e| e.state_entered_event_details()).map(|d| d.name().to_owned()).collect()
 }
 
 async fn retention_tags(app: &TestApp, key: &str) -> Vec<String> {
-    let out = app.clients.s3.get_object_tagging().bucket(&app.resources.media_bucket).key(key).send().await.expect("tagging");
+    let out =
+        app.stack().clients.s3.get_object_tagging().bucket(&app.stack().resources.media_bucket).key(key).send().await.expect("tagging");
     out.tag_set().iter().filter(|t| t.key() == "videojobs-retention").map(|t| t.value().to_owned()).collect()
 }
 
 async fn object_exists(app: &TestApp, key: &str) -> bool {
-    match app.clients.s3.head_object().bucket(&app.resources.media_bucket).key(key).send().await {
+    match app.stack().clients.s3.head_object().bucket(&app.stack().resources.media_bucket).key(key).send().await {
         Ok(_) => true,
         Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => false,
         Err(err) => panic!("HeadObject {key}: {err:?}"),
@@ -63,7 +65,7 @@ const REJECT: &str = r#"{"decision":"reject","reason":"off_brief"}"#;
 /// Waits until the worker has kept the review wait's token.
 async fn review_wait_stored(app: &TestApp, id: &JobId) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while app.store.review_token(id).await.expect("token read").is_none() {
+    while app.stack().store.review_token(id).await.expect("token read").is_none() {
         assert!(std::time::Instant::now() < deadline, "no review wait stored for {id} within 20 s");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -77,10 +79,11 @@ async fn waiting_for_review(app: &TestApp) -> JobId {
     let id = app.new_job(2).await;
     let (submit, _) = next_message(app, &id, "submit").await;
     for key in keys_of(&id) {
-        app.clients
+        app.stack()
+            .clients
             .s3
             .put_object()
-            .bucket(&app.resources.media_bucket)
+            .bucket(&app.stack().resources.media_bucket)
             .key(&key)
             .tagging("videojobs-retention=unreviewed")
             .body(aws_sdk_s3::primitives::ByteStream::from(b"stand-in bytes".to_vec()))
@@ -108,7 +111,15 @@ async fn waiting_for_review(app: &TestApp) -> JobId {
     });
     app.put_job(&job).await;
     let token = submit["task_token"].as_str().expect("a token");
-    app.clients.sfn.send_task_success().task_token(token).output(r#"{"status":"completed"}"#).send().await.expect("submit answered");
+    app.stack()
+        .clients
+        .sfn
+        .send_task_success()
+        .task_token(token)
+        .output(r#"{"status":"completed"}"#)
+        .send()
+        .await
+        .expect("submit answered");
     id
 }
 
@@ -262,10 +273,11 @@ async fn an_approval_whose_answer_is_lost_reaches_expire_which_keeps_the_video()
     // Act: approved (the answer is lost), and as if its keep were lost too.
     let status = review_as(&refusing, &reviewer, &id, APPROVE).await;
     for key in keys_of(&id) {
-        app.clients
+        app.stack()
+            .clients
             .s3
             .put_object_tagging()
-            .bucket(&app.resources.media_bucket)
+            .bucket(&app.stack().resources.media_bucket)
             .key(&key)
             .tagging(
                 aws_sdk_s3::types::Tagging::builder()

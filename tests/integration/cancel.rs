@@ -15,7 +15,7 @@ async fn cancel_marks_the_job_canceled_refunds_and_stops_the_execution() {
     let reply = app.cancel_job(&id).await;
     // moto's interpreter notices a stop only when the waiting task wakes up; on
     // AWS this call is refused because the execution has already stopped.
-    let _ = app.clients.sfn.send_task_success().task_token(submit["task_token"].as_str().unwrap()).output("{}").send().await;
+    let _ = app.stack().clients.sfn.send_task_success().task_token(submit["task_token"].as_str().unwrap()).output("{}").send().await;
 
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["status"], "canceled");

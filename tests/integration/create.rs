@@ -33,7 +33,7 @@ async fn generate_answers_202_with_the_job_and_writes_job_event_prompt_and_debit
 
 #[tokio::test]
 async fn the_job_record_never_holds_the_raw_prompt() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let id = app.new_job(2).await;
 
     let item = app.job_item(&id).await;
@@ -68,7 +68,7 @@ async fn animate_from_an_image_url_is_accepted_and_costs_its_length() {
 
 #[tokio::test]
 async fn an_upload_gives_a_presigned_put_that_animate_accepts_once_the_image_is_in() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let image = &crate::harness::png(32, 32);
 
     let upload = app.create_upload(&format!(r#"{{"content_type":"image/png","size_bytes":{}}}"#, image.len())).await;
@@ -88,7 +88,7 @@ async fn an_upload_gives_a_presigned_put_that_animate_accepts_once_the_image_is_
 
 #[tokio::test]
 async fn another_users_upload_cannot_be_animated() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let upload = app.create_upload(r#"{"content_type":"image/jpeg","size_bytes":4}"#).await;
     assert_eq!(put_presigned(&upload.body, b"\xff\xd8\xff\xe0").await, 200, "the presigned PUT was refused");
     let (_, other_key) = app.another_user(100, videojobs_core::model::ids::Role::User).await;

@@ -158,3 +158,53 @@ fn the_local_stack_stops_each_function_at_its_timeout_in_the_template() {
     // API Gateway's integration timeout (30 s) is never reached: Lambda stops the function first.
     assert!(local_api::API_FUNCTION_TIMEOUT < Duration::from_secs(30));
 }
+
+/// `maxReceiveCount` of a queue's redrive policy in template.yaml.
+fn template_max_receives(queue: &str) -> u32 {
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    let count = template
+        .lines()
+        .skip_while(|l| l.trim_end() != format!("  {queue}:"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("  ") || l.starts_with("   "))
+        .find_map(|l| l.trim().strip_prefix("maxReceiveCount: "));
+    count.unwrap_or_else(|| panic!("{queue} has a redrive policy")).trim().parse().unwrap()
+}
+
+#[test]
+fn the_worker_dead_letters_on_the_receive_after_which_the_queue_would_redrive() {
+    assert_eq!(worker::MAX_RECEIVES, template_max_receives("WorkQueue"));
+    assert_eq!(worker::MAX_RECEIVES, template_max_receives("NotifyQueue"));
+}
+
+#[tokio::test]
+async fn a_message_failing_on_its_last_receive_reaches_the_dead_letter_queue_with_the_reason() {
+    // Arrange: a job whose reads fail (the store is down), and its submit message.
+    let app = crate::harness::TestApp::builder().credits(100).in_memory().build().await;
+    let id = app.new_job(1).await;
+    let memory = app.memory();
+    memory.faults().fail_always("JobReads::job", videojobs_testkit::Moment::Before);
+    let body = serde_json::json!({"kind": "submit", "job_id": id.as_str()}).to_string();
+    let delivery = |receive_count: u32| {
+        let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+        record.message_id = Some(format!("m-{receive_count}"));
+        record.body = Some(body.clone());
+        record.attributes.insert("ApproximateReceiveCount".into(), receive_count.to_string());
+        let mut event = SqsEvent::default();
+        event.records = vec![record];
+        lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default())
+    };
+
+    // Act: SQS's fourth delivery, then its fifth and last.
+    let fourth = worker::handler(&app.app.worker, delivery(worker::MAX_RECEIVES - 1)).await.unwrap();
+    let last = worker::handler(&app.app.worker, delivery(worker::MAX_RECEIVES)).await.unwrap();
+
+    // Assert: the fourth comes back to be tried again; the last is dead-lettered by the worker, with why.
+    assert_eq!(fourth.batch_item_failures.len(), 1, "a retryable failure comes back");
+    assert!(last.batch_item_failures.is_empty(), "the last is not left to the redrive");
+    let dead = memory.receive(videojobs_testkit::QueueName::WorkDeadLetters, 10, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, body);
+    let reason = dead[0].reason.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("failed on each of its 5 receives; the last time: "), "{reason}");
+}

@@ -170,12 +170,12 @@ fn switch_event(id: &JobId) -> JobEvent {
 
 #[tokio::test]
 async fn concurrent_switches_of_one_job_move_it_once_with_one_event() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let id = submitted_job(&app, "replicate", None).await;
     let (from, to) = ("replicate".parse().unwrap(), "local".parse().unwrap());
 
     let event = switch_event(&id);
-    let outcomes = all_at_once(5, |_| app.store.switch_provider(&id, &from, &to, &event)).await;
+    let outcomes = all_at_once(5, |_| app.stack().store.switch_provider(&id, &from, &to, &event)).await;
 
     let switched = outcomes.into_iter().map(|o| o.expect("the store answers")).filter(|s| *s).count();
     assert_eq!(switched, 1);
@@ -186,11 +186,11 @@ async fn concurrent_switches_of_one_job_move_it_once_with_one_event() {
 
 #[tokio::test]
 async fn a_job_a_provider_accepted_is_never_switched() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let id = submitted_job(&app, "replicate", Some("p_accepted")).await;
     let (from, to) = ("replicate".parse().unwrap(), "local".parse().unwrap());
 
-    let switched = app.store.switch_provider(&id, &from, &to, &switch_event(&id)).await.unwrap();
+    let switched = app.stack().store.switch_provider(&id, &from, &to, &switch_event(&id)).await.unwrap();
 
     assert!(!switched);
     let job = app.job(&id).await;

@@ -22,6 +22,7 @@
 //! | variable | default | |
 //! |---|---|---|
 //! | `STORM_USERS`, `STORM_CANCEL_PERCENT`, `STORM_LIMIT_SECONDS` | 6, 20, 300 | the storm's size, share canceled, bound |
+//! | `STORM_CREATE_SPREAD_SECONDS` | 0 | the creates spread evenly over this long instead of all at once |
 //! | `CRASH_USERS`, `CRASH_DOWN_SECONDS` | 3, 3 | users × cap jobs; how long local-api stays down |
 //! | `ISOLATION_HOSTILE_JOBS` | 20 | created and canceled before each quiet job |
 //! | `ISOLATION_ALONE_ROUNDS`, `ISOLATION_BESIDE_ROUNDS` | 0, 1 | quiet jobs alone (for the ratio), beside the hostile tenant |
@@ -125,9 +126,13 @@ async fn create_twice_at_once(
         .map(|(t, slot, tenant)| (t, body_for(t, slot, tenant), format!("storm-{}", ulid::Ulid::new())))
         .collect();
     let in_flight: usize = env_number("STORM_CREATES_IN_FLIGHT", 16);
-    let answers: Vec<_> = futures::stream::iter(requests.iter().map(|(t, body, idempotency_key)| {
+    // Spread, the same jobs arrive as a steady stream one moto can serve.
+    let spread = Duration::from_secs(env_number("STORM_CREATE_SPREAD_SECONDS", 0));
+    let (start, count) = (tokio::time::Instant::now(), requests.len().max(1) as u32);
+    let answers: Vec<_> = futures::stream::iter(requests.iter().enumerate().map(|(i, (t, body, idempotency_key))| {
         let key = tenants[*t].key.clone();
         async move {
+            tokio::time::sleep_until(start + spread * i as u32 / count).await;
             let caller = api.as_key(&key).idempotent(idempotency_key);
             futures::join!(generate_as_a_client(&caller, body), generate_as_a_client(&caller, body))
         }
@@ -400,7 +405,7 @@ async fn storm_of_users_at_their_cap_with_faults_and_cancels_ends_completed_or_c
     .unwrap_or_else(|problems| fail_with("creating the storm", &problems));
     let cancels = cancel_some(&api, &tenants, &jobs, &mut rng, cancel_percent, 4_000);
     let ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
-    let finals = wait_until_settled(&p.store, &ids, deadline)
+    let finals = wait_until_settled(&p.stack().store, &ids, deadline)
         .await
         .unwrap_or_else(|report| panic!("the storm did not finish within {} s: {report}", limit.as_secs()));
     let storm_seconds = storm_started.elapsed().as_secs_f64();
@@ -408,8 +413,8 @@ async fn storm_of_users_at_their_cap_with_faults_and_cancels_ends_completed_or_c
     // Let late callbacks, refunds and notifications settle before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let mut problems = outcome_problems(&p.store, &tenants, &jobs, &finals, &cancels).await;
-    let (notify_problems, notify_summary) = notification_problems(&receiver, &p.store, &jobs, &finals, deadline).await;
+    let mut problems = outcome_problems(&p.stack().store, &tenants, &jobs, &finals, &cancels).await;
+    let (notify_problems, notify_summary) = notification_problems(&receiver, &p.stack().store, &jobs, &finals, deadline).await;
     problems.extend(notify_problems);
     let count = |status: JobStatus| finals.values().filter(|j| j.status == status).count();
     let (completed, canceled, failed) = (count(JobStatus::Completed), count(JobStatus::Canceled), count(JobStatus::Failed));
@@ -528,7 +533,7 @@ async fn crash_of_the_worker_process_mid_storm_still_finishes_every_job_with_exa
     let restarted_at = OffsetDateTime::now_utc();
     println!("crash: restarted local-api on {} after {:.1} s down", api_process.base_url, seconds_between(killed_at, restarted_at));
 
-    let finals = wait_until_settled(&app.store, &ids, restarted + CRASH_LIMIT).await.unwrap_or_else(|report| {
+    let finals = wait_until_settled(&app.stack().store, &ids, restarted + CRASH_LIMIT).await.unwrap_or_else(|report| {
         panic!(
             "after the restart, the jobs did not all finish within {} s ({in_flight_at_kill} were in flight at the kill); logs: {:?}\n{report}",
             CRASH_LIMIT.as_secs(),
@@ -538,7 +543,7 @@ async fn crash_of_the_worker_process_mid_storm_still_finishes_every_job_with_exa
     // The recovery: from the restart to the last job's leaving flight, by the jobs' own events.
     let mut last_finished = restarted_at;
     for id in &ids {
-        let events = app.store.events(id).await.expect("events read");
+        let events = app.stack().store.events(id).await.expect("events read");
         if let Some(first_out) = events.iter().filter(|e| !e.status.is_in_flight()).map(|e| e.at).min() {
             last_finished = last_finished.max(first_out);
         }
@@ -546,8 +551,9 @@ async fn crash_of_the_worker_process_mid_storm_still_finishes_every_job_with_exa
     let recovery = seconds_between(restarted_at, last_finished).max(0.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let mut problems = outcome_problems(&app.store, &tenants, &jobs, &finals, &cancels).await;
-    let (notify_problems, notify_summary) = notification_problems(&receiver, &app.store, &jobs, &finals, restarted + CRASH_LIMIT).await;
+    let mut problems = outcome_problems(&app.stack().store, &tenants, &jobs, &finals, &cancels).await;
+    let (notify_problems, notify_summary) =
+        notification_problems(&receiver, &app.stack().store, &jobs, &finals, restarted + CRASH_LIMIT).await;
     problems.extend(notify_problems);
     let count = |status: JobStatus| finals.values().filter(|j| j.status == status).count();
     println!(
@@ -594,10 +600,10 @@ async fn quiet_job(
         return Err(format!("the quiet job's create answered {status} {reply}"));
     }
     let id: JobId = reply["job_id"].as_str().expect("a job id").parse().expect("a valid job id");
-    let finals = wait_until_settled(&p.store, std::slice::from_ref(&id), Instant::now() + limit).await?;
+    let finals = wait_until_settled(&p.stack().store, std::slice::from_ref(&id), Instant::now() + limit).await?;
     let job = &finals[&id];
     let Some(completed_at) = job.completed_at.filter(|_| job.status == JobStatus::Completed) else {
-        let events = p.store.events(&id).await.expect("events read");
+        let events = p.stack().store.events(&id).await.expect("events read");
         return Err(format!("the quiet job ended {}; events:\n{}", job.status, crate::harness::describe_events(&events)));
     };
     let deadline = Instant::now() + limit;

@@ -14,7 +14,7 @@ mod create;
 mod event_source;
 mod failover;
 mod load;
-mod notify;
+mod notifications;
 mod pipeline;
 mod progress_detail;
 mod reads;

@@ -153,8 +153,9 @@ async fn a_permanent_failure_refunds_once_and_says_what_to_do_next() {
     let id = p.new_job_with(&with_faults(2, json!({"fail_with": "content_policy"}))).await;
     let job = p.wait_for(&id, WAIT, finished).await;
     // The state machine's own give-up arrives after the worker failed the job.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let execution = p.settled_execution_status(&id).await;
 
+    assert_ne!(execution.as_deref(), Some("RUNNING"), "the execution ended");
     assert_eq!(job.status, JobStatus::Failed);
     let status = p.job_status(&id).await;
     assert_eq!(status.body["error"]["code"], "content_policy");
@@ -198,7 +199,11 @@ async fn canceling_mid_generation_cancels_at_the_provider_and_later_callbacks_ch
 
     let reply = p.cancel_job(&id).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    // The worker's cancel reaches the provider (it follows the state machine's abort).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30) + crate::harness::REDELIVERY_ALLOWANCE;
+    while p.provider_stats().await["predictions"][0]["status"] != "canceled" && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     // A completion that still arrives (a provider that finished anyway).
     let late = p
         .signed_callback("evt_late", &json!({"id": request_id, "status": "succeeded", "output": {"video": "http://127.0.0.1:9/v.mp4"}}))
@@ -253,7 +258,7 @@ async fn after_the_retention_window_an_unreviewed_video_is_deleted_and_its_resul
 
     let result = p.job_result(&id).await;
     assert_eq!(result.status, StatusCode::GONE);
-    let head = p.clients.s3.head_object().bucket(&p.resources.media_bucket).key(&video_key).send().await;
+    let head = p.stack().clients.s3.head_object().bucket(&p.stack().resources.media_bucket).key(&video_key).send().await;
     assert!(head.is_err(), "the video object was deleted");
     assert_eq!(p.credits().await, 999, "expiry after delivery refunds nothing");
 }

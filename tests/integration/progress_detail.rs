@@ -117,7 +117,9 @@ async fn reading_a_fal_job_shows_its_queue_position_as_it_moves_and_then_that_it
         {
             seen.push(detail.clone());
         }
-        if detail["stage"] == "processing" {
+        // The detail is written before the status (services::progress): a read
+        // between the two sees `submitted` with it, so wait for both.
+        if detail["stage"] == "processing" && body["status"] == "processing" {
             break body;
         }
         assert!(Instant::now() < deadline, "no processing detail; seen {seen:?}");
@@ -186,8 +188,8 @@ async fn ten_concurrent_status_reads_inside_one_window_enqueue_one_refresh() {
     assert_eq!(refreshes_of(&messages, &local_job.job_id), 0, "the local provider calls back with its progress");
     assert_eq!(refreshes_of(&messages, &unaccepted.job_id), 0, "nothing to ask before the provider accepted it");
     let now = timestamp::now();
-    assert!(!app.store.claim_refresh(&id, now, 3_600).await.unwrap(), "the window is still taken");
-    assert!(app.store.claim_refresh(&id, now + Duration::from_secs(3_601), 3_600).await.unwrap(), "the next window opens");
+    assert!(!app.stack().store.claim_refresh(&id, now, 3_600).await.unwrap(), "the window is still taken");
+    assert!(app.stack().store.claim_refresh(&id, now + Duration::from_secs(3_601), 3_600).await.unwrap(), "the next window opens");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,7 +259,7 @@ async fn the_local_providers_progress_callbacks_show_a_processing_detail_until_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_detail_never_replaces_a_newer_one_and_leaving_the_provider_clears_it() {
     // Arrange
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let job = submitted_job(&app, "fal", Some("req-2"));
     app.put_job(&job).await;
     let id = job.job_id.clone();
@@ -267,9 +269,9 @@ async fn a_stale_detail_never_replaces_a_newer_one_and_leaving_the_provider_clea
     let processing = |ms: i64| ProgressDetail { stage: Stage::Processing, queue_position: None, observed_at: at(ms) };
 
     // Act and Assert, step by step
-    assert!(app.store.record_detail(&id, &queued(3, 20)).await.unwrap());
-    assert!(!app.store.record_detail(&id, &queued(5, 10)).await.unwrap(), "an older answer arriving late");
-    assert!(!app.store.record_detail(&id, &queued(4, 20)).await.unwrap(), "the same instant");
+    assert!(app.stack().store.record_detail(&id, &queued(3, 20)).await.unwrap());
+    assert!(!app.stack().store.record_detail(&id, &queued(5, 10)).await.unwrap(), "an older answer arriving late");
+    assert!(!app.stack().store.record_detail(&id, &queued(4, 20)).await.unwrap(), "the same instant");
     assert_eq!(app.job(&id).await.progress_detail, Some(queued(3, 20)));
     let to_processing = StatusChange::new(
         &job,
@@ -279,10 +281,10 @@ async fn a_stale_detail_never_replaces_a_newer_one_and_leaving_the_provider_clea
         None,
         JobUpdate::default(),
     );
-    assert_eq!(app.store.change_status(&to_processing).await.unwrap(), ChangeOutcome::Applied);
-    assert!(app.store.record_detail(&id, &processing(30)).await.unwrap());
-    assert!(!app.store.record_detail(&id, &queued(1, 40)).await.unwrap(), "queued never follows processing");
-    assert!(app.store.claim_refresh(&id, timestamp::now(), 10).await.unwrap());
+    assert_eq!(app.stack().store.change_status(&to_processing).await.unwrap(), ChangeOutcome::Applied);
+    assert!(app.stack().store.record_detail(&id, &processing(30)).await.unwrap());
+    assert!(!app.stack().store.record_detail(&id, &queued(1, 40)).await.unwrap(), "queued never follows processing");
+    assert!(app.stack().store.claim_refresh(&id, timestamp::now(), 10).await.unwrap());
     let body = status_of(&app, &id).await;
     assert_eq!(body["progress_detail"]["stage"], "processing");
     let mut processing_job = app.job(&id).await;
@@ -296,11 +298,11 @@ async fn a_stale_detail_never_replaces_a_newer_one_and_leaving_the_provider_clea
         None,
         JobUpdate::default(),
     );
-    assert_eq!(app.store.change_status(&cancel).await.unwrap(), ChangeOutcome::Applied);
+    assert_eq!(app.stack().store.change_status(&cancel).await.unwrap(), ChangeOutcome::Applied);
     let item = app.job_item(&id).await;
     for gone in ["progress_detail", "progress_detail_at", "refresh_requested_at"] {
         assert!(!item.contains_key(gone), "{gone} outlived the flight");
     }
-    assert!(!app.store.record_detail(&id, &processing(50)).await.unwrap(), "nothing is recorded on an ended job");
+    assert!(!app.stack().store.record_detail(&id, &processing(50)).await.unwrap(), "nothing is recorded on an ended job");
     assert_eq!(status_of(&app, &id).await["progress_detail"], Value::Null);
 }

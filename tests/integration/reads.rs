@@ -88,7 +88,7 @@ async fn the_result_of_an_unfinished_job_is_409() {
 
 #[tokio::test]
 async fn a_completed_job_has_a_presigned_result_and_an_output_in_its_status() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let id = app.new_job(3).await;
     let mut job = app.job(&id).await;
     job.status = JobStatus::Completed;
@@ -202,7 +202,7 @@ async fn a_crafted_cursor_naming_an_empty_or_oversized_key_is_400_as_it_would_be
     // Arrange: the user's own position, then the same with each key value
     // emptied or made longer than DynamoDB takes (1,024 bytes for a sort key).
     use base64::Engine;
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     for _ in 0..2 {
         app.new_job(1).await;
     }

@@ -43,7 +43,7 @@ async fn in_review_index(app: &TestApp, id: &JobId) -> bool {
 
 #[tokio::test]
 async fn a_reviewer_approves_a_completed_video_and_it_is_ready_to_use() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let id = completed_job(&app, timestamp::now()).await;
     let (reviewer, key) = app.another_user(0, Role::Reviewer).await;
 
@@ -70,7 +70,7 @@ async fn a_reviewer_approves_a_completed_video_and_it_is_ready_to_use() {
 #[tokio::test]
 async fn a_reviewer_cannot_pass_a_video_they_asked_for_themselves() {
     // Arrange: a completed job that belongs to a reviewer.
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let id = completed_job(&app, timestamp::now()).await;
     let (reviewer, key) = app.another_user(0, Role::Reviewer).await;
     let mut job = app.job(&id).await;
@@ -116,7 +116,7 @@ async fn an_approved_video_outlives_the_retention_window() {
 
 #[tokio::test]
 async fn a_user_cannot_review_even_their_own_video() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let id = completed_job(&app, timestamp::now()).await;
 
     let own = app.review_job(&id, r#"{"decision":"approve"}"#).await;

@@ -74,7 +74,7 @@ async fn a_reviewer_approves_one_video_and_rejects_another_in_the_browser() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert!(app.job(&second).await.output.is_none(), "the rejected video was discarded");
-    let head = app.clients.s3.head_object().bucket(&app.resources.media_bucket).key(&video_key).send().await;
+    let head = app.stack().clients.s3.head_object().bucket(&app.stack().resources.media_bucket).key(&video_key).send().await;
     assert!(head.is_err_and(|e| e.as_service_error().is_some_and(|e| e.is_not_found())));
     assert_eq!(app.job_result(&first).await.status, StatusCode::OK);
 }

@@ -107,6 +107,7 @@ async fn every_sample_event_runs_through_its_handler() {
             ("FAL_JWKS_URL", "http://127.0.0.1:9/.well-known/jwks.json".to_owned()),
             ("FAL_USER_ID", "sample-fal-user".to_owned()),
         ])
+        .on_the_stack()
         .build()
         .await;
     let dir = repo_root().join("events");
@@ -148,8 +149,8 @@ async fn every_sample_event_runs_through_its_handler() {
                 let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
                 let response = worker::handler(&app.app.notifier, LambdaEvent::new(event, Context::default())).await.unwrap();
                 assert!(response.batch_item_failures.is_empty(), "{name}: dead-lettered, not retried");
-                let dlq = app.resources.notify_dlq_url.clone().expect("a notification dead-letter queue");
-                let out = app.clients.sqs.receive_message().queue_url(&dlq).max_number_of_messages(10).send().await.unwrap();
+                let dlq = app.stack().resources.notify_dlq_url.clone().expect("a notification dead-letter queue");
+                let out = app.stack().clients.sqs.receive_message().queue_url(&dlq).max_number_of_messages(10).send().await.unwrap();
                 let bodies: Vec<&str> = out.messages().iter().filter_map(|m| m.body()).collect();
                 assert!(bodies.iter().any(|b| b.contains("\"notify\"") && b.contains(SAMPLE_JOB)), "{name}: {bodies:?}");
                 0

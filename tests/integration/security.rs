@@ -2,11 +2,13 @@
 //! provider callbacks, uploads that are not images, switched-on faults,
 //! capability URLs in logs, inward image URLs, format characters; and (issue
 //! 20) guessed prompts against idempotency fingerprints, file link signatures
-//! posted as callbacks, fal turned on without our account pinned.
+//! posted as callbacks, fal turned on without our account pinned, revoked
+//! demo keys brought back by a restart.
 
 use crate::harness::{settings, work_message, Page, Payload, Reply, TestApp};
 use lambda_http::http::StatusCode;
 use serde_json::json;
+use videojobs_core::model::notification::LoopbackPorts;
 use videojobs_core::model::signing::WebhookSecret;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -181,9 +183,9 @@ async fn bidi_overrides_and_zero_width_characters_are_refused_in_prompts_notes_a
 #[tokio::test]
 async fn an_image_url_whose_name_resolves_inward_is_refused_and_costs_nothing() {
     let mut deployed = settings();
-    deployed.limits.allow_loopback_webhooks = false;
+    deployed.limits.loopback_webhook_ports = LoopbackPorts::NONE;
     deployed.limits.allow_http_webhooks = false;
-    let app = TestApp::builder().credits(100).settings(deployed).build().await;
+    let app = TestApp::builder().credits(100).settings(deployed).on_the_stack().build().await;
 
     // `localhost` is no IP literal: only its resolved address tells.
     for url in ["https://localhost/cat.png", "https://LocalHost:8443/cat.png"] {
@@ -228,7 +230,7 @@ async fn provider_render(provider: &local_provider::Handle, image_url: &str) -> 
     panic!("prediction {id} did not finish");
 }
 
-async fn spawn_provider(image_policy: videojobs_core::model::notify::WebhookPolicy) -> local_provider::Handle {
+async fn spawn_provider(image_policy: videojobs_core::model::notification::WebhookPolicy) -> local_provider::Handle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let dir = std::env::temp_dir().join(format!("videojobs-provider-{}", ulid::Ulid::new()));
     let secret = WebhookSecret::parse(&WebhookSecret::generate_text()).expect("a secret");
@@ -243,7 +245,8 @@ async fn the_local_provider_fetches_images_only_from_allowed_addresses_never_red
 
     // As deployed: public addresses only (http allowed here so that the address is what is refused).
     // `localhost` is loopback once resolved.
-    let deployed = spawn_provider(videojobs_core::model::notify::WebhookPolicy { allow_http: true, allow_loopback: false }).await;
+    let deployed =
+        spawn_provider(videojobs_core::model::notification::WebhookPolicy { allow_http: true, loopback: LoopbackPorts::NONE }).await;
     for url in [image_url.clone(), image_url.replace("127.0.0.1", "localhost")] {
         let prediction = provider_render(&deployed, &url).await;
         assert_eq!(prediction["status"], "failed", "{url}: {prediction}");
@@ -252,7 +255,11 @@ async fn the_local_provider_fetches_images_only_from_allowed_addresses_never_red
     }
 
     // The local stack allows loopback: the image renders...
-    let local = spawn_provider(videojobs_core::model::notify::WebhookPolicy { allow_http: true, allow_loopback: true }).await;
+    let local = spawn_provider(videojobs_core::model::notification::WebhookPolicy {
+        allow_http: true,
+        loopback: LoopbackPorts::range(1, u16::MAX),
+    })
+    .await;
     assert_eq!(provider_render(&local, &image_url).await["status"], "succeeded");
     // ...but a redirect (here to the metadata service) is not followed...
     let redirecting = image_host(ResponseTemplate::new(302).insert_header("location", "http://169.254.169.254/latest/meta-data/")).await;
@@ -273,17 +280,18 @@ async fn the_local_provider_fetches_images_only_from_allowed_addresses_never_red
 
 #[tokio::test]
 async fn a_raw_prompt_expires_with_its_jobs_retention_and_the_kept_hash_is_keyed() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let prompt = "A lighthouse at dawn";
     let before = time::OffsetDateTime::now_utc().unix_timestamp();
 
     let id = app.new_job_with(&json!({"prompt": prompt, "duration_seconds": 1})).await;
 
     let item = app
+        .stack()
         .clients
         .dynamodb
         .get_item()
-        .table_name(&app.resources.prompts_table)
+        .table_name(&app.stack().resources.prompts_table)
         .key("job_id", aws_sdk_dynamodb::types::AttributeValue::S(id.to_string()))
         .send()
         .await
@@ -484,10 +492,11 @@ async fn the_local_provider_takes_a_token_from_the_worker_and_serves_files_only_
 /// The idempotency record of `key` for the app's user, as someone who can read the jobs table sees it.
 async fn idempotency_item(app: &TestApp, key: &str) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
     use aws_sdk_dynamodb::types::AttributeValue;
-    app.clients
+    app.stack()
+        .clients
         .dynamodb
         .get_item()
-        .table_name(&app.resources.jobs_table)
+        .table_name(&app.stack().resources.jobs_table)
         .key("pk", AttributeValue::S(format!("IDEM#{}#{key}", app.user)))
         .key("sk", AttributeValue::S("IDEM".into()))
         .consistent_read(true)
@@ -506,7 +515,7 @@ fn unkeyed_fingerprint(route: &str, body: &str) -> String {
 
 #[tokio::test]
 async fn a_guessed_prompt_cannot_be_confirmed_from_the_idempotency_records_fingerprint() {
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let key = format!("order-{}", ulid::Ulid::new());
     let headers = [("idempotency-key", key.as_str())];
     let body = r#"{"prompt":"A lighthouse at dawn","duration_seconds":1}"#;
@@ -534,17 +543,18 @@ async fn a_guessed_prompt_cannot_be_confirmed_from_the_idempotency_records_finge
 #[tokio::test]
 async fn an_idempotency_record_written_before_the_fingerprint_was_keyed_still_replays() {
     use aws_sdk_dynamodb::types::AttributeValue;
-    let app = TestApp::new(100).await;
+    let app = TestApp::builder().credits(100).on_the_stack().build().await;
     let key = format!("order-{}", ulid::Ulid::new());
     let headers = [("idempotency-key", key.as_str())];
     let body = r#"{"prompt":"A kite over the dunes","duration_seconds":1}"#;
     let first = app.with_headers(&headers).generate(body).await;
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
     // The record as the code before the change wrote it.
-    app.clients
+    app.stack()
+        .clients
         .dynamodb
         .update_item()
-        .table_name(&app.resources.jobs_table)
+        .table_name(&app.stack().resources.jobs_table)
         .key("pk", AttributeValue::S(format!("IDEM#{}#{key}", app.user)))
         .key("sk", AttributeValue::S("IDEM".into()))
         .update_expression("SET fingerprint = :f")
@@ -672,4 +682,124 @@ async fn an_idempotency_key_with_bytes_past_ascii_is_a_400_not_a_request_without
     }
     assert_eq!(app.job_count().await, 0, "no job made without its key");
     assert_eq!(app.credits().await, 10);
+}
+
+#[tokio::test]
+async fn a_revoked_demo_key_stays_revoked_when_the_local_stack_starts_again_and_its_file_is_the_owners_alone() {
+    // Arrange: the local stack's first start seeds the demo keys into a file.
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::new(0).await;
+    let dir = std::env::temp_dir().join(format!("demo-{}", ulid::Ulid::new()));
+    let file = dir.join("keys/demo-keys.json");
+    let first = local_api::seed_demo(&app.services, &file).await.unwrap();
+    let admin = app.as_key(&first.admin_key);
+    let listed = admin.list_keys(Page::first()).await;
+    let user_key_id = listed.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["user_id"] == first.user_id.as_str())
+        .map(|k| k["key_id"].as_str().unwrap().to_owned())
+        .expect("the demo user's key is listed");
+    assert_eq!(admin.revoke_key(&user_key_id).await.status, StatusCode::OK);
+
+    // Act: the stack starts again (scripts/up after scripts/down).
+    let second = local_api::seed_demo(&app.services, &file).await.unwrap();
+
+    // Assert: the revoked key is still refused; its holder has a new one.
+    assert_eq!(app.as_key(&first.user_key).account().await.status, StatusCode::UNAUTHORIZED, "the revoked key came back");
+    assert_ne!(second.user_key, first.user_key);
+    assert_eq!(app.as_key(&second.user_key).account().await.status, StatusCode::OK);
+    assert_eq!((second.reviewer_key.as_str(), second.admin_key.as_str()), (first.reviewer_key.as_str(), first.admin_key.as_str()));
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written["user_key"], second.user_key.as_str(), "the file holds the key that works");
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600, "only the owner reads the keys");
+    assert_eq!(mode(file.parent().unwrap()), 0o700, "only the owner enters their directory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_key_written_by_hand_without_an_id_is_listed_once_used_and_can_be_revoked() {
+    // Arrange (a stack of its own: the key listing is the whole stack's): an admin key as docs/DEPLOYING.md once had operators write it (no id, no listing entry).
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let app = TestApp::builder().credits(0).own_stack().build().await;
+    let key = videojobs_core::model::ids::ApiKey::generate();
+    let stack = app.stack();
+    let item = [
+        ("pk", format!("APIKEY#{}", key.hash().as_str())),
+        ("sk", "APIKEY".to_owned()),
+        ("user_id", format!("hand-{}", ulid::Ulid::new().to_string().to_lowercase())),
+        ("role", "admin".to_owned()),
+    ];
+    let mut put = stack.clients.dynamodb.put_item().table_name(&stack.resources.jobs_table);
+    for (name, value) in item {
+        put = put.item(name, AttributeValue::S(value));
+    }
+    put.send().await.unwrap();
+    let admin = app.as_key(key.expose());
+
+    // Act: the key is used, then revoked by the id its use shows.
+    let listed = admin.list_keys(Page::of(100)).await;
+    let derived = videojobs_core::model::ids::KeyId::derived_from(&key.hash()).to_string();
+    let revoked = admin.revoke_key(&derived).await;
+
+    // Assert
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    let ids: Vec<&str> = listed.body["keys"].as_array().unwrap().iter().filter_map(|k| k["key_id"].as_str()).collect();
+    assert!(ids.contains(&derived.as_str()), "a key that works is listed: {ids:?}");
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
+    assert_eq!(admin.list_keys(Page::of(1)).await.status, StatusCode::UNAUTHORIZED, "the revoked key is refused at once");
+}
+
+#[tokio::test]
+async fn the_first_admin_key_command_makes_a_key_that_is_listed_and_revocable() {
+    // Arrange (a stack of its own: the key listing is the whole stack's)
+    let app = TestApp::builder().credits(0).own_stack().build().await;
+    let user = format!("first-{}", ulid::Ulid::new().to_string().to_lowercase());
+
+    // Act: what docs/DEPLOYING.md has an operator run against a new deployment.
+    let out = tokio::process::Command::new(crate::harness::workspace_binary("first-admin-key"))
+        .args(["--jobs-table", &app.stack().resources.jobs_table, "--user-id", &user])
+        .output()
+        .await
+        .unwrap();
+
+    // Assert: it works as an admin key, is listed under its id, and revokes.
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let admin = app.as_key(&key);
+    let listed = admin.list_keys(Page::of(100)).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    let mine = listed.body["keys"].as_array().unwrap().iter().find(|k| k["user_id"] == user.as_str()).cloned().expect("listed");
+    assert_eq!((mine["role"].as_str(), mine["state"].as_str()), (Some("admin"), Some("active")));
+    assert_eq!(admin.revoke_key(mine["key_id"].as_str().unwrap()).await.status, StatusCode::OK);
+    assert_eq!(admin.list_keys(Page::of(1)).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_cannot_be_aimed_at_the_local_stacks_own_ports_or_a_port_nobody_named() {
+    // Arrange: the local stack as scripts/up runs it, receivers allowed at 8000-8999 only.
+    let stack = crate::harness::fresh_stack();
+    let app = TestApp::builder().credits(100).on_stack(stack.resources.clone()).build().await;
+    let process = crate::harness::LocalApiProcess::start(&stack, &[("LOOPBACK_WEBHOOK_PORTS", "1024-65535".to_owned())]).await;
+    let api_port = url::Url::parse(&process.base_url).unwrap().port().unwrap();
+    let emulator = url::Url::parse(&std::env::var("AWS_ENDPOINT_URL").unwrap()).unwrap();
+    let emulator_port = emulator.port_or_known_default().unwrap();
+    let api = crate::harness::HttpApi::new(&process.base_url);
+    let create = |url: String| json!({"prompt": "A kite", "duration_seconds": 1, "webhook_url": url});
+
+    // Act: a user aims their notifications at the emulator's reset route and at the API itself.
+    let at_emulator = api.as_key(&app.key).generate(&create(format!("http://127.0.0.1:{emulator_port}/moto-api/reset"))).await;
+    let at_api = api.as_key(&app.key).generate(&create(format!("http://127.0.0.1:{api_port}/videos/generate"))).await;
+    let below_range = api.as_key(&app.key).generate(&create("http://127.0.0.1:80/hook".to_owned())).await;
+    let named = api.as_key(&app.key).generate(&create("http://127.0.0.1:8081/hook".to_owned())).await;
+
+    // Assert: refused with the field and nothing spent; a named port is fine.
+    for (what, reply) in [("the emulator", &at_emulator), ("the API", &at_api), ("a port nobody named", &below_range)] {
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}: {}", reply.text);
+        assert_eq!(reply.body["error"]["field"], "webhook_url", "{what}: {}", reply.text);
+    }
+    assert_eq!(named.status, StatusCode::ACCEPTED, "{}", named.text);
+    assert_eq!(app.job_count().await, 1, "only the named port's job was written");
 }

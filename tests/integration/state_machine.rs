@@ -34,7 +34,8 @@ async fn when_the_state_machine_gives_up_the_job_fails_once_with_one_refund() {
     let id = app.new_job(4).await;
     let (submit, _) = next_message(&app, &id, "submit").await;
 
-    app.clients
+    app.stack()
+        .clients
         .sfn
         .send_task_failure()
         .task_token(submit["task_token"].as_str().unwrap())

@@ -32,7 +32,7 @@ async fn review(p: &TestApp, id: &JobId, to: JobStatus, reason: Option<&str>, re
     let change =
         StatusChange::new(&job, transition(job.status, to).unwrap(), EventSource::Reviewer, "Reviewed", error, JobUpdate::default())
             .by(reviewer);
-    assert_eq!(p.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
+    assert_eq!(p.stack().store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
 }
 
 fn new_job(app: &TestApp) -> NewJob {
@@ -62,7 +62,7 @@ fn new_job(app: &TestApp) -> NewJob {
 /// as of `seconds_ago`: what a job the provider never answered looks like.
 async fn job_submitted_long_ago(app: &TestApp, seconds_ago: i64) -> Job {
     let new = new_job(app);
-    assert_eq!(app.store.create(&new).await.unwrap(), videojobs_core::ports::CreateOutcome::Created);
+    assert_eq!(app.stack().store.create(&new).await.unwrap(), videojobs_core::ports::CreateOutcome::Created);
     let mut change = StatusChange::new(
         &new.job,
         transition(JobStatus::Queued, JobStatus::Submitted).unwrap(),
@@ -72,7 +72,7 @@ async fn job_submitted_long_ago(app: &TestApp, seconds_ago: i64) -> Job {
         JobUpdate::default(),
     );
     change.at = timestamp::now() - time::Duration::seconds(seconds_ago);
-    assert_eq!(app.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
+    assert_eq!(app.stack().store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
     app.job(&new.job.job_id).await
 }
 
@@ -186,7 +186,7 @@ async fn concurrent_status_changes_leave_the_counters_consistent_with_the_jobs()
     let mut jobs = Vec::new();
     for _ in 0..8 {
         let new = new_job(&app);
-        assert_eq!(app.store.create(&new).await.unwrap(), videojobs_core::ports::CreateOutcome::Created);
+        assert_eq!(app.stack().store.create(&new).await.unwrap(), videojobs_core::ports::CreateOutcome::Created);
         jobs.push(new.job);
     }
 
@@ -195,7 +195,7 @@ async fn concurrent_status_changes_leave_the_counters_consistent_with_the_jobs()
     let outcomes = all_at_once(jobs.len() * targets.len(), |i| {
         let job = jobs[i / targets.len()].clone();
         let to = targets[i % targets.len()];
-        let store = app.store.clone();
+        let store = app.stack().store.clone();
         async move {
             let change = StatusChange::new(
                 &job,
@@ -286,7 +286,7 @@ async fn a_user_sees_the_queue_the_typical_time_and_only_their_own_jobs() {
 
 #[tokio::test]
 async fn an_admin_creates_a_key_shown_once_and_grants_credits() {
-    let app = TestApp::new(10).await;
+    let app = TestApp::builder().credits(10).on_the_stack().build().await;
     let (_, admin_key) = app.another_user(0, Role::Admin).await;
     let user = format!("cli-{}", ulid::Ulid::new().to_string().to_lowercase());
 
@@ -308,10 +308,11 @@ async fn an_admin_creates_a_key_shown_once_and_grants_credits() {
     assert_eq!(granted.body, json!({"user_id": user, "credits": 65, "active_jobs": 0}));
     let hash = key.parse::<videojobs_core::model::ids::ApiKey>().unwrap().hash();
     let stored = app
+        .stack()
         .clients
         .dynamodb
         .get_item()
-        .table_name(&app.resources.jobs_table)
+        .table_name(&app.stack().resources.jobs_table)
         .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("APIKEY#{}", hash.as_str())))
         .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("APIKEY".into()))
         .send()
@@ -331,7 +332,7 @@ async fn an_admin_creates_a_key_shown_once_and_grants_credits() {
 
 #[tokio::test]
 async fn bad_admin_requests_are_refused_with_the_field_and_write_nothing() {
-    let admin = TestApp::builder().role(Role::Admin).credits(0).build().await;
+    let admin = TestApp::builder().role(Role::Admin).credits(0).on_the_stack().build().await;
     let nobody = format!("nobody-{}", ulid::Ulid::new().to_string().to_lowercase());
 
     let cases = [
@@ -345,7 +346,7 @@ async fn bad_admin_requests_are_refused_with_the_field_and_write_nothing() {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{operation} {body}: {}", reply.body);
         assert_eq!(reply.body["error"]["field"], field, "{body}");
     }
-    assert!(admin.store.account(&nobody.parse().unwrap()).await.unwrap().is_none(), "no account was opened");
+    assert!(admin.stack().store.account(&nobody.parse().unwrap()).await.unwrap().is_none(), "no account was opened");
 }
 
 use videojobs_core::ports::AccountStore;
@@ -381,6 +382,6 @@ async fn the_scheduled_check_counts_the_stuck_jobs_from_the_index() {
         None,
         JobUpdate::default(),
     );
-    assert_eq!(app.store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
+    assert_eq!(app.stack().store.change_status(&change).await.unwrap(), ChangeOutcome::Applied);
     assert_eq!(worker::check_stuck(&app.app.worker).await.unwrap(), 0);
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::sync::Arc;
 use videojobs_core::model::ids::{JobId, Role};
 use videojobs_core::model::job::{timestamp, Job, JobParams};
-use videojobs_core::model::notify::AttemptClaim;
+use videojobs_core::model::notification::AttemptClaim;
 use videojobs_core::model::request::{AspectRatio, Resolution};
 use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::NotificationLog;
@@ -26,10 +26,11 @@ fn one_second(faults: serde_json::Value) -> serde_json::Value {
 
 async fn objects_of(app: &TestApp, id: &JobId) -> Vec<String> {
     let out = app
+        .stack()
         .clients
         .s3
         .list_objects_v2()
-        .bucket(&app.resources.media_bucket)
+        .bucket(&app.stack().resources.media_bucket)
         .prefix(format!("outputs/{id}/"))
         .send()
         .await
@@ -61,10 +62,11 @@ async fn a_submit_message_of_an_attempt_that_is_no_longer_current_changes_nothin
     job.submit_attempt = 3;
     p.put_job(&job).await;
     let id = job.job_id.clone();
-    p.clients
+    p.stack()
+        .clients
         .dynamodb
         .put_item()
-        .table_name(&p.resources.prompts_table)
+        .table_name(&p.stack().resources.prompts_table)
         .item("job_id", AttributeValue::S(id.to_string()))
         .item("prompt", AttributeValue::S("A kite over a beach".into()))
         .send()
@@ -162,8 +164,9 @@ async fn messages_that_can_never_be_handled_go_to_the_dead_letter_queue_with_the
 
     // Assert: neither comes back, and both are in the dead-letter queue, each with why.
     assert!(response.batch_item_failures.is_empty());
-    let dlq = app.resources.work_dlq_url.clone().expect("the stack has a dead-letter queue");
+    let dlq = app.stack().resources.work_dlq_url.clone().expect("the stack has a dead-letter queue");
     let out = app
+        .stack()
         .clients
         .sqs
         .receive_message()
@@ -310,15 +313,16 @@ async fn a_callback_whose_applier_died_is_applied_by_the_providers_retry() {
     // Arrange: a delivery claimed its receipt and died before marking it done.
     let app = TestApp::builder().credits(10).own_stack().build().await;
     let event_id = format!("evt_{}", ulid::Ulid::new());
-    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::New);
+    assert_eq!(app.stack().store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::New);
 
     // Act / Assert: while its lease runs, a retry is asked to come back later...
-    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::InProgress);
+    assert_eq!(app.stack().store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::InProgress);
     // ...once it has run out, the retry takes the receipt over and applies it.
-    app.clients
+    app.stack()
+        .clients
         .dynamodb
         .update_item()
-        .table_name(&app.resources.jobs_table)
+        .table_name(&app.stack().resources.jobs_table)
         .key("pk", AttributeValue::S(format!("RECEIPT#local#{event_id}")))
         .key("sk", AttributeValue::S("RECEIPT".into()))
         .update_expression("SET lease_until = :past")
@@ -326,9 +330,9 @@ async fn a_callback_whose_applier_died_is_applied_by_the_providers_retry() {
         .send()
         .await
         .expect("lease aged");
-    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::New);
-    app.store.complete_receipt("local", &event_id).await.unwrap();
-    assert_eq!(app.store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::Done);
+    assert_eq!(app.stack().store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::New);
+    app.stack().store.complete_receipt("local", &event_id).await.unwrap();
+    assert_eq!(app.stack().store.record_receipt("local", &event_id, "lp_x", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::Done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,19 +342,19 @@ async fn a_notification_claim_is_released_only_by_the_attempt_that_holds_it() {
     let id = JobId::generate();
     let status = JobStatus::Completed;
     let minute = std::time::Duration::from_secs(60);
-    assert_eq!(app.store.claim_attempt(&id, status, 1, "a", std::time::Duration::ZERO).await.unwrap(), AttemptClaim::Taken);
+    assert_eq!(app.stack().store.claim_attempt(&id, status, 1, "a", std::time::Duration::ZERO).await.unwrap(), AttemptClaim::Taken);
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
-    assert_eq!(app.store.claim_attempt(&id, status, 1, "b", minute).await.unwrap(), AttemptClaim::Taken);
+    assert_eq!(app.stack().store.claim_attempt(&id, status, 1, "b", minute).await.unwrap(), AttemptClaim::Taken);
 
     // Act: A finishes late and gives back what it thinks it holds.
-    app.store.finish_attempt(&id, status, 1, "a").await.unwrap();
+    app.stack().store.finish_attempt(&id, status, 1, "a").await.unwrap();
 
     // Assert: B still holds it; B's own release frees it, and B's attempt is the one recorded made.
-    assert_eq!(app.store.claim_attempt(&id, status, 1, "c", minute).await.unwrap(), AttemptClaim::Held);
-    app.store.release_attempt(&id, status, "b").await.unwrap();
-    assert_eq!(app.store.claim_attempt(&id, status, 1, "c", minute).await.unwrap(), AttemptClaim::Taken);
-    app.store.finish_attempt(&id, status, 1, "c").await.unwrap();
-    assert_eq!(app.store.claim_attempt(&id, status, 1, "d", minute).await.unwrap(), AttemptClaim::AlreadyMade);
+    assert_eq!(app.stack().store.claim_attempt(&id, status, 1, "c", minute).await.unwrap(), AttemptClaim::Held);
+    app.stack().store.release_attempt(&id, status, "b").await.unwrap();
+    assert_eq!(app.stack().store.claim_attempt(&id, status, 1, "c", minute).await.unwrap(), AttemptClaim::Taken);
+    app.stack().store.finish_attempt(&id, status, 1, "c").await.unwrap();
+    assert_eq!(app.stack().store.claim_attempt(&id, status, 1, "d", minute).await.unwrap(), AttemptClaim::AlreadyMade);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,12 +365,12 @@ async fn a_tenant_has_at_most_four_deliveries_in_flight() {
 
     let mut held = Vec::new();
     for i in 0..4 {
-        held.push(app.store.claim_user_slot(&app.user, 4, &format!("h{i}"), lease).await.unwrap().expect("a free slot"));
+        held.push(app.stack().store.claim_user_slot(&app.user, 4, &format!("h{i}"), lease).await.unwrap().expect("a free slot"));
     }
-    let fifth = app.store.claim_user_slot(&app.user, 4, "h5", lease).await.unwrap();
-    let others = app.store.claim_user_slot(&other, 4, "h6", lease).await.unwrap();
-    app.store.release_user_slot(&app.user, held[0], "nobody").await.unwrap();
-    let after_a_stranger_released = app.store.claim_user_slot(&app.user, 4, "h7", lease).await.unwrap();
+    let fifth = app.stack().store.claim_user_slot(&app.user, 4, "h5", lease).await.unwrap();
+    let others = app.stack().store.claim_user_slot(&other, 4, "h6", lease).await.unwrap();
+    app.stack().store.release_user_slot(&app.user, held[0], "nobody").await.unwrap();
+    let after_a_stranger_released = app.stack().store.claim_user_slot(&app.user, 4, "h7", lease).await.unwrap();
 
     held.sort();
     assert_eq!(held, [0, 1, 2, 3]);
@@ -391,7 +395,8 @@ async fn metadata_dynamodb_cannot_store_is_a_400_and_writes_nothing() {
 }
 
 async fn retention_tags(app: &TestApp, key: &str) -> Vec<String> {
-    let out = app.clients.s3.get_object_tagging().bucket(&app.resources.media_bucket).key(key).send().await.expect("tagging");
+    let out =
+        app.stack().clients.s3.get_object_tagging().bucket(&app.stack().resources.media_bucket).key(key).send().await.expect("tagging");
     out.tag_set().iter().filter(|t| t.key() == "videojobs-retention").map(|t| t.value().to_owned()).collect()
 }
 

@@ -74,6 +74,11 @@ use videojobs_core::{JobStatus, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
 
+/// Attributes that live only while the job waits on its provider (written
+/// by `progress`); a status change out of `submitted`/`processing` removes them.
+const WHILE_AT_PROVIDER: [&str; 3] = ["progress_detail", "progress_detail_at", "refresh_requested_at"];
+
+mod counters;
 mod keys;
 mod progress;
 mod provider_switch;
@@ -186,9 +191,9 @@ pub fn job_item(job: &Job) -> Result<Item, StoreError> {
     if job.status == JobStatus::Completed {
         item.insert("review_state".into(), s(REVIEW_PENDING));
     }
-    if crate::stats::is_watched(job.status) {
-        item.insert(crate::stats::WATCH_ATTRIBUTE.into(), s(job.status.as_str()));
-        item.insert(crate::stats::WATCH_SINCE.into(), s(timestamp::format(job.updated_at)));
+    if counters::is_watched(job.status) {
+        item.insert(counters::WATCH_ATTRIBUTE.into(), s(job.status.as_str()));
+        item.insert(counters::WATCH_SINCE.into(), s(timestamp::format(job.updated_at)));
     }
     Ok(item)
 }
@@ -282,7 +287,7 @@ impl DynamoStore {
             items.push(put(&self.jobs_table, item, Some("attribute_not_exists(pk)"))?);
         }
         // Last, so that the indexes of the items above stay as `create` reads them.
-        items.extend(crate::stats::creation_item(&self.jobs_table, new)?);
+        items.extend(counters::creation_item(&self.jobs_table, new)?);
         Ok(items)
     }
 
@@ -329,13 +334,13 @@ impl DynamoStore {
             clauses.remove.push("review_state");
         }
         if !matches!(t.to, JobStatus::Submitted | JobStatus::Processing) {
-            clauses.remove.extend(progress::WHILE_AT_PROVIDER);
+            clauses.remove.extend(WHILE_AT_PROVIDER);
         }
-        if crate::stats::is_watched(t.to) {
-            clauses.set.push(format!("{} = :to, {} = :now", crate::stats::WATCH_ATTRIBUTE, crate::stats::WATCH_SINCE));
-        } else if crate::stats::is_watched(t.from) {
-            clauses.remove.push(crate::stats::WATCH_ATTRIBUTE);
-            clauses.remove.push(crate::stats::WATCH_SINCE);
+        if counters::is_watched(t.to) {
+            clauses.set.push(format!("{} = :to, {} = :now", counters::WATCH_ATTRIBUTE, counters::WATCH_SINCE));
+        } else if counters::is_watched(t.from) {
+            clauses.remove.push(counters::WATCH_ATTRIBUTE);
+            clauses.remove.push(counters::WATCH_SINCE);
         }
         let job_update = clauses
             .into_update(&self.jobs_table, key(job_pk(&change.job_id), "JOB"), condition)
@@ -358,7 +363,7 @@ impl DynamoStore {
                 .map_err(|e| StoreError::Internal(format!("building a refund: {e}")))?;
             items.push(TransactWriteItem::builder().update(account).build());
         }
-        items.extend(crate::stats::change_item(&self.jobs_table, change)?);
+        items.extend(counters::change_item(&self.jobs_table, change)?);
         Ok(items)
     }
 
@@ -546,7 +551,7 @@ impl DynamoStore {
             .into_update(&self.jobs_table, key(job_pk(id), "JOB"), condition)
             .map_err(|e| StoreError::Internal(format!("building an output removal: {e}")))?;
         let mut items = vec![TransactWriteItem::builder().update(job_update).build()];
-        items.extend(crate::stats::counter_update(&self.jobs_table, &videojobs_core::model::stats::removal_deltas(stored))?);
+        items.extend(counters::counter_update(&self.jobs_table, &videojobs_core::model::stats::removal_deltas(stored))?);
         match self.transact(items).await {
             Ok(()) => Ok(true),
             Err(TransactFailure::Cancelled(reasons)) if reason_is(&reasons, 0, "ConditionalCheckFailed") => Ok(false),
@@ -706,7 +711,7 @@ impl JobWrites for DynamoStore {
         })
         .await?;
         if outcome.is_none() {
-            crate::stats::emit_created(new);
+            counters::emit_created(new);
         }
         Ok(outcome.unwrap_or(CreateOutcome::Created))
     }
@@ -726,7 +731,7 @@ impl JobWrites for DynamoStore {
         })
         .await?;
         if applied {
-            crate::stats::emit_changed(change);
+            counters::emit_changed(change);
             return Ok(ChangeOutcome::Applied);
         }
         Ok(match self.job(&change.job_id).await? {
@@ -747,8 +752,8 @@ impl JobWrites for DynamoStore {
         if update.remove_output {
             return self.forget_output(id, status, clauses, condition).await;
         }
-        if update.progress.is_some() && crate::stats::is_watched(status) {
-            clauses.set.push(format!("{} = :now", crate::stats::WATCH_SINCE));
+        if update.progress.is_some() && counters::is_watched(status) {
+            clauses.set.push(format!("{} = :now", counters::WATCH_SINCE));
         }
         let expression = clauses.expression();
         let result = self
@@ -771,7 +776,7 @@ impl JobWrites for DynamoStore {
             .update_item()
             .table_name(&self.jobs_table)
             .set_key(Some(key(job_pk(id), "JOB")))
-            .update_expression(format!("SET progress = :p, updated_at = :now, {} = :now", crate::stats::WATCH_SINCE))
+            .update_expression(format!("SET progress = :p, updated_at = :now, {} = :now", counters::WATCH_SINCE))
             .condition_expression("progress < :p AND #status IN (:submitted, :processing)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":p", n(percent.min(99)))

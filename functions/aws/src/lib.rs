@@ -18,7 +18,6 @@ pub mod review_queue;
 pub mod s3;
 pub mod sfn;
 pub mod sqs;
-pub mod stats;
 pub mod telemetry;
 pub mod wiring;
 
@@ -350,4 +349,20 @@ pub fn services_on_first_event(function: Function) -> Result<OnFirstEvent<Servic
     let settings = Settings::from_env()?;
     let resources = Resources::from_env()?;
     Ok(OnFirstEvent::new(move || services(&AwsClients::for_function(function), &resources, settings.clone())))
+}
+
+#[cfg(test)]
+#[path = "../../core/src/import_graph.rs"]
+mod import_graph;
+
+#[cfg(test)]
+mod structure {
+    use std::path::Path;
+
+    #[test]
+    fn no_file_imports_itself_through_others() {
+        let graph = crate::import_graph::imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+        assert!(graph["dynamo::progress"].contains("dynamo"), "`use super::*` uses the parent");
+        assert_eq!(crate::import_graph::a_cycle(&graph), None, "an import cycle");
+    }
 }

@@ -2,7 +2,7 @@
 //! checked address only, with no proxy and no redirect followed.
 
 use std::time::Duration;
-use videojobs_core::model::notify::Destination;
+use videojobs_core::model::notification::Destination;
 use videojobs_core::ports::NotificationPoster;
 
 /// How long a client endpoint gets to connect and to answer.

@@ -23,7 +23,7 @@ impl SqsWorkQueue {
 impl videojobs_core::ports::DelayedWorkQueue for SqsWorkQueue {
     async fn enqueue_after(&self, message: &WorkMessage, delay: std::time::Duration) -> Result<(), StoreError> {
         let body = serde_json::to_string(message).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let seconds = delay.min(videojobs_core::model::notify::MAX_QUEUE_DELAY).as_secs() as i32;
+        let seconds = delay.min(videojobs_core::model::notification::MAX_QUEUE_DELAY).as_secs() as i32;
         self.client
             .send_message()
             .queue_url(&self.queue_url)

@@ -2,13 +2,16 @@
 //! each adapter's contract is tested without network access: it records every
 //! request (method, path with query, headers, body) for the test to assert on,
 //! and answers each route from a script (`429` with `retry-after`, `503`, then
-//! `201`, …), the last answer repeating. Plain HTTP/1.1, one request per
-//! connection: enough for reqwest, and small.
+//! `201`, …), the last answer repeating. HTTP/1.1 served by hyper.
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// One answer: status, extra headers and a JSON (or any) body.
 #[derive(Debug, Clone)]
@@ -84,7 +87,12 @@ impl ReplayServer {
         let shared = state.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, shared.clone()));
+                let state = shared.clone();
+                let service = hyper::service::service_fn(move |request| serve(state.clone(), request));
+                tokio::spawn(async move {
+                    // A client that hangs up early ends only its own connection.
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
             }
         });
         Self { base_url, state, task }
@@ -104,8 +112,17 @@ impl ReplayServer {
     }
 }
 
-async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
-    let Some(request) = read_request(&mut stream).await else { return };
+async fn serve(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let (parts, body) = request.into_parts();
+    // A body that cannot be read is recorded empty: the test sees what arrived.
+    let body = body.collect().await.map(|collected| collected.to_bytes().to_vec()).unwrap_or_default();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .collect();
+    let target = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let request = Recorded { method: parts.method.as_str().to_owned(), target, headers, body };
     let reply = {
         let mut state = state.lock().expect("state");
         state.requests.push(request.clone());
@@ -116,48 +133,15 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             _ => Reply::json(404, serde_json::json!({"detail": "Not found."})),
         }
     };
-    let mut head = format!("HTTP/1.1 {} Replayed\r\ncontent-length: {}\r\nconnection: close\r\n", reply.status, reply.body.len());
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if !reply.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
-        head.push_str("content-type: application/json\r\n");
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     for (name, value) in &reply.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+            response.headers_mut().append(name, value);
+        }
     }
-    head.push_str("\r\n");
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(&reply.body).await;
-    let _ = stream.shutdown().await;
-}
-
-async fn read_request(stream: &mut TcpStream) -> Option<Recorded> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        let read = stream.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next()?.split(' ');
-    let (method, target) = (request_line.next()?.to_owned(), request_line.next()?.to_owned());
-    let headers: HashMap<String, String> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut body = buffer[head_end + 4..].to_vec();
-    while body.len() < length {
-        let read = stream.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..read]);
-    }
-    Some(Recorded { method, target, headers, body })
+    Ok(response)
 }

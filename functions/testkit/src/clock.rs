@@ -1,4 +1,6 @@
-//! The time every in-memory adapter reads: moved only by the test.
+//! The time every in-memory adapter reads: moved only by the test, or (for
+//! tests that run the handlers in real time, where the core reads the system
+//! clock) following the system's time.
 //!
 //! On a thread whose time the core simulates (`determinism::simulate`,
 //! started at the same instant), the core's clock follows this one, so that
@@ -12,6 +14,7 @@ use time::OffsetDateTime;
 #[derive(Clone, Debug)]
 pub struct VirtualClock {
     now: Arc<Mutex<OffsetDateTime>>,
+    follows_the_system: bool,
 }
 
 impl Default for VirtualClock {
@@ -22,11 +25,23 @@ impl Default for VirtualClock {
 
 impl VirtualClock {
     pub fn starting_at(at: OffsetDateTime) -> Self {
-        Self { now: Arc::new(Mutex::new(at)) }
+        Self { now: Arc::new(Mutex::new(at)), follows_the_system: false }
+    }
+
+    /// A clock at the system's time, which still never goes back: for a
+    /// world whose handlers stamp their records with the system's time (the
+    /// integration tests' in-memory world), so that leases, delays and TTLs
+    /// compare with the same time the records carry.
+    pub fn following_the_system() -> Self {
+        Self { now: Arc::new(Mutex::new(OffsetDateTime::now_utc())), follows_the_system: true }
     }
 
     pub fn now(&self) -> OffsetDateTime {
-        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        if self.follows_the_system {
+            *now = (*now).max(OffsetDateTime::now_utc());
+        }
+        *now
     }
 
     /// Moves time forward (never back: leases and timeouts assume it).

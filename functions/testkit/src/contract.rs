@@ -18,7 +18,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use videojobs_core::model::ids::{ApiKey, IdempotencyKey, JobId, KeyId, Role, UploadId, UserId};
 use videojobs_core::model::job::{EventSource, Job, JobEvent, JobParams};
-use videojobs_core::model::notify::AttemptClaim;
+use videojobs_core::model::notification::AttemptClaim;
 use videojobs_core::model::progress::{ProgressDetail, Stage};
 use videojobs_core::model::request::{AspectRatio, ImageType, ProviderName, Resolution};
 use videojobs_core::model::work::WorkMessage;

@@ -3,7 +3,7 @@
 use crate::{Memory, Moment};
 use async_trait::async_trait;
 use std::net::IpAddr;
-use videojobs_core::model::notify::Destination;
+use videojobs_core::model::notification::Destination;
 use videojobs_core::ports::{HostResolver, NotificationPoster};
 
 /// One notification as a client endpoint received it.

@@ -232,7 +232,7 @@ impl DelayedWorkQueue for WorkQueueHandle {
     async fn enqueue_after(&self, message: &WorkMessage, delay: Duration) -> Result<(), StoreError> {
         let body = body_of(message)?;
         // SQS delays whole seconds, 15 minutes at most (the adapter cuts it so).
-        let delay = Duration::from_secs(delay.min(videojobs_core::model::notify::MAX_QUEUE_DELAY).as_secs());
+        let delay = Duration::from_secs(delay.min(videojobs_core::model::notification::MAX_QUEUE_DELAY).as_secs());
         self.memory
             .call("DelayedWorkQueue::enqueue_after", |state, now| {
                 state.queues.send(self.queue, body, None, now + delay);

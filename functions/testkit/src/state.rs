@@ -8,7 +8,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use videojobs_core::model::ids::{JobId, KeyId, UploadId, UserId};
 use videojobs_core::model::job::{timestamp, Job, JobEvent};
-use videojobs_core::model::notify::UserWebhookSecrets;
+use videojobs_core::model::notification::UserWebhookSecrets;
 use videojobs_core::ports::{IdempotencyRecord, KeyRecord, Upload};
 use videojobs_core::JobStatus;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use videojobs_core::model::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, UploadId, UserId};
 use videojobs_core::model::job::{timestamp, Job, JobEvent};
-use videojobs_core::model::notify::{AttemptClaim, UserWebhookSecrets};
+use videojobs_core::model::notification::{AttemptClaim, UserWebhookSecrets};
 use videojobs_core::model::progress::ProgressDetail;
 use videojobs_core::model::request::ProviderName;
 use videojobs_core::model::stats::{Counters, StuckJob, StuckPage};
@@ -113,6 +113,22 @@ fn apply_update(stored: &mut StoredJob, update: &JobUpdate, now: OffsetDateTime)
 
 fn is_at_provider(status: JobStatus) -> bool {
     matches!(status, JobStatus::Submitted | JobStatus::Processing)
+}
+
+impl Memory {
+    /// Writes a job's item as it is (what `dynamo::job_item` writes for it),
+    /// for states a test cannot reach through the API yet.
+    pub fn put_job(&self, job: &Job) {
+        let now = self.now();
+        let mut state = self.lock();
+        state.jobs.insert(job.job_id.clone(), StoredJob::of(job));
+        state.reindex(&job.job_id, now);
+    }
+
+    /// The prompt stored beside the job, until its TTL deletes it.
+    pub fn stored_prompt(&self, id: &JobId) -> Option<String> {
+        self.lock().prompts.get(id).map(|(prompt, _)| prompt.clone())
+    }
 }
 
 impl Memory {

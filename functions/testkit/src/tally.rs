@@ -35,7 +35,7 @@ use videojobs_core::model::change::StatusChange;
 use videojobs_core::model::ids::JobId;
 use videojobs_core::ports::NewJob;
 
-/// The DynamoDB adapter's counter shards (`COUNTER_SHARDS` in `functions/aws/src/stats.rs`).
+/// The DynamoDB adapter's counter shards (`COUNTER_SHARDS` in `functions/aws/src/dynamo/counters.rs`).
 pub const COUNTER_SHARDS: u64 = 8;
 
 /// A task token's item, in write units (a 2,048-character token).

@@ -8,7 +8,9 @@
 //! budget ([`budget_for`]) well inside the function's timeout: a slow message
 //! comes back alone, never with its batch. A message that can never be
 //! handled (unparseable, no such job, a 4xx from AWS) goes to the queue's
-//! dead-letter queue with the reason, where the alarm sees it.
+//! dead-letter queue with the reason, where the alarm sees it; so does one
+//! that failed on its last receive ([`MAX_RECEIVES`]), which SQS's redrive
+//! would otherwise move there with no reason at all.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
@@ -18,6 +20,11 @@ use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::MessageQueue;
 use videojobs_core::services::pipeline::budget_for;
 pub use videojobs_core::services::pipeline::{check_stuck, handle, Notifier, Pipeline, WorkError};
+
+/// The queues' `maxReceiveCount` (template.yaml; a test holds them equal):
+/// a message that fails on this receive would be moved to the dead-letter
+/// queue by SQS's redrive, without a reason, so the worker moves it itself.
+pub const MAX_RECEIVES: u32 = 5;
 
 pub async fn handler(pipeline: &Pipeline, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
     let outcomes = futures_util::future::join_all(event.payload.records.iter().map(|message| handle_record(pipeline, message))).await;
@@ -49,9 +56,13 @@ async fn handle_record(pipeline: &Pipeline, message: &SqsMessage) -> Option<Stri
             tracing::info!("message handled");
             None
         }
-        Err(err) if !err.is_retryable() => {
+        Err(err) if !err.is_retryable() || receive_count(message) >= MAX_RECEIVES => {
             let body = message.body.as_deref().unwrap_or("");
-            match pipeline.dead_letters.dead_letter(body, &err.to_string(), queue).await {
+            let reason = match err.is_retryable() {
+                true => format!("failed on each of its {MAX_RECEIVES} receives; the last time: {err}"),
+                false => err.to_string(),
+            };
+            match pipeline.dead_letters.dead_letter(body, &reason, queue).await {
                 Ok(()) => {
                     tracing::error!(error = %err, metric = "MessagesDeadLettered", "message can never be handled; sent to the dead-letter queue");
                     None
@@ -67,6 +78,12 @@ async fn handle_record(pipeline: &Pipeline, message: &SqsMessage) -> Option<Stri
             Some(id)
         }
     }
+}
+
+/// How many times SQS has delivered the message, this time included (1 when
+/// the event does not say: an invocation by hand).
+fn receive_count(message: &SqsMessage) -> u32 {
+    message.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1)
 }
 
 async fn handle_message(

@@ -43,9 +43,16 @@ pub struct App {
     pub worker: worker::Pipeline,
     /// The same binary as the notify function, on the notification queue.
     pub notifier: worker::Pipeline,
-    /// Lambda's SQS event source polls a queue with the role of the function it feeds.
-    pub worker_sqs: aws_sdk_sqs::Client,
-    pub notify_sqs: aws_sdk_sqs::Client,
+    /// The clients the SQS event source polls with (none for a world
+    /// without SQS, such as the tests' in-memory one).
+    pub queue_clients: Option<QueueClients>,
+}
+
+/// Lambda's SQS event source polls a queue with the role of the function it feeds.
+#[derive(Clone)]
+pub struct QueueClients {
+    pub worker: aws_sdk_sqs::Client,
+    pub notify: aws_sdk_sqs::Client,
 }
 
 impl App {
@@ -66,7 +73,8 @@ impl App {
         let webhook = videojobs_aws::callbacks(&clients_for(Function::Webhook), resources, providers);
         let create = videojobs_aws::services(&clients_for(Function::Create), resources, settings.clone());
         let status = videojobs_aws::services(&clients_for(Function::Status), resources, settings);
-        Self { create, status, webhook, worker, notifier, worker_sqs: worker_clients.sqs, notify_sqs: notify_clients.sqs }
+        let queue_clients = Some(QueueClients { worker: worker_clients.sqs, notify: notify_clients.sqs });
+        Self { create, status, webhook, worker, notifier, queue_clients }
     }
 
     /// The local stack's wiring: each function signs as itself, so the local
@@ -209,9 +217,11 @@ pub struct DemoKeys {
 pub const DEMO_CREDITS: i64 = 1_000;
 
 /// Makes sure the demo user (with credits), reviewer and admin exist with keys,
-/// reusing the keys in `path` when it is there.
+/// reusing the keys in `path` when it is there. A key that was revoked stays
+/// revoked: its holder gets a new key, written back to `path`. The file holds
+/// keys, so only its owner may read it (0600, in a directory only they enter).
 pub async fn seed_demo(services: &Services, path: &Path) -> Result<DemoKeys, Box<dyn std::error::Error + Send + Sync>> {
-    let keys = match std::fs::read_to_string(path) {
+    let mut keys = match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text)?,
         Err(_) => DemoKeys {
             user_id: "demo".into(),
@@ -223,25 +233,44 @@ pub async fn seed_demo(services: &Services, path: &Path) -> Result<DemoKeys, Box
         },
     };
     for (user, key, role) in [
-        (&keys.user_id, &keys.user_key, Role::User),
-        (&keys.reviewer_id, &keys.reviewer_key, Role::Reviewer),
-        (&keys.admin_id, &keys.admin_key, Role::Admin),
+        (&keys.user_id, &mut keys.user_key, Role::User),
+        (&keys.reviewer_id, &mut keys.reviewer_key, Role::Reviewer),
+        (&keys.admin_id, &mut keys.admin_key, Role::Admin),
     ] {
         let user_id: UserId = user.parse()?;
-        let key: ApiKey = key.parse()?;
-        let principal = Principal { user_id: user_id.clone(), role };
-        // Saving a key again is harmless: the same hash maps to the same principal.
-        services
-            .keys
-            .save_key_record(&key.hash(), &videojobs_core::ports::KeyRecord::for_key(&key.hash(), principal.clone(), "local demo"))
-            .await?;
+        let mut api_key: ApiKey = key.parse()?;
+        match services.keys.key_for(&api_key.hash()).await? {
+            // Saved before and still good: as it is.
+            Some(record) if record.revoked_at.is_none() => {}
+            found => {
+                if found.is_some() {
+                    // Revoked: saving it again would bring it back.
+                    api_key = ApiKey::generate();
+                    *key = api_key.expose().into();
+                }
+                let principal = Principal { user_id: user_id.clone(), role };
+                let record = videojobs_core::ports::KeyRecord::for_key(&api_key.hash(), principal, "local demo");
+                services.keys.save_key_record(&api_key.hash(), &record).await?;
+            }
+        }
         services.accounts.open_account(&user_id, DEMO_CREDITS).await?;
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, serde_json::to_string_pretty(&keys)?)?;
+    write_private(path, serde_json::to_string_pretty(&keys)?.as_bytes())?;
     Ok(keys)
+}
+
+/// Writes `bytes` to `path` readable by its owner alone, in a directory only
+/// they may enter (created so if missing).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // A file made before this rule keeps its old mode through open: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)
 }
 
 /// What a person needs to start: the URL, the keys, and a first request.

@@ -11,7 +11,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr: std::net::SocketAddr = std::env::var("LOCAL_API_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into()).parse()?;
     let keys_file = PathBuf::from(std::env::var("DEMO_KEYS_FILE").unwrap_or_else(|_| ".local/demo-keys.json".into()));
     let resources = videojobs_aws::Resources::from_env()?;
-    let settings = videojobs_core::model::settings::Settings::from_env()?;
+    let mut settings = videojobs_core::model::settings::Settings::from_env()?;
+    // Its own port is never a webhook's, whether LOCAL_API_ADDR said it or not.
+    settings.limits.loopback_webhook_ports = settings.limits.loopback_webhook_ports.refusing([addr.port()]);
     let http = videojobs_providers::http_client();
     let providers = videojobs_providers::from_env(http.clone())?;
     let callback_base = std::env::var("WEBHOOK_BASE_URL").unwrap_or_else(|_| format!("http://{addr}"));

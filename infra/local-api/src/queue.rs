@@ -103,13 +103,17 @@ fn time_seed() -> u64 {
 /// queue's the notifier (polling as the notify function).
 pub fn spawn_pollers(app: &crate::App, resources: &videojobs_aws::Resources) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
+    let Some(clients) = &app.queue_clients else {
+        tracing::warn!("no SQS clients: the queues are not polled");
+        return tasks;
+    };
     let work = Delivery::from_env(WORKER_TIMEOUT);
     let notify = Delivery::from_env(NOTIFY_TIMEOUT);
     for _ in 0..WORK_POLLERS {
-        tasks.push(tokio::spawn(poll_forever(app.worker_sqs.clone(), resources.work_queue_url.clone(), app.worker.clone(), work.clone())));
+        tasks.push(tokio::spawn(poll_forever(clients.worker.clone(), resources.work_queue_url.clone(), app.worker.clone(), work.clone())));
     }
     for _ in 0..NOTIFY_POLLERS {
-        let (sqs, url) = (app.notify_sqs.clone(), resources.notify_queue_url.clone());
+        let (sqs, url) = (clients.notify.clone(), resources.notify_queue_url.clone());
         tasks.push(tokio::spawn(poll_forever(sqs, url, app.notifier.clone(), notify.clone())));
     }
     tasks
@@ -151,7 +155,14 @@ pub async fn poll_once<C: Consumer>(
     wait_seconds: i32,
     delivery: &Delivery,
 ) -> Result<(usize, Duration), Box<dyn std::error::Error + Send + Sync>> {
-    let received = sqs.receive_message().queue_url(queue_url).max_number_of_messages(10).wait_time_seconds(wait_seconds).send().await?;
+    let received = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait_seconds)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        .send()
+        .await?;
     let messages = received.messages.unwrap_or_default();
     if messages.is_empty() {
         return Ok((0, Duration::ZERO));
@@ -234,6 +245,12 @@ fn record_of(message: &aws_sdk_sqs::types::Message) -> SqsMessage {
     record.receipt_handle = message.receipt_handle.clone();
     record.body = message.body.clone();
     record.event_source = Some("aws:sqs".into());
+    // What the event source mapping passes on, and the worker reads to dead-letter with a reason.
+    if let Some(count) =
+        message.attributes.as_ref().and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
+    {
+        record.attributes.insert("ApproximateReceiveCount".into(), count.clone());
+    }
     record
 }
 

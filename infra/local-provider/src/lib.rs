@@ -89,7 +89,7 @@ pub struct Config {
     pub secret: WebhookSecret,
     /// Where source images may be fetched from: public addresses only, unless
     /// the local stack allows loopback and `http` (its S3 is moto on 127.0.0.1).
-    pub image_policy: videojobs_core::model::notify::WebhookPolicy,
+    pub image_policy: videojobs_core::model::notification::WebhookPolicy,
     /// With a token, every `/v1/` call must carry it (`Authorization: Bearer`)
     /// and files are served only through signed links that expire after
     /// [`FILE_LINK_SECONDS`]. The binary always has one (`LOCAL_PROVIDER_TOKEN`);
@@ -103,7 +103,8 @@ pub const FILE_LINK_SECONDS: i64 = 3_600;
 impl Config {
     /// The local stack's: images also from loopback over `http`; no token.
     pub fn local(dir: PathBuf, secret: WebhookSecret) -> Self {
-        let image_policy = videojobs_core::model::notify::WebhookPolicy { allow_http: true, allow_loopback: true };
+        let loopback = videojobs_core::model::notification::LoopbackPorts::range(1, u16::MAX);
+        let image_policy = videojobs_core::model::notification::WebhookPolicy { allow_http: true, loopback };
         Self { dir, secret, image_policy, token: None }
     }
 }

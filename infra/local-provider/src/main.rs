@@ -5,6 +5,8 @@
 //! Its API takes `LOCAL_PROVIDER_TOKEN` as a bearer token, and it serves files
 //! only through signed links that expire after an hour.
 
+use videojobs_core::model::notification::LoopbackPorts;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = std::env::var("LOCAL_PROVIDER_ADDR").unwrap_or_else(|_| "127.0.0.1:4010".into());
@@ -12,7 +14,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let dir = std::env::var("LOCAL_PROVIDER_DIR").unwrap_or_else(|_| ".local/provider".into());
     // Source images from loopback over http (the local stack's S3) only when told.
     let local_images = std::env::var("LOCAL_PROVIDER_ALLOW_LOOPBACK_IMAGES").is_ok_and(|v| v == "true" || v == "1");
-    let image_policy = videojobs_core::model::notify::WebhookPolicy { allow_http: local_images, allow_loopback: local_images };
+    // Any loopback port: the source images are presigned GETs from the emulator's S3.
+    let loopback = if local_images { LoopbackPorts::range(1, u16::MAX) } else { LoopbackPorts::NONE };
+    let image_policy = videojobs_core::model::notification::WebhookPolicy { allow_http: local_images, loopback };
     let secret = videojobs_core::model::signing::WebhookSecret::parse(&secret)?;
     // Every API call takes this token, and files are served only through links that expire.
     let token = std::env::var("LOCAL_PROVIDER_TOKEN")

@@ -5,7 +5,7 @@ use crate::Input;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::process::Command;
-use videojobs_core::model::notify::{Destination, WebhookPolicy};
+use videojobs_core::model::notification::{Destination, WebhookPolicy};
 use videojobs_core::ports::HostResolver;
 use videojobs_core::services::webhook_rules::check_destination;
 

@@ -60,13 +60,50 @@ fn record_of(item: &Item, hash: Option<&ApiKeyHash>) -> Result<KeyRecord, StoreE
     })
 }
 
+impl DynamoStore {
+    /// Gives a key written without an id (by hand, as the first admin key
+    /// once was) its id and listing entry, so that every key that works can
+    /// be listed and revoked. Once: both writes are conditioned on their
+    /// absence. A failure leaves the key working unlisted until its next use.
+    async fn adopt(&self, hash: &ApiKeyHash, record: &KeyRecord) {
+        let key_pk = format!("APIKEY#{}", hash.as_str());
+        let set_id = Update::builder()
+            .table_name(&self.jobs_table)
+            .set_key(Some(key_item_key(hash)))
+            .update_expression("SET key_id = :id")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(key_id)")
+            .expression_attribute_values(":id", s(record.key_id.as_str()));
+        let mut listing = listing_key(&record.key_id);
+        listing.insert("kind".into(), s("api_key_listing"));
+        listing.insert("key_pk".into(), s(key_pk));
+        listing.extend(record_attributes(record));
+        let writes = set_id
+            .build()
+            .map(|update| TransactWriteItem::builder().update(update).build())
+            .map_err(|e| StoreError::Internal(format!("building a key's adoption: {e}")))
+            .and_then(|set_id| Ok(vec![set_id, put(&self.jobs_table, listing, Some("attribute_not_exists(pk)"))?]));
+        let outcome = match writes {
+            Ok(writes) => self.transact(writes).await,
+            Err(err) => Err(TransactFailure::Store(err)),
+        };
+        match outcome {
+            Ok(()) => tracing::info!(key_id = %record.key_id, "a key written without an id is now listed"),
+            // Another request adopted it first.
+            Err(TransactFailure::Cancelled(_)) => {}
+            Err(TransactFailure::Store(err)) => tracing::warn!(key_id = %record.key_id, error = %err, "listing a key failed"),
+        }
+    }
+}
+
 #[async_trait]
 impl ApiKeyStore for DynamoStore {
     async fn key_for(&self, hash: &ApiKeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        match self.get(key_item_key(hash)).await? {
-            Some(item) => record_of(&item, Some(hash)).map(Some),
-            None => Ok(None),
+        let Some(item) = self.get(key_item_key(hash)).await? else { return Ok(None) };
+        let record = record_of(&item, Some(hash))?;
+        if !item.contains_key("key_id") {
+            self.adopt(hash, &record).await;
         }
+        Ok(Some(record))
     }
 
     async fn save_key_record(&self, hash: &ApiKeyHash, record: &KeyRecord) -> Result<(), StoreError> {

@@ -4,7 +4,7 @@
 
 use super::*;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use videojobs_core::model::notify::{AttemptClaim, UserWebhookSecrets};
+use videojobs_core::model::notification::{AttemptClaim, UserWebhookSecrets};
 use videojobs_core::ports::NotificationLog;
 use videojobs_core::ports::WebhookSecrets;
 

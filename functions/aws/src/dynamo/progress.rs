@@ -6,10 +6,6 @@ use super::*;
 use videojobs_core::model::progress::ProgressDetail;
 use videojobs_core::ports::ProgressDetails;
 
-/// Attributes that live only while the job waits on its provider; a status
-/// change out of `submitted`/`processing` removes them.
-pub(super) const WHILE_AT_PROVIDER: [&str; 3] = ["progress_detail", "progress_detail_at", "refresh_requested_at"];
-
 #[async_trait]
 impl ProgressDetails for DynamoStore {
     async fn record_detail(&self, id: &JobId, detail: &ProgressDetail) -> Result<bool, StoreError> {

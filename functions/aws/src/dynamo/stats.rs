@@ -1,9 +1,9 @@
-//! The counters and the stuck-jobs index, read (see `crate::stats` for what
-//! the items hold and how each change adds to them).
+//! The counters and the stuck-jobs index, read (see `super::counters` for
+//! what the items hold and how each change adds to them).
 
+use super::counters::{counter_update, shard_key, COUNTER_SHARDS, INDEX_STUCK_WATCH, WATCH_ATTRIBUTE, WATCH_SINCE};
 use super::*;
 use crate::emf::{MetricLine, Unit};
-use crate::stats::{counter_update, shard_key, COUNTER_SHARDS, INDEX_STUCK_WATCH, WATCH_ATTRIBUTE, WATCH_SINCE};
 use aws_sdk_dynamodb::types::Select;
 use videojobs_core::model::stats::{counter, Counters, Deltas, StuckJob, StuckPage};
 use videojobs_core::ports::StatsStore;

@@ -11,8 +11,11 @@ use time::OffsetDateTime;
 pub struct KeyRecord {
     /// The key's public id, for logs, events and revoking it.
     pub key_id: KeyId,
+    /// The user the key acts for, and with which role.
     pub principal: Principal,
+    /// Free text the admin gave the key, to tell keys apart in listings.
     pub label: String,
+    /// When the key was made.
     pub created_at: OffsetDateTime,
     /// After this the key answers 401.
     pub expires_at: Option<OffsetDateTime>,
@@ -47,6 +50,7 @@ impl KeyRecord {
 
 /// The most credits one request may add.
 pub const MAX_CREDITS_PER_REQUEST: i64 = 1_000_000;
+/// The longest a key's label may be, in characters.
 pub const MAX_LABEL_CHARS: usize = 100;
 /// The longest a key may be given to live, in days (ten years).
 pub const MAX_EXPIRY_DAYS: u32 = 3_650;
@@ -54,8 +58,11 @@ pub const MAX_EXPIRY_DAYS: u32 = 3_650;
 /// `POST /videos/admin/keys`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewKeyRequest {
+    /// The account the key acts for; it is opened if new.
     pub user_id: UserId,
+    /// What the key may do: `user`, `reviewer` or `admin`.
     pub role: Role,
+    /// Free text to tell the key apart in listings, trimmed; empty when not given (the key is then labelled after its maker).
     pub label: String,
     /// Added to the account: its opening balance when it is new.
     pub credits: i64,
@@ -66,7 +73,9 @@ pub struct NewKeyRequest {
 /// `POST /videos/admin/credits`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantRequest {
+    /// The account to add credits to; it must exist already.
     pub user_id: UserId,
+    /// Credits to add, from 1 to [`MAX_CREDITS_PER_REQUEST`].
     pub credits: i64,
 }
 
@@ -104,6 +113,7 @@ fn credits(value: i64, allow_zero: bool) -> Result<i64, InvalidRequest> {
 }
 
 impl NewKeyRequest {
+    /// Parses and checks the request body; names the first field that is wrong.
     pub fn parse(body: &[u8]) -> Result<Self, InvalidRequest> {
         let raw: NewKeyBody = parse_json(body)?;
         let role = raw.role.parse().map_err(|e: crate::model::ids::InvalidId| InvalidRequest::new("role", e.0))?;
@@ -126,6 +136,7 @@ impl NewKeyRequest {
 }
 
 impl GrantRequest {
+    /// Parses and checks the request body; names the first field that is wrong.
     pub fn parse(body: &[u8]) -> Result<Self, InvalidRequest> {
         let raw: GrantBody = parse_json(body)?;
         Ok(Self { user_id: user_id(&raw.user_id)?, credits: credits(raw.credits, false)? })
@@ -135,29 +146,41 @@ impl GrantRequest {
 /// `201` to a new key: the only time the key is shown.
 #[derive(Debug, Clone, Serialize)]
 pub struct CreatedKeyBody {
+    /// The key itself, in plain text: shown here once and never stored.
     pub api_key: String,
     /// Its public id: what listings, logs and revocation name.
     pub key_id: KeyId,
+    /// The account the key acts for.
     pub user_id: UserId,
+    /// What the key may do.
     pub role: Role,
+    /// When the key stops working (RFC 3339); absent when it never expires.
     pub expires_at: Option<String>,
 }
 
 /// A key as admins see it: never the key, nor its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyView {
+    /// The key's public id.
     pub key_id: KeyId,
+    /// The account the key acts for.
     pub user_id: UserId,
+    /// What the key may do.
     pub role: Role,
+    /// Free text given when the key was made, to tell keys apart.
     pub label: String,
     /// `active`, `expired` or `revoked`.
     pub state: &'static str,
+    /// When the key was made (RFC 3339).
     pub created_at: String,
+    /// When the key stops working (RFC 3339); absent when it never expires.
     pub expires_at: Option<String>,
+    /// When the key was revoked (RFC 3339); absent while it is not.
     pub revoked_at: Option<String>,
 }
 
 impl KeyView {
+    /// The view of `record`, its state taken at `now`.
     pub fn of(record: &KeyRecord, now: time::OffsetDateTime) -> Self {
         use crate::model::job::timestamp::format;
         Self {
@@ -176,14 +199,19 @@ impl KeyView {
 /// `GET /videos/admin/keys`: a page of keys, oldest first.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeysBody {
+    /// The keys on this page.
     pub keys: Vec<KeyView>,
+    /// Pass back as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 
 /// An account as an admin sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AdminAccountBody {
+    /// The account's user id.
     pub user_id: UserId,
+    /// Its balance, in credits.
     pub credits: i64,
+    /// How many of its jobs are in flight, counted against its cap on active jobs.
     pub active_jobs: u32,
 }

@@ -14,7 +14,12 @@ use time::OffsetDateTime;
 thread_local! {
     static CLOCK: Cell<Option<OffsetDateTime>> = const { Cell::new(None) };
     static ENTROPY: RefCell<Option<StdRng>> = const { RefCell::new(None) };
+    /// The last id's parts on a simulated thread (a run starts afresh).
+    static LAST_ID: Cell<Option<(u64, u128)>> = const { Cell::new(None) };
 }
+
+/// The last id's parts in this process, off simulated threads.
+static LAST_ID_IN_PROCESS: std::sync::Mutex<Option<(u64, u128)>> = std::sync::Mutex::new(None);
 
 /// This thread's time and ids are simulated until the guard is dropped.
 #[must_use = "the simulation ends when the guard is dropped"]
@@ -24,6 +29,7 @@ impl Drop for Simulated {
     fn drop(&mut self) {
         CLOCK.set(None);
         ENTROPY.with_borrow_mut(|rng| *rng = None);
+        LAST_ID.set(None);
     }
 }
 
@@ -31,6 +37,7 @@ impl Drop for Simulated {
 pub fn simulate(start: OffsetDateTime, seed: u64) -> Simulated {
     CLOCK.set(Some(start));
     ENTROPY.with_borrow_mut(|rng| *rng = Some(StdRng::seed_from_u64(seed)));
+    LAST_ID.set(None);
     Simulated(())
 }
 
@@ -72,6 +79,31 @@ pub fn random_u128() -> u128 {
     })
 }
 
+/// The milliseconds and 80 random bits of a new ULID, monotonic within the
+/// process: an id made in the same millisecond as the one before it (or
+/// after the clock stepped back) is that one plus one. Ids sort in the order
+/// they were made, so a listing sorted by time and then id (a user's jobs)
+/// is in creation order even for jobs made within one millisecond.
+pub fn ulid_parts() -> (u64, u128) {
+    const RANDOM_BITS: u128 = (1 << 80) - 1;
+    let next = |last: Option<(u64, u128)>| {
+        let now = now_millis();
+        match last {
+            Some((millis, random)) if millis >= now && random < RANDOM_BITS => (millis, random + 1),
+            _ => (now, random_u128() & RANDOM_BITS),
+        }
+    };
+    if simulated() {
+        let parts = next(LAST_ID.get());
+        LAST_ID.set(Some(parts));
+        return parts;
+    }
+    let mut last = LAST_ID_IN_PROCESS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let parts = next(*last);
+    *last = Some(parts);
+    parts
+}
+
 /// A uniform draw in `[0, 1)`: from the simulation's seed on a simulated thread.
 pub fn random_unit() -> f64 {
     // The top 53 bits: exactly the precision of an f64 in [0, 1).
@@ -105,6 +137,25 @@ mod tests {
         }
         assert!(!simulated());
         assert!(now() > start + Duration::from_secs(1_000_000_000));
+    }
+
+    #[test]
+    fn ids_made_within_one_millisecond_follow_each_other_and_a_new_millisecond_draws_afresh() {
+        let start = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let _simulated = simulate(start, 3);
+        let first = ulid_parts();
+        let second = ulid_parts();
+        assert_eq!(second, (first.0, first.1 + 1));
+        advance(Duration::from_millis(1));
+        let third = ulid_parts();
+        assert_eq!(third.0, first.0 + 1);
+        assert_ne!(third.1, second.1 + 1, "a new millisecond draws new random bits");
+    }
+
+    #[test]
+    fn ids_made_off_simulated_threads_sort_in_the_order_they_were_made() {
+        let made: Vec<(u64, u128)> = (0..1_000).map(|_| ulid_parts()).collect();
+        assert!(made.windows(2).all(|pair| pair[0] < pair[1]), "each id sorts after the one before it");
     }
 
     #[test]

@@ -6,11 +6,15 @@
 
 use serde_json::{json, Map, Value};
 
+/// The CloudWatch namespace every metric line is published in.
 pub const NAMESPACE: &str = "videojobs";
 
+/// The unit CloudWatch shows a metric's values in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
+    /// A number of things or events.
     Count,
+    /// A duration.
     Seconds,
 }
 
@@ -39,17 +43,20 @@ impl MetricLine {
         Self { dimension_sets: vec![Vec::new()], ..Self::default() }
     }
 
+    /// Adds a dimension, and a dimension set of it alone to publish under.
     pub fn dimension(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.dimensions.push((name, value.into()));
         self.dimension_sets.push(vec![name]);
         self
     }
 
+    /// Adds a metric value in `unit`.
     pub fn metric(mut self, name: &'static str, value: f64, unit: Unit) -> Self {
         self.metrics.push((name, value, unit));
         self
     }
 
+    /// Adds a property: kept in the log line, not a dimension nor a metric.
     pub fn property(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.properties.push((name, value.into()));
         self

@@ -12,6 +12,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether trying again may work: true only for [`StoreError::Unavailable`].
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }

@@ -16,6 +16,7 @@ use crate::model::request::ProviderName;
 /// A deployment's fallback, from `FALLBACK_PROVIDER` and `FALLBACK_AFTER_ATTEMPTS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failover {
+    /// The provider a job moves to; a job already there does not move.
     pub fallback: ProviderName,
     /// Transient failures to accept the job (429, 5xx, network) at the first
     /// provider before the job moves; at least 1.

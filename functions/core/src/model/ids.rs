@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use ulid::Ulid;
 
+/// Why a text is not a valid id, role or key; the message is safe to show the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidId(pub &'static str);
@@ -20,14 +21,19 @@ macro_rules! prefixed_ulid_id {
         pub struct $name(String);
 
         impl $name {
+            /// What every id of this type starts with.
             pub const PREFIX: &'static str = $prefix;
 
+            /// A new id, made now; ids sort by the time they were made.
             pub fn generate() -> Self {
-                // Time and randomness through `determinism`, so a simulation replays its ids.
-                let ulid = Ulid::from_parts(crate::model::determinism::now_millis(), crate::model::determinism::random_u128());
+                // Time and randomness through `determinism`, so a simulation replays its
+                // ids; monotonic, so ids made in one millisecond sort in the order made.
+                let (millis, random) = crate::model::determinism::ulid_parts();
+                let ulid = Ulid::from_parts(millis, random);
                 Self(format!("{}{}", $prefix, ulid.to_string().to_ascii_lowercase()))
             }
 
+            /// The id as text, prefix included.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -92,6 +98,7 @@ prefixed_ulid_id!(
 pub struct UserId(String);
 
 impl UserId {
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -133,8 +140,10 @@ impl fmt::Display for UserId {
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
+    /// The longest key accepted, in bytes.
     pub const MAX_LEN: usize = 255;
 
+    /// The key as the client sent it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -156,12 +165,16 @@ impl FromStr for IdempotencyKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Makes jobs and reads their own.
     User,
+    /// Also reads every job and approves or rejects completed ones.
     Reviewer,
+    /// What a reviewer may, and also manages API keys and credits.
     Admin,
 }
 
 impl Role {
+    /// The role as written in requests and records: `user`, `reviewer` or `admin`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
@@ -170,6 +183,7 @@ impl Role {
         }
     }
 
+    /// Whether the caller may approve or reject jobs: reviewers and admins.
     pub fn can_review(self) -> bool {
         matches!(self, Role::Reviewer | Role::Admin)
     }
@@ -206,6 +220,7 @@ impl ApiKey {
         Self(format!("{}{secret}", Self::PREFIX))
     }
 
+    /// The key in plain text, to show its owner once; never log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -252,6 +267,7 @@ impl KeyId {
 pub struct ApiKeyHash(String);
 
 impl ApiKeyHash {
+    /// The hex digest, as stored.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -260,7 +276,9 @@ impl ApiKeyHash {
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// Whose request it is.
     pub user_id: UserId,
+    /// What the caller may do.
     pub role: Role,
 }
 

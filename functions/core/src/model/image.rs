@@ -19,11 +19,15 @@ pub const MAX_PIXELS: u64 = 40_000_000;
 /// A source image as its header describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageInfo {
+    /// The type the bytes show, whatever the upload declared.
     pub kind: ImageType,
+    /// In pixels, as the header declares.
     pub width: u32,
+    /// In pixels, as the header declares.
     pub height: u32,
 }
 
+/// Why an uploaded source image is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageError {
     /// Not a PNG, JPEG or WebP at all.
@@ -31,12 +35,23 @@ pub enum ImageError {
     NotAnImage,
     /// An image of another type than the upload declared.
     #[error("is a {found} image, but the upload was declared as {declared}")]
-    WrongType { declared: &'static str, found: &'static str },
+    WrongType {
+        /// The MIME type the upload was declared as.
+        declared: &'static str,
+        /// The MIME type the bytes show.
+        found: &'static str,
+    },
     /// The header could not be read to its frame size.
     #[error("is a {0} image whose size could not be read from its header")]
     Unreadable(&'static str),
+    /// A side shorter than [`MIN_SIDE`] or longer than [`MAX_SIDE`], or more than [`MAX_PIXELS`] pixels.
     #[error("is {width}x{height} pixels; each side must be from {MIN_SIDE} to {MAX_SIDE} and the image at most {MAX_PIXELS} pixels")]
-    BadDimensions { width: u32, height: u32 },
+    BadDimensions {
+        /// In pixels.
+        width: u32,
+        /// In pixels.
+        height: u32,
+    },
 }
 
 impl ImageError {

@@ -16,11 +16,30 @@ pub use crate::model::timestamp;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "workflow_type", rename_all = "snake_case")]
 pub enum JobParams {
-    TextToVideo { duration_seconds: u32, aspect_ratio: AspectRatio, resolution: Resolution },
-    ImageToVideo { image: ImageSource, length_seconds: u32, frame_rate: u32, zoom_speed: f64 },
+    /// A video from a prompt.
+    TextToVideo {
+        /// Length of the video, in seconds.
+        duration_seconds: u32,
+        /// The frame's shape.
+        aspect_ratio: AspectRatio,
+        /// The frame's size.
+        resolution: Resolution,
+    },
+    /// A video from a source image.
+    ImageToVideo {
+        /// Where the provider gets the image.
+        image: ImageSource,
+        /// Length of the video, in seconds.
+        length_seconds: u32,
+        /// Frames per second.
+        frame_rate: u32,
+        /// How fast the camera closes in: 0.1 is 10 % a second.
+        zoom_speed: f64,
+    },
 }
 
 impl JobParams {
+    /// Which kind of job these parameters make.
     pub fn workflow_type(&self) -> WorkflowType {
         match self {
             JobParams::TextToVideo { .. } => WorkflowType::TextToVideo,
@@ -45,8 +64,11 @@ impl JobParams {
 /// Why a job ended badly, in words the user can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
+    /// Stable and machine-readable: one of ours (docs/ERRORS.md), the provider's, or a review reason's.
     pub code: String,
+    /// What went wrong, for the job's owner to read.
     pub message: String,
+    /// What the owner can do about it, when we know.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_step: Option<String>,
 }
@@ -65,6 +87,7 @@ pub enum Failure {
     ProviderBusy,
     /// The provider refused or failed the job without a code of its own.
     GenerationFailed,
+    /// The provider reports the job canceled on its side.
     CanceledByProvider,
     /// What the provider returned is not a playable video.
     OutputUnusable,
@@ -77,6 +100,7 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every failure, for tests and docs checks.
     pub const ALL: [Failure; 9] = [
         Failure::StartFailed,
         Failure::ProviderUnavailable,
@@ -89,6 +113,7 @@ impl Failure {
         Failure::RetentionExpired,
     ];
 
+    /// The stable code the job's error carries.
     pub fn code(self) -> &'static str {
         match self {
             Failure::StartFailed => "start_failed",
@@ -138,11 +163,16 @@ impl Failure {
 /// A reviewer's decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Review {
+    /// `approve` or `reject`.
     pub decision: String,
+    /// The review reason's code; always present on a rejection.
     pub reason: Option<String>,
+    /// The reviewer's own words, when they wrote any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Who reviewed: never the job's owner.
     pub reviewer_id: UserId,
+    /// When the decision was recorded.
     #[serde(with = "timestamp")]
     pub reviewed_at: OffsetDateTime,
 }
@@ -150,15 +180,22 @@ pub struct Review {
 /// The stored video: where it is in S3 and what it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Artifact {
+    /// The video's object key in the output bucket.
     pub video_key: String,
+    /// The thumbnail's object key; `None` when the provider gave none.
     pub thumbnail_key: Option<String>,
     /// Counted in the stored-bytes figures; absent on records made before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thumbnail_size_bytes: Option<u64>,
+    /// The video's MIME type, `video/mp4` for the outputs we keep.
     pub mime_type: String,
+    /// The video's size in bytes.
     pub size_bytes: u64,
+    /// The video's length, in seconds.
     pub duration_seconds: f64,
+    /// Frame width in pixels.
     pub width: u32,
+    /// Frame height in pixels.
     pub height: u32,
 }
 
@@ -181,6 +218,7 @@ pub mod metadata_text {
     use serde::{Deserialize, Deserializer, Serializer};
     use serde_json::{Map, Value};
 
+    /// Writes the metadata as one JSON string.
     pub fn serialize<S: Serializer>(value: &Option<Map<String, Value>>, s: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(map) => s.serialize_some(&serde_json::to_string(map).map_err(S::Error::custom)?),
@@ -195,6 +233,7 @@ pub mod metadata_text {
         Map(Map<String, Value>),
     }
 
+    /// Reads the metadata from a JSON string, or from the map older items kept.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Map<String, Value>>, D::Error> {
         Ok(match Option::<Stored>::deserialize(d)? {
             None => None,
@@ -207,9 +246,13 @@ pub mod metadata_text {
 /// Where a job is now: the record a status request reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
+    /// The job's id; also the name of its Step Functions execution.
     pub job_id: JobId,
+    /// Whose job this is: the caller's user id at creation.
     pub user_id: UserId,
+    /// Where the job is in its lifecycle.
     pub status: JobStatus,
+    /// What the provider is asked to make.
     pub params: JobParams,
     /// The client's own JSON, stored as its text (see [`metadata_text`]).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "metadata_text")]
@@ -217,27 +260,38 @@ pub struct Job {
     /// Hex SHA-256 of the prompt; the prompt itself is kept apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_hash: Option<String>,
+    /// The provider that makes the video; changes at most once, on failover.
     pub provider: ProviderName,
+    /// The provider's id for the job, once the provider has accepted it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_request_id: Option<String>,
     /// The submission attempt that is current (0 before the first): only a
     /// message of this attempt may act on the provider (a fencing token).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub submit_attempt: u32,
+    /// Percentage done, 0 to 100; 100 only once the video is stored.
     pub progress: u8,
+    /// Credits debited when the job was accepted; a refund gives back this many.
     pub cost_credits: u32,
+    /// Where the client asked to be told when the job completes or ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// When the job was accepted.
     #[serde(with = "timestamp")]
     pub created_at: OffsetDateTime,
+    /// When the job last changed.
     #[serde(with = "timestamp")]
     pub updated_at: OffsetDateTime,
+    /// When the video was stored and the job completed.
     #[serde(default, with = "timestamp::option", skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<OffsetDateTime>,
+    /// Why the job failed, was rejected or expired; `None` while nothing went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<JobError>,
+    /// The reviewer's decision, once there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<Review>,
+    /// The stored video, once there is one; removed when it is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Artifact>,
     /// When an unapproved output is deleted and the result answers `410`.
@@ -288,10 +342,12 @@ impl Job {
         }
     }
 
+    /// Which kind of job this is.
     pub fn workflow_type(&self) -> WorkflowType {
         self.params.workflow_type()
     }
 
+    /// Whether `user` made the job.
     pub fn is_owned_by(&self, user: &UserId) -> bool {
         &self.user_id == user
     }
@@ -305,10 +361,15 @@ fn is_zero(n: &u32) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventSource {
+    /// A client's request: create, cancel.
     Api,
+    /// The worker, acting on a queue message: submit, poll, finalize, failover.
     Worker,
+    /// A provider's callback.
     Webhook,
+    /// The job's Step Functions execution, giving up on the job.
     StateMachine,
+    /// A reviewer's approval or rejection.
     Reviewer,
     /// A client notification attempt (the status is the one notified, unchanged).
     Notifier,
@@ -318,14 +379,21 @@ pub enum EventSource {
 /// transaction as the change; an event that changed nothing is kept too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobEvent {
+    /// The job it belongs to.
     pub job_id: JobId,
+    /// When it happened.
     #[serde(with = "timestamp")]
     pub at: OffsetDateTime,
+    /// Who or what caused it.
     pub source: EventSource,
+    /// The status before; `None` on the job's first event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_status: Option<JobStatus>,
+    /// The status after (the same as before when nothing changed).
     pub status: JobStatus,
+    /// What happened, in a sentence.
     pub message: String,
+    /// The code of the error the job got with it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     /// The user or reviewer behind it, when a person acted.

@@ -21,19 +21,31 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
+    /// Accepted and paid for; not yet handed to a provider.
     Queued,
+    /// Being handed to the provider, or accepted by it and not yet generating.
     Submitted,
+    /// A submission failed for a passing reason (busy, 5xx, network); it is tried again.
     Retrying,
+    /// The provider reports that it is generating the video.
     Processing,
+    /// The video is stored and waits for a reviewer.
     Completed,
+    /// A reviewer passed the video: it is kept and ready to use.
     Approved,
+    /// A reviewer refused the video; it is deleted.
     Rejected,
+    /// The provider or the pipeline could not make a video; the credits come back.
     Failed,
+    /// The owner or an admin canceled the job while it was in flight; the credits come back.
     Canceled,
+    /// The job ran out of time before its video was ready (the credits come back), or its video was not
+    /// reviewed within the retention window and is deleted.
     Expired,
 }
 
 impl JobStatus {
+    /// Every status, in lifecycle order.
     pub const ALL: [JobStatus; 10] = [
         JobStatus::Queued,
         JobStatus::Submitted,
@@ -47,6 +59,7 @@ impl JobStatus {
         JobStatus::Expired,
     ];
 
+    /// The status as the API and the store write it: `queued`, `submitted`, ….
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
@@ -68,6 +81,7 @@ impl JobStatus {
         format!("{article} {}", self.as_str())
     }
 
+    /// The status written as `text`; `None` for a word that is not one.
     pub fn parse(value: &str) -> Option<JobStatus> {
         JobStatus::ALL.into_iter().find(|status| status.as_str() == value)
     }
@@ -130,7 +144,9 @@ impl fmt::Display for JobStatus {
 /// An allowed move, with what it implies for the user's account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
+    /// The status the job leaves; the write is conditional on it.
     pub from: JobStatus,
+    /// The status the job enters.
     pub to: JobStatus,
     /// Give the job's cost back: the user never got a video.
     pub refunds_credits: bool,
@@ -138,10 +154,13 @@ pub struct Transition {
     pub frees_slot: bool,
 }
 
+/// A move the lifecycle does not allow, such as `approved → queued`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{} job cannot become {to}", .from.with_article())]
 pub struct TransitionRefused {
+    /// The status the job is in.
     pub from: JobStatus,
+    /// The status it may not enter from there.
     pub to: JobStatus,
 }
 
@@ -158,6 +177,7 @@ pub fn transition(from: JobStatus, to: JobStatus) -> Result<Transition, Transiti
 /// the lifecycle alone can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Passed {
+    /// It is `status` now, or every way to `current` goes through `status`.
     Yes,
     /// It is not `status`, and can never be: no path leads there from `current`.
     Never,

@@ -11,7 +11,7 @@ pub mod image;
 pub mod job;
 pub mod lifecycle;
 pub mod mp4;
-pub mod notify;
+pub mod notification;
 pub mod progress;
 pub mod provider;
 pub mod ratelimit;

@@ -5,14 +5,18 @@
 /// What an MP4 says about itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VideoInfo {
+    /// Length of the video, in seconds, from the movie header.
     pub duration_seconds: f64,
+    /// Frame width in pixels, from the first track that has a frame size.
     pub width: u32,
+    /// Frame height in pixels, from the first track that has a frame size.
     pub height: u32,
 }
 
 /// A `moov` larger than this is not one we made; refuse rather than buffer it.
 const MAX_MOOV_BYTES: u64 = 32 * 1024 * 1024;
 
+/// Reads an MP4's [`VideoInfo`] from its bytes as they are fed in, keeping only the `moov` box.
 #[derive(Debug, Default)]
 pub struct Mp4Probe {
     /// Bytes of a box header not yet complete.
@@ -29,10 +33,12 @@ pub struct Mp4Probe {
 }
 
 impl Mp4Probe {
+    /// A probe that has read nothing yet.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Reads the next bytes of the file, in order; anything after a broken box is ignored.
     pub fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() && !self.broken && !self.open_ended {
             if self.skipping > 0 {

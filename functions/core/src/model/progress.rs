@@ -23,6 +23,7 @@ pub enum Stage {
 /// The provider's last word on a job in flight, kept on the job item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressDetail {
+    /// Whether the provider has the job waiting or generating.
     pub stage: Stage,
     /// Jobs ahead of this one (0: next), when the provider says.
     #[serde(default, skip_serializing_if = "Option::is_none")]

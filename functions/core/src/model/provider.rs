@@ -20,7 +20,9 @@ pub struct SubmitRequest {
     /// Sent as the provider's idempotency key where it has one: a submission
     /// repeated after a crash or a lost answer finds the same request.
     pub idempotency_key: String,
+    /// What to make.
     pub params: JobParams,
+    /// The raw prompt; `None` for an image-to-video job without one.
     pub prompt: Option<String>,
     /// A URL the provider can fetch the source image from (image to video).
     pub image_url: Option<String>,
@@ -33,7 +35,9 @@ pub struct SubmitRequest {
 /// Where the finished video is, for the worker to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderOutput {
+    /// Where to fetch the video from, for the worker to copy into our bucket.
     pub video_url: String,
+    /// Where to fetch the thumbnail from, when the provider makes one.
     pub thumbnail_url: Option<String>,
 }
 
@@ -42,29 +46,46 @@ pub struct ProviderOutput {
 pub enum ProviderStatus {
     /// Accepted, waiting its turn (`position` when the provider says).
     Queued {
+        /// Jobs ahead of this one (0: next).
         position: Option<u32>,
     },
     /// Being generated; `percent` when the provider says.
     Processing {
+        /// Percentage done, 0 to 100.
         percent: Option<u8>,
     },
+    /// The video is ready, at these URLs.
     Succeeded(ProviderOutput),
     /// The provider gave up; `message` is its own words.
     Failed {
+        /// The provider's failure code, kept as the job's error code.
         code: String,
+        /// The provider's own words, for the logs.
         message: String,
     },
+    /// The provider reports the request canceled, whoever asked.
     Canceled,
 }
 
+/// Why a call to a provider did not give an answer about the job.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     /// Rate limits, 5xx, timeouts: asking again later may work.
     #[error("provider busy: {message}")]
-    Transient { message: String, retry_after: Option<Duration> },
+    Transient {
+        /// What went wrong, for the logs.
+        message: String,
+        /// How long the provider asked us to wait (its `Retry-After`), when it said.
+        retry_after: Option<Duration>,
+    },
     /// The provider will not take this job as it is (bad input, content policy).
     #[error("provider refused: {message}")]
-    Refused { code: String, message: String },
+    Refused {
+        /// The provider's reason, such as `content_policy`; decides failover and the advice shown.
+        code: String,
+        /// The provider's own words.
+        message: String,
+    },
     /// No such request at the provider.
     #[error("provider has no request {0}")]
     NotFound(String),
@@ -73,7 +94,9 @@ pub enum ProviderError {
 /// A callback as it arrived: headers (lower-case names) and the raw body.
 #[derive(Debug, Clone)]
 pub struct Callback<'a> {
+    /// Every header, names in lower case.
     pub headers: &'a HashMap<String, String>,
+    /// The raw body, as signed.
     pub body: &'a [u8],
     /// Now, in Unix seconds (a parameter so tests can move time).
     pub now: i64,
@@ -84,14 +107,19 @@ pub struct Callback<'a> {
 pub struct ProviderEvent {
     /// Unique per provider: a repeated delivery has the same id.
     pub event_id: String,
+    /// The provider's id for the request, which names the job it is about.
     pub request_id: String,
+    /// What the provider says of the request now.
     pub status: ProviderStatus,
 }
 
+/// Why a callback is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallbackError {
+    /// The signature is missing, stale or does not verify (401); holds the reason for the logs.
     #[error("callback signature refused: {0}")]
     BadSignature(String),
+    /// The body does not parse as this provider's callback (400); holds the reason for the logs.
     #[error("callback body not understood: {0}")]
     Malformed(String),
 }

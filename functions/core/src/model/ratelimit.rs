@@ -8,13 +8,17 @@
 
 /// The window every limit counts in.
 pub const WINDOW_SECONDS: u64 = 60;
+/// Requests a key may make a minute unless `RATE_LIMIT_REQUESTS_PER_MINUTE` says otherwise.
 pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 300;
+/// Create requests a key may make a minute unless `RATE_LIMIT_CREATES_PER_MINUTE` says otherwise.
 pub const DEFAULT_CREATES_PER_MINUTE: u32 = 30;
 
 /// What a deployment allows each key (0: no limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
+    /// Requests of any kind one key may make a minute.
     pub requests_per_minute: u32,
+    /// Create requests (`POST /videos/generate|animate`) one key may make a minute, on top of the request limit.
     pub creates_per_minute: u32,
 }
 
@@ -27,11 +31,14 @@ impl Default for RateLimits {
 /// Which limit a request counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
+    /// Every authenticated request.
     Requests,
+    /// A request that creates a job.
     Creates,
 }
 
 impl Policy {
+    /// The limit's name in messages and the `RateLimit-Policy` header: `requests` or `creates`.
     pub fn name(self) -> &'static str {
         match self {
             Policy::Requests => "requests",
@@ -43,8 +50,11 @@ impl Policy {
 /// A request over a limit: what the 429 says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
+    /// Which limit was passed.
     pub policy: Policy,
+    /// How many requests that limit allows in a window.
     pub limit: u32,
+    /// The window's length, in seconds.
     pub window_seconds: u64,
     /// Seconds until the window ends.
     pub retry_after_seconds: u64,

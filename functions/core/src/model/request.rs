@@ -15,10 +15,12 @@ use url::Url;
 pub struct InvalidRequest {
     /// The field's path (`metadata.color`), or `body` for the body as a whole.
     pub field: String,
+    /// What is wrong with the field, in words the client can act on.
     pub message: String,
 }
 
 impl InvalidRequest {
+    /// A refusal of `field` because of `message`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self { field: field.into(), message: message.into() }
     }
@@ -54,29 +56,40 @@ fn named_in_message<'a>(message: &'a str, marker: &str) -> Option<&'a str> {
     message.strip_prefix(marker)?.split('`').next()
 }
 
+/// The longest prompt accepted, in characters after trimming.
 pub const PROMPT_MAX_CHARS: usize = 2_000;
+/// The most top-level keys a job's `metadata` may have.
 pub const METADATA_MAX_KEYS: usize = 20;
+/// The largest a job's `metadata` may be, in bytes of JSON.
 pub const METADATA_MAX_BYTES: usize = 4_096;
 /// Objects and arrays nest at most this deep in `metadata` (DynamoDB stores
 /// 32 levels, and the job item holds `metadata` inside itself).
 pub const METADATA_MAX_DEPTH: usize = 8;
 
+/// The shape of a text-to-video job's frame, as `16:9`, `9:16` or `1:1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AspectRatio {
+    /// `16:9`, wider than tall (the default).
     #[serde(rename = "16:9")]
     Landscape,
+    /// `9:16`, taller than wide.
     #[serde(rename = "9:16")]
     Portrait,
+    /// `1:1`.
     #[serde(rename = "1:1")]
     Square,
 }
 
+/// The frame size of a text-to-video job, named by its shorter side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Resolution {
+    /// `480p`.
     #[serde(rename = "480p")]
     Sd,
+    /// `720p` (the default).
     #[serde(rename = "720p")]
     Hd,
+    /// `1080p`: twice the credits per second.
     #[serde(rename = "1080p")]
     FullHd,
 }
@@ -116,11 +129,14 @@ pub fn frame_size(aspect: AspectRatio, resolution: Resolution) -> (u32, u32) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkflowType {
+    /// A video from a prompt (`POST /videos/generate`).
     TextToVideo,
+    /// A video from a source image (`POST /videos/animate`).
     ImageToVideo,
 }
 
 impl WorkflowType {
+    /// The type as the API and the records write it: `text_to_video` or `image_to_video`.
     pub fn as_str(self) -> &'static str {
         match self {
             WorkflowType::TextToVideo => "text_to_video",
@@ -136,6 +152,7 @@ impl WorkflowType {
 pub struct ProviderName(String);
 
 impl ProviderName {
+    /// The name as written in requests, records and settings.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -176,57 +193,80 @@ impl std::fmt::Display for ProviderName {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageSource {
+    /// A URL the provider fetches the image from.
     Url(String),
+    /// An image uploaded to us first, through `POST /videos/uploads`.
     Upload(UploadId),
 }
 
 /// The fields both kinds of job share.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CommonOptions {
+    /// The provider the client asked for; the deployment's default when absent.
     pub provider: Option<ProviderName>,
+    /// Where to `POST` the job's notifications; an IP literal in it is already checked.
     pub webhook_url: Option<Url>,
+    /// The client's own JSON, kept with the job and given back with it.
     pub metadata: Option<Map<String, Value>>,
 }
 
 /// `POST /videos/generate`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenerateRequest {
+    /// What the video should show, trimmed.
     pub prompt: String,
+    /// Length of the video, within [`bounds::DURATION_SECONDS`].
     pub duration_seconds: u32,
+    /// The frame's shape.
     pub aspect_ratio: AspectRatio,
+    /// The frame's size; sets the credits per second.
     pub resolution: Resolution,
+    /// The fields both kinds of job share.
     pub common: CommonOptions,
 }
 
 /// `POST /videos/animate`, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnimateRequest {
+    /// Where the image to animate comes from.
     pub image: ImageSource,
+    /// Guidance for the motion, trimmed; `None` when absent or blank.
     pub prompt: Option<String>,
+    /// Length of the video, within [`bounds::LENGTH_SECONDS`] (the request's `length`).
     pub length_seconds: u32,
+    /// Frames per second, within [`bounds::FRAME_RATE`].
     pub frame_rate: u32,
+    /// How fast the camera closes in, within [`bounds::ZOOM_SPEED`].
     pub zoom_speed: f64,
+    /// The fields both kinds of job share.
     pub common: CommonOptions,
 }
 
 /// `POST /videos/uploads`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRequest {
+    /// The image type the client will upload; the bytes are checked against it later.
     pub content_type: ImageType,
+    /// The size the client declares, from 1 to the deployment's upload cap.
     pub size_bytes: u64,
 }
 
+/// A source image type the API takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ImageType {
+    /// `image/jpeg`.
     #[serde(rename = "image/jpeg")]
     Jpeg,
+    /// `image/png`.
     #[serde(rename = "image/png")]
     Png,
+    /// `image/webp`.
     #[serde(rename = "image/webp")]
     Webp,
 }
 
 impl ImageType {
+    /// The MIME type, as in `Content-Type`.
     pub fn mime(self) -> &'static str {
         match self {
             ImageType::Jpeg => "image/jpeg",
@@ -241,8 +281,9 @@ impl ImageType {
 pub struct RequestLimits {
     /// Plain `http://` webhook URLs are accepted (the local stack only).
     pub allow_http_webhooks: bool,
-    /// Webhook URLs at loopback addresses are accepted (the local stack and tests only).
-    pub allow_loopback_webhooks: bool,
+    /// The loopback ports webhook URLs may name (the local stack and tests only).
+    pub loopback_webhook_ports: crate::model::notification::address::LoopbackPorts,
+    /// The largest source image an upload may declare, in bytes (`UPLOAD_MAX_BYTES`).
     pub upload_max_bytes: u64,
     /// `metadata.local_faults` is accepted (the local stack and tests only;
     /// `ALLOW_FAULT_INJECTION`, off in a deployment).
@@ -251,8 +292,8 @@ pub struct RequestLimits {
 
 impl RequestLimits {
     /// Where URLs we or a provider will call may point, by these limits.
-    pub fn webhook_policy(&self) -> crate::model::notify::address::WebhookPolicy {
-        crate::model::notify::address::WebhookPolicy { allow_http: self.allow_http_webhooks, allow_loopback: self.allow_loopback_webhooks }
+    pub fn webhook_policy(&self) -> crate::model::notification::address::WebhookPolicy {
+        crate::model::notification::address::WebhookPolicy { allow_http: self.allow_http_webhooks, loopback: self.loopback_webhook_ports }
     }
 }
 
@@ -260,23 +301,31 @@ impl Default for RequestLimits {
     fn default() -> Self {
         Self {
             allow_http_webhooks: false,
-            allow_loopback_webhooks: false,
+            loopback_webhook_ports: crate::model::notification::address::LoopbackPorts::NONE,
             upload_max_bytes: 10 * 1024 * 1024,
             allow_fault_injection: false,
         }
     }
 }
 
+/// The ranges and defaults of a job's numeric request fields.
 pub mod bounds {
     use std::ops::RangeInclusive;
+    /// Text-to-video `duration_seconds`, in seconds.
     pub const DURATION_SECONDS: RangeInclusive<u32> = 1..=20;
+    /// Text-to-video `duration_seconds` when the request gives none.
     pub const DEFAULT_DURATION_SECONDS: u32 = 5;
+    /// Image-to-video `length`, in seconds.
     pub const LENGTH_SECONDS: RangeInclusive<u32> = 1..=30;
+    /// Image-to-video `length` when the request gives none.
     pub const DEFAULT_LENGTH_SECONDS: u32 = 5;
+    /// Image-to-video `frame_rate`, in frames per second.
     pub const FRAME_RATE: RangeInclusive<u32> = 1..=60;
+    /// Image-to-video `frame_rate` when the request gives none.
     pub const DEFAULT_FRAME_RATE: u32 = 24;
     /// How much closer the camera gets each second: 0.1 is 10 % a second.
     pub const ZOOM_SPEED: RangeInclusive<f64> = 0.0..=0.5;
+    /// Image-to-video `zoom_speed` when the request gives none.
     pub const DEFAULT_ZOOM_SPEED: f64 = 0.1;
 }
 
@@ -329,6 +378,7 @@ struct UploadBody {
 }
 
 impl GenerateRequest {
+    /// Parses and checks the body under the deployment's `limits`; fills in defaults.
     pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<Self, InvalidRequest> {
         let raw: GenerateBody = parse_json(body)?;
         let duration_seconds =
@@ -342,12 +392,14 @@ impl GenerateRequest {
         })
     }
 
+    /// What the job costs: its seconds times the resolution's credits per second.
     pub fn cost_credits(&self) -> u32 {
         self.duration_seconds * self.resolution.credits_per_second()
     }
 }
 
 impl AnimateRequest {
+    /// Parses and checks the body under the deployment's `limits`; fills in defaults.
     pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<Self, InvalidRequest> {
         let raw: AnimateBody = parse_json(body)?;
         let image = match (raw.image_url, raw.upload_id) {
@@ -376,6 +428,7 @@ impl AnimateRequest {
         })
     }
 
+    /// What the job costs: one credit per second of video.
     pub fn cost_credits(&self) -> u32 {
         self.length_seconds
     }
@@ -384,13 +437,21 @@ impl AnimateRequest {
 /// Why an upload request was refused: a bad field, or a file over the cap.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidUpload {
+    /// A field is missing, of the wrong type or out of range (400).
     #[error(transparent)]
     Invalid(#[from] InvalidRequest),
+    /// The declared size is over the deployment's cap (413).
     #[error("size_bytes: {size} is over the limit of {max} bytes")]
-    TooLarge { size: u64, max: u64 },
+    TooLarge {
+        /// The size the client declared, in bytes.
+        size: u64,
+        /// The deployment's cap, in bytes.
+        max: u64,
+    },
 }
 
 impl UploadRequest {
+    /// Parses and checks the body under the deployment's `limits`.
     pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<Self, InvalidUpload> {
         let raw: UploadBody = parse_json(body)?;
         let content_type = match raw.content_type.as_str() {
@@ -471,6 +532,7 @@ pub mod faults {
     use serde::{Deserialize, Serialize};
     use serde_json::Value;
 
+    /// The key in a job's `metadata` that holds its faults.
     pub const METADATA_KEY: &str = "local_faults";
     /// Each callback delivered at most this many times.
     pub const MAX_DUPLICATE_CALLBACKS: u32 = 5;
@@ -619,7 +681,8 @@ fn checked_url(field: &str, value: &str, allow_http: bool) -> Result<Url, Invali
 /// one the deployment lets us (or a provider) call.
 fn checked_outside_url(field: &str, value: &str, limits: &RequestLimits) -> Result<Url, InvalidRequest> {
     let url = checked_url(field, value, limits.allow_http_webhooks)?;
-    crate::model::notify::address::check_literal(&url, limits.webhook_policy()).map_err(|e| InvalidRequest::new(field, e.to_string()))?;
+    crate::model::notification::address::check_literal(&url, limits.webhook_policy())
+        .map_err(|e| InvalidRequest::new(field, e.to_string()))?;
     Ok(url)
 }
 
@@ -645,6 +708,7 @@ pub fn prompt_hash(key: &[u8], prompt: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// The hex SHA-256 of `bytes`, unkeyed: for legacy fingerprints and tests, never for a prompt.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -857,9 +921,12 @@ mod tests {
             let json = format!(r#"{{"prompt":"p","webhook_url":"{bad}"}}"#);
             assert_eq!(refused_field(generate(&json)), "webhook_url", "{bad}");
         }
-        let local = RequestLimits { allow_http_webhooks: true, allow_loopback_webhooks: true, ..limits() };
+        let ports = crate::model::notification::address::LoopbackPorts::range(9000, 9000);
+        let local = RequestLimits { allow_http_webhooks: true, loopback_webhook_ports: ports, ..limits() };
         let json = r#"{"prompt":"p","webhook_url":"http://127.0.0.1:9000/hook"}"#;
         assert!(GenerateRequest::parse(json.as_bytes(), &local).is_ok());
+        let json = r#"{"prompt":"p","webhook_url":"http://127.0.0.1:9001/hook"}"#;
+        assert_eq!(refused_field(GenerateRequest::parse(json.as_bytes(), &local)), "webhook_url", "a port nobody named");
     }
 
     #[test]
@@ -876,7 +943,8 @@ mod tests {
             let json = format!(r#"{{"prompt":"p","webhook_url":"{bad}"}}"#);
             assert_eq!(refused_field(generate(&json)), "webhook_url", "{bad}");
         }
-        let loopback_allowed = RequestLimits { allow_loopback_webhooks: true, ..limits() };
+        let ports = crate::model::notification::address::LoopbackPorts::range(443, 443);
+        let loopback_allowed = RequestLimits { loopback_webhook_ports: ports, ..limits() };
         let json = r#"{"prompt":"p","webhook_url":"https://127.0.0.1/h"}"#;
         assert!(GenerateRequest::parse(json.as_bytes(), &loopback_allowed).is_ok());
         let json = r#"{"prompt":"p","webhook_url":"https://10.0.0.1/h"}"#;

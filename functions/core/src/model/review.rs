@@ -10,10 +10,15 @@ use serde::{Deserialize, Serialize};
 /// The video's facts a reviewer weighs, beside the status body's links.
 #[derive(Debug, Clone, Serialize)]
 pub struct VideoFacts {
+    /// Frame width in pixels.
     pub width: u32,
+    /// Frame height in pixels.
     pub height: u32,
+    /// Length of the video, in seconds.
     pub duration_seconds: f64,
+    /// The video's MIME type.
     pub mime_type: String,
+    /// Size of the video file, in bytes.
     pub size_bytes: u64,
 }
 
@@ -21,18 +26,23 @@ pub struct VideoFacts {
 /// needs besides (the prompt, who asked, the video's facts).
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueEntry {
+    /// The job's status body, its fields inline, with links to the video.
     #[serde(flatten)]
     pub status: StatusBody,
+    /// Who asked for the video: a reviewer may not review their own.
     pub user_id: String,
     /// The raw prompt: reviewers may read it (image-to-video jobs may have none).
     pub prompt: Option<String>,
+    /// The stored video's facts; `null` when the job has no output.
     pub video: Option<VideoFacts>,
 }
 
 /// `GET /videos/review/queue`.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueBody {
+    /// The jobs on this page, oldest completion first.
     pub jobs: Vec<QueueEntry>,
+    /// Pass back as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 
@@ -45,17 +55,26 @@ pub const NOTE_MAX_CHARS: usize = 1_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewReason {
+    /// `product_changed`: the product's shape, colour or details changed.
     ProductChanged,
+    /// `unreadable_text`: text or a label in the video cannot be read.
     UnreadableText,
+    /// `distorted_anatomy`: hands, faces or bodies are distorted.
     DistortedAnatomy,
+    /// `rights_unclear`: the video may show something we have no right to use.
     RightsUnclear,
+    /// `needs_disclosure`: the video needs a disclosure that it was generated.
     NeedsDisclosure,
+    /// `poor_quality`: too low in quality to use.
     PoorQuality,
+    /// `off_brief`: does not show what was asked for.
     OffBrief,
+    /// `other`: anything else; the note must say what.
     Other,
 }
 
 impl ReviewReason {
+    /// Every reason, in the order the API lists them.
     pub const ALL: [ReviewReason; 8] = [
         ReviewReason::ProductChanged,
         ReviewReason::UnreadableText,
@@ -67,6 +86,7 @@ impl ReviewReason {
         ReviewReason::Other,
     ];
 
+    /// The reason's code, as the API takes it and the job's error carries it.
     pub fn as_str(self) -> &'static str {
         match self {
             ReviewReason::ProductChanged => "product_changed",
@@ -80,6 +100,7 @@ impl ReviewReason {
         }
     }
 
+    /// The reason whose code is `code`; `None` for an unknown code.
     pub fn parse(code: &str) -> Option<ReviewReason> {
         ReviewReason::ALL.into_iter().find(|reason| reason.as_str() == code)
     }
@@ -117,9 +138,19 @@ impl ReviewReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReviewRequest {
     /// Ready to use; a reason (such as `needs_disclosure`) and a note may go with it.
-    Approve { reason: Option<ReviewReason>, note: Option<String> },
+    Approve {
+        /// Something to keep in mind, such as `needs_disclosure`.
+        reason: Option<ReviewReason>,
+        /// The reviewer's own words, trimmed.
+        note: Option<String>,
+    },
     /// Needs changes, and why; `other` always comes with a note.
-    Reject { reason: ReviewReason, note: Option<String> },
+    Reject {
+        /// Why the video needs changes.
+        reason: ReviewReason,
+        /// The reviewer's own words, trimmed; required with `other`.
+        note: Option<String>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -160,6 +191,7 @@ impl ReviewRequest {
         }
     }
 
+    /// `approve` or `reject`, as the job's review records it.
     pub fn decision(&self) -> &'static str {
         match self {
             ReviewRequest::Approve { .. } => "approve",
@@ -167,6 +199,7 @@ impl ReviewRequest {
         }
     }
 
+    /// The reason given, if any; always one on a rejection.
     pub fn reason(&self) -> Option<ReviewReason> {
         match self {
             ReviewRequest::Approve { reason, .. } => *reason,
@@ -174,6 +207,7 @@ impl ReviewRequest {
         }
     }
 
+    /// The reviewer's note, if they wrote one.
     pub fn note(&self) -> Option<&str> {
         match self {
             ReviewRequest::Approve { note, .. } | ReviewRequest::Reject { note, .. } => note.as_deref(),

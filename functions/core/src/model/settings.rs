@@ -1,20 +1,25 @@
 //! A deployment's knobs, read once at start-up from the environment.
 
+use crate::model::notification::address::LoopbackPorts;
 use crate::model::request::{ProviderName, RequestLimits};
 
 /// The adapters whose `sends_progress_callbacks` is false (a providers test keeps the two in step).
 pub const DEFAULT_PROGRESS_REFRESH_PROVIDERS: &[&str] = &["fal"];
 
+/// A deployment's configuration, from the environment; each Lambda reads it once.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// How long an output that was not approved is kept.
     pub retention_seconds: u64,
     /// How many in-flight jobs one user may have.
     pub max_active_jobs: u32,
+    /// The provider a job goes to when its request names none (`DEFAULT_PROVIDER`, `local` when unset).
     pub default_provider: ProviderName,
+    /// The providers a request may name (`ENABLED_PROVIDERS`); always holds the default.
     pub enabled_providers: Vec<ProviderName>,
     /// Lifetime of presigned upload and download URLs.
     pub presign_ttl_seconds: u64,
+    /// Bounds on requests: upload size, which webhook URLs pass, fault injection.
     pub limits: RequestLimits,
     /// Largest JSON body the API reads.
     pub body_max_bytes: usize,
@@ -23,7 +28,7 @@ pub struct Settings {
     /// Where a job goes when its provider refuses it or keeps failing to accept it.
     pub failover: Option<crate::model::failover::Failover>,
     /// Waits between client notification attempts.
-    pub notify_retry_schedule: crate::model::notify::RetrySchedule,
+    pub notify_retry_schedule: crate::model::notification::RetrySchedule,
     /// A job in `submitted` or `processing` this long without an update counts as stuck.
     pub stuck_after_seconds: u64,
     /// A read of an in-flight job asks its provider again at most this often (0: never).
@@ -40,11 +45,30 @@ pub struct Settings {
 /// The prompt hash key of the local stack and tests; a deployment sets its own.
 pub const LOCAL_PROMPT_HASH_KEY: &[u8] = b"videojobs-local-prompt-hash-key";
 
+/// An environment variable whose value cannot be used; the function does not start with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration: {name} {problem}")]
 pub struct ConfigError {
+    /// The environment variable at fault.
     pub name: &'static str,
+    /// What is wrong with its value.
     pub problem: String,
+}
+
+/// `LOOPBACK_WEBHOOK_PORTS` (none unless named), never the local stack's own
+/// ports: the emulator's (`AWS_ENDPOINT_URL`), the API's (`LOCAL_API_ADDR`)
+/// and the local provider's (`LOCAL_PROVIDER_URL`).
+fn loopback_webhook_ports(get: &impl Fn(&str) -> Option<String>) -> Result<LoopbackPorts, ConfigError> {
+    if get("ALLOW_LOOPBACK_WEBHOOKS").is_some_and(|v| !v.trim().is_empty()) {
+        let problem = "is gone: it opened every loopback port, the emulator's too; name yours in LOOPBACK_WEBHOOK_PORTS (8000-8999)";
+        return Err(ConfigError { name: "ALLOW_LOOPBACK_WEBHOOKS", problem: problem.into() });
+    }
+    let named = LoopbackPorts::parse(&get("LOOPBACK_WEBHOOK_PORTS").unwrap_or_default())
+        .map_err(|problem| ConfigError { name: "LOOPBACK_WEBHOOK_PORTS", problem })?;
+    let url_port = |name: &str| get(name).and_then(|u| url::Url::parse(u.trim()).ok()).and_then(|u| u.port_or_known_default());
+    let addr_port = |name: &str| get(name).and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
+    let own = [url_port("AWS_ENDPOINT_URL"), addr_port("LOCAL_API_ADDR"), url_port("LOCAL_PROVIDER_URL")];
+    Ok(named.refusing(own.into_iter().flatten()))
 }
 
 impl Settings {
@@ -92,15 +116,15 @@ impl Settings {
             presign_ttl_seconds: number(&get, "PRESIGN_TTL_SECONDS", 900)?,
             limits: RequestLimits {
                 allow_http_webhooks: get("ALLOW_HTTP_WEBHOOKS").is_some_and(|v| v == "true" || v == "1"),
-                allow_loopback_webhooks: get("ALLOW_LOOPBACK_WEBHOOKS").is_some_and(|v| v == "true" || v == "1"),
+                loopback_webhook_ports: loopback_webhook_ports(&get)?,
                 upload_max_bytes: number(&get, "UPLOAD_MAX_BYTES", 10 * 1024 * 1024)?,
                 allow_fault_injection: get("ALLOW_FAULT_INJECTION").is_some_and(|v| v == "true" || v == "1"),
             },
             body_max_bytes: number(&get, "BODY_MAX_BYTES", 64 * 1024)?,
             generation_timeout_seconds: number(&get, "GENERATION_TIMEOUT_SECONDS", 900)?,
             notify_retry_schedule: match get("NOTIFY_RETRY_SCHEDULE_SECONDS") {
-                None => crate::model::notify::RetrySchedule::default(),
-                Some(text) => crate::model::notify::RetrySchedule::parse(&text)
+                None => crate::model::notification::RetrySchedule::default(),
+                Some(text) => crate::model::notification::RetrySchedule::parse(&text)
                     .map_err(|problem| ConfigError { name: "NOTIFY_RETRY_SCHEDULE_SECONDS", problem })?,
             },
             stuck_after_seconds: number(&get, "STUCK_AFTER_SECONDS", 1_800)?,
@@ -123,6 +147,7 @@ impl Settings {
         })
     }
 
+    /// Reads settings from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -151,7 +176,7 @@ mod tests {
         assert_eq!(s.body_max_bytes, 65_536);
         assert_eq!(s.generation_timeout_seconds, 900);
         assert_eq!(s.failover, None);
-        assert!(!s.limits.allow_loopback_webhooks);
+        assert_eq!(s.limits.loopback_webhook_ports, LoopbackPorts::NONE);
         assert!(!s.limits.allow_fault_injection, "faults are off unless a deployment turns them on");
         assert!(settings(&[("ALLOW_FAULT_INJECTION", "true")]).unwrap().limits.allow_fault_injection);
         assert_eq!(s.notify_retry_schedule.attempts(), 9);
@@ -181,11 +206,34 @@ mod tests {
     }
 
     #[test]
-    fn the_notification_schedule_and_loopback_webhooks_are_configurable() {
-        let s = settings(&[("NOTIFY_RETRY_SCHEDULE_SECONDS", "1,2"), ("ALLOW_LOOPBACK_WEBHOOKS", "true")]).unwrap();
+    fn the_notification_schedule_is_configurable() {
+        let s = settings(&[("NOTIFY_RETRY_SCHEDULE_SECONDS", "1,2")]).unwrap();
         assert_eq!(s.notify_retry_schedule.attempts(), 3);
-        assert!(s.limits.allow_loopback_webhooks);
         assert_eq!(settings(&[("NOTIFY_RETRY_SCHEDULE_SECONDS", "soon")]).unwrap_err().name, "NOTIFY_RETRY_SCHEDULE_SECONDS");
+    }
+
+    #[test]
+    fn loopback_webhooks_reach_only_the_named_ports_and_never_the_local_stacks_own() {
+        let local = [
+            ("LOOPBACK_WEBHOOK_PORTS", "3000-9000"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            ("LOCAL_API_ADDR", "127.0.0.1:8000"),
+            ("LOCAL_PROVIDER_URL", "http://127.0.0.1:4010"),
+        ];
+        let ports = settings(&local).unwrap().limits.loopback_webhook_ports;
+        assert!(ports.allows(3000) && ports.allows(8080) && ports.allows(9000));
+        for refused in [5000, 8000, 4010, 2999, 9001] {
+            assert!(!ports.allows(refused), "{refused}");
+        }
+        assert!(settings(&[("LOOPBACK_WEBHOOK_PORTS", "8080")]).unwrap().limits.loopback_webhook_ports.allows(8080));
+        for bad in ["http", "0", "70000", "1-x"] {
+            assert_eq!(settings(&[("LOOPBACK_WEBHOOK_PORTS", bad)]).unwrap_err().name, "LOOPBACK_WEBHOOK_PORTS", "{bad}");
+        }
+        assert_eq!(
+            settings(&[("ALLOW_LOOPBACK_WEBHOOKS", "true")]).unwrap_err().name,
+            "ALLOW_LOOPBACK_WEBHOOKS",
+            "the old switch is refused"
+        );
     }
 
     #[test]

@@ -30,22 +30,31 @@ const MAX_SIGNATURE_CHARS: usize = 128;
 /// A timestamp is up to 12 digits: Unix seconds before the year 9999.
 const MAX_TIMESTAMP_DIGITS: usize = 12;
 
+/// Why a signed message, or a secret, is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// One of the three headers is absent; holds its name.
     #[error("a webhook header is missing: {0}")]
     MissingHeader(&'static str),
+    /// `webhook-timestamp` is not a plain whole number of seconds.
     #[error("the webhook timestamp is not a number")]
     BadTimestamp,
+    /// `webhook-timestamp` is more than [`TOLERANCE_SECONDS`] from now, either way.
     #[error("the webhook timestamp is outside the tolerance")]
     Stale,
+    /// No well-formed `v1,` signature in the header verifies under any of the secrets.
     #[error("no signature matches")]
     NoMatch,
+    /// A secret is not base64 (after an optional `whsec_`), or decodes to nothing.
     #[error("a webhook secret is malformed")]
     BadSecret,
+    /// The body is over [`MAX_BODY_BYTES`]; refused before any MAC is computed.
     #[error("the webhook body is over {MAX_BODY_BYTES} bytes")]
     BodyTooLarge,
+    /// The header carries more than [`MAX_SIGNATURES`] signatures.
     #[error("the webhook-signature header carries more than {MAX_SIGNATURES} signatures")]
     TooManySignatures,
+    /// `webhook-id` is empty or longer than [`MAX_ID_CHARS`].
     #[error("the webhook-id is empty or too long")]
     BadId,
 }
@@ -61,6 +70,7 @@ impl std::fmt::Debug for WebhookSecret {
 }
 
 impl WebhookSecret {
+    /// Decodes a `whsec_…` secret (the prefix is optional).
     pub fn parse(text: &str) -> Result<Self, SignatureError> {
         let encoded = text.trim().strip_prefix("whsec_").unwrap_or(text.trim());
         let bytes = STANDARD.decode(encoded).map_err(|_| SignatureError::BadSecret)?;
@@ -112,8 +122,11 @@ impl WebhookSecret {
 /// The three headers of a signed message.
 #[derive(Debug, Clone, Copy)]
 pub struct SignedHeaders<'a> {
+    /// `webhook-id`: the message's id, the same on every attempt to deliver it.
     pub id: Option<&'a str>,
+    /// `webhook-timestamp`: when the message was signed, in Unix seconds.
     pub timestamp: Option<&'a str>,
+    /// `webhook-signature`: one or more space-separated `v1,<base64>` signatures.
     pub signature: Option<&'a str>,
 }
 

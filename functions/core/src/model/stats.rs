@@ -39,32 +39,46 @@ const LAST_BUCKET: u32 = 80;
 pub mod counter {
     use crate::model::lifecycle::JobStatus;
 
+    /// Jobs that reached `completed`: the count behind the average time to complete.
     pub const COMPLETED_COUNT: &str = "ttc.count";
+    /// Their times from creation to `completed` added up, in milliseconds.
     pub const COMPLETED_MS_SUM: &str = "ttc.ms_sum";
+    /// Jobs approved or rejected.
     pub const REVIEWED: &str = "reviewed";
+    /// Jobs rejected.
     pub const REJECTED: &str = "rejected";
+    /// Provider callbacks delivered again after they were applied.
     pub const DUPLICATE_CALLBACKS: &str = "duplicate_callbacks";
+    /// Bytes of stored videos.
     pub const VIDEO_BYTES: &str = "bytes.video";
+    /// Bytes of stored thumbnails.
     pub const THUMBNAIL_BYTES: &str = "bytes.thumbnail";
 
+    /// Jobs now in `status`.
     pub fn jobs(status: JobStatus) -> String {
         format!("jobs.{status}")
     }
+    /// Completions whose time to complete fell in histogram bucket `index` (see [`super::bucket_of`]).
     pub fn bucket(index: u32) -> String {
         format!("ttc.bucket.{index}")
     }
+    /// Jobs of `provider` that completed or failed.
     pub fn finished_by_provider(provider: &str) -> String {
         format!("finished.provider.{provider}")
     }
+    /// Jobs of `provider` that failed.
     pub fn failed_by_provider(provider: &str) -> String {
         format!("failed.provider.{provider}")
     }
+    /// Jobs of a workflow type that completed or failed.
     pub fn finished_by_workflow(workflow: &str) -> String {
         format!("finished.workflow.{workflow}")
     }
+    /// Jobs of a workflow type that failed.
     pub fn failed_by_workflow(workflow: &str) -> String {
         format!("failed.workflow.{workflow}")
     }
+    /// Rejections for the review reason `reason`.
     pub fn rejected_for(reason: &str) -> String {
         format!("rejected.reason.{reason}")
     }
@@ -75,6 +89,7 @@ pub mod counter {
 pub struct Deltas(BTreeMap<String, i64>);
 
 impl Deltas {
+    /// Adds `amount` to the counter `name`, on top of what it already has here.
     pub fn add(&mut self, name: impl Into<String>, amount: i64) {
         *self.0.entry(name.into()).or_insert(0) += amount;
     }
@@ -84,10 +99,12 @@ impl Deltas {
         self.0.iter().filter(|(_, v)| **v != 0).map(|(k, v)| (k.as_str(), *v))
     }
 
+    /// Whether every amount is zero: nothing to write.
     pub fn is_empty(&self) -> bool {
         self.iter().next().is_none()
     }
 
+    /// The amount for `name`; 0 when it has none.
     pub fn get(&self, name: &str) -> i64 {
         self.0.get(name).copied().unwrap_or(0)
     }
@@ -212,16 +229,22 @@ pub type Counters = HashMap<String, i64>;
 /// A job sitting in `submitted` or `processing`, as the index has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StuckJob {
+    /// The job.
     pub job_id: JobId,
+    /// The watched status it sits in.
     pub status: JobStatus,
+    /// Its provider's name.
     pub provider: String,
+    /// When it last changed: how long it has sat there.
     pub updated_at: OffsetDateTime,
 }
 
 /// How many jobs sit in a status since before a time, and the oldest of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StuckPage {
+    /// How many jobs there are, listed or not.
     pub count: u64,
+    /// The oldest of them, oldest first, up to the limit asked for.
     pub oldest: Vec<StuckJob>,
 }
 
@@ -238,14 +261,23 @@ pub enum ScheduledMessage {
 pub struct StatsBody {
     /// `admin`: the full figures (a user's answer says `user`).
     pub scope: &'static str,
+    /// When these figures were read (RFC 3339).
     pub generated_at: String,
+    /// How many jobs are in each status now.
     pub jobs_by_status: JobsByStatus,
+    /// How long jobs took from creation to `completed`.
     pub time_to_complete_seconds: TimeToComplete,
+    /// How often each provider's finished jobs failed, by provider name.
     pub failure_rate_by_provider: Vec<ProviderFailures>,
+    /// How often finished jobs of each workflow type failed.
     pub failure_rate_by_workflow_type: Vec<WorkflowFailures>,
+    /// How many reviewed videos were rejected, and why.
     pub rejections: Rejections,
+    /// Provider callbacks delivered again after they were applied.
     pub duplicate_callbacks: i64,
+    /// Jobs in a watched status unchanged for longer than the threshold.
     pub stuck_jobs: StuckJobsView,
+    /// Bytes the stored outputs take now.
     pub stored_bytes_by_artifact_type: StoredBytesView,
 }
 
@@ -263,68 +295,104 @@ impl Serialize for JobsByStatus {
     }
 }
 
+/// Times from creation to `completed`, in seconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TimeToComplete {
+    /// How many jobs completed.
     pub count: i64,
+    /// The exact mean, in seconds (3 decimals); absent before any job completed.
     pub average: Option<f64>,
+    /// The median, as the upper bound of its histogram bucket; absent before any job completed.
     pub p50: Option<f64>,
+    /// The 95th percentile, as the upper bound of its bucket (at most 19 % above the true value); absent before any job completed.
     pub p95: Option<f64>,
 }
 
+/// One provider's finished jobs and how many failed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProviderFailures {
+    /// The provider's name.
     pub provider: String,
+    /// Its jobs that completed or failed.
     pub finished: i64,
+    /// Its jobs that failed.
     pub failed: i64,
+    /// `failed / finished`, 0 to 1 (4 decimals); 0 when none finished.
     pub rate: f64,
 }
 
+/// One workflow type's finished jobs and how many failed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkflowFailures {
+    /// `text_to_video` or `image_to_video`.
     pub workflow_type: String,
+    /// Its jobs that completed or failed.
     pub finished: i64,
+    /// Its jobs that failed.
     pub failed: i64,
+    /// `failed / finished`, 0 to 1 (4 decimals); 0 when none finished.
     pub rate: f64,
 }
 
+/// Reviews and rejections, with the reasons given.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rejections {
+    /// Jobs approved or rejected.
     pub reviewed: i64,
+    /// Jobs rejected.
     pub rejected: i64,
+    /// `rejected / reviewed`, 0 to 1 (4 decimals); 0 before any review.
     pub rate: f64,
+    /// Rejections by reason, the most frequent first.
     pub by_reason: Vec<ReasonCount>,
 }
 
+/// How many rejections gave one reason.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReasonCount {
+    /// The review reason's code, such as `off_brief`.
     pub reason: String,
+    /// Rejections that gave it.
     pub count: i64,
     /// Share of the reviewed jobs rejected for this reason.
     pub rate: f64,
 }
 
+/// Jobs that sit in a watched status longer than they should.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StuckJobsView {
+    /// How long without a change makes a job stuck (`STUCK_AFTER_SECONDS`).
     pub threshold_seconds: u64,
+    /// How many jobs are stuck, listed or not.
     pub count: u64,
+    /// The oldest of them, oldest first, at most [`STUCK_JOBS_LISTED`].
     pub jobs: Vec<StuckJobView>,
 }
 
+/// One stuck job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StuckJobView {
+    /// The job's id.
     pub job_id: JobId,
+    /// The status it sits in.
     pub status: JobStatus,
+    /// Its provider's name.
     pub provider: String,
+    /// When it last changed (RFC 3339).
     pub updated_at: String,
 }
 
+/// Bytes the stored outputs take, by artifact type.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredBytesView {
+    /// Bytes of videos.
     pub video: i64,
+    /// Bytes of thumbnails.
     pub thumbnail: i64,
 }
 
 impl StatsBody {
+    /// The figures from summed `counters` and the `stuck` jobs, as of `now`.
     pub fn new(counters: &Counters, stuck: StuckPage, threshold_seconds: u64, now: OffsetDateTime) -> Self {
         let get = |name: &str| counters.get(name).copied().unwrap_or(0);
         let with_prefix = |prefix: &str| -> BTreeMap<String, i64> {
@@ -394,6 +462,7 @@ impl StatsBody {
 /// (pages of [`OWN_JOBS_PAGE`]): enough for what a frontend shows, and a
 /// bounded read.
 pub const OWN_JOBS_COUNTED: u32 = 500;
+/// How many of the user's own jobs one page of the count reads.
 pub const OWN_JOBS_PAGE: u32 = 100;
 
 /// `GET /videos/stats` for any key but an admin's: what a frontend may show.
@@ -401,39 +470,53 @@ pub const OWN_JOBS_PAGE: u32 = 100;
 pub struct UserStatsBody {
     /// `user`.
     pub scope: &'static str,
+    /// When these figures were read (RFC 3339).
     pub generated_at: String,
+    /// How many jobs of every user wait or are being generated now.
     pub queue: QueueDepth,
+    /// How long jobs of every user take from creation to `completed`.
     pub time_to_complete_seconds: TypicalTime,
+    /// The caller's own jobs.
     pub your_jobs: OwnJobs,
 }
 
 /// Jobs of every user waiting to start, and being generated.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueueDepth {
+    /// Jobs in `queued`.
     pub waiting: i64,
+    /// Jobs in `submitted`, `retrying` or `processing`.
     pub generating: i64,
 }
 
+/// Typical times from creation to `completed`, in seconds, over every user's jobs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TypicalTime {
+    /// How many jobs completed.
     pub count: i64,
+    /// The median, as the upper bound of its histogram bucket; absent before any job completed.
     pub p50: Option<f64>,
+    /// The 95th percentile, as the upper bound of its histogram bucket; absent before any job completed.
     pub p95: Option<f64>,
 }
 
 /// The caller's own jobs, by status.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OwnJobs {
+    /// How many of the counted jobs are in each status.
     pub by_status: JobsByStatus,
     /// How many were counted (the newest [`OWN_JOBS_COUNTED`] at most).
     pub counted: u32,
     /// Whether every one of the caller's jobs was counted.
     pub complete: bool,
+    /// The caller's jobs in flight now.
     pub active: u32,
+    /// The caller's cap on jobs in flight.
     pub max_active: u32,
 }
 
 impl UserStatsBody {
+    /// A user's figures: the shared ones from `admin`, with their `own` job statuses and in-flight count.
     pub fn new(admin: &StatsBody, own: &[JobStatus], complete: bool, active: u32, max_active: u32) -> Self {
         let count = |status: JobStatus| admin.jobs_by_status.0.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| (*n).max(0));
         let ttc = &admin.time_to_complete_seconds;
@@ -461,7 +544,9 @@ impl UserStatsBody {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum StatsView {
+    /// The full figures, for an admin.
     Admin(StatsBody),
+    /// The figures any other caller may see.
     User(UserStatsBody),
 }
 

@@ -7,14 +7,19 @@ use crate::model::lifecycle::JobStatus;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+/// Where to read more about a job: paths relative to the API's base URL.
 #[derive(Debug, Clone, Serialize)]
 pub struct Links {
+    /// Path of the job's status.
     pub status: String,
+    /// Path of the job's result, once it has a video.
     pub result: String,
+    /// Path of the job's history.
     pub events: String,
 }
 
 impl Links {
+    /// The links of the job `id`.
     pub fn for_job(id: &JobId) -> Self {
         Self {
             status: format!("/videos/jobs/{id}/status"),
@@ -27,14 +32,20 @@ impl Links {
 /// `202` for a new job.
 #[derive(Debug, Clone, Serialize)]
 pub struct AcceptedBody {
+    /// The new job's id: what every later request names.
     pub job_id: JobId,
+    /// Always `queued`.
     pub status: JobStatus,
+    /// The status in words a person reads.
     pub status_label: &'static str,
+    /// A rough wait to show, in seconds: provider queueing plus render time.
     pub estimated_time_seconds: u32,
+    /// Where to follow the job.
     pub links: Links,
 }
 
 impl AcceptedBody {
+    /// The body for `job` as it was accepted.
     pub fn for_job(job: &Job) -> Self {
         Self {
             job_id: job.job_id.clone(),
@@ -46,75 +57,113 @@ impl AcceptedBody {
     }
 }
 
+/// Why a job failed, was rejected or expired.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorView {
+    /// Stable and machine-readable: one of ours (docs/ERRORS.md), the provider's, or a review reason.
     pub code: String,
+    /// What went wrong, to show the user.
     pub message: String,
+    /// What the user can do about it; left out when there is nothing to say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_step: Option<String>,
 }
 
+/// What a job costs.
 #[derive(Debug, Clone, Serialize)]
 pub struct CostView {
+    /// Credits debited when the job was accepted (given back if it fails, is canceled or runs out of time).
     pub credits: u32,
 }
 
+/// A reviewer's decision on a job's video.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReviewView {
+    /// `approve` or `reject`.
     pub decision: String,
+    /// The review reason's code; always set on a rejection, `null` on an approval without one.
     pub reason: Option<String>,
+    /// The reviewer's note; `null` when they wrote none.
     pub note: Option<String>,
+    /// The user id of the reviewer.
     pub reviewer_id: String,
+    /// When the decision was made (RFC 3339).
     pub reviewed_at: String,
 }
 
+/// The job's video, through presigned links.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputView {
+    /// Presigned GET of the video; stops working after the presign lifetime.
     pub video_url: String,
+    /// Presigned GET of the thumbnail; `null` when there is none.
     pub thumbnail_url: Option<String>,
+    /// Length of the video, in seconds.
     pub duration_seconds: f64,
 }
 
 /// `progress_detail` in the status body.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProgressDetailView {
+    /// `queued` (waiting at the provider) or `processing` (being generated).
     pub stage: crate::model::progress::Stage,
+    /// Jobs ahead of this one at the provider (0: next); `null` when the provider does not say.
     pub queue_position: Option<u32>,
+    /// The detail in a sentence, to show as it is.
     pub message: String,
+    /// When the provider said it (RFC 3339).
     pub observed_at: String,
 }
 
 /// Presigned links to a job's output, when it has one to show.
 #[derive(Debug, Clone, Default)]
 pub struct OutputLinks {
+    /// Presigned GET of the video; `None` when there is nothing to offer.
     pub video_url: Option<String>,
+    /// Presigned GET of the thumbnail, when there is one.
     pub thumbnail_url: Option<String>,
+    /// When the presigned links stop working.
     pub expires_at: Option<OffsetDateTime>,
 }
 
 /// `GET /videos/jobs/{id}/status`, and each item of the listings.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusBody {
+    /// The job's id.
     pub job_id: JobId,
+    /// Where the job is in its lifecycle.
     pub status: JobStatus,
+    /// The status in words a person reads.
     pub status_label: &'static str,
+    /// Percentage done, 0 to 100; never below what the status implies.
     pub progress: u8,
+    /// `text_to_video` or `image_to_video`.
     pub workflow_type: &'static str,
+    /// The provider making the video (the fallback's name after a failover).
     pub provider: String,
+    /// When the job was accepted (RFC 3339).
     pub created_at: String,
+    /// When the job last changed (RFC 3339).
     pub updated_at: String,
+    /// When the video was stored (RFC 3339); `null` until then.
     pub completed_at: Option<String>,
+    /// Why the job failed, was rejected or expired; `null` otherwise.
     pub error: Option<ErrorView>,
+    /// What the job costs.
     pub cost: CostView,
+    /// The reviewer's decision; `null` until the video is reviewed.
     pub review: Option<ReviewView>,
+    /// Links to the video; `null` until it is stored, once it is past retention or rejected, and in the active list.
     pub output: Option<OutputView>,
     /// The provider's last word while it works; `null` otherwise.
     pub progress_detail: Option<ProgressDetailView>,
+    /// The client's own JSON given at creation; left out when there was none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl StatusBody {
+    /// The body for `job`, with its video's `links` when there are any.
     pub fn new(job: &Job, links: &OutputLinks) -> Self {
         let output = match (&job.output, &links.video_url) {
             (Some(artifact), Some(url)) => Some(OutputView {
@@ -159,14 +208,22 @@ impl StatusBody {
     }
 }
 
+/// The job's video, with fresh presigned links and its facts.
 #[derive(Debug, Clone, Serialize)]
 pub struct VideoView {
+    /// Presigned GET of the video, valid until `expires_at`.
     pub url: String,
+    /// Presigned GET of the thumbnail; `null` when there is none.
     pub thumbnail_url: Option<String>,
+    /// Length of the video, in seconds.
     pub duration_seconds: f64,
+    /// Frame width in pixels.
     pub width: u32,
+    /// Frame height in pixels.
     pub height: u32,
+    /// The video's MIME type, `video/mp4`.
     pub mime_type: String,
+    /// Size of the video file, in bytes.
     pub size_bytes: u64,
     /// When the presigned URL stops working.
     pub expires_at: String,
@@ -175,19 +232,30 @@ pub struct VideoView {
 /// `GET /videos/jobs/{id}/result`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResultBody {
+    /// The job's id.
     pub job_id: JobId,
+    /// Where the job is: `completed` or `approved`.
     pub status: JobStatus,
+    /// The video and where to fetch it.
     pub video: VideoView,
 }
 
+/// One entry of a job's history.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventView {
+    /// When it happened (RFC 3339).
     pub at: String,
+    /// Who or what caused it: `api`, `worker`, `webhook`, `state_machine`, `reviewer` or `notifier`.
     pub source: crate::model::job::EventSource,
+    /// The status before; `null` on the job's first event.
     pub previous_status: Option<JobStatus>,
+    /// The status after; the same as before when the event changed nothing.
     pub status: JobStatus,
+    /// What happened, in a sentence.
     pub message: String,
+    /// The code of the error the job got with this event; `null` when none.
     pub error_code: Option<String>,
+    /// The user id of the person who acted (the owner, a reviewer, an admin); `null` when the system acted.
     pub actor: Option<String>,
 }
 
@@ -208,35 +276,49 @@ impl From<&JobEvent> for EventView {
 /// `GET /videos/jobs/{id}/events`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventsBody {
+    /// The job's id.
     pub job_id: JobId,
+    /// Every event of the job, oldest first.
     pub events: Vec<EventView>,
 }
 
 /// `GET /videos/jobs` and `GET /videos/jobs/active`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListBody {
+    /// The jobs on this page, newest first.
     pub jobs: Vec<StatusBody>,
+    /// Pass back as `cursor` for the next page; `null` on the last page (always, for the active list).
     pub next_cursor: Option<String>,
 }
 
 /// `POST /videos/uploads`.
 #[derive(Debug, Clone, Serialize)]
 pub struct UploadBody {
+    /// The upload's id: give it to `POST /videos/animate` as `upload_id` once the bytes are in.
     pub upload_id: String,
+    /// The presigned URL to send the image to.
     pub url: String,
+    /// Always `PUT`.
     pub method: &'static str,
     /// Send exactly these headers with the PUT.
     pub headers: serde_json::Map<String, serde_json::Value>,
+    /// When the presigned URL stops working (RFC 3339).
     pub expires_at: String,
+    /// The most bytes the deployment takes for one image.
     pub max_bytes: u64,
 }
 
 /// `GET /videos/account`: who the key belongs to and what they have left.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountBody {
+    /// The caller's user id.
     pub user_id: String,
+    /// The key's role: `user`, `reviewer` or `admin`.
     pub role: &'static str,
+    /// Credits left to spend.
     pub credits: i64,
+    /// The caller's jobs in flight now.
     pub active_jobs: u32,
+    /// How many jobs the caller may have in flight at once.
     pub max_active_jobs: u32,
 }

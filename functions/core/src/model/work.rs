@@ -7,6 +7,7 @@
 use crate::model::ids::JobId;
 use serde::{Deserialize, Serialize};
 
+/// One message on the work queue; `kind` names it in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WorkMessage {
@@ -16,63 +17,101 @@ pub enum WorkMessage {
     /// token is read from the store). An attempt that is no longer the job's
     /// current one does nothing (see `services/pipeline/submission.rs`).
     Submit {
+        /// The job to submit.
         job_id: JobId,
+        /// The token of the state machine's task, on its own message only.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         task_token: Option<String>,
+        /// Which submission attempt this is; `None` is attempt 1.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attempt: Option<u32>,
     },
     /// The provider says it is done (or gave up): fetch the outcome and finish.
-    Finalize { job_id: JobId },
+    Finalize {
+        /// The job the provider is done with.
+        job_id: JobId,
+    },
     /// No callback came before the deadline: ask the provider. Round 1 comes
     /// from the state machine with its task token; the worker asks again in
     /// later rounds (no token: it is read from the store) while the provider
     /// is still working, and answers the token when done or out of rounds.
     Poll {
+        /// The job to ask about.
         job_id: JobId,
+        /// The token of the state machine's task, on round 1 only.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         task_token: Option<String>,
+        /// Which round of asking this is; `None` is round 1.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         round: Option<u32>,
     },
     /// The video is stored and the retention window starts: keep the token
     /// of the task that waits for the review (its timeout is the window), so
     /// that an approval can answer it and end the execution.
-    AwaitReview { job_id: JobId, task_token: String },
+    AwaitReview {
+        /// The job whose video is stored.
+        job_id: JobId,
+        /// The token of the task that waits for the review.
+        task_token: String,
+    },
     /// The retention window is over: delete an output nobody approved.
-    Expire { job_id: JobId },
+    Expire {
+        /// The job whose retention window ended.
+        job_id: JobId,
+    },
     /// The execution ran out of time or retries.
-    GiveUp { job_id: JobId, error: Option<String> },
+    GiveUp {
+        /// The job the execution gave up on.
+        job_id: JobId,
+        /// The error name the state machine caught (`ProviderBusy`, `JobEnded`, …); `None` when it ran out of time.
+        error: Option<String>,
+    },
     /// The user canceled: tell the provider to stop.
-    CancelAtProvider { job_id: JobId },
+    CancelAtProvider {
+        /// The canceled job, which has a provider request.
+        job_id: JobId,
+    },
     /// A reviewer rejected the video: delete it now rather than at the end of
     /// the retention window.
-    DiscardOutput { job_id: JobId },
+    DiscardOutput {
+        /// The rejected job.
+        job_id: JobId,
+    },
     /// Keep an approved video's objects (their `unreviewed` tag off), so that the bucket's
     /// safety-net lifecycle rule (for objects no job points to) never takes
     /// them. An approval now marks them itself before it commits, so nothing
     /// sends this any more; it is still handled for messages queued before.
-    KeepOutput { job_id: JobId },
+    KeepOutput {
+        /// The approved job.
+        job_id: JobId,
+    },
     /// A client read an in-flight job whose provider sends no progress
     /// callbacks: ask the provider where the job is (see `progress`).
-    Refresh { job_id: JobId },
+    Refresh {
+        /// The job that was read.
+        job_id: JobId,
+    },
     /// Tell the client of `status` at the job's `webhook_url` (attempt 1, 2, …).
     /// SQS delays a message 15 minutes at most: a longer wait between attempts
     /// is made of hops, each re-queued until `not_before`.
     Notify {
+        /// The job to tell the client about.
         job_id: JobId,
+        /// The status the client is told of.
         status: crate::model::lifecycle::JobStatus,
+        /// Which delivery attempt this is, from 1.
         attempt: u32,
+        /// Do not post before this: a hop of a wait longer than SQS can delay.
         #[serde(default, with = "crate::model::job::timestamp::option", skip_serializing_if = "Option::is_none")]
         not_before: Option<time::OffsetDateTime>,
         /// When the status change that queued it began. The first message is
         /// queued before the change is written, so that no crash between the
         /// two can lose it: until the job shows `status`, it waits for the
-        /// change, at most [`crate::model::notify::WRITER_WINDOW`] from then.
+        /// change, at most [`crate::model::notification::WRITER_WINDOW`] from then.
         #[serde(default, with = "crate::model::job::timestamp::option", skip_serializing_if = "Option::is_none")]
         queued_at: Option<time::OffsetDateTime>,
         /// How many times this attempt has waited for one of its user's
-        /// delivery slots: past [`crate::model::notify::SLOT_WAITS_PER_ATTEMPT`]
+        /// delivery slots: past [`crate::model::notification::SLOT_WAITS_PER_ATTEMPT`]
         /// the wait counts as a failed attempt.
         #[serde(default, skip_serializing_if = "is_zero")]
         slot_waits: u32,
@@ -101,6 +140,7 @@ impl WorkMessage {
         }
     }
 
+    /// The job the message is about.
     pub fn job_id(&self) -> &JobId {
         match self {
             WorkMessage::Submit { job_id, .. }

@@ -1,7 +1,7 @@
 use crate::model::error::StoreError;
 use crate::model::ids::{JobId, UserId};
 use crate::model::lifecycle::JobStatus;
-use crate::model::notify::{AttemptClaim, Destination, UserWebhookSecrets};
+use crate::model::notification::{AttemptClaim, Destination, UserWebhookSecrets};
 use async_trait::async_trait;
 use std::net::IpAddr;
 use std::time::Duration;

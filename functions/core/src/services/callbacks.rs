@@ -41,10 +41,13 @@ pub const RECEIPT_LEASE: std::time::Duration = std::time::Duration::from_secs(30
 pub struct Callbacks {
     /// Status changes (wrapped so that a client is told of a change).
     pub writes: Arc<dyn JobWrites>,
+    /// Jobs, to read the job a callback is about.
     pub reads: Arc<dyn JobReads>,
     /// The receipts that apply each callback once.
     pub ledger: Arc<dyn CallbackLedger>,
+    /// The worker's queue: a finished, failed or canceled job gets a `finalize` message.
     pub queue: Arc<dyn WorkQueue>,
+    /// The providers enabled here, to verify each one's callbacks.
     pub providers: Providers,
     /// Where duplicate deliveries are counted.
     pub stats: Arc<dyn StatsStore>,
@@ -57,9 +60,13 @@ pub struct Callbacks {
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallbackOutcome {
+    /// No provider of that name is enabled here (404).
     UnknownProvider,
+    /// The body is over the signed-body cap; refused before any cryptography (413).
     TooLarge,
+    /// The signature is missing, stale or does not verify (401).
     BadSignature,
+    /// The body is not this provider's callback (400).
     Malformed,
     /// No job owns the request id yet: noted for the worker.
     Unmatched,
@@ -67,6 +74,7 @@ pub enum CallbackOutcome {
     Duplicate,
     /// The same delivery is being applied right now: the provider should retry.
     InProgress,
+    /// The delivery is recorded and applied, or recorded as ignored for a job past it (200).
     Applied,
     /// Storage failed: nothing was kept, the provider should retry.
     Unavailable,

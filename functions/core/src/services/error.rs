@@ -8,47 +8,90 @@ use crate::model::error::StoreError;
 use crate::model::lifecycle::JobStatus;
 use crate::model::request::InvalidRequest;
 
+/// A refusal or failure of an API operation, as the caller is told of it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AppError {
+    /// A body or path value is refused; names the field (400).
     #[error("{0}")]
     InvalidRequest(#[from] InvalidRequest),
+    /// The body is not declared as JSON (415).
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// The body is over the route's size cap (413).
     #[error("the request body is larger than {max_bytes} bytes")]
-    BodyTooLarge { max_bytes: usize },
+    BodyTooLarge {
+        /// The cap, in bytes.
+        max_bytes: usize,
+    },
+    /// The upload declares, or its object holds, more bytes than the deployment allows (413).
     #[error("{message}")]
-    UploadTooLarge { message: String },
+    UploadTooLarge {
+        /// What was too large, by how much; shown to the caller.
+        message: String,
+    },
     /// The uploaded bytes are not an image of the declared type (names `upload_id`).
     #[error("upload_id: the uploaded file {message}")]
-    UnsupportedImage { message: String },
+    UnsupportedImage {
+        /// What the bytes are instead; shown to the caller.
+        message: String,
+    },
+    /// No key, an unknown one, or one that is revoked or expired (401, with `WWW-Authenticate: Bearer`).
     #[error("a valid API key is required")]
     Unauthenticated,
+    /// The key's role may not do this, or the job is not the caller's to change (403); holds the reason shown.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// A reviewer tried to approve or reject their own job (403).
     #[error("a video is approved or rejected by someone other than the person who asked for it")]
     OwnJobReview,
+    /// The account cannot pay for the job, or there is no account (402); nothing is written.
     #[error("this job costs {needed} credits and the balance is {balance}")]
-    InsufficientCredits { needed: u32, balance: i64 },
+    InsufficientCredits {
+        /// What the job costs, in credits.
+        needed: u32,
+        /// The account's credits now; 0 when there is no account.
+        balance: i64,
+    },
+    /// No such job, or one the caller may not see (404), so that its existence is not disclosed.
     #[error("no such job")]
     JobNotFound,
+    /// No API key with that public id (404).
     #[error("no such API key")]
     KeyNotFound,
+    /// No route for the method and path (404); the only error with no next step.
     #[error("no such route")]
     RouteNotFound,
+    /// The job's status does not allow the operation (409): cancelling a finished job, reviewing one that is not
+    /// completed, asking for the result of one without a video.
     #[error("{message}")]
-    WrongState { status: JobStatus, message: String },
+    WrongState {
+        /// Where the job is now.
+        status: JobStatus,
+        /// Why its status refuses the operation, shown to the caller.
+        message: String,
+    },
+    /// The job's video is past its retention window and deleted, or the job expired (410).
     #[error("the video of this job has expired")]
     Expired,
+    /// A reviewer rejected the video, which is being deleted (410).
     #[error("a reviewer rejected this video, and it was deleted")]
     Rejected,
+    /// The `Idempotency-Key` was used before with a different request (422).
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyConflict,
+    /// The user already has the most in-flight jobs allowed (429); nothing is written.
     #[error("there are already {limit} jobs in progress")]
-    TooManyActiveJobs { limit: u32 },
+    TooManyActiveJobs {
+        /// The cap on in-flight jobs.
+        limit: u32,
+    },
+    /// The key went over one of its rate limits (429, with `Retry-After` and the limit's headers).
     #[error("this key made more than {} {} requests in {} seconds", .0.limit, .0.policy.name(), .0.window_seconds)]
     RateLimited(crate::model::ratelimit::Limited),
+    /// A store or AWS service is throttling or unreachable (503); trying again may work. Holds detail for the logs only.
     #[error("the service is busy")]
     Unavailable(String),
+    /// Anything else: a bug or a record that does not parse (500). Holds detail for the logs only.
     #[error("internal error")]
     Internal(String),
 }

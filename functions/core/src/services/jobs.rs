@@ -24,14 +24,23 @@ use time::OffsetDateTime;
 pub struct Services {
     /// Creations and status changes (wrapped so that a client is told of a change).
     pub writes: Arc<dyn JobWrites>,
+    /// Jobs, their events, prompts and idempotency records.
     pub reads: Arc<dyn JobReads>,
+    /// A user's jobs, from the indexes: `GET /videos/jobs` and `GET /videos/jobs/active`.
     pub listings: Arc<dyn JobListings>,
+    /// API keys, by hash: authentication and the admin endpoints.
     pub keys: Arc<dyn ApiKeyStore>,
+    /// Users' credits and in-flight counts.
     pub accounts: Arc<dyn AccountStore>,
+    /// The records of source images users asked to upload.
     pub uploads: Arc<dyn UploadStore>,
+    /// The media bucket: presigned URLs for uploads and outputs, and small reads of uploaded images.
     pub media: Arc<dyn MediaStore>,
+    /// Starts and stops jobs' Step Functions executions.
     pub workflows: Arc<dyn Workflows>,
+    /// The worker's queue: cancels at the provider, deletions of rejected videos, progress refreshes.
     pub work: Arc<dyn WorkQueue>,
+    /// The completed jobs waiting for a review.
     pub review_queue: Arc<dyn crate::ports::ReviewQueue>,
     /// Users' signing secrets for client notifications.
     pub webhook_secrets: Arc<dyn crate::ports::WebhookSecrets>,
@@ -47,20 +56,25 @@ pub struct Services {
     pub kept: Arc<dyn KeepOutputs>,
     /// …and then answers the task that waits for the review (see `review`).
     pub review_waits: Arc<dyn ReviewWaits>,
+    /// Answers the task a review waits on, once a video is approved.
     pub tasks: Arc<dyn TaskTokens>,
+    /// The deployment's configuration.
     pub settings: Settings,
 }
 
 /// A job to create, from either POST.
 #[derive(Debug, Clone)]
 pub enum JobSpec {
+    /// `POST /videos/generate`: a text-to-video job.
     Generate(GenerateRequest),
+    /// `POST /videos/animate`: an image-to-video job.
     Animate(AnimateRequest),
 }
 
 /// The client's `Idempotency-Key` and what identifies its request.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
+    /// The key the client sent, unique per user.
     pub key: IdempotencyKey,
     /// What the record keeps (keyed: see [`request_fingerprint`]).
     pub fingerprint: String,
@@ -89,9 +103,13 @@ impl Idempotency {
 /// The answer to a create request: the first answer again on a replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
+    /// The HTTP status to answer with: 202, or the first answer's on a replay.
     pub status: u16,
+    /// The JSON body to answer with, byte for byte the first one on a replay.
     pub body: String,
+    /// The job created, or the one the first request created.
     pub job_id: JobId,
+    /// Whether this answers a repeated `Idempotency-Key` rather than creating a job.
     pub replayed: bool,
 }
 
@@ -133,6 +151,8 @@ impl Services {
         Ok(record.principal)
     }
 
+    /// Creates a job for `who`: checks it, debits its credits and starts its execution; with an `Idempotency-Key` seen
+    /// before, answers as the first request did (or refuses a different request under it).
     pub async fn create_job(&self, who: &Principal, spec: JobSpec, idempotency: Option<Idempotency>) -> Result<Accepted, AppError> {
         if let Some(idem) = &idempotency {
             if let Some(previous) = self.reads.idempotency_record(&who.user_id, &idem.key).await? {
@@ -149,7 +169,7 @@ impl Services {
             let url = url::Url::parse(text).map_err(|_| InvalidRequest::new("image_url", "is not a URL"))?;
             let policy = self.settings.limits.webhook_policy();
             match crate::services::webhook_rules::check_destination(&url, policy, self.resolver.as_ref()).await {
-                Ok(_) | Err(crate::model::notify::DestinationError::Unresolved { .. }) => {}
+                Ok(_) | Err(crate::model::notification::DestinationError::Unresolved { .. }) => {}
                 Err(err) => return Err(InvalidRequest::new("image_url", err.to_string()).into()),
             }
         }
@@ -338,6 +358,7 @@ impl Services {
         }
     }
 
+    /// `GET /videos/jobs/{id}/status`: the job's status body; may ask for fresh progress.
     pub async fn status(&self, who: &Principal, id: &str) -> Result<StatusBody, AppError> {
         let job = self.visible_job(who, id).await?;
         self.refresher().after_read(&job).await;
@@ -374,6 +395,7 @@ impl Services {
         Ok(OutputLinks { video_url: Some(video.url), thumbnail_url: thumbnail, expires_at: Some(video.expires_at) })
     }
 
+    /// `GET /videos/jobs/{id}/result`: fresh links to the video and its facts, once there is one to give.
     pub async fn result(&self, who: &Principal, id: &str) -> Result<ResultBody, AppError> {
         let job = self.visible_job(who, id).await?;
         let now = timestamp::now();
@@ -409,12 +431,14 @@ impl Services {
         })
     }
 
+    /// `GET /videos/jobs/{id}/events`: the job's history, oldest first.
     pub async fn events(&self, who: &Principal, id: &str) -> Result<EventsBody, AppError> {
         let job = self.visible_job(who, id).await?;
         let events = self.reads.events(&job.job_id).await?;
         Ok(EventsBody { job_id: job.job_id, events: events.iter().map(EventView::from).collect() })
     }
 
+    /// `GET /videos/jobs`: a page of the caller's own jobs, newest first.
     pub async fn list(&self, who: &Principal, page: PageRequest) -> Result<ListBody, AppError> {
         let page = self.listings.jobs_of(&who.user_id, &page).await.map_err(|err| match err {
             ListError::BadCursor => InvalidRequest::new("cursor", "is not a cursor this API gave out").into(),
@@ -429,6 +453,7 @@ impl Services {
         Ok(ListBody { jobs, next_cursor: page.next_cursor })
     }
 
+    /// `GET /videos/jobs/active`: the caller's in-flight jobs, newest first, without output links.
     pub async fn active(&self, who: &Principal) -> Result<ListBody, AppError> {
         let jobs = self.listings.active_jobs_of(&who.user_id).await?;
         let refresher = self.refresher();

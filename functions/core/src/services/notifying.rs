@@ -6,7 +6,7 @@ use crate::model::error::StoreError;
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, JobEvent};
 use crate::model::lifecycle::JobStatus;
-use crate::model::notify::{is_notified, AFTER_THE_CHANGE};
+use crate::model::notification::{is_notified, AFTER_THE_CHANGE};
 use crate::model::work::WorkMessage;
 use crate::ports::*;
 use crate::services::retry::{retry, Backoff, Failed};
@@ -33,6 +33,7 @@ pub struct NotifyingJobs {
 }
 
 impl NotifyingJobs {
+    /// Wraps `inner`, queueing each change's notification on `queue`.
     pub fn new(inner: Arc<dyn JobWrites>, queue: Arc<dyn DelayedWorkQueue>) -> Self {
         Self { inner, queue }
     }

@@ -64,7 +64,9 @@ pub async fn apply_working(
 /// How a status read refreshes a job's detail.
 #[derive(Clone)]
 pub struct Refresher {
+    /// Claims the per-job refresh window.
     pub details: std::sync::Arc<dyn ProgressDetails>,
+    /// The worker's queue, for `refresh` messages.
     pub work: std::sync::Arc<dyn WorkQueue>,
     /// At most one refresh per job per this many seconds; 0 turns refreshing off.
     pub window_seconds: u64,

@@ -10,6 +10,7 @@ use std::time::Duration;
 /// How many attempts, and the waits between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
+    /// How many attempts in all, the first included.
     pub attempts: u32,
     /// The wait after the first attempt; the `n`th wait is `n` times it.
     pub step: Duration,

@@ -1,10 +1,10 @@
 //! Where a client notification may go (checked at create, and again at
 //! delivery with DNS) and a user's signing secrets, made on first use: the
-//! rules the API and the notifier share. The values are in `model::notify`.
+//! rules the API and the notifier share. The values are in `model::notification`.
 
 use crate::model::error::StoreError;
 use crate::model::ids::UserId;
-use crate::model::notify::*;
+use crate::model::notification::*;
 use crate::model::signing::WebhookSecret;
 use crate::ports::{HostResolver, WebhookSecrets};
 use std::net::SocketAddr;
@@ -31,10 +31,7 @@ pub async fn check_destination(url: &Url, policy: WebhookPolicy, resolver: &dyn 
         return Err(DestinationError::Unresolved { detail: "no addresses".into() });
     };
     for ip in &addrs {
-        let kind = classify(*ip);
-        if !policy.allows(kind) {
-            return Err(DestinationError::NotPublic { addr: *ip, kind });
-        }
+        policy.check(*ip, port)?;
     }
     Ok(Destination { url: url.clone(), host_name: Some(host.to_owned()), addr: SocketAddr::new(first, port) })
 }
@@ -46,8 +43,10 @@ mod tests {
     use std::collections::HashMap;
     use std::net::IpAddr;
 
-    const DEPLOYED: WebhookPolicy = WebhookPolicy { allow_http: false, allow_loopback: false };
-    const LOCAL: WebhookPolicy = WebhookPolicy { allow_http: true, allow_loopback: true };
+    const DEPLOYED: WebhookPolicy = WebhookPolicy { allow_http: false, loopback: LoopbackPorts::NONE };
+    fn local() -> WebhookPolicy {
+        WebhookPolicy { allow_http: true, loopback: LoopbackPorts::range(1, 65535).refusing([5000]) }
+    }
 
     struct FakeDns(HashMap<&'static str, Vec<IpAddr>>);
 
@@ -119,11 +118,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_local_stack_may_allow_loopback_and_http_but_never_private_addresses() {
-        assert!(check("http://127.0.0.1:9000/x", LOCAL).await.is_ok());
-        assert!(check("http://localhost:9000/x", LOCAL).await.is_ok());
-        assert!(matches!(check("http://10.0.0.1/x", LOCAL).await, Err(DestinationError::NotPublic { .. })));
-        assert!(matches!(check("http://169.254.169.254/x", LOCAL).await, Err(DestinationError::NotPublic { .. })));
+        assert!(check("http://127.0.0.1:9000/x", local()).await.is_ok());
+        assert!(check("http://localhost:9000/x", local()).await.is_ok());
+        assert!(matches!(check("http://10.0.0.1/x", local()).await, Err(DestinationError::NotPublic { .. })));
+        assert!(matches!(check("http://169.254.169.254/x", local()).await, Err(DestinationError::NotPublic { .. })));
         assert_eq!(check("http://hooks.example.com/x", DEPLOYED).await.unwrap_err(), DestinationError::Scheme);
-        assert_eq!(check("ftp://hooks.example.com/x", LOCAL).await.unwrap_err(), DestinationError::Scheme);
+        assert_eq!(check("ftp://hooks.example.com/x", local()).await.unwrap_err(), DestinationError::Scheme);
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::model::ids::Principal;
 use crate::model::job::timestamp;
-use crate::model::notify::*;
+use crate::model::notification::*;
 use crate::model::request::InvalidRequest;
 use crate::model::signing::WebhookSecret;
 use crate::services::error::AppError;
@@ -13,6 +13,7 @@ use crate::services::webhook_rules::{check_destination, secrets_of};
 use url::Url;
 
 impl Services {
+    /// `GET /videos/webhook-secret`: the caller's current signing secret, made on first use.
     pub async fn webhook_secret(&self, who: &Principal) -> Result<WebhookSecretBody, AppError> {
         let secrets = secrets_of(self.webhook_secrets.as_ref(), &who.user_id).await?;
         Ok(WebhookSecretBody { secret: secrets.current, previous_secret_valid_until: None })

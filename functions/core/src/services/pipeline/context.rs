@@ -24,18 +24,25 @@ pub mod task_errors {
 pub struct Pipeline {
     /// Status changes and what a job records (wrapped so that a client is told of a change).
     pub writes: Arc<dyn JobWrites>,
+    /// Jobs, their events and prompts.
     pub reads: Arc<dyn JobReads>,
     /// The token of the task that waits for the submission.
     pub tokens: Arc<dyn SubmissionTokens>,
     /// Takes the `unreviewed` tag off the objects of an approved video.
     pub kept: Arc<dyn KeepOutputs>,
+    /// The records of uploaded source images, for image-to-video submissions.
     pub uploads: Arc<dyn UploadStore>,
+    /// The media bucket: presigned links to source images for providers, and to outputs for notifications.
     pub media: Arc<dyn MediaStore>,
+    /// Where outputs are copied into and deleted from.
     pub outputs: Arc<dyn OutputStore>,
+    /// Answers the task a job's execution waits on.
     pub tasks: Arc<dyn TaskTokens>,
     /// Where the token of the task that waits for the review is kept.
     pub review_waits: Arc<dyn ReviewWaits>,
+    /// The providers enabled here, by name.
     pub providers: Providers,
+    /// Moves a job to the fallback provider on failover.
     pub switches: Arc<dyn crate::ports::ProviderSwitch>,
     /// Where providers call back: `{callback_base_url}/webhooks/{provider}`.
     pub callback_base_url: String,
@@ -58,6 +65,7 @@ pub struct Pipeline {
     pub settings: crate::model::settings::Settings,
 }
 
+/// How a step failed; decides whether its message comes back or goes to the dead-letter queue.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkError {
     /// The message can never be handled: retrying will not help.
@@ -78,6 +86,7 @@ pub enum WorkError {
 }
 
 impl WorkError {
+    /// Whether the message should come back to be tried again; if not, it goes to the dead-letter queue.
     pub fn is_retryable(&self) -> bool {
         match self {
             WorkError::Unusable(_) => false,
@@ -90,9 +99,14 @@ impl WorkError {
 /// What delivering notifications needs.
 #[derive(Clone)]
 pub struct Notifier {
+    /// Users' signing secrets, made on first use.
     pub secrets: Arc<dyn WebhookSecrets>,
+    /// Which notifications were delivered, and the claims on attempts.
     pub deliveries: Arc<dyn NotificationLog>,
+    /// The notification queue, for retries, hops and waits for a slot.
     pub queue: Arc<dyn DelayedWorkQueue>,
+    /// DNS, to check the `webhook_url` again at each attempt.
     pub resolver: Arc<dyn HostResolver>,
+    /// Posts a signed notification to the checked address.
     pub poster: Arc<dyn NotificationPoster>,
 }

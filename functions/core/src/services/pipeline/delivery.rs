@@ -21,7 +21,7 @@ use super::context::{Pipeline, WorkError};
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, EventSource, Job, JobEvent};
 use crate::model::lifecycle::{passed, JobStatus, Passed};
-use crate::model::notify::{
+use crate::model::notification::{
     message_id, signature_header, wait_for_the_change, AttemptClaim, DestinationError, NotificationBody, ATTEMPT_LEASE, MAX_QUEUE_DELAY,
     SLOT_WAIT, SLOT_WAITS_PER_ATTEMPT, USER_SLOTS, WRITER_WINDOW,
 };
@@ -43,6 +43,8 @@ enum Attempt {
     Failed { code: &'static str, detail: String },
 }
 
+/// Handles one `notify` message: makes its attempt once the job shows `status`, or waits, hops or gives up as the
+/// message's fields say.
 pub async fn notify(
     pipeline: &Pipeline,
     id: &JobId,

@@ -65,7 +65,10 @@ pub fn backoff(n: u32, unit: f64) -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// Make attempt `n` current with this status change.
-    Take { from: JobStatus },
+    Take {
+        /// The status the job leaves: `queued` for attempt 1, `retrying` after.
+        from: JobStatus,
+    },
     /// Attempt `n` is current and unanswered: go on with it.
     Resume,
     /// Attempt `n` recorded a retry but may not have queued it.
@@ -74,6 +77,7 @@ pub enum Claim {
     Stale,
 }
 
+/// What a `submit` message for attempt `n` may do with `job` as it is now.
 pub fn claim_for(job: &Job, n: u32) -> Claim {
     match job.status {
         JobStatus::Queued if job.submit_attempt == 0 && n == 1 => Claim::Take { from: JobStatus::Queued },
@@ -86,6 +90,8 @@ pub fn claim_for(job: &Job, n: u32) -> Claim {
     }
 }
 
+/// Handles one `submit` message: claims, resumes or re-queues attempt `attempt` (1 when `None`), or does nothing
+/// when it is stale.
 pub async fn submit(pipeline: &Pipeline, id: &JobId, token: Option<&str>, attempt: Option<u32>) -> Result<(), WorkError> {
     let n = attempt.unwrap_or(1).max(1);
     if let Some(token) = token {

@@ -13,7 +13,7 @@
 
 pub mod address;
 
-pub use address::{check_literal, classify, AddressKind, Destination, DestinationError, WebhookPolicy};
+pub use address::{check_literal, classify, AddressKind, Destination, DestinationError, LoopbackPorts, WebhookPolicy};
 
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, Job};
@@ -37,8 +37,11 @@ pub fn is_notified(status: JobStatus) -> bool {
 /// rotation, the one it replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserWebhookSecrets {
+    /// The `whsec_` secret that signs every delivery.
     pub current: String,
+    /// The secret a rotation replaced, while it still signs.
     pub previous: Option<String>,
+    /// When the replaced secret stops signing: [`ROTATION_GRACE_SECONDS`] after the rotation.
     pub previous_valid_until: Option<OffsetDateTime>,
 }
 
@@ -127,10 +130,12 @@ impl Default for RetrySchedule {
 }
 
 impl RetrySchedule {
+    /// The waits of the default schedule, in seconds.
     pub const DEFAULT_SECONDS: [u64; 8] = [30, 120, 600, 1_800, 3_600, 10_800, 21_600, 43_200];
     /// No single wait longer than a day.
     pub const MAX_WAIT_SECONDS: u64 = 86_400;
 
+    /// A schedule of these waits, in seconds, in order.
     pub fn new(waits_seconds: Vec<u64>) -> Self {
         Self { waits_seconds }
     }
@@ -161,6 +166,7 @@ impl RetrySchedule {
         self.waits_seconds.get(index).map(|s| Duration::from_secs(*s))
     }
 
+    /// All the waits added up: how long the last attempt comes after the first.
     pub fn total(&self) -> Duration {
         Duration::from_secs(self.waits_seconds.iter().sum())
     }
@@ -183,9 +189,12 @@ pub fn message_id(job: &JobId, status: JobStatus) -> String {
 /// and the Standard Webhooks `type` and `timestamp`.
 #[derive(Debug, Clone, Serialize)]
 pub struct NotificationBody {
+    /// The Standard Webhooks `type`: `job.` and the status (see [`event_type`]).
     #[serde(rename = "type")]
     pub event_type: String,
+    /// When the notification was made (RFC 3339).
     pub timestamp: String,
+    /// The job's status body, as of the notified status.
     #[serde(flatten)]
     pub job: StatusBody,
 }
@@ -210,6 +219,7 @@ pub fn signature_header(secrets: &[WebhookSecret], id: &str, unix_timestamp: i64
 /// `GET /videos/webhook-secret` and `POST /videos/webhook-secret/rotate`.
 #[derive(Debug, Clone, Serialize)]
 pub struct WebhookSecretBody {
+    /// The user's current `whsec_` secret, to verify deliveries with.
     pub secret: String,
     /// Until when the secret it replaced still signs deliveries (after a rotation).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -10,7 +10,9 @@ use url::{Host, Url};
 /// What kind of address an IP is, as far as sending requests to it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressKind {
+    /// Routable on the internet: the only kind a deployment sends to.
     Public,
+    /// `127.0.0.0/8` and `::1`: this machine.
     Loopback,
     /// RFC 1918, IPv6 unique local (`fc00::/7`, which holds AWS's `fd00:ec2::254`), site-local.
     Private,
@@ -18,8 +20,11 @@ pub enum AddressKind {
     LinkLocal,
     /// Carrier-grade NAT, `100.64.0.0/10`.
     SharedAddressSpace,
+    /// `0.0.0.0` and `::`.
     Unspecified,
+    /// `224.0.0.0/4` and `ff00::/8`.
     Multicast,
+    /// `255.255.255.255`.
     Broadcast,
     /// `192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24`, `2001:db8::/32`, `3fff::/20`.
     Documentation,
@@ -30,6 +35,7 @@ pub enum AddressKind {
 }
 
 impl AddressKind {
+    /// The kind in words, for error messages.
     pub fn describe(self) -> &'static str {
         match self {
             AddressKind::Public => "public",
@@ -46,6 +52,7 @@ impl AddressKind {
     }
 }
 
+/// The kind of `ip`; an IPv4 address wrapped in IPv6 (mapped, NAT64, 6to4) counts as the address it wraps.
 pub fn classify(ip: IpAddr) -> AddressKind {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
@@ -119,27 +126,111 @@ fn classify_v6(ip: Ipv6Addr) -> AddressKind {
 pub struct WebhookPolicy {
     /// `http://` too (the local stack).
     pub allow_http: bool,
-    /// Loopback addresses too (the local stack and tests; never in a deployment).
-    pub allow_loopback: bool,
+    /// The loopback ports allowed too (the local stack and tests; none in a deployment).
+    pub loopback: LoopbackPorts,
 }
 
 impl WebhookPolicy {
-    pub fn allows(&self, kind: AddressKind) -> bool {
-        kind == AddressKind::Public || (self.allow_loopback && kind == AddressKind::Loopback)
+    /// Whether a notification may be sent to an address of this kind at `port`.
+    pub fn allows(&self, kind: AddressKind, port: u16) -> bool {
+        kind == AddressKind::Public || (kind == AddressKind::Loopback && self.loopback.allows(port))
+    }
+
+    /// Refuses `ip` at `port` unless allowed, saying why.
+    pub fn check(&self, ip: IpAddr, port: u16) -> Result<(), DestinationError> {
+        let kind = classify(ip);
+        match self.allows(kind, port) {
+            true => Ok(()),
+            false if kind == AddressKind::Loopback && self.loopback != LoopbackPorts::NONE => Err(DestinationError::LoopbackPort { port }),
+            false => Err(DestinationError::NotPublic { addr: ip, kind }),
+        }
+    }
+}
+
+/// The loopback ports a URL may name: the ones someone named
+/// (`LOOPBACK_WEBHOOK_PORTS`, a port or a range `from-to`), never the local
+/// stack's own (the emulator, the API, the local provider), whatever the
+/// range says: a notification to the emulator's reset route would wipe
+/// every table, queue and bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoopbackPorts {
+    /// The named ports, inclusive; `None`: no loopback port at all.
+    range: Option<(u16, u16)>,
+    /// The stack's own ports (0: an empty place).
+    refused: [u16; 4],
+}
+
+impl LoopbackPorts {
+    /// No loopback port (a deployment).
+    pub const NONE: Self = Self { range: None, refused: [0; 4] };
+
+    /// The ports from `from` to `to`, both included.
+    pub fn range(from: u16, to: u16) -> Self {
+        Self { range: Some((from.min(to), from.max(to))), refused: [0; 4] }
+    }
+
+    /// Reads `8080` or `8000-8999`; an empty text names none.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(Self::NONE);
+        }
+        let port = |p: &str| p.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("{p:?} is not a port"));
+        match text.split_once('-') {
+            Some((from, to)) => Ok(Self::range(port(from)?, port(to)?)),
+            None => port(text).map(|p| Self::range(p, p)),
+        }
+    }
+
+    /// These ports too are refused, whatever the range (the stack's own; at most four).
+    pub fn refusing(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
+        for port in ports {
+            if port == 0 || self.refused.contains(&port) {
+                continue;
+            }
+            if let Some(free) = self.refused.iter_mut().find(|p| **p == 0) {
+                *free = port;
+            }
+        }
+        self
+    }
+
+    /// Whether a loopback URL may name `port`.
+    pub fn allows(&self, port: u16) -> bool {
+        self.range.is_some_and(|(from, to)| (from..=to).contains(&port)) && !self.refused.contains(&port)
     }
 }
 
 /// Why a `webhook_url` may not be called.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DestinationError {
+    /// Not `https` (nor `http` where the policy allows it).
     #[error("must be an https URL")]
     Scheme,
+    /// The URL names no host.
     #[error("must name a host")]
     NoHost,
+    /// An IP literal, or an address the host resolves to, is not one the policy allows.
     #[error("points at {addr}, a {} address; only public addresses are allowed", kind.describe())]
-    NotPublic { addr: IpAddr, kind: AddressKind },
+    NotPublic {
+        /// The refused address.
+        addr: IpAddr,
+        /// What kind of address it is.
+        kind: AddressKind,
+    },
+    /// A loopback address at a port not named in `LOOPBACK_WEBHOOK_PORTS`, or
+    /// one of the local stack's own (the local stack only).
+    #[error("points at loopback port {port}, which is not open to webhooks here (LOOPBACK_WEBHOOK_PORTS)")]
+    LoopbackPort {
+        /// The refused port.
+        port: u16,
+    },
+    /// The host's lookup failed or gave no address; a network problem that may pass.
     #[error("names a host that could not be resolved")]
-    Unresolved { detail: String },
+    Unresolved {
+        /// What the resolver said, for the logs.
+        detail: String,
+    },
 }
 
 impl DestinationError {
@@ -152,9 +243,11 @@ impl DestinationError {
 /// A checked destination: the URL and the one address to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
+    /// The URL as the client gave it.
     pub url: Url,
     /// The host name to pin to `addr` (none for an IP literal).
     pub host_name: Option<String>,
+    /// The one address to connect to, with its port.
     pub addr: SocketAddr,
 }
 
@@ -179,12 +272,8 @@ pub fn check_literal(url: &Url, policy: WebhookPolicy) -> Result<Option<IpAddr>,
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
         Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
     };
-    let kind = classify(ip);
-    if policy.allows(kind) {
-        Ok(Some(ip))
-    } else {
-        Err(DestinationError::NotPublic { addr: ip, kind })
-    }
+    policy.check(ip, url.port_or_known_default().unwrap_or(443))?;
+    Ok(Some(ip))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use videojobs_core::model::ids::JobId;
 use videojobs_core::model::job::timestamp;
-use videojobs_core::model::notify::{RetrySchedule, SLOT_WAITS_PER_ATTEMPT, USER_SLOTS};
+use videojobs_core::model::notification::{RetrySchedule, SLOT_WAITS_PER_ATTEMPT, USER_SLOTS};
 use videojobs_core::model::signing::WebhookSecret;
 use videojobs_core::ports::NotificationLog;
 use videojobs_core::JobStatus;
@@ -47,7 +47,7 @@ async fn notify_messages_within(app: &TestApp, window: std::time::Duration) -> V
     while std::time::Instant::now() < deadline {
         for message in receive_from(app, queue_url).await {
             let handle = message.receipt_handle().unwrap_or_default();
-            app.clients.sqs.delete_message().queue_url(queue_url).receipt_handle(handle).send().await.expect("delete");
+            app.stack().clients.sqs.delete_message().queue_url(queue_url).receipt_handle(handle).send().await.expect("delete");
             seen.insert(message.message_id().unwrap_or_default().to_owned(), message_body(&message));
         }
     }
@@ -96,7 +96,7 @@ async fn an_endpoint_that_fails_three_times_then_succeeds_gets_one_signed_delive
 async fn webhook_urls_at_loopback_private_or_metadata_addresses_are_refused_in_a_deployment() {
     let mut deployed = settings();
     deployed.limits.allow_http_webhooks = false;
-    deployed.limits.allow_loopback_webhooks = false;
+    deployed.limits.loopback_webhook_ports = videojobs_core::model::notification::LoopbackPorts::NONE;
     let app = TestApp::builder().credits(100).settings(deployed).build().await;
 
     for url in [
@@ -318,7 +318,8 @@ async fn a_notification_waits_for_a_busy_tenants_slot_a_bounded_number_of_times_
     let app = isolated().await;
     let id = app.new_job_with_webhook(&hook.url(HOOK)).await;
     for i in 0..USER_SLOTS {
-        let held = app.store.claim_user_slot(&app.user, USER_SLOTS, &format!("slow-{i}"), std::time::Duration::from_secs(600)).await;
+        let held =
+            app.stack().store.claim_user_slot(&app.user, USER_SLOTS, &format!("slow-{i}"), std::time::Duration::from_secs(600)).await;
         held.expect("claimed").expect("a free slot");
     }
     let first = cancel_and_deliver(&app, &id).await;
@@ -413,6 +414,7 @@ async fn a_notification_whose_change_never_came_within_the_writers_window_sends_
 async fn messages_on_the_notify_queue(app: &TestApp) -> u64 {
     use aws_sdk_sqs::types::QueueAttributeName::{ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed};
     let attributes = app
+        .stack()
         .clients
         .sqs
         .get_queue_attributes()

@@ -1,4 +1,6 @@
-//! The operational counters and the stuck-jobs index in DynamoDB.
+//! The operational counters and the stuck-jobs index in DynamoDB: their
+//! items and attributes, written in the same transaction as each job's
+//! change (`super::stats` reads them).
 //!
 //! | item            | pk            | sk         | notes |
 //! |-----------------|---------------|------------|-------|
@@ -107,11 +109,6 @@ pub fn emit_changed(change: &StatusChange) {
         JobStatus::Failed => line().metric("JobFailed", 1.0, Unit::Count).emit(),
         _ => {}
     }
-}
-
-/// Reports the stuck jobs as metric `StuckJobs` (what the stuck-jobs alarm watches).
-pub fn emit_stuck(count: u64) {
-    MetricLine::new().metric("StuckJobs", count as f64, Unit::Count).emit();
 }
 
 #[cfg(test)]
