@@ -193,7 +193,9 @@ async fn subject(isolated: bool) -> Subject {
         review: Arc::new(DynamoReviewQueue::new(clients.dynamodb.clone(), &resources.jobs_table)),
         queue: queue.clone(),
         objects: Arc::new(S3 {
-            outputs: S3Outputs::new(clients.s3.clone(), &resources.media_bucket, videojobs_providers::http_client()),
+            // The contract serves its sources on loopback over http.
+            outputs: S3Outputs::new(clients.s3.clone(), &resources.media_bucket)
+                .fetching_from(crate::harness::settings().limits.output_source_policy()),
             media: S3Media::new(clients.s3.clone(), &resources.media_bucket),
             client: clients.s3.clone(),
             bucket: resources.media_bucket.clone(),

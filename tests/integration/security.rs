@@ -803,3 +803,41 @@ async fn a_notification_cannot_be_aimed_at_the_local_stacks_own_ports_or_a_port_
     assert_eq!(named.status, StatusCode::ACCEPTED, "{}", named.text);
     assert_eq!(app.job_count().await, 1, "only the named port's job was written");
 }
+
+#[tokio::test]
+async fn the_output_copier_follows_no_redirect_to_an_address_it_would_refuse_and_stores_no_body_over_its_cap() {
+    // Arrange: a provider's file host on loopback (the only port allowed), and another server that must not be reached.
+    use videojobs_core::ports::{CopyError, OutputStore};
+    use wiremock::matchers::path;
+    let app = TestApp::builder().credits(0).on_the_stack().build().await;
+    let (host, elsewhere) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(any()).respond_with(ResponseTemplate::new(200).set_body_string("never")).mount(&elsewhere).await;
+    let redirect = |to: String| ResponseTemplate::new(302).insert_header("location", to.as_str());
+    Mock::given(path("/inward")).respond_with(redirect("http://169.254.169.254/latest/meta-data/".into())).mount(&host).await;
+    Mock::given(path("/elsewhere")).respond_with(redirect(format!("{}/x", elsewhere.uri()))).mount(&host).await;
+    Mock::given(path("/moved")).respond_with(redirect("/video.mp4".into())).mount(&host).await;
+    Mock::given(path("/video.mp4")).respond_with(ResponseTemplate::new(200).set_body_bytes(vec![7u8; 2_048])).mount(&host).await;
+    let port = url::Url::parse(&host.uri()).unwrap().port().unwrap();
+    let policy = videojobs_core::model::notification::WebhookPolicy { allow_http: true, loopback: LoopbackPorts::range(port, port) };
+    let stack = app.stack();
+    let outputs = videojobs_aws::S3Outputs::new(stack.clients.s3.clone(), &stack.resources.media_bucket).fetching_from(policy);
+    let key = |name: &str| format!("outputs/copier-{}/{name}", ulid::Ulid::new());
+
+    // Act
+    let (inward, elsewhere_key, moved_key, big_key) = (key("inward"), key("elsewhere"), key("moved"), key("big"));
+    let to_inward = outputs.copy_from_url(&format!("{}/inward", host.uri()), &inward, "video/mp4").await;
+    let to_elsewhere = outputs.copy_from_url(&format!("{}/elsewhere", host.uri()), &elsewhere_key, "video/mp4").await;
+    let moved = outputs.copy_from_url(&format!("{}/moved", host.uri()), &moved_key, "video/mp4").await;
+    let too_big = outputs.clone().at_most(1_024).copy_from_url(&format!("{}/video.mp4", host.uri()), &big_key, "video/mp4").await;
+
+    // Assert: refused, not followed, nothing stored; a redirect to a checked address is fine.
+    assert!(matches!(&to_inward, Err(CopyError::SourceUnusable(why)) if why.contains("169.254.169.254")), "{to_inward:?}");
+    assert!(matches!(&to_elsewhere, Err(CopyError::SourceUnusable(why)) if why.contains("loopback port")), "{to_elsewhere:?}");
+    assert!(elsewhere.received_requests().await.unwrap_or_default().is_empty(), "the redirect was not followed");
+    assert_eq!(moved.expect("a redirect to a checked address is followed").size_bytes, 2_048);
+    assert!(matches!(&too_big, Err(CopyError::SourceUnusable(why)) if why.contains("1024")), "{too_big:?}");
+    for key in [&inward, &elsewhere_key, &big_key] {
+        assert!(!app.object_exists(key).await, "{key} stored");
+    }
+    assert!(app.object_exists(&moved_key).await);
+}

@@ -85,7 +85,12 @@ async fn copy_bench(mib: u64) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let secret = WebhookSecret::parse(&WebhookSecret::generate_text())?;
     let provider = local_provider::spawn(listener, local_provider::Config::local(dir.clone(), secret))?;
-    let outputs = videojobs_aws::S3Outputs::new(clients.s3.clone(), &resources.media_bucket, videojobs_providers::http_client());
+    // The local provider serves on loopback over http, as in the local stack.
+    let local = videojobs_core::model::notification::WebhookPolicy {
+        allow_http: true,
+        loopback: videojobs_core::model::notification::LoopbackPorts::range(1, u16::MAX),
+    };
+    let outputs = videojobs_aws::S3Outputs::new(clients.s3.clone(), &resources.media_bucket).fetching_from(local);
     let before = peak_rss_mib();
     let started = Instant::now();
     let copied = outputs.copy_from_url(&format!("{}/files/{id}/video.mp4", provider.base_url), "bench/copy.bin", "video/mp4").await?;
@@ -312,7 +317,7 @@ async fn jobs_bench(jobs: usize) -> Result<(), Error> {
         options.meter = Some(meter.clone());
         AwsClients::build(options)
     };
-    let app = Arc::new(local_api::App::on_aws(signed_as, &resources, settings.clone(), providers, http.clone(), base.clone()));
+    let app = Arc::new(local_api::App::on_aws(signed_as, &resources, settings.clone(), providers, base.clone()));
     // Accounts and keys are an operator's setup, metered like the rest.
     let admin = videojobs_aws::services(&clients, &resources, settings);
     let user: UserId = "bench-user".parse()?;

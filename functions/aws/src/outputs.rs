@@ -3,8 +3,16 @@
 //! the video's size. The bytes are hashed and probed as they pass; the length
 //! and (when the provider sends `x-checksum-sha256`) the SHA-256 must match,
 //! and S3 checks each part against the CRC32 the SDK sends with it.
+//!
+//! The output's URL is the provider's word, so it gets the rule a client's
+//! `webhook_url` gets: every address its host resolves to must be one the
+//! policy allows (public, in a deployment), the connection is pinned to the
+//! checked address, a redirect is followed only to an address checked the
+//! same way (at most [`MAX_REDIRECTS`]), and a body over [`MAX_OUTPUT_BYTES`]
+//! is refused, not stored.
 
 use crate::errors::store_error;
+use crate::resolver::SystemResolver;
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -12,7 +20,9 @@ use aws_sdk_s3::Client;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use videojobs_core::model::mp4::Mp4Probe;
+use videojobs_core::model::notification::{DestinationError, WebhookPolicy};
 use videojobs_core::ports::{CopiedObject, CopyError, OutputStore};
+use videojobs_core::services::webhook_rules::check_destination;
 use videojobs_core::StoreError;
 
 /// The object tag the bucket's safety-net lifecycle rule reads: a copy is
@@ -24,17 +34,75 @@ pub const UNREVIEWED: &str = "unreviewed";
 /// S3's smallest part (but the last) is 5 MiB; 8 MiB keeps a 1 GiB copy to 128 parts.
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
 
+/// The largest output kept: a generated clip is tens of MB; 2 GiB leaves
+/// room for long 1080p ones and stops a source that never ends.
+pub const MAX_OUTPUT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Redirects followed from an output's URL, each to a checked address.
+pub const MAX_REDIRECTS: usize = 3;
+
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct S3Outputs {
     client: Client,
     bucket: String,
-    http: videojobs_providers::HttpClient,
+    /// Where an output may be fetched from (public addresses only unless told).
+    sources: WebhookPolicy,
+    max_bytes: u64,
     part_bytes: usize,
 }
 
 impl S3Outputs {
-    pub fn new(client: Client, bucket: impl Into<String>, http: videojobs_providers::HttpClient) -> Self {
-        Self { client, bucket: bucket.into(), http, part_bytes: PART_BYTES }
+    /// Copies into `bucket`, fetching from public addresses only over https.
+    pub fn new(client: Client, bucket: impl Into<String>) -> Self {
+        Self { client, bucket: bucket.into(), sources: WebhookPolicy::default(), max_bytes: MAX_OUTPUT_BYTES, part_bytes: PART_BYTES }
+    }
+
+    /// Fetches from where `policy` allows (the local stack's provider is on loopback).
+    pub fn fetching_from(mut self, policy: WebhookPolicy) -> Self {
+        self.sources = policy;
+        self
+    }
+
+    /// Refuses outputs over `bytes` (tests use a small cap).
+    pub fn at_most(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// GETs the output, following at most [`MAX_REDIRECTS`] redirects, each
+    /// to an address the policy allows, on a connection pinned to it.
+    async fn fetch(&self, url: &str) -> Result<reqwest::Response, CopyError> {
+        let mut url = url::Url::parse(url).map_err(|e| CopyError::SourceUnusable(format!("the output URL is not a URL: {e}")))?;
+        for _ in 0..=MAX_REDIRECTS {
+            let destination = check_destination(&url, self.sources, &SystemResolver).await.map_err(|e| match e {
+                DestinationError::Unresolved { .. } => CopyError::SourceUnavailable(format!("the output URL {e}")),
+                refused => CopyError::SourceUnusable(format!("the output URL {refused}")),
+            })?;
+            videojobs_providers::tls::install_crypto_provider();
+            let mut builder = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(READ_TIMEOUT);
+            if let Some(host) = &destination.host_name {
+                builder = builder.resolve(host, destination.addr);
+            }
+            let client = builder.build().map_err(|e| CopyError::SourceUnavailable(format!("building the client: {e}")))?;
+            let response =
+                client.get(url.clone()).send().await.map_err(|e| {
+                    CopyError::SourceUnavailable(format!("fetching the output: {}", videojobs_core::model::redact::error(&e)))
+                })?;
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+            let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+            let next = location.and_then(|location| url.join(location).ok());
+            url = next.ok_or_else(|| CopyError::SourceUnusable(format!("a redirect ({}) without a usable location", response.status())))?;
+        }
+        Err(CopyError::SourceUnusable(format!("more than {MAX_REDIRECTS} redirects")))
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: i32, bytes: Vec<u8>) -> Result<CompletedPart, StoreError> {
@@ -76,6 +144,9 @@ impl S3Outputs {
         upload_id: &mut Option<String>,
     ) -> Result<CopiedObject, CopyError> {
         let expected = response.content_length();
+        if expected.is_some_and(|length| length > self.max_bytes) {
+            return Err(CopyError::SourceUnusable(format!("the output is {expected:?} bytes, over the {} allowed", self.max_bytes)));
+        }
         // A provider that publishes a checksum gets it checked.
         let declared = response.headers().get("x-checksum-sha256").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
         let mut stream = response.bytes_stream();
@@ -90,6 +161,9 @@ impl S3Outputs {
             hasher.update(&chunk);
             probe.feed(&chunk);
             total += chunk.len() as u64;
+            if total > self.max_bytes {
+                return Err(CopyError::SourceUnusable(format!("the output is over the {} bytes allowed", self.max_bytes)));
+            }
             let mut rest: &[u8] = &chunk;
             while !rest.is_empty() {
                 let n = (self.part_bytes - buffer.len()).min(rest.len());
@@ -156,13 +230,7 @@ impl S3Outputs {
 #[async_trait]
 impl OutputStore for S3Outputs {
     async fn copy_from_url(&self, url: &str, key: &str, content_type: &str) -> Result<CopiedObject, CopyError> {
-        let response = self
-            .http
-            .get()
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| CopyError::SourceUnavailable(format!("fetching the output: {}", videojobs_core::model::redact::error(&e))))?;
+        let response = self.fetch(url).await?;
         let status = response.status();
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(CopyError::SourceUnavailable(format!("fetching the output: HTTP {status}")));

@@ -80,7 +80,6 @@ pub fn pipeline(
     resources: &Resources,
     settings: &Settings,
     providers: Providers,
-    http: videojobs_providers::HttpClient,
     callback_base_url: String,
 ) -> Pipeline {
     let a = Adapters::new(clients, resources);
@@ -107,7 +106,9 @@ pub fn pipeline(
         tasks: a.step_functions,
         media: a.media.clone(),
         kept: a.media,
-        outputs: Arc::new(S3Outputs::new(clients.s3.clone(), &resources.media_bucket, http)),
+        outputs: Arc::new(
+            S3Outputs::new(clients.s3.clone(), &resources.media_bucket).fetching_from(settings.limits.output_source_policy()),
+        ),
         providers,
         callback_base_url,
         settings: settings.clone(),

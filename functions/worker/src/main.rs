@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
     let callback_base_url = std::env::var("WEBHOOK_BASE_URL").map_err(|_| "WEBHOOK_BASE_URL is not set")?;
     let worker = OnFirstEvent::new(|| {
         let clients = AwsClients::for_function(Function::from_env_or(Function::Worker));
-        videojobs_aws::pipeline(&clients, &resources, &settings, providers.clone(), http.clone(), callback_base_url.clone())
+        videojobs_aws::pipeline(&clients, &resources, &settings, providers.clone(), callback_base_url.clone())
     });
     run(service_fn(|event| worker::handler(worker.get(), event))).await
 }

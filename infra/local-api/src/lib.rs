@@ -63,13 +63,11 @@ impl App {
         resources: &videojobs_aws::Resources,
         settings: videojobs_core::model::settings::Settings,
         providers: videojobs_core::ports::Providers,
-        http: videojobs_providers::HttpClient,
         callback_base_url: String,
     ) -> Self {
         let (worker_clients, notify_clients) = (clients_for(Function::Worker), clients_for(Function::Notify));
-        let worker =
-            videojobs_aws::pipeline(&worker_clients, resources, &settings, providers.clone(), http.clone(), callback_base_url.clone());
-        let notifier = videojobs_aws::pipeline(&notify_clients, resources, &settings, providers.clone(), http, callback_base_url);
+        let worker = videojobs_aws::pipeline(&worker_clients, resources, &settings, providers.clone(), callback_base_url.clone());
+        let notifier = videojobs_aws::pipeline(&notify_clients, resources, &settings, providers.clone(), callback_base_url);
         let webhook = videojobs_aws::callbacks(&clients_for(Function::Webhook), resources, providers);
         let create = videojobs_aws::services(&clients_for(Function::Create), resources, settings.clone());
         let status = videojobs_aws::services(&clients_for(Function::Status), resources, settings);
@@ -84,11 +82,10 @@ impl App {
         resources: &videojobs_aws::Resources,
         settings: videojobs_core::model::settings::Settings,
         providers: videojobs_core::ports::Providers,
-        http: videojobs_providers::HttpClient,
         callback_base_url: String,
         fault_profile: Option<&str>,
     ) -> Self {
-        Self::on_aws(|function| AwsClients::local_for(function, fault_profile), resources, settings, providers, http, callback_base_url)
+        Self::on_aws(|function| AwsClients::local_for(function, fault_profile), resources, settings, providers, callback_base_url)
     }
 
     /// The pipeline that handles `message` where it runs on AWS: the

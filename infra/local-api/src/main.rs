@@ -19,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let callback_base = std::env::var("WEBHOOK_BASE_URL").unwrap_or_else(|_| format!("http://{addr}"));
     // Each function signs as itself: the local gate checks its calls against its role.
     let fault_profile = std::env::var("LOCAL_FAULT_PROFILE").ok().filter(|p| !p.is_empty());
-    let app = Arc::new(local_api::App::local(&resources, settings.clone(), providers, http, callback_base, fault_profile.as_deref()));
+    let app = Arc::new(local_api::App::local(&resources, settings.clone(), providers, callback_base, fault_profile.as_deref()));
     // The demo accounts are an operator's setup, not a function's: the environment's credentials.
     let admin = videojobs_aws::services(&videojobs_aws::AwsClients::from_env(), &resources, settings);
     let keys = local_api::seed_demo(&admin, &keys_file).await?;

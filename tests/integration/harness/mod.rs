@@ -377,9 +377,8 @@ impl TestApp {
         // local gate checks its calls against its role.
         let clients = AwsClients::from_env();
         let store = DynamoStore::new(clients.dynamodb.clone(), &resources.jobs_table, &resources.prompts_table);
-        let http = videojobs_providers::http_client();
         let services = videojobs_aws::services(&clients, &resources, settings.clone());
-        let app = local_api::App::local(&resources, settings, providers, http, callback_base_url, fault_profile.as_deref());
+        let app = local_api::App::local(&resources, settings, providers, callback_base_url, fault_profile.as_deref());
         let (user, key) = new_user(&services, credits, role).await;
         Self { app, services, world: World::Stack(Box::new(OnStack { clients, store, resources })), user, key, running: None }
     }

@@ -297,6 +297,18 @@ impl RequestLimits {
     }
 }
 
+impl RequestLimits {
+    /// Where a provider's output may be fetched from: public addresses, and
+    /// in the local stack (where loopback webhooks are open at all) loopback at
+    /// any port, since the local provider serves its files there.
+    pub fn output_source_policy(&self) -> crate::model::notification::address::WebhookPolicy {
+        use crate::model::notification::address::LoopbackPorts;
+        let loopback =
+            if self.loopback_webhook_ports == LoopbackPorts::NONE { LoopbackPorts::NONE } else { LoopbackPorts::range(1, u16::MAX) };
+        crate::model::notification::address::WebhookPolicy { allow_http: self.allow_http_webhooks, loopback }
+    }
+}
+
 impl Default for RequestLimits {
     fn default() -> Self {
         Self {
