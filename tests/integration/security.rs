@@ -841,3 +841,37 @@ async fn the_output_copier_follows_no_redirect_to_an_address_it_would_refuse_and
     }
     assert!(app.object_exists(&moved_key).await);
 }
+
+#[tokio::test]
+async fn a_providers_words_that_quote_the_prompt_never_reach_a_log_line() {
+    // Arrange: Replicate refuses the job, then is busy, each time quoting the prompt back.
+    use crate::failover::{provider_env, REPLICATE_CREATE};
+    use videojobs_providers::replay::{ReplayServer, Reply as Replayed};
+    let replicate = ReplayServer::start().await;
+    let quoted =
+        |status: u16| Replayed::json(status, json!({"detail": "the prompt 'a kite over SECRETDUNES' was flagged", "status": status}));
+    replicate.on("POST", REPLICATE_CREATE, vec![quoted(503), quoted(422)]);
+    let mut s = settings();
+    s.enabled_providers = vec!["replicate".parse().unwrap()];
+    let app = TestApp::builder().credits(100).settings(s).provider_env(provider_env(&replicate)).build().await;
+    let body = json!({"prompt": "a kite over SECRETDUNES", "duration_seconds": 1, "resolution": "480p", "provider": "replicate"});
+    let (busy, refused) = (app.new_job_with(&body).await, app.new_job_with(&body).await);
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let dispatch = tracing::Dispatch::new(videojobs_aws::telemetry::subscriber(videojobs_aws::telemetry::Redacting(move || sink.clone())));
+
+    // Act: the worker submits each (the first answered busy, the second refused).
+    {
+        let _logging = tracing::dispatcher::set_default(&dispatch);
+        app.handle_work(work_message(json!({"kind": "submit", "job_id": busy.as_str()}))).await;
+        app.handle_work(work_message(json!({"kind": "submit", "job_id": refused.as_str()}))).await;
+    }
+
+    // Assert: both answers were logged, as a status and a length, never in the provider's words.
+    let logs = String::from_utf8(captured.0.lock().expect("the log buffer").clone()).expect("UTF-8 logs");
+    assert!(logs.contains("provider busy") && logs.contains("HTTP 503 and 48 characters from the provider"), "{logs}");
+    assert!(logs.contains("provider refused the job") && logs.contains("48 characters from the provider"), "{logs}");
+    assert!(!logs.contains("SECRETDUNES"), "the prompt reached the logs: {logs}");
+    assert_eq!(app.job(&busy).await.status, videojobs_core::JobStatus::Retrying);
+    assert_eq!(app.job(&refused).await.status, videojobs_core::JobStatus::Failed);
+}

@@ -60,7 +60,7 @@ pub enum ProviderStatus {
     Failed {
         /// The provider's failure code, kept as the job's error code.
         code: String,
-        /// The provider's own words, for the logs.
+        /// The provider's own words; logged only as their length (`redact::provider_words`).
         message: String,
     },
     /// The provider reports the request canceled, whoever asked.
@@ -71,7 +71,7 @@ pub enum ProviderStatus {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     /// Rate limits, 5xx, timeouts: asking again later may work.
-    #[error("provider busy: {message}")]
+    #[error("provider busy: {}", crate::model::redact::provider_words(message))]
     Transient {
         /// What went wrong, for the logs.
         message: String,
@@ -79,7 +79,7 @@ pub enum ProviderError {
         retry_after: Option<Duration>,
     },
     /// The provider will not take this job as it is (bad input, content policy).
-    #[error("provider refused: {message}")]
+    #[error("provider refused ({code}): {}", crate::model::redact::provider_words(message))]
     Refused {
         /// The provider's reason, such as `content_policy`; decides failover and the advice shown.
         code: String,

@@ -75,9 +75,35 @@ pub fn error(err: &dyn std::fmt::Display) -> String {
     text(&err.to_string())
 }
 
+/// A provider's own words (an error's detail, which may quote the prompt
+/// back) as a log line may hold them: a leading `HTTP nnn` that we wrote is
+/// kept, the rest becomes its length.
+pub fn provider_words(words: &str) -> String {
+    let (ours, theirs) =
+        match words.strip_prefix("HTTP ").and_then(|rest| rest.get(..3)).filter(|code| code.bytes().all(|b| b.is_ascii_digit())) {
+            Some(code) => (format!("HTTP {code}"), words[8..].trim_start_matches(':').trim_start()),
+            None => (String::new(), words),
+        };
+    let length = theirs.chars().count();
+    match (ours.is_empty(), length) {
+        (_, 0) if !ours.is_empty() => ours,
+        (true, _) => format!("{length} characters from the provider"),
+        (false, _) => format!("{ours} and {length} characters from the provider"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_providers_words_are_kept_as_their_length_and_our_status_line_stays() {
+        assert_eq!(provider_words("HTTP 503: busy with a cat on a skateboard"), "HTTP 503 and 31 characters from the provider");
+        assert_eq!(provider_words("HTTP 429"), "HTTP 429");
+        assert_eq!(provider_words("Your prompt 'a secret plan' was flagged"), "39 characters from the provider");
+        assert_eq!(provider_words(""), "0 characters from the provider");
+        assert_eq!(provider_words("HTTP 5x: odd"), "12 characters from the provider");
+    }
 
     #[test]
     fn a_url_keeps_its_scheme_host_and_port_only() {

@@ -75,7 +75,7 @@ pub enum WorkError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The provider could not be reached or was busy for a step that must happen.
-    #[error("provider unavailable: {0}")]
+    #[error("provider unavailable: {}", crate::model::redact::provider_words(.0))]
     ProviderUnavailable(String),
     /// Another step has to happen first: the message comes back later.
     #[error("not yet: {0}")]

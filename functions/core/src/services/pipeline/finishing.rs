@@ -83,7 +83,7 @@ async fn settle(pipeline: &Pipeline, job: &mut Job, status: ProviderStatus) -> R
     match status {
         ProviderStatus::Succeeded(output) => complete(pipeline, job, output).await,
         ProviderStatus::Failed { code, message } => {
-            tracing::info!(code, message, "the provider failed the job");
+            tracing::info!(code, message = %crate::model::redact::provider_words(&message), "the provider failed the job");
             let error =
                 JobError { message: "The video could not be generated.".into(), next_step: Some(failure_advice(&code).into()), code };
             fail_job(pipeline, job, error, task_errors::JOB_ENDED).await

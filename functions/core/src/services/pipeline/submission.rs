@@ -188,7 +188,7 @@ async fn attempt_at_provider(pipeline: &Pipeline, job: &mut Job, n: u32) -> Resu
             Ok(())
         }
         Err(ProviderError::Transient { message, .. }) if n < MAX_SUBMISSIONS => {
-            tracing::warn!(error = %message, attempt = n, "provider busy; retrying after a backoff");
+            tracing::warn!(error = %crate::model::redact::provider_words(&message), attempt = n, "provider busy; retrying after a backoff");
             let update = JobUpdate { only_in_attempt: Some(n), ..JobUpdate::default() };
             if fenced_move(pipeline, job, JobStatus::Retrying, "The provider is busy; retrying", None, update).await? {
                 queue_retry(pipeline, &job.job_id, n).await?;
@@ -196,11 +196,11 @@ async fn attempt_at_provider(pipeline: &Pipeline, job: &mut Job, n: u32) -> Resu
             Ok(())
         }
         Err(ProviderError::Transient { message, .. }) => {
-            tracing::warn!(error = %message, attempt = n, "provider still busy; out of retries");
+            tracing::warn!(error = %crate::model::redact::provider_words(&message), attempt = n, "provider still busy; out of retries");
             fail_attempt(pipeline, job, n, Failure::ProviderBusy.error(), task_errors::PROVIDER_BUSY).await
         }
         Err(ProviderError::Refused { code, message }) => {
-            tracing::info!(code, message, "provider refused the job");
+            tracing::info!(code, message = %crate::model::redact::provider_words(&message), "provider refused the job");
             let error = JobError {
                 message: "The provider would not generate this video.".into(),
                 next_step: Some(failure_advice(&code).into()),
