@@ -105,7 +105,10 @@ async fn a_replicate_job_completes_from_its_signed_callbacks_and_its_video_is_co
     assert_eq!(create["input"], json!({"prompt": "A paper boat on a rainy street", "duration": 5, "aspect_ratio": "1:1"}));
     assert_eq!(create["webhook"], format!("{}/webhooks/replicate", p.base_url()));
     assert_eq!(create["webhook_events_filter"], json!(["start", "completed"]));
-    assert_eq!(replicate.requests_to("GET", "/xezq/output.mp4").len(), 1, "copied once");
+    // Once, or twice when the local stack's SQS delivers the finalize message
+    // twice (at least once, as on AWS): both copies go to the same fixed key.
+    let copies = replicate.requests_to("GET", "/xezq/output.mp4").len();
+    assert!((1..=2).contains(&copies), "copied {copies} times");
     let result = p.job_result(&id).await;
     let (duration, width, height) = ffprobe(&download(result.body["video"]["url"].as_str().unwrap()).await);
     assert!((duration - 1.0).abs() < 0.2, "{duration}");
