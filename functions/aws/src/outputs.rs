@@ -81,15 +81,7 @@ impl S3Outputs {
                 DestinationError::Unresolved { .. } => CopyError::SourceUnavailable(format!("the output URL {e}")),
                 refused => CopyError::SourceUnusable(format!("the output URL {refused}")),
             })?;
-            videojobs_providers::tls::install_crypto_provider();
-            let mut builder = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .read_timeout(READ_TIMEOUT);
-            if let Some(host) = &destination.host_name {
-                builder = builder.resolve(host, destination.addr);
-            }
+            let builder = videojobs_providers::pinned_to(&destination).connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT);
             let client = builder.build().map_err(|e| CopyError::SourceUnavailable(format!("building the client: {e}")))?;
             let response =
                 client.get(url.clone()).send().await.map_err(|e| {

@@ -14,17 +14,7 @@ pub struct HttpsPoster;
 #[async_trait::async_trait]
 impl NotificationPoster for HttpsPoster {
     async fn post(&self, destination: &Destination, id: &str, unix_timestamp: i64, signature: &str, body: Vec<u8>) -> Result<u16, String> {
-        // reqwest has no crypto provider of its own here; whichever client comes first installs ring.
-        videojobs_providers::tls::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT);
-        // Pinned: the name resolves to the address that was checked, never to a second lookup's.
-        if let Some(host) = &destination.host_name {
-            builder = builder.resolve(host, destination.addr);
-        }
+        let builder = videojobs_providers::pinned_to(destination).connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT);
         let client = builder.build().map_err(|e| format!("building the client: {e}"))?;
         let response = client
             .post(destination.url.clone())

@@ -16,7 +16,21 @@ use videojobs_core::model::settings::ConfigError;
 use videojobs_core::model::signing::WebhookSecret;
 use videojobs_core::ports::Providers;
 
-/// One HTTP client for every adapter and for copying outputs: a provider that
+/// A client builder for a request to an address someone else named (a
+/// client's `webhook_url`, a provider's output link, a source image), after
+/// it was checked: it connects to the checked address only (the host name is
+/// pinned to it, no second lookup), through no proxy, and follows no
+/// redirect. The caller adds its timeouts.
+pub fn pinned_to(destination: &videojobs_core::model::notification::Destination) -> reqwest::ClientBuilder {
+    tls::install_crypto_provider();
+    let builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy();
+    match &destination.host_name {
+        Some(host) => builder.resolve(host, destination.addr),
+        None => builder,
+    }
+}
+
+/// One HTTP client for every adapter: a provider that
 /// stops answering turns into a retry rather than a hung worker, while a large
 /// output that keeps flowing may take as long as it needs.
 ///

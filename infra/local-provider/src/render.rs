@@ -195,14 +195,7 @@ async fn fetch_image(policy: WebhookPolicy, dir: &Path, url: &str) -> Result<Pat
 }
 
 async fn download(destination: &Destination) -> Result<Vec<u8>, String> {
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(IMAGE_CONNECT_TIMEOUT)
-        .timeout(IMAGE_TIMEOUT);
-    if let Some(host) = &destination.host_name {
-        builder = builder.resolve(host, destination.addr);
-    }
+    let builder = videojobs_providers::pinned_to(destination).connect_timeout(IMAGE_CONNECT_TIMEOUT).timeout(IMAGE_TIMEOUT);
     let client = builder.build().map_err(|e| e.to_string())?;
     let mut response = client.get(destination.url.clone()).send().await.map_err(|e| e.to_string())?;
     if response.status().is_redirection() {
