@@ -34,6 +34,19 @@ fn record_attributes(record: &KeyRecord) -> Item {
     item
 }
 
+/// A key's listing entry: its record, and its item's key so that a revocation reaches it.
+fn listing_item(hash: &ApiKeyHash, record: &KeyRecord) -> Item {
+    let mut listing = listing_key(&record.key_id);
+    listing.insert("kind".into(), s("api_key_listing"));
+    listing.insert("key_pk".into(), s(format!("APIKEY#{}", hash.as_str())));
+    listing.extend(record_attributes(record));
+    // Listed for a month after the key expires, then gone by itself.
+    if let Some(at) = record.expires_at {
+        listing.insert("ttl_epoch".into(), n(at.unix_timestamp() + 30 * 86_400));
+    }
+    listing
+}
+
 fn optional_time(item: &Item, name: &str) -> Result<Option<time::OffsetDateTime>, StoreError> {
     match item.get(name) {
         None => Ok(None),
@@ -66,17 +79,13 @@ impl DynamoStore {
     /// be listed and revoked. Once: both writes are conditioned on their
     /// absence. A failure leaves the key working unlisted until its next use.
     async fn adopt(&self, hash: &ApiKeyHash, record: &KeyRecord) {
-        let key_pk = format!("APIKEY#{}", hash.as_str());
         let set_id = Update::builder()
             .table_name(&self.jobs_table)
             .set_key(Some(key_item_key(hash)))
             .update_expression("SET key_id = :id")
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(key_id)")
             .expression_attribute_values(":id", s(record.key_id.as_str()));
-        let mut listing = listing_key(&record.key_id);
-        listing.insert("kind".into(), s("api_key_listing"));
-        listing.insert("key_pk".into(), s(key_pk));
-        listing.extend(record_attributes(record));
+        let listing = listing_item(hash, record);
         let writes = set_id
             .build()
             .map(|update| TransactWriteItem::builder().update(update).build())
@@ -114,13 +123,7 @@ impl ApiKeyStore for DynamoStore {
         if let Some(at) = record.expires_at {
             key_item.insert("ttl_epoch".into(), n(at.unix_timestamp() + 86_400));
         }
-        let mut listing = listing_key(&record.key_id);
-        listing.insert("kind".into(), s("api_key_listing"));
-        listing.insert("key_pk".into(), s(format!("APIKEY#{}", hash.as_str())));
-        listing.extend(record_attributes(record));
-        if let Some(at) = record.expires_at {
-            listing.insert("ttl_epoch".into(), n(at.unix_timestamp() + 30 * 86_400));
-        }
+        let listing = listing_item(hash, record);
         // Both or neither: a key that works is always listed, so it can be revoked.
         self.transact(vec![put(&self.jobs_table, key_item, None)?, put(&self.jobs_table, listing, None)?]).await.map_err(|failure| {
             match failure {
