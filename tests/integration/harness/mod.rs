@@ -748,6 +748,15 @@ impl TestApp {
         out.item.and_then(|item| item.get("prompt").and_then(|v| v.as_s().ok()).cloned())
     }
 
+    /// The statuses the job moved through, in order, from its events (read
+    /// through the API): the path it took, whatever a poll happened to see.
+    pub async fn statuses_entered(&self, id: &JobId) -> Vec<String> {
+        let events = self.job_events(id).await;
+        let events = events.body["events"].as_array().cloned().unwrap_or_default();
+        let moves = events.iter().filter(|e| e["status"].is_string() && e["status"] != e["previous_status"]);
+        moves.map(|e| e["status"].as_str().unwrap_or_default().to_owned()).collect()
+    }
+
     pub fn execution_arn(&self, id: &JobId) -> String {
         let stack = self.stack();
         videojobs_aws::StepFunctions::new(stack.clients.sfn.clone(), &stack.resources.state_machine_arn).execution_arn(id)
