@@ -149,9 +149,10 @@ struct WaitArgs {
     /// Save the video here once it is ready (implies --wait).
     #[arg(long, short, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Seconds between two looks at the job while waiting.
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
-    poll_seconds: f64,
+    /// Seconds between two looks at the job while waiting; by default what
+    /// the API's last answer asked for (`Retry-After`), or 1 when it said nothing.
+    #[arg(long, value_name = "SECONDS")]
+    poll_seconds: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +284,26 @@ impl Api {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<String, CliError> {
+        Ok(self.call_answer(method, path, body, headers).await?.0)
+    }
+
+    /// A job's status, and how long the API asks to wait before asking again (`Retry-After`), if it says.
+    async fn status_with_hint(&self, job_id: &str) -> Result<(Value, Option<Duration>), CliError> {
+        let path = format!("/videos/jobs/{}/status", segment(job_id)?);
+        let (text, retry_after) = self.call_answer(reqwest::Method::GET, &path, None, &[]).await?;
+        let status = serde_json::from_str(&text)
+            .map_err(|_| CliError::Unreachable(format!("the API at {} answered something that is not JSON", self.base)))?;
+        Ok((status, retry_after))
+    }
+
+    /// A successful answer's text and its `Retry-After` (in seconds, as the API sends it).
+    async fn call_answer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<(String, Option<Duration>), CliError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url).bearer_auth(&self.key);
         for (name, value) in headers {
@@ -293,10 +314,16 @@ impl Api {
         }
         let response = request.send().await.map_err(|e| unreachable(&self.base, &e))?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let text = response.text().await.map_err(|e| unreachable(&self.base, &e))?;
         let parsed: Option<Value> = if text.is_empty() { Some(Value::Null) } else { serde_json::from_str(&text).ok() };
         if status.is_success() {
-            return Ok(text);
+            return Ok((text, retry_after));
         }
         let error = parsed.as_ref().map(|v| &v["error"]);
         match error.and_then(|e| e["message"].as_str()) {
@@ -738,15 +765,19 @@ async fn create(
     Ok(())
 }
 
-async fn wait_for(api: &Api, job_id: &str, poll_seconds: f64, console: &mut Console<'_>) -> Result<Value, CliError> {
-    let pause = Duration::from_secs_f64(poll_seconds.clamp(0.1, 60.0));
+/// Between two looks at a job when neither the command line nor the API says.
+const DEFAULT_POLL: Duration = Duration::from_secs(1);
+
+async fn wait_for(api: &Api, job_id: &str, poll_seconds: Option<f64>, console: &mut Console<'_>) -> Result<Value, CliError> {
+    let fixed = poll_seconds.map(|s| Duration::from_secs_f64(s.clamp(0.1, 60.0)));
     loop {
-        let status = api.get(&format!("/videos/jobs/{}/status", segment(job_id)?)).await?;
+        let (status, retry_after) = api.status_with_hint(job_id).await?;
         console.progress(&status);
         if !in_flight(status["status"].as_str().unwrap_or("")) {
             console.end_progress();
             return Ok(status);
         }
+        let pause = fixed.or(retry_after.map(|d| d.min(Duration::from_secs(60)))).unwrap_or(DEFAULT_POLL);
         tokio::time::sleep(pause).await;
     }
 }
@@ -1030,6 +1061,37 @@ mod tests {
         assert_eq!(authorization, Some("Bearer vj_reviewer"));
         let sent: Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(sent, json!({"decision": "reject", "reason": "other", "note": "logo is cut off"}));
+    }
+
+    #[tokio::test]
+    async fn waiting_follows_the_apis_retry_after_between_looks() {
+        // Arrange: the job is in flight for one look (asking for 1 s), then completed.
+        let server = wiremock::MockServer::start().await;
+        let in_flight = r#"{"job_id":"job_4","status":"processing","status_label":"Generating video","progress":40}"#;
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .respond_with(
+                wiremock::ResponseTemplate::new(200).insert_header("retry-after", "1").set_body_raw(in_flight, "application/json"),
+            )
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        let done = r#"{"job_id":"job_4","status":"completed","status_label":"Ready for review","progress":100}"#;
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_raw(done, "application/json"))
+            .mount(&server)
+            .await;
+        let api = Api { http: reqwest::Client::new(), base: server.uri(), key: "k".into() };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut console = Console { out: &mut out, err: &mut err, interactive: false, json: false, last_progress: None };
+
+        // Act
+        let started = std::time::Instant::now();
+        let status = wait_for(&api, "job_4", None, &mut console).await.expect("the job ended");
+
+        // Assert: two looks, the second no sooner than the API asked.
+        assert_eq!(status["status"], "completed");
+        assert_eq!(server.received_requests().await.unwrap_or_default().len(), 2);
+        assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
     }
 
     #[tokio::test]

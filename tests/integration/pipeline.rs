@@ -160,6 +160,8 @@ async fn a_permanent_failure_refunds_once_and_says_what_to_do_next() {
     let status = p.job_status(&id).await;
     assert_eq!(status.body["error"]["code"], "content_policy");
     assert!(status.body["error"]["next_step"].as_str().unwrap().contains("prompt"));
+    assert_eq!(status.body["error"]["retryable"], false, "the same prompt is refused again");
+    assert_eq!(status.body["cost"], json!({"credits": 2, "refunded": 2, "charged": 0}));
     assert_eq!(p.credits().await, 1_000);
     assert_eq!(p.active_jobs().await, 0);
     let result = p.job_result(&id).await;

@@ -111,6 +111,51 @@ async fn a_completed_job_has_a_presigned_result_and_an_output_in_its_status() {
     assert_eq!(status.body["status_label"], "Ready for review");
     assert_eq!(status.body["progress"], 100);
     assert!(status.body["output"]["video_url"].is_string());
+    assert_eq!(status.body["expires_at"], timestamp::format(job.output_expires_at.unwrap()), "when the unreviewed video goes");
+    assert!(status.body["estimated_completion_at"].is_null());
+    assert!(!status.headers.contains_key("retry-after"), "nothing to wait for");
+}
+
+#[tokio::test]
+async fn an_in_flight_status_says_when_to_ask_again_and_when_the_video_should_be_ready() {
+    // Arrange
+    let app = TestApp::new(100).await;
+    let id = app.new_job(4).await;
+
+    // Act
+    let reply = app.job_status(&id).await;
+
+    // Assert: a queued job is polled slowly, and its estimate is ahead of it.
+    let retry_after: u32 = reply.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((5..=30).contains(&retry_after), "{retry_after}");
+    let created = timestamp::parse(reply.body["created_at"].as_str().unwrap()).unwrap();
+    let estimate = timestamp::parse(reply.body["estimated_completion_at"].as_str().unwrap()).expect("an estimate");
+    assert!(estimate > created && estimate > timestamp::now(), "{}", reply.body);
+    assert!(reply.body["expires_at"].is_null());
+    assert_eq!(reply.body["cost"], serde_json::json!({"credits": 4, "refunded": 0, "charged": 4}));
+}
+
+#[tokio::test]
+async fn an_approved_video_has_no_expiry_and_a_canceled_job_shows_its_refund() {
+    // Arrange
+    let app = TestApp::new(100).await;
+    let approved_id = app.new_job(2).await;
+    let canceled_id = app.new_job(3).await;
+    let mut approved = app.job(&approved_id).await;
+    approved.status = JobStatus::Approved;
+    approved.output = Some(artifact(&approved_id));
+    approved.output_expires_at = Some(timestamp::now() + time::Duration::hours(1));
+    app.put_job(&approved).await;
+
+    // Act
+    let canceled = app.cancel_job(&canceled_id).await;
+    let approved = app.job_status(&approved_id).await;
+
+    // Assert
+    assert_eq!(approved.body["expires_at"], serde_json::Value::Null, "an approved video is kept");
+    assert_eq!(approved.body["cost"], serde_json::json!({"credits": 2, "refunded": 0, "charged": 2}));
+    assert_eq!(canceled.body["cost"], serde_json::json!({"credits": 3, "refunded": 3, "charged": 0}));
+    assert!(!canceled.headers.contains_key("retry-after"));
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ export type ErrorBody = Schemas["Error"];
 export type ErrorCode = ErrorBody["error"]["code"];
 export type ImageType = Schemas["UploadRequest"]["content_type"];
 
-/** How often to poll a job's status: the API asks for every 2 to 5 seconds. */
+/** Between polls when the answer says nothing (`Retry-After` absent). */
 export const RECOMMENDED_POLL_INTERVAL_MS = 2_000;
 
 /** Statuses in which a job is still being made. */
@@ -72,7 +72,11 @@ export type Created = Accepted & { replayed: boolean };
 export interface WaitOptions {
   /** Called after every poll with the status body (progress 0–100, status_label). */
   onProgress?: (status: JobStatusBody) => void;
-  /** Between polls; {@link RECOMMENDED_POLL_INTERVAL_MS} by default. */
+  /**
+   * A fixed time between polls. By default each wait is what the last answer's
+   * `Retry-After` asked for (longer while the job waits, shorter near its
+   * end), or {@link RECOMMENDED_POLL_INTERVAL_MS} when it asked for nothing.
+   */
   intervalMs?: number;
   /** Give up (with an Error) after this long; no limit by default. */
   timeoutMs?: number;
@@ -142,7 +146,14 @@ export class VideoJobsClient {
 
   /** Where the job is now. */
   async status(jobId: string): Promise<JobStatusBody> {
-    return (await this.request<JobStatusBody>("GET", `/videos/jobs/${encodeURIComponent(jobId)}/status`)).body;
+    return (await this.statusWithHint(jobId)).status;
+  }
+
+  /** Where the job is now, and how long the API asks to wait before asking again (`Retry-After`), if it says. */
+  async statusWithHint(jobId: string): Promise<{ status: JobStatusBody; retryAfterMs?: number }> {
+    const { body, response } = await this.request<JobStatusBody>("GET", `/videos/jobs/${encodeURIComponent(jobId)}/status`);
+    const seconds = Number(response.headers.get("retry-after"));
+    return { status: body, retryAfterMs: Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : undefined };
   }
 
   /**
@@ -150,13 +161,13 @@ export class VideoJobsClient {
    * status), calling `onProgress` after every poll; resolves with the last status.
    */
   async waitForJob(jobId: string, options: WaitOptions = {}): Promise<JobStatusBody> {
-    const interval = options.intervalMs ?? RECOMMENDED_POLL_INTERVAL_MS;
     const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
     for (;;) {
       options.signal?.throwIfAborted();
-      const status = await this.status(jobId);
+      const { status, retryAfterMs } = await this.statusWithHint(jobId);
       options.onProgress?.(status);
       if (!IN_FLIGHT.includes(status.status)) return status;
+      const interval = options.intervalMs ?? retryAfterMs ?? RECOMMENDED_POLL_INTERVAL_MS;
       if (Date.now() + interval > deadline) throw new Error(`job ${jobId} is still ${status.status} after ${options.timeoutMs} ms`);
       await sleep(interval, options.signal);
     }

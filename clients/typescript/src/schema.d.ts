@@ -119,7 +119,7 @@ export interface paths {
         };
         /**
          * Where the job is now
-         * @description Poll it every 2 to 5 seconds while the job is in flight (or use a `webhook_url`). Reviewers and admins may read any job; a user only their own.
+         * @description While the job is in flight the answer says when to ask again in `Retry-After` (seconds: 5 to 30 while it waits, 2 to 15 while it is generated, shorter near its end) and when it should be done in `estimated_completion_at`; or use a `webhook_url`. Reviewers and admins may read any job; a user only their own.
          */
         get: operations["getJobStatus"];
         put?: never;
@@ -704,6 +704,8 @@ export interface components {
             code: string;
             message: string;
             next_step?: string;
+            /** @description Whether the same request, made again, may succeed. `false` for a refusal of the request itself (`content_policy`, `nsfw`, `invalid_input`, `bad_request`, `image_unreadable`, `prompt_too_long`), a provider this deployment does not have (`provider_unavailable`) and the review reasons `rights_unclear`, `needs_disclosure` and `other`; `true` otherwise. */
+            retryable: boolean;
         };
         Review: {
             /** @enum {string} */
@@ -765,14 +767,31 @@ export interface components {
              */
             completed_at: string | null;
             error: components["schemas"]["JobError"] | null;
-            /** @description Credits debited for the job (given back on failure, cancel, or expiry before a video). */
+            /** @description What the job costs, and what came back. */
             cost: {
+                /** @description Debited when the job was accepted. */
                 credits: number;
+                /** @description Given back: all of `credits` when the job failed, was canceled or ran out of time before its video was stored; 0 otherwise. */
+                refunded: number;
+                /** @description What the job costs in the end: `credits` less `refunded`. */
+                charged: number;
             };
             review: components["schemas"]["Review"] | null;
             output: components["schemas"]["Output"] | null;
             progress_detail: components["schemas"]["ProgressDetail"] | null;
             metadata?: components["schemas"]["Metadata"];
+            /**
+             * Format: date-time
+             * @description When the video is deleted unless it is approved; `null` when no video waits for a review.
+             * @example 2026-11-29T10:00:00.000Z
+             */
+            expires_at: string | null;
+            /**
+             * Format: date-time
+             * @description While the job is in flight: when its video should be stored, from this deployment's average time to complete (from the video's length until enough jobs have completed); never in the past. `null` otherwise.
+             * @example 2026-11-22T10:01:30.000Z
+             */
+            estimated_completion_at: string | null;
         };
         /**
          * @description Where a job is now. `error` once it failed, expired or was rejected; `output` once completed and while the video is kept; `review` once reviewed; `metadata` only when the job was created with some.
@@ -788,7 +807,9 @@ export interface components {
          *       "completed_at": null,
          *       "error": null,
          *       "cost": {
-         *         "credits": 4
+         *         "credits": 4,
+         *         "refunded": 0,
+         *         "charged": 4
          *       },
          *       "review": null,
          *       "output": null,
@@ -797,7 +818,9 @@ export interface components {
          *         "queue_position": null,
          *         "message": "The provider is generating the video",
          *         "observed_at": "2026-11-22T10:00:20.000Z"
-         *       }
+         *       },
+         *       "expires_at": null,
+         *       "estimated_completion_at": "2026-11-22T10:00:50.000Z"
          *     }
          */
         JobStatusBody: components["schemas"]["JobFields"];
@@ -1598,6 +1621,8 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description Where request rate limits are on: what is left of the current window. */
                     RateLimit?: string;
+                    /** @description While the job is in flight: seconds to wait before asking again (RFC 9110, section 10.2.3). Absent once the job is no longer in flight. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -25,6 +25,16 @@ test("generate, follow it with progress, fetch the video, list it, and a reviewe
   assert.equal(again.job_id, job.job_id);
   assert.equal(again.replayed, true);
 
+  // An in-flight job says when to ask again and when it should be done; a finished one does not.
+  const hinted = await api.statusWithHint(job.job_id);
+  if (["queued", "submitted", "retrying", "processing"].includes(hinted.status.status)) {
+    assert.ok(hinted.retryAfterMs >= 2000 && hinted.retryAfterMs <= 30_000, JSON.stringify(hinted));
+    assert.ok(Date.parse(hinted.status.estimated_completion_at) > Date.parse(hinted.status.created_at));
+  } else {
+    assert.equal(hinted.retryAfterMs, undefined);
+    assert.equal(hinted.status.estimated_completion_at, null);
+  }
+
   const seen = [];
   const done = await api.waitForJob(job.job_id, { ...fast, onProgress: (s) => seen.push(s) });
   assert.equal(done.status, "completed", JSON.stringify(done));
@@ -32,6 +42,9 @@ test("generate, follow it with progress, fetch the video, list it, and a reviewe
   assert.ok(seen.length >= 1);
   for (let i = 1; i < seen.length; i++) assert.ok(seen[i].progress >= seen[i - 1].progress, "progress never goes down");
   assert.equal(seen.at(-1).progress, 100);
+  assert.deepEqual(done.cost, { credits: done.cost.credits, refunded: 0, charged: done.cost.credits });
+  assert.equal(done.estimated_completion_at, null);
+  assert.ok(Date.parse(done.expires_at) > Date.now(), "a video waiting for review says when it goes");
   assert.ok(RECOMMENDED_POLL_INTERVAL_MS >= 2000 && RECOMMENDED_POLL_INTERVAL_MS <= 5000);
 
   const result = await api.result(job.job_id);
@@ -74,6 +87,7 @@ test("cancel gives the credits back", async () => {
   assert.equal((await api.account()).credits, before.credits - 3);
   const canceled = await api.cancel(job.job_id);
   assert.equal(canceled.status, "canceled");
+  assert.deepEqual(canceled.cost, { credits: 3, refunded: 3, charged: 0 });
   assert.equal((await api.account()).credits, before.credits);
   await assert.rejects(api.cancel(job.job_id), (err) => err instanceof ApiError && err.status === 409 && err.code === "wrong_state");
 });

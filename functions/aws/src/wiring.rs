@@ -63,6 +63,7 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
         review_waits: a.store.clone(),
         uploads: a.store.clone(),
         review_queue: Arc::new(crate::review_queue::DynamoReviewQueue::new(clients.dynamodb.clone(), &resources.jobs_table)),
+        typical_times: Arc::default(),
         media: a.media.clone(),
         kept: a.media,
         workflows: a.step_functions.clone(),

@@ -112,7 +112,7 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
     }
     let ok = StatusCode::OK;
     match route {
-        Route::Status(id) => respond(ok, services.status(&who, id).await),
+        Route::Status(id) => status(services.status(&who, id).await),
         Route::Result(id) => respond(ok, services.result(&who, id).await),
         Route::Events(id) => respond(ok, services.events(&who, id).await),
         Route::Cancel(id) => {
@@ -161,6 +161,17 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
         Route::OpenApi => docs::openapi_json(),
         Route::DocsPage => docs::docs_page(),
     }
+}
+
+/// The status answer; an in-flight job's says when to ask again in
+/// `Retry-After` (see `videojobs_core::model::estimate`).
+fn status(outcome: Result<videojobs_core::model::views::StatusBody, AppError>) -> Response<Body> {
+    let poll_after = outcome.as_ref().ok().and_then(|body| body.poll_after_seconds);
+    let mut response = respond(StatusCode::OK, outcome);
+    if let Some(seconds) = poll_after {
+        response.headers_mut().insert("retry-after", seconds.into());
+    }
+    response
 }
 
 async fn review(

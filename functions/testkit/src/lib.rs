@@ -159,6 +159,7 @@ impl Memory {
             kept: Arc::new(self.clone()),
             review_waits: Arc::new(self.clone()),
             tasks: Arc::new(self.clone()),
+            typical_times: Arc::default(),
             settings,
         }
     }

@@ -154,6 +154,17 @@ impl Failure {
         }
     }
 
+    /// The failure whose code is `code`; `None` for a code not ours.
+    pub fn from_code(code: &str) -> Option<Failure> {
+        Failure::ALL.into_iter().find(|failure| failure.code() == code)
+    }
+
+    /// Whether the same request, made again, may succeed: every failure of
+    /// ours but a provider that is not there (the same request names it again).
+    pub fn retryable(self) -> bool {
+        self != Failure::ProviderUnavailable
+    }
+
     /// The error a job that failed this way carries.
     pub fn error(self) -> JobError {
         JobError { code: self.code().to_owned(), message: self.message().to_owned(), next_step: Some(self.next_step().to_owned()) }
@@ -351,6 +362,24 @@ impl Job {
     pub fn is_owned_by(&self, user: &UserId) -> bool {
         &self.user_id == user
     }
+
+    /// The credits given back: all of them when the job gave up before its
+    /// video was stored (failed, canceled, or out of time in flight), none
+    /// otherwise. The rule [`crate::model::lifecycle::transition`] applies
+    /// when the refund is made, read back from where the job ended.
+    pub fn refunded_credits(&self) -> u32 {
+        use crate::model::lifecycle::JobStatus::*;
+        let refunded = match self.status {
+            Failed | Canceled => true,
+            Expired => self.completed_at.is_none(),
+            Queued | Submitted | Retrying | Processing | Completed | Approved | Rejected => false,
+        };
+        if refunded {
+            self.cost_credits
+        } else {
+            0
+        }
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -446,6 +475,32 @@ mod tests {
         let mut older = stored;
         older["metadata"] = Value::Object(metadata.clone());
         assert_eq!(serde_json::from_value::<Job>(older).unwrap().metadata, Some(metadata));
+    }
+
+    #[test]
+    fn the_refund_read_back_from_a_finished_job_agrees_with_the_lifecycles_rule() {
+        use crate::model::lifecycle::{transition, JobStatus::*};
+        let params = JobParams::TextToVideo { duration_seconds: 2, aspect_ratio: AspectRatio::Square, resolution: Resolution::Hd };
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let all = [Queued, Submitted, Retrying, Processing, Completed, Approved, Rejected, Failed, Canceled, Expired];
+        for from in all {
+            for to in all {
+                let Ok(t) = transition(from, to) else { continue };
+                let mut job = Job::accepted(
+                    crate::model::ids::JobId::generate(),
+                    "u".parse().unwrap(),
+                    params.clone(),
+                    "local".parse().unwrap(),
+                    7,
+                    now,
+                );
+                // Only a job whose video was stored has been `completed`.
+                job.completed_at = (!from.is_in_flight()).then_some(now);
+                job.status = to;
+                let expected = if t.refunds_credits { 7 } else { 0 };
+                assert_eq!(job.refunded_credits(), expected, "{from} -> {to}");
+            }
+        }
     }
 
     #[test]

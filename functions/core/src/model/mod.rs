@@ -5,6 +5,7 @@ pub mod change;
 pub mod determinism;
 pub mod emf;
 pub mod error;
+pub mod estimate;
 pub mod failover;
 pub mod ids;
 pub mod image;

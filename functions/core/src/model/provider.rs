@@ -135,6 +135,15 @@ impl ProviderStatus {
     }
 }
 
+/// The provider codes that say the request itself must change: the same
+/// request made again fails again. Any other code may be transient.
+const CODES_OF_A_BAD_REQUEST: [&str; 6] = ["content_policy", "nsfw", "invalid_input", "bad_request", "image_unreadable", "prompt_too_long"];
+
+/// Whether a job the provider failed with `code` may succeed if tried again as it is.
+pub fn retryable(code: &str) -> bool {
+    !CODES_OF_A_BAD_REQUEST.contains(&code)
+}
+
 /// What the user is told when a provider gives up, by its code.
 pub fn failure_advice(code: &str) -> &'static str {
     match code {

@@ -1,50 +1,10 @@
 //! A reviewer's request (approve or reject, with reasons and a note) as a
-//! type that refuses bad values, and what the review queue shows.
+//! type that refuses bad values. What the review queue shows is in `views`.
 
 use crate::model::job::JobError;
 use crate::model::lifecycle::JobStatus;
 use crate::model::request::{parse_json, InvalidRequest};
-use crate::model::views::StatusBody;
 use serde::{Deserialize, Serialize};
-
-/// The video's facts a reviewer weighs, beside the status body's links.
-#[derive(Debug, Clone, Serialize)]
-pub struct VideoFacts {
-    /// Frame width in pixels.
-    pub width: u32,
-    /// Frame height in pixels.
-    pub height: u32,
-    /// Length of the video, in seconds.
-    pub duration_seconds: f64,
-    /// The video's MIME type.
-    pub mime_type: String,
-    /// Size of the video file, in bytes.
-    pub size_bytes: u64,
-}
-
-/// One job in `GET /videos/review/queue`: its status body, and what a reviewer
-/// needs besides (the prompt, who asked, the video's facts).
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueEntry {
-    /// The job's status body, its fields inline, with links to the video.
-    #[serde(flatten)]
-    pub status: StatusBody,
-    /// Who asked for the video: a reviewer may not review their own.
-    pub user_id: String,
-    /// The raw prompt: reviewers may read it (image-to-video jobs may have none).
-    pub prompt: Option<String>,
-    /// The stored video's facts; `null` when the job has no output.
-    pub video: Option<VideoFacts>,
-}
-
-/// `GET /videos/review/queue`.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueBody {
-    /// The jobs on this page, oldest completion first.
-    pub jobs: Vec<QueueEntry>,
-    /// Pass back as `cursor` for the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
-}
 
 /// The longest note a reviewer may write.
 pub const NOTE_MAX_CHARS: usize = 1_000;
@@ -103,6 +63,21 @@ impl ReviewReason {
     /// The reason whose code is `code`; `None` for an unknown code.
     pub fn parse(code: &str) -> Option<ReviewReason> {
         ReviewReason::ALL.into_iter().find(|reason| reason.as_str() == code)
+    }
+
+    /// Whether generating the same request again may give a video that
+    /// passes: yes for what a new render changes (quality, anatomy, text,
+    /// fidelity); no for what the request itself carries (rights, a
+    /// disclosure) or a reason the reviewer wrote out (`other`).
+    pub fn retryable(self) -> bool {
+        match self {
+            ReviewReason::ProductChanged
+            | ReviewReason::UnreadableText
+            | ReviewReason::DistortedAnatomy
+            | ReviewReason::PoorQuality
+            | ReviewReason::OffBrief => true,
+            ReviewReason::RightsUnclear | ReviewReason::NeedsDisclosure | ReviewReason::Other => false,
+        }
     }
 
     /// What was wrong, in the owner's words.

@@ -67,13 +67,34 @@ pub struct ErrorView {
     /// What the user can do about it; left out when there is nothing to say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_step: Option<String>,
+    /// Whether the same request, made again, may succeed (`false`: change it first).
+    pub retryable: bool,
+}
+
+/// Whether trying the same request again may help, by the code of the job's
+/// error: a failure of ours (see [`Failure::retryable`](crate::model::job::Failure::retryable)), a reviewer's reason
+/// (see [`crate::model::review::ReviewReason::retryable`]), or else a
+/// provider's code (see [`crate::model::provider::retryable`]).
+pub fn retryable(code: &str) -> bool {
+    if let Some(failure) = crate::model::job::Failure::from_code(code) {
+        return failure.retryable();
+    }
+    if let Some(reason) = crate::model::review::ReviewReason::parse(code) {
+        return reason.retryable();
+    }
+    crate::model::provider::retryable(code)
 }
 
 /// What a job costs.
 #[derive(Debug, Clone, Serialize)]
 pub struct CostView {
-    /// Credits debited when the job was accepted (given back if it fails, is canceled or runs out of time).
+    /// Credits debited when the job was accepted.
     pub credits: u32,
+    /// Credits given back: all of them when the job failed, was canceled or
+    /// ran out of time before its video was stored; none otherwise.
+    pub refunded: u32,
+    /// What the job costs the user in the end: `credits` less `refunded`.
+    pub charged: u32,
 }
 
 /// A reviewer's decision on a job's video.
@@ -160,6 +181,16 @@ pub struct StatusBody {
     /// The client's own JSON given at creation; left out when there was none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// When the video is deleted unless it is approved (RFC 3339); `null`
+    /// when there is no video waiting for a review.
+    pub expires_at: Option<String>,
+    /// When an in-flight job's video should be stored (RFC 3339), from this
+    /// deployment's average time to complete; `null` once it is not in flight.
+    pub estimated_completion_at: Option<String>,
+    /// When to ask again, in seconds: the single status answer sends it as
+    /// `Retry-After`; not part of the body.
+    #[serde(skip)]
+    pub poll_after_seconds: Option<u32>,
 }
 
 impl StatusBody {
@@ -187,8 +218,13 @@ impl StatusBody {
                 code: e.code.clone(),
                 message: e.message.clone(),
                 next_step: e.next_step.clone(),
+                retryable: retryable(&e.code),
             }),
-            cost: CostView { credits: job.cost_credits },
+            cost: CostView {
+                credits: job.cost_credits,
+                refunded: job.refunded_credits(),
+                charged: job.cost_credits - job.refunded_credits(),
+            },
             review: job.review.as_ref().map(|r| ReviewView {
                 decision: r.decision.clone(),
                 reason: r.reason.clone(),
@@ -204,7 +240,17 @@ impl StatusBody {
                 observed_at: timestamp::format(d.observed_at),
             }),
             metadata: job.metadata.clone(),
+            expires_at: job.output_expires_at.filter(|_| job.status == JobStatus::Completed).map(timestamp::format),
+            estimated_completion_at: None,
+            poll_after_seconds: None,
         }
+    }
+
+    /// The body with an in-flight job's `estimate` (see [`crate::model::estimate`]).
+    pub fn with_estimate(mut self, estimate: Option<crate::model::estimate::Estimate>) -> Self {
+        self.estimated_completion_at = estimate.map(|e| timestamp::format(e.completion_at));
+        self.poll_after_seconds = estimate.map(|e| e.poll_after_seconds);
+        self
     }
 }
 
@@ -321,4 +367,62 @@ pub struct AccountBody {
     pub active_jobs: u32,
     /// How many jobs the caller may have in flight at once.
     pub max_active_jobs: u32,
+}
+
+/// The video's facts a reviewer weighs, beside the status body's links.
+#[derive(Debug, Clone, Serialize)]
+pub struct VideoFacts {
+    /// Frame width in pixels.
+    pub width: u32,
+    /// Frame height in pixels.
+    pub height: u32,
+    /// Length of the video, in seconds.
+    pub duration_seconds: f64,
+    /// The video's MIME type.
+    pub mime_type: String,
+    /// Size of the video file, in bytes.
+    pub size_bytes: u64,
+}
+
+/// One job in `GET /videos/review/queue`: its status body, and what a reviewer
+/// needs besides (the prompt, who asked, the video's facts).
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueEntry {
+    /// The job's status body, its fields inline, with links to the video.
+    #[serde(flatten)]
+    pub status: StatusBody,
+    /// Who asked for the video: a reviewer may not review their own.
+    pub user_id: String,
+    /// The raw prompt: reviewers may read it (image-to-video jobs may have none).
+    pub prompt: Option<String>,
+    /// The stored video's facts; `null` when the job has no output.
+    pub video: Option<VideoFacts>,
+}
+
+/// `GET /videos/review/queue`.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueBody {
+    /// The jobs on this page, oldest completion first.
+    pub jobs: Vec<QueueEntry>,
+    /// Pass back as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_retryable_unless_the_request_itself_must_change() {
+        for failure in crate::model::job::Failure::ALL {
+            assert_eq!(crate::model::job::Failure::from_code(failure.code()), Some(failure));
+            assert_eq!(retryable(failure.code()), failure != crate::model::job::Failure::ProviderUnavailable, "{}", failure.code());
+        }
+        for code in ["content_policy", "nsfw", "invalid_input", "bad_request", "image_unreadable", "prompt_too_long"] {
+            assert!(!retryable(code), "{code}");
+        }
+        assert!(retryable("E1234_unknown_provider_code"));
+        assert!(retryable("poor_quality") && retryable("off_brief"));
+        assert!(!retryable("rights_unclear") && !retryable("needs_disclosure"));
+    }
 }

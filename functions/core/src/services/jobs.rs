@@ -58,6 +58,8 @@ pub struct Services {
     pub review_waits: Arc<dyn ReviewWaits>,
     /// Answers the task a review waits on, once a video is approved.
     pub tasks: Arc<dyn TaskTokens>,
+    /// The deployment's typical time to complete, for status answers' estimates.
+    pub typical_times: Arc<crate::services::estimate::TypicalTimes>,
     /// The deployment's configuration.
     pub settings: Settings,
 }
@@ -376,8 +378,18 @@ impl Services {
     }
 
     pub(crate) async fn status_body(&self, job: &Job) -> Result<StatusBody, AppError> {
-        let links = self.output_links(job, timestamp::now()).await?;
-        Ok(StatusBody::new(job, &links))
+        let now = timestamp::now();
+        let links = self.output_links(job, now).await?;
+        Ok(StatusBody::new(job, &links).with_estimate(self.estimate(job, now).await))
+    }
+
+    /// An in-flight job's estimated completion and poll hint; nothing is read for a finished one.
+    async fn estimate(&self, job: &Job, now: OffsetDateTime) -> Option<crate::model::estimate::Estimate> {
+        if !job.status.is_in_flight() {
+            return None;
+        }
+        let typical = self.typical_times.get(self.stats.as_ref()).await;
+        crate::model::estimate::estimate(job, typical, now)
     }
 
     async fn output_links(&self, job: &Job, now: OffsetDateTime) -> Result<OutputLinks, AppError> {
@@ -460,8 +472,12 @@ impl Services {
         for job in &jobs {
             refresher.after_read(job).await;
         }
-        let jobs = jobs.iter().map(|job| StatusBody::new(job, &OutputLinks::default())).collect();
-        Ok(ListBody { jobs, next_cursor: None })
+        let now = timestamp::now();
+        let mut bodies = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            bodies.push(StatusBody::new(job, &OutputLinks::default()).with_estimate(self.estimate(job, now).await));
+        }
+        Ok(ListBody { jobs: bodies, next_cursor: None })
     }
 
     /// The caller's balance and in-flight count.

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod callbacks;
 pub mod error;
+pub mod estimate;
 pub mod jobs;
 pub mod notifying;
 pub mod pipeline;

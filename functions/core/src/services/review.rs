@@ -17,7 +17,7 @@ use crate::model::job::{timestamp, EventSource, Job, Review};
 use crate::model::lifecycle::{transition, JobStatus};
 use crate::model::request::InvalidRequest;
 use crate::model::review::*;
-use crate::model::views::StatusBody;
+use crate::model::views::{QueueBody, QueueEntry, StatusBody, VideoFacts};
 use crate::model::work::WorkMessage;
 use crate::ports::{ChangeOutcome, JobUpdate, PageRequest, Principal, StatusChange};
 use crate::services::error::AppError;
