@@ -293,3 +293,35 @@ async fn metadata_of_any_shape_reads_back_as_sent_and_the_listings_still_work() 
     assert_eq!(app.cancel_job(&id).await.status, StatusCode::OK, "a status change rewrites the item");
     assert_eq!(app.job_status(&id).await.body["metadata"], metadata);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_reaches_the_provider_that_takes_one_and_is_echoed_in_the_status() {
+    // Arrange
+    let app = TestApp::builder().with_local_provider().build().await;
+    let body = serde_json::json!({"prompt": "A kite over the dunes", "duration_seconds": 1, "resolution": "480p", "seed": 424242});
+
+    // Act
+    let id = app.new_job_with(&body).await;
+    let job = app.wait_for(&id, 60, |s| !s.is_in_flight()).await;
+
+    // Assert: kept with the job, shown in its status, and sent to the local provider.
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
+    assert_eq!(job.seed, Some(424242));
+    assert_eq!(app.job_status(&id).await.body["seed"], 424242);
+    let request_id = job.provider_request_id.expect("a provider request");
+    let stats = app.provider_stats().await;
+    let prediction = stats["predictions"].as_array().unwrap().iter().find(|p| p["id"] == request_id.as_str()).cloned();
+    assert_eq!(prediction.expect("the provider has the request")["seed"], 424242, "{stats}");
+}
+
+#[tokio::test]
+async fn a_seed_that_is_not_a_32_bit_whole_number_is_400_and_writes_nothing() {
+    let app = TestApp::new(100).await;
+
+    let reply = app.generate(r#"{"prompt":"A lighthouse at dawn","seed":-3}"#).await;
+
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.body["error"]["field"], "seed");
+    assert_eq!(app.credits().await, 100, "nothing debited");
+    assert_eq!(app.job_count().await, 0, "nothing written");
+}

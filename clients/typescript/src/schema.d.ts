@@ -578,6 +578,8 @@ export interface components {
              */
             webhook_url?: string;
             metadata?: components["schemas"]["Metadata"];
+            /** @description Passed to a provider that takes one (the local provider does; the Kling models on fal and Replicate take none, so there it is only kept), and echoed in the job's status. The same seed and inputs give the same video where the provider honours it. */
+            seed?: number;
         };
         /**
          * @description Image to video, from an `image_url` the provider fetches or an `upload_id` from `POST /videos/uploads` (exactly one of the two). Cost: one credit per second. Estimated time: 30 s plus 6 s per second.
@@ -617,6 +619,8 @@ export interface components {
              */
             webhook_url?: string;
             metadata?: components["schemas"]["Metadata"];
+            /** @description Passed to a provider that takes one (the local provider does; the Kling models on fal and Replicate take none, so there it is only kept), and echoed in the job's status. The same seed and inputs give the same video where the provider honours it. */
+            seed?: number;
         };
         /**
          * @example {
@@ -792,6 +796,8 @@ export interface components {
              * @example 2026-11-22T10:01:30.000Z
              */
             estimated_completion_at: string | null;
+            /** @description The seed the job was created with; `null` when none was given. */
+            seed: number | null;
         };
         /**
          * @description Where a job is now. `error` once it failed, expired or was rejected; `output` once completed and while the video is kept; `review` once reviewed; `metadata` only when the job was created with some.
@@ -820,7 +826,8 @@ export interface components {
          *         "observed_at": "2026-11-22T10:00:20.000Z"
          *       },
          *       "expires_at": null,
-         *       "estimated_completion_at": "2026-11-22T10:00:50.000Z"
+         *       "estimated_completion_at": "2026-11-22T10:00:50.000Z",
+         *       "seed": null
          *     }
          */
         JobStatusBody: components["schemas"]["JobFields"];

@@ -452,6 +452,7 @@ mod tests {
             image_url: None,
             callback_url: "https://hooks.example/webhooks/fal?x=1".into(),
             faults: None,
+            seed: None,
         }
     }
 

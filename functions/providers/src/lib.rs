@@ -196,6 +196,7 @@ mod tests {
             image_url: None,
             callback_url: "https://hooks.example/webhooks/x".into(),
             faults: None,
+            seed: None,
         }
     }
 

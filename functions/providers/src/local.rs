@@ -99,7 +99,7 @@ fn normalise(p: Prediction) -> Result<ProviderStatus, String> {
 
 /// The input the local provider understands, from the job's parameters.
 fn input(request: &SubmitRequest) -> Value {
-    match &request.params {
+    let mut input = match &request.params {
         JobParams::TextToVideo { duration_seconds, aspect_ratio, resolution } => {
             let (width, height) = videojobs_core::model::request::frame_size(*aspect_ratio, *resolution);
             json!({"mode": "text", "prompt": request.prompt, "width": width, "height": height,
@@ -109,7 +109,11 @@ fn input(request: &SubmitRequest) -> Value {
             json!({"mode": "image", "prompt": request.prompt, "image_url": request.image_url,
                    "duration_seconds": length_seconds, "frame_rate": frame_rate, "zoom_speed": zoom_speed})
         }
+    };
+    if let Some(seed) = request.seed {
+        input["seed"] = json!(seed);
     }
+    input
 }
 
 async fn failure(response: reqwest::Response) -> ProviderError {

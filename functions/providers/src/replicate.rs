@@ -312,6 +312,7 @@ mod tests {
             image_url: None,
             callback_url: "https://hooks.example/webhooks/replicate".into(),
             faults: None,
+            seed: None,
         }
     }
 

@@ -6,6 +6,11 @@
 //! runs that part in memory only; every lease is the caller's argument, so
 //! a one-second lease proves its takeover on both.
 //!
+//! On AWS time passes for real, however slowly the machine runs: a check
+//! that something is still held, invisible or not yet due uses a lease,
+//! visibility or delay far longer than any run, and a short one is only
+//! checked once it has passed (later is never wrong for that check).
+//!
 //! Each case names its own users and jobs, so cases can share one stack;
 //! the cases that read global figures (counters, the stuck index, the
 //! queue) or start executions are marked `isolated` and get a stack of their own.
@@ -519,19 +524,21 @@ pub async fn a_receipt_is_new_then_in_progress_then_done(s: &Subject) {
     t.complete_receipt("local", &unclaimed).await.unwrap();
     assert_eq!(t.record_receipt("local", &unclaimed, "req-1", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::Done);
 
-    // The lease is the caller's: a short one proves its takeover on DynamoDB too.
+    // The lease is the caller's. One far longer than the case holds however
+    // slowly it runs; a short one, checked only once it has run out, proves
+    // its takeover on DynamoDB too.
+    let long = Duration::from_secs(600);
+    let held = format!("evt-{}", JobId::generate());
+    assert_eq!(t.record_receipt("local", &held, "req-1", long).await.unwrap(), ReceiptClaim::New);
+    assert_eq!(t.record_receipt("local", &held, "req-1", long).await.unwrap(), ReceiptClaim::InProgress, "the lease still holds");
     let short = Duration::from_secs(1);
     let dying = format!("evt-{}", JobId::generate());
     assert_eq!(t.record_receipt("local", &dying, "req-1", short).await.unwrap(), ReceiptClaim::New);
-    assert_eq!(t.record_receipt("local", &dying, "req-1", short).await.unwrap(), ReceiptClaim::InProgress, "the lease still holds");
     // A lease runs out in whole seconds, after `lease_until < now`.
     s.time.pass(Duration::from_millis(2_100)).await;
-    assert_eq!(
-        t.record_receipt("local", &dying, "req-1", RECEIPT_LEASE).await.unwrap(),
-        ReceiptClaim::New,
-        "a retry takes over a lapsed lease"
-    );
-    assert_eq!(t.record_receipt("local", &dying, "req-1", RECEIPT_LEASE).await.unwrap(), ReceiptClaim::InProgress, "under a new lease");
+    assert_eq!(t.record_receipt("local", &dying, "req-1", long).await.unwrap(), ReceiptClaim::New, "a retry takes over a lapsed lease");
+    assert_eq!(t.record_receipt("local", &dying, "req-1", long).await.unwrap(), ReceiptClaim::InProgress, "under a new lease");
+    assert_eq!(t.record_receipt("local", &held, "req-1", long).await.unwrap(), ReceiptClaim::InProgress, "the long lease still holds");
 }
 
 pub async fn an_owner_record_and_an_early_callback_note_are_found_again(s: &Subject) {
@@ -751,9 +758,11 @@ pub async fn notifications_are_recorded_once_and_claims_are_leased(s: &Subject) 
     assert!(!s.tables.record_delivery(&job, done, 2, 200).await.unwrap(), "recorded once");
     assert!(s.tables.was_delivered(&job, done).await.unwrap());
 
+    // A short lease is only checked once it has run out (on AWS time passes
+    // for real, so a check that it still holds would race the clock).
     let lease = Duration::from_secs(1);
-    // Long enough that no claim lapses before the clock is moved on purpose.
-    let long = Duration::from_secs(60);
+    // Far longer than the case: no claim lapses before the clock is moved on purpose.
+    let long = Duration::from_secs(600);
     assert_eq!(s.tables.claim_attempt(&job, done, 1, "a", long).await.unwrap(), AttemptClaim::Taken);
     assert_eq!(s.tables.claim_attempt(&job, done, 1, "a2", long).await.unwrap(), AttemptClaim::Held);
     s.tables.release_attempt(&job, done, "b").await.unwrap();
@@ -771,17 +780,25 @@ pub async fn notifications_are_recorded_once_and_claims_are_leased(s: &Subject) 
 
     let mut slots = Vec::new();
     for holder in ["h1", "h2", "h3"] {
-        slots.push(s.tables.claim_user_slot(&user, 2, holder, lease).await.unwrap());
+        slots.push(s.tables.claim_user_slot(&user, 2, holder, long).await.unwrap());
     }
     assert!(slots[0].is_some() && slots[1].is_some() && slots[0] != slots[1]);
     assert_eq!(slots[2], None, "both slots held");
+    // Another user's slots, under short leases that are left to run out.
+    let hurried = fresh_user();
+    let mut short_slots = Vec::new();
+    for holder in ["s1", "s2"] {
+        short_slots.push(s.tables.claim_user_slot(&hurried, 2, holder, lease).await.unwrap());
+    }
+    assert!(short_slots[0].is_some() && short_slots[1].is_some() && short_slots[0] != short_slots[1]);
 
     // A lease runs out: in whole seconds, after `lease_until < now`.
     s.time.pass(Duration::from_millis(2_100)).await;
     assert_eq!(s.tables.claim_attempt(&job, done, 3, "c", long).await.unwrap(), AttemptClaim::Taken, "a lapsed claim is taken over");
     s.tables.finish_attempt(&job, done, 3, "d").await.unwrap();
     assert_eq!(s.tables.claim_attempt(&job, done, 3, "e", long).await.unwrap(), AttemptClaim::Held, "the late holder records nothing");
-    assert!(s.tables.claim_user_slot(&user, 2, "h3", lease).await.unwrap().is_some(), "a lapsed slot is taken over");
+    assert!(s.tables.claim_user_slot(&hurried, 2, "s3", long).await.unwrap().is_some(), "a lapsed slot is taken over");
+    assert_eq!(s.tables.claim_user_slot(&user, 2, "h3", long).await.unwrap(), None, "long leases still hold");
 }
 
 pub async fn the_review_queue_lists_completed_jobs_oldest_first(s: &Subject) {
@@ -904,6 +921,17 @@ fn body(message: &WorkMessage) -> String {
 }
 
 pub async fn the_queue_redelivers_until_deleted(s: &Subject) {
+    // A message being handled is invisible: under a visibility far longer
+    // than the case, so that no stall can bring it back before the check.
+    let handled_long = marker();
+    s.queue.enqueue(&handled_long).await.unwrap();
+    let taken = s.queue.receive(Duration::from_secs(600)).await;
+    assert_eq!(taken.iter().map(|d| (d.body.clone(), d.receive_count)).collect::<Vec<_>>(), vec![(body(&handled_long), 1)]);
+    assert_eq!(s.queue.receive(Duration::from_secs(600)).await, vec![], "invisible while being handled");
+    s.queue.delete(&taken[0].receipt_handle).await;
+
+    // Under a short visibility, checked only once it has run out: a message
+    // not deleted comes back, a deleted one never does.
     let (kept, done) = (marker(), marker());
     s.queue.enqueue(&kept).await.unwrap();
     s.queue.enqueue(&done).await.unwrap();
@@ -912,7 +940,6 @@ pub async fn the_queue_redelivers_until_deleted(s: &Subject) {
     let first = s.queue.receive(visibility).await;
     assert_eq!(first.len(), 2, "{first:?}");
     assert!(first.iter().all(|d| d.receive_count == 1));
-    assert_eq!(s.queue.receive(visibility).await, vec![], "invisible while being handled");
     let handled = first.iter().find(|d| d.body == body(&done)).unwrap();
     s.queue.delete(&handled.receipt_handle).await;
 
@@ -929,12 +956,16 @@ pub async fn the_queue_redelivers_until_deleted(s: &Subject) {
 }
 
 pub async fn a_delayed_message_waits_its_delay(s: &Subject) {
-    let later = marker();
-    s.queue.enqueue_after(&later, Duration::from_secs(2)).await.unwrap();
+    // Not before its delay: SQS's longest (15 minutes), far longer than the case.
+    let far = marker();
+    s.queue.enqueue_after(&far, Duration::from_secs(900)).await.unwrap();
     assert_eq!(s.queue.receive(Duration::from_secs(30)).await, vec![], "not before its delay");
+    // Delivered after it: a short delay, checked only once it is over.
+    let soon = marker();
+    s.queue.enqueue_after(&soon, Duration::from_secs(2)).await.unwrap();
     s.time.pass(Duration::from_millis(3_100)).await;
     let delivered = s.queue.receive(Duration::from_secs(30)).await;
-    assert_eq!(delivered.iter().map(|d| d.body.clone()).collect::<Vec<_>>(), vec![body(&later)]);
+    assert_eq!(delivered.iter().map(|d| d.body.clone()).collect::<Vec<_>>(), vec![body(&soon)], "the far one still waits");
 }
 
 // ------------------------------------------------------------- S3 and Step Functions

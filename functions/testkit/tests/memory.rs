@@ -254,6 +254,7 @@ fn submit_request(key: &str) -> SubmitRequest {
         image_url: None,
         callback_url: "https://api.example/callbacks/scripted".into(),
         faults: None,
+        seed: None,
     }
 }
 

@@ -61,6 +61,9 @@ pub struct Input {
     pub frame_rate: Option<u32>,
     #[serde(default)]
     pub zoom_speed: Option<f64>,
+    /// Picks the text video's background: the same seed, the same colour.
+    #[serde(default)]
+    pub seed: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +82,8 @@ struct Prediction {
     status: &'static str,
     progress: u8,
     error: Option<(String, String)>,
+    /// The seed it was asked for, shown in the stats (tests check it arrived).
+    seed: Option<u32>,
 }
 
 pub struct Config {
@@ -193,8 +198,11 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Result<Response
         (Method::POST, ["v1", "faults"]) => set_faults(&state, request).await,
         (Method::GET, ["v1", "stats"]) => {
             let submissions = state.submissions.lock().map(|s| s.clone()).unwrap_or_default();
-            let predictions: Vec<Value> =
-                state.predictions.lock().map(|p| p.values().map(|p| json!({"id": p.id, "status": p.status})).collect()).unwrap_or_default();
+            let predictions: Vec<Value> = state
+                .predictions
+                .lock()
+                .map(|p| p.values().map(|p| json!({"id": p.id, "status": p.status, "seed": p.seed})).collect())
+                .unwrap_or_default();
             let deliveries = state.deliveries.load(std::sync::atomic::Ordering::Relaxed);
             full(StatusCode::OK, json!({ "submissions": submissions, "predictions": predictions, "deliveries": deliveries }))
         }
@@ -255,7 +263,7 @@ async fn create(state: &Arc<State>, request: Request<Incoming>) -> Response<Body
     }
     let id = format!("lp_{}", ulid::Ulid::new().to_string().to_lowercase());
     if let (Ok(mut predictions), Ok(mut by_key)) = (state.predictions.lock(), state.by_key.lock()) {
-        predictions.insert(id.clone(), Prediction { id: id.clone(), status: "starting", progress: 0, error: None });
+        predictions.insert(id.clone(), Prediction { id: id.clone(), status: "starting", progress: 0, error: None, seed: body.input.seed });
         by_key.insert(key, id.clone());
     }
     if faults.callbacks_before_answer {

@@ -79,6 +79,14 @@ fn ffmpeg() -> Command {
     command
 }
 
+/// Backgrounds a seed picks from; without one, the first.
+const BACKGROUNDS: [&str; 6] = ["1d3557", "264653", "3d405b", "5f0f40", "2b2d42", "14213d"];
+
+/// The text video's background for `seed`: a seed makes the same video again.
+fn background(seed: Option<u32>) -> &'static str {
+    BACKGROUNDS[seed.map_or(0, |s| s as usize % BACKGROUNDS.len())]
+}
+
 /// Renders `video.mp4` and `thumbnail.jpg` into `dir`; a source image is
 /// fetched only from an address `image_policy` allows.
 pub async fn render(image_policy: WebhookPolicy, dir: &Path, input: &Input) -> Result<(), String> {
@@ -111,7 +119,7 @@ pub async fn render(image_policy: WebhookPolicy, dir: &Path, input: &Input) -> R
             let text_file = dir.join("prompt.txt");
             let prompt = input.prompt.as_deref().unwrap_or("");
             tokio::fs::write(&text_file, wrap(prompt, (width / 28).max(12) as usize)).await.map_err(|e| e.to_string())?;
-            let source = format!("color=c=0x1d3557:s={width}x{height}:d={seconds}:r={fps}");
+            let source = format!("color=c=0x{}:s={width}x{height}:d={seconds}:r={fps}", background(input.seed));
             let mut filter = String::from("format=yuv420p");
             if let Some(font) = font() {
                 filter = format!(
@@ -231,7 +239,16 @@ mod tests {
             image_url: None,
             frame_rate: Some(24),
             zoom_speed: None,
+            seed: None,
         }
+    }
+
+    #[test]
+    fn a_seed_picks_the_same_background_every_time_and_none_the_first() {
+        assert_eq!(background(None), BACKGROUNDS[0]);
+        assert_eq!(background(Some(7)), background(Some(7)));
+        assert_eq!(background(Some(1)), BACKGROUNDS[1]);
+        assert_eq!(background(Some(u32::MAX)), BACKGROUNDS[u32::MAX as usize % BACKGROUNDS.len()]);
     }
 
     #[test]

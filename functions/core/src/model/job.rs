@@ -311,6 +311,9 @@ pub struct Job {
     /// The provider's last word while it works (see `progress`); removed when the job leaves flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_detail: Option<crate::model::progress::ProgressDetail>,
+    /// The seed the client gave, passed to providers that take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u32>,
 }
 
 impl Job {
@@ -350,6 +353,7 @@ impl Job {
             output: None,
             output_expires_at: None,
             progress_detail: None,
+            seed: None,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct SubmitRequest {
     pub callback_url: String,
     /// Faults the local provider is asked to produce (ignored by real ones).
     pub faults: Option<serde_json::Value>,
+    /// The client's seed, for providers that take one.
+    pub seed: Option<u32>,
 }
 
 /// Where the finished video is, for the worker to copy.

@@ -208,6 +208,9 @@ pub struct CommonOptions {
     pub webhook_url: Option<Url>,
     /// The client's own JSON, kept with the job and given back with it.
     pub metadata: Option<Map<String, Value>>,
+    /// Passed to providers that take one (the same seed and inputs give the
+    /// same video there), and echoed in the job's status.
+    pub seed: Option<u32>,
 }
 
 /// `POST /videos/generate`, checked.
@@ -357,6 +360,8 @@ struct GenerateBody {
     webhook_url: Option<String>,
     #[serde(default)]
     metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    seed: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -380,6 +385,8 @@ struct AnimateBody {
     webhook_url: Option<String>,
     #[serde(default)]
     metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    seed: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -400,7 +407,7 @@ impl GenerateRequest {
             duration_seconds,
             aspect_ratio: raw.aspect_ratio.unwrap_or(AspectRatio::Landscape),
             resolution: raw.resolution.unwrap_or(Resolution::Hd),
-            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, limits)?,
+            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, raw.seed, limits)?,
         })
     }
 
@@ -436,7 +443,7 @@ impl AnimateRequest {
             length_seconds: in_range("length", raw.length.unwrap_or(bounds::DEFAULT_LENGTH_SECONDS), bounds::LENGTH_SECONDS)?,
             frame_rate: in_range("frame_rate", raw.frame_rate.unwrap_or(bounds::DEFAULT_FRAME_RATE), bounds::FRAME_RATE)?,
             zoom_speed,
-            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, limits)?,
+            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, raw.seed, limits)?,
         })
     }
 
@@ -623,6 +630,7 @@ fn checked_common(
     provider: Option<String>,
     webhook_url: Option<String>,
     metadata: Option<Map<String, Value>>,
+    seed: Option<u32>,
     limits: &RequestLimits,
 ) -> Result<CommonOptions, InvalidRequest> {
     let provider = provider.map(|p| p.parse::<ProviderName>().map_err(|e| InvalidRequest::new("provider", e.0))).transpose()?;
@@ -649,7 +657,7 @@ fn checked_common(
             faults::check(faults)?;
         }
     }
-    Ok(CommonOptions { provider, webhook_url, metadata })
+    Ok(CommonOptions { provider, webhook_url, metadata, seed })
 }
 
 /// Whether DynamoDB can store a metadata value: nesting within
@@ -783,6 +791,18 @@ mod tests {
 
     fn refused_field(result: Result<impl std::fmt::Debug, InvalidRequest>) -> String {
         result.expect_err("should be refused").field
+    }
+
+    #[test]
+    fn a_seed_is_kept_as_given_and_anything_but_a_32_bit_whole_number_is_refused() {
+        assert_eq!(generate(r#"{"prompt":"a fox","seed":0}"#).unwrap().common.seed, Some(0));
+        assert_eq!(generate(r#"{"prompt":"a fox","seed":4294967295}"#).unwrap().common.seed, Some(u32::MAX));
+        assert_eq!(generate(r#"{"prompt":"a fox"}"#).unwrap().common.seed, None);
+        assert_eq!(animate(r#"{"image_url":"https://img.example/a.png","seed":42}"#).unwrap().common.seed, Some(42));
+        for bad in ["-1", "4294967296", "1.5", "\"42\"", "true"] {
+            assert_eq!(refused_field(generate(&format!(r#"{{"prompt":"a fox","seed":{bad}}}"#))), "seed", "{bad}");
+            assert_eq!(refused_field(animate(&format!(r#"{{"image_url":"https://img.example/a.png","seed":{bad}}}"#))), "seed", "{bad}");
+        }
     }
 
     #[test]

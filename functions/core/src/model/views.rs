@@ -187,6 +187,8 @@ pub struct StatusBody {
     /// When an in-flight job's video should be stored (RFC 3339), from this
     /// deployment's average time to complete; `null` once it is not in flight.
     pub estimated_completion_at: Option<String>,
+    /// The seed the job was created with; `null` when none was given.
+    pub seed: Option<u32>,
     /// When to ask again, in seconds: the single status answer sends it as
     /// `Retry-After`; not part of the body.
     #[serde(skip)]
@@ -242,6 +244,7 @@ impl StatusBody {
             metadata: job.metadata.clone(),
             expires_at: job.output_expires_at.filter(|_| job.status == JobStatus::Completed).map(timestamp::format),
             estimated_completion_at: None,
+            seed: job.seed,
             poll_after_seconds: None,
         }
     }

@@ -181,6 +181,7 @@ impl Services {
             metadata: common.metadata,
             prompt_hash: prompt.as_deref().map(|p| prompt_hash(&self.settings.prompt_hash_key, p)),
             webhook_url: common.webhook_url.map(String::from),
+            seed: common.seed,
             ..Job::accepted(JobId::generate(), who.user_id.clone(), params, provider, cost, now)
         };
         let body = json(&AcceptedBody::for_job(&job))?;

@@ -84,5 +84,6 @@ pub(crate) async fn submit_request(pipeline: &Pipeline, job: &Job) -> Result<Sub
         image_url,
         callback_url: format!("{}/webhooks/{}", pipeline.callback_base_url.trim_end_matches('/'), job.provider),
         faults,
+        seed: job.seed,
     })
 }
