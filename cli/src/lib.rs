@@ -63,6 +63,12 @@ enum Command {
     },
     /// Cancel a job that is still being made; its credits come back.
     Cancel { job_id: String },
+    /// Make a job again with the same inputs (one that failed, expired, was rejected or canceled).
+    Retry(RetryArgs),
+    /// A new job from one of yours with some fields changed: --set prompt="At night" --set duration_seconds=2.
+    Remix(RemixArgs),
+    /// The jobs made from a job by a retry or a remix, newest first.
+    Children { job_id: String },
     /// Save a job's video to a file.
     Download {
         job_id: String,
@@ -166,6 +172,45 @@ struct JobOptions {
     /// Sending the same command again with this key makes no second job.
     #[arg(long)]
     idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RetryArgs {
+    job_id: String,
+    /// Sending the same command again with this key makes no second job.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+struct RemixArgs {
+    job_id: String,
+    /// A field of the job's create request and its new value (JSON, or text):
+    /// prompt="A boat at night", duration_seconds=2, seed=null (null leaves it out).
+    #[arg(long = "set", value_name = "FIELD=VALUE", required = true)]
+    set: Vec<String>,
+    /// Sending the same command again with this key makes no second job.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+/// `--set` pairs as the JSON object the remix route takes: a value that
+/// parses as JSON is that value, anything else is text.
+fn overrides(pairs: &[String]) -> Result<Value, CliError> {
+    let mut body = serde_json::Map::new();
+    for pair in pairs {
+        let (field, value) = pair
+            .split_once('=')
+            .filter(|(field, _)| !field.trim().is_empty())
+            .ok_or_else(|| CliError::Local(format!("--set {pair}: write it as FIELD=VALUE")))?;
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::from(value));
+        body.insert(field.trim().to_owned(), value);
+    }
+    Ok(Value::Object(body))
 }
 
 #[derive(Debug, Args)]
@@ -565,6 +610,33 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
             }
             if let Some(next) = list["next_cursor"].as_str() {
                 console.note(&format!("More: videojobs list --cursor {next}"));
+            }
+            Ok(())
+        }
+        Command::Retry(args) => {
+            let options = JobOptions { provider: None, webhook_url: None, idempotency_key: args.idempotency_key };
+            create(api, &format!("/videos/jobs/{}/retry", segment(&args.job_id)?), json!({}), &options, &args.wait, console).await
+        }
+        Command::Remix(args) => {
+            let options = JobOptions { provider: None, webhook_url: None, idempotency_key: args.idempotency_key };
+            let body = overrides(&args.set)?;
+            create(api, &format!("/videos/jobs/{}/remix", segment(&args.job_id)?), body, &options, &args.wait, console).await
+        }
+        Command::Children { job_id } => {
+            let children = api.get(&format!("/videos/jobs/{}/children", segment(&job_id)?)).await?;
+            if console.json {
+                console.json(&children);
+                return Ok(());
+            }
+            for job in children["jobs"].as_array().into_iter().flatten() {
+                let line = format!(
+                    "{}  {} ({})  {}",
+                    job["job_id"].as_str().unwrap_or(""),
+                    job["status"].as_str().unwrap_or(""),
+                    job["status_label"].as_str().unwrap_or(""),
+                    job["created_at"].as_str().unwrap_or("")
+                );
+                console.say(&line);
             }
             Ok(())
         }
@@ -1092,6 +1164,44 @@ mod tests {
         assert_eq!(status["status"], "completed");
         assert_eq!(server.received_requests().await.unwrap_or_default().len(), 2);
         assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn set_pairs_become_the_remix_body_with_json_values_where_they_parse() {
+        let pairs = ["prompt=A boat at night", "duration_seconds=2", "seed=null", "metadata={\"a\":1}"].map(String::from);
+        assert_eq!(
+            overrides(&pairs).unwrap(),
+            json!({"prompt": "A boat at night", "duration_seconds": 2, "seed": null, "metadata": {"a": 1}})
+        );
+        assert!(overrides(&["no-equals-sign".to_owned()]).is_err());
+        assert!(overrides(&["=2".to_owned()]).is_err());
+    }
+
+    #[tokio::test]
+    async fn remix_sends_the_overrides_to_the_jobs_remix_route_with_its_key() {
+        let server = api_answering(202, r#"{"job_id":"job_9","status":"queued","status_label":"Waiting to start"}"#).await;
+        let args = [
+            "videojobs",
+            "--url",
+            &server.uri(),
+            "--key",
+            "k",
+            "remix",
+            "job_5",
+            "--set",
+            "duration_seconds=2",
+            "--idempotency-key",
+            "r-1",
+        ];
+
+        let (code, out, err) = run_captured(&args, &[]).await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        assert_eq!(out, "job_9\n");
+        let request = the_request(&server).await;
+        assert_eq!((request.method.as_str(), request.url.path()), ("POST", "/videos/jobs/job_5/remix"));
+        assert_eq!(request.headers.get("idempotency-key").and_then(|v| v.to_str().ok()), Some("r-1"));
+        assert_eq!(serde_json::from_slice::<Value>(&request.body).unwrap(), json!({"duration_seconds": 2}));
     }
 
     #[tokio::test]

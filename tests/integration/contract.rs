@@ -196,6 +196,7 @@ fn every_error_the_code_answers_is_documented_with_its_status() {
         AppError::RouteNotFound,
         AppError::WrongState { status: JobStatus::Failed, message: "x".into() },
         AppError::Expired,
+        AppError::InputsGone,
         AppError::Rejected,
         AppError::BodyTooLarge { max_bytes: 1 },
         AppError::UploadTooLarge { message: "x".into() },

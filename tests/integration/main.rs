@@ -13,6 +13,7 @@ mod contract;
 mod create;
 mod event_source;
 mod failover;
+mod lineage;
 mod load;
 mod notifications;
 mod pipeline;

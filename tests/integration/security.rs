@@ -467,6 +467,7 @@ async fn the_local_provider_takes_a_token_from_the_worker_and_serves_files_only_
         image_url: None,
         callback_url: "http://127.0.0.1:9/webhooks/local".into(),
         faults: None,
+        seed: None,
     };
     let id = local.submit(&request).await.expect("submitted with the token");
     let output = loop {

@@ -212,6 +212,21 @@ export class VideoJobsClient {
     return (await this.request<JobStatusBody>("DELETE", `/videos/jobs/${encodeURIComponent(jobId)}`)).body;
   }
 
+  /** A new job with the same inputs as one that ended without a video to keep (`failed`, `expired`, `rejected`, `canceled`). */
+  retry(jobId: string, options?: CreateOptions): Promise<Created> {
+    return this.create(`/videos/jobs/${encodeURIComponent(jobId)}/retry`, undefined, options);
+  }
+
+  /** A new job from any of the caller's jobs, with the fields of `overrides` changed (`null` leaves one out). */
+  remix(jobId: string, overrides: Partial<GenerateRequest> | Partial<AnimateRequest> | Record<string, unknown>, options?: CreateOptions): Promise<Created> {
+    return this.create(`/videos/jobs/${encodeURIComponent(jobId)}/remix`, overrides, options);
+  }
+
+  /** The jobs made from a job by a retry or a remix, newest first. */
+  async children(jobId: string): Promise<JobList> {
+    return (await this.request<JobList>("GET", `/videos/jobs/${encodeURIComponent(jobId)}/children`)).body;
+  }
+
   /** The caller's credits, role and jobs in progress. */
   async account(): Promise<Account> {
     return (await this.request<Account>("GET", "/videos/account")).body;

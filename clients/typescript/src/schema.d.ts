@@ -478,6 +478,72 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/videos/jobs/{job_id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make a job again
+         * @description Makes a new job with the same inputs as a job that ended without a video to keep (`failed`, `expired`, `rejected` or `canceled`; any other status is 409: remix it instead). The new job names the old one as its `parent_job_id`, is checked and charged as any create (the parent's refund is not touched), and honours `Idempotency-Key`. Only the job's owner may retry it (a reviewer or admin gets 403). A text-to-video job whose prompt is no longer kept (deleted with its retention window) is 410 `inputs_gone`. No body.
+         */
+        post: operations["retryJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/videos/jobs/{job_id}/remix": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new job from a job, with some fields changed
+         * @description Makes a new job from any job of the caller's, in any status: its inputs, with the fields of the body in place of the parent's (the fields of `generate` for a text-to-video job, of `animate` for an image-to-video one; `null` leaves a field out so that it takes its default; an `image_url` or `upload_id` replaces the parent's image source). The result is checked and charged as any create, names the parent as its `parent_job_id`, and honours `Idempotency-Key`. Only the job's owner may remix it.
+         */
+        post: operations["remixJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/videos/jobs/{job_id}/children": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The job's id, `job_…`. Anything that is not one of your jobs answers 404.
+                 * @example job_01kazb9x4k7c1v7q0m2n3p4r5s
+                 */
+                job_id: components["parameters"]["JobIdPath"];
+            };
+            cookie?: never;
+        };
+        /**
+         * The jobs made from a job
+         * @description The jobs made from this one by a retry or a remix, newest first, at most 100 (`next_cursor` is always `null`), without output links. Anyone who may read the job may list them.
+         */
+        get: operations["listJobChildren"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export interface webhooks {
     jobNotification: {
@@ -507,7 +573,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_request" | "unauthenticated" | "insufficient_credits" | "forbidden" | "own_job_review" | "job_not_found" | "route_not_found" | "wrong_state" | "expired" | "video_rejected" | "body_too_large" | "upload_too_large" | "unsupported_media_type" | "idempotency_conflict" | "too_many_active_jobs" | "internal" | "unavailable" | "unsupported_image" | "rate_limited" | "key_not_found";
+                code: "invalid_request" | "unauthenticated" | "insufficient_credits" | "forbidden" | "own_job_review" | "job_not_found" | "route_not_found" | "wrong_state" | "expired" | "video_rejected" | "body_too_large" | "upload_too_large" | "unsupported_media_type" | "idempotency_conflict" | "too_many_active_jobs" | "internal" | "unavailable" | "unsupported_image" | "rate_limited" | "key_not_found" | "inputs_gone";
                 message: string;
                 /** @description The refused field's path (`metadata.color`), `body` for the body as a whole, or `Idempotency-Key`. */
                 field?: string;
@@ -798,6 +864,8 @@ export interface components {
             estimated_completion_at: string | null;
             /** @description The seed the job was created with; `null` when none was given. */
             seed: number | null;
+            /** @description The job this one was made from by `POST …/retry` or `…/remix`; `null` otherwise. */
+            parent_job_id: components["schemas"]["JobId"] | null;
         };
         /**
          * @description Where a job is now. `error` once it failed, expired or was rejected; `output` once completed and while the video is kept; `review` once reviewed; `metadata` only when the job was created with some.
@@ -827,7 +895,8 @@ export interface components {
          *       },
          *       "expires_at": null,
          *       "estimated_completion_at": "2026-11-22T10:00:50.000Z",
-         *       "seed": null
+         *       "seed": null,
+         *       "parent_job_id": null
          *     }
          */
         JobStatusBody: components["schemas"]["JobFields"];
@@ -1292,7 +1361,7 @@ export interface components {
                 };
             };
         };
-        /** @description `expired`: The job expired, or its unapproved video passed the retention window and is gone. `video_rejected`: A reviewer rejected the video and it was deleted. */
+        /** @description `expired`: The job expired, or its unapproved video passed the retention window and is gone. `video_rejected`: A reviewer rejected the video and it was deleted. `inputs_gone`: A retry of a text-to-video job whose prompt is no longer kept. */
         Gone: {
             headers: {
                 [name: string]: unknown;
@@ -1301,7 +1370,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"] & {
                     error?: {
                         /** @enum {unknown} */
-                        code?: "expired" | "video_rejected";
+                        code?: "expired" | "video_rejected" | "inputs_gone";
                     };
                 };
             };
@@ -2245,6 +2314,144 @@ export interface operations {
                     "application/json": components["schemas"]["CallbackError"];
                 };
             };
+        };
+    };
+    retryJob: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description 1 to 255 visible ASCII characters, scoped to the user, kept at least 24 hours. The same key with the same request answers the first answer again (with `Idempotent-Replayed: true`); with a different request, 422.
+                 * @example order-1042
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /**
+                 * @description The job's id, `job_…`. Anything that is not one of your jobs answers 404.
+                 * @example job_01kazb9x4k7c1v7q0m2n3p4r5s
+                 */
+                job_id: components["parameters"]["JobIdPath"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job is accepted (or, with `Idempotent-Replayed: true`, the first answer again). */
+            202: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    /** @description `true` when this is the first answer to the same `Idempotency-Key` and request, replayed: no second job, no second debit. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Accepted"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            402: components["responses"]["InsufficientCredits"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["WrongState"];
+            410: components["responses"]["Gone"];
+            422: components["responses"]["IdempotencyConflict"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    remixJob: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description 1 to 255 visible ASCII characters, scoped to the user, kept at least 24 hours. The same key with the same request answers the first answer again (with `Idempotent-Replayed: true`); with a different request, 422.
+                 * @example order-1042
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /**
+                 * @description The job's id, `job_…`. Anything that is not one of your jobs answers 404.
+                 * @example job_01kazb9x4k7c1v7q0m2n3p4r5s
+                 */
+                job_id: components["parameters"]["JobIdPath"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": Record<string, never>;
+            };
+        };
+        responses: {
+            /** @description The job is accepted (or, with `Idempotent-Replayed: true`, the first answer again). */
+            202: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    /** @description `true` when this is the first answer to the same `Idempotency-Key` and request, replayed: no second job, no second debit. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Accepted"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            402: components["responses"]["InsufficientCredits"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            410: components["responses"]["Gone"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["IdempotencyConflict"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    listJobChildren: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The job's id, `job_…`. Anything that is not one of your jobs answers 404.
+                 * @example job_01kazb9x4k7c1v7q0m2n3p4r5s
+                 */
+                job_id: components["parameters"]["JobIdPath"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The jobs made from this one. */
+            200: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobList"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
     jobNotification: {

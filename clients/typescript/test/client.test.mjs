@@ -80,7 +80,7 @@ test("animate an uploaded image", async () => {
   assert.ok(result.video.width > 0 && result.video.height > 0 && result.video.duration_seconds > 0, JSON.stringify(result));
 });
 
-test("cancel gives the credits back", async () => {
+test("cancel gives the credits back; a retry and a remix make new jobs under it", async () => {
   const api = client();
   const before = await api.account();
   const job = await api.generate({ prompt: "to be canceled", duration_seconds: 3 });
@@ -90,6 +90,17 @@ test("cancel gives the credits back", async () => {
   assert.deepEqual(canceled.cost, { credits: 3, refunded: 3, charged: 0 });
   assert.equal((await api.account()).credits, before.credits);
   await assert.rejects(api.cancel(job.job_id), (err) => err instanceof ApiError && err.status === 409 && err.code === "wrong_state");
+
+  // Made again: a new job naming its parent, charged again, listed under it.
+  const again = await api.retry(job.job_id, { idempotencyKey: `retry-${job.job_id}` });
+  assert.equal(again.status, "queued");
+  assert.equal((await api.account()).credits, before.credits - 3);
+  const remixed = await api.remix(job.job_id, { duration_seconds: 1 });
+  assert.equal((await api.status(remixed.job_id)).parent_job_id, job.job_id);
+  const children = await api.children(job.job_id);
+  assert.deepEqual(children.jobs.map((j) => j.job_id).sort(), [again.job_id, remixed.job_id].sort());
+  for (const child of [again.job_id, remixed.job_id]) await api.cancel(child);
+  assert.equal((await api.account()).credits, before.credits);
 });
 
 test("errors are typed, with the API's code, message and next step", async () => {

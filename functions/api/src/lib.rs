@@ -16,7 +16,7 @@ pub fn status_of(err: &AppError) -> StatusCode {
         AppError::Forbidden(_) | AppError::OwnJobReview => StatusCode::FORBIDDEN,
         AppError::JobNotFound | AppError::KeyNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
         AppError::WrongState { .. } => StatusCode::CONFLICT,
-        AppError::Expired | AppError::Rejected => StatusCode::GONE,
+        AppError::Expired | AppError::Rejected | AppError::InputsGone => StatusCode::GONE,
         AppError::BodyTooLarge { .. } | AppError::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         AppError::UnsupportedMediaType | AppError::UnsupportedImage { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         AppError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
@@ -193,6 +193,7 @@ mod tests {
             (AppError::KeyNotFound, 404),
             (AppError::WrongState { status: videojobs_core::JobStatus::Failed, message: "x".into() }, 409),
             (AppError::Expired, 410),
+            (AppError::InputsGone, 410),
             (AppError::Rejected, 410),
             (AppError::BodyTooLarge { max_bytes: 1 }, 413),
             (AppError::UnsupportedMediaType, 415),
@@ -314,6 +315,7 @@ mod tests {
             AppError::RouteNotFound,
             AppError::WrongState { status: videojobs_core::JobStatus::Queued, message: "x".into() },
             AppError::Expired,
+            AppError::InputsGone,
             AppError::Rejected,
             AppError::IdempotencyConflict,
             AppError::TooManyActiveJobs { limit: 1 },
@@ -337,6 +339,7 @@ mod tests {
                 | AppError::RouteNotFound
                 | AppError::WrongState { .. }
                 | AppError::Expired
+                | AppError::InputsGone
                 | AppError::Rejected
                 | AppError::IdempotencyConflict
                 | AppError::TooManyActiveJobs { .. }

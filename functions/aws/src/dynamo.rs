@@ -88,6 +88,7 @@ mod stats;
 pub const INDEX_BY_USER: &str = "by_user";
 pub const INDEX_ACTIVE_BY_USER: &str = "active_by_user";
 pub const INDEX_BY_PROVIDER_REQUEST: &str = "by_provider_request";
+pub const INDEX_BY_PARENT: &str = "by_parent";
 /// Jobs waiting for a review, by `completed_at` (see `review_queue.rs`).
 pub const INDEX_REVIEW_QUEUE: &str = "review_queue";
 /// `review_state` of a job in the review queue; the attribute exists only then.
@@ -406,6 +407,18 @@ impl DynamoStore {
         limit: Option<u32>,
         start: Option<Item>,
     ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+        self.query_index(index, attribute, user.as_str(), limit, start).await
+    }
+
+    /// A page of `index` where `attribute` is `value`, newest first.
+    async fn query_index(
+        &self,
+        index: &str,
+        attribute: &str,
+        value: &str,
+        limit: Option<u32>,
+        start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
         let out = self
             .client
             .query()
@@ -413,7 +426,7 @@ impl DynamoStore {
             .index_name(index)
             .key_condition_expression("#owner = :user")
             .expression_attribute_names("#owner", attribute)
-            .expression_attribute_values(":user", s(user.as_str()))
+            .expression_attribute_values(":user", s(value))
             .scan_index_forward(false)
             .set_limit(limit.map(|l| l as i32))
             .set_exclusive_start_key(start)
@@ -434,9 +447,7 @@ impl DynamoStore {
         start: Option<Item>,
     ) -> Result<(Vec<Job>, Option<Item>), StoreError> {
         let (found, last) = self.query_user_index(index, attribute, user, limit, start).await?;
-        let keys: Vec<Item> =
-            found.into_iter().map(|entry| entry.into_iter().filter(|(name, _)| name == "pk" || name == "sk").collect()).collect();
-        Ok((self.jobs_by_keys(&keys).await?, last))
+        Ok((self.jobs_by_keys(&index_keys(found)).await?, last))
     }
 
     /// The job items of `keys`, in their order; one gone since the index
@@ -885,6 +896,11 @@ impl JobListings for DynamoStore {
         let (jobs, _) = self.query_jobs(INDEX_ACTIVE_BY_USER, "active_user_id", user, None, None).await?;
         Ok(jobs.into_iter().filter(|job| job.status.is_in_flight()).collect())
     }
+
+    async fn children_of(&self, parent: &JobId, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let (found, _) = self.query_index(INDEX_BY_PARENT, "parent_job_id", parent.as_str(), Some(limit), None).await?;
+        self.jobs_by_keys(&index_keys(found)).await
+    }
 }
 
 #[async_trait]
@@ -1042,6 +1058,11 @@ const JOB_LIST_CURSOR: [&str; 4] = ["pk", "sk", "user_id", "created_key"];
 
 fn encode_cursor(last: &Item) -> Result<String, ListError> {
     crate::cursor::encode(last, &JOB_LIST_CURSOR)
+}
+
+/// The table keys of the entries an index query found.
+fn index_keys(found: Vec<Item>) -> Vec<Item> {
+    found.into_iter().map(|entry| entry.into_iter().filter(|(name, _)| name == "pk" || name == "sk").collect()).collect()
 }
 
 /// A cursor is good only for the listing it came from: this user's jobs.

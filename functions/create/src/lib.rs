@@ -1,5 +1,7 @@
-//! `create`: `POST /videos/generate`, `POST /videos/animate` and
-//! `POST /videos/uploads`. Answers at once; the video is made elsewhere.
+//! `create`: `POST /videos/generate`, `POST /videos/animate`,
+//! `POST /videos/uploads`, and a new job from another one
+//! (`POST /videos/jobs/{id}/retry` and `…/remix`). Answers at once; the video
+//! is made elsewhere.
 
 use lambda_http::http::{HeaderValue, Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
@@ -14,13 +16,15 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub const REPLAY_HEADER: &str = "idempotent-replayed";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+enum Route<'a> {
     Generate,
     Animate,
     Upload,
+    Retry(&'a str),
+    Remix(&'a str),
 }
 
-fn route(request: &Request) -> Option<Route> {
+fn route(request: &Request) -> Option<Route<'_>> {
     if request.method() != Method::POST {
         return None;
     }
@@ -28,6 +32,8 @@ fn route(request: &Request) -> Option<Route> {
         ["videos", "generate"] => Some(Route::Generate),
         ["videos", "animate"] => Some(Route::Animate),
         ["videos", "uploads"] => Some(Route::Upload),
+        ["videos", "jobs", id, "retry"] => Some(Route::Retry(id)),
+        ["videos", "jobs", id, "remix"] => Some(Route::Remix(id)),
         _ => None,
     }
 }
@@ -49,7 +55,7 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
     let services = services.get();
     match route {
         Route::Upload => respond(StatusCode::CREATED, create_upload(services, request).await),
-        Route::Generate | Route::Animate => match create_job(services, request, route).await {
+        Route::Generate | Route::Animate | Route::Retry(_) | Route::Remix(_) => match create_job(services, request, route).await {
             Ok(accepted) => {
                 tracing::Span::current().record("job_id", accepted.job_id.as_str());
                 tracing::info!(replayed = accepted.replayed, "job accepted");
@@ -65,18 +71,39 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
     }
 }
 
-async fn create_job(services: &Services, request: &Request, route: Route) -> Result<videojobs_core::services::Accepted, AppError> {
+async fn create_job(services: &Services, request: &Request, route: Route<'_>) -> Result<videojobs_core::services::Accepted, AppError> {
     let who = services.authenticate_to_create(presented_key(request)).await?;
-    let body = json_body(request, services.settings.body_max_bytes)?;
-    let limits = &services.settings.limits;
-    let (spec, name) = match route {
-        Route::Animate => (JobSpec::Animate(AnimateRequest::parse(body, limits)?), "animate"),
-        _ => (JobSpec::Generate(GenerateRequest::parse(body, limits)?), "generate"),
+    // A retry takes no body: the parent's request is the request.
+    let body = match route {
+        Route::Retry(_) => &[][..],
+        _ => json_body(request, services.settings.body_max_bytes)?,
     };
+    let idempotency = idempotency(services, request, &idempotency_route(route), body)?;
+    let limits = &services.settings.limits;
+    match route {
+        Route::Animate => services.create_job(&who, JobSpec::Animate(AnimateRequest::parse(body, limits)?), idempotency).await,
+        Route::Retry(id) => services.retry(&who, id, idempotency).await,
+        Route::Remix(id) => services.remix(&who, id, body, idempotency).await,
+        _ => services.create_job(&who, JobSpec::Generate(GenerateRequest::parse(body, limits)?), idempotency).await,
+    }
+}
+
+/// What an `Idempotency-Key` is fingerprinted under: the route, and for a
+/// retry or a remix the parent too (one key may retry two jobs).
+fn idempotency_route(route: Route<'_>) -> String {
+    match route {
+        Route::Animate => "animate".into(),
+        Route::Retry(id) => format!("retry:{id}"),
+        Route::Remix(id) => format!("remix:{id}"),
+        Route::Generate | Route::Upload => "generate".into(),
+    }
+}
+
+fn idempotency(services: &Services, request: &Request, name: &str, body: &[u8]) -> Result<Option<Idempotency>, AppError> {
     let refused = |why: &'static str| AppError::from(videojobs_core::model::request::InvalidRequest::new("Idempotency-Key", why));
     // A key that is there but not text (bytes past ASCII) is refused, never
     // taken for no key: the retry it guards would make a second job.
-    let idempotency = request
+    request
         .headers()
         .get(IDEMPOTENCY_HEADER)
         .map(|value| {
@@ -84,8 +111,7 @@ async fn create_job(services: &Services, request: &Request, route: Route) -> Res
             let key = text.parse().map_err(|e: videojobs_core::model::ids::InvalidId| refused(e.0))?;
             Ok::<_, AppError>(Idempotency::for_request(key, &services.settings.prompt_hash_key, name, body))
         })
-        .transpose()?;
-    services.create_job(&who, spec, idempotency).await
+        .transpose()
 }
 
 async fn create_upload(services: &Services, request: &Request) -> Result<videojobs_core::model::views::UploadBody, AppError> {

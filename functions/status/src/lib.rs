@@ -1,5 +1,5 @@
 //! `status`: every read of a job and every user decision on one
-//! (`GET …/status`, `…/result`, `…/events`, the listings, `DELETE` to cancel),
+//! (`GET …/status`, `…/result`, `…/events`, `…/children`, the listings, `DELETE` to cancel),
 //! the caller's own account (`GET /videos/account`) and their webhook signing
 //! secret (`GET /videos/webhook-secret`, `POST /videos/webhook-secret/rotate`);
 //! reviews (`POST …/review`, `GET /videos/review/queue`) and the review page
@@ -31,6 +31,7 @@ enum Route<'a> {
     Status(&'a str),
     Result(&'a str),
     Events(&'a str),
+    Children(&'a str),
     Cancel(&'a str),
     Active,
     List,
@@ -58,6 +59,7 @@ fn route(request: &Request) -> Option<Route<'_>> {
         (&Method::GET, ["videos", "jobs", id, "status"]) => Some(Route::Status(id)),
         (&Method::GET, ["videos", "jobs", id, "result"]) => Some(Route::Result(id)),
         (&Method::GET, ["videos", "jobs", id, "events"]) => Some(Route::Events(id)),
+        (&Method::GET, ["videos", "jobs", id, "children"]) => Some(Route::Children(id)),
         (&Method::DELETE, ["videos", "jobs", id]) => Some(Route::Cancel(id)),
         (&Method::POST, ["videos", "jobs", id, "review"]) => Some(Route::Review(id)),
         (&Method::GET, ["videos", "review", "queue"]) => Some(Route::ReviewQueue),
@@ -98,7 +100,8 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
         _ => {}
     }
     let services = services.get();
-    if let Route::Status(id) | Route::Result(id) | Route::Events(id) | Route::Cancel(id) | Route::Review(id) = &route {
+    if let Route::Status(id) | Route::Result(id) | Route::Events(id) | Route::Children(id) | Route::Cancel(id) | Route::Review(id) = &route
+    {
         tracing::Span::current().record("job_id", *id);
     }
     let who = match services.authenticate(presented_key(request)).await {
@@ -115,6 +118,7 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
         Route::Status(id) => status(services.status(&who, id).await),
         Route::Result(id) => respond(ok, services.result(&who, id).await),
         Route::Events(id) => respond(ok, services.events(&who, id).await),
+        Route::Children(id) => respond(ok, services.children(&who, id).await),
         Route::Cancel(id) => {
             let outcome = services.cancel(&who, id).await;
             if outcome.is_ok() {

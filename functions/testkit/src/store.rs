@@ -129,6 +129,11 @@ impl Memory {
     pub fn stored_prompt(&self, id: &JobId) -> Option<String> {
         self.lock().prompts.get(id).map(|(prompt, _)| prompt.clone())
     }
+
+    /// Deletes the prompt stored beside the job, as its TTL does.
+    pub fn forget_prompt(&self, id: &JobId) {
+        self.lock().prompts.remove(id);
+    }
 }
 
 impl Memory {
@@ -454,6 +459,28 @@ impl JobListings for Memory {
                 state.tally_read(Place::ActiveByUser, || user.to_string(), (found.len() as u64).max(1));
                 for id in &found {
                     state.tally_read(Place::Jobs, || key::job(id), 1);
+                }
+            }
+            Ok(rows.into_iter().map(|(_, job)| job).collect())
+        })
+        .await
+    }
+
+    async fn children_of(&self, parent: &JobId, limit: u32) -> Result<Vec<Job>, StoreError> {
+        self.call("JobListings::children_of", |state, _| {
+            // Found by the lagging index, read as they are now.
+            let mut rows: Vec<(String, Job)> = state
+                .index
+                .copy
+                .values()
+                .filter(|stored| stored.job.parent_job_id.as_ref() == Some(parent))
+                .filter_map(|stored| Some((stored.created_key(), state.jobs.get(&stored.job.job_id)?.job.clone())))
+                .collect();
+            rows.sort_by(|a, b| b.0.cmp(&a.0));
+            rows.truncate(limit as usize);
+            if state.tally.is_some() {
+                for (_, job) in &rows {
+                    state.tally_read(Place::Jobs, || key::job(&job.job_id), 1);
                 }
             }
             Ok(rows.into_iter().map(|(_, job)| job).collect())

@@ -307,6 +307,28 @@ macro_rules! operations {
             self.request(lambda_http::http::Method::GET, &path, $crate::harness::api::Payload::None).await
         }
 
+        /// `POST /videos/jobs/{job_id}/retry` (retryJob): no body.
+        pub async fn retry_job(&self, id: impl std::fmt::Display) -> $crate::harness::api::Reply {
+            let path = format!("/videos/jobs/{id}/retry");
+            self.request(lambda_http::http::Method::POST, &path, $crate::harness::api::Payload::None).await
+        }
+
+        /// `POST /videos/jobs/{job_id}/remix` (remixJob).
+        pub async fn remix_job(
+            &self,
+            id: impl std::fmt::Display,
+            body: impl Into<$crate::harness::api::Payload>,
+        ) -> $crate::harness::api::Reply {
+            let path = format!("/videos/jobs/{id}/remix");
+            self.request(lambda_http::http::Method::POST, &path, body.into()).await
+        }
+
+        /// `GET /videos/jobs/{job_id}/children` (listJobChildren).
+        pub async fn job_children(&self, id: impl std::fmt::Display) -> $crate::harness::api::Reply {
+            let path = format!("/videos/jobs/{id}/children");
+            self.request(lambda_http::http::Method::GET, &path, $crate::harness::api::Payload::None).await
+        }
+
         /// `GET /videos/jobs/{job_id}/events` (getJobEvents).
         pub async fn job_events(&self, id: impl std::fmt::Display) -> $crate::harness::api::Reply {
             let path = format!("/videos/jobs/{id}/events");

@@ -314,6 +314,10 @@ pub struct Job {
     /// The seed the client gave, passed to providers that take one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u32>,
+    /// The job this one was made from by a retry or a remix. Its attribute is
+    /// the `by_parent` index's key: only such jobs are in that index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_id: Option<JobId>,
 }
 
 impl Job {
@@ -354,6 +358,7 @@ impl Job {
             output_expires_at: None,
             progress_detail: None,
             seed: None,
+            parent_job_id: None,
         }
     }
 

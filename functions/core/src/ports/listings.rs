@@ -2,7 +2,7 @@
 
 use super::records::{ListError, Page, PageRequest};
 use crate::model::error::StoreError;
-use crate::model::ids::UserId;
+use crate::model::ids::{JobId, UserId};
 use crate::model::job::Job;
 use crate::model::lifecycle::JobStatus;
 use async_trait::async_trait;
@@ -18,4 +18,6 @@ pub trait JobListings: Send + Sync {
     async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError>;
     /// The user's in-flight jobs, newest first.
     async fn active_jobs_of(&self, user: &UserId) -> Result<Vec<Job>, StoreError>;
+    /// The jobs made from `parent` by a retry or a remix, newest first, at most `limit`.
+    async fn children_of(&self, parent: &JobId, limit: u32) -> Result<Vec<Job>, StoreError>;
 }

@@ -73,6 +73,10 @@ pub enum AppError {
     /// The job's video is past its retention window and deleted, or the job expired (410).
     #[error("the video of this job has expired")]
     Expired,
+    /// The job's inputs are no longer kept (its prompt is deleted with its
+    /// retention window), so it cannot be made again as it was (410).
+    #[error("this job's prompt is no longer kept, so it cannot be made again as it was")]
+    InputsGone,
     /// A reviewer rejected the video, which is being deleted (410).
     #[error("a reviewer rejected this video, and it was deleted")]
     Rejected,
@@ -123,6 +127,7 @@ impl AppError {
             AppError::RouteNotFound => "route_not_found",
             AppError::WrongState { .. } => "wrong_state",
             AppError::Expired => "expired",
+            AppError::InputsGone => "inputs_gone",
             AppError::Rejected => "video_rejected",
             AppError::IdempotencyConflict => "idempotency_conflict",
             AppError::TooManyActiveJobs { .. } => "too_many_active_jobs",
@@ -160,6 +165,7 @@ impl AppError {
             AppError::RouteNotFound => return None,
             AppError::WrongState { .. } => "Check the job's status first.",
             AppError::Expired => "Generate the video again.",
+            AppError::InputsGone => "Remix it with a new prompt, or create a new job.",
             AppError::Rejected => "Read the job's error for what to change, then generate the video again.",
             AppError::IdempotencyConflict => "Use a new Idempotency-Key for a different request.",
             AppError::TooManyActiveJobs { .. } => "Wait for a job to finish, or cancel one, then try again.",

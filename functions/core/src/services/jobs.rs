@@ -156,6 +156,17 @@ impl Services {
     /// Creates a job for `who`: checks it, debits its credits and starts its execution; with an `Idempotency-Key` seen
     /// before, answers as the first request did (or refuses a different request under it).
     pub async fn create_job(&self, who: &Principal, spec: JobSpec, idempotency: Option<Idempotency>) -> Result<Accepted, AppError> {
+        self.create_job_from(who, spec, idempotency, None).await
+    }
+
+    /// As [`Services::create_job`], for a job made from `parent` (a retry or a remix).
+    pub(crate) async fn create_job_from(
+        &self,
+        who: &Principal,
+        spec: JobSpec,
+        idempotency: Option<Idempotency>,
+        parent: Option<JobId>,
+    ) -> Result<Accepted, AppError> {
         if let Some(idem) = &idempotency {
             if let Some(previous) = self.reads.idempotency_record(&who.user_id, &idem.key).await? {
                 return self.replay(previous, idem).await;
@@ -182,6 +193,7 @@ impl Services {
             prompt_hash: prompt.as_deref().map(|p| prompt_hash(&self.settings.prompt_hash_key, p)),
             webhook_url: common.webhook_url.map(String::from),
             seed: common.seed,
+            parent_job_id: parent,
             ..Job::accepted(JobId::generate(), who.user_id.clone(), params, provider, cost, now)
         };
         let body = json(&AcceptedBody::for_job(&job))?;

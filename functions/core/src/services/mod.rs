@@ -6,6 +6,7 @@ pub mod callbacks;
 pub mod error;
 pub mod estimate;
 pub mod jobs;
+pub mod lineage;
 pub mod notifying;
 pub mod pipeline;
 pub mod progress;
