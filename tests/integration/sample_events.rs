@@ -38,8 +38,13 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("docs-page.json", Function::Status, 200),
     ("generate.json", Function::Create, 202),
     ("job-cancel.json", Function::Status, 200),
+    ("job-children.json", Function::Status, 200),
     ("job-events.json", Function::Status, 200),
+    // The sample job keeps its prompt, and a remix may start from any status.
+    ("job-remix.json", Function::Create, 202),
     ("job-result.json", Function::Status, 409),
+    // The sample job is canceled first: a retry makes it again.
+    ("job-retry.json", Function::Create, 202),
     // The sample job is completed first (see `complete_sample_job`).
     ("job-review.json", Function::Status, 200),
     ("job-status.json", Function::Status, 200),
@@ -61,6 +66,15 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("worker-sqs.json", Function::Worker, 0),
 ];
 
+/// The sample job's prompt, as a create stores it beside the job.
+async fn store_sample_prompt(app: &TestApp) {
+    let stack = app.stack();
+    let item = [("job_id", SAMPLE_JOB), ("prompt", "A paper boat drifting down a rainy street, cinematic")]
+        .map(|(k, v)| (k.to_owned(), aws_sdk_dynamodb::types::AttributeValue::S(v.to_owned())));
+    let put = stack.clients.dynamodb.put_item().table_name(&stack.resources.prompts_table).set_item(Some(item.into_iter().collect()));
+    put.send().await.expect("prompt stored");
+}
+
 async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
     let user: UserId = "sample-user".parse().unwrap();
     app.save_key(&SAMPLE_KEY.parse().unwrap(), &user, Role::User).await;
@@ -70,6 +84,7 @@ async fn seed_sample_user_and_job(app: &TestApp) -> UserId {
     let params = JobParams::TextToVideo { duration_seconds: 2, aspect_ratio: AspectRatio::Landscape, resolution: Resolution::Hd };
     let job = Job::accepted(SAMPLE_JOB.parse::<JobId>().unwrap(), user.clone(), params, "local".parse().unwrap(), 2, now);
     app.put_job(&job).await;
+    store_sample_prompt(app).await;
     app.save_key(&SAMPLE_REVIEWER_KEY.parse().unwrap(), &"sample-reviewer".parse().unwrap(), Role::Reviewer).await;
     user
 }
@@ -120,6 +135,11 @@ async fn every_sample_event_runs_through_its_handler() {
         seed_sample_user_and_job(&app).await;
         if *name == "job-review.json" {
             complete_sample_job(&app).await;
+        }
+        if *name == "job-retry.json" {
+            let mut job = app.job(&SAMPLE_JOB.parse().unwrap()).await;
+            job.status = JobStatus::Canceled;
+            app.put_job(&job).await;
         }
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
         let status = match function {
