@@ -4,7 +4,7 @@
 //!
 //! | item              | pk                      | sk                   | notes |
 //! |-------------------|-------------------------|----------------------|-------|
-//! | job               | `JOB#{job_id}`          | `JOB`                | `user_id` + `created_key` put it in index `by_user`; `active_user_id` (only while in flight) in `active_by_user`; `provider_request` (once submitted) in `by_provider_request`; `review_state = "pending"` + `completed_at` (only while completed) in `review_queue` |
+//! | job               | `JOB#{job_id}`          | `JOB`                | `user_id` + `created_key` put it in index `by_user`; `active_user_id` (only while in flight) in `active_by_user`; `provider_request` (once submitted) in `by_provider_request`; `parent_job_id` (only on a job made by a retry or a remix) + `created_key` in `by_parent`; `review_state = "pending"` + `completed_at` (only while completed) in `review_queue` |
 //! | event             | `JOB#{job_id}`          | `EVENT#{at}#{ulid}`  | sorted by time under its job |
 //! | task token        | `JOB#{job_id}`          | `TASK_TOKEN`         | what the execution waits on; apart, so the job item stays under 1 KB |
 //! | idempotency       | `IDEM#{user}#{key}`     | `IDEM`               | the first answer; TTL a day |
