@@ -112,11 +112,13 @@ async fn every_message_is_handled_and_a_share_is_delivered_twice_at_once_or_late
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_past_its_timeout_is_stopped_and_its_message_comes_back_after_the_visibility_timeout() {
-    // Arrange: a 1 s function; its first handling takes 3 s; a 2 s visibility timeout.
+    // Arrange: a 1 s function; its first handling would take 60 s (far past
+    // the timeout: a stalled runtime that polls the handler only after both
+    // timers ran out would otherwise see it finish first); a 2 s visibility timeout.
     let clients = AwsClients::from_env();
     let url = queue_with_visibility(&clients, 2).await;
     clients.sqs.send_message().queue_url(&url).message_body("slow").send().await.unwrap();
-    let consumer = Recorder::new(Duration::from_secs(3));
+    let consumer = Recorder::new(Duration::from_secs(60));
     let delivery = Delivery::new(0.0, Duration::from_secs(1), 1);
 
     // Act

@@ -54,6 +54,33 @@ async fn notify_messages_within(app: &TestApp, window: std::time::Duration) -> V
     seen.into_values().collect()
 }
 
+/// Every distinct message (by SQS message id) on the notify queue of an
+/// isolated stack, taken off it: read until one is `expected` (waiting up to
+/// 60 s plus the redelivery allowance for it: a starved machine or a lost
+/// receive delays it, and the wait ends as soon as it is there), for at
+/// least `window` (so that a message queued beside it is seen too), and
+/// until a read finds the queue empty. Panics if `expected` never comes.
+async fn notify_messages_once(app: &TestApp, window: std::time::Duration, expected: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let queue_url = queue_of(app, "notify");
+    let started = std::time::Instant::now();
+    let bound = std::time::Duration::from_secs(60) + crate::harness::REDELIVERY_ALLOWANCE;
+    let mut seen = std::collections::BTreeMap::new();
+    loop {
+        let messages = receive_from(app, queue_url).await;
+        let drained = messages.is_empty();
+        for message in messages {
+            let handle = message.receipt_handle().unwrap_or_default();
+            app.stack().clients.sqs.delete_message().queue_url(queue_url).receipt_handle(handle).send().await.expect("delete");
+            seen.insert(message.message_id().unwrap_or_default().to_owned(), message_body(&message));
+        }
+        let found = seen.values().any(&expected);
+        if found && drained && started.elapsed() >= window {
+            return seen.into_values().collect();
+        }
+        assert!(found || started.elapsed() < bound, "the expected message never came within {} s: {seen:?}", bound.as_secs());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_fails_three_times_then_succeeds_gets_one_signed_delivery_after_four_recorded_attempts() {
     let hook = Receiver::scripted(vec![500, 503, 429], 204).await;
@@ -234,10 +261,21 @@ async fn a_notification_not_yet_due_waits_again_on_the_queue_and_posts_nothing()
     let hook = Receiver::answering(204).await;
     let app = isolated().await;
     let id = app.new_job_with_webhook(&hook.url(HOOK)).await;
-    let not_before = timestamp::format(timestamp::now() + time::Duration::seconds(2));
+    // The notifier reads `timestamp::now` (`determinism::now`): pinned for
+    // the handling (on this thread: a current-thread runtime), the message
+    // is not yet due however long the machine stalls before it is handled.
+    // Its `not_before` stays near, so that the hop's SQS delay is short
+    // enough to read it back (an hour's `not_before` would hold it for SQS's
+    // longest delay, 15 minutes).
+    let pinned = time::OffsetDateTime::now_utc();
+    let not_before = timestamp::format(pinned + time::Duration::seconds(2));
 
-    app.handle_work(work_message(json!({"kind": "notify", "job_id": id, "status": "canceled", "attempt": 3, "not_before": not_before})))
-        .await;
+    {
+        let seed = pinned.unix_timestamp_nanos() as u64;
+        let _clock = videojobs_core::model::determinism::simulate(pinned, seed);
+        let message = json!({"kind": "notify", "job_id": id, "status": "canceled", "attempt": 3, "not_before": not_before});
+        app.handle_work(work_message(message)).await;
+    }
 
     assert!(hook.received().is_empty());
     let (hop, _) = next_message(&app, &id, "notify").await;
@@ -305,7 +343,7 @@ async fn copies_of_a_failed_attempts_message_arriving_after_it_post_nothing_and_
     let messages: Vec<&str> = events.iter().filter_map(|e| e["message"].as_str()).collect();
     assert_eq!(messages.len(), 2, "{messages:?}");
     assert!(messages[0].contains("attempt 1 of 6") && messages[1].contains("attempt 2 of 6"), "{messages:?}");
-    let queued = notify_messages_within(&app, std::time::Duration::from_secs(4)).await;
+    let queued = notify_messages_once(&app, std::time::Duration::from_secs(4), |m| m["attempt"] == 3).await;
     let attempts: Vec<Option<u64>> = queued.iter().map(|m| m["attempt"].as_u64()).collect();
     // (A send whose answer was lost can put attempt 3 on the queue twice: SQS's own duplicate, not a fork.)
     assert!(!attempts.is_empty() && attempts.iter().all(|a| *a == Some(3)), "attempt 3 and nothing else: {queued:?}");
@@ -356,11 +394,11 @@ async fn racing_cancels_of_one_job_start_one_chain_of_notifications() {
     // its write, and one write wins); then every queued message is handled,
     // each twice, as SQS may deliver it.
     let answers = all_at_once(10, |_| app.cancel_job(&id)).await;
-    let queued = notify_messages_within(&app, std::time::Duration::from_secs(4)).await;
+    let queued = notify_messages_once(&app, std::time::Duration::from_secs(4), |m| m["attempt"] == 1).await;
     for message in queued.iter().chain(&queued) {
         app.handle_work(work_message(message.clone())).await;
     }
-    let next = notify_messages_within(&app, std::time::Duration::from_secs(4)).await;
+    let next = notify_messages_once(&app, std::time::Duration::from_secs(4), |m| m["attempt"] == 2).await;
 
     // Assert: one winner, one POST for attempt 1 however many messages, and only attempt 2 queued after it.
     assert_eq!(answers.iter().filter(|a| a.status == StatusCode::OK).count(), 1, "one cancel wins");

@@ -92,55 +92,59 @@ fn refreshes_of(messages: &[Value], id: &JobId) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_a_fal_job_shows_its_queue_position_as_it_moves_and_then_that_it_is_generating() {
-    let fal = fal_accepting().await;
-    fal.on(
-        "GET",
-        STATUS_PATH,
-        vec![
-            Reply::json(202, json!({"status": "IN_QUEUE", "queue_position": 3, "response_url": "u"})),
-            Reply::json(202, json!({"status": "IN_QUEUE", "queue_position": 1, "response_url": "u"})),
+    // fal's answers, each repeated until the client has seen it (the test
+    // moves fal on one step at a time: a slow worker or a refresh that SQS
+    // delivered twice cannot make a client miss a step).
+    let queued_at = |position: u32| Reply::json(202, json!({"status": "IN_QUEUE", "queue_position": position, "response_url": "u"}));
+    let steps = [
+        (queued_at(3), (json!("queued"), json!(3), json!("Waiting in the provider's queue (position 3)"))),
+        (queued_at(1), (json!("queued"), json!(1), json!("Waiting in the provider's queue (position 1)"))),
+        (
             Reply::json(202, json!({"status": "IN_PROGRESS", "logs": [], "response_url": "u"})),
-        ],
-    );
+            (json!("processing"), Value::Null, json!("The provider is generating the video")),
+        ),
+    ];
+    let fal = fal_accepting().await;
+    fal.on("GET", STATUS_PATH, vec![steps[0].0.clone()]);
     let p = pipeline_on(&fal, 1).await;
     let id = generate_on_fal(&p).await;
 
-    // Act: a client polls the status, as a progress bar would.
+    // Act: a client polls the status, as a progress bar would, while fal moves on.
     let first = status_of(&p, &id).await;
     let mut seen: Vec<Value> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(WAIT);
-    let last = loop {
-        let body = status_of(&p, &id).await;
-        let detail = body["progress_detail"].clone();
-        if !detail.is_null()
-            && seen.last().map(|d| (&d["stage"], &d["queue_position"])) != Some((&detail["stage"], &detail["queue_position"]))
-        {
-            seen.push(detail.clone());
+    let mut last = Value::Null;
+    for (index, (reply, (stage, position, _))) in steps.iter().enumerate() {
+        if index > 0 {
+            fal.on("GET", STATUS_PATH, vec![reply.clone()]);
         }
-        // The detail is written before the status (services::progress): a read
-        // between the two sees `submitted` with it, so wait for both.
-        if detail["stage"] == "processing" && body["status"] == "processing" {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "no processing detail; seen {seen:?}");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    };
+        let deadline = Instant::now() + Duration::from_secs(WAIT) + crate::harness::REDELIVERY_ALLOWANCE;
+        last = loop {
+            let body = status_of(&p, &id).await;
+            let detail = body["progress_detail"].clone();
+            if !detail.is_null()
+                && seen.last().map(|d| (&d["stage"], &d["queue_position"])) != Some((&detail["stage"], &detail["queue_position"]))
+            {
+                seen.push(detail.clone());
+            }
+            // The detail is written before the status (services::progress): a read
+            // between the two sees `submitted` with the processing detail, so wait for both.
+            let shown = (&detail["stage"], &detail["queue_position"]) == (stage, position);
+            if shown && (stage != "processing" || body["status"] == "processing") {
+                break body;
+            }
+            assert!(Instant::now() < deadline, "fal answered {stage} {position}, never shown; seen {seen:?}");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        };
+    }
 
     // Assert
     assert_eq!(first["progress_detail"], Value::Null, "nothing is known before the first refresh");
     let shown: Vec<(Value, Value, Value)> =
         seen.iter().map(|d| (d["stage"].clone(), d["queue_position"].clone(), d["message"].clone())).collect();
-    // What fal answered, in order. SQS may deliver a refresh twice (at once,
-    // to two handlers), and each asks fal: a client can miss a step, never
-    // see one out of order or one fal did not answer.
-    let answered = [
-        (json!("queued"), json!(3), json!("Waiting in the provider's queue (position 3)")),
-        (json!("queued"), json!(1), json!("Waiting in the provider's queue (position 1)")),
-        (json!("processing"), Value::Null, json!("The provider is generating the video")),
-    ];
-    let mut rest = answered.iter();
-    assert!(shown.iter().all(|step| rest.any(|a| a == step)), "{shown:?} is not in fal's order {answered:?}");
-    assert_eq!(shown.last(), answered.last(), "{shown:?}");
+    // What fal answered, in order, each step shown: a refresh that SQS
+    // delivered twice asks fal twice, and is answered the same.
+    let answered: Vec<(Value, Value, Value)> = steps.iter().map(|(_, step)| step.clone()).collect();
+    assert_eq!(shown, answered, "fal's steps, in order");
     assert!(shown.iter().any(|(stage, position, _)| stage == "queued" && position.is_u64()), "a queue position was shown: {shown:?}");
     assert_eq!(last["status"], "processing");
     assert!(last["progress"].as_u64().unwrap() >= 10, "{last}");
@@ -230,25 +234,46 @@ async fn a_refresh_that_finds_the_fal_request_completed_finishes_the_job_as_its_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_providers_progress_callbacks_show_a_processing_detail_until_the_job_completes() {
     let p = TestApp::builder().with_local_provider().build().await;
-    // Held back: the first progress callback, then five seconds before the rest.
-    let faults = json!({"duplicate_callbacks": 2, "late_callbacks_ms": 5000});
+    // The provider sends no callback of its own: the test hands over its
+    // callbacks one step at a time, each twice (as a provider may deliver
+    // it), so that no read can race the completion.
+    let faults = json!({"drop_callbacks": true});
     let body = json!({"prompt": "A kite over a beach", "duration_seconds": 1, "resolution": "480p", "metadata": {"local_faults": faults}});
     let reply = p.generate(&body).await;
     let id = reply.job_id();
+    let request_id = p.wait_for_provider_request(&id, WAIT).await;
 
-    // Act
+    // Act: the provider's first progress callback, then a read.
+    let progress = json!({"id": request_id, "status": "processing", "progress": 10, "output": null, "error": null});
+    for _ in 0..2 {
+        let delivered = p.signed_callback(&format!("evt_{request_id}_processing_10"), &progress).await;
+        assert_eq!(delivered.status, StatusCode::OK, "{}", delivered.body);
+    }
+    let processing = status_of(&p, &id).await;
+    // Then its completion, once the video is made, as the provider would send it.
     let deadline = Instant::now() + Duration::from_secs(WAIT);
-    let processing = loop {
-        let body = status_of(&p, &id).await;
-        if body["status"] == "processing" {
-            break body;
+    let succeeded = loop {
+        let prediction: Value = reqwest::get(format!("{}/v1/predictions/{request_id}", p.provider_url()))
+            .await
+            .expect("the prediction")
+            .json()
+            .await
+            .expect("JSON");
+        if prediction["status"] == "succeeded" {
+            break prediction;
         }
-        assert!(Instant::now() < deadline && body["status"] != "completed", "{body}");
+        let rendering = prediction["status"] == "starting" || prediction["status"] == "processing";
+        assert!(Instant::now() < deadline && rendering, "{prediction}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    for _ in 0..2 {
+        let delivered = p.signed_callback(&format!("evt_{request_id}_succeeded_100"), &succeeded).await;
+        assert_eq!(delivered.status, StatusCode::OK, "{}", delivered.body);
+    }
     let job = p.wait_for(&id, WAIT, |s| !s.is_in_flight()).await;
 
     // Assert
+    assert_eq!(processing["status"], "processing", "{processing}");
     assert_eq!(processing["progress_detail"]["stage"], "processing", "{processing}");
     assert_eq!(processing["progress_detail"]["message"], "The provider is generating the video");
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);

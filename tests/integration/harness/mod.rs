@@ -783,9 +783,12 @@ impl TestApp {
     }
 
     /// The execution's status once it has left `RUNNING` (the interpreter
-    /// stops a waiting execution asynchronously), or after 10 s.
+    /// stops a waiting execution asynchronously), or `RUNNING` after 60 s plus
+    /// [`REDELIVERY_ALLOWANCE`]: it returns as soon as the execution settled,
+    /// so the long bound costs a passing test nothing and a starved machine
+    /// (or a redelivered message) does not turn a late stop into a failure.
     pub async fn settled_execution_status(&self, id: &JobId) -> Option<String> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60) + REDELIVERY_ALLOWANCE;
         loop {
             let status = self.execution_status(id).await;
             if status.as_deref() != Some("RUNNING") || std::time::Instant::now() > deadline {
@@ -918,10 +921,13 @@ pub async fn delete_work(app: &TestApp, receipt_handle: &str) {
 }
 
 /// Waits for the message of `kind` for `job` on its queue, leaving other
-/// tests' messages for them.
+/// tests' messages for them (for 60 s plus [`REDELIVERY_ALLOWANCE`]: a
+/// message whose receive answer was lost comes back only after the queue's
+/// visibility timeout; the wait ends as soon as it is there).
 pub async fn next_message(app: &TestApp, job: &JobId, kind: &str) -> (serde_json::Value, String) {
     let queue_url = queue_of(app, kind);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let bound = std::time::Duration::from_secs(60) + REDELIVERY_ALLOWANCE;
+    let deadline = std::time::Instant::now() + bound;
     while std::time::Instant::now() < deadline {
         for message in receive_from(app, queue_url).await {
             let body = message_body(&message);
@@ -942,7 +948,7 @@ pub async fn next_message(app: &TestApp, job: &JobId, kind: &str) -> (serde_json
                 .expect("release");
         }
     }
-    panic!("no {kind} message for {job} within 20 s");
+    panic!("no {kind} message for {job} within {} s", bound.as_secs());
 }
 
 /// What a `videojobs` run printed, and its exit code.
