@@ -172,6 +172,9 @@ struct JobOptions {
     /// Sending the same command again with this key makes no second job.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// Give the job up if it is not done by then: seconds, or 90s, 5m, 1h30m.
+    #[arg(long, value_name = "DURATION")]
+    cancel_after: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -614,11 +617,11 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
             Ok(())
         }
         Command::Retry(args) => {
-            let options = JobOptions { provider: None, webhook_url: None, idempotency_key: args.idempotency_key };
+            let options = JobOptions { provider: None, webhook_url: None, idempotency_key: args.idempotency_key, cancel_after: None };
             create(api, &format!("/videos/jobs/{}/retry", segment(&args.job_id)?), json!({}), &options, &args.wait, console).await
         }
         Command::Remix(args) => {
-            let options = JobOptions { provider: None, webhook_url: None, idempotency_key: args.idempotency_key };
+            let options = JobOptions { provider: None, webhook_url: None, idempotency_key: args.idempotency_key, cancel_after: None };
             let body = overrides(&args.set)?;
             create(api, &format!("/videos/jobs/{}/remix", segment(&args.job_id)?), body, &options, &args.wait, console).await
         }
@@ -806,7 +809,14 @@ async fn create(
 ) -> Result<(), CliError> {
     set(&mut body, "provider", options.provider.clone().map(Value::from));
     set(&mut body, "webhook_url", options.webhook_url.clone().map(Value::from));
-    let accepted = api.post(path, &body, options.idempotency_key.as_deref()).await?;
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(key) = options.idempotency_key.as_deref() {
+        headers.push(("idempotency-key", key));
+    }
+    if let Some(deadline) = options.cancel_after.as_deref() {
+        headers.push(("cancel-after", deadline));
+    }
+    let accepted = api.call(reqwest::Method::POST, path, Some(&body), &headers).await?;
     let job_id = accepted["job_id"].as_str().unwrap_or("").to_owned();
     if !(wait.wait || wait.out.is_some()) {
         if console.json {
@@ -1202,6 +1212,19 @@ mod tests {
         assert_eq!((request.method.as_str(), request.url.path()), ("POST", "/videos/jobs/job_5/remix"));
         assert_eq!(request.headers.get("idempotency-key").and_then(|v| v.to_str().ok()), Some("r-1"));
         assert_eq!(serde_json::from_slice::<Value>(&request.body).unwrap(), json!({"duration_seconds": 2}));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_goes_as_the_cancel_after_header() {
+        let server = api_answering(202, r#"{"job_id":"job_8","status":"queued","status_label":"Waiting to start"}"#).await;
+        let args = ["videojobs", "--url", &server.uri(), "--key", "k", "generate", "A kite", "--cancel-after", "5m"];
+
+        let (code, _, err) = run_captured(&args, &[]).await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        let request = the_request(&server).await;
+        assert_eq!(request.headers.get("cancel-after").and_then(|v| v.to_str().ok()), Some("5m"));
+        assert_eq!(serde_json::from_slice::<Value>(&request.body).unwrap(), json!({"prompt": "A kite"}));
     }
 
     #[tokio::test]

@@ -325,3 +325,62 @@ async fn a_seed_that_is_not_a_32_bit_whole_number_is_400_and_writes_nothing() {
     assert_eq!(app.credits().await, 100, "nothing debited");
     assert_eq!(app.job_count().await, 0, "nothing written");
 }
+
+#[tokio::test]
+async fn a_deadline_from_the_body_or_the_cancel_after_header_shortens_the_jobs_execution() {
+    // Arrange
+    let app = TestApp::builder().credits(100).in_memory().build().await;
+    let caller = |value: &'static str| app.as_key(&app.key).with_header("cancel-after", value);
+
+    // Act
+    let from_body = app.generate(r#"{"prompt":"A kite","duration_seconds":1,"cancel_after_seconds":120}"#).await;
+    let from_header = caller("1m30s").generate(r#"{"prompt":"A kite","duration_seconds":1}"#).await;
+    let later_than_ours = caller("24h").generate(r#"{"prompt":"A kite","duration_seconds":1}"#).await;
+
+    // Assert: kept and shown; the execution's deadline is the sooner of the client's and the deployment's.
+    let ours = app.services.settings.generation_timeout_seconds;
+    for (reply, seconds, deadline) in [(&from_body, 120, 120.min(ours)), (&from_header, 90, 90.min(ours)), (&later_than_ours, 86_400, ours)]
+    {
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+        let id = reply.job_id();
+        assert_eq!(app.job_status(&id).await.body["cancel_after_seconds"], seconds);
+        assert_eq!(app.memory().execution(&id).expect("started").input.deadline_seconds, deadline);
+    }
+}
+
+#[tokio::test]
+async fn a_bad_or_contradicting_cancel_after_is_400_and_writes_nothing() {
+    // Arrange
+    let app = TestApp::new(100).await;
+    let caller = |value: &'static str| app.as_key(&app.key).with_header("cancel-after", value);
+
+    // Act
+    let replies = [
+        caller("soon").generate(r#"{"prompt":"A kite"}"#).await,
+        caller("2s").generate(r#"{"prompt":"A kite"}"#).await,
+        caller("60").generate(r#"{"prompt":"A kite","cancel_after_seconds":61}"#).await,
+        app.generate(r#"{"prompt":"A kite","cancel_after_seconds":3}"#).await,
+    ];
+
+    // Assert
+    let fields: Vec<&str> = replies.iter().map(|r| r.body["error"]["field"].as_str().unwrap_or("")).collect();
+    assert_eq!(fields, ["Cancel-After", "Cancel-After", "Cancel-After", "cancel_after_seconds"]);
+    assert!(replies.iter().all(|r| r.status == StatusCode::BAD_REQUEST));
+    assert_eq!(app.job_count().await, 0);
+    assert_eq!(app.credits().await, 100);
+}
+
+#[tokio::test]
+async fn a_replay_with_another_cancel_after_is_a_different_request() {
+    let app = TestApp::new(100).await;
+    let body = r#"{"prompt":"A kite","duration_seconds":1}"#;
+
+    let first = app.as_key(&app.key).idempotent("deadline-1").with_header("cancel-after", "60").generate(body).await;
+    let same = app.as_key(&app.key).idempotent("deadline-1").with_header("cancel-after", "60").generate(body).await;
+    let other = app.as_key(&app.key).idempotent("deadline-1").with_header("cancel-after", "61").generate(body).await;
+
+    assert_eq!((first.status, same.status), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(same.job_id(), first.job_id());
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.job_count().await, 1);
+}

@@ -11,6 +11,7 @@ mod cli;
 mod concurrency;
 mod contract;
 mod create;
+mod deadlines;
 mod event_source;
 mod failover;
 mod lineage;

@@ -64,6 +64,8 @@ export interface ClientOptions {
 export interface CreateOptions {
   /** The same key with the same request answers the first answer again. */
   idempotencyKey?: string;
+  /** A deadline, sent as `Cancel-After`: seconds, or `90s`, `5m`, `1h30m`. Not completed by then, the job is given up and refunded. */
+  cancelAfter?: string | number;
 }
 
 /** A new job, and whether the answer was a replay of an earlier one. */
@@ -116,6 +118,7 @@ export class VideoJobsClient {
 
   private async create(path: string, body: unknown, options: CreateOptions = {}): Promise<Created> {
     const headers: Record<string, string> = options.idempotencyKey ? { "Idempotency-Key": options.idempotencyKey } : {};
+    if (options.cancelAfter !== undefined) headers["Cancel-After"] = String(options.cancelAfter);
     const { body: accepted, response } = await this.request<Accepted>("POST", path, body, headers);
     return { ...accepted, replayed: response.headers.get("idempotent-replayed") === "true" };
   }

@@ -646,6 +646,8 @@ export interface components {
             metadata?: components["schemas"]["Metadata"];
             /** @description Passed to a provider that takes one (the local provider does; the Kling models on fal and Replicate take none, so there it is only kept), and echoed in the job's status. The same seed and inputs give the same video where the provider honours it. */
             seed?: number;
+            /** @description A deadline, in seconds from acceptance: a job not completed by then is given up by its execution (the provider is asked once more, then told to cancel), ends `expired` with `deadline_exceeded`, and gets every credit back. A deadline later than the deployment's own (`GENERATION_TIMEOUT_SECONDS`) changes nothing. The `Cancel-After` header says the same. */
+            cancel_after_seconds?: number;
         };
         /**
          * @description Image to video, from an `image_url` the provider fetches or an `upload_id` from `POST /videos/uploads` (exactly one of the two). Cost: one credit per second. Estimated time: 30 s plus 6 s per second.
@@ -687,6 +689,8 @@ export interface components {
             metadata?: components["schemas"]["Metadata"];
             /** @description Passed to a provider that takes one (the local provider does; the Kling models on fal and Replicate take none, so there it is only kept), and echoed in the job's status. The same seed and inputs give the same video where the provider honours it. */
             seed?: number;
+            /** @description A deadline, in seconds from acceptance: a job not completed by then is given up by its execution (the provider is asked once more, then told to cancel), ends `expired` with `deadline_exceeded`, and gets every credit back. A deadline later than the deployment's own (`GENERATION_TIMEOUT_SECONDS`) changes nothing. The `Cancel-After` header says the same. */
+            cancel_after_seconds?: number;
         };
         /**
          * @example {
@@ -866,6 +870,8 @@ export interface components {
             seed: number | null;
             /** @description The job this one was made from by `POST …/retry` or `…/remix`; `null` otherwise. */
             parent_job_id: components["schemas"]["JobId"] | null;
+            /** @description The client's deadline in seconds from acceptance; `null` when none was given. */
+            cancel_after_seconds: number | null;
         };
         /**
          * @description Where a job is now. `error` once it failed, expired or was rejected; `output` once completed and while the video is kept; `review` once reviewed; `metadata` only when the job was created with some.
@@ -896,7 +902,8 @@ export interface components {
          *       "expires_at": null,
          *       "estimated_completion_at": "2026-11-22T10:00:50.000Z",
          *       "seed": null,
-         *       "parent_job_id": null
+         *       "parent_job_id": null,
+         *       "cancel_after_seconds": null
          *     }
          */
         JobStatusBody: components["schemas"]["JobFields"];
@@ -1481,6 +1488,8 @@ export interface components {
         Limit: number;
         /** @description `next_cursor` of the previous page. */
         Cursor: string;
+        /** @description The job's deadline, as Replicate's API takes it: whole seconds (`90`) or a duration (`90s`, `5m`, `1h30m`), 5 s to 24 h. The same as the body's `cancel_after_seconds` (give one, or the same value in both). */
+        CancelAfter: string;
     };
     requestBodies: never;
     headers: never;
@@ -1497,6 +1506,8 @@ export interface operations {
                  * @example order-1042
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The job's deadline, as Replicate's API takes it: whole seconds (`90`) or a duration (`90s`, `5m`, `1h30m`), 5 s to 24 h. The same as the body's `cancel_after_seconds` (give one, or the same value in both). */
+                "Cancel-After"?: components["parameters"]["CancelAfter"];
             };
             path?: never;
             cookie?: never;
@@ -1542,6 +1553,8 @@ export interface operations {
                  * @example order-1042
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The job's deadline, as Replicate's API takes it: whole seconds (`90`) or a duration (`90s`, `5m`, `1h30m`), 5 s to 24 h. The same as the body's `cancel_after_seconds` (give one, or the same value in both). */
+                "Cancel-After"?: components["parameters"]["CancelAfter"];
             };
             path?: never;
             cookie?: never;
@@ -2374,6 +2387,8 @@ export interface operations {
                  * @example order-1042
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The job's deadline, as Replicate's API takes it: whole seconds (`90`) or a duration (`90s`, `5m`, `1h30m`), 5 s to 24 h. The same as the body's `cancel_after_seconds` (give one, or the same value in both). */
+                "Cancel-After"?: components["parameters"]["CancelAfter"];
             };
             path: {
                 /**

@@ -39,3 +39,14 @@ test("statusWithHint gives the hint in milliseconds, and nothing for a finished 
   assert.equal((await client.statusWithHint("job_x")).retryAfterMs, 7000);
   assert.equal((await client.statusWithHint("job_x")).retryAfterMs, undefined);
 });
+
+test("a deadline goes as the Cancel-After header", async () => {
+  let sent;
+  const fetch = async (_url, init) => {
+    sent = init.headers;
+    return new Response(JSON.stringify({ job_id: "job_x", status: "queued" }), { status: 202, headers: { "content-type": "application/json" } });
+  };
+  const client = new VideoJobsClient({ baseUrl: "http://api.invalid", apiKey: "vj_test", fetch });
+  await client.generate({ prompt: "A kite" }, { cancelAfter: "5m" });
+  assert.equal(sent["Cancel-After"], "5m");
+});

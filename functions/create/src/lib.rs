@@ -8,12 +8,16 @@ use lambda_http::{Body, Error, Request, Response};
 use tracing::Instrument;
 use videojobs_api::{error_response, json_body, path_segments, presented_key, raw_json_response, respond};
 use videojobs_aws::Provide;
-use videojobs_core::model::request::{AnimateRequest, GenerateRequest, InvalidUpload, UploadRequest};
+use videojobs_core::model::request::{
+    parse_cancel_after, AnimateRequest, CommonOptions, GenerateRequest, InvalidRequest, InvalidUpload, UploadRequest,
+};
 use videojobs_core::services::{Idempotency, JobSpec, Services};
 use videojobs_core::AppError;
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub const REPLAY_HEADER: &str = "idempotent-replayed";
+/// The client's deadline, as Replicate's API takes it (`90s`, `5m`, `1h30m`).
+pub const CANCEL_AFTER_HEADER: &str = "cancel-after";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
@@ -78,13 +82,66 @@ async fn create_job(services: &Services, request: &Request, route: Route<'_>) ->
         Route::Retry(_) => &[][..],
         _ => json_body(request, services.settings.body_max_bytes)?,
     };
-    let idempotency = idempotency(services, request, &idempotency_route(route), body)?;
+    let cancel_after = cancel_after(request, route)?;
+    let mut name = idempotency_route(route);
+    if let Some(seconds) = cancel_after {
+        // The header is part of the request a replay must match.
+        name.push_str(&format!("|cancel-after={seconds}"));
+    }
+    let idempotency = idempotency(services, request, &name, body)?;
     let limits = &services.settings.limits;
     match route {
-        Route::Animate => services.create_job(&who, JobSpec::Animate(AnimateRequest::parse(body, limits)?), idempotency).await,
+        Route::Animate => {
+            let mut request = AnimateRequest::parse(body, limits)?;
+            request.common = with_deadline(request.common, cancel_after)?;
+            services.create_job(&who, JobSpec::Animate(request), idempotency).await
+        }
         Route::Retry(id) => services.retry(&who, id, idempotency).await,
-        Route::Remix(id) => services.remix(&who, id, body, idempotency).await,
-        _ => services.create_job(&who, JobSpec::Generate(GenerateRequest::parse(body, limits)?), idempotency).await,
+        Route::Remix(id) => match cancel_after {
+            // The header is one more override.
+            Some(seconds) => services.remix(&who, id, &with_deadline_field(body, seconds)?, idempotency).await,
+            None => services.remix(&who, id, body, idempotency).await,
+        },
+        _ => {
+            let mut request = GenerateRequest::parse(body, limits)?;
+            request.common = with_deadline(request.common, cancel_after)?;
+            services.create_job(&who, JobSpec::Generate(request), idempotency).await
+        }
+    }
+}
+
+/// The `Cancel-After` header's deadline, if there is one; a retry makes the
+/// parent's request as it was, so it refuses one (remix it instead).
+fn cancel_after(request: &Request, route: Route<'_>) -> Result<Option<u32>, AppError> {
+    let Some(value) = request.headers().get(CANCEL_AFTER_HEADER) else { return Ok(None) };
+    let invalid = |message: &str| AppError::from(InvalidRequest::new("Cancel-After", message));
+    if let Route::Retry(_) = route {
+        return Err(invalid("a retry makes the same request again: remix it with cancel_after_seconds for a new deadline"));
+    }
+    let text = value.to_str().map_err(|_| invalid("must be whole seconds or a duration such as 90s, 5m or 1h30m"))?;
+    Ok(Some(parse_cancel_after(text)?))
+}
+
+fn with_deadline(common: CommonOptions, cancel_after: Option<u32>) -> Result<CommonOptions, AppError> {
+    Ok(match cancel_after {
+        Some(seconds) => common.with_cancel_after_header(seconds)?,
+        None => common,
+    })
+}
+
+/// A remix body with the header's deadline as its `cancel_after_seconds`
+/// (refused when the body names another).
+fn with_deadline_field(body: &[u8], seconds: u32) -> Result<Vec<u8>, AppError> {
+    let mut overrides: serde_json::Map<String, serde_json::Value> = videojobs_core::model::request::parse_json(body)?;
+    match overrides.get("cancel_after_seconds") {
+        Some(given) if given != &serde_json::Value::from(seconds) => {
+            let message = format!("is {seconds} s but the body's cancel_after_seconds is {given}: give one");
+            Err(InvalidRequest::new("Cancel-After", message).into())
+        }
+        _ => {
+            overrides.insert("cancel_after_seconds".into(), seconds.into());
+            serde_json::to_vec(&overrides).map_err(|e| AppError::Internal(format!("writing a request: {e}")))
+        }
     }
 }
 
@@ -100,7 +157,7 @@ fn idempotency_route(route: Route<'_>) -> String {
 }
 
 fn idempotency(services: &Services, request: &Request, name: &str, body: &[u8]) -> Result<Option<Idempotency>, AppError> {
-    let refused = |why: &'static str| AppError::from(videojobs_core::model::request::InvalidRequest::new("Idempotency-Key", why));
+    let refused = |why: &'static str| AppError::from(InvalidRequest::new("Idempotency-Key", why));
     // A key that is there but not text (bytes past ASCII) is refused, never
     // taken for no key: the retry it guards would make a second job.
     request

@@ -314,6 +314,10 @@ pub struct Job {
     /// The seed the client gave, passed to providers that take one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u32>,
+    /// The client's deadline, in seconds from acceptance: the job's execution
+    /// gives it up then if the deployment's own deadline is not sooner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_after_seconds: Option<u32>,
     /// The job this one was made from by a retry or a remix. Its attribute is
     /// the `by_parent` index's key: only such jobs are in that index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,6 +362,7 @@ impl Job {
             output_expires_at: None,
             progress_detail: None,
             seed: None,
+            cancel_after_seconds: None,
             parent_job_id: None,
         }
     }

@@ -211,6 +211,9 @@ pub struct CommonOptions {
     /// Passed to providers that take one (the same seed and inputs give the
     /// same video there), and echoed in the job's status.
     pub seed: Option<u32>,
+    /// The client's deadline: a job not completed this many seconds after it
+    /// is accepted is canceled at the provider (see [`bounds::CANCEL_AFTER_SECONDS`]).
+    pub cancel_after_seconds: Option<u32>,
 }
 
 /// `POST /videos/generate`, checked.
@@ -342,6 +345,9 @@ pub mod bounds {
     pub const ZOOM_SPEED: RangeInclusive<f64> = 0.0..=0.5;
     /// Image-to-video `zoom_speed` when the request gives none.
     pub const DEFAULT_ZOOM_SPEED: f64 = 0.1;
+    /// A client's deadline (`cancel_after_seconds`, `Cancel-After`), in
+    /// seconds: at least the time the state machine's own steps need, at most a day.
+    pub const CANCEL_AFTER_SECONDS: RangeInclusive<u32> = 5..=86_400;
 }
 
 #[derive(Deserialize)]
@@ -362,6 +368,8 @@ struct GenerateBody {
     metadata: Option<Map<String, Value>>,
     #[serde(default)]
     seed: Option<u32>,
+    #[serde(default)]
+    cancel_after_seconds: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -387,6 +395,8 @@ struct AnimateBody {
     metadata: Option<Map<String, Value>>,
     #[serde(default)]
     seed: Option<u32>,
+    #[serde(default)]
+    cancel_after_seconds: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -407,7 +417,7 @@ impl GenerateRequest {
             duration_seconds,
             aspect_ratio: raw.aspect_ratio.unwrap_or(AspectRatio::Landscape),
             resolution: raw.resolution.unwrap_or(Resolution::Hd),
-            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, raw.seed, limits)?,
+            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, (raw.seed, raw.cancel_after_seconds), limits)?,
         })
     }
 
@@ -443,7 +453,7 @@ impl AnimateRequest {
             length_seconds: in_range("length", raw.length.unwrap_or(bounds::DEFAULT_LENGTH_SECONDS), bounds::LENGTH_SECONDS)?,
             frame_rate: in_range("frame_rate", raw.frame_rate.unwrap_or(bounds::DEFAULT_FRAME_RATE), bounds::FRAME_RATE)?,
             zoom_speed,
-            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, raw.seed, limits)?,
+            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, (raw.seed, raw.cancel_after_seconds), limits)?,
         })
     }
 
@@ -630,9 +640,11 @@ fn checked_common(
     provider: Option<String>,
     webhook_url: Option<String>,
     metadata: Option<Map<String, Value>>,
-    seed: Option<u32>,
+    (seed, cancel_after_seconds): (Option<u32>, Option<u32>),
     limits: &RequestLimits,
 ) -> Result<CommonOptions, InvalidRequest> {
+    let cancel_after_seconds =
+        cancel_after_seconds.map(|s| in_range("cancel_after_seconds", s, bounds::CANCEL_AFTER_SECONDS)).transpose()?;
     let provider = provider.map(|p| p.parse::<ProviderName>().map_err(|e| InvalidRequest::new("provider", e.0))).transpose()?;
     // An IP literal is refused here; a host name when it resolves (`Services::check_webhook_url`).
     let webhook_url = webhook_url.map(|u| checked_outside_url("webhook_url", &u, limits)).transpose()?;
@@ -657,7 +669,7 @@ fn checked_common(
             faults::check(faults)?;
         }
     }
-    Ok(CommonOptions { provider, webhook_url, metadata, seed })
+    Ok(CommonOptions { provider, webhook_url, metadata, seed, cancel_after_seconds })
 }
 
 /// Whether DynamoDB can store a metadata value: nesting within
@@ -704,6 +716,64 @@ fn checked_outside_url(field: &str, value: &str, limits: &RequestLimits) -> Resu
     crate::model::notification::address::check_literal(&url, limits.webhook_policy())
         .map_err(|e| InvalidRequest::new(field, e.to_string()))?;
     Ok(url)
+}
+
+/// The `Cancel-After` header: whole seconds (`90`), or a duration of hours,
+/// minutes and seconds as Replicate's header takes it (`90s`, `5m`, `1h30m`),
+/// within [`bounds::CANCEL_AFTER_SECONDS`].
+pub fn parse_cancel_after(text: &str) -> Result<u32, InvalidRequest> {
+    const FIELD: &str = "Cancel-After";
+    let refused = || InvalidRequest::new(FIELD, "must be whole seconds (90) or a duration such as 90s, 5m or 1h30m");
+    let text = text.trim();
+    if text.is_empty() || text.len() > 16 {
+        return Err(refused());
+    }
+    let seconds: u64 = if text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse().map_err(|_| refused())?
+    } else {
+        let (mut total, mut number, mut last_unit) = (0u64, String::new(), 0u64);
+        for c in text.chars() {
+            if c.is_ascii_digit() {
+                number.push(c);
+                continue;
+            }
+            let unit = match c {
+                'h' => 3_600,
+                'm' => 60,
+                's' => 1,
+                _ => return Err(refused()),
+            };
+            // Each unit once, largest first, each with its number.
+            if number.is_empty() || (last_unit != 0 && unit >= last_unit) {
+                return Err(refused());
+            }
+            total += number.parse::<u64>().map_err(|_| refused())? * unit;
+            (number, last_unit) = (String::new(), unit);
+        }
+        if !number.is_empty() {
+            return Err(refused());
+        }
+        total
+    };
+    let seconds = u32::try_from(seconds)
+        .map_err(|_| out_of_range(FIELD, bounds::CANCEL_AFTER_SECONDS.start(), bounds::CANCEL_AFTER_SECONDS.end()))?;
+    in_range(FIELD, seconds, bounds::CANCEL_AFTER_SECONDS)
+}
+
+impl CommonOptions {
+    /// Takes the deadline of a `Cancel-After` header; one that differs from
+    /// the body's `cancel_after_seconds` is refused (which would win is a guess).
+    pub fn with_cancel_after_header(mut self, seconds: u32) -> Result<Self, InvalidRequest> {
+        match self.cancel_after_seconds {
+            Some(body) if body != seconds => {
+                Err(InvalidRequest::new("Cancel-After", format!("is {seconds} s but the body's cancel_after_seconds is {body}: give one")))
+            }
+            _ => {
+                self.cancel_after_seconds = Some(seconds);
+                Ok(self)
+            }
+        }
+    }
 }
 
 fn in_range(field: &str, value: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, InvalidRequest> {
@@ -791,6 +861,36 @@ mod tests {
 
     fn refused_field(result: Result<impl std::fmt::Debug, InvalidRequest>) -> String {
         result.expect_err("should be refused").field
+    }
+
+    #[test]
+    fn a_cancel_after_header_is_seconds_or_a_duration_within_the_bounds() {
+        for (text, seconds) in
+            [("90", 90), ("90s", 90), ("5m", 300), ("1h30m", 5_400), ("1h", 3_600), ("2m5s", 125), (" 30s ", 30), ("24h", 86_400)]
+        {
+            assert_eq!(parse_cancel_after(text), Ok(seconds), "{text}");
+        }
+        for text in ["", "4", "4s", "24h1s", "s", "-5", "1.5m", "5min", "30m1h", "1m1m", "1h30", "99999999999999999", "P5M", "5 m"] {
+            let err = parse_cancel_after(text).expect_err(text);
+            assert_eq!(err.field, "Cancel-After", "{text}");
+        }
+    }
+
+    #[test]
+    fn a_deadline_in_the_body_is_bounded_and_a_header_must_agree_with_it() {
+        assert_eq!(generate(r#"{"prompt":"a fox","cancel_after_seconds":60}"#).unwrap().common.cancel_after_seconds, Some(60));
+        for bad in ["4", "86401", "-1", "\"60\""] {
+            assert_eq!(
+                refused_field(generate(&format!(r#"{{"prompt":"a fox","cancel_after_seconds":{bad}}}"#))),
+                "cancel_after_seconds",
+                "{bad}"
+            );
+        }
+        let body = generate(r#"{"prompt":"a fox","cancel_after_seconds":60}"#).unwrap().common;
+        assert_eq!(body.clone().with_cancel_after_header(60).unwrap().cancel_after_seconds, Some(60));
+        assert_eq!(body.with_cancel_after_header(61).unwrap_err().field, "Cancel-After");
+        let none = generate(r#"{"prompt":"a fox"}"#).unwrap().common;
+        assert_eq!(none.with_cancel_after_header(45).unwrap().cancel_after_seconds, Some(45));
     }
 
     #[test]

@@ -189,6 +189,8 @@ pub struct StatusBody {
     pub estimated_completion_at: Option<String>,
     /// The seed the job was created with; `null` when none was given.
     pub seed: Option<u32>,
+    /// The client's deadline in seconds from acceptance; `null` when none was given.
+    pub cancel_after_seconds: Option<u32>,
     /// The job this one was made from (`POST …/retry` or `…/remix`); `null` otherwise.
     pub parent_job_id: Option<JobId>,
     /// When to ask again, in seconds: the single status answer sends it as
@@ -247,6 +249,7 @@ impl StatusBody {
             expires_at: job.output_expires_at.filter(|_| job.status == JobStatus::Completed).map(timestamp::format),
             estimated_completion_at: None,
             seed: job.seed,
+            cancel_after_seconds: job.cancel_after_seconds,
             parent_job_id: job.parent_job_id.clone(),
             poll_after_seconds: None,
         }

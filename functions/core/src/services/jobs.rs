@@ -193,6 +193,7 @@ impl Services {
             prompt_hash: prompt.as_deref().map(|p| prompt_hash(&self.settings.prompt_hash_key, p)),
             webhook_url: common.webhook_url.map(String::from),
             seed: common.seed,
+            cancel_after_seconds: common.cancel_after_seconds,
             parent_job_id: parent,
             ..Job::accepted(JobId::generate(), who.user_id.clone(), params, provider, cost, now)
         };
@@ -553,12 +554,18 @@ pub fn failure_change(job: &Job, from: JobStatus, source: EventSource, error: Jo
 }
 
 /// The input a job's execution starts with (create, a replay, and the worker
-/// restarting a job whose execution never started all give the same).
+/// restarting a job whose execution never started all give the same). Its
+/// deadline is the client's (`cancel_after_seconds`) when that is sooner
+/// than the deployment's.
 pub fn workflow_input(job: &Job, settings: &Settings) -> WorkflowInput {
+    let deadline_seconds = match job.cancel_after_seconds {
+        Some(client) => settings.generation_timeout_seconds.min(client.into()),
+        None => settings.generation_timeout_seconds,
+    };
     WorkflowInput {
         job_id: job.job_id.clone(),
         workflow_type: job.workflow_type().as_str().to_owned(),
-        deadline_seconds: settings.generation_timeout_seconds,
+        deadline_seconds,
         retention_seconds: settings.retention_seconds,
     }
 }

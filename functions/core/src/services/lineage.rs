@@ -111,6 +111,7 @@ impl Services {
             ("webhook_url", job.webhook_url.clone().map(Value::from)),
             ("metadata", job.metadata.clone().map(Value::Object)),
             ("seed", job.seed.map(Value::from)),
+            ("cancel_after_seconds", job.cancel_after_seconds.map(Value::from)),
         ];
         for (field, value) in optional {
             if let Some(value) = value {
