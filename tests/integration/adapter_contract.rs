@@ -126,6 +126,10 @@ impl MediaStore for S3 {
     async fn read_prefix(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.media.read_prefix(key, max_bytes).await
     }
+
+    async fn copy_object(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        self.media.copy_object(from, to).await
+    }
 }
 
 #[async_trait]

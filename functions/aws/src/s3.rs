@@ -107,4 +107,19 @@ impl MediaStore for S3Media {
         }
         Ok(Some(bytes))
     }
+
+    async fn copy_object(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        // Our keys are made of URL-safe characters only (ids and `/`), so the
+        // source needs no encoding.
+        let source = format!("{}/{from}", self.bucket);
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .copy_source(source)
+            .key(to)
+            .send()
+            .await
+            .map_err(|e| store_error("CopyObject", e))?;
+        Ok(())
+    }
 }

@@ -159,7 +159,7 @@ macro_rules! contract_suite {
             notifications_are_recorded_once_and_claims_are_leased,
             the_review_queue_lists_completed_jobs_oldest_first,
             outputs_are_copied_unreviewed_kept_untagged_and_deleted,
-            media_objects_are_measured_and_read_by_prefix;
+            media_objects_are_measured_read_by_prefix_and_copied;
             isolated: counters_move_with_the_writes_they_count,
             forgetting_an_output_takes_its_bytes_off_the_counters_once,
             workflows_start_and_stop_idempotently_and_unknown_tokens_are_no_error,
@@ -1000,7 +1000,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-pub async fn media_objects_are_measured_and_read_by_prefix(s: &Subject) {
+pub async fn media_objects_are_measured_read_by_prefix_and_copied(s: &Subject) {
     let key = format!("uploads/contract/{}", JobId::generate());
     assert_eq!(s.objects.object_size(&key).await.unwrap(), None);
     assert_eq!(s.objects.read_prefix(&key, 4).await.unwrap(), None);
@@ -1011,6 +1011,12 @@ pub async fn media_objects_are_measured_and_read_by_prefix(s: &Subject) {
     let put = s.objects.presign_put(&key, 17, 300).await.unwrap();
     assert_eq!(put.method, "PUT");
     assert!(put.url.contains(&key.rsplit('/').next().unwrap().to_owned()));
+    // A copy is the object as it was when copied: a later PUT to the original leaves it alone.
+    let copy = format!("uploads/checked/{}", JobId::generate());
+    s.objects.copy_object(&key, &copy).await.unwrap();
+    s.objects.put(&key, b"something else").await;
+    assert_eq!(s.objects.read_prefix(&copy, 100).await.unwrap().as_deref(), Some(&b"\x89PNG and the rest"[..]));
+    assert!(s.objects.copy_object(&format!("uploads/contract/{}", JobId::generate()), &copy).await.is_err(), "nothing to copy");
 }
 
 pub async fn workflows_start_and_stop_idempotently_and_unknown_tokens_are_no_error(s: &Subject) {

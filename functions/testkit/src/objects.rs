@@ -101,6 +101,15 @@ impl MediaStore for Memory {
         })
         .await
     }
+
+    async fn copy_object(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        self.call("MediaStore::copy_object", |state, _| {
+            let object = state.bucket.objects.get(from).cloned().ok_or_else(|| StoreError::Internal(format!("no object at {from}")))?;
+            state.bucket.objects.insert(to.to_owned(), object);
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[async_trait]

@@ -133,6 +133,14 @@ impl Upload {
     pub fn object_key_for(user: &UserId, id: &UploadId) -> String {
         format!("uploads/{user}/{id}")
     }
+
+    /// Where `animate` keeps the copy of an upload it checked, for `job`:
+    /// no URL a client holds can write there (a presigned PUT names its key
+    /// exactly, and upload ids start `upl_`), so the provider gets the bytes
+    /// that were checked, whatever is PUT to the upload afterwards.
+    pub fn checked_key_for(job: &JobId) -> String {
+        format!("uploads/checked/{job}")
+    }
 }
 
 /// The records of source images users asked to upload.
@@ -169,6 +177,9 @@ pub trait MediaStore: Send + Sync {
     /// The object's first `max_bytes` bytes (fewer when it is shorter), or
     /// `None` when there is no such object.
     async fn read_prefix(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Copies the object at `from` to `to` in the bucket, as it is at this
+    /// moment (an object that is not there is an error).
+    async fn copy_object(&self, from: &str, to: &str) -> Result<(), StoreError>;
 }
 
 /// The input a job's execution starts with.

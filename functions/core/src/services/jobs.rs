@@ -19,6 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
+/// How long an upload's PUT URL works: long enough to send an image, short
+/// enough that a leaked URL is soon worth nothing (what `animate` checked
+/// cannot be replaced through it in any case, see `check_upload`).
+pub const UPLOAD_URL_TTL_SECONDS: u64 = 300;
+
 /// The ports a handler works with, built once per Lambda instance.
 #[derive(Clone)]
 pub struct Services {
@@ -172,7 +177,8 @@ impl Services {
                 return self.replay(previous, idem).await;
             }
         }
-        let (params, prompt, common, cost) = self.job_parts(who, spec).await?;
+        let job_id = JobId::generate();
+        let (params, prompt, common, cost) = self.job_parts(who, spec, &job_id).await?;
         if let Some(url) = &common.webhook_url {
             self.check_webhook_url(url).await?;
         }
@@ -195,7 +201,7 @@ impl Services {
             seed: common.seed,
             cancel_after_seconds: common.cancel_after_seconds,
             parent_job_id: parent,
-            ..Job::accepted(JobId::generate(), who.user_id.clone(), params, provider, cost, now)
+            ..Job::accepted(job_id, who.user_id.clone(), params, provider, cost, now)
         };
         let body = json(&AcceptedBody::for_job(&job))?;
         let new = NewJob {
@@ -284,7 +290,12 @@ impl Services {
         }
     }
 
-    async fn job_parts(&self, who: &Principal, spec: JobSpec) -> Result<(JobParams, Option<String>, CommonOptions, u32), AppError> {
+    async fn job_parts(
+        &self,
+        who: &Principal,
+        spec: JobSpec,
+        job: &JobId,
+    ) -> Result<(JobParams, Option<String>, CommonOptions, u32), AppError> {
         Ok(match spec {
             JobSpec::Generate(request) => {
                 let cost = request.cost_credits();
@@ -298,7 +309,7 @@ impl Services {
             JobSpec::Animate(request) => {
                 let cost = request.cost_credits();
                 if let ImageSource::Upload(id) = &request.image {
-                    self.check_upload(who, id).await?;
+                    self.check_upload(who, id, job).await?;
                 }
                 let params = JobParams::ImageToVideo {
                     image: request.image,
@@ -311,20 +322,28 @@ impl Services {
         })
     }
 
-    /// An upload may be animated by the user who made it, once its bytes are in.
-    async fn check_upload(&self, who: &Principal, id: &UploadId) -> Result<(), AppError> {
+    /// An upload may be animated by the user who made it, once its bytes are
+    /// in. Its URL still takes PUTs after this, so what is checked is a copy
+    /// made for `job` where no client can write ([`Upload::checked_key_for`]),
+    /// and that copy is what the provider gets.
+    async fn check_upload(&self, who: &Principal, id: &UploadId, job: &JobId) -> Result<(), AppError> {
         let missing = || InvalidRequest::new("upload_id", "no such upload, or the image has not been uploaded yet");
         let upload = match self.uploads.upload(id).await? {
             Some(upload) if upload.user_id == who.user_id => upload,
             _ => return Err(missing().into()),
         };
-        match self.media.object_size(&upload.object_key).await? {
+        if !self.media.object_size(&upload.object_key).await?.is_some_and(|size| size > 0) {
+            return Err(missing().into());
+        }
+        let checked = Upload::checked_key_for(job);
+        self.media.copy_object(&upload.object_key, &checked).await?;
+        match self.media.object_size(&checked).await? {
             Some(size) if size > 0 && size <= self.settings.limits.upload_max_bytes => {}
             Some(0) | None => return Err(missing().into()),
             Some(size) => return Err(AppError::UploadTooLarge { message: format!("the uploaded image is {size} bytes, over the limit") }),
         }
         // The bytes must be the image the upload declared: nothing else reaches a provider.
-        let head = self.media.read_prefix(&upload.object_key, crate::model::image::SNIFF_BYTES).await?.ok_or_else(missing)?;
+        let head = self.media.read_prefix(&checked, crate::model::image::SNIFF_BYTES).await?.ok_or_else(missing)?;
         match crate::model::image::check(&head, upload.content_type) {
             Ok(_) => Ok(()),
             Err(err) if err.is_wrong_media_type() => Err(AppError::UnsupportedImage { message: err.to_string() }),
@@ -352,7 +371,8 @@ impl Services {
             size_bytes: request.size_bytes,
             created_at: timestamp::now(),
         };
-        let presigned = self.media.presign_put(&upload.object_key, request.size_bytes, self.settings.presign_ttl_seconds).await?;
+        let ttl = self.settings.presign_ttl_seconds.min(UPLOAD_URL_TTL_SECONDS);
+        let presigned = self.media.presign_put(&upload.object_key, request.size_bytes, ttl).await?;
         self.uploads.save_upload(&upload).await?;
         Ok(UploadBody {
             upload_id: upload.upload_id.to_string(),

@@ -68,11 +68,14 @@ pub(crate) async fn submit_request(pipeline: &Pipeline, job: &Job) -> Result<Sub
     let image_url = match &job.params {
         crate::model::job::JobParams::ImageToVideo { image: ImageSource::Url(url), .. } => Some(url.clone()),
         crate::model::job::JobParams::ImageToVideo { image: ImageSource::Upload(upload_id), .. } => {
-            let upload =
-                pipeline.uploads.upload(upload_id).await?.ok_or_else(|| WorkError::Unusable(format!("upload {upload_id} is gone")))?;
+            // The copy `animate` checked, never the upload itself: its URL may have replaced the bytes since.
+            let checked = crate::ports::Upload::checked_key_for(&job.job_id);
+            if pipeline.media.object_size(&checked).await?.is_none() {
+                return Err(WorkError::Unusable(format!("the checked copy of upload {upload_id} is gone")));
+            }
             // Long enough for a queued provider to fetch it.
             let ttl = pipeline.settings.presign_ttl_seconds.max(3_600);
-            Some(pipeline.media.presign_get(&upload.object_key, ttl).await?.url)
+            Some(pipeline.media.presign_get(&checked, ttl).await?.url)
         }
         _ => None,
     };
