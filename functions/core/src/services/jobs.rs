@@ -332,7 +332,7 @@ impl Services {
             Some(upload) if upload.user_id == who.user_id => upload,
             _ => return Err(missing().into()),
         };
-        if !self.media.object_size(&upload.object_key).await?.is_some_and(|size| size > 0) {
+        if matches!(self.media.object_size(&upload.object_key).await?, None | Some(0)) {
             return Err(missing().into());
         }
         let checked = Upload::checked_key_for(job);
