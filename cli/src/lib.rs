@@ -69,6 +69,13 @@ enum Command {
     Remix(RemixArgs),
     /// The jobs made from a job by a retry or a remix, newest first.
     Children { job_id: String },
+    /// Up to 20 jobs from a JSON file: {"defaults": {…}, "items": [{"ref": "a", "prompt": "…"}, …]}.
+    Batch {
+        file: PathBuf,
+        /// Sending the same file again with this key makes no second job for any item.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
     /// Save a job's video to a file.
     Download {
         job_id: String,
@@ -624,6 +631,31 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
             let options = JobOptions { provider: None, webhook_url: None, idempotency_key: args.idempotency_key, cancel_after: None };
             let body = overrides(&args.set)?;
             create(api, &format!("/videos/jobs/{}/remix", segment(&args.job_id)?), body, &options, &args.wait, console).await
+        }
+        Command::Batch { file, idempotency_key } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| CliError::Local(format!("could not read {}: {e}", file.display())))?;
+            let body: Value = serde_json::from_str(&text).map_err(|e| CliError::Local(format!("{} is not JSON: {e}", file.display())))?;
+            let answers = api.post("/videos/batch", &body, idempotency_key.as_deref()).await?;
+            if console.json {
+                console.json(&answers);
+                return Ok(());
+            }
+            let mut refused = 0;
+            for item in answers["items"].as_array().into_iter().flatten() {
+                let reference = item["ref"].as_str().unwrap_or("");
+                match item["job"]["job_id"].as_str() {
+                    Some(job_id) => console.say(&format!("{reference}  {job_id}")),
+                    None => {
+                        refused += 1;
+                        let why = item["error"]["message"].as_str().unwrap_or("refused");
+                        console.say(&format!("{reference}  refused ({}): {}", item["status"], sentence(why)));
+                    }
+                }
+            }
+            if refused > 0 {
+                return Err(CliError::Local(format!("{refused} of the batch's items were refused")));
+            }
+            Ok(())
         }
         Command::Children { job_id } => {
             let children = api.get(&format!("/videos/jobs/{}/children", segment(&job_id)?)).await?;

@@ -6,6 +6,7 @@ mod harness;
 
 mod adapter_contract;
 mod approval;
+mod batch;
 mod cancel;
 mod cli;
 mod concurrency;

@@ -35,6 +35,7 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("admin-credits.json", Function::Status, 200),
     ("admin-keys.json", Function::Status, 201),
     ("animate.json", Function::Create, 202),
+    ("batch.json", Function::Create, 200),
     ("docs-page.json", Function::Status, 200),
     ("generate.json", Function::Create, 202),
     ("job-cancel.json", Function::Status, 200),

@@ -215,6 +215,15 @@ export class VideoJobsClient {
     return (await this.request<JobStatusBody>("DELETE", `/videos/jobs/${encodeURIComponent(jobId)}`)).body;
   }
 
+  /**
+   * Up to 20 jobs in one request: each item is a `generate` (or, with an image, `animate`) body over `defaults`, with its `ref`.
+   * Every item is checked first (one bad field refuses the batch); each then gets its own answer, in order.
+   */
+  async batch(request: Schemas["BatchRequest"], options: { idempotencyKey?: string } = {}): Promise<Schemas["BatchResult"]> {
+    const headers: Record<string, string> = options.idempotencyKey ? { "Idempotency-Key": options.idempotencyKey } : {};
+    return (await this.request<Schemas["BatchResult"]>("POST", "/videos/batch", request, headers)).body;
+  }
+
   /** A new job with the same inputs as one that ended without a video to keep (`failed`, `expired`, `rejected`, `canceled`). */
   retry(jobId: string, options?: CreateOptions): Promise<Created> {
     return this.create(`/videos/jobs/${encodeURIComponent(jobId)}/retry`, undefined, options);

@@ -544,6 +544,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/videos/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Up to 20 jobs in one request
+         * @description Checks every item, then creates each as `generate` or `animate` would, in order: credits, the active-job cap, rate limits (each item counts as a create) and the checks that need a read (an upload's bytes, where a `webhook_url` points) apply per item, and each item gets its own answer. With an `Idempotency-Key` (at most 250 characters here) every item is kept as a create of its own (`{key}#{index}`): the batch sent again answers as before for each item that was created, and tries again only those that were refused. A `Cancel-After` header is refused: give `cancel_after_seconds` in `defaults` or an item.
+         */
+        post: operations["createBatch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export interface webhooks {
     jobNotification: {
@@ -1279,6 +1299,83 @@ export interface components {
         KeyList: {
             keys: components["schemas"]["KeyInfo"][];
             next_cursor: string | null;
+        };
+        /**
+         * @description Up to 20 jobs. Each item is the body of a `generate` (or, with an `image_url` or `upload_id`, of an `animate`) laid over `defaults`, plus its `ref`. Every item is checked before anything is written: one bad field refuses the batch with 400, naming the item (`items[3].duration_seconds`). Defaults must fit every item: a text-to-video field in `defaults` is refused on an image item.
+         * @example {
+         *       "defaults": {
+         *         "resolution": "480p",
+         *         "duration_seconds": 2
+         *       },
+         *       "items": [
+         *         {
+         *           "ref": "hero",
+         *           "prompt": "A paper boat on a rainy street"
+         *         },
+         *         {
+         *           "ref": "teaser",
+         *           "prompt": "The same boat, at night",
+         *           "duration_seconds": 1
+         *         }
+         *       ]
+         *     }
+         */
+        BatchRequest: {
+            /** @description Fields every item takes unless it gives its own. */
+            defaults?: Record<string, never>;
+            items: {
+                /** @description The client's reference, unique in the batch: it names the item's answer. */
+                ref: string;
+            }[];
+        };
+        /**
+         * @description One answer per item, in the order given: `job` (the create's answer) with `status` 202, or `error` with the status a create would have answered (402 when the credits ran out at that item, 429 at the active-job cap, 400 for an upload that is not the image, …).
+         * @example {
+         *       "items": [
+         *         {
+         *           "ref": "hero",
+         *           "status": 202,
+         *           "replayed": false,
+         *           "job": {
+         *             "job_id": "job_01kazb9x4k7c1v7q0m2n3p4r5s",
+         *             "status": "queued",
+         *             "status_label": "Waiting to start",
+         *             "estimated_time_seconds": 54,
+         *             "links": {
+         *               "status": "/videos/jobs/job_01kazb9x4k7c1v7q0m2n3p4r5s/status",
+         *               "result": "/videos/jobs/job_01kazb9x4k7c1v7q0m2n3p4r5s/result",
+         *               "events": "/videos/jobs/job_01kazb9x4k7c1v7q0m2n3p4r5s/events"
+         *             }
+         *           }
+         *         },
+         *         {
+         *           "ref": "teaser",
+         *           "status": 402,
+         *           "error": {
+         *             "code": "insufficient_credits",
+         *             "message": "this job costs 2 credits and the balance is 1",
+         *             "next_step": "Add credits, or ask for a shorter or smaller video."
+         *           }
+         *         }
+         *       ]
+         *     }
+         */
+        BatchResult: {
+            items: {
+                ref: string;
+                status: number;
+                job?: components["schemas"]["Accepted"];
+                /** @description `true` when this item's answer is the first one again (the batch was sent before under the same `Idempotency-Key`). */
+                replayed?: boolean;
+                error?: {
+                    /** @enum {string} */
+                    code: "invalid_request" | "unauthenticated" | "insufficient_credits" | "forbidden" | "own_job_review" | "job_not_found" | "route_not_found" | "wrong_state" | "expired" | "video_rejected" | "body_too_large" | "upload_too_large" | "unsupported_media_type" | "idempotency_conflict" | "too_many_active_jobs" | "internal" | "unavailable" | "unsupported_image" | "rate_limited" | "key_not_found" | "inputs_gone";
+                    message: string;
+                    /** @description The refused field's path (`metadata.color`), `body` for the body as a whole, or `Idempotency-Key`. */
+                    field?: string;
+                    next_step?: string;
+                };
+            }[];
         };
     };
     responses: {
@@ -2464,6 +2561,50 @@ export interface operations {
             };
             401: components["responses"]["Unauthenticated"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    createBatch: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description 1 to 255 visible ASCII characters, scoped to the user, kept at least 24 hours. The same key with the same request answers the first answer again (with `Idempotent-Replayed: true`); with a different request, 422.
+                 * @example order-1042
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The job's deadline, as Replicate's API takes it: whole seconds (`90`) or a duration (`90s`, `5m`, `1h30m`), 5 s to 24 h. The same as the body's `cancel_after_seconds` (give one, or the same value in both). */
+                "Cancel-After"?: components["parameters"]["CancelAfter"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BatchRequest"];
+            };
+        };
+        responses: {
+            /** @description One answer per item. */
+            200: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchResult"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["IdempotencyConflict"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];

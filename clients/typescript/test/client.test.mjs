@@ -103,6 +103,18 @@ test("cancel gives the credits back; a retry and a remix make new jobs under it"
   assert.equal((await api.account()).credits, before.credits);
 });
 
+test("a batch answers each item in order, and again the same under one key", async () => {
+  const api = client();
+  const request = { defaults: { duration_seconds: 1, resolution: "480p" }, items: [{ ref: "a", prompt: "One" }, { ref: "b", prompt: "Two" }] };
+  const key = `batch-${Date.now()}`;
+  const first = await api.batch(request, { idempotencyKey: key });
+  assert.deepEqual(first.items.map((i) => [i.ref, i.status]), [["a", 202], ["b", 202]]);
+  const again = await api.batch(request, { idempotencyKey: key });
+  assert.deepEqual(again.items.map((i) => i.job.job_id), first.items.map((i) => i.job.job_id));
+  for (const item of first.items) await api.cancel(item.job.job_id);
+  await assert.rejects(api.batch({ items: [{ ref: "x", prompt: "" }] }), (err) => err instanceof ApiError && err.status === 400 && err.field === "items[0].prompt");
+});
+
 test("errors are typed, with the API's code, message and next step", async () => {
   const api = client();
   await assert.rejects(api.status("job_00000000000000000000000000"), (err) => {

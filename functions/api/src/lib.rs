@@ -49,13 +49,7 @@ pub fn error_response(err: &AppError) -> Response<Body> {
         Some(detail) => tracing::error!(code = err.code(), detail, "request failed"),
         None => tracing::info!(code = err.code(), status = status.as_u16(), "request refused"),
     }
-    let field = match err {
-        AppError::InvalidRequest(invalid) => Some(invalid.field.as_str()),
-        AppError::UnsupportedImage { .. } => Some("upload_id"),
-        _ => None,
-    };
-    let body = ErrorEnvelope { error: ErrorFields { code: err.code(), message: err.public_message(), field, next_step: err.next_step() } };
-    let mut response = json_response(status, &body);
+    let mut response = json_response(status, &error_envelope(err));
     if matches!(err, AppError::Unauthenticated) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
@@ -68,6 +62,21 @@ pub fn error_response(err: &AppError) -> Response<Body> {
         }
     }
     response
+}
+
+/// The error's body, `{"error": {…}}`, as [`error_response`] answers it
+/// (a batch answers one per item that was refused).
+pub fn error_body(err: &AppError) -> serde_json::Value {
+    serde_json::to_value(error_envelope(err)).unwrap_or_default()
+}
+
+fn error_envelope(err: &AppError) -> ErrorEnvelope<'_> {
+    let field = match err {
+        AppError::InvalidRequest(invalid) => Some(invalid.field.as_str()),
+        AppError::UnsupportedImage { .. } => Some("upload_id"),
+        _ => None,
+    };
+    ErrorEnvelope { error: ErrorFields { code: err.code(), message: err.public_message(), field, next_step: err.next_step() } }
 }
 
 /// A JSON response.

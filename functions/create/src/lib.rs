@@ -1,5 +1,5 @@
 //! `create`: `POST /videos/generate`, `POST /videos/animate`,
-//! `POST /videos/uploads`, and a new job from another one
+//! `POST /videos/uploads`, `POST /videos/batch`, and a new job from another one
 //! (`POST /videos/jobs/{id}/retry` and `…/remix`). Answers at once; the video
 //! is made elsewhere.
 
@@ -26,6 +26,7 @@ enum Route<'a> {
     Upload,
     Retry(&'a str),
     Remix(&'a str),
+    Batch,
 }
 
 fn route(request: &Request) -> Option<Route<'_>> {
@@ -36,6 +37,7 @@ fn route(request: &Request) -> Option<Route<'_>> {
         ["videos", "generate"] => Some(Route::Generate),
         ["videos", "animate"] => Some(Route::Animate),
         ["videos", "uploads"] => Some(Route::Upload),
+        ["videos", "batch"] => Some(Route::Batch),
         ["videos", "jobs", id, "retry"] => Some(Route::Retry(id)),
         ["videos", "jobs", id, "remix"] => Some(Route::Remix(id)),
         _ => None,
@@ -59,6 +61,10 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
     let services = services.get();
     match route {
         Route::Upload => respond(StatusCode::CREATED, create_upload(services, request).await),
+        Route::Batch => match create_batch(services, request).await {
+            Ok(answers) => raw_json_response(StatusCode::OK, answers.to_string()),
+            Err(err) => error_response(&err),
+        },
         Route::Generate | Route::Animate | Route::Retry(_) | Route::Remix(_) => match create_job(services, request, route).await {
             Ok(accepted) => {
                 tracing::Span::current().record("job_id", accepted.job_id.as_str());
@@ -152,7 +158,7 @@ fn idempotency_route(route: Route<'_>) -> String {
         Route::Animate => "animate".into(),
         Route::Retry(id) => format!("retry:{id}"),
         Route::Remix(id) => format!("remix:{id}"),
-        Route::Generate | Route::Upload => "generate".into(),
+        Route::Generate | Route::Upload | Route::Batch => "generate".into(),
     }
 }
 
@@ -169,6 +175,40 @@ fn idempotency(services: &Services, request: &Request, name: &str, body: &[u8]) 
             Ok::<_, AppError>(Idempotency::for_request(key, &services.settings.prompt_hash_key, name, body))
         })
         .transpose()
+}
+
+/// `POST /videos/batch`: `{"items": [{"ref", "status", "job" | "error", "replayed"}]}`,
+/// one answer per item in the order given.
+async fn create_batch(services: &Services, request: &Request) -> Result<serde_json::Value, AppError> {
+    let body = json_body(request, services.settings.body_max_bytes)?;
+    let parsed = videojobs_core::model::batch::parse(body, &services.settings.limits);
+    // The key first (401 before 400); each valid item counts against the create limit.
+    let who = services.authenticate_to_create_many(presented_key(request), parsed.as_ref().map_or(1, Vec::len)).await?;
+    let items = parsed?;
+    if request.headers().contains_key(CANCEL_AFTER_HEADER) {
+        return Err(InvalidRequest::new("Cancel-After", "give a batch's deadline as cancel_after_seconds in defaults or items").into());
+    }
+    let key = idempotency(services, request, "batch", body)?.map(|idem| idem.key);
+    let answers = services.create_batch(&who, items, key.as_ref()).await?;
+    let items: Vec<serde_json::Value> = answers
+        .into_iter()
+        .map(|(reference, outcome)| match outcome {
+            Ok(accepted) => {
+                let job: serde_json::Value = serde_json::from_str(&accepted.body).unwrap_or_default();
+                tracing::info!(job_id = %accepted.job_id, replayed = accepted.replayed, item = %reference, "batch item accepted");
+                serde_json::json!({"ref": reference, "status": accepted.status, "job": job, "replayed": accepted.replayed})
+            }
+            Err(err) => {
+                let status = videojobs_api::status_of(&err).as_u16();
+                match err.internal_detail() {
+                    Some(detail) => tracing::error!(code = err.code(), detail, item = %reference, "batch item failed"),
+                    None => tracing::info!(code = err.code(), status, item = %reference, "batch item refused"),
+                }
+                serde_json::json!({"ref": reference, "status": status, "error": videojobs_api::error_body(&err)["error"]})
+            }
+        })
+        .collect();
+    Ok(serde_json::json!({ "items": items }))
 }
 
 async fn create_upload(services: &Services, request: &Request) -> Result<videojobs_core::model::views::UploadBody, AppError> {

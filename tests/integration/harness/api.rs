@@ -307,6 +307,11 @@ macro_rules! operations {
             self.request(lambda_http::http::Method::GET, &path, $crate::harness::api::Payload::None).await
         }
 
+        /// `POST /videos/batch` (createBatch).
+        pub async fn create_batch(&self, body: impl Into<$crate::harness::api::Payload>) -> $crate::harness::api::Reply {
+            self.request(lambda_http::http::Method::POST, "/videos/batch", body.into()).await
+        }
+
         /// `POST /videos/jobs/{job_id}/retry` (retryJob): no body.
         pub async fn retry_job(&self, id: impl std::fmt::Display) -> $crate::harness::api::Reply {
             let path = format!("/videos/jobs/{id}/retry");

@@ -149,6 +149,14 @@ impl IdempotencyKey {
     }
 }
 
+impl IdempotencyKey {
+    /// The key of item `index` of a batch sent under this key: each item is
+    /// a create of its own, replayed on its own.
+    pub fn for_item(&self, index: usize) -> Result<Self, InvalidId> {
+        format!("{}#{index}", self.0).parse()
+    }
+}
+
 impl FromStr for IdempotencyKey {
     type Err = InvalidId;
     fn from_str(value: &str) -> Result<Self, InvalidId> {

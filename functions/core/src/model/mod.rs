@@ -1,6 +1,7 @@
 //! Values: what the rules decide about, with no I/O and no ports.
 
 pub mod admin;
+pub mod batch;
 pub mod change;
 pub mod determinism;
 pub mod emf;

@@ -136,7 +136,7 @@ impl Services {
     }
 
     /// Checks the key, then counts the request against each of `limits`, in order.
-    async fn authenticate_for(&self, presented: Option<&str>, limits: &[Policy]) -> Result<Principal, AppError> {
+    pub(crate) async fn authenticate_for(&self, presented: Option<&str>, limits: &[Policy]) -> Result<Principal, AppError> {
         let key: ApiKey = presented.and_then(|text| text.trim().parse().ok()).ok_or(AppError::Unauthenticated)?;
         let record = self.keys.key_for(&key.hash()).await?.ok_or(AppError::Unauthenticated)?;
         tracing::Span::current().record("key_id", record.key_id.as_str());

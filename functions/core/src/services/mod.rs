@@ -2,6 +2,7 @@
 //! and the provider callbacks'.
 
 pub mod admin;
+pub mod batch;
 pub mod callbacks;
 pub mod error;
 pub mod estimate;
