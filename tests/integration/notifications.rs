@@ -209,6 +209,45 @@ async fn after_a_rotation_deliveries_verify_with_the_new_secret_and_for_a_day_wi
 }
 
 #[tokio::test]
+async fn a_rotation_with_no_grace_stops_the_old_secret_at_once_and_a_grace_over_a_week_is_refused() {
+    // Arrange
+    let hook = Receiver::answering(200).await;
+    let app = isolated().await;
+    let old = app.signing_secret().await;
+
+    // Act
+    let too_long = app.rotate_webhook_secret_with(r#"{"grace_seconds":604801}"#).await;
+    let unchanged = app.signing_secret().await;
+    let rotated = app.rotate_webhook_secret_with(r#"{"grace_seconds":0}"#).await;
+    let new = rotated.body["secret"].as_str().unwrap().to_owned();
+    let id = app.new_job_with_webhook(&hook.url(HOOK)).await;
+    cancel_and_deliver(&app, &id).await;
+
+    // Assert: the refused rotation changed nothing; after the other, only the new secret signs.
+    assert_eq!((too_long.status, too_long.body["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("grace_seconds")));
+    assert_eq!(unchanged, old);
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let received = hook.received();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].verifies_with(&new));
+    assert!(!received[0].verifies_with(&old), "no grace: the old secret signs nothing");
+    assert_eq!(received[0].headers["webhook-signature"].split(' ').count(), 1);
+}
+
+#[tokio::test]
+async fn a_rotation_may_keep_the_old_secret_for_up_to_a_week() {
+    let app = TestApp::new(0).await;
+    app.signing_secret().await;
+
+    let rotated = app.rotate_webhook_secret_with(r#"{"grace_seconds":604800}"#).await;
+
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let until = timestamp::parse(rotated.body["previous_secret_valid_until"].as_str().unwrap()).unwrap();
+    let week = timestamp::now() + time::Duration::days(7);
+    assert!(until <= week && until > week - time::Duration::minutes(5), "{until}");
+}
+
+#[tokio::test]
 async fn concurrent_first_requests_for_the_webhook_secret_all_get_the_same_secret() {
     let app = TestApp::new(0).await;
 

@@ -269,8 +269,9 @@ export class VideoJobsClient {
   }
 
   /** A new signing secret; the old one signs too for 24 hours. */
-  async rotateWebhookSecret(): Promise<WebhookSecret> {
-    return (await this.request<WebhookSecret>("POST", "/videos/webhook-secret/rotate")).body;
+  async rotateWebhookSecret(options: { graceSeconds?: number } = {}): Promise<WebhookSecret> {
+    const body = options.graceSeconds === undefined ? undefined : { grace_seconds: options.graceSeconds };
+    return (await this.request<WebhookSecret>("POST", "/videos/webhook-secret/rotate", body)).body;
   }
 }
 

@@ -259,7 +259,7 @@ export interface paths {
         put?: never;
         /**
          * A new signing secret
-         * @description No body. For 24 hours the old secret still signs next to the new one.
+         * @description A new secret. The old one keeps signing next to it for the grace the body asks for (`grace_seconds`, 0 to 604,800: up to a week); with no body, or none asked, 24 hours. During the grace every delivery carries both signatures.
          */
         post: operations["rotateWebhookSecret"];
         delete?: never;
@@ -1994,7 +1994,14 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /** @description How long the replaced secret keeps signing next to the new one: 0 (it stops at once) to a week. A day when left out, or when the request has no body. */
+                    grace_seconds?: number;
+                };
+            };
+        };
         responses: {
             /** @description The new secret, and until when the old one signs. */
             200: {
@@ -2009,7 +2016,10 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookSecret"];
                 };
             };
+            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthenticated"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];

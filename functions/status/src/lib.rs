@@ -129,7 +129,7 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
         Route::Active => respond(ok, services.active(&who).await),
         Route::Account => respond(ok, services.account(&who).await),
         Route::WebhookSecret => respond(ok, services.webhook_secret(&who).await),
-        Route::RotateWebhookSecret => respond(ok, services.rotate_webhook_secret(&who).await),
+        Route::RotateWebhookSecret => respond(ok, rotate(services, request, &who).await),
         Route::Stats => respond(ok, services.stats(&who).await),
         Route::AdminKeys => {
             let body = json_body(request, services.settings.body_max_bytes);
@@ -176,6 +176,21 @@ fn status(outcome: Result<videojobs_core::model::views::StatusBody, AppError>) -
         response.headers_mut().insert("retry-after", seconds.into());
     }
     response
+}
+
+/// A rotation takes no body (a day's grace) or `{"grace_seconds": N}`.
+async fn rotate(
+    services: &Services,
+    request: &Request,
+    who: &videojobs_core::ports::Principal,
+) -> Result<videojobs_core::model::notification::WebhookSecretBody, AppError> {
+    use videojobs_core::model::notification::RotateRequest;
+    let parsed = if request.body().is_empty() {
+        RotateRequest::default()
+    } else {
+        RotateRequest::parse(json_body(request, services.settings.body_max_bytes)?)?
+    };
+    services.rotate_webhook_secret(who, parsed).await
 }
 
 async fn review(

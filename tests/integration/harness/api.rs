@@ -377,6 +377,11 @@ macro_rules! operations {
             self.request(lambda_http::http::Method::POST, "/videos/webhook-secret/rotate", $crate::harness::api::Payload::None).await
         }
 
+        /// `POST /videos/webhook-secret/rotate` (rotateWebhookSecret) with a body.
+        pub async fn rotate_webhook_secret_with(&self, body: impl Into<$crate::harness::api::Payload>) -> $crate::harness::api::Reply {
+            self.request(lambda_http::http::Method::POST, "/videos/webhook-secret/rotate", body.into()).await
+        }
+
         /// `GET /videos/stats` (getStats).
         pub async fn stats(&self) -> $crate::harness::api::Reply {
             self.request(lambda_http::http::Method::GET, "/videos/stats", $crate::harness::api::Payload::None).await

@@ -19,9 +19,10 @@ impl Services {
         Ok(WebhookSecretBody { secret: secrets.current, previous_secret_valid_until: None })
     }
 
-    /// A new secret; the old one keeps signing (next to it) for a grace period.
-    /// With no secret yet, the first one is made (there is nothing to keep).
-    pub async fn rotate_webhook_secret(&self, who: &Principal) -> Result<WebhookSecretBody, AppError> {
+    /// A new secret; the old one keeps signing (next to it) for the grace
+    /// the request asks for. With no secret yet, the first one is made
+    /// (there is nothing to keep).
+    pub async fn rotate_webhook_secret(&self, who: &Principal, request: RotateRequest) -> Result<WebhookSecretBody, AppError> {
         for _ in 0..5 {
             let new = WebhookSecret::generate_text();
             let Some(current) = self.webhook_secrets.webhook_secrets(&who.user_id).await? else {
@@ -32,7 +33,7 @@ impl Services {
                 // A concurrent request made the first one: rotate that.
                 continue;
             };
-            let until = timestamp::now() + time::Duration::seconds(ROTATION_GRACE_SECONDS);
+            let until = timestamp::now() + time::Duration::seconds(request.grace_seconds);
             if self.webhook_secrets.rotate_webhook_secret(&who.user_id, &current.current, &new, until).await? {
                 tracing::info!(user_id = %who.user_id, "webhook secret rotated");
                 return Ok(WebhookSecretBody { secret: new, previous_secret_valid_until: Some(timestamp::format(until)) });

@@ -25,8 +25,50 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 /// How long a rotated-out secret still signs deliveries (next to the new
-/// one), so that a client can switch without missing a notification.
+/// one), so that a client can switch without missing a notification; a
+/// rotation may ask for any grace up to [`MAX_ROTATION_GRACE_SECONDS`].
 pub const ROTATION_GRACE_SECONDS: i64 = 24 * 3600;
+/// The longest grace a rotation may ask for: a week.
+pub const MAX_ROTATION_GRACE_SECONDS: i64 = 7 * 24 * 3600;
+
+/// `POST /videos/webhook-secret/rotate`, checked: how long the replaced
+/// secret keeps signing, 0 (it stops at once) to a week; a day when the
+/// request has no body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotateRequest {
+    /// Seconds the replaced secret keeps signing next to the new one.
+    pub grace_seconds: i64,
+}
+
+impl Default for RotateRequest {
+    fn default() -> Self {
+        Self { grace_seconds: ROTATION_GRACE_SECONDS }
+    }
+}
+
+impl RotateRequest {
+    /// Parses the body: `{}` or `{"grace_seconds": N}`; no body at all takes the default.
+    pub fn parse(body: &[u8]) -> Result<Self, crate::model::request::InvalidRequest> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            #[serde(default)]
+            grace_seconds: Option<i64>,
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let raw: Body = crate::model::request::parse_json(body)?;
+        match raw.grace_seconds {
+            None => Ok(Self::default()),
+            Some(seconds) if (0..=MAX_ROTATION_GRACE_SECONDS).contains(&seconds) => Ok(Self { grace_seconds: seconds }),
+            Some(_) => Err(crate::model::request::InvalidRequest::new(
+                "grace_seconds",
+                format!("must be between 0 and {MAX_ROTATION_GRACE_SECONDS} (a week)"),
+            )),
+        }
+    }
+}
 
 /// Whether a status is one the client is told of.
 pub fn is_notified(status: JobStatus) -> bool {
@@ -41,7 +83,7 @@ pub struct UserWebhookSecrets {
     pub current: String,
     /// The secret a rotation replaced, while it still signs.
     pub previous: Option<String>,
-    /// When the replaced secret stops signing: [`ROTATION_GRACE_SECONDS`] after the rotation.
+    /// When the replaced secret stops signing: the rotation's grace after it.
     pub previous_valid_until: Option<OffsetDateTime>,
 }
 
@@ -229,6 +271,17 @@ pub struct WebhookSecretBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotation_asks_for_no_grace_to_a_weeks_and_takes_a_day_by_default() {
+        assert_eq!(RotateRequest::parse(b"").unwrap().grace_seconds, ROTATION_GRACE_SECONDS);
+        assert_eq!(RotateRequest::parse(b"{}").unwrap().grace_seconds, ROTATION_GRACE_SECONDS);
+        assert_eq!(RotateRequest::parse(br#"{"grace_seconds":0}"#).unwrap().grace_seconds, 0);
+        assert_eq!(RotateRequest::parse(br#"{"grace_seconds":604800}"#).unwrap().grace_seconds, MAX_ROTATION_GRACE_SECONDS);
+        for bad in [r#"{"grace_seconds":604801}"#, r#"{"grace_seconds":-1}"#, r#"{"grace_seconds":"1h"}"#, r#"{"grace":1}"#] {
+            assert!(RotateRequest::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_default_schedule_makes_nine_attempts_over_about_a_day() {
