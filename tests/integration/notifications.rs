@@ -235,6 +235,58 @@ async fn a_rotation_with_no_grace_stops_the_old_secret_at_once_and_a_grace_over_
 }
 
 #[tokio::test]
+async fn a_test_delivery_reaches_the_endpoint_signed_and_answers_what_it_said() {
+    // Arrange: one endpoint that takes it, one that fails, one that is not there.
+    let ok = Receiver::answering(204).await;
+    let failing = Receiver::answering(500).await;
+    let app = isolated().await;
+    let secret = app.signing_secret().await;
+    let gone = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://127.0.0.1:{}/hook", listener.local_addr().unwrap().port());
+        drop(listener);
+        url
+    };
+
+    // Act
+    let delivered = app.test_webhook(json!({"url": ok.url(HOOK)}).to_string()).await;
+    let answered_500 = app.test_webhook(json!({"url": failing.url(HOOK)}).to_string()).await;
+    let unreachable = app.test_webhook(json!({"url": gone}).to_string()).await;
+
+    // Assert: signed as a notification is, and each answer says what happened.
+    assert_eq!(delivered.status, StatusCode::OK, "{}", delivered.body);
+    assert_eq!((delivered.body["delivered"].as_bool(), delivered.body["status"].as_u64()), (Some(true), Some(204)));
+    let received = ok.received();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].verifies_with(&secret));
+    assert_eq!(received[0].json()["type"], "ping");
+    assert_eq!(received[0].headers["webhook-id"], delivered.body["webhook_id"].as_str().unwrap());
+    assert!(!delivered.body["endpoint"].as_str().unwrap().contains("/hook"), "no path: {}", delivered.body);
+    assert_eq!((answered_500.body["delivered"].as_bool(), answered_500.body["status"].as_u64()), (Some(false), Some(500)));
+    assert_eq!((unreachable.body["delivered"].as_bool(), unreachable.body["error"].as_str()), (Some(false), Some("unreachable")));
+    assert!(unreachable.body["status"].is_null());
+}
+
+#[tokio::test]
+async fn a_test_delivery_to_an_address_a_webhook_may_not_use_is_400_and_sends_nothing() {
+    let app = TestApp::new(0).await;
+
+    let replies = [
+        app.test_webhook(r#"{"url":"http://169.254.169.254/latest/meta-data"}"#).await,
+        app.test_webhook(r#"{"url":"https://10.0.0.1/hook"}"#).await,
+        app.test_webhook(r#"{"url":"ftp://example.com/hook"}"#).await,
+        app.test_webhook(r#"{}"#).await,
+        app.anonymous().test_webhook(r#"{"url":"https://example.com/hook"}"#).await,
+    ];
+
+    for reply in &replies[..4] {
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+        assert_eq!(reply.body["error"]["field"], "url", "{}", reply.body);
+    }
+    assert_eq!(replies[4].status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn a_rotation_may_keep_the_old_secret_for_up_to_a_week() {
     let app = TestApp::new(0).await;
     app.signing_secret().await;

@@ -268,7 +268,12 @@ export class VideoJobsClient {
     return (await this.request<WebhookSecret>("GET", "/videos/webhook-secret")).body;
   }
 
-  /** A new signing secret; the old one signs too for 24 hours. */
+  /** Sends a signed `ping` to `url` (under the `webhook_url` rules) and answers what the receiver said and how long it took. */
+  async testWebhook(url: string): Promise<Schemas["PingAnswer"]> {
+    return (await this.request<Schemas["PingAnswer"]>("POST", "/videos/webhook-test", { url })).body;
+  }
+
+  /** A new signing secret; the old one signs too for `graceSeconds` (24 hours by default, 0 to a week). */
   async rotateWebhookSecret(options: { graceSeconds?: number } = {}): Promise<WebhookSecret> {
     const body = options.graceSeconds === undefined ? undefined : { grace_seconds: options.graceSeconds };
     return (await this.request<WebhookSecret>("POST", "/videos/webhook-secret/rotate", body)).body;

@@ -564,6 +564,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/videos/webhook-test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a signed test delivery
+         * @description Sends a signed `ping` (`{"type": "ping", "timestamp", "message"}`, with `webhook-id`, `webhook-timestamp` and `webhook-signature` as every notification) to a URL under the rules a `webhook_url` follows (a URL refused there is 400 naming `url`, and nothing is sent), with the same client (no redirect followed, 5 s to connect, 10 s to answer), and answers what the receiver said and how long it took. It counts as a create against the key's rate limits, and records nothing.
+         */
+        post: operations["testWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export interface webhooks {
     jobNotification: {
@@ -1376,6 +1396,35 @@ export interface components {
                     next_step?: string;
                 };
             }[];
+        };
+        /**
+         * @example {
+         *       "endpoint": "https://hooks.example.com:443",
+         *       "webhook_id": "msg_ping_01kazb9x4k7c1v7q0m2n3p4r5s",
+         *       "delivered": true,
+         *       "status": 204,
+         *       "error": null,
+         *       "duration_ms": 84
+         *     }
+         */
+        PingAnswer: {
+            /**
+             * @description Where it went: scheme, host and port (no path, no query).
+             * @example https://hooks.example.com:443
+             */
+            endpoint: string;
+            /** @description The `webhook-id` it carried. */
+            webhook_id: string;
+            /** @description The receiver answered 2xx (a redirect is not followed, and is not delivered). */
+            delivered: boolean;
+            /** @description The receiver's HTTP status; `null` when it did not answer. */
+            status: number | null;
+            /**
+             * @description `unreachable`: no connection, or no answer in time; `null` when it answered.
+             * @enum {string|null}
+             */
+            error: "unreachable" | null;
+            duration_ms: number;
         };
     };
     responses: {
@@ -2615,6 +2664,47 @@ export interface operations {
             413: components["responses"]["TooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["IdempotencyConflict"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    testWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uri
+                     * @example https://hooks.example.com/videojobs
+                     */
+                    url: string;
+                };
+            };
+        };
+        responses: {
+            /** @description What the receiver said. */
+            200: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PingAnswer"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];

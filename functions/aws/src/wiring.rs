@@ -70,6 +70,7 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
         tasks: a.step_functions,
         work: a.work,
         resolver: Arc::new(crate::resolver::SystemResolver),
+        poster: Arc::new(HttpsPoster),
         settings,
     }
 }

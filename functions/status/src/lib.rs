@@ -1,7 +1,8 @@
 //! `status`: every read of a job and every user decision on one
 //! (`GET …/status`, `…/result`, `…/events`, `…/children`, the listings, `DELETE` to cancel),
 //! the caller's own account (`GET /videos/account`) and their webhook signing
-//! secret (`GET /videos/webhook-secret`, `POST /videos/webhook-secret/rotate`);
+//! secret (`GET /videos/webhook-secret`, `POST /videos/webhook-secret/rotate`)
+//! with a signed test delivery (`POST /videos/webhook-test`);
 //! reviews (`POST …/review`, `GET /videos/review/queue`) and the review page
 //! (`GET /review`); the figures (`GET /videos/stats`: what a frontend may show
 //! for any key, everything for admins); for admins `POST /videos/admin/keys|credits`,
@@ -43,6 +44,7 @@ enum Route<'a> {
     DocsPage,
     WebhookSecret,
     RotateWebhookSecret,
+    WebhookTest,
     Stats,
     AdminKeys,
     AdminListKeys,
@@ -68,6 +70,7 @@ fn route(request: &Request) -> Option<Route<'_>> {
         (&Method::GET, ["docs"]) => Some(Route::DocsPage),
         (&Method::GET, ["videos", "webhook-secret"]) => Some(Route::WebhookSecret),
         (&Method::POST, ["videos", "webhook-secret", "rotate"]) => Some(Route::RotateWebhookSecret),
+        (&Method::POST, ["videos", "webhook-test"]) => Some(Route::WebhookTest),
         (&Method::GET, ["videos", "stats"]) => Some(Route::Stats),
         (&Method::POST, ["videos", "admin", "keys"]) => Some(Route::AdminKeys),
         (&Method::GET, ["videos", "admin", "keys"]) => Some(Route::AdminListKeys),
@@ -104,7 +107,12 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
     {
         tracing::Span::current().record("job_id", *id);
     }
-    let who = match services.authenticate(presented_key(request)).await {
+    // A test delivery makes us call out: it counts as a create against the key's limits.
+    let authenticated = match route {
+        Route::WebhookTest => services.authenticate_to_create(presented_key(request)).await,
+        _ => services.authenticate(presented_key(request)).await,
+    };
+    let who = match authenticated {
         Ok(who) => who,
         Err(err) => return error_response(&err),
     };
@@ -130,6 +138,15 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
         Route::Account => respond(ok, services.account(&who).await),
         Route::WebhookSecret => respond(ok, services.webhook_secret(&who).await),
         Route::RotateWebhookSecret => respond(ok, rotate(services, request, &who).await),
+        Route::WebhookTest => {
+            let body = json_body(request, services.settings.body_max_bytes);
+            let parsed =
+                body.and_then(|b| videojobs_core::model::request::PingRequest::parse(b, &services.settings.limits).map_err(AppError::from));
+            match parsed {
+                Ok(ping) => respond(ok, services.ping_webhook(&who, ping).await),
+                Err(err) => error_response(&err),
+            }
+        }
         Route::Stats => respond(ok, services.stats(&who).await),
         Route::AdminKeys => {
             let body = json_body(request, services.settings.body_max_bytes);

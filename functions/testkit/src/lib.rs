@@ -153,6 +153,7 @@ impl Memory {
             review_queue: Arc::new(self.clone()),
             webhook_secrets: Arc::new(self.clone()),
             resolver: Arc::new(self.clone()),
+            poster: Arc::new(self.clone()),
             stats: Arc::new(self.clone()),
             progress: Arc::new(self.clone()),
             rate_limiter: Arc::new(self.clone()),

@@ -377,6 +377,11 @@ macro_rules! operations {
             self.request(lambda_http::http::Method::POST, "/videos/webhook-secret/rotate", $crate::harness::api::Payload::None).await
         }
 
+        /// `POST /videos/webhook-test` (testWebhook).
+        pub async fn test_webhook(&self, body: impl Into<$crate::harness::api::Payload>) -> $crate::harness::api::Reply {
+            self.request(lambda_http::http::Method::POST, "/videos/webhook-test", body.into()).await
+        }
+
         /// `POST /videos/webhook-secret/rotate` (rotateWebhookSecret) with a body.
         pub async fn rotate_webhook_secret_with(&self, body: impl Into<$crate::harness::api::Payload>) -> $crate::harness::api::Reply {
             self.request(lambda_http::http::Method::POST, "/videos/webhook-secret/rotate", body.into()).await

@@ -718,6 +718,27 @@ fn checked_outside_url(field: &str, value: &str, limits: &RequestLimits) -> Resu
     Ok(url)
 }
 
+/// `POST /videos/webhook-test`, checked: the URL a signed `ping` goes to,
+/// under the rules a `webhook_url` follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingRequest {
+    /// Where to send the ping; an IP literal in it is already checked.
+    pub url: Url,
+}
+
+impl PingRequest {
+    /// Parses `{"url": "https://…"}` under the deployment's `limits`.
+    pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<Self, InvalidRequest> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            url: String,
+        }
+        let raw: Body = parse_json(body)?;
+        Ok(Self { url: checked_outside_url("url", &raw.url, limits)? })
+    }
+}
+
 /// The `Cancel-After` header: whole seconds (`90`), or a duration of hours,
 /// minutes and seconds as Replicate's header takes it (`90s`, `5m`, `1h30m`),
 /// within [`bounds::CANCEL_AFTER_SECONDS`].

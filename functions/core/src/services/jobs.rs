@@ -51,6 +51,8 @@ pub struct Services {
     pub webhook_secrets: Arc<dyn crate::ports::WebhookSecrets>,
     /// DNS, to check where a `webhook_url` points.
     pub resolver: Arc<dyn crate::ports::HostResolver>,
+    /// Sends the test deliveries of `POST /videos/webhook-test`.
+    pub poster: Arc<dyn crate::ports::NotificationPoster>,
     /// Operational counters and the stuck-jobs index (`GET /videos/stats`).
     pub stats: Arc<dyn crate::ports::StatsStore>,
     /// Progress details, and their refresh window (see `progress`).

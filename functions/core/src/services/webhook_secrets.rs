@@ -5,7 +5,7 @@
 use crate::model::ids::Principal;
 use crate::model::job::timestamp;
 use crate::model::notification::*;
-use crate::model::request::InvalidRequest;
+use crate::model::request::{InvalidRequest, PingRequest};
 use crate::model::signing::WebhookSecret;
 use crate::services::error::AppError;
 use crate::services::jobs::Services;
@@ -40,6 +40,46 @@ impl Services {
             }
         }
         Err(AppError::Unavailable("the webhook secret kept changing during a rotation".into()))
+    }
+
+    /// `POST /videos/webhook-test`: a signed `ping` to `request.url`, under
+    /// the rules a notification follows (the address checked, the same
+    /// client: no redirect, the same time limits), answered with what the
+    /// receiver said and how long it took. It counts as a create against the
+    /// key's rate limits (it makes us call out), and records nothing.
+    pub async fn ping_webhook(&self, who: &Principal, request: PingRequest) -> Result<PingAnswer, AppError> {
+        let destination = check_destination(&request.url, self.settings.limits.webhook_policy(), self.resolver.as_ref())
+            .await
+            .map_err(|err| InvalidRequest::new("url", err.to_string()))?;
+        let secrets = secrets_of(self.webhook_secrets.as_ref(), &who.user_id).await?;
+        let now = timestamp::now();
+        let keys = secrets
+            .signing_secrets(now)
+            .into_iter()
+            .map(WebhookSecret::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| AppError::Internal("a stored webhook secret does not parse".into()))?;
+        let body = PingBody { event_type: "ping", timestamp: timestamp::format(now), message: "A test delivery from videojobs" };
+        let body = serde_json::to_vec(&body).map_err(|e| AppError::Internal(format!("encoding a ping: {e}")))?;
+        let id = format!("msg_ping_{}", crate::model::ids::JobId::generate().as_str().trim_start_matches("job_"));
+        let signature = signature_header(&keys, &id, now.unix_timestamp(), &body);
+        let started = std::time::Instant::now();
+        let outcome = self.poster.post(&destination, &id, now.unix_timestamp(), &signature, body).await;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let url = &destination.url;
+        let endpoint = format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(443));
+        tracing::info!(endpoint, ok = outcome.is_ok(), duration_ms, "webhook test sent");
+        Ok(match outcome {
+            Ok(status) => PingAnswer {
+                endpoint,
+                webhook_id: id,
+                delivered: (200..300).contains(&status),
+                status: Some(status),
+                error: None,
+                duration_ms,
+            },
+            Err(_) => PingAnswer { endpoint, webhook_id: id, delivered: false, status: None, error: Some("unreachable"), duration_ms },
+        })
     }
 
     /// The create-time check of a `webhook_url`: refused with `400` naming the field.

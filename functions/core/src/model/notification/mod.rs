@@ -251,6 +251,37 @@ impl NotificationBody {
     }
 }
 
+/// The body of a test delivery (`POST /videos/webhook-test`): signed as a
+/// notification is, with the Standard Webhooks `type` `ping`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PingBody {
+    /// Always `ping`: a receiver answers it and changes nothing.
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    /// When it was sent (RFC 3339).
+    pub timestamp: String,
+    /// What it is, for whoever reads the receiver's log.
+    pub message: &'static str,
+}
+
+/// What a test delivery found (`POST /videos/webhook-test`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PingAnswer {
+    /// Where it went, without the path or query: scheme, host and port.
+    pub endpoint: String,
+    /// The `webhook-id` it carried.
+    pub webhook_id: String,
+    /// Whether the receiver answered 2xx (a redirect is not followed, and is not delivered).
+    pub delivered: bool,
+    /// The receiver's HTTP status; `null` when it did not answer.
+    pub status: Option<u16>,
+    /// Why there is no answer (`unreachable`: no connection, or no answer
+    /// within the notifier's time limits); `null` when there is one.
+    pub error: Option<&'static str>,
+    /// From sending to the answer (or giving up), in milliseconds.
+    pub duration_ms: u64,
+}
+
 /// The `webhook-signature` value: one `v1,` signature per secret.
 pub fn signature_header(secrets: &[WebhookSecret], id: &str, unix_timestamp: i64, body: &[u8]) -> String {
     secrets.iter().map(|s| s.sign(id, unix_timestamp, body)).collect::<Vec<_>>().join(" ")
