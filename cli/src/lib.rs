@@ -609,14 +609,7 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
                 console.note("No jobs.");
             }
             for job in &jobs {
-                console.say(&format!(
-                    "{}  {:<10} {:>3}%  {:<14}  {}",
-                    job["job_id"].as_str().unwrap_or(""),
-                    job["status"].as_str().unwrap_or(""),
-                    job["progress"].as_u64().unwrap_or(0),
-                    job["workflow_type"].as_str().unwrap_or(""),
-                    job["created_at"].as_str().unwrap_or("")
-                ));
+                console.say(&job_line(job));
             }
             if let Some(next) = list["next_cursor"].as_str() {
                 console.note(&format!("More: videojobs list --cursor {next}"));
@@ -664,14 +657,7 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
                 return Ok(());
             }
             for job in children["jobs"].as_array().into_iter().flatten() {
-                let line = format!(
-                    "{}  {} ({})  {}",
-                    job["job_id"].as_str().unwrap_or(""),
-                    job["status"].as_str().unwrap_or(""),
-                    job["status_label"].as_str().unwrap_or(""),
-                    job["created_at"].as_str().unwrap_or("")
-                );
-                console.say(&line);
+                console.say(&job_line(job));
             }
             Ok(())
         }
@@ -1022,6 +1008,18 @@ fn user_stats_summary(stats: &Value) -> Vec<String> {
             mine["max_active"]
         ),
     ]
+}
+
+/// One job of a listing (`list`, `children`) on one line.
+fn job_line(job: &Value) -> String {
+    format!(
+        "{}  {:<10} {:>3}%  {:<14}  {}",
+        job["job_id"].as_str().unwrap_or(""),
+        job["status"].as_str().unwrap_or(""),
+        job["progress"].as_u64().unwrap_or(0),
+        job["workflow_type"].as_str().unwrap_or(""),
+        job["created_at"].as_str().unwrap_or("")
+    )
 }
 
 fn print_status(status: &Value, console: &mut Console<'_>) {

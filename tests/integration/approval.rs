@@ -30,13 +30,6 @@ fn with_retention(seconds: u64) -> Settings {
     s
 }
 
-/// The states the job's execution entered, in order: each is one billed transition.
-async fn states_entered(app: &TestApp, id: &JobId) -> Vec<String> {
-    let history =
-        app.stack().clients.sfn.get_execution_history().execution_arn(app.execution_arn(id)).max_results(1000).send().await.unwrap();
-    history.events().iter().filter_map(|e| e.state_entered_event_details()).map(|d| d.name().to_owned()).collect()
-}
-
 async fn retention_tags(app: &TestApp, key: &str) -> Vec<String> {
     let out =
         app.stack().clients.s3.get_object_tagging().bucket(&app.stack().resources.media_bucket).key(key).send().await.expect("tagging");
@@ -166,7 +159,7 @@ async fn an_approval_ends_the_execution_after_two_transitions_and_the_video_outl
     // Assert: the execution ended at the approval, two states entered.
     assert_eq!(status, StatusCode::OK);
     assert_eq!(p.settled_execution_status(&id).await.as_deref(), Some("SUCCEEDED"));
-    assert_eq!(states_entered(&p, &id).await, ["Submit", "KeepForReview"]);
+    assert_eq!(p.states_entered(&id).await, ["Submit", "KeepForReview"]);
     let keys = job.output.as_ref().expect("an output").object_keys();
     assert_eq!(keys.len(), 2, "a video and its thumbnail");
     for key in &keys {
@@ -204,7 +197,7 @@ async fn a_video_nobody_approved_reaches_expire_after_three_transitions_and_is_d
         assert!(!object_exists(&p, &key).await, "{key} was deleted");
     }
     assert_eq!(p.settled_execution_status(&id).await.as_deref(), Some("SUCCEEDED"));
-    assert_eq!(states_entered(&p, &id).await, ["Submit", "KeepForReview", "Expire"]);
+    assert_eq!(p.states_entered(&id).await, ["Submit", "KeepForReview", "Expire"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +221,7 @@ async fn a_rejected_video_is_deleted_at_once_and_its_execution_still_reaches_exp
     // ...the rejection did not answer the wait, so the window's end still enters
     // Expire (an answered wait would have ended the execution after two states)...
     assert_eq!(app.settled_execution_status(&id).await.as_deref(), Some("SUCCEEDED"));
-    assert_eq!(states_entered(&app, &id).await, ["Submit", "KeepForReview", "Expire"]);
+    assert_eq!(app.states_entered(&id).await, ["Submit", "KeepForReview", "Expire"]);
     // ...and its expire, the guarantee should the discard have been lost, changes nothing.
     let (expire, _) = next_message(&app, &id, "expire").await;
     worker::handle(&app.app.worker, serde_json::from_value(expire).expect("a work message")).await.expect("expire handled");
@@ -251,7 +244,7 @@ async fn an_approval_before_the_review_wait_is_stored_is_answered_by_the_worker_
     assert_eq!(status, StatusCode::OK);
     assert_eq!(still.as_deref(), Some("RUNNING"));
     assert_eq!(app.settled_execution_status(&id).await.as_deref(), Some("SUCCEEDED"));
-    assert_eq!(states_entered(&app, &id).await, ["Submit", "KeepForReview"]);
+    assert_eq!(app.states_entered(&id).await, ["Submit", "KeepForReview"]);
     for key in keys_of(&id) {
         assert!(retention_tags(&app, &key).await.is_empty(), "{key} kept: untagged");
     }
@@ -299,7 +292,7 @@ async fn an_approval_whose_answer_is_lost_reaches_expire_which_keeps_the_video()
         assert!(retention_tags(&app, &key).await.is_empty(), "{key} kept: untagged");
     }
     assert_eq!(app.settled_execution_status(&id).await.as_deref(), Some("SUCCEEDED"));
-    assert_eq!(states_entered(&app, &id).await, ["Submit", "KeepForReview", "Expire"]);
+    assert_eq!(app.states_entered(&id).await, ["Submit", "KeepForReview", "Expire"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,16 +4,8 @@
 
 use crate::harness::TestApp;
 use serde_json::json;
-use videojobs_core::model::ids::JobId;
 use videojobs_core::model::request::faults::MAX_DELAY_MS;
 use videojobs_core::JobStatus;
-
-/// The states the job's execution entered, in order.
-async fn states_entered(app: &TestApp, id: &JobId) -> Vec<String> {
-    let arn = app.execution_arn(id);
-    let history = app.stack().clients.sfn.get_execution_history().execution_arn(arn).max_results(1000).send().await.unwrap();
-    history.events().iter().filter_map(|e| e.state_entered_event_details()).map(|d| d.name().to_owned()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_past_its_clients_deadline_is_canceled_at_the_provider_expired_and_refunded() {
@@ -28,7 +20,7 @@ async fn a_job_past_its_clients_deadline_is_canceled_at_the_provider_expired_and
 
     // Assert: the deadline, not the deployment's 900 s, ended the Submit step
     // (without it the provider's video, 120 s later, would have answered it).
-    let states = states_entered(&app, &id).await;
+    let states = app.states_entered(&id).await;
     assert_eq!(states.get(..2), Some(&["Submit".to_owned(), "AskProvider".to_owned()][..]), "{states:?}");
     if job.status == JobStatus::Completed {
         // Only on an emulator so loaded that the deadline's steps took longer

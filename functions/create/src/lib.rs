@@ -163,6 +163,12 @@ fn idempotency_route(route: Route<'_>) -> String {
 }
 
 fn idempotency(services: &Services, request: &Request, name: &str, body: &[u8]) -> Result<Option<Idempotency>, AppError> {
+    let key = idempotency_key(request)?;
+    Ok(key.map(|key| Idempotency::for_request(key, &services.settings.prompt_hash_key, name, body)))
+}
+
+/// The request's `Idempotency-Key`, if it has one.
+fn idempotency_key(request: &Request) -> Result<Option<videojobs_core::model::ids::IdempotencyKey>, AppError> {
     let refused = |why: &'static str| AppError::from(InvalidRequest::new("Idempotency-Key", why));
     // A key that is there but not text (bytes past ASCII) is refused, never
     // taken for no key: the retry it guards would make a second job.
@@ -171,8 +177,7 @@ fn idempotency(services: &Services, request: &Request, name: &str, body: &[u8]) 
         .get(IDEMPOTENCY_HEADER)
         .map(|value| {
             let text = value.to_str().map_err(|_| refused("must be 1 to 255 visible ASCII characters"))?;
-            let key = text.parse().map_err(|e: videojobs_core::model::ids::InvalidId| refused(e.0))?;
-            Ok::<_, AppError>(Idempotency::for_request(key, &services.settings.prompt_hash_key, name, body))
+            text.parse().map_err(|e: videojobs_core::model::ids::InvalidId| refused(e.0))
         })
         .transpose()
 }
@@ -188,7 +193,7 @@ async fn create_batch(services: &Services, request: &Request) -> Result<serde_js
     if request.headers().contains_key(CANCEL_AFTER_HEADER) {
         return Err(InvalidRequest::new("Cancel-After", "give a batch's deadline as cancel_after_seconds in defaults or items").into());
     }
-    let key = idempotency(services, request, "batch", body)?.map(|idem| idem.key);
+    let key = idempotency_key(request)?;
     let answers = services.create_batch(&who, items, key.as_ref()).await?;
     let items: Vec<serde_json::Value> = answers
         .into_iter()

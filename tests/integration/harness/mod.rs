@@ -748,6 +748,13 @@ impl TestApp {
         out.item.and_then(|item| item.get("prompt").and_then(|v| v.as_s().ok()).cloned())
     }
 
+    /// The states the job's execution entered, in order (each one billed transition).
+    pub async fn states_entered(&self, id: &JobId) -> Vec<String> {
+        let sfn = &self.stack().clients.sfn;
+        let history = sfn.get_execution_history().execution_arn(self.execution_arn(id)).max_results(1000).send().await.unwrap();
+        history.events().iter().filter_map(|e| e.state_entered_event_details()).map(|d| d.name().to_owned()).collect()
+    }
+
     /// The statuses the job moved through, in order, from its events (read
     /// through the API): the path it took, whatever a poll happened to see.
     pub async fn statuses_entered(&self, id: &JobId) -> Vec<String> {

@@ -21,6 +21,12 @@ pub const RETRYABLE_STATUSES: [JobStatus; 4] = [JobStatus::Failed, JobStatus::Ex
 /// The most children `GET …/children` lists (a job is rarely retried more).
 pub const CHILDREN_LISTED: u32 = 100;
 
+/// A text-to-video request without its prompt: the parent's was deleted
+/// with its retention window, and nothing gave another.
+fn lacks_its_prompt(parent: &Job, body: &Map<String, Value>) -> bool {
+    matches!(parent.params, JobParams::TextToVideo { .. }) && !body.contains_key("prompt")
+}
+
 impl Services {
     /// `POST /videos/jobs/{id}/retry`: the parent's request again, as a new job.
     pub async fn retry(&self, who: &Principal, parent_id: &str, idempotency: Option<Idempotency>) -> Result<Accepted, AppError> {
@@ -30,7 +36,7 @@ impl Services {
             return Err(AppError::WrongState { status: parent.status, message });
         }
         let body = self.request_of(&parent).await?;
-        if body.get("prompt").is_none() && parent.params.workflow_type() == crate::model::request::WorkflowType::TextToVideo {
+        if lacks_its_prompt(&parent, &body) {
             return Err(AppError::InputsGone);
         }
         self.create_child(who, &parent, body, idempotency).await
@@ -61,7 +67,7 @@ impl Services {
                 body.insert(field, value);
             }
         }
-        if body.get("prompt").is_none() && parent.params.workflow_type() == crate::model::request::WorkflowType::TextToVideo {
+        if lacks_its_prompt(&parent, &body) {
             return Err(InvalidRequest::new("prompt", "the parent's prompt is no longer kept: give one").into());
         }
         self.create_child(who, &parent, body, idempotency).await

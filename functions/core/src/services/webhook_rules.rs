@@ -8,6 +8,7 @@ use crate::model::notification::*;
 use crate::model::signing::WebhookSecret;
 use crate::ports::{HostResolver, WebhookSecrets};
 use std::net::SocketAddr;
+use time::OffsetDateTime;
 use url::Url;
 
 /// The user's secrets, made on first use.
@@ -16,6 +17,18 @@ pub async fn secrets_of(store: &dyn WebhookSecrets, user: &UserId) -> Result<Use
         return Ok(secrets);
     }
     store.create_webhook_secret(user, &WebhookSecret::generate_text()).await
+}
+
+/// The keys that sign a delivery to `user` at `now` (made on first use):
+/// the current secret and, during a rotation's grace, the one it replaced.
+pub async fn signing_keys(store: &dyn WebhookSecrets, user: &UserId, now: OffsetDateTime) -> Result<Vec<WebhookSecret>, StoreError> {
+    let secrets = secrets_of(store, user).await?;
+    secrets
+        .signing_secrets(now)
+        .into_iter()
+        .map(WebhookSecret::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| StoreError::Internal("a stored webhook secret does not parse".into()))
 }
 /// Checks a `webhook_url` all the way: scheme, then every address its host
 /// resolves to (one private address among public ones refuses it, since DNS

@@ -9,7 +9,7 @@ use crate::model::request::{InvalidRequest, PingRequest};
 use crate::model::signing::WebhookSecret;
 use crate::services::error::AppError;
 use crate::services::jobs::Services;
-use crate::services::webhook_rules::{check_destination, secrets_of};
+use crate::services::webhook_rules::{check_destination, secrets_of, signing_keys};
 use url::Url;
 
 impl Services {
@@ -51,14 +51,8 @@ impl Services {
         let destination = check_destination(&request.url, self.settings.limits.webhook_policy(), self.resolver.as_ref())
             .await
             .map_err(|err| InvalidRequest::new("url", err.to_string()))?;
-        let secrets = secrets_of(self.webhook_secrets.as_ref(), &who.user_id).await?;
         let now = timestamp::now();
-        let keys = secrets
-            .signing_secrets(now)
-            .into_iter()
-            .map(WebhookSecret::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| AppError::Internal("a stored webhook secret does not parse".into()))?;
+        let keys = signing_keys(self.webhook_secrets.as_ref(), &who.user_id, now).await?;
         let body = PingBody { event_type: "ping", timestamp: timestamp::format(now), message: "A test delivery from videojobs" };
         let body = serde_json::to_vec(&body).map_err(|e| AppError::Internal(format!("encoding a ping: {e}")))?;
         let id = format!("msg_ping_{}", crate::model::ids::JobId::generate().as_str().trim_start_matches("job_"));

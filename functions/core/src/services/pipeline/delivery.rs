@@ -25,11 +25,10 @@ use crate::model::notification::{
     message_id, signature_header, wait_for_the_change, AttemptClaim, DestinationError, NotificationBody, ATTEMPT_LEASE, MAX_QUEUE_DELAY,
     SLOT_WAIT, SLOT_WAITS_PER_ATTEMPT, USER_SLOTS, WRITER_WINDOW,
 };
-use crate::model::signing::WebhookSecret;
 use crate::model::views::OutputLinks;
 use crate::model::work::WorkMessage;
 use crate::services::webhook_rules::check_destination;
-use crate::services::webhook_rules::secrets_of;
+use crate::services::webhook_rules::signing_keys;
 use crate::StoreError;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -271,14 +270,8 @@ async fn attempt_delivery(pipeline: &Pipeline, job: &Job, status: JobStatus, url
             return Ok(Attempt::Failed { code, detail: format!("Not sent: the webhook_url {err}") });
         }
     };
-    let secrets = secrets_of(notifier.secrets.as_ref(), &job.user_id).await?;
     let now = timestamp::now();
-    let keys = secrets
-        .signing_secrets(now)
-        .into_iter()
-        .map(WebhookSecret::parse)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| StoreError::Internal("a stored webhook secret does not parse".into()))?;
+    let keys = signing_keys(notifier.secrets.as_ref(), &job.user_id, now).await?;
     let links = output_links(pipeline, job, now).await?;
     let body = serde_json::to_vec(&NotificationBody::new(job, status, &links, now))
         .map_err(|e| StoreError::Internal(format!("encoding a notification: {e}")))?;
