@@ -138,6 +138,20 @@ impl Receiver {
         self.log.lock().expect("the log").clone()
     }
 
+    /// Every request so far, once there are at least `count` of them (or
+    /// `within` has passed): another copy of a message may be making the
+    /// delivery a test waits for.
+    pub async fn received_at_least(&self, count: usize, within: Duration) -> Vec<Received> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let received = self.received();
+            if received.len() >= count || std::time::Instant::now() > deadline {
+                return received;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every request so far that was a notification.
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.received()
