@@ -221,6 +221,82 @@ async fn the_list_is_newest_first_and_pages_with_an_opaque_cursor() {
 }
 
 #[tokio::test]
+async fn the_list_filters_by_status_type_tag_parent_and_time_and_never_shows_another_users_tagged_jobs() {
+    // Arrange: tagged and untagged jobs, one canceled and retried, and a stranger's job with the same tag.
+    let app = TestApp::new(100).await;
+    let promo = app.new_job_with(&serde_json::json!({"prompt": "a kite", "duration_seconds": 1, "tags": ["promo", "q4"]})).await;
+    let plain = app.new_job(1).await;
+    let canceled = app.new_job_with(&serde_json::json!({"prompt": "a boat", "duration_seconds": 1, "tags": ["q4"]})).await;
+    app.cancel_job(&canceled).await;
+    let child = app.retry_job(&canceled).await.job_id();
+    let (_, stranger) = app.another_user(10, Role::User).await;
+    let strangers = app.as_key(&stranger).generate(serde_json::json!({"prompt": "a kite", "duration_seconds": 1, "tags": ["promo"]})).await;
+    assert_eq!(strangers.status, StatusCode::ACCEPTED);
+    let canceled_at = app.job(&canceled).await.created_at;
+    let listed = |filters: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let page = filters.iter().fold(Page::of(100), |page, (name, value)| page.filtered(name, value));
+            let reply = app.list_jobs(page).await;
+            assert_eq!(reply.status, StatusCode::OK, "{filters:?}: {}", reply.body);
+            let ids: Vec<String> =
+                reply.body["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().to_owned()).collect();
+            ids
+        }
+    };
+    let ids = |jobs: &[&JobId]| -> Vec<String> { jobs.iter().map(|id| id.to_string()).collect() };
+
+    // Act / Assert: each filter, and filters together.
+    assert_eq!(listed(vec![("tag", "promo".into())]).await, ids(&[&promo]), "the stranger's promo job is not listed");
+    assert_eq!(listed(vec![("tag", "q4".into())]).await, ids(&[&child, &canceled, &promo]), "a retry keeps its parent's tags");
+    assert_eq!(listed(vec![("status", "canceled".into())]).await, ids(&[&canceled]));
+    assert_eq!(listed(vec![("status", "queued,canceled".into()), ("tag", "promo".into())]).await, ids(&[&promo]));
+    assert_eq!(listed(vec![("parent_job_id", canceled.to_string())]).await, ids(&[&child]));
+    assert_eq!(listed(vec![("workflow_type", "text_to_video".into())]).await.len(), 4);
+    assert!(listed(vec![("workflow_type", "image_to_video".into())]).await.is_empty());
+    let since = timestamp::format(canceled_at);
+    assert_eq!(listed(vec![("created_after", since.clone())]).await, ids(&[&child, &canceled]));
+    assert_eq!(listed(vec![("created_before", since)]).await, ids(&[&plain, &promo]));
+    let status = app.job_status(&promo).await;
+    assert_eq!(status.body["tags"], serde_json::json!(["promo", "q4"]), "the status echoes the tags");
+    assert_eq!(app.job_status(&plain).await.body["tags"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn a_bad_filter_or_bad_tags_are_400_naming_the_field_and_write_nothing() {
+    // Arrange
+    let app = TestApp::new(100).await;
+    app.new_job(1).await;
+    let bad_filters = [
+        ("status", "done"),
+        ("workflow_type", "video"),
+        ("tag", "Promo"),
+        ("parent_job_id", "job_nope"),
+        ("created_after", "yesterday"),
+        ("created_before", "2026-12-01"),
+    ];
+    let bad_tags = [
+        (serde_json::json!(["Promo"]), "tags[0]"),
+        (serde_json::json!(["a", "b", "c", "d", "e", "f"]), "tags"),
+        (serde_json::json!(["same", "same"]), "tags[1]"),
+        (serde_json::json!("promo"), "tags"),
+    ];
+
+    // Act / Assert
+    for (name, value) in bad_filters {
+        let reply = app.list_jobs(Page::first().filtered(name, value)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{name}={value}: {}", reply.body);
+        assert_eq!(reply.body["error"]["field"], name);
+    }
+    for (tags, field) in bad_tags {
+        let reply = app.generate(serde_json::json!({"prompt": "a kite", "duration_seconds": 1, "tags": tags})).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{tags}: {}", reply.body);
+        assert_eq!(reply.body["error"]["field"], field, "{}", reply.body);
+    }
+    assert_eq!(app.list_jobs(Page::first()).await.body["jobs"].as_array().unwrap().len(), 1, "no job was written");
+}
+
+#[tokio::test]
 async fn a_bad_cursor_or_limit_is_400_and_another_users_cursor_is_refused() {
     let app = TestApp::new(100).await;
     for _ in 0..2 {

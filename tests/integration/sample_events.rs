@@ -50,6 +50,7 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("job-review.json", Function::Status, 200),
     ("job-status.json", Function::Status, 200),
     ("jobs-active.json", Function::Status, 200),
+    ("jobs-list-filtered.json", Function::Status, 200),
     ("jobs-list.json", Function::Status, 200),
     ("notify-sqs.json", Function::Notifier, 0),
     ("openapi.json", Function::Status, 200),

@@ -73,7 +73,7 @@ export interface paths {
         };
         /**
          * The caller's jobs, newest first
-         * @description Paginated: pass `next_cursor` as `cursor`. Reading an in-flight fal job asks the worker to refresh its queue position (at most every `PROGRESS_REFRESH_SECONDS`).
+         * @description Paginated: pass `next_cursor` as `cursor` (with the same filters). The filters apply together; a filtered page may hold fewer than `limit` jobs, even none, and still have a `next_cursor`: follow it until it is `null`. A bad filter is 400 naming it. Reading an in-flight fal job asks the worker to refresh its queue position (at most every `PROGRESS_REFRESH_SECONDS`).
          */
         get: operations["listJobs"];
         put?: never;
@@ -688,6 +688,8 @@ export interface components {
             seed?: number;
             /** @description A deadline, in seconds from acceptance: a job not completed by then is given up by its execution (the provider is asked once more, then told to cancel), ends `expired` with `deadline_exceeded`, and gets every credit back. A deadline later than the deployment's own (`GENERATION_TIMEOUT_SECONDS`) changes nothing. The `Cancel-After` header says the same. */
             cancel_after_seconds?: number;
+            /** @description Up to 5 labels, each once, kept with the job and echoed in its status; `GET /videos/jobs?tag=` finds the jobs that carry one. */
+            tags?: components["schemas"]["Tag"][];
         };
         /**
          * @description Image to video, from an `image_url` the provider fetches or an `upload_id` from `POST /videos/uploads` (exactly one of the two). Cost: one credit per second. Estimated time: 30 s plus 6 s per second.
@@ -731,6 +733,8 @@ export interface components {
             seed?: number;
             /** @description A deadline, in seconds from acceptance: a job not completed by then is given up by its execution (the provider is asked once more, then told to cancel), ends `expired` with `deadline_exceeded`, and gets every credit back. A deadline later than the deployment's own (`GENERATION_TIMEOUT_SECONDS`) changes nothing. The `Cancel-After` header says the same. */
             cancel_after_seconds?: number;
+            /** @description Up to 5 labels, each once, kept with the job and echoed in its status; `GET /videos/jobs?tag=` finds the jobs that carry one. */
+            tags?: components["schemas"]["Tag"][];
         };
         /**
          * @example {
@@ -912,6 +916,8 @@ export interface components {
             parent_job_id: components["schemas"]["JobId"] | null;
             /** @description The client's deadline in seconds from acceptance; `null` when none was given. */
             cancel_after_seconds: number | null;
+            /** @description The labels the job was created with; empty when none were given. */
+            tags: components["schemas"]["Tag"][];
         };
         /**
          * @description Where a job is now. `error` once it failed, expired or was rejected; `output` once completed and while the video is kept; `review` once reviewed; `metadata` only when the job was created with some.
@@ -1426,6 +1432,11 @@ export interface components {
             error: "unreachable" | null;
             duration_ms: number;
         };
+        /**
+         * @description A short label to find a job again: 1 to 32 of a-z, 0-9, `-`, `_`, `.` and `:`, starting with a letter or a digit.
+         * @example campaign:spring-26
+         */
+        Tag: string;
     };
     responses: {
         /** @description `invalid_request`: A field is missing, unknown, of the wrong type or out of range (`field` names it; `body` for malformed JSON), or a bad `Idempotency-Key`, `limit` or `cursor`. */
@@ -1636,6 +1647,18 @@ export interface components {
         Cursor: string;
         /** @description The job's deadline, as Replicate's API takes it: whole seconds (`90`) or a duration (`90s`, `5m`, `1h30m`), 5 s to 24 h. The same as the body's `cancel_after_seconds` (give one, or the same value in both). */
         CancelAfter: string;
+        /** @description Only jobs in one of these statuses, comma-separated (`failed,expired`). */
+        StatusFilter: string;
+        /** @description Only jobs of this kind. */
+        WorkflowTypeFilter: components["schemas"]["WorkflowType"];
+        /** @description Only jobs that carry this tag. */
+        TagFilter: components["schemas"]["Tag"];
+        /** @description Only jobs made from this one by a retry or a remix. */
+        ParentFilter: components["schemas"]["JobId"];
+        /** @description Only jobs created at or after this time (RFC 3339; write a `+` offset as `%2B`, or use `Z`). */
+        CreatedAfter: string;
+        /** @description Only jobs created before this time (RFC 3339); later than `created_after`. */
+        CreatedBefore: string;
     };
     requestBodies: never;
     headers: never;
@@ -1779,6 +1802,18 @@ export interface operations {
                 limit?: components["parameters"]["Limit"];
                 /** @description `next_cursor` of the previous page. */
                 cursor?: components["parameters"]["Cursor"];
+                /** @description Only jobs in one of these statuses, comma-separated (`failed,expired`). */
+                status?: components["parameters"]["StatusFilter"];
+                /** @description Only jobs of this kind. */
+                workflow_type?: components["parameters"]["WorkflowTypeFilter"];
+                /** @description Only jobs that carry this tag. */
+                tag?: components["parameters"]["TagFilter"];
+                /** @description Only jobs made from this one by a retry or a remix. */
+                parent_job_id?: components["parameters"]["ParentFilter"];
+                /** @description Only jobs created at or after this time (RFC 3339; write a `+` offset as `%2B`, or use `Z`). */
+                created_after?: components["parameters"]["CreatedAfter"];
+                /** @description Only jobs created before this time (RFC 3339); later than `created_after`. */
+                created_before?: components["parameters"]["CreatedBefore"];
             };
             header?: never;
             path?: never;

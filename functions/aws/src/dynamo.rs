@@ -67,6 +67,7 @@ use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use videojobs_core::model::ids::{ApiKeyHash, IdempotencyKey, JobId, Role, UploadId, UserId};
 use videojobs_core::model::job::{timestamp, Job, JobEvent};
+use videojobs_core::model::listing::JobFilter;
 use videojobs_core::model::request::ImageType;
 use videojobs_core::ports::*;
 use videojobs_core::services::retry::{retry, Backoff, Failed};
@@ -80,6 +81,7 @@ const WHILE_AT_PROVIDER: [&str; 3] = ["progress_detail", "progress_detail_at", "
 
 mod counters;
 mod keys;
+mod listing;
 mod progress;
 mod provider_switch;
 mod ratelimit;
@@ -183,6 +185,8 @@ pub fn job_item(job: &Job) -> Result<Item, StoreError> {
     item.extend(key(job_pk(&job.job_id), "JOB"));
     item.insert("kind".into(), s("job"));
     item.insert("created_key".into(), s(created_key(job)));
+    // Projected into `by_user` beside `status` (and `tags`, from the job), for the list's filters.
+    item.insert("workflow_type".into(), s(job.workflow_type().as_str()));
     if job.status.is_in_flight() {
         item.insert("active_user_id".into(), s(job.user_id.as_str()));
     }
@@ -872,11 +876,8 @@ impl JobReads for DynamoStore {
 
 #[async_trait]
 impl JobListings for DynamoStore {
-    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
-        let start = page.cursor.as_deref().map(|c| decode_cursor(c, user)).transpose()?;
-        let (items, last) = self.query_jobs(INDEX_BY_USER, "user_id", user, Some(page.limit), start).await?;
-        let next_cursor = last.map(|k| encode_cursor(&k)).transpose()?;
-        Ok(Page { items, next_cursor })
+    async fn jobs_of(&self, user: &UserId, filter: &JobFilter, page: &PageRequest) -> Result<Page<Job>, ListError> {
+        self.filtered_jobs(user, filter, page).await
     }
 
     async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {

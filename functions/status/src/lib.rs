@@ -15,6 +15,7 @@ use tracing::Instrument;
 use videojobs_api::{error_response, json_body, path_segments, presented_key, query_param, respond};
 use videojobs_aws::Provide;
 use videojobs_core::model::admin::{GrantRequest, NewKeyRequest};
+use videojobs_core::model::listing::JobFilter;
 use videojobs_core::model::request::InvalidRequest;
 use videojobs_core::model::review::ReviewRequest;
 use videojobs_core::ports::PageRequest;
@@ -169,8 +170,8 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
             };
             respond(ok, outcome)
         }
-        Route::List => match page_request(request) {
-            Ok(page) => respond(ok, services.list(&who, page).await),
+        Route::List => match page_request(request).and_then(|page| Ok((job_filter(request)?, page))) {
+            Ok((filter, page)) => respond(ok, services.list(&who, &filter, page).await),
             Err(err) => error_response(&err),
         },
         Route::Review(id) => respond(ok, review(services, request, &who, id).await),
@@ -223,6 +224,10 @@ async fn review(
     let body = json_body(request, services.settings.body_max_bytes)?;
     let decision = ReviewRequest::parse(body)?;
     services.review(who, id, decision).await
+}
+
+fn job_filter(request: &Request) -> Result<JobFilter, AppError> {
+    Ok(JobFilter::parse(|name| query_param(request, name))?)
 }
 
 fn page_request(request: &Request) -> Result<PageRequest, AppError> {

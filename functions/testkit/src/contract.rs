@@ -23,6 +23,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use videojobs_core::model::ids::{ApiKey, IdempotencyKey, JobId, KeyId, Role, UploadId, UserId};
 use videojobs_core::model::job::{EventSource, Job, JobEvent, JobParams};
+use videojobs_core::model::listing::JobFilter;
 use videojobs_core::model::notification::AttemptClaim;
 use videojobs_core::model::progress::{ProgressDetail, Stage};
 use videojobs_core::model::request::{AspectRatio, ImageType, ProviderName, Resolution};
@@ -149,6 +150,7 @@ macro_rules! contract_suite {
             an_owner_record_and_an_early_callback_note_are_found_again,
             a_task_token_is_kept_unless_replaced,
             a_users_jobs_page_newest_first_and_refuse_foreign_cursors,
+            filters_list_exactly_the_jobs_that_pass_them_page_by_page,
             keys_list_oldest_first_and_a_revocation_sticks,
             accounts_open_once_and_grants_need_an_account,
             uploads_are_saved_once,
@@ -424,7 +426,7 @@ pub async fn a_refunding_change_gives_the_credits_back_once_and_frees_the_slot(s
     let account = s.tables.account(&user).await.unwrap().unwrap();
     assert_eq!((account.credits, account.active_jobs), (10, 0), "refunded once, slot freed");
     assert_eq!(s.tables.active_jobs_of(&user).await.unwrap(), vec![], "no longer in the in-flight index");
-    assert_eq!(s.tables.jobs_of(&user, &page(10, None)).await.unwrap().items.len(), 1, "still listed");
+    assert_eq!(s.tables.jobs_of(&user, &JobFilter::default(), &page(10, None)).await.unwrap().items.len(), 1, "still listed");
 }
 
 pub async fn the_attempt_fence_refuses_writes_of_a_stale_attempt(s: &Subject) {
@@ -579,7 +581,7 @@ pub async fn a_users_jobs_page_newest_first_and_refuse_foreign_cursors(s: &Subje
     let mut cursor = None;
     let mut foreign = None;
     for _ in 0..10 {
-        let listed = s.tables.jobs_of(&user, &page(2, cursor.clone())).await.unwrap();
+        let listed = s.tables.jobs_of(&user, &JobFilter::default(), &page(2, cursor.clone())).await.unwrap();
         check_page(&listed, 2);
         seen.extend(listed.items.iter().map(|j| j.job_id.clone()));
         foreign = foreign.or(listed.next_cursor.clone());
@@ -591,9 +593,9 @@ pub async fn a_users_jobs_page_newest_first_and_refuse_foreign_cursors(s: &Subje
 
     made.reverse();
     assert_eq!(seen, made, "every job once, newest first");
-    let stolen = s.tables.jobs_of(&other, &page(2, foreign)).await;
+    let stolen = s.tables.jobs_of(&other, &JobFilter::default(), &page(2, foreign)).await;
     assert_eq!(stolen, Err(ListError::BadCursor), "a cursor is good only for its own listing");
-    assert_eq!(s.tables.jobs_of(&user, &page(2, Some("not a cursor".into()))).await, Err(ListError::BadCursor));
+    assert_eq!(s.tables.jobs_of(&user, &JobFilter::default(), &page(2, Some("not a cursor".into()))).await, Err(ListError::BadCursor));
     assert_eq!(s.tables.active_jobs_of(&user).await.unwrap().len(), 5);
 
     let newest = s.tables.job(&made[0]).await.unwrap().unwrap();
@@ -611,10 +613,86 @@ pub async fn a_users_jobs_page_newest_first_and_refuse_foreign_cursors(s: &Subje
     let queued = JobStatus::Queued;
     assert_eq!(statuses, [JobStatus::Submitted, queued, queued, queued, queued], "the statuses page like the jobs, newest first");
     assert_eq!(
-        s.tables.jobs_of(&user, &page(1, None)).await.unwrap().items[0].status,
+        s.tables.jobs_of(&user, &JobFilter::default(), &page(1, None)).await.unwrap().items[0].status,
         JobStatus::Submitted,
         "a list reads each job as it is now"
     );
+}
+
+pub async fn filters_list_exactly_the_jobs_that_pass_them_page_by_page(s: &Subject) {
+    // Arrange: six jobs of one user, told apart by status, type, tags, time and parent.
+    let user = account_with(s, 20).await;
+    let mut made: Vec<Job> = Vec::new();
+    let parent = JobId::generate();
+    for i in 0..6i64 {
+        let mut new = new_job(&user, 1, at(1_000 + i));
+        new.job.tags = match i % 3 {
+            0 => vec!["promo".parse().unwrap(), "q4".parse().unwrap()],
+            1 => vec!["q4".parse().unwrap()],
+            _ => Vec::new(),
+        };
+        if i % 2 == 1 {
+            let image = videojobs_core::model::request::ImageSource::Url("https://images.example.com/cat.png".into());
+            new.job.params = JobParams::ImageToVideo { image, length_seconds: 4, frame_rate: 24, zoom_speed: 0.1 };
+        }
+        if i >= 4 {
+            new.job.parent_job_id = Some(parent.clone());
+        }
+        assert_eq!(s.tables.create(&new).await.unwrap(), CreateOutcome::Created);
+        let job = if i % 2 == 0 { job_through_existing(s, new.job, JobStatus::Canceled, at(1_100 + i)).await } else { new.job };
+        made.push(job);
+    }
+    let all_pages = |filter: JobFilter| {
+        let user = user.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            for _ in 0..20 {
+                let listed = s.tables.jobs_of(&user, &filter, &page(2, cursor.clone())).await.unwrap();
+                assert!(listed.items.len() <= 2, "a page holds at most its limit");
+                seen.extend(listed.items.iter().map(|j| j.job_id.clone()));
+                cursor = listed.next_cursor;
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            seen
+        }
+    };
+    let filter = |pairs: &[(&str, &str)]| {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        JobFilter::parse(|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).unwrap()
+    };
+    let window_start = videojobs_core::model::job::timestamp::format(at(1_002));
+    let window_end = videojobs_core::model::job::timestamp::format(at(1_005));
+    let cases = [
+        vec![("status", "canceled")],
+        vec![("status", "queued,canceled"), ("tag", "q4")],
+        vec![("workflow_type", "image_to_video")],
+        vec![("tag", "promo")],
+        vec![("parent_job_id", parent.as_str())],
+        vec![("parent_job_id", parent.as_str()), ("status", "queued")],
+        vec![("created_after", window_start.as_str()), ("created_before", window_end.as_str())],
+        vec![("created_after", window_start.as_str()), ("tag", "q4"), ("workflow_type", "text_to_video")],
+    ];
+    for case in cases {
+        let filter = filter(&case);
+        let expected: Vec<JobId> = made.iter().rev().filter(|job| filter.matches(job)).map(|job| job.job_id.clone()).collect();
+
+        // Act
+        let listed = all_pages(filter).await;
+
+        // Assert
+        assert!(!expected.is_empty(), "{case:?} picks some job");
+        assert_eq!(listed, expected, "{case:?}: every job that passes, once, newest first");
+    }
+    // A cursor from a window is refused outside it (DynamoDB would refuse its start key).
+    let windowed = filter(&[("created_after", window_start.as_str())]);
+    let first = s.tables.jobs_of(&user, &windowed, &page(1, None)).await.unwrap();
+    let earlier = filter(&[("created_before", window_start.as_str())]);
+    assert_eq!(s.tables.jobs_of(&user, &earlier, &page(1, first.next_cursor.clone())).await, Err(ListError::BadCursor));
+    let other_parent = filter(&[("parent_job_id", JobId::generate().as_str())]);
+    assert_eq!(s.tables.jobs_of(&user, &other_parent, &page(1, first.next_cursor)).await, Err(ListError::BadCursor));
 }
 
 pub async fn keys_list_oldest_first_and_a_revocation_sticks(s: &Subject) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use videojobs_core::model::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, UploadId, UserId};
 use videojobs_core::model::job::{timestamp, Job, JobEvent};
+use videojobs_core::model::listing::JobFilter;
 use videojobs_core::model::notification::{AttemptClaim, UserWebhookSecrets};
 use videojobs_core::model::progress::ProgressDetail;
 use videojobs_core::model::request::ProviderName;
@@ -197,6 +198,56 @@ impl Memory {
                     }
                 }
                 Ok(page_of(rows, limit, &listing))
+            })
+            .await?)
+    }
+}
+
+impl Memory {
+    /// A filtered page, as the DynamoDB adapter reads it
+    /// (`videojobs_aws::dynamo::listing`): `by_parent` for a parent, else
+    /// `by_user`; the time window bounds the positions; status, type and tag
+    /// are tested on the index's (lagging) copy, then every job again as it
+    /// is now. Unlike DynamoDB's, the page is always full while jobs remain.
+    async fn filtered_jobs(&self, user: &UserId, filter: &JobFilter, page: &PageRequest) -> Result<Page<Job>, ListError> {
+        let listing = match &filter.parent_job_id {
+            Some(parent) => format!("children_of {parent}"),
+            None => format!("jobs_of {user}"),
+        };
+        let after = page.cursor.as_deref().map(|c| decode_cursor(c, &listing)).transpose()?;
+        let in_window = |position: &str| {
+            position.split_once('#').and_then(|(at, _)| timestamp::parse(at)).is_some_and(|at| filter.admits_creation_time(at))
+        };
+        if after.as_deref().is_some_and(|position| !in_window(position)) {
+            return Err(ListError::BadCursor);
+        }
+        let (user, filter, limit) = (user.clone(), filter.clone(), page.limit);
+        Ok(self
+            .call("JobListings::jobs_of", move |state, _| {
+                let mut rows: Vec<(String, Job)> = state
+                    .index
+                    .copy
+                    .values()
+                    .filter(|found| match &filter.parent_job_id {
+                        Some(parent) => found.job.parent_job_id.as_ref() == Some(parent),
+                        None => found.job.user_id == user,
+                    })
+                    .filter(|found| after.as_ref().is_none_or(|after| &found.created_key() < after))
+                    .filter(|found| filter.admits_creation_time(found.job.created_at))
+                    // by_parent holds keys only: the rest is tested on the items.
+                    .filter(|found| filter.parent_job_id.is_some() || filter.matches(&found.job))
+                    .filter_map(|found| Some((found.created_key(), state.jobs.get(&found.job.job_id)?.job.clone())))
+                    .collect();
+                rows.sort_by(|a, b| b.0.cmp(&a.0));
+                let mut page = page_of(rows, limit, &listing);
+                page.items.retain(|job| job.user_id == user && filter.matches(job));
+                if state.tally.is_some() {
+                    state.tally_read(Place::ByUser, || user.to_string(), (page.items.len() as u64).max(1));
+                    for job in &page.items {
+                        state.tally_read(Place::Jobs, || key::job(&job.job_id), 1);
+                    }
+                }
+                Ok(page)
             })
             .await?)
     }
@@ -422,12 +473,16 @@ impl JobReads for Memory {
 
 #[async_trait]
 impl JobListings for Memory {
-    async fn jobs_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Job>, ListError> {
-        // The index (keys only) finds them; the items are read as they are now.
-        self.user_index_page("JobListings::jobs_of", user, page, true, |state, found| {
-            state.jobs.get(&found.job.job_id).map(|s| s.job.clone())
-        })
-        .await
+    async fn jobs_of(&self, user: &UserId, filter: &JobFilter, page: &PageRequest) -> Result<Page<Job>, ListError> {
+        if filter.is_empty() {
+            // The index (keys only) finds them; the items are read as they are now.
+            return self
+                .user_index_page("JobListings::jobs_of", user, page, true, |state, found| {
+                    state.jobs.get(&found.job.job_id).map(|s| s.job.clone())
+                })
+                .await;
+        }
+        self.filtered_jobs(user, filter, page).await
     }
 
     async fn statuses_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<JobStatus>, ListError> {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 use videojobs_core::model::ids::{IdempotencyKey, JobId};
+use videojobs_core::model::listing::JobFilter;
 use videojobs_core::model::provider::{Callback, CallbackError, ProviderError, ProviderStatus, SubmitRequest};
 use videojobs_core::model::work::WorkMessage;
 use videojobs_core::ports::Provider;
@@ -85,10 +86,10 @@ async fn the_indexes_lag_the_table_by_the_lag_set() {
     let new = new_job(&user, 1, at(0));
     memory.create(&new).await.unwrap();
 
-    let listed_at_once = memory.jobs_of(&user, &PageRequest { limit: 10, cursor: None }).await.unwrap().items.len();
+    let listed_at_once = memory.jobs_of(&user, &JobFilter::default(), &PageRequest { limit: 10, cursor: None }).await.unwrap().items.len();
     let read_at_once = memory.job(&new.job.job_id).await.unwrap();
     memory.clock().advance(Duration::from_secs(5));
-    let listed_later = memory.jobs_of(&user, &PageRequest { limit: 10, cursor: None }).await.unwrap().items.len();
+    let listed_later = memory.jobs_of(&user, &JobFilter::default(), &PageRequest { limit: 10, cursor: None }).await.unwrap().items.len();
 
     assert_eq!(listed_at_once, 0, "the index has not caught up");
     assert!(read_at_once.is_some(), "a read of the item is strongly consistent");

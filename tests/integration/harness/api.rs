@@ -66,6 +66,7 @@ impl Payload {
 pub struct Page {
     limit: Option<u32>,
     cursor: Option<String>,
+    filters: Vec<(String, String)>,
 }
 
 impl Page {
@@ -75,7 +76,13 @@ impl Page {
     }
 
     pub fn of(limit: u32) -> Self {
-        Self { limit: Some(limit), cursor: None }
+        Self { limit: Some(limit), cursor: None, filters: Vec::new() }
+    }
+
+    /// The page with the list filter `name` = `value` (sent URL-encoded).
+    pub fn filtered(mut self, name: &str, value: &str) -> Self {
+        self.filters.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn after(mut self, cursor: &str) -> Self {
@@ -90,6 +97,9 @@ impl Page {
         }
         if let Some(cursor) = &self.cursor {
             parts.push(format!("cursor={cursor}"));
+        }
+        for (name, value) in &self.filters {
+            parts.push(url::form_urlencoded::Serializer::new(String::new()).append_pair(name, value).finish());
         }
         if parts.is_empty() {
             String::new()

@@ -716,7 +716,13 @@ impl TestApp {
 
     pub async fn job_count(&self) -> usize {
         let page = videojobs_core::ports::PageRequest { limit: 100, cursor: None };
-        self.services.listings.jobs_of(&self.user, &page).await.expect("jobs listed").items.len()
+        self.services
+            .listings
+            .jobs_of(&self.user, &videojobs_core::model::listing::JobFilter::default(), &page)
+            .await
+            .expect("jobs listed")
+            .items
+            .len()
     }
 
     /// Writes a job record as it is, for states the API cannot reach yet.

@@ -322,6 +322,9 @@ pub struct Job {
     /// the `by_parent` index's key: only such jobs are in that index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_job_id: Option<JobId>,
+    /// The client's labels, to find the job again (`GET /videos/jobs?tag=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<crate::model::listing::Tag>,
 }
 
 impl Job {
@@ -364,6 +367,7 @@ impl Job {
             seed: None,
             cancel_after_seconds: None,
             parent_job_id: None,
+            tags: Vec::new(),
         }
     }
 

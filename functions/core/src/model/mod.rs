@@ -12,6 +12,7 @@ pub mod ids;
 pub mod image;
 pub mod job;
 pub mod lifecycle;
+pub mod listing;
 pub mod mp4;
 pub mod notification;
 pub mod progress;

@@ -214,6 +214,8 @@ pub struct CommonOptions {
     /// The client's deadline: a job not completed this many seconds after it
     /// is accepted is canceled at the provider (see [`bounds::CANCEL_AFTER_SECONDS`]).
     pub cancel_after_seconds: Option<u32>,
+    /// The client's labels (see [`crate::model::listing::Tag`]).
+    pub tags: Vec<crate::model::listing::Tag>,
 }
 
 /// `POST /videos/generate`, checked.
@@ -370,6 +372,8 @@ struct GenerateBody {
     seed: Option<u32>,
     #[serde(default)]
     cancel_after_seconds: Option<u32>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -397,6 +401,8 @@ struct AnimateBody {
     seed: Option<u32>,
     #[serde(default)]
     cancel_after_seconds: Option<u32>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -417,7 +423,7 @@ impl GenerateRequest {
             duration_seconds,
             aspect_ratio: raw.aspect_ratio.unwrap_or(AspectRatio::Landscape),
             resolution: raw.resolution.unwrap_or(Resolution::Hd),
-            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, (raw.seed, raw.cancel_after_seconds), limits)?,
+            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, (raw.seed, raw.cancel_after_seconds, raw.tags), limits)?,
         })
     }
 
@@ -453,7 +459,7 @@ impl AnimateRequest {
             length_seconds: in_range("length", raw.length.unwrap_or(bounds::DEFAULT_LENGTH_SECONDS), bounds::LENGTH_SECONDS)?,
             frame_rate: in_range("frame_rate", raw.frame_rate.unwrap_or(bounds::DEFAULT_FRAME_RATE), bounds::FRAME_RATE)?,
             zoom_speed,
-            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, (raw.seed, raw.cancel_after_seconds), limits)?,
+            common: checked_common(raw.provider, raw.webhook_url, raw.metadata, (raw.seed, raw.cancel_after_seconds, raw.tags), limits)?,
         })
     }
 
@@ -640,9 +646,10 @@ fn checked_common(
     provider: Option<String>,
     webhook_url: Option<String>,
     metadata: Option<Map<String, Value>>,
-    (seed, cancel_after_seconds): (Option<u32>, Option<u32>),
+    (seed, cancel_after_seconds, tags): (Option<u32>, Option<u32>, Option<Vec<String>>),
     limits: &RequestLimits,
 ) -> Result<CommonOptions, InvalidRequest> {
+    let tags = crate::model::listing::checked_tags(tags)?;
     let cancel_after_seconds =
         cancel_after_seconds.map(|s| in_range("cancel_after_seconds", s, bounds::CANCEL_AFTER_SECONDS)).transpose()?;
     let provider = provider.map(|p| p.parse::<ProviderName>().map_err(|e| InvalidRequest::new("provider", e.0))).transpose()?;
@@ -669,7 +676,7 @@ fn checked_common(
             faults::check(faults)?;
         }
     }
-    Ok(CommonOptions { provider, webhook_url, metadata, seed, cancel_after_seconds })
+    Ok(CommonOptions { provider, webhook_url, metadata, seed, cancel_after_seconds, tags })
 }
 
 /// Whether DynamoDB can store a metadata value: nesting within

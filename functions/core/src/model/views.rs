@@ -193,6 +193,8 @@ pub struct StatusBody {
     pub cancel_after_seconds: Option<u32>,
     /// The job this one was made from (`POST …/retry` or `…/remix`); `null` otherwise.
     pub parent_job_id: Option<JobId>,
+    /// The client's labels; empty when none were given.
+    pub tags: Vec<crate::model::listing::Tag>,
     /// When to ask again, in seconds: the single status answer sends it as
     /// `Retry-After`; not part of the body.
     #[serde(skip)]
@@ -251,6 +253,7 @@ impl StatusBody {
             seed: job.seed,
             cancel_after_seconds: job.cancel_after_seconds,
             parent_job_id: job.parent_job_id.clone(),
+            tags: job.tags.clone(),
             poll_after_seconds: None,
         }
     }

@@ -5,6 +5,7 @@ use crate::model::error::StoreError;
 use crate::model::ids::{ApiKey, IdempotencyKey, JobId, UploadId, UserId};
 use crate::model::job::{timestamp, EventSource, Failure, Job, JobError, JobEvent, JobParams};
 use crate::model::lifecycle::{transition, JobStatus};
+use crate::model::listing::JobFilter;
 use crate::model::ratelimit::Policy;
 use crate::model::request::{
     legacy_request_fingerprint, prompt_hash, request_fingerprint, AnimateRequest, CommonOptions, GenerateRequest, ImageSource,
@@ -203,6 +204,7 @@ impl Services {
             seed: common.seed,
             cancel_after_seconds: common.cancel_after_seconds,
             parent_job_id: parent,
+            tags: common.tags,
             ..Job::accepted(job_id, who.user_id.clone(), params, provider, cost, now)
         };
         let body = json(&AcceptedBody::for_job(&job))?;
@@ -486,9 +488,9 @@ impl Services {
         Ok(EventsBody { job_id: job.job_id, events: events.iter().map(EventView::from).collect() })
     }
 
-    /// `GET /videos/jobs`: a page of the caller's own jobs, newest first.
-    pub async fn list(&self, who: &Principal, page: PageRequest) -> Result<ListBody, AppError> {
-        let page = self.listings.jobs_of(&who.user_id, &page).await.map_err(|err| match err {
+    /// `GET /videos/jobs`: a page of the caller's own jobs that pass `filter`, newest first.
+    pub async fn list(&self, who: &Principal, filter: &JobFilter, page: PageRequest) -> Result<ListBody, AppError> {
+        let page = self.listings.jobs_of(&who.user_id, filter, &page).await.map_err(|err| match err {
             ListError::BadCursor => InvalidRequest::new("cursor", "is not a cursor this API gave out").into(),
             ListError::Store(err) => AppError::from(err),
         })?;

@@ -118,6 +118,7 @@ impl Services {
             ("metadata", job.metadata.clone().map(Value::Object)),
             ("seed", job.seed.map(Value::from)),
             ("cancel_after_seconds", job.cancel_after_seconds.map(Value::from)),
+            ("tags", (!job.tags.is_empty()).then(|| json!(job.tags))),
         ];
         for (field, value) in optional {
             if let Some(value) = value {
