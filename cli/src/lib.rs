@@ -49,17 +49,20 @@ enum Command {
     Status { job_id: String },
     /// How a job got where it is.
     Events { job_id: String },
-    /// Your jobs, newest first.
+    /// Your jobs, newest first. With filters a page may hold fewer jobs than
+    /// --limit, even none, and still have more after it: follow the "More:" line.
     List {
         /// How many jobs per page (1 to 100).
         #[arg(long)]
         limit: Option<u32>,
-        /// The page after this cursor (from the previous page).
+        /// The page after this cursor (from the previous page; give the same filters with it).
         #[arg(long)]
         cursor: Option<String>,
-        /// Only the jobs still being made.
+        /// Only the jobs still being made (one page; takes no filter).
         #[arg(long)]
         active: bool,
+        #[command(flatten)]
+        filter: ListFilter,
     },
     /// Cancel a job that is still being made; its credits come back.
     Cancel { job_id: String },
@@ -154,6 +157,90 @@ enum AdminCommand {
     },
 }
 
+/// The filters of `list`, each a query parameter of `GET /videos/jobs`.
+#[derive(Debug, Args, Default)]
+struct ListFilter {
+    /// Only jobs in one of these statuses: failed,expired (or --status failed --status expired).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', conflicts_with = "active")]
+    status: Vec<String>,
+    /// Only jobs of this kind: text_to_video or image_to_video.
+    #[arg(long, value_name = "TYPE", conflicts_with = "active")]
+    workflow_type: Option<String>,
+    /// Only jobs carrying this tag.
+    #[arg(long, value_name = "TAG", conflicts_with = "active")]
+    tag: Option<String>,
+    /// Only jobs made from this one by a retry or a remix.
+    #[arg(long, value_name = "JOB_ID", conflicts_with = "active")]
+    parent: Option<String>,
+    /// Only jobs created at or after this time (RFC 3339: 2026-05-01T00:00:00Z).
+    #[arg(long, value_name = "TIME", conflicts_with = "active")]
+    since: Option<String>,
+    /// Only jobs created before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", conflicts_with = "active")]
+    until: Option<String>,
+}
+
+impl ListFilter {
+    /// `(query parameter, command-line flag, value)` for each filter given, in the API's order.
+    fn given(&self) -> Vec<(&'static str, &'static str, String)> {
+        let status = (!self.status.is_empty()).then(|| self.status.join(","));
+        [
+            ("status", "--status", status),
+            ("workflow_type", "--workflow-type", self.workflow_type.clone()),
+            ("tag", "--tag", self.tag.clone()),
+            ("parent_job_id", "--parent", self.parent.clone()),
+            ("created_after", "--since", self.since.clone()),
+            ("created_before", "--until", self.until.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, flag, value)| value.map(|value| (name, flag, value)))
+        .collect()
+    }
+}
+
+/// The path and query of one page of `GET /videos/jobs`, form-urlencoded.
+fn list_path(limit: Option<u32>, cursor: Option<&str>, filter: &ListFilter) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(limit) = limit {
+        query.append_pair("limit", &limit.to_string());
+    }
+    if let Some(cursor) = cursor {
+        query.append_pair("cursor", cursor);
+    }
+    for (name, _, value) in filter.given() {
+        query.append_pair(name, &value);
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        "/videos/jobs".to_owned()
+    } else {
+        format!("/videos/jobs?{query}")
+    }
+}
+
+/// The command that lists the page after `next`, with the same page size and filters.
+fn next_page_command(limit: Option<u32>, filter: &ListFilter, next: &str) -> String {
+    let mut command = String::from("videojobs list");
+    if let Some(limit) = limit {
+        command.push_str(&format!(" --limit {limit}"));
+    }
+    for (_, flag, value) in filter.given() {
+        command.push_str(&format!(" {flag} {}", shell_word(&value)));
+    }
+    command.push_str(&format!(" --cursor {}", shell_word(next)));
+    command
+}
+
+/// `text` as one shell word: as it is when every character is plain, else in single quotes.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.:,+/=@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
 #[derive(Debug, Args)]
 struct WaitArgs {
     /// Wait until the job ends, showing its progress.
@@ -182,6 +269,10 @@ struct JobOptions {
     /// Give the job up if it is not done by then: seconds, or 90s, 5m, 1h30m.
     #[arg(long, value_name = "DURATION")]
     cancel_after: Option<String>,
+    /// A label to find the job again with `list --tag` (repeat for more, up to 5):
+    /// a-z, 0-9, - _ . : (campaign:spring-26).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -199,8 +290,11 @@ struct RemixArgs {
     job_id: String,
     /// A field of the job's create request and its new value (JSON, or text):
     /// prompt="A boat at night", duration_seconds=2, seed=null (null leaves it out).
-    #[arg(long = "set", value_name = "FIELD=VALUE", required = true)]
+    #[arg(long = "set", value_name = "FIELD=VALUE", required_unless_present = "tags")]
     set: Vec<String>,
+    /// The new job's tags instead of the parent's (repeat for more, up to 5).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
     /// Sending the same command again with this key makes no second job.
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -582,47 +676,49 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
             }
             Ok(())
         }
-        Command::List { limit, cursor, active } => {
-            let path = if active {
-                "/videos/jobs/active".to_owned()
-            } else {
-                let mut query = Vec::new();
-                if let Some(limit) = limit {
-                    query.push(format!("limit={limit}"));
-                }
-                if let Some(cursor) = &cursor {
-                    query.push(format!("cursor={}", query_value(cursor)));
-                }
-                if query.is_empty() {
-                    "/videos/jobs".to_owned()
-                } else {
-                    format!("/videos/jobs?{}", query.join("&"))
-                }
-            };
+        Command::List { limit, cursor, active, filter } => {
+            let path = if active { "/videos/jobs/active".to_owned() } else { list_path(limit, cursor.as_deref(), &filter) };
             let list = api.get(&path).await?;
             if console.json {
                 console.json(&list);
                 return Ok(());
             }
             let jobs = list["jobs"].as_array().cloned().unwrap_or_default();
+            let next = list["next_cursor"].as_str();
             if jobs.is_empty() {
-                console.note("No jobs.");
+                // A filtered page may be empty and still have pages after it.
+                console.note(if next.is_some() { "No jobs on this page; there may be more on the next." } else { "No jobs." });
             }
             for job in &jobs {
                 console.say(&job_line(job));
             }
-            if let Some(next) = list["next_cursor"].as_str() {
-                console.note(&format!("More: videojobs list --cursor {next}"));
+            if let Some(next) = next {
+                console.note(&format!("More: {}", next_page_command(limit, &filter, next)));
             }
             Ok(())
         }
         Command::Retry(args) => {
-            let options = JobOptions { provider: None, webhook_url: None, idempotency_key: args.idempotency_key, cancel_after: None };
+            let options = JobOptions {
+                provider: None,
+                webhook_url: None,
+                idempotency_key: args.idempotency_key,
+                cancel_after: None,
+                tags: Vec::new(),
+            };
             create(api, &format!("/videos/jobs/{}/retry", segment(&args.job_id)?), json!({}), &options, &args.wait, console).await
         }
         Command::Remix(args) => {
-            let options = JobOptions { provider: None, webhook_url: None, idempotency_key: args.idempotency_key, cancel_after: None };
             let body = overrides(&args.set)?;
+            if !args.tags.is_empty() && body.get("tags").is_some() {
+                return Err(CliError::Local("give the tags with --tag or with --set tags=…, not both".into()));
+            }
+            let options = JobOptions {
+                provider: None,
+                webhook_url: None,
+                idempotency_key: args.idempotency_key,
+                cancel_after: None,
+                tags: args.tags,
+            };
             create(api, &format!("/videos/jobs/{}/remix", segment(&args.job_id)?), body, &options, &args.wait, console).await
         }
         Command::Batch { file, idempotency_key } => {
@@ -827,6 +923,9 @@ async fn create(
 ) -> Result<(), CliError> {
     set(&mut body, "provider", options.provider.clone().map(Value::from));
     set(&mut body, "webhook_url", options.webhook_url.clone().map(Value::from));
+    if !options.tags.is_empty() {
+        set(&mut body, "tags", Some(Value::from(options.tags.clone())));
+    }
     let mut headers: Vec<(&str, &str)> = Vec::new();
     if let Some(key) = options.idempotency_key.as_deref() {
         headers.push(("idempotency-key", key));
@@ -1010,16 +1109,26 @@ fn user_stats_summary(stats: &Value) -> Vec<String> {
     ]
 }
 
-/// One job of a listing (`list`, `children`) on one line.
+/// One job of a listing (`list`, `children`) on one line, its tags last when it has any.
 fn job_line(job: &Value) -> String {
-    format!(
+    let mut line = format!(
         "{}  {:<10} {:>3}%  {:<14}  {}",
         job["job_id"].as_str().unwrap_or(""),
         job["status"].as_str().unwrap_or(""),
         job["progress"].as_u64().unwrap_or(0),
         job["workflow_type"].as_str().unwrap_or(""),
         job["created_at"].as_str().unwrap_or("")
-    )
+    );
+    let tags = tag_list(job);
+    if !tags.is_empty() {
+        line.push_str(&format!("  [{tags}]"));
+    }
+    line
+}
+
+/// A job's tags as `a, b`; empty when it has none.
+fn tag_list(job: &Value) -> String {
+    job["tags"].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
 }
 
 fn print_status(status: &Value, console: &mut Console<'_>) {
@@ -1032,6 +1141,10 @@ fn print_status(status: &Value, console: &mut Console<'_>) {
         field("created_at"),
         field("updated_at")
     ));
+    let tags = tag_list(status);
+    if !tags.is_empty() {
+        console.say(&format!("  tags: {tags}"));
+    }
     if let Some(message) = status["error"]["message"].as_str() {
         let next = status["error"]["next_step"].as_str().map(|s| format!(" {}", sentence(s))).unwrap_or_default();
         console.say(&format!("  {}{next}", sentence(message)));
@@ -1255,6 +1368,115 @@ mod tests {
         let request = the_request(&server).await;
         assert_eq!(request.headers.get("cancel-after").and_then(|v| v.to_str().ok()), Some("5m"));
         assert_eq!(serde_json::from_slice::<Value>(&request.body).unwrap(), json!({"prompt": "A kite"}));
+    }
+
+    #[test]
+    fn list_filters_become_one_form_urlencoded_query_in_the_apis_order() {
+        let filter = ListFilter {
+            status: vec!["failed".into(), "expired".into()],
+            workflow_type: Some("text_to_video".into()),
+            tag: Some("campaign:spring-26".into()),
+            parent: Some("job_01abc".into()),
+            since: Some("2026-05-01T00:00:00+02:00".into()),
+            until: Some("2026-06-01T00:00:00Z".into()),
+        };
+        assert_eq!(
+            list_path(Some(10), Some("c/1+="), &filter),
+            "/videos/jobs?limit=10&cursor=c%2F1%2B%3D&status=failed%2Cexpired&workflow_type=text_to_video\
+             &tag=campaign%3Aspring-26&parent_job_id=job_01abc&created_after=2026-05-01T00%3A00%3A00%2B02%3A00\
+             &created_before=2026-06-01T00%3A00%3A00Z"
+        );
+        assert_eq!(list_path(None, None, &ListFilter::default()), "/videos/jobs");
+        assert_eq!(
+            next_page_command(Some(10), &filter, "c2"),
+            "videojobs list --limit 10 --status failed,expired --workflow-type text_to_video --tag campaign:spring-26 \
+             --parent job_01abc --since 2026-05-01T00:00:00+02:00 --until 2026-06-01T00:00:00Z --cursor c2"
+        );
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+    }
+
+    #[tokio::test]
+    async fn a_filtered_list_sends_its_filters_and_the_more_line_keeps_them_for_the_next_page() {
+        // Arrange: the first page is empty (a filtered page may be) and has a next one.
+        let server = api_answering(200, r#"{"jobs":[],"next_cursor":"eyJrIjoxfQ"}"#).await;
+        let base = ["videojobs", "--url", &server.uri(), "--key", "k", "list"];
+        let filters = ["--status", "failed", "--status", "expired", "--tag", "promo", "--since", "2026-05-01T00:00:00+02:00"];
+        let args: Vec<&str> = base.iter().chain(&filters).copied().collect();
+
+        // Act
+        let (code, out, err) = run_captured(&args, &[]).await;
+
+        // Assert: the filters went URL-encoded, and the hint repeats them with the cursor.
+        assert_eq!(code, exit::OK, "{err}");
+        assert_eq!(out, "");
+        let request = the_request(&server).await;
+        assert_eq!(request.url.path(), "/videos/jobs");
+        assert_eq!(request.url.query(), Some("status=failed%2Cexpired&tag=promo&created_after=2026-05-01T00%3A00%3A00%2B02%3A00"));
+        let hint = "videojobs list --status failed,expired --tag promo --since 2026-05-01T00:00:00+02:00 --cursor eyJrIjoxfQ";
+        assert_eq!(err, format!("No jobs on this page; there may be more on the next.\nMore: {hint}\n"));
+
+        // The hint, run as printed, asks for the next page with the same filters.
+        server.reset().await;
+        let server_uri = server.uri();
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_raw(
+                r#"{"jobs":[{"job_id":"job_7","status":"failed","progress":0,"workflow_type":"text_to_video",
+                    "created_at":"2026-05-02T10:00:00.000Z","tags":["promo","spring"]}],"next_cursor":null}"#,
+                "application/json",
+            ))
+            .mount(&server)
+            .await;
+        let again: Vec<&str> = ["videojobs", "--url", &server_uri, "--key", "k"].into_iter().chain(hint.split(' ').skip(1)).collect();
+        let (code, out, err) = run_captured(&again, &[]).await;
+        assert_eq!(code, exit::OK, "{err}");
+        assert_eq!(err, "");
+        assert_eq!(out, "job_7  failed       0%  text_to_video   2026-05-02T10:00:00.000Z  [promo, spring]\n");
+        let request = the_request(&server).await;
+        assert_eq!(
+            request.url.query(),
+            Some("cursor=eyJrIjoxfQ&status=failed%2Cexpired&tag=promo&created_after=2026-05-01T00%3A00%3A00%2B02%3A00")
+        );
+    }
+
+    #[test]
+    fn a_job_line_shows_tags_only_when_the_job_has_some() {
+        let job = json!({"job_id": "job_1", "status": "queued", "progress": 5, "workflow_type": "image_to_video",
+            "created_at": "2026-05-02T10:00:00.000Z", "tags": []});
+        assert_eq!(job_line(&job), "job_1  queued       5%  image_to_video  2026-05-02T10:00:00.000Z");
+        let tagged = json!({"job_id": "job_1", "status": "queued", "progress": 5, "workflow_type": "image_to_video",
+            "created_at": "2026-05-02T10:00:00.000Z", "tags": ["a", "campaign:spring-26"]});
+        assert_eq!(job_line(&tagged), "job_1  queued       5%  image_to_video  2026-05-02T10:00:00.000Z  [a, campaign:spring-26]");
+    }
+
+    #[tokio::test]
+    async fn tag_flags_go_as_the_create_bodys_tags() {
+        let server = api_answering(202, r#"{"job_id":"job_8","status":"queued","status_label":"Waiting to start"}"#).await;
+        let args =
+            ["videojobs", "--url", &server.uri(), "--key", "k", "generate", "A kite", "--tag", "promo", "--tag", "campaign:spring-26"];
+
+        let (code, _, err) = run_captured(&args, &[]).await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        let sent: Value = serde_json::from_slice(&the_request(&server).await.body).unwrap();
+        assert_eq!(sent, json!({"prompt": "A kite", "tags": ["promo", "campaign:spring-26"]}));
+    }
+
+    #[tokio::test]
+    async fn remix_takes_tags_alone_but_not_twice() {
+        let server = api_answering(202, r#"{"job_id":"job_9","status":"queued","status_label":"Waiting to start"}"#).await;
+        let args = ["videojobs", "--url", &server.uri(), "--key", "k", "remix", "job_5", "--tag", "night"];
+
+        let (code, _, err) = run_captured(&args, &[]).await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        assert_eq!(serde_json::from_slice::<Value>(&the_request(&server).await.body).unwrap(), json!({"tags": ["night"]}));
+        let both = ["videojobs", "--url", "http://127.0.0.1:9", "--key", "k", "remix", "job_5", "--tag", "a", "--set", r#"tags=["b"]"#];
+        let (code, _, err) = run_captured(&both, &[]).await;
+        assert_eq!(code, exit::FAILED);
+        assert_eq!(err, "error: Give the tags with --tag or with --set tags=…, not both.\n");
+        let (code, _, _) = run_captured(&["videojobs", "--key", "k", "remix", "job_5"], &[]).await;
+        assert_eq!(code, exit::USAGE, "remix still needs --set or --tag");
     }
 
     #[tokio::test]

@@ -23,6 +23,8 @@ export type Notification = Schemas["Notification"];
 export type ErrorBody = Schemas["Error"];
 export type ErrorCode = ErrorBody["error"]["code"];
 export type ImageType = Schemas["UploadRequest"]["content_type"];
+export type WorkflowType = Schemas["WorkflowType"];
+export type Tag = Schemas["Tag"];
 
 /** Between polls when the answer says nothing (`Retry-After` absent). */
 export const RECOMMENDED_POLL_INTERVAL_MS = 2_000;
@@ -66,6 +68,27 @@ export interface CreateOptions {
   idempotencyKey?: string;
   /** A deadline, sent as `Cancel-After`: seconds, or `90s`, `5m`, `1h30m`. Not completed by then, the job is given up and refunded. */
   cancelAfter?: string | number;
+}
+
+/**
+ * Which of the caller's jobs `list` and `listPage` keep (`GET /videos/jobs`'s
+ * filters), all optional and applying together. A filtered page may hold fewer
+ * than `limit` jobs, even none, and still have a `next_cursor`: `list()`
+ * follows it; with `listPage` pass the same filter with each `cursor`.
+ */
+export interface JobListFilter {
+  /** In one of these statuses: `"failed,expired"` or `["failed", "expired"]`. */
+  status?: string | readonly string[];
+  /** Of this kind. */
+  workflowType?: WorkflowType;
+  /** Carrying this tag. */
+  tag?: Tag;
+  /** Made from this job by a retry or a remix. */
+  parentJobId?: string;
+  /** Created at or after this time (a `Date`, or RFC 3339 text). */
+  createdAfter?: Date | string;
+  /** Created before this time (a `Date`, or RFC 3339 text); later than `createdAfter`. */
+  createdBefore?: Date | string;
 }
 
 /** A new job, and whether the answer was a replay of an earlier one. */
@@ -186,20 +209,36 @@ export class VideoJobsClient {
     return (await this.request<JobEvents>("GET", `/videos/jobs/${encodeURIComponent(jobId)}/events`)).body;
   }
 
-  /** One page of the caller's jobs, newest first. */
-  async listPage(options: { limit?: number; cursor?: string } = {}): Promise<JobList> {
+  /**
+   * One page of the caller's jobs, newest first, optionally filtered. A filtered
+   * page may hold fewer than `limit` jobs, even none, and still have a
+   * `next_cursor`: ask for it with the same filter (or use {@link list}).
+   */
+  async listPage(options: JobListFilter & { limit?: number; cursor?: string } = {}): Promise<JobList> {
     const query = new URLSearchParams();
     if (options.limit !== undefined) query.set("limit", String(options.limit));
     if (options.cursor) query.set("cursor", options.cursor);
+    const status = typeof options.status === "string" ? options.status : options.status?.join(",");
+    if (status) query.set("status", status);
+    if (options.workflowType) query.set("workflow_type", options.workflowType);
+    if (options.tag) query.set("tag", options.tag);
+    if (options.parentJobId) query.set("parent_job_id", options.parentJobId);
+    if (options.createdAfter) query.set("created_after", timeParameter(options.createdAfter));
+    if (options.createdBefore) query.set("created_before", timeParameter(options.createdBefore));
     const suffix = query.size ? `?${query}` : "";
     return (await this.request<JobList>("GET", `/videos/jobs${suffix}`)).body;
   }
 
-  /** Every one of the caller's jobs, newest first, fetched a page at a time. */
-  async *list(options: { pageSize?: number } = {}): AsyncGenerator<JobStatusBody, void, undefined> {
+  /**
+   * Every one of the caller's jobs (those `filter` keeps), newest first,
+   * fetched a page at a time: it follows `next_cursor` with the same filter
+   * until it is `null`, through pages that a filter left empty.
+   */
+  async *list(options: JobListFilter & { pageSize?: number } = {}): AsyncGenerator<JobStatusBody, void, undefined> {
+    const { pageSize, ...filter } = options;
     let cursor: string | undefined;
     do {
-      const page = await this.listPage({ limit: options.pageSize, cursor });
+      const page = await this.listPage({ ...filter, limit: pageSize, cursor });
       yield* page.jobs;
       cursor = page.next_cursor ?? undefined;
     } while (cursor);
@@ -278,6 +317,11 @@ export class VideoJobsClient {
     const body = options.graceSeconds === undefined ? undefined : { grace_seconds: options.graceSeconds };
     return (await this.request<WebhookSecret>("POST", "/videos/webhook-secret/rotate", body)).body;
   }
+}
+
+/** A `created_*` filter's value: a `Date` as ISO 8601 UTC, text as given. */
+function timeParameter(time: Date | string): string {
+  return time instanceof Date ? time.toISOString() : time;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

@@ -103,6 +103,42 @@ test("cancel gives the credits back; a retry and a remix make new jobs under it"
   assert.equal((await api.account()).credits, before.credits);
 });
 
+test("tags are echoed, and the list's filters find a job by its tag, kind and status", async () => {
+  const api = client();
+  const run = Date.now().toString(36);
+  const [tagA, tagB] = [`ts-a-${run}`, `ts-b-${run}`];
+  // Held in flight by the local provider (scripts/contract-test allows the fault), so that both can be canceled.
+  const slow = { duration_seconds: 1, resolution: "480p", metadata: { local_faults: { delay_ms: 60_000 } } };
+  const a = await api.generate({ ...slow, prompt: "tagged a", tags: [tagA, "ts:contract"] });
+  const b = await api.generate({ ...slow, prompt: "tagged b", tags: [tagB] });
+  assert.deepEqual((await api.status(a.job_id)).tags, [tagA, "ts:contract"]);
+  assert.deepEqual((await api.status(b.job_id)).tags, [tagB]);
+  await assert.rejects(api.generate({ prompt: "bad tag", tags: ["Promo"] }), (err) => err instanceof ApiError && err.status === 400);
+
+  const ids = async (filter) => {
+    const found = [];
+    for await (const job of api.list({ pageSize: 2, ...filter })) found.push(job.job_id);
+    return found;
+  };
+  assert.deepEqual(await ids({ tag: tagA }), [a.job_id]);
+  assert.deepEqual(await ids({ tag: tagB }), [b.job_id]);
+  assert.deepEqual(await ids({ tag: tagA, workflowType: "text_to_video", createdAfter: new Date(Date.now() - 3_600_000) }), [a.job_id]);
+  assert.deepEqual(await ids({ tag: tagA, workflowType: "image_to_video" }), []);
+  const page = await api.listPage({ tag: tagB, limit: 1 });
+  assert.ok(page.jobs.length <= 1);
+
+  // Canceled, they are listed under that status (the index may lag a moment).
+  for (const job of [a, b]) await api.cancel(job.job_id);
+  let canceled = [];
+  for (let attempt = 0; attempt < 20; attempt++) {
+    canceled = await ids({ tag: tagA, status: ["canceled", "failed"] });
+    if (canceled.length) break;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  assert.deepEqual(canceled, [a.job_id]);
+  assert.deepEqual(await ids({ tag: tagA, status: "approved" }), []);
+});
+
 test("a batch answers each item in order, and again the same under one key", async () => {
   const api = client();
   const request = { defaults: { duration_seconds: 1, resolution: "480p" }, items: [{ ref: "a", prompt: "One" }, { ref: "b", prompt: "Two" }] };
