@@ -165,6 +165,7 @@ fn switch_event(id: &JobId) -> JobEvent {
         message: "Moved to the fallback provider 'local': test".into(),
         error_code: None,
         actor: None,
+        delivery: None,
     }
 }
 

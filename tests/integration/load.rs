@@ -815,6 +815,7 @@ fn the_history_check_finds_a_move_back_a_refused_change_and_a_broken_chain_and_p
                 message: String::new(),
                 error_code: None,
                 actor: None,
+                delivery: None,
             })
             .collect()
     };

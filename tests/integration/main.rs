@@ -13,6 +13,7 @@ mod concurrency;
 mod contract;
 mod create;
 mod deadlines;
+mod deliveries;
 mod event_source;
 mod failover;
 mod lineage;

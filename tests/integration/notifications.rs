@@ -15,10 +15,10 @@ use videojobs_core::ports::NotificationLog;
 use videojobs_core::JobStatus;
 
 /// Where the tests' receivers take notifications: the query must stay out of events.
-const HOOK: &str = "/hooks/videojobs?token=abc";
+pub(crate) const HOOK: &str = "/hooks/videojobs?token=abc";
 
 /// Cancels the job, then hands the `notify` message the cancel queued to the worker.
-async fn cancel_and_deliver(app: &TestApp, id: &JobId) -> Value {
+pub(crate) async fn cancel_and_deliver(app: &TestApp, id: &JobId) -> Value {
     assert_eq!(app.cancel_job(&id).await.status, StatusCode::OK);
     let (message, _) = next_message(app, id, "notify").await;
     app.handle_work(work_message(message.clone())).await;
@@ -32,7 +32,7 @@ fn short_retries() -> videojobs_core::model::settings::Settings {
 }
 
 /// A user on a stack of their own (its queue read by the test), with one-second retries.
-async fn isolated() -> TestApp {
+pub(crate) async fn isolated() -> TestApp {
     isolated_with(short_retries()).await
 }
 

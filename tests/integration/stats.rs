@@ -49,6 +49,7 @@ fn new_job(app: &TestApp) -> NewJob {
             message: "test job".into(),
             error_code: None,
             actor: None,
+            delivery: None,
         },
         job,
         prompt: None,

@@ -584,6 +584,98 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/videos/jobs/{job_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The job's id, `job_…`. Anything that is not one of your jobs answers 404.
+                 * @example job_01kazb9x4k7c1v7q0m2n3p4r5s
+                 */
+                job_id: components["parameters"]["JobIdPath"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Every attempt at a job's notifications
+         * @description The delivery log of the job: every attempt at each notification (scheduled or manual), oldest first, with the endpoint's scheme, host and port, what it answered or why it failed, and how long it took. Kept as long as the job. Anyone who may read the job may read it.
+         */
+        get: operations["listJobDeliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/videos/jobs/{job_id}/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The job's id, `job_…`. Anything that is not one of your jobs answers 404.
+                 * @example job_01kazb9x4k7c1v7q0m2n3p4r5s
+                 */
+                job_id: components["parameters"]["JobIdPath"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a job's notification again
+         * @description Queues one more attempt at the job's notification of `status` (by default the latest status the client is told of), outside the retry schedule: it neither restarts nor moves the schedule on; if it is delivered, the schedule sends nothing more. It goes through the notifier like every delivery (the address checked again, signed, within the account's delivery slots) and appears in the delivery log as `manual`. Another request for the same job and status within a minute queues nothing (`queued: false`). Only the job's owner; counts as a create against the key's rate limits.
+         */
+        post: operations["redeliverJobNotification"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/videos/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's failed notification attempts
+         * @description Failed attempts at the caller's notifications across their jobs, newest first, paginated like `GET /videos/jobs` (pass the same filters with `cursor`). With `error_class` a page may hold fewer than `limit`, even none, and still have a `next_cursor`.
+         */
+        get: operations["listFailedDeliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/videos/deliveries/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send again every failed notification since a time
+         * @description Queues one manual attempt (as `POST …/redeliver` does) at each of the caller's notifications that has a failed attempt since `since` and was never delivered, newest first, at most 50 a request (`more` says to ask again). Requests within a minute of each other send each notification once. Counts as a create against the key's rate limits.
+         */
+        post: operations["recoverDeliveries"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export interface webhooks {
     jobNotification: {
@@ -1437,6 +1529,59 @@ export interface components {
          * @example campaign:spring-26
          */
         Tag: string;
+        /** @description One attempt at a client notification. */
+        Delivery: {
+            job_id: components["schemas"]["JobId"];
+            status: components["schemas"]["JobStatus"];
+            /**
+             * Format: date-time
+             * @description When the attempt ended.
+             */
+            at: string;
+            /**
+             * @description `scheduled`: the retry schedule's; `manual`: a redelivery the client asked for.
+             * @enum {string}
+             */
+            trigger: "scheduled" | "manual";
+            /** @description The schedule's attempt number; `null` for a manual send. */
+            attempt: number | null;
+            /**
+             * @description Scheme, host and port of the `webhook_url` (never its path or query).
+             * @example https://hooks.example.com
+             */
+            endpoint: string;
+            /** @enum {string} */
+            outcome: "delivered" | "failed";
+            /** @description What the endpoint answered; `null` when it did not. */
+            http_status: number | null;
+            /**
+             * @description Why it failed (`notify_http_500`, `notify_network`, `notify_refused_address`, `notify_unresolved`, `notify_slots_busy`, …); `null` when delivered.
+             * @example notify_http_500
+             */
+            error_class: string | null;
+            /** @description From the address check to the answer. */
+            duration_ms: number;
+        };
+        JobDeliveries: {
+            job_id: components["schemas"]["JobId"];
+            /** @description Oldest first. */
+            deliveries: components["schemas"]["Delivery"][];
+        };
+        FailedDeliveries: {
+            /** @description Failed attempts, newest first. */
+            deliveries: components["schemas"]["Delivery"][];
+            next_cursor: string | null;
+        };
+        Redeliveries: {
+            redeliveries: {
+                job_id: components["schemas"]["JobId"];
+                status: components["schemas"]["JobStatus"];
+                /** @description `true`: sent again now; `false`: a send asked for within the last minute stands (an earlier or concurrent request). */
+                queued: boolean;
+            }[];
+            /** @description More failed notifications match than one request sends again (50): ask again. */
+            more: boolean;
+        };
     };
     responses: {
         /** @description `invalid_request`: A field is missing, unknown, of the wrong type or out of range (`field` names it; `body` for malformed JSON), or a bad `Idempotency-Key`, `limit` or `cursor`. */
@@ -2734,6 +2879,169 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PingAnswer"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    listJobDeliveries: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The job's id, `job_…`. Anything that is not one of your jobs answers 404.
+                 * @example job_01kazb9x4k7c1v7q0m2n3p4r5s
+                 */
+                job_id: components["parameters"]["JobIdPath"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job's attempts. */
+            200: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobDeliveries"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    redeliverJobNotification: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The job's id, `job_…`. Anything that is not one of your jobs answers 404.
+                 * @example job_01kazb9x4k7c1v7q0m2n3p4r5s
+                 */
+                job_id: components["parameters"]["JobIdPath"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    status?: "completed" | "approved" | "rejected" | "failed" | "canceled" | "expired";
+                };
+            };
+        };
+        responses: {
+            /** @description Queued, or standing from a request in the last minute. */
+            202: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Redeliveries"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["WrongState"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    listFailedDeliveries: {
+        parameters: {
+            query?: {
+                /** @description 1 to 100. */
+                limit?: components["parameters"]["Limit"];
+                /** @description `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+                /** @description Attempts at or after this time (RFC 3339). */
+                since?: string;
+                /** @description Attempts before this time (RFC 3339); later than `since`. */
+                until?: string;
+                /** @description Attempts that failed this way. */
+                error_class?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of failed attempts. */
+            200: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FailedDeliveries"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    recoverDeliveries: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: date-time
+                     * @example 2026-12-01T00:00:00Z
+                     */
+                    since: string;
+                };
+            };
+        };
+        responses: {
+            /** @description What was queued. */
+            202: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Redeliveries"];
                 };
             };
             400: components["responses"]["BadRequest"];

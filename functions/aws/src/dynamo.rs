@@ -208,6 +208,11 @@ pub fn event_item(event: &JobEvent) -> Result<Item, StoreError> {
     let sk = format!("EVENT#{}#{}", timestamp::format(event.at), ulid::Ulid::new());
     item.extend(key(job_pk(&event.job_id), &sk));
     item.insert("kind".into(), s("event"));
+    if let Some(facts) = event.delivery.as_ref().filter(|f| f.outcome == videojobs_core::model::notification::log::DeliveryOutcome::Failed)
+    {
+        // Only a failed attempt is in the sparse `failed_deliveries` index.
+        item.insert("failed_delivery_user".into(), s(facts.user_id.as_str()));
+    }
     Ok(item)
 }
 

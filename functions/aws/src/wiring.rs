@@ -71,6 +71,9 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
         work: a.work,
         resolver: Arc::new(crate::resolver::SystemResolver),
         poster: Arc::new(HttpsPoster),
+        notification_log: a.store.clone(),
+        delivery_log: a.store.clone(),
+        redeliveries: a.notifications,
         settings,
     }
 }

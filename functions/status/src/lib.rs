@@ -16,6 +16,7 @@ use videojobs_api::{error_response, json_body, path_segments, presented_key, que
 use videojobs_aws::Provide;
 use videojobs_core::model::admin::{GrantRequest, NewKeyRequest};
 use videojobs_core::model::listing::JobFilter;
+use videojobs_core::model::notification::log::{FailedDeliveriesFilter, RecoverRequest, RedeliverRequest};
 use videojobs_core::model::request::InvalidRequest;
 use videojobs_core::model::review::ReviewRequest;
 use videojobs_core::ports::PageRequest;
@@ -34,6 +35,10 @@ enum Route<'a> {
     Result(&'a str),
     Events(&'a str),
     Children(&'a str),
+    Deliveries(&'a str),
+    Redeliver(&'a str),
+    FailedDeliveries,
+    RecoverDeliveries,
     Cancel(&'a str),
     Active,
     List,
@@ -63,6 +68,10 @@ fn route(request: &Request) -> Option<Route<'_>> {
         (&Method::GET, ["videos", "jobs", id, "result"]) => Some(Route::Result(id)),
         (&Method::GET, ["videos", "jobs", id, "events"]) => Some(Route::Events(id)),
         (&Method::GET, ["videos", "jobs", id, "children"]) => Some(Route::Children(id)),
+        (&Method::GET, ["videos", "jobs", id, "deliveries"]) => Some(Route::Deliveries(id)),
+        (&Method::POST, ["videos", "jobs", id, "redeliver"]) => Some(Route::Redeliver(id)),
+        (&Method::GET, ["videos", "deliveries"]) => Some(Route::FailedDeliveries),
+        (&Method::POST, ["videos", "deliveries", "redeliver"]) => Some(Route::RecoverDeliveries),
         (&Method::DELETE, ["videos", "jobs", id]) => Some(Route::Cancel(id)),
         (&Method::POST, ["videos", "jobs", id, "review"]) => Some(Route::Review(id)),
         (&Method::GET, ["videos", "review", "queue"]) => Some(Route::ReviewQueue),
@@ -104,13 +113,22 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
         _ => {}
     }
     let services = services.get();
-    if let Route::Status(id) | Route::Result(id) | Route::Events(id) | Route::Children(id) | Route::Cancel(id) | Route::Review(id) = &route
+    if let Route::Status(id)
+    | Route::Result(id)
+    | Route::Events(id)
+    | Route::Children(id)
+    | Route::Deliveries(id)
+    | Route::Redeliver(id)
+    | Route::Cancel(id)
+    | Route::Review(id) = &route
     {
         tracing::Span::current().record("job_id", *id);
     }
-    // A test delivery makes us call out: it counts as a create against the key's limits.
+    // A test delivery or a manual send makes us call out: it counts as a create against the key's limits.
     let authenticated = match route {
-        Route::WebhookTest => services.authenticate_to_create(presented_key(request)).await,
+        Route::WebhookTest | Route::Redeliver(_) | Route::RecoverDeliveries => {
+            services.authenticate_to_create(presented_key(request)).await
+        }
         _ => services.authenticate(presented_key(request)).await,
     };
     let who = match authenticated {
@@ -128,6 +146,29 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
         Route::Result(id) => respond(ok, services.result(&who, id).await),
         Route::Events(id) => respond(ok, services.events(&who, id).await),
         Route::Children(id) => respond(ok, services.children(&who, id).await),
+        Route::Deliveries(id) => respond(ok, services.deliveries(&who, id).await),
+        Route::FailedDeliveries => {
+            let parsed =
+                page_request(request).and_then(|page| Ok((FailedDeliveriesFilter::parse(|name| query_param(request, name))?, page)));
+            match parsed {
+                Ok((filter, page)) => respond(ok, services.failed_deliveries(&who, &filter, page).await),
+                Err(err) => error_response(&err),
+            }
+        }
+        Route::Redeliver(id) => {
+            let body = if request.body().is_empty() { Ok(&[][..]) } else { json_body(request, services.settings.body_max_bytes) };
+            match body.and_then(|b| RedeliverRequest::parse(b).map_err(AppError::from)) {
+                Ok(parsed) => respond(StatusCode::ACCEPTED, services.redeliver(&who, id, parsed).await),
+                Err(err) => error_response(&err),
+            }
+        }
+        Route::RecoverDeliveries => {
+            let body = json_body(request, services.settings.body_max_bytes);
+            match body.and_then(|b| RecoverRequest::parse(b).map_err(AppError::from)) {
+                Ok(parsed) => respond(StatusCode::ACCEPTED, services.recover_deliveries(&who, parsed).await),
+                Err(err) => error_response(&err),
+            }
+        }
         Route::Cancel(id) => {
             let outcome = services.cancel(&who, id).await;
             if outcome.is_ok() {

@@ -221,6 +221,7 @@ fn event(job: &Job, previous: Option<JobStatus>, status: JobStatus, when: Offset
         message: message.to_owned(),
         error_code: None,
         actor: None,
+        delivery: None,
     }
 }
 

@@ -137,6 +137,8 @@ pub(crate) struct State {
     pub leases: HashMap<String, Lease>,
     /// The attempts made of each notification (`made_through` on the claim item).
     pub attempts_made: HashMap<(JobId, JobStatus), u32>,
+    /// When each notification was last asked to be sent again (`REDELIVER#` items).
+    pub redelivery_requests: HashMap<(JobId, JobStatus), i64>,
     pub rate: HashMap<(String, i64), (u32, i64)>,
     pub counters: BTreeMap<String, i64>,
     pub index: Indexes,

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use videojobs_core::model::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, UploadId, UserId};
 use videojobs_core::model::job::{timestamp, Job, JobEvent};
 use videojobs_core::model::listing::JobFilter;
+use videojobs_core::model::notification::log::{DeliveryOutcome, FailedDeliveriesFilter};
 use videojobs_core::model::notification::{AttemptClaim, UserWebhookSecrets};
 use videojobs_core::model::progress::ProgressDetail;
 use videojobs_core::model::request::ProviderName;
@@ -1007,6 +1008,62 @@ impl NotificationLog for Memory {
             Ok(())
         })
         .await
+    }
+
+    async fn request_redelivery(&self, job: &JobId, status: JobStatus, at: OffsetDateTime, window: Duration) -> Result<bool, StoreError> {
+        self.call("NotificationLog::request_redelivery", |state, _| {
+            state.tally_write(Place::Jobs, || key::job(job), 1);
+            let cutoff = at.unix_timestamp() - i64::try_from(window.as_secs()).unwrap_or(i64::MAX / 2);
+            let requests = &mut state.redelivery_requests;
+            if requests.get(&(job.clone(), status)).is_some_and(|requested| *requested > cutoff) {
+                return Ok(false);
+            }
+            requests.insert((job.clone(), status), at.unix_timestamp());
+            Ok(true)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for Memory {
+    async fn failed_deliveries_of(
+        &self,
+        user: &UserId,
+        filter: &FailedDeliveriesFilter,
+        page: &PageRequest,
+    ) -> Result<Page<JobEvent>, ListError> {
+        let listing = format!("failed_deliveries {user}");
+        let after = page.cursor.as_deref().map(|c| decode_cursor(c, &listing)).transpose()?;
+        let in_window =
+            |position: &str| position.split_once('#').and_then(|(at, _)| timestamp::parse(at)).is_some_and(|at| filter.matches(at, None));
+        if after.as_deref().is_some_and(|position| !in_window(position)) {
+            return Err(ListError::BadCursor);
+        }
+        let (user, filter, limit) = (user.clone(), filter.clone(), page.limit);
+        Ok(self
+            .call("DeliveryLog::failed_deliveries_of", move |state, _| {
+                let mut rows: Vec<(String, JobEvent)> = Vec::new();
+                let events = state.events.values().flat_map(|events| events.iter().enumerate());
+                for (i, event) in events {
+                    let Some(facts) = &event.delivery else { continue };
+                    if facts.user_id != user || facts.outcome != DeliveryOutcome::Failed || !filter.matches(event.at, None) {
+                        continue;
+                    }
+                    // The adapter's position: the event's time, then (for the sort key's ULID) its job and place.
+                    let position = format!("{}#{}#{i:06}", timestamp::format(event.at), event.job_id);
+                    if after.as_ref().is_none_or(|after| &position < after) {
+                        rows.push((position, event.clone()));
+                    }
+                }
+                rows.sort_by(|a, b| b.0.cmp(&a.0));
+                let mut page = page_of(rows, limit, &listing);
+                // The error class is a filter expression: tested on what the read found.
+                page.items.retain(|event| filter.matches(event.at, event.error_code.as_deref()));
+                state.tally_read(Place::Jobs, || user.to_string(), (page.items.len() as u64).max(1));
+                Ok(page)
+            })
+            .await?)
     }
 }
 

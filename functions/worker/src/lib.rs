@@ -45,7 +45,8 @@ async fn handle_record(pipeline: &Pipeline, message: &SqsMessage) -> Option<Stri
     // Parsed once: the kind sets the budget and the dead-letter queue too.
     let parsed = message.body.as_deref().map(serde_json::from_str::<WorkMessage>);
     let budget = budget_for(parsed.as_ref().and_then(|p| p.as_ref().ok()));
-    let queue = if matches!(parsed, Some(Ok(WorkMessage::Notify { .. }))) { MessageQueue::Notifications } else { MessageQueue::Work };
+    let queue =
+        if matches!(&parsed, Some(Ok(message)) if message.is_notification()) { MessageQueue::Notifications } else { MessageQueue::Work };
     let outcome = match tokio::time::timeout(budget, handle_message(pipeline, message, parsed).instrument(span.clone())).await {
         Ok(outcome) => outcome,
         Err(_) => Err(WorkError::OutOfTime(budget)),

@@ -91,7 +91,7 @@ impl App {
     /// The pipeline that handles `message` where it runs on AWS: the
     /// notifier for client notifications, the worker for the rest.
     pub fn consumer_of(&self, message: &videojobs_core::model::work::WorkMessage) -> &worker::Pipeline {
-        if matches!(message, videojobs_core::model::work::WorkMessage::Notify { .. }) {
+        if message.is_notification() {
             &self.notifier
         } else {
             &self.worker

@@ -338,6 +338,33 @@ macro_rules! operations {
             self.request(lambda_http::http::Method::POST, &path, body.into()).await
         }
 
+        /// `GET /videos/jobs/{job_id}/deliveries` (listJobDeliveries).
+        pub async fn job_deliveries(&self, id: impl std::fmt::Display) -> $crate::harness::api::Reply {
+            let path = format!("/videos/jobs/{id}/deliveries");
+            self.request(lambda_http::http::Method::GET, &path, $crate::harness::api::Payload::None).await
+        }
+
+        /// `POST /videos/jobs/{job_id}/redeliver` (redeliverJobNotification).
+        pub async fn redeliver(
+            &self,
+            id: impl std::fmt::Display,
+            body: impl Into<$crate::harness::api::Payload>,
+        ) -> $crate::harness::api::Reply {
+            let path = format!("/videos/jobs/{id}/redeliver");
+            self.request(lambda_http::http::Method::POST, &path, body.into()).await
+        }
+
+        /// `GET /videos/deliveries` (listFailedDeliveries), with `query` (`since=…&error_class=…`, URL-encoded).
+        pub async fn failed_deliveries(&self, query: &str) -> $crate::harness::api::Reply {
+            let path = if query.is_empty() { "/videos/deliveries".to_owned() } else { format!("/videos/deliveries?{query}") };
+            self.request(lambda_http::http::Method::GET, &path, $crate::harness::api::Payload::None).await
+        }
+
+        /// `POST /videos/deliveries/redeliver` (recoverDeliveries).
+        pub async fn recover_deliveries(&self, body: impl Into<$crate::harness::api::Payload>) -> $crate::harness::api::Reply {
+            self.request(lambda_http::http::Method::POST, "/videos/deliveries/redeliver", body.into()).await
+        }
+
         /// `GET /videos/jobs/{job_id}/children` (listJobChildren).
         pub async fn job_children(&self, id: impl std::fmt::Display) -> $crate::harness::api::Reply {
             let path = format!("/videos/jobs/{id}/children");

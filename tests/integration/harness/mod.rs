@@ -892,7 +892,7 @@ pub async fn receive_work(app: &TestApp) -> Vec<aws_sdk_sqs::types::Message> {
 
 /// The queue a message of `kind` goes to: notifications have their own.
 pub fn queue_of<'a>(app: &'a TestApp, kind: &str) -> &'a str {
-    if kind == "notify" {
+    if kind == "notify" || kind == "redeliver" {
         &app.stack().resources.notify_queue_url
     } else {
         &app.stack().resources.work_queue_url

@@ -4,6 +4,7 @@
 
 use super::*;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use videojobs_core::model::notification::log::FailedDeliveriesFilter;
 use videojobs_core::model::notification::{AttemptClaim, UserWebhookSecrets};
 use videojobs_core::ports::NotificationLog;
 use videojobs_core::ports::WebhookSecrets;
@@ -163,6 +164,101 @@ impl NotificationLog for DynamoStore {
 
     async fn release_user_slot(&self, user: &UserId, slot: u32, holder: &str) -> Result<(), StoreError> {
         self.release_lease(slot_key(user, slot), holder).await
+    }
+
+    async fn request_redelivery(
+        &self,
+        job: &JobId,
+        status: JobStatus,
+        at: time::OffsetDateTime,
+        window: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let mut item = key(job_pk(job), &format!("REDELIVER#{status}"));
+        item.insert("kind".into(), s("redelivery_request"));
+        item.insert("requested_at".into(), n(at.unix_timestamp()));
+        item.insert("ttl_epoch".into(), epoch_after(CLAIM_TTL_SECONDS));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.jobs_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR requested_at <= :cutoff")
+            .expression_attribute_values(":cutoff", n(at.unix_timestamp() - window.as_secs() as i64))
+            .send()
+            .await;
+        conditional_write("PutItem", result)
+    }
+}
+
+/// The sparse index of failed notification attempts: an event item carries
+/// `failed_delivery_user` only when it records a failed attempt.
+pub const INDEX_FAILED_DELIVERIES: &str = "failed_deliveries";
+/// The attributes of a position in that index, in a cursor.
+const FAILED_DELIVERY_CURSOR: [&str; 3] = ["pk", "sk", "failed_delivery_user"];
+
+fn event_sort_key(at: time::OffsetDateTime) -> String {
+    format!("EVENT#{}", timestamp::format(at))
+}
+
+#[async_trait]
+impl DeliveryLog for DynamoStore {
+    async fn failed_deliveries_of(
+        &self,
+        user: &UserId,
+        filter: &FailedDeliveriesFilter,
+        page: &PageRequest,
+    ) -> Result<Page<JobEvent>, ListError> {
+        let start = page
+            .cursor
+            .as_deref()
+            .map(|cursor| {
+                crate::cursor::decode(cursor, &FAILED_DELIVERY_CURSOR, |fields| {
+                    let at = fields.get("sk").and_then(|sk| sk.strip_prefix("EVENT#")).and_then(|rest| rest.split_once('#'));
+                    fields.get("failed_delivery_user").map(String::as_str) == Some(user.as_str())
+                        && fields.get("pk").is_some_and(|pk| pk.starts_with("JOB#"))
+                        // DynamoDB refuses a start key outside the key condition (a 500): a 400 here.
+                        && at.and_then(|(at, _)| timestamp::parse(at)).is_some_and(|at| filter.matches(at, filter.error_class.as_deref()))
+                })
+            })
+            .transpose()?;
+        let mut key_condition = "failed_delivery_user = :user".to_owned();
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.jobs_table)
+            .index_name(INDEX_FAILED_DELIVERIES)
+            .expression_attribute_values(":user", s(user.as_str()));
+        match (filter.since, filter.until) {
+            (Some(since), Some(until)) => {
+                key_condition.push_str(" AND sk BETWEEN :since AND :until");
+                request = request
+                    .expression_attribute_values(":since", s(event_sort_key(since)))
+                    .expression_attribute_values(":until", s(event_sort_key(until)));
+            }
+            (Some(since), None) => {
+                key_condition.push_str(" AND sk >= :since");
+                request = request.expression_attribute_values(":since", s(event_sort_key(since)));
+            }
+            (None, Some(until)) => {
+                key_condition.push_str(" AND sk < :until");
+                request = request.expression_attribute_values(":until", s(event_sort_key(until)));
+            }
+            (None, None) => {}
+        }
+        if let Some(class) = &filter.error_class {
+            request = request.filter_expression("error_code = :class").expression_attribute_values(":class", s(class));
+        }
+        let out = request
+            .key_condition_expression(key_condition)
+            .scan_index_forward(false)
+            .limit(page.limit as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| store_error("Query", e))?;
+        let items = out.items.unwrap_or_default().into_iter().map(from_item).collect::<Result<Vec<JobEvent>, _>>()?;
+        let next_cursor = out.last_evaluated_key.map(|last| crate::cursor::encode(&last, &FAILED_DELIVERY_CURSOR)).transpose()?;
+        Ok(Page { items, next_cursor })
     }
 }
 

@@ -59,6 +59,7 @@ impl StatusChange {
                 message: message.into(),
                 error_code: error.as_ref().map(|e| e.code.clone()),
                 actor: None,
+                delivery: None,
             },
             error,
             at,

@@ -446,6 +446,9 @@ pub struct JobEvent {
     /// The user or reviewer behind it, when a person acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<UserId>,
+    /// An attempt at a client notification: the delivery log's entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::model::notification::log::DeliveryFacts>,
 }
 
 #[cfg(test)]

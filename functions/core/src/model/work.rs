@@ -116,6 +116,18 @@ pub enum WorkMessage {
         #[serde(default, skip_serializing_if = "is_zero")]
         slot_waits: u32,
     },
+    /// Send the client's notification of `status` again, by hand
+    /// (`POST …/redeliver`): one attempt outside the retry schedule, which it
+    /// neither restarts nor moves on.
+    Redeliver {
+        /// The job the notification is about.
+        job_id: JobId,
+        /// The status the client is told of.
+        status: crate::model::lifecycle::JobStatus,
+        /// How many times it has waited for one of its user's delivery slots.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        slot_waits: u32,
+    },
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -136,8 +148,15 @@ impl WorkMessage {
             WorkMessage::DiscardOutput { .. } => "discard_output",
             WorkMessage::KeepOutput { .. } => "keep_output",
             WorkMessage::Notify { .. } => "notify",
+            WorkMessage::Redeliver { .. } => "redeliver",
             WorkMessage::Refresh { .. } => "refresh",
         }
+    }
+
+    /// Whether it is a client notification: the notify function handles it,
+    /// from the notification queue.
+    pub fn is_notification(&self) -> bool {
+        matches!(self, WorkMessage::Notify { .. } | WorkMessage::Redeliver { .. })
     }
 
     /// The job the message is about.
@@ -153,7 +172,7 @@ impl WorkMessage {
             | WorkMessage::DiscardOutput { job_id }
             | WorkMessage::KeepOutput { job_id }
             | WorkMessage::Refresh { job_id } => job_id,
-            WorkMessage::Notify { job_id, .. } => job_id,
+            WorkMessage::Notify { job_id, .. } | WorkMessage::Redeliver { job_id, .. } => job_id,
         }
     }
 }

@@ -1,7 +1,10 @@
 use crate::model::error::StoreError;
 use crate::model::ids::{JobId, UserId};
+use crate::model::job::JobEvent;
 use crate::model::lifecycle::JobStatus;
+use crate::model::notification::log::FailedDeliveriesFilter;
 use crate::model::notification::{AttemptClaim, Destination, UserWebhookSecrets};
+use crate::ports::records::{ListError, Page, PageRequest};
 use async_trait::async_trait;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -41,6 +44,25 @@ pub trait NotificationLog: Send + Sync {
     async fn claim_user_slot(&self, user: &UserId, slots: u32, holder: &str, lease: Duration) -> Result<Option<u32>, StoreError>;
     /// Gives a slot back, only if `holder` still holds it.
     async fn release_user_slot(&self, user: &UserId, slot: u32, holder: &str) -> Result<(), StoreError>;
+    /// Records a client's request, at `at`, to send the notification of the
+    /// job's `status` again: `false` (nothing recorded) when one was recorded
+    /// within `window` before, so that repeated or concurrent requests send once.
+    async fn request_redelivery(&self, job: &JobId, status: JobStatus, at: OffsetDateTime, window: Duration) -> Result<bool, StoreError>;
+}
+
+/// The failed attempts at a user's notifications, across their jobs (the
+/// delivery log's index: each attempt itself is an event of its job).
+#[async_trait]
+pub trait DeliveryLog: Send + Sync {
+    /// The user's failed attempts that pass `filter`, newest first. A page
+    /// may hold fewer than `page.limit` (the error class is tested on what
+    /// one read found) and still have a next cursor.
+    async fn failed_deliveries_of(
+        &self,
+        user: &UserId,
+        filter: &FailedDeliveriesFilter,
+        page: &PageRequest,
+    ) -> Result<Page<JobEvent>, ListError>;
 }
 
 /// Each user's webhook signing secrets (`whsec_…`), made on first use.

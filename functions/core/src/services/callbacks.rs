@@ -232,6 +232,7 @@ async fn ignored(callbacks: &Callbacks, job: &Job, status: &ProviderStatus) -> R
             message: format!("Late '{said}' callback ignored: the job is already {}", job.status),
             error_code: None,
             actor: None,
+            delivery: None,
         })
         .await
 }

@@ -54,6 +54,13 @@ pub struct Services {
     pub resolver: Arc<dyn crate::ports::HostResolver>,
     /// Sends the test deliveries of `POST /videos/webhook-test`.
     pub poster: Arc<dyn crate::ports::NotificationPoster>,
+    /// Which notifications were delivered, and the requests to send one again.
+    pub notification_log: Arc<dyn crate::ports::NotificationLog>,
+    /// Each user's failed notification attempts, across jobs.
+    pub delivery_log: Arc<dyn crate::ports::DeliveryLog>,
+    /// The notification queue: a notification sent again by hand goes
+    /// through the notifier, within the user's delivery slots like any other.
+    pub redeliveries: Arc<dyn WorkQueue>,
     /// Operational counters and the stuck-jobs index (`GET /videos/stats`).
     pub stats: Arc<dyn crate::ports::StatsStore>,
     /// Progress details, and their refresh window (see `progress`).
@@ -218,6 +225,7 @@ impl Services {
                 message: format!("Job accepted: {} credits debited", job.cost_credits),
                 error_code: None,
                 actor: Some(who.user_id.clone()),
+                delivery: None,
             },
             idempotency: idempotency.as_ref().map(|idem| IdempotencyRecord {
                 user_id: who.user_id.clone(),

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod batch;
 pub mod callbacks;
+pub mod deliveries;
 pub mod error;
 pub mod estimate;
 pub mod jobs;

@@ -21,6 +21,7 @@ use super::context::{Pipeline, WorkError};
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, EventSource, Job, JobEvent};
 use crate::model::lifecycle::{passed, JobStatus, Passed};
+use crate::model::notification::log::{DeliveryFacts, DeliveryOutcome, Trigger};
 use crate::model::notification::{
     message_id, signature_header, wait_for_the_change, AttemptClaim, DestinationError, NotificationBody, ATTEMPT_LEASE, MAX_QUEUE_DELAY,
     SLOT_WAIT, SLOT_WAITS_PER_ATTEMPT, USER_SLOTS, WRITER_WINDOW,
@@ -101,7 +102,8 @@ pub async fn notify(
                 code: "notify_slots_busy",
                 detail: format!("Not sent: {USER_SLOTS} deliveries to this account's endpoints stayed in progress"),
             };
-            let outcome = record_outcome(pipeline, &job, status, attempt, &url, now, busy).await;
+            let made = Made { trigger: Trigger::Scheduled, attempt: Some(attempt), outcome: busy, duration: Duration::ZERO };
+            let outcome = record_outcome(pipeline, &job, status, &url, now, made).await;
             release(notifier, id, status, &holder, None, outcome.is_ok().then_some(attempt), &job).await;
             return outcome;
         }
@@ -115,6 +117,61 @@ pub async fn notify(
     // that died before that leaves the attempt to be made again.
     let made = outcome.is_ok().then_some(attempt);
     release(notifier, id, status, &holder, Some(slot), made, &job).await;
+    outcome
+}
+
+/// The claim number of a manual send: above any attempt of the schedule, so
+/// that a manual send and a scheduled attempt never post at the same moment
+/// (they share the claim's lease) while the schedule's count stays its own.
+const MANUAL_CLAIM: u32 = u32::MAX;
+
+/// Handles one `redeliver` message: one attempt, by hand, at the client's
+/// notification of `status` (the API checked that the job was `status`), in
+/// turn with the schedule's attempts and within the user's delivery slots,
+/// like every delivery. Recorded in the log as `manual`; a delivery stops
+/// the schedule, a failure leaves it as it was.
+pub async fn redeliver(pipeline: &Pipeline, id: &JobId, status: JobStatus, slot_waits: u32) -> Result<(), WorkError> {
+    let notifier = &pipeline.notifier;
+    let now = timestamp::now();
+    let again = |slot_waits| WorkMessage::Redeliver { job_id: id.clone(), status, slot_waits };
+    let Some(job) = pipeline.reads.job(id).await? else {
+        return Err(WorkError::Unusable(format!("no job {id}")));
+    };
+    let Some(url) = job.webhook_url.clone() else {
+        return Err(WorkError::Unusable("the job has no webhook_url".into()));
+    };
+    let holder = format!("{:032x}", crate::model::determinism::random_u128());
+    let waited_enough = slot_waits + 1 >= SLOT_WAITS_PER_ATTEMPT;
+    let busy = |what: &str| Attempt::Failed { code: "notify_slots_busy", detail: format!("Not sent: {what} stayed in progress") };
+    let manual = |outcome| Made { trigger: Trigger::Manual, attempt: None, outcome, duration: Duration::ZERO };
+    if notifier.deliveries.claim_attempt(id, status, MANUAL_CLAIM, &holder, ATTEMPT_LEASE).await? != AttemptClaim::Taken {
+        if waited_enough {
+            return record_outcome(pipeline, &job, status, &url, now, manual(busy("another attempt at this notification"))).await;
+        }
+        notifier.queue.enqueue_after(&again(slot_waits + 1), SLOT_WAIT).await?;
+        tracing::info!("another attempt at this notification is in progress; sending again shortly");
+        return Ok(());
+    }
+    let Some(slot) = notifier.deliveries.claim_user_slot(&job.user_id, USER_SLOTS, &holder, ATTEMPT_LEASE).await? else {
+        let outcome = if waited_enough {
+            record_outcome(pipeline, &job, status, &url, now, manual(busy(&format!("{USER_SLOTS} deliveries to this account's endpoints"))))
+                .await
+        } else {
+            notifier.queue.enqueue_after(&again(slot_waits + 1), SLOT_WAIT).await.map_err(WorkError::from)
+        };
+        release(notifier, id, status, &holder, None, None, &job).await;
+        return outcome;
+    };
+    let started = std::time::Instant::now();
+    let outcome = match attempt_delivery(pipeline, &job, status, &url).await {
+        Ok(attempt) => {
+            let made = Made { trigger: Trigger::Manual, attempt: None, outcome: attempt, duration: started.elapsed() };
+            record_outcome(pipeline, &job, status, &url, now, made).await
+        }
+        Err(err) => Err(err),
+    };
+    // Given back, never recorded made: the schedule's own count stands.
+    release(notifier, id, status, &holder, Some(slot), None, &job).await;
     outcome
 }
 
@@ -192,47 +249,73 @@ async fn attempt_and_record(
     if notifier.deliveries.was_delivered(id, status).await? {
         return Ok(());
     }
+    let started = std::time::Instant::now();
     let outcome = attempt_delivery(pipeline, job, status, url).await?;
-    record_outcome(pipeline, job, status, attempt, url, now, outcome).await
+    let made = Made { trigger: Trigger::Scheduled, attempt: Some(attempt), outcome, duration: started.elapsed() };
+    record_outcome(pipeline, job, status, url, now, made).await
 }
 
-/// Records what an attempt came to, as an event and (for a delivery) the
-/// record that stops any later copy; queues the next attempt or gives up.
+/// One attempt made, for the log.
+struct Made {
+    trigger: Trigger,
+    /// The schedule's number; `None` for a manual send.
+    attempt: Option<u32>,
+    outcome: Attempt,
+    duration: Duration,
+}
+
+/// Records what an attempt came to, as an event carrying the delivery log's
+/// facts and (for a delivery) the record that stops any later copy; a
+/// scheduled attempt then queues the next one or gives up, a manual one
+/// leaves the schedule as it was.
 async fn record_outcome(
     pipeline: &Pipeline,
     job: &Job,
     status: JobStatus,
-    attempt: u32,
     url: &str,
     now: OffsetDateTime,
-    outcome: Attempt,
+    made: Made,
 ) -> Result<(), WorkError> {
     let notifier = &pipeline.notifier;
     let id = &job.job_id;
     let attempts = pipeline.settings.notify_retry_schedule.attempts();
     let target = display_target(url);
-    let (message, error_code) = match &outcome {
-        Attempt::Delivered(code) => (format!("Delivered (HTTP {code})"), None),
-        Attempt::Answered(code) => (format!("The endpoint answered HTTP {code}"), Some(format!("notify_http_{code}"))),
-        Attempt::Failed { code, detail } => (detail.clone(), Some((*code).to_owned())),
+    let (message, error_code, http_status) = match &made.outcome {
+        Attempt::Delivered(code) => (format!("Delivered (HTTP {code})"), None, Some(*code)),
+        Attempt::Answered(code) => (format!("The endpoint answered HTTP {code}"), Some(format!("notify_http_{code}")), Some(*code)),
+        Attempt::Failed { code, detail } => (detail.clone(), Some((*code).to_owned()), None),
     };
-    let event = notifier_event(
-        job,
-        status,
-        format!("Notification of {status} to {target}, attempt {attempt} of {attempts}: {message}"),
-        error_code,
-    );
-    if let Attempt::Delivered(code) = outcome {
-        // Recorded before the event: a message that comes again must find it.
-        if !notifier.deliveries.record_delivery(id, status, attempt, code).await? {
+    let which = match made.attempt {
+        Some(attempt) => format!("attempt {attempt} of {attempts}"),
+        None => "sent again by hand".to_owned(),
+    };
+    let mut event = notifier_event(job, status, format!("Notification of {status} to {target}, {which}: {message}"), error_code.clone());
+    event.delivery = Some(DeliveryFacts {
+        user_id: job.user_id.clone(),
+        trigger: made.trigger,
+        attempt: made.attempt,
+        endpoint: target.clone(),
+        outcome: if matches!(made.outcome, Attempt::Delivered(_)) { DeliveryOutcome::Delivered } else { DeliveryOutcome::Failed },
+        http_status,
+        error_class: error_code,
+        duration_ms: u64::try_from(made.duration.as_millis()).unwrap_or(u64::MAX),
+    });
+    if let Attempt::Delivered(code) = made.outcome {
+        // Recorded before the event: a message that comes again must find it
+        // (a manual delivery too: the schedule has nothing left to send).
+        if !notifier.deliveries.record_delivery(id, status, made.attempt.unwrap_or(0), code).await? {
             tracing::info!("another attempt delivered this notification too");
         }
         pipeline.writes.record_event(&event).await?;
-        tracing::info!(attempt, http_status = code, "notification delivered");
+        tracing::info!(attempt = made.attempt, http_status = code, "notification delivered");
         return Ok(());
     }
     pipeline.writes.record_event(&event).await?;
-    tracing::warn!(attempt, message, "notification attempt failed");
+    tracing::warn!(attempt = made.attempt, message, "notification attempt failed");
+    let Some(attempt) = made.attempt else {
+        // A manual send neither restarts nor moves on the schedule.
+        return Ok(());
+    };
     match pipeline.settings.notify_retry_schedule.wait_after(attempt) {
         Some(wait) => {
             let not_before = (wait > MAX_QUEUE_DELAY).then(|| now + wait);
@@ -311,6 +394,7 @@ fn notifier_event(job: &Job, status: JobStatus, message: String, error_code: Opt
         message,
         error_code,
         actor: None,
+        delivery: None,
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// (a provider call, an output copy) 45 s.
 pub fn budget_for(message: Option<&WorkMessage>) -> Duration {
     match message {
-        Some(WorkMessage::Notify { .. }) => Duration::from_secs(20),
+        Some(message) if message.is_notification() => Duration::from_secs(20),
         _ => Duration::from_secs(45),
     }
 }
@@ -33,5 +33,6 @@ pub async fn handle(pipeline: &Pipeline, message: WorkMessage) -> Result<(), Wor
         WorkMessage::Notify { job_id, status, attempt, not_before, queued_at, slot_waits } => {
             delivery::notify(pipeline, &job_id, status, attempt, not_before, queued_at, slot_waits).await
         }
+        WorkMessage::Redeliver { job_id, status, slot_waits } => delivery::redeliver(pipeline, &job_id, status, slot_waits).await,
     }
 }

@@ -43,6 +43,7 @@ pub(crate) async fn fail_over(pipeline: &Pipeline, job: &mut Job, error: &Provid
         message: format!("Moved to the fallback provider '{}': {reason}", policy.fallback),
         error_code: None,
         actor: None,
+        delivery: None,
     };
     if !pipeline.switches.switch_provider(&job.job_id, &from, &policy.fallback, &event).await? {
         // Another delivery of this message may have switched it already; anything else (a cancel) stops here.
