@@ -36,11 +36,16 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("admin-keys.json", Function::Status, 201),
     ("animate.json", Function::Create, 202),
     ("batch.json", Function::Create, 200),
+    ("deliveries-failed.json", Function::Status, 200),
+    ("deliveries-recover.json", Function::Status, 202),
     ("docs-page.json", Function::Status, 200),
     ("generate.json", Function::Create, 202),
     ("job-cancel.json", Function::Status, 200),
     ("job-children.json", Function::Status, 200),
+    ("job-deliveries.json", Function::Status, 200),
     ("job-events.json", Function::Status, 200),
+    // The sample job is canceled with a webhook_url first: its notification is sent again.
+    ("job-redeliver.json", Function::Status, 202),
     // The sample job keeps its prompt, and a remix may start from any status.
     ("job-remix.json", Function::Create, 202),
     ("job-result.json", Function::Status, 409),
@@ -137,6 +142,12 @@ async fn every_sample_event_runs_through_its_handler() {
         seed_sample_user_and_job(&app).await;
         if *name == "job-review.json" {
             complete_sample_job(&app).await;
+        }
+        if *name == "job-redeliver.json" {
+            let mut job = app.job(&SAMPLE_JOB.parse().unwrap()).await;
+            job.status = JobStatus::Canceled;
+            job.webhook_url = Some("https://hooks.example.com/videojobs".into());
+            app.put_job(&job).await;
         }
         if *name == "job-retry.json" {
             let mut job = app.job(&SAMPLE_JOB.parse().unwrap()).await;

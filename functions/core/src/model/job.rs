@@ -324,7 +324,7 @@ pub struct Job {
     pub parent_job_id: Option<JobId>,
     /// The client's labels, to find the job again (`GET /videos/jobs?tag=`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<crate::model::listing::Tag>,
+    pub tags: Vec<crate::model::tag::Tag>,
 }
 
 impl Job {
@@ -448,7 +448,7 @@ pub struct JobEvent {
     pub actor: Option<UserId>,
     /// An attempt at a client notification: the delivery log's entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<crate::model::notification::log::DeliveryFacts>,
+    pub delivery: Option<crate::model::delivery::DeliveryFacts>,
 }
 
 #[cfg(test)]

@@ -1,86 +1,13 @@
-//! A job's tags and the filters of `GET /videos/jobs`: parsed once at the
-//! edge, so that a listing adapter only ever sees a filter it can run.
+//! The filters of `GET /videos/jobs`: parsed once at the edge, so that a
+//! listing adapter only ever sees a filter it can run.
 
 use crate::model::ids::JobId;
 use crate::model::job::Job;
 use crate::model::lifecycle::JobStatus;
 use crate::model::request::{InvalidRequest, WorkflowType};
+use crate::model::tag::Tag;
 use crate::model::timestamp;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-
-/// The most tags a job may carry.
-pub const MAX_TAGS: usize = 5;
-/// The longest tag, in characters.
-pub const TAG_MAX_CHARS: usize = 32;
-
-/// A short label a client puts on a job to find it again: 1 to 32 of
-/// `a`–`z`, `0`–`9`, `-`, `_`, `.` and `:`, starting with a letter or a digit.
-/// Lowercase only, so that a filter on `Promo` cannot miss `promo`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Tag(String);
-
-impl Tag {
-    /// The tag as written.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Tag {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, String> {
-        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.' | ':');
-        match text.chars().next() {
-            None => Err("a tag cannot be empty".into()),
-            _ if text.chars().count() > TAG_MAX_CHARS => Err(format!("a tag is at most {TAG_MAX_CHARS} characters")),
-            Some(first) if !first.is_ascii_lowercase() && !first.is_ascii_digit() => {
-                Err("a tag starts with a lowercase letter or a digit".into())
-            }
-            _ if !text.chars().all(allowed) => Err("a tag has only lowercase letters, digits, '-', '_', '.' and ':'".into()),
-            _ => Ok(Tag(text)),
-        }
-    }
-}
-
-impl std::str::FromStr for Tag {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        Tag::try_from(text.to_owned())
-    }
-}
-
-impl From<Tag> for String {
-    fn from(tag: Tag) -> String {
-        tag.0
-    }
-}
-
-impl std::fmt::Display for Tag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A request's `tags`: at most [`MAX_TAGS`], each once, in the order given.
-pub fn checked_tags(tags: Option<Vec<String>>) -> Result<Vec<Tag>, InvalidRequest> {
-    let tags = tags.unwrap_or_default();
-    if tags.len() > MAX_TAGS {
-        return Err(InvalidRequest::new("tags", format!("has {} tags; the limit is {MAX_TAGS}", tags.len())));
-    }
-    let mut checked: Vec<Tag> = Vec::with_capacity(tags.len());
-    for (i, text) in tags.into_iter().enumerate() {
-        let tag = Tag::try_from(text).map_err(|message| InvalidRequest::new(format!("tags[{i}]"), message))?;
-        if checked.contains(&tag) {
-            return Err(InvalidRequest::new(format!("tags[{i}]"), format!("'{tag}' is given twice")));
-        }
-        checked.push(tag);
-    }
-    Ok(checked)
-}
 
 /// What `GET /videos/jobs` narrows the caller's jobs to; every part is
 /// optional and they all apply together.
@@ -200,38 +127,6 @@ mod tests {
         job.status = status;
         job.tags = tags.iter().map(|t| t.parse().unwrap()).collect();
         job
-    }
-
-    #[test]
-    fn a_tag_of_lowercase_letters_digits_and_separators_up_to_32_characters_is_taken() {
-        for good in ["promo", "a", "2026", "campaign:spring-26", "x_y.z", &"a".repeat(32)] {
-            assert_eq!(good.parse::<Tag>().unwrap().as_str(), good);
-        }
-    }
-
-    #[test]
-    fn an_empty_long_uppercase_spaced_or_symbol_led_tag_is_refused() {
-        for bad in ["", &"a".repeat(33), "Promo", "two words", "-lead", ":x", "é", "a/b", "tag\u{200b}"] {
-            assert!(bad.parse::<Tag>().is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn a_tag_reads_back_from_json_only_when_it_parses() {
-        let tag: Tag = serde_json::from_str("\"promo\"").unwrap();
-        assert_eq!(serde_json::to_string(&tag).unwrap(), "\"promo\"");
-        assert!(serde_json::from_str::<Tag>("\"PROMO\"").is_err());
-    }
-
-    #[test]
-    fn a_request_has_at_most_five_tags_each_once_and_a_bad_one_is_named_by_its_place() {
-        assert_eq!(checked_tags(None).unwrap(), Vec::<Tag>::new());
-        let five: Vec<String> = (0..5).map(|i| format!("t{i}")).collect();
-        assert_eq!(checked_tags(Some(five.clone())).unwrap().len(), 5);
-        let six: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
-        assert_eq!(checked_tags(Some(six)).unwrap_err().field, "tags");
-        assert_eq!(checked_tags(Some(vec!["ok".into(), "Bad".into()])).unwrap_err().field, "tags[1]");
-        assert_eq!(checked_tags(Some(vec!["ok".into(), "ok".into()])).unwrap_err().field, "tags[1]");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod batch;
 pub mod change;
+pub mod delivery;
 pub mod determinism;
 pub mod emf;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod review;
 pub mod settings;
 pub mod signing;
 pub mod stats;
+pub mod tag;
 pub mod timestamp;
 pub mod views;
 pub mod work;

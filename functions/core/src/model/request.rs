@@ -3,6 +3,7 @@
 //! a message that names the field.
 
 use crate::model::ids::{InvalidId, UploadId};
+use crate::model::tag::{Tag, MAX_TAGS};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -214,8 +215,8 @@ pub struct CommonOptions {
     /// The client's deadline: a job not completed this many seconds after it
     /// is accepted is canceled at the provider (see [`bounds::CANCEL_AFTER_SECONDS`]).
     pub cancel_after_seconds: Option<u32>,
-    /// The client's labels (see [`crate::model::listing::Tag`]).
-    pub tags: Vec<crate::model::listing::Tag>,
+    /// The client's labels (see [`crate::model::tag::Tag`]).
+    pub tags: Vec<crate::model::tag::Tag>,
 }
 
 /// `POST /videos/generate`, checked.
@@ -642,6 +643,23 @@ pub mod faults {
     }
 }
 
+/// A request's `tags`: at most [`MAX_TAGS`], each once, in the order given.
+fn checked_tags(tags: Option<Vec<String>>) -> Result<Vec<Tag>, InvalidRequest> {
+    let tags = tags.unwrap_or_default();
+    if tags.len() > MAX_TAGS {
+        return Err(InvalidRequest::new("tags", format!("has {} tags; the limit is {MAX_TAGS}", tags.len())));
+    }
+    let mut checked: Vec<Tag> = Vec::with_capacity(tags.len());
+    for (i, text) in tags.into_iter().enumerate() {
+        let tag = Tag::try_from(text).map_err(|message| InvalidRequest::new(format!("tags[{i}]"), message))?;
+        if checked.contains(&tag) {
+            return Err(InvalidRequest::new(format!("tags[{i}]"), format!("'{tag}' is given twice")));
+        }
+        checked.push(tag);
+    }
+    Ok(checked)
+}
+
 fn checked_common(
     provider: Option<String>,
     webhook_url: Option<String>,
@@ -649,7 +667,7 @@ fn checked_common(
     (seed, cancel_after_seconds, tags): (Option<u32>, Option<u32>, Option<Vec<String>>),
     limits: &RequestLimits,
 ) -> Result<CommonOptions, InvalidRequest> {
-    let tags = crate::model::listing::checked_tags(tags)?;
+    let tags = checked_tags(tags)?;
     let cancel_after_seconds =
         cancel_after_seconds.map(|s| in_range("cancel_after_seconds", s, bounds::CANCEL_AFTER_SECONDS)).transpose()?;
     let provider = provider.map(|p| p.parse::<ProviderName>().map_err(|e| InvalidRequest::new("provider", e.0))).transpose()?;
@@ -874,6 +892,17 @@ fn fingerprint_message(route: &str, body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_has_at_most_five_tags_each_once_and_a_bad_one_is_named_by_its_place() {
+        assert_eq!(checked_tags(None).unwrap(), Vec::<Tag>::new());
+        let five: Vec<String> = (0..5).map(|i| format!("t{i}")).collect();
+        assert_eq!(checked_tags(Some(five.clone())).unwrap().len(), 5);
+        let six: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+        assert_eq!(checked_tags(Some(six)).unwrap_err().field, "tags");
+        assert_eq!(checked_tags(Some(vec!["ok".into(), "Bad".into()])).unwrap_err().field, "tags[1]");
+        assert_eq!(checked_tags(Some(vec!["ok".into(), "ok".into()])).unwrap_err().field, "tags[1]");
+    }
 
     fn limits() -> RequestLimits {
         RequestLimits::default()

@@ -194,7 +194,7 @@ pub struct StatusBody {
     /// The job this one was made from (`POST …/retry` or `…/remix`); `null` otherwise.
     pub parent_job_id: Option<JobId>,
     /// The client's labels; empty when none were given.
-    pub tags: Vec<crate::model::listing::Tag>,
+    pub tags: Vec<crate::model::tag::Tag>,
     /// When to ask again, in seconds: the single status answer sends it as
     /// `Retry-After`; not part of the body.
     #[serde(skip)]
