@@ -6,7 +6,7 @@
 //! [`run`] is the whole program with its inputs and outputs passed in, so that
 //! tests run it in-process against a real API.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,6 +72,18 @@ enum Command {
     Remix(RemixArgs),
     /// The jobs made from a job by a retry or a remix, newest first.
     Children { job_id: String },
+    /// Every attempt at a job's notifications, or with --failed your failed attempts across jobs.
+    ///
+    /// `deliveries JOB_ID`: the job's attempts, oldest first. `deliveries --failed`:
+    /// yours that failed, newest first; with --error-class a page may hold fewer
+    /// than --limit, even none, and still have more after it: follow the "More:" line.
+    Deliveries(DeliveriesArgs),
+    /// Send a job's notification again now, or with --since every one of yours never delivered.
+    ///
+    /// `redeliver JOB_ID [--status STATUS]`: one more attempt, outside the retry
+    /// schedule. `redeliver --since TIME`: after an outage, one attempt at each
+    /// notification with a failed attempt since then that was never delivered.
+    Redeliver(RedeliverArgs),
     /// Up to 20 jobs from a JSON file: {"defaults": {…}, "items": [{"ref": "a", "prompt": "…"}, …]}.
     Batch {
         file: PathBuf,
@@ -200,6 +212,16 @@ impl ListFilter {
 
 /// The path and query of one page of `GET /videos/jobs`, form-urlencoded.
 fn list_path(limit: Option<u32>, cursor: Option<&str>, filter: &ListFilter) -> String {
+    page_path("/videos/jobs", limit, cursor, &filter.given())
+}
+
+/// The command that lists the page after `next`, with the same page size and filters.
+fn next_page_command(limit: Option<u32>, filter: &ListFilter, next: &str) -> String {
+    next_command("videojobs list", limit, &filter.given(), next)
+}
+
+/// `route` with one page's query: `limit`, `cursor`, then each filter, form-urlencoded.
+fn page_path(route: &str, limit: Option<u32>, cursor: Option<&str>, filters: &[(&str, &str, String)]) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     if let Some(limit) = limit {
         query.append_pair("limit", &limit.to_string());
@@ -207,28 +229,85 @@ fn list_path(limit: Option<u32>, cursor: Option<&str>, filter: &ListFilter) -> S
     if let Some(cursor) = cursor {
         query.append_pair("cursor", cursor);
     }
-    for (name, _, value) in filter.given() {
-        query.append_pair(name, &value);
+    for (name, _, value) in filters {
+        query.append_pair(name, value);
     }
     let query = query.finish();
     if query.is_empty() {
-        "/videos/jobs".to_owned()
+        route.to_owned()
     } else {
-        format!("/videos/jobs?{query}")
+        format!("{route}?{query}")
     }
 }
 
-/// The command that lists the page after `next`, with the same page size and filters.
-fn next_page_command(limit: Option<u32>, filter: &ListFilter, next: &str) -> String {
-    let mut command = String::from("videojobs list");
+/// `command` again for the page after `next`: the same `--limit` and filter flags, and `--cursor`.
+fn next_command(command: &str, limit: Option<u32>, filters: &[(&str, &str, String)], next: &str) -> String {
+    let mut command = command.to_owned();
     if let Some(limit) = limit {
         command.push_str(&format!(" --limit {limit}"));
     }
-    for (_, flag, value) in filter.given() {
-        command.push_str(&format!(" {flag} {}", shell_word(&value)));
+    for (_, flag, value) in filters {
+        command.push_str(&format!(" {flag} {}", shell_word(value)));
     }
     command.push_str(&format!(" --cursor {}", shell_word(next)));
     command
+}
+
+/// The filters of `deliveries --failed`, each a query parameter of `GET /videos/deliveries`.
+#[derive(Debug, Args, Default)]
+struct DeliveryFilter {
+    /// Only attempts at or after this time (RFC 3339: 2026-12-01T00:00:00Z); with --failed.
+    #[arg(long, value_name = "TIME", conflicts_with = "job_id")]
+    since: Option<String>,
+    /// Only attempts before this time (RFC 3339); with --failed.
+    #[arg(long, value_name = "TIME", conflicts_with = "job_id")]
+    until: Option<String>,
+    /// Only attempts that failed this way (notify_http_500, notify_network, …); with --failed.
+    #[arg(long, value_name = "CLASS", conflicts_with = "job_id")]
+    error_class: Option<String>,
+}
+
+impl DeliveryFilter {
+    /// `(query parameter, command-line flag, value)` for each filter given, in the API's order.
+    fn given(&self) -> Vec<(&'static str, &'static str, String)> {
+        [("since", "--since", &self.since), ("until", "--until", &self.until), ("error_class", "--error-class", &self.error_class)]
+            .into_iter()
+            .filter_map(|(name, flag, value)| value.clone().map(|value| (name, flag, value)))
+            .collect()
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("deliveries_of").required(true).args(["job_id", "failed"])))]
+struct DeliveriesArgs {
+    /// The job whose attempts to show, oldest first.
+    job_id: Option<String>,
+    /// Your failed attempts across your jobs instead, newest first.
+    #[arg(long)]
+    failed: bool,
+    /// How many attempts per page (1 to 100); with --failed.
+    #[arg(long, conflicts_with = "job_id")]
+    limit: Option<u32>,
+    /// The page after this cursor (from the "More:" line; give the same filters with it); with --failed.
+    #[arg(long, conflicts_with = "job_id")]
+    cursor: Option<String>,
+    #[command(flatten)]
+    filter: DeliveryFilter,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("redeliver_what").required(true).args(["job_id", "since"])))]
+struct RedeliverArgs {
+    /// The job whose notification to send again.
+    job_id: Option<String>,
+    /// Which of the job's notifications (completed, approved, rejected, failed,
+    /// canceled or expired); by default its latest.
+    #[arg(long)]
+    status: Option<String>,
+    /// Instead of one job: every notification of yours with a failed attempt
+    /// since this time (RFC 3339) that was never delivered, up to 50 a run.
+    #[arg(long, value_name = "TIME", conflicts_with = "status")]
+    since: Option<String>,
 }
 
 /// `text` as one shell word: as it is when every character is plain, else in single quotes.
@@ -757,6 +836,8 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
             }
             Ok(())
         }
+        Command::Deliveries(args) => deliveries(api, args, console).await,
+        Command::Redeliver(args) => redeliver(api, args, console).await,
         Command::Cancel { job_id } => {
             let status = api.call(reqwest::Method::DELETE, &format!("/videos/jobs/{}", segment(&job_id)?), None, &[]).await?;
             if console.json {
@@ -887,6 +968,107 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
             }
         },
     }
+}
+
+async fn deliveries(api: &Api, args: DeliveriesArgs, console: &mut Console<'_>) -> Result<(), CliError> {
+    let Some(job_id) = args.job_id else {
+        let filters = args.filter.given();
+        let page = api.get(&page_path("/videos/deliveries", args.limit, args.cursor.as_deref(), &filters)).await?;
+        if console.json {
+            console.json(&page);
+            return Ok(());
+        }
+        let attempts = page["deliveries"].as_array().cloned().unwrap_or_default();
+        let next = page["next_cursor"].as_str();
+        if attempts.is_empty() {
+            // With --error-class a page may be empty and still have pages after it.
+            console.note(if next.is_some() {
+                "No failed attempts on this page; there may be more on the next."
+            } else {
+                "No failed attempts."
+            });
+        }
+        for attempt in &attempts {
+            console.say(&format!("{}  {}", attempt["job_id"].as_str().unwrap_or(""), delivery_line(attempt)));
+        }
+        if let Some(next) = next {
+            console.note(&format!("More: {}", next_command("videojobs deliveries --failed", args.limit, &filters, next)));
+        }
+        return Ok(());
+    };
+    let log = api.get(&format!("/videos/jobs/{}/deliveries", segment(&job_id)?)).await?;
+    if console.json {
+        console.json(&log);
+        return Ok(());
+    }
+    let attempts = log["deliveries"].as_array().cloned().unwrap_or_default();
+    if attempts.is_empty() {
+        console.note(&format!("No notification of {job_id} has been attempted."));
+    }
+    for attempt in &attempts {
+        console.say(&delivery_line(attempt));
+    }
+    Ok(())
+}
+
+async fn redeliver(api: &Api, args: RedeliverArgs, console: &mut Console<'_>) -> Result<(), CliError> {
+    let answer = match (&args.job_id, &args.since) {
+        (Some(job_id), _) => {
+            let path = format!("/videos/jobs/{}/redeliver", segment(job_id)?);
+            // No body: the job's latest notification.
+            let body = args.status.as_ref().map(|status| json!({"status": status}));
+            api.call(reqwest::Method::POST, &path, body.as_ref(), &[]).await?
+        }
+        (None, Some(since)) => api.post("/videos/deliveries/redeliver", &json!({"since": since}), None).await?,
+        (None, None) => return Err(CliError::Local("give a JOB_ID, or --since TIME for every notification never delivered".into())),
+    };
+    if console.json {
+        console.json(&answer);
+        return Ok(());
+    }
+    let redeliveries = answer["redeliveries"].as_array().cloned().unwrap_or_default();
+    if let (Some(since), true) = (&args.since, redeliveries.is_empty()) {
+        console.note(&format!("Nothing to send again: no notification of yours has failed since {since} without being delivered."));
+    }
+    for redelivery in &redeliveries {
+        let (job_id, status) = (redelivery["job_id"].as_str().unwrap_or(""), redelivery["status"].as_str().unwrap_or(""));
+        if redelivery["queued"] == true {
+            console.say(&format!("{job_id}  {status}  queued: sent again within seconds"));
+        } else {
+            console.say(&format!("{job_id}  {status}  not queued: a request within the last minute stands"));
+        }
+    }
+    if answer["more"] == true {
+        let since = args.since.as_deref().map(shell_word).unwrap_or_default();
+        console
+            .note(&format!("More notifications match than one request sends again (50): run videojobs redeliver --since {since} again."));
+    }
+    Ok(())
+}
+
+/// One attempt at a notification on one line: when it ended, the status
+/// notified, `attempt N` (the schedule's) or `manual`, where it went, and how it went.
+fn delivery_line(attempt: &Value) -> String {
+    let which = match (attempt["trigger"].as_str(), attempt["attempt"].as_u64()) {
+        (Some("manual"), _) => "manual".to_owned(),
+        (_, Some(number)) => format!("attempt {number}"),
+        (trigger, None) => trigger.unwrap_or("").to_owned(),
+    };
+    let answer = match (attempt["http_status"].as_u64(), attempt["error_class"].as_str()) {
+        (Some(status), _) => format!("HTTP {status}"),
+        (None, Some(class)) => class.to_owned(),
+        (None, None) => "no answer".to_owned(),
+    };
+    format!(
+        "{}  {:<10} {:<10} {}  {:<9} {}  {} ms",
+        attempt["at"].as_str().unwrap_or(""),
+        attempt["status"].as_str().unwrap_or(""),
+        which,
+        attempt["endpoint"].as_str().unwrap_or(""),
+        attempt["outcome"].as_str().unwrap_or(""),
+        answer,
+        attempt["duration_ms"]
+    )
 }
 
 fn set(body: &mut Value, name: &str, value: Option<Value>) {
@@ -1498,5 +1680,210 @@ mod tests {
         let (code, _, err) = run_captured(&["videojobs", "--url", &server.uri(), "--key", "k", "review", "approve", "job_3"], &[]).await;
         assert_eq!(code, exit::FAILED);
         assert_eq!(err, "error: Only a completed job can be reviewed. Wait for the video.\n");
+    }
+
+    /// A delivery log's attempts: a scheduled one the endpoint refused, one it never answered, and a manual one delivered.
+    const LOG: &str = r#"{"job_id":"job_1","deliveries":[
+        {"job_id":"job_1","status":"completed","at":"2026-12-01T10:00:01.000Z","trigger":"scheduled","attempt":1,
+         "endpoint":"https://hooks.example.com","outcome":"failed","http_status":500,"error_class":"notify_http_500","duration_ms":120},
+        {"job_id":"job_1","status":"completed","at":"2026-12-01T10:00:31.000Z","trigger":"scheduled","attempt":2,
+         "endpoint":"https://hooks.example.com","outcome":"failed","http_status":null,"error_class":"notify_network","duration_ms":5003},
+        {"job_id":"job_1","status":"completed","at":"2026-12-01T10:05:00.000Z","trigger":"manual","attempt":null,
+         "endpoint":"https://hooks.example.com","outcome":"delivered","http_status":204,"error_class":null,"duration_ms":84}]}"#;
+
+    #[tokio::test]
+    async fn deliveries_of_a_job_prints_each_attempt_on_one_line() {
+        let server = api_answering(200, LOG).await;
+
+        let (code, out, err) = run_captured(&["videojobs", "--url", &server.uri(), "--key", "k", "deliveries", "job_1"], &[]).await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        let request = the_request(&server).await;
+        assert_eq!((request.method.as_str(), request.url.path(), request.url.query()), ("GET", "/videos/jobs/job_1/deliveries", None));
+        assert_eq!(
+            out,
+            "2026-12-01T10:00:01.000Z  completed  attempt 1  https://hooks.example.com  failed    HTTP 500  120 ms\n\
+             2026-12-01T10:00:31.000Z  completed  attempt 2  https://hooks.example.com  failed    notify_network  5003 ms\n\
+             2026-12-01T10:05:00.000Z  completed  manual     https://hooks.example.com  delivered HTTP 204  84 ms\n"
+        );
+        assert_eq!(err, "");
+    }
+
+    #[tokio::test]
+    async fn deliveries_of_a_job_never_notified_say_so_and_json_prints_the_answer() {
+        let server = api_answering(200, r#"{"job_id":"job_2","deliveries":[]}"#).await;
+        let (code, out, err) = run_captured(&["videojobs", "--url", &server.uri(), "--key", "k", "deliveries", "job_2"], &[]).await;
+        assert_eq!((code, out.as_str(), err.as_str()), (exit::OK, "", "No notification of job_2 has been attempted.\n"));
+
+        let (code, out, _) = run_captured(&["videojobs", "--url", &server.uri(), "--key", "k", "--json", "deliveries", "job_2"], &[]).await;
+        assert_eq!(code, exit::OK);
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"job_id": "job_2", "deliveries": []}));
+    }
+
+    #[tokio::test]
+    async fn failed_deliveries_send_their_filters_and_the_more_line_keeps_them_for_the_next_page() {
+        // Arrange: one failed attempt, and a page after it.
+        let page = r#"{"deliveries":[{"job_id":"job_3","status":"failed","at":"2026-12-01T10:00:01.000Z","trigger":"scheduled",
+            "attempt":3,"endpoint":"https://hooks.example.com:8443","outcome":"failed","http_status":null,
+            "error_class":"notify_unresolved","duration_ms":12}],"next_cursor":"eyJrIjoxfQ"}"#;
+        let server = api_answering(200, page).await;
+        let base = ["videojobs", "--url", &server.uri(), "--key", "k", "deliveries", "--failed"];
+        let filters = [
+            "--limit",
+            "1",
+            "--since",
+            "2026-12-01T00:00:00+02:00",
+            "--until",
+            "2026-12-02T00:00:00Z",
+            "--error-class",
+            "notify_unresolved",
+        ];
+        let args: Vec<&str> = base.iter().chain(&filters).copied().collect();
+
+        // Act
+        let (code, out, err) = run_captured(&args, &[]).await;
+
+        // Assert: the filters went URL-encoded under the API's names, and the hint repeats them with the cursor.
+        assert_eq!(code, exit::OK, "{err}");
+        let request = the_request(&server).await;
+        assert_eq!((request.method.as_str(), request.url.path()), ("GET", "/videos/deliveries"));
+        assert_eq!(
+            request.url.query(),
+            Some("limit=1&since=2026-12-01T00%3A00%3A00%2B02%3A00&until=2026-12-02T00%3A00%3A00Z&error_class=notify_unresolved")
+        );
+        assert_eq!(
+            out,
+            "job_3  2026-12-01T10:00:01.000Z  failed     attempt 3  https://hooks.example.com:8443  failed    notify_unresolved  12 ms\n"
+        );
+        let hint = "videojobs deliveries --failed --limit 1 --since 2026-12-01T00:00:00+02:00 --until 2026-12-02T00:00:00Z \
+                    --error-class notify_unresolved --cursor eyJrIjoxfQ";
+        assert_eq!(err, format!("More: {hint}\n"));
+
+        // The hint, run as printed, asks for the next page with the same filters; an empty last page says so.
+        server.reset().await;
+        let server_uri = server.uri();
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_raw(r#"{"deliveries":[],"next_cursor":null}"#, "application/json"))
+            .mount(&server)
+            .await;
+        let again: Vec<&str> = ["videojobs", "--url", &server_uri, "--key", "k"].into_iter().chain(hint.split(' ').skip(1)).collect();
+        let (code, out, err) = run_captured(&again, &[]).await;
+        assert_eq!((code, out.as_str(), err.as_str()), (exit::OK, "", "No failed attempts.\n"));
+        let request = the_request(&server).await;
+        assert_eq!(
+            request.url.query(),
+            Some(
+                "limit=1&cursor=eyJrIjoxfQ&since=2026-12-01T00%3A00%3A00%2B02%3A00&until=2026-12-02T00%3A00%3A00Z\
+                 &error_class=notify_unresolved"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_deliveries_without_filters_send_no_query_and_an_empty_page_with_more_says_so() {
+        let server = api_answering(200, r#"{"deliveries":[],"next_cursor":"c/2"}"#).await;
+
+        let (code, out, err) = run_captured(&["videojobs", "--url", &server.uri(), "--key", "k", "deliveries", "--failed"], &[]).await;
+
+        assert_eq!((code, out.as_str()), (exit::OK, ""));
+        assert_eq!(the_request(&server).await.url.query(), None);
+        assert_eq!(
+            err,
+            "No failed attempts on this page; there may be more on the next.\nMore: videojobs deliveries --failed --cursor c/2\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn deliveries_take_a_job_or_failed_and_filters_only_with_failed() {
+        for args in [
+            &["videojobs", "--key", "k", "deliveries"][..],
+            &["videojobs", "--key", "k", "deliveries", "job_1", "--failed"],
+            &["videojobs", "--key", "k", "deliveries", "job_1", "--since", "2026-12-01T00:00:00Z"],
+            &["videojobs", "--key", "k", "deliveries", "--error-class", "notify_network"],
+            &["videojobs", "--key", "k", "redeliver"],
+            &["videojobs", "--key", "k", "redeliver", "job_1", "--since", "2026-12-01T00:00:00Z"],
+            &["videojobs", "--key", "k", "redeliver", "--since", "2026-12-01T00:00:00Z", "--status", "completed"],
+        ] {
+            let (code, out, err) = run_captured(args, &[]).await;
+            assert_eq!((code, out.as_str()), (exit::USAGE, ""), "{args:?}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn redeliver_a_job_sends_no_body_for_its_latest_notification_and_says_it_is_queued() {
+        let server = api_answering(202, r#"{"redeliveries":[{"job_id":"job_1","status":"approved","queued":true}],"more":false}"#).await;
+
+        let (code, out, err) = run_captured(&["videojobs", "--url", &server.uri(), "--key", "k", "redeliver", "job_1"], &[]).await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        let request = the_request(&server).await;
+        assert_eq!((request.method.as_str(), request.url.path(), request.url.query()), ("POST", "/videos/jobs/job_1/redeliver", None));
+        assert!(request.body.is_empty(), "no body: {:?}", String::from_utf8_lossy(&request.body));
+        assert_eq!(out, "job_1  approved  queued: sent again within seconds\n");
+        assert_eq!(err, "");
+    }
+
+    #[tokio::test]
+    async fn redeliver_a_jobs_status_sends_it_and_says_when_an_earlier_request_stands() {
+        let server = api_answering(202, r#"{"redeliveries":[{"job_id":"job_1","status":"completed","queued":false}],"more":false}"#).await;
+        let args = ["videojobs", "--url", &server.uri(), "--key", "k", "redeliver", "job_1", "--status", "completed"];
+
+        let (code, out, err) = run_captured(&args, &[]).await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        let request = the_request(&server).await;
+        assert_eq!((request.method.as_str(), request.url.path()), ("POST", "/videos/jobs/job_1/redeliver"));
+        assert_eq!(request.headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+        assert_eq!(serde_json::from_slice::<Value>(&request.body).unwrap(), json!({"status": "completed"}));
+        assert_eq!(out, "job_1  completed  not queued: a request within the last minute stands\n");
+    }
+
+    #[tokio::test]
+    async fn redeliver_refused_for_a_job_without_a_webhook_url_is_one_sentence() {
+        let server = api_answering(
+            409,
+            r#"{"error":{"code":"wrong_state","message":"the job has no webhook_url to notify","next_step":"Nothing to send"}}"#,
+        )
+        .await;
+        let (code, out, err) = run_captured(&["videojobs", "--url", &server.uri(), "--key", "k", "redeliver", "job_1"], &[]).await;
+        assert_eq!((code, out.as_str()), (exit::FAILED, ""));
+        assert_eq!(err, "error: The job has no webhook_url to notify. Nothing to send.\n");
+    }
+
+    #[tokio::test]
+    async fn redeliver_since_sends_the_time_prints_each_notification_and_says_when_there_are_more() {
+        let answer = r#"{"redeliveries":[{"job_id":"job_5","status":"failed","queued":true},
+            {"job_id":"job_4","status":"completed","queued":false}],"more":true}"#;
+        let server = api_answering(202, answer).await;
+        let args = ["videojobs", "--url", &server.uri(), "--key", "k", "redeliver", "--since", "2026-12-01T00:00:00Z"];
+
+        let (code, out, err) = run_captured(&args, &[]).await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        let request = the_request(&server).await;
+        assert_eq!((request.method.as_str(), request.url.path(), request.url.query()), ("POST", "/videos/deliveries/redeliver", None));
+        assert_eq!(serde_json::from_slice::<Value>(&request.body).unwrap(), json!({"since": "2026-12-01T00:00:00Z"}));
+        assert_eq!(
+            out,
+            "job_5  failed  queued: sent again within seconds\njob_4  completed  not queued: a request within the last minute stands\n"
+        );
+        assert_eq!(
+            err,
+            "More notifications match than one request sends again (50): run videojobs redeliver --since 2026-12-01T00:00:00Z again.\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn redeliver_since_with_nothing_to_send_says_so_and_json_prints_the_answer() {
+        let server = api_answering(202, r#"{"redeliveries":[],"more":false}"#).await;
+        let args = ["videojobs", "--url", &server.uri(), "--key", "k", "redeliver", "--since", "2026-12-01T00:00:00Z"];
+        let (code, out, err) = run_captured(&args, &[]).await;
+        assert_eq!((code, out.as_str()), (exit::OK, ""));
+        assert_eq!(err, "Nothing to send again: no notification of yours has failed since 2026-12-01T00:00:00Z without being delivered.\n");
+
+        let json_args = ["videojobs", "--url", &server.uri(), "--key", "k", "--json", "redeliver", "--since", "2026-12-01T00:00:00Z"];
+        let (code, out, err) = run_captured(&json_args, &[]).await;
+        assert_eq!((code, err.as_str()), (exit::OK, ""));
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"redeliveries": [], "more": false}));
     }
 }

@@ -2,7 +2,7 @@
 // own OpenAPI document (docs/openapi.json → src/schema.d.ts, by
 // openapi-typescript); this file only adds fetch, errors and a few helpers.
 import { createHmac, timingSafeEqual } from "node:crypto";
-import type { components } from "./schema.js";
+import type { components, operations } from "./schema.js";
 
 type Schemas = components["schemas"];
 export type GenerateRequest = Schemas["GenerateRequest"];
@@ -25,6 +25,12 @@ export type ErrorCode = ErrorBody["error"]["code"];
 export type ImageType = Schemas["UploadRequest"]["content_type"];
 export type WorkflowType = Schemas["WorkflowType"];
 export type Tag = Schemas["Tag"];
+export type Delivery = Schemas["Delivery"];
+export type JobDeliveries = Schemas["JobDeliveries"];
+export type FailedDeliveries = Schemas["FailedDeliveries"];
+export type Redeliveries = Schemas["Redeliveries"];
+/** The body of `POST /videos/jobs/{job_id}/redeliver`: which notification (by default the job's latest). */
+export type RedeliverRequest = NonNullable<operations["redeliverJobNotification"]["requestBody"]>["content"]["application/json"];
 
 /** Between polls when the answer says nothing (`Retry-After` absent). */
 export const RECOMMENDED_POLL_INTERVAL_MS = 2_000;
@@ -89,6 +95,22 @@ export interface JobListFilter {
   createdAfter?: Date | string;
   /** Created before this time (a `Date`, or RFC 3339 text); later than `createdAfter`. */
   createdBefore?: Date | string;
+}
+
+/**
+ * Which of the caller's failed notification attempts `failedDeliveries` and
+ * `failedDeliveriesPage` keep (`GET /videos/deliveries`'s filters), all
+ * optional. With `errorClass` a page may hold fewer than `limit` attempts,
+ * even none, and still have a `next_cursor`: `failedDeliveries()` follows it;
+ * with `failedDeliveriesPage` pass the same filter with each `cursor`.
+ */
+export interface FailedDeliveriesFilter {
+  /** Attempts at or after this time (a `Date`, or RFC 3339 text). */
+  since?: Date | string;
+  /** Attempts before this time (a `Date`, or RFC 3339 text); later than `since`. */
+  until?: Date | string;
+  /** Attempts that failed this way: `notify_http_500`, `notify_network`, `notify_refused_address`, … */
+  errorClass?: string;
 }
 
 /** A new job, and whether the answer was a replay of an earlier one. */
@@ -278,6 +300,63 @@ export class VideoJobsClient {
     return (await this.request<JobList>("GET", `/videos/jobs/${encodeURIComponent(jobId)}/children`)).body;
   }
 
+  /** Every attempt at the job's notifications (scheduled and manual), oldest first. */
+  async deliveries(jobId: string): Promise<JobDeliveries> {
+    return (await this.request<JobDeliveries>("GET", `/videos/jobs/${encodeURIComponent(jobId)}/deliveries`)).body;
+  }
+
+  /**
+   * One page of the caller's failed notification attempts across their jobs,
+   * newest first, optionally filtered. With `errorClass` a page may hold fewer
+   * than `limit` attempts, even none, and still have a `next_cursor`: ask for
+   * it with the same filter (or use {@link failedDeliveries}).
+   */
+  async failedDeliveriesPage(options: FailedDeliveriesFilter & { limit?: number; cursor?: string } = {}): Promise<FailedDeliveries> {
+    const query = new URLSearchParams();
+    if (options.limit !== undefined) query.set("limit", String(options.limit));
+    if (options.cursor) query.set("cursor", options.cursor);
+    if (options.since) query.set("since", timeParameter(options.since));
+    if (options.until) query.set("until", timeParameter(options.until));
+    if (options.errorClass) query.set("error_class", options.errorClass);
+    const suffix = query.size ? `?${query}` : "";
+    return (await this.request<FailedDeliveries>("GET", `/videos/deliveries${suffix}`)).body;
+  }
+
+  /**
+   * Every failed notification attempt of the caller (those `filter` keeps),
+   * newest first, fetched a page at a time: it follows `next_cursor` with the
+   * same filter until it is `null`, through pages that a filter left empty.
+   */
+  async *failedDeliveries(options: FailedDeliveriesFilter & { pageSize?: number } = {}): AsyncGenerator<Delivery, void, undefined> {
+    const { pageSize, ...filter } = options;
+    let cursor: string | undefined;
+    do {
+      const page = await this.failedDeliveriesPage({ ...filter, limit: pageSize, cursor });
+      yield* page.deliveries;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+  }
+
+  /**
+   * Sends the job's notification of `status` (by default its latest) again, now:
+   * one manual attempt, outside the retry schedule (`202`). `queued: false` when a
+   * request for that job and status within the last minute stands. `409` when the
+   * job has no `webhook_url` or never had that status; only the job's owner.
+   */
+  async redeliver(jobId: string, options: RedeliverRequest = {}): Promise<Redeliveries> {
+    const body = options.status === undefined ? undefined : { status: options.status };
+    return (await this.request<Redeliveries>("POST", `/videos/jobs/${encodeURIComponent(jobId)}/redeliver`, body)).body;
+  }
+
+  /**
+   * After an outage: one manual attempt at each of the caller's notifications
+   * with a failed attempt since `since` that was never delivered, newest first,
+   * at most 50 a request (`more: true`: call it again).
+   */
+  async recoverDeliveries(since: Date | string): Promise<Redeliveries> {
+    return (await this.request<Redeliveries>("POST", "/videos/deliveries/redeliver", { since: timeParameter(since) })).body;
+  }
+
   /** The caller's credits, role and jobs in progress. */
   async account(): Promise<Account> {
     return (await this.request<Account>("GET", "/videos/account")).body;
@@ -319,7 +398,7 @@ export class VideoJobsClient {
   }
 }
 
-/** A `created_*` filter's value: a `Date` as ISO 8601 UTC, text as given. */
+/** A time parameter's value (`created_*`, `since`, `until`): a `Date` as ISO 8601 UTC, text as given. */
 function timeParameter(time: Date | string): string {
   return time instanceof Date ? time.toISOString() : time;
 }

@@ -1041,7 +1041,8 @@ export interface components {
          *       "estimated_completion_at": "2026-11-22T10:00:50.000Z",
          *       "seed": null,
          *       "parent_job_id": null,
-         *       "cancel_after_seconds": null
+         *       "cancel_after_seconds": null,
+         *       "tags": []
          *     }
          */
         JobStatusBody: components["schemas"]["JobFields"];

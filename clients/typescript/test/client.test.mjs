@@ -195,6 +195,34 @@ test("a notification arrives signed, and verifies with the user's secret", async
   assert.throws(() => verifyNotification(secret, headers, body.replace("completed", "approved")));
 });
 
+test("the delivery log of a job without a webhook_url is empty, and it cannot be sent again", async () => {
+  const api = client();
+  // Held in flight by the local provider (scripts/contract-test allows the fault), so that it can be canceled.
+  const job = await api.generate({
+    prompt: "nobody to notify",
+    duration_seconds: 1,
+    resolution: "480p",
+    metadata: { local_faults: { delay_ms: 60_000 } },
+  });
+  try {
+    const wrongState = (err) => err instanceof ApiError && err.status === 409 && err.code === "wrong_state";
+    await assert.rejects(api.redeliver(job.job_id), wrongState);
+    await assert.rejects(api.redeliver(job.job_id, { status: "completed" }), wrongState);
+    const log = await api.deliveries(job.job_id);
+    assert.equal(log.job_id, job.job_id);
+    assert.deepEqual(log.deliveries, []);
+    // Other tests' notifications may fail meanwhile: only the shape is checked.
+    const page = await api.failedDeliveriesPage({ since: new Date(), limit: 5 });
+    assert.ok(Array.isArray(page.deliveries), JSON.stringify(page));
+    assert.ok(page.next_cursor === null || typeof page.next_cursor === "string");
+    // Nothing has failed a day from now: nothing is sent again.
+    assert.deepEqual(await api.recoverDeliveries(new Date(Date.now() + 86_400_000)), { redeliveries: [], more: false });
+  } finally {
+    // Its credits back; a failure above stays the one reported.
+    await api.cancel(job.job_id).catch(() => {});
+  }
+});
+
 test("stats: a user sees the queue, the typical time and their own jobs; an admin every figure", async () => {
   const mine = await client().stats();
   assert.equal(mine.scope, "user");
