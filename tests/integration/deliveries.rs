@@ -4,7 +4,7 @@
 //! once, and never restarts the retry schedule.
 
 use crate::harness::{all_at_once, next_message, receive_from, work_message, Payload, Receiver, TestApp};
-use crate::notifications::{cancel_and_deliver, isolated, HOOK};
+use crate::notifications::{cancel_and_deliver, isolated, isolated_with, short_retries, HOOK};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use videojobs_core::model::ids::{JobId, Role};
@@ -195,4 +195,63 @@ async fn a_redelivery_of_a_job_without_a_webhook_or_of_a_status_it_never_had_is_
     assert_eq!(not_notified.status, StatusCode::BAD_REQUEST);
     assert_eq!(strangers.status, StatusCode::NOT_FOUND);
     assert!(queued(&app, &hooked, "redeliver").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_keeps_failing_is_paused_for_its_user_alone_holds_what_follows_and_one_of_five_resumes_sends_it() {
+    // Arrange: three failed attempts in a row pause the endpoint.
+    let mut settings = short_retries();
+    settings.notify_pause_after_failures = 3;
+    let app = isolated_with(settings).await;
+    let hook = Receiver::scripted(vec![500, 500, 500], 204).await;
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(app.new_job_with_webhook(&hook.url(HOOK)).await);
+    }
+    cancel_and_deliver(&app, &jobs[0]).await;
+    // Taken now: a later receive would hide it behind its visibility timeout.
+    let (first_jobs_retry, _) = next_message(&app, &jobs[0], "notify").await;
+    for id in &jobs[1..3] {
+        cancel_and_deliver(&app, id).await;
+    }
+
+    // Act: while paused, a new notification and a scheduled retry are held; another user's goes.
+    cancel_and_deliver(&app, &jobs[3]).await;
+    app.handle_work(work_message(first_jobs_retry)).await;
+    let (_, stranger) = app.another_user(10, Role::User).await;
+    let strangers_job =
+        app.as_key(&stranger).generate(json!({"prompt": "a kite", "duration_seconds": 1, "webhook_url": hook.url(HOOK)})).await.job_id();
+    assert_eq!(app.as_key(&stranger).cancel_job(&strangers_job).await.status, StatusCode::OK);
+    let (strangers_notification, _) = next_message(&app, &strangers_job, "notify").await;
+    app.handle_work(work_message(strangers_notification)).await;
+    let paused = app.account().await.body;
+    let endpoint = hook.url("");
+    let resumes = all_at_once(5, |_| app.resume_endpoint(json!({"endpoint": endpoint}))).await;
+    for id in [&jobs[3], &jobs[0]] {
+        deliver_the_redelivery(&app, id).await;
+    }
+
+    // Assert
+    assert_eq!(paused["paused_endpoints"][0]["endpoint"], endpoint.as_str(), "{paused}");
+    assert_eq!(paused["paused_endpoints"][0]["consecutive_failures"], 3);
+    let events = app.events_from(&jobs[2], "notifier").await;
+    assert!(events.iter().any(|e| e["message"].as_str().unwrap_or("").contains("are paused after 3 failed attempts")), "{events:?}");
+    let held = app.job_deliveries(&jobs[3]).await.body;
+    assert_eq!(held["deliveries"][0]["error_class"], "notify_endpoint_paused", "{held}");
+    assert!(resumes.iter().all(|r| r.status == StatusCode::OK), "{:?}", resumes.iter().map(|r| &r.body).collect::<Vec<_>>());
+    let winners: Vec<&Value> = resumes.iter().map(|r| &r.body).filter(|b| b["resumed"] == true).collect();
+    assert_eq!(winners.len(), 1, "one of five resumes: {winners:?}");
+    let mut sent: Vec<String> =
+        winners[0]["redeliveries"].as_array().unwrap().iter().map(|r| r["job_id"].as_str().unwrap().to_owned()).collect();
+    sent.sort();
+    let mut expected = vec![jobs[0].to_string(), jobs[3].to_string()];
+    expected.sort();
+    assert_eq!(sent, expected, "what was held, each once");
+    assert_eq!(hook.received().len(), 3 + 1 + 2, "three failures, the other user's delivery, the two held ones after the resume");
+    for id in [&jobs[3], &jobs[0]] {
+        let log = app.job_deliveries(id).await.body;
+        let last = log["deliveries"].as_array().unwrap().last().cloned().unwrap();
+        assert_eq!((last["trigger"].clone(), last["outcome"].clone()), (json!("manual"), json!("delivered")), "{log}");
+    }
+    assert_eq!(app.account().await.body["paused_endpoints"], json!([]));
 }

@@ -25,7 +25,7 @@ pub(crate) async fn cancel_and_deliver(app: &TestApp, id: &JobId) -> Value {
     message
 }
 
-fn short_retries() -> videojobs_core::model::settings::Settings {
+pub(crate) fn short_retries() -> videojobs_core::model::settings::Settings {
     let mut settings = settings();
     settings.notify_retry_schedule = RetrySchedule::new(vec![1, 1, 1, 1, 1]);
     settings
@@ -36,7 +36,7 @@ pub(crate) async fn isolated() -> TestApp {
     isolated_with(short_retries()).await
 }
 
-async fn isolated_with(settings: videojobs_core::model::settings::Settings) -> TestApp {
+pub(crate) async fn isolated_with(settings: videojobs_core::model::settings::Settings) -> TestApp {
     TestApp::builder().settings(settings).own_stack().build().await
 }
 

@@ -676,6 +676,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/videos/webhook-endpoints/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resume a paused notification endpoint
+         * @description Lets deliveries to one of the caller's paused endpoints (as `GET /videos/account` and the delivery log write it: `scheme://host[:port]`) go again and, unless `send_held` is `false`, sends again each notification held while it was paused (one manual attempt each, at most 50). Of concurrent resumes one resumes it and sends; the others answer `resumed: false`. Counts as a create against the key's rate limits.
+         */
+        post: operations["resumeEndpoint"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export interface webhooks {
     jobNotification: {
@@ -1132,7 +1152,8 @@ export interface components {
          *       "role": "user",
          *       "credits": 996,
          *       "active_jobs": 1,
-         *       "max_active_jobs": 5
+         *       "max_active_jobs": 5,
+         *       "paused_endpoints": []
          *     }
          */
         Account: {
@@ -1142,6 +1163,8 @@ export interface components {
             credits: number;
             active_jobs: number;
             max_active_jobs: number;
+            /** @description The caller's notification endpoints paused after a run of failed attempts (`NOTIFY_PAUSE_AFTER_FAILURES`, 15 by default): their notifications are held, not sent, until `POST /videos/webhook-endpoints/resume`. */
+            paused_endpoints: components["schemas"]["PausedEndpoint"][];
         };
         /**
          * @example {
@@ -1581,6 +1604,30 @@ export interface components {
                 queued: boolean;
             }[];
             /** @description More failed notifications match than one request sends again (50): ask again. */
+            more: boolean;
+        };
+        PausedEndpoint: {
+            /**
+             * @description Scheme, host and port.
+             * @example https://hooks.example.com
+             */
+            endpoint: string;
+            /** Format: date-time */
+            paused_at: string;
+            /** @description Failed attempts in a row when it was paused, and since. */
+            consecutive_failures: number;
+        };
+        Resumed: {
+            endpoint: string;
+            /** @description `true`: it was paused and is not now; `false`: it was not paused (or a concurrent resume did it), and nothing was sent. */
+            resumed: boolean;
+            redeliveries: {
+                job_id: components["schemas"]["JobId"];
+                status: components["schemas"]["JobStatus"];
+                /** @description `true`: sent again now; `false`: a send asked for within the last minute stands (an earlier or concurrent request). */
+                queued: boolean;
+            }[];
+            /** @description More held notifications than one request sends again (50): send the rest with `POST /videos/deliveries/redeliver`. */
             more: boolean;
         };
     };
@@ -3043,6 +3090,46 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Redeliveries"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    resumeEndpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @example https://hooks.example.com */
+                    endpoint: string;
+                    /** @default true */
+                    send_held?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description What the resume did. */
+            200: {
+                headers: {
+                    /** @description Where request rate limits are on: the policy (IETF draft `RateLimit` header fields). */
+                    "RateLimit-Policy"?: string;
+                    /** @description Where request rate limits are on: what is left of the current window. */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Resumed"];
                 };
             };
             400: components["responses"]["BadRequest"];

@@ -73,6 +73,7 @@ pub fn services(clients: &AwsClients, resources: &Resources, settings: Settings)
         poster: Arc::new(HttpsPoster),
         notification_log: a.store.clone(),
         delivery_log: a.store.clone(),
+        endpoints: a.store.clone(),
         redeliveries: a.notifications,
         settings,
     }
@@ -100,10 +101,11 @@ pub fn pipeline(
         stats: a.store.clone(),
         notifier: Notifier {
             secrets: a.store.clone(),
-            deliveries: a.store,
+            deliveries: a.store.clone(),
             queue: a.notifications,
             resolver: Arc::new(crate::resolver::SystemResolver),
             poster: Arc::new(HttpsPoster),
+            endpoints: a.store.clone(),
         },
         queue: a.work,
         dead_letters: Arc::new(crate::sqs::SqsDeadLetters::new(clients.sqs.clone(), resources)),

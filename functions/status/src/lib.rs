@@ -16,6 +16,7 @@ use videojobs_api::{error_response, json_body, path_segments, presented_key, que
 use videojobs_aws::Provide;
 use videojobs_core::model::admin::{GrantRequest, NewKeyRequest};
 use videojobs_core::model::listing::JobFilter;
+use videojobs_core::model::notification::endpoints::ResumeRequest;
 use videojobs_core::model::notification::log::{FailedDeliveriesFilter, RecoverRequest, RedeliverRequest};
 use videojobs_core::model::request::InvalidRequest;
 use videojobs_core::model::review::ReviewRequest;
@@ -39,6 +40,7 @@ enum Route<'a> {
     Redeliver(&'a str),
     FailedDeliveries,
     RecoverDeliveries,
+    ResumeEndpoint,
     Cancel(&'a str),
     Active,
     List,
@@ -72,6 +74,7 @@ fn route(request: &Request) -> Option<Route<'_>> {
         (&Method::POST, ["videos", "jobs", id, "redeliver"]) => Some(Route::Redeliver(id)),
         (&Method::GET, ["videos", "deliveries"]) => Some(Route::FailedDeliveries),
         (&Method::POST, ["videos", "deliveries", "redeliver"]) => Some(Route::RecoverDeliveries),
+        (&Method::POST, ["videos", "webhook-endpoints", "resume"]) => Some(Route::ResumeEndpoint),
         (&Method::DELETE, ["videos", "jobs", id]) => Some(Route::Cancel(id)),
         (&Method::POST, ["videos", "jobs", id, "review"]) => Some(Route::Review(id)),
         (&Method::GET, ["videos", "review", "queue"]) => Some(Route::ReviewQueue),
@@ -126,7 +129,7 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
     }
     // A test delivery or a manual send makes us call out: it counts as a create against the key's limits.
     let authenticated = match route {
-        Route::WebhookTest | Route::Redeliver(_) | Route::RecoverDeliveries => {
+        Route::WebhookTest | Route::Redeliver(_) | Route::RecoverDeliveries | Route::ResumeEndpoint => {
             services.authenticate_to_create(presented_key(request)).await
         }
         _ => services.authenticate(presented_key(request)).await,
@@ -159,6 +162,13 @@ async fn handle(services: &impl Provide<Services>, request: &Request) -> Respons
             let body = if request.body().is_empty() { Ok(&[][..]) } else { json_body(request, services.settings.body_max_bytes) };
             match body.and_then(|b| RedeliverRequest::parse(b).map_err(AppError::from)) {
                 Ok(parsed) => respond(StatusCode::ACCEPTED, services.redeliver(&who, id, parsed).await),
+                Err(err) => error_response(&err),
+            }
+        }
+        Route::ResumeEndpoint => {
+            let body = json_body(request, services.settings.body_max_bytes);
+            match body.and_then(|b| ResumeRequest::parse(b).map_err(AppError::from)) {
+                Ok(parsed) => respond(ok, services.resume_endpoint(&who, parsed).await),
                 Err(err) => error_response(&err),
             }
         }

@@ -139,6 +139,8 @@ pub(crate) struct State {
     pub attempts_made: HashMap<(JobId, JobStatus), u32>,
     /// When each notification was last asked to be sent again (`REDELIVER#` items).
     pub redelivery_requests: HashMap<(JobId, JobStatus), i64>,
+    /// Each user's notification endpoints (`ENDPOINT#` items).
+    pub webhook_endpoints: HashMap<(UserId, String), videojobs_core::model::notification::endpoints::EndpointState>,
     pub rate: HashMap<(String, i64), (u32, i64)>,
     pub counters: BTreeMap<String, i64>,
     pub index: Indexes,

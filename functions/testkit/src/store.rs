@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use videojobs_core::model::ids::{ApiKeyHash, IdempotencyKey, JobId, KeyId, UploadId, UserId};
 use videojobs_core::model::job::{timestamp, Job, JobEvent};
 use videojobs_core::model::listing::JobFilter;
+use videojobs_core::model::notification::endpoints::{EndpointChange, EndpointState};
 use videojobs_core::model::notification::log::{DeliveryOutcome, FailedDeliveriesFilter};
 use videojobs_core::model::notification::{AttemptClaim, UserWebhookSecrets};
 use videojobs_core::model::progress::ProgressDetail;
@@ -1020,6 +1021,78 @@ impl NotificationLog for Memory {
             }
             requests.insert((job.clone(), status), at.unix_timestamp());
             Ok(true)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl EndpointHealth for Memory {
+    async fn endpoint(&self, user: &UserId, endpoint: &str) -> Result<Option<EndpointState>, StoreError> {
+        self.call("EndpointHealth::endpoint", |state, _| {
+            state.tally_read(Place::Jobs, || key::user(user), 1);
+            Ok(state.webhook_endpoints.get(&(user.clone(), endpoint.to_owned())).cloned())
+        })
+        .await
+    }
+
+    async fn record_failure(
+        &self,
+        user: &UserId,
+        endpoint: &str,
+        pause_after: u32,
+        at: OffsetDateTime,
+    ) -> Result<EndpointChange, StoreError> {
+        self.call("EndpointHealth::record_failure", |state, _| {
+            state.tally_write(Place::Jobs, || key::user(user), 1);
+            let record = state.webhook_endpoints.entry((user.clone(), endpoint.to_owned())).or_insert_with(|| EndpointState {
+                endpoint: endpoint.to_owned(),
+                consecutive_failures: 0,
+                paused_at: None,
+            });
+            record.consecutive_failures += 1;
+            if record.paused_at.is_none() && record.consecutive_failures >= pause_after {
+                record.paused_at = Some(at);
+                return Ok(EndpointChange::Paused);
+            }
+            Ok(EndpointChange::Unchanged)
+        })
+        .await
+    }
+
+    async fn record_success(&self, user: &UserId, endpoint: &str) -> Result<(), StoreError> {
+        self.call("EndpointHealth::record_success", |state, _| {
+            state.tally_write(Place::Jobs, || key::user(user), 1);
+            if let Some(record) = state.webhook_endpoints.get_mut(&(user.clone(), endpoint.to_owned())).filter(|r| r.paused_at.is_none()) {
+                record.consecutive_failures = 0;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn resume(&self, user: &UserId, endpoint: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.call("EndpointHealth::resume", |state, _| {
+            state.tally_write(Place::Jobs, || key::user(user), 1);
+            Ok(state.webhook_endpoints.get_mut(&(user.clone(), endpoint.to_owned())).and_then(|record| {
+                record.consecutive_failures = 0;
+                record.paused_at.take()
+            }))
+        })
+        .await
+    }
+
+    async fn paused_endpoints(&self, user: &UserId) -> Result<Vec<EndpointState>, StoreError> {
+        self.call("EndpointHealth::paused_endpoints", |state, _| {
+            state.tally_read(Place::Jobs, || key::user(user), 1);
+            let mut paused: Vec<EndpointState> = state
+                .webhook_endpoints
+                .iter()
+                .filter(|((owner, _), r)| owner == user && r.paused_at.is_some())
+                .map(|(_, r)| r.clone())
+                .collect();
+            paused.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+            Ok(paused)
         })
         .await
     }

@@ -360,6 +360,11 @@ macro_rules! operations {
             self.request(lambda_http::http::Method::GET, &path, $crate::harness::api::Payload::None).await
         }
 
+        /// `POST /videos/webhook-endpoints/resume` (resumeEndpoint).
+        pub async fn resume_endpoint(&self, body: impl Into<$crate::harness::api::Payload>) -> $crate::harness::api::Reply {
+            self.request(lambda_http::http::Method::POST, "/videos/webhook-endpoints/resume", body.into()).await
+        }
+
         /// `POST /videos/deliveries/redeliver` (recoverDeliveries).
         pub async fn recover_deliveries(&self, body: impl Into<$crate::harness::api::Payload>) -> $crate::harness::api::Reply {
             self.request(lambda_http::http::Method::POST, "/videos/deliveries/redeliver", body.into()).await

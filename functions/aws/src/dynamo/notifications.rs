@@ -4,6 +4,7 @@
 
 use super::*;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use videojobs_core::model::notification::endpoints::{EndpointChange, EndpointState};
 use videojobs_core::model::notification::log::FailedDeliveriesFilter;
 use videojobs_core::model::notification::{AttemptClaim, UserWebhookSecrets};
 use videojobs_core::ports::NotificationLog;
@@ -187,6 +188,120 @@ impl NotificationLog for DynamoStore {
             .send()
             .await;
         conditional_write("PutItem", result)
+    }
+}
+
+fn endpoint_key(user: &UserId, endpoint: &str) -> Item {
+    key(format!("USER#{user}"), &format!("ENDPOINT#{endpoint}"))
+}
+
+fn endpoint_from(item: &Item) -> Result<EndpointState, StoreError> {
+    Ok(EndpointState {
+        endpoint: text(item, "endpoint")?,
+        consecutive_failures: u32::try_from(number(item, "failures").unwrap_or(0).max(0)).unwrap_or(u32::MAX),
+        paused_at: item.get("paused_at").and_then(|v| v.as_s().ok()).and_then(|at| timestamp::parse(at)),
+    })
+}
+
+#[async_trait]
+impl EndpointHealth for DynamoStore {
+    async fn endpoint(&self, user: &UserId, endpoint: &str) -> Result<Option<EndpointState>, StoreError> {
+        self.get(endpoint_key(user, endpoint)).await?.as_ref().map(endpoint_from).transpose()
+    }
+
+    async fn record_failure(
+        &self,
+        user: &UserId,
+        endpoint: &str,
+        pause_after: u32,
+        at: time::OffsetDateTime,
+    ) -> Result<EndpointChange, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(endpoint_key(user, endpoint)))
+            .update_expression("ADD failures :one SET kind = :kind, endpoint = :endpoint, last_failure_at = :at")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":kind", s("endpoint"))
+            .expression_attribute_values(":endpoint", s(endpoint))
+            .expression_attribute_values(":at", s(timestamp::format(at)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| store_error("UpdateItem", e))?;
+        let state = out.attributes.as_ref().map(endpoint_from).transpose()?;
+        if state.is_none_or(|state| state.paused_at.is_some() || state.consecutive_failures < pause_after) {
+            return Ok(EndpointChange::Unchanged);
+        }
+        // Of the failures that reach the bound, the one that writes the time pauses it.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(endpoint_key(user, endpoint)))
+            .update_expression("SET paused_at = :at")
+            .condition_expression("attribute_not_exists(paused_at) AND failures >= :bound")
+            .expression_attribute_values(":at", s(timestamp::format(at)))
+            .expression_attribute_values(":bound", n(pause_after))
+            .send()
+            .await;
+        Ok(if conditional_write("UpdateItem", result)? { EndpointChange::Paused } else { EndpointChange::Unchanged })
+    }
+
+    async fn record_success(&self, user: &UserId, endpoint: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(endpoint_key(user, endpoint)))
+            .update_expression("SET failures = :zero")
+            // A paused endpoint is resumed by its user, never by a delivery that raced the pause.
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(paused_at)")
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        conditional_write("UpdateItem", result).map(|_| ())
+    }
+
+    async fn resume(&self, user: &UserId, endpoint: &str) -> Result<Option<time::OffsetDateTime>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.jobs_table)
+            .set_key(Some(endpoint_key(user, endpoint)))
+            .update_expression("REMOVE paused_at SET failures = :zero")
+            .condition_expression("attribute_exists(paused_at)")
+            .expression_attribute_values(":zero", n(0))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out
+                .attributes
+                .as_ref()
+                .and_then(|old| old.get("paused_at"))
+                .and_then(|v| v.as_s().ok())
+                .and_then(|at| timestamp::parse(at))),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
+            Err(err) => Err(store_error("UpdateItem", err)),
+        }
+    }
+
+    async fn paused_endpoints(&self, user: &UserId) -> Result<Vec<EndpointState>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.jobs_table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .filter_expression("attribute_exists(paused_at)")
+            .expression_attribute_values(":pk", s(format!("USER#{user}")))
+            .expression_attribute_values(":prefix", s("ENDPOINT#"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("Query", e))?;
+        out.items.unwrap_or_default().iter().map(endpoint_from).collect()
     }
 }
 

@@ -29,6 +29,9 @@ pub struct Settings {
     pub failover: Option<crate::model::failover::Failover>,
     /// Waits between client notification attempts.
     pub notify_retry_schedule: crate::model::notification::RetrySchedule,
+    /// Failed attempts in a row that pause one of a user's endpoints
+    /// (`NOTIFY_PAUSE_AFTER_FAILURES`, at least 1).
+    pub notify_pause_after_failures: u32,
     /// A job in `submitted` or `processing` this long without an update counts as stuck.
     pub stuck_after_seconds: u64,
     /// A read of an in-flight job asks its provider again at most this often (0: never).
@@ -126,6 +129,14 @@ impl Settings {
                 None => crate::model::notification::RetrySchedule::default(),
                 Some(text) => crate::model::notification::RetrySchedule::parse(&text)
                     .map_err(|problem| ConfigError { name: "NOTIFY_RETRY_SCHEDULE_SECONDS", problem })?,
+            },
+            notify_pause_after_failures: match number(
+                &get,
+                "NOTIFY_PAUSE_AFTER_FAILURES",
+                crate::model::notification::endpoints::DEFAULT_PAUSE_AFTER_FAILURES,
+            )? {
+                0 => return Err(ConfigError { name: "NOTIFY_PAUSE_AFTER_FAILURES", problem: "must be at least 1".into() }),
+                n => n,
             },
             stuck_after_seconds: number(&get, "STUCK_AFTER_SECONDS", 1_800)?,
             progress_refresh_seconds: number(&get, "PROGRESS_REFRESH_SECONDS", 10)?,

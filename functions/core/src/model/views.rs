@@ -379,6 +379,9 @@ pub struct AccountBody {
     pub active_jobs: u32,
     /// How many jobs the caller may have in flight at once.
     pub max_active_jobs: u32,
+    /// The caller's notification endpoints that are paused after a run of
+    /// failures (their notifications are held until resumed).
+    pub paused_endpoints: Vec<crate::model::notification::endpoints::PausedEndpointView>,
 }
 
 /// The video's facts a reviewer weighs, beside the status body's links.

@@ -24,7 +24,7 @@ pub use failover::ProviderSwitch;
 pub use job_reads::JobReads;
 pub use job_writes::JobWrites;
 pub use listings::JobListings;
-pub use notifications::{DeliveryLog, HostResolver, NotificationLog, NotificationPoster, WebhookSecrets};
+pub use notifications::{DeliveryLog, EndpointHealth, HostResolver, NotificationLog, NotificationPoster, WebhookSecrets};
 pub use progress::ProgressDetails;
 pub use provider::{Provider, Providers};
 pub use ratelimit::RateLimiter;

@@ -2,6 +2,7 @@ use crate::model::error::StoreError;
 use crate::model::ids::{JobId, UserId};
 use crate::model::job::JobEvent;
 use crate::model::lifecycle::JobStatus;
+use crate::model::notification::endpoints::{EndpointChange, EndpointState};
 use crate::model::notification::log::FailedDeliveriesFilter;
 use crate::model::notification::{AttemptClaim, Destination, UserWebhookSecrets};
 use crate::ports::records::{ListError, Page, PageRequest};
@@ -48,6 +49,31 @@ pub trait NotificationLog: Send + Sync {
     /// job's `status` again: `false` (nothing recorded) when one was recorded
     /// within `window` before, so that repeated or concurrent requests send once.
     async fn request_redelivery(&self, job: &JobId, status: JobStatus, at: OffsetDateTime, window: Duration) -> Result<bool, StoreError>;
+}
+
+/// Each user's endpoints (`scheme://host[:port]`): their run of failed
+/// attempts, and whether it paused them.
+#[async_trait]
+pub trait EndpointHealth: Send + Sync {
+    /// The endpoint's record; `None` before its first failure.
+    async fn endpoint(&self, user: &UserId, endpoint: &str) -> Result<Option<EndpointState>, StoreError>;
+    /// Counts a failed attempt; the failure that makes the run reach
+    /// `pause_after` pauses the endpoint at `at` and is the only one told
+    /// [`EndpointChange::Paused`].
+    async fn record_failure(
+        &self,
+        user: &UserId,
+        endpoint: &str,
+        pause_after: u32,
+        at: OffsetDateTime,
+    ) -> Result<EndpointChange, StoreError>;
+    /// A delivery: the run of failures starts again from none.
+    async fn record_success(&self, user: &UserId, endpoint: &str) -> Result<(), StoreError>;
+    /// Resumes a paused endpoint: when it was paused, or `None` if it was not
+    /// (then nothing changed; of racing resumes, one gets the time).
+    async fn resume(&self, user: &UserId, endpoint: &str) -> Result<Option<OffsetDateTime>, StoreError>;
+    /// The user's endpoints that are paused.
+    async fn paused_endpoints(&self, user: &UserId) -> Result<Vec<EndpointState>, StoreError>;
 }
 
 /// The failed attempts at a user's notifications, across their jobs (the

@@ -12,8 +12,9 @@
 //! requests send once.
 
 use crate::model::ids::JobId;
-use crate::model::job::Job;
+use crate::model::job::{Job, JobEvent};
 use crate::model::lifecycle::{passed, JobStatus, Passed};
+use crate::model::notification::endpoints::{ResumeRequest, ResumedBody, HELD_CODE};
 use crate::model::notification::is_notified;
 use crate::model::notification::log::{
     DeliveryView, FailedDeliveriesBody, FailedDeliveriesFilter, JobDeliveriesBody, RecoverRequest, RedeliverRequest, RedeliveriesBody,
@@ -89,6 +90,35 @@ impl Services {
     /// delivered, newest first, at most [`MAX_REDELIVERIES_PER_REQUEST`].
     pub async fn recover_deliveries(&self, who: &Principal, request: RecoverRequest) -> Result<RedeliveriesBody, AppError> {
         let filter = FailedDeliveriesFilter { since: Some(request.since), until: None, error_class: None };
+        self.redeliver_failed(who, &filter, |_| true).await
+    }
+
+    /// `POST /videos/webhook-endpoints/resume`: lets deliveries to a paused
+    /// endpoint go again and, if asked, sends again what it held.
+    pub async fn resume_endpoint(&self, who: &Principal, request: ResumeRequest) -> Result<ResumedBody, AppError> {
+        let Some(paused_at) = self.endpoints.resume(&who.user_id, &request.endpoint).await? else {
+            // Not paused, or a racing resume got there first: nothing held to send twice.
+            return Ok(ResumedBody { endpoint: request.endpoint, resumed: false, redeliveries: Vec::new(), more: false });
+        };
+        tracing::info!(endpoint = request.endpoint, "endpoint resumed");
+        if !request.send_held {
+            return Ok(ResumedBody { endpoint: request.endpoint, resumed: true, redeliveries: Vec::new(), more: false });
+        }
+        let filter = FailedDeliveriesFilter { since: Some(paused_at), until: None, error_class: Some(HELD_CODE.to_owned()) };
+        let endpoint = request.endpoint.clone();
+        let held = self.redeliver_failed(who, &filter, |event| event.delivery.as_ref().is_some_and(|f| f.endpoint == endpoint)).await?;
+        Ok(ResumedBody { endpoint: request.endpoint, resumed: true, redeliveries: held.redeliveries, more: held.more })
+    }
+
+    /// Sends again each of the caller's notifications with a failed attempt
+    /// that passes `filter` and `keep`, never delivered, newest first, at most
+    /// [`MAX_REDELIVERIES_PER_REQUEST`].
+    async fn redeliver_failed(
+        &self,
+        who: &Principal,
+        filter: &FailedDeliveriesFilter,
+        keep: impl Fn(&JobEvent) -> bool,
+    ) -> Result<RedeliveriesBody, AppError> {
         let mut seen: HashSet<(JobId, JobStatus)> = HashSet::new();
         let mut redeliveries = Vec::new();
         let mut cursor = None;
@@ -96,13 +126,13 @@ impl Services {
         'pages: for _ in 0..RECOVERY_PAGES {
             let page = self
                 .delivery_log
-                .failed_deliveries_of(&who.user_id, &filter, &PageRequest { limit: RECOVERY_PAGE_SIZE, cursor: cursor.take() })
+                .failed_deliveries_of(&who.user_id, filter, &PageRequest { limit: RECOVERY_PAGE_SIZE, cursor: cursor.take() })
                 .await
                 .map_err(|err| match err {
                     ListError::BadCursor => AppError::Internal("a recovery's own cursor was refused".into()),
                     ListError::Store(err) => AppError::from(err),
                 })?;
-            for event in page.items {
+            for event in page.items.into_iter().filter(|event| keep(event)) {
                 if !seen.insert((event.job_id.clone(), event.status)) {
                     continue;
                 }

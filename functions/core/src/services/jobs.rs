@@ -6,6 +6,7 @@ use crate::model::ids::{ApiKey, IdempotencyKey, JobId, UploadId, UserId};
 use crate::model::job::{timestamp, EventSource, Failure, Job, JobError, JobEvent, JobParams};
 use crate::model::lifecycle::{transition, JobStatus};
 use crate::model::listing::JobFilter;
+use crate::model::notification::endpoints::PausedEndpointView;
 use crate::model::ratelimit::Policy;
 use crate::model::request::{
     legacy_request_fingerprint, prompt_hash, request_fingerprint, AnimateRequest, CommonOptions, GenerateRequest, ImageSource,
@@ -58,6 +59,8 @@ pub struct Services {
     pub notification_log: Arc<dyn crate::ports::NotificationLog>,
     /// Each user's failed notification attempts, across jobs.
     pub delivery_log: Arc<dyn crate::ports::DeliveryLog>,
+    /// Each user's notification endpoints: the paused ones, and resuming them.
+    pub endpoints: Arc<dyn crate::ports::EndpointHealth>,
     /// The notification queue: a notification sent again by hand goes
     /// through the notifier, within the user's delivery slots like any other.
     pub redeliveries: Arc<dyn WorkQueue>,
@@ -536,6 +539,7 @@ impl Services {
             credits,
             active_jobs,
             max_active_jobs: self.settings.max_active_jobs,
+            paused_endpoints: self.endpoints.paused_endpoints(&who.user_id).await?.iter().filter_map(PausedEndpointView::of).collect(),
         })
     }
 

@@ -152,7 +152,7 @@ impl RedeliverRequest {
         let status = raw
             .status
             .map(|text| {
-                JobStatus::parse(&text).filter(|s| super::is_notified(*s)).ok_or_else(|| {
+                JobStatus::parse(&text).filter(|s| *s == JobStatus::Completed || s.is_terminal()).ok_or_else(|| {
                     InvalidRequest::new(
                         "status",
                         "is a status clients are told of: completed, approved, rejected, failed, canceled or expired",

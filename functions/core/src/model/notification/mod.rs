@@ -12,6 +12,7 @@
 //! - [`WebhookSecrets`] keeps one `whsec_` secret per user, made on first use.
 
 pub mod address;
+pub mod endpoints;
 pub mod log;
 
 pub use address::{check_literal, classify, AddressKind, Destination, DestinationError, LoopbackPorts, WebhookPolicy};

@@ -109,4 +109,6 @@ pub struct Notifier {
     pub resolver: Arc<dyn HostResolver>,
     /// Posts a signed notification to the checked address.
     pub poster: Arc<dyn NotificationPoster>,
+    /// Each user's endpoints: their runs of failures, and the paused ones.
+    pub endpoints: Arc<dyn crate::ports::EndpointHealth>,
 }

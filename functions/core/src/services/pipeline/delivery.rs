@@ -21,6 +21,7 @@ use super::context::{Pipeline, WorkError};
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, EventSource, Job, JobEvent};
 use crate::model::lifecycle::{passed, JobStatus, Passed};
+use crate::model::notification::endpoints::{EndpointChange, HELD_CODE};
 use crate::model::notification::log::{DeliveryFacts, DeliveryOutcome, Trigger};
 use crate::model::notification::{
     message_id, signature_header, wait_for_the_change, AttemptClaim, DestinationError, NotificationBody, ATTEMPT_LEASE, MAX_QUEUE_DELAY,
@@ -40,7 +41,12 @@ pub use super::context::Notifier;
 enum Attempt {
     Delivered(u16),
     Answered(u16),
-    Failed { code: &'static str, detail: String },
+    Failed {
+        code: &'static str,
+        detail: String,
+    },
+    /// Not sent: its endpoint is paused. The chain stops here; a resume sends it.
+    Held,
 }
 
 /// Handles one `notify` message: makes its attempt once the job shows `status`, or waits, hops or gives up as the
@@ -162,14 +168,7 @@ pub async fn redeliver(pipeline: &Pipeline, id: &JobId, status: JobStatus, slot_
         release(notifier, id, status, &holder, None, None, &job).await;
         return outcome;
     };
-    let started = std::time::Instant::now();
-    let outcome = match attempt_delivery(pipeline, &job, status, &url).await {
-        Ok(attempt) => {
-            let made = Made { trigger: Trigger::Manual, attempt: None, outcome: attempt, duration: started.elapsed() };
-            record_outcome(pipeline, &job, status, &url, now, made).await
-        }
-        Err(err) => Err(err),
-    };
+    let outcome = make_attempt(pipeline, &job, status, &url, now, Trigger::Manual, None).await;
     // Given back, never recorded made: the schedule's own count stands.
     release(notifier, id, status, &holder, Some(slot), None, &job).await;
     outcome
@@ -249,10 +248,54 @@ async fn attempt_and_record(
     if notifier.deliveries.was_delivered(id, status).await? {
         return Ok(());
     }
+    make_attempt(pipeline, job, status, url, now, Trigger::Scheduled, Some(attempt)).await
+}
+
+/// One attempt to the job's endpoint, unless the endpoint is paused (then
+/// it is held), counted in the endpoint's run of failures, and recorded.
+async fn make_attempt(
+    pipeline: &Pipeline,
+    job: &Job,
+    status: JobStatus,
+    url: &str,
+    now: OffsetDateTime,
+    trigger: Trigger,
+    attempt: Option<u32>,
+) -> Result<(), WorkError> {
+    let endpoints = &pipeline.notifier.endpoints;
+    let endpoint = display_target(url);
+    let health = endpoints.endpoint(&job.user_id, &endpoint).await?;
+    if health.as_ref().is_some_and(|h| h.paused_at.is_some()) {
+        let made = Made { trigger, attempt, outcome: Attempt::Held, duration: Duration::ZERO };
+        return record_outcome(pipeline, job, status, url, now, made).await;
+    }
     let started = std::time::Instant::now();
     let outcome = attempt_delivery(pipeline, job, status, url).await?;
-    let made = Made { trigger: Trigger::Scheduled, attempt: Some(attempt), outcome, duration: started.elapsed() };
-    record_outcome(pipeline, job, status, url, now, made).await
+    let duration = started.elapsed();
+    // The endpoint's run of failures is bookkeeping: a failure to write it is
+    // logged, never a reason to post again.
+    let counted = match &outcome {
+        Attempt::Delivered(_) if health.is_some_and(|h| h.consecutive_failures > 0) => {
+            endpoints.record_success(&job.user_id, &endpoint).await.map(|_| None)
+        }
+        Attempt::Delivered(_) | Attempt::Held => Ok(None),
+        Attempt::Answered(_) | Attempt::Failed { .. } => {
+            endpoints.record_failure(&job.user_id, &endpoint, pipeline.settings.notify_pause_after_failures, now).await.map(Some)
+        }
+    };
+    match counted {
+        Ok(Some(EndpointChange::Paused)) => {
+            let runs = pipeline.settings.notify_pause_after_failures;
+            let message = format!(
+                "Deliveries to {endpoint} are paused after {runs} failed attempts in a row; notifications for it are held until it is resumed (POST /videos/webhook-endpoints/resume)"
+            );
+            pipeline.writes.record_event(&notifier_event(job, status, message, None)).await?;
+            tracing::warn!(endpoint, metric = "NotificationEndpointsPaused", "endpoint paused");
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "could not count the attempt against its endpoint"),
+    }
+    record_outcome(pipeline, job, status, url, now, Made { trigger, attempt, outcome, duration }).await
 }
 
 /// One attempt made, for the log.
@@ -284,6 +327,7 @@ async fn record_outcome(
         Attempt::Delivered(code) => (format!("Delivered (HTTP {code})"), None, Some(*code)),
         Attempt::Answered(code) => (format!("The endpoint answered HTTP {code}"), Some(format!("notify_http_{code}")), Some(*code)),
         Attempt::Failed { code, detail } => (detail.clone(), Some((*code).to_owned()), None),
+        Attempt::Held => (format!("Held: deliveries to {target} are paused"), Some(HELD_CODE.to_owned()), None),
     };
     let which = match made.attempt {
         Some(attempt) => format!("attempt {attempt} of {attempts}"),
@@ -312,8 +356,9 @@ async fn record_outcome(
     }
     pipeline.writes.record_event(&event).await?;
     tracing::warn!(attempt = made.attempt, message, "notification attempt failed");
-    let Some(attempt) = made.attempt else {
-        // A manual send neither restarts nor moves on the schedule.
+    let Some(attempt) = made.attempt.filter(|_| !matches!(made.outcome, Attempt::Held)) else {
+        // A manual send neither restarts nor moves on the schedule; a held
+        // notification waits for its endpoint to be resumed.
         return Ok(());
     };
     match pipeline.settings.notify_retry_schedule.wait_after(attempt) {
