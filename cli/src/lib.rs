@@ -84,6 +84,18 @@ enum Command {
     /// schedule. `redeliver --since TIME`: after an outage, one attempt at each
     /// notification with a failed attempt since then that was never delivered.
     Redeliver(RedeliverArgs),
+    /// Let notifications go again to one of your paused endpoints, and send again what it held.
+    ///
+    /// An endpoint is paused after a run of failed attempts (`videojobs account`
+    /// lists yours); while paused its notifications are held, not sent.
+    /// Resuming sends each held one again (up to 50), unless --keep-held.
+    ResumeEndpoint {
+        /// The endpoint as `videojobs account` prints it: scheme://host[:port].
+        endpoint: String,
+        /// Resume without sending again the notifications held while it was paused.
+        #[arg(long)]
+        keep_held: bool,
+    },
     /// Up to 20 jobs from a JSON file: {"defaults": {…}, "items": [{"ref": "a", "prompt": "…"}, …]}.
     Batch {
         file: PathBuf,
@@ -102,7 +114,7 @@ enum Command {
         #[command(subcommand)]
         decision: ReviewCommand,
     },
-    /// Your credits and jobs in progress.
+    /// Your credits, jobs in progress and paused notification endpoints.
     Account,
     /// Operational figures (admins).
     Stats,
@@ -838,6 +850,7 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
         }
         Command::Deliveries(args) => deliveries(api, args, console).await,
         Command::Redeliver(args) => redeliver(api, args, console).await,
+        Command::ResumeEndpoint { endpoint, keep_held } => resume_endpoint(api, &endpoint, keep_held, console).await,
         Command::Cancel { job_id } => {
             let status = api.call(reqwest::Method::DELETE, &format!("/videos/jobs/{}", segment(&job_id)?), None, &[]).await?;
             if console.json {
@@ -883,6 +896,18 @@ async fn execute(api: &Api, command: Command, console: &mut Console<'_>) -> Resu
                     account["active_jobs"],
                     account["max_active_jobs"]
                 ));
+                let paused = account["paused_endpoints"].as_array().cloned().unwrap_or_default();
+                for endpoint in &paused {
+                    console.say(&format!(
+                        "Paused: {}  since {}  {} failed attempts in a row",
+                        endpoint["endpoint"].as_str().unwrap_or(""),
+                        endpoint["paused_at"].as_str().unwrap_or(""),
+                        endpoint["consecutive_failures"]
+                    ));
+                }
+                if !paused.is_empty() {
+                    console.note("Resume: videojobs resume-endpoint ENDPOINT");
+                }
             }
             Ok(())
         }
@@ -1031,12 +1056,7 @@ async fn redeliver(api: &Api, args: RedeliverArgs, console: &mut Console<'_>) ->
         console.note(&format!("Nothing to send again: no notification of yours has failed since {since} without being delivered."));
     }
     for redelivery in &redeliveries {
-        let (job_id, status) = (redelivery["job_id"].as_str().unwrap_or(""), redelivery["status"].as_str().unwrap_or(""));
-        if redelivery["queued"] == true {
-            console.say(&format!("{job_id}  {status}  queued: sent again within seconds"));
-        } else {
-            console.say(&format!("{job_id}  {status}  not queued: a request within the last minute stands"));
-        }
+        console.say(&redelivery_line(redelivery));
     }
     if answer["more"] == true {
         let since = args.since.as_deref().map(shell_word).unwrap_or_default();
@@ -1044,6 +1064,49 @@ async fn redeliver(api: &Api, args: RedeliverArgs, console: &mut Console<'_>) ->
             .note(&format!("More notifications match than one request sends again (50): run videojobs redeliver --since {since} again."));
     }
     Ok(())
+}
+
+async fn resume_endpoint(api: &Api, endpoint: &str, keep_held: bool, console: &mut Console<'_>) -> Result<(), CliError> {
+    // `send_held` is true when left out: sent only for --keep-held.
+    let body = if keep_held { json!({"endpoint": endpoint, "send_held": false}) } else { json!({"endpoint": endpoint}) };
+    let answer = api.post("/videos/webhook-endpoints/resume", &body, None).await?;
+    if console.json {
+        console.json(&answer);
+        return Ok(());
+    }
+    let endpoint = answer["endpoint"].as_str().unwrap_or(endpoint);
+    if answer["resumed"] != true {
+        console.say(&format!("{endpoint} was not paused (or another resume got there first): nothing sent again."));
+        return Ok(());
+    }
+    console.say(&format!("{endpoint} resumed: notifications go to it again."));
+    let redeliveries = answer["redeliveries"].as_array().cloned().unwrap_or_default();
+    if keep_held {
+        console.note("The notifications held while it was paused were not sent again (--keep-held).");
+    } else if redeliveries.is_empty() {
+        console.note("No notification was held while it was paused.");
+    }
+    for redelivery in &redeliveries {
+        console.say(&redelivery_line(redelivery));
+    }
+    if answer["more"] == true {
+        console.note(
+            "More notifications were held than one resume sends again (50): send the rest with \
+             videojobs redeliver --since TIME (when it was paused; videojobs deliveries --failed \
+             --error-class notify_endpoint_paused lists them).",
+        );
+    }
+    Ok(())
+}
+
+/// One notification asked to be sent again (`redeliver`, `resume-endpoint`) on one line: its job, status and whether it was queued.
+fn redelivery_line(redelivery: &Value) -> String {
+    let (job_id, status) = (redelivery["job_id"].as_str().unwrap_or(""), redelivery["status"].as_str().unwrap_or(""));
+    if redelivery["queued"] == true {
+        format!("{job_id}  {status}  queued: sent again within seconds")
+    } else {
+        format!("{job_id}  {status}  not queued: a request within the last minute stands")
+    }
 }
 
 /// One attempt at a notification on one line: when it ended, the status
@@ -1885,5 +1948,122 @@ mod tests {
         let (code, out, err) = run_captured(&json_args, &[]).await;
         assert_eq!((code, err.as_str()), (exit::OK, ""));
         assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"redeliveries": [], "more": false}));
+    }
+
+    #[tokio::test]
+    async fn account_prints_each_paused_endpoint_and_how_to_resume_it() {
+        let account = r#"{"user_id":"demo","role":"user","credits":996,"active_jobs":1,"max_active_jobs":5,"paused_endpoints":[
+            {"endpoint":"https://hooks.example.com","paused_at":"2026-12-01T10:00:00.000Z","consecutive_failures":15},
+            {"endpoint":"http://10.0.0.5:8080","paused_at":"2026-12-02T08:30:00.000Z","consecutive_failures":17}]}"#;
+        let server = api_answering(200, account).await;
+
+        let (code, out, err) = run_captured(&["videojobs", "--url", &server.uri(), "--key", "k", "account"], &[]).await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        let request = the_request(&server).await;
+        assert_eq!((request.method.as_str(), request.url.path()), ("GET", "/videos/account"));
+        assert_eq!(
+            out,
+            "demo (user): 996 credits, 1 of 5 jobs in progress\n\
+             Paused: https://hooks.example.com  since 2026-12-01T10:00:00.000Z  15 failed attempts in a row\n\
+             Paused: http://10.0.0.5:8080  since 2026-12-02T08:30:00.000Z  17 failed attempts in a row\n"
+        );
+        assert_eq!(err, "Resume: videojobs resume-endpoint ENDPOINT\n");
+    }
+
+    #[tokio::test]
+    async fn account_without_paused_endpoints_is_one_line_and_no_hint() {
+        let account = r#"{"user_id":"demo","role":"user","credits":996,"active_jobs":0,"max_active_jobs":5,"paused_endpoints":[]}"#;
+        let server = api_answering(200, account).await;
+        let (code, out, err) = run_captured(&["videojobs", "--url", &server.uri(), "--key", "k", "account"], &[]).await;
+        assert_eq!((code, out.as_str(), err.as_str()), (exit::OK, "demo (user): 996 credits, 0 of 5 jobs in progress\n", ""));
+    }
+
+    #[tokio::test]
+    async fn resume_endpoint_sends_only_the_endpoint_and_prints_what_it_sent_again() {
+        let answer = r#"{"endpoint":"https://hooks.example.com","resumed":true,"redeliveries":[
+            {"job_id":"job_5","status":"failed","queued":true},{"job_id":"job_4","status":"completed","queued":false}],"more":true}"#;
+        let server = api_answering(200, answer).await;
+        let args = ["videojobs", "--url", &server.uri(), "--key", "k", "resume-endpoint", "https://hooks.example.com"];
+
+        let (code, out, err) = run_captured(&args, &[]).await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        let request = the_request(&server).await;
+        assert_eq!((request.method.as_str(), request.url.path(), request.url.query()), ("POST", "/videos/webhook-endpoints/resume", None));
+        assert_eq!(request.headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+        assert_eq!(request.headers.get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer k"));
+        assert_eq!(serde_json::from_slice::<Value>(&request.body).unwrap(), json!({"endpoint": "https://hooks.example.com"}));
+        assert_eq!(
+            out,
+            "https://hooks.example.com resumed: notifications go to it again.\n\
+             job_5  failed  queued: sent again within seconds\n\
+             job_4  completed  not queued: a request within the last minute stands\n"
+        );
+        assert_eq!(
+            err,
+            "More notifications were held than one resume sends again (50): send the rest with videojobs redeliver \
+             --since TIME (when it was paused; videojobs deliveries --failed --error-class notify_endpoint_paused lists them).\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn resume_endpoint_with_nothing_held_says_so() {
+        let answer = r#"{"endpoint":"https://hooks.example.com","resumed":true,"redeliveries":[],"more":false}"#;
+        let server = api_answering(200, answer).await;
+        let args = ["videojobs", "--url", &server.uri(), "--key", "k", "resume-endpoint", "https://hooks.example.com"];
+        let (code, out, err) = run_captured(&args, &[]).await;
+        assert_eq!((code, out.as_str()), (exit::OK, "https://hooks.example.com resumed: notifications go to it again.\n"));
+        assert_eq!(err, "No notification was held while it was paused.\n");
+    }
+
+    #[tokio::test]
+    async fn resume_endpoint_keep_held_sends_send_held_false_and_says_when_it_was_not_paused() {
+        let answer = r#"{"endpoint":"http://10.0.0.5:8080","resumed":false,"redeliveries":[],"more":false}"#;
+        let server = api_answering(200, answer).await;
+        let args = ["videojobs", "--url", &server.uri(), "--key", "k", "resume-endpoint", "http://10.0.0.5:8080", "--keep-held"];
+
+        let (code, out, err) = run_captured(&args, &[]).await;
+
+        assert_eq!(code, exit::OK, "{err}");
+        let request = the_request(&server).await;
+        assert_eq!((request.method.as_str(), request.url.path()), ("POST", "/videos/webhook-endpoints/resume"));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&request.body).unwrap(),
+            json!({"endpoint": "http://10.0.0.5:8080", "send_held": false})
+        );
+        assert_eq!(out, "http://10.0.0.5:8080 was not paused (or another resume got there first): nothing sent again.\n");
+        assert_eq!(err, "");
+
+        let json_args = ["videojobs", "--url", &server.uri(), "--key", "k", "--json", "resume-endpoint", "http://10.0.0.5:8080"];
+        let (code, out, err) = run_captured(&json_args, &[]).await;
+        assert_eq!((code, err.as_str()), (exit::OK, ""));
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap(),
+            json!({"endpoint": "http://10.0.0.5:8080", "resumed": false, "redeliveries": [], "more": false})
+        );
+    }
+
+    #[tokio::test]
+    async fn resume_endpoint_keep_held_that_resumed_says_nothing_was_sent_again() {
+        let answer = r#"{"endpoint":"https://hooks.example.com","resumed":true,"redeliveries":[],"more":false}"#;
+        let server = api_answering(200, answer).await;
+        let args = ["videojobs", "--url", &server.uri(), "--key", "k", "resume-endpoint", "https://hooks.example.com", "--keep-held"];
+        let (code, out, err) = run_captured(&args, &[]).await;
+        assert_eq!((code, out.as_str()), (exit::OK, "https://hooks.example.com resumed: notifications go to it again.\n"));
+        assert_eq!(err, "The notifications held while it was paused were not sent again (--keep-held).\n");
+    }
+
+    #[tokio::test]
+    async fn resume_endpoint_needs_an_endpoint_and_a_refusal_is_one_sentence() {
+        let (code, out, _) = run_captured(&["videojobs", "--key", "k", "resume-endpoint"], &[]).await;
+        assert_eq!((code, out.as_str()), (exit::USAGE, ""));
+
+        let refusal = r#"{"error":{"code":"invalid_request","message":"endpoint: is scheme://host[:port], as the account and the delivery log write it","field":"endpoint"}}"#;
+        let server = api_answering(400, refusal).await;
+        let args = ["videojobs", "--url", &server.uri(), "--key", "k", "resume-endpoint", "hooks.example.com"];
+        let (code, out, err) = run_captured(&args, &[]).await;
+        assert_eq!((code, out.as_str()), (exit::FAILED, ""));
+        assert_eq!(err, "error: endpoint: is scheme://host[:port], as the account and the delivery log write it.\n");
     }
 }

@@ -225,6 +225,7 @@ async fn an_endpoint_that_keeps_failing_is_paused_for_its_user_alone_holds_what_
     let (strangers_notification, _) = next_message(&app, &strangers_job, "notify").await;
     app.handle_work(work_message(strangers_notification)).await;
     let paused = app.account().await.body;
+    let figures = app.stats().await.body;
     let endpoint = hook.url("");
     let resumes = all_at_once(5, |_| app.resume_endpoint(json!({"endpoint": endpoint}))).await;
     for id in [&jobs[3], &jobs[0]] {
@@ -234,6 +235,7 @@ async fn an_endpoint_that_keeps_failing_is_paused_for_its_user_alone_holds_what_
     // Assert
     assert_eq!(paused["paused_endpoints"][0]["endpoint"], endpoint.as_str(), "{paused}");
     assert_eq!(paused["paused_endpoints"][0]["consecutive_failures"], 3);
+    assert_eq!(figures["your_paused_endpoints"], 1, "the stats show it too");
     let events = app.events_from(&jobs[2], "notifier").await;
     assert!(events.iter().any(|e| e["message"].as_str().unwrap_or("").contains("are paused after 3 failed attempts")), "{events:?}");
     let held = app.job_deliveries(&jobs[3]).await.body;

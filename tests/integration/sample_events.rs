@@ -64,6 +64,8 @@ const SAMPLES: &[(&str, Function, u16)] = &[
     ("stats.json", Function::Status, 200),
     ("uploads.json", Function::Create, 201),
     // Signed with made-up signatures: the webhook must refuse them and write nothing.
+    // The sample user has no paused endpoint: 200 with `resumed: false`.
+    ("webhook-endpoints-resume.json", Function::Status, 200),
     ("webhook-fal.json", Function::Webhook, 401),
     ("webhook-local.json", Function::Webhook, 401),
     ("webhook-replicate.json", Function::Webhook, 401),

@@ -31,6 +31,12 @@ export type FailedDeliveries = Schemas["FailedDeliveries"];
 export type Redeliveries = Schemas["Redeliveries"];
 /** The body of `POST /videos/jobs/{job_id}/redeliver`: which notification (by default the job's latest). */
 export type RedeliverRequest = NonNullable<operations["redeliverJobNotification"]["requestBody"]>["content"]["application/json"];
+/** A notification endpoint paused after a run of failed attempts, as `account()` lists it under `paused_endpoints`. */
+export type PausedEndpoint = Schemas["PausedEndpoint"];
+/** The body of `POST /videos/webhook-endpoints/resume`. */
+export type ResumeEndpointRequest = operations["resumeEndpoint"]["requestBody"]["content"]["application/json"];
+/** What `resumeEndpoint` did: whether it resumed, and the held notifications it sent again. */
+export type Resumed = Schemas["Resumed"];
 
 /** Between polls when the answer says nothing (`Retry-After` absent). */
 export const RECOMMENDED_POLL_INTERVAL_MS = 2_000;
@@ -357,7 +363,22 @@ export class VideoJobsClient {
     return (await this.request<Redeliveries>("POST", "/videos/deliveries/redeliver", { since: timeParameter(since) })).body;
   }
 
-  /** The caller's credits, role and jobs in progress. */
+  /**
+   * Lets notifications go again to one of the caller's paused endpoints
+   * (`scheme://host[:port]`, as `account().paused_endpoints` and the delivery
+   * log write it) and, unless `sendHeld` is `false`, sends again each one held
+   * while it was paused: one manual attempt each, at most 50 (`more: true`:
+   * send the rest with {@link recoverDeliveries} from when it was paused).
+   * `resumed: false` when it was not paused (or a concurrent resume did it):
+   * nothing is sent. Counts as a create against the key's rate limits.
+   */
+  async resumeEndpoint(endpoint: string, options: { sendHeld?: ResumeEndpointRequest["send_held"] } = {}): Promise<Resumed> {
+    // `send_held` is `true` when left out: sent only when the caller gives it.
+    const body: ResumeEndpointRequest = options.sendHeld === undefined ? { endpoint } : { endpoint, send_held: options.sendHeld };
+    return (await this.request<Resumed>("POST", "/videos/webhook-endpoints/resume", body)).body;
+  }
+
+  /** The caller's credits, role, jobs in progress and paused notification endpoints. */
   async account(): Promise<Account> {
     return (await this.request<Account>("GET", "/videos/account")).body;
   }

@@ -1257,7 +1257,8 @@ export interface components {
          *         "complete": true,
          *         "active": 1,
          *         "max_active": 5
-         *       }
+         *       },
+         *       "your_paused_endpoints": 0
          *     }
          */
         UserStats: {
@@ -1292,6 +1293,8 @@ export interface components {
                 active: number;
                 max_active: number;
             };
+            /** @description How many of the caller's notification endpoints are paused after a run of failures (`GET /videos/account` lists them). */
+            your_paused_endpoints: number;
         };
         /** @description The operational figures, from counters kept in the same transactions as the jobs (never a scan). docs/API.md explains each figure. */
         AdminStats: {

@@ -478,6 +478,8 @@ pub struct UserStatsBody {
     pub time_to_complete_seconds: TypicalTime,
     /// The caller's own jobs.
     pub your_jobs: OwnJobs,
+    /// How many of the caller's notification endpoints are paused (`GET /videos/account` lists them).
+    pub your_paused_endpoints: u32,
 }
 
 /// Jobs of every user waiting to start, and being generated.
@@ -535,6 +537,7 @@ impl UserStatsBody {
                 active,
                 max_active,
             },
+            your_paused_endpoints: 0,
         }
     }
 }

@@ -24,7 +24,9 @@ impl Services {
         let figures = StatsBody::new(&counters, StuckPage::default(), threshold, now);
         let (own, complete) = self.own_statuses(who).await?;
         let active = self.accounts.account(&who.user_id).await?.map_or(0, |a| a.active_jobs);
-        Ok(StatsView::User(UserStatsBody::new(&figures, &own, complete, active, self.settings.max_active_jobs)))
+        let mut body = UserStatsBody::new(&figures, &own, complete, active, self.settings.max_active_jobs);
+        body.your_paused_endpoints = u32::try_from(self.endpoints.paused_endpoints(&who.user_id).await?.len()).unwrap_or(u32::MAX);
+        Ok(StatsView::User(body))
     }
 
     /// The statuses of the caller's newest jobs, and whether that is all of them.
