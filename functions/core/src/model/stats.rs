@@ -773,7 +773,7 @@ mod tests {
         // Nothing operational: no providers, duplicates, stuck jobs or bytes.
         let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["generated_at", "queue", "scope", "time_to_complete_seconds", "your_jobs"]);
+        assert_eq!(keys, ["generated_at", "queue", "scope", "time_to_complete_seconds", "your_jobs", "your_paused_endpoints"]);
     }
 
     #[test]
