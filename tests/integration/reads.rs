@@ -254,9 +254,21 @@ async fn the_list_filters_by_status_type_tag_parent_and_time_and_never_shows_ano
     assert_eq!(listed(vec![("parent_job_id", canceled.to_string())]).await, ids(&[&child]));
     assert_eq!(listed(vec![("workflow_type", "text_to_video".into())]).await.len(), 4);
     assert!(listed(vec![("workflow_type", "image_to_video".into())]).await.is_empty());
+    // Jobs made in one millisecond share a creation time: the window is
+    // checked against each job's own, newest first as the list orders them.
+    let mut made = Vec::new();
+    for id in [&promo, &plain, &canceled, &child] {
+        made.push((app.job(id).await.created_at, id.to_string()));
+    }
+    made.sort_by(|a, b| b.cmp(a));
+    let made_when = |keep: &dyn Fn(time::OffsetDateTime) -> bool| -> Vec<String> {
+        made.iter().filter(|(at, _)| keep(*at)).map(|(_, id)| id.clone()).collect()
+    };
     let since = timestamp::format(canceled_at);
-    assert_eq!(listed(vec![("created_after", since.clone())]).await, ids(&[&child, &canceled]));
-    assert_eq!(listed(vec![("created_before", since)]).await, ids(&[&plain, &promo]));
+    let from_then = listed(vec![("created_after", since.clone())]).await;
+    assert_eq!(from_then, made_when(&|at| at >= canceled_at));
+    assert!(from_then.contains(&child.to_string()) && from_then.contains(&canceled.to_string()));
+    assert_eq!(listed(vec![("created_before", since)]).await, made_when(&|at| at < canceled_at));
     let status = app.job_status(&promo).await;
     assert_eq!(status.body["tags"], serde_json::json!(["promo", "q4"]), "the status echoes the tags");
     assert_eq!(app.job_status(&plain).await.body["tags"], serde_json::json!([]));
