@@ -21,7 +21,7 @@ use super::context::{Pipeline, WorkError};
 use crate::model::ids::JobId;
 use crate::model::job::{timestamp, EventSource, Job, JobEvent};
 use crate::model::lifecycle::{passed, JobStatus, Passed};
-use crate::model::notification::endpoints::{EndpointChange, HELD_CODE};
+use crate::model::notification::endpoints::{endpoint_of, EndpointChange, HELD_CODE};
 use crate::model::notification::log::{DeliveryFacts, DeliveryOutcome, Trigger};
 use crate::model::notification::{
     message_id, signature_header, wait_for_the_change, AttemptClaim, DestinationError, NotificationBody, ATTEMPT_LEASE, MAX_QUEUE_DELAY,
@@ -445,13 +445,7 @@ fn notifier_event(job: &Job, status: JobStatus, message: String, error_code: Opt
 
 /// Scheme, host and port only: a path or query may carry the client's token.
 fn display_target(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) => match u.port() {
-            Some(port) => format!("{}://{}:{port}", u.scheme(), u.host_str().unwrap_or("")),
-            None => format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")),
-        },
-        Err(_) => "the webhook_url".into(),
-    }
+    endpoint_of(url).unwrap_or_else(|| "the webhook_url".into())
 }
 
 fn round_up(wait: Duration) -> Duration {
